@@ -1,0 +1,226 @@
+#!/usr/bin/env node
+import { Command, CommanderError, Option } from 'commander';
+import type { CommandContext } from '../commands/command-context.js';
+import { runBackup, type BackupRequest } from '../commands/backup.js';
+import { runInit } from '../commands/init.js';
+import { runList } from '../commands/list.js';
+import { openRepository } from '../commands/open-repository.js';
+import { runRestore } from '../commands/restore.js';
+import { runShow } from '../commands/show.js';
+import { runVerify } from '../commands/verify.js';
+import { loadSettings, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
+import { PgkeepError, toPgkeepError } from '../errors.js';
+import { PGKEEP_VERSION } from '../version.js';
+import { printBackupDone, printList, printRestoreDone, printShow, printVerify } from './print.js';
+import { ProgressBar } from './progress-bar.js';
+import { confirmOnTerminal } from './prompt.js';
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+const positiveInt = (what: string) => (value: string) => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new PgkeepError('USAGE', `${what} must be a whole number of at least 1 (got "${value}")`);
+  return n;
+};
+
+interface OutputOptions {
+  json?: boolean;
+  quiet?: boolean;
+}
+
+/** Runs one CLI invocation; resolves to the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const controller = new AbortController();
+  let signalled: NodeJS.Signals | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled) process.exit(signal === 'SIGINT' ? 130 : 143); // second signal: stop now
+    signalled = signal;
+    controller.abort(new PgkeepError('ABORTED', `interrupted by ${signal}: stopped, nothing was left half-written`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const bar = new ProgressBar();
+  let json = false;
+
+  const context = (settings: Settings, output: OutputOptions): CommandContext => {
+    const quiet = Boolean(output.json || output.quiet);
+    return {
+      settings,
+      signal: controller.signal,
+      info: (message) => {
+        if (quiet) return;
+        bar.clear();
+        process.stderr.write(`${message}\n`);
+      },
+      warn: (message) => {
+        bar.clear();
+        process.stderr.write(`pgkeep: warning: ${message}\n`);
+      },
+      progress: (p) => {
+        if (!quiet) bar.update(p);
+      },
+      confirm: async (question, expected) => {
+        bar.clear();
+        return confirmOnTerminal(question, expected);
+      },
+    };
+  };
+
+  const program = new Command('pgkeep')
+    .description('PostgreSQL backups that are consistent, checksummed, compressed, and proven to restore')
+    .version(PGKEEP_VERSION)
+    .option('-c, --config <file>', 'configuration file (default: ./pgkeep.yaml, or PGKEEP_CONFIG)')
+    .option('--repo <url>', 'repository: a local path (default: PGKEEP_REPO, BACKUP_DIR, ./backups)')
+    .option('--db <url>', 'database URL postgresql://user@host:port/db (default: DATABASE_URL, POSTGRES_*, PG*)')
+    .option('--source <name>', 'which source of the configuration (default: the only one, or the database name)')
+    .showHelpAfterError('(run pgkeep help for usage)')
+    .exitOverride();
+
+  const settingsOf = (command: Command): Settings => loadSettings(command.optsWithGlobals() as GlobalOptions);
+  const withOutput = (command: Command) => command.option('--json', 'print JSON').option('-q, --quiet', 'print only the result');
+
+  withOutput(program.command('init'))
+    .description('create a repository (a backup to an empty location creates one too)')
+    .action(async (options: OutputOptions, command: Command) => {
+      json = Boolean(options.json);
+      const result = await runInit(settingsOf(command));
+      if (json) return void console.log(JSON.stringify(result, null, 2));
+      console.log(result.created ? `created a pgkeep repository at ${result.location}` : `${result.location} is already a pgkeep repository (nothing changed)`);
+    });
+
+  withOutput(program.command('backup'))
+    .description('take a logical backup with pg_dump')
+    .option('--name <name>', 'name appended to the backup id, e.g. before-migration')
+    .addOption(new Option('--format <format>', 'pg_dump format').choices(['custom', 'directory', 'plain']))
+    .option('--schema-only', 'only the schema, no data')
+    .option('--data-only', 'only the data, no schema')
+    .option('--table <pattern>', 'only tables matching (repeatable; pg_dump patterns)', collect)
+    .option('--exclude-table <pattern>', 'leave out tables matching (repeatable)', collect)
+    .option('--schema <pattern>', 'only schemas matching (repeatable)', collect)
+    .option('--exclude-schema <pattern>', 'leave out schemas matching (repeatable)', collect)
+    .option('--no-owner', 'do not record object ownership')
+    .option('--no-acl', 'do not record privileges (GRANT/REVOKE)')
+    .option('--jobs <n>', 'parallel pg_dump workers (directory format)', positiveInt('--jobs'))
+    .option('--label <label>', 'label to attach (repeatable)', collect)
+    .option('--compress-level <n>', 'zstd level 1-19 (default 3)', positiveInt('--compress-level'))
+    .action(async (options: Record<string, unknown> & OutputOptions, command: Command) => {
+      json = Boolean(options.json);
+      const settings = settingsOf(command);
+      const source = resolveSource(settings);
+      const ctx = context(settings, options);
+      const repository = await openRepository(settings, { source: source.name, createIfEmpty: true });
+      const fromCli = (name: string) => command.getOptionValueSource(name) === 'cli';
+      const list = (value: unknown) => (Array.isArray(value) && value.length > 0 ? (value as string[]) : undefined);
+      const request: BackupRequest = {
+        name: options.name as string | undefined,
+        format: options.format as BackupRequest['format'],
+        schemaOnly: options.schemaOnly as boolean | undefined,
+        dataOnly: options.dataOnly as boolean | undefined,
+        tables: list(options.table),
+        excludeTables: list(options.excludeTable),
+        schemas: list(options.schema),
+        excludeSchemas: list(options.excludeSchema),
+        noOwner: fromCli('owner') ? true : undefined,
+        noAcl: fromCli('acl') ? true : undefined,
+        jobs: options.jobs as number | undefined,
+        labels: list(options.label),
+        compressLevel: options.compressLevel as number | undefined,
+      };
+      const manifest = await runBackup(ctx, repository, source, request);
+      bar.clear();
+      printBackupDone(manifest, repository.location, json);
+    });
+
+  withOutput(program.command('list'))
+    .description('list the backups in the repository')
+    .action(async (options: OutputOptions, command: Command) => {
+      json = Boolean(options.json);
+      const { location, backups } = await runList(settingsOf(command));
+      printList(backups, location, json);
+    });
+
+  withOutput(program.command('show'))
+    .description('show one backup: id or "latest"')
+    .argument('<backup>', 'backup id, or latest')
+    .action(async (ref: string, options: OutputOptions, command: Command) => {
+      json = Boolean(options.json);
+      printShow(await runShow(settingsOf(command), ref), json);
+    });
+
+  withOutput(program.command('verify'))
+    .description('check a backup: checksums, decompression, table of contents against the manifest')
+    .argument('<backup>', 'backup id, or latest')
+    .action(async (ref: string, options: OutputOptions, command: Command) => {
+      json = Boolean(options.json);
+      const settings = settingsOf(command);
+      try {
+        const report = await runVerify(context(settings, options), ref);
+        bar.clear();
+        printVerify(report, json);
+      } catch (error) {
+        bar.clear();
+        const report = (error as PgkeepError).details?.report;
+        if (report) printVerify(report as never, json);
+        throw error;
+      }
+    });
+
+  withOutput(program.command('restore'))
+    .description('restore a backup into a new database (or --to NAME)')
+    .argument('<backup>', 'backup id, or latest')
+    .option('--to <database>', 'target database (default: <db>_restore_<timestamp>)')
+    .option('--overwrite', 'replace the target database if it exists (asks to confirm; a safety backup is taken first)')
+    .option('--force', 'confirm --overwrite without asking (for scripts)')
+    .option('--jobs <n>', 'parallel pg_restore workers (stages the dump in a temp file)', positiveInt('--jobs'))
+    .option('--no-owner', 'do not restore object ownership')
+    .action(async (ref: string, options: Record<string, unknown> & OutputOptions, command: Command) => {
+      json = Boolean(options.json);
+      const settings = settingsOf(command);
+      const source = resolveSource(settings);
+      const repository = await openRepository(settings, { source: source.name });
+      const result = await runRestore(context(settings, options), repository, source, {
+        backup: ref,
+        to: options.to as string | undefined,
+        overwrite: Boolean(options.overwrite),
+        force: Boolean(options.force),
+        jobs: options.jobs as number | undefined,
+        noOwner: command.getOptionValueSource('owner') === 'cli',
+      });
+      bar.clear();
+      printRestoreDone(result, json);
+    });
+
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (error) {
+    bar.clear();
+    if (error instanceof CommanderError) {
+      // commander already printed its message (help and --version exit 0)
+      return error.exitCode === 0 ? 0 : 2;
+    }
+    const failure = toPgkeepError(error);
+    if (signalled && failure.code !== 'ABORTED' && controller.signal.aborted) {
+      process.stderr.write(`pgkeep: interrupted by ${signalled}\n`);
+      return signalled === 'SIGINT' ? 130 : 143;
+    }
+    if (json) console.log(JSON.stringify({ ok: false, error: { code: failure.code, message: failure.message } }, null, 2));
+    process.stderr.write(`pgkeep: ${failure.code === 'INTERNAL' ? 'internal error: ' : ''}${failure.message}\n`);
+    if (process.env.PGKEEP_DEBUG && error instanceof Error) process.stderr.write(`${error.stack}\n`);
+    if (failure.code === 'ABORTED') return signalled === 'SIGTERM' ? 143 : 130;
+    return failure.exitCode;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`pgkeep: internal error: ${(error as Error)?.stack ?? String(error)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,136 @@
+import type { RestoreResult } from '../commands/restore.js';
+import type { Manifest } from '../repository/manifest.js';
+import type { VerifyReport } from '../verify/verify-backup.js';
+import { formatAge, formatBytes, formatCount, formatDuration, formatTable } from './format.js';
+
+/** Printing of each command's result: JSON as is, or text for people. */
+
+const out = (text: string): void => void process.stdout.write(`${text}\n`);
+const printJson = (value: unknown): void => out(JSON.stringify(value, null, 2));
+
+export function printBackupDone(manifest: Manifest, location: string, json: boolean): void {
+  if (json) return printJson(manifest);
+  out(
+    `backup ${manifest.id} of ${manifest.source} done in ${formatDuration(manifest.durationMs)}: ` +
+      `${formatBytes(manifest.totals.rawBytes)} dumped, ${formatBytes(manifest.totals.storedBytes)} stored, ` +
+      `${manifest.tables.length} tables, ${formatCount(manifest.totals.rows)} rows`,
+  );
+  out(`repository: ${location}`);
+}
+
+export function printList(backups: Manifest[], location: string, json: boolean): void {
+  if (json) return printJson(backups.map(summary));
+  if (backups.length === 0) return out(`no backups in ${location} yet`);
+  out(
+    formatTable(
+      ['ID', 'SOURCE', 'KIND', 'FORMAT', 'SIZE', 'DURATION', 'AGE', 'LABELS'],
+      backups.map((m) => [
+        m.id,
+        m.source,
+        m.kind,
+        m.options.format,
+        formatBytes(m.totals.storedBytes),
+        formatDuration(m.durationMs),
+        formatAge(new Date(m.finishedAt)),
+        m.labels.join(','),
+      ]),
+      [4, 5],
+    ),
+  );
+}
+
+/** The fields of a backup that list --json gives (the full manifest is in show --json). */
+function summary(m: Manifest) {
+  return {
+    id: m.id,
+    source: m.source,
+    kind: m.kind,
+    format: m.options.format,
+    database: m.database.name,
+    labels: m.labels,
+    startedAt: m.startedAt,
+    finishedAt: m.finishedAt,
+    durationMs: m.durationMs,
+    rawBytes: m.totals.rawBytes,
+    storedBytes: m.totals.storedBytes,
+    tables: m.tables.length,
+    rows: m.totals.rows,
+  };
+}
+
+export function printShow(m: Manifest, json: boolean): void {
+  if (json) return printJson(m);
+  const options = m.options;
+  const selection = [
+    options.schemaOnly && 'schema only',
+    options.dataOnly && 'data only',
+    options.tables.length > 0 && `tables ${options.tables.join(', ')}`,
+    options.excludeTables.length > 0 && `excluding tables ${options.excludeTables.join(', ')}`,
+    options.schemas.length > 0 && `schemas ${options.schemas.join(', ')}`,
+    options.excludeSchemas.length > 0 && `excluding schemas ${options.excludeSchemas.join(', ')}`,
+    options.noOwner && 'no owners',
+    options.noAcl && 'no privileges',
+  ].filter(Boolean);
+  const lines: [string, string][] = [
+    ['backup', m.id],
+    ['source', m.source],
+    ['kind', `${m.kind}, ${options.format} format${options.jobs > 1 ? `, ${options.jobs} jobs` : ''}`],
+    ['contents', selection.length > 0 ? selection.join('; ') : 'whole database'],
+    ['labels', m.labels.join(', ') || '-'],
+    ['started', m.startedAt],
+    ['finished', `${m.finishedAt} (${formatDuration(m.durationMs)}, ${formatAge(new Date(m.finishedAt))})`],
+    ['database', `${m.database.name} on ${m.server.host}:${m.server.port}, ${formatBytes(m.database.sizeBytes)}, ${m.database.encoding} ${m.database.collate}`],
+    ['server', `PostgreSQL ${m.server.version}${m.server.systemIdentifier ? `, system id ${m.server.systemIdentifier}` : ''}`],
+    ['tools', `pg_dump ${m.tools.pgDump}, pgkeep ${m.pgkeep.version} (${m.pgkeep.codec})`],
+    ['size', `${formatBytes(m.totals.rawBytes)} dumped, ${formatBytes(m.totals.storedBytes)} stored (${ratio(m.totals.rawBytes, m.totals.storedBytes)})`],
+    ['rows', `${formatCount(m.totals.rows)} in ${m.tables.length} tables`],
+  ];
+  const width = Math.max(...lines.map(([k]) => k.length));
+  for (const [key, value] of lines) out(`${key.padEnd(width)}  ${value}`);
+  out('');
+  out(
+    formatTable(
+      ['OBJECT', 'RAW', 'STORED', 'SHA-256 (STORED)'],
+      m.objects.map((o) => [o.name, formatBytes(o.raw.size), formatBytes(o.stored.size), o.stored.sha256.slice(0, 16)]),
+      [1, 2],
+    ),
+  );
+  if (m.tables.length > 0) {
+    out('');
+    out(formatTable(['TABLE', 'ROWS'], m.tables.map((t) => [`${t.schema}.${t.name}`, t.rows === null ? '-' : formatCount(t.rows)]), [1]));
+  }
+}
+
+function ratio(raw: number, stored: number): string {
+  return stored === 0 ? '-' : `${(raw / stored).toFixed(1)}x`;
+}
+
+export function printVerify(report: VerifyReport, json: boolean): void {
+  if (json) return printJson(report);
+  for (const o of report.objects) {
+    out(`${o.ok ? 'ok    ' : 'FAILED'}  ${o.name}  ${formatBytes(o.storedBytes)} stored, ${formatBytes(o.rawBytes)} raw${o.problem ? `: ${o.problem}` : ''}`);
+  }
+  out(`tables: ${report.tables.found} of ${report.tables.expected} in the dump's table of contents`);
+  if (report.ok) out(`backup ${report.id} is intact (${formatDuration(report.durationMs)})`);
+  else for (const problem of report.problems) out(`problem: ${problem}`);
+}
+
+export function printRestoreDone(result: RestoreResult, json: boolean): void {
+  if (json) return printJson(result);
+  if (result.tables.length > 0) {
+    out(
+      formatTable(
+        ['TABLE', 'BACKUP', 'RESTORED', ''],
+        result.tables.map((t) => [`${t.schema}.${t.name}`, formatCount(t.expected), formatCount(t.actual), t.expected === t.actual ? 'ok' : 'DIFFERENT']),
+        [1, 2],
+      ),
+    );
+  }
+  const rows = result.tables.reduce((n, t) => n + t.actual, 0);
+  out(
+    `restored ${result.backup.source}/${result.backup.id} into ${result.replaced ? 'existing ' : 'new '}database "${result.database}" in ${formatDuration(result.durationMs)}: ` +
+      `row counts match the backup (${result.tables.length} tables, ${formatCount(rows)} rows)`,
+  );
+  if (result.safetyBackup) out(`the replaced database was saved first as backup ${result.safetyBackup}`);
+  out(`connect: ${result.connection}`);
+}

@@ -1,0 +1,244 @@
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { createReadStream } from 'node:fs';
+import type { BackupFormat, BackupOptionsConfig } from '../config/config-schema.js';
+import type { ResolvedSource } from '../config/settings.js';
+import { PgkeepError, throwIfAborted } from '../errors.js';
+import { DEFAULT_ZSTD_LEVEL, defaultZstd, type ZstdCodec } from '../pipeline/zstd.js';
+import { storeStream } from '../pipeline/store-stream.js';
+import { libpqEnv } from '../postgres/connection-info.js';
+import { connect } from '../postgres/pg-client.js';
+import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
+import { settleAll, startProcess } from '../postgres/run-process.js';
+import { readDatabaseInfo, readServerInfo } from '../postgres/server-info.js';
+import { countRows, readCatalogTables, selectDataTables } from '../postgres/table-selection.js';
+import { makeBackupId } from '../repository/backup-id.js';
+import type { BackupObject, Manifest } from '../repository/manifest.js';
+import { MANIFEST_FORMAT } from '../repository/manifest.js';
+import type { Repository } from '../repository/repository.js';
+import { acquireSourceLock } from '../repository/source-lock.js';
+import { PGKEEP_VERSION } from '../version.js';
+import type { CommandContext } from './command-context.js';
+
+/** What one backup run is asked to do; unset options come from the source's config. */
+export interface BackupRequest extends BackupOptionsConfig {
+  name?: string | undefined;
+}
+
+type DumpOptions = Manifest['options'];
+
+/**
+ * Takes one logical backup of `source` into `repository`:
+ *
+ *  1. connect, read the server version, check pg_dump is new enough
+ *  2. take the source lock, clear leftovers of interrupted backups
+ *  3. open a repeatable-read transaction and export its snapshot
+ *  4. run pg_dump on that snapshot, streamed through checksum → zstd → checksum
+ *     into the repository, while counting every table's rows in the same snapshot
+ *  5. write the manifest, last: only now does the backup exist
+ *
+ * On any failure or interruption the objects written so far are removed and
+ * the first cause is rethrown.
+ */
+export async function runBackup(ctx: CommandContext, repository: Repository, source: ResolvedSource, request: BackupRequest = {}): Promise<Manifest> {
+  const options = dumpOptions(source.backup, request);
+  const labels = [...new Set([...(source.backup.labels ?? []), ...(request.labels ?? [])])];
+  const startedAt = new Date();
+  // A local controller lets one failing stage stop the others (pg_dump, counting, writing).
+  const controller = new AbortController();
+  const stopAll = () => controller.abort(ctx.signal.reason);
+  ctx.signal.addEventListener('abort', stopAll, { once: true });
+  const signal = controller.signal;
+
+  // 1. server and tool versions
+  const client = await connect(source.connection, signal);
+  let lock: { release(): Promise<void> } | undefined;
+  let backupId: string | undefined;
+  try {
+    const server = await readServerInfo(client);
+    const pgDump = await toolInfo('pg_dump', source.pgBin);
+    assertToolNotOlder(pgDump, 'pg_dump', server.versionNum, server.version);
+
+    // 2. one writer per source; what an interrupted run left behind goes now
+    lock = await acquireSourceLock(repository.storage, source.name, 'backup');
+    const leftovers = await repository.removeLeftovers(source.name);
+    if (leftovers.length > 0) ctx.info(`removed ${leftovers.length} interrupted backup(s): ${leftovers.join(', ')}`);
+    backupId = await allocateId(repository, source.name, startedAt, request.name);
+
+    // 3. the snapshot every part of this backup reads
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    const snapshot = (await client.query<{ id: string }>('SELECT pg_catalog.pg_export_snapshot() AS id')).rows[0]!.id;
+    const database = await readDatabaseInfo(client);
+    const dataTables = options.schemaOnly ? [] : selectDataTables(await readCatalogTables(client), options);
+    ctx.info(`backing up ${database.name} (${source.name}) as ${backupId}: ${options.format} format, ${dataTables.length} tables with data`);
+
+    // 4. dump and count, concurrently, in the same snapshot
+    const codec = defaultZstd();
+    const dump = dumpToRepository(ctx, repository, source, backupId, options, snapshot, pgDump.path, codec, signal);
+    const counting = countRows(client, dataTables, signal);
+    let objects: BackupObject[] = [];
+    let counts: Awaited<typeof counting> = [];
+    await settleAll([
+      dump.then((o) => (objects = o)),
+      counting.then((c) => (counts = c)),
+    ].map((p) => p.catch((error) => {
+      controller.abort(error);
+      throw error;
+    })));
+    await client.query('COMMIT');
+
+    // 5. the manifest makes it a backup
+    const finishedAt = new Date();
+    const tables = counts.map((c) => ({ schema: c.schema, name: c.name, rows: c.rows }));
+    const manifest: Manifest = {
+      format: MANIFEST_FORMAT,
+      id: backupId,
+      source: source.name,
+      kind: 'logical',
+      name: request.name ?? null,
+      labels,
+      startedAt: startedAt.toISOString(),
+      finishedAt: finishedAt.toISOString(),
+      durationMs: finishedAt.getTime() - startedAt.getTime(),
+      pgkeep: { version: PGKEEP_VERSION, codec: codec.name },
+      server: { ...server, host: source.connection.host, port: source.connection.port },
+      tools: { pgDump: pgDump.version },
+      database,
+      options,
+      snapshot,
+      objects,
+      tables,
+      totals: {
+        rawBytes: objects.reduce((n, o) => n + o.raw.size, 0),
+        storedBytes: objects.reduce((n, o) => n + o.stored.size, 0),
+        rows: tables.reduce((n, t) => n + (t.rows ?? 0), 0),
+      },
+    };
+    throwIfAborted(signal);
+    await repository.writeManifest(manifest);
+    return manifest;
+  } catch (error) {
+    if (backupId !== undefined) await repository.storage.removeFolder(repository.backupFolder(source.name, backupId)).catch(() => undefined);
+    throw error;
+  } finally {
+    ctx.signal.removeEventListener('abort', stopAll);
+    await client.end().catch(() => undefined);
+    await lock?.release().catch(() => undefined);
+  }
+}
+
+function dumpOptions(defaults: BackupOptionsConfig, request: BackupRequest): DumpOptions {
+  const pick = <K extends keyof BackupOptionsConfig>(key: K): BackupOptionsConfig[K] => request[key] ?? defaults[key];
+  const format: BackupFormat = pick('format') ?? 'custom';
+  const jobs = pick('jobs') ?? 1;
+  if (jobs > 1 && format !== 'directory') {
+    throw new PgkeepError('USAGE', `--jobs ${jobs} needs --format directory (pg_dump dumps in parallel only into a directory)`);
+  }
+  if (pick('schemaOnly') && pick('dataOnly')) throw new PgkeepError('USAGE', '--schema-only and --data-only cannot be used together');
+  return {
+    format,
+    schemaOnly: pick('schemaOnly') ?? false,
+    dataOnly: pick('dataOnly') ?? false,
+    tables: [...(pick('tables') ?? [])],
+    excludeTables: [...(pick('excludeTables') ?? [])],
+    schemas: [...(pick('schemas') ?? [])],
+    excludeSchemas: [...(pick('excludeSchemas') ?? [])],
+    noOwner: pick('noOwner') ?? false,
+    noAcl: pick('noAcl') ?? false,
+    jobs,
+    compressLevel: pick('compressLevel') ?? DEFAULT_ZSTD_LEVEL,
+  };
+}
+
+/** Ids are per second; a second backup within the same second takes the next free second. */
+async function allocateId(repository: Repository, source: string, at: Date, name: string | undefined): Promise<string> {
+  const taken = new Set((await repository.listBackupFolders(source)).map((f) => f.id));
+  for (let offset = 0; ; offset++) {
+    const id = makeBackupId(new Date(at.getTime() + offset * 1000), name);
+    if (!taken.has(id)) return id;
+  }
+}
+
+export function pgDumpArgs(options: DumpOptions, snapshot: string): string[] {
+  const args = [`--format=${options.format}`, `--snapshot=${snapshot}`, '--verbose', '--no-password'];
+  if (options.format !== 'plain') args.push('--compress=0');
+  if (options.schemaOnly) args.push('--schema-only');
+  if (options.dataOnly) args.push('--data-only');
+  for (const t of options.tables) args.push(`--table=${t}`);
+  for (const t of options.excludeTables) args.push(`--exclude-table=${t}`);
+  for (const s of options.schemas) args.push(`--schema=${s}`);
+  for (const s of options.excludeSchemas) args.push(`--exclude-schema=${s}`);
+  if (options.noOwner) args.push('--no-owner');
+  if (options.noAcl) args.push('--no-privileges');
+  if (options.jobs > 1) args.push(`--jobs=${options.jobs}`);
+  return args;
+}
+
+const PG_DUMP_ERROR_LINE = /(error|detail|hint|warning):|FATAL|ERROR/;
+
+async function dumpToRepository(
+  ctx: CommandContext,
+  repository: Repository,
+  source: ResolvedSource,
+  id: string,
+  options: DumpOptions,
+  snapshot: string,
+  pgDumpPath: string,
+  codec: ZstdCodec,
+  signal: AbortSignal,
+): Promise<BackupObject[]> {
+  let table: string | undefined;
+  let bytes = 0;
+  const processOptions = {
+    env: libpqEnv(source.connection),
+    signal,
+    isErrorLine: (line: string) => PG_DUMP_ERROR_LINE.test(line),
+    onStderrLine: (line: string) => {
+      const match = /dumping contents of table "(.+)"/.exec(line);
+      if (match) {
+        table = match[1];
+        ctx.progress({ phase: 'dump', bytes, item: table });
+      }
+    },
+  };
+  const store = { codec, level: options.compressLevel, signal };
+
+  if (options.format !== 'directory') {
+    // custom and plain: one stream from pg_dump's stdout
+    const objectName = options.format === 'custom' ? 'dump.zst' : 'dump.sql.zst';
+    const pgDump = startProcess(pgDumpPath, pgDumpArgs(options, snapshot), { ...processOptions, stdout: 'pipe' });
+    const digests = await storeStream(repository.storage, repository.objectKey(source.name, id, objectName), pgDump.stdout!, {
+      ...store,
+      complete: pgDump.done,
+      onRawBytes: (total) => {
+        bytes = total;
+        ctx.progress({ phase: 'dump', bytes, item: table });
+      },
+    });
+    return [{ name: objectName, role: 'dump', ...digests, compression: 'zstd', encryption: null }];
+  }
+
+  // directory: pg_dump (possibly parallel) writes uncompressed files into a
+  // private staging folder; each file is then stored as its own object.
+  const staging = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-dump-'));
+  try {
+    const dumpDir = path.join(staging, 'dump');
+    const pgDump = startProcess(pgDumpPath, [...pgDumpArgs(options, snapshot), `--file=${dumpDir}`], { ...processOptions, stdout: 'ignore' });
+    await pgDump.done;
+    const objects: BackupObject[] = [];
+    for (const file of (await readdir(dumpDir)).sort()) {
+      throwIfAborted(signal);
+      const name = `dump.d/${file}.zst`;
+      const digests = await storeStream(repository.storage, repository.objectKey(source.name, id, name), createReadStream(path.join(dumpDir, file), { highWaterMark: 1 << 20 }), {
+        ...store,
+        onRawBytes: (total) => ctx.progress({ phase: 'store', bytes: bytes + total, item: file }),
+      });
+      bytes += digests.raw.size;
+      objects.push({ name, role: 'dump-file', file, ...digests, compression: 'zstd', encryption: null });
+    }
+    return objects;
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,40 @@
+import type { Settings } from '../config/settings.js';
+
+/** Live progress of a long job, for a progress bar or the daemon's job view. */
+export interface Progress {
+  phase: string;
+  bytes: number;
+  totalBytes?: number | undefined;
+  item?: string | undefined;
+}
+
+/**
+ * What a command gets from whoever runs it (the CLI, the daemon, a test):
+ * settings, a way to report, cancellation, and a way to ask the user.
+ * Commands never print or read stdin themselves.
+ */
+export interface CommandContext {
+  readonly settings: Settings;
+  readonly signal: AbortSignal;
+  /** One line of human progress ("dumping", "restoring into …"). */
+  info(message: string): void;
+  warn(message: string): void;
+  progress(progress: Progress): void;
+  /**
+   * Asks the user to type `expected` to confirm a destructive action.
+   * Resolves false when there is nobody to ask (no TTY).
+   */
+  confirm(question: string, expected: string): Promise<boolean>;
+}
+
+/** A context that reports nothing and never confirms: for tests and the daemon. */
+export function quietContext(settings: Settings, signal: AbortSignal = new AbortController().signal): CommandContext {
+  return {
+    settings,
+    signal,
+    info: () => undefined,
+    warn: () => undefined,
+    progress: () => undefined,
+    confirm: async () => false,
+  };
+}

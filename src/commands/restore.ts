@@ -1,0 +1,245 @@
+import { createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import type { ResolvedSource } from '../config/settings.js';
+import { sourceNameForDatabase } from '../config/settings.js';
+import { PgkeepError, throwIfAborted } from '../errors.js';
+import { childStdinSink, loadStream } from '../pipeline/load-stream.js';
+import { defaultZstd } from '../pipeline/zstd.js';
+import { describeConnection, libpqEnv, serverLabel, withDatabase, type ConnectionInfo } from '../postgres/connection-info.js';
+import { createDatabase, dropDatabase, fitIdentifier, renameDatabase } from '../postgres/database-admin.js';
+import { withClient } from '../postgres/pg-client.js';
+import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
+import { settleAll, startProcess } from '../postgres/run-process.js';
+import { databaseExists, readServerInfo } from '../postgres/server-info.js';
+import { countRows } from '../postgres/table-selection.js';
+import { timestampPart } from '../repository/backup-id.js';
+import type { Manifest } from '../repository/manifest.js';
+import type { Repository } from '../repository/repository.js';
+import { runBackup } from './backup.js';
+import type { CommandContext } from './command-context.js';
+
+export interface RestoreRequest {
+  /** Backup id or "latest". */
+  backup: string;
+  /** Target database; default a new <db>_restore_<timestamp>. */
+  to?: string | undefined;
+  overwrite?: boolean | undefined;
+  /** Confirms an overwrite without asking (for scripts). */
+  force?: boolean | undefined;
+  jobs?: number | undefined;
+  noOwner?: boolean | undefined;
+}
+
+export interface TableCheck {
+  schema: string;
+  name: string;
+  expected: number;
+  actual: number;
+}
+
+export interface RestoreResult {
+  backup: { id: string; source: string };
+  database: string;
+  /** Connection string of the restored database, without the password. */
+  connection: string;
+  replaced: boolean;
+  /** Id of the backup taken of the replaced database, when one was replaced. */
+  safetyBackup: string | undefined;
+  tables: TableCheck[];
+  durationMs: number;
+}
+
+/**
+ * Restores a backup into a database on the source's server:
+ *
+ *  1. find the backup, choose the target name, check pg_restore can read it
+ *  2. if the target exists: refuse, unless --overwrite and confirmed; then take
+ *     a safety backup of it (label pre-restore)
+ *  3. create a new empty database (for an overwrite, under a temporary name)
+ *  4. stream the backup into it, checking every checksum on the way
+ *  5. ANALYZE, and compare every table's row count with the manifest
+ *  6. for an overwrite, swap: the old database is renamed away, the new one
+ *     takes its name, the old one is dropped
+ *
+ * Any failure before the swap drops the database this restore created and
+ * leaves an existing database untouched.
+ */
+export async function runRestore(ctx: CommandContext, repository: Repository, source: ResolvedSource, request: RestoreRequest): Promise<RestoreResult> {
+  const started = Date.now();
+  const { signal } = ctx;
+
+  // 1. the backup, the target, the tools
+  const manifest = await repository.resolveBackup(request.backup, source.name);
+  const target = request.to ?? fitIdentifier(`${manifest.database.name}_restore_`, timestampPart(new Date()).toLowerCase());
+  if (target === '' || Buffer.byteLength(target) > 63) {
+    throw new PgkeepError('INVALID_NAME', `database name "${target}" is invalid: use 1 to 63 bytes`);
+  }
+  // Administrative statements run from another database than the one being replaced.
+  const admin = withDatabase(source.connection, target === 'postgres' ? 'template1' : 'postgres');
+  const { exists, server } = await withClient(admin, async (client) => ({ exists: await databaseExists(client, target), server: await readServerInfo(client) }), signal);
+  const loader = manifest.options.format === 'plain' ? 'psql' : 'pg_restore';
+  const tool = await toolInfo(loader, source.pgBin);
+  const dumpMajor = Number(manifest.tools.pgDump.split('.')[0]);
+  if (loader === 'pg_restore' && tool.major < dumpMajor) {
+    throw new PgkeepError('TOOL_TOO_OLD', `pg_restore ${tool.version} cannot read a dump made by pg_dump ${manifest.tools.pgDump}: install postgresql-client-${dumpMajor} or set PG_BIN`);
+  }
+  assertToolNotOlder(tool, loader, server.versionNum, server.version);
+
+  // 2. never replace a database without consent, and never without a copy
+  let safetyBackup: string | undefined;
+  if (exists) {
+    if (!request.overwrite) {
+      throw new PgkeepError('DB_EXISTS', `database "${target}" already exists on ${serverLabel(source.connection)}: choose another --to, or add --overwrite to replace it (a safety backup is taken first)`);
+    }
+    if (!request.force && !(await ctx.confirm(`This replaces database "${target}" on ${serverLabel(source.connection)} with backup ${manifest.id}. Type the database name to confirm:`, target))) {
+      throw new PgkeepError('CONFIRMATION_REQUIRED', `not replacing database "${target}": confirm by typing its name, or pass --force when running without a terminal`);
+    }
+    ctx.info(`taking a safety backup of "${target}" before replacing it`);
+    const safety = await runBackup(ctx, repository, safetySource(source, target), { name: 'pre-restore', labels: ['pre-restore'] });
+    safetyBackup = `${safety.source}/${safety.id}`;
+    ctx.info(`safety backup ${safety.id} (source ${safety.source}) written`);
+  }
+
+  // 3. a new, empty database
+  const work = exists ? fitIdentifier(target, `_pgkeep_${timestampPart(new Date()).toLowerCase()}`) : target;
+  await withClient(admin, async (client) => {
+    const { localeKept } = await createDatabase(client, work, manifest.database);
+    if (!localeKept) ctx.warn(`locale ${manifest.database.collate} of the backup is not available on this server: restored with the server's default locale`);
+  });
+
+  let swapped = false;
+  try {
+    // 4. load, checking checksums while streaming
+    ctx.info(`restoring ${manifest.id} into "${work}"`);
+    await loadBackup(ctx, repository, manifest, withDatabase(source.connection, work), request, source);
+
+    // 5. prove it: ANALYZE, then exact row counts against the manifest
+    const tables = await withClient(withDatabase(source.connection, work), async (client) => {
+      await client.query('ANALYZE');
+      const expected = manifest.tables.filter((t) => t.rows !== null);
+      const actual = await countRows(client, expected, signal);
+      return expected.map((t, i) => ({ schema: t.schema, name: t.name, expected: t.rows!, actual: actual[i]!.rows }));
+    });
+    const wrong = tables.filter((t) => t.expected !== t.actual);
+    if (wrong.length > 0) {
+      const first = wrong[0]!;
+      throw new PgkeepError('ROW_COUNT_MISMATCH', `restored table ${first.schema}.${first.name} has ${first.actual} rows where the backup recorded ${first.expected}${wrong.length > 1 ? ` (and ${wrong.length - 1} more tables differ)` : ''}`, {
+        details: { tables: wrong },
+      });
+    }
+
+    // 6. swap the new database into place
+    if (exists) {
+      throwIfAborted(signal);
+      await swapDatabases(admin, target, work, safetyBackup!);
+      swapped = true;
+    }
+    return {
+      backup: { id: manifest.id, source: manifest.source },
+      database: target,
+      connection: describeConnection(source.connection, target),
+      replaced: exists,
+      safetyBackup,
+      tables,
+      durationMs: Date.now() - started,
+    };
+  } catch (error) {
+    if (!swapped) {
+      await withClient(admin, (client) => dropDatabase(client, work)).catch((dropError) =>
+        ctx.warn(`could not drop the partly restored database "${work}": ${(dropError as Error).message}`),
+      );
+    }
+    throw error;
+  }
+}
+
+/** The safety backup goes to the source whose database it is, else to a source named after the database. */
+function safetySource(source: ResolvedSource, database: string): ResolvedSource {
+  const name = database === source.connection.database ? source.name : sourceNameForDatabase(database);
+  return { ...source, name, connection: withDatabase(source.connection, database), backup: {} };
+}
+
+async function swapDatabases(admin: ConnectionInfo, target: string, work: string, safetyBackup: string): Promise<void> {
+  const old = fitIdentifier(target, `_pgkeep_old_${timestampPart(new Date()).toLowerCase()}`);
+  await withClient(admin, async (client) => {
+    await renameDatabase(client, target, old);
+    try {
+      await renameDatabase(client, work, target);
+    } catch (error) {
+      await renameDatabase(client, old, target).catch(() => undefined);
+      throw new PgkeepError('RESTORE_FAILED', `could not put the restored database in place of "${target}" (${(error as Error).message}); the original is unchanged, the restored copy is "${work}", safety backup ${safetyBackup}`, { cause: error });
+    }
+    try {
+      await dropDatabase(client, old);
+    } catch (error) {
+      throw new PgkeepError('RESTORE_FAILED', `restored "${target}", but could not drop the replaced database, now named "${old}": drop it by hand (${(error as Error).message})`, { cause: error });
+    }
+  });
+}
+
+const RESTORE_ERROR_LINE = /error|ERROR|FATAL|detail|DETAIL|hint|HINT/;
+
+async function loadBackup(ctx: CommandContext, repository: Repository, manifest: Manifest, target: ConnectionInfo, request: RestoreRequest, source: ResolvedSource): Promise<void> {
+  const codec = defaultZstd();
+  const signal = ctx.signal;
+  const env = libpqEnv(target);
+  const jobs = request.jobs ?? 1;
+  const ownerArgs = request.noOwner ? ['--no-owner'] : [];
+  const key = (name: string) => repository.objectKey(manifest.source, manifest.id, name);
+  const progress = (done: number) => ctx.progress({ phase: 'restore', bytes: done, totalBytes: manifest.totals.rawBytes });
+  const common = { env, signal, isErrorLine: (line: string) => RESTORE_ERROR_LINE.test(line) };
+
+  if (manifest.options.format === 'plain') {
+    const psql = await toolInfo('psql', source.pgBin);
+    const run = startProcess(psql.path, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '--no-password', '-d', target.database, '-f', '-'], {
+      ...common,
+      stdin: 'pipe',
+      stdout: 'ignore',
+    });
+    await settleAll([loadStream(repository.storage, key(manifest.objects[0]!.name), manifest.objects[0]!, childStdinSink(run.stdin!), { codec, signal, onRawBytes: progress }), run.done]);
+    return;
+  }
+
+  const pgRestore = await toolInfo('pg_restore', source.pgBin);
+  const baseArgs = ['--dbname', target.database, '--exit-on-error', '--no-password', ...ownerArgs];
+
+  if (manifest.options.format === 'custom' && jobs <= 1) {
+    // Stream straight into pg_restore: no temp space needed.
+    const object = manifest.objects[0]!;
+    const run = startProcess(pgRestore.path, baseArgs, { ...common, stdin: 'pipe', stdout: 'ignore' });
+    await settleAll([loadStream(repository.storage, key(object.name), object, childStdinSink(run.stdin!), { codec, signal, onRawBytes: progress }), run.done]);
+    return;
+  }
+
+  // Parallel pg_restore needs a seekable file (custom) or a directory: stage
+  // the decompressed, checksum-verified dump in a private temp folder first.
+  const staging = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-restore-'));
+  try {
+    let input: string;
+    let done = 0;
+    if (manifest.options.format === 'custom') {
+      input = path.join(staging, 'dump');
+      const object = manifest.objects[0]!;
+      await loadStream(repository.storage, key(object.name), object, createWriteStream(input, { mode: 0o600 }), { codec, signal, onRawBytes: progress });
+    } else {
+      input = path.join(staging, 'dump');
+      await mkdir(input, { mode: 0o700 });
+      for (const object of manifest.objects) {
+        throwIfAborted(signal);
+        const base = done;
+        await loadStream(repository.storage, key(object.name), object, createWriteStream(path.join(input, object.file!), { mode: 0o600 }), {
+          codec,
+          signal,
+          onRawBytes: (n) => progress(base + n),
+        });
+        done += object.raw.size;
+      }
+    }
+    ctx.progress({ phase: 'pg_restore', bytes: manifest.totals.rawBytes, totalBytes: manifest.totals.rawBytes });
+    await startProcess(pgRestore.path, [...baseArgs, `--jobs=${Math.max(1, jobs)}`, input], { ...common, stdout: 'ignore' }).done;
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,60 @@
+import { z } from 'zod';
+
+/** Names of sources and backups: they become path segments in the repository. */
+export const NAME_PATTERN = /^[A-Za-z0-9._-]{1,100}$/;
+
+export const BackupFormat = z.enum(['custom', 'directory', 'plain']);
+export type BackupFormat = z.infer<typeof BackupFormat>;
+
+/** Options of a logical backup; the same keys in the config and as flags. */
+export const BackupOptionsSchema = z
+  .object({
+    format: BackupFormat.optional(),
+    jobs: z.number().int().min(1).max(64).optional(),
+    schemaOnly: z.boolean().optional(),
+    dataOnly: z.boolean().optional(),
+    tables: z.array(z.string().min(1)).optional(),
+    excludeTables: z.array(z.string().min(1)).optional(),
+    schemas: z.array(z.string().min(1)).optional(),
+    excludeSchemas: z.array(z.string().min(1)).optional(),
+    noOwner: z.boolean().optional(),
+    noAcl: z.boolean().optional(),
+    compressLevel: z.number().int().min(1).max(19).optional(),
+    labels: z.array(z.string().regex(NAME_PATTERN, 'labels use letters, digits, ".", "_" and "-"')).optional(),
+  })
+  .strict();
+export type BackupOptionsConfig = z.infer<typeof BackupOptionsSchema>;
+
+export const SourceSchema = z
+  .object({
+    /** postgresql:// URL; the fields below override its parts. */
+    db: z.string().min(1).optional(),
+    host: z.string().min(1).optional(),
+    port: z.number().int().min(1).max(65535).optional(),
+    user: z.string().min(1).optional(),
+    database: z.string().min(1).optional(),
+    password: z.string().optional(),
+    passwordFile: z.string().min(1).optional(),
+    sslmode: z.enum(['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']).optional(),
+    repo: z.string().min(1).optional(),
+    backup: BackupOptionsSchema.optional(),
+  })
+  .strict();
+export type SourceConfig = z.infer<typeof SourceSchema>;
+
+export const ConfigSchema = z
+  .object({
+    /** Default repository of every source. */
+    repo: z.string().min(1).optional(),
+    /** Folder of the PostgreSQL client programs to use. */
+    pgBin: z.string().min(1).optional(),
+    /** Where directory-format dumps and parallel restores are staged; default the OS temp folder. */
+    tempDir: z.string().min(1).optional(),
+    /** Defaults for the backups of every source. */
+    backup: BackupOptionsSchema.optional(),
+    sources: z
+      .record(z.string().regex(NAME_PATTERN, 'source names use letters, digits, ".", "_" and "-" (at most 100)'), SourceSchema)
+      .optional(),
+  })
+  .strict();
+export type PgkeepConfig = z.infer<typeof ConfigSchema>;

@@ -1,0 +1,207 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { userInfo } from 'node:os';
+import * as path from 'node:path';
+import { parse as parseDotenv } from 'dotenv';
+import { PgkeepError } from '../errors.js';
+import { parseDatabaseUrl, parsePort, type ConnectionInfo } from '../postgres/connection-info.js';
+import { NAME_PATTERN, type BackupOptionsConfig, type PgkeepConfig, type SourceConfig } from './config-schema.js';
+import { deepFreeze, loadConfig } from './load-config.js';
+
+/** Options every command takes. */
+export interface GlobalOptions {
+  config?: string | undefined;
+  repo?: string | undefined;
+  db?: string | undefined;
+  source?: string | undefined;
+}
+
+/**
+ * Everything a command needs to know about its configuration, resolved once
+ * and frozen. Only this module reads the environment; commands take Settings.
+ */
+export interface Settings {
+  readonly cwd: string;
+  readonly configFile: string | undefined;
+  readonly config: Readonly<PgkeepConfig>;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly options: Readonly<GlobalOptions>;
+}
+
+/** A database being backed up, with everything needed to reach it. */
+export interface ResolvedSource {
+  readonly name: string;
+  readonly connection: ConnectionInfo;
+  readonly backup: Readonly<BackupOptionsConfig>;
+  readonly repo: string;
+  readonly pgBin: string | undefined;
+  readonly tempDir: string | undefined;
+}
+
+export function loadSettings(options: GlobalOptions, context: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Settings {
+  const cwd = context.cwd ?? process.cwd();
+  const env = { ...readDotenv(cwd), ...(context.env ?? process.env) };
+  const loaded = loadConfig(options.config, env, cwd);
+  return deepFreeze({ cwd, configFile: loaded.path, config: loaded.config, env, options: { ...options } });
+}
+
+/** A .env file in the working folder, as the teams' own scripts read it; the real environment wins. */
+function readDotenv(cwd: string): Record<string, string> {
+  const file = path.join(cwd, '.env');
+  if (!existsSync(file)) return {};
+  try {
+    return parseDotenv(readFileSync(file));
+  } catch (error) {
+    throw new PgkeepError('CONFIG_INVALID', `cannot read ${file}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/** Source names from the config file, in file order. */
+export function configuredSources(settings: Settings): string[] {
+  return Object.keys(settings.config.sources ?? {});
+}
+
+/**
+ * The source a command works on: --source, else the only one in the config,
+ * else (zero-config) one named after the database. `undefined` when the config
+ * has several sources and none was chosen.
+ */
+export function selectedSourceName(settings: Settings): string | undefined {
+  const names = configuredSources(settings);
+  const chosen = settings.options.source;
+  if (chosen !== undefined) {
+    if (names.length > 0 && !names.includes(chosen)) {
+      throw new PgkeepError('SOURCE_UNKNOWN', `no source "${chosen}" in ${path.basename(settings.configFile!)}: the sources are ${names.join(', ')}`);
+    }
+    validateName(chosen, 'source');
+    return chosen;
+  }
+  if (names.length === 1) return names[0];
+  if (names.length > 1) return undefined;
+  return sourceNameForDatabase(resolveConnection(settings, undefined).database);
+}
+
+export function resolveSource(settings: Settings): ResolvedSource {
+  const name = selectedSourceName(settings);
+  if (name === undefined) {
+    throw new PgkeepError('SOURCE_UNKNOWN', `${path.basename(settings.configFile!)} has several sources: choose one with --source (${configuredSources(settings).join(', ')})`);
+  }
+  const sourceConfig = settings.config.sources?.[name];
+  return deepFreeze({
+    name,
+    connection: resolveConnection(settings, sourceConfig),
+    backup: { ...settings.config.backup, ...sourceConfig?.backup },
+    repo: repositoryUrl(settings, name),
+    ...toolPaths(settings),
+  });
+}
+
+/** Where the PostgreSQL programs are (PG_BIN > config pgBin) and where to stage temp files. */
+export function toolPaths(settings: Settings): { pgBin: string | undefined; tempDir: string | undefined } {
+  return {
+    pgBin: settings.env.PG_BIN || configPath(settings, settings.config.pgBin),
+    tempDir: settings.env.PGKEEP_TEMP_DIR || configPath(settings, settings.config.tempDir),
+  };
+}
+
+/** --repo > PGKEEP_REPO > BACKUP_DIR > the source's repo > the config's repo > ./backups. */
+export function repositoryUrl(settings: Settings, sourceName?: string): string {
+  const { options, env, config } = settings;
+  if (options.repo) return localOrUrl(options.repo, settings.cwd);
+  if (env.PGKEEP_REPO) return localOrUrl(env.PGKEEP_REPO, settings.cwd);
+  if (env.BACKUP_DIR) return localOrUrl(env.BACKUP_DIR, settings.cwd);
+  const fromFile = (sourceName ? config.sources?.[sourceName]?.repo : undefined) ?? config.repo;
+  if (fromFile) return localOrUrl(fromFile, path.dirname(settings.configFile!));
+  return path.join(settings.cwd, 'backups');
+}
+
+function localOrUrl(value: string, base: string): string {
+  return /^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : path.resolve(base, value.replace(/^file:\/\//, ''));
+}
+
+function configPath(settings: Settings, value: string | undefined): string | undefined {
+  return value === undefined ? undefined : path.resolve(settings.configFile ? path.dirname(settings.configFile) : settings.cwd, value);
+}
+
+/**
+ * Connection of a source, merged field by field: --db > the source's own
+ * connection in the config > the environment (DATABASE_URL > POSTGRES_* >
+ * libpq PG*) > defaults (localhost:5432, the OS user).
+ *
+ * A config source's own settings beat the environment (unlike other keys)
+ * because a PGHOST or DATABASE_URL meant for one app must not silently
+ * redirect every source of a multi-source config.
+ */
+export function resolveConnection(settings: Settings, source: SourceConfig | undefined): ConnectionInfo {
+  const env = settings.env;
+  const layers: Partial<ConnectionInfo>[] = [];
+  // lowest first
+  layers.push({
+    ...(env.PGHOST ? { host: env.PGHOST } : {}),
+    ...(env.PGPORT ? { port: parsePort(env.PGPORT, 'PGPORT') } : {}),
+    ...(env.PGUSER ? { user: env.PGUSER } : {}),
+    ...(env.PGPASSWORD ? { password: env.PGPASSWORD } : {}),
+    ...(env.PGDATABASE ? { database: env.PGDATABASE } : {}),
+    ...(env.PGPASSFILE ? { passfile: env.PGPASSFILE } : {}),
+    ...(env.PGSSLMODE ? { sslmode: env.PGSSLMODE } : {}),
+  });
+  layers.push({
+    ...(env.POSTGRES_HOST ? { host: env.POSTGRES_HOST } : {}),
+    ...(env.POSTGRES_PORT ? { port: parsePort(env.POSTGRES_PORT, 'POSTGRES_PORT') } : {}),
+    ...(env.POSTGRES_USER ? { user: env.POSTGRES_USER } : {}),
+    ...(env.POSTGRES_PASSWORD ? { password: env.POSTGRES_PASSWORD } : {}),
+    ...(env.POSTGRES_DB ? { database: env.POSTGRES_DB } : {}),
+  });
+  if (env.DATABASE_URL) layers.push(parseDatabaseUrl(env.DATABASE_URL, 'DATABASE_URL'));
+  if (source) {
+    const where = `${path.basename(settings.configFile ?? 'config')}: sources`;
+    if (source.db) layers.push(parseDatabaseUrl(source.db, `${where}.db`));
+    layers.push({
+      ...(source.host ? { host: source.host } : {}),
+      ...(source.port ? { port: source.port } : {}),
+      ...(source.user ? { user: source.user } : {}),
+      ...(source.database ? { database: source.database } : {}),
+      ...(source.password !== undefined ? { password: source.password } : {}),
+      ...(source.passwordFile ? { password: readSecretFile(configPath(settings, source.passwordFile)!, `${where}.passwordFile`) } : {}),
+      ...(source.sslmode ? { sslmode: source.sslmode } : {}),
+    });
+  }
+  if (settings.options.db) layers.push(parseDatabaseUrl(settings.options.db, '--db'));
+
+  const merged: Partial<ConnectionInfo> = Object.assign({}, ...layers);
+  const user = merged.user ?? safeOsUser();
+  return {
+    ...merged,
+    host: merged.host ?? 'localhost',
+    port: merged.port ?? 5432,
+    user,
+    database: merged.database ?? user,
+  };
+}
+
+function safeOsUser(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return 'postgres';
+  }
+}
+
+export function readSecretFile(file: string, what: string): string {
+  try {
+    return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+  } catch (error) {
+    throw new PgkeepError('CONFIG_INVALID', `${what}: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`, { cause: error });
+  }
+}
+
+/** A source name from a database name: characters outside [A-Za-z0-9._-] become "_". */
+export function sourceNameForDatabase(database: string): string {
+  return database.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 100) || 'default';
+}
+
+export function validateName(name: string, what: string): string {
+  if (!NAME_PATTERN.test(name) || name === '.' || name === '..') {
+    throw new PgkeepError('INVALID_NAME', `invalid ${what} name "${name}": use letters, digits, ".", "_" and "-" (at most 100 characters)`);
+  }
+  return name;
+}

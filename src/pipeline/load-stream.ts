@@ -1,0 +1,95 @@
+import { Writable, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { PgkeepError } from '../errors.js';
+import type { BackupObject } from '../repository/manifest.js';
+import type { Storage } from '../storage/storage.js';
+import { HashCounter } from './hash-counter.js';
+import type { ZstdCodec } from './zstd.js';
+
+export interface LoadOptions {
+  codec: ZstdCodec;
+  signal?: AbortSignal | undefined;
+  onRawBytes?: ((total: number) => void) | undefined;
+}
+
+/**
+ * storage → SHA-256 (stored, checked) → zstd -d → SHA-256 (raw, checked) → sink.
+ * Every byte is checked against the manifest while it streams; a mismatch or a
+ * decompression failure rejects with CHECKSUM_MISMATCH naming the object, and
+ * the sink is destroyed rather than ended, so it never sees a clean end.
+ */
+export async function loadStream(storage: Storage, key: string, object: BackupObject, sink: Writable, options: LoadOptions): Promise<void> {
+  const input: Readable = await storage.get(key);
+  const stored = new HashCounter({ digest: object.stored, what: `object ${object.name} (stored bytes)` });
+  const raw = new HashCounter({ digest: object.raw, what: `object ${object.name} (after decompression)` });
+  if (options.onRawBytes) {
+    const report = options.onRawBytes;
+    raw.on('data', () => report(raw.size));
+  }
+  const decompressor = options.codec.decompressor();
+  // Bytes that zstd cannot decode are corrupt bytes: remember that it was zstd that failed.
+  let decompressError: Error | undefined;
+  decompressor.once('error', (error: Error) => {
+    decompressError ??= error;
+  });
+  try {
+    await pipeline(input, stored, decompressor, raw, sink, ...(options.signal ? [{ signal: options.signal }] : []));
+  } catch (error) {
+    if (error instanceof PgkeepError && error.code === 'CHECKSUM_MISMATCH') throw error;
+    if (decompressError && !options.signal?.aborted) {
+      throw new PgkeepError('CHECKSUM_MISMATCH', `object ${object.name} is corrupt: zstd cannot decode it (${decompressError.message})`, { cause: decompressError });
+    }
+    throw error;
+  }
+}
+
+/**
+ * A sink that forwards to a child's stdin with backpressure, and once the child
+ * stops reading (it exited, or it only needed the start, like pg_restore --list)
+ * discards the rest, so the checksums upstream still see every byte. The
+ * child's exit status is judged separately.
+ */
+export function childStdinSink(stdin: Writable): Writable {
+  let open = true;
+  const closed = () => {
+    open = false;
+  };
+  stdin.on('error', closed);
+  stdin.on('close', closed);
+  return new Writable({
+    highWaterMark: 1 << 20,
+    write(chunk: Buffer, _encoding, callback) {
+      if (!open) return callback();
+      const ok = stdin.write(chunk, (error) => {
+        if (error) closed();
+      });
+      if (ok || !open) return callback();
+      const resume = () => {
+        stdin.off('drain', resume);
+        stdin.off('close', resume);
+        callback();
+      };
+      stdin.on('drain', resume);
+      stdin.on('close', resume);
+    },
+    final(callback) {
+      if (open) stdin.end();
+      callback();
+    },
+    destroy(error, callback) {
+      // Never pass a clean end to the child when the stream failed.
+      if (open) stdin.destroy();
+      callback(error);
+    },
+  });
+}
+
+/** A sink that throws the bytes away (for objects that only need checking). */
+export function discardSink(): Writable {
+  return new Writable({
+    highWaterMark: 1 << 20,
+    write(_chunk, _encoding, callback) {
+      callback();
+    },
+  });
+}

@@ -1,0 +1,73 @@
+import type pg from 'pg';
+import { PgkeepError } from '../errors.js';
+import { quoteIdent, quoteLiteral } from './pg-client.js';
+
+/** PostgreSQL truncates identifiers to 63 bytes; names we make must fit. */
+export const MAX_IDENTIFIER_BYTES = 63;
+
+export function fitIdentifier(prefix: string, suffix: string): string {
+  let head = prefix;
+  while (Buffer.byteLength(head + suffix) > MAX_IDENTIFIER_BYTES) head = head.slice(0, -1);
+  return head + suffix;
+}
+
+export interface DatabaseLocale {
+  encoding: string;
+  collate: string;
+  ctype: string;
+}
+
+/**
+ * Creates an empty database from template0 with the source's encoding and
+ * locale (so text sorts and compares as it did), falling back to the server's
+ * default locale when that locale does not exist here.
+ */
+export async function createDatabase(client: pg.Client, name: string, locale: DatabaseLocale | undefined): Promise<{ localeKept: boolean }> {
+  const base = `CREATE DATABASE ${quoteIdent(name)} TEMPLATE template0`;
+  if (locale) {
+    try {
+      await client.query(`${base} ENCODING ${quoteLiteral(locale.encoding)} LC_COLLATE ${quoteLiteral(locale.collate)} LC_CTYPE ${quoteLiteral(locale.ctype)}`);
+      return { localeKept: true };
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      if (code !== '22023' && code !== '42809' && code !== '0A000') throw createError(error, name);
+    }
+  }
+  try {
+    await client.query(locale ? `${base} ENCODING ${quoteLiteral(locale.encoding)}` : base);
+  } catch (error) {
+    throw createError(error, name);
+  }
+  return { localeKept: false };
+}
+
+function createError(error: unknown, name: string): PgkeepError {
+  const code = (error as { code?: string }).code;
+  if (code === '42501') return new PgkeepError('DB_PRIVILEGE', `cannot create database "${name}": the role lacks CREATEDB (grant it, or restore as a role that has it)`, { cause: error });
+  if (code === '42P04') return new PgkeepError('DB_EXISTS', `database "${name}" already exists`, { cause: error });
+  return new PgkeepError('DB_QUERY_FAILED', `cannot create database "${name}": ${(error as Error).message}`, { cause: error });
+}
+
+export async function terminateConnections(client: pg.Client, name: string): Promise<void> {
+  await client.query('SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE datname = $1 AND pid <> pg_catalog.pg_backend_pid()', [name]);
+}
+
+export async function dropDatabase(client: pg.Client, name: string): Promise<void> {
+  await terminateConnections(client, name);
+  await client.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)}`);
+}
+
+/** Renames a database, pushing out sessions that reconnect in between. */
+export async function renameDatabase(client: pg.Client, from: string, to: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    await terminateConnections(client, from);
+    try {
+      await client.query(`ALTER DATABASE ${quoteIdent(from)} RENAME TO ${quoteIdent(to)}`);
+      return;
+    } catch (error) {
+      // 55006: still in use by a session that reconnected; try again briefly.
+      if ((error as { code?: string }).code !== '55006' || attempt >= 5) throw error;
+      await new Promise((r) => setTimeout(r, 200 * attempt));
+    }
+  }
+}

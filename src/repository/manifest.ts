@@ -1,0 +1,75 @@
+import { z } from 'zod';
+import { BackupFormat } from '../config/config-schema.js';
+
+export const MANIFEST_FORMAT = 1;
+
+const DigestSchema = z.object({ size: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) });
+
+/** One stored object, with checksums and sizes before and after compression (and, later, encryption). */
+export const ObjectSchema = z.object({
+  /** Path relative to the backup folder, e.g. "dump.zst" or "dump.d/toc.dat.zst". */
+  name: z.string().min(1),
+  /** What the object holds: "dump" (the whole archive), "dump-file" (one file of a directory dump). */
+  role: z.enum(['dump', 'dump-file']),
+  /** For dump-file: the file name inside the dump directory. */
+  file: z.string().optional(),
+  raw: DigestSchema,
+  stored: DigestSchema,
+  compression: z.enum(['zstd', 'none']),
+  encryption: z.null(),
+});
+export type BackupObject = z.infer<typeof ObjectSchema>;
+
+export const TableSchema = z.object({
+  schema: z.string(),
+  name: z.string(),
+  /** Exact count read in the dump's snapshot; null when the dump holds no data. */
+  rows: z.number().int().nonnegative().nullable(),
+});
+export type TableCount = z.infer<typeof TableSchema>;
+
+export const ManifestSchema = z.object({
+  format: z.literal(MANIFEST_FORMAT),
+  id: z.string(),
+  source: z.string(),
+  kind: z.literal('logical'),
+  name: z.string().nullable(),
+  labels: z.array(z.string()),
+  startedAt: z.string(),
+  finishedAt: z.string(),
+  durationMs: z.number().nonnegative(),
+  pgkeep: z.object({ version: z.string(), codec: z.string() }),
+  server: z.object({
+    version: z.string(),
+    versionNum: z.number().int(),
+    systemIdentifier: z.string().nullable(),
+    host: z.string(),
+    port: z.number().int(),
+  }),
+  tools: z.object({ pgDump: z.string() }),
+  database: z.object({
+    name: z.string(),
+    encoding: z.string(),
+    collate: z.string(),
+    ctype: z.string(),
+    sizeBytes: z.number().int().nonnegative(),
+  }),
+  options: z.object({
+    format: BackupFormat,
+    schemaOnly: z.boolean(),
+    dataOnly: z.boolean(),
+    tables: z.array(z.string()),
+    excludeTables: z.array(z.string()),
+    schemas: z.array(z.string()),
+    excludeSchemas: z.array(z.string()),
+    noOwner: z.boolean(),
+    noAcl: z.boolean(),
+    jobs: z.number().int().positive(),
+    compressLevel: z.number().int(),
+  }),
+  snapshot: z.string().nullable(),
+  objects: z.array(ObjectSchema),
+  tables: z.array(TableSchema),
+  totals: z.object({ rawBytes: z.number().int().nonnegative(), storedBytes: z.number().int().nonnegative(), rows: z.number().int().nonnegative() }),
+});
+export type Manifest = z.infer<typeof ManifestSchema>;

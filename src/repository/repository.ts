@@ -1,0 +1,209 @@
+import { randomUUID } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { z } from 'zod';
+import { PgkeepError } from '../errors.js';
+import { joinKey, readObject, type Storage } from '../storage/storage.js';
+import { PGKEEP_VERSION } from '../version.js';
+import { isBackupId, validateBackupId } from './backup-id.js';
+import { ManifestSchema, MANIFEST_FORMAT, type Manifest } from './manifest.js';
+
+export const REPO_FORMAT = 1;
+const INFO_FILE = 'pgkeep.json';
+const MANIFEST_FILE = 'manifest.json';
+
+const RepoInfoSchema = z.object({
+  format: z.number().int(),
+  id: z.string(),
+  created: z.string(),
+  pgkeepVersion: z.string(),
+  encryption: z.null(),
+});
+export type RepoInfo = z.infer<typeof RepoInfoSchema>;
+
+/**
+ * The repository format on top of any Storage: repository info, per-source
+ * backups with their manifests, and leftovers of interrupted backups.
+ * A backup exists only once its manifest is written; everything else in its
+ * folder is invisible until then.
+ */
+export class Repository {
+  private constructor(
+    readonly storage: Storage,
+    readonly info: RepoInfo,
+  ) {}
+
+  get location(): string {
+    return this.storage.location;
+  }
+
+  /** Creates the repository info in an empty location. */
+  static async init(storage: Storage): Promise<Repository> {
+    const info: RepoInfo = { format: REPO_FORMAT, id: randomUUID(), created: new Date().toISOString(), pgkeepVersion: PGKEEP_VERSION, encryption: null };
+    const created = await storage.putIfAbsent(INFO_FILE, Buffer.from(`${JSON.stringify(info, null, 2)}\n`));
+    if (!created) throw new PgkeepError('REPO_EXISTS', `a pgkeep repository already exists at ${storage.location}`);
+    return new Repository(storage, info);
+  }
+
+  /**
+   * Opens an existing repository. With `createIfEmpty`, an empty or missing
+   * location is initialised (the first backup implies init).
+   */
+  static async open(storage: Storage, options: { createIfEmpty?: boolean } = {}): Promise<Repository> {
+    if (!(await storage.stat(INFO_FILE))) {
+      if (await storage.isEmpty()) {
+        if (options.createIfEmpty) {
+          try {
+            return await Repository.init(storage);
+          } catch (error) {
+            if (!(error instanceof PgkeepError && error.code === 'REPO_EXISTS')) throw error;
+            // initialised concurrently by another process: open that one
+          }
+        } else {
+          throw new PgkeepError('REPO_MISSING', `no pgkeep repository at ${storage.location}: run "pgkeep init --repo ${storage.location}" or take a first backup, or check --repo`);
+        }
+      } else {
+        throw new PgkeepError('REPO_NOT_PGKEEP', `${storage.location} is not a pgkeep repository (no ${INFO_FILE}, and it is not empty): choose an empty or new location with --repo`);
+      }
+    }
+    let info: RepoInfo;
+    try {
+      info = RepoInfoSchema.parse(JSON.parse((await readObject(storage, INFO_FILE)).toString('utf8')));
+    } catch (error) {
+      throw new PgkeepError('REPO_NOT_PGKEEP', `${storage.location}/${INFO_FILE} is not a valid pgkeep repository info file`, { cause: error });
+    }
+    if (info.format > REPO_FORMAT) {
+      throw new PgkeepError('REPO_FORMAT', `the repository at ${storage.location} has format ${info.format}, written by pgkeep ${info.pgkeepVersion}; this pgkeep (${PGKEEP_VERSION}) reads format ${REPO_FORMAT}: upgrade pgkeep`);
+    }
+    return new Repository(storage, info);
+  }
+
+  backupFolder(source: string, id: string): string {
+    return joinKey('sources', source, 'backups', validateBackupId(id));
+  }
+
+  objectKey(source: string, id: string, object: string): string {
+    return joinKey(this.backupFolder(source, id), object);
+  }
+
+  async listSources(): Promise<string[]> {
+    const names: string[] = [];
+    for await (const entry of this.storage.list('sources')) {
+      if (entry.kind === 'folder') names.push(entry.path.split('/').pop()!);
+    }
+    return names;
+  }
+
+  /** Backup folders of a source, complete or not, oldest first. */
+  async listBackupFolders(source: string): Promise<{ id: string; complete: boolean }[]> {
+    const result: { id: string; complete: boolean }[] = [];
+    for await (const entry of this.storage.list(joinKey('sources', source, 'backups'))) {
+      if (entry.kind !== 'folder') continue;
+      const id = entry.path.split('/').pop()!;
+      if (!isBackupId(id)) continue;
+      result.push({ id, complete: (await this.storage.stat(joinKey(entry.path, MANIFEST_FILE))) !== undefined });
+    }
+    return result;
+  }
+
+  /** Complete backups (those with a manifest), oldest first; all sources when none is given. */
+  async listBackups(source?: string): Promise<Manifest[]> {
+    const sources = source === undefined ? await this.listSources() : [source];
+    const manifests: Manifest[] = [];
+    for (const name of sources) {
+      for (const folder of await this.listBackupFolders(name)) {
+        if (folder.complete) manifests.push(await this.readManifest(name, folder.id));
+      }
+    }
+    return manifests.sort((a, b) => (a.startedAt < b.startedAt ? -1 : a.startedAt > b.startedAt ? 1 : a.id < b.id ? -1 : 1));
+  }
+
+  async readManifest(source: string, id: string): Promise<Manifest> {
+    const key = joinKey(this.backupFolder(source, id), MANIFEST_FILE);
+    let raw: unknown;
+    try {
+      raw = JSON.parse((await readObject(this.storage, key)).toString('utf8'));
+    } catch (error) {
+      if (error instanceof PgkeepError && error.code === 'STORAGE_NOT_FOUND') {
+        throw new PgkeepError('BACKUP_NOT_FOUND', `no backup ${id} of source ${source} in ${this.location}: see pgkeep list`, { cause: error });
+      }
+      throw new PgkeepError('MANIFEST_INVALID', `the manifest of backup ${id} (${key}) is not valid JSON`, { cause: error });
+    }
+    const format = (raw as { format?: unknown })?.format;
+    if (typeof format === 'number' && format > MANIFEST_FORMAT) {
+      throw new PgkeepError('REPO_FORMAT', `backup ${id} has manifest format ${format}; this pgkeep reads format ${MANIFEST_FORMAT}: upgrade pgkeep`);
+    }
+    const parsed = ManifestSchema.safeParse(raw);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw new PgkeepError('MANIFEST_INVALID', `the manifest of backup ${id} is invalid at ${issue.path.join('.')}: ${issue.message}`);
+    }
+    return parsed.data;
+  }
+
+  /** Written last: this is the moment the backup becomes visible. */
+  async writeManifest(manifest: Manifest): Promise<void> {
+    const key = joinKey(this.backupFolder(manifest.source, manifest.id), MANIFEST_FILE);
+    await this.storage.put(key, Readable.from([Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`)]));
+  }
+
+  /**
+   * Finds a backup by id or "latest". Without a source, an id is looked up in
+   * every source (and must be unique); "latest" needs one source, or a
+   * repository holding a single source.
+   */
+  async resolveBackup(ref: string, source: string | undefined): Promise<Manifest> {
+    if (ref === 'latest') {
+      let name = source;
+      if (name === undefined) {
+        const sources = await this.sourcesWithBackups();
+        if (sources.length > 1) {
+          throw new PgkeepError('SOURCE_UNKNOWN', `the repository holds backups of several sources (${sources.join(', ')}): choose one with --source`);
+        }
+        name = sources[0];
+      }
+      const backups = name === undefined ? [] : await this.listBackups(name);
+      const latest = backups.at(-1);
+      if (!latest) throw new PgkeepError('BACKUP_NOT_FOUND', `no backups${name ? ` of source ${name}` : ''} in ${this.location} yet: run pgkeep backup`);
+      return latest;
+    }
+    validateBackupId(ref);
+    const sources = source === undefined ? await this.listSources() : [source];
+    const found: Manifest[] = [];
+    for (const name of sources) {
+      if (await this.storage.stat(joinKey(this.backupFolder(name, ref), MANIFEST_FILE))) found.push(await this.readManifest(name, ref));
+    }
+    if (found.length === 0) throw new PgkeepError('BACKUP_NOT_FOUND', `no backup ${ref}${source ? ` of source ${source}` : ''} in ${this.location}: see pgkeep list`);
+    if (found.length > 1) {
+      throw new PgkeepError('BACKUP_AMBIGUOUS', `backup ${ref} exists for several sources (${found.map((m) => m.source).join(', ')}): choose one with --source`);
+    }
+    return found[0]!;
+  }
+
+  private async sourcesWithBackups(): Promise<string[]> {
+    const names: string[] = [];
+    for (const name of await this.listSources()) {
+      if ((await this.listBackupFolders(name)).some((f) => f.complete)) names.push(name);
+    }
+    return names;
+  }
+
+  /**
+   * Removes folders of backups that never got a manifest (interrupted runs).
+   * Call only while holding the source lock, so a running backup is never touched.
+   */
+  async removeLeftovers(source: string): Promise<string[]> {
+    const removed: string[] = [];
+    for (const folder of await this.listBackupFolders(source)) {
+      if (folder.complete) continue;
+      await this.storage.removeFolder(this.backupFolder(source, folder.id));
+      removed.push(folder.id);
+    }
+    return removed;
+  }
+
+  /** Removes a backup: manifest first, so a half-deleted backup is never listed as complete. */
+  async removeBackup(source: string, id: string): Promise<void> {
+    await this.storage.remove(joinKey(this.backupFolder(source, id), MANIFEST_FILE));
+    await this.storage.removeFolder(this.backupFolder(source, id));
+  }
+}

@@ -1,0 +1,62 @@
+import { hostname } from 'node:os';
+import { PgkeepError } from '../errors.js';
+import { joinKey, readObject, type Storage } from '../storage/storage.js';
+
+interface LockOwner {
+  pid: number;
+  host: string;
+  command: string;
+  started: string;
+}
+
+export interface SourceLock {
+  release(): Promise<void>;
+}
+
+/**
+ * One writer per source at a time. The lock is an object created only if absent
+ * (O_EXCL-like on posix, conditional write on object stores). A lock left by a
+ * process that died on this host is taken over; one held elsewhere is reported.
+ */
+export async function acquireSourceLock(storage: Storage, source: string, command: string): Promise<SourceLock> {
+  const key = joinKey('sources', source, 'locks', 'source.lock');
+  const me: LockOwner = { pid: process.pid, host: hostname(), command, started: new Date().toISOString() };
+  const body = Buffer.from(`${JSON.stringify(me)}\n`);
+  for (let attempt = 0; attempt < 3; attempt++) {
+    if (await storage.putIfAbsent(key, body)) {
+      return { release: () => storage.remove(key) };
+    }
+    const owner = await readOwner(storage, key);
+    if (owner && owner.host === me.host && !isAlive(owner.pid)) {
+      await storage.remove(key); // stale: its process is gone
+      continue;
+    }
+    if (!owner) continue; // released between our attempts
+    throw new PgkeepError(
+      'LOCK_HELD',
+      `source ${source} is locked by "pgkeep ${owner.command}" (pid ${owner.pid} on ${owner.host}, since ${owner.started}): wait for it to finish`,
+      { details: { ...owner } },
+    );
+  }
+  throw new PgkeepError('LOCK_HELD', `could not take the lock of source ${source}: it keeps changing hands, try again`);
+}
+
+async function readOwner(storage: Storage, key: string): Promise<LockOwner | undefined> {
+  try {
+    return JSON.parse((await readObject(storage, key)).toString('utf8')) as LockOwner;
+  } catch (error) {
+    if (error instanceof PgkeepError && error.code === 'STORAGE_NOT_FOUND') return undefined;
+    // An unreadable lock (e.g. a crash while it was written) belongs to nobody alive.
+    return { pid: -1, host: hostname(), command: 'unknown', started: 'unknown' };
+  }
+}
+
+function isAlive(pid: number): boolean {
+  if (pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

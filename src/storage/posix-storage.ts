@@ -1,0 +1,196 @@
+import { randomBytes } from 'node:crypto';
+import { constants, createWriteStream } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { PgkeepError } from '../errors.js';
+import type { ByteRange, PutOptions, PutResult, Storage, StorageEntry, StorageStat } from './storage.js';
+
+const FOLDER_MODE = 0o700;
+const FILE_MODE = 0o600;
+/** Temp files carry this prefix so listings and leftover clean-up can tell them apart. */
+export const TEMP_PREFIX = '.pgkeep-tmp-';
+
+/**
+ * Storage on a local (or mounted) filesystem. Writes go to a temp file in the
+ * target folder, are fsynced, renamed into place, and the folder is fsynced, so
+ * a crash at any moment leaves either the old state or the complete new file.
+ */
+export class PosixStorage implements Storage {
+  readonly capabilities = { posixModes: true, conditionalCreate: true } as const;
+  readonly location: string;
+
+  constructor(private readonly root: string) {
+    this.location = root;
+  }
+
+  private resolve(key: string): string {
+    const full = path.resolve(this.root, key);
+    const rel = path.relative(this.root, full);
+    if (rel.startsWith('..') || path.isAbsolute(rel)) {
+      throw new PgkeepError('INTERNAL', `storage key escapes the repository: ${key}`);
+    }
+    return full;
+  }
+
+  private async ensureFolder(folder: string): Promise<void> {
+    try {
+      await fs.mkdir(folder, { recursive: true, mode: FOLDER_MODE });
+    } catch (error) {
+      throw storageError(error, folder);
+    }
+  }
+
+  async put(key: string, body: Readable, options: PutOptions = {}): Promise<PutResult> {
+    const target = this.resolve(key);
+    const folder = path.dirname(target);
+    await this.ensureFolder(folder);
+    const temp = path.join(folder, `${TEMP_PREFIX}${path.basename(target)}.${randomBytes(6).toString('hex')}`);
+    const handle = await fs.open(temp, 'wx', FILE_MODE).catch((error) => {
+      throw storageError(error, temp);
+    });
+    try {
+      const out = createWriteStream('', { fd: handle.fd, autoClose: false, highWaterMark: 1 << 20 });
+      await pipeline(body, out, { signal: options.signal });
+      const size = out.bytesWritten;
+      await handle.sync();
+      await handle.close();
+      await fs.rename(temp, target);
+      await syncFolder(folder);
+      return { size };
+    } catch (error) {
+      await handle.close().catch(() => undefined);
+      await fs.rm(temp, { force: true }).catch(() => undefined);
+      throw isFsError(error) ? storageError(error, target) : error;
+    }
+  }
+
+  async putIfAbsent(key: string, data: Buffer): Promise<boolean> {
+    const target = this.resolve(key);
+    await this.ensureFolder(path.dirname(target));
+    // Write the content under a temp name first, then link() it into place:
+    // link fails with EEXIST if anything is there, and readers never see a half-written file.
+    const temp = `${path.join(path.dirname(target), TEMP_PREFIX)}${path.basename(target)}.${randomBytes(6).toString('hex')}`;
+    try {
+      await fs.writeFile(temp, data, { mode: FILE_MODE, flag: 'wx' });
+      const handle = await fs.open(temp, 'r');
+      await handle.sync();
+      await handle.close();
+      try {
+        await fs.link(temp, target);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+        throw error;
+      }
+      await syncFolder(path.dirname(target));
+      return true;
+    } catch (error) {
+      throw storageError(error, target);
+    } finally {
+      await fs.rm(temp, { force: true }).catch(() => undefined);
+    }
+  }
+
+  async get(key: string, range?: ByteRange): Promise<Readable> {
+    const target = this.resolve(key);
+    const handle = await fs.open(target, constants.O_RDONLY).catch((error) => {
+      throw storageError(error, target);
+    });
+    // The stream owns the handle from here and closes it once (a second close by GC would crash).
+    return handle.createReadStream({
+      highWaterMark: 1 << 20,
+      ...(range ? { start: range.start, ...(range.end !== undefined ? { end: range.end - 1 } : {}) } : {}),
+    });
+  }
+
+  async stat(key: string): Promise<StorageStat | undefined> {
+    try {
+      const st = await fs.stat(this.resolve(key));
+      if (!st.isFile()) return undefined;
+      return { size: st.size, modified: st.mtime };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw storageError(error, key);
+    }
+  }
+
+  async *list(prefix: string, options: { recursive?: boolean } = {}): AsyncIterable<StorageEntry> {
+    const folder = this.resolve(prefix);
+    let entries;
+    try {
+      entries = await fs.readdir(folder, { withFileTypes: true });
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      throw storageError(error, folder);
+    }
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const entry of entries) {
+      const key = prefix === '' ? entry.name : `${prefix.replace(/\/$/, '')}/${entry.name}`;
+      if (entry.isDirectory()) {
+        if (options.recursive) yield* this.list(key, options);
+        else yield { kind: 'folder', path: key };
+      } else if (entry.isFile()) {
+        if (entry.name.startsWith(TEMP_PREFIX)) continue;
+        const st = await fs.stat(path.join(folder, entry.name)).catch(() => undefined);
+        if (st) yield { kind: 'object', path: key, size: st.size, modified: st.mtime };
+      }
+    }
+  }
+
+  async remove(key: string): Promise<void> {
+    await fs.rm(this.resolve(key), { force: true }).catch((error) => {
+      throw storageError(error, key);
+    });
+  }
+
+  async removeFolder(prefix: string): Promise<void> {
+    const folder = this.resolve(prefix);
+    if (folder === path.resolve(this.root)) throw new PgkeepError('INTERNAL', 'refusing to remove the repository root');
+    await fs.rm(folder, { recursive: true, force: true }).catch((error) => {
+      throw storageError(error, folder);
+    });
+  }
+
+  async isEmpty(): Promise<boolean> {
+    try {
+      return (await fs.readdir(this.root)).length === 0;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return true;
+      throw storageError(error, this.root);
+    }
+  }
+}
+
+async function syncFolder(folder: string): Promise<void> {
+  const handle = await fs.open(folder, constants.O_RDONLY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+function isFsError(error: unknown): boolean {
+  return typeof (error as NodeJS.ErrnoException)?.code === 'string' && (error as NodeJS.ErrnoException).syscall !== undefined;
+}
+
+/** Maps filesystem errors to the storage error codes a user can act on. */
+export function storageError(error: unknown, where: string): PgkeepError {
+  if (error instanceof PgkeepError) return error;
+  const code = (error as NodeJS.ErrnoException)?.code;
+  switch (code) {
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return new PgkeepError('STORAGE_FULL', `no space left on the repository disk (${where}): free space or use another --repo`, { cause: error });
+    case 'EACCES':
+    case 'EPERM':
+    case 'EROFS':
+      return new PgkeepError('STORAGE_ACCESS', `permission denied on ${where}: check the owner and mode of the repository`, { cause: error });
+    case 'ENOENT':
+      return new PgkeepError('STORAGE_NOT_FOUND', `not found: ${where}`, { cause: error });
+    default:
+      return new PgkeepError('STORAGE_IO', `storage error on ${where}: ${(error as Error)?.message ?? String(error)}`, { cause: error });
+  }
+}
