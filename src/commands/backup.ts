@@ -70,7 +70,8 @@ export async function runBackup(ctx: CommandContext, repository: Repository, sou
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     const snapshot = (await client.query<{ id: string }>('SELECT pg_catalog.pg_export_snapshot() AS id')).rows[0]!.id;
     const database = await readDatabaseInfo(client);
-    const dataTables = options.schemaOnly ? [] : selectDataTables(await readCatalogTables(client), options);
+    const selected = selectDataTables(await readCatalogTables(client), options);
+    const dataTables = options.schemaOnly ? [] : selected;
     ctx.info(`backing up ${database.name} (${source.name}) as ${backupId}: ${options.format} format, ${dataTables.length} tables with data`);
 
     // 4. dump and count, concurrently, in the same snapshot
@@ -90,7 +91,8 @@ export async function runBackup(ctx: CommandContext, repository: Repository, sou
 
     // 5. the manifest makes it a backup
     const finishedAt = new Date();
-    const tables = counts.map((c) => ({ schema: c.schema, name: c.name, rows: c.rows }));
+    // Selected tables without data (schema-only) are listed with rows null: restore still needs their schemas.
+    const tables = options.schemaOnly ? selected.map((t) => ({ schema: t.schema, name: t.name, rows: null })) : counts;
     const manifest: Manifest = {
       format: MANIFEST_FORMAT,
       id: backupId,

@@ -9,7 +9,7 @@ import { childStdinSink, loadStream } from '../pipeline/load-stream.js';
 import { defaultZstd } from '../pipeline/zstd.js';
 import { describeConnection, libpqEnv, serverLabel, withDatabase, type ConnectionInfo } from '../postgres/connection-info.js';
 import { createDatabase, dropDatabase, fitIdentifier, renameDatabase } from '../postgres/database-admin.js';
-import { withClient } from '../postgres/pg-client.js';
+import { quoteIdent, withClient } from '../postgres/pg-client.js';
 import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
 import { settleAll, startProcess } from '../postgres/run-process.js';
 import { databaseExists, readServerInfo } from '../postgres/server-info.js';
@@ -113,6 +113,7 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
   try {
     // 4. load, checking checksums while streaming
     ctx.info(`restoring ${manifest.id} into "${work}"`);
+    await createSelectedSchemas(manifest, withDatabase(source.connection, work));
     await loadBackup(ctx, repository, manifest, withDatabase(source.connection, work), request, source);
 
     // 5. prove it: ANALYZE, then exact row counts against the manifest
@@ -153,6 +154,18 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
     }
     throw error;
   }
+}
+
+/**
+ * pg_dump --table dumps the tables but not the schemas they live in, so such a
+ * dump cannot be restored into a new database as it is. Create those schemas first.
+ */
+async function createSelectedSchemas(manifest: Manifest, target: ConnectionInfo): Promise<void> {
+  if (manifest.options.tables.length === 0) return;
+  const schemas = [...new Set(manifest.tables.map((t) => t.schema))];
+  await withClient(target, async (client) => {
+    for (const schema of schemas) await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
+  });
 }
 
 /** The safety backup goes to the source whose database it is, else to a source named after the database. */
