@@ -1,0 +1,383 @@
+// Throwaway PostgreSQL clusters for integration tests and the demo.
+//
+// Every cluster lives in its own temp dir, listens only on 127.0.0.1 with
+// password (SCRAM) auth, and is torn down on stop() or, as a last resort, when
+// the Node process exits. The password never appears in any argv, because argv
+// is visible to every user on the machine via ps.
+
+import { execFile, spawnSync, type ExecFileOptions } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+
+export interface PgCluster {
+  host: string;
+  port: number;
+  superuser: string;
+  password: string;
+  dataDir: string;
+  socketDir: string;
+  binDir: string;
+  majorVersion: number;
+  /** postgresql://user:pass@127.0.0.1:port/db. Defaults to the superuser and the `postgres` database. */
+  url(database?: string, user?: string, password?: string): string;
+  /** Runs one statement on a fresh connection (TCP, superuser unless the database says otherwise). */
+  query<T = any>(sql: string, params?: unknown[], database?: string): Promise<T[]>;
+  /** Fast shutdown, then deletes the temp dir. Safe to call more than once. */
+  stop(): Promise<void>;
+}
+
+export interface StartClusterOptions {
+  /** Directory holding initdb, pg_ctl and postgres; defaults to findServerBinDir(). */
+  binDir?: string;
+  /** Extra server settings, passed as `-c key=value`; they override the test defaults. */
+  settings?: Record<string, string>;
+}
+
+const HOST = '127.0.0.1';
+const SUPERUSER = 'postgres';
+
+// Durability is pointless for a cluster that is deleted after the run, and
+// turning it off makes initdb/restore-heavy tests several times faster.
+const DEFAULT_SETTINGS: Readonly<Record<string, string>> = {
+  listen_addresses: HOST,
+  fsync: 'off',
+  full_page_writes: 'off',
+  synchronous_commit: 'off',
+  max_connections: '50',
+};
+
+/** Who the server processes run as: undefined means "whoever we are". */
+interface RunAs {
+  uid: number;
+  gid: number;
+}
+
+interface RunningCluster {
+  binDir: string;
+  dataDir: string;
+  baseDir: string;
+  runAs: RunAs | undefined;
+}
+
+const running = new Set<RunningCluster>();
+let exitHookInstalled = false;
+
+export function findServerBinDir(): string {
+  const fromEnv = process.env.PG_BIN;
+  if (fromEnv) {
+    if (!hasServerBinaries(fromEnv)) {
+      throw new Error(`PG_BIN=${fromEnv} does not contain both initdb and postgres`);
+    }
+    return fromEnv;
+  }
+  const root = '/usr/lib/postgresql';
+  let versions: string[] = [];
+  try {
+    versions = readdirSync(root).filter((name) => /^\d+(\.\d+)?$/.test(name));
+  } catch {
+    // No Debian-style install at all; fall through to the error below.
+  }
+  versions.sort((a, b) => Number.parseFloat(b) - Number.parseFloat(a));
+  for (const version of versions) {
+    const binDir = join(root, version, 'bin');
+    if (hasServerBinaries(binDir)) return binDir;
+  }
+  throw new Error(
+    'No PostgreSQL server binaries found (looked for /usr/lib/postgresql/<N>/bin with initdb and postgres). ' +
+      'Install them with `apt-get install postgresql`, or set PG_BIN to the directory containing initdb, pg_ctl and postgres.',
+  );
+}
+
+function hasServerBinaries(binDir: string): boolean {
+  return existsSync(join(binDir, 'initdb')) && existsSync(join(binDir, 'postgres'));
+}
+
+export async function startCluster(options: StartClusterOptions = {}): Promise<PgCluster> {
+  const binDir = options.binDir ?? findServerBinDir();
+  const settings = { ...DEFAULT_SETTINGS, ...(options.settings ?? {}) };
+  const serverOptionsFor = (port: number, socketDir: string) =>
+    buildServerOptions(port, socketDir, settings);
+  // Validate before creating anything so a bad setting doesn't leave a temp dir behind.
+  serverOptionsFor(0, '/');
+
+  const runAs = await resolveRunAs();
+  // mkdtemp creates it 0700, so no other user can reach the password file or the socket.
+  const baseDir = await mkdtemp(join(tmpdir(), 'pgkeep-pg-'));
+  const dataDir = join(baseDir, 'data');
+  const socketDir = join(baseDir, 'sock');
+  const logFile = join(baseDir, 'server.log');
+  const pwFile = join(baseDir, 'pwfile');
+  const password = randomBytes(24).toString('hex');
+
+  const handle: RunningCluster = { binDir, dataDir, baseDir, runAs };
+  try {
+    await mkdir(socketDir, { mode: 0o700 });
+    // 0600 before the password goes in, so it is never readable by others even briefly.
+    await writeFile(pwFile, `${password}\n`, { mode: 0o600 });
+    if (runAs) {
+      // initdb refuses to run as root, so the whole tree must belong to postgres.
+      for (const path of [baseDir, socketDir, pwFile]) await chown(path, runAs.uid, runAs.gid);
+    }
+
+    try {
+      await initdb(binDir, dataDir, pwFile, runAs, baseDir);
+    } finally {
+      await rm(pwFile, { force: true });
+    }
+    const majorVersion = Number.parseInt((await readFile(join(dataDir, 'PG_VERSION'), 'utf8')).trim(), 10);
+
+    // Grabbing a free port and then handing it to the server is inherently racy
+    // (another parallel test can take it in between), so retry on bind errors.
+    let port = 0;
+    for (let attempt = 1; ; attempt++) {
+      port = await findFreePort();
+      running.add(handle);
+      installExitHook();
+      try {
+        await run(
+          join(binDir, 'pg_ctl'),
+          ['start', '-D', dataDir, '-l', logFile, '-w', '-t', '60', '-o', serverOptionsFor(port, socketDir)],
+          runAs,
+          baseDir,
+        );
+        break;
+      } catch (err) {
+        // A start that timed out may leave a postmaster still coming up; it
+        // must be gone before its directory is deleted underneath it.
+        stopImmediatelySync(handle);
+        running.delete(handle);
+        const log = await tailFile(logFile);
+        if (attempt < 3 && /could not bind|address already in use/i.test(log)) continue;
+        throw new Error(
+          `pg_ctl start failed on port ${port}: ${errorMessage(err)}\n--- server log (tail) ---\n${log}`,
+        );
+      }
+    }
+
+    return makeCluster({ handle, binDir, dataDir, socketDir, port, password, majorVersion });
+  } catch (err) {
+    await rm(baseDir, { recursive: true, force: true }).catch(() => {});
+    throw err;
+  }
+}
+
+function makeCluster(args: {
+  handle: RunningCluster;
+  binDir: string;
+  dataDir: string;
+  socketDir: string;
+  port: number;
+  password: string;
+  majorVersion: number;
+}): PgCluster {
+  const { handle, port, password } = args;
+  let stopping: Promise<void> | undefined;
+
+  return {
+    host: HOST,
+    port,
+    superuser: SUPERUSER,
+    password,
+    dataDir: args.dataDir,
+    socketDir: args.socketDir,
+    binDir: args.binDir,
+    majorVersion: args.majorVersion,
+
+    url(database = 'postgres', user?: string, userPassword?: string): string {
+      // A caller naming another user must supply that user's password; silently
+      // pairing it with the superuser password would produce a confusing auth failure.
+      const name = user ?? SUPERUSER;
+      const secret = user === undefined ? password : userPassword;
+      const auth = secret === undefined ? encodeURIComponent(name) : `${encodeURIComponent(name)}:${encodeURIComponent(secret)}`;
+      return `postgresql://${auth}@${HOST}:${port}/${encodeURIComponent(database)}`;
+    },
+
+    async query<T = any>(sql: string, params: unknown[] = [], database = 'postgres'): Promise<T[]> {
+      const client = new pg.Client({ host: HOST, port, user: SUPERUSER, password, database });
+      await client.connect();
+      try {
+        const result = await client.query(sql, params);
+        return result.rows as T[];
+      } finally {
+        await client.end();
+      }
+    },
+
+    stop(): Promise<void> {
+      stopping ??= (async () => {
+        try {
+          await run(join(handle.binDir, 'pg_ctl'), ['stop', '-D', handle.dataDir, '-m', 'fast', '-w', '-t', '60'], handle.runAs, handle.baseDir);
+        } catch {
+          // The server may already be gone (crashed, or stopped by the exit hook);
+          // either way the directory still has to be cleaned up.
+          stopImmediatelySync(handle);
+        } finally {
+          running.delete(handle);
+          await rm(handle.baseDir, { recursive: true, force: true });
+        }
+      })();
+      return stopping;
+    },
+  };
+}
+
+async function initdb(binDir: string, dataDir: string, pwFile: string, runAs: RunAs | undefined, cwd: string): Promise<void> {
+  const base = [
+    '-D', dataDir,
+    '-U', SUPERUSER,
+    `--pwfile=${pwFile}`,
+    '--auth-local=trust',
+    '--auth-host=scram-sha-256',
+    '-E', 'UTF8',
+    '--no-sync', // the cluster is disposable; skipping the final fsync saves seconds
+  ];
+  try {
+    await run(join(binDir, 'initdb'), [...base, '--locale=C.UTF-8'], runAs, cwd);
+  } catch (first) {
+    // Minimal images often lack C.UTF-8; plain C always exists and still gives
+    // byte-order collation, which is what deterministic tests want anyway.
+    await rm(dataDir, { recursive: true, force: true });
+    try {
+      await run(join(binDir, 'initdb'), [...base, '--locale=C'], runAs, cwd);
+    } catch (second) {
+      throw new Error(
+        `initdb failed with --locale=C.UTF-8 (${errorMessage(first)}) and with --locale=C (${errorMessage(second)})`,
+      );
+    }
+  }
+}
+
+function buildServerOptions(port: number, socketDir: string, settings: Record<string, string>): string {
+  // pg_ctl hands -o to /bin/sh, so anything beyond a conservative character set
+  // could be reinterpreted by the shell; reject it rather than attempt quoting.
+  const safe = /^[A-Za-z0-9_.,:/+@=-]*$/;
+  const parts = ['-p', String(port), '-k', socketDir];
+  if (!safe.test(socketDir)) throw new Error(`socket directory path is not shell-safe: ${socketDir}`);
+  for (const [key, value] of Object.entries(settings)) {
+    if (!/^[A-Za-z_][A-Za-z0-9_.]*$/.test(key)) throw new Error(`unsafe server setting name: ${JSON.stringify(key)}`);
+    if (!safe.test(value) || value === '') {
+      throw new Error(`unsafe or empty value for server setting ${key}: ${JSON.stringify(value)}`);
+    }
+    parts.push('-c', `${key}=${value}`);
+  }
+  return parts.join(' ');
+}
+
+async function resolveRunAs(): Promise<RunAs | undefined> {
+  if (process.getuid?.() !== 0) return undefined;
+  const result = spawnSync('getent', ['passwd', 'postgres'], { encoding: 'utf8' });
+  const fields = result.status === 0 ? result.stdout.trim().split(':') : [];
+  const uid = Number(fields[2]);
+  const gid = Number(fields[3]);
+  if (fields.length < 4 || !Number.isInteger(uid) || !Number.isInteger(gid)) {
+    throw new Error(
+      'Running as root, but there is no `postgres` OS user to run the test server as (PostgreSQL refuses to run as root). ' +
+        'Install the server package (`apt-get install postgresql`, which creates the user) or run the tests as a non-root user.',
+    );
+  }
+  return { uid, gid };
+}
+
+function findFreePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', reject);
+    server.listen(0, HOST, () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => (port ? resolve(port) : reject(new Error('could not determine a free port'))));
+    });
+  });
+}
+
+/** Environment for server tools: PG* variables from the caller's shell must not leak in (e.g. PGPORT, PGDATA). */
+function serverEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (!key.startsWith('PG')) env[key] = value;
+  }
+  return env;
+}
+
+function spawnOptions(runAs: RunAs | undefined, cwd: string): ExecFileOptions {
+  // cwd matters when dropping privileges: the caller's cwd may not be readable
+  // by postgres, and initdb/pg_ctl complain if they cannot stat it.
+  const options: ExecFileOptions = { cwd, env: serverEnv(), maxBuffer: 16 * 1024 * 1024 };
+  if (runAs) {
+    options.uid = runAs.uid;
+    options.gid = runAs.gid;
+    options.env = { ...options.env, HOME: cwd, USER: 'postgres', LOGNAME: 'postgres' };
+  }
+  return options;
+}
+
+function run(file: string, args: string[], runAs: RunAs | undefined, cwd: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(file, args, { ...spawnOptions(runAs, cwd), encoding: 'utf8' }, (error, stdout, stderr) => {
+      if (error) {
+        const detail = String(stderr).trim() || String(stdout).trim();
+        reject(new Error(`${file.split('/').pop()} exited with ${error.code ?? error.signal}: ${detail}`));
+      } else {
+        resolve(String(stdout));
+      }
+    });
+  });
+}
+
+async function tailFile(path: string, lines = 30): Promise<string> {
+  try {
+    return (await readFile(path, 'utf8')).trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no server log)';
+  }
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function stopImmediatelySync(handle: RunningCluster): void {
+  const { cwd, env, uid, gid } = spawnOptions(handle.runAs, existsSync(handle.baseDir) ? handle.baseDir : '/');
+  spawnSync(join(handle.binDir, 'pg_ctl'), ['stop', '-D', handle.dataDir, '-m', 'immediate', '-w', '-t', '30'], {
+    cwd,
+    env,
+    uid,
+    gid,
+    stdio: 'ignore',
+  });
+}
+
+function stopAllSync(): void {
+  for (const handle of running) {
+    stopImmediatelySync(handle);
+    rmSync(handle.baseDir, { recursive: true, force: true });
+  }
+  running.clear();
+}
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  // Only synchronous work is possible in 'exit', hence spawnSync + immediate mode.
+  process.on('exit', stopAllSync);
+  // Signals skip 'exit' entirely, and a Ctrl-C'd demo or a test runner timeout
+  // (SIGTERM) would otherwise leave postmasters behind. We only take over when
+  // nobody else handles the signal, and then re-raise it so the default
+  // termination behaviour (and exit status) is unchanged.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    if (process.listenerCount(signal) > 0) continue;
+    const onSignal = () => {
+      if (process.listenerCount(signal) > 1) return;
+      process.removeListener(signal, onSignal);
+      stopAllSync();
+      process.kill(process.pid, signal);
+    };
+    process.on(signal, onSignal);
+  }
+}
