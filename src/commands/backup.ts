@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { createReadStream } from 'node:fs';
 import type { BackupFormat, BackupOptionsConfig } from '../config/config-schema.js';
-import type { ResolvedSource } from '../config/settings.js';
+import { validateName, type ResolvedSource } from '../config/settings.js';
 import { PgkeepError, throwIfAborted } from '../errors.js';
 import { DEFAULT_ZSTD_LEVEL, defaultZstd, type ZstdCodec } from '../pipeline/zstd.js';
 import { storeStream } from '../pipeline/store-stream.js';
@@ -13,7 +13,7 @@ import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
 import { settleAll, startProcess } from '../postgres/run-process.js';
 import { readDatabaseInfo, readServerInfo } from '../postgres/server-info.js';
 import { countRows, readCatalogTables, selectDataTables } from '../postgres/table-selection.js';
-import { makeBackupId } from '../repository/backup-id.js';
+import { makeBackupId, validateBackupName } from '../repository/backup-id.js';
 import type { BackupObject, Manifest } from '../repository/manifest.js';
 import { MANIFEST_FORMAT } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
@@ -43,7 +43,8 @@ type DumpOptions = Manifest['options'];
  */
 export async function runBackup(ctx: CommandContext, repository: Repository, source: ResolvedSource, request: BackupRequest = {}): Promise<Manifest> {
   const options = dumpOptions(source.backup, request);
-  const labels = [...new Set([...(source.backup.labels ?? []), ...(request.labels ?? [])])];
+  if (request.name !== undefined) validateBackupName(request.name);
+  const labels = [...new Set([...(source.backup.labels ?? []), ...(request.labels ?? [])])].map((label) => validateName(label, 'label'));
   const startedAt = new Date();
   // A local controller lets one failing stage stop the others (pg_dump, counting, writing).
   const controller = new AbortController();

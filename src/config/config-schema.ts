@@ -10,7 +10,7 @@ export type BackupFormat = z.infer<typeof BackupFormat>;
 export const BackupOptionsSchema = z
   .object({
     format: BackupFormat.optional(),
-    jobs: z.number().int().min(1).max(64).optional(),
+    jobs: z.coerce.number().int().min(1).max(64).optional(),
     schemaOnly: z.boolean().optional(),
     dataOnly: z.boolean().optional(),
     tables: z.array(z.string().min(1)).optional(),
@@ -30,7 +30,8 @@ export const SourceSchema = z
     /** postgresql:// URL; the fields below override its parts. */
     db: z.string().min(1).optional(),
     host: z.string().min(1).optional(),
-    port: z.number().int().min(1).max(65535).optional(),
+    // coerced: a ${DB_PORT} from the environment arrives as text
+    port: z.coerce.number().int().min(1).max(65535).optional(),
     user: z.string().min(1).optional(),
     database: z.string().min(1).optional(),
     password: z.string().optional(),

@@ -115,7 +115,8 @@ export function repositoryUrl(settings: Settings, sourceName?: string): string {
 }
 
 function localOrUrl(value: string, base: string): string {
-  return /^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : path.resolve(base, value.replace(/^file:\/\//, ''));
+  if (value.startsWith('file://')) return path.resolve(base, value.slice('file://'.length));
+  return /^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : path.resolve(base, value);
 }
 
 function configPath(settings: Settings, value: string | undefined): string | undefined {

@@ -1,5 +1,4 @@
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
-import { settleAll } from '../postgres/run-process.js';
 import type { Storage } from '../storage/storage.js';
 import { HashCounter, type Digest } from './hash-counter.js';
 import type { ZstdCodec } from './zstd.js';
@@ -39,8 +38,16 @@ export async function storeStream(storage: Storage, key: string, input: Readable
   const chained = new Promise<void>((resolve, reject) => {
     pipeline(input, raw, options.codec.compressor({ level: options.level }), stored, gate, (error) => (error ? reject(error) : resolve()));
   });
+  const chainedError = chained.then(() => undefined, (error: unknown) => error ?? new Error('pipeline failed'));
   const put = storage.put(key, gate, { signal: options.signal });
-  await settleAll([options.complete ?? Promise.resolve(), chained, put]);
+  // The write's own outcome decides: it fails either with the storage's error
+  // (disk full) or with whatever failed upstream, passed down through the gate
+  // (pg_dump's exit status, zstd). Errors of the other stages are consequences.
+  const [written, produced] = await Promise.allSettled([put, options.complete ?? Promise.resolve()]);
+  const pipelineError = await chainedError;
+  if (written.status === 'rejected') throw written.reason;
+  if (produced.status === 'rejected') throw produced.reason;
+  if (pipelineError) throw pipelineError;
   return { raw: raw.digest, stored: stored.digest };
 }
 

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { throwIfAborted } from '../errors.js';
+import { PgkeepError, throwIfAborted } from '../errors.js';
 import { quoteIdent } from './pg-client.js';
 
 /** A relation as the catalog describes it, enough to mirror pg_dump's selection. */
@@ -28,8 +28,9 @@ interface NamePattern {
 
 /**
  * Parses a psql/pg_dump name pattern: `*` and `?` are wildcards, unquoted
- * letters fold to lower case, double quotes keep case and make `* ? .`
- * literal, and the first unquoted dot separates schema from name.
+ * letters fold to lower case, other regular-expression characters work
+ * outside quotes, double quotes keep case and make everything literal, and an
+ * unquoted dot separates schema from name.
  */
 export function parseNamePattern(pattern: string): NamePattern {
   const parts: string[] = [''];
@@ -51,11 +52,22 @@ export function parseNamePattern(pattern: string): NamePattern {
       parts[parts.length - 1] += '.*';
     } else if (ch === '?') {
       parts[parts.length - 1] += '.';
+    } else if (ch === '$') {
+      parts[parts.length - 1] += '\\$';
+    } else if (ch === '[' && pattern[i + 1] === ']') {
+      parts[parts.length - 1] += '\\[';
     } else {
-      parts[parts.length - 1] += escapeRegex(ch.toLowerCase());
+      // Outside quotes pg_dump passes other regular-expression characters through ([0-9], a|b).
+      parts[parts.length - 1] += ch.toLowerCase();
     }
   }
-  const toRegex = (source: string) => new RegExp(`^(?:${source})$`, 's');
+  const toRegex = (source: string) => {
+    try {
+      return new RegExp(`^(?:${source})$`, 's');
+    } catch {
+      throw new PgkeepError('USAGE', `invalid name pattern "${pattern}": check its brackets and parentheses, or double-quote the name`);
+    }
+  };
   // db.schema.name: the database part is ignored, as pg_dump does for the current database.
   const name = parts.at(-1)!;
   const schema = parts.length >= 2 ? parts.at(-2)! : undefined;

@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { constants, createWriteStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { PgkeepError } from '../errors.js';
+import { PgkeepError, abortError } from '../errors.js';
 import type { ByteRange, PutOptions, PutResult, Storage, StorageEntry, StorageStat } from './storage.js';
 
 const FOLDER_MODE = 0o700;
@@ -62,6 +62,7 @@ export class PosixStorage implements Storage {
     } catch (error) {
       await handle.close().catch(() => undefined);
       await fs.rm(temp, { force: true }).catch(() => undefined);
+      if (options.signal?.aborted) throw abortError(options.signal);
       throw isFsError(error) ? storageError(error, target) : error;
     }
   }
@@ -97,11 +98,22 @@ export class PosixStorage implements Storage {
     const handle = await fs.open(target, constants.O_RDONLY).catch((error) => {
       throw storageError(error, target);
     });
-    // The stream owns the handle from here and closes it once (a second close by GC would crash).
-    return handle.createReadStream({
-      highWaterMark: 1 << 20,
-      ...(range ? { start: range.start, ...(range.end !== undefined ? { end: range.end - 1 } : {}) } : {}),
-    });
+    try {
+      // A folder is not an object (as on S3, where it would be "no such key").
+      if (!(await handle.stat()).isFile()) throw new PgkeepError('STORAGE_NOT_FOUND', `not found: ${target}`);
+      if (range?.end !== undefined && range.end <= range.start) {
+        await handle.close();
+        return Readable.from([]);
+      }
+      // The stream owns the handle from here and closes it once (a second close by GC would crash).
+      return handle.createReadStream({
+        highWaterMark: 1 << 20,
+        ...(range ? { start: range.start, ...(range.end !== undefined ? { end: range.end - 1 } : {}) } : {}),
+      });
+    } catch (error) {
+      await handle.close().catch(() => undefined);
+      throw storageError(error, target);
+    }
   }
 
   async stat(key: string): Promise<StorageStat | undefined> {
@@ -125,7 +137,9 @@ export class PosixStorage implements Storage {
       if (code === 'ENOENT' || code === 'ENOTDIR') return;
       throw storageError(error, folder);
     }
-    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    // Order by full key, as object stores list: a folder "b" sorts as "b/", after "b-x" and "b.txt".
+    const sortKey = (e: { name: string; isDirectory(): boolean }) => (options.recursive && e.isDirectory() ? `${e.name}/` : e.name);
+    entries.sort((a, b) => (sortKey(a) < sortKey(b) ? -1 : sortKey(a) > sortKey(b) ? 1 : 0));
     for (const entry of entries) {
       const key = prefix === '' ? entry.name : `${prefix.replace(/\/$/, '')}/${entry.name}`;
       if (entry.isDirectory()) {

@@ -1,0 +1,96 @@
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { PgkeepError } from '../../src/errors.js';
+import { acquireSourceLock } from '../../src/repository/source-lock.js';
+import { PosixStorage } from '../../src/storage/posix-storage.js';
+import { readObject } from '../../src/storage/storage.js';
+
+const LOCK_KEY = 'sources/app/locks/source.lock';
+/** Larger than any pid_max Linux allows: kill(pid, 0) reports ESRCH, a dead process. */
+const DEAD_PID = 2 ** 30;
+
+describe('acquireSourceLock (on PosixStorage)', () => {
+  let root: string;
+  let storage: PosixStorage;
+
+  beforeEach(async () => {
+    root = await fs.mkdtemp(path.join(tmpdir(), 'pgkeep-lock-'));
+    storage = new PosixStorage(path.join(root, 'repo'));
+  });
+
+  afterEach(async () => {
+    await fs.rm(root, { recursive: true, force: true });
+  });
+
+  async function plantLock(owner: object | string): Promise<void> {
+    const text = typeof owner === 'string' ? owner : JSON.stringify(owner);
+    assert.equal(await storage.putIfAbsent(LOCK_KEY, Buffer.from(text)), true);
+  }
+
+  it('writes an owner record, and release removes it', async () => {
+    const lock = await acquireSourceLock(storage, 'app', 'backup');
+    const owner = JSON.parse((await readObject(storage, LOCK_KEY)).toString('utf8')) as Record<string, unknown>;
+    assert.equal(owner.pid, process.pid);
+    assert.equal(owner.host, hostname());
+    assert.equal(owner.command, 'backup');
+    assert.ok(!Number.isNaN(Date.parse(String(owner.started))));
+    await lock.release();
+    assert.equal(await storage.stat(LOCK_KEY), undefined);
+  });
+
+  it('a second acquire while held is LOCK_HELD naming the holder', async () => {
+    const lock = await acquireSourceLock(storage, 'app', 'backup');
+    await assert.rejects(acquireSourceLock(storage, 'app', 'prune'), (error: unknown) => {
+      assert.ok(error instanceof PgkeepError);
+      assert.equal(error.code, 'LOCK_HELD');
+      assert.match(error.message, /pgkeep backup/);
+      assert.match(error.message, new RegExp(`pid ${process.pid}`));
+      assert.equal(error.details?.pid, process.pid);
+      return true;
+    });
+    await lock.release();
+    const again = await acquireSourceLock(storage, 'app', 'prune');
+    await again.release();
+  });
+
+  it('locks of different sources are independent', async () => {
+    const a = await acquireSourceLock(storage, 'app', 'backup');
+    const b = await acquireSourceLock(storage, 'billing', 'backup');
+    await a.release();
+    await b.release();
+  });
+
+  it('a lock left by a dead process on this host is taken over', async () => {
+    await plantLock({ pid: DEAD_PID, host: hostname(), command: 'backup', started: '2020-01-01T00:00:00Z' });
+    const lock = await acquireSourceLock(storage, 'app', 'backup');
+    const owner = JSON.parse((await readObject(storage, LOCK_KEY)).toString('utf8')) as { pid: number };
+    assert.equal(owner.pid, process.pid);
+    await lock.release();
+  });
+
+  it('a lock held by a process on another host is respected even if that pid is not alive here', async () => {
+    await plantLock({ pid: DEAD_PID, host: `not-${hostname()}`, command: 'backup', started: '2020-01-01T00:00:00Z' });
+    await assert.rejects(acquireSourceLock(storage, 'app', 'backup'), (error: unknown) => error instanceof PgkeepError && error.code === 'LOCK_HELD');
+    assert.match((await readObject(storage, LOCK_KEY)).toString('utf8'), new RegExp(`not-${hostname()}`));
+  });
+
+  it('an unreadable lock (e.g. garbage from a crash) is taken over', async () => {
+    await plantLock('{"pid": 12');
+    const lock = await acquireSourceLock(storage, 'app', 'backup');
+    const owner = JSON.parse((await readObject(storage, LOCK_KEY)).toString('utf8')) as { pid: number };
+    assert.equal(owner.pid, process.pid);
+    await lock.release();
+  });
+
+  it('of 10 concurrent acquirers exactly one gets the lock', async () => {
+    const results = await Promise.allSettled(Array.from({ length: 10 }, () => acquireSourceLock(storage, 'app', 'backup')));
+    const won = results.filter((r) => r.status === 'fulfilled');
+    assert.equal(won.length, 1);
+    for (const r of results) {
+      if (r.status === 'rejected') assert.equal((r.reason as PgkeepError).code, 'LOCK_HELD');
+    }
+  });
+});
