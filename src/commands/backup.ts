@@ -123,7 +123,9 @@ export async function runBackup(ctx: CommandContext, repository: Repository, sou
     return manifest;
   } catch (error) {
     if (backupId !== undefined) await repository.storage.removeFolder(repository.backupFolder(source.name, backupId)).catch(() => undefined);
-    throw error;
+    // When one stage failed, the others were stopped and fail as a consequence
+    // ("connection terminated"); the abort reason holds the cause.
+    throw signal.aborted && signal.reason instanceof PgkeepError ? signal.reason : error;
   } finally {
     ctx.signal.removeEventListener('abort', stopAll);
     await client.end().catch(() => undefined);

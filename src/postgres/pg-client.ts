@@ -1,24 +1,31 @@
 import pg from 'pg';
-import { PgkeepError } from '../errors.js';
+import { PgkeepError, abortError } from '../errors.js';
 import { pgClientConfig, serverLabel, type ConnectionInfo } from './connection-info.js';
 
 export type PgClient = pg.Client;
 
-/** Opens a connection and turns connection failures into errors a user can act on. */
+/**
+ * Opens a connection and turns connection failures into errors a user can act
+ * on. While the connection lives, aborting `signal` closes it, so a query that
+ * waits (on a lock, say) fails at once instead of holding the command open.
+ */
 export async function connect(info: ConnectionInfo, signal?: AbortSignal): Promise<pg.Client> {
   const client = new pg.Client(pgClientConfig(info));
   // An idle client whose server goes away emits 'error'; without a listener that crashes the process.
   client.on('error', () => undefined);
   const onAbort = () => void client.end().catch(() => undefined);
-  signal?.addEventListener('abort', onAbort, { once: true });
+  if (signal) {
+    signal.addEventListener('abort', onAbort, { once: true });
+    client.once('end', () => signal.removeEventListener('abort', onAbort));
+  }
   try {
     await client.connect();
     return client;
   } catch (error) {
-    await client.end().catch(() => undefined);
-    throw connectionError(error, info);
-  } finally {
     signal?.removeEventListener('abort', onAbort);
+    await client.end().catch(() => undefined);
+    if (signal?.aborted) throw abortError(signal);
+    throw connectionError(error, info);
   }
 }
 

@@ -1,0 +1,228 @@
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
+import { collect, json, pgkeep, startPgkeep } from '../support/cli.js';
+import { startCluster, type PgCluster } from '../support/pg-cluster.js';
+
+let cluster: PgCluster;
+let work: string;
+const PASSWORD = 'S3cr3t-Pässw0rd!#%';
+
+before(async () => {
+  cluster = await startCluster();
+  work = await mkdtemp(path.join(tmpdir(), 'pgkeep-interrupt-'));
+  await cluster.query('CREATE DATABASE app');
+  await cluster.query(`CREATE ROLE app_user LOGIN CREATEDB PASSWORD '${PASSWORD.replace(/'/g, "''")}'`);
+  await cluster.query('ALTER DATABASE app OWNER TO app_user');
+  // ~100 MB of poorly compressible rows: big enough to be mid-stream when killed.
+  await cluster.query(
+    "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 3)::text) || md5((g * 7)::text) AS payload FROM generate_series(1, 800000) g",
+    [],
+    'app',
+  );
+  await cluster.query('CREATE TABLE small (id int PRIMARY KEY)', [], 'app');
+  await cluster.query('ALTER TABLE big OWNER TO app_user', [], 'app');
+  await cluster.query('ALTER TABLE small OWNER TO app_user', [], 'app');
+});
+
+after(async () => {
+  await cluster?.stop();
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+const env = () => ({ DATABASE_URL: cluster.url('app', 'app_user', PASSWORD) });
+
+/** Holds ACCESS EXCLUSIVE on a table so pg_dump (which takes ACCESS SHARE first) waits: a backup frozen mid-flight. */
+async function holdTableLock(table: string): Promise<{ release(): Promise<void> }> {
+  const client = new pg.Client({ connectionString: cluster.url('app') });
+  await client.connect();
+  await client.query('BEGIN');
+  await client.query(`LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE`);
+  return {
+    release: async () => {
+      await client.query('ROLLBACK').catch(() => undefined);
+      await client.end();
+    },
+  };
+}
+
+function childrenOf(pid: number): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) found.push(Number(entry));
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return found;
+}
+
+function commandOf(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+  } catch {
+    return '';
+  }
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    const state = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0];
+    return state !== undefined && state !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000, everyMs = 10): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+function tempFiles(repo: string): { path: string; size: number }[] {
+  const found: { path: string; size: number }[] = [];
+  const walk = (dir: string) => {
+    if (!existsSync(dir)) return;
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) walk(full);
+      else if (entry.name.startsWith('.pgkeep-tmp-')) found.push({ path: full, size: statSync(full).size });
+    }
+  };
+  walk(repo);
+  return found;
+}
+
+async function backupFolders(repo: string): Promise<string[]> {
+  const dir = path.join(repo, 'sources', 'app', 'backups');
+  return existsSync(dir) ? readdir(dir) : [];
+}
+
+describe('killing a backup at any moment leaves no visible backup', () => {
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    test(`${signal} while pg_dump is waiting: pg_dump stopped, temp files and folder removed, exit ${signal === 'SIGINT' ? 130 : 143}`, async () => {
+      const repo = path.join(work, `repo-${signal}`);
+      const lock = await holdTableLock('small');
+      try {
+        const child = startPgkeep(['backup', '--repo', repo], { env: env() });
+        const done = collect(child);
+        let stderr = '';
+        child.stderr!.on('data', (t: string) => (stderr += t));
+        await waitFor('the backup to be in flight', () => tempFiles(repo).length > 0 && childrenOf(child.pid!).some((p) => commandOf(p).includes('pg_dump'))).catch((error: Error) => {
+          child.kill('SIGKILL');
+          throw new Error(`${error.message}; pgkeep said: ${stderr}`);
+        });
+        const pgDump = childrenOf(child.pid!).find((p) => commandOf(p).includes('pg_dump'))!;
+        child.kill(signal);
+        const result = await done;
+        assert.equal(result.code, signal === 'SIGINT' ? 130 : 143, result.stderr);
+        assert.match(result.stderr, new RegExp(`interrupted by ${signal}`));
+        await waitFor('pg_dump to exit', () => !isRunning(pgDump), 10_000);
+        assert.deepEqual(tempFiles(repo), []);
+        assert.deepEqual(await backupFolders(repo), []);
+        assert.ok(!existsSync(path.join(repo, 'sources', 'app', 'locks', 'source.lock')), 'the source lock is released');
+      } finally {
+        await lock.release();
+      }
+    });
+  }
+
+  test('SIGKILL mid-stream: invisible to list, removed by the next backup', async () => {
+    const repo = path.join(work, 'repo-kill');
+    const child = startPgkeep(['backup', '--repo', repo], { env: env() });
+    const done = collect(child);
+    await waitFor('bytes in the repository', () => tempFiles(repo).some((f) => f.size > 256 * 1024), 30_000, 2);
+    child.kill('SIGKILL');
+    const result = await done;
+    assert.equal(result.signal, 'SIGKILL');
+
+    const folders = await backupFolders(repo);
+    assert.equal(folders.length, 1, 'the interrupted backup left its folder (no manifest)');
+    assert.ok(!existsSync(path.join(repo, 'sources', 'app', 'backups', folders[0]!, 'manifest.json')));
+    const list = await pgkeep(['list', '--repo', repo, '--json']);
+    assert.equal(list.code, 0, list.stderr);
+    assert.deepEqual(json(list), [], 'list shows no backup');
+
+    // The dead process's lock is stale (its pid is gone): the next backup takes over and cleans up.
+    const next = await pgkeep(['backup', '--repo', repo], { env: env() });
+    assert.equal(next.code, 0, next.stderr);
+    assert.match(next.stderr, new RegExp(`removed 1 interrupted backup\\(s\\): ${folders[0]}`));
+    const remaining = await backupFolders(repo);
+    assert.equal(remaining.length, 1);
+    assert.notEqual(remaining[0], folders[0]);
+    assert.ok(existsSync(path.join(repo, 'sources', 'app', 'backups', remaining[0]!, 'manifest.json')));
+    assert.deepEqual(tempFiles(repo), []);
+  });
+
+  test('a second backup of the same source waits for nobody: it says who holds the lock', async () => {
+    const repo = path.join(work, 'repo-lock');
+    const lock = await holdTableLock('small');
+    try {
+      const first = startPgkeep(['backup', '--repo', repo], { env: env() });
+      const firstDone = collect(first);
+      await waitFor('the first backup to hold the lock', () => existsSync(path.join(repo, 'sources', 'app', 'locks', 'source.lock')));
+      const second = await pgkeep(['backup', '--repo', repo], { env: env() });
+      assert.equal(second.code, 5);
+      assert.match(second.stderr, new RegExp(`source app is locked by "pgkeep backup" \\(pid ${first.pid} `));
+      first.kill('SIGTERM');
+      await firstDone;
+    } finally {
+      await lock.release();
+    }
+  });
+});
+
+describe('secrets', () => {
+  test('the password is in no process argv, no output and no repository file', async () => {
+    const repo = path.join(work, 'repo-secrets');
+    const lock = await holdTableLock('small');
+    let child;
+    try {
+      child = startPgkeep(['backup', '--repo', repo, '--label', 'secrets'], { env: env() });
+      const done = collect(child);
+      await waitFor('pg_dump to run', () => childrenOf(child!.pid!).some((p) => commandOf(p).includes('pg_dump')));
+      // Every process on the machine: argv is what `ps` shows to every user.
+      const leaks = readdirSync('/proc')
+        .filter((e) => /^\d+$/.test(e))
+        .map((pid) => commandOf(Number(pid)))
+        .filter((cmd) => cmd.includes(PASSWORD) || cmd.includes(encodeURIComponent(PASSWORD)));
+      assert.deepEqual(leaks, []);
+      await lock.release();
+      const result = await done;
+      assert.equal(result.code, 0, result.stderr);
+      const restore = await pgkeep(['restore', 'latest', '--repo', repo, '--to', 'secret_copy'], { env: env() });
+      assert.equal(restore.code, 0, restore.stderr);
+      for (const output of [result.stdout, result.stderr, restore.stdout, restore.stderr]) {
+        assert.ok(!output.includes(PASSWORD) && !output.includes(encodeURIComponent(PASSWORD)), `output leaks the password: ${output}`);
+      }
+      const files: string[] = [];
+      const walk = (dir: string) => {
+        for (const entry of readdirSync(dir, { withFileTypes: true })) {
+          const full = path.join(dir, entry.name);
+          if (entry.isDirectory()) walk(full);
+          else files.push(full);
+        }
+      };
+      walk(repo);
+      assert.ok(files.length >= 3);
+      for (const file of files.filter((f) => f.endsWith('.json'))) {
+        const text = await readFile(file, 'utf8');
+        assert.ok(!text.includes(PASSWORD) && !text.includes(encodeURIComponent(PASSWORD)), `${file} holds the password`);
+      }
+    } finally {
+      await lock.release().catch(() => undefined);
+    }
+  });
+});
