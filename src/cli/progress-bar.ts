@@ -30,7 +30,7 @@ export class ProgressBar {
     const rate = `${formatBytes(progress.bytes / seconds)}/s`;
     const amount = progress.totalBytes ? `${formatBytes(progress.bytes)} / ${formatBytes(progress.totalBytes)}` : formatBytes(progress.bytes);
     let text = `${progress.phase}  ${amount}  ${rate}${progress.item ? `  ${progress.item}` : ''}`;
-    const width = this.stream.columns ?? 80;
+    const width = this.stream.columns || 80; // 0 when the terminal does not say
     if (text.length > width - 1) text = `${text.slice(0, width - 2)}…`;
     this.stream.write(`\r\x1b[2K${text}`);
     this.shown = true;

@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { CLI, cleanEnv, pgkeep } from '../support/cli.js';
+import { startCluster, type PgCluster } from '../support/pg-cluster.js';
+
+const hasScript = spawnSync('script', ['--version']).status === 0;
+let cluster: PgCluster;
+let work: string;
+
+before(async () => {
+  cluster = await startCluster();
+  work = await mkdtemp(path.join(tmpdir(), 'pgkeep-tty-'));
+  await cluster.query('CREATE DATABASE app');
+  await cluster.query('CREATE TABLE orders AS SELECT g AS id, md5(g::text) AS note FROM generate_series(1, 1500000) g', [], 'app');
+});
+
+after(async () => {
+  await cluster?.stop();
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+const env = () => cleanEnv({ DATABASE_URL: cluster.url('app') });
+
+/** Runs pgkeep on a real pseudo-terminal (util-linux `script`), typing `input`. */
+function onTerminal(args: string[], input = ''): Promise<{ code: number | null; output: string }> {
+  const command = [process.execPath, CLI, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+  const child = spawn('script', ['-qec', `stty cols 160; ${command}`, '/dev/null'], { env: env(), stdio: ['pipe', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.setEncoding('utf8').on('data', (t: string) => (output += t));
+  child.stderr.setEncoding('utf8').on('data', (t: string) => (output += t));
+  // Type only once the question is on screen, as a person would.
+  if (input) {
+    const waitForPrompt = setInterval(() => {
+      if (output.includes('Type the database name')) {
+        clearInterval(waitForPrompt);
+        child.stdin.write(input);
+      }
+    }, 20);
+    child.on('close', () => clearInterval(waitForPrompt));
+  }
+  return new Promise((resolve) => child.on('close', (code) => resolve({ code, output })));
+}
+
+describe('on a terminal', { skip: !hasScript && 'util-linux script is not installed' }, () => {
+  test('backup shows a progress line with bytes, rate and the current table', async () => {
+    const result = await onTerminal(['backup', '--repo', path.join(work, 'tty')]);
+    assert.equal(result.code, 0, result.output);
+    assert.match(result.output, /\r\x1b\[2Kdump {2}[\d.]+ (B|KiB|MiB) {2}[\d.]+ (B|KiB|MiB|GiB)\/s/);
+    assert.match(result.output, /public\.orders/);
+    assert.match(result.output, /backup \d{8}T\d{6}Z of app done/);
+  });
+
+  test('without a terminal there is no progress line', async () => {
+    const result = await pgkeep(['backup', '--repo', path.join(work, 'notty')], { env: { DATABASE_URL: cluster.url('app') } });
+    assert.equal(result.code, 0, result.stderr);
+    assert.ok(!result.stderr.includes('\x1b'), 'no terminal escapes in piped output');
+  });
+
+  test('overwrite asks for the database name: a wrong answer changes nothing, the right one replaces it', async () => {
+    const repo = path.join(work, 'tty-restore');
+    assert.equal((await pgkeep(['backup', '--repo', repo], { env: { DATABASE_URL: cluster.url('app') } })).code, 0);
+    await cluster.query('CREATE DATABASE target');
+    await cluster.query('CREATE TABLE mine (x int)', [], 'target');
+
+    const wrong = await onTerminal(['restore', 'latest', '--repo', repo, '--to', 'target', '--overwrite'], 'targte\r');
+    assert.equal(wrong.code, 8, wrong.output);
+    assert.match(wrong.output, /Type the database name to confirm:/);
+    assert.equal((await cluster.query("SELECT 1 FROM pg_tables WHERE tablename = 'mine'", [], 'target')).length, 1);
+
+    const right = await onTerminal(['restore', 'latest', '--repo', repo, '--to', 'target', '--overwrite'], 'target\r');
+    assert.equal(right.code, 0, right.output);
+    assert.match(right.output, /the replaced database was saved first as backup target\/\d{8}T\d{6}Z-pre-restore/);
+    assert.equal((await cluster.query("SELECT 1 FROM pg_tables WHERE tablename = 'mine'", [], 'target')).length, 0);
+  });
+});
