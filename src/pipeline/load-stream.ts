@@ -77,8 +77,10 @@ export function childStdinSink(stdin: Writable): Writable {
       callback();
     },
     destroy(error, callback) {
-      // Never pass a clean end to the child when the stream failed.
-      if (open) stdin.destroy();
+      // Called after a clean finish too (autoDestroy): then stdin was ended in
+      // final() and must be left to flush. Only a failed stream cuts the child
+      // off, so it never sees a clean end of incomplete input.
+      if (error && open) stdin.destroy();
       callback(error);
     },
   });
