@@ -205,8 +205,10 @@ async function loadBackup(ctx: CommandContext, repository: Repository, manifest:
   const common = { env, signal, isErrorLine: (line: string) => RESTORE_ERROR_LINE.test(line) };
 
   if (manifest.options.format === 'plain') {
+    // No --single-transaction: plain dumps carry their own BEGIN/COMMIT around
+    // large objects, which would end it early. A failure drops the database instead.
     const psql = await toolInfo('psql', source.pgBin);
-    const run = startProcess(psql.path, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '--no-password', '-d', target.database, '-f', '-'], {
+    const run = startProcess(psql.path, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--no-password', '-d', target.database, '-f', '-'], {
       ...common,
       stdin: 'pipe',
       stdout: 'ignore',
