@@ -19,20 +19,111 @@ export const DEFAULT_ZSTD_LEVEL = 3;
 
 interface ZstdNapi {
   CompressStream: new (params: Record<string, unknown>) => Transform;
-  DecompressStream: new () => Transform;
 }
 
-let nativeModule: ZstdNapi | null | undefined;
+/** The part of zstd-napi's low-level binding (`zstd-napi/binding`) used here. */
+interface ZstdBinding {
+  DCtx: new () => DCtx;
+  dStreamOutSize(): number;
+}
 
-function loadNative(): ZstdNapi | null {
+interface DCtx {
+  /** ZSTD_decompressStream: [hint (0 = a frame is complete and flushed), bytes written to dst, bytes read from src]. */
+  decompressStream(dst: Uint8Array, src: Uint8Array): [number, number, number];
+}
+
+let nativeModule: { api: ZstdNapi; binding: ZstdBinding } | null | undefined;
+
+function loadNative(): { api: ZstdNapi; binding: ZstdBinding } | null {
   if (nativeModule === undefined) {
     try {
-      nativeModule = createRequire(import.meta.url)('zstd-napi') as ZstdNapi;
+      const require = createRequire(import.meta.url);
+      nativeModule = { api: require('zstd-napi') as ZstdNapi, binding: require('zstd-napi/binding') as ZstdBinding };
     } catch {
       nativeModule = null;
     }
   }
   return nativeModule;
+}
+
+/**
+ * Streaming zstd decompression that produces output only as fast as it is
+ * consumed. zstd-napi's own DecompressStream expands each input chunk in full
+ * before looking at backpressure: at a compression ratio of 100× a 1 MiB read
+ * becomes 100 MB in memory, and a stored run of zeros (~30,000×) gigabytes.
+ * Here one input chunk is decoded piecewise into output buffers of `outSize`
+ * (zstd's recommended 128 KiB), and decoding pauses whenever the readable
+ * side is full, until it is read. Memory is bounded by one input chunk, the
+ * readable buffer and zstd's window, whatever the ratio.
+ */
+export class BoundedDecompressStream extends Duplex {
+  private readonly dctx: DCtx;
+  private readonly outSize: number;
+  /** The input chunk being decoded (possibly empty: output still to flush) and its write callback. */
+  private input: Buffer | null = null;
+  private inputDone: ((error?: Error | null) => void) | null = null;
+  /** Whether the reader wants more output (set by _read, cleared when push() says stop). */
+  private wanted = false;
+  private pumping = false;
+  /** Inside a frame that is not yet complete (its end would be truncated data). */
+  private inFrame = false;
+
+  constructor(binding: ZstdBinding) {
+    super({ readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 16 });
+    this.dctx = new binding.DCtx();
+    this.outSize = binding.dStreamOutSize();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.input = chunk;
+    this.inputDone = callback;
+    this.pump();
+  }
+
+  override _read(): void {
+    this.wanted = true;
+    this.pump();
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    if (this.inFrame) {
+      callback(new Error('Stream ended in middle of compressed data frame'));
+      return;
+    }
+    this.push(null);
+    callback();
+  }
+
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (this.wanted && this.input) {
+        const out = Buffer.allocUnsafe(this.outSize);
+        const [hint, produced, consumed] = this.dctx.decompressStream(out, this.input);
+        this.input = this.input.subarray(consumed);
+        if (produced > 0 && !this.push(out.subarray(0, produced))) this.wanted = false;
+        // The chunk is done once all of it is read and zstd has nothing left to flush
+        // (an output buffer not filled to the brim, or the end of a frame).
+        if (this.input.length === 0 && (produced < out.length || hint === 0)) {
+          this.inFrame = hint !== 0;
+          this.finishChunk();
+        }
+      }
+    } catch (error) {
+      this.finishChunk(error as Error);
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private finishChunk(error?: Error): void {
+    const done = this.inputDone;
+    this.input = null;
+    this.inputDone = null;
+    if (done) done(error ?? null);
+    else if (error) this.destroy(error);
+  }
 }
 
 export const nativeZstd: ZstdCodec | null = (() => {
@@ -42,8 +133,8 @@ export const nativeZstd: ZstdCodec | null = (() => {
     name: 'zstd-napi',
     compressor: ({ level = DEFAULT_ZSTD_LEVEL, threads = availableParallelism() } = {}) =>
       // jobSize 4 MiB keeps the multi-threaded buffers (and so pgkeep's RSS) small.
-      new native.CompressStream({ compressionLevel: level, nbWorkers: threads > 1 ? threads : 0, jobSize: 4 << 20, checksumFlag: true }),
-    decompressor: () => new native.DecompressStream(),
+      new native.api.CompressStream({ compressionLevel: level, nbWorkers: threads > 1 ? threads : 0, jobSize: 4 << 20, checksumFlag: true }),
+    decompressor: () => new BoundedDecompressStream(native.binding),
   };
 })();
 
