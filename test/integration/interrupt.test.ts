@@ -1,21 +1,21 @@
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import pg from 'pg';
 import { collect, json, pgkeep, startPgkeep } from '../support/cli.js';
-import { startCluster, type PgCluster } from '../support/pg-cluster.js';
+import { useClusterAndWorkFolder } from '../support/integration-setup.js';
+import type { PgCluster } from '../support/pg-cluster.js';
 
 let cluster: PgCluster;
 let work: string;
 const PASSWORD = 'S3cr3t-Pässw0rd!#%';
 
-before(async () => {
-  cluster = await startCluster();
-  work = await mkdtemp(path.join(tmpdir(), 'pgkeep-interrupt-'));
+useClusterAndWorkFolder('interrupt', async (c, w) => {
+  cluster = c;
+  work = w;
   await cluster.query('CREATE DATABASE app');
   await cluster.query(`CREATE ROLE app_user LOGIN CREATEDB PASSWORD '${PASSWORD.replace(/'/g, "''")}'`);
   await cluster.query('ALTER DATABASE app OWNER TO app_user');
@@ -28,11 +28,6 @@ before(async () => {
   await cluster.query('CREATE TABLE small (id int PRIMARY KEY)', [], 'app');
   await cluster.query('ALTER TABLE big OWNER TO app_user', [], 'app');
   await cluster.query('ALTER TABLE small OWNER TO app_user', [], 'app');
-});
-
-after(async () => {
-  await cluster?.stop();
-  if (work) await rm(work, { recursive: true, force: true });
 });
 
 const env = () => ({ DATABASE_URL: cluster.url('app', 'app_user', PASSWORD) });

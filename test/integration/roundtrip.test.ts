@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm, stat, readdir } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { stat, readdir } from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { json, pgkeep } from '../support/cli.js';
 import { diffSnapshots, snapshotDatabase } from '../support/db-compare.js';
-import { startCluster, type PgCluster } from '../support/pg-cluster.js';
+import { useClusterAndWorkFolder } from '../support/integration-setup.js';
+import type { PgCluster } from '../support/pg-cluster.js';
 
 const FIXTURE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../support/fixtures/awkward.sql');
 
@@ -22,16 +22,11 @@ function loadFixture(database: string): void {
   assert.equal(result.status, 0, `loading the fixture failed: ${result.stderr}`);
 }
 
-before(async () => {
-  cluster = await startCluster();
-  work = await mkdtemp(path.join(tmpdir(), 'pgkeep-roundtrip-'));
+useClusterAndWorkFolder('roundtrip', async (c, w) => {
+  cluster = c;
+  work = w;
   await cluster.query('CREATE DATABASE awkward');
   loadFixture('awkward');
-});
-
-after(async () => {
-  await cluster?.stop();
-  if (work) await rm(work, { recursive: true, force: true });
 });
 
 const env = () => ({ DATABASE_URL: cluster.url('awkward') });

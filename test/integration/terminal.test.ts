@@ -1,26 +1,20 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { CLI, cleanEnv, pgkeep } from '../support/cli.js';
-import { startCluster, type PgCluster } from '../support/pg-cluster.js';
+import { useClusterAndWorkFolder } from '../support/integration-setup.js';
+import type { PgCluster } from '../support/pg-cluster.js';
 
 const hasScript = spawnSync('script', ['--version']).status === 0;
 let cluster: PgCluster;
 let work: string;
 
-before(async () => {
-  cluster = await startCluster();
-  work = await mkdtemp(path.join(tmpdir(), 'pgkeep-tty-'));
+useClusterAndWorkFolder('tty', async (c, w) => {
+  cluster = c;
+  work = w;
   await cluster.query('CREATE DATABASE app');
   await cluster.query('CREATE TABLE orders AS SELECT g AS id, md5(g::text) AS note FROM generate_series(1, 1500000) g', [], 'app');
-});
-
-after(async () => {
-  await cluster?.stop();
-  if (work) await rm(work, { recursive: true, force: true });
 });
 
 const env = () => cleanEnv({ DATABASE_URL: cluster.url('app') });

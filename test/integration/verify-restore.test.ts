@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { cp, mkdtemp, open, readFile, rm, truncate, writeFile, unlink } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { cp, mkdtemp, open, readFile, truncate, writeFile, unlink } from 'node:fs/promises';
 import * as path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { json, pgkeep } from '../support/cli.js';
-import { startCluster, type PgCluster } from '../support/pg-cluster.js';
+import { useClusterAndWorkFolder } from '../support/integration-setup.js';
+import type { PgCluster } from '../support/pg-cluster.js';
 
 let cluster: PgCluster;
 let work: string;
@@ -14,9 +14,9 @@ const ids: Record<string, string> = {};
 
 const env = () => ({ DATABASE_URL: cluster.url('app') });
 
-before(async () => {
-  cluster = await startCluster();
-  work = await mkdtemp(path.join(tmpdir(), 'pgkeep-verify-'));
+useClusterAndWorkFolder('verify', async (c, w) => {
+  cluster = c;
+  work = w;
   await cluster.query('CREATE DATABASE app');
   await cluster.query('CREATE TABLE orders AS SELECT g AS id, md5(g::text) AS note FROM generate_series(1, 50000) g', [], 'app');
   await cluster.query('CREATE TABLE customers (id int PRIMARY KEY, name text)', [], 'app');
@@ -27,11 +27,6 @@ before(async () => {
     assert.equal(result.code, 0, result.stderr);
     ids[format] = json(result).id;
   }
-});
-
-after(async () => {
-  await cluster?.stop();
-  if (work) await rm(work, { recursive: true, force: true });
 });
 
 let copies = 0;
