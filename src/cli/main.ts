@@ -73,8 +73,9 @@ export async function main(argv: string[]): Promise<number> {
     .option('--repo <url>', 'repository: a local path (default: PGKEEP_REPO, BACKUP_DIR, ./backups)')
     .option('--db <url>', 'database URL postgresql://user@host:port/db (default: DATABASE_URL, POSTGRES_*, PG*)')
     .option('--source <name>', 'which source of the configuration (default: the only one, or the database name)')
-    .showHelpAfterError('(run pgkeep help for usage)')
-    .exitOverride();
+    .exitOverride()
+    // commander's own usage errors, as one line like every other pgkeep error
+    .configureOutput({ outputError: (text, write) => write(`pgkeep: ${text.trim().replace(/^error: /, '')} (see pgkeep --help)\n`) });
 
   const settingsOf = (command: Command): Settings => loadSettings(command.optsWithGlobals() as GlobalOptions);
   const withOutput = (command: Command) => command.option('--json', 'print JSON').option('-q, --quiet', 'print only the result');

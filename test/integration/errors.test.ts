@@ -111,6 +111,9 @@ describe('clear one-line errors with non-zero exit codes', () => {
     await writeFile(path.join(dir, 'pgkeep.yaml'), 'sources:\n  app:\n    dbb: postgresql://x@localhost/app\n');
     assertFailure(await pgkeep(['list'], { cwd: dir }), 2, /unknown key "dbb"/);
     assertFailure(await pgkeep(['list', '--config', path.join(dir, 'missing.yaml')]), 2, /config file .*missing\.yaml does not exist/);
+    assertFailure(await pgkeep(['backup', '--bogus']), 2, /unknown option '--bogus'/);
+    assertFailure(await pgkeep(['restore']), 2, /missing required argument 'backup'/);
+    assertFailure(await pgkeep(['backup', '--format', 'zip']), 2, /argument 'zip' is invalid/);
   });
 
   test('disk full: a clear error, and nothing half-written', async (t) => {
