@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import type { Writable } from 'node:stream';
 import { PgkeepError, throwIfAborted } from '../errors.js';
 import { childStdinSink, discardSink, loadStream } from '../pipeline/load-stream.js';
 import { defaultZstd } from '../pipeline/zstd.js';
@@ -64,8 +65,8 @@ export async function verifyBackup(repository: Repository, manifest: Manifest, o
         problems.push(check.problem);
         continue;
       }
-      const load = (sink: NodeJS.WritableStream) =>
-        loadStream(repository.storage, key, object, sink as never, { codec, signal: options.signal, onRawBytes: (n) => options.onProgress?.(object.name, n) });
+      const load = (sink: Writable) =>
+        loadStream(repository.storage, key, object, sink, { codec, signal: options.signal, onRawBytes: (n) => options.onProgress?.(object.name, n) });
       try {
         if (object.role === 'dump' && manifest.options.format === 'custom') {
           // pg_restore --list reads the TOC from the head of the stream; the rest is still hashed.
