@@ -8,6 +8,7 @@ import { openRepository } from '../commands/open-repository.js';
 import { runRestore } from '../commands/restore.js';
 import { runShow } from '../commands/show.js';
 import { runVerify } from '../commands/verify.js';
+import type { VerifyReport } from '../verify/verify-backup.js';
 import { loadSettings, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { PGKEEP_VERSION } from '../version.js';
@@ -161,7 +162,7 @@ export async function main(argv: string[]): Promise<number> {
       } catch (error) {
         bar.clear();
         const report = (error as PgkeepError).details?.report;
-        if (report) printVerify(report as never, json);
+        if (report) printVerify(report as VerifyReport, json);
         throw error;
       }
     });
