@@ -1,0 +1,804 @@
+/**
+ * Storage on S3 and S3-compatible object stores (MinIO, Ceph RGW, R2, B2, ...).
+ *
+ * The repository `s3://bucket/prefix` has the same layout as a local one: a
+ * storage key `sources/app/backups/<id>/dump.zst` is the object
+ * `prefix/sources/app/backups/<id>/dump.zst` in `bucket`.
+ *
+ * Credentials, region and endpoint come from the AWS SDK's default chain
+ * (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, AWS_PROFILE and
+ * ~/.aws/*, AWS_REGION, AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL); explicit
+ * values in `S3StorageOptions` win. A custom endpoint switches to path-style
+ * addressing (`endpoint/bucket/key`), which every S3-compatible server accepts.
+ *
+ * The AWS SDK is loaded on first use (dynamic import), so local repositories
+ * do not pay for it, and no SDK type crosses this file's boundary.
+ */
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
+import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
+import { PgkeepError, abortError } from '../errors.js';
+import type { ByteRange, PutOptions, PutResult, Storage, StorageCapabilities, StorageEntry, StorageStat } from './storage.js';
+
+const MiB = 1024 * 1024;
+/** S3's limits: parts are 5 MiB to 5 GiB (the last may be smaller), at most 10,000 of them. */
+const MIN_PART_SIZE = 5 * MiB;
+const MAX_PART_SIZE = 5 * 1024 * MiB;
+const MAX_PARTS = 10_000;
+/**
+ * Default part size of multipart uploads. lib-storage uses one fixed part size
+ * for a whole upload (and R2 requires equal parts), and a streamed body has no
+ * known length, so the part size bounds both memory and the largest object:
+ * memory is about (queueSize + 1) × partSize and the largest object is
+ * partSize × 10,000. 64 MiB gives 625 GiB objects for ~192 MiB of buffers
+ * with the default queueSize of 2; raise `partSize` for larger (compressed)
+ * dumps, e.g. 512 MiB → 5 TiB at ~1.5 GiB of memory.
+ */
+const DEFAULT_PART_SIZE = 64 * MiB;
+const DEFAULT_QUEUE_SIZE = 2;
+const DEFAULT_MAX_ATTEMPTS = 5;
+const DEFAULT_CONNECTION_TIMEOUT_MS = 10_000;
+/** Objects written to find out whether the server honours If-None-Match; never listed. */
+export const PROBE_PREFIX = '.pgkeep-probe-';
+
+export type S3ServerSideEncryption = 'AES256' | 'aws:kms';
+export type S3ChecksumMode = 'WHEN_REQUIRED' | 'WHEN_SUPPORTED';
+/**
+ * How putIfAbsent is made exclusive:
+ * - 'native': a PutObject with `If-None-Match: *` (AWS S3 since 2024, MinIO, R2, recent Ceph);
+ * - 'emulated': HeadObject, then PutObject, serialised per key inside this process
+ *   only (for servers that ignore the header): NOT atomic against other hosts;
+ * - 'auto': find out once, with a probe object under the prefix (the default for custom endpoints).
+ */
+export type S3ConditionalWrites = 'auto' | 'native' | 'emulated';
+
+export interface S3StorageOptions {
+  /** e.g. http://127.0.0.1:9000; default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / profile, else AWS. */
+  endpoint?: string;
+  /** Default: AWS_REGION / profile, else us-east-1. */
+  region?: string;
+  /** Path-style addressing; default: on when a custom endpoint is in use. */
+  forcePathStyle?: boolean;
+  /** Explicit credentials instead of the default chain. */
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  /** Storage class of the objects `put` writes, e.g. STANDARD_IA (not applied to locks). */
+  storageClass?: string;
+  /** Server-side encryption of every object written. */
+  sse?: S3ServerSideEncryption;
+  /** KMS key for sse 'aws:kms' (default: the bucket's or the account's AWS managed key). */
+  kmsKeyId?: string;
+  /** Multipart part size in bytes (5 MiB .. 5 GiB); see DEFAULT_PART_SIZE for the trade-off. */
+  partSize?: number;
+  /** Parts uploaded in parallel. */
+  queueSize?: number;
+  /** Keys per ListObjectsV2 page (1..1000). */
+  pageSize?: number;
+  /** Attempts per request, with the SDK's standard backoff on throttling, 5xx and network errors. */
+  maxAttempts?: number;
+  /**
+   * Extra request checksums and response checksum validation. pgkeep keeps its
+   * own SHA-256 of every object, so the default is 'WHEN_REQUIRED', which also
+   * works with S3-compatible servers that reject the SDK's newer checksum headers.
+   */
+  checksums?: S3ChecksumMode;
+  conditionalWrites?: S3ConditionalWrites;
+  /** Give up connecting after this long (default 10 s). */
+  connectionTimeoutMs?: number;
+}
+
+type ClientModule = typeof import('@aws-sdk/client-s3');
+type UploadClass = (typeof import('@aws-sdk/lib-storage'))['Upload'];
+
+interface Sdk {
+  s3: ClientModule;
+  Upload: UploadClass;
+  client: S3Client;
+  /** The endpoint in use, for messages (no credentials), or undefined for AWS's own. */
+  endpoint: string | undefined;
+}
+
+interface ParsedUrl {
+  bucket: string;
+  prefix: string;
+}
+
+/** Parses `s3://bucket[/prefix]`; credentials and query strings are refused. */
+export function parseS3Url(url: string): ParsedUrl {
+  const match = /^s3:\/\/([^/?#]*)([^?#]*)([?#].*)?$/i.exec(url);
+  if (!match) throw new PgkeepError('CONFIG_INVALID', `not an S3 repository URL: ${url}: use s3://bucket/prefix`);
+  const host = match[1] ?? '';
+  if (host.includes('@')) {
+    // never echo the URL: it holds a secret
+    throw new PgkeepError('CONFIG_INVALID', 'the S3 repository URL contains credentials: remove them and use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE');
+  }
+  if (match[3] !== undefined) {
+    throw new PgkeepError('CONFIG_INVALID', `the S3 repository URL ${url.replace(/[?#].*$/, '')} has a query or fragment: give the endpoint and region through AWS_ENDPOINT_URL and AWS_REGION (or the configuration)`);
+  }
+  if (!/^[a-z0-9][a-z0-9._-]{1,253}[a-z0-9]$/i.test(host)) {
+    throw new PgkeepError('CONFIG_INVALID', `invalid S3 bucket name "${host}" in ${url}: use s3://bucket/prefix`);
+  }
+  return { bucket: host, prefix: normalizeKey(match[2] ?? '', url) };
+}
+
+/** "a//b/" → "a/b"; refuses "." and ".." segments. */
+function normalizeKey(key: string, context: string = key): string {
+  const parts: string[] = [];
+  for (const part of key.split('/')) {
+    if (part === '') continue;
+    if (part === '.' || part === '..') throw new PgkeepError('INTERNAL', `storage key escapes the repository: ${context}`);
+    parts.push(part);
+  }
+  return parts.join('/');
+}
+
+export class S3Storage implements Storage {
+  readonly location: string;
+  private readonly bucket: string;
+  /** '' or 'prefix/': prepended to every storage key. */
+  private readonly base: string;
+  private readonly options: S3StorageOptions;
+  private sdkPromise: Promise<Sdk> | undefined;
+  private conditional: S3ConditionalWrites | undefined;
+  private probePromise: Promise<'native' | 'emulated'> | undefined;
+  private readonly keyLocks = new Map<string, Promise<void>>();
+
+  constructor(url: string, options: S3StorageOptions = {}) {
+    const { bucket, prefix } = parseS3Url(url);
+    this.bucket = bucket;
+    this.base = prefix === '' ? '' : `${prefix}/`;
+    this.location = `s3://${bucket}${prefix === '' ? '' : `/${prefix}`}`;
+    this.options = validateOptions(options);
+    this.conditional = options.conditionalWrites;
+  }
+
+  /** posixModes: never. conditionalCreate: only once If-None-Match is known to be honoured. */
+  get capabilities(): StorageCapabilities {
+    return { posixModes: false, conditionalCreate: this.conditional === 'native' };
+  }
+
+  /** Finds out (once) whether putIfAbsent is atomic across hosts; updates `capabilities`. */
+  async detectConditionalCreate(): Promise<boolean> {
+    return (await this.conditionalMode()) === 'native';
+  }
+
+  // ---- writes ---------------------------------------------------------------
+
+  async put(key: string, body: Readable, options: PutOptions = {}): Promise<PutResult> {
+    const target = this.objectKey(key);
+    const signal = options.signal;
+    if (signal?.aborted) {
+      body.destroy();
+      throw abortError(signal);
+    }
+    let sdk: Sdk;
+    try {
+      sdk = await this.sdk();
+    } catch (error) {
+      body.destroy();
+      throw error;
+    }
+    const { s3, Upload, client } = sdk;
+
+    // `stop` ends everything still running: reading the body and part uploads.
+    // It fires on the caller's signal and on the first failed request.
+    const stop = new AbortController();
+    let bodyError: unknown;
+    let sdkError: unknown;
+    let ended = false;
+    let size = 0;
+    const onAbort = (): void => {
+      const reason = abortError(signal!);
+      stop.abort(reason);
+      body.destroy(reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+
+    async function* feed(): AsyncGenerator<Buffer> {
+      try {
+        for await (const chunk of body) {
+          if (stop.signal.aborted) throw stop.signal.reason;
+          const buffer = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);
+          size += buffer.length;
+          yield buffer;
+        }
+      } catch (error) {
+        // After `stop`, the body fails because we destroyed it: not its own error.
+        if (!stop.signal.aborted) {
+          bodyError ??= error;
+          stop.abort(error);
+        }
+        throw error;
+      }
+      if (stop.signal.aborted) throw stop.signal.reason;
+      ended = true;
+    }
+    const source = Readable.from(feed(), { objectMode: true, highWaterMark: 1 });
+
+    // lib-storage sends through this client. It may commit (PutObject of a
+    // single part, CompleteMultipartUpload) only after the body ended cleanly and
+    // before any abort; parts and the upload's creation are cancelled by `stop`.
+    const gate = Object.create(client) as S3Client;
+    const send = (command: unknown, sendOptions?: { abortSignal?: AbortSignal }): Promise<unknown> => {
+      const commit = command instanceof s3.PutObjectCommand || command instanceof s3.CompleteMultipartUploadCommand;
+      const cleanup = command instanceof s3.AbortMultipartUploadCommand;
+      if (commit && (!ended || stop.signal.aborted)) {
+        return Promise.reject(stop.signal.reason ?? new PgkeepError('INTERNAL', `refusing to commit ${target} before its body ended`));
+      }
+      const pending = (client.send as (this: S3Client, c: unknown, o?: object) => Promise<unknown>).call(
+        client,
+        command,
+        commit || cleanup ? sendOptions : { ...sendOptions, abortSignal: stop.signal },
+      );
+      if (commit || cleanup) return pending;
+      return pending.catch((error: unknown) => {
+        if (!stop.signal.aborted) {
+          sdkError ??= error;
+          stop.abort(error);
+          body.destroy();
+        }
+        throw error;
+      });
+    };
+    Object.defineProperty(gate, 'send', { value: send });
+
+    const upload = new Upload({
+      client: gate,
+      partSize: this.options.partSize ?? DEFAULT_PART_SIZE,
+      queueSize: this.options.queueSize ?? DEFAULT_QUEUE_SIZE,
+      leavePartsOnError: false,
+      params: { Bucket: this.bucket, Key: target, Body: source, ...this.writeParams(true) },
+    });
+    try {
+      await upload.done();
+      return { size };
+    } catch (error) {
+      // The body's own error is the real cause (e.g. pg_dump failed); then an abort;
+      // then the first failed request. A failed AbortMultipartUpload (some servers
+      // lack it) only leaves invisible parts behind: a bucket lifecycle rule
+      // (AbortIncompleteMultipartUpload) removes those.
+      if (bodyError !== undefined) throw bodyError;
+      if (signal?.aborted) throw abortError(signal);
+      throw this.toError(sdkError ?? error, target, sdk);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      if (!ended) body.destroy();
+      source.destroy();
+    }
+  }
+
+  async putIfAbsent(key: string, data: Buffer): Promise<boolean> {
+    const target = this.objectKey(key);
+    const sdk = await this.sdk();
+    const mode = await this.conditionalMode();
+    if (mode === 'native') {
+      for (let attempt = 0; ; attempt++) {
+        const outcome = await this.conditionalPut(sdk, target, data);
+        if (outcome === 'created') return true;
+        if (outcome === 'exists') return false;
+        if (outcome === 'conflict' && attempt < 6) {
+          // another conditional write to this key is in flight: S3 asks to retry
+          await delay(25 * 2 ** attempt + Math.random() * 25);
+          continue;
+        }
+        throw new PgkeepError('STORAGE_IO', `conditional write of ${this.display(target)} failed: the server ${outcome === 'conflict' ? 'kept reporting a conflicting write' : 'does not support If-None-Match'}`);
+      }
+    }
+    // Emulated: exclusive within this process only (capabilities.conditionalCreate is false).
+    return this.withKeyLock(target, async () => {
+      if (await this.head(sdk, target)) return false;
+      try {
+        await sdk.client.send(new sdk.s3.PutObjectCommand({ Bucket: this.bucket, Key: target, Body: data, ContentLength: data.length, ...this.writeParams(false) }));
+      } catch (error) {
+        throw this.toError(error, target, sdk);
+      }
+      return true;
+    });
+  }
+
+  // ---- reads ----------------------------------------------------------------
+
+  async get(key: string, range?: ByteRange): Promise<Readable> {
+    const target = this.objectKey(key);
+    const sdk = await this.sdk();
+    if (range?.end !== undefined && range.end <= range.start) {
+      // nothing to read, but a missing object is still an error
+      if (!(await this.head(sdk, target))) throw new PgkeepError('STORAGE_NOT_FOUND', `not found: ${this.display(target)}`);
+      return Readable.from([]);
+    }
+    const header = range && (range.start > 0 || range.end !== undefined) ? `bytes=${range.start}-${range.end === undefined ? '' : range.end - 1}` : undefined;
+    try {
+      const out = await sdk.client.send(new sdk.s3.GetObjectCommand({ Bucket: this.bucket, Key: target, ...(header ? { Range: header } : {}) }));
+      const stream = out.Body;
+      if (stream === undefined) return Readable.from([]);
+      if (!(stream instanceof Readable)) throw new PgkeepError('INTERNAL', `unexpected S3 response body type for ${this.display(target)}`);
+      if (!range || !header) return stream;
+      // HTTP lets a server ignore Range and send the whole object (200), and some
+      // S3-compatible servers answer another range than asked (s3rver reads
+      // "bytes=0-0" as the whole object): trust Content-Range, not the request.
+      const sent = parseContentRange(out.ContentRange) ?? { start: 0, length: out.ContentLength };
+      if (sent.start > range.start) {
+        stream.destroy();
+        throw new PgkeepError('STORAGE_IO', `the S3 server sent bytes from ${sent.start} of ${this.display(target)} when asked for ${range.start}`);
+      }
+      const skip = range.start - sent.start;
+      const want = range.end === undefined ? Infinity : range.end - range.start;
+      if (skip === 0 && sent.length !== undefined && sent.length <= want) return stream;
+      return sliceStream(stream, skip, want);
+    } catch (error) {
+      // A range starting at or past the end (including any range of an empty
+      // object) reads nothing, as from a file.
+      if (errorCode(error) === 'InvalidRange' || httpStatus(error) === 416) return Readable.from([]);
+      throw this.toError(error, target, sdk);
+    }
+  }
+
+  async stat(key: string): Promise<StorageStat | undefined> {
+    const target = this.objectKey(key);
+    return this.head(await this.sdk(), target);
+  }
+
+  async *list(prefix: string, options: { recursive?: boolean } = {}): AsyncIterable<StorageEntry> {
+    const folder = normalizeKey(prefix);
+    const sdk = await this.sdk();
+    const listPrefix = `${this.base}${folder === '' ? '' : `${folder}/`}`;
+    if (options.recursive) {
+      // S3 lists by key, which is the order the interface asks for; each page is
+      // sorted again for servers that do not sort within a page.
+      for await (const page of this.pages(sdk, listPrefix, false)) {
+        const entries: StorageEntry[] = [];
+        for (const object of page.objects) {
+          const entry = this.objectEntry(object);
+          if (entry) entries.push(entry);
+        }
+        yield* entries.sort(byPath);
+      }
+      return;
+    }
+    // Non-recursive: one folder's direct children. Gathered whole so that folders
+    // ("sub", listed by S3 as "sub/") sort by path like files, and so that
+    // common prefixes repeated across pages are listed once.
+    const entries = new Map<string, StorageEntry>();
+    for await (const page of this.pages(sdk, listPrefix, true)) {
+      for (const object of page.objects) {
+        const entry = this.objectEntry(object);
+        if (entry) entries.set(entry.path, entry);
+      }
+      for (const common of page.folders) {
+        const path = common.slice(this.base.length, -1);
+        if (path === '' || path.endsWith('/') || path === folder) continue;
+        if (!entries.has(path)) entries.set(path, { kind: 'folder', path });
+      }
+    }
+    yield* [...entries.values()].sort(byPath);
+  }
+
+  async isEmpty(): Promise<boolean> {
+    const sdk = await this.sdk();
+    for await (const page of this.pages(sdk, this.base, false)) {
+      for (const object of page.objects) {
+        const key = object.Key ?? '';
+        // the prefix's own folder marker and our probes do not count
+        if (key === this.base || isProbe(key.slice(this.base.length))) continue;
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // ---- removal --------------------------------------------------------------
+
+  async remove(key: string): Promise<void> {
+    const target = this.objectKey(key);
+    const sdk = await this.sdk();
+    try {
+      await sdk.client.send(new sdk.s3.DeleteObjectCommand({ Bucket: this.bucket, Key: target }));
+    } catch (error) {
+      if (isNotFound(error) && errorCode(error) !== 'NoSuchBucket') return;
+      throw this.toError(error, target, sdk);
+    }
+  }
+
+  async removeFolder(prefix: string): Promise<void> {
+    const folder = normalizeKey(prefix);
+    if (folder === '') throw new PgkeepError('INTERNAL', 'refusing to remove the repository root');
+    const sdk = await this.sdk();
+    const listPrefix = `${this.base}${folder}/`;
+    // Pages hold at most 1000 keys, the most one DeleteObjects takes.
+    for await (const page of this.pages(sdk, listPrefix, false)) {
+      const keys = page.objects.map((o) => o.Key).filter((k): k is string => k !== undefined);
+      if (keys.length === 0) continue;
+      let result;
+      try {
+        result = await sdk.client.send(
+          new sdk.s3.DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys.map((Key) => ({ Key })), Quiet: true } }),
+        );
+      } catch (error) {
+        throw this.toError(error, listPrefix, sdk);
+      }
+      const failed = (result.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
+      if (failed.length > 0) {
+        const first = failed[0]!;
+        const error = Object.assign(new Error(first.Message ?? first.Code ?? 'delete failed'), { name: first.Code ?? 'DeleteFailed' });
+        throw this.toError(error, first.Key ?? listPrefix, sdk, `${failed.length} of ${keys.length} objects could not be removed`);
+      }
+    }
+  }
+
+  // ---- internals ------------------------------------------------------------
+
+  private objectKey(key: string): string {
+    const rel = normalizeKey(key);
+    if (rel === '') throw new PgkeepError('INTERNAL', 'empty storage key');
+    return `${this.base}${rel}`;
+  }
+
+  private display(fullKey: string): string {
+    return `s3://${this.bucket}/${fullKey}`;
+  }
+
+  private objectEntry(object: { Key?: string; Size?: number; LastModified?: Date }): StorageEntry | undefined {
+    const key = object.Key;
+    if (key === undefined || !key.startsWith(this.base)) return undefined;
+    const path = key.slice(this.base.length);
+    // folder markers ("dir/", made by consoles) are not objects; probes are ours
+    if (path === '' || path.endsWith('/') || isProbe(path)) return undefined;
+    return { kind: 'object', path, size: object.Size ?? 0, modified: object.LastModified ?? new Date(0) };
+  }
+
+  private writeParams(withStorageClass: boolean): Record<string, string> {
+    const params: Record<string, string> = {};
+    if (withStorageClass && this.options.storageClass) params.StorageClass = this.options.storageClass;
+    if (this.options.sse) params.ServerSideEncryption = this.options.sse;
+    if (this.options.sse === 'aws:kms' && this.options.kmsKeyId) params.SSEKMSKeyId = this.options.kmsKeyId;
+    return params;
+  }
+
+  private async *pages(
+    sdk: Sdk,
+    prefix: string,
+    delimited: boolean,
+  ): AsyncGenerator<{ objects: { Key?: string; Size?: number; LastModified?: Date }[]; folders: string[] }> {
+    let token: string | undefined;
+    do {
+      let out;
+      try {
+        out = await sdk.client.send(
+          new sdk.s3.ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: prefix,
+            MaxKeys: this.options.pageSize ?? 1000,
+            ...(delimited ? { Delimiter: '/' } : {}),
+            ...(token ? { ContinuationToken: token } : {}),
+          }),
+        );
+      } catch (error) {
+        throw this.toError(error, prefix, sdk);
+      }
+      yield {
+        objects: out.Contents ?? [],
+        folders: (out.CommonPrefixes ?? []).map((p) => p.Prefix).filter((p): p is string => p !== undefined),
+      };
+      if (out.IsTruncated && !out.NextContinuationToken) {
+        throw new PgkeepError('STORAGE_IO', `listing ${this.display(prefix)} was cut short by the server without a continuation token`);
+      }
+      token = out.IsTruncated ? out.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  private async head(sdk: Sdk, target: string): Promise<StorageStat | undefined> {
+    try {
+      const out = await sdk.client.send(new sdk.s3.HeadObjectCommand({ Bucket: this.bucket, Key: target }));
+      return { size: out.ContentLength ?? 0, modified: out.LastModified ?? new Date(0) };
+    } catch (error) {
+      // HEAD has no body: a missing bucket is a plain 404 too; the next listing names it.
+      if (isNotFound(error)) return undefined;
+      throw this.toError(error, target, sdk);
+    }
+  }
+
+  private async conditionalPut(sdk: Sdk, target: string, data: Buffer): Promise<'created' | 'exists' | 'conflict' | 'unsupported'> {
+    try {
+      await sdk.client.send(
+        new sdk.s3.PutObjectCommand({ Bucket: this.bucket, Key: target, Body: data, ContentLength: data.length, IfNoneMatch: '*', ...this.writeParams(false) }),
+      );
+      return 'created';
+    } catch (error) {
+      const code = errorCode(error);
+      const status = httpStatus(error);
+      if (code === 'PreconditionFailed' || status === 412) return 'exists';
+      if (code === 'ConditionalRequestConflict' || status === 409) return 'conflict';
+      if (code === 'NotImplemented' || status === 501) return 'unsupported';
+      throw this.toError(error, target, sdk);
+    }
+  }
+
+  private conditionalMode(): Promise<'native' | 'emulated'> {
+    const known = this.conditional;
+    if (known === 'native' || known === 'emulated') return Promise.resolve(known);
+    this.probePromise ??= this.probeConditionalWrites().then(
+      (mode) => {
+        this.conditional = mode;
+        return mode;
+      },
+      (error: unknown) => {
+        this.probePromise = undefined;
+        throw error;
+      },
+    );
+    return this.probePromise;
+  }
+
+  /** Writes a fresh probe object twice with If-None-Match: * ; a server that honours it refuses the second. */
+  private async probeConditionalWrites(): Promise<'native' | 'emulated'> {
+    const sdk = await this.sdk();
+    const probe = `${this.base}${PROBE_PREFIX}${randomBytes(8).toString('hex')}`;
+    const data = Buffer.from('pgkeep: does this server honour If-None-Match?\n');
+    try {
+      const first = await this.conditionalPut(sdk, probe, data);
+      if (first === 'unsupported') return 'emulated';
+      if (first !== 'created') return 'native';
+      const second = await this.conditionalPut(sdk, probe, data);
+      return second === 'exists' || second === 'conflict' ? 'native' : 'emulated';
+    } finally {
+      await sdk.client.send(new sdk.s3.DeleteObjectCommand({ Bucket: this.bucket, Key: probe })).catch(() => undefined);
+    }
+  }
+
+  private async withKeyLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.keyLocks.get(key) ?? Promise.resolve();
+    const run = previous.then(fn);
+    const settled = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.keyLocks.set(key, settled);
+    try {
+      return await run;
+    } finally {
+      if (this.keyLocks.get(key) === settled) this.keyLocks.delete(key);
+    }
+  }
+
+  private sdk(): Promise<Sdk> {
+    this.sdkPromise ??= this.createSdk().catch((error: unknown) => {
+      this.sdkPromise = undefined;
+      throw error;
+    });
+    return this.sdkPromise;
+  }
+
+  private async createSdk(): Promise<Sdk> {
+    const s3 = await import('@aws-sdk/client-s3');
+    const { Upload } = await import('@aws-sdk/lib-storage');
+    const o = this.options;
+    const checksums = o.checksums ?? 'WHEN_REQUIRED';
+    const common: S3ClientConfig = {
+      maxAttempts: o.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
+      retryMode: 'standard',
+      requestChecksumCalculation: checksums,
+      responseChecksumValidation: checksums,
+      requestHandler: { connectionTimeout: o.connectionTimeoutMs ?? DEFAULT_CONNECTION_TIMEOUT_MS },
+      ...(o.credentials ? { credentials: { ...o.credentials } } : {}),
+    };
+    let endpoint = o.endpoint;
+    let region = o.region;
+    if (endpoint === undefined || region === undefined) {
+      // What the SDK's own chain says (environment, then the shared config files).
+      const probe = new s3.S3Client(common);
+      try {
+        const config = probe.config as { region: () => Promise<string>; serviceConfiguredEndpoint?: () => Promise<string | undefined> };
+        if (endpoint === undefined) endpoint = (await config.serviceConfiguredEndpoint?.().catch(() => undefined)) || undefined;
+        if (region === undefined) region = (await config.region().catch(() => undefined)) || undefined;
+      } finally {
+        probe.destroy();
+      }
+    }
+    if (endpoint !== undefined) {
+      try {
+        new URL(endpoint);
+      } catch {
+        throw new PgkeepError('CONFIG_INVALID', `invalid S3 endpoint URL "${displayEndpoint(endpoint)}": use e.g. http://127.0.0.1:9000`);
+      }
+    }
+    const client = new s3.S3Client({
+      ...common,
+      region: region ?? 'us-east-1',
+      ...(endpoint !== undefined ? { endpoint } : { followRegionRedirects: true }),
+      forcePathStyle: o.forcePathStyle ?? endpoint !== undefined,
+    });
+    // Remember which host a failed request went to, so errors can name it.
+    client.middlewareStack.add(
+      (next) => async (args) => {
+        try {
+          return await next(args);
+        } catch (error) {
+          const request = args.request as { protocol?: string; hostname?: string; port?: number } | undefined;
+          if (error !== null && typeof error === 'object' && request?.hostname) {
+            Object.defineProperty(error, ENDPOINT_TAG, {
+              value: `${request.protocol ?? 'https:'}//${request.hostname}${request.port ? `:${request.port}` : ''}`,
+              configurable: true,
+            });
+          }
+          throw error;
+        }
+      },
+      { step: 'build', name: 'pgkeepEndpointTag' },
+    );
+    this.conditional ??= endpoint === undefined ? 'native' : 'auto';
+    return { s3, Upload, client, endpoint: endpoint === undefined ? undefined : displayEndpoint(endpoint) };
+  }
+
+  /** Maps an SDK or network error to a PgkeepError a person can act on; never includes credentials. */
+  private toError(error: unknown, fullKeyOrPrefix: string, sdk?: Sdk, context?: string): PgkeepError {
+    if (error instanceof PgkeepError) return error;
+    const code = errorCode(error);
+    const status = httpStatus(error);
+    const where = this.display(fullKeyOrPrefix);
+    const suffix = context ? ` (${context})` : '';
+    const tagged = (error as Record<string, unknown> | null)?.[ENDPOINT_TAG];
+    const endpoint = (typeof tagged === 'string' ? tagged : undefined) ?? sdk?.endpoint ?? 'the AWS S3 endpoint';
+    const networkCode = networkErrorCode(error);
+    if (code === 'CredentialsProviderError' || /could not load credentials/i.test(messageOf(error))) {
+      return new PgkeepError('STORAGE_ACCESS', `no AWS credentials for ${this.location}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE`, { cause: error });
+    }
+    if (ACCESS_CODES.has(code) || status === 403) {
+      const hint =
+        code === 'InvalidAccessKeyId'
+          ? 'the access key id is not known to the server'
+          : code === 'SignatureDoesNotMatch'
+            ? 'the secret access key does not match the access key id'
+            : code === 'RequestTimeTooSkewed'
+              ? "this machine's clock is too far off"
+              : 'check the credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE) and the bucket policy';
+      return new PgkeepError('STORAGE_ACCESS', `access denied to ${where} (${code || `HTTP ${status}`})${suffix}: ${hint}`, { cause: error });
+    }
+    if (code === 'NoSuchBucket') {
+      const at = sdk?.endpoint ? ` at ${sdk.endpoint}` : '';
+      return new PgkeepError('REPO_MISSING', `bucket ${this.bucket} does not exist${at}: create it or check --repo`, { cause: error });
+    }
+    if (isNotFound(error)) return new PgkeepError('STORAGE_NOT_FOUND', `not found: ${where}`, { cause: error });
+    if (networkCode !== undefined) {
+      return new PgkeepError('STORAGE_IO', `cannot reach the S3 endpoint ${endpoint} (${networkCode}) for ${this.location}: check the endpoint (AWS_ENDPOINT_URL) and the network`, { cause: error });
+    }
+    const message = messageOf(error);
+    if (/Exceeded \d+ parts/.test(message) || code === 'EntityTooLarge') {
+      const partSize = this.options.partSize ?? DEFAULT_PART_SIZE;
+      return new PgkeepError('STORAGE_IO', `${where} is larger than ${MAX_PARTS} parts of ${Math.round(partSize / MiB)} MiB: raise the S3 part size`, { cause: error });
+    }
+    if (code === 'InvalidStorageClass') {
+      return new PgkeepError('CONFIG_INVALID', `the S3 server does not accept storage class ${this.options.storageClass ?? '(default)'}: choose another`, { cause: error });
+    }
+    const attempts = (error as { $metadata?: { attempts?: number } } | null)?.$metadata?.attempts;
+    if ((status !== undefined && status >= 500) || THROTTLE_CODES.has(code)) {
+      return new PgkeepError(
+        'STORAGE_IO',
+        `S3 ${endpoint} failed on ${where}: ${code || 'error'} (HTTP ${status ?? '?'})${attempts ? ` after ${attempts} attempts` : ''}${suffix}: try again later`,
+        { cause: error },
+      );
+    }
+    const detail = message && message !== code ? `: ${message}` : '';
+    return new PgkeepError('STORAGE_IO', `S3 error on ${where}: ${code || 'error'}${status ? ` (HTTP ${status})` : ''}${detail}${suffix}`, { cause: error });
+  }
+}
+
+const ENDPOINT_TAG = '$pgkeepEndpoint';
+const ACCESS_CODES = new Set([
+  'AccessDenied',
+  'InvalidAccessKeyId',
+  'SignatureDoesNotMatch',
+  'ExpiredToken',
+  'InvalidToken',
+  'TokenRefreshRequired',
+  'AllAccessDisabled',
+  'AccountProblem',
+  'InvalidSecurity',
+  'RequestTimeTooSkewed',
+  'Forbidden',
+  'KMS.AccessDeniedException',
+]);
+const THROTTLE_CODES = new Set(['SlowDown', 'Throttling', 'ThrottlingException', 'RequestLimitExceeded', 'TooManyRequests', 'ServiceUnavailable', 'InternalError', 'RequestTimeout']);
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'ECONNABORTED']);
+
+function errorCode(error: unknown): string {
+  const e = error as { name?: unknown; Code?: unknown } | null;
+  const code = typeof e?.Code === 'string' ? e.Code : typeof e?.name === 'string' ? e.name : '';
+  // HEAD errors have no body to name them
+  return code === 'Error' || code === 'Unknown' || code === 'UnknownError' ? '' : code;
+}
+
+function httpStatus(error: unknown): number | undefined {
+  return (error as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function isNotFound(error: unknown): boolean {
+  const code = errorCode(error);
+  return code === 'NoSuchKey' || code === 'NotFound' || code === 'NoSuchBucket' || httpStatus(error) === 404;
+}
+
+function networkErrorCode(error: unknown): string | undefined {
+  for (let e = error as { code?: unknown; name?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
+    if (typeof e.code === 'string' && NETWORK_CODES.has(e.code)) return e.code;
+    if (e.name === 'TimeoutError') return 'timeout';
+  }
+  return undefined;
+}
+
+/** "bytes 10-19/4096" → { start: 10, length: 10 } */
+function parseContentRange(value: string | undefined): { start: number; length: number } | undefined {
+  const match = value === undefined ? null : /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(value.trim());
+  if (!match) return undefined;
+  const start = Number(match[1]);
+  return { start, length: Number(match[2]) - start + 1 };
+}
+
+/** Bytes [skip, skip + limit) of `source`; closes `source` once done, or when the result is destroyed. */
+function sliceStream(source: Readable, skip: number, limit: number): Readable {
+  async function* slice(): AsyncGenerator<Buffer> {
+    let toSkip = skip;
+    let left = limit;
+    try {
+      for await (const data of source) {
+        let chunk = data as Buffer;
+        if (toSkip > 0) {
+          if (chunk.length <= toSkip) {
+            toSkip -= chunk.length;
+            continue;
+          }
+          chunk = chunk.subarray(toSkip);
+          toSkip = 0;
+        }
+        if (chunk.length >= left) {
+          if (left > 0) yield chunk.subarray(0, left);
+          return;
+        }
+        left -= chunk.length;
+        yield chunk;
+      }
+    } finally {
+      source.destroy();
+    }
+  }
+  return Readable.from(slice(), { objectMode: false });
+}
+
+function isProbe(path: string): boolean {
+  return path.startsWith(PROBE_PREFIX) && !path.includes('/');
+}
+
+function byPath(a: StorageEntry, b: StorageEntry): number {
+  return a.path < b.path ? -1 : a.path > b.path ? 1 : 0;
+}
+
+/** The endpoint without user info or query, for messages. */
+function displayEndpoint(endpoint: string): string {
+  try {
+    const url = new URL(endpoint);
+    url.username = '';
+    url.password = '';
+    url.search = '';
+    return url.toString().replace(/\/$/, '');
+  } catch {
+    return endpoint.replace(/\/\/[^/@]*@/, '//');
+  }
+}
+
+function validateOptions(options: S3StorageOptions): S3StorageOptions {
+  const fail = (what: string): never => {
+    throw new PgkeepError('CONFIG_INVALID', `S3 option ${what}`);
+  };
+  const { partSize, queueSize, pageSize, maxAttempts, sse, kmsKeyId } = options;
+  if (partSize !== undefined && (!Number.isInteger(partSize) || partSize < MIN_PART_SIZE || partSize > MAX_PART_SIZE)) {
+    fail(`partSize ${partSize} is out of range: use 5 MiB to 5 GiB`);
+  }
+  if (queueSize !== undefined && (!Number.isInteger(queueSize) || queueSize < 1 || queueSize > 64)) fail(`queueSize ${queueSize} is out of range: use 1 to 64`);
+  if (pageSize !== undefined && (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 1000)) fail(`pageSize ${pageSize} is out of range: use 1 to 1000`);
+  if (maxAttempts !== undefined && (!Number.isInteger(maxAttempts) || maxAttempts < 1)) fail(`maxAttempts ${maxAttempts} must be at least 1`);
+  if (sse !== undefined && sse !== 'AES256' && sse !== 'aws:kms') fail(`sse "${String(sse)}" is not AES256 or aws:kms`);
+  if (kmsKeyId !== undefined && sse !== 'aws:kms') fail('kmsKeyId needs sse: aws:kms');
+  return { ...options };
+}
