@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import type { ResolvedSource } from '../config/settings.js';
 import { sourceNameForDatabase } from '../config/settings.js';
 import { PgkeepError, throwIfAborted } from '../errors.js';
-import { childStdinSink, loadStream } from '../pipeline/load-stream.js';
+import { childStdinSink, loadStream, teeSink } from '../pipeline/load-stream.js';
 import { defaultZstd } from '../pipeline/zstd.js';
 import { describeConnection, libpqEnv, serverLabel, withDatabase, type ConnectionInfo } from '../postgres/connection-info.js';
 import { createDatabase, dropDatabase, fitIdentifier, renameDatabase } from '../postgres/database-admin.js';
@@ -228,29 +228,42 @@ async function loadBackup(ctx: CommandContext, repository: Repository, manifest:
     return;
   }
 
-  // Parallel pg_restore needs a seekable file (custom) or a directory: stage
-  // the decompressed, checksum-verified dump in a private temp folder first.
   const staging = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-restore-'));
   try {
-    let input: string;
-    let done = 0;
     if (manifest.options.format === 'custom') {
-      input = path.join(staging, 'dump');
+      // Parallel pg_restore needs a seekable file, but staging the whole dump
+      // before starting would put its decompression in series with the load.
+      // Instead the dump streams once: into a pg_restore of the pre-data and
+      // data sections (schema and table contents, in dump order), and, through
+      // a tee, into a temp file. Then the post-data section (indexes,
+      // constraints, triggers), where the parallelism pays, runs from that
+      // file with --jobs. Post-data runs only once every checksum matched and
+      // the first pg_restore succeeded.
+      const file = path.join(staging, 'dump');
       const object = manifest.objects[0]!;
-      await loadStream(repository.storage, key(object.name), object, createWriteStream(input, { mode: 0o600 }), { codec, signal, onRawBytes: progress });
-    } else {
-      input = path.join(staging, 'dump');
-      await mkdir(input, { mode: 0o700 });
-      for (const object of manifest.objects) {
-        throwIfAborted(signal);
-        const base = done;
-        await loadStream(repository.storage, key(object.name), object, createWriteStream(path.join(input, object.file!), { mode: 0o600 }), {
-          codec,
-          signal,
-          onRawBytes: (n) => progress(base + n),
-        });
-        done += object.raw.size;
-      }
+      const first = startProcess(pgRestore.path, [...baseArgs, '--section=pre-data', '--section=data'], { ...common, stdin: 'pipe', stdout: 'ignore' });
+      const sink = teeSink(childStdinSink(first.stdin!), createWriteStream(file, { mode: 0o600 }));
+      await settleAll([loadStream(repository.storage, key(object.name), object, sink, { codec, signal, onRawBytes: progress }), first.done]);
+      throwIfAborted(signal);
+      ctx.progress({ phase: 'pg_restore', bytes: manifest.totals.rawBytes, totalBytes: manifest.totals.rawBytes });
+      await startProcess(pgRestore.path, [...baseArgs, '--section=post-data', `--jobs=${jobs}`, file], { ...common, stdout: 'ignore' }).done;
+      return;
+    }
+
+    // A directory dump: pg_restore reads a directory, so stage every
+    // decompressed, checksum-verified file in a private temp folder first.
+    const input = path.join(staging, 'dump');
+    let done = 0;
+    await mkdir(input, { mode: 0o700 });
+    for (const object of manifest.objects) {
+      throwIfAborted(signal);
+      const base = done;
+      await loadStream(repository.storage, key(object.name), object, createWriteStream(path.join(input, object.file!), { mode: 0o600 }), {
+        codec,
+        signal,
+        onRawBytes: (n) => progress(base + n),
+      });
+      done += object.raw.size;
     }
     ctx.progress({ phase: 'pg_restore', bytes: manifest.totals.rawBytes, totalBytes: manifest.totals.rawBytes });
     await startProcess(pgRestore.path, [...baseArgs, `--jobs=${Math.max(1, jobs)}`, input], { ...common, stdout: 'ignore' }).done;

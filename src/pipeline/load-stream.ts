@@ -1,4 +1,4 @@
-import { Writable, type Readable } from 'node:stream';
+import { finished, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { PgkeepError } from '../errors.js';
 import type { BackupObject } from '../repository/manifest.js';
@@ -84,6 +84,57 @@ export function childStdinSink(stdin: Writable): Writable {
       callback(error);
     },
   });
+}
+
+/**
+ * A sink that writes every chunk to each of `targets`, with backpressure from
+ * all of them: a write completes once every target has taken the chunk (or
+ * drained). It finishes only when every target has finished (for a file: its
+ * data is written and it is closed). If one target fails, the tee fails with
+ * its error; if the tee is destroyed with an error (a checksum mismatch
+ * upstream), every target is destroyed with it, so none sees a clean end.
+ */
+export function teeSink(...targets: Writable[]): Writable {
+  let ended = false;
+  const tee: Writable = new Writable({
+    highWaterMark: 1 << 20,
+    write(chunk: Buffer, _encoding, callback) {
+      let waiting = 0;
+      const drained = () => {
+        if (--waiting === 0) callback();
+      };
+      for (const target of targets) {
+        if (!target.write(chunk)) {
+          waiting++;
+          target.once('drain', drained);
+        }
+      }
+      if (waiting === 0) callback();
+    },
+    final(callback) {
+      ended = true;
+      let waiting = targets.length;
+      let failed = false;
+      if (waiting === 0) return callback();
+      for (const target of targets) {
+        finished(target, { readable: false }, (error) => {
+          if (failed) return;
+          if (error) {
+            failed = true;
+            callback(error);
+          } else if (--waiting === 0) callback();
+        });
+        target.end();
+      }
+    },
+    destroy(error, callback) {
+      // After a clean finish (autoDestroy) the targets have finished on their own.
+      if (error || !ended) for (const target of targets) target.destroy(error ?? new Error('tee destroyed before its end'));
+      callback(error);
+    },
+  });
+  for (const target of targets) target.on('error', (error) => tee.destroy(error));
+  return tee;
 }
 
 /** A sink that throws the bytes away (for objects that only need checking). */
