@@ -3,13 +3,14 @@ import { Command, CommanderError, Option } from 'commander';
 import type { CommandContext } from '../commands/command-context.js';
 import { runBackup, type BackupRequest } from '../commands/backup.js';
 import { runInit } from '../commands/init.js';
+import { runKeygen } from '../commands/keygen.js';
 import { runList } from '../commands/list.js';
 import { openRepository } from '../commands/open-repository.js';
 import { runRestore } from '../commands/restore.js';
 import { runShow } from '../commands/show.js';
 import { runVerify } from '../commands/verify.js';
 import type { VerifyReport } from '../verify/verify-backup.js';
-import { loadSettings, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
+import { keySettings, loadSettings, readSecretFile, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { PGKEEP_VERSION } from '../version.js';
 import { printBackupDone, printList, printRestoreDone, printShow, printVerify } from './print.js';
@@ -27,6 +28,15 @@ interface OutputOptions {
   json?: boolean;
   quiet?: boolean;
 }
+
+// A reader that stops early (pgkeep list | head) is not an error: stop writing quietly.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw error;
+});
+
+// The AWS SDK warns once on stderr about Node 20 support; pgkeep's stderr is for pgkeep's one-line messages.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 /** Runs one CLI invocation; resolves to the process exit code. */
 export async function main(argv: string[]): Promise<number> {
@@ -47,6 +57,7 @@ export async function main(argv: string[]): Promise<number> {
     const quiet = Boolean(output.json || output.quiet);
     return {
       settings,
+      keys: keySettings(settings),
       signal: controller.signal,
       info: (message) => {
         if (quiet) return;
@@ -74,6 +85,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--repo <url>', 'repository: a local path (default: PGKEEP_REPO, BACKUP_DIR, ./backups)')
     .option('--db <url>', 'database URL postgresql://user@host:port/db (default: DATABASE_URL, POSTGRES_*, PG*)')
     .option('--source <name>', 'which source of the configuration (default: the only one, or the database name)')
+    .option('--identity <file>', 'age identity file to decrypt an encrypted repository (default: PGKEEP_AGE_IDENTITY_FILE)')
     .exitOverride()
     // commander's own usage errors, as one line like every other pgkeep error
     .configureOutput({ outputError: (text, write) => write(`pgkeep: ${text.trim().replace(/^error: /, '')} (see pgkeep --help)\n`) });
@@ -82,12 +94,37 @@ export async function main(argv: string[]): Promise<number> {
   const withOutput = (command: Command) => command.option('--json', 'print JSON').option('-q, --quiet', 'print only the result');
 
   withOutput(program.command('init'))
-    .description('create a repository (a backup to an empty location creates one too)')
-    .action(async (options: OutputOptions, command: Command) => {
+    .description('create a repository (a backup to an empty location creates an unencrypted one too)')
+    .option('--encrypt', 'encrypt every object with age (needs --recipient or --passphrase-file)')
+    .option('--recipient <age1…>', 'age public key to encrypt to (repeatable; see pgkeep keygen)', collect)
+    .option('--passphrase-file <file>', 'encrypt with the passphrase in this file (or set PGKEEP_PASSPHRASE)')
+    .action(async (options: OutputOptions & { encrypt?: boolean; recipient?: string[]; passphraseFile?: string }, command: Command) => {
       json = Boolean(options.json);
-      const result = await runInit(settingsOf(command));
+      const settings = settingsOf(command);
+      const passphrase = options.passphraseFile
+        ? readSecretFile(options.passphraseFile, '--passphrase-file')
+        : options.encrypt && !options.recipient?.length
+          ? keySettings(settings).passphrase()
+          : undefined;
+      const result = await runInit(settings, { encrypt: options.encrypt, recipients: options.recipient, passphrase });
       if (json) return void console.log(JSON.stringify(result, null, 2));
-      console.log(result.created ? `created a pgkeep repository at ${result.location}` : `${result.location} is already a pgkeep repository (nothing changed)`);
+      const how = result.encryption
+        ? result.encryption.passphrase
+          ? ', encrypted with a passphrase'
+          : `, encrypted to ${result.encryption.recipients.length} recipient(s)`
+        : '';
+      console.log(result.created ? `created a pgkeep repository at ${result.location}${how}` : `${result.location} is already a pgkeep repository${how} (nothing changed)`);
+    });
+
+  withOutput(program.command('keygen'))
+    .description('write a new age identity (private key) file and print its public key')
+    .requiredOption('--output <file>', 'where to write the identity (mode 0600; never overwritten)')
+    .action(async (options: OutputOptions & { output: string }) => {
+      json = Boolean(options.json);
+      const result = await runKeygen(options.output);
+      if (json) return void console.log(JSON.stringify(result, null, 2));
+      console.log(`wrote ${result.output}; keep it safe and off the backup machine`);
+      console.log(`public key (pgkeep init --encrypt --recipient …): ${result.publicKey}`);
     });
 
   withOutput(program.command('backup'))

@@ -20,6 +20,7 @@ import type { Repository } from '../repository/repository.js';
 import { acquireSourceLock } from '../repository/source-lock.js';
 import { PGKEEP_VERSION } from '../version.js';
 import type { CommandContext } from './command-context.js';
+import { writeRecipients } from './repository-keys.js';
 
 /** What one backup run is asked to do; unset options come from the source's config. */
 export interface BackupRequest extends BackupOptionsConfig {
@@ -63,6 +64,7 @@ export async function runBackup(ctx: CommandContext, repository: Repository, sou
 
     // 2. one writer per source; what an interrupted run left behind goes now
     lock = await acquireSourceLock(repository.storage, source.name, 'backup');
+    await repository.ensureSource(source.name, source.connection.database);
     const leftovers = await repository.removeLeftovers(source.name);
     if (leftovers.length > 0) ctx.info(`removed ${leftovers.length} interrupted backup(s): ${leftovers.join(', ')}`);
     backupId = await allocateId(repository, source.name, startedAt, request.name);
@@ -207,11 +209,15 @@ async function dumpToRepository(
       }
     },
   };
-  const store = { codec, level: options.compressLevel, signal };
+  // Every object of an encrypted repository is encrypted: the recipients come from the repository, not the caller.
+  const recipients = writeRecipients(repository);
+  const encryption = recipients ? { method: 'age' as const, recipients: recipients.map((r) => (r.kind === 'x25519' ? r.publicKey : 'passphrase')) } : null;
+  const suffix = recipients ? '.zst.age' : '.zst';
+  const store = { codec, level: options.compressLevel, signal, encrypt: recipients };
 
   if (options.format !== 'directory') {
     // custom and plain: one stream from pg_dump's stdout
-    const objectName = options.format === 'custom' ? 'dump.zst' : 'dump.sql.zst';
+    const objectName = options.format === 'custom' ? `dump${suffix}` : `dump.sql${suffix}`;
     const pgDump = startProcess(pgDumpPath, pgDumpArgs(options, snapshot), { ...processOptions, stdout: 'pipe' });
     const digests = await storeStream(repository.storage, repository.objectKey(source.name, id, objectName), pgDump.stdout!, {
       ...store,
@@ -221,7 +227,7 @@ async function dumpToRepository(
         ctx.progress({ phase: 'dump', bytes, item: table });
       },
     });
-    return [{ name: objectName, role: 'dump', ...digests, compression: 'zstd', encryption: null }];
+    return [{ name: objectName, role: 'dump', ...digests, compression: 'zstd', encryption }];
   }
 
   // directory: pg_dump (possibly parallel) writes uncompressed files into a
@@ -234,13 +240,13 @@ async function dumpToRepository(
     const objects: BackupObject[] = [];
     for (const file of (await readdir(dumpDir)).sort()) {
       throwIfAborted(signal);
-      const name = `dump.d/${file}.zst`;
+      const name = `dump.d/${file}${suffix}`;
       const digests = await storeStream(repository.storage, repository.objectKey(source.name, id, name), createReadStream(path.join(dumpDir, file), { highWaterMark: 1 << 20 }), {
         ...store,
         onRawBytes: (total) => ctx.progress({ phase: 'store', bytes: bytes + total, item: file }),
       });
       bytes += digests.raw.size;
-      objects.push({ name, role: 'dump-file', file, ...digests, compression: 'zstd', encryption: null });
+      objects.push({ name, role: 'dump-file', file, ...digests, compression: 'zstd', encryption });
     }
     return objects;
   } finally {

@@ -1,4 +1,4 @@
-import type { Settings } from '../config/settings.js';
+import { keySettings, type KeySettings, type Settings } from '../config/settings.js';
 
 /** Live progress of a long job, for a progress bar or the daemon's job view. */
 export interface Progress {
@@ -15,6 +15,8 @@ export interface Progress {
  */
 export interface CommandContext {
   readonly settings: Settings;
+  /** Identity file and passphrase for encrypted repositories. */
+  readonly keys: KeySettings;
   readonly signal: AbortSignal;
   /** One line of human progress ("dumping", "restoring into …"). */
   info(message: string): void;
@@ -31,6 +33,7 @@ export interface CommandContext {
 export function quietContext(settings: Settings, signal: AbortSignal = new AbortController().signal): CommandContext {
   return {
     settings,
+    keys: keySettings(settings),
     signal,
     info: () => undefined,
     warn: () => undefined,

@@ -1,26 +1,48 @@
-import { repositoryUrl, selectedSourceName, type Settings } from '../config/settings.js';
+import { repositoryUrl, selectedSourceName, storageOptions, type Settings } from '../config/settings.js';
 import { PgkeepError } from '../errors.js';
-import { Repository } from '../repository/repository.js';
+import { Repository, type EncryptionInfo } from '../repository/repository.js';
 import { openStorage } from '../storage/open-storage.js';
+import { validateRecipient } from '../pipeline/age.js';
+import { createEncryption } from './repository-keys.js';
+
+export interface InitRequest {
+  /** Encrypt every object: to `recipients` (age1… public keys), or with `passphrase`. */
+  encrypt?: boolean | undefined;
+  recipients?: string[] | undefined;
+  passphrase?: string | undefined;
+}
 
 export interface InitResult {
   location: string;
   created: boolean;
   id: string;
+  encryption: EncryptionInfo | null;
 }
 
-/** Creates a repository; on an existing pgkeep repository it changes nothing (safe to run twice). */
-export async function runInit(settings: Settings): Promise<InitResult> {
+/**
+ * Creates a repository; on an existing pgkeep repository it changes nothing
+ * (safe to run twice), but refuses to pretend an unencrypted one is encrypted.
+ */
+export async function runInit(settings: Settings, request: InitRequest = {}): Promise<InitResult> {
   const source = safeSourceName(settings);
-  const storage = openStorage(repositoryUrl(settings, source));
-  try {
-    const repository = await Repository.init(storage);
-    return { location: repository.location, created: true, id: repository.info.id };
-  } catch (error) {
-    if (!(error instanceof PgkeepError && error.code === 'REPO_EXISTS')) throw error;
-    const existing = await Repository.open(storage);
-    return { location: existing.location, created: false, id: existing.info.id };
+  const storage = openStorage(repositoryUrl(settings, source), storageOptions(settings));
+  const wantsEncryption = Boolean(request.encrypt || request.recipients?.length || request.passphrase !== undefined);
+  for (const recipient of request.recipients ?? []) validateRecipient(recipient); // bad input fails before anything else
+
+  const existing = await Repository.open(storage).catch((error: unknown) => {
+    if (error instanceof PgkeepError && error.code === 'REPO_MISSING') return undefined;
+    throw error;
+  });
+  if (existing) {
+    if (wantsEncryption && !existing.info.encryption) {
+      throw new PgkeepError('REPO_EXISTS', `${existing.location} is already an unencrypted pgkeep repository: encryption is chosen when a repository is created; use a new location`);
+    }
+    return { location: existing.location, created: false, id: existing.info.id, encryption: existing.info.encryption };
   }
+
+  const encryption = wantsEncryption ? await createEncryption(storage, { recipients: request.recipients ?? [], passphrase: request.passphrase }) : null;
+  const repository = await Repository.init(storage, encryption);
+  return { location: repository.location, created: true, id: repository.info.id, encryption };
 }
 
 function safeSourceName(settings: Settings): string | undefined {

@@ -18,6 +18,8 @@ import { timestampPart } from '../repository/backup-id.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { runBackup } from './backup.js';
+import { readIdentities } from './repository-keys.js';
+import type { AgeIdentity } from '../pipeline/age.js';
 import type { CommandContext } from './command-context.js';
 
 export interface RestoreRequest {
@@ -72,6 +74,8 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
 
   // 1. the backup, the target, the tools
   const manifest = await repository.resolveBackup(request.backup, source.name);
+  // Keys first: a missing or wrong identity must fail before any database is touched.
+  const identities = manifest.objects.some((o) => o.encryption) ? await readIdentities(repository, ctx.keys) : [];
   const target = request.to ?? fitIdentifier(`${manifest.database.name}_restore_`, timestampPart(new Date()).toLowerCase());
   if (target === '' || Buffer.byteLength(target) > 63) {
     throw new PgkeepError('INVALID_NAME', `database name "${target}" is invalid: use 1 to 63 bytes`);
@@ -114,7 +118,7 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
     // 4. load, checking checksums while streaming
     ctx.info(`restoring ${manifest.id} into "${work}"`);
     await createSelectedSchemas(manifest, withDatabase(source.connection, work));
-    await loadBackup(ctx, repository, manifest, withDatabase(source.connection, work), request, source);
+    await loadBackup(ctx, repository, manifest, withDatabase(source.connection, work), request, source, identities);
 
     // 5. prove it: ANALYZE, then exact row counts against the manifest
     const tables = await withClient(withDatabase(source.connection, work), async (client) => {
@@ -194,7 +198,15 @@ async function swapDatabases(admin: ConnectionInfo, target: string, work: string
 
 const RESTORE_ERROR_LINE = /error|ERROR|FATAL|detail|DETAIL|hint|HINT/;
 
-async function loadBackup(ctx: CommandContext, repository: Repository, manifest: Manifest, target: ConnectionInfo, request: RestoreRequest, source: ResolvedSource): Promise<void> {
+async function loadBackup(
+  ctx: CommandContext,
+  repository: Repository,
+  manifest: Manifest,
+  target: ConnectionInfo,
+  request: RestoreRequest,
+  source: ResolvedSource,
+  identities: AgeIdentity[],
+): Promise<void> {
   const codec = defaultZstd();
   const signal = ctx.signal;
   const env = libpqEnv(target);
@@ -213,7 +225,7 @@ async function loadBackup(ctx: CommandContext, repository: Repository, manifest:
       stdin: 'pipe',
       stdout: 'ignore',
     });
-    await settleAll([loadStream(repository.storage, key(manifest.objects[0]!.name), manifest.objects[0]!, childStdinSink(run.stdin!), { codec, signal, onRawBytes: progress }), run.done]);
+    await settleAll([loadStream(repository.storage, key(manifest.objects[0]!.name), manifest.objects[0]!, childStdinSink(run.stdin!), { codec, signal, identities, onRawBytes: progress }), run.done]);
     return;
   }
 
@@ -224,7 +236,7 @@ async function loadBackup(ctx: CommandContext, repository: Repository, manifest:
     // Stream straight into pg_restore: no temp space needed.
     const object = manifest.objects[0]!;
     const run = startProcess(pgRestore.path, baseArgs, { ...common, stdin: 'pipe', stdout: 'ignore' });
-    await settleAll([loadStream(repository.storage, key(object.name), object, childStdinSink(run.stdin!), { codec, signal, onRawBytes: progress }), run.done]);
+    await settleAll([loadStream(repository.storage, key(object.name), object, childStdinSink(run.stdin!), { codec, signal, identities, onRawBytes: progress }), run.done]);
     return;
   }
 
@@ -243,7 +255,7 @@ async function loadBackup(ctx: CommandContext, repository: Repository, manifest:
       const object = manifest.objects[0]!;
       const first = startProcess(pgRestore.path, [...baseArgs, '--section=pre-data', '--section=data'], { ...common, stdin: 'pipe', stdout: 'ignore' });
       const sink = teeSink(childStdinSink(first.stdin!), createWriteStream(file, { mode: 0o600 }));
-      await settleAll([loadStream(repository.storage, key(object.name), object, sink, { codec, signal, onRawBytes: progress }), first.done]);
+      await settleAll([loadStream(repository.storage, key(object.name), object, sink, { codec, signal, identities, onRawBytes: progress }), first.done]);
       throwIfAborted(signal);
       ctx.progress({ phase: 'pg_restore', bytes: manifest.totals.rawBytes, totalBytes: manifest.totals.rawBytes });
       await startProcess(pgRestore.path, [...baseArgs, '--section=post-data', `--jobs=${jobs}`, file], { ...common, stdout: 'ignore' }).done;
@@ -260,6 +272,7 @@ async function loadBackup(ctx: CommandContext, repository: Repository, manifest:
       const base = done;
       await loadStream(repository.storage, key(object.name), object, createWriteStream(path.join(input, object.file!), { mode: 0o600 }), {
         codec,
+        identities,
         signal,
         onRawBytes: (n) => progress(base + n),
       });

@@ -1,4 +1,5 @@
 import { toolPaths } from '../config/settings.js';
+import { readIdentities } from './repository-keys.js';
 import { PgkeepError } from '../errors.js';
 import { verifyBackup, type VerifyReport } from '../verify/verify-backup.js';
 import type { CommandContext } from './command-context.js';
@@ -14,8 +15,10 @@ export async function runVerify(ctx: CommandContext, ref: string): Promise<Verif
   const source = settings.options.source;
   const repository = await openRepository(settings, { source });
   const manifest = await repository.resolveBackup(ref, source);
+  const identities = manifest.objects.some((o) => o.encryption) ? await readIdentities(repository, ctx.keys) : [];
   ctx.info(`verifying ${manifest.source}/${manifest.id} in ${repository.location}`);
   const report = await verifyBackup(repository, manifest, {
+    identities,
     signal: ctx.signal,
     ...toolPaths(settings),
     onProgress: (object, bytes) => ctx.progress({ phase: 'verify', bytes, totalBytes: manifest.totals.rawBytes, item: object }),

@@ -43,6 +43,21 @@ export const SourceSchema = z
   .strict();
 export type SourceConfig = z.infer<typeof SourceSchema>;
 
+/** Options of s3:// repositories; credentials come from the standard AWS chain, never from here. */
+export const S3OptionsSchema = z
+  .object({
+    endpoint: z.string().url().optional(),
+    region: z.string().min(1).optional(),
+    forcePathStyle: z.boolean().optional(),
+    storageClass: z.string().min(1).optional(),
+    sse: z.enum(['AES256', 'aws:kms']).optional(),
+    kmsKeyId: z.string().min(1).optional(),
+    /** Multipart part size in MiB (5 .. 5120); bigger parts allow bigger objects and use more memory. */
+    partSizeMiB: z.coerce.number().int().min(5).max(5120).optional(),
+  })
+  .strict();
+export type S3OptionsConfig = z.infer<typeof S3OptionsSchema>;
+
 export const ConfigSchema = z
   .object({
     /** Default repository of every source. */
@@ -53,6 +68,11 @@ export const ConfigSchema = z
     tempDir: z.string().min(1).optional(),
     /** Defaults for the backups of every source. */
     backup: BackupOptionsSchema.optional(),
+    s3: S3OptionsSchema.optional(),
+    /** age identity file for restore and verify of encrypted repositories. */
+    identityFile: z.string().min(1).optional(),
+    /** File holding the passphrase of a passphrase-encrypted repository. */
+    passphraseFile: z.string().min(1).optional(),
     sources: z
       .record(z.string().regex(NAME_PATTERN, 'source names use letters, digits, ".", "_" and "-" (at most 100)'), SourceSchema)
       .optional(),

@@ -6,6 +6,7 @@ import { PgkeepError } from '../errors.js';
 import { parseDatabaseUrl, parsePort, type ConnectionInfo } from '../postgres/connection-info.js';
 import { NAME_PATTERN, type BackupOptionsConfig, type PgkeepConfig, type SourceConfig } from './config-schema.js';
 import { deepFreeze, loadConfig } from './load-config.js';
+import type { OpenStorageOptions } from '../storage/open-storage.js';
 
 /** Options every command takes. */
 export interface GlobalOptions {
@@ -13,6 +14,8 @@ export interface GlobalOptions {
   repo?: string | undefined;
   db?: string | undefined;
   source?: string | undefined;
+  /** age identity file (restore, verify of encrypted repositories). */
+  identity?: string | undefined;
 }
 
 /**
@@ -100,6 +103,52 @@ export function toolPaths(settings: Settings): { pgBin: string | undefined; temp
   return {
     pgBin: settings.env.PG_BIN || configPath(settings, settings.config.pgBin),
     tempDir: settings.env.PGKEEP_TEMP_DIR || configPath(settings, settings.config.tempDir),
+  };
+}
+
+/** Driver options for opening repositories (S3 endpoint, storage class, ...). */
+export function storageOptions(settings: Settings): OpenStorageOptions {
+  const s3 = settings.config.s3;
+  if (!s3) return {};
+  return {
+    s3: {
+      ...(s3.endpoint ? { endpoint: s3.endpoint } : {}),
+      ...(s3.region ? { region: s3.region } : {}),
+      ...(s3.forcePathStyle !== undefined ? { forcePathStyle: s3.forcePathStyle } : {}),
+      ...(s3.storageClass ? { storageClass: s3.storageClass } : {}),
+      ...(s3.sse ? { sse: s3.sse } : {}),
+      ...(s3.kmsKeyId ? { kmsKeyId: s3.kmsKeyId } : {}),
+      ...(s3.partSizeMiB ? { partSize: s3.partSizeMiB * 1024 * 1024 } : {}),
+    },
+  };
+}
+
+/**
+ * Keys for encrypted repositories: identities (to decrypt) from --identity >
+ * PGKEEP_AGE_IDENTITY_FILE > the config's identityFile, and a passphrase from
+ * PGKEEP_PASSPHRASE > PGKEEP_PASSPHRASE_FILE > the config's passphraseFile.
+ * Files are read only when asked for, so a command that needs no key never fails on one.
+ */
+export interface KeySettings {
+  identityFile: string | undefined;
+  passphrase(): string | undefined;
+}
+
+export function keySettings(settings: Settings): KeySettings {
+  const { env, options, config } = settings;
+  const identityFile = options.identity
+    ? path.resolve(settings.cwd, options.identity)
+    : env.PGKEEP_AGE_IDENTITY_FILE
+      ? path.resolve(settings.cwd, env.PGKEEP_AGE_IDENTITY_FILE)
+      : configPath(settings, config.identityFile);
+  return {
+    identityFile,
+    passphrase: () => {
+      if (env.PGKEEP_PASSPHRASE) return env.PGKEEP_PASSPHRASE;
+      if (env.PGKEEP_PASSPHRASE_FILE) return readSecretFile(path.resolve(settings.cwd, env.PGKEEP_PASSPHRASE_FILE), 'PGKEEP_PASSPHRASE_FILE');
+      const file = configPath(settings, config.passphraseFile);
+      return file ? readSecretFile(file, 'passphraseFile') : undefined;
+    },
   };
 }
 

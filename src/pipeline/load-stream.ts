@@ -3,6 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import { PgkeepError } from '../errors.js';
 import type { BackupObject } from '../repository/manifest.js';
 import type { Storage } from '../storage/storage.js';
+import { decryptStream, type AgeIdentity } from './age.js';
 import { HashCounter } from './hash-counter.js';
 import type { ZstdCodec } from './zstd.js';
 
@@ -10,10 +11,12 @@ export interface LoadOptions {
   codec: ZstdCodec;
   signal?: AbortSignal | undefined;
   onRawBytes?: ((total: number) => void) | undefined;
+  /** Identities for objects the manifest says are encrypted. */
+  identities?: AgeIdentity[] | undefined;
 }
 
 /**
- * storage → SHA-256 (stored, checked) → zstd -d → SHA-256 (raw, checked) → sink.
+ * storage → SHA-256 (stored, checked) → [age -d] → zstd -d → SHA-256 (raw, checked) → sink.
  * Every byte is checked against the manifest while it streams; a mismatch or a
  * decompression failure rejects with CHECKSUM_MISMATCH naming the object, and
  * the sink is destroyed rather than ended, so it never sees a clean end.
@@ -33,7 +36,8 @@ export async function loadStream(storage: Storage, key: string, object: BackupOb
     decompressError ??= error;
   });
   try {
-    await pipeline(input, stored, decompressor, raw, sink, ...(options.signal ? [{ signal: options.signal }] : []));
+    const decrypt = object.encryption ? [decryptStream(requireIdentities(object, options.identities), { what: `object ${object.name}` })] : [];
+    await pipeline([input, stored, ...decrypt, decompressor, raw, sink], ...(options.signal ? [{ signal: options.signal }] : []));
   } catch (error) {
     if (error instanceof PgkeepError && error.code === 'CHECKSUM_MISMATCH') throw error;
     if (decompressError && !options.signal?.aborted) {
@@ -41,6 +45,13 @@ export async function loadStream(storage: Storage, key: string, object: BackupOb
     }
     throw error;
   }
+}
+
+function requireIdentities(object: BackupObject, identities: AgeIdentity[] | undefined): AgeIdentity[] {
+  if (!identities || identities.length === 0) {
+    throw new PgkeepError('CONFIG_INVALID', `object ${object.name} is encrypted: pass --identity FILE, or set PGKEEP_AGE_IDENTITY_FILE or PGKEEP_PASSPHRASE`);
+  }
+  return identities;
 }
 
 /**

@@ -1,5 +1,6 @@
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { Storage } from '../storage/storage.js';
+import { encryptStream, type AgeRecipient } from './age.js';
 import { HashCounter, type Digest } from './hash-counter.js';
 import type { ZstdCodec } from './zstd.js';
 
@@ -15,6 +16,8 @@ export interface StoreOptions {
   complete?: Promise<void> | undefined;
   /** Called as raw bytes flow (for progress). */
   onRawBytes?: ((total: number) => void) | undefined;
+  /** age recipients to encrypt to, after compression; none for an unencrypted repository. */
+  encrypt?: AgeRecipient[] | null | undefined;
 }
 
 export interface StoredDigests {
@@ -23,7 +26,7 @@ export interface StoredDigests {
 }
 
 /**
- * input → SHA-256 (raw) → zstd → SHA-256 (stored) → storage, with backpressure
+ * input → SHA-256 (raw) → zstd → [age] → SHA-256 (stored) → storage, with backpressure
  * end to end, so memory stays bounded whatever the size. Rejects with the
  * first failure of any stage; nothing is visible at `key` unless all succeed.
  */
@@ -36,7 +39,9 @@ export async function storeStream(storage: Storage, key: string, input: Readable
   }
   const gate = completionGate(options.complete ?? Promise.resolve());
   const chained = new Promise<void>((resolve, reject) => {
-    pipeline(input, raw, options.codec.compressor({ level: options.level }), stored, gate, (error) => (error ? reject(error) : resolve()));
+    const compressor = options.codec.compressor({ level: options.level });
+    const stages = options.encrypt ? [compressor, encryptStream(options.encrypt)] : [compressor];
+    pipeline([input, raw, ...stages, stored, gate], (error) => (error ? reject(error) : resolve()));
   });
   const chainedError = chained.then(() => undefined, (error: unknown) => error ?? new Error('pipeline failed'));
   const put = storage.put(key, gate, { signal: options.signal });

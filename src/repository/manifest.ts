@@ -16,7 +16,8 @@ export const ObjectSchema = z.object({
   raw: DigestSchema,
   stored: DigestSchema,
   compression: z.enum(['zstd', 'none']),
-  encryption: z.null(),
+  /** age, to these public keys (a passphrase repository's own key included); null when stored in clear. */
+  encryption: z.object({ method: z.literal('age'), recipients: z.array(z.string()) }).nullable(),
 });
 export type BackupObject = z.infer<typeof ObjectSchema>;
 

@@ -11,14 +11,29 @@ export const REPO_FORMAT = 1;
 const INFO_FILE = 'pgkeep.json';
 const MANIFEST_FILE = 'manifest.json';
 
+/**
+ * How every object of an encrypted repository is encrypted: age, to these
+ * X25519 public keys, or (exclusively, as age requires) to a passphrase.
+ * Only public information: the private identity never enters the repository.
+ */
+export const EncryptionInfoSchema = z.object({
+  method: z.literal('age'),
+  recipients: z.array(z.string().startsWith('age1')),
+  passphrase: z.boolean(),
+});
+export type EncryptionInfo = z.infer<typeof EncryptionInfoSchema>;
+
 const RepoInfoSchema = z.object({
   format: z.number().int(),
   id: z.string(),
   created: z.string(),
   pgkeepVersion: z.string(),
-  encryption: z.null(),
+  encryption: EncryptionInfoSchema.nullable(),
 });
 export type RepoInfo = z.infer<typeof RepoInfoSchema>;
+
+/** An age file of a known text, written at init of a passphrase repository to check passphrases later. */
+export const KEY_CHECK_FILE = 'keycheck.age';
 
 /**
  * The repository format on top of any Storage: repository info, per-source
@@ -37,8 +52,8 @@ export class Repository {
   }
 
   /** Creates the repository info in an empty location. */
-  static async init(storage: Storage): Promise<Repository> {
-    const info: RepoInfo = { format: REPO_FORMAT, id: randomUUID(), created: new Date().toISOString(), pgkeepVersion: PGKEEP_VERSION, encryption: null };
+  static async init(storage: Storage, encryption: EncryptionInfo | null = null): Promise<Repository> {
+    const info: RepoInfo = { format: REPO_FORMAT, id: randomUUID(), created: new Date().toISOString(), pgkeepVersion: PGKEEP_VERSION, encryption };
     const created = await storage.putIfAbsent(INFO_FILE, Buffer.from(`${JSON.stringify(info, null, 2)}\n`));
     if (!created) throw new PgkeepError('REPO_EXISTS', `a pgkeep repository already exists at ${storage.location}`);
     return new Repository(storage, info);
@@ -83,6 +98,18 @@ export class Repository {
 
   objectKey(source: string, id: string, object: string): string {
     return joinKey(this.backupFolder(source, id), object);
+  }
+
+  /**
+   * Records a source in the repository (once). Every folder pgkeep lists then
+   * directly holds an object, which some S3-compatible servers need to report
+   * it as a folder at all (s3rver lists only prefixes that hold objects directly).
+   */
+  async ensureSource(source: string, database: string): Promise<void> {
+    const key = joinKey('sources', source, 'source.json');
+    if (await this.storage.stat(key)) return;
+    const record = { name: source, database, created: new Date().toISOString() };
+    await this.storage.putIfAbsent(key, Buffer.from(`${JSON.stringify(record, null, 2)}\n`));
   }
 
   async listSources(): Promise<string[]> {

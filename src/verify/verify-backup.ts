@@ -6,6 +6,7 @@ import type { Writable } from 'node:stream';
 import { PgkeepError, throwIfAborted } from '../errors.js';
 import { childStdinSink, discardSink, loadStream } from '../pipeline/load-stream.js';
 import { defaultZstd } from '../pipeline/zstd.js';
+import type { AgeIdentity } from '../pipeline/age.js';
 import { toolInfo } from '../postgres/pg-tools.js';
 import { runProcess, settleAll, startProcess } from '../postgres/run-process.js';
 import type { Manifest } from '../repository/manifest.js';
@@ -36,6 +37,8 @@ export interface VerifyOptions {
   pgBin?: string | undefined;
   tempDir?: string | undefined;
   onProgress?: ((object: string, bytes: number) => void) | undefined;
+  /** For encrypted objects. */
+  identities?: AgeIdentity[] | undefined;
 }
 
 /**
@@ -66,7 +69,12 @@ export async function verifyBackup(repository: Repository, manifest: Manifest, o
         continue;
       }
       const load = (sink: Writable) =>
-        loadStream(repository.storage, key, object, sink, { codec, signal: options.signal, onRawBytes: (n) => options.onProgress?.(object.name, n) });
+        loadStream(repository.storage, key, object, sink, {
+          codec,
+          signal: options.signal,
+          identities: options.identities,
+          onRawBytes: (n) => options.onProgress?.(object.name, n),
+        });
       try {
         if (object.role === 'dump' && manifest.options.format === 'custom') {
           // pg_restore --list reads the TOC from the head of the stream; the rest is still hashed.
@@ -95,7 +103,8 @@ export async function verifyBackup(repository: Repository, manifest: Manifest, o
       }
     }
 
-    if (staging && objects.find((o) => o.name.endsWith('/toc.dat.zst'))?.ok) {
+    const tocObject = manifest.objects.find((o) => o.role === 'dump-file' && o.file === 'toc.dat');
+    if (staging && tocObject && objects.find((o) => o.name === tocObject.name)?.ok) {
       const pgRestore = await toolInfo('pg_restore', options.pgBin);
       const toc = await runProcess(pgRestore.path, ['--list', '--format=directory', staging], { signal: options.signal });
       contents = { has: (t) => tocHasTableData(toc, t) };
