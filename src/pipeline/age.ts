@@ -79,8 +79,6 @@ const NONCE_SIZE = 16;
 const MAX_HEADER = 1 << 20;
 const X25519_INFO = 'age-encryption.org/v1/X25519';
 const SCRYPT_SALT_LABEL = 'age-encryption.org/v1/scrypt';
-/** Output is pushed in batches of at most this many sealed chunks (1 MiB), so downstream sees few large buffers. */
-const BATCH = 16;
 const STREAM_BUFFER = 1 << 20;
 
 const SECRET_KEY_HRP = 'AGE-SECRET-KEY-';
@@ -243,31 +241,28 @@ class AgeEncryptStream extends Transform {
   /** Seals every chunk known not to be the last; at the end, the last one (empty only for an empty payload). */
   private seal(end: boolean): Error | null {
     try {
-      const out: Buffer[] = [];
-      let sealed = 0;
-      const flush = () => {
-        if (out.length > 0) this.push(out.length === 1 ? out[0] : Buffer.concat(out));
-        out.length = 0;
-        sealed = 0;
-      };
       // A full chunk is sealed only once more data follows: at the end the last full chunk must carry the last-chunk flag.
-      while (this.queue.length > CHUNK) {
-        this.sealChunk(this.queue.take(CHUNK), false, out);
-        if (++sealed === BATCH) flush();
-      }
-      if (end) this.sealChunk(this.queue.take(this.queue.length), true, out);
-      flush();
+      while (this.queue.length > CHUNK) this.sealChunk(this.queue.take(CHUNK), false);
+      if (end) this.sealChunk(this.queue.take(this.queue.length), true);
       return null;
     } catch (error) {
       return error as Error;
     }
   }
 
-  private sealChunk(pieces: Buffer[], last: boolean, out: Buffer[]): void {
+  /**
+   * Pushes the ciphertext as OpenSSL returns it, then the tag, without
+   * copying them into one buffer: every extra copy is garbage that V8 frees
+   * late, and that shows in RSS.
+   */
+  private sealChunk(pieces: Buffer[], last: boolean): void {
     const cipher = createCipheriv('chacha20-poly1305', this.payloadKey, streamNonce(this.nonce, this.counter++, last), { authTagLength: TAG });
-    for (const piece of pieces) out.push(cipher.update(piece));
+    for (const piece of pieces) {
+      const sealed = cipher.update(piece);
+      if (sealed.length > 0) this.push(sealed);
+    }
     cipher.final();
-    out.push(cipher.getAuthTag());
+    this.push(cipher.getAuthTag());
   }
 }
 
@@ -415,10 +410,11 @@ class AgeDecryptStream extends Transform {
       throw this.corrupt('not-age', `is not an age-encrypted file (it does not start with "age-encryption.org/v1")`);
     }
     // The MAC line is the first line that starts with "---": stanza lines start with "->", bodies are base64.
-    const macLine = this.header.indexOf('\n---', Math.max(0, this.scanned - 3), 'latin1');
+    const macLine = this.header.indexOf('\n---', this.scanned, 'latin1');
     const end = macLine < 0 ? -1 : this.header.indexOf(0x0a, macLine + 1);
     if (end < 0) {
-      this.scanned = this.header.length;
+      // Resume at the MAC line once its end arrives, or where "\n---" could still begin.
+      this.scanned = macLine >= 0 ? macLine : Math.max(0, this.header.length - 3);
       if (this.header.length > MAX_HEADER) throw this.corrupt('header', `has no end of its age header within ${MAX_HEADER} bytes`);
       return null;
     }
@@ -550,13 +546,6 @@ class AgeDecryptStream extends Transform {
 
   /** Opens every chunk known not to be the last; at the end, checks and opens the last one. */
   private open(end: boolean): Error | null {
-    const out: Buffer[] = [];
-    let opened = 0;
-    const flush = () => {
-      if (out.length > 0) this.push(out.length === 1 ? out[0] : Buffer.concat(out));
-      out.length = 0;
-      opened = 0;
-    };
     try {
       if (this.state === 'nonce') {
         if (this.queue.length < NONCE_SIZE) {
@@ -567,32 +556,26 @@ class AgeDecryptStream extends Transform {
         this.state = 'payload';
       }
       // A full sealed chunk is opened only once more data follows: the last chunk must carry the last-chunk flag.
-      while (this.queue.length > SEALED_CHUNK) {
-        this.openChunk(this.queue.take(SEALED_CHUNK), false, out);
-        if (++opened === BATCH) flush();
-      }
+      while (this.queue.length > SEALED_CHUNK) this.openChunk(this.queue.take(SEALED_CHUNK), false);
       if (end) {
         const rest = this.queue.length;
         if (rest === 0) throw this.corrupt('payload', `is truncated: the age payload ends after chunk ${this.counter} without its final chunk`);
         if (rest < TAG) throw this.corrupt('payload', `is truncated: the age payload ends inside chunk ${this.counter + 1}`);
         if (rest === TAG && this.counter > 0) throw this.corrupt('payload', 'is corrupt: the age payload ends with an empty chunk');
-        this.openChunk(this.queue.take(rest), true, out);
+        this.openChunk(this.queue.take(rest), true);
       }
-      flush();
       return null;
     } catch (error) {
-      flush(); // what was authenticated before the failure
       return error as Error;
     }
   }
 
-  private openChunk(pieces: Buffer[], last: boolean, out: Buffer[]): void {
+  /** Pushes a chunk's plaintext only once its tag checked. */
+  private openChunk(pieces: Buffer[], last: boolean): void {
     const index = this.counter;
     const decipher = createDecipheriv('chacha20-poly1305', this.payloadKey!, streamNonce(this.nonce, this.counter++, last), { authTagLength: TAG });
-    const tag = takeTail(pieces, TAG);
-    decipher.setAuthTag(tag);
-    const plain: Buffer[] = [];
-    for (const piece of pieces) plain.push(decipher.update(piece));
+    decipher.setAuthTag(takeTail(pieces, TAG));
+    const plain = pieces.map((piece) => decipher.update(piece));
     try {
       decipher.final();
     } catch (error) {
@@ -601,7 +584,7 @@ class AgeDecryptStream extends Transform {
         : `age payload chunk ${index + 1} fails authentication: the data was changed, or truncated or extended by whole chunks`;
       throw this.corrupt('payload', `is corrupt: ${why}`, error);
     }
-    out.push(...plain);
+    for (const chunk of plain) if (chunk.length > 0) this.push(chunk);
   }
 
   private corrupt(failure: AgeFailure, what: string, cause?: unknown): PgkeepError {

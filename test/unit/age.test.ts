@@ -272,7 +272,7 @@ describe('age round trips', () => {
       for (const writeSize of [256 * KiB, 1000, ...(size <= 3 * CHUNK + 17 ? [7] : [])]) {
         const file = await encrypt(data, [x(ops.publicKey), x(escrow.publicKey)], writeSize);
         assert.equal(file.length, encryptedSize(headerLength(file), size), 'a full last chunk is not followed by an empty one');
-        for (const readSize of [1 << 20, 777]) {
+        for (const readSize of [1 << 20, 777, ...(size <= CHUNK + 1 && writeSize === 1000 ? [1, 5] : [])]) {
           assert.equal(sha(await decrypt(file, [id(ops.secretKey)], {}, readSize)), sha(data));
           assert.equal(sha(await decrypt(file, [id(stranger.secretKey), id(escrow.secretKey)], {}, readSize)), sha(data));
         }
@@ -559,15 +559,11 @@ describe('age streams: backpressure and bounded memory', () => {
     let received = 0;
     let sealed = 0;
     const started = performance.now();
+    const encrypting = encryptStream([x(me.publicKey)]);
+    encrypting.on('data', (chunk: Buffer) => (sealed += chunk.length));
     await pipeline(
       source,
-      encryptStream([x(me.publicKey)]),
-      async function* (chunks: AsyncIterable<Buffer>) {
-        for await (const chunk of chunks) {
-          sealed += chunk.length;
-          yield chunk;
-        }
-      },
+      encrypting,
       decryptStream([id(me.secretKey)]),
       new Writable({
         highWaterMark: MiB,
@@ -584,7 +580,7 @@ describe('age streams: backpressure and bounded memory', () => {
     assert.equal(outHash.digest('hex'), inHash.digest('hex'));
     assert.ok(sealed > TOTAL + (TOTAL / CHUNK) * 16);
     const growth = peak - before;
-    t.diagnostic(`RSS ${(before / MiB).toFixed(0)} → peak ${(peak / MiB).toFixed(0)} MiB (growth ${(growth / MiB).toFixed(1)} MiB); encrypt+decrypt+2×SHA-256 ${(TOTAL / 1e6 / seconds).toFixed(0)} MB/s`);
+    t.diagnostic(`RSS ${(before / MiB).toFixed(0)} → peak ${(peak / MiB).toFixed(0)} MiB (growth ${(growth / MiB).toFixed(1)} MiB) in ${seconds.toFixed(1)} s, into a slow consumer`);
     assert.ok(growth < 100 * 1e6, `RSS grew by ${(growth / MiB).toFixed(0)} MiB`);
   });
 });
