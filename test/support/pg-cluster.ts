@@ -7,11 +7,11 @@
 
 import { execFile, spawnSync, type ExecFileOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, rmSync } from 'node:fs';
-import { chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { chmod, chown, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import pg from 'pg';
 
 export interface PgCluster {
@@ -93,12 +93,42 @@ export function findServerBinDir(): string {
   );
 }
 
+/**
+ * The postgres OS user must be able to reach the server programs. A checkout in
+ * a private folder (mktemp -d is 0700) hides node_modules' embedded servers from
+ * it; then the installation (bin/ with its lib/ and share/ beside it) is copied
+ * once into a temp folder everyone can traverse.
+ */
+const reachableCopies = new Map<string, Promise<string>>();
+async function reachableBinDir(binDir: string): Promise<string> {
+  if (everyoneCanTraverse(binDir)) return binDir;
+  let copy = reachableCopies.get(binDir);
+  if (!copy) {
+    copy = (async () => {
+      const target = await mkdtemp(join(tmpdir(), 'pgkeep-pgbin-'));
+      await chmod(target, 0o755);
+      await cp(dirname(binDir), target, { recursive: true, verbatimSymlinks: true });
+      process.once('exit', () => rmSync(target, { recursive: true, force: true }));
+      return join(target, basename(binDir));
+    })();
+    reachableCopies.set(binDir, copy);
+  }
+  return copy;
+}
+
+function everyoneCanTraverse(path: string): boolean {
+  for (let dir = path; ; dir = dirname(dir)) {
+    if ((statSync(dir).mode & 0o001) === 0) return false;
+    if (dirname(dir) === dir) return true;
+  }
+}
+
 function hasServerBinaries(binDir: string): boolean {
   return existsSync(join(binDir, 'initdb')) && existsSync(join(binDir, 'postgres'));
 }
 
 export async function startCluster(options: StartClusterOptions = {}): Promise<PgCluster> {
-  const binDir = options.binDir ?? findServerBinDir();
+  const requestedBinDir = options.binDir ?? findServerBinDir();
   const settings = { ...DEFAULT_SETTINGS, ...(options.settings ?? {}) };
   const serverOptionsFor = (port: number, socketDir: string) =>
     buildServerOptions(port, socketDir, settings);
@@ -106,6 +136,7 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<P
   serverOptionsFor(0, '/');
 
   const runAs = await resolveRunAs();
+  const binDir = runAs ? await reachableBinDir(requestedBinDir) : requestedBinDir;
   // mkdtemp creates it 0700, so no other user can reach the password file or the socket.
   const baseDir = await mkdtemp(join(tmpdir(), 'pgkeep-pg-'));
   const dataDir = join(baseDir, 'data');
