@@ -2,6 +2,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import type { CommandContext } from '../commands/command-context.js';
 import { runBackup, type BackupRequest } from '../commands/backup.js';
+import { runCopy } from '../commands/copy.js';
 import { runInit } from '../commands/init.js';
 import { runKeygen } from '../commands/keygen.js';
 import { runList } from '../commands/list.js';
@@ -13,7 +14,7 @@ import type { VerifyReport } from '../verify/verify-backup.js';
 import { keySettings, loadSettings, readSecretFile, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { PGKEEP_VERSION } from '../version.js';
-import { printBackupDone, printList, printRestoreDone, printShow, printVerify } from './print.js';
+import { printBackupDone, printCopyDone, printList, printRestoreDone, printShow, printVerify } from './print.js';
 import { ProgressBar } from './progress-bar.js';
 import { confirmOnTerminal } from './prompt.js';
 
@@ -227,6 +228,19 @@ export async function main(argv: string[]): Promise<number> {
       });
       bar.clear();
       printRestoreDone(result, json);
+    });
+
+  withOutput(program.command('copy'))
+    .description('copy one backup to another repository (e.g. off-site to S3), then verify it there')
+    .argument('<backup>', 'backup id, or latest')
+    .requiredOption('--from <url>', 'repository to copy from: a local path or s3://bucket/prefix')
+    .requiredOption('--to <url>', 'repository to copy to (an empty location is created with the same encryption)')
+    .action(async (ref: string, options: OutputOptions & { from: string; to: string }, command: Command) => {
+      json = Boolean(options.json);
+      const settings = settingsOf(command);
+      const result = await runCopy(context(settings, options), { backup: ref, from: options.from, to: options.to, source: settings.options.source });
+      bar.clear();
+      printCopyDone(result, json);
     });
 
   try {

@@ -1,3 +1,4 @@
+import type { CopyResult } from '../commands/copy.js';
 import type { RestoreResult } from '../commands/restore.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { VerifyReport } from '../verify/verify-backup.js';
@@ -133,4 +134,21 @@ export function printRestoreDone(result: RestoreResult, json: boolean): void {
   );
   if (result.safetyBackup) out(`the replaced database was saved first as backup ${result.safetyBackup}`);
   out(`connect: ${result.connection}`);
+}
+
+export function printCopyDone(result: CopyResult, json: boolean): void {
+  if (json) return printJson(result);
+  if (!result.copied) {
+    out(`backup ${result.source}/${result.id} is already in ${result.to} (same manifest): nothing copied`);
+    return;
+  }
+  const verified =
+    result.verification.mode === 'full'
+      ? 'verified there (checksums, decompression, table of contents)'
+      : 'integrity checked there (stored SHA-256 and size of every object; not decrypted: give --identity or a passphrase for a full verify)';
+  out(
+    `copied ${result.source}/${result.id} to ${result.to} in ${formatDuration(result.durationMs)}: ` +
+      `${result.objects} object(s), ${formatBytes(result.bytes)}; ${verified}`,
+  );
+  if (result.createdDestination) out(`created the repository at ${result.to}${result.encryption ? ' with the same encryption as the source' : ''}`);
 }
