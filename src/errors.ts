@@ -36,6 +36,7 @@ export const ERROR_CODES = {
   BACKUP_NOT_FOUND: { exit: 6, summary: 'no backup with that id' },
   BACKUP_AMBIGUOUS: { exit: 6, summary: 'the backup id matches backups of several sources' },
   MANIFEST_INVALID: { exit: 6, summary: 'a manifest cannot be read' },
+  BACKUP_PARTIAL: { exit: 10, summary: 'the backup was written to some of the source\'s repositories, not all' },
 
   // integrity
   VERIFY_FAILED: { exit: 7, summary: 'a backup failed verification' },

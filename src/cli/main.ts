@@ -6,8 +6,8 @@ import { runCopy } from '../commands/copy.js';
 import { runInit } from '../commands/init.js';
 import { runKeygen } from '../commands/keygen.js';
 import { runList } from '../commands/list.js';
-import { openRepository } from '../commands/open-repository.js';
-import { runRestore } from '../commands/restore.js';
+import { openRepositories, openRepository } from '../commands/open-repository.js';
+import { runRestore, runRestoreFromRepositories } from '../commands/restore.js';
 import { runShow } from '../commands/show.js';
 import { runVerify } from '../commands/verify.js';
 import type { VerifyReport } from '../verify/verify-backup.js';
@@ -83,7 +83,7 @@ export async function main(argv: string[]): Promise<number> {
     .description('PostgreSQL backups that are consistent, checksummed, compressed, and proven to restore')
     .version(PGKEEP_VERSION)
     .option('-c, --config <file>', 'configuration file (default: ./pgkeep.yaml, or PGKEEP_CONFIG)')
-    .option('--repo <url>', 'repository: a local path (default: PGKEEP_REPO, BACKUP_DIR, ./backups)')
+    .option('--repo <url>', 'one repository: a local path or s3://bucket/prefix (default: PGKEEP_REPO, BACKUP_DIR, the config\'s repos/repo, ./backups)')
     .option('--db <url>', 'database URL postgresql://user@host:port/db (default: DATABASE_URL, POSTGRES_*, PG*)')
     .option('--source <name>', 'which source of the configuration (default: the only one, or the database name)')
     .option('--identity <file>', 'age identity file to decrypt an encrypted repository (default: PGKEEP_AGE_IDENTITY_FILE)')
@@ -148,7 +148,8 @@ export async function main(argv: string[]): Promise<number> {
       const settings = settingsOf(command);
       const source = resolveSource(settings);
       const ctx = context(settings, options);
-      const repository = await openRepository(settings, { source: source.name, createIfEmpty: true });
+      // Several repositories (repos: in pgkeep.yaml): one pg_dump, written to all of them.
+      const repositories = await openRepositories(settings, { source: source.name, createIfEmpty: true });
       const fromCli = (name: string) => command.getOptionValueSource(name) === 'cli';
       const list = (value: unknown) => (Array.isArray(value) && value.length > 0 ? (value as string[]) : undefined);
       const request: BackupRequest = {
@@ -166,17 +167,18 @@ export async function main(argv: string[]): Promise<number> {
         labels: list(options.label),
         compressLevel: options.compressLevel as number | undefined,
       };
-      const manifest = await runBackup(ctx, repository, source, request);
+      const manifest = await runBackup(ctx, repositories, source, request);
       bar.clear();
-      printBackupDone(manifest, repository.location, json);
+      printBackupDone(manifest, repositories.map((r) => r.location).join(', '), json);
     });
 
   withOutput(program.command('list'))
     .description('list the backups in the repository')
     .action(async (options: OutputOptions, command: Command) => {
       json = Boolean(options.json);
-      const { location, backups } = await runList(settingsOf(command));
-      printList(backups, location, json);
+      const { location, backups, repositories } = await runList(settingsOf(command));
+      for (const { location: where, message } of repositories?.unavailable ?? []) process.stderr.write(`pgkeep: warning: cannot read ${where}: ${message}\n`);
+      printList(backups, location, json, repositories);
     });
 
   withOutput(program.command('show'))
@@ -217,15 +219,19 @@ export async function main(argv: string[]): Promise<number> {
       json = Boolean(options.json);
       const settings = settingsOf(command);
       const source = resolveSource(settings);
-      const repository = await openRepository(settings, { source: source.name });
-      const result = await runRestore(context(settings, options), repository, source, {
+      const request = {
         backup: ref,
         to: options.to as string | undefined,
         overwrite: Boolean(options.overwrite),
         force: Boolean(options.force),
         jobs: options.jobs as number | undefined,
         noOwner: command.getOptionValueSource('owner') === 'cli',
-      });
+      };
+      // Several repositories: the first that holds the backup, falling back on a checksum failure; --repo picks one.
+      const result =
+        source.repos.length > 1
+          ? await runRestoreFromRepositories(context(settings, options), source, request)
+          : await runRestore(context(settings, options), await openRepository(settings, { source: source.name }), source, request);
       bar.clear();
       printRestoreDone(result, json);
     });
@@ -257,7 +263,8 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`pgkeep: interrupted by ${signalled}\n`);
       return signalled === 'SIGINT' ? 130 : 143;
     }
-    if (json) console.log(JSON.stringify({ ok: false, error: { code: failure.code, message: failure.message } }, null, 2));
+    const details = failure.code === 'BACKUP_PARTIAL' ? { details: failure.details } : {};
+    if (json) console.log(JSON.stringify({ ok: false, error: { code: failure.code, message: failure.message, ...details } }, null, 2));
     process.stderr.write(`pgkeep: ${failure.code === 'INTERNAL' ? 'internal error: ' : ''}${failure.message}\n`);
     if (process.env.PGKEEP_DEBUG && error instanceof Error) process.stderr.write(`${error.stack}\n`);
     if (failure.code === 'ABORTED') return signalled === 'SIGTERM' ? 143 : 130;

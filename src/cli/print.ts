@@ -1,4 +1,5 @@
 import type { CopyResult } from '../commands/copy.js';
+import type { ListRepositories } from '../commands/list.js';
 import type { RestoreResult } from '../commands/restore.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { VerifyReport } from '../verify/verify-backup.js';
@@ -19,13 +20,18 @@ export function printBackupDone(manifest: Manifest, location: string, json: bool
   out(`repository: ${location}`);
 }
 
-export function printList(backups: Manifest[], location: string, json: boolean): void {
-  if (json) return printJson(backups.map(summary));
+/**
+ * `repositories`, for a source with several: a REPOS column (short names, with
+ * a legend) and `repositories: [locations]` in --json.
+ */
+export function printList(backups: Manifest[], location: string, json: boolean, repositories?: ListRepositories): void {
+  const where = (i: number) => repositories!.where[i]!;
+  if (json) return printJson(backups.map((m, i) => (repositories ? { ...summary(m), repositories: where(i).map((r) => repositories.locations[r]!) } : summary(m))));
   if (backups.length === 0) return out(`no backups in ${location} yet`);
   out(
     formatTable(
-      ['ID', 'SOURCE', 'KIND', 'FORMAT', 'SIZE', 'DURATION', 'AGE', 'LABELS'],
-      backups.map((m) => [
+      ['ID', 'SOURCE', 'KIND', 'FORMAT', 'SIZE', 'DURATION', 'AGE', 'LABELS', ...(repositories ? ['REPOS'] : [])],
+      backups.map((m, i) => [
         m.id,
         m.source,
         m.kind,
@@ -34,10 +40,12 @@ export function printList(backups: Manifest[], location: string, json: boolean):
         formatDuration(m.durationMs),
         formatAge(new Date(m.finishedAt)),
         m.labels.join(','),
+        ...(repositories ? [where(i).map((r) => repositories.names[r]!).join(',')] : []),
       ]),
       [4, 5],
     ),
   );
+  if (repositories) out(`repositories: ${repositories.names.map((name, r) => `${name} = ${repositories.locations[r]}`).join(', ')}`);
 }
 
 /** The fields of a backup that list --json gives (the full manifest is in show --json). */

@@ -4,9 +4,9 @@ import * as path from 'node:path';
 import { createReadStream } from 'node:fs';
 import type { BackupFormat, BackupOptionsConfig } from '../config/config-schema.js';
 import { validateName, type ResolvedSource } from '../config/settings.js';
-import { PgkeepError, throwIfAborted } from '../errors.js';
+import { PgkeepError, throwIfAborted, toPgkeepError } from '../errors.js';
 import { DEFAULT_ZSTD_LEVEL, defaultZstd, type ZstdCodec } from '../pipeline/zstd.js';
-import { storeStream } from '../pipeline/store-stream.js';
+import { storeStream, storeStreamTee, type StoreTarget } from '../pipeline/store-stream.js';
 import { libpqEnv } from '../postgres/connection-info.js';
 import { connect } from '../postgres/pg-client.js';
 import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
@@ -16,8 +16,8 @@ import { countRows, readCatalogTables, selectDataTables } from '../postgres/tabl
 import { makeBackupId, validateBackupName } from '../repository/backup-id.js';
 import type { BackupObject, Manifest } from '../repository/manifest.js';
 import { MANIFEST_FORMAT } from '../repository/manifest.js';
-import type { Repository } from '../repository/repository.js';
-import { acquireSourceLock } from '../repository/source-lock.js';
+import { Repository } from '../repository/repository.js';
+import { acquireSourceLock, type SourceLock } from '../repository/source-lock.js';
 import { PGKEEP_VERSION } from '../version.js';
 import type { CommandContext } from './command-context.js';
 import { writeRecipients } from './repository-keys.js';
@@ -42,7 +42,11 @@ type DumpOptions = Manifest['options'];
  * On any failure or interruption the objects written so far are removed and
  * the first cause is rethrown.
  */
-export async function runBackup(ctx: CommandContext, repository: Repository, source: ResolvedSource, request: BackupRequest = {}): Promise<Manifest> {
+export async function runBackup(ctx: CommandContext, repository: Repository | readonly Repository[], source: ResolvedSource, request: BackupRequest = {}): Promise<Manifest> {
+  if (!(repository instanceof Repository)) {
+    if (repository.length === 1) return runBackup(ctx, repository[0]!, source, request);
+    return runBackupToSeveral(ctx, repository, source, request);
+  }
   const options = dumpOptions(source.backup, request);
   if (request.name !== undefined) validateBackupName(request.name);
   const labels = [...new Set([...(source.backup.labels ?? []), ...(request.labels ?? [])])].map((label) => validateName(label, 'label'));
@@ -135,6 +139,165 @@ export async function runBackup(ctx: CommandContext, repository: Repository, sou
   }
 }
 
+/** One repository of a backup to several, and how it fared. */
+interface Target {
+  repository: Repository;
+  lock?: SourceLock | undefined;
+  /** Set once this repository failed: it is left out of the rest of the backup. */
+  error?: unknown;
+  objects?: BackupObject[] | undefined;
+  manifest?: Manifest | undefined;
+}
+
+/**
+ * A backup of one source into several repositories, in one pass of pg_dump:
+ * the dump is hashed and compressed once, then teed to every repository (each
+ * with its own encryption, checksums and write). A repository that fails is
+ * detached and the others complete; its folder is removed. The manifests go
+ * to the repositories that succeeded, then BACKUP_PARTIAL names the ones that
+ * failed. When every repository failed, the first cause is thrown.
+ */
+async function runBackupToSeveral(ctx: CommandContext, repositories: readonly Repository[], source: ResolvedSource, request: BackupRequest): Promise<Manifest> {
+  const options = dumpOptions(source.backup, request);
+  if (request.name !== undefined) validateBackupName(request.name);
+  const labels = [...new Set([...(source.backup.labels ?? []), ...(request.labels ?? [])])].map((label) => validateName(label, 'label'));
+  const startedAt = new Date();
+  const controller = new AbortController();
+  const stopAll = () => controller.abort(ctx.signal.reason);
+  ctx.signal.addEventListener('abort', stopAll, { once: true });
+  const signal = controller.signal;
+
+  const targets: Target[] = repositories.map((repository) => ({ repository }));
+  // Failures in the order they happened: when every repository failed, the first is the cause.
+  const failures: unknown[] = [];
+  const fail = (target: Target, error: unknown) => {
+    if (target.error !== undefined) return;
+    target.error = error;
+    failures.push(error);
+  };
+  const live = () => targets.filter((t) => t.error === undefined);
+  const requireLive = () => {
+    if (live().length === 0) throw failures[0];
+    return live();
+  };
+
+  const client = await connect(source.connection, signal);
+  let backupId: string | undefined;
+  try {
+    const server = await readServerInfo(client);
+    const pgDump = await toolInfo('pg_dump', source.pgBin);
+    assertToolNotOlder(pgDump, 'pg_dump', server.versionNum, server.version);
+
+    // 2. per repository: its lock, its source record, its leftovers; a repository failing here is left out
+    for (const target of targets) {
+      try {
+        target.lock = await acquireSourceLock(target.repository.storage, source.name, 'backup');
+        await target.repository.ensureSource(source.name, source.connection.database);
+        const leftovers = await target.repository.removeLeftovers(source.name);
+        if (leftovers.length > 0) ctx.info(`removed ${leftovers.length} interrupted backup(s) in ${target.repository.location}: ${leftovers.join(', ')}`);
+      } catch (error) {
+        throwIfAborted(signal);
+        fail(target, error);
+      }
+    }
+    // One id for all: free in every repository.
+    backupId = await allocateIdIn(requireLive().map((t) => t.repository), source.name, startedAt, request.name);
+
+    // 3. the snapshot every part of this backup reads
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    const snapshot = (await client.query<{ id: string }>('SELECT pg_catalog.pg_export_snapshot() AS id')).rows[0]!.id;
+    const database = await readDatabaseInfo(client);
+    const selected = selectDataTables(await readCatalogTables(client), options);
+    const dataTables = options.schemaOnly ? [] : selected;
+    ctx.info(`backing up ${database.name} (${source.name}) as ${backupId}: ${options.format} format, ${dataTables.length} tables with data, to ${live().length} repositories`);
+
+    // 4. dump once, tee to every repository; count in the same snapshot
+    const codec = defaultZstd();
+    const dump = dumpToRepositories(ctx, live(), fail, source, backupId, options, snapshot, pgDump.path, codec, signal);
+    const counting = countRows(client, dataTables, signal);
+    let counts: Awaited<typeof counting> = [];
+    await settleAll([
+      dump,
+      counting.then((c) => (counts = c)),
+    ].map((p) => p.catch((error) => {
+      controller.abort(error);
+      throw error;
+    })));
+    await client.query('COMMIT');
+
+    // 5. a manifest in every repository that holds all objects
+    const finishedAt = new Date();
+    const tables = options.schemaOnly ? selected.map((t) => ({ schema: t.schema, name: t.name, rows: null })) : counts;
+    throwIfAborted(signal);
+    for (const target of requireLive()) {
+      const objects = target.objects!;
+      const manifest: Manifest = {
+        format: MANIFEST_FORMAT,
+        id: backupId,
+        source: source.name,
+        kind: 'logical',
+        name: request.name ?? null,
+        labels,
+        startedAt: startedAt.toISOString(),
+        finishedAt: finishedAt.toISOString(),
+        durationMs: finishedAt.getTime() - startedAt.getTime(),
+        pgkeep: { version: PGKEEP_VERSION, codec: codec.name },
+        server: { ...server, host: source.connection.host, port: source.connection.port },
+        tools: { pgDump: pgDump.version },
+        database,
+        options,
+        snapshot,
+        objects,
+        tables,
+        totals: {
+          rawBytes: objects.reduce((n, o) => n + o.raw.size, 0),
+          storedBytes: objects.reduce((n, o) => n + o.stored.size, 0),
+          rows: tables.reduce((n, t) => n + (t.rows ?? 0), 0),
+        },
+      };
+      try {
+        await target.repository.writeManifest(manifest);
+        target.manifest = manifest;
+      } catch (error) {
+        throwIfAborted(signal);
+        fail(target, error);
+      }
+    }
+    const written = targets.filter((t) => t.manifest !== undefined);
+    if (written.length === 0) throw failures[0];
+    const failed = targets.filter((t) => t.manifest === undefined);
+    if (failed.length > 0) {
+      for (const t of failed) if (t.lock) await removeBackupFolder(t.repository, source.name, backupId);
+      const causes = failed.map((t) => {
+        const e = t.error instanceof PgkeepError ? t.error : toPgkeepError(t.error, 'STORAGE_IO');
+        return { repository: t.repository.location, code: e.code, message: e.message };
+      });
+      throw new PgkeepError(
+        'BACKUP_PARTIAL',
+        `backup ${backupId} of ${source.name} was not written to ${causes.map((c) => `${c.repository} (${c.message})`).join(', ')}; ` +
+          `it is complete in ${written.map((t) => t.repository.location).join(', ')}`,
+        { details: { id: backupId, source: source.name, repositories: written.map((t) => t.repository.location), failed: causes } },
+      );
+    }
+    return written[0]!.manifest!;
+  } catch (error) {
+    if (backupId !== undefined) {
+      // Only where this run holds the lock: elsewhere the folder may be another writer's.
+      for (const t of targets) if (t.lock && t.manifest === undefined) await removeBackupFolder(t.repository, source.name, backupId);
+    }
+    if (error instanceof PgkeepError && error.code === 'BACKUP_PARTIAL') throw error;
+    throw signal.aborted && signal.reason instanceof PgkeepError ? signal.reason : error;
+  } finally {
+    ctx.signal.removeEventListener('abort', stopAll);
+    await client.end().catch(() => undefined);
+    for (const t of targets) await t.lock?.release().catch(() => undefined);
+  }
+}
+
+async function removeBackupFolder(repository: Repository, source: string, id: string): Promise<void> {
+  await repository.storage.removeFolder(repository.backupFolder(source, id)).catch(() => undefined);
+}
+
 function dumpOptions(defaults: BackupOptionsConfig, request: BackupRequest): DumpOptions {
   const pick = <K extends keyof BackupOptionsConfig>(key: K): BackupOptionsConfig[K] => request[key] ?? defaults[key];
   const format: BackupFormat = pick('format') ?? 'custom';
@@ -161,6 +324,16 @@ function dumpOptions(defaults: BackupOptionsConfig, request: BackupRequest): Dum
 /** Ids are per second; a second backup within the same second takes the next free second. */
 async function allocateId(repository: Repository, source: string, at: Date, name: string | undefined): Promise<string> {
   const taken = new Set((await repository.listBackupFolders(source)).map((f) => f.id));
+  for (let offset = 0; ; offset++) {
+    const id = makeBackupId(new Date(at.getTime() + offset * 1000), name);
+    if (!taken.has(id)) return id;
+  }
+}
+
+/** An id free in every one of `repositories`. */
+async function allocateIdIn(repositories: Repository[], source: string, at: Date, name: string | undefined): Promise<string> {
+  const taken = new Set<string>();
+  for (const repository of repositories) for (const f of await repository.listBackupFolders(source)) taken.add(f.id);
   for (let offset = 0; ; offset++) {
     const id = makeBackupId(new Date(at.getTime() + offset * 1000), name);
     if (!taken.has(id)) return id;
@@ -249,6 +422,98 @@ async function dumpToRepository(
       objects.push({ name, role: 'dump-file', file, ...digests, compression: 'zstd', encryption });
     }
     return objects;
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The dump of a backup to several repositories: one pg_dump, teed to every
+ * live target. Sets each target's objects, or marks it failed (through `fail`);
+ * rejects only when every target failed.
+ */
+async function dumpToRepositories(
+  ctx: CommandContext,
+  targets: Target[],
+  fail: (target: Target, error: unknown) => void,
+  source: ResolvedSource,
+  id: string,
+  options: DumpOptions,
+  snapshot: string,
+  pgDumpPath: string,
+  codec: ZstdCodec,
+  signal: AbortSignal,
+): Promise<void> {
+  let table: string | undefined;
+  let bytes = 0;
+  const processOptions = {
+    env: libpqEnv(source.connection),
+    signal,
+    isErrorLine: (line: string) => PG_DUMP_ERROR_LINE.test(line),
+    onStderrLine: (line: string) => {
+      const match = /dumping contents of table "(.+)"/.exec(line);
+      if (match) {
+        table = match[1];
+        ctx.progress({ phase: 'dump', bytes, item: table });
+      }
+    },
+  };
+  // Each repository encrypts (or not) to its own recipients.
+  const plans = targets.map((target) => {
+    const recipients = writeRecipients(target.repository);
+    const encryption = recipients ? { method: 'age' as const, recipients: recipients.map((r) => (r.kind === 'x25519' ? r.publicKey : 'passphrase')) } : null;
+    return { target, recipients, encryption, suffix: recipients ? '.zst.age' : '.zst' };
+  });
+  for (const plan of plans) plan.target.objects = [];
+  const store = { codec, level: options.compressLevel, signal };
+  const live = () => plans.filter((p) => p.target.error === undefined);
+  /** Stores one input in every live repository; `object` names it per repository. */
+  const storeEverywhere = async (input: Parameters<typeof storeStreamTee>[1], object: (suffix: string) => Omit<BackupObject, 'raw' | 'stored' | 'compression' | 'encryption'>, extra: Partial<Parameters<typeof storeStreamTee>[2]>) => {
+    const current = live();
+    const storeTargets: StoreTarget[] = current.map((p) => ({
+      storage: p.target.repository.storage,
+      key: p.target.repository.objectKey(source.name, id, object(p.suffix).name),
+      encrypt: p.recipients,
+    }));
+    let results;
+    try {
+      results = await storeStreamTee(storeTargets, input, { ...store, ...extra });
+    } catch (error) {
+      for (const p of current) fail(p.target, error);
+      throw error;
+    }
+    results.forEach((result, i) => {
+      const plan = current[i]!;
+      if (result.ok) plan.target.objects!.push({ ...object(plan.suffix), ...result.digests, compression: 'zstd', encryption: plan.encryption });
+      else fail(plan.target, result.error);
+    });
+    return results.find((r) => r.ok);
+  };
+
+  if (options.format !== 'directory') {
+    const pgDump = startProcess(pgDumpPath, pgDumpArgs(options, snapshot), { ...processOptions, stdout: 'pipe' });
+    await storeEverywhere(pgDump.stdout!, (suffix) => ({ name: options.format === 'custom' ? `dump${suffix}` : `dump.sql${suffix}`, role: 'dump' }), {
+      complete: pgDump.done,
+      onRawBytes: (total) => {
+        bytes = total;
+        ctx.progress({ phase: 'dump', bytes, item: table });
+      },
+    });
+    return;
+  }
+
+  const staging = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-dump-'));
+  try {
+    const dumpDir = path.join(staging, 'dump');
+    const pgDump = startProcess(pgDumpPath, [...pgDumpArgs(options, snapshot), `--file=${dumpDir}`], { ...processOptions, stdout: 'ignore' });
+    await pgDump.done;
+    for (const file of (await readdir(dumpDir)).sort()) {
+      throwIfAborted(signal);
+      const ok = await storeEverywhere(createReadStream(path.join(dumpDir, file), { highWaterMark: 1 << 20 }), (suffix) => ({ name: `dump.d/${file}${suffix}`, role: 'dump-file', file }), {
+        onRawBytes: (total) => ctx.progress({ phase: 'store', bytes: bytes + total, item: file }),
+      });
+      bytes += ok?.ok ? ok.digests.raw.size : 0;
+    }
   } finally {
     await rm(staging, { recursive: true, force: true });
   }

@@ -1,13 +1,59 @@
-import { selectedSourceName, type Settings } from '../config/settings.js';
+import { repositoryUrls, selectedSourceName, type Settings } from '../config/settings.js';
 import type { Manifest } from '../repository/manifest.js';
-import { openRepository } from './open-repository.js';
+import { openRepositoriesSettled, openRepository, repositoryLabels } from './open-repository.js';
+
+/** Where the listed backups are, when the source has several repositories. */
+export interface ListRepositories {
+  /** Short names (local, s3, local1, ...), in config order. */
+  names: string[];
+  locations: string[];
+  /** For each listed backup, the indexes of the repositories that hold it. */
+  where: number[][];
+  /** Repositories that could not be read, with why. */
+  unavailable: { location: string; message: string }[];
+}
 
 /**
  * Complete backups from the repository alone (no database needed), oldest
  * first. With --source (or a single-source config) only that source's.
+ * When the source has several repositories, all are read: a backup in
+ * several is listed once, with where it is.
  */
-export async function runList(settings: Settings): Promise<{ location: string; backups: Manifest[] }> {
+export async function runList(settings: Settings): Promise<{ location: string; backups: Manifest[]; repositories?: ListRepositories }> {
   const source = settings.options.source !== undefined || settings.configFile ? selectedSourceName(settings) : undefined;
-  const repository = await openRepository(settings, { source });
-  return { location: repository.location, backups: await repository.listBackups(source) };
+  const urls = repositoryUrls(settings, source);
+  if (urls.length <= 1) {
+    const repository = await openRepository(settings, { source });
+    return { location: repository.location, backups: await repository.listBackups(source) };
+  }
+  const byKey = new Map<string, { manifest: Manifest; where: number[] }>();
+  const unavailable: ListRepositories['unavailable'] = [];
+  const errors: unknown[] = [];
+  const locations: string[] = [];
+  const opened = await openRepositoriesSettled(settings, { source });
+  for (const [index, { url, repository, error }] of opened.entries()) {
+    locations.push(repository?.location ?? url);
+    try {
+      if (!repository) throw error;
+      for (const manifest of await repository.listBackups(source)) {
+        const key = `${manifest.source}/${manifest.id}`;
+        const entry = byKey.get(key);
+        if (entry) entry.where.push(index);
+        else byKey.set(key, { manifest, where: [index] });
+      }
+    } catch (failure) {
+      errors.push(failure);
+      unavailable.push({ location: repository?.location ?? url, message: failure instanceof Error ? failure.message : String(failure) });
+    }
+  }
+  if (errors.length === opened.length) throw errors[0];
+  const entries = [...byKey.values()].sort((a, b) => {
+    const [x, y] = [a.manifest, b.manifest];
+    return x.startedAt < y.startedAt ? -1 : x.startedAt > y.startedAt ? 1 : x.id < y.id ? -1 : 1;
+  });
+  return {
+    location: locations.join(', '),
+    backups: entries.map((e) => e.manifest),
+    repositories: { names: repositoryLabels(urls), locations, where: entries.map((e) => e.where), unavailable },
+  };
 }

@@ -1,8 +1,73 @@
-import { repositoryUrl, storageOptions, type Settings } from '../config/settings.js';
+import { repositoryUrl, repositoryUrls, storageOptions, type Settings } from '../config/settings.js';
+import type { Manifest } from '../repository/manifest.js';
 import { Repository } from '../repository/repository.js';
 import { openStorage } from '../storage/open-storage.js';
 
 /** Opens the repository the settings point at (for `source`, when given). */
 export async function openRepository(settings: Settings, options: { source?: string | undefined; createIfEmpty?: boolean } = {}): Promise<Repository> {
   return Repository.open(openStorage(repositoryUrl(settings, options.source), storageOptions(settings)), { createIfEmpty: options.createIfEmpty ?? false });
+}
+
+/** Opens every repository of a source, in config order (one unless the config lists `repos`). */
+export async function openRepositories(settings: Settings, options: { source?: string | undefined; createIfEmpty?: boolean } = {}): Promise<Repository[]> {
+  const repositories: Repository[] = [];
+  for (const url of repositoryUrls(settings, options.source)) {
+    repositories.push(await Repository.open(openStorage(url, storageOptions(settings)), { createIfEmpty: options.createIfEmpty ?? false }));
+  }
+  return repositories;
+}
+
+/** Opens each repository of a source, keeping what failed instead of throwing (for reading commands). */
+export async function openRepositoriesSettled(
+  settings: Settings,
+  options: { source?: string | undefined } = {},
+): Promise<{ url: string; repository?: Repository; error?: unknown }[]> {
+  const opened: { url: string; repository?: Repository; error?: unknown }[] = [];
+  for (const url of repositoryUrls(settings, options.source)) {
+    try {
+      opened.push({ url, repository: await Repository.open(openStorage(url, storageOptions(settings))) });
+    } catch (error) {
+      opened.push({ url, error });
+    }
+  }
+  return opened;
+}
+
+/**
+ * Short names of repositories for tables: "local" or "s3", numbered when a
+ * kind repeats (local1, local2).
+ */
+export function repositoryLabels(urls: readonly string[]): string[] {
+  const kinds = urls.map((url) => /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1]?.toLowerCase().replace(/^file$/, 'local') ?? 'local');
+  const seen = new Map<string, number>();
+  return kinds.map((kind) => {
+    if (kinds.filter((k) => k === kind).length === 1) return kind;
+    const n = (seen.get(kind) ?? 0) + 1;
+    seen.set(kind, n);
+    return `${kind}${n}`;
+  });
+}
+
+/**
+ * The repositories of a source that hold backup `ref`, in config order, with
+ * its manifest there. "latest" is the newest backup in any of them. Throws
+ * the first repository's error when none holds it.
+ */
+export async function repositoriesWithBackup(settings: Settings, ref: string, source: string | undefined): Promise<{ repository: Repository; manifest: Manifest }[]> {
+  const found: { repository: Repository; manifest: Manifest }[] = [];
+  const errors: unknown[] = [];
+  for (const opened of await openRepositoriesSettled(settings, { source })) {
+    if (!opened.repository) {
+      errors.push(opened.error);
+      continue;
+    }
+    try {
+      found.push({ repository: opened.repository, manifest: await opened.repository.resolveBackup(ref, source) });
+    } catch (error) {
+      errors.push(error);
+    }
+  }
+  if (found.length === 0) throw errors[0];
+  const newest = found.map((f) => f.manifest).reduce((a, b) => (b.startedAt > a.startedAt || (b.startedAt === a.startedAt && b.id > a.id) ? b : a));
+  return found.filter((f) => f.manifest.id === newest.id && f.manifest.source === newest.source);
 }

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { ResolvedSource } from '../config/settings.js';
 import { sourceNameForDatabase } from '../config/settings.js';
-import { PgkeepError, throwIfAborted } from '../errors.js';
+import { isPgkeepError, PgkeepError, throwIfAborted } from '../errors.js';
 import { childStdinSink, loadStream, teeSink } from '../pipeline/load-stream.js';
 import { defaultZstd } from '../pipeline/zstd.js';
 import { describeConnection, libpqEnv, serverLabel, withDatabase, type ConnectionInfo } from '../postgres/connection-info.js';
@@ -18,6 +18,7 @@ import { timestampPart } from '../repository/backup-id.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { runBackup } from './backup.js';
+import { repositoriesWithBackup } from './open-repository.js';
 import { readIdentities } from './repository-keys.js';
 import type { AgeIdentity } from '../pipeline/age.js';
 import type { CommandContext } from './command-context.js';
@@ -157,6 +158,27 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
       );
     }
     throw error;
+  }
+}
+
+/**
+ * Restore for a source with several repositories (no --repo): from the first
+ * repository, in config order, that holds the backup ("latest": the newest in
+ * any of them). If that copy fails its checksum check, the failed restore has
+ * already dropped the database it created, and the next repository holding
+ * the backup is tried; any other failure is final.
+ */
+export async function runRestoreFromRepositories(ctx: CommandContext, source: ResolvedSource, request: RestoreRequest): Promise<RestoreResult> {
+  const candidates = await repositoriesWithBackup(ctx.settings, request.backup, source.name);
+  for (let i = 0; ; i++) {
+    const { repository, manifest } = candidates[i]!;
+    try {
+      return await runRestore(ctx, repository, source, { ...request, backup: manifest.id });
+    } catch (error) {
+      const next = candidates[i + 1];
+      if (!next || !isPgkeepError(error, 'CHECKSUM_MISMATCH')) throw error;
+      ctx.warn(`backup ${manifest.id} in ${repository.location} is damaged (${error.message}): restoring from ${next.repository.location} instead`);
+    }
   }
 }
 

@@ -1,9 +1,9 @@
-import { toolPaths } from '../config/settings.js';
+import { configuredSources, repositoryUrls, selectedSourceName, toolPaths } from '../config/settings.js';
 import { readIdentities } from './repository-keys.js';
 import { PgkeepError } from '../errors.js';
 import { verifyBackup, type VerifyReport } from '../verify/verify-backup.js';
 import type { CommandContext } from './command-context.js';
-import { openRepository } from './open-repository.js';
+import { openRepository, repositoriesWithBackup } from './open-repository.js';
 
 /**
  * Checks one backup from the repository alone: checksums, sizes, full
@@ -12,9 +12,18 @@ import { openRepository } from './open-repository.js';
  */
 export async function runVerify(ctx: CommandContext, ref: string): Promise<VerifyReport> {
   const { settings } = ctx;
-  const source = settings.options.source;
-  const repository = await openRepository(settings, { source });
-  const manifest = await repository.resolveBackup(ref, source);
+  let source = settings.options.source;
+  // A source with several repositories: the first (in config order) that holds the backup; --repo picks one.
+  const configured = source ?? (configuredSources(settings).length > 0 ? selectedSourceName(settings) : undefined);
+  let repository;
+  let manifest;
+  if (repositoryUrls(settings, configured).length > 1) {
+    source = configured;
+    ({ repository, manifest } = (await repositoriesWithBackup(settings, ref, source))[0]!);
+  } else {
+    repository = await openRepository(settings, { source });
+    manifest = await repository.resolveBackup(ref, source);
+  }
   const identities = manifest.objects.some((o) => o.encryption) ? await readIdentities(repository, ctx.keys) : [];
   ctx.info(`verifying ${manifest.source}/${manifest.id} in ${repository.location}`);
   const report = await verifyBackup(repository, manifest, {

@@ -25,6 +25,12 @@ export const BackupOptionsSchema = z
   .strict();
 export type BackupOptionsConfig = z.infer<typeof BackupOptionsSchema>;
 
+/** Several repositories of one source: each backup is written to all of them in one pass. */
+export const RepoListSchema = z
+  .array(z.string().min(1, 'a repository URL cannot be empty'), { error: '"repos" takes a list of repository paths or URLs, e.g. repos: [./backups, s3://bucket/prefix]' })
+  .min(1, '"repos" needs at least one repository')
+  .refine((urls) => new Set(urls).size === urls.length, '"repos" lists the same repository twice');
+
 export const SourceSchema = z
   .object({
     /** postgresql:// URL; the fields below override its parts. */
@@ -38,6 +44,8 @@ export const SourceSchema = z
     passwordFile: z.string().min(1).optional(),
     sslmode: z.enum(['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']).optional(),
     repo: z.string().min(1).optional(),
+    /** Several repositories; wins over `repo` when both are given. */
+    repos: RepoListSchema.optional(),
     backup: BackupOptionsSchema.optional(),
   })
   .strict();
@@ -62,6 +70,8 @@ export const ConfigSchema = z
   .object({
     /** Default repository of every source. */
     repo: z.string().min(1).optional(),
+    /** Default repositories of every source; wins over `repo` when both are given. */
+    repos: RepoListSchema.optional(),
     /** Folder of the PostgreSQL client programs to use. */
     pgBin: z.string().min(1).optional(),
     /** Where directory-format dumps and parallel restores are staged; default the OS temp folder. */

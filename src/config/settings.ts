@@ -35,7 +35,10 @@ export interface ResolvedSource {
   readonly name: string;
   readonly connection: ConnectionInfo;
   readonly backup: Readonly<BackupOptionsConfig>;
+  /** The first of `repos`. */
   readonly repo: string;
+  /** Every repository a backup of this source is written to, in config order (one unless the config lists `repos`). */
+  readonly repos: readonly string[];
   readonly pgBin: string | undefined;
   readonly tempDir: string | undefined;
 }
@@ -94,6 +97,7 @@ export function resolveSource(settings: Settings): ResolvedSource {
     connection: resolveConnection(settings, sourceConfig),
     backup: { ...settings.config.backup, ...sourceConfig?.backup },
     repo: repositoryUrl(settings, name),
+    repos: repositoryUrls(settings, name),
     ...toolPaths(settings),
   });
 }
@@ -152,15 +156,26 @@ export function keySettings(settings: Settings): KeySettings {
   };
 }
 
-/** --repo > PGKEEP_REPO > BACKUP_DIR > the source's repo > the config's repo > ./backups. */
+/** --repo > PGKEEP_REPO > BACKUP_DIR > the source's repos/repo > the config's repos/repo > ./backups: the first repository. */
 export function repositoryUrl(settings: Settings, sourceName?: string): string {
+  return repositoryUrls(settings, sourceName)[0]!;
+}
+
+/**
+ * Every repository of a source, in config order. --repo, PGKEEP_REPO and
+ * BACKUP_DIR always mean exactly one repository (and win, in that order).
+ * Otherwise the source's own `repos` (or `repo`), else the top-level `repos`
+ * (or `repo`): at each level `repos` wins over `repo`. Default ./backups.
+ */
+export function repositoryUrls(settings: Settings, sourceName?: string): string[] {
   const { options, env, config } = settings;
-  if (options.repo) return localOrUrl(options.repo, settings.cwd);
-  if (env.PGKEEP_REPO) return localOrUrl(env.PGKEEP_REPO, settings.cwd);
-  if (env.BACKUP_DIR) return localOrUrl(env.BACKUP_DIR, settings.cwd);
-  const fromFile = (sourceName ? config.sources?.[sourceName]?.repo : undefined) ?? config.repo;
-  if (fromFile) return localOrUrl(fromFile, path.dirname(settings.configFile!));
-  return path.join(settings.cwd, 'backups');
+  if (options.repo) return [localOrUrl(options.repo, settings.cwd)];
+  if (env.PGKEEP_REPO) return [localOrUrl(env.PGKEEP_REPO, settings.cwd)];
+  if (env.BACKUP_DIR) return [localOrUrl(env.BACKUP_DIR, settings.cwd)];
+  const source = sourceName ? config.sources?.[sourceName] : undefined;
+  const fromFile = source?.repos ?? (source?.repo !== undefined ? [source.repo] : undefined) ?? config.repos ?? (config.repo !== undefined ? [config.repo] : undefined);
+  if (fromFile) return [...new Set(fromFile.map((url) => localOrUrl(url, path.dirname(settings.configFile!))))];
+  return [path.join(settings.cwd, 'backups')];
 }
 
 function localOrUrl(value: string, base: string): string {
