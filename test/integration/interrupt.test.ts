@@ -88,12 +88,25 @@ async function waitFor(what: string, check: () => boolean | Promise<boolean>, ti
 
 function tempFiles(repo: string): { path: string; size: number }[] {
   const found: { path: string; size: number }[] = [];
+  // Files and folders come and go while a backup runs (the lock's temp file, a
+  // removed backup folder): whatever vanishes between listing and stat is skipped.
   const walk = (dir: string) => {
-    if (!existsSync(dir)) return;
-    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    let entries;
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const entry of entries) {
       const full = path.join(dir, entry.name);
       if (entry.isDirectory()) walk(full);
-      else if (entry.name.startsWith('.pgkeep-tmp-')) found.push({ path: full, size: statSync(full).size });
+      else if (entry.name.startsWith('.pgkeep-tmp-')) {
+        try {
+          found.push({ path: full, size: statSync(full).size });
+        } catch {
+          // gone already
+        }
+      }
     }
   };
   walk(repo);
