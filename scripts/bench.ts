@@ -25,6 +25,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startCluster, type PgCluster } from '../test/support/pg-cluster.js';
+import { startS3Server, type S3TestServer } from '../test/support/s3-server.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const cli = path.join(root, 'dist', 'cli', 'main.js');
@@ -403,7 +404,7 @@ async function createRealistic(cluster: PgCluster, name: string, targetBytes: nu
 // ---------------------------------------------------------------------------
 // the measurements
 
-type StepId = 'dumpOnly' | 'fcZ0Zstd' | 'fc' | 'gzip' | 'zstd' | 'pgkeep' | 'restore' | 'restoreAnalyze' | 'restoreAnalyzeCount' | 'unzstd' | 'pgkeepRestore';
+type StepId = 'dumpOnly' | 'fcZ0Zstd' | 'fc' | 'gzip' | 'zstd' | 'pgkeep' | 'pgkeepEncrypted' | 'pgkeepS3' | 'restore' | 'restoreAnalyze' | 'restoreAnalyzeCount' | 'unzstd' | 'pgkeepRestore';
 
 interface StepResult {
   times: number[];
@@ -426,6 +427,8 @@ const STEP_LABELS: Record<StepId, string> = {
   gzip: 'pg_dump -Fp \\| gzip',
   zstd: 'pg_dump -Fp \\| zstd -T0',
   pgkeep: '**pgkeep backup**',
+  pgkeepEncrypted: '**pgkeep backup**, encrypted repository (age, 1 recipient)',
+  pgkeepS3: '**pgkeep backup**, S3 repository (s3rver on 127.0.0.1)',
   restore: 'pg_restore -j2 (from the -Fc file)',
   restoreAnalyze: 'pg_restore -j2, then ANALYZE',
   restoreAnalyzeCount: 'pg_restore -j2, then ANALYZE and count(*) per table',
@@ -454,8 +457,30 @@ class Bench {
   constructor(
     private readonly ctx: RunContext,
     private readonly cluster: PgCluster,
+    private readonly s3: S3TestServer,
   ) {
     this.bin = (tool) => path.join(cluster.binDir, tool);
+  }
+
+  /** An encrypted repository to one fresh X25519 key (not timed). */
+  private initEncrypted(repo: string): void {
+    const run = (args: string[]) => {
+      const result = spawnSync(process.execPath, [cli, ...args], { env: this.ctx.env, encoding: 'utf8' });
+      if (result.status !== 0) throw new Error(`pgkeep ${args[0]} failed: ${result.stderr}`);
+      return result.stdout;
+    };
+    const { publicKey } = JSON.parse(run(['keygen', '--output', `${repo}.key`, '--json'])) as { publicKey: string };
+    run(['init', '--repo', repo, '--encrypt', '--recipient', publicKey]);
+  }
+
+  private s3Env(): NodeJS.ProcessEnv {
+    return {
+      ...this.ctx.env,
+      AWS_ACCESS_KEY_ID: this.s3.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: this.s3.secretAccessKey,
+      AWS_REGION: this.s3.region,
+      AWS_ENDPOINT_URL: this.s3.endpoint,
+    };
   }
 
   private url(db: string): string {
@@ -495,10 +520,10 @@ class Bench {
       const dir = path.join(this.ctx.work, `${db.name}-run${run}`);
       await mkdir(dir, { recursive: true });
       const file = (name: string) => path.join(dir, name);
-      const step = async (id: StepId, argv: string[], sizeOf?: string | (() => Promise<number>)) => {
+      const step = async (id: StepId, argv: string[], sizeOf?: string | (() => Promise<number>), env?: NodeJS.ProcessEnv) => {
         await this.quiesce();
         log(`${db.name} run ${run}/${runs}: ${STEP_LABELS[id].replace(/\\|\*/g, '')}`);
-        const m = await measure(this.ctx, argv, STEP_LABELS[id]);
+        const m = await measure(env ? { ...this.ctx, env } : this.ctx, argv, STEP_LABELS[id]);
         const size = typeof sizeOf === 'string' ? (await stat(sizeOf)).size : sizeOf ? await sizeOf() : undefined;
         record(id, m, size);
         log(`  ${fmtS(m.seconds)}, ${size === undefined ? '' : `${fmtMB(size)}, `}peak RSS ${fmtMB(m.peakRss, 0)}`);
@@ -521,6 +546,15 @@ class Bench {
       log(`  stored ${fmtMB(manifest.totals.storedBytes)} (raw ${fmtMB(manifest.totals.rawBytes)})`);
       rawBytes = manifest.totals.rawBytes;
       codec = manifest.pgkeep.codec;
+      // The same backup into an encrypted repository, and into an S3 repository.
+      const encRepo = file('repo-encrypted');
+      this.initEncrypted(encRepo);
+      const encrypted = await step('pgkeepEncrypted', [process.execPath, cli, 'backup', '--repo', encRepo, '--db', this.url(db.name), '--json']);
+      steps.get('pgkeepEncrypted')!.size = (JSON.parse(encrypted.stdout) as { totals: { storedBytes: number } }).totals.storedBytes;
+      await rm(encRepo, { recursive: true, force: true });
+      const bucket = await this.s3.bucket(`bench-${db.name.replace(/_/g, '-')}-${run}`);
+      const viaS3 = await step('pgkeepS3', [process.execPath, cli, 'backup', '--repo', `s3://${bucket}/pgkeep`, '--db', this.url(db.name), '--json'], undefined, this.s3Env());
+      steps.get('pgkeepS3')!.size = (JSON.parse(viaS3.stdout) as { totals: { storedBytes: number } }).totals.storedBytes;
 
       // restores, each into a fresh database
       await this.dropDatabase(target);
@@ -583,7 +617,8 @@ function reportDataset(result: DatasetResult, runs: number): string {
   const ratio = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? undefined : a / b);
 
   const rows: string[][] = [];
-  for (const id of ['dumpOnly', 'fcZ0Zstd', 'fc', 'gzip', 'zstd', 'pgkeep'] as StepId[]) {
+  for (const id of ['dumpOnly', 'fcZ0Zstd', 'fc', 'gzip', 'zstd', 'pgkeep', 'pgkeepEncrypted', 'pgkeepS3'] as StepId[]) {
+    if (!steps.has(id)) continue;
     rows.push([STEP_LABELS[id], fmtS(time(id)), fmtX(ratio(time(id), backupBase.time)), size(id) === undefined ? '' : fmtMB(size(id)), fmtX(ratio(size(id), backupBase.size)), fmtMB(rss(id), 0)]);
   }
   for (const id of ['restore', 'restoreAnalyze', 'restoreAnalyzeCount', 'unzstd', 'pgkeepRestore'] as StepId[]) {
@@ -631,6 +666,10 @@ function targetsFor(result: DatasetResult): Target[] {
   out.push({ text: `${k}: pgkeep backup size ${vsFc.toFixed(2)}× pg_dump -Fc (target ≤ 1.00×)`, pass: vsFc <= 1 });
   const vsZstd = size('pgkeep') / size('zstd');
   out.push({ text: `${k}: pgkeep backup size ${vsZstd.toFixed(2)}× pg_dump -Fp | zstd -T0 (target ≤ 1.10×)`, pass: vsZstd <= 1.1 });
+  const encryptionRatio = time('pgkeepEncrypted') / time('pgkeep');
+  out.push({ text: `${k}: encrypted backup wall time ${encryptionRatio.toFixed(2)}× unencrypted pgkeep backup (target ≤ 1.05×)`, pass: encryptionRatio <= 1.05 });
+  const s3Peak = rss('pgkeepS3');
+  out.push({ text: `${k}: pgkeep backup to S3: ${fmtS(time('pgkeepS3'))}, peak RSS ${fmtMB(s3Peak, 0)} (recorded; 150 MB is the local target)`, pass: undefined });
   const restoreRatio = time('pgkeepRestore') / time('restore');
   out.push({ text: `${k}: pgkeep restore --jobs 2 wall time ${restoreRatio.toFixed(2)}× pg_restore -j2 (target ≤ 1.05×)`, pass: restoreRatio <= 1.05 });
   for (const [id, what] of [['pgkeep', 'backup'], ['pgkeepRestore', 'restore']] as const) {
@@ -700,6 +739,7 @@ async function main(): Promise<number> {
   const cwd = path.join(work, 'cwd'); // empty: no stray .env or pgkeep.yaml is picked up
   await mkdir(cwd);
   let cluster: PgCluster | undefined;
+  let s3: S3TestServer | undefined;
   const cleanup = () => rmSync(work, { recursive: true, force: true });
   // Ctrl-C: remove our temp dir; the harness's exit hook stops the cluster.
   const onSignal = (signal: NodeJS.Signals) => {
@@ -747,7 +787,8 @@ async function main(): Promise<number> {
       databases.push({ full: await create(kind, `bench_${kind}`, options.sizeBytes), small: await create(kind, `bench_${kind}_small`, smallBytes) });
     }
 
-    const bench = new Bench(ctx, cluster);
+    s3 = await startS3Server();
+    const bench = new Bench(ctx, cluster, s3);
     const results: DatasetResult[] = [];
     for (const { full, small } of databases) results.push(await bench.run(full, options.runs, small));
 
@@ -786,6 +827,7 @@ async function main(): Promise<number> {
     process.off('SIGTERM', onSignal);
     log('cleaning up');
     await cluster?.stop().catch((error: unknown) => log(`could not stop the cluster: ${(error as Error).message}`));
+    await s3?.stop().catch(() => undefined);
     cleanup();
   }
 }
