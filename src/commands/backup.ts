@@ -6,7 +6,7 @@ import type { BackupFormat, BackupOptionsConfig } from '../config/config-schema.
 import { validateName, type ResolvedSource } from '../config/settings.js';
 import { PgkeepError, throwIfAborted, toPgkeepError } from '../errors.js';
 import { DEFAULT_ZSTD_LEVEL, defaultZstd, type ZstdCodec } from '../pipeline/zstd.js';
-import { storeStream, storeStreamTee, type StoreTarget } from '../pipeline/store-stream.js';
+import { storeStreamTee, type StoreTarget } from '../pipeline/store-stream.js';
 import { libpqEnv } from '../postgres/connection-info.js';
 import { connect } from '../postgres/pg-client.js';
 import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
@@ -29,116 +29,6 @@ export interface BackupRequest extends BackupOptionsConfig {
 
 type DumpOptions = Manifest['options'];
 
-/**
- * Takes one logical backup of `source` into `repository`:
- *
- *  1. connect, read the server version, check pg_dump is new enough
- *  2. take the source lock, clear leftovers of interrupted backups
- *  3. open a repeatable-read transaction and export its snapshot
- *  4. run pg_dump on that snapshot, streamed through checksum → zstd → checksum
- *     into the repository, while counting every table's rows in the same snapshot
- *  5. write the manifest, last: only now does the backup exist
- *
- * On any failure or interruption the objects written so far are removed and
- * the first cause is rethrown.
- */
-export async function runBackup(ctx: CommandContext, repository: Repository | readonly Repository[], source: ResolvedSource, request: BackupRequest = {}): Promise<Manifest> {
-  if (!(repository instanceof Repository)) {
-    if (repository.length === 1) return runBackup(ctx, repository[0]!, source, request);
-    return runBackupToSeveral(ctx, repository, source, request);
-  }
-  const options = dumpOptions(source.backup, request);
-  if (request.name !== undefined) validateBackupName(request.name);
-  const labels = [...new Set([...(source.backup.labels ?? []), ...(request.labels ?? [])])].map((label) => validateName(label, 'label'));
-  const startedAt = new Date();
-  // A local controller lets one failing stage stop the others (pg_dump, counting, writing).
-  const controller = new AbortController();
-  const stopAll = () => controller.abort(ctx.signal.reason);
-  ctx.signal.addEventListener('abort', stopAll, { once: true });
-  const signal = controller.signal;
-
-  // 1. server and tool versions
-  const client = await connect(source.connection, signal);
-  let lock: { release(): Promise<void> } | undefined;
-  let backupId: string | undefined;
-  try {
-    const server = await readServerInfo(client);
-    const pgDump = await toolInfo('pg_dump', source.pgBin);
-    assertToolNotOlder(pgDump, 'pg_dump', server.versionNum, server.version);
-
-    // 2. one writer per source; what an interrupted run left behind goes now
-    lock = await acquireSourceLock(repository.storage, source.name, 'backup');
-    await repository.ensureSource(source.name, source.connection.database);
-    const leftovers = await repository.removeLeftovers(source.name);
-    if (leftovers.length > 0) ctx.info(`removed ${leftovers.length} interrupted backup(s): ${leftovers.join(', ')}`);
-    backupId = await allocateId(repository, source.name, startedAt, request.name);
-
-    // 3. the snapshot every part of this backup reads
-    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    const snapshot = (await client.query<{ id: string }>('SELECT pg_catalog.pg_export_snapshot() AS id')).rows[0]!.id;
-    const database = await readDatabaseInfo(client);
-    const selected = selectDataTables(await readCatalogTables(client), options);
-    const dataTables = options.schemaOnly ? [] : selected;
-    ctx.info(`backing up ${database.name} (${source.name}) as ${backupId}: ${options.format} format, ${dataTables.length} tables with data`);
-
-    // 4. dump and count, concurrently, in the same snapshot
-    const codec = defaultZstd();
-    const dump = dumpToRepository(ctx, repository, source, backupId, options, snapshot, pgDump.path, codec, signal);
-    const counting = countRows(client, dataTables, signal);
-    let objects: BackupObject[] = [];
-    let counts: Awaited<typeof counting> = [];
-    await settleAll([
-      dump.then((o) => (objects = o)),
-      counting.then((c) => (counts = c)),
-    ].map((p) => p.catch((error) => {
-      controller.abort(error);
-      throw error;
-    })));
-    await client.query('COMMIT');
-
-    // 5. the manifest makes it a backup
-    const finishedAt = new Date();
-    // Selected tables without data (schema-only) are listed with rows null: restore still needs their schemas.
-    const tables = options.schemaOnly ? selected.map((t) => ({ schema: t.schema, name: t.name, rows: null })) : counts;
-    const manifest: Manifest = {
-      format: MANIFEST_FORMAT,
-      id: backupId,
-      source: source.name,
-      kind: 'logical',
-      name: request.name ?? null,
-      labels,
-      startedAt: startedAt.toISOString(),
-      finishedAt: finishedAt.toISOString(),
-      durationMs: finishedAt.getTime() - startedAt.getTime(),
-      pgkeep: { version: PGKEEP_VERSION, codec: codec.name },
-      server: { ...server, host: source.connection.host, port: source.connection.port },
-      tools: { pgDump: pgDump.version },
-      database,
-      options,
-      snapshot,
-      objects,
-      tables,
-      totals: {
-        rawBytes: objects.reduce((n, o) => n + o.raw.size, 0),
-        storedBytes: objects.reduce((n, o) => n + o.stored.size, 0),
-        rows: tables.reduce((n, t) => n + (t.rows ?? 0), 0),
-      },
-    };
-    throwIfAborted(signal);
-    await repository.writeManifest(manifest);
-    return manifest;
-  } catch (error) {
-    if (backupId !== undefined) await repository.storage.removeFolder(repository.backupFolder(source.name, backupId)).catch(() => undefined);
-    // When one stage failed, the others were stopped and fail as a consequence
-    // ("connection terminated"); the abort reason holds the cause.
-    throw signal.aborted && signal.reason instanceof PgkeepError ? signal.reason : error;
-  } finally {
-    ctx.signal.removeEventListener('abort', stopAll);
-    await client.end().catch(() => undefined);
-    await lock?.release().catch(() => undefined);
-  }
-}
-
 /** One repository of a backup to several, and how it fared. */
 interface Target {
   repository: Repository;
@@ -150,14 +40,24 @@ interface Target {
 }
 
 /**
- * A backup of one source into several repositories, in one pass of pg_dump:
- * the dump is hashed and compressed once, then teed to every repository (each
- * with its own encryption, checksums and write). A repository that fails is
- * detached and the others complete; its folder is removed. The manifests go
- * to the repositories that succeeded, then BACKUP_PARTIAL names the ones that
- * failed. When every repository failed, the first cause is thrown.
+ * Takes one logical backup of `source` into one or more repositories, in one
+ * pass of pg_dump:
+ *
+ *  1. connect, read the server version, check pg_dump is new enough
+ *  2. in each repository: take the source lock, clear leftovers of interrupted backups
+ *  3. open a repeatable-read transaction and export its snapshot
+ *  4. run pg_dump on that snapshot; hash and compress the stream once, then tee
+ *     it to every repository (each with its own encryption, checksums and
+ *     write), while counting every table's rows in the same snapshot
+ *  5. write the manifests, last: only now does the backup exist
+ *
+ * A repository that fails is detached and the others complete; its folder is
+ * removed, and after the manifests BACKUP_PARTIAL names it. When every
+ * repository failed (or there is only one), the first cause is rethrown. On
+ * interruption the objects written so far are removed.
  */
-async function runBackupToSeveral(ctx: CommandContext, repositories: readonly Repository[], source: ResolvedSource, request: BackupRequest): Promise<Manifest> {
+export async function runBackup(ctx: CommandContext, repository: Repository | readonly Repository[], source: ResolvedSource, request: BackupRequest = {}): Promise<Manifest> {
+  const repositories = repository instanceof Repository ? [repository] : repository;
   const options = dumpOptions(source.backup, request);
   if (request.name !== undefined) validateBackupName(request.name);
   const labels = [...new Set([...(source.backup.labels ?? []), ...(request.labels ?? [])])].map((label) => validateName(label, 'label'));
@@ -209,7 +109,7 @@ async function runBackupToSeveral(ctx: CommandContext, repositories: readonly Re
     const database = await readDatabaseInfo(client);
     const selected = selectDataTables(await readCatalogTables(client), options);
     const dataTables = options.schemaOnly ? [] : selected;
-    ctx.info(`backing up ${database.name} (${source.name}) as ${backupId}: ${options.format} format, ${dataTables.length} tables with data, to ${live().length} repositories`);
+    ctx.info(`backing up ${database.name} (${source.name}) as ${backupId}: ${options.format} format, ${dataTables.length} tables with data${live().length > 1 ? `, to ${live().length} repositories` : ''}`);
 
     // 4. dump once, tee to every repository; count in the same snapshot
     const codec = defaultZstd();
@@ -321,15 +221,6 @@ function dumpOptions(defaults: BackupOptionsConfig, request: BackupRequest): Dum
   };
 }
 
-/** Ids are per second; a second backup within the same second takes the next free second. */
-async function allocateId(repository: Repository, source: string, at: Date, name: string | undefined): Promise<string> {
-  const taken = new Set((await repository.listBackupFolders(source)).map((f) => f.id));
-  for (let offset = 0; ; offset++) {
-    const id = makeBackupId(new Date(at.getTime() + offset * 1000), name);
-    if (!taken.has(id)) return id;
-  }
-}
-
 /** An id free in every one of `repositories`. */
 async function allocateIdIn(repositories: Repository[], source: string, at: Date, name: string | undefined): Promise<string> {
   const taken = new Set<string>();
@@ -356,76 +247,6 @@ export function pgDumpArgs(options: DumpOptions, snapshot: string): string[] {
 }
 
 const PG_DUMP_ERROR_LINE = /(error|detail|hint|warning):|FATAL|ERROR/;
-
-async function dumpToRepository(
-  ctx: CommandContext,
-  repository: Repository,
-  source: ResolvedSource,
-  id: string,
-  options: DumpOptions,
-  snapshot: string,
-  pgDumpPath: string,
-  codec: ZstdCodec,
-  signal: AbortSignal,
-): Promise<BackupObject[]> {
-  let table: string | undefined;
-  let bytes = 0;
-  const processOptions = {
-    env: libpqEnv(source.connection),
-    signal,
-    isErrorLine: (line: string) => PG_DUMP_ERROR_LINE.test(line),
-    onStderrLine: (line: string) => {
-      const match = /dumping contents of table "(.+)"/.exec(line);
-      if (match) {
-        table = match[1];
-        ctx.progress({ phase: 'dump', bytes, item: table });
-      }
-    },
-  };
-  // Every object of an encrypted repository is encrypted: the recipients come from the repository, not the caller.
-  const recipients = writeRecipients(repository);
-  const encryption = recipients ? { method: 'age' as const, recipients: recipients.map((r) => (r.kind === 'x25519' ? r.publicKey : 'passphrase')) } : null;
-  const suffix = recipients ? '.zst.age' : '.zst';
-  const store = { codec, level: options.compressLevel, signal, encrypt: recipients };
-
-  if (options.format !== 'directory') {
-    // custom and plain: one stream from pg_dump's stdout
-    const objectName = options.format === 'custom' ? `dump${suffix}` : `dump.sql${suffix}`;
-    const pgDump = startProcess(pgDumpPath, pgDumpArgs(options, snapshot), { ...processOptions, stdout: 'pipe' });
-    const digests = await storeStream(repository.storage, repository.objectKey(source.name, id, objectName), pgDump.stdout!, {
-      ...store,
-      complete: pgDump.done,
-      onRawBytes: (total) => {
-        bytes = total;
-        ctx.progress({ phase: 'dump', bytes, item: table });
-      },
-    });
-    return [{ name: objectName, role: 'dump', ...digests, compression: 'zstd', encryption }];
-  }
-
-  // directory: pg_dump (possibly parallel) writes uncompressed files into a
-  // private staging folder; each file is then stored as its own object.
-  const staging = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-dump-'));
-  try {
-    const dumpDir = path.join(staging, 'dump');
-    const pgDump = startProcess(pgDumpPath, [...pgDumpArgs(options, snapshot), `--file=${dumpDir}`], { ...processOptions, stdout: 'ignore' });
-    await pgDump.done;
-    const objects: BackupObject[] = [];
-    for (const file of (await readdir(dumpDir)).sort()) {
-      throwIfAborted(signal);
-      const name = `dump.d/${file}${suffix}`;
-      const digests = await storeStream(repository.storage, repository.objectKey(source.name, id, name), createReadStream(path.join(dumpDir, file), { highWaterMark: 1 << 20 }), {
-        ...store,
-        onRawBytes: (total) => ctx.progress({ phase: 'store', bytes: bytes + total, item: file }),
-      });
-      bytes += digests.raw.size;
-      objects.push({ name, role: 'dump-file', file, ...digests, compression: 'zstd', encryption });
-    }
-    return objects;
-  } finally {
-    await rm(staging, { recursive: true, force: true });
-  }
-}
 
 /**
  * The dump of a backup to several repositories: one pg_dump, teed to every

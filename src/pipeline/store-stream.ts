@@ -25,37 +25,6 @@ export interface StoredDigests {
   stored: Digest;
 }
 
-/**
- * input → SHA-256 (raw) → zstd → [age] → SHA-256 (stored) → storage, with backpressure
- * end to end, so memory stays bounded whatever the size. Rejects with the
- * first failure of any stage; nothing is visible at `key` unless all succeed.
- */
-export async function storeStream(storage: Storage, key: string, input: Readable, options: StoreOptions): Promise<StoredDigests> {
-  const raw = new HashCounter();
-  const stored = new HashCounter();
-  if (options.onRawBytes) {
-    const report = options.onRawBytes;
-    raw.on('data', () => report(raw.size));
-  }
-  const gate = completionGate(options.complete ?? Promise.resolve());
-  const chained = new Promise<void>((resolve, reject) => {
-    const compressor = options.codec.compressor({ level: options.level });
-    const stages = options.encrypt ? [compressor, encryptStream(options.encrypt)] : [compressor];
-    pipeline([input, raw, ...stages, stored, gate], (error) => (error ? reject(error) : resolve()));
-  });
-  const chainedError = chained.then(() => undefined, (error: unknown) => error ?? new Error('pipeline failed'));
-  const put = storage.put(key, gate, { signal: options.signal });
-  // The write's own outcome decides: it fails either with the storage's error
-  // (disk full) or with whatever failed upstream, passed down through the gate
-  // (pg_dump's exit status, zstd). Errors of the other stages are consequences.
-  const [written, produced] = await Promise.allSettled([put, options.complete ?? Promise.resolve()]);
-  const pipelineError = await chainedError;
-  if (written.status === 'rejected') throw written.reason;
-  if (produced.status === 'rejected') throw produced.reason;
-  if (pipelineError) throw pipelineError;
-  return { raw: raw.digest, stored: stored.digest };
-}
-
 /** One repository's branch of a tee'd store: where to write, and how to encrypt there. */
 export interface StoreTarget {
   storage: Storage;
@@ -72,7 +41,7 @@ export type BranchResult = { ok: true; digests: StoredDigests } | { ok: false; e
  * at the pace of the slowest branch still healthy. A branch whose write fails
  * is detached (the tee stops writing to it; its put left nothing visible) and
  * the others go on. Resolves with one result per target, in order; rejects
- * only when every branch failed, with the first failure (as storeStream would).
+ * only when every branch failed, with the first failure.
  */
 export async function storeStreamTee(targets: StoreTarget[], input: Readable, options: StoreOptions): Promise<BranchResult[]> {
   const raw = new HashCounter();

@@ -166,7 +166,7 @@ describe('killing a backup at any moment leaves no visible backup', () => {
     // The dead process's lock is stale (its pid is gone): the next backup takes over and cleans up.
     const next = await pgkeep(['backup', '--repo', repo], { env: env() });
     assert.equal(next.code, 0, next.stderr);
-    assert.match(next.stderr, new RegExp(`removed 1 interrupted backup\\(s\\): ${folders[0]}`));
+    assert.match(next.stderr, new RegExp(`removed 1 interrupted backup\\(s\\) in .*repo-kill: ${folders[0]}`));
     const remaining = await backupFolders(repo);
     assert.equal(remaining.length, 1);
     assert.notEqual(remaining[0], folders[0]);
