@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import type { ResolvedSource } from '../config/settings.js';
 import { sourceNameForDatabase } from '../config/settings.js';
 import { isPgkeepError, PgkeepError, throwIfAborted } from '../errors.js';
+import { tocStagingSink } from '../pipeline/custom-toc.js';
 import { childStdinSink, loadStream, teeSink } from '../pipeline/load-stream.js';
 import { defaultZstd } from '../pipeline/zstd.js';
 import { describeConnection, libpqEnv, serverLabel, withDatabase, type ConnectionInfo } from '../postgres/connection-info.js';
@@ -267,16 +268,19 @@ async function loadBackup(
     if (manifest.options.format === 'custom') {
       // Parallel pg_restore needs a seekable file, but staging the whole dump
       // before starting would put its decompression in series with the load.
-      // Instead the dump streams once: into a pg_restore of the pre-data and
-      // data sections (schema and table contents, in dump order), and, through
-      // a tee, into a temp file. Then the post-data section (indexes,
+      // Instead the dump streams once into a pg_restore of the pre-data and
+      // data sections (schema and table contents, in dump order), and through
+      // a tee into a temp file. Then the post-data section (indexes,
       // constraints, triggers), where the parallelism pays, runs from that
-      // file with --jobs. Post-data runs only once every checksum matched and
-      // the first pg_restore succeeded.
+      // file with --jobs. Post-data items have no data blocks, so the file
+      // only needs the archive's header and table of contents: that is all
+      // tocStagingSink keeps (it stages the whole dump if it cannot find the
+      // TOC's end). Post-data runs only once every checksum matched and the
+      // first pg_restore succeeded.
       const file = path.join(staging, 'dump');
       const object = manifest.objects[0]!;
       const first = startProcess(pgRestore.path, [...baseArgs, '--section=pre-data', '--section=data'], { ...common, stdin: 'pipe', stdout: 'ignore' });
-      const sink = teeSink(childStdinSink(first.stdin!), createWriteStream(file, { mode: 0o600 }));
+      const sink = teeSink(childStdinSink(first.stdin!), tocStagingSink(file));
       await settleAll([loadStream(repository.storage, key(object.name), object, sink, { codec, signal, identities, onRawBytes: progress }), first.done]);
       throwIfAborted(signal);
       ctx.progress({ phase: 'pg_restore', bytes: manifest.totals.rawBytes, totalBytes: manifest.totals.rawBytes });

@@ -1,0 +1,262 @@
+import { createWriteStream } from 'node:fs';
+import { truncate } from 'node:fs/promises';
+import { finished, Writable } from 'node:stream';
+
+/**
+ * Finds where the table of contents of a pg_dump custom-format archive ends,
+ * while the archive streams past, without holding it in memory.
+ *
+ * A custom archive is a header, the table of contents (every object's
+ * definition), then the data blocks (table contents, large objects), each
+ * starting with a block type byte and the dump id of its TOC entry. pg_restore
+ * needs only the header and TOC for items that have no data, such as the
+ * whole post-data section (indexes, constraints, triggers): so to run that
+ * section in parallel from a file, only this prefix has to be staged.
+ *
+ * The layout follows ReadHead/ReadToc in PostgreSQL's pg_backup_archiver.c and
+ * _ReadExtraToc in pg_backup_custom.c, for archive versions 1.12 (PostgreSQL
+ * 9.0) to 1.16 (PostgreSQL 17 and 18). Anything else, or anything that does
+ * not parse, makes the scanner give up, and the caller stages the whole
+ * archive as before. A found end is only reported after the bytes that follow
+ * it check out: the end of the stream, or a data block header naming one of
+ * the TOC's own data entries.
+ */
+
+const MAGIC = Buffer.from('PGDMP');
+const version = (major: number, minor: number, rev = 0) => (major * 256 + minor) * 256 + rev;
+const K_VERS_1_12 = version(1, 12);
+const K_VERS_1_14 = version(1, 14);
+const K_VERS_1_15 = version(1, 15);
+const K_VERS_1_16 = version(1, 16);
+const K_VERS_MAX = version(1, 16, 255);
+const ARCHIVE_CUSTOM = 1;
+const BLK_DATA = 1;
+const BLK_BLOBS = 3;
+const K_OFFSET_POS_NOT_SET = 1;
+const K_OFFSET_NO_DATA = 3;
+/** Sanity bounds: no real TOC field comes near them. */
+const MAX_STRING = 1 << 30;
+const MAX_ENTRIES = 1 << 28;
+
+/** What the parser asks for next: bytes to read (and be handed), or bytes to skip. */
+type Need = { read: number } | { skip: number };
+type Parser = Generator<Need, number, Buffer | undefined>;
+
+class Unsupported extends Error {}
+
+export type TocScan =
+  /** Still reading the header and TOC. */
+  | { state: 'scanning' }
+  /** The TOC ends at byte `end`, and what follows it checked out. */
+  | { state: 'found'; end: number }
+  /** Not an archive this scanner understands; `reason` says why. */
+  | { state: 'unsupported'; reason: string };
+
+export class CustomTocScanner {
+  private readonly parser: Parser;
+  private need: Need;
+  /** Bytes of a `read` request gathered so far (when it spans chunks). */
+  private gathered: Buffer[] = [];
+  private gatheredLength = 0;
+  private consumed = 0;
+  private result: TocScan = { state: 'scanning' };
+
+  /** Where the TOC ends, once parsed (the check of what follows may still be pending). */
+  private tocEnd: number | undefined;
+
+  constructor() {
+    this.parser = parseArchive(() => this.consumed, (end) => (this.tocEnd = end));
+    this.need = this.step(() => this.parser.next());
+  }
+
+  get scan(): TocScan {
+    return this.result;
+  }
+
+  /** Feeds the next bytes of the archive. Cheap once the scan is decided. */
+  push(chunk: Buffer): void {
+    let offset = 0;
+    while (this.result.state === 'scanning' && offset < chunk.length) {
+      const need = this.need;
+      if ('skip' in need) {
+        const n = Math.min(need.skip, chunk.length - offset);
+        offset += n;
+        this.consumed += n;
+        need.skip -= n;
+        if (need.skip === 0) this.advance(undefined);
+        continue;
+      }
+      const wanted = need.read - this.gatheredLength;
+      const n = Math.min(wanted, chunk.length - offset);
+      this.gathered.push(chunk.subarray(offset, offset + n));
+      this.gatheredLength += n;
+      offset += n;
+      this.consumed += n;
+      if (this.gatheredLength === need.read) {
+        const bytes = this.gathered.length === 1 ? this.gathered[0]! : Buffer.concat(this.gathered);
+        this.gathered = [];
+        this.gatheredLength = 0;
+        this.advance(bytes);
+      }
+    }
+  }
+
+  /** The archive ended: a complete TOC followed by nothing at all is fine too. */
+  end(): TocScan {
+    if (this.result.state === 'scanning') {
+      this.result =
+        this.tocEnd !== undefined && this.consumed === this.tocEnd
+          ? { state: 'found', end: this.tocEnd }
+          : { state: 'unsupported', reason: 'the archive ended inside its table of contents' };
+    }
+    return this.result;
+  }
+
+  private advance(bytes: Buffer | undefined): void {
+    this.need = this.step(() => this.parser.next(bytes));
+  }
+
+  private step(run: () => IteratorResult<Need, number>): Need {
+    try {
+      const next = run();
+      if (next.done) {
+        this.result = { state: 'found', end: next.value };
+        return { skip: 0 };
+      }
+      return next.value;
+    } catch (error) {
+      this.result = { state: 'unsupported', reason: error instanceof Unsupported ? error.message : `cannot parse the archive header (${(error as Error).message})` };
+      return { skip: 0 };
+    }
+  }
+}
+
+function* parseArchive(position: () => number, onTocEnd: (end: number) => void): Parser {
+  const magic = yield* read(5);
+  if (!magic.equals(MAGIC)) throw new Unsupported('not a custom-format archive (no PGDMP signature)');
+  const [vmaj, vmin, vrev] = yield* read(3);
+  const archiveVersion = version(vmaj!, vmin!, vrev!);
+  if (archiveVersion < K_VERS_1_12 || archiveVersion > K_VERS_MAX) {
+    throw new Unsupported(`archive version ${vmaj}.${vmin}.${vrev} is not one this scanner knows`);
+  }
+  const [intSize, offSize, format] = yield* read(3);
+  if (intSize! < 1 || intSize! > 8 || offSize! < 1 || offSize! > 8) throw new Unsupported(`unexpected integer sizes ${intSize}/${offSize}`);
+  if (format !== ARCHIVE_CUSTOM) throw new Unsupported(`archive format ${format} is not custom`);
+
+  const readInt = function* (): Generator<Need, number, Buffer | undefined> {
+    const bytes = yield* read(1 + intSize!);
+    let value = 0;
+    for (let i = intSize!; i >= 1; i--) value = value * 256 + bytes[i]!;
+    if (!Number.isSafeInteger(value)) throw new Unsupported('integer out of range');
+    return bytes[0] ? -value : value;
+  };
+  /** Skips a string; returns its length, or -1 for NULL. */
+  const skipStr = function* (): Generator<Need, number, Buffer | undefined> {
+    const length = yield* readInt();
+    if (length > MAX_STRING) throw new Unsupported('string length out of range');
+    if (length > 0) yield { skip: length };
+    return length;
+  };
+  const readStr = function* (): Generator<Need, string | null, Buffer | undefined> {
+    const length = yield* readInt();
+    if (length < 0) return null;
+    if (length > MAX_STRING) throw new Unsupported('string length out of range');
+    return length === 0 ? '' : (yield* read(length)).toString('latin1');
+  };
+
+  // header: compression, creation time (7 ints), database name, server and pg_dump versions
+  if (archiveVersion >= K_VERS_1_15) yield* read(1);
+  else yield* readInt();
+  for (let i = 0; i < 7; i++) yield* readInt();
+  for (let i = 0; i < 3; i++) yield* skipStr();
+
+  // TOC
+  const count = yield* readInt();
+  if (count < 0 || count > MAX_ENTRIES) throw new Unsupported(`TOC entry count ${count} out of range`);
+  const withData = new Set<number>();
+  for (let i = 0; i < count; i++) {
+    const dumpId = yield* readInt();
+    if (dumpId <= 0) throw new Unsupported(`TOC entry id ${dumpId} out of range`);
+    const hadDumper = yield* readInt();
+    yield* skipStr(); // table oid
+    yield* skipStr(); // oid
+    yield* skipStr(); // tag
+    const desc = yield* readStr();
+    if (desc === null) throw new Unsupported('TOC entry without a description');
+    yield* readInt(); // section
+    yield* skipStr(); // defn
+    yield* skipStr(); // dropStmt
+    yield* skipStr(); // copyStmt
+    yield* skipStr(); // namespace
+    yield* skipStr(); // tablespace
+    if (archiveVersion >= K_VERS_1_14) yield* skipStr(); // tableam
+    if (archiveVersion >= K_VERS_1_16) yield* readInt(); // relkind
+    yield* skipStr(); // owner
+    yield* skipStr(); // "false" (WITH OIDS)
+    let deps = 0;
+    while ((yield* skipStr()) >= 0) {
+      if (++deps > MAX_ENTRIES) throw new Unsupported('dependency list out of range');
+    }
+    // custom format: the data offset, a flag byte and offSize bytes
+    const [flag] = yield* read(1 + offSize!);
+    if (flag! < K_OFFSET_POS_NOT_SET || flag! > K_OFFSET_NO_DATA) throw new Unsupported(`unexpected data offset flag ${flag}`);
+    if (hadDumper) withData.add(dumpId);
+  }
+
+  // What follows must be the end of the archive, or a data block of one of these entries.
+  const end = position();
+  onTocEnd(end);
+  const [blockType] = yield* read(1);
+  if (blockType !== BLK_DATA && blockType !== BLK_BLOBS) throw new Unsupported(`unexpected block type ${blockType} after the TOC`);
+  const id = yield* readInt();
+  if (!withData.has(id)) throw new Unsupported(`the first data block names entry ${id}, which has no data in the TOC`);
+  return end;
+}
+
+function* read(n: number): Generator<Need, Buffer, Buffer | undefined> {
+  const bytes = yield { read: n };
+  if (!bytes || bytes.length !== n) throw new Error(`expected ${n} bytes`);
+  return bytes;
+}
+
+/**
+ * A sink that stages a custom-format archive in `file` for a later
+ * `pg_restore --section=post-data`: it writes the stream until the end of the
+ * table of contents is found (and checked), then discards the rest; at its
+ * end the file is cut back to exactly the header and TOC. When the scanner
+ * gives up, the whole archive is written, as any pg_restore can use it.
+ * `staged` tells which happened, once the sink has finished.
+ */
+export function tocStagingSink(file: string): Writable & { readonly staged: 'toc' | 'all' } {
+  const scanner = new CustomTocScanner();
+  const out = createWriteStream(file, { mode: 0o600, highWaterMark: 1 << 20 });
+  let writing = true;
+  let staged: 'toc' | 'all' = 'all';
+  const sink = new Writable({
+    highWaterMark: 1 << 20,
+    write(chunk: Buffer, _encoding, callback) {
+      if (scanner.scan.state === 'scanning') scanner.push(chunk);
+      if (!writing) return callback();
+      // The chunk that completes the scan is still written whole; the end is cut back below.
+      if (scanner.scan.state === 'found') writing = false;
+      if (out.write(chunk)) callback();
+      else out.once('drain', () => callback());
+    },
+    final(callback) {
+      const scan = scanner.end();
+      finished(out, (error) => {
+        if (error) return callback(error);
+        if (scan.state !== 'found') return callback();
+        staged = 'toc';
+        truncate(file, scan.end).then(() => callback(), callback);
+      });
+      out.end();
+    },
+    destroy(error, callback) {
+      if (!out.destroyed && (error || !out.writableFinished)) out.destroy(error ?? undefined);
+      callback(error);
+    },
+  });
+  out.on('error', (error) => sink.destroy(error));
+  return Object.defineProperty(sink, 'staged', { get: () => staged }) as Writable & { readonly staged: 'toc' | 'all' };
+}

@@ -1,0 +1,122 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import * as path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { fileURLToPath } from 'node:url';
+import { describe, test } from 'node:test';
+import { CustomTocScanner, tocStagingSink } from '../../src/pipeline/custom-toc.js';
+import { useClusterAndWorkFolder } from '../support/integration-setup.js';
+import type { PgCluster } from '../support/pg-cluster.js';
+
+/**
+ * restore --jobs stages only the header and table of contents of a custom
+ * dump for its parallel post-data pg_restore. These tests hold the scanner
+ * that finds the TOC's end against real pg_dump output (of the awkward
+ * fixture: large objects, matviews, comments, triggers, constraints) and
+ * against pg_restore's own reading of the result.
+ */
+
+const FIXTURE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../support/fixtures/awkward.sql');
+
+let cluster: PgCluster;
+let work: string;
+const env = () => ({ ...process.env, PGPASSWORD: cluster.password });
+const conn = (db: string) => ['-h', cluster.host, '-p', String(cluster.port), '-U', cluster.superuser, '-d', db];
+
+useClusterAndWorkFolder('custom-toc', async (c, w) => {
+  cluster = c;
+  work = w;
+  await cluster.query('CREATE DATABASE awkward');
+  const load = spawnSync(path.join(cluster.binDir, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', ...conn('awkward'), '-f', FIXTURE], { env: env(), encoding: 'utf8' });
+  assert.equal(load.status, 0, load.stderr);
+});
+
+/** pg_dump -Fc -Z0 to a pipe, as pgkeep runs it (so the TOC carries no data offsets). */
+async function dump(extra: string[] = []): Promise<Buffer> {
+  const child = spawn(path.join(cluster.binDir, 'pg_dump'), ['--format=custom', '--compress=0', ...extra, ...conn('awkward')], { env: env(), stdio: ['ignore', 'pipe', 'inherit'] });
+  const chunks: Buffer[] = [];
+  for await (const chunk of child.stdout) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+function scan(archive: Buffer, chunkSize: number) {
+  const scanner = new CustomTocScanner();
+  for (let i = 0; i < archive.length; i += chunkSize) scanner.push(archive.subarray(i, i + chunkSize));
+  return scanner.end();
+}
+
+function pgRestoreList(file: string): { status: number | null; stdout: string; stderr: string } {
+  const result = spawnSync(path.join(cluster.binDir, 'pg_restore'), ['--list', file], { encoding: 'utf8' });
+  // The listing's header names the file it read; compare the entries.
+  return { status: result.status, stdout: result.stdout.split('\n').filter((l) => !l.startsWith(';')).join('\n'), stderr: result.stderr };
+}
+
+describe('finding the end of a custom archive\'s table of contents', () => {
+  test('on a real dump, in chunks of any size: the prefix is exactly what pg_restore needs for the TOC', async () => {
+    const archive = await dump();
+    let end: number | undefined;
+    for (const size of [1, 5, 7, 64, 4096, 65536, archive.length]) {
+      const result = scan(archive, size);
+      assert.equal(result.state, 'found', `chunk size ${size}: ${JSON.stringify(result)}`);
+      if (result.state === 'found') end ??= result.end;
+      assert.deepEqual(result, { state: 'found', end }, `chunk size ${size}`);
+    }
+    assert.ok(end! > 100 && end! < archive.length, `TOC end ${end} of ${archive.length}`);
+    const full = path.join(work, 'full.dump');
+    const prefix = path.join(work, 'prefix.dump');
+    const short = path.join(work, 'short.dump');
+    await writeFile(full, archive);
+    await writeFile(prefix, archive.subarray(0, end));
+    await writeFile(short, archive.subarray(0, end! - 1));
+    const expected = pgRestoreList(full);
+    assert.equal(expected.status, 0, expected.stderr);
+    assert.ok(expected.stdout.includes('BLOBS') || expected.stdout.includes('BLOB'), 'the fixture has large objects');
+    assert.deepEqual(pgRestoreList(prefix), expected, 'pg_restore reads the same TOC from the prefix alone');
+    assert.notEqual(pgRestoreList(short).status, 0, 'one byte less and pg_restore cannot read the TOC');
+  });
+
+  test('a dump without data (schema only) ends with its TOC', async () => {
+    const archive = await dump(['--schema-only']);
+    assert.deepEqual(scan(archive, 4096), { state: 'found', end: archive.length });
+  });
+
+  test('tocStagingSink writes just the header and TOC of a dump, and the whole of anything else', async () => {
+    const archive = await dump();
+    const expectedEnd = (scan(archive, 65536) as { end: number }).end;
+    const file = path.join(work, 'staged.dump');
+    const sink = tocStagingSink(file);
+    await pipeline(Readable.from(Array.from({ length: Math.ceil(archive.length / 8192) }, (_, i) => archive.subarray(i * 8192, (i + 1) * 8192))), sink);
+    assert.equal(sink.staged, 'toc');
+    assert.equal((await stat(file)).size, expectedEnd);
+    assert.ok((await readFile(file)).equals(archive.subarray(0, expectedEnd)));
+
+    // Not an archive it knows (here: a plain SQL dump): everything is staged.
+    const other = Buffer.from('-- PostgreSQL database dump\nSELECT 1;\n'.repeat(1000));
+    const otherFile = path.join(work, 'other.dump');
+    const otherSink = tocStagingSink(otherFile);
+    await pipeline(Readable.from([other]), otherSink);
+    assert.equal(otherSink.staged, 'all');
+    assert.ok((await readFile(otherFile)).equals(other));
+  });
+
+  test('damaged archives are not trusted: the scanner gives up rather than guess', async () => {
+    const archive = await dump();
+    const end = (scan(archive, 65536) as { end: number }).end;
+    // cut inside the TOC
+    assert.equal(scan(archive.subarray(0, Math.floor(end / 2)), 4096).state, 'unsupported');
+    // the byte after the TOC is not a data block
+    const badBlock = Buffer.from(archive);
+    badBlock[end] = 0x07;
+    assert.equal(scan(badBlock, 4096).state, 'unsupported');
+    // a data block naming an entry the TOC does not have
+    const badId = Buffer.from(archive);
+    badId.writeUInt32LE(0x7fffff00, end + 2);
+    assert.equal(scan(badId, 4096).state, 'unsupported');
+    // an archive version from the future
+    const future = Buffer.from(archive);
+    future[6] = 99;
+    assert.deepEqual(scan(future, 4096).state, 'unsupported');
+  });
+});
