@@ -12,7 +12,7 @@ import { describeConnection, libpqEnv, serverLabel, withDatabase, type Connectio
 import { createDatabase, dropDatabase, fitIdentifier, renameDatabase } from '../postgres/database-admin.js';
 import { quoteIdent, withClient } from '../postgres/pg-client.js';
 import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
-import { settleAll, startProcess } from '../postgres/run-process.js';
+import { startProcess } from '../postgres/run-process.js';
 import { databaseExists, readServerInfo } from '../postgres/server-info.js';
 import { countRows } from '../postgres/table-selection.js';
 import { timestampPart } from '../repository/backup-id.js';
@@ -219,6 +219,28 @@ async function swapDatabases(admin: ConnectionInfo, target: string, work: string
   });
 }
 
+/**
+ * Waits for a backup streamed into a child (pg_restore, psql) and for the
+ * child. The checks of the stream decide first: damaged content that still
+ * decompresses is only detected by the SHA-256 checks at the end of the
+ * object, often after the child failed on it; then the damage is the cause
+ * to report (CHECKSUM_MISMATCH, which also lets a restore fall back to
+ * another repository), not the child's error. The stream always runs to its
+ * end (the stdin sink drains what an exited child no longer reads).
+ */
+async function feedChild(load: Promise<void>, child: Promise<void>): Promise<void> {
+  // Otherwise (as settleAll does) the failure that happened first is the cause.
+  let first: { error: unknown } | undefined;
+  const noted = (p: Promise<void>) =>
+    p.catch((error: unknown) => {
+      first ??= { error };
+      throw error;
+    });
+  const [loaded] = await Promise.allSettled([noted(load), noted(child)]);
+  if (loaded.status === 'rejected' && isPgkeepError(loaded.reason, 'CHECKSUM_MISMATCH')) throw loaded.reason;
+  if (first) throw first.error;
+}
+
 const RESTORE_ERROR_LINE = /error|ERROR|FATAL|detail|DETAIL|hint|HINT/;
 
 async function loadBackup(
@@ -248,7 +270,7 @@ async function loadBackup(
       stdin: 'pipe',
       stdout: 'ignore',
     });
-    await settleAll([loadStream(repository.storage, key(manifest.objects[0]!.name), manifest.objects[0]!, childStdinSink(run.stdin!), { codec, signal, identities, onRawBytes: progress }), run.done]);
+    await feedChild(loadStream(repository.storage, key(manifest.objects[0]!.name), manifest.objects[0]!, childStdinSink(run.stdin!), { codec, signal, identities, onRawBytes: progress }), run.done);
     return;
   }
 
@@ -259,7 +281,7 @@ async function loadBackup(
     // Stream straight into pg_restore: no temp space needed.
     const object = manifest.objects[0]!;
     const run = startProcess(pgRestore.path, baseArgs, { ...common, stdin: 'pipe', stdout: 'ignore' });
-    await settleAll([loadStream(repository.storage, key(object.name), object, childStdinSink(run.stdin!), { codec, signal, identities, onRawBytes: progress }), run.done]);
+    await feedChild(loadStream(repository.storage, key(object.name), object, childStdinSink(run.stdin!), { codec, signal, identities, onRawBytes: progress }), run.done);
     return;
   }
 
@@ -281,7 +303,7 @@ async function loadBackup(
       const object = manifest.objects[0]!;
       const first = startProcess(pgRestore.path, [...baseArgs, '--section=pre-data', '--section=data'], { ...common, stdin: 'pipe', stdout: 'ignore' });
       const sink = teeSink(childStdinSink(first.stdin!), tocStagingSink(file));
-      await settleAll([loadStream(repository.storage, key(object.name), object, sink, { codec, signal, identities, onRawBytes: progress }), first.done]);
+      await feedChild(loadStream(repository.storage, key(object.name), object, sink, { codec, signal, identities, onRawBytes: progress }), first.done);
       throwIfAborted(signal);
       ctx.progress({ phase: 'pg_restore', bytes: manifest.totals.rawBytes, totalBytes: manifest.totals.rawBytes });
       await startProcess(pgRestore.path, [...baseArgs, '--section=post-data', `--jobs=${jobs}`, file], { ...common, stdout: 'ignore' }).done;

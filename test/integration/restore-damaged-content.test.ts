@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { cp, readdir } from 'node:fs/promises';
+import * as path from 'node:path';
+import { describe, test } from 'node:test';
+import { json, pgkeep } from '../support/cli.js';
+import { useClusterAndWorkFolder } from '../support/integration-setup.js';
+import type { PgCluster } from '../support/pg-cluster.js';
+
+/**
+ * A damaged backup whose zstd stream still decodes: the damage is only found
+ * by the SHA-256 checks at the end of the object, after pg_restore has already
+ * choked on the bad row. The restore must still report the damage
+ * (CHECKSUM_MISMATCH, exit 7; what lets a restore fall back to another
+ * repository), not pg_restore's complaint about it, and leave no database.
+ */
+
+let cluster: PgCluster;
+let work: string;
+let pristine: string;
+let id: string;
+const env = () => ({ DATABASE_URL: cluster.url('app') });
+
+useClusterAndWorkFolder('damaged-content', async (c, w) => {
+  cluster = c;
+  work = w;
+  await cluster.query('CREATE DATABASE app');
+  await cluster.query('CREATE TABLE numbers (n int PRIMARY KEY, label text)', [], 'app');
+  await cluster.query("INSERT INTO numbers SELECT g, 'row ' || g FROM generate_series(1, 20000) g", [], 'app');
+  // dumped after numbers: pg_restore learns of the bad row (at the end of its COPY) well before the stream ends
+  await cluster.query("CREATE TABLE zz_more AS SELECT g AS n, md5(g::text) AS note FROM generate_series(1, 600000) g", [], 'app');
+  pristine = path.join(work, 'pristine');
+  const backup = await pgkeep(['backup', '--repo', pristine, '--json'], { env: env() });
+  assert.equal(backup.code, 0, backup.stderr);
+  id = json(backup).id;
+});
+
+/** A copy of the repository whose dump has one COPY value changed ("12345" → "12x45"), recompressed as valid zstd. */
+async function damagedCopy(name: string): Promise<string> {
+  const repo = path.join(work, name);
+  await cp(pristine, repo, { recursive: true });
+  const folder = path.join(repo, 'sources', 'app', 'backups', id);
+  const object = (await readdir(folder)).find((f) => f.endsWith('.zst'))!;
+  const file = path.join(folder, object);
+  const raw = spawnSync('zstd', ['-q', '-d', '-c', file], { maxBuffer: 1 << 30 }).stdout;
+  const at = raw.indexOf(Buffer.from('12345\trow 12345'));
+  assert.ok(at > 0, 'the row is in the dump');
+  raw[at + 2] = 'x'.charCodeAt(0);
+  const recompressed = spawnSync('zstd', ['-q', '-3', '-c', '-o', file, '-f'], { input: raw });
+  assert.equal(recompressed.status, 0, String(recompressed.stderr));
+  return repo;
+}
+
+async function databases(): Promise<string[]> {
+  return (await cluster.query<{ datname: string }>('SELECT datname FROM pg_database ORDER BY 1')).map((r) => r.datname);
+}
+
+describe('restore of a backup whose content was altered but still decompresses', () => {
+  for (const args of [[], ['--jobs', '2']]) {
+    test(`restore ${args.join(' ') || '(streamed)'}: reported as a damaged backup, and nothing is left behind`, async () => {
+      const repo = await damagedCopy(`damaged-${args.length}`);
+      const before = await databases();
+      const result = await pgkeep(['restore', id, '--repo', repo, '--to', `from_damaged_${args.length}`, ...args], { env: env() });
+      assert.equal(result.code, 7, result.stderr);
+      assert.match(result.stderr, /corrupt/);
+      assert.deepEqual(await databases(), before);
+    });
+  }
+});
