@@ -432,7 +432,7 @@ const STEP_LABELS: Record<StepId, string> = {
   restore: 'pg_restore -j2 (from the -Fc file)',
   restoreAnalyze: 'pg_restore -j2, then ANALYZE',
   restoreAnalyzeCount: 'pg_restore -j2, then ANALYZE and count(*) per table',
-  unzstd: 'zstd -d > file (reference: pgkeep restore\'s staging)',
+  unzstd: 'zstd -d > file (reference: decompression alone)',
   pgkeepRestore: '**pgkeep restore --jobs 2**',
 };
 
