@@ -153,6 +153,7 @@ describe('killing a backup at any moment leaves no visible backup', () => {
     const done = collect(child);
     await waitFor('bytes in the repository', () => tempFiles(repo).some((f) => f.size > 256 * 1024), 30_000, 2);
     child.kill('SIGKILL');
+    const killedAt = Date.now();
     const result = await done;
     assert.equal(result.signal, 'SIGKILL');
 
@@ -167,10 +168,12 @@ describe('killing a backup at any moment leaves no visible backup', () => {
     const next = await pgkeep(['backup', '--repo', repo], { env: env() });
     assert.equal(next.code, 0, next.stderr);
     assert.match(next.stderr, new RegExp(`removed 1 interrupted backup\\(s\\) in .*repo-kill: ${folders[0]}`));
+    // The leftover is gone; the one folder left is the new, complete backup (it may reuse
+    // the freed id when both fall in the same second).
     const remaining = await backupFolders(repo);
     assert.equal(remaining.length, 1);
-    assert.notEqual(remaining[0], folders[0]);
-    assert.ok(existsSync(path.join(repo, 'sources', 'app', 'backups', remaining[0]!, 'manifest.json')));
+    const manifest = JSON.parse(await readFile(path.join(repo, 'sources', 'app', 'backups', remaining[0]!, 'manifest.json'), 'utf8'));
+    assert.ok(Date.parse(manifest.startedAt) >= killedAt, 'the backup left is the one taken after the kill');
     assert.deepEqual(tempFiles(repo), []);
   });
 
