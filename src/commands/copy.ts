@@ -13,7 +13,7 @@ import { openStorage } from '../storage/open-storage.js';
 import { readObject, type Storage } from '../storage/storage.js';
 import { verifyBackup, type VerifyReport } from '../verify/verify-backup.js';
 import type { CommandContext } from './command-context.js';
-import { readIdentities, WRAPPED_IDENTITY } from './repository-keys.js';
+import { isEncrypted, readIdentities, WRAPPED_IDENTITY } from './repository-keys.js';
 
 export interface CopyRequest {
   /** Backup id, or "latest" (per source). */
@@ -82,7 +82,7 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
   const encryption = from.info.encryption;
 
   // Keys for the full verification at the destination, read before anything is copied so a wrong key fails early.
-  const encrypted = manifest.objects.some((o) => o.encryption);
+  const encrypted = isEncrypted(manifest);
   const identities = encrypted && hasKeys(ctx, to) ? await readIdentities(to, ctx.keys) : [];
   const base = { id: manifest.id, source: manifest.source, from: from.location, to: to.location, createdDestination: created, encryption };
 
@@ -263,7 +263,7 @@ async function copyObject(
 }
 
 async function verifyAtDestination(ctx: CommandContext, to: Repository, manifest: Manifest, identities: AgeIdentity[], signal: AbortSignal): Promise<CopyVerification> {
-  const encrypted = manifest.objects.some((o) => o.encryption);
+  const encrypted = isEncrypted(manifest);
   if (!encrypted || identities.length > 0) {
     ctx.info(`verifying the copy at ${to.location}`);
     const report = await verifyBackup(to, manifest, {

@@ -14,7 +14,8 @@ import {
   type AgeRecipient,
 } from '../pipeline/age.js';
 import type { EncryptionInfo, Repository } from '../repository/repository.js';
-import { readObject, type Storage } from '../storage/storage.js';
+import { collectStream, readObject, type Storage } from '../storage/storage.js';
+import type { Manifest } from '../repository/manifest.js';
 
 /**
  * Where a passphrase repository keeps its identity, encrypted with the
@@ -35,7 +36,7 @@ export async function createEncryption(storage: Storage, request: { recipients: 
   if (request.passphrase !== undefined) {
     if (request.passphrase.length < 8) throw new PgkeepError('USAGE', 'the passphrase is too short: use at least 8 characters');
     const keys = generateIdentity();
-    const wrapped = await collect(Readable.from([Buffer.from(formatIdentityFile(keys))]).pipe(encryptStream([{ kind: 'passphrase', passphrase: request.passphrase }])));
+    const wrapped = await collectStream(Readable.from([Buffer.from(formatIdentityFile(keys))]).pipe(encryptStream([{ kind: 'passphrase', passphrase: request.passphrase }])));
     if (!(await storage.putIfAbsent(WRAPPED_IDENTITY, wrapped))) {
       throw new PgkeepError('REPO_EXISTS', `${storage.location} already holds ${WRAPPED_IDENTITY}: choose an empty location`);
     }
@@ -57,6 +58,16 @@ export function writeRecipients(repository: Repository): AgeRecipient[] | null {
   const encryption = repository.info.encryption;
   if (!encryption) return null;
   return encryption.recipients.map((publicKey) => ({ kind: 'x25519', publicKey }));
+}
+
+/** True when any object of the backup is encrypted. */
+export function isEncrypted(manifest: Manifest): boolean {
+  return manifest.objects.some((o) => o.encryption !== null);
+}
+
+/** The identities a backup needs (none for an unencrypted one); fails early when they are missing or wrong. */
+export async function identitiesFor(repository: Repository, manifest: Manifest, keys: KeySettings): Promise<AgeIdentity[]> {
+  return isEncrypted(manifest) ? readIdentities(repository, keys) : [];
 }
 
 /**
@@ -97,7 +108,7 @@ export async function readIdentities(repository: Repository, keys: KeySettings):
 async function unwrapIdentity(storage: Storage, passphrase: string): Promise<AgeIdentity[]> {
   const wrapped = await readObject(storage, WRAPPED_IDENTITY);
   try {
-    const text = await collect(Readable.from([wrapped]).pipe(decryptStream([{ kind: 'passphrase', passphrase }], { what: WRAPPED_IDENTITY })));
+    const text = await collectStream(Readable.from([wrapped]).pipe(decryptStream([{ kind: 'passphrase', passphrase }], { what: WRAPPED_IDENTITY })));
     return parseIdentityFile(text.toString('utf8'), WRAPPED_IDENTITY);
   } catch (error) {
     if (error instanceof PgkeepError && (error.details as { age?: string } | undefined)?.age === 'no-identity') {
@@ -113,10 +124,4 @@ function describeRecipients(encryption: EncryptionInfo): string {
 
 function publicKeyOfIdentity(identity: AgeIdentity): string {
   return identity.kind === 'x25519' ? publicKeyOf(identity.secretKey) : '';
-}
-
-async function collect(stream: Readable | NodeJS.ReadWriteStream): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
-  return Buffer.concat(chunks);
 }

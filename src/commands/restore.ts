@@ -12,7 +12,7 @@ import { describeConnection, libpqEnv, serverLabel, withDatabase, type Connectio
 import { createDatabase, dropDatabase, fitIdentifier, renameDatabase } from '../postgres/database-admin.js';
 import { quoteIdent, withClient } from '../postgres/pg-client.js';
 import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
-import { startProcess } from '../postgres/run-process.js';
+import { settleAll, startProcess } from '../postgres/run-process.js';
 import { databaseExists, readServerInfo } from '../postgres/server-info.js';
 import { countRows } from '../postgres/table-selection.js';
 import { timestampPart } from '../repository/backup-id.js';
@@ -20,7 +20,7 @@ import type { Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { runBackup } from './backup.js';
 import { repositoriesWithBackup } from './open-repository.js';
-import { readIdentities } from './repository-keys.js';
+import { identitiesFor } from './repository-keys.js';
 import type { AgeIdentity } from '../pipeline/age.js';
 import type { CommandContext } from './command-context.js';
 
@@ -77,7 +77,7 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
   // 1. the backup, the target, the tools
   const manifest = await repository.resolveBackup(request.backup, source.name);
   // Keys first: a missing or wrong identity must fail before any database is touched.
-  const identities = manifest.objects.some((o) => o.encryption) ? await readIdentities(repository, ctx.keys) : [];
+  const identities = await identitiesFor(repository, manifest, ctx.keys);
   const target = request.to ?? fitIdentifier(`${manifest.database.name}_restore_`, timestampPart(new Date()).toLowerCase());
   if (target === '' || Buffer.byteLength(target) > 63) {
     throw new PgkeepError('INVALID_NAME', `database name "${target}" is invalid: use 1 to 63 bytes`);
@@ -229,16 +229,13 @@ async function swapDatabases(admin: ConnectionInfo, target: string, work: string
  * end (the stdin sink drains what an exited child no longer reads).
  */
 async function feedChild(load: Promise<void>, child: Promise<void>): Promise<void> {
-  // Otherwise (as settleAll does) the failure that happened first is the cause.
-  let first: { error: unknown } | undefined;
-  const noted = (p: Promise<void>) =>
-    p.catch((error: unknown) => {
-      first ??= { error };
-      throw error;
-    });
-  const [loaded] = await Promise.allSettled([noted(load), noted(child)]);
-  if (loaded.status === 'rejected' && isPgkeepError(loaded.reason, 'CHECKSUM_MISMATCH')) throw loaded.reason;
-  if (first) throw first.error;
+  const loadError = load.then(() => undefined, (error: unknown) => error);
+  try {
+    await settleAll([load, child]);
+  } catch (error) {
+    const damage = await loadError;
+    throw isPgkeepError(damage, 'CHECKSUM_MISMATCH') ? damage : error;
+  }
 }
 
 const RESTORE_ERROR_LINE = /error|ERROR|FATAL|detail|DETAIL|hint|HINT/;

@@ -1,5 +1,5 @@
 import { configuredSources, repositoryUrls, selectedSourceName, toolPaths } from '../config/settings.js';
-import { readIdentities } from './repository-keys.js';
+import { identitiesFor } from './repository-keys.js';
 import { PgkeepError } from '../errors.js';
 import { verifyBackup, type VerifyReport } from '../verify/verify-backup.js';
 import type { CommandContext } from './command-context.js';
@@ -24,7 +24,7 @@ export async function runVerify(ctx: CommandContext, ref: string): Promise<Verif
     repository = await openRepository(settings, { source });
     manifest = await repository.resolveBackup(ref, source);
   }
-  const identities = manifest.objects.some((o) => o.encryption) ? await readIdentities(repository, ctx.keys) : [];
+  const identities = await identitiesFor(repository, manifest, ctx.keys);
   ctx.info(`verifying ${manifest.source}/${manifest.id} in ${repository.location}`);
   const report = await verifyBackup(repository, manifest, {
     identities,

@@ -89,7 +89,11 @@ export function joinKey(...segments: string[]): string {
 
 /** Reads a whole (small) object into memory. */
 export async function readObject(storage: Storage, path: string): Promise<Buffer> {
-  const stream = await storage.get(path);
+  return collectStream(await storage.get(path));
+}
+
+/** Buffers everything a (small) stream yields. */
+export async function collectStream(stream: AsyncIterable<unknown>): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of stream) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);
