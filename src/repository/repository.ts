@@ -6,6 +6,7 @@ import { joinKey, readObject, type Storage } from '../storage/storage.js';
 import { PGKEEP_VERSION } from '../version.js';
 import { isBackupId, validateBackupId } from './backup-id.js';
 import { ManifestSchema, MANIFEST_FORMAT, type Manifest } from './manifest.js';
+import { VerificationSchema, verificationFileName, type Verification, type VerificationInput } from './verification.js';
 
 export const REPO_FORMAT = 1;
 const INFO_FILE = 'pgkeep.json';
@@ -226,6 +227,37 @@ export class Repository {
       removed.push(folder.id);
     }
     return removed;
+  }
+
+  /** Stores the evidence of one verification of a backup (never replaces an earlier one). */
+  async writeVerification(input: VerificationInput): Promise<Verification> {
+    const verification = VerificationSchema.parse(input);
+    const key = joinKey(this.verificationFolder(verification.source, verification.backupId), verificationFileName(new Date(verification.startedAt)));
+    await this.storage.put(key, Readable.from([Buffer.from(`${JSON.stringify(verification, null, 2)}\n`)]));
+    return verification;
+  }
+
+  /** Every verification of a backup, oldest first; unreadable records are skipped. */
+  async listVerifications(source: string, id: string): Promise<Verification[]> {
+    const records: Verification[] = [];
+    for await (const entry of this.storage.list(this.verificationFolder(source, id))) {
+      if (entry.kind !== 'object' || !entry.path.endsWith('.json')) continue;
+      try {
+        records.push(VerificationSchema.parse(JSON.parse((await readObject(this.storage, entry.path)).toString('utf8'))));
+      } catch {
+        // a record from a newer pgkeep or a damaged one says nothing we can trust
+      }
+    }
+    return records.sort((a, b) => (a.startedAt < b.startedAt ? -1 : a.startedAt > b.startedAt ? 1 : 0));
+  }
+
+  /** The newest verification of a backup (of `kind`, when given). */
+  async lastVerification(source: string, id: string, kind?: Verification['kind']): Promise<Verification | undefined> {
+    return (await this.listVerifications(source, id)).filter((v) => kind === undefined || v.kind === kind).at(-1);
+  }
+
+  verificationFolder(source: string, id: string): string {
+    return joinKey('sources', source, 'verifications', validateBackupId(id));
   }
 
   /** Removes a backup: manifest first, so a half-deleted backup is never listed as complete. */
