@@ -10,11 +10,12 @@ import { openRepositories, openRepository } from '../commands/open-repository.js
 import { runRestore, runRestoreFromRepositories } from '../commands/restore.js';
 import { runShow } from '../commands/show.js';
 import { runVerify } from '../commands/verify.js';
+import { runVerifyCopies, verifiesSeveralCopies, type CopiesReport } from '../commands/verify-copies.js';
 import type { VerifyReport } from '../verify/verify-backup.js';
 import { keySettings, loadSettings, readSecretFile, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { PGKEEP_VERSION } from '../version.js';
-import { printBackupDone, printCopyDone, printList, printRestoreDone, printShow, printVerify } from './print.js';
+import { printBackupDone, printCopyDone, printList, printRestoreDone, printShow, printVerify, printVerifyCopies } from './print.js';
 import { ProgressBar } from './progress-bar.js';
 import { confirmOnTerminal } from './prompt.js';
 
@@ -195,14 +196,23 @@ export async function main(argv: string[]): Promise<number> {
     .action(async (ref: string, options: OutputOptions, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
+      // A source with several repositories: every copy is verified (--repo picks one).
+      const several = verifiesSeveralCopies(settings);
       try {
-        const report = await runVerify(context(settings, options), ref);
-        bar.clear();
-        printVerify(report, json);
+        if (several) {
+          const result = await runVerifyCopies(context(settings, options), ref);
+          bar.clear();
+          printVerifyCopies(result, json);
+        } else {
+          const report = await runVerify(context(settings, options), ref);
+          bar.clear();
+          printVerify(report, json);
+        }
       } catch (error) {
         bar.clear();
-        const report = (error as PgkeepError).details?.report;
-        if (report) printVerify(report as VerifyReport, json);
+        const details = (error as PgkeepError).details;
+        if (details?.copies) printVerifyCopies(details.copies as CopiesReport, json);
+        else if (details?.report) printVerify(details.report as VerifyReport, json);
         throw error;
       }
     });

@@ -2,6 +2,7 @@ import type { CopyResult } from '../commands/copy.js';
 import type { ListRepositories } from '../commands/list.js';
 import type { RestoreResult } from '../commands/restore.js';
 import type { Manifest } from '../repository/manifest.js';
+import type { CopiesReport } from '../commands/verify-copies.js';
 import type { VerifyReport } from '../verify/verify-backup.js';
 import { formatAge, formatBytes, formatCount, formatDuration, formatTable } from './format.js';
 
@@ -122,6 +123,18 @@ export function printVerify(report: VerifyReport, json: boolean): void {
   out(`tables: ${report.tables.found} of ${report.tables.expected} in the dump's table of contents`);
   if (report.ok) out(`backup ${report.id} is intact (${formatDuration(report.durationMs)})`);
   else for (const problem of report.problems) out(`problem: ${problem}`);
+}
+
+/** Verification of every copy of a backup (a source with several repositories). */
+export function printVerifyCopies(result: CopiesReport, json: boolean): void {
+  if (json) return printJson(result);
+  for (const copy of result.copies) {
+    out(`${copy.repository}:`);
+    if (copy.report) printVerify(copy.report, false);
+    else out(`FAILED  ${copy.error?.message ?? 'not verified'}`);
+  }
+  for (const url of result.missingFrom) out(`${url}: does not hold backup ${result.id}`);
+  if (result.ok) out(`backup ${result.id} is intact in ${result.copies.length} ${result.copies.length === 1 ? 'repository' : 'repositories'}`);
 }
 
 export function printRestoreDone(result: RestoreResult, json: boolean): void {
