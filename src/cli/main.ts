@@ -11,15 +11,16 @@ import { runPrune, type PruneResult } from '../commands/prune.js';
 import { openRepositories, openRepository } from '../commands/open-repository.js';
 import { runRestore, runRestoreFromRepositories } from '../commands/restore.js';
 import { runShow } from '../commands/show.js';
+import { runStatus } from '../commands/status.js';
 import { runVerify } from '../commands/verify.js';
 import type { VerifyReport } from '../verify/verify-backup.js';
 import { keySettings, loadSettings, readSecretFile, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
-import { PgkeepError, toPgkeepError } from '../errors.js';
+import { ERROR_CODES, PgkeepError, toPgkeepError } from '../errors.js';
 import type { RetentionFlags } from '../config/retention-settings.js';
 import { validateTimeZone } from '../retention/calendar.js';
 import { parseDuration } from '../retention/duration.js';
 import { PGKEEP_VERSION } from '../version.js';
-import { printBackupDone, printCopyDone, printList, printPin, printPrune, printRestoreDone, printShow, printVerify } from './print.js';
+import { printBackupDone, printCopyDone, printList, printPin, printPrune, printRestoreDone, printShow, printStatus, printVerify } from './print.js';
 import { ProgressBar } from './progress-bar.js';
 import { confirmOnTerminal } from './prompt.js';
 
@@ -69,6 +70,8 @@ export async function main(argv: string[]): Promise<number> {
 
   const bar = new ProgressBar();
   let json = false;
+  // set by a command that succeeded but must still exit non-zero (status --check found problems)
+  let exitCode = 0;
 
   const context = (settings: Settings, output: OutputOptions): CommandContext => {
     const quiet = Boolean(output.json || output.quiet);
@@ -323,9 +326,20 @@ export async function main(argv: string[]): Promise<number> {
       printPin(await runUnpin(context(settings, options), ref), json);
     });
 
+  withOutput(program.command('status'))
+    .description('per source: last backup, last failure, verification, restore test, repositories, PITR, and a health verdict')
+    .option('--check', `exit ${ERROR_CODES.UNHEALTHY.exit} with one line per problem (for cron, Nagios, Kubernetes probes)`)
+    .action(async (options: OutputOptions & { check?: boolean }, command: Command) => {
+      json = Boolean(options.json);
+      const settings = settingsOf(command);
+      const result = await runStatus(context(settings, options));
+      if (!(options.quiet && options.check)) printStatus(result, json, Boolean(options.check));
+      if (options.check && !result.healthy) exitCode = ERROR_CODES.UNHEALTHY.exit;
+    });
+
   try {
     await program.parseAsync(argv, { from: 'user' });
-    return 0;
+    return exitCode;
   } catch (error) {
     bar.clear();
     if (error instanceof CommanderError) {

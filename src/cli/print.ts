@@ -2,6 +2,7 @@ import type { CopyResult } from '../commands/copy.js';
 import type { ListRepositories } from '../commands/list.js';
 import type { PinResult } from '../commands/pin.js';
 import type { PruneResult } from '../commands/prune.js';
+import type { StatusResult } from '../commands/status.js';
 import type { RestoreResult } from '../commands/restore.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { Pin } from '../repository/pins.js';
@@ -206,4 +207,34 @@ export function printPin(result: PinResult, json: boolean): void {
   if (result.pinned) out(`pinned ${result.source}/${result.id} in ${result.repositories.join(', ')}: prune will never delete it (pgkeep unpin ${result.id} to undo)`);
   else if (result.changed) out(`unpinned ${result.source}/${result.id} in ${result.repositories.join(', ')}: the retention policy applies to it again`);
   else out(`${result.source}/${result.id} was not pinned (nothing changed)`);
+}
+
+/** `status`: one block per source; `status --check`: one line per problem (or one line saying all is well). */
+export function printStatus(result: StatusResult, json: boolean, check: boolean): void {
+  if (json) return printJson(result);
+  if (check) {
+    const findings = result.sources.flatMap((s) => s.findings);
+    if (findings.length === 0) out(`OK: ${result.sources.map((s) => s.source).join(', ') || 'nothing to check'} healthy`);
+    for (const f of findings) out(`${f.source}: ${f.message}`);
+    return;
+  }
+  for (const [i, s] of result.sources.entries()) {
+    if (i > 0) out('');
+    out(`${s.source}: ${s.healthy ? 'healthy' : `${s.findings.length} problem(s)`}`);
+    const b = s.lastBackup;
+    const verification = (v: StatusResult['sources'][number]['lastVerification']) =>
+      v ? `${v.ok ? 'ok' : 'FAILED'} ${formatAge(new Date(v.finishedAt))} (${v.backupId}${v.problem ? `: ${v.problem}` : ''})` : 'none';
+    const lines: [string, string][] = [
+      ['last backup', b ? `${b.id} (${b.kind}), finished ${formatAge(new Date(b.finishedAt))}, ${formatBytes(b.storedBytes)} stored, took ${formatDuration(b.durationMs)}` : 'none'],
+      ['last failure', s.lastFailure ? `${formatAge(new Date(s.lastFailure.failedAt))}: ${s.lastFailure.message}` : 'none'],
+      ['last verified', s.lastVerification ? `${s.lastVerification.kind} ${verification(s.lastVerification)}` : 'never'],
+      ['restore test', verification(s.lastRestoreTest)],
+      ...s.repositories.map((r): [string, string] => ['repository', `${r.location}: ${r.error ? `unreadable (${r.error})` : `${r.backups} backup(s), ${formatBytes(r.storedBytes)}`}`]),
+      ['pitr', s.pitr.archiving ? `archiving, last WAL ${formatAge(new Date(s.pitr.lastArchivedAt!))}${s.pitr.window ? `, window ${s.pitr.window.from} → ${s.pitr.window.to}` : ''}` : 'not archiving'],
+      ...s.findings.map((f): [string, string] => ['problem', f.message]),
+    ];
+    const width = Math.max(...lines.map(([k]) => k.length));
+    for (const [key, value] of lines) out(`  ${key.padEnd(width)}  ${value}`);
+  }
+  if (result.sources.length === 0) out('no sources');
 }

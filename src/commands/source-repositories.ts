@@ -11,7 +11,8 @@ export interface SourceRepositories {
 /**
  * The sources a repository-wide command (prune, status) works on: --source;
  * else every source of the config; else (no config) every source found in
- * the repository. Each with every one of its repositories.
+ * the repository (in an empty one, the source a backup would create). Each
+ * with every one of its repositories.
  */
 export async function sourcesWithRepositories(settings: Settings): Promise<SourceRepositories[]> {
   const configured = configuredSources(settings);
@@ -24,6 +25,8 @@ export async function sourcesWithRepositories(settings: Settings): Promise<Sourc
   }
   const [opened] = await openRepositoriesSettled(settings);
   if (!opened?.repository) throw opened?.error ?? new Error(`cannot open ${repositoryUrls(settings)[0]}`);
-  const names = (await opened.repository.listSources()).sort();
+  const found = (await opened.repository.listSources()).sort();
+  // an empty repository: the source a backup would create (named after the database), so status can say it has no backup
+  const names = found.length > 0 ? found : [selectedSourceName(settings)!];
   return names.map((source) => ({ source, repositories: [opened] }));
 }
