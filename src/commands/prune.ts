@@ -1,9 +1,8 @@
 import { describePolicy, resolveRetention, type RetentionFlags } from '../config/retention-settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { isPinned } from '../repository/pins.js';
-import type { Repository } from '../repository/repository.js';
 import { acquireSourceLock, type SourceLock } from '../repository/source-lock.js';
-import { readSourceCatalog } from '../repository/source-catalog.js';
+import { readSourceCatalog, removeBackupWithRecords, removeOrphanVerifications } from '../repository/source-catalog.js';
 import { planPrune, type PlannedBackup, type PlannedLeftover } from '../retention/plan-prune.js';
 import { hasRetentionRules } from '../retention/retention-policy.js';
 import type { CommandContext } from './command-context.js';
@@ -49,7 +48,8 @@ export interface PruneResult {
  *  3. read the catalog and plan (pure: src/retention/plan-prune.ts)
  *  4. unless --dry-run, oldest first: re-check the pin, remove the manifest,
  *     then the objects, then the backup's verification records; then
- *     leftovers older than an hour and old failure records; release the lock
+ *     leftovers older than an hour, verification records of backups that
+ *     are gone, and failure records older than 30 days; release the lock
  *
  * Returns the reports; when a repository failed, throws its error with the
  * reports in `details.result`, after doing everything else.
@@ -121,7 +121,7 @@ export async function runPrune(ctx: CommandContext, request: PruneRequest): Prom
             Object.assign(entry, { action: 'keep', keep: true, pinned: true, reasons: ['pinned (while prune ran)'] });
             continue;
           }
-          await deleteBackup(repository, source, entry.id);
+          await removeBackupWithRecords(repository, source, entry.id);
           entry.done = true;
           ctx.info(`deleted ${source}/${entry.id} from ${repository.location}`);
         }
@@ -130,6 +130,8 @@ export async function runPrune(ctx: CommandContext, request: PruneRequest): Prom
           await repository.storage.removeFolder(repository.backupFolder(source, entry.id));
           entry.done = true;
         }
+        // verification records of backups that no longer exist (a prune killed between the two removals)
+        await removeOrphanVerifications(repository, source);
         for (const key of plan.failureRecords) {
           await repository.storage.remove(key);
           report.failureRecordsRemoved++;
@@ -149,10 +151,4 @@ export async function runPrune(ctx: CommandContext, request: PruneRequest): Prom
     throw new PgkeepError(first.code, first.message, { cause: first, details: { ...first.details, result } });
   }
   return result;
-}
-
-/** Manifest first (the backup stops existing), then its objects, then its verification records. */
-async function deleteBackup(repository: Repository, source: string, id: string): Promise<void> {
-  await repository.removeBackup(source, id);
-  await repository.storage.removeFolder(repository.verificationFolder(source, id));
 }

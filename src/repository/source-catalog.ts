@@ -1,5 +1,6 @@
 import { PgkeepError } from '../errors.js';
-import { backupIdTime } from './backup-id.js';
+import { joinKey } from '../storage/storage.js';
+import { backupIdTime, isBackupId } from './backup-id.js';
 import { listBackupFailures, type BackupFailure } from './backup-failures.js';
 import type { Manifest } from './manifest.js';
 import { listPins, type Pin } from './pins.js';
@@ -38,4 +39,23 @@ export async function readSourceCatalog(repository: Repository, source: string):
   }
   catalog.backups.sort((a, b) => (a.startedAt < b.startedAt ? -1 : a.startedAt > b.startedAt ? 1 : a.id < b.id ? -1 : 1));
   return catalog;
+}
+
+/** Removes a backup (manifest first, then its objects), then its verification records. */
+export async function removeBackupWithRecords(repository: Repository, source: string, id: string): Promise<void> {
+  await repository.removeBackup(source, id);
+  await repository.storage.removeFolder(repository.verificationFolder(source, id));
+}
+
+/** Removes verification records of backups that no longer exist; returns their ids. */
+export async function removeOrphanVerifications(repository: Repository, source: string): Promise<string[]> {
+  const present = new Set((await repository.listBackupFolders(source)).map((f) => f.id));
+  const removed: string[] = [];
+  for await (const entry of repository.storage.list(joinKey('sources', source, 'verifications'))) {
+    const id = entry.path.split('/').pop()!;
+    if (entry.kind !== 'folder' || !isBackupId(id) || present.has(id)) continue;
+    await repository.storage.removeFolder(entry.path);
+    removed.push(id);
+  }
+  return removed;
 }

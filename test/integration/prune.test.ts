@@ -145,6 +145,9 @@ describe('pgkeep prune', () => {
         await repository.writeVerification({ format: 1, backupId: id, source: 'app', kind: 'integrity', ok: true, startedAt: new Date().toISOString(), finishedAt: new Date().toISOString(), durationMs: 5, repository: url, pgkeepVersion: 'test', problems: [] });
       }
     }
+    // records of a backup that is already gone (a prune killed between removing it and its records)
+    const gone = timestampPart(new Date(Date.now() - 100 * DAY));
+    await (await openRepo(local)).writeVerification({ format: 1, backupId: gone, source: 'app', kind: 'integrity', ok: true, startedAt: new Date().toISOString(), finishedAt: new Date().toISOString(), durationMs: 5, repository: local, pgkeepVersion: 'test', problems: [] });
     // leftovers in the local repository: one interrupted 3 hours ago, one "running" (written a minute ago)
     const oldLeftover = timestampPart(new Date(Date.now() - 3 * 3_600_000));
     const youngLeftover = timestampPart(new Date(Date.now() - 5 * 60_000));
@@ -201,6 +204,7 @@ describe('pgkeep prune', () => {
       assert.deepEqual(remaining, expected.sort(), `${url}: only kept backups (and the young leftover) remain`);
       assert.equal((await repository.listVerifications('app', h.ids.d40)).length, 0, 'verification records of a deleted backup go with it');
       assert.equal((await repository.listVerifications('app', h.ids.d1)).length, 1, 'those of kept backups stay');
+      assert.equal((await repository.listVerifications('app', gone)).length, 0, 'orphaned records go too');
     }
     assert.ok(!existsSync(path.join(local, 'sources', 'app', 'backups', h.ids.d40)), 'no folder left of a deleted backup');
     assert.ok(!existsSync(path.join(local, 'sources', 'app', 'locks', 'source.lock')), 'the lock was released');
@@ -337,7 +341,10 @@ describe('pgkeep prune', () => {
 
     const prune = await pgkeep(['prune'], { cwd, env });
     assert.equal(prune.code, 5, prune.stderr);
-    assert.equal(prune.stderr.trim(), 'pgkeep: source app is locked by "pgkeep backup" (pid 4242 on backup-host-2, since 2026-11-21T02:00:00.000Z): wait for it to finish');
+    assert.equal(
+      prune.stderr.trim(),
+      `pgkeep: source app is locked by "pgkeep backup" (pid 4242 on backup-host-2, since 2026-11-21T02:00:00.000Z): wait for it to finish, or if it is no longer running there, remove ${remote}/sources/app/locks/source.lock`,
+    );
     assert.equal((await repository.listBackups('app')).length, 2);
     await repository.storage.remove('sources/app/locks/source.lock');
     const after = await pgkeep(['prune'], { cwd, env });
