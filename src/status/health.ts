@@ -147,8 +147,11 @@ async function readRepositoryFacts(repository: Repository, source: string): Prom
 
 /** The options that make two logical backups comparable in size (same selection, same format). */
 function shape(m: Manifest): string {
+  const kind: string = m.kind;
+  // physical backups (no options) are compared with physical ones
+  if (!('options' in m)) return kind;
   const o = m.options;
-  return JSON.stringify([m.kind, o.format, o.schemaOnly, o.dataOnly, o.tables, o.excludeTables, o.schemas, o.excludeSchemas]);
+  return JSON.stringify([kind, o.format, o.schemaOnly, o.dataOnly, o.tables, o.excludeTables, o.schemas, o.excludeSchemas]);
 }
 
 // Findings are sentences for people (and alert texts later): the same units as the CLI's tables.

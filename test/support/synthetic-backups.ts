@@ -16,13 +16,13 @@ export async function cloneBackupAt(repository: Repository, original: Manifest, 
     const bytes = await readObject(repository.storage, repository.objectKey(original.source, original.id, object.name));
     await repository.storage.put(repository.objectKey(original.source, id, object.name), Readable.from([bytes]));
   }
-  const manifest: Manifest = {
+  const manifest = {
     ...original,
     id,
     startedAt: at.toISOString(),
     finishedAt: new Date(at.getTime() + original.durationMs).toISOString(),
     ...changes,
-  };
+  } as Manifest;
   await repository.writeManifest(manifest);
   return manifest;
 }
