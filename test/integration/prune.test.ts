@@ -278,6 +278,32 @@ describe('pgkeep prune', () => {
     assert.deepEqual((await repository.listBackups('app')).map((m) => m.id), [real.id]);
   });
 
+  test('zero-config, as the old scripts ran it: DATABASE_URL, BACKUP_DIR and BACKUP_RETENTION_DAYS', async () => {
+    const cwd = await mkdtemp(path.join(work, 'zero-'));
+    const repo = path.join(cwd, 'backups');
+    const env = { DATABASE_URL: cluster.url('app'), BACKUP_DIR: repo, BACKUP_RETENTION_DAYS: '7' };
+    const first = await pgkeep(['backup', '--json'], { cwd, env });
+    assert.equal(first.code, 0, first.stderr);
+    const repository = await openRepo(repo);
+    const old = await cloneBackupAt(repository, await repository.readManifest('app', json(first).id), daysAgoAtNoon(8));
+    const status = await pgkeep(['status', '--check'], { cwd, env });
+    assert.deepEqual([status.code, status.stdout.trim()], [0, 'OK: app healthy']);
+    const pruned = await pgkeep(['prune'], { cwd, env });
+    assert.equal(pruned.code, 0, pruned.stderr);
+    assert.ok(pruned.stdout.startsWith(`app in ${repo}: max-age 7d, time zone `), pruned.stdout);
+    assert.deepEqual(planLines(pruned.stdout).map(([action, id, , , why]) => [action, id, why]), [
+      ['keep', json(first).id, 'newest successful backup, within max-age 7d'],
+      ['delete', old.id, 'older than max-age 7d'],
+    ]);
+    assert.deepEqual((await repository.listBackups('app')).map((m) => m.id), [json(first).id]);
+    const missing = await pgkeep(['pin', '20200101T000000Z'], { cwd, env });
+    assert.equal(missing.code, 6);
+    assert.match(missing.stderr, /^pgkeep: no backup 20200101T000000Z/);
+    const notPinned = await pgkeep(['unpin', 'latest'], { cwd, env });
+    assert.equal(notPinned.code, 0, notPinned.stderr);
+    assert.equal(notPinned.stdout.trim(), `app/${json(first).id} was not pinned (nothing changed)`);
+  });
+
   test('a backup running in another process holds the lock: prune exits LOCK_HELD naming it, and deletes nothing', async () => {
     const repo = path.join(work, 'repo-locked');
     const cwd = await configWith([repo], ['keepLast: 1']);
