@@ -3,7 +3,7 @@ import { PgkeepError, toPgkeepError } from '../errors.js';
 import { isPinned } from '../repository/pins.js';
 import { acquireSourceLock, type SourceLock } from '../repository/source-lock.js';
 import { readSourceCatalog, removeBackupWithRecords, removeOrphanVerifications } from '../repository/source-catalog.js';
-import { planPrune, type PlannedBackup, type PlannedLeftover } from '../retention/plan-prune.js';
+import { pitrWindowRetention, planPrune, type PlannedBackup, type PlannedLeftover } from '../retention/plan-prune.js';
 import { hasRetentionRules } from '../retention/retention-policy.js';
 import type { CommandContext } from './command-context.js';
 import { sourcesWithRepositories } from './source-repositories.js';
@@ -76,7 +76,7 @@ export async function runPrune(ctx: CommandContext, request: PruneRequest): Prom
       const report: PruneReport = {
         source,
         repository: opened.repository?.location ?? opened.url,
-        policy: { logical: describePolicy(policies.logical), physical: describePolicy(policies.physical) },
+        policy: { logical: describePolicy(policies.logical), physical: describePolicy(policies.physical) + (policies.pitrWindow ? `, pitr-window ${policies.pitrWindow.text}` : '') },
         backups: [],
         unreadable: [],
         leftovers: [],
@@ -107,6 +107,7 @@ export async function runPrune(ctx: CommandContext, request: PruneRequest): Prom
           },
           policies,
           now,
+          pitrWindowRetention(policies.pitrWindow),
         );
         report.backups = plan.backups.map(({ time, ...b }) => ({ ...b, startedAt: time.toISOString(), action: b.keep ? 'keep' : 'delete', done: false }));
         report.unreadable = catalog.unreadable.map((u) => ({ id: u.id, reason: `kept: ${u.error.message}` }));

@@ -42,6 +42,8 @@ export const RetentionRulesSchema = z
     maxAge: DurationText.optional(),
     /** label (or backup name) → how long such backups are kept after they were taken, or "forever". */
     keepLabels: z.record(z.string().regex(NAME_PATTERN, 'labels use letters, digits, ".", "_" and "-"'), z.union([z.literal('forever'), DurationText])).optional(),
+    /** Physical backups: keep what point-in-time recovery to any moment of this window needs. */
+    pitrWindow: DurationText.optional(),
     /** IANA time zone of the calendar rules (default: this machine's). */
     timeZone: z.string().min(1).optional(),
   })

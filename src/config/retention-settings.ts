@@ -12,6 +12,8 @@ export type RetentionFlags = Partial<RetentionRulesConfig>;
 export interface RetentionPolicies {
   logical: RetentionPolicy;
   physical: RetentionPolicy;
+  /** Physical backups only: the point-in-time recovery window to keep recoverable. */
+  pitrWindow: Duration | undefined;
 }
 
 /**
@@ -35,7 +37,8 @@ export function resolveRetention(settings: Settings, sourceName: string | undefi
   const logical: RetentionFlags = { ...defined(topRules), ...defined(ownRules), ...env, ...defined(flags) };
   const physical: RetentionFlags = { ...logical, ...defined(topPhysical), ...defined(ownPhysical), ...env, ...defined(flags) };
   const where = sourceName && settings.config.sources?.[sourceName]?.retention ? `sources.${sourceName}.retention` : 'retention';
-  return { logical: toPolicy(logical, where), physical: toPolicy(physical, `${where}.physical`) };
+  const pitrWindow = physical.pitrWindow === undefined ? undefined : parseDuration(physical.pitrWindow, `${where}.physical.pitrWindow`);
+  return { logical: toPolicy(logical, where), physical: toPolicy(physical, `${where}.physical`), pitrWindow };
 }
 
 function toPolicy(rules: RetentionFlags, where: string): RetentionPolicy {

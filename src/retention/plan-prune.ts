@@ -43,6 +43,25 @@ export const NO_PITR: PitrRetention = {
   wal: () => ({ remove: [], summary: undefined }),
 };
 
+/**
+ * PITR retention by a window (retention.physical.pitrWindow): recovering to
+ * any moment of the last `window` needs the newest physical backup taken at or
+ * before its start, so that one is kept ("needed by PITR window 7d") even when
+ * the policy would delete it. WAL is not removed yet (its planner is NO_PITR's):
+ * keeping all WAL never breaks a recovery.
+ */
+export function pitrWindowRetention(window: { ms: number; text: string } | undefined): PitrRetention {
+  if (!window || window.ms <= 0) return NO_PITR;
+  return {
+    keep: (backups, now) => {
+      const start = now.getTime() - window.ms;
+      const base = backups.find((b) => b.time.getTime() <= start);
+      return new Map(base ? [[base.id, `needed by PITR window ${window.text}`]] : []);
+    },
+    wal: NO_PITR.wal,
+  };
+}
+
 export interface PlannedBackup extends PruneBackup {
   readonly keep: boolean;
   readonly reasons: readonly string[];

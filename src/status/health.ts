@@ -70,7 +70,7 @@ export interface PitrStatus {
   lastArchivedAt: string | undefined;
   /** now - lastArchivedAt. */
   archiveLagMs: number | undefined;
-  /** Oldest and newest recoverable points; null until physical backups are understood here. */
+  /** Oldest and newest recoverable points (oldest physical backup's consistency point → newest WAL); null without both. */
   window: { from: string; to: string } | null;
 }
 
@@ -259,6 +259,17 @@ export function assessHealth(source: string, facts: readonly RepositoryFacts[], 
     archiveLagMs: lastWal === undefined ? undefined : Math.max(0, now.getTime() - lastWal),
     window: null,
   };
+  // The window: from the moment the oldest physical backup became consistent to the newest archived WAL.
+  // Read loosely: physical manifests (issue 5) record `physical.stopTime`; until they exist there is no window.
+  const physical = all.map((b) => b.manifest).filter((m) => (m.kind as string) === 'physical');
+  if (lastWal !== undefined && physical.length > 0) {
+    const consistentAt = (m: Manifest) => {
+      const stop = Date.parse((m as unknown as { physical?: { stopTime?: string } }).physical?.stopTime ?? '');
+      return Number.isNaN(stop) ? m.finishedAt : new Date(stop).toISOString();
+    };
+    const from = physical.map(consistentAt).sort()[0]!;
+    if (from <= pitr.lastArchivedAt!) pitr.window = { from, to: pitr.lastArchivedAt! };
+  }
   if (pitr.archiveLagMs !== undefined && thresholds.archiveLagMax && pitr.archiveLagMs > thresholds.archiveLagMax.ms) {
     add('ARCHIVE_LAG', `WAL archiving is behind: the last segment was archived ${ago(pitr.archiveLagMs)}, more than ${thresholds.archiveLagMax.text}: check archive_command and pg_stat_archiver`);
   }

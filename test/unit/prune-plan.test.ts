@@ -5,7 +5,7 @@ import { parseSize, resolveHealthThresholds } from '../../src/config/health-sett
 import { describePolicy, resolveRetention } from '../../src/config/retention-settings.js';
 import type { Settings } from '../../src/config/settings.js';
 import { PgkeepError } from '../../src/errors.js';
-import { FAILURE_RECORD_MAX_AGE_MS, LEFTOVER_MIN_AGE_MS, planPrune, type PitrRetention, type PruneBackup } from '../../src/retention/plan-prune.js';
+import { FAILURE_RECORD_MAX_AGE_MS, LEFTOVER_MIN_AGE_MS, NO_PITR, pitrWindowRetention, planPrune, type PitrRetention, type PruneBackup } from '../../src/retention/plan-prune.js';
 import type { RetentionPolicy } from '../../src/retention/retention-policy.js';
 
 const now = new Date('2026-11-21T12:00:00Z');
@@ -150,5 +150,26 @@ describe('retention settings', () => {
     assert.equal(parseSize('2 GiB', 'x'), 2 * 1024 ** 3);
     assert.equal(parseSize(1234, 'x'), 1234);
     assert.throws(() => parseSize('ten', 'health.minSize'), /health\.minSize: "ten" is not a size/);
+  });
+});
+
+describe('pitrWindowRetention', () => {
+  it('keeps the newest physical backup at or before the start of the window', () => {
+    const backups = [b('P1', 'physical', 1), b('P5', 'physical', 5), b('P8', 'physical', 8), b('P12', 'physical', 12), b('L8', 'logical', 8)];
+    const plan = planPrune({ backups, leftovers: [], failureRecords: [] }, { logical: keepLast(1) }, now, pitrWindowRetention({ ms: 7 * DAY, text: '7d' }));
+    assert.deepEqual(plan.backups.filter((p) => p.keep).map((p) => [p.id, p.reasons.join(', ')]), [
+      ['P1', 'newest successful backup, last 1'],
+      ['P8', 'needed by PITR window 7d'],
+      ['L8', 'newest successful backup, last 1'],
+    ]);
+    // no backup old enough: nothing extra; no window: the NO_PITR seam
+    const young = planPrune({ backups: backups.slice(0, 2), leftovers: [], failureRecords: [] }, { logical: keepLast(1) }, now, pitrWindowRetention({ ms: 7 * DAY, text: '7d' }));
+    assert.deepEqual(young.backups.filter((p) => p.keep).map((p) => p.id), ['P1']);
+    assert.equal(pitrWindowRetention(undefined), NO_PITR);
+  });
+
+  it('is configured as retention.physical.pitrWindow', () => {
+    const settings = settingsFrom('retention:\n  keepLast: 3\n  physical:\n    pitrWindow: 7d\n');
+    assert.equal(resolveRetention(settings, undefined).pitrWindow?.ms, 7 * DAY);
   });
 });
