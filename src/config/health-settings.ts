@@ -1,7 +1,7 @@
 import { PgkeepError } from '../errors.js';
 import { parseDuration } from '../retention/duration.js';
 import type { HealthThresholds } from '../status/health.js';
-import type { HealthConfig } from './config-schema.js';
+import type { HealthConfig } from './retention-schema.js';
 import type { Settings } from './settings.js';
 
 /** The defaults of the issue: a backup at least every 26h, alarm on a 50% drop in size. */

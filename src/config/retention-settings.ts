@@ -2,8 +2,8 @@ import { PgkeepError } from '../errors.js';
 import { validateTimeZone } from '../retention/calendar.js';
 import { parseDuration, type Duration } from '../retention/duration.js';
 import type { RetentionPolicy } from '../retention/retention-policy.js';
-import type { RetentionRulesConfig } from './config-schema.js';
-import type { Settings } from './settings.js';
+import type { RetentionRulesConfig } from './retention-schema.js';
+import { validateName, type Settings } from './settings.js';
 
 /** Retention rules given on the command line (prune's --keep-* flags); the same keys as the config. */
 export type RetentionFlags = Partial<RetentionRulesConfig>;
@@ -48,6 +48,7 @@ function toPolicy(rules: RetentionFlags, where: string): RetentionPolicy {
   };
   const keepLabels: Record<string, Duration | 'forever'> = {};
   for (const [label, period] of Object.entries(rules.keepLabels ?? {})) {
+    validateName(label, `${where}.keepLabels label`);
     keepLabels[label] = period === 'forever' ? 'forever' : parseDuration(period, `${where}.keepLabels.${label}`);
   }
   return {
