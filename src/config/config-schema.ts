@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { HealthSchema, RetentionSchema } from './retention-schema.js';
 
 /** Names of sources and backups: they become path segments in the repository. */
 export const NAME_PATTERN = /^[A-Za-z0-9._-]{1,100}$/;
@@ -86,6 +87,8 @@ export const SourceSchema = z
     /** Several repositories; wins over `repo` when both are given. */
     repos: RepoListSchema.optional(),
     backup: BackupOptionsSchema.optional(),
+    retention: RetentionSchema.optional(),
+    health: HealthSchema.optional(),
   })
   .strict();
 export type SourceConfig = z.infer<typeof SourceSchema>;
@@ -104,6 +107,10 @@ export const ConfigSchema = z
     /** Defaults for the backups of every source. */
     backup: BackupOptionsSchema.optional(),
     s3: S3OptionsSchema.optional(),
+    /** Default retention of every source (a source's own keys win, key by key). */
+    retention: RetentionSchema.optional(),
+    /** Default status thresholds of every source (a source's own keys win, key by key). */
+    health: HealthSchema.optional(),
     /** age identity file for restore and verify of encrypted repositories. */
     identityFile: z.string().min(1).optional(),
     /** File holding the passphrase of a passphrase-encrypted repository. */
