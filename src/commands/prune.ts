@@ -86,6 +86,8 @@ export async function runPrune(ctx: CommandContext, request: PruneRequest): Prom
       reports.push(report);
       let lock: SourceLock | undefined;
       try {
+        // a repository no backup has created yet holds nothing to prune
+        if (!opened.repository && opened.error instanceof PgkeepError && opened.error.code === 'REPO_MISSING') continue;
         if (!opened.repository) throw opened.error;
         const repository = opened.repository;
         // 2. one writer per source

@@ -273,8 +273,13 @@ describe('pgkeep prune', () => {
     assert.equal(badEnv.code, 2);
     assert.match(badEnv.stderr, /^pgkeep: BACKUP_RETENTION_DAYS must be a whole number of days \(got "ten"\)/);
 
-    const pruned = await pgkeep(['prune', '--keep-last', '1'], { cwd });
+    // a second source whose repository no backup has created yet: nothing to prune there, not an error
+    const never = path.join(work, 'never-backed-up');
+    await writeFile(path.join(cwd, 'pgkeep.yaml'), `sources:\n  app:\n    db: ${JSON.stringify(cluster.url('app'))}\n    repo: ${JSON.stringify(repo)}\n  other:\n    db: ${JSON.stringify(cluster.url('app'))}\n    repo: ${JSON.stringify(never)}\n`);
+    const pruned = await pgkeep(['prune', '--keep-last', '1', '--time-zone', 'UTC'], { cwd });
     assert.equal(pruned.code, 0, pruned.stderr);
+    assert.ok(pruned.stdout.includes(`\nother in ${never}: keep-last 1, time zone UTC\n  deleted 0 backup(s) (0 B), 0 leftover(s); kept 0 backup(s)\n`), pruned.stdout);
+    assert.ok(!existsSync(never), 'prune creates no repository');
     assert.deepEqual((await repository.listBackups('app')).map((m) => m.id), [real.id]);
   });
 
