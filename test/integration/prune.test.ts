@@ -382,5 +382,20 @@ describe('pgkeep prune', () => {
     assert.equal(after.code, 0, after.stderr);
     assert.equal((await repository.listBackups('app')).length, 1);
   });
-});
 
+  test('on an S3 server that ignores conditional writes, prune warns that the lock cannot exclude other hosts', async () => {
+    const plain = await startS3Server({ conditionalWrites: false });
+    try {
+      const bucket = await plain.bucket('pgkeep-prune-plain');
+      const remote = `s3://${bucket}/app`;
+      const env = { AWS_ACCESS_KEY_ID: plain.accessKeyId, AWS_SECRET_ACCESS_KEY: plain.secretAccessKey, AWS_REGION: plain.region, AWS_ENDPOINT_URL: plain.endpoint };
+      const cwd = await configWith([remote], ['keepLast: 1']);
+      assert.equal((await pgkeep(['backup'], { cwd, env })).code, 0);
+      const prune = await pgkeep(['prune'], { cwd, env });
+      assert.equal(prune.code, 0, prune.stderr);
+      assert.equal(prune.stderr.trim(), `pgkeep: warning: ${remote} ignores conditional writes (If-None-Match), so the lock of app cannot exclude other hosts: make sure no backup or prune of app runs elsewhere now`);
+    } finally {
+      await plain.stop();
+    }
+  });
+});
