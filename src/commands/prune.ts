@@ -86,10 +86,17 @@ export async function runPrune(ctx: CommandContext, request: PruneRequest): Prom
       reports.push(report);
       let lock: SourceLock | undefined;
       try {
+        // a repository no backup has created yet holds nothing to prune
+        if (!opened.repository && opened.error instanceof PgkeepError && opened.error.code === 'REPO_MISSING') continue;
         if (!opened.repository) throw opened.error;
         const repository = opened.repository;
         // 2. one writer per source
-        if (!request.dryRun) lock = await acquireSourceLock(repository.storage, source, 'prune');
+        if (!request.dryRun) {
+          lock = await acquireSourceLock(repository.storage, source, 'prune');
+          if (!repository.storage.capabilities.conditionalCreate) {
+            ctx.warn(`${repository.location} ignores conditional writes (If-None-Match), so the lock of ${source} cannot exclude other hosts: make sure no backup or prune of ${source} runs elsewhere now`);
+          }
+        }
         // 3. the plan
         const catalog = await readSourceCatalog(repository, source);
         const plan = planPrune(

@@ -273,8 +273,13 @@ describe('pgkeep prune', () => {
     assert.equal(badEnv.code, 2);
     assert.match(badEnv.stderr, /^pgkeep: BACKUP_RETENTION_DAYS must be a whole number of days \(got "ten"\)/);
 
-    const pruned = await pgkeep(['prune', '--keep-last', '1'], { cwd });
+    // a second source whose repository no backup has created yet: nothing to prune there, not an error
+    const never = path.join(work, 'never-backed-up');
+    await writeFile(path.join(cwd, 'pgkeep.yaml'), `sources:\n  app:\n    db: ${JSON.stringify(cluster.url('app'))}\n    repo: ${JSON.stringify(repo)}\n  other:\n    db: ${JSON.stringify(cluster.url('app'))}\n    repo: ${JSON.stringify(never)}\n`);
+    const pruned = await pgkeep(['prune', '--keep-last', '1', '--time-zone', 'UTC'], { cwd });
     assert.equal(pruned.code, 0, pruned.stderr);
+    assert.ok(pruned.stdout.includes(`\nother in ${never}: keep-last 1, time zone UTC\n  deleted 0 backup(s) (0 B), 0 leftover(s); kept 0 backup(s)\n`), pruned.stdout);
+    assert.ok(!existsSync(never), 'prune creates no repository');
     assert.deepEqual((await repository.listBackups('app')).map((m) => m.id), [real.id]);
   });
 
@@ -377,5 +382,20 @@ describe('pgkeep prune', () => {
     assert.equal(after.code, 0, after.stderr);
     assert.equal((await repository.listBackups('app')).length, 1);
   });
-});
 
+  test('on an S3 server that ignores conditional writes, prune warns that the lock cannot exclude other hosts', async () => {
+    const plain = await startS3Server({ conditionalWrites: false });
+    try {
+      const bucket = await plain.bucket('pgkeep-prune-plain');
+      const remote = `s3://${bucket}/app`;
+      const env = { AWS_ACCESS_KEY_ID: plain.accessKeyId, AWS_SECRET_ACCESS_KEY: plain.secretAccessKey, AWS_REGION: plain.region, AWS_ENDPOINT_URL: plain.endpoint };
+      const cwd = await configWith([remote], ['keepLast: 1']);
+      assert.equal((await pgkeep(['backup'], { cwd, env })).code, 0);
+      const prune = await pgkeep(['prune'], { cwd, env });
+      assert.equal(prune.code, 0, prune.stderr);
+      assert.equal(prune.stderr.trim(), `pgkeep: warning: ${remote} ignores conditional writes (If-None-Match), so the lock of app cannot exclude other hosts: make sure no backup or prune of app runs elsewhere now`);
+    } finally {
+      await plain.stop();
+    }
+  });
+});
