@@ -10,7 +10,7 @@ import { openRepositories, openRepository } from '../commands/open-repository.js
 import { runRestore, runRestoreFromRepositories } from '../commands/restore.js';
 import { runShow } from '../commands/show.js';
 import { runVerify } from '../commands/verify.js';
-import type { VerifyReport } from '../verify/verify-backup.js';
+import type { VerifyResult } from '../commands/verify.js';
 import { keySettings, loadSettings, readSecretFile, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { PGKEEP_VERSION } from '../version.js';
@@ -143,6 +143,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--jobs <n>', 'parallel pg_dump workers (directory format)', positiveInt('--jobs'))
     .option('--label <label>', 'label to attach (repeatable)', collect)
     .option('--compress-level <n>', 'zstd level 1-19 (default 3)', positiveInt('--compress-level'))
+    .option('--checksums', 'also record a content hash of every table, for verify --deep (one md5 per row)')
     .action(async (options: Record<string, unknown> & OutputOptions, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
@@ -166,6 +167,7 @@ export async function main(argv: string[]): Promise<number> {
         jobs: options.jobs as number | undefined,
         labels: list(options.label),
         compressLevel: options.compressLevel as number | undefined,
+        checksums: options.checksums as boolean | undefined,
       };
       const manifest = await runBackup(ctx, repositories, source, request);
       bar.clear();
@@ -176,9 +178,9 @@ export async function main(argv: string[]): Promise<number> {
     .description('list the backups in the repository')
     .action(async (options: OutputOptions, command: Command) => {
       json = Boolean(options.json);
-      const { location, backups, repositories } = await runList(settingsOf(command));
+      const { location, backups, repositories, verifications } = await runList(settingsOf(command));
       for (const { location: where, message } of repositories?.unavailable ?? []) process.stderr.write(`pgkeep: warning: cannot read ${where}: ${message}\n`);
-      printList(backups, location, json, repositories);
+      printList(backups, location, json, repositories, verifications);
     });
 
   withOutput(program.command('show'))
@@ -190,19 +192,23 @@ export async function main(argv: string[]): Promise<number> {
     });
 
   withOutput(program.command('verify'))
-    .description('check a backup: checksums, decompression, table of contents against the manifest')
+    .description('check a backup: checksums, decompression, table of contents against the manifest; --restore-test also restores it into a scratch database and proves it')
     .argument('<backup>', 'backup id, or latest')
-    .action(async (ref: string, options: OutputOptions, command: Command) => {
+    .option('--restore-test', 'restore into a scratch database, compare row counts, schema, migrations, run probes; then drop it')
+    .option('--scratch <where>', 'where to restore-test: same-server (database pgkeep_verify_<id>), local (a throwaway cluster), or a postgresql:// URL')
+    .option('--deep', 'with a restore test: compare table content hashes (backup --checksums) and run pg_amcheck')
+    .option('--jobs <n>', 'parallel pg_restore workers for the restore test', positiveInt('--jobs'))
+    .action(async (ref: string, options: OutputOptions & { restoreTest?: boolean; scratch?: string; deep?: boolean; jobs?: number }, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
       try {
-        const report = await runVerify(context(settings, options), ref);
+        const report = await runVerify(context(settings, options), ref, { restoreTest: options.restoreTest, scratch: options.scratch, deep: options.deep, jobs: options.jobs });
         bar.clear();
         printVerify(report, json);
       } catch (error) {
         bar.clear();
         const report = (error as PgkeepError).details?.report;
-        if (report) printVerify(report as VerifyReport, json);
+        if (report) printVerify(report as VerifyResult, json);
         throw error;
       }
     });

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { PgkeepError, throwIfAborted } from '../errors.js';
 import { quoteIdent } from './pg-client.js';
@@ -124,17 +125,66 @@ export async function readCatalogTables(client: pg.Client): Promise<CatalogTable
   return result.rows.map((r) => ({ schema: r.schema, name: r.name, kind: r.kind, visible: r.visible, extensionMember: r.extension_member }));
 }
 
-/** Exact row counts, one table at a time, in whatever transaction `client` is in. */
+export interface RowCount {
+  schema: string;
+  name: string;
+  rows: number;
+  /** With `checksums`: a hash of the table's content (see CHECKSUM_SQL). */
+  checksum?: string;
+}
+
+/**
+ * Exact row counts, one table at a time, in whatever transaction `client` is
+ * in. With `checksums`, the same scan also hashes every row: md5 of the row's
+ * text, summed as two 64-bit halves (an order-independent aggregate, so the
+ * server keeps only two running sums per table, whatever its size; duplicate
+ * rows still count). The cost is one md5 per row on top of the count's scan.
+ * The session is pinned to the output settings first, so that the same rows
+ * give the same text on any server (see pinOutputSettings).
+ */
 export async function countRows(
   client: pg.Client,
   tables: readonly { schema: string; name: string }[],
   signal?: AbortSignal,
-): Promise<{ schema: string; name: string; rows: number }[]> {
-  const counts: { schema: string; name: string; rows: number }[] = [];
+  options: { checksums?: boolean } = {},
+): Promise<RowCount[]> {
+  const counts: RowCount[] = [];
+  if (options.checksums) await pinOutputSettings(client);
   for (const table of tables) {
     throwIfAborted(signal);
-    const result = await client.query<{ n: string }>(`SELECT count(*) AS n FROM ONLY ${quoteIdent(table.schema)}.${quoteIdent(table.name)}`);
-    counts.push({ schema: table.schema, name: table.name, rows: Number(result.rows[0]!.n) });
+    const relation = `${quoteIdent(table.schema)}.${quoteIdent(table.name)}`;
+    if (!options.checksums) {
+      const result = await client.query<{ n: string }>(`SELECT count(*) AS n FROM ONLY ${relation}`);
+      counts.push({ schema: table.schema, name: table.name, rows: Number(result.rows[0]!.n) });
+      continue;
+    }
+    const result = await client.query<{ n: string; a: string; b: string }>(CHECKSUM_SQL(relation));
+    const { n, a, b } = result.rows[0]!;
+    counts.push({ schema: table.schema, name: table.name, rows: Number(n), checksum: checksumOf(n, a, b) });
   }
   return counts;
+}
+
+/** One scan: row count and the two sums of the rows' md5 halves. ROW(r.*) is the row's text even when a column is named like the alias. */
+const CHECKSUM_SQL = (relation: string) => `
+  SELECT count(*) AS n,
+         coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::int8::numeric), 0)::text AS a,
+         coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::int8::numeric), 0)::text AS b
+    FROM (SELECT pg_catalog.md5(ROW(r.*)::text) AS h FROM ONLY ${relation} AS r) AS rows`;
+
+/** "v1:" and 32 hex digits: the version names the algorithm, so a later one never compares as different content. */
+function checksumOf(rows: string, a: string, b: string): string {
+  return `v1:${createHash('sha256').update(`${rows}:${a}:${b}`).digest('hex').slice(0, 32)}`;
+}
+
+/**
+ * The settings that change how values print (time zone, date and interval
+ * style, float digits, bytea, money, and the search path for reg* types),
+ * fixed for this session, so a backup and its restore hash the same text.
+ */
+async function pinOutputSettings(client: pg.Client): Promise<void> {
+  await client.query(
+    "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; " +
+      "SET bytea_output = 'hex'; SET lc_monetary = 'C'; SET search_path = pg_catalog, pg_temp",
+  );
 }
