@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { chown, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -47,7 +47,9 @@ const SERVER_SETTINGS = ['listen_addresses=', 'fsync=off', 'full_page_writes=off
 export async function startScratchCluster(options: ScratchClusterOptions = {}): Promise<ScratchCluster> {
   const binDir = findServerBinDir(options.pgBin);
   const runAs = postgresUserIfRoot();
-  const base = await mkdtemp(path.join(options.tempDir ?? tmpdir(), 'pgkeep-scratch-'));
+  const parent = options.tempDir ?? tmpdir();
+  if (runAs) assertTraversable(parent);
+  const base = await mkdtemp(path.join(parent, 'pgkeep-scratch-'));
   const dataDir = path.join(base, 'data');
   const superuser = options.superuser ?? 'postgres';
   let server: RunningProcess | undefined;
@@ -175,6 +177,16 @@ function postgresUserIfRoot(): { uid: number; gid: number } | undefined {
     throw new PgkeepError('TOOL_FAILED', 'running as root, and PostgreSQL refuses to run as root: create a "postgres" OS user (the server package does) or run pgkeep as another user');
   }
   return { uid, gid };
+}
+
+/** As root the server runs as postgres, which must reach its folder: every folder above it needs o+x. */
+function assertTraversable(folder: string): void {
+  for (let dir = path.resolve(folder); ; dir = path.dirname(dir)) {
+    if ((statSync(dir).mode & 0o001) === 0) {
+      throw new PgkeepError('CONFIG_INVALID', `the postgres OS user cannot reach ${folder} (${dir} has no search permission for others): set PGKEEP_TEMP_DIR or tempDir to a folder it can reach, e.g. /tmp`);
+    }
+    if (path.dirname(dir) === dir) return;
+  }
 }
 
 /** The caller's environment without PG* settings (PGDATA, PGPORT must not steer the scratch server). */
