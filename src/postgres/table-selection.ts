@@ -135,10 +135,14 @@ export interface RowCount {
 
 /**
  * Exact row counts, one table at a time, in whatever transaction `client` is
- * in. With `checksums`, the same scan also hashes every row: md5 of the row's
- * text, summed as two 64-bit halves (an order-independent aggregate, so the
- * server keeps only two running sums per table, whatever its size; duplicate
- * rows still count). The cost is one md5 per row on top of the count's scan.
+ * in. With `checksums`, the same scan also hashes every row: the first 64
+ * bits of the md5 of the row's text, summed (an order-independent aggregate,
+ * so the server keeps one running sum per table whatever its size, and a
+ * duplicated row still counts). Any changed, missing or extra row changes the
+ * sum unless its hash difference is exactly zero (about 2^-64): enough to
+ * catch damage, not meant to resist forgery. The cost is the row's text and
+ * one md5 per row on top of the count's scan (about 2 s per million rows of
+ * 115 bytes on a modest machine, where count(*) takes 0.1 s).
  * The session is pinned to the output settings first, so that the same rows
  * give the same text on any server (see pinOutputSettings).
  */
@@ -158,23 +162,25 @@ export async function countRows(
       counts.push({ schema: table.schema, name: table.name, rows: Number(result.rows[0]!.n) });
       continue;
     }
-    const result = await client.query<{ n: string; a: string; b: string }>(CHECKSUM_SQL(relation));
-    const { n, a, b } = result.rows[0]!;
-    counts.push({ schema: table.schema, name: table.name, rows: Number(n), checksum: checksumOf(n, a, b) });
+    const result = await client.query<{ n: string; sum: string }>(CHECKSUM_SQL(relation));
+    const { n, sum } = result.rows[0]!;
+    counts.push({ schema: table.schema, name: table.name, rows: Number(n), checksum: checksumOf(n, sum) });
   }
   return counts;
 }
 
-/** One scan: row count and the two sums of the rows' md5 halves. ROW(r.*) is the row's text even when a column is named like the alias. */
+/**
+ * One scan: the row count and the sum of the rows' md5 prefixes (sum(int8)
+ * accumulates exactly, without overflow). ROW(r.*) is the row's text even
+ * when a column is named like the alias.
+ */
 const CHECKSUM_SQL = (relation: string) => `
-  SELECT count(*) AS n,
-         coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::int8::numeric), 0)::text AS a,
-         coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::int8::numeric), 0)::text AS b
+  SELECT count(*) AS n, coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::int8), 0)::text AS sum
     FROM (SELECT pg_catalog.md5(ROW(r.*)::text) AS h FROM ONLY ${relation} AS r) AS rows`;
 
 /** "v1:" and 32 hex digits: the version names the algorithm, so a later one never compares as different content. */
-function checksumOf(rows: string, a: string, b: string): string {
-  return `v1:${createHash('sha256').update(`${rows}:${a}:${b}`).digest('hex').slice(0, 32)}`;
+function checksumOf(rows: string, sum: string): string {
+  return `v1:${createHash('sha256').update(`${rows}:${sum}`).digest('hex').slice(0, 32)}`;
 }
 
 /**

@@ -103,8 +103,19 @@ export interface SchemaComparison {
  * ending where the owner (or, for routines, the argument list) starts.
  */
 export async function compareSchema(client: pg.Client, tocListing: string): Promise<SchemaComparison> {
+  return matchTocWithCatalog(tocListing, (await client.query<CatalogObject>(CATALOG_SQL)).rows);
+}
+
+/** One object of the restored database: its TOC kind and its key as `pg_restore --list` prints it. */
+export interface CatalogObject {
+  kind: string;
+  key: string;
+}
+
+/** The matching behind compareSchema, without a database (for tests). */
+export function matchTocWithCatalog(tocListing: string, objects: readonly CatalogObject[]): SchemaComparison {
   const catalog = new Map<string, Set<string>>();
-  for (const row of (await client.query<{ kind: string; key: string }>(CATALOG_SQL)).rows) {
+  for (const row of objects) {
     if (!catalog.has(row.kind)) catalog.set(row.kind, new Set());
     catalog.get(row.kind)!.add(row.key);
   }

@@ -286,6 +286,23 @@ describe('verify --restore-test', () => {
     assert.deepEqual(await scratchDatabases(), []);
   });
 
+  test('a role that may not create databases: the default scratch is a local cluster (plain format, owners kept)', async () => {
+    await cluster.query("CREATE ROLE limited LOGIN PASSWORD 'limited-pw'");
+    await cluster.query('CREATE DATABASE limited_db OWNER limited');
+    await cluster.query('CREATE TABLE notes AS SELECT g AS id, repeat(chr(65 + g % 26), 3) AS body FROM generate_series(1, 77) g', [], 'limited_db');
+    await cluster.query('ALTER TABLE notes OWNER TO limited', [], 'limited_db');
+    const limitedEnv = { DATABASE_URL: cluster.url('limited_db', 'limited', 'limited-pw') };
+    const repo = path.join(work, 'limited-repo');
+    const backup = await pgkeep(['backup', '--repo', repo, '--format', 'plain'], { env: limitedEnv });
+    assert.equal(backup.code, 0, backup.stderr);
+    const explained = await pgkeep(['verify', 'latest', '--repo', repo, '--restore-test'], { env: limitedEnv });
+    assert.equal(explained.code, 0, explained.stderr);
+    assert.match(explained.stdout, /restored into "pgkeep_verify_\w+" on a local scratch cluster \(PostgreSQL \d+\)/);
+    assert.match(explained.stdout, /public\.notes +77 +77 +ok/);
+    assert.match(explained.stderr, /role "limited" may not create databases on 127\.0\.0\.1:\d+: restore-testing on a local scratch cluster/);
+    assert.deepEqual(await scratchDatabases(), []);
+  });
+
   test('--scratch URL: a dedicated server; owners and privileges are left out there', async () => {
     const result = await pgkeep(['verify', ids.directory!, '--repo', pristine, '--scratch', cluster.url('postgres'), '--json']);
     assert.equal(result.code, 0, result.stderr);
