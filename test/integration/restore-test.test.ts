@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { chmod, cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -17,6 +17,23 @@ let work: string;
 /** One repository with a checksummed backup of the awkward fixture in each format; tests tamper with copies. */
 let pristine: string;
 const ids: Record<string, string> = {};
+
+/** Every process: pid, parent pid and command line (from /proc). */
+function processes(): { pid: number; ppid: number; command: string }[] {
+  const found: { pid: number; ppid: number; command: string }[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (state === 'Z') continue;
+      found.push({ pid: Number(entry), ppid: Number(ppid), command: readFileSync(`/proc/${entry}/cmdline`, 'utf8').replace(/\0/g, ' ') });
+    } catch {
+      // ended while we looked
+    }
+  }
+  return found;
+}
 
 const env = (database = 'awkward') => ({ DATABASE_URL: cluster.url(database) });
 
@@ -318,6 +335,64 @@ describe('verify --restore-test', () => {
   });
 });
 
+describe('migration tables and encrypted repositories', () => {
+  test('each known migration table is recorded with its newest version; an unknown layout keeps its row count; excluded tables are not recorded', async () => {
+    await cluster.query('CREATE DATABASE migrations');
+    const sql = [
+      'CREATE TABLE flyway_schema_history (installed_rank int PRIMARY KEY, version text, description text, success bool)',
+      "INSERT INTO flyway_schema_history VALUES (1, '1', 'init', true), (2, '1.1', 'add', true), (3, NULL, 'repeatable', true), (4, '2', 'broken', false)",
+      'CREATE TABLE knex_migrations (id serial PRIMARY KEY, name text, batch int)',
+      "INSERT INTO knex_migrations (name, batch) VALUES ('20240101_init.js', 1), ('20240202_users.js', 2)",
+      'CREATE TABLE _prisma_migrations (id text PRIMARY KEY, migration_name text, finished_at timestamptz, rolled_back_at timestamptz)',
+      "INSERT INTO _prisma_migrations VALUES ('a', '20240101000000_init', now(), NULL), ('b', '20240301000000_more', now(), NULL), ('c', '20240401000000_failed', NULL, NULL)",
+      'CREATE TABLE "__EFMigrationsHistory" ("MigrationId" text PRIMARY KEY, "ProductVersion" text)',
+      `INSERT INTO "__EFMigrationsHistory" VALUES ('20240101_Init', '8.0'), ('20240505_Orders', '8.0')`,
+      'CREATE TABLE alembic_version (version_num text PRIMARY KEY)',
+      "INSERT INTO alembic_version VALUES ('beef01'), ('ab12cd')",
+      'CREATE SCHEMA app',
+      'CREATE TABLE app.schema_migrations (id int, applied text)',
+      'INSERT INTO app.schema_migrations VALUES (1, 1), (2, 2)',
+      'CREATE TABLE public.schema_migrations (version bigint PRIMARY KEY, dirty bool)',
+      'INSERT INTO public.schema_migrations VALUES (9, false), (10, false)',
+    ];
+    for (const statement of sql) await cluster.query(statement, [], 'migrations');
+    const repo = path.join(work, 'migrations-repo');
+    const backup = await pgkeep(['backup', '--repo', repo, '--exclude-table', 'alembic_version', '--json'], { env: env('migrations') });
+    assert.equal(backup.code, 0, backup.stderr);
+    const recorded = Object.fromEntries(json(backup).migrations.map((m: any) => [`${m.schema}.${m.name}`, [m.rows, m.latest]]));
+    assert.deepEqual(recorded, {
+      'public.flyway_schema_history': [4, '1.1'],
+      'public.knex_migrations': [2, '20240202_users.js'],
+      'public._prisma_migrations': [3, '20240301000000_more'],
+      'public.__EFMigrationsHistory': [2, '20240505_Orders'],
+      'app.schema_migrations': [2, null],
+      'public.schema_migrations': [2, '10'],
+    });
+    const all = await pgkeep(['backup', '--repo', repo, '--table', 'alembic_version', '--json'], { env: env('migrations') });
+    assert.deepEqual(json(all).migrations, [{ schema: 'public', name: 'alembic_version', rows: 2, latest: 'ab12cd,beef01' }]);
+
+    const tested = await pgkeep(['verify', json(backup).id, '--repo', repo, '--restore-test', '--json'], { env: env('migrations') });
+    assert.equal(tested.code, 0, tested.stderr);
+    assert.equal(json(tested).restoreTest.migrations.tables.length, 6);
+    assert.ok(json(tested).restoreTest.migrations.tables.every((m: any) => m.ok));
+  });
+
+  test('a passphrase-encrypted repository: the restore test decrypts with the passphrase', async () => {
+    const repo = path.join(work, 'encrypted');
+    const secret = { PGKEEP_PASSPHRASE: 'correct horse battery staple' };
+    const init = await pgkeep(['init', '--repo', repo, '--encrypt'], { env: secret });
+    assert.equal(init.code, 0, init.stderr);
+    const backup = await pgkeep(['backup', '--repo', repo, '--table', 'bulk_rows', '--checksums'], { env: env() });
+    assert.equal(backup.code, 0, backup.stderr);
+    const noKey = await pgkeep(['verify', 'latest', '--repo', repo, '--restore-test'], { env: env() });
+    assert.notEqual(noKey.code, 0);
+    assert.deepEqual(await scratchDatabases(), []);
+    const result = await pgkeep(['verify', 'latest', '--repo', repo, '--deep', '--json'], { env: { ...env(), ...secret } });
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(json(result).restoreTest.tables.map((t: any) => [t.name, t.actual, t.contentOk]), [['bulk_rows', 2500, true]]);
+  });
+});
+
 describe('an interrupted restore test leaves no scratch database', () => {
   let bigId: string;
   let bigRepo: string;
@@ -373,6 +448,30 @@ describe('an interrupted restore test leaves no scratch database', () => {
     const result = await done;
     assert.equal(result.code, 143, result.stderr);
     assert.deepEqual(await scratchDatabases(), []);
+  });
+
+  test('SIGTERM while restoring into a local scratch cluster: the cluster is stopped and its folder removed', async () => {
+    await bigBackup();
+    const temp = path.join(work, 'local-kill');
+    await mkdir(temp, { mode: 0o711 });
+    await chmod(work, 0o711);
+    try {
+      const child = startPgkeep(['verify', bigId, '--repo', bigRepo, '--scratch', 'local'], { env: { PGKEEP_TEMP_DIR: temp } });
+      const done = collect(child);
+      await waitFor('pg_restore to run', async () => processes().some((p) => p.ppid === child.pid && p.command.includes('pg_restore --dbname')), 60_000).catch((error: Error) => {
+        child.kill('SIGKILL');
+        throw error;
+      });
+      const server = processes().find((p) => p.ppid === child.pid && p.command.includes(temp));
+      assert.ok(server, `the scratch server runs as a child of pgkeep, in the temp folder: ${JSON.stringify(processes().filter((p) => p.ppid === child.pid))}`);
+      child.kill('SIGTERM');
+      const result = await done;
+      assert.equal(result.code, 143, result.stderr);
+      assert.deepEqual(await readdir(temp), [], 'the scratch cluster folder is removed');
+      assert.deepEqual(processes().filter((p) => p.command.includes(temp)), [], 'no process of the scratch cluster is left');
+    } finally {
+      await chmod(work, 0o700);
+    }
   });
 
   test('a scratch database left by a killed (SIGKILL) test is dropped by the next one', async () => {
