@@ -53,6 +53,8 @@ export async function main(argv: string[]): Promise<number> {
 
   const bar = new ProgressBar();
   let json = false;
+  /** Set when a command already printed its --json result for a failure. */
+  let jsonPrinted = false;
 
   const context = (settings: Settings, output: OutputOptions): CommandContext => {
     const quiet = Boolean(output.json || output.quiet);
@@ -207,8 +209,15 @@ export async function main(argv: string[]): Promise<number> {
         printVerify(report, json);
       } catch (error) {
         bar.clear();
-        const report = (error as PgkeepError).details?.report;
-        if (report) printVerify(report as VerifyResult, json);
+        const report = (error as PgkeepError).details?.report as VerifyResult | undefined;
+        if (report && json) {
+          // One JSON document: the report, with the error beside it.
+          const failure = toPgkeepError(error);
+          printVerify({ ...report, error: { code: failure.code, message: failure.message } }, true);
+          jsonPrinted = true;
+        } else if (report) {
+          printVerify(report, json);
+        }
         throw error;
       }
     });
@@ -270,7 +279,7 @@ export async function main(argv: string[]): Promise<number> {
       return signalled === 'SIGINT' ? 130 : 143;
     }
     const details = failure.code === 'BACKUP_PARTIAL' ? { details: failure.details } : {};
-    if (json) console.log(JSON.stringify({ ok: false, error: { code: failure.code, message: failure.message, ...details } }, null, 2));
+    if (json && !jsonPrinted) console.log(JSON.stringify({ ok: false, error: { code: failure.code, message: failure.message, ...details } }, null, 2));
     process.stderr.write(`pgkeep: ${failure.code === 'INTERNAL' ? 'internal error: ' : ''}${failure.message}\n`);
     if (process.env.PGKEEP_DEBUG && error instanceof Error) process.stderr.write(`${error.stack}\n`);
     if (failure.code === 'ABORTED') return signalled === 'SIGTERM' ? 143 : 130;

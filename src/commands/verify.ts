@@ -26,6 +26,8 @@ export interface VerifyResult extends VerifyReport {
   restoreTest?: RestoreTestReport | undefined;
   /** Where the evidence was stored, or undefined when it could not be (a warning said why). */
   recorded?: string | undefined;
+  /** --json output of a failed verification: the error, beside the report. */
+  error?: { code: string; message: string } | undefined;
 }
 
 /**
@@ -55,6 +57,9 @@ export async function runVerify(ctx: CommandContext, ref: string, request: Verif
   } else {
     repository = await openRepository(settings, { source });
     manifest = await repository.resolveBackup(ref, source);
+  }
+  if (restoreTest && manifest.options.dataOnly) {
+    throw new PgkeepError('USAGE', `backup ${manifest.id} is data-only: it has no schema to restore into an empty scratch database, so it cannot be restore-tested; verify it without --restore-test`);
   }
   const identities = await identitiesFor(repository, manifest, ctx.keys);
   const startedAt = new Date();

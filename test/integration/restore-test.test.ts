@@ -190,8 +190,21 @@ describe('verify --restore-test', () => {
     const result = await pgkeep(['verify', ids.custom!, '--repo', repo, '--restore-test', '--json'], { env: env() });
     assert.equal(result.code, 7);
     assert.match(result.stderr, /holds no data for 1 table\(s\) the manifest lists: public\.ghost/);
+    const report = json(result);
+    assert.equal(report.ok, false, 'one JSON document: the report with the error');
+    assert.equal(report.error.code, 'VERIFY_FAILED');
+    assert.equal(report.restoreTest, undefined);
     assert.deepEqual(await scratchDatabases(), []);
     assert.equal((await records(repo, 'custom'))[0].ok, false);
+  });
+
+  test('a data-only backup cannot be restore-tested, and says so', async () => {
+    const repo = path.join(work, 'data-only');
+    const backup = await pgkeep(['backup', '--repo', repo, '--data-only', '--table', 'bulk_rows'], { env: env() });
+    assert.equal(backup.code, 0, backup.stderr);
+    const result = await pgkeep(['verify', 'latest', '--repo', repo, '--restore-test'], { env: env() });
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /is data-only: it has no schema to restore into an empty scratch database, so it cannot be restore-tested; verify it without --restore-test/);
   });
 
   test('probes from the config: passing ones pass, a failing one fails the test naming it', async () => {
