@@ -90,11 +90,12 @@ export async function runRestoreTest(
   let created = false;
   try {
     // 2. a fresh scratch database
-    const started = Date.now();
+    let started = Date.now();
     await withClient(
       admin,
       async (client) => {
         if (await databaseExists(client, database)) await dropLeftover(ctx, client, database);
+        started = Date.now();
         // Set first: an interrupted CREATE DATABASE may still complete on the server.
         created = true;
         const { localeKept } = await createDatabase(client, database, manifest.database).catch((error: unknown) => {
