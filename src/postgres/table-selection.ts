@@ -136,7 +136,7 @@ export interface RowCount {
 /**
  * Exact row counts, one table at a time, in whatever transaction `client` is
  * in. With `checksums`, the same scan also hashes every row: the first 64
- * bits of the md5 of the row's text, summed (an order-independent aggregate,
+ * bits of the md5 of the row's text (columns in name order), summed (an order-independent aggregate,
  * so the server keeps one running sum per table whatever its size, and a
  * duplicated row still counts). Any changed, missing or extra row changes the
  * sum unless its hash difference is exactly zero (about 2^-64): enough to
@@ -162,7 +162,16 @@ export async function countRows(
       counts.push({ schema: table.schema, name: table.name, rows: Number(result.rows[0]!.n) });
       continue;
     }
-    const result = await client.query<{ n: string; sum: string }>(CHECKSUM_SQL(relation));
+    // Columns by name, not position: pg_dump cannot always keep the column order (a column added to an inheritance parent).
+    const columns = await client.query<{ name: string }>(
+      `SELECT a.attname AS name FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = (SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2)
+          AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attname COLLATE "C"`,
+      [table.schema, table.name],
+    );
+    const row = `ROW(${columns.rows.map((c) => `r.${quoteIdent(c.name)}`).join(', ')})`;
+    const result = await client.query<{ n: string; sum: string }>(CHECKSUM_SQL(relation, row));
     const { n, sum } = result.rows[0]!;
     counts.push({ schema: table.schema, name: table.name, rows: Number(n), checksum: checksumOf(n, sum) });
   }
@@ -171,12 +180,12 @@ export async function countRows(
 
 /**
  * One scan: the row count and the sum of the rows' md5 prefixes (sum(int8)
- * accumulates exactly, without overflow). ROW(r.*) is the row's text even
- * when a column is named like the alias.
+ * accumulates exactly, without overflow). `row` is ROW(r."a", r."b", ...):
+ * qualified, so a column named like the alias is still a column.
  */
-const CHECKSUM_SQL = (relation: string) => `
+const CHECKSUM_SQL = (relation: string, row: string) => `
   SELECT count(*) AS n, coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::int8), 0)::text AS sum
-    FROM (SELECT pg_catalog.md5(ROW(r.*)::text) AS h FROM ONLY ${relation} AS r) AS rows`;
+    FROM (SELECT pg_catalog.md5(${row}::text) AS h FROM ONLY ${relation} AS r) AS rows`;
 
 /** "v1:" and 32 hex digits: the version names the algorithm, so a later one never compares as different content. */
 function checksumOf(rows: string, sum: string): string {

@@ -289,6 +289,24 @@ describe('verify --restore-test', () => {
     assert.match(result.stderr, /restored table public\.t has the recorded row count but different content/);
   });
 
+  test('--deep: a table whose column order pg_dump cannot keep (a column added to an inheritance parent) still compares equal', async () => {
+    await cluster.query('CREATE DATABASE inherit_src');
+    for (const statement of [
+      'CREATE TABLE parent (a int)',
+      'CREATE TABLE child (b text) INHERITS (parent)',
+      'ALTER TABLE parent ADD COLUMN c date',
+      "INSERT INTO child VALUES (1, 'one', '2024-01-01'), (2, 'two', NULL)",
+    ]) {
+      await cluster.query(statement, [], 'inherit_src');
+    }
+    const repo = path.join(work, 'inherit-repo');
+    const backup = await pgkeep(['backup', '--repo', repo, '--checksums'], { env: env('inherit_src') });
+    assert.equal(backup.code, 0, backup.stderr);
+    const result = await pgkeep(['verify', 'latest', '--repo', repo, '--deep', '--json'], { env: env('inherit_src') });
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(json(result).restoreTest.tables.map((t: any) => [t.name, t.actual, t.contentOk]), [['child', 2, true], ['parent', 0, true]]);
+  });
+
   test('--deep on a backup without --checksums compares counts only and says so', async () => {
     const repo = path.join(work, 'no-checksums');
     const backup = await pgkeep(['backup', '--repo', repo, '--table', 'bulk_rows', '--json'], { env: env() });
