@@ -154,15 +154,17 @@ export interface ProbeResult {
 }
 
 /**
- * Runs the configured probes, each in its own read-only transaction, and
- * compares the first column of the first row with what the probe expects.
+ * Runs the configured probes, each a single statement in its own read-only
+ * transaction, and compares the first column of the first row with what the probe expects.
  */
 export async function runProbes(client: pg.Client, probes: readonly Probe[]): Promise<ProbeResult[]> {
   const results: ProbeResult[] = [];
   for (const probe of probes) {
     await client.query('BEGIN READ ONLY');
     try {
-      const result = await client.query({ text: probe.sql, rowMode: 'array' });
+      // The extended protocol takes exactly one statement: a probe cannot COMMIT its way out of the read-only transaction.
+      const query: pg.QueryArrayConfig & { queryMode: 'extended' } = { text: probe.sql, rowMode: 'array', queryMode: 'extended' };
+      const result = await client.query(query);
       const raw = (result.rows[0] as unknown[] | undefined)?.[0];
       const value = raw === undefined || raw === null ? null : String(raw);
       results.push({ sql: probe.sql, expect: probe.expect, value, ok: probeMatches(value, raw, probe.expect) });

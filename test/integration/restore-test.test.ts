@@ -244,6 +244,11 @@ describe('verify --restore-test', () => {
     const writing = await pgkeep(['verify', ids.custom!, '--restore-test'], { cwd: dir });
     assert.equal(writing.code, 7);
     assert.match(writing.stderr, /cannot execute DELETE in a read-only transaction/);
+
+    await config(['"COMMIT; DELETE FROM customers"']);
+    const escaping = await pgkeep(['verify', ids.custom!, '--restore-test'], { cwd: dir });
+    assert.equal(escaping.code, 7);
+    assert.match(escaping.stderr, /cannot insert multiple commands into a prepared statement/);
     assert.deepEqual(await scratchDatabases(), []);
   });
 
