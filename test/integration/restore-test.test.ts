@@ -217,38 +217,33 @@ describe('verify --restore-test', () => {
       '{ sql: "SELECT count(*) FROM customers", expect: 4 }',
       '{ sql: "SELECT max(version) FROM schema_migrations", expect: "9" }',
     ]);
-    const passing = await pgkeep(['verify', ids.custom!, '--restore-test', '--json'], { cwd: dir });
+    const passing = await pgkeep(['verify', ids.custom!, '--restore-test'], { cwd: dir });
     assert.equal(passing.code, 0, passing.stderr);
-    assert.deepEqual(
-      json(passing).restoreTest.probes.map((p: any) => [p.ok, p.value]),
-      [
-        [true, '301'],
-        [true, '4'],
-        [true, '9'],
-      ],
-    );
+    assert.match(passing.stdout, /^probe 1: ok +SELECT count\(\*\) FROM orders → 301$/m);
+    assert.match(passing.stdout, /^probe 2: ok +SELECT count\(\*\) FROM customers → 4$/m);
+    assert.match(passing.stdout, /^probe 3: ok +SELECT max\(version\) FROM schema_migrations → 9$/m);
 
-    await config(['"SELECT count(*) FROM orders"', '{ sql: "SELECT count(*) FROM customers WHERE false", expect: non-zero }']);
-    const failing = await pgkeep(['verify', ids.custom!, '--restore-test'], { cwd: dir });
+    // Every probe runs; the first failure is the one named.
+    await config([
+      '"SELECT count(*) FROM orders"',
+      '{ sql: "SELECT count(*) FROM customers WHERE false", expect: non-zero }',
+      '"SELECT count(*) FROM no_such_table"',
+      '"DELETE FROM customers RETURNING 1"',
+      '"COMMIT; DELETE FROM customers"',
+    ]);
+    const failing = await pgkeep(['verify', ids.custom!, '--restore-test', '--json'], { cwd: dir });
     assert.equal(failing.code, 7, failing.stderr);
-    assert.match(failing.stderr, /failed: probe 2 \(SELECT count\(\*\) FROM customers WHERE false\) returned "0" where the config expects a non-zero value/);
-    assert.match(failing.stdout, /probe 1: ok +SELECT count\(\*\) FROM orders → 301/);
-    assert.deepEqual(await scratchDatabases(), []);
-
-    await config(['"SELECT count(*) FROM no_such_table"']);
-    const broken = await pgkeep(['verify', ids.custom!, '--restore-test'], { cwd: dir });
-    assert.equal(broken.code, 7);
-    assert.match(broken.stderr, /probe 1 \(SELECT count\(\*\) FROM no_such_table\) failed: relation "no_such_table" does not exist/);
-
-    await config(['"DELETE FROM customers RETURNING 1"']);
-    const writing = await pgkeep(['verify', ids.custom!, '--restore-test'], { cwd: dir });
-    assert.equal(writing.code, 7);
-    assert.match(writing.stderr, /cannot execute DELETE in a read-only transaction/);
-
-    await config(['"COMMIT; DELETE FROM customers"']);
-    const escaping = await pgkeep(['verify', ids.custom!, '--restore-test'], { cwd: dir });
-    assert.equal(escaping.code, 7);
-    assert.match(escaping.stderr, /cannot insert multiple commands into a prepared statement/);
+    assert.match(failing.stderr, /failed: probe 2 \(SELECT count\(\*\) FROM customers WHERE false\) returned "0" where the config expects a non-zero value$/m);
+    const probes = json(failing).restoreTest.probes;
+    assert.deepEqual(probes.map((p: any) => p.ok), [true, false, false, false, false]);
+    assert.match(probes[2].error, /relation "no_such_table" does not exist/);
+    assert.match(probes[3].error, /cannot execute DELETE in a read-only transaction/);
+    assert.match(probes[4].error, /cannot insert multiple commands into a prepared statement/);
+    assert.deepEqual(json(failing).problems.slice(1), [
+      'probe 3 (SELECT count(*) FROM no_such_table) failed: relation "no_such_table" does not exist',
+      'probe 4 (DELETE FROM customers RETURNING 1) failed: cannot execute DELETE in a read-only transaction',
+      'probe 5 (COMMIT; DELETE FROM customers) failed: cannot insert multiple commands into a prepared statement',
+    ]);
     assert.deepEqual(await scratchDatabases(), []);
   });
 
