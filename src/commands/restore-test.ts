@@ -86,6 +86,11 @@ export async function runRestoreTest(
   const admin = withDatabase(scratch.connection, scratch.connection.database === database ? 'postgres' : scratch.connection.database);
   const target = withDatabase(scratch.connection, database);
   ctx.info(`restore test of ${manifest.id}: restoring into "${database}" on ${scratch.label}`);
+  const sourceMajor = Math.floor(manifest.server.versionNum / 10000);
+  if (scratch.cluster && Number(scratch.cluster.version) < sourceMajor) {
+    notes.push(`the local scratch server (PostgreSQL ${scratch.cluster.version}) is older than the backup's server (${manifest.server.version}): install the server programs of PostgreSQL ${sourceMajor} (or set PG_BIN) if the restore fails on newer syntax`);
+    ctx.warn(notes.at(-1)!);
+  }
 
   let created = false;
   try {
