@@ -1,8 +1,9 @@
 /**
  * npm run demo: pgkeep's main job on a throwaway database, end to end.
  * Starts a private PostgreSQL cluster, loads a small shop database, then runs
- * the real CLI: backup → list → verify → restore into a new database → compare
- * row counts. The cluster is removed at the end; the repository is kept so
+ * the real CLI: backup (with content checksums) → restore test (verify --deep:
+ * restored into a scratch database, proven, dropped) → list (with the
+ * verification) → restore into a new database → compare row counts. The cluster is removed at the end; the repository is kept so
  * you can look inside it.
  */
 import { spawnSync } from 'node:child_process';
@@ -56,9 +57,9 @@ async function main(): Promise<void> {
       if (result.status !== 0) throw new Error(`pgkeep ${args[0]} exited with ${result.status}`);
     };
 
-    pgkeep('backup', '--name', 'demo');
+    pgkeep('backup', '--name', 'demo', '--checksums');
+    pgkeep('verify', 'latest', '--deep');
     pgkeep('list');
-    pgkeep('verify', 'latest');
     pgkeep('restore', 'latest', '--to', 'shop_restored');
 
     console.log(bold('comparing the source with the restored copy:'));

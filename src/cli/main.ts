@@ -14,7 +14,7 @@ import { runShow } from '../commands/show.js';
 import { runStatus } from '../commands/status.js';
 import { runVerify } from '../commands/verify.js';
 import { runVerifyCopies, verifiesSeveralCopies, type CopiesReport } from '../commands/verify-copies.js';
-import type { VerifyReport } from '../verify/verify-backup.js';
+import type { VerifyResult } from '../commands/verify.js';
 import { keySettings, loadSettings, readSecretFile, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
 import { ERROR_CODES, PgkeepError, toPgkeepError } from '../errors.js';
 import type { RetentionFlags } from '../config/retention-settings.js';
@@ -73,6 +73,8 @@ export async function main(argv: string[]): Promise<number> {
   let json = false;
   // set by a command that succeeded but must still exit non-zero (status --check found problems)
   let exitCode = 0;
+  /** Set when a command already printed its --json result for a failure. */
+  let jsonPrinted = false;
 
   const context = (settings: Settings, output: OutputOptions): CommandContext => {
     const quiet = Boolean(output.json || output.quiet);
@@ -163,6 +165,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--jobs <n>', 'parallel pg_dump workers (directory format)', positiveInt('--jobs'))
     .option('--label <label>', 'label to attach (repeatable)', collect)
     .option('--compress-level <n>', 'zstd level 1-19 (default 3)', positiveInt('--compress-level'))
+    .option('--checksums', 'also record a content hash of every table, for verify --deep (one md5 per row)')
     .action(async (options: Record<string, unknown> & OutputOptions, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
@@ -186,6 +189,7 @@ export async function main(argv: string[]): Promise<number> {
         jobs: options.jobs as number | undefined,
         labels: list(options.label),
         compressLevel: options.compressLevel as number | undefined,
+        checksums: options.checksums as boolean | undefined,
       };
       const manifest = await runBackup(ctx, repositories, source, request);
       bar.clear();
@@ -196,9 +200,9 @@ export async function main(argv: string[]): Promise<number> {
     .description('list the backups in the repository')
     .action(async (options: OutputOptions, command: Command) => {
       json = Boolean(options.json);
-      const { location, backups, repositories, pinned } = await runList(settingsOf(command));
+      const { location, backups, repositories, pinned, verifications } = await runList(settingsOf(command));
       for (const { location: where, message } of repositories?.unavailable ?? []) process.stderr.write(`pgkeep: warning: cannot read ${where}: ${message}\n`);
-      printList(backups, location, json, repositories, pinned);
+      printList(backups, location, json, repositories, pinned, verifications);
     });
 
   withOutput(program.command('show'))
@@ -206,33 +210,45 @@ export async function main(argv: string[]): Promise<number> {
     .argument('<backup>', 'backup id, or latest')
     .action(async (ref: string, options: OutputOptions, command: Command) => {
       json = Boolean(options.json);
-      const { manifest, pin } = await runShow(settingsOf(command), ref);
-      printShow(manifest, json, pin);
+      printShow(await runShow(settingsOf(command), ref), json);
     });
 
   withOutput(program.command('verify'))
-    .description('check a backup: checksums, decompression, table of contents against the manifest')
+    .description('check a backup: checksums, decompression, table of contents against the manifest; --restore-test also restores it into a scratch database and proves it')
     .argument('<backup>', 'backup id, or latest')
-    .action(async (ref: string, options: OutputOptions, command: Command) => {
+    .option('--restore-test', 'restore into a scratch database, compare row counts, schema, migrations, run probes; then drop it')
+    .option('--scratch <where>', 'where to restore-test: same-server (database pgkeep_verify_<id>), local (a throwaway cluster), or a postgresql:// URL')
+    .option('--deep', 'with a restore test: compare table content hashes (backup --checksums) and run pg_amcheck')
+    .option('--jobs <n>', 'parallel pg_restore workers for the restore test', positiveInt('--jobs'))
+    .action(async (ref: string, options: OutputOptions & { restoreTest?: boolean; scratch?: string; deep?: boolean; jobs?: number }, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
       // A source with several repositories: every copy is verified (--repo picks one).
       const several = verifiesSeveralCopies(settings);
       try {
+        const request = { restoreTest: options.restoreTest, scratch: options.scratch, deep: options.deep, jobs: options.jobs };
         if (several) {
-          const result = await runVerifyCopies(context(settings, options), ref);
+          const result = await runVerifyCopies(context(settings, options), ref, request);
           bar.clear();
           printVerifyCopies(result, json);
         } else {
-          const report = await runVerify(context(settings, options), ref);
+          const report = await runVerify(context(settings, options), ref, request);
           bar.clear();
           printVerify(report, json);
         }
       } catch (error) {
         bar.clear();
         const details = (error as PgkeepError).details;
-        if (details?.copies) printVerifyCopies(details.copies as CopiesReport, json);
-        else if (details?.report) printVerify(details.report as VerifyReport, json);
+        const failure = toPgkeepError(error);
+        if (details?.copies) {
+          // one JSON document: the reports of every copy, with the error beside them
+          printVerifyCopies(json ? { ...(details.copies as CopiesReport), error: { code: failure.code, message: failure.message } } : (details.copies as CopiesReport), json);
+          jsonPrinted = json;
+        } else if (details?.report) {
+          const report = details.report as VerifyResult;
+          printVerify(json ? { ...report, error: { code: failure.code, message: failure.message } } : report, json);
+          jsonPrinted = json;
+        }
         throw error;
       }
     });
@@ -363,7 +379,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     // BACKUP_PARTIAL says where the backup is; prune's result says what was done before the failure
     const details = failure.code === 'BACKUP_PARTIAL' || failure.details?.result !== undefined ? { details: failure.details } : {};
-    if (json) console.log(JSON.stringify({ ok: false, error: { code: failure.code, message: failure.message, ...details } }, null, 2));
+    if (json && !jsonPrinted) console.log(JSON.stringify({ ok: false, error: { code: failure.code, message: failure.message, ...details } }, null, 2));
     process.stderr.write(`pgkeep: ${failure.code === 'INTERNAL' ? 'internal error: ' : ''}${failure.message}\n`);
     if (process.env.PGKEEP_DEBUG && error instanceof Error) process.stderr.write(`${error.stack}\n`);
     if (failure.code === 'ABORTED') return signalled === 'SIGTERM' ? 143 : 130;

@@ -4,10 +4,13 @@ import type { PinResult } from '../commands/pin.js';
 import type { PruneResult } from '../commands/prune.js';
 import type { StatusResult } from '../commands/status.js';
 import type { RestoreResult } from '../commands/restore.js';
+import type { ShowResult } from '../commands/show.js';
+import type { VerifyResult } from '../commands/verify.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { CopiesReport } from '../commands/verify-copies.js';
 import type { Pin } from '../repository/pins.js';
 import type { VerifyReport } from '../verify/verify-backup.js';
+import type { Verification } from '../repository/verification.js';
 import { formatAge, formatBytes, formatCount, formatDuration, formatTable } from './format.js';
 
 /** Printing of each command's result: JSON as is, or text for people. */
@@ -29,14 +32,31 @@ export function printBackupDone(manifest: Manifest, location: string, json: bool
  * `repositories`, for a source with several: a REPOS column (short names, with
  * a legend) and `repositories: [locations]` in --json.
  */
-export function printList(backups: Manifest[], location: string, json: boolean, repositories?: ListRepositories, pinned: ReadonlySet<string> = new Set()): void {
+export function printList(
+  backups: Manifest[],
+  location: string,
+  json: boolean,
+  repositories?: ListRepositories,
+  pinned: ReadonlySet<string> = new Set(),
+  verifications: ReadonlyMap<string, Verification> = new Map(),
+): void {
   const where = (i: number) => repositories!.where[i]!;
   const isPinned = (m: Manifest) => pinned.has(`${m.source}/${m.id}`);
-  if (json) return printJson(backups.map((m, i) => ({ ...summary(m), pinned: isPinned(m), ...(repositories ? { repositories: where(i).map((r) => repositories.locations[r]!) } : {}) })));
+  const verified = (m: Manifest) => verifications.get(`${m.source}/${m.id}`);
+  if (json) {
+    return printJson(
+      backups.map((m, i) => ({
+        ...summary(m),
+        pinned: isPinned(m),
+        verification: verificationSummary(verified(m)),
+        ...(repositories ? { repositories: where(i).map((r) => repositories.locations[r]!) } : {}),
+      })),
+    );
+  }
   if (backups.length === 0) return out(`no backups in ${location} yet`);
   out(
     formatTable(
-      ['ID', 'SOURCE', 'KIND', 'FORMAT', 'SIZE', 'DURATION', 'AGE', 'LABELS', 'PIN', ...(repositories ? ['REPOS'] : [])],
+      ['ID', 'SOURCE', 'KIND', 'FORMAT', 'SIZE', 'DURATION', 'AGE', 'VERIFIED', 'LABELS', 'PIN', ...(repositories ? ['REPOS'] : [])],
       backups.map((m, i) => [
         m.id,
         m.source,
@@ -45,6 +65,7 @@ export function printList(backups: Manifest[], location: string, json: boolean, 
         formatBytes(m.totals.storedBytes),
         formatDuration(m.durationMs),
         formatAge(new Date(m.finishedAt)),
+        verificationLabel(verified(m)),
         m.labels.join(','),
         isPinned(m) ? 'pinned' : '',
         ...(repositories ? [where(i).map((r) => repositories.names[r]!).join(',')] : []),
@@ -53,6 +74,19 @@ export function printList(backups: Manifest[], location: string, json: boolean, 
     ),
   );
   if (repositories) out(`repositories: ${repositories.names.map((name, r) => `${name} = ${repositories.locations[r]}`).join(', ')}`);
+}
+
+/** "restore ok 2h ago", "integrity ok 5m ago", "FAILED restore 1d ago", or "-" when never verified. */
+export function verificationLabel(v: Verification | undefined): string {
+  if (!v) return '-';
+  const what = v.kind === 'restore-test' ? 'restore' : 'integrity';
+  const age = formatAge(new Date(v.finishedAt));
+  return v.ok ? `${what} ok ${age}` : `FAILED ${what} ${age}`;
+}
+
+function verificationSummary(v: Verification | undefined) {
+  if (!v) return null;
+  return { kind: v.kind, ok: v.ok, finishedAt: v.finishedAt, durationMs: v.durationMs, restoreMs: v.restore?.durationMs ?? null, problem: v.problems[0] ?? null };
 }
 
 /** The fields of a backup that list --json gives (the full manifest is in show --json). */
@@ -74,9 +108,9 @@ function summary(m: Manifest) {
   };
 }
 
-/** The manifest, readable; --json prints the manifest as stored. `pin` when the backup is pinned. */
-export function printShow(m: Manifest, json: boolean, pin?: Pin): void {
-  if (json) return printJson(m);
+/** show: the manifest, readable; --json gives the manifest with the last verification record added as `verification`. */
+export function printShow({ manifest: m, verification, pin }: ShowResult, json: boolean): void {
+  if (json) return printJson({ ...m, verification: verification ?? null, pin: pin ?? null });
   const options = m.options;
   const selection = [
     options.schemaOnly && 'schema only',
@@ -101,7 +135,11 @@ export function printShow(m: Manifest, json: boolean, pin?: Pin): void {
     ['server', `PostgreSQL ${m.server.version}${m.server.systemIdentifier ? `, system id ${m.server.systemIdentifier}` : ''}`],
     ['tools', `pg_dump ${m.tools.pgDump}, pgkeep ${m.pgkeep.version} (${m.pgkeep.codec})`],
     ['size', `${formatBytes(m.totals.rawBytes)} dumped, ${formatBytes(m.totals.storedBytes)} stored (${ratio(m.totals.rawBytes, m.totals.storedBytes)})`],
-    ['rows', `${formatCount(m.totals.rows)} in ${m.tables.length} tables`],
+    ['rows', `${formatCount(m.totals.rows)} in ${m.tables.length} tables${m.options.checksums ? ', with content checksums' : ''}`],
+    ['verified', verifiedLine(verification)],
+    ...(m.migrations && m.migrations.length > 0
+      ? ([['migrations', m.migrations.map((s) => `${s.schema}.${s.name} ${s.latest ?? '(no version)'} (${s.rows} rows)`).join(', ')]] as [string, string][])
+      : []),
   ];
   const width = Math.max(...lines.map(([k]) => k.length));
   for (const [key, value] of lines) out(`${key.padEnd(width)}  ${value}`);
@@ -119,17 +157,53 @@ export function printShow(m: Manifest, json: boolean, pin?: Pin): void {
   }
 }
 
+function verifiedLine(v: Verification | undefined): string {
+  if (!v) return 'never (pgkeep verify ID --restore-test)';
+  const restore = v.restore ? `, restored in ${formatDuration(v.restore.durationMs)} (${v.restore.scratch})` : '';
+  return `${verificationLabel(v)} (${v.finishedAt}${restore})${v.ok ? '' : `: ${v.problems[0] ?? 'failed'}`}`;
+}
+
 function ratio(raw: number, stored: number): string {
   return stored === 0 ? '-' : `${(raw / stored).toFixed(1)}x`;
 }
 
-export function printVerify(report: VerifyReport, json: boolean): void {
+export function printVerify(report: VerifyResult, json: boolean): void {
   if (json) return printJson(report);
   for (const o of report.objects) {
     out(`${o.ok ? 'ok    ' : 'FAILED'}  ${o.name}  ${formatBytes(o.storedBytes)} stored, ${formatBytes(o.rawBytes)} raw${o.problem ? `: ${o.problem}` : ''}`);
   }
   out(`tables: ${report.tables.found} of ${report.tables.expected} in the dump's table of contents`);
-  if (report.ok) out(`backup ${report.id} is intact (${formatDuration(report.durationMs)})`);
+  const test = report.restoreTest;
+  if (test) {
+    out(`restore test: restored into "${test.scratch.database}" on ${test.scratch.server} in ${formatDuration(test.restoreMs)} (dropped afterwards)`);
+    if (test.tables.length > 0) {
+      const deep = test.tables.some((t) => t.contentOk !== undefined);
+      out(
+        formatTable(
+          ['TABLE', 'BACKUP', 'RESTORED', ...(deep ? ['CONTENT'] : []), ''],
+          test.tables.map((t) => [
+            `${t.schema}.${t.name}`,
+            formatCount(t.expected),
+            formatCount(t.actual),
+            ...(deep ? [t.contentOk === undefined ? '-' : t.contentOk ? 'same' : 'DIFFERENT'] : []),
+            t.expected === t.actual && t.contentOk !== false ? 'ok' : 'DIFFERENT',
+          ]),
+          [1, 2],
+        ),
+      );
+    }
+    if (test.schema) out(`schema: ${test.schema.checked - test.schema.missing.length} of ${test.schema.checked} objects of the table of contents present${test.schema.missing.length ? `; missing: ${test.schema.missing.join(', ')}` : ''}`);
+    for (const m of test.migrations.tables) {
+      out(`migrations: ${m.schema}.${m.name} ${m.ok ? 'matches the backup' : 'DIFFERS from the backup'} (${m.actual ? `${m.actual.latest ?? 'no version'}, ${m.actual.rows} rows` : 'missing'}; recorded ${m.expected.latest ?? 'no version'}, ${m.expected.rows} rows)`);
+    }
+    test.probes.forEach((p, i) => out(`probe ${i + 1}: ${p.ok ? 'ok    ' : 'FAILED'}  ${p.sql.replace(/\s+/g, ' ').trim()} → ${p.error ? `error: ${p.error}` : (p.value ?? 'no value')}`));
+    if (test.deep) {
+      const amcheck = test.deep.amcheck.status === 'skipped' ? 'skipped' : test.deep.amcheck.ok ? 'no corruption found' : 'CORRUPTION FOUND';
+      out(`deep: content of ${test.deep.compared} table(s) compared with the backup's checksums; pg_amcheck: ${amcheck}`);
+    }
+    for (const note of test.notes) out(`note: ${note}`);
+  }
+  if (report.ok) out(`backup ${report.id} ${test ? 'restores and checks out' : 'is intact'} (${formatDuration(report.durationMs)})`);
   else for (const problem of report.problems) out(`problem: ${problem}`);
 }
 

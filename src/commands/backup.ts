@@ -15,10 +15,11 @@ import { readDatabaseInfo, readServerInfo } from '../postgres/server-info.js';
 import { countRows, readCatalogTables, selectDataTables } from '../postgres/table-selection.js';
 import { writeBackupFailure } from '../repository/backup-failures.js';
 import { makeBackupId, validateBackupName } from '../repository/backup-id.js';
-import type { BackupObject, Manifest } from '../repository/manifest.js';
+import type { BackupObject, Manifest, MigrationState } from '../repository/manifest.js';
 import { MANIFEST_FORMAT } from '../repository/manifest.js';
 import { Repository } from '../repository/repository.js';
 import { acquireSourceLock, type SourceLock } from '../repository/source-lock.js';
+import { readMigrationState } from '../verify/migrations.js';
 import { PGKEEP_VERSION } from '../version.js';
 import type { CommandContext } from './command-context.js';
 import { writeRecipients } from './repository-keys.js';
@@ -140,11 +141,16 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
     // 4. dump once, tee to every repository; count in the same snapshot
     const codec = defaultZstd();
     const dump = dumpToRepositories(ctx, live(), fail, source, backupId, options, snapshot, pgDump.path, codec, signal);
-    const counting = countRows(client, dataTables, signal);
+    // The migration tables are read after the counts, on the same connection: same snapshot.
+    const counting = countRows(client, dataTables, signal, { checksums: options.checksums });
     let counts: Awaited<typeof counting> = [];
+    let migrations: MigrationState[] = [];
     await settleAll([
       dump,
-      counting.then((c) => (counts = c)),
+      counting.then(async (c) => {
+        counts = c;
+        migrations = await readMigrationState(client, dataTables);
+      }),
     ].map((p) => p.catch((error) => {
       controller.abort(error);
       throw error;
@@ -175,6 +181,7 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
         snapshot,
         objects,
         tables,
+        migrations,
         totals: {
           rawBytes: objects.reduce((n, o) => n + o.raw.size, 0),
           storedBytes: objects.reduce((n, o) => n + o.stored.size, 0),
@@ -244,6 +251,7 @@ function dumpOptions(defaults: BackupOptionsConfig, request: BackupRequest): Dum
     noAcl: pick('noAcl') ?? false,
     jobs,
     compressLevel: pick('compressLevel') ?? DEFAULT_ZSTD_LEVEL,
+    checksums: pick('checksums') ?? false,
   };
 }
 

@@ -2,6 +2,7 @@ import { repositoryUrls, selectedSourceName, type Settings } from '../config/set
 import type { Manifest } from '../repository/manifest.js';
 import { listPins } from '../repository/pins.js';
 import type { Repository } from '../repository/repository.js';
+import type { Verification } from '../repository/verification.js';
 import { openRepositoriesSettled, openRepository, repositoryLabels } from './open-repository.js';
 
 /** Where the listed backups are, when the source has several repositories. */
@@ -21,13 +22,15 @@ export interface ListRepositories {
  * When the source has several repositories, all are read: a backup in
  * several is listed once, with where it is.
  */
-export async function runList(settings: Settings): Promise<{ location: string; backups: Manifest[]; repositories?: ListRepositories; pinned: Set<string> }> {
+export async function runList(settings: Settings): Promise<{ location: string; backups: Manifest[]; repositories?: ListRepositories; pinned: Set<string>; verifications: Map<string, Verification> }> {
   const source = settings.options.source !== undefined || settings.configFile ? selectedSourceName(settings) : undefined;
   const urls = repositoryUrls(settings, source);
+  const verifications = new Map<string, Verification>();
   if (urls.length <= 1) {
     const repository = await openRepository(settings, { source });
     const backups = await repository.listBackups(source);
-    return { location: repository.location, backups, pinned: await pinnedIn([repository], backups) };
+    await addVerifications(verifications, repository, backups);
+    return { location: repository.location, backups, pinned: await pinnedIn([repository], backups), verifications };
   }
   const byKey = new Map<string, { manifest: Manifest; where: number[] }>();
   const unavailable: ListRepositories['unavailable'] = [];
@@ -38,7 +41,9 @@ export async function runList(settings: Settings): Promise<{ location: string; b
     locations.push(repository?.location ?? url);
     try {
       if (!repository) throw error;
-      for (const manifest of await repository.listBackups(source)) {
+      const backups = await repository.listBackups(source);
+      await addVerifications(verifications, repository, backups);
+      for (const manifest of backups) {
         const key = `${manifest.source}/${manifest.id}`;
         const entry = byKey.get(key);
         if (entry) entry.where.push(index);
@@ -59,6 +64,7 @@ export async function runList(settings: Settings): Promise<{ location: string; b
     location: locations.join(', '),
     backups: entries.map((e) => e.manifest),
     repositories: { names: repositoryLabels(urls), locations, where: entries.map((e) => e.where), unavailable },
+    verifications,
   };
 }
 
@@ -71,4 +77,18 @@ async function pinnedIn(repositories: Repository[], backups: Manifest[]): Promis
     }
   }
   return pinned;
+}
+
+/**
+ * The newest verification of each listed backup, by "<source>/<id>"; with
+ * several repositories, the newest of any of them.
+ */
+async function addVerifications(into: Map<string, Verification>, repository: Repository, backups: readonly Manifest[]): Promise<void> {
+  for (const source of new Set(backups.map((m) => m.source))) {
+    for (const [id, verification] of await repository.lastVerifications(source)) {
+      const key = `${source}/${id}`;
+      const known = into.get(key);
+      if (!known || verification.startedAt > known.startedAt) into.set(key, verification);
+    }
+  }
 }

@@ -34,6 +34,8 @@ export interface RestoreRequest {
   force?: boolean | undefined;
   jobs?: number | undefined;
   noOwner?: boolean | undefined;
+  /** pg_restore --no-privileges: for a server without the source's roles (restore tests elsewhere). */
+  noAcl?: boolean | undefined;
 }
 
 export interface TableCheck {
@@ -187,7 +189,7 @@ export async function runRestoreFromRepositories(ctx: CommandContext, source: Re
  * pg_dump --table dumps the tables but not the schemas they live in, so such a
  * dump cannot be restored into a new database as it is. Create those schemas first.
  */
-async function createSelectedSchemas(manifest: Manifest, target: ConnectionInfo): Promise<void> {
+export async function createSelectedSchemas(manifest: Manifest, target: ConnectionInfo): Promise<void> {
   if (manifest.options.tables.length === 0) return;
   const schemas = [...new Set(manifest.tables.map((t) => t.schema))];
   await withClient(target, async (client) => {
@@ -240,20 +242,25 @@ async function feedChild(load: Promise<void>, child: Promise<void>): Promise<voi
 
 const RESTORE_ERROR_LINE = /error|ERROR|FATAL|detail|DETAIL|hint|HINT/;
 
-async function loadBackup(
+/**
+ * Streams a backup into the empty database `target` (pg_restore, or psql for
+ * plain dumps), checking every checksum on the way; `source` gives the tool
+ * folder and temp space. Shared by restore and verify --restore-test.
+ */
+export async function loadBackup(
   ctx: CommandContext,
   repository: Repository,
   manifest: Manifest,
   target: ConnectionInfo,
   request: RestoreRequest,
-  source: ResolvedSource,
+  source: Pick<ResolvedSource, 'pgBin' | 'tempDir'>,
   identities: AgeIdentity[],
 ): Promise<void> {
   const codec = defaultZstd();
   const signal = ctx.signal;
   const env = libpqEnv(target);
   const jobs = request.jobs ?? 1;
-  const ownerArgs = request.noOwner ? ['--no-owner'] : [];
+  const ownerArgs = [...(request.noOwner ? ['--no-owner'] : []), ...(request.noAcl ? ['--no-privileges'] : [])];
   const key = (name: string) => repository.objectKey(manifest.source, manifest.id, name);
   const progress = (done: number) => ctx.progress({ phase: 'restore', bytes: done, totalBytes: manifest.totals.rawBytes });
   const common = { env, signal, isErrorLine: (line: string) => RESTORE_ERROR_LINE.test(line) };

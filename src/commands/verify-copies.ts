@@ -1,15 +1,14 @@
 import { configuredSources, repositoryUrls, selectedSourceName, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
-import type { VerifyReport } from '../verify/verify-backup.js';
 import type { CommandContext } from './command-context.js';
 import { repositoriesWithBackup } from './open-repository.js';
-import { runVerify } from './verify.js';
+import { runVerify, type VerifyRequest, type VerifyResult } from './verify.js';
 
 /** One repository's copy of a backup, and what verifying it found. */
 export interface CopyVerification {
   repository: string;
   ok: boolean;
-  report?: VerifyReport | undefined;
+  report?: VerifyResult | undefined;
   /** Set when the copy could not be verified at all (unreadable manifest, missing key, …). */
   error?: { code: string; message: string } | undefined;
 }
@@ -21,6 +20,8 @@ export interface CopiesReport {
   copies: CopyVerification[];
   /** Repositories of the source that do not hold this backup (it was written to the others only). */
   missingFrom: string[];
+  /** --json output of a failed verification: the error, beside the reports. */
+  error?: { code: string; message: string } | undefined;
 }
 
 /**
@@ -29,9 +30,11 @@ export interface CopiesReport {
  * to be intact. Resolves when every copy is intact; otherwise throws
  * VERIFY_FAILED naming the damaged copies and, when there is one, the intact
  * copy that restore will use (restore falls back to it on its own).
+ * A restore test (`request.restoreTest`, `--scratch`, `--deep`) runs once, on
+ * the first copy that passes the integrity check: the copies hold the same dump.
  * `--repo`, or a source with one repository, verifies that one only (runVerify).
  */
-export async function runVerifyCopies(ctx: CommandContext, ref: string): Promise<CopiesReport> {
+export async function runVerifyCopies(ctx: CommandContext, ref: string, request: VerifyRequest = {}): Promise<CopiesReport> {
   const { settings } = ctx;
   const source = configuredSource(settings);
 
@@ -43,16 +46,21 @@ export async function runVerifyCopies(ctx: CommandContext, ref: string): Promise
 
   // 2. each copy verified on its own, as `--repo` would
   const copies: CopyVerification[] = [];
+  let restoreTested = false;
   for (const { repository } of holders) {
     const pinned: Settings = { ...settings, options: { ...settings.options, repo: repository.location, source: sourceName } };
+    let report: VerifyResult | undefined;
     try {
-      copies.push({ repository: repository.location, ok: true, report: await runVerify({ ...ctx, settings: pinned }, id) });
+      report = await runVerify({ ...ctx, settings: pinned }, id, restoreTested ? {} : request);
+      copies.push({ repository: repository.location, ok: true, report });
     } catch (error) {
       const failure = toPgkeepError(error);
       if (failure.code === 'ABORTED') throw failure;
-      const report = failure.details?.report as VerifyReport | undefined;
+      report = failure.details?.report as VerifyResult | undefined;
       copies.push({ repository: repository.location, ok: false, report, error: { code: failure.code, message: failure.message } });
     }
+    // once one intact copy went through the restore test, the others only need their integrity checked
+    if (report?.objects.every((o) => o.ok)) restoreTested = true;
   }
 
   // 3. the verdict: every copy intact, or which are damaged and which one to restore from

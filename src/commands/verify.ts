@@ -1,17 +1,51 @@
 import { configuredSources, repositoryUrls, selectedSourceName, toolPaths } from '../config/settings.js';
 import { identitiesFor } from './repository-keys.js';
-import { PgkeepError } from '../errors.js';
+import { isPgkeepError, PgkeepError, toPgkeepError } from '../errors.js';
+import type { Manifest } from '../repository/manifest.js';
+import type { Repository } from '../repository/repository.js';
+import type { Verification } from '../repository/verification.js';
 import { verifyBackup, type VerifyReport } from '../verify/verify-backup.js';
+import { PGKEEP_VERSION } from '../version.js';
 import type { CommandContext } from './command-context.js';
 import { openRepository, repositoriesWithBackup } from './open-repository.js';
+import { runRestoreTest, type RestoreTestReport } from './restore-test.js';
+
+export interface VerifyRequest {
+  /** Also restore into a scratch database and check it (implied by scratch and deep). */
+  restoreTest?: boolean | undefined;
+  /** same-server, local, or a postgresql:// URL. */
+  scratch?: string | undefined;
+  /** Compare table content hashes (backup --checksums) and run pg_amcheck. */
+  deep?: boolean | undefined;
+  /** Parallel pg_restore workers for the restore test. */
+  jobs?: number | undefined;
+}
+
+export interface VerifyResult extends VerifyReport {
+  kind: Verification['kind'];
+  restoreTest?: RestoreTestReport | undefined;
+  /** Where the evidence was stored, or undefined when it could not be (a warning said why). */
+  recorded?: string | undefined;
+  /** --json output of a failed verification: the error, beside the report. */
+  error?: { code: string; message: string } | undefined;
+}
 
 /**
- * Checks one backup from the repository alone: checksums, sizes, full
- * decompression, and the dump's table of contents against the manifest.
- * Returns the report; throws VERIFY_FAILED (with the report) when it fails.
+ * Checks one backup:
+ *
+ *  1. integrity, from the repository alone: checksums, sizes, full
+ *     decompression, the dump's table of contents against the manifest
+ *  2. with --restore-test (or --scratch, --deep): restore it into a scratch
+ *     database and prove it there (see runRestoreTest), unless step 1 failed
+ *  3. store the evidence in the repository (verifications/<id>/<time>.json),
+ *     also when a check failed; an interrupted verification stores nothing
+ *
+ * Throws on failure, naming the first mismatch: ROW_COUNT_MISMATCH or
+ * VERIFY_FAILED (with the result in details.report), or the restore's own error.
  */
-export async function runVerify(ctx: CommandContext, ref: string): Promise<VerifyReport> {
+export async function runVerify(ctx: CommandContext, ref: string, request: VerifyRequest = {}): Promise<VerifyResult> {
   const { settings } = ctx;
+  const restoreTest = Boolean(request.restoreTest || request.scratch !== undefined || request.deep);
   let source = settings.options.source;
   // A source with several repositories: the first (in config order) that holds the backup; --repo picks one.
   const configured = source ?? (configuredSources(settings).length > 0 ? selectedSourceName(settings) : undefined);
@@ -24,16 +58,87 @@ export async function runVerify(ctx: CommandContext, ref: string): Promise<Verif
     repository = await openRepository(settings, { source });
     manifest = await repository.resolveBackup(ref, source);
   }
+  if (restoreTest && manifest.options.dataOnly) {
+    throw new PgkeepError('USAGE', `backup ${manifest.id} is data-only: it has no schema to restore into an empty scratch database, so it cannot be restore-tested; verify it without --restore-test`);
+  }
   const identities = await identitiesFor(repository, manifest, ctx.keys);
+  const startedAt = new Date();
+
+  // 1. integrity
   ctx.info(`verifying ${manifest.source}/${manifest.id} in ${repository.location}`);
+  let toc: string | undefined;
   const report = await verifyBackup(repository, manifest, {
     identities,
     signal: ctx.signal,
     ...toolPaths(settings),
     onProgress: (object, bytes) => ctx.progress({ phase: 'verify', bytes, totalBytes: manifest.totals.rawBytes, item: object }),
+    onToc: (listing) => (toc = listing),
   });
-  if (!report.ok) {
-    throw new PgkeepError('VERIFY_FAILED', `backup ${manifest.id} failed verification: ${report.problems[0]}`, { details: { report } });
+  const result: VerifyResult = { ...report, kind: restoreTest ? 'restore-test' : 'integrity' };
+
+  // 2. the restore test
+  if (report.ok && restoreTest) {
+    try {
+      result.restoreTest = await runRestoreTest(ctx, repository, manifest, identities, { scratch: request.scratch, deep: request.deep, jobs: request.jobs, toc });
+    } catch (error) {
+      if (isPgkeepError(error, 'ABORTED') || ctx.signal.aborted) throw error;
+      result.problems = [...result.problems, `restore failed: ${toPgkeepError(error).message}`];
+      result.ok = false;
+      result.durationMs = Date.now() - startedAt.getTime();
+      result.recorded = await record(ctx, repository, manifest, result, startedAt);
+      throw error;
+    }
+    result.problems = [...result.problems, ...result.restoreTest.problems.map((p) => p.message)];
+    result.ok = result.problems.length === 0;
   }
-  return report;
+  result.durationMs = Date.now() - startedAt.getTime();
+
+  // 3. the evidence
+  result.recorded = await record(ctx, repository, manifest, result, startedAt);
+  if (!report.ok) {
+    throw new PgkeepError('VERIFY_FAILED', `backup ${manifest.id} failed verification: ${report.problems[0]}`, { details: { report: result } });
+  }
+  const first = result.restoreTest?.problems[0];
+  if (first) throw new PgkeepError(first.code, `restore test of backup ${manifest.id} failed: ${first.message}`, { details: { report: result } });
+  return result;
+}
+
+/** Stores the verification record; a repository that refuses the write costs a warning, not the verification. */
+async function record(ctx: CommandContext, repository: Repository, manifest: Manifest, result: VerifyResult, startedAt: Date): Promise<string | undefined> {
+  const test = result.restoreTest;
+  try {
+    const verification = await repository.writeVerification({
+      format: 1,
+      backupId: manifest.id,
+      source: manifest.source,
+      kind: result.kind,
+      ok: result.ok,
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      durationMs: result.durationMs,
+      repository: repository.location,
+      pgkeepVersion: PGKEEP_VERSION,
+      problems: result.problems,
+      restore: test ? { scratch: `${test.scratch.kind}: "${test.scratch.database}" on ${test.scratch.server}`, durationMs: test.restoreMs } : null,
+      tables: test ? test.tables.map((t) => ({ schema: t.schema, name: t.name, expected: t.expected, actual: t.actual })) : [],
+      checks: {
+        objects: result.objects.map((o) => ({ name: o.name, ok: o.ok })),
+        toc: result.tables,
+        ...(test
+          ? {
+              schema: test.schema,
+              migrations: test.migrations,
+              probes: test.probes,
+              deep: test.deep,
+              contentMismatches: test.tables.filter((t) => t.contentOk === false).map((t) => `${t.schema}.${t.name}`),
+              notes: test.notes,
+            }
+          : {}),
+      },
+    });
+    return repository.verificationFolder(verification.source, verification.backupId);
+  } catch (error) {
+    ctx.warn(`could not store the verification record in ${repository.location}: ${(error as Error).message}`);
+    return undefined;
+  }
 }

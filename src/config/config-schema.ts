@@ -21,6 +21,8 @@ export const BackupOptionsSchema = z
     noOwner: z.boolean().optional(),
     noAcl: z.boolean().optional(),
     compressLevel: z.number().int().min(1).max(19).optional(),
+    /** Record a content hash of every table (read in the dump's snapshot), for verify --deep. */
+    checksums: z.boolean().optional(),
     labels: z.array(z.string().regex(NAME_PATTERN, 'labels use letters, digits, ".", "_" and "-"')).optional(),
   })
   .strict();
@@ -63,6 +65,33 @@ export type RepoEntry = z.infer<typeof RepoEntrySchema>;
 
 export const repoEntryUrl = (entry: RepoEntry): string => entry.url;
 
+/**
+ * One SQL probe of a restore test: a query run in the restored scratch
+ * database (read-only); its first column of its first row must equal
+ * `expect`, or with "non-zero" (the default) be a number other than 0 or true.
+ * A bare string is a probe that expects "non-zero".
+ */
+export const ProbeSchema = z.union([
+  z.string().min(1, 'a probe needs an SQL query'),
+  z
+    .object({
+      sql: z.string().min(1, 'a probe needs an SQL query'),
+      expect: z.union([z.string(), z.number(), z.boolean()]).optional(),
+    })
+    .strict(),
+]);
+export type ProbeConfig = z.infer<typeof ProbeSchema>;
+
+/** Restore tests (verify --restore-test). */
+export const VerifyOptionsSchema = z
+  .object({
+    /** Where restore tests restore: same-server, local, or a postgresql:// URL of a dedicated server. */
+    scratch: z.string().min(1).optional(),
+    probes: z.array(ProbeSchema).optional(),
+  })
+  .strict();
+export type VerifyOptionsConfig = z.infer<typeof VerifyOptionsSchema>;
+
 /** Several repositories of one source: each backup is written to all of them in one pass. */
 export const RepoListSchema = z
   .array(RepoEntrySchema, {
@@ -89,6 +118,7 @@ export const SourceSchema = z
     backup: BackupOptionsSchema.optional(),
     retention: RetentionSchema.optional(),
     health: HealthSchema.optional(),
+    verify: VerifyOptionsSchema.optional(),
   })
   .strict();
 export type SourceConfig = z.infer<typeof SourceSchema>;
@@ -106,6 +136,8 @@ export const ConfigSchema = z
     tempDir: z.string().min(1).optional(),
     /** Defaults for the backups of every source. */
     backup: BackupOptionsSchema.optional(),
+    /** Defaults for the restore tests of every source; a source's own `verify` keys win. */
+    verify: VerifyOptionsSchema.optional(),
     s3: S3OptionsSchema.optional(),
     /** Default retention of every source (a source's own keys win, key by key). */
     retention: RetentionSchema.optional(),

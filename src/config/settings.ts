@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import { PgkeepError } from '../errors.js';
 import { parseDatabaseUrl, parsePort, type ConnectionInfo } from '../postgres/connection-info.js';
-import { NAME_PATTERN, repoEntryUrl, type BackupOptionsConfig, type PgkeepConfig, type S3OptionsConfig, type SourceConfig } from './config-schema.js';
+import { NAME_PATTERN, repoEntryUrl, type BackupOptionsConfig, type PgkeepConfig, type ProbeConfig, type S3OptionsConfig, type SourceConfig } from './config-schema.js';
 import { deepFreeze, loadConfig } from './load-config.js';
 import type { OpenStorageOptions } from '../storage/open-storage.js';
 
@@ -107,6 +107,42 @@ export function toolPaths(settings: Settings): { pgBin: string | undefined; temp
   return {
     pgBin: settings.env.PG_BIN || configPath(settings, settings.config.pgBin),
     tempDir: settings.env.PGKEEP_TEMP_DIR || configPath(settings, settings.config.tempDir),
+  };
+}
+
+/** A restore-test probe, normalised: `expect` is a value to equal, or "non-zero". */
+export interface Probe {
+  sql: string;
+  expect: string | number | boolean;
+}
+
+/**
+ * Restore-test settings of a source: the source's `verify` keys over the
+ * top-level ones (a source's probes replace the defaults, they do not add).
+ */
+export function verifySettings(settings: Settings, sourceName: string | undefined): { scratch: string | undefined; probes: Probe[] } {
+  const own = sourceName ? settings.config.sources?.[sourceName]?.verify : undefined;
+  const merged = { ...settings.config.verify, ...own };
+  const probe = (p: ProbeConfig): Probe => (typeof p === 'string' ? { sql: p, expect: 'non-zero' } : { sql: p.sql, expect: p.expect ?? 'non-zero' });
+  return { scratch: merged.scratch, probes: (merged.probes ?? []).map(probe) };
+}
+
+/**
+ * The connection of a dedicated scratch server (verify --scratch URL): the
+ * URL's parts, with the password from the URL or else PGPASSWORD/PGPASSFILE,
+ * as libpq would.
+ */
+export function scratchConnection(settings: Settings, url: string): ConnectionInfo {
+  const parsed = parseDatabaseUrl(url, '--scratch');
+  const user = parsed.user ?? settings.env.PGUSER ?? safeOsUser();
+  return {
+    ...parsed,
+    host: parsed.host ?? 'localhost',
+    port: parsed.port ?? 5432,
+    user,
+    database: parsed.database ?? 'postgres',
+    ...(parsed.password === undefined && settings.env.PGPASSWORD ? { password: settings.env.PGPASSWORD } : {}),
+    ...(settings.env.PGPASSFILE ? { passfile: settings.env.PGPASSFILE } : {}),
   };
 }
 

@@ -52,9 +52,19 @@ export async function terminateConnections(client: pg.Client, name: string): Pro
   await client.query('SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE datname = $1 AND pid <> pg_catalog.pg_backend_pid()', [name]);
 }
 
+/** Drops a database, ending its sessions first (and again if one was still going away). */
 export async function dropDatabase(client: pg.Client, name: string): Promise<void> {
-  await terminateConnections(client, name);
-  await client.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)}`);
+  for (let attempt = 1; ; attempt++) {
+    await terminateConnections(client, name);
+    try {
+      await client.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)}`);
+      return;
+    } catch (error) {
+      // 55006: a terminated session had not exited yet (pg_terminate_backend does not wait).
+      if ((error as { code?: string }).code !== '55006' || attempt >= 10) throw error;
+      await new Promise((r) => setTimeout(r, 100 * attempt));
+    }
+  }
 }
 
 /** Renames a database, pushing out sessions that reconnect in between. */

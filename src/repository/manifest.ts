@@ -26,8 +26,24 @@ export const TableSchema = z.object({
   name: z.string(),
   /** Exact count read in the dump's snapshot; null when the dump holds no data. */
   rows: z.number().int().nonnegative().nullable(),
+  /** backup --checksums: a content hash of the table's rows read in the same snapshot (see tableChecksums). */
+  checksum: z.string().optional(),
 });
 export type TableCount = z.infer<typeof TableSchema>;
+
+/**
+ * The state of an application's migration table at backup time (Rails,
+ * Flyway, Knex, Prisma, EF Core, Alembic, ...), so a restore can tell whether
+ * the restored schema is at the version the app expects.
+ */
+export const MigrationStateSchema = z.object({
+  schema: z.string(),
+  name: z.string(),
+  rows: z.number().int().nonnegative(),
+  /** The newest applied migration (version, id or name), null when the table is empty or its layout is unknown. */
+  latest: z.string().nullable(),
+});
+export type MigrationState = z.infer<typeof MigrationStateSchema>;
 
 export const ManifestSchema = z.object({
   format: z.literal(MANIFEST_FORMAT),
@@ -67,10 +83,14 @@ export const ManifestSchema = z.object({
     noAcl: z.boolean(),
     jobs: z.number().int().positive(),
     compressLevel: z.number().int(),
+    /** backup --checksums: tables carry a content hash (absent in manifests of older pgkeep). */
+    checksums: z.boolean().optional(),
   }),
   snapshot: z.string().nullable(),
   objects: z.array(ObjectSchema),
   tables: z.array(TableSchema),
+  /** Migration tables found among the dumped tables; absent in manifests of older pgkeep. */
+  migrations: z.array(MigrationStateSchema).optional(),
   totals: z.object({ rawBytes: z.number().int().nonnegative(), storedBytes: z.number().int().nonnegative(), rows: z.number().int().nonnegative() }),
 });
 export type Manifest = z.infer<typeof ManifestSchema>;

@@ -256,6 +256,30 @@ export class Repository {
     return (await this.listVerifications(source, id)).filter((v) => kind === undefined || v.kind === kind).at(-1);
   }
 
+  /**
+   * The newest verification of every backup of a source that has one, by
+   * backup id: one listing of the source's verifications, then one read per
+   * backup (record names sort by time, so the last name is the newest).
+   */
+  async lastVerifications(source: string): Promise<Map<string, Verification>> {
+    const newest = new Map<string, string>();
+    for await (const entry of this.storage.list(joinKey('sources', source, 'verifications'), { recursive: true })) {
+      if (entry.kind !== 'object' || !entry.path.endsWith('.json')) continue;
+      const id = entry.path.split('/').at(-2)!;
+      const current = newest.get(id);
+      if (current === undefined || entry.path > current) newest.set(id, entry.path);
+    }
+    const records = new Map<string, Verification>();
+    for (const [id, key] of newest) {
+      try {
+        records.set(id, VerificationSchema.parse(JSON.parse((await readObject(this.storage, key)).toString('utf8'))));
+      } catch {
+        // unreadable: as if not verified
+      }
+    }
+    return records;
+  }
+
   verificationFolder(source: string, id: string): string {
     return joinKey('sources', source, 'verifications', validateBackupId(id));
   }

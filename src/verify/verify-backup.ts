@@ -39,6 +39,8 @@ export interface VerifyOptions {
   onProgress?: ((object: string, bytes: number) => void) | undefined;
   /** For encrypted objects. */
   identities?: AgeIdentity[] | undefined;
+  /** Receives the `pg_restore --list` output of a custom or directory dump (a restore test checks the restored schema against it). */
+  onToc?: ((listing: string) => void) | undefined;
 }
 
 /**
@@ -84,6 +86,7 @@ export async function verifyBackup(repository: Repository, manifest: Manifest, o
           listing.stdout!.on('data', (c: Buffer) => out.push(c));
           await settleAll([load(childStdinSink(listing.stdin!)), listing.done]);
           const toc = Buffer.concat(out).toString('utf8');
+          options.onToc?.(toc);
           contents = { has: (t) => tocHasTableData(toc, t) };
         } else if (object.role === 'dump' && manifest.options.format === 'plain') {
           const scanner = new PlainDumpScanner();
@@ -107,6 +110,7 @@ export async function verifyBackup(repository: Repository, manifest: Manifest, o
     if (staging && tocObject && objects.find((o) => o.name === tocObject.name)?.ok) {
       const pgRestore = await toolInfo('pg_restore', options.pgBin);
       const toc = await runProcess(pgRestore.path, ['--list', '--format=directory', staging], { signal: options.signal });
+      options.onToc?.(toc);
       contents = { has: (t) => tocHasTableData(toc, t) };
     }
   } finally {

@@ -1,0 +1,250 @@
+import type pg from 'pg';
+import { configuredSources, resolveSource, scratchConnection, toolPaths, verifySettings, type Settings } from '../config/settings.js';
+import { isPgkeepError, PgkeepError } from '../errors.js';
+import type { AgeIdentity } from '../pipeline/age.js';
+import { describeConnection, serverLabel, withDatabase, type ConnectionInfo } from '../postgres/connection-info.js';
+import { createDatabase, dropDatabase, fitIdentifier } from '../postgres/database-admin.js';
+import { connect, withClient } from '../postgres/pg-client.js';
+import { startScratchCluster, type ScratchCluster } from '../postgres/scratch-cluster.js';
+import { databaseExists } from '../postgres/server-info.js';
+import type { Manifest } from '../repository/manifest.js';
+import type { Repository } from '../repository/repository.js';
+import { compareMigrations, type MigrationComparison } from '../verify/migrations.js';
+import {
+  compareSchema,
+  compareTables,
+  describeProbeFailure,
+  runAmcheck,
+  runProbes,
+  type AmcheckResult,
+  type Problem,
+  type ProbeResult,
+  type SchemaComparison,
+  type TableComparison,
+} from '../verify/restore-checks.js';
+import type { CommandContext } from './command-context.js';
+import { createSelectedSchemas, loadBackup } from './restore.js';
+
+export type ScratchKind = 'same-server' | 'local' | 'url';
+
+export interface RestoreTestOptions {
+  /** same-server, local, or a postgresql:// URL; default: the config's verify.scratch, else same-server when the role may create databases, else local. */
+  scratch?: string | undefined;
+  deep?: boolean | undefined;
+  jobs?: number | undefined;
+  /** The dump's `pg_restore --list` output, when the integrity check read one (custom and directory formats). */
+  toc?: string | undefined;
+}
+
+export interface RestoreTestReport {
+  scratch: { kind: ScratchKind; database: string; server: string };
+  /** Creating the scratch database and loading the backup: a measured RTO for this backup. */
+  restoreMs: number;
+  tables: TableComparison[];
+  /** Null for plain-format dumps, which have no table of contents to compare with. */
+  schema: SchemaComparison | null;
+  migrations: MigrationComparison;
+  probes: ProbeResult[];
+  deep: { compared: number; withoutChecksum: number; amcheck: AmcheckResult } | null;
+  problems: Problem[];
+  /** Things not checked and why (a plain dump's schema, a backup without checksums, amcheck skipped). */
+  notes: string[];
+}
+
+/**
+ * Restores a backup into a scratch database and proves it, then drops the
+ * scratch whatever happened (success, failure, SIGINT/SIGTERM):
+ *
+ *  1. choose where: a database pgkeep_verify_<id> on the source's server, on
+ *     a throwaway local cluster, or on a dedicated server (URL)
+ *  2. create it (a leftover of a killed test, with no sessions, is dropped first)
+ *  3. load the backup with the restore machinery (checksums checked while streaming);
+ *     elsewhere than the source's server without owners and privileges, whose roles are not there
+ *  4. ANALYZE; compare every table's exact row count (and with --deep its
+ *     content hash) with the manifest; the schema objects with the dump's TOC;
+ *     the migration table with the state recorded at backup time; run the probes;
+ *     with --deep run pg_amcheck
+ *  5. drop the scratch database (and stop the local cluster)
+ *
+ * Mismatches do not throw: they are returned in `problems`, first mismatch first.
+ */
+export async function runRestoreTest(
+  ctx: CommandContext,
+  repository: Repository,
+  manifest: Manifest,
+  identities: AgeIdentity[],
+  options: RestoreTestOptions,
+): Promise<RestoreTestReport> {
+  const { settings, signal } = ctx;
+  const tools = toolPaths(settings);
+  const config = verifySettings(settings, manifest.source);
+  const notes: string[] = [];
+
+  // 1. where
+  const scratch = await chooseScratch(ctx, manifest, options.scratch ?? config.scratch);
+  const database = fitIdentifier(`pgkeep_verify_${manifest.id.toLowerCase().replace(/[^a-z0-9_]/g, '_')}`, '');
+  const admin = withDatabase(scratch.connection, scratch.connection.database === database ? 'postgres' : scratch.connection.database);
+  const target = withDatabase(scratch.connection, database);
+  ctx.info(`restore test of ${manifest.id}: restoring into "${database}" on ${scratch.label}`);
+  const sourceMajor = Math.floor(manifest.server.versionNum / 10000);
+  if (scratch.cluster && Number(scratch.cluster.version) < sourceMajor) {
+    notes.push(`the local scratch server (PostgreSQL ${scratch.cluster.version}) is older than the backup's server (${manifest.server.version}): install the server programs of PostgreSQL ${sourceMajor} (or set PG_BIN) if the restore fails on newer syntax`);
+    ctx.warn(notes.at(-1)!);
+  }
+
+  let created = false;
+  try {
+    // 2. a fresh scratch database
+    let started = Date.now();
+    await withClient(
+      admin,
+      async (client) => {
+        if (await databaseExists(client, database)) await dropLeftover(ctx, client, database);
+        started = Date.now();
+        // Set first: an interrupted CREATE DATABASE may still complete on the server.
+        created = true;
+        const { localeKept } = await createDatabase(client, database, manifest.database).catch((error: unknown) => {
+          if (isPgkeepError(error, 'DB_EXISTS')) created = false; // someone else's: never drop it
+          throw error;
+        });
+        if (!localeKept) notes.push(`locale ${manifest.database.collate} is not available on the scratch server: restored with its default locale`);
+      },
+      signal,
+    );
+
+    // 3. load it
+    await createSelectedSchemas(manifest, target);
+    const elsewhere = scratch.kind !== 'same-server';
+    await loadBackup(ctx, repository, manifest, target, { backup: manifest.id, jobs: options.jobs, noOwner: elsewhere, noAcl: elsewhere }, tools, identities);
+    const restoreMs = Date.now() - started;
+
+    // 4. prove it
+    const client = await connect(target, signal);
+    try {
+      ctx.info(`restored in ${Math.round(restoreMs / 100) / 10} s; checking`);
+      await client.query('ANALYZE');
+      const problems: Problem[] = [];
+      const deep = Boolean(options.deep);
+      const { tables, problems: tableProblems } = await compareTables(client, manifest, { deep, signal });
+      problems.push(...tableProblems);
+
+      let schema: SchemaComparison | null = null;
+      if (options.toc !== undefined) {
+        schema = await compareSchema(client, options.toc);
+        if (schema.missing.length > 0) {
+          problems.push({ code: 'VERIFY_FAILED', message: `the restored database lacks ${schema.missing.length} object(s) the dump lists: ${schema.missing.slice(0, 3).join(', ')}${schema.missing.length > 3 ? ', …' : ''}` });
+        }
+      } else {
+        notes.push(manifest.options.format === 'plain' ? 'schema objects not compared: a plain-format dump has no table of contents' : 'schema objects not compared: the table of contents was not read');
+      }
+
+      const migrations = await compareMigrations(client, manifest.migrations);
+      for (const message of migrations.problems) problems.push({ code: 'VERIFY_FAILED', message });
+
+      const probes = await runProbes(client, config.probes);
+      probes.forEach((p, i) => {
+        if (!p.ok) problems.push({ code: 'VERIFY_FAILED', message: describeProbeFailure(p, i) });
+      });
+
+      let deepReport: RestoreTestReport['deep'] = null;
+      if (deep) {
+        const withChecksum = manifest.tables.filter((t) => t.rows !== null && t.checksum !== undefined).length;
+        const withoutChecksum = manifest.tables.filter((t) => t.rows !== null && t.checksum === undefined).length;
+        if (withoutChecksum > 0) notes.push(`content of ${withoutChecksum} table(s) not compared: the backup has no checksums for them (take backups with --checksums)`);
+        const amcheck = await runAmcheck(client, target, { pgBin: tools.pgBin, signal });
+        if (amcheck.note) notes.push(`pg_amcheck skipped: ${amcheck.note}`);
+        if (!amcheck.ok) problems.push({ code: 'VERIFY_FAILED', message: `pg_amcheck found corruption in the restored database: ${amcheck.findings[0] ?? 'see its report'}` });
+        deepReport = { compared: withChecksum, withoutChecksum, amcheck };
+      }
+      return {
+        scratch: { kind: scratch.kind, database, server: scratch.label },
+        restoreMs,
+        tables,
+        schema,
+        migrations,
+        probes,
+        deep: deepReport,
+        problems,
+        notes,
+      };
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  } finally {
+    // 5. always: the scratch database, then a local cluster
+    if (created) {
+      await withClient(admin, (client) => dropDatabase(client, database)).catch((error: unknown) =>
+        ctx.warn(`could not drop the scratch database "${database}" on ${scratch.label}: drop it by hand (${(error as Error).message})`),
+      );
+    }
+    await scratch.cluster?.stop();
+  }
+}
+
+interface Scratch {
+  kind: ScratchKind;
+  /** Administrative connection (an existing database of that server). */
+  connection: ConnectionInfo;
+  label: string;
+  cluster?: ScratchCluster | undefined;
+}
+
+async function chooseScratch(ctx: CommandContext, manifest: Manifest, requested: string | undefined): Promise<Scratch> {
+  const { settings, signal } = ctx;
+  if (requested === 'local') return localScratch(ctx, manifest);
+  if (requested !== undefined && /^postgres(ql)?:\/\//.test(requested)) {
+    const connection = scratchConnection(settings, requested);
+    return { kind: 'url', connection, label: describeConnection(connection) };
+  }
+  if (requested !== undefined && requested !== 'same-server') {
+    throw new PgkeepError('USAGE', `--scratch "${requested}" is not understood: use same-server, local, or a postgresql:// URL of a test server`);
+  }
+  const server = sourceConnection(settings, manifest);
+  const connection = withDatabase(server, 'postgres');
+  if (requested === 'same-server') return { kind: 'same-server', connection, label: serverLabel(connection) };
+  // The default: the source's server when the role may create databases there, else a local cluster.
+  try {
+    const mayCreate = await withClient(
+      connection,
+      async (client) => (await client.query<{ ok: boolean }>('SELECT rolcreatedb OR rolsuper AS ok FROM pg_catalog.pg_roles WHERE rolname = current_user')).rows[0]?.ok === true,
+      signal,
+    );
+    if (mayCreate) return { kind: 'same-server', connection, label: serverLabel(connection) };
+    ctx.info(`role "${connection.user}" may not create databases on ${serverLabel(connection)}: restore-testing on a local scratch cluster`);
+  } catch (error) {
+    if (isPgkeepError(error, 'ABORTED')) throw error;
+    ctx.info(`cannot use the source's server for the restore test (${(error as Error).message}): using a local scratch cluster`);
+  }
+  return localScratch(ctx, manifest);
+}
+
+async function localScratch(ctx: CommandContext, manifest: Manifest): Promise<Scratch> {
+  let superuser: string | undefined;
+  try {
+    superuser = sourceConnection(ctx.settings, manifest).user;
+  } catch {
+    superuser = undefined;
+  }
+  ctx.info('starting a local scratch PostgreSQL cluster');
+  const cluster = await startScratchCluster({ ...toolPaths(ctx.settings), superuser, signal: ctx.signal });
+  return { kind: 'local', connection: cluster.connection, label: `a local scratch cluster (PostgreSQL ${cluster.version})`, cluster };
+}
+
+/** The connection of the backup's source: --source, else the configured source of that name, else the settings' only one. */
+function sourceConnection(settings: Settings, manifest: Manifest): ConnectionInfo {
+  const name = settings.options.source ?? (configuredSources(settings).includes(manifest.source) ? manifest.source : undefined);
+  return resolveSource(name === undefined ? settings : { ...settings, options: { ...settings.options, source: name } }).connection;
+}
+
+/**
+ * A scratch database of the same name exists: a restore test killed before it
+ * could drop it, or one running now. Only an unused one is dropped.
+ */
+async function dropLeftover(ctx: CommandContext, client: pg.Client, database: string): Promise<void> {
+  const sessions = Number((await client.query<{ n: string }>('SELECT count(*) AS n FROM pg_catalog.pg_stat_activity WHERE datname = $1', [database])).rows[0]!.n);
+  if (sessions > 0) {
+    throw new PgkeepError('DB_EXISTS', `scratch database "${database}" exists and is in use: another restore test of this backup is running; wait for it, or drop the database`);
+  }
+  ctx.info(`dropping "${database}", left by an interrupted restore test`);
+  await dropDatabase(client, database);
+}

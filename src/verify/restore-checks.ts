@@ -1,0 +1,249 @@
+import type pg from 'pg';
+import type { Probe } from '../config/settings.js';
+import { PgkeepError } from '../errors.js';
+import { libpqEnv, type ConnectionInfo } from '../postgres/connection-info.js';
+import { toolInfo } from '../postgres/pg-tools.js';
+import { startProcess } from '../postgres/run-process.js';
+import { countRows } from '../postgres/table-selection.js';
+import type { Manifest } from '../repository/manifest.js';
+
+/** The checks a restore test runs on the restored scratch database, each returning what it found; none throws on a mismatch. */
+
+export interface TableComparison {
+  schema: string;
+  name: string;
+  expected: number;
+  actual: number;
+  /** --deep: whether the content hash matched; undefined when not compared. */
+  contentOk?: boolean | undefined;
+}
+
+/**
+ * Exact row counts of every table the manifest counted, and with `deep` the
+ * content hash of each table that has one, in one scan per table.
+ */
+export async function compareTables(client: pg.Client, manifest: Manifest, options: { deep: boolean; signal?: AbortSignal }): Promise<{ tables: TableComparison[]; problems: Problem[] }> {
+  const expected = manifest.tables.filter((t) => t.rows !== null);
+  const actual = await countRows(client, expected, options.signal, { checksums: options.deep });
+  const tables: TableComparison[] = expected.map((t, i) => ({
+    schema: t.schema,
+    name: t.name,
+    expected: t.rows!,
+    actual: actual[i]!.rows,
+    contentOk: options.deep && t.checksum !== undefined ? t.checksum === actual[i]!.checksum : undefined,
+  }));
+  const problems: Problem[] = [];
+  const wrong = tables.filter((t) => t.expected !== t.actual);
+  if (wrong.length > 0) {
+    const first = wrong[0]!;
+    problems.push({
+      code: 'ROW_COUNT_MISMATCH',
+      message: `restored table ${first.schema}.${first.name} has ${first.actual} rows where the backup recorded ${first.expected}${wrong.length > 1 ? ` (and ${wrong.length - 1} more tables differ)` : ''}`,
+    });
+  }
+  const changed = tables.filter((t) => t.contentOk === false && t.expected === t.actual);
+  if (changed.length > 0) {
+    const first = changed[0]!;
+    problems.push({
+      code: 'VERIFY_FAILED',
+      message: `restored table ${first.schema}.${first.name} has the recorded row count but different content (its checksum differs from the backup's)${changed.length > 1 ? ` (and ${changed.length - 1} more tables)` : ''}`,
+    });
+  }
+  return { tables, problems };
+}
+
+export interface Problem {
+  code: 'ROW_COUNT_MISMATCH' | 'VERIFY_FAILED';
+  message: string;
+}
+
+/** TOC entry kinds checked against the catalog; longer kinds that start the same way are not (TABLE DATA, INDEX ATTACH, ...). */
+const CHECKED_KINDS = ['MATERIALIZED VIEW', 'FOREIGN TABLE', 'FK CONSTRAINT', 'CHECK CONSTRAINT', 'CONSTRAINT', 'TABLE', 'VIEW', 'SEQUENCE', 'INDEX', 'TYPE', 'DOMAIN', 'FUNCTION', 'PROCEDURE', 'AGGREGATE', 'TRIGGER', 'SCHEMA', 'EXTENSION'];
+const UNCHECKED_KINDS = ['MATERIALIZED VIEW DATA', 'TABLE DATA', 'TABLE ATTACH', 'INDEX ATTACH', 'SEQUENCE SET', 'SEQUENCE OWNED BY'];
+/** Kinds that share one catalog key set. */
+const KIND_GROUP: Record<string, string> = { 'FK CONSTRAINT': 'CONSTRAINT', 'CHECK CONSTRAINT': 'CONSTRAINT' };
+
+/**
+ * Objects of the restored database, keyed as `pg_restore --list` prints them
+ * after the entry kind: "<schema> <name>", "- <name>" for schemas and
+ * extensions, "<schema> <table> <name>" for triggers and constraints, and
+ * "<schema> <function>(" for routines (their argument lists are not compared).
+ */
+const CATALOG_SQL = `
+  SELECT CASE c.relkind WHEN 'r' THEN 'TABLE' WHEN 'p' THEN 'TABLE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                        WHEN 'S' THEN 'SEQUENCE' WHEN 'i' THEN 'INDEX' WHEN 'I' THEN 'INDEX' WHEN 'f' THEN 'FOREIGN TABLE' END AS kind,
+         n.nspname || ' ' || c.relname AS key
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+   WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'i', 'I', 'f')
+  UNION ALL SELECT 'SCHEMA', '- ' || nspname FROM pg_catalog.pg_namespace
+  UNION ALL SELECT 'EXTENSION', '- ' || extname FROM pg_catalog.pg_extension
+  UNION ALL SELECT CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, n.nspname || ' ' || t.typname
+    FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+  UNION ALL SELECT CASE p.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END, n.nspname || ' ' || p.proname || '('
+    FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+  UNION ALL SELECT 'TRIGGER', n.nspname || ' ' || c.relname || ' ' || t.tgname
+    FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+   WHERE NOT t.tgisinternal
+  UNION ALL SELECT 'CONSTRAINT', n.nspname || ' ' || coalesce(c.relname, ty.typname) || ' ' || con.conname
+    FROM pg_catalog.pg_constraint con JOIN pg_catalog.pg_namespace n ON n.oid = con.connamespace
+    LEFT JOIN pg_catalog.pg_class c ON c.oid = con.conrelid LEFT JOIN pg_catalog.pg_type ty ON ty.oid = con.contypid`;
+
+export interface SchemaComparison {
+  /** TOC entries compared with the catalog. */
+  checked: number;
+  /** Entries the restored database lacks, as "<KIND> <schema> <name>". */
+  missing: string[];
+}
+
+/**
+ * Checks that the restored database holds every schema object the dump's
+ * table of contents lists (tables, views, sequences, indexes, types, domains,
+ * routines, triggers, constraints, schemas, extensions). Names in the listing
+ * are unquoted, so an entry matches when a catalog key is a prefix of it
+ * ending where the owner (or, for routines, the argument list) starts.
+ */
+export async function compareSchema(client: pg.Client, tocListing: string): Promise<SchemaComparison> {
+  return matchTocWithCatalog(tocListing, (await client.query<CatalogObject>(CATALOG_SQL)).rows);
+}
+
+/** One object of the restored database: its TOC kind and its key as `pg_restore --list` prints it. */
+export interface CatalogObject {
+  kind: string;
+  key: string;
+}
+
+/** The matching behind compareSchema, without a database (for tests). */
+export function matchTocWithCatalog(tocListing: string, objects: readonly CatalogObject[]): SchemaComparison {
+  const catalog = new Map<string, Set<string>>();
+  for (const row of objects) {
+    if (!catalog.has(row.kind)) catalog.set(row.kind, new Set());
+    catalog.get(row.kind)!.add(row.key);
+  }
+  let checked = 0;
+  const missing: string[] = [];
+  for (const line of tocListing.split('\n')) {
+    const entry = /^\d+; \d+ \d+ (.*)$/.exec(line)?.[1];
+    if (!entry || UNCHECKED_KINDS.some((k) => entry.startsWith(`${k} `))) continue;
+    const kind = CHECKED_KINDS.find((k) => entry.startsWith(`${k} `));
+    if (!kind) continue;
+    const rest = entry.slice(kind.length + 1);
+    const keys = catalog.get(KIND_GROUP[kind] ?? kind) ?? new Set<string>();
+    checked++;
+    if (!prefixesOf(rest).some((p) => keys.has(p))) missing.push(`${kind} ${rest.replace(/ \S*$/, '')}`);
+  }
+  return { checked, missing };
+}
+
+/** The whole text, and every prefix that ends before a space or just after a "(". */
+function prefixesOf(text: string): string[] {
+  const prefixes = [text];
+  for (let i = 0; i < text.length; i++) {
+    if (text[i] === ' ') prefixes.push(text.slice(0, i));
+    else if (text[i] === '(') prefixes.push(text.slice(0, i + 1));
+  }
+  return prefixes;
+}
+
+export interface ProbeResult {
+  sql: string;
+  expect: string | number | boolean;
+  ok: boolean;
+  /** The first column of the first row, as text; null for SQL NULL or no row. */
+  value: string | null;
+  error?: string | undefined;
+}
+
+/**
+ * Runs the configured probes, each a single statement in its own read-only
+ * transaction, and compares the first column of the first row with what the probe expects.
+ */
+export async function runProbes(client: pg.Client, probes: readonly Probe[]): Promise<ProbeResult[]> {
+  const results: ProbeResult[] = [];
+  for (const probe of probes) {
+    await client.query('BEGIN READ ONLY');
+    try {
+      // The extended protocol takes exactly one statement: a probe cannot COMMIT its way out of the read-only transaction.
+      const query: pg.QueryArrayConfig & { queryMode: 'extended' } = { text: probe.sql, rowMode: 'array', queryMode: 'extended' };
+      const result = await client.query(query);
+      const raw = (result.rows[0] as unknown[] | undefined)?.[0];
+      const value = raw === undefined || raw === null ? null : String(raw);
+      results.push({ sql: probe.sql, expect: probe.expect, value, ok: probeMatches(value, raw, probe.expect) });
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      results.push({ sql: probe.sql, expect: probe.expect, value: null, ok: false, error: (error as Error).message });
+    }
+  }
+  return results;
+}
+
+function probeMatches(value: string | null, raw: unknown, expect: string | number | boolean): boolean {
+  if (value === null) return false;
+  if (expect === 'non-zero') {
+    if (typeof raw === 'boolean') return raw;
+    const n = Number(value);
+    return value.trim() !== '' && Number.isFinite(n) && n !== 0;
+  }
+  const wanted = String(expect);
+  if (value === wanted) return true;
+  // 42 and "42.0" are the same number
+  const [a, b] = [Number(value), Number(wanted)];
+  return value.trim() !== '' && wanted.trim() !== '' && Number.isFinite(a) && Number.isFinite(b) && a === b;
+}
+
+/** One line for a failed probe: what ran, what came back, what was expected. */
+export function describeProbeFailure(result: ProbeResult, index: number): string {
+  const sql = result.sql.replace(/\s+/g, ' ').trim();
+  const shown = sql.length > 80 ? `${sql.slice(0, 77)}…` : sql;
+  if (result.error) return `probe ${index + 1} (${shown}) failed: ${result.error}`;
+  const expected = result.expect === 'non-zero' ? 'a non-zero value' : JSON.stringify(result.expect);
+  return `probe ${index + 1} (${shown}) returned ${result.value === null ? 'no value' : JSON.stringify(result.value)} where the config expects ${expected}`;
+}
+
+export interface AmcheckResult {
+  /** ran: pg_amcheck ran (ok says whether it found corruption); skipped: why not. */
+  status: 'ran' | 'skipped';
+  ok: boolean;
+  note?: string | undefined;
+  /** The first lines pg_amcheck reported. */
+  findings: string[];
+}
+
+/**
+ * Runs pg_amcheck (heap and B-tree checks, --heapallindexed) on the restored
+ * database when the amcheck extension is available there and the role may
+ * install it; otherwise reports why it was skipped. Exit 2 from pg_amcheck
+ * means corruption was found.
+ */
+export async function runAmcheck(client: pg.Client, target: ConnectionInfo, options: { pgBin?: string | undefined; signal?: AbortSignal }): Promise<AmcheckResult> {
+  const available = await client.query("SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'amcheck'");
+  if (available.rowCount === 0) return { status: 'skipped', ok: true, note: 'the amcheck extension is not installed on the scratch server (package postgresql-contrib)', findings: [] };
+  try {
+    await client.query('CREATE EXTENSION IF NOT EXISTS amcheck');
+  } catch (error) {
+    return { status: 'skipped', ok: true, note: `cannot install amcheck in the scratch database (${(error as Error).message}): it needs a superuser`, findings: [] };
+  }
+  let tool;
+  try {
+    tool = await toolInfo('pg_amcheck', options.pgBin);
+  } catch (error) {
+    if (error instanceof PgkeepError && error.code === 'TOOL_MISSING') return { status: 'skipped', ok: true, note: 'pg_amcheck is not installed (PostgreSQL 14 or later)', findings: [] };
+    throw error;
+  }
+  const findings: string[] = [];
+  let partial = '';
+  const run = startProcess(tool.path, ['--heapallindexed', '--no-password', target.database], { env: libpqEnv(target), signal: options.signal, stdout: 'pipe' });
+  run.stdout!.setEncoding('utf8').on('data', (text: string) => {
+    const lines = (partial + text).split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) if (line.trim() && findings.length < 50) findings.push(line);
+  });
+  try {
+    await run.done;
+    return { status: 'ran', ok: true, findings };
+  } catch (error) {
+    if (partial.trim() && findings.length < 50) findings.push(partial);
+    if (error instanceof PgkeepError && error.code === 'TOOL_FAILED' && error.details?.exitCode === 2) return { status: 'ran', ok: false, findings };
+    throw error;
+  }
+}
