@@ -6,15 +6,15 @@ import { runCopy } from '../commands/copy.js';
 import { runInit } from '../commands/init.js';
 import { runKeygen } from '../commands/keygen.js';
 import { runList } from '../commands/list.js';
-import { openRepositories, openRepository } from '../commands/open-repository.js';
-import { runRestore, runRestoreFromRepositories } from '../commands/restore.js';
+import { openRepositories, openRepository, repositoriesWithBackup } from '../commands/open-repository.js';
+import { planRestore, runRestore, runRestoreFromRepositories, type RestoreRequest } from '../commands/restore.js';
 import { runShow } from '../commands/show.js';
 import { runVerify } from '../commands/verify.js';
 import type { VerifyReport } from '../verify/verify-backup.js';
 import { keySettings, loadSettings, readSecretFile, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { PGKEEP_VERSION } from '../version.js';
-import { printBackupDone, printCopyDone, printList, printRestoreDone, printShow, printVerify } from './print.js';
+import { printBackupDone, printCopyDone, printList, printRestoreDone, printRestorePlan, printShow, printVerify } from './print.js';
 import { ProgressBar } from './progress-bar.js';
 import { confirmOnTerminal } from './prompt.js';
 
@@ -215,18 +215,39 @@ export async function main(argv: string[]): Promise<number> {
     .option('--force', 'confirm --overwrite without asking (for scripts)')
     .option('--jobs <n>', 'parallel pg_restore workers (stages the dump in a temp file)', positiveInt('--jobs'))
     .option('--no-owner', 'do not restore object ownership')
+    .option('--table <pattern>', 'only tables matching, with their indexes, constraints, triggers (repeatable; pg_dump patterns)', collect)
+    .option('--schema <pattern>', 'only objects of schemas matching (repeatable)', collect)
+    .option('--schema-only', 'only the definitions, no rows')
+    .option('--data-only', 'only rows, into the existing tables of --to (needs --clean: the tables are emptied first)')
+    .option('--clean', 'into the existing --to database: replace only the restored objects, in one transaction (asks to confirm; a safety backup is taken first)')
+    .option('--role <role>', 'restore as this role (SET ROLE)')
+    .option('--reindex', 'REINDEX what was restored')
+    .option('--dry-run', 'print the plan (target, what is dropped and created, TOC entries, size) and change nothing')
     .action(async (ref: string, options: Record<string, unknown> & OutputOptions, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
       const source = resolveSource(settings);
-      const request = {
+      const list = (value: unknown) => (Array.isArray(value) && value.length > 0 ? (value as string[]) : undefined);
+      const request: RestoreRequest = {
         backup: ref,
         to: options.to as string | undefined,
         overwrite: Boolean(options.overwrite),
         force: Boolean(options.force),
         jobs: options.jobs as number | undefined,
         noOwner: command.getOptionValueSource('owner') === 'cli',
+        tables: list(options.table),
+        schemas: list(options.schema),
+        schemaOnly: Boolean(options.schemaOnly),
+        dataOnly: Boolean(options.dataOnly),
+        clean: Boolean(options.clean),
+        role: options.role as string | undefined,
+        reindex: Boolean(options.reindex),
       };
+      if (options.dryRun) {
+        const ctx = context(settings, options);
+        const repository = source.repos.length > 1 ? (await repositoriesWithBackup(settings, ref, source.name))[0]!.repository : await openRepository(settings, { source: source.name });
+        return printRestorePlan(await planRestore(ctx, repository, source, request), json);
+      }
       // Several repositories: the first that holds the backup, falling back on a checksum failure; --repo picks one.
       const result =
         source.repos.length > 1

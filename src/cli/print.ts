@@ -1,6 +1,6 @@
 import type { CopyResult } from '../commands/copy.js';
 import type { ListRepositories } from '../commands/list.js';
-import type { RestoreResult } from '../commands/restore.js';
+import type { RestorePlan, RestoreResult } from '../commands/restore.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { VerifyReport } from '../verify/verify-backup.js';
 import { formatAge, formatBytes, formatCount, formatDuration, formatTable } from './format.js';
@@ -137,7 +137,7 @@ export function printRestoreDone(result: RestoreResult, json: boolean): void {
   }
   const rows = result.tables.reduce((n, t) => n + t.actual, 0);
   out(
-    `restored ${result.backup.source}/${result.backup.id} into ${result.replaced ? 'existing ' : 'new '}database "${result.database}" in ${formatDuration(result.durationMs)}: ` +
+    `restored ${result.backup.source}/${result.backup.id} into ${result.cleaned ? 'existing database (selected objects replaced) ' : result.replaced ? 'existing database ' : 'new database '}"${result.database}" in ${formatDuration(result.durationMs)}: ` +
       `row counts match the backup (${result.tables.length} tables, ${formatCount(rows)} rows)`,
   );
   if (result.safetyBackup) out(`the replaced database was saved first as backup ${result.safetyBackup}`);
@@ -159,4 +159,29 @@ export function printCopyDone(result: CopyResult, json: boolean): void {
       `${result.objects} object(s), ${formatBytes(result.bytes)}; ${verified}`,
   );
   if (result.createdDestination) out(`created the repository at ${result.to}${result.encryption ? ' with the same encryption as the source' : ''}`);
+}
+
+/** --dry-run: what the restore would do; nothing was changed. */
+export function printRestorePlan(plan: RestorePlan, json: boolean): void {
+  if (json) return printJson({ dryRun: true, ...plan });
+  const how = {
+    new: 'a new database, created',
+    overwrite: 'exists: replaced whole (--overwrite), after a safety backup',
+    clean: 'exists: the restored objects are dropped and recreated inside it, in one transaction (--clean), after a safety backup',
+  }[plan.mode];
+  out(`plan: restore ${plan.backup.source}/${plan.backup.id} (${plan.backup.format} format)${plan.options.length > 0 ? `, ${plan.options.join(', ')}` : ''}`);
+  out(`target: database "${plan.database}" on ${plan.server}: ${how}`);
+  out(`drop: ${plan.drops.length === 0 ? 'nothing' : ''}`);
+  for (const d of plan.drops) out(`  ${d}`);
+  if (plan.entries.length > 0) {
+    out(`create (${plan.entries.length} TOC entries):`);
+    for (const e of plan.entries) out(`  ${String(e.id).padStart(5)}; ${e.entry}`);
+  } else {
+    out('create: everything in the plain SQL dump (psql runs it whole)');
+  }
+  if (plan.tables.length > 0) {
+    out(formatTable(['TABLE', 'ROWS'], plan.tables.map((t) => [`${t.schema}.${t.name}`, t.rows === null ? '-' : formatCount(t.rows)]), [1]));
+  }
+  out(`estimated size: ${formatBytes(plan.estimatedBytes)} of dump data; ${plan.tables.length} table(s) with rows`);
+  out('dry run: nothing was changed');
 }
