@@ -7,6 +7,7 @@ import { runInit } from '../commands/init.js';
 import { runKeygen } from '../commands/keygen.js';
 import { runList } from '../commands/list.js';
 import { openRepositories, openRepository, repositoriesWithBackup } from '../commands/open-repository.js';
+import { runRestoreFile } from '../commands/restore-file.js';
 import { planRestore, runRestore, runRestoreFromRepositories, type RestoreRequest } from '../commands/restore.js';
 import { runShow } from '../commands/show.js';
 import { runVerify } from '../commands/verify.js';
@@ -14,7 +15,7 @@ import type { VerifyReport } from '../verify/verify-backup.js';
 import { keySettings, loadSettings, readSecretFile, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { PGKEEP_VERSION } from '../version.js';
-import { printBackupDone, printCopyDone, printList, printRestoreDone, printRestorePlan, printShow, printVerify } from './print.js';
+import { printBackupDone, printCopyDone, printList, printFileRestoreDone, printRestoreDone, printRestorePlan, printShow, printVerify } from './print.js';
 import { ProgressBar } from './progress-bar.js';
 import { confirmOnTerminal } from './prompt.js';
 
@@ -208,8 +209,9 @@ export async function main(argv: string[]): Promise<number> {
     });
 
   withOutput(program.command('restore'))
-    .description('restore a backup into a new database (or --to NAME)')
-    .argument('<backup>', 'backup id, or latest')
+    .description('restore a backup into a new database (or --to NAME); or a dump file made outside pgkeep (--file)')
+    .argument('[backup]', 'backup id, or latest')
+    .option('--file <path>', 'restore this dump instead: pg_dump custom (.dump), directory, tar or .sql, optionally .gz/.zst (detected from its content)')
     .option('--to <database>', 'target database (default: <db>_restore_<timestamp>)')
     .option('--overwrite', 'replace the target database if it exists (asks to confirm; a safety backup is taken first)')
     .option('--force', 'confirm --overwrite without asking (for scripts)')
@@ -223,11 +225,31 @@ export async function main(argv: string[]): Promise<number> {
     .option('--role <role>', 'restore as this role (SET ROLE)')
     .option('--reindex', 'REINDEX what was restored')
     .option('--dry-run', 'print the plan (target, what is dropped and created, TOC entries, size) and change nothing')
-    .action(async (ref: string, options: Record<string, unknown> & OutputOptions, command: Command) => {
+    .action(async (ref: string | undefined, options: Record<string, unknown> & OutputOptions, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
       const source = resolveSource(settings);
       const list = (value: unknown) => (Array.isArray(value) && value.length > 0 ? (value as string[]) : undefined);
+      if (options.file !== undefined) {
+        if (ref !== undefined) throw new PgkeepError('USAGE', `give either a backup id ("${ref}") or --file, not both`);
+        const unsupported = ['table', 'schema', 'schemaOnly', 'dataOnly', 'clean', 'dryRun'].filter((o) => options[o] !== undefined);
+        if (unsupported.length > 0) {
+          throw new PgkeepError('USAGE', `--file restores the whole dump into a new database (or --overwrite): ${unsupported.map((o) => `--${o.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')} work with backups in the repository (pg_restore -t/-n/-L can select from a custom dump by hand)`);
+        }
+        const result = await runRestoreFile(context(settings, options), source, {
+          file: options.file as string,
+          to: options.to as string | undefined,
+          overwrite: Boolean(options.overwrite),
+          force: Boolean(options.force),
+          jobs: options.jobs as number | undefined,
+          noOwner: command.getOptionValueSource('owner') === 'cli',
+          role: options.role as string | undefined,
+          reindex: Boolean(options.reindex),
+        });
+        bar.clear();
+        return printFileRestoreDone(result, json);
+      }
+      if (ref === undefined) throw new PgkeepError('USAGE', 'restore needs a backup id (or latest), or --file PATH');
       const request: RestoreRequest = {
         backup: ref,
         to: options.to as string | undefined,

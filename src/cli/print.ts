@@ -1,6 +1,7 @@
 import type { CopyResult } from '../commands/copy.js';
 import type { ListRepositories } from '../commands/list.js';
 import type { RestorePlan, RestoreResult } from '../commands/restore.js';
+import type { FileRestoreResult } from '../commands/restore-file.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { VerifyReport } from '../verify/verify-backup.js';
 import { formatAge, formatBytes, formatCount, formatDuration, formatTable } from './format.js';
@@ -184,4 +185,16 @@ export function printRestorePlan(plan: RestorePlan, json: boolean): void {
   }
   out(`estimated size: ${formatBytes(plan.estimatedBytes)} of dump data; ${plan.tables.length} table(s) with rows`);
   out('dry run: nothing was changed');
+}
+
+export function printFileRestoreDone(result: FileRestoreResult, json: boolean): void {
+  if (json) return printJson(result);
+  if (result.tables.length > 0) out(formatTable(['TABLE', 'ROWS'], result.tables.map((t) => [`${t.schema}.${t.name}`, formatCount(t.rows)]), [1]));
+  const rows = result.tables.reduce((n, t) => n + t.rows, 0);
+  out(
+    `restored ${result.file} (${result.format}${result.compression === 'none' ? '' : `, ${result.compression}`}) into ${result.replaced ? 'existing' : 'new'} database "${result.database}" ` +
+      `in ${formatDuration(result.durationMs)}: ${result.tables.length} tables, ${formatCount(rows)} rows`,
+  );
+  if (result.safetyBackup) out(`the replaced database was saved first as backup ${result.safetyBackup}`);
+  out(`connect: ${result.connection}`);
 }

@@ -376,12 +376,12 @@ function schemasToCreate(selection: SelectionPlan | undefined): string[] | undef
 }
 
 /** The safety backup goes to the source whose database it is, else to a source named after the database. */
-function safetySource(source: ResolvedSource, database: string): ResolvedSource {
+export function safetySource(source: ResolvedSource, database: string): ResolvedSource {
   const name = database === source.connection.database ? source.name : sourceNameForDatabase(database);
   return { ...source, name, connection: withDatabase(source.connection, database), backup: {} };
 }
 
-async function swapDatabases(admin: ConnectionInfo, target: string, work: string, safetyBackup: string): Promise<void> {
+export async function swapDatabases(admin: ConnectionInfo, target: string, work: string, safetyBackup: string): Promise<void> {
   const old = fitIdentifier(target, `_pgkeep_old_${timestampPart(new Date()).toLowerCase()}`);
   await withClient(admin, async (client) => {
     await renameDatabase(client, target, old);
@@ -408,7 +408,7 @@ async function swapDatabases(admin: ConnectionInfo, target: string, work: string
  * another repository), not the child's error. The stream always runs to its
  * end (the stdin sink drains what an exited child no longer reads).
  */
-async function feedChild(load: Promise<void>, child: Promise<void>): Promise<void> {
+export async function feedChild(load: Promise<void>, child: Promise<void>): Promise<void> {
   const loadError = load.then(() => undefined, (error: unknown) => error);
   try {
     await settleAll([load, child]);
@@ -418,7 +418,7 @@ async function feedChild(load: Promise<void>, child: Promise<void>): Promise<voi
   }
 }
 
-const RESTORE_ERROR_LINE = /error|ERROR|FATAL|detail|DETAIL|hint|HINT/;
+export const RESTORE_ERROR_LINE = /error|ERROR|FATAL|detail|DETAIL|hint|HINT/;
 
 async function loadBackup(
   ctx: CommandContext,
