@@ -7,6 +7,7 @@ import { runInit } from '../commands/init.js';
 import { runKeygen } from '../commands/keygen.js';
 import { runList } from '../commands/list.js';
 import { openRepositories, openRepository, repositoriesWithBackup } from '../commands/open-repository.js';
+import { runExtract } from '../commands/extract.js';
 import { runRestoreFile } from '../commands/restore-file.js';
 import { planRestore, runRestore, runRestoreFromRepositories, type RestoreRequest } from '../commands/restore.js';
 import { runShow } from '../commands/show.js';
@@ -15,7 +16,7 @@ import type { VerifyReport } from '../verify/verify-backup.js';
 import { keySettings, loadSettings, readSecretFile, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { PGKEEP_VERSION } from '../version.js';
-import { printBackupDone, printCopyDone, printList, printFileRestoreDone, printRestoreDone, printRestorePlan, printShow, printVerify } from './print.js';
+import { printBackupDone, printCopyDone, printExtractDone, printFileRestoreDone, printList, printRestoreDone, printRestorePlan, printShow, printVerify } from './print.js';
 import { ProgressBar } from './progress-bar.js';
 import { confirmOnTerminal } from './prompt.js';
 
@@ -277,6 +278,23 @@ export async function main(argv: string[]): Promise<number> {
           : await runRestore(context(settings, options), await openRepository(settings, { source: source.name }), source, request);
       bar.clear();
       printRestoreDone(result, json);
+    });
+
+  withOutput(program.command('extract'))
+    .description('take rows of one table out of a backup, for review, without touching the live database (via a scratch database)')
+    .argument('<backup>', 'backup id, or latest')
+    .requiredOption('--table <pattern>', 'the table (one; schema-qualified, quoted names as in pg_dump)')
+    .option('--where <sql>', 'only rows matching this SQL condition (your own SQL, run read-only against the scratch copy)')
+    .addOption(new Option('--format <format>', 'csv with a header row, or sql INSERT statements').choices(['csv', 'sql']).default('csv'))
+    .option('--output <file>', 'write here (never overwritten; default: stdout)')
+    .action(async (ref: string, options: OutputOptions & { table: string; where?: string; format: 'csv' | 'sql'; output?: string }, command: Command) => {
+      json = Boolean(options.json);
+      if (json && options.output === undefined) throw new PgkeepError('USAGE', '--json prints the result on stdout, where the rows go without --output: add --output FILE');
+      const settings = settingsOf(command);
+      const source = resolveSource(settings);
+      const result = await runExtract(context(settings, options), source, { backup: ref, table: options.table, where: options.where, format: options.format, output: options.output }, process.stdout);
+      bar.clear();
+      printExtractDone(result, json);
     });
 
   withOutput(program.command('copy'))

@@ -2,6 +2,7 @@ import type { CopyResult } from '../commands/copy.js';
 import type { ListRepositories } from '../commands/list.js';
 import type { RestorePlan, RestoreResult } from '../commands/restore.js';
 import type { FileRestoreResult } from '../commands/restore-file.js';
+import type { ExtractResult } from '../commands/extract.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { VerifyReport } from '../verify/verify-backup.js';
 import { formatAge, formatBytes, formatCount, formatDuration, formatTable } from './format.js';
@@ -197,4 +198,14 @@ export function printFileRestoreDone(result: FileRestoreResult, json: boolean): 
   );
   if (result.safetyBackup) out(`the replaced database was saved first as backup ${result.safetyBackup}`);
   out(`connect: ${result.connection}`);
+}
+
+/** Without --output the rows went to stdout: the summary goes to stderr then. */
+export function printExtractDone(result: ExtractResult, json: boolean): void {
+  if (json) return printJson(result);
+  const line =
+    `extracted ${formatCount(result.rows)} row(s) of ${result.table.schema}.${result.table.name}${result.where ? ` where ${result.where}` : ''} ` +
+    `from ${result.backup.source}/${result.backup.id} as ${result.format}${result.output ? ` to ${result.output}` : ''} in ${formatDuration(result.durationMs)}; scratch database "${result.scratch}" dropped`;
+  if (result.output) out(line);
+  else process.stderr.write(`${line}\n`);
 }
