@@ -145,6 +145,8 @@ export async function main(argv: string[]): Promise<number> {
     .option('--jobs <n>', 'parallel pg_dump workers (directory format)', positiveInt('--jobs'))
     .option('--label <label>', 'label to attach (repeatable)', collect)
     .option('--compress-level <n>', 'zstd level 1-19 (default 3)', positiveInt('--compress-level'))
+    .option('--globals', 'store roles and tablespaces (pg_dumpall --globals-only) beside the dump; the default: fails the backup if they cannot be read')
+    .option('--no-globals', 'do not store roles and tablespaces')
     .action(async (options: Record<string, unknown> & OutputOptions, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
@@ -168,6 +170,7 @@ export async function main(argv: string[]): Promise<number> {
         jobs: options.jobs as number | undefined,
         labels: list(options.label),
         compressLevel: options.compressLevel as number | undefined,
+        globals: options.globals as boolean | undefined,
       };
       const manifest = await runBackup(ctx, repositories, source, request);
       bar.clear();
@@ -225,6 +228,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--clean', 'into the existing --to database: replace only the restored objects, in one transaction (asks to confirm; a safety backup is taken first)')
     .option('--role <role>', 'restore as this role (SET ROLE)')
     .option('--reindex', 'REINDEX what was restored')
+    .option('--globals', "first create the backup's roles that do not exist on the server (existing roles are left as they are)")
     .option('--dry-run', 'print the plan (target, what is dropped and created, TOC entries, size) and change nothing')
     .action(async (ref: string | undefined, options: Record<string, unknown> & OutputOptions, command: Command) => {
       json = Boolean(options.json);
@@ -233,7 +237,7 @@ export async function main(argv: string[]): Promise<number> {
       const list = (value: unknown) => (Array.isArray(value) && value.length > 0 ? (value as string[]) : undefined);
       if (options.file !== undefined) {
         if (ref !== undefined) throw new PgkeepError('USAGE', `give either a backup id ("${ref}") or --file, not both`);
-        const unsupported = ['table', 'schema', 'schemaOnly', 'dataOnly', 'clean', 'dryRun'].filter((o) => options[o] !== undefined);
+        const unsupported = ['table', 'schema', 'schemaOnly', 'dataOnly', 'clean', 'dryRun', 'globals'].filter((o) => options[o] !== undefined);
         if (unsupported.length > 0) {
           throw new PgkeepError('USAGE', `--file restores the whole dump into a new database (or --overwrite): ${unsupported.map((o) => `--${o.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')} work with backups in the repository (pg_restore -t/-n/-L can select from a custom dump by hand)`);
         }
@@ -250,7 +254,7 @@ export async function main(argv: string[]): Promise<number> {
         bar.clear();
         return printFileRestoreDone(result, json);
       }
-      if (ref === undefined) throw new PgkeepError('USAGE', 'restore needs a backup id (or latest), or --file PATH');
+      if (ref === undefined) throw new PgkeepError('USAGE', "missing required argument 'backup': give a backup id (or latest), or --file PATH (see pgkeep restore --help)");
       const request: RestoreRequest = {
         backup: ref,
         to: options.to as string | undefined,
@@ -265,6 +269,7 @@ export async function main(argv: string[]): Promise<number> {
         clean: Boolean(options.clean),
         role: options.role as string | undefined,
         reindex: Boolean(options.reindex),
+        globals: Boolean(options.globals),
       };
       if (options.dryRun) {
         const ctx = context(settings, options);

@@ -95,6 +95,7 @@ export function printShow(m: Manifest, json: boolean): void {
     ['tools', `pg_dump ${m.tools.pgDump}, pgkeep ${m.pgkeep.version} (${m.pgkeep.codec})`],
     ['size', `${formatBytes(m.totals.rawBytes)} dumped, ${formatBytes(m.totals.storedBytes)} stored (${ratio(m.totals.rawBytes, m.totals.storedBytes)})`],
     ['rows', `${formatCount(m.totals.rows)} in ${m.tables.length} tables`],
+    ['roles', m.globals ? `stored (globals object), ${m.globals.rolePasswords ? 'with password hashes, encrypted' : 'without passwords'}` : 'not stored'],
   ];
   const width = Math.max(...lines.map(([k]) => k.length));
   for (const [key, value] of lines) out(`${key.padEnd(width)}  ${value}`);
@@ -143,7 +144,15 @@ export function printRestoreDone(result: RestoreResult, json: boolean): void {
       `row counts match the backup (${result.tables.length} tables, ${formatCount(rows)} rows)`,
   );
   if (result.safetyBackup) out(`the replaced database was saved first as backup ${result.safetyBackup}`);
+  if (result.globals) out(globalsLine(result.globals, 'created'));
   out(`connect: ${result.connection}`);
+}
+
+function globalsLine(g: NonNullable<RestoreResult['globals']>, verb: string): string {
+  return (
+    `roles: ${verb} ${g.created.length}${g.created.length > 0 ? ` (${g.created.join(', ')})` : ''}; ` +
+    `${g.existing.length} existed and were left as they are${g.skipped.length > 0 ? `; ${g.skipped.length} tablespace/per-database statement(s) skipped` : ''}`
+  );
 }
 
 export function printCopyDone(result: CopyResult, json: boolean): void {
@@ -184,6 +193,7 @@ export function printRestorePlan(plan: RestorePlan, json: boolean): void {
   if (plan.tables.length > 0) {
     out(formatTable(['TABLE', 'ROWS'], plan.tables.map((t) => [`${t.schema}.${t.name}`, t.rows === null ? '-' : formatCount(t.rows)]), [1]));
   }
+  if (plan.globals) out(globalsLine(plan.globals, 'would create'));
   out(`estimated size: ${formatBytes(plan.estimatedBytes)} of dump data; ${plan.tables.length} table(s) with rows`);
   out('dry run: nothing was changed');
 }

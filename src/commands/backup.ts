@@ -8,7 +8,7 @@ import { PgkeepError, throwIfAborted, toPgkeepError } from '../errors.js';
 import { DEFAULT_ZSTD_LEVEL, defaultZstd, type ZstdCodec } from '../pipeline/zstd.js';
 import { storeStreamTee, type StoreTarget } from '../pipeline/store-stream.js';
 import { libpqEnv } from '../postgres/connection-info.js';
-import { connect } from '../postgres/pg-client.js';
+import { connect, type PgClient } from '../postgres/pg-client.js';
 import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
 import { settleAll, startProcess } from '../postgres/run-process.js';
 import { readDatabaseInfo, readServerInfo } from '../postgres/server-info.js';
@@ -87,6 +87,7 @@ export async function runBackup(ctx: CommandContext, repository: Repository | re
     const server = await readServerInfo(client);
     const pgDump = await toolInfo('pg_dump', source.pgBin);
     assertToolNotOlder(pgDump, 'pg_dump', server.versionNum, server.version);
+    const globals = await globalsPlan(client, request.globals ?? source.backup.globals, repositories);
 
     // 2. per repository: its lock, its source record, its leftovers; a repository failing here is left out
     for (const target of targets) {
@@ -113,7 +114,7 @@ export async function runBackup(ctx: CommandContext, repository: Repository | re
 
     // 4. dump once, tee to every repository; count in the same snapshot
     const codec = defaultZstd();
-    const dump = dumpToRepositories(ctx, live(), fail, source, backupId, options, snapshot, pgDump.path, codec, signal);
+    const dump = dumpToRepositories(ctx, live(), fail, source, backupId, options, snapshot, pgDump.path, codec, signal, globals);
     const counting = countRows(client, dataTables, signal);
     let counts: Awaited<typeof counting> = [];
     await settleAll([
@@ -147,6 +148,7 @@ export async function runBackup(ctx: CommandContext, repository: Repository | re
         database,
         options,
         snapshot,
+        ...(objects.some((o) => o.role === 'globals') ? { globals: { rolePasswords: globals!.passwords } } : {}),
         objects,
         tables,
         totals: {
@@ -192,6 +194,21 @@ export async function runBackup(ctx: CommandContext, repository: Repository | re
     await client.end().catch(() => undefined);
     for (const t of targets) await t.lock?.release().catch(() => undefined);
   }
+}
+
+/** Whether and how to store the server's globals: asked for (true), refused (false), or by default (undefined: on). */
+interface GlobalsPlan {
+  /** Asked for explicitly: a pg_dumpall failure fails the backup. */
+  explicit: boolean;
+  /** Role password hashes are secrets: only into repositories that all encrypt, and only when the role may read pg_authid. */
+  passwords: boolean;
+}
+
+async function globalsPlan(client: PgClient, wanted: boolean | undefined, repositories: readonly Repository[]): Promise<GlobalsPlan | undefined> {
+  if (wanted === false) return undefined;
+  const result = await client.query<{ ok: boolean }>("SELECT pg_catalog.has_table_privilege('pg_catalog.pg_authid', 'SELECT') AS ok");
+  const encrypted = repositories.every((r) => writeRecipients(r) !== null);
+  return { explicit: wanted === true, passwords: result.rows[0]!.ok && encrypted };
 }
 
 async function removeBackupFolder(repository: Repository, source: string, id: string): Promise<void> {
@@ -264,6 +281,7 @@ async function dumpToRepositories(
   pgDumpPath: string,
   codec: ZstdCodec,
   signal: AbortSignal,
+  globals: GlobalsPlan | undefined,
 ): Promise<void> {
   let table: string | undefined;
   let bytes = 0;
@@ -320,22 +338,51 @@ async function dumpToRepositories(
         ctx.progress({ phase: 'dump', bytes, item: table });
       },
     });
-    return;
+  } else {
+    await dumpDirectory();
+  }
+  if (globals) await storeGlobals();
+
+  async function dumpDirectory(): Promise<void> {
+    const staging = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-dump-'));
+    try {
+      const dumpDir = path.join(staging, 'dump');
+      const pgDump = startProcess(pgDumpPath, [...pgDumpArgs(options, snapshot), `--file=${dumpDir}`], { ...processOptions, stdout: 'ignore' });
+      await pgDump.done;
+      for (const file of (await readdir(dumpDir)).sort()) {
+        throwIfAborted(signal);
+        const ok = await storeEverywhere(createReadStream(path.join(dumpDir, file), { highWaterMark: 1 << 20 }), (suffix) => ({ name: `dump.d/${file}${suffix}`, role: 'dump-file', file }), {
+          onRawBytes: (total) => ctx.progress({ phase: 'store', bytes: bytes + total, item: file }),
+        });
+        bytes += ok?.ok ? ok.digests.raw.size : 0;
+      }
+    } finally {
+      await rm(staging, { recursive: true, force: true });
+    }
   }
 
-  const staging = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-dump-'));
-  try {
-    const dumpDir = path.join(staging, 'dump');
-    const pgDump = startProcess(pgDumpPath, [...pgDumpArgs(options, snapshot), `--file=${dumpDir}`], { ...processOptions, stdout: 'ignore' });
-    await pgDump.done;
-    for (const file of (await readdir(dumpDir)).sort()) {
+  /**
+   * pg_dumpall --globals-only, staged in a temp file first (it is small): a
+   * failure when globals were not asked for explicitly is then only a
+   * warning, and the backup goes on without them.
+   */
+  async function storeGlobals(): Promise<void> {
+    const staging = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-globals-'));
+    try {
+      const file = path.join(staging, 'globals.sql');
+      const pgDumpall = await toolInfo('pg_dumpall', source.pgBin);
+      const args = ['--globals-only', `--database=${source.connection.database}`, '--no-password', `--file=${file}`, ...(globals!.passwords ? [] : ['--no-role-passwords'])];
+      try {
+        await startProcess(pgDumpall.path, args, { ...processOptions, onStderrLine: undefined, stdout: 'ignore' }).done;
+      } catch (error) {
+        if (globals!.explicit || signal.aborted) throw error;
+        ctx.warn(`roles and tablespaces are not in this backup (pg_dumpall --globals-only failed: ${(error as Error).message}); pass --no-globals to skip them`);
+        return;
+      }
       throwIfAborted(signal);
-      const ok = await storeEverywhere(createReadStream(path.join(dumpDir, file), { highWaterMark: 1 << 20 }), (suffix) => ({ name: `dump.d/${file}${suffix}`, role: 'dump-file', file }), {
-        onRawBytes: (total) => ctx.progress({ phase: 'store', bytes: bytes + total, item: file }),
-      });
-      bytes += ok?.ok ? ok.digests.raw.size : 0;
+      await storeEverywhere(createReadStream(file, { highWaterMark: 1 << 20 }), (suffix) => ({ name: `globals.sql${suffix}`, role: 'globals' }), {});
+    } finally {
+      await rm(staging, { recursive: true, force: true });
     }
-  } finally {
-    await rm(staging, { recursive: true, force: true });
   }
 }

@@ -23,6 +23,8 @@ import { timestampPart } from '../repository/backup-id.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { runBackup } from './backup.js';
+import { applyGlobals } from './restore-globals.js';
+import type { GlobalsReport } from '../postgres/globals-sql.js';
 import { repositoriesWithBackup } from './open-repository.js';
 import { identitiesFor } from './repository-keys.js';
 import type { AgeIdentity } from '../pipeline/age.js';
@@ -54,6 +56,8 @@ export interface RestoreRequest {
   role?: string | undefined;
   /** REINDEX what was restored, after it was loaded. */
   reindex?: boolean | undefined;
+  /** Create the backup's roles that do not exist on the server first (its globals object). */
+  globals?: boolean | undefined;
 }
 
 /** What a restore would do; printed by --dry-run, which changes nothing. */
@@ -74,6 +78,8 @@ export interface RestorePlan {
   /** Dump bytes the restore loads (exact for a whole restore, estimated from row counts for a selection). */
   estimatedBytes: number;
   options: string[];
+  /** With --globals: the roles that would be created, and those that exist already. */
+  globals?: GlobalsReport | undefined;
 }
 
 export interface TableCheck {
@@ -94,6 +100,8 @@ export interface RestoreResult {
   /** Id of the backup taken of the replaced database, when one was replaced. */
   safetyBackup: string | undefined;
   tables: TableCheck[];
+  /** With --globals: the roles created first, and those that existed. */
+  globals?: GlobalsReport | undefined;
   durationMs: number;
 }
 
@@ -124,12 +132,19 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
   if (exists) {
     const what = plan.mode === 'clean' ? `replaces ${plan.entries.length} object(s) of backup ${manifest.id} inside database "${target}"` : `replaces database "${target}"`;
     if (!request.force && !(await ctx.confirm(`This ${what} on ${serverLabel(source.connection)} with backup ${manifest.id}. Type the database name to confirm:`, target))) {
-      throw new PgkeepError('CONFIRMATION_REQUIRED', `not changing database "${target}": confirm by typing its name, or pass --force when running without a terminal`);
+      throw new PgkeepError('CONFIRMATION_REQUIRED', `not ${plan.mode === 'clean' ? 'changing' : 'replacing'} database "${target}": confirm by typing its name, or pass --force when running without a terminal`);
     }
     ctx.info(`taking a safety backup of "${target}" before ${plan.mode === 'clean' ? 'changing' : 'replacing'} it`);
     const safety = await runBackup(ctx, repository, safetySource(source, target), { name: 'pre-restore', labels: ['pre-restore'] });
     safetyBackup = `${safety.source}/${safety.id}`;
     ctx.info(`safety backup ${safety.id} (source ${safety.source}) written`);
+  }
+
+  // Roles first: the restored objects may be owned by them.
+  let globals: GlobalsReport | undefined;
+  if (request.globals) {
+    globals = await applyGlobals(ctx, repository, manifest, identities, source, true);
+    ctx.info(`roles: created ${globals.created.length}${globals.created.length > 0 ? ` (${globals.created.join(', ')})` : ''}, ${globals.existing.length} existed already and were left as they are`);
   }
 
   if (plan.mode === 'clean') {
@@ -142,8 +157,8 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
     } catch (error) {
       throw new PgkeepError('RESTORE_FAILED', `nothing was changed in "${target}" (the restore ran in one transaction): ${(error as Error).message}`, { cause: error });
     }
-    const tables = await checkRestored(into, manifest, plan, request, signal, false);
-    return { backup: { id: manifest.id, source: manifest.source }, database: target, connection: describeConnection(source.connection, target), replaced: false, cleaned: true, safetyBackup, tables, durationMs: Date.now() - started };
+    const tables = await checkRestored(into, plan, request, signal, false);
+    return { backup: { id: manifest.id, source: manifest.source }, database: target, connection: describeConnection(source.connection, target), replaced: false, cleaned: true, safetyBackup, tables, globals, durationMs: Date.now() - started };
   }
 
   // 3. a new, empty database
@@ -161,7 +176,7 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
     await loadBackup(ctx, repository, manifest, withDatabase(source.connection, work), request, source, identities, selection);
 
     // 5. prove it: ANALYZE, then exact row counts against the manifest
-    const tables = await checkRestored(withDatabase(source.connection, work), manifest, plan, request, signal, true);
+    const tables = await checkRestored(withDatabase(source.connection, work), plan, request, signal, true);
 
     // 6. swap the new database into place
     if (exists) {
@@ -177,6 +192,7 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
       cleaned: false,
       safetyBackup,
       tables,
+      globals,
       durationMs: Date.now() - started,
     };
   } catch (error) {
@@ -191,7 +207,9 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
 
 /** The plan of a restore, as --dry-run prints it: reads the backup's table of contents and the target's existence, changes nothing. */
 export async function planRestore(ctx: CommandContext, repository: Repository, source: ResolvedSource, request: RestoreRequest): Promise<RestorePlan> {
-  return (await prepareRestore(ctx, repository, source, request, true)).plan;
+  const { plan, manifest, identities } = await prepareRestore(ctx, repository, source, request, true);
+  if (request.globals) plan.globals = await applyGlobals(ctx, repository, manifest, identities, source, false);
+  return plan;
 }
 
 interface PreparedRestore {
@@ -275,6 +293,7 @@ async function prepareRestore(ctx: CommandContext, repository: Repository, sourc
       request.noOwner && 'no owner',
       request.role && `as role ${request.role}`,
       request.reindex && 'reindex',
+      request.globals && 'roles first (--globals)',
       (request.jobs ?? 1) > 1 && `${request.jobs} jobs`,
     ].filter((o): o is string => typeof o === 'string'),
   };
@@ -304,6 +323,9 @@ function checkRestoreOptions(request: RestoreRequest, manifest: Manifest, select
       `backup ${manifest.id} is a plain SQL dump, which restores only whole into a new database: --table, --schema, --schema-only, --data-only and --clean need a custom or directory backup (use pgkeep extract to take rows out of this one)`,
     );
   }
+  if (request.globals && !manifest.objects.some((o) => o.role === 'globals')) {
+    throw new PgkeepError('USAGE', `backup ${manifest.id} holds no roles (taken with --no-globals, or before pgkeep stored them): restore without --globals`);
+  }
   if (request.dataOnly && manifest.options.schemaOnly) throw new PgkeepError('USAGE', `backup ${manifest.id} is schema-only: it has no rows for --data-only`);
   if (request.role !== undefined && !/^[^\0]{1,63}$/.test(request.role)) throw new PgkeepError('INVALID_NAME', `role name "${request.role}" is invalid: use 1 to 63 bytes`);
 }
@@ -313,7 +335,7 @@ function checkRestoreOptions(request: RestoreRequest, manifest: Manifest, select
  * count of every restored table with the manifest. A whole new database is
  * analyzed whole; inside an existing one only the restored tables are.
  */
-async function checkRestored(into: ConnectionInfo, manifest: Manifest, plan: RestorePlan, request: RestoreRequest, signal: AbortSignal, wholeDatabase: boolean): Promise<TableCheck[]> {
+async function checkRestored(into: ConnectionInfo, plan: RestorePlan, request: RestoreRequest, signal: AbortSignal, wholeDatabase: boolean): Promise<TableCheck[]> {
   const tables = await withClient(into, async (client) => {
     const names = plan.tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`);
     if (wholeDatabase) await client.query('ANALYZE');
@@ -329,7 +351,7 @@ async function checkRestored(into: ConnectionInfo, manifest: Manifest, plan: Res
   const wrong = tables.filter((t) => t.expected !== t.actual);
   if (wrong.length > 0) {
     const first = wrong[0]!;
-    throw new PgkeepError('ROW_COUNT_MISMATCH', `restored table ${first.schema}.${first.name} has ${first.actual} rows where backup ${manifest.id} recorded ${first.expected}${wrong.length > 1 ? ` (and ${wrong.length - 1} more tables differ)` : ''}`, {
+    throw new PgkeepError('ROW_COUNT_MISMATCH', `restored table ${first.schema}.${first.name} has ${first.actual} rows where the backup recorded ${first.expected}${wrong.length > 1 ? ` (and ${wrong.length - 1} more tables differ)` : ''}`, {
       details: { tables: wrong },
     });
   }
@@ -561,7 +583,7 @@ async function loadArchive(
   // (for a selection, only the data files of the selected entries).
   const input = path.join(staging, 'dump');
   const wanted = selection ? new Set(selection.entries.map((e) => `${e.dumpId}.dat`)) : undefined;
-  const objects = manifest.objects.filter((o) => !wanted || !/^\d+\.dat$/.test(o.file ?? '') || wanted.has(o.file!));
+  const objects = manifest.objects.filter((o) => o.role === 'dump-file' && (!wanted || !/^\d+\.dat$/.test(o.file!) || wanted.has(o.file!)));
   const total = objects.reduce((n, o) => n + o.raw.size, 0);
   let done = 0;
   await mkdir(input, { mode: 0o700 });

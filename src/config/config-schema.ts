@@ -20,6 +20,8 @@ export const BackupOptionsSchema = z
     noOwner: z.boolean().optional(),
     noAcl: z.boolean().optional(),
     compressLevel: z.number().int().min(1).max(19).optional(),
+    /** Store roles and tablespaces (pg_dumpall --globals-only) beside the dump; default on. */
+    globals: z.boolean().optional(),
     labels: z.array(z.string().regex(NAME_PATTERN, 'labels use letters, digits, ".", "_" and "-"')).optional(),
   })
   .strict();
