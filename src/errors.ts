@@ -40,6 +40,7 @@ export const ERROR_CODES = {
   BACKUP_AMBIGUOUS: { exit: 6, summary: 'the backup id matches backups of several sources' },
   MANIFEST_INVALID: { exit: 6, summary: 'a manifest cannot be read' },
   BACKUP_PARTIAL: { exit: 10, summary: 'the backup was written to some of the source\'s repositories, not all' },
+  DATABASES_PARTIAL: { exit: 10, summary: 'backup --all-databases: some databases were backed up, others failed' },
 
   // integrity
   VERIFY_FAILED: { exit: 7, summary: 'a backup failed verification' },

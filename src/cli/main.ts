@@ -2,6 +2,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import type { CommandContext } from '../commands/command-context.js';
 import { runBackup, type BackupRequest } from '../commands/backup.js';
+import { runBackupAllDatabases, type AllDatabasesResult } from '../commands/backup-all.js';
 import { runCopy } from '../commands/copy.js';
 import { runInit } from '../commands/init.js';
 import { runKeygen } from '../commands/keygen.js';
@@ -16,7 +17,7 @@ import type { VerifyReport } from '../verify/verify-backup.js';
 import { keySettings, loadSettings, readSecretFile, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { PGKEEP_VERSION } from '../version.js';
-import { printBackupDone, printCopyDone, printExtractDone, printFileRestoreDone, printList, printRestoreDone, printRestorePlan, printShow, printVerify } from './print.js';
+import { printAllDatabasesDone, printBackupDone, printCopyDone, printExtractDone, printFileRestoreDone, printList, printRestoreDone, printRestorePlan, printShow, printVerify } from './print.js';
 import { ProgressBar } from './progress-bar.js';
 import { confirmOnTerminal } from './prompt.js';
 
@@ -147,13 +148,14 @@ export async function main(argv: string[]): Promise<number> {
     .option('--compress-level <n>', 'zstd level 1-19 (default 3)', positiveInt('--compress-level'))
     .option('--globals', 'store roles and tablespaces (pg_dumpall --globals-only) beside the dump; the default: fails the backup if they cannot be read')
     .option('--no-globals', 'do not store roles and tablespaces')
+    .option('--all-databases', "every database of the server, each as its own backup (source named after the database), sharing one globals dump")
     .action(async (options: Record<string, unknown> & OutputOptions, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
       const source = resolveSource(settings);
       const ctx = context(settings, options);
       // Several repositories (repos: in pgkeep.yaml): one pg_dump, written to all of them.
-      const repositories = await openRepositories(settings, { source: source.name, createIfEmpty: true });
+      const repositories = options.allDatabases ? [] : await openRepositories(settings, { source: source.name, createIfEmpty: true });
       const fromCli = (name: string) => command.getOptionValueSource(name) === 'cli';
       const list = (value: unknown) => (Array.isArray(value) && value.length > 0 ? (value as string[]) : undefined);
       const request: BackupRequest = {
@@ -172,6 +174,18 @@ export async function main(argv: string[]): Promise<number> {
         compressLevel: options.compressLevel as number | undefined,
         globals: options.globals as boolean | undefined,
       };
+      if (options.allDatabases) {
+        try {
+          const result = await runBackupAllDatabases(ctx, source, request);
+          bar.clear();
+          return printAllDatabasesDone(result, json);
+        } catch (error) {
+          bar.clear();
+          const partial = (error as PgkeepError).details?.result;
+          if (partial && !json) printAllDatabasesDone(partial as AllDatabasesResult, json);
+          throw error;
+        }
+      }
       const manifest = await runBackup(ctx, repositories, source, request);
       bar.clear();
       printBackupDone(manifest, repositories.map((r) => r.location).join(', '), json);
@@ -329,7 +343,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`pgkeep: interrupted by ${signalled}\n`);
       return signalled === 'SIGINT' ? 130 : 143;
     }
-    const details = failure.code === 'BACKUP_PARTIAL' ? { details: failure.details } : {};
+    const details = failure.code === 'BACKUP_PARTIAL' || failure.code === 'DATABASES_PARTIAL' ? { details: failure.details } : {};
     if (json) console.log(JSON.stringify({ ok: false, error: { code: failure.code, message: failure.message, ...details } }, null, 2));
     process.stderr.write(`pgkeep: ${failure.code === 'INTERNAL' ? 'internal error: ' : ''}${failure.message}\n`);
     if (process.env.PGKEEP_DEBUG && error instanceof Error) process.stderr.write(`${error.stack}\n`);

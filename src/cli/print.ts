@@ -3,6 +3,7 @@ import type { ListRepositories } from '../commands/list.js';
 import type { RestorePlan, RestoreResult } from '../commands/restore.js';
 import type { FileRestoreResult } from '../commands/restore-file.js';
 import type { ExtractResult } from '../commands/extract.js';
+import type { AllDatabasesResult } from '../commands/backup-all.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { VerifyReport } from '../verify/verify-backup.js';
 import { formatAge, formatBytes, formatCount, formatDuration, formatTable } from './format.js';
@@ -218,4 +219,18 @@ export function printExtractDone(result: ExtractResult, json: boolean): void {
     `from ${result.backup.source}/${result.backup.id} as ${result.format}${result.output ? ` to ${result.output}` : ''} in ${formatDuration(result.durationMs)}; scratch database "${result.scratch}" dropped`;
   if (result.output) out(line);
   else process.stderr.write(`${line}\n`);
+}
+
+export function printAllDatabasesDone(result: AllDatabasesResult, json: boolean): void {
+  if (json) return printJson(result);
+  if (result.backups.length > 0) {
+    out(
+      formatTable(
+        ['DATABASE', 'SOURCE', 'BACKUP', 'STORED', 'TABLES', 'ROWS'],
+        result.backups.map((b) => [b.database, b.source, b.id, formatBytes(b.storedBytes), String(b.tables), formatCount(b.rows)]),
+        [3, 4, 5],
+      ),
+    );
+  }
+  out(`all databases (run ${result.run}): ${result.backups.length} backed up${result.failed.length > 0 ? `, ${result.failed.length} FAILED (${result.failed.map((f) => f.database).join(', ')})` : ''}; roles ${result.globals ? 'stored once, in every backup of the run' : 'not stored'}`);
 }

@@ -11,6 +11,7 @@ import { libpqEnv } from '../postgres/connection-info.js';
 import { connect, type PgClient } from '../postgres/pg-client.js';
 import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
 import { settleAll, startProcess } from '../postgres/run-process.js';
+import { dumpGlobals } from '../postgres/dump-globals.js';
 import { readDatabaseInfo, readServerInfo } from '../postgres/server-info.js';
 import { countRows, readCatalogTables, selectDataTables } from '../postgres/table-selection.js';
 import { makeBackupId, validateBackupName } from '../repository/backup-id.js';
@@ -25,6 +26,8 @@ import { writeRecipients } from './repository-keys.js';
 /** What one backup run is asked to do; unset options come from the source's config. */
 export interface BackupRequest extends BackupOptionsConfig {
   name?: string | undefined;
+  /** Globals dumped beforehand, shared by the backups of one --all-databases run. */
+  sharedGlobals?: GlobalsPlan | undefined;
 }
 
 type DumpOptions = Manifest['options'];
@@ -87,7 +90,7 @@ export async function runBackup(ctx: CommandContext, repository: Repository | re
     const server = await readServerInfo(client);
     const pgDump = await toolInfo('pg_dump', source.pgBin);
     assertToolNotOlder(pgDump, 'pg_dump', server.versionNum, server.version);
-    const globals = await globalsPlan(client, request.globals ?? source.backup.globals, repositories);
+    const globals = request.sharedGlobals ?? (await globalsPlan(client, request.globals ?? source.backup.globals, repositories));
 
     // 2. per repository: its lock, its source record, its leftovers; a repository failing here is left out
     for (const target of targets) {
@@ -148,7 +151,7 @@ export async function runBackup(ctx: CommandContext, repository: Repository | re
         database,
         options,
         snapshot,
-        ...(objects.some((o) => o.role === 'globals') ? { globals: { rolePasswords: globals!.passwords } } : {}),
+        ...(objects.some((o) => o.role === 'globals') ? { globals: { rolePasswords: globals!.passwords, ...(globals!.run ? { run: globals!.run } : {}) } } : {}),
         objects,
         tables,
         totals: {
@@ -197,14 +200,18 @@ export async function runBackup(ctx: CommandContext, repository: Repository | re
 }
 
 /** Whether and how to store the server's globals: asked for (true), refused (false), or by default (undefined: on). */
-interface GlobalsPlan {
+export interface GlobalsPlan {
   /** Asked for explicitly: a pg_dumpall failure fails the backup. */
   explicit: boolean;
   /** Role password hashes are secrets: only into repositories that all encrypt, and only when the role may read pg_authid. */
   passwords: boolean;
+  /** Already dumped (backup --all-databases dumps them once for every database): store this file. */
+  file?: string | undefined;
+  /** The id of the --all-databases run whose backups share this globals dump. */
+  run?: string | undefined;
 }
 
-async function globalsPlan(client: PgClient, wanted: boolean | undefined, repositories: readonly Repository[]): Promise<GlobalsPlan | undefined> {
+export async function globalsPlan(client: PgClient, wanted: boolean | undefined, repositories: readonly Repository[]): Promise<GlobalsPlan | undefined> {
   if (wanted === false) return undefined;
   const result = await client.query<{ ok: boolean }>("SELECT pg_catalog.has_table_privilege('pg_catalog.pg_authid', 'SELECT') AS ok");
   const encrypted = repositories.every((r) => writeRecipients(r) !== null);
@@ -369,15 +376,15 @@ async function dumpToRepositories(
   async function storeGlobals(): Promise<void> {
     const staging = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-globals-'));
     try {
-      const file = path.join(staging, 'globals.sql');
-      const pgDumpall = await toolInfo('pg_dumpall', source.pgBin);
-      const args = ['--globals-only', `--database=${source.connection.database}`, '--no-password', `--file=${file}`, ...(globals!.passwords ? [] : ['--no-role-passwords'])];
-      try {
-        await startProcess(pgDumpall.path, args, { ...processOptions, onStderrLine: undefined, stdout: 'ignore' }).done;
-      } catch (error) {
-        if (globals!.explicit || signal.aborted) throw error;
-        ctx.warn(`roles and tablespaces are not in this backup (pg_dumpall --globals-only failed: ${(error as Error).message}); pass --no-globals to skip them`);
-        return;
+      const file = globals!.file ?? path.join(staging, 'globals.sql');
+      if (globals!.file === undefined) {
+        try {
+          await dumpGlobals(source.connection, file, { passwords: globals!.passwords, pgBin: source.pgBin, signal });
+        } catch (error) {
+          if (globals!.explicit || signal.aborted) throw error;
+          ctx.warn(`roles and tablespaces are not in this backup (pg_dumpall --globals-only failed: ${(error as Error).message}); pass --no-globals to skip them`);
+          return;
+        }
       }
       throwIfAborted(signal);
       await storeEverywhere(createReadStream(file, { highWaterMark: 1 << 20 }), (suffix) => ({ name: `globals.sql${suffix}`, role: 'globals' }), {});

@@ -74,7 +74,13 @@ export const ManifestSchema = z.object({
   }),
   snapshot: z.string().nullable(),
   /** Set when the backup holds a globals object: whether role passwords are in it (only into encrypted repositories, by a role that may read pg_authid). */
-  globals: z.object({ rolePasswords: z.boolean() }).optional(),
+  globals: z
+    .object({
+      rolePasswords: z.boolean(),
+      /** Set for the backups of one `backup --all-databases` run: they hold the same globals dump (same SHA-256). */
+      run: z.string().optional(),
+    })
+    .optional(),
   objects: z.array(ObjectSchema),
   tables: z.array(TableSchema),
   totals: z.object({ rawBytes: z.number().int().nonnegative(), storedBytes: z.number().int().nonnegative(), rows: z.number().int().nonnegative() }),

@@ -147,4 +147,37 @@ describe('backup --globals and restore --globals', () => {
     assert.match(restore.stderr, /^pgkeep: the backup's roles were not created .*globals\.sql\.zst .*corrupt/);
     assert.equal((await fresh!.query("SELECT 1 FROM pg_roles WHERE rolname = 'apq'")).length, 0, 'nothing committed');
   });
+
+  test('--all-databases: one backup per database, under a source named after it, all holding the one globals dump of the run', async () => {
+    await source.query('CREATE DATABASE inventory');
+    await source.query('CREATE TABLE stock (sku text PRIMARY KEY, n int)', [], 'inventory');
+    await source.query("INSERT INTO stock VALUES ('a', 1), ('b', 2), ('c', 3)", [], 'inventory');
+    const repo = path.join(work, 'repo-all');
+    const backup = await pgkeep(['backup', '--all-databases', '--repo', repo, '--json'], { env: env(source) });
+    assert.equal(backup.code, 0, backup.stderr);
+    const result = json(backup);
+    assert.deepEqual(result.failed, []);
+    assert.equal(result.globals, true);
+    const byDatabase = Object.fromEntries(result.backups.map((b: { database: string }) => [b.database, b]));
+    assert.deepEqual(Object.keys(byDatabase).sort(), ['inventory', 'postgres', 'shop']);
+    assert.equal(byDatabase.inventory.source, 'inventory');
+    assert.equal(byDatabase.inventory.rows, 3);
+
+    const digests = new Set<string>();
+    for (const b of result.backups) {
+      const manifest = JSON.parse(await readFile(path.join(repo, 'sources', b.source, 'backups', b.id, 'manifest.json'), 'utf8'));
+      assert.equal(manifest.globals.run, result.run);
+      assert.ok(manifest.labels.includes('all-databases'));
+      digests.add(manifest.objects.find((o: { role: string }) => o.role === 'globals').raw.sha256);
+    }
+    assert.equal(digests.size, 1, 'one globals dump, the same in every backup of the run');
+
+    const restore = await pgkeep(['restore', 'latest', '--repo', repo, '--globals', '--db', fresh!.url('inventory'), '--to', 'inventory', '--json'], { env: { PGKEEP_PASSPHRASE: PASSPHRASE } });
+    assert.equal(restore.code, 0, restore.stderr);
+    assert.deepEqual(json(restore).tables.map((t: { name: string; actual: number }) => [t.name, t.actual]), [['stock', 3]]);
+
+    const refused = await pgkeep(['backup', '--all-databases', '--repo', repo, '--table', 'stock'], { env: env(source) });
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, /--all-databases backs up whole databases/);
+  });
 });
