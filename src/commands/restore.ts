@@ -108,17 +108,21 @@ export interface RestoreResult {
 /**
  * Restores a backup into a database on the source's server:
  *
- *  1. find the backup, choose the target name, check pg_restore can read it
- *  2. if the target exists: refuse, unless --overwrite and confirmed; then take
- *     a safety backup of it (label pre-restore)
+ *  1. find the backup, choose the target name, check pg_restore can read it;
+ *     for --table/--schema, read the backup's table of contents and choose
+ *     the entries (prepareRestore; --dry-run stops here)
+ *  2. if the target exists: refuse, unless --overwrite or --clean and
+ *     confirmed; then take a safety backup of it (label pre-restore).
+ *     With --globals, create the backup's missing roles
  *  3. create a new empty database (for an overwrite, under a temporary name)
  *  4. stream the backup into it, checking every checksum on the way
- *  5. ANALYZE, and compare every table's row count with the manifest
+ *  5. ANALYZE, and compare the row count of every restored table with the manifest
  *  6. for an overwrite, swap: the old database is renamed away, the new one
  *     takes its name, the old one is dropped
  *
  * Any failure before the swap drops the database this restore created and
- * leaves an existing database untouched.
+ * leaves an existing database untouched. --clean instead loads into the
+ * existing database in one transaction (steps 3-5 in place).
  */
 export async function runRestore(ctx: CommandContext, repository: Repository, source: ResolvedSource, request: RestoreRequest): Promise<RestoreResult> {
   const started = Date.now();
@@ -155,7 +159,9 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
     try {
       await loadBackup(ctx, repository, manifest, into, request, source, identities, selection);
     } catch (error) {
-      throw new PgkeepError('RESTORE_FAILED', `nothing was changed in "${target}" (the restore ran in one transaction): ${(error as Error).message}`, { cause: error });
+      // Damage and interruption keep their codes (a restore from several repositories retries on damage).
+      const code = isPgkeepError(error, 'CHECKSUM_MISMATCH') || isPgkeepError(error, 'ABORTED') ? error.code : 'RESTORE_FAILED';
+      throw new PgkeepError(code, `nothing was changed in "${target}" (the restore ran in one transaction): ${(error as Error).message}`, { cause: error });
     }
     const tables = await checkRestored(into, plan, request, signal, false);
     return { backup: { id: manifest.id, source: manifest.source }, database: target, connection: describeConnection(source.connection, target), replaced: false, cleaned: true, safetyBackup, tables, globals, durationMs: Date.now() - started };
