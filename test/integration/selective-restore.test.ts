@@ -3,7 +3,8 @@ import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
-import { json, pgkeep } from '../support/cli.js';
+import pg from 'pg';
+import { collect, json, pgkeep, startPgkeep } from '../support/cli.js';
 import { diffSnapshots, snapshotDatabase } from '../support/db-compare.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
@@ -192,6 +193,35 @@ describe('restore --clean into an existing database', () => {
     assert.match(result.stderr, /nothing was changed in "live"/);
     assert.equal(await count('live', 'order_notes'), before);
     assert.equal(await count('live', 'orders'), await count('awkward', 'orders'));
+  });
+
+  test('interrupted (SIGINT) while it replaces objects, --clean leaves the database as it was', async () => {
+    await cluster.query('DELETE FROM "Mixed Case" WHERE "Id" > 20', [], 'live');
+    const before = await snapshotDatabase(cluster, 'live');
+    // Another session reads the table: pg_restore's DROP TABLE waits for it, inside its transaction.
+    const reader = new pg.Client({ connectionString: cluster.url('live') });
+    await reader.connect();
+    try {
+      await reader.query('BEGIN');
+      await reader.query('SELECT count(*) FROM "Mixed Case"');
+      const child = startPgkeep(['restore', 'latest', '--repo', repo('custom'), '--table', 'public."Mixed Case"', '--to', 'live', '--clean', '--force'], { env: env() });
+      const done = collect(child);
+      const deadline = Date.now() + 60_000;
+      for (;;) {
+        const waiting = await cluster.query("SELECT 1 FROM pg_stat_activity WHERE datname = 'live' AND wait_event_type = 'Lock' AND query ILIKE '%DROP%'");
+        if (waiting.length > 0) break;
+        assert.ok(Date.now() < deadline, 'the restore did not reach its DROP');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      child.kill('SIGINT');
+      const result = await done;
+      assert.equal(result.code, 130, result.stderr);
+    } finally {
+      await reader.query('ROLLBACK').catch(() => undefined);
+      await reader.end();
+    }
+    assert.deepEqual(diffSnapshots(before, await snapshotDatabase(cluster, 'live')), [], 'nothing changed');
+    assert.equal(await count('live', '"Mixed Case"'), 20);
   });
 
   test('without --clean or --overwrite an existing target is refused, naming both', async () => {
