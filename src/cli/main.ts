@@ -251,9 +251,9 @@ export async function main(argv: string[]): Promise<number> {
       const list = (value: unknown) => (Array.isArray(value) && value.length > 0 ? (value as string[]) : undefined);
       if (options.file !== undefined) {
         if (ref !== undefined) throw new PgkeepError('USAGE', `give either a backup id ("${ref}") or --file, not both`);
-        const unsupported = ['table', 'schema', 'schemaOnly', 'dataOnly', 'clean', 'dryRun', 'globals'].filter((o) => options[o] !== undefined);
+        const unsupported = ['dataOnly', 'clean', 'dryRun', 'globals'].filter((o) => options[o] !== undefined);
         if (unsupported.length > 0) {
-          throw new PgkeepError('USAGE', `--file restores the whole dump into a new database (or --overwrite): ${unsupported.map((o) => `--${o.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')} work with backups in the repository (pg_restore -t/-n/-L can select from a custom dump by hand)`);
+          throw new PgkeepError('USAGE', `--file restores the whole dump into a new database (or --overwrite): ${unsupported.map((o) => `--${o.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')} work with backups in the repository only`);
         }
         const result = await runRestoreFile(context(settings, options), source, {
           file: options.file as string,
@@ -264,6 +264,9 @@ export async function main(argv: string[]): Promise<number> {
           noOwner: command.getOptionValueSource('owner') === 'cli',
           role: options.role as string | undefined,
           reindex: Boolean(options.reindex),
+          tables: list(options.table),
+          schemas: list(options.schema),
+          schemaOnly: Boolean(options.schemaOnly),
         });
         bar.clear();
         return printFileRestoreDone(result, json);

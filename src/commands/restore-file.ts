@@ -1,9 +1,14 @@
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { ResolvedSource } from '../config/settings.js';
 import { PgkeepError, throwIfAborted } from '../errors.js';
 import { childStdinSink } from '../pipeline/load-stream.js';
 import { detectDumpFile, openDumpStream, type DumpFile } from '../pipeline/dump-file.js';
-import { defaultZstd } from '../pipeline/zstd.js';
+import { readArchiveTocFrom } from '../pipeline/backup-toc.js';
+import { readArchiveToc, type TocEntry } from '../pipeline/custom-toc.js';
+import { defaultZstd, type ZstdCodec } from '../pipeline/zstd.js';
+import { planSelection, schemasToCreate, tocListFile, type SelectionPlan } from '../postgres/restore-plan.js';
 import { describeConnection, libpqEnv, serverLabel, withDatabase, type ConnectionInfo } from '../postgres/connection-info.js';
 import { createDatabase, dropDatabase, fitIdentifier } from '../postgres/database-admin.js';
 import { quoteIdent, withClient } from '../postgres/pg-client.js';
@@ -28,6 +33,10 @@ export interface FileRestoreRequest {
   noOwner?: boolean | undefined;
   role?: string | undefined;
   reindex?: boolean | undefined;
+  /** Only these tables / schemas (custom and directory dumps), as for a backup in the repository. */
+  tables?: readonly string[] | undefined;
+  schemas?: readonly string[] | undefined;
+  schemaOnly?: boolean | undefined;
 }
 
 export interface FileRestoreResult {
@@ -38,7 +47,7 @@ export interface FileRestoreResult {
   connection: string;
   replaced: boolean;
   safetyBackup: string | undefined;
-  /** Every table of the restored database with its exact row count (there is no manifest to compare with). */
+  /** Every restored table with its exact row count (there is no manifest to compare with). */
   tables: { schema: string; name: string; rows: number }[];
   durationMs: number;
 }
@@ -73,6 +82,11 @@ export async function runRestoreFile(ctx: CommandContext, source: ResolvedSource
   const loader = dump.format === 'plain' ? 'psql' : 'pg_restore';
   const tool = await toolInfo(loader, source.pgBin);
   assertToolNotOlder(tool, loader, server.versionNum, server.version);
+  const selective = (request.tables?.length ?? 0) > 0 || (request.schemas?.length ?? 0) > 0;
+  if ((selective || request.schemaOnly) && dump.format !== 'custom' && dump.format !== 'directory') {
+    throw new PgkeepError('USAGE', `${dump.path} is a ${dump.format} dump: --table, --schema and --schema-only need a custom or directory dump (pg_dump -Fc or -Fd); restore it whole`);
+  }
+  const selection = selective ? planSelection(await dumpToc(dump, signal), { tables: request.tables, schemas: request.schemas, newDatabase: true }) : undefined;
 
   // 2. never replace a database without consent, and never without a copy
   let safetyBackup: string | undefined;
@@ -97,14 +111,19 @@ export async function runRestoreFile(ctx: CommandContext, source: ResolvedSource
   try {
     // 4. load
     ctx.info(`restoring ${dump.path} (${dump.format}${dump.compression === 'none' ? '' : `, ${dump.compression}`}) into "${work}"`);
-    await loadDumpFile(ctx, dump, withDatabase(source.connection, work), request, tool.path);
+    const into = withDatabase(source.connection, work);
+    const missing = schemasToCreate(selection) ?? [];
+    if (missing.length > 0) await withClient(into, async (client) => {
+      for (const schema of missing) await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
+    });
+    await loadDumpFile(ctx, dump, into, request, tool.path, selection, source.tempDir);
 
     // 5. ANALYZE and count
-    const into = withDatabase(source.connection, work);
     const tables = await withClient(into, async (client) => {
       await client.query('ANALYZE');
       if (request.reindex) await client.query(`REINDEX DATABASE ${quoteIdent(work)}`);
-      const catalog = (await readCatalogTables(client)).filter((t) => t.kind === 'r' && !t.extensionMember);
+      const restored = (t: { schema: string; name: string }) => !selection || selection.dataTables.some((d) => d.schema === t.schema && d.name === t.name);
+      const catalog = (await readCatalogTables(client)).filter((t) => t.kind === 'r' && !t.extensionMember && restored(t));
       return countRows(client, catalog, signal);
     });
 
@@ -141,7 +160,15 @@ export async function runRestoreFile(ctx: CommandContext, source: ResolvedSource
  * --jobs works for custom and directory); a compressed archive streams
  * into pg_restore's stdin (one job).
  */
-async function loadDumpFile(ctx: CommandContext, dump: DumpFile, target: ConnectionInfo, request: FileRestoreRequest, loaderPath: string): Promise<void> {
+async function loadDumpFile(
+  ctx: CommandContext,
+  dump: DumpFile,
+  target: ConnectionInfo,
+  request: FileRestoreRequest,
+  loaderPath: string,
+  selection: SelectionPlan | undefined,
+  tempDir: string | undefined,
+): Promise<void> {
   const common = { env: libpqEnv(target), signal: ctx.signal, isErrorLine: (line: string) => RESTORE_ERROR_LINE.test(line) };
   const codec = defaultZstd();
   // Compressed, the file's size says little about the bytes that come out of it.
@@ -156,6 +183,30 @@ async function loadDumpFile(ctx: CommandContext, dump: DumpFile, target: Connect
   const args = ['--dbname', target.database, '--exit-on-error', '--no-password'];
   if (request.noOwner) args.push('--no-owner');
   if (request.role) args.push(`--role=${request.role}`);
+  if (request.schemaOnly) args.push('--schema-only');
+  const staging = selection ? await mkdtemp(path.join(tempDir ?? tmpdir(), 'pgkeep-restore-')) : undefined;
+  try {
+    if (selection) {
+      const list = path.join(staging!, 'selection.list');
+      await writeFile(list, tocListFile(selection.entries), { mode: 0o600 });
+      args.push(`--use-list=${list}`);
+    }
+    await loadArchiveFile(ctx, dump, args, request, loaderPath, common, codec, total);
+  } finally {
+    if (staging) await rm(staging, { recursive: true, force: true });
+  }
+}
+
+async function loadArchiveFile(
+  ctx: CommandContext,
+  dump: DumpFile,
+  args: string[],
+  request: FileRestoreRequest,
+  loaderPath: string,
+  common: { env: NodeJS.ProcessEnv; signal: AbortSignal; isErrorLine: (line: string) => boolean },
+  codec: ZstdCodec,
+  total: number | undefined,
+): Promise<void> {
   const jobs = request.jobs ?? 1;
   if (dump.compression === 'none') {
     if (jobs > 1 && dump.format === 'tar') ctx.warn('pg_restore cannot restore a tar archive in parallel: --jobs is ignored');
@@ -166,6 +217,18 @@ async function loadDumpFile(ctx: CommandContext, dump: DumpFile, target: Connect
   if (jobs > 1) ctx.warn(`a ${dump.compression}-compressed archive streams into pg_restore, which then runs one job: --jobs is ignored (decompress the file first to restore in parallel)`);
   const run = startProcess(loaderPath, args, { ...common, stdin: 'pipe', stdout: 'ignore' });
   await feedChild(pipeline(openDumpStream(dump, codec), progressOf(ctx, total), childStdinSink(run.stdin!), { signal: ctx.signal }), run.done);
+}
+
+/** A custom or directory dump's table of contents, for a selection: toc.dat, or the archive's first bytes. */
+async function dumpToc(dump: DumpFile, signal: AbortSignal): Promise<TocEntry[]> {
+  if (dump.format === 'directory') {
+    try {
+      return readArchiveToc(await readFile(path.join(dump.path, 'toc.dat')));
+    } catch (error) {
+      throw new PgkeepError('DUMP_FORMAT_UNKNOWN', `cannot read the table of contents of ${dump.path}: ${(error as Error).message}`, { cause: error });
+    }
+  }
+  return readArchiveTocFrom(openDumpStream(dump, defaultZstd()), dump.path, signal);
 }
 
 /** A pass-through that reports the bytes fed to the loader. */

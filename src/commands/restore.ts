@@ -17,7 +17,7 @@ import { quoteIdent, withClient } from '../postgres/pg-client.js';
 import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
 import { settleAll, startProcess } from '../postgres/run-process.js';
 import { databaseExists, readServerInfo } from '../postgres/server-info.js';
-import { describeEntry, planSelection, tocListFile, type SelectionPlan } from '../postgres/restore-plan.js';
+import { describeEntry, planSelection, schemasToCreate, tocListFile, type SelectionPlan } from '../postgres/restore-plan.js';
 import { countRows } from '../postgres/table-selection.js';
 import { timestampPart } from '../repository/backup-id.js';
 import type { Manifest } from '../repository/manifest.js';
@@ -395,12 +395,6 @@ async function createSelectedSchemas(manifest: Manifest, target: ConnectionInfo,
   await withClient(target, async (client) => {
     for (const schema of schemas) await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
   });
-}
-
-/** The schemas of a selection that pg_restore will not create itself (it has no SCHEMA entry for them). */
-function schemasToCreate(selection: SelectionPlan | undefined): string[] | undefined {
-  if (!selection) return undefined;
-  return selection.schemas.filter((schema) => !selection.entries.some((e) => e.desc === 'SCHEMA' && e.tag === schema));
 }
 
 /** The safety backup goes to the source whose database it is, else to a source named after the database. */

@@ -1,4 +1,4 @@
-import { Writable, type Readable } from 'node:stream';
+import { Writable, type Duplex, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { PgkeepError } from '../errors.js';
 import type { Manifest } from '../repository/manifest.js';
@@ -37,22 +37,31 @@ export async function readBackupToc(repository: Repository, manifest: Manifest, 
       },
     });
     await loadStream(repository.storage, key(object.name), object, sink, options);
-    return parseToc(Buffer.concat(chunks), manifest.id);
+    return parseToc(Buffer.concat(chunks), `backup ${manifest.id}`);
   }
   if (manifest.options.format !== 'custom') throw new PgkeepError('USAGE', `backup ${manifest.id} is a plain SQL dump: it has no table of contents`);
 
   const object = manifest.objects[0]!;
-  const head = await readArchiveHead(await repository.storage.get(key(object.name)), object.encryption ? options.identities ?? [] : undefined, options, object.name);
-  return parseToc(head, manifest.id);
+  const decrypt = object.encryption ? [decryptStream(options.identities ?? [], { what: `object ${object.name}` })] : [];
+  const head = await readArchiveHead(await repository.storage.get(key(object.name)), [...decrypt, options.codec.decompressor()], options.signal, `object ${object.name}`);
+  return parseToc(head, `backup ${manifest.id}`);
 }
 
-/** The header and TOC of a custom archive from the start of a stored object; stops reading there. */
-async function readArchiveHead(input: Readable, identities: AgeIdentity[] | undefined, options: BackupTocOptions, name: string): Promise<Buffer> {
+/** The table of contents of a custom archive read from the start of `input` (already decoded); stops reading there. */
+export async function readArchiveTocFrom(input: Readable, what: string, signal?: AbortSignal): Promise<TocEntry[]> {
+  return parseToc(await readArchiveHead(input, [], signal, what), what);
+}
+
+/**
+ * The header and TOC of a custom archive from the start of a stream, through
+ * `decode` (decryption, decompression); stops reading there.
+ */
+async function readArchiveHead(input: Readable, decode: Duplex[], signal: AbortSignal | undefined, what: string): Promise<Buffer> {
   const scanner = new CustomTocScanner();
   const chunks: Buffer[] = [];
   const stop = new AbortController();
-  const abortWith = () => stop.abort(options.signal?.reason);
-  options.signal?.addEventListener('abort', abortWith, { once: true });
+  const abortWith = () => stop.abort(signal?.reason);
+  signal?.addEventListener('abort', abortWith, { once: true });
   const collect = new Writable({
     highWaterMark: 1 << 20,
     write(chunk: Buffer, _encoding, callback) {
@@ -64,25 +73,25 @@ async function readArchiveHead(input: Readable, identities: AgeIdentity[] | unde
     },
   });
   try {
-    const decrypt = identities ? [decryptStream(identities, { what: `object ${name}` })] : [];
-    await pipeline([input, ...decrypt, options.codec.decompressor(), collect], { signal: stop.signal });
+    await pipeline([input, ...decode, collect], { signal: stop.signal });
   } catch (error) {
-    if (options.signal?.aborted) throw error;
+    if (signal?.aborted) throw error;
     if (!stop.signal.aborted) {
-      throw new PgkeepError('CHECKSUM_MISMATCH', `cannot read the table of contents of object ${name}: ${(error as Error).message}`, { cause: error });
+      if (error instanceof PgkeepError) throw error;
+      throw new PgkeepError('CHECKSUM_MISMATCH', `cannot read the table of contents of ${what}: ${(error as Error).message}`, { cause: error });
     }
   } finally {
-    options.signal?.removeEventListener('abort', abortWith);
+    signal?.removeEventListener('abort', abortWith);
   }
   const scan = scanner.scan.state === 'scanning' ? scanner.end() : scanner.scan;
   if (scan.state === 'found') return Buffer.concat(chunks).subarray(0, scan.end);
-  throw new PgkeepError('CHECKSUM_MISMATCH', `cannot read the table of contents of object ${name}: ${scan.state === 'unsupported' ? scan.reason : 'it is incomplete'}`);
+  throw new PgkeepError('CHECKSUM_MISMATCH', `cannot read the table of contents of ${what}: ${scan.state === 'unsupported' ? scan.reason : 'it is incomplete'}`);
 }
 
-function parseToc(bytes: Buffer, id: string): TocEntry[] {
+function parseToc(bytes: Buffer, what: string): TocEntry[] {
   try {
     return readArchiveToc(bytes);
   } catch (error) {
-    throw new PgkeepError('CHECKSUM_MISMATCH', `cannot read the table of contents of backup ${id}: ${(error as Error).message}`, { cause: error });
+    throw new PgkeepError('CHECKSUM_MISMATCH', `cannot read the table of contents of ${what}: ${(error as Error).message}`, { cause: error });
   }
 }

@@ -150,3 +150,9 @@ export function tocListFile(entries: readonly TocEntry[]): string {
 export function describeEntry(entry: TocEntry): string {
   return `${entry.desc} ${entry.namespace === null ? '' : `${entry.namespace}.`}${entry.tag}`;
 }
+
+/** The schemas of a selection that pg_restore will not create itself (it has no SCHEMA entry for them); undefined without a selection. */
+export function schemasToCreate(selection: SelectionPlan | undefined): string[] | undefined {
+  if (!selection) return undefined;
+  return selection.schemas.filter((schema) => !selection.entries.some((e) => e.desc === 'SCHEMA' && e.tag === schema));
+}

@@ -77,6 +77,23 @@ describe('restore --file: dumps made outside pgkeep', () => {
     });
   }
 
+  for (const name of ['app.dump', 'app_dir', 'app.dump.gz']) {
+    test(`${name}: --table restores only that table, with what it needs`, async () => {
+      const target = `one_${name.replace(/\W/g, '_')}`;
+      const result = await pgkeep(['restore', '--file', file(name), '--table', 'public."Mixed Case"', '--table', 'all_types', '--to', target, '--json'], { env: env() });
+      assert.equal(result.code, 0, result.stderr);
+      assert.deepEqual(json(result).tables.map((t: { name: string; rows: number }) => [t.name, t.rows]).sort(), [['Mixed Case', 25], ['all_types', source.tables['public.all_types']!.rows]].sort());
+      const tables = await cluster.query<{ t: string }>("SELECT tablename AS t FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1", [], target);
+      assert.deepEqual(tables.map((r) => r.t), ['Mixed Case', 'all_types']);
+    });
+  }
+
+  test('--table on a plain dump is refused, naming what works', async () => {
+    const result = await pgkeep(['restore', '--file', file('app.sql'), '--table', 'orders'], { env: env() });
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /is a plain dump: --table, --schema and --schema-only need a custom or directory dump/);
+  });
+
   test('the default target is a new database named after the file', async () => {
     const result = await pgkeep(['restore', '--file', file('app.sql.zst'), '--json'], { env: env() });
     assert.equal(result.code, 0, result.stderr);
