@@ -256,6 +256,9 @@ async function prepareRestore(ctx: CommandContext, repository: Repository, sourc
   if (exists && !request.overwrite && !request.clean) {
     throw new PgkeepError('DB_EXISTS', `database "${target}" already exists on ${serverLabel(source.connection)}: choose another --to, add --overwrite to replace it, or --clean to replace only the restored objects inside it (a safety backup is taken first)`);
   }
+  if (request.clean && !exists) {
+    throw new PgkeepError('DB_MISSING', `--clean replaces objects inside an existing database, and "${target}" does not exist on ${serverLabel(source.connection)}: check --to, or leave out --clean to restore into a new database`);
+  }
   if (request.dataOnly && !(exists && request.clean)) {
     throw new PgkeepError('USAGE', `--data-only loads rows into tables that exist: name an existing database with --to and add --clean (the selected tables are emptied first, in the same transaction)`);
   }

@@ -224,6 +224,13 @@ describe('restore --clean into an existing database', () => {
     assert.equal(await count('live', '"Mixed Case"'), 20);
   });
 
+  test('--clean into a database that does not exist is refused (a typo must not create a new one)', async () => {
+    const result = await pgkeep(['restore', 'latest', '--repo', repo('custom'), '--table', 'orders', '--to', 'liev', '--clean', '--force'], { env: env() });
+    assert.equal(result.code, 3);
+    assert.match(result.stderr, /--clean replaces objects inside an existing database, and "liev" does not exist/);
+    assert.equal((await cluster.query("SELECT 1 FROM pg_database WHERE datname = 'liev'")).length, 0);
+  });
+
   test('without --clean or --overwrite an existing target is refused, naming both', async () => {
     const result = await pgkeep(['restore', 'latest', '--repo', repo('custom'), '--table', 'orders', '--to', 'live'], { env: env() });
     assert.equal(result.code, 3);
