@@ -183,6 +183,12 @@ describe('restore --clean into an existing database', () => {
     assert.equal(result.code, 0, result.stderr);
     const rows = await cluster.query<{ k: number }>(`SELECT "ключ" AS k FROM "ünïcødé"."таблица" ORDER BY 1`, [], 'live');
     assert.deepEqual(rows.map((r) => r.k), [1, 2, 3]);
+
+    // The same from a custom backup, streamed into pg_restore.
+    await cluster.query(`DELETE FROM "ünïcødé"."таблица" WHERE "ключ" = 2`, [], 'live');
+    const custom = await pgkeep(['restore', 'latest', '--repo', repo('custom'), '--table', '"ünïcødé"."таблица"', '--to', 'live', '--clean', '--data-only', '--force'], { env: env() });
+    assert.equal(custom.code, 0, custom.stderr);
+    assert.equal(await count('live', '"ünïcødé"."таблица"'), 3);
   });
 
   test('a --clean that cannot drop a table still referenced changes nothing', async () => {
