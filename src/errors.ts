@@ -47,6 +47,9 @@ export const ERROR_CODES = {
   CHECKSUM_MISMATCH: { exit: 7, summary: 'stored bytes do not match the manifest' },
   ROW_COUNT_MISMATCH: { exit: 7, summary: 'restored row counts differ from the backup' },
 
+  // health
+  UNHEALTHY: { exit: 2, summary: 'status --check found a problem (2 is CRITICAL for Nagios-style probes)' },
+
   // run control
   ABORTED: { exit: 130, summary: 'interrupted by a signal or cancelled' },
   CONFIRMATION_REQUIRED: { exit: 8, summary: 'a destructive action was not confirmed' },

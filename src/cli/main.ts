@@ -7,17 +7,39 @@ import { runCopy } from '../commands/copy.js';
 import { runInit } from '../commands/init.js';
 import { runKeygen } from '../commands/keygen.js';
 import { runList } from '../commands/list.js';
+import { runPin, runUnpin } from '../commands/pin.js';
+import { runPrune, type PruneResult } from '../commands/prune.js';
 import { openRepositories, openRepository, repositoriesWithBackup } from '../commands/open-repository.js';
 import { runExtract } from '../commands/extract.js';
 import { runRestoreFile } from '../commands/restore-file.js';
 import { planRestore, runRestore, runRestoreFromRepositories, type RestoreRequest } from '../commands/restore.js';
 import { runShow } from '../commands/show.js';
+import { runStatus } from '../commands/status.js';
 import { runVerify } from '../commands/verify.js';
+import { runVerifyCopies, verifiesSeveralCopies, type CopiesReport } from '../commands/verify-copies.js';
 import type { VerifyReport } from '../verify/verify-backup.js';
 import { keySettings, loadSettings, readSecretFile, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
-import { PgkeepError, toPgkeepError } from '../errors.js';
+import { ERROR_CODES, PgkeepError, toPgkeepError } from '../errors.js';
+import type { RetentionFlags } from '../config/retention-settings.js';
+import { validateTimeZone } from '../retention/calendar.js';
+import { parseDuration } from '../retention/duration.js';
 import { PGKEEP_VERSION } from '../version.js';
-import { printAllDatabasesDone, printBackupDone, printCopyDone, printExtractDone, printFileRestoreDone, printList, printRestoreDone, printRestorePlan, printShow, printVerify } from './print.js';
+import {
+  printAllDatabasesDone,
+  printBackupDone,
+  printCopyDone,
+  printExtractDone,
+  printFileRestoreDone,
+  printList,
+  printPin,
+  printPrune,
+  printRestoreDone,
+  printRestorePlan,
+  printShow,
+  printStatus,
+  printVerify,
+  printVerifyCopies,
+} from './print.js';
 import { ProgressBar } from './progress-bar.js';
 import { confirmOnTerminal } from './prompt.js';
 
@@ -26,6 +48,17 @@ const positiveInt = (what: string) => (value: string) => {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new PgkeepError('USAGE', `${what} must be a whole number of at least 1 (got "${value}")`);
   return n;
+};
+const count = (what: string) => (value: string) => {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n)) throw new PgkeepError('USAGE', `${what} must be a whole number, 0 to switch the rule off (got "${value}")`);
+  return n;
+};
+const duration = (what: string) => (value: string) => parseDuration(value, what).text;
+const labelPeriod = (value: string, previous: Record<string, string> = {}) => {
+  const match = /^([A-Za-z0-9._-]{1,100})=(.+)$/.exec(value);
+  if (!match) throw new PgkeepError('USAGE', `--keep-label takes LABEL=DURATION or LABEL=forever, e.g. before-migration=90d (got "${value}")`);
+  return { ...previous, [match[1]!]: match[2] === 'forever' ? 'forever' : parseDuration(match[2]!, `--keep-label ${match[1]}`).text };
 };
 
 interface OutputOptions {
@@ -56,6 +89,8 @@ export async function main(argv: string[]): Promise<number> {
 
   const bar = new ProgressBar();
   let json = false;
+  // set by a command that succeeded but must still exit non-zero (status --check found problems)
+  let exitCode = 0;
 
   const context = (settings: Settings, output: OutputOptions): CommandContext => {
     const quiet = Boolean(output.json || output.quiet);
@@ -195,9 +230,9 @@ export async function main(argv: string[]): Promise<number> {
     .description('list the backups in the repository')
     .action(async (options: OutputOptions, command: Command) => {
       json = Boolean(options.json);
-      const { location, backups, repositories } = await runList(settingsOf(command));
+      const { location, backups, repositories, pinned } = await runList(settingsOf(command));
       for (const { location: where, message } of repositories?.unavailable ?? []) process.stderr.write(`pgkeep: warning: cannot read ${where}: ${message}\n`);
-      printList(backups, location, json, repositories);
+      printList(backups, location, json, repositories, pinned);
     });
 
   withOutput(program.command('show'))
@@ -205,7 +240,8 @@ export async function main(argv: string[]): Promise<number> {
     .argument('<backup>', 'backup id, or latest')
     .action(async (ref: string, options: OutputOptions, command: Command) => {
       json = Boolean(options.json);
-      printShow(await runShow(settingsOf(command), ref), json);
+      const { manifest, pin } = await runShow(settingsOf(command), ref);
+      printShow(manifest, json, pin);
     });
 
   withOutput(program.command('verify'))
@@ -214,14 +250,23 @@ export async function main(argv: string[]): Promise<number> {
     .action(async (ref: string, options: OutputOptions, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
+      // A source with several repositories: every copy is verified (--repo picks one).
+      const several = verifiesSeveralCopies(settings);
       try {
-        const report = await runVerify(context(settings, options), ref);
-        bar.clear();
-        printVerify(report, json);
+        if (several) {
+          const result = await runVerifyCopies(context(settings, options), ref);
+          bar.clear();
+          printVerifyCopies(result, json);
+        } else {
+          const report = await runVerify(context(settings, options), ref);
+          bar.clear();
+          printVerify(report, json);
+        }
       } catch (error) {
         bar.clear();
-        const report = (error as PgkeepError).details?.report;
-        if (report) printVerify(report as VerifyReport, json);
+        const details = (error as PgkeepError).details;
+        if (details?.copies) printVerifyCopies(details.copies as CopiesReport, json);
+        else if (details?.report) printVerify(details.report as VerifyReport, json);
         throw error;
       }
     });
@@ -332,9 +377,77 @@ export async function main(argv: string[]): Promise<number> {
       printCopyDone(result, json);
     });
 
+  withOutput(program.command('prune'))
+    .description('apply the retention policy: print every backup with keep or delete and why, then delete')
+    .option('--dry-run', 'print the plan only; change nothing')
+    .option('--keep-last <n>', 'keep the N newest backups', count('--keep-last'))
+    .option('--keep-hourly <n>', 'keep the newest backup of each of the N newest hours with backups', count('--keep-hourly'))
+    .option('--keep-daily <n>', 'the same per day', count('--keep-daily'))
+    .option('--keep-weekly <n>', 'the same per ISO week', count('--keep-weekly'))
+    .option('--keep-monthly <n>', 'the same per month', count('--keep-monthly'))
+    .option('--keep-yearly <n>', 'the same per year', count('--keep-yearly'))
+    .option('--keep-within <duration>', 'keep every backup younger than this, e.g. 14d', duration('--keep-within'))
+    .option('--max-age <duration>', 'keep nothing older than this (pins, labels and the newest backup excepted), e.g. 30d', duration('--max-age'))
+    .option('--keep-label <label=duration>', 'keep backups with this label or name for a duration or forever (repeatable)', labelPeriod)
+    .option('--time-zone <zone>', 'IANA time zone of the calendar rules (default: the config\'s, else this machine\'s)')
+    .action(async (options: OutputOptions & RetentionFlags & { dryRun?: boolean; keepLabel?: Record<string, string> }, command: Command) => {
+      json = Boolean(options.json);
+      const settings = settingsOf(command);
+      if (options.timeZone !== undefined) validateTimeZone(options.timeZone, '--time-zone');
+      const flags: RetentionFlags = {
+        keepLast: options.keepLast,
+        keepHourly: options.keepHourly,
+        keepDaily: options.keepDaily,
+        keepWeekly: options.keepWeekly,
+        keepMonthly: options.keepMonthly,
+        keepYearly: options.keepYearly,
+        keepWithin: options.keepWithin,
+        maxAge: options.maxAge,
+        keepLabels: options.keepLabel,
+        timeZone: options.timeZone,
+      };
+      try {
+        printPrune(await runPrune(context(settings, options), { dryRun: Boolean(options.dryRun), flags }), json);
+      } catch (error) {
+        const result = (error as PgkeepError).details?.result;
+        if (result && !json) printPrune(result as PruneResult, false);
+        throw error;
+      }
+    });
+
+  withOutput(program.command('pin'))
+    .description('keep a backup forever: prune never deletes a pinned backup')
+    .argument('<backup>', 'backup id, or latest')
+    .option('--reason <text>', 'why it is pinned (kept in the pin record)')
+    .action(async (ref: string, options: OutputOptions & { reason?: string }, command: Command) => {
+      json = Boolean(options.json);
+      const settings = settingsOf(command);
+      printPin(await runPin(context(settings, options), ref, { reason: options.reason }), json);
+    });
+
+  withOutput(program.command('unpin'))
+    .description('let the retention policy apply to a pinned backup again')
+    .argument('<backup>', 'backup id, or latest')
+    .action(async (ref: string, options: OutputOptions, command: Command) => {
+      json = Boolean(options.json);
+      const settings = settingsOf(command);
+      printPin(await runUnpin(context(settings, options), ref), json);
+    });
+
+  withOutput(program.command('status'))
+    .description('per source: last backup, last failure, verification, restore test, repositories, PITR, and a health verdict')
+    .option('--check', `exit ${ERROR_CODES.UNHEALTHY.exit} with one line per problem (for cron, Nagios, Kubernetes probes)`)
+    .action(async (options: OutputOptions & { check?: boolean }, command: Command) => {
+      json = Boolean(options.json);
+      const settings = settingsOf(command);
+      const result = await runStatus(context(settings, options));
+      if (!(options.quiet && options.check)) printStatus(result, json, Boolean(options.check));
+      if (options.check && !result.healthy) exitCode = ERROR_CODES.UNHEALTHY.exit;
+    });
+
   try {
     await program.parseAsync(argv, { from: 'user' });
-    return 0;
+    return exitCode;
   } catch (error) {
     bar.clear();
     if (error instanceof CommanderError) {
@@ -346,7 +459,8 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`pgkeep: interrupted by ${signalled}\n`);
       return signalled === 'SIGINT' ? 130 : 143;
     }
-    const details = failure.code === 'BACKUP_PARTIAL' || failure.code === 'DATABASES_PARTIAL' ? { details: failure.details } : {};
+    // BACKUP_PARTIAL says where the backup is; prune's and --all-databases' result say what was done before the failure
+    const details = failure.code === 'BACKUP_PARTIAL' || failure.details?.result !== undefined ? { details: failure.details } : {};
     if (json) console.log(JSON.stringify({ ok: false, error: { code: failure.code, message: failure.message, ...details } }, null, 2));
     process.stderr.write(`pgkeep: ${failure.code === 'INTERNAL' ? 'internal error: ' : ''}${failure.message}\n`);
     if (process.env.PGKEEP_DEBUG && error instanceof Error) process.stderr.write(`${error.stack}\n`);

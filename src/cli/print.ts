@@ -4,7 +4,12 @@ import type { RestorePlan, RestoreResult } from '../commands/restore.js';
 import type { FileRestoreResult } from '../commands/restore-file.js';
 import type { ExtractResult } from '../commands/extract.js';
 import type { AllDatabasesResult } from '../commands/backup-all.js';
+import type { PinResult } from '../commands/pin.js';
+import type { PruneResult } from '../commands/prune.js';
+import type { StatusResult } from '../commands/status.js';
 import type { Manifest } from '../repository/manifest.js';
+import type { CopiesReport } from '../commands/verify-copies.js';
+import type { Pin } from '../repository/pins.js';
 import type { VerifyReport } from '../verify/verify-backup.js';
 import { formatAge, formatBytes, formatCount, formatDuration, formatTable } from './format.js';
 
@@ -27,13 +32,14 @@ export function printBackupDone(manifest: Manifest, location: string, json: bool
  * `repositories`, for a source with several: a REPOS column (short names, with
  * a legend) and `repositories: [locations]` in --json.
  */
-export function printList(backups: Manifest[], location: string, json: boolean, repositories?: ListRepositories): void {
+export function printList(backups: Manifest[], location: string, json: boolean, repositories?: ListRepositories, pinned: ReadonlySet<string> = new Set()): void {
   const where = (i: number) => repositories!.where[i]!;
-  if (json) return printJson(backups.map((m, i) => (repositories ? { ...summary(m), repositories: where(i).map((r) => repositories.locations[r]!) } : summary(m))));
+  const isPinned = (m: Manifest) => pinned.has(`${m.source}/${m.id}`);
+  if (json) return printJson(backups.map((m, i) => ({ ...summary(m), pinned: isPinned(m), ...(repositories ? { repositories: where(i).map((r) => repositories.locations[r]!) } : {}) })));
   if (backups.length === 0) return out(`no backups in ${location} yet`);
   out(
     formatTable(
-      ['ID', 'SOURCE', 'KIND', 'FORMAT', 'SIZE', 'DURATION', 'AGE', 'LABELS', ...(repositories ? ['REPOS'] : [])],
+      ['ID', 'SOURCE', 'KIND', 'FORMAT', 'SIZE', 'DURATION', 'AGE', 'LABELS', 'PIN', ...(repositories ? ['REPOS'] : [])],
       backups.map((m, i) => [
         m.id,
         m.source,
@@ -43,6 +49,7 @@ export function printList(backups: Manifest[], location: string, json: boolean, 
         formatDuration(m.durationMs),
         formatAge(new Date(m.finishedAt)),
         m.labels.join(','),
+        isPinned(m) ? 'pinned' : '',
         ...(repositories ? [where(i).map((r) => repositories.names[r]!).join(',')] : []),
       ]),
       [4, 5],
@@ -70,7 +77,8 @@ function summary(m: Manifest) {
   };
 }
 
-export function printShow(m: Manifest, json: boolean): void {
+/** The manifest, readable; --json prints the manifest as stored. `pin` when the backup is pinned. */
+export function printShow(m: Manifest, json: boolean, pin?: Pin): void {
   if (json) return printJson(m);
   const options = m.options;
   const selection = [
@@ -89,6 +97,7 @@ export function printShow(m: Manifest, json: boolean): void {
     ['kind', `${m.kind}, ${options.format} format${options.jobs > 1 ? `, ${options.jobs} jobs` : ''}`],
     ['contents', selection.length > 0 ? selection.join('; ') : 'whole database'],
     ['labels', m.labels.join(', ') || '-'],
+    ...(pin ? [['pinned', `yes, by ${pin.by} at ${pin.pinnedAt}${pin.reason ? `: ${pin.reason}` : ''}`] as [string, string]] : []),
     ['started', m.startedAt],
     ['finished', `${m.finishedAt} (${formatDuration(m.durationMs)}, ${formatAge(new Date(m.finishedAt))})`],
     ['database', `${m.database.name} on ${m.server.host}:${m.server.port}, ${formatBytes(m.database.sizeBytes)}, ${m.database.encoding} ${m.database.collate}`],
@@ -126,6 +135,18 @@ export function printVerify(report: VerifyReport, json: boolean): void {
   out(`tables: ${report.tables.found} of ${report.tables.expected} in the dump's table of contents`);
   if (report.ok) out(`backup ${report.id} is intact (${formatDuration(report.durationMs)})`);
   else for (const problem of report.problems) out(`problem: ${problem}`);
+}
+
+/** Verification of every copy of a backup (a source with several repositories). */
+export function printVerifyCopies(result: CopiesReport, json: boolean): void {
+  if (json) return printJson(result);
+  for (const copy of result.copies) {
+    out(`${copy.repository}:`);
+    if (copy.report) printVerify(copy.report, false);
+    else out(`FAILED  ${copy.error?.message ?? 'not verified'}`);
+  }
+  for (const url of result.missingFrom) out(`${url}: does not hold backup ${result.id}`);
+  if (result.ok) out(`backup ${result.id} is intact in ${result.copies.length} ${result.copies.length === 1 ? 'repository' : 'repositories'}`);
 }
 
 export function printRestoreDone(result: RestoreResult, json: boolean): void {
@@ -233,4 +254,74 @@ export function printAllDatabasesDone(result: AllDatabasesResult, json: boolean)
     );
   }
   out(`all databases (run ${result.run}): ${result.backups.length} backed up${result.failed.length > 0 ? `, ${result.failed.length} FAILED (${result.failed.map((f) => f.database).join(', ')})` : ''}; roles ${result.globals ? 'stored once, in every backup of the run' : 'not stored'}`);
+}
+
+/**
+ * Prune's plan, one line per backup: "<action>  <id>  <kind>  <size>  <reasons>".
+ * The format is stable (scripts and tests read it line by line).
+ */
+export function printPrune(result: PruneResult, json: boolean): void {
+  if (json) return printJson(result);
+  for (const report of result.reports) {
+    out(`${report.source} in ${report.repository}${result.dryRun ? ' (dry run)' : ''}: ${report.policy.logical}`);
+    if (report.backups.some((b) => b.kind === 'physical') && report.policy.physical !== report.policy.logical) out(`  physical backups: ${report.policy.physical}`);
+    if (report.backups.length > 0) {
+      const lines = formatTable(
+        ['', 'ID', 'KIND', 'SIZE', 'WHY'],
+        report.backups.map((b) => [b.action, b.id, b.kind, formatBytes(b.storedBytes), b.reasons.join(', ')]),
+        [3],
+      ).split('\n');
+      for (const line of lines.slice(1)) out(`  ${line}`);
+    }
+    for (const u of report.unreadable) out(`  keep    ${u.id}  ${u.reason}`);
+    for (const l of report.leftovers) out(`  ${l.action.padEnd(6)}  ${l.id}  ${l.reason} (last written ${l.lastActivity})`);
+    if (report.wal) out(`  wal     ${report.wal}`);
+    if (report.error) {
+      out(`  not pruned: ${report.error.message}`);
+      continue;
+    }
+    const deleting = report.backups.filter((b) => b.action === 'delete');
+    const removing = report.leftovers.filter((l) => l.action === 'remove');
+    const bytes = deleting.reduce((n, b) => n + b.storedBytes, 0);
+    const what = `${deleting.length} backup(s) (${formatBytes(bytes)}), ${removing.length} leftover(s)`;
+    out(result.dryRun ? `  dry run: would delete ${what}; nothing was changed` : `  deleted ${what}; kept ${report.backups.length - deleting.length} backup(s)`);
+  }
+  if (result.reports.length === 0) out('no sources to prune');
+}
+
+export function printPin(result: PinResult, json: boolean): void {
+  if (json) return printJson(result);
+  if (result.pinned) out(`pinned ${result.source}/${result.id} in ${result.repositories.join(', ')}: prune will never delete it (pgkeep unpin ${result.id} to undo)`);
+  else if (result.changed) out(`unpinned ${result.source}/${result.id} in ${result.repositories.join(', ')}: the retention policy applies to it again`);
+  else out(`${result.source}/${result.id} was not pinned (nothing changed)`);
+}
+
+/** `status`: one block per source; `status --check`: one line per problem (or one line saying all is well). */
+export function printStatus(result: StatusResult, json: boolean, check: boolean): void {
+  if (json) return printJson(result);
+  if (check) {
+    const findings = result.sources.flatMap((s) => s.findings);
+    if (findings.length === 0) out(`OK: ${result.sources.map((s) => s.source).join(', ') || 'nothing to check'} healthy`);
+    for (const f of findings) out(`${f.source}: ${f.message}`);
+    return;
+  }
+  for (const [i, s] of result.sources.entries()) {
+    if (i > 0) out('');
+    out(`${s.source}: ${s.healthy ? 'healthy' : `${s.findings.length} problem(s)`}`);
+    const b = s.lastBackup;
+    const verification = (v: StatusResult['sources'][number]['lastVerification']) =>
+      v ? `${v.ok ? 'ok' : 'FAILED'} ${formatAge(new Date(v.finishedAt))} (${v.backupId}${v.problem ? `: ${v.problem}` : ''})` : 'none';
+    const lines: [string, string][] = [
+      ['last backup', b ? `${b.id} (${b.kind}), finished ${formatAge(new Date(b.finishedAt))}, ${formatBytes(b.storedBytes)} stored, took ${formatDuration(b.durationMs)}` : 'none'],
+      ['last failure', s.lastFailure ? `${formatAge(new Date(s.lastFailure.failedAt))}: ${s.lastFailure.message}` : 'none'],
+      ['last verified', s.lastVerification ? `${s.lastVerification.kind} ${verification(s.lastVerification)}` : 'never'],
+      ['restore test', verification(s.lastRestoreTest)],
+      ...s.repositories.map((r): [string, string] => ['repository', `${r.location}: ${r.error ? `unreadable (${r.error})` : `${r.backups} backup(s), ${formatBytes(r.storedBytes)}`}`]),
+      ['pitr', s.pitr.archiving ? `archiving, last WAL ${formatAge(new Date(s.pitr.lastArchivedAt!))}${s.pitr.window ? `, window ${s.pitr.window.from} → ${s.pitr.window.to}` : ''}` : 'not archiving'],
+      ...s.findings.map((f): [string, string] => ['problem', f.message]),
+    ];
+    const width = Math.max(...lines.map(([k]) => k.length));
+    for (const [key, value] of lines) out(`  ${key.padEnd(width)}  ${value}`);
+  }
+  if (result.sources.length === 0) out('no sources');
 }

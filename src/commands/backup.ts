@@ -14,6 +14,7 @@ import { settleAll, startProcess } from '../postgres/run-process.js';
 import { dumpGlobals } from '../postgres/dump-globals.js';
 import { readDatabaseInfo, readServerInfo } from '../postgres/server-info.js';
 import { countRows, readCatalogTables, selectDataTables } from '../postgres/table-selection.js';
+import { writeBackupFailure } from '../repository/backup-failures.js';
 import { makeBackupId, validateBackupName } from '../repository/backup-id.js';
 import type { BackupObject, Manifest } from '../repository/manifest.js';
 import { MANIFEST_FORMAT } from '../repository/manifest.js';
@@ -61,6 +62,31 @@ interface Target {
  */
 export async function runBackup(ctx: CommandContext, repository: Repository | readonly Repository[], source: ResolvedSource, request: BackupRequest = {}): Promise<Manifest> {
   const repositories = repository instanceof Repository ? [repository] : repository;
+  const startedAt = new Date();
+  try {
+    return await takeBackup(ctx, repositories, source, request);
+  } catch (error) {
+    await recordFailure(repositories, source.name, startedAt, error);
+    throw error;
+  }
+}
+
+/**
+ * Leaves a failure record (for `status`) in each repository the backup did not
+ * reach: all of them, or those BACKUP_PARTIAL names. Best effort: the
+ * repository that failed may not take a record either.
+ */
+async function recordFailure(repositories: readonly Repository[], source: string, startedAt: Date, error: unknown): Promise<void> {
+  const failure = toPgkeepError(error);
+  const failed = failure.code === 'BACKUP_PARTIAL' ? (failure.details?.failed as { repository: string; code: string; message: string }[] | undefined) ?? [] : undefined;
+  for (const repository of repositories) {
+    const own = failed ? failed.find((f) => f.repository === repository.location) : { code: failure.code, message: failure.message };
+    if (!own) continue;
+    await writeBackupFailure(repository, { source, kind: 'logical', startedAt: startedAt.toISOString(), failedAt: new Date().toISOString(), code: own.code, message: own.message }).catch(() => undefined);
+  }
+}
+
+async function takeBackup(ctx: CommandContext, repositories: readonly Repository[], source: ResolvedSource, request: BackupRequest): Promise<Manifest> {
   const options = dumpOptions(source.backup, request);
   if (request.name !== undefined) validateBackupName(request.name);
   const labels = [...new Set([...(source.backup.labels ?? []), ...(request.labels ?? [])])].map((label) => validateName(label, 'label'));

@@ -64,17 +64,16 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
   const { settings } = ctx;
   const fromUrl = repositoryLocation(settings, request.from);
   const toUrl = repositoryLocation(settings, request.to);
-  const options = storageOptions(settings);
   if (request.source !== undefined) validateName(request.source, 'source');
 
-  const from = await Repository.open(openStorage(fromUrl, options)).catch((error: unknown) => {
+  const from = await Repository.open(openStorage(fromUrl, storageOptions(settings, fromUrl))).catch((error: unknown) => {
     if (error instanceof PgkeepError && error.code === 'REPO_MISSING') {
       throw new PgkeepError('REPO_MISSING', `no pgkeep repository at ${fromUrl} to copy from: check --from`, { cause: error });
     }
     throw error;
   });
   const manifest = await from.resolveBackup(request.backup, request.source);
-  const toStorage = openStorage(toUrl, options);
+  const toStorage = openStorage(toUrl, storageOptions(settings, toUrl));
   if (toStorage.location === from.location) {
     throw new PgkeepError('USAGE', `--from and --to are the same repository (${from.location}): choose another destination`);
   }

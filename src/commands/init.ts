@@ -25,7 +25,7 @@ export interface InitResult {
  */
 export async function runInit(settings: Settings, request: InitRequest = {}): Promise<InitResult> {
   const source = safeSourceName(settings);
-  const storage = openStorage(repositoryUrl(settings, source), storageOptions(settings));
+  const storage = openStorage(repositoryUrl(settings, source), storageOptions(settings, repositoryUrl(settings, source)));
   const wantsEncryption = Boolean(request.encrypt || request.recipients?.length || request.passphrase !== undefined);
   for (const recipient of request.recipients ?? []) validateRecipient(recipient); // bad input fails before anything else
 

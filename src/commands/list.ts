@@ -1,5 +1,7 @@
 import { repositoryUrls, selectedSourceName, type Settings } from '../config/settings.js';
 import type { Manifest } from '../repository/manifest.js';
+import { listPins } from '../repository/pins.js';
+import type { Repository } from '../repository/repository.js';
 import { openRepositoriesSettled, openRepository, repositoryLabels } from './open-repository.js';
 
 /** Where the listed backups are, when the source has several repositories. */
@@ -19,12 +21,13 @@ export interface ListRepositories {
  * When the source has several repositories, all are read: a backup in
  * several is listed once, with where it is.
  */
-export async function runList(settings: Settings): Promise<{ location: string; backups: Manifest[]; repositories?: ListRepositories }> {
+export async function runList(settings: Settings): Promise<{ location: string; backups: Manifest[]; repositories?: ListRepositories; pinned: Set<string> }> {
   const source = settings.options.source !== undefined || settings.configFile ? selectedSourceName(settings) : undefined;
   const urls = repositoryUrls(settings, source);
   if (urls.length <= 1) {
     const repository = await openRepository(settings, { source });
-    return { location: repository.location, backups: await repository.listBackups(source) };
+    const backups = await repository.listBackups(source);
+    return { location: repository.location, backups, pinned: await pinnedIn([repository], backups) };
   }
   const byKey = new Map<string, { manifest: Manifest; where: number[] }>();
   const unavailable: ListRepositories['unavailable'] = [];
@@ -52,8 +55,20 @@ export async function runList(settings: Settings): Promise<{ location: string; b
     return x.startedAt < y.startedAt ? -1 : x.startedAt > y.startedAt ? 1 : x.id < y.id ? -1 : 1;
   });
   return {
+    pinned: await pinnedIn(opened.flatMap((o) => (o.repository ? [o.repository] : [])), entries.map((e) => e.manifest)),
     location: locations.join(', '),
     backups: entries.map((e) => e.manifest),
     repositories: { names: repositoryLabels(urls), locations, where: entries.map((e) => e.where), unavailable },
   };
+}
+
+/** "source/id" of the listed backups pinned in any of the repositories. */
+async function pinnedIn(repositories: Repository[], backups: Manifest[]): Promise<Set<string>> {
+  const pinned = new Set<string>();
+  for (const source of new Set(backups.map((m) => m.source))) {
+    for (const repository of repositories) {
+      for (const id of (await listPins(repository, source)).keys()) pinned.add(`${source}/${id}`);
+    }
+  }
+  return pinned;
 }

@@ -5,14 +5,15 @@ import { openStorage } from '../storage/open-storage.js';
 
 /** Opens the repository the settings point at (for `source`, when given). */
 export async function openRepository(settings: Settings, options: { source?: string | undefined; createIfEmpty?: boolean } = {}): Promise<Repository> {
-  return Repository.open(openStorage(repositoryUrl(settings, options.source), storageOptions(settings)), { createIfEmpty: options.createIfEmpty ?? false });
+  const url = repositoryUrl(settings, options.source);
+  return Repository.open(openStorage(url, storageOptions(settings, url)), { createIfEmpty: options.createIfEmpty ?? false });
 }
 
 /** Opens every repository of a source, in config order (one unless the config lists `repos`). */
 export async function openRepositories(settings: Settings, options: { source?: string | undefined; createIfEmpty?: boolean } = {}): Promise<Repository[]> {
   const repositories: Repository[] = [];
   for (const url of repositoryUrls(settings, options.source)) {
-    repositories.push(await Repository.open(openStorage(url, storageOptions(settings)), { createIfEmpty: options.createIfEmpty ?? false }));
+    repositories.push(await Repository.open(openStorage(url, storageOptions(settings, url)), { createIfEmpty: options.createIfEmpty ?? false }));
   }
   return repositories;
 }
@@ -25,7 +26,7 @@ export async function openRepositoriesSettled(
   const opened: { url: string; repository?: Repository; error?: unknown }[] = [];
   for (const url of repositoryUrls(settings, options.source)) {
     try {
-      opened.push({ url, repository: await Repository.open(openStorage(url, storageOptions(settings))) });
+      opened.push({ url, repository: await Repository.open(openStorage(url, storageOptions(settings, url))) });
     } catch (error) {
       opened.push({ url, error });
     }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { HealthSchema, RetentionSchema } from './retention-schema.js';
 
 /** Names of sources and backups: they become path segments in the repository. */
 export const NAME_PATTERN = /^[A-Za-z0-9._-]{1,100}$/;
@@ -27,11 +28,50 @@ export const BackupOptionsSchema = z
   .strict();
 export type BackupOptionsConfig = z.infer<typeof BackupOptionsSchema>;
 
+/** Options of s3:// repositories; credentials come from the standard AWS chain, never from here. */
+export const S3OptionsSchema = z
+  .object({
+    endpoint: z.string().url().optional(),
+    region: z.string().min(1).optional(),
+    forcePathStyle: z.boolean().optional(),
+    storageClass: z.string().min(1).optional(),
+    sse: z.enum(['AES256', 'aws:kms']).optional(),
+    kmsKeyId: z.string().min(1).optional(),
+    /**
+     * A fixed multipart part size in MiB (5 .. 5120), for servers that want equal
+     * parts (Cloudflare R2). Default: parts growing from 8 MiB, so objects up to
+     * S3's 5 TiB limit fit with bounded memory.
+     */
+    partSizeMiB: z.coerce.number().int().min(5).max(5120).optional(),
+  })
+  .strict();
+export type S3OptionsConfig = z.infer<typeof S3OptionsSchema>;
+
+/**
+ * A repository in `repos`: its URL, or `{ url, s3 }` with S3 options of its own
+ * (storage class, SSE, endpoint…). A plain URL is read as `{ url }`, so errors
+ * in either form name the exact key.
+ */
+export const RepoEntrySchema = z.preprocess(
+  (value) => (typeof value === 'string' ? { url: value } : value),
+  z
+    .object(
+      { url: z.string({ error: 'a repository needs a url' }).min(1, 'a repository URL cannot be empty'), s3: S3OptionsSchema.optional() },
+      { error: 'a repository is a path or URL, or { url: …, s3: { … } }' },
+    )
+    .strict(),
+);
+export type RepoEntry = z.infer<typeof RepoEntrySchema>;
+
+export const repoEntryUrl = (entry: RepoEntry): string => entry.url;
+
 /** Several repositories of one source: each backup is written to all of them in one pass. */
 export const RepoListSchema = z
-  .array(z.string().min(1, 'a repository URL cannot be empty'), { error: '"repos" takes a list of repository paths or URLs, e.g. repos: [./backups, s3://bucket/prefix]' })
+  .array(RepoEntrySchema, {
+    error: '"repos" takes a list of repository paths or URLs (or { url, s3 } entries), e.g. repos: [./backups, s3://bucket/prefix]',
+  })
   .min(1, '"repos" needs at least one repository')
-  .refine((urls) => new Set(urls).size === urls.length, '"repos" lists the same repository twice');
+  .refine((entries) => new Set(entries.map(repoEntryUrl)).size === entries.length, '"repos" lists the same repository twice');
 
 export const SourceSchema = z
   .object({
@@ -49,24 +89,12 @@ export const SourceSchema = z
     /** Several repositories; wins over `repo` when both are given. */
     repos: RepoListSchema.optional(),
     backup: BackupOptionsSchema.optional(),
+    retention: RetentionSchema.optional(),
+    health: HealthSchema.optional(),
   })
   .strict();
 export type SourceConfig = z.infer<typeof SourceSchema>;
 
-/** Options of s3:// repositories; credentials come from the standard AWS chain, never from here. */
-export const S3OptionsSchema = z
-  .object({
-    endpoint: z.string().url().optional(),
-    region: z.string().min(1).optional(),
-    forcePathStyle: z.boolean().optional(),
-    storageClass: z.string().min(1).optional(),
-    sse: z.enum(['AES256', 'aws:kms']).optional(),
-    kmsKeyId: z.string().min(1).optional(),
-    /** Multipart part size in MiB (5 .. 5120); bigger parts allow bigger objects and use more memory. */
-    partSizeMiB: z.coerce.number().int().min(5).max(5120).optional(),
-  })
-  .strict();
-export type S3OptionsConfig = z.infer<typeof S3OptionsSchema>;
 
 export const ConfigSchema = z
   .object({
@@ -81,6 +109,10 @@ export const ConfigSchema = z
     /** Defaults for the backups of every source. */
     backup: BackupOptionsSchema.optional(),
     s3: S3OptionsSchema.optional(),
+    /** Default retention of every source (a source's own keys win, key by key). */
+    retention: RetentionSchema.optional(),
+    /** Default status thresholds of every source (a source's own keys win, key by key). */
+    health: HealthSchema.optional(),
     /** age identity file for restore and verify of encrypted repositories. */
     identityFile: z.string().min(1).optional(),
     /** File holding the passphrase of a passphrase-encrypted repository. */

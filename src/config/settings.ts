@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import { PgkeepError } from '../errors.js';
 import { parseDatabaseUrl, parsePort, type ConnectionInfo } from '../postgres/connection-info.js';
-import { NAME_PATTERN, type BackupOptionsConfig, type PgkeepConfig, type SourceConfig } from './config-schema.js';
+import { NAME_PATTERN, repoEntryUrl, type BackupOptionsConfig, type PgkeepConfig, type S3OptionsConfig, type SourceConfig } from './config-schema.js';
 import { deepFreeze, loadConfig } from './load-config.js';
 import type { OpenStorageOptions } from '../storage/open-storage.js';
 
@@ -110,21 +110,41 @@ export function toolPaths(settings: Settings): { pgBin: string | undefined; temp
   };
 }
 
-/** Driver options for opening repositories (S3 endpoint, storage class, ...). */
-export function storageOptions(settings: Settings): OpenStorageOptions {
-  const s3 = settings.config.s3;
-  if (!s3) return {};
+/**
+ * Driver options for opening the repository at `url` (S3 endpoint, storage
+ * class, ...): the config's `s3:` defaults, overridden by the options of that
+ * repository's own `repos:` entry when it has some.
+ */
+export function storageOptions(settings: Settings, url: string): OpenStorageOptions {
+  const merged: S3OptionsConfig = { ...settings.config.s3, ...repoEntryOptions(settings, url) };
+  const spoolDir = toolPaths(settings).tempDir;
+  if (Object.keys(merged).length === 0 && !spoolDir) return {};
   return {
     s3: {
-      ...(s3.endpoint ? { endpoint: s3.endpoint } : {}),
-      ...(s3.region ? { region: s3.region } : {}),
-      ...(s3.forcePathStyle !== undefined ? { forcePathStyle: s3.forcePathStyle } : {}),
-      ...(s3.storageClass ? { storageClass: s3.storageClass } : {}),
-      ...(s3.sse ? { sse: s3.sse } : {}),
-      ...(s3.kmsKeyId ? { kmsKeyId: s3.kmsKeyId } : {}),
-      ...(s3.partSizeMiB ? { partSize: s3.partSizeMiB * 1024 * 1024 } : {}),
+      ...(merged.endpoint ? { endpoint: merged.endpoint } : {}),
+      ...(merged.region ? { region: merged.region } : {}),
+      ...(merged.forcePathStyle !== undefined ? { forcePathStyle: merged.forcePathStyle } : {}),
+      ...(merged.storageClass ? { storageClass: merged.storageClass } : {}),
+      ...(merged.sse ? { sse: merged.sse } : {}),
+      ...(merged.kmsKeyId ? { kmsKeyId: merged.kmsKeyId } : {}),
+      ...(merged.partSizeMiB ? { partSize: merged.partSizeMiB * 1024 * 1024 } : {}),
+      ...(spoolDir ? { spoolDir } : {}),
     },
   };
+}
+
+/** The S3 options of the `repos:` entry (of any source, or the top level) whose URL is `url`. */
+function repoEntryOptions(settings: Settings, url: string): S3OptionsConfig | undefined {
+  const { config } = settings;
+  if (!settings.configFile) return undefined;
+  const base = path.dirname(settings.configFile);
+  const lists = [config.repos, ...Object.values(config.sources ?? {}).map((s) => s.repos)];
+  for (const list of lists) {
+    for (const entry of list ?? []) {
+      if (entry.s3 && localOrUrl(entry.url, base) === url) return entry.s3;
+    }
+  }
+  return undefined;
 }
 
 /**
@@ -173,8 +193,8 @@ export function repositoryUrls(settings: Settings, sourceName?: string): string[
   if (env.PGKEEP_REPO) return [localOrUrl(env.PGKEEP_REPO, settings.cwd)];
   if (env.BACKUP_DIR) return [localOrUrl(env.BACKUP_DIR, settings.cwd)];
   const source = sourceName ? config.sources?.[sourceName] : undefined;
-  const fromFile = source?.repos ?? (source?.repo !== undefined ? [source.repo] : undefined) ?? config.repos ?? (config.repo !== undefined ? [config.repo] : undefined);
-  if (fromFile) return [...new Set(fromFile.map((url) => localOrUrl(url, path.dirname(settings.configFile!))))];
+  const fromFile = source?.repos ?? (source?.repo !== undefined ? [{ url: source.repo }] : undefined) ?? config.repos ?? (config.repo !== undefined ? [{ url: config.repo }] : undefined);
+  if (fromFile) return [...new Set(fromFile.map((entry) => localOrUrl(repoEntryUrl(entry), path.dirname(settings.configFile!))))];
   return [path.join(settings.cwd, 'backups')];
 }
 

@@ -34,7 +34,9 @@ export async function acquireSourceLock(storage: Storage, source: string, comman
     if (!owner) continue; // released between our attempts
     throw new PgkeepError(
       'LOCK_HELD',
-      `source ${source} is locked by "pgkeep ${owner.command}" (pid ${owner.pid} on ${owner.host}, since ${owner.started}): wait for it to finish`,
+      `source ${source} is locked by "pgkeep ${owner.command}" (pid ${owner.pid} on ${owner.host}, since ${owner.started}): wait for it to finish` +
+        // a lock of a process on another host cannot be checked from here: say how to clear it if that process is gone
+        (owner.host === me.host ? '' : `, or if it is no longer running there, remove ${storage.location}/${key}`),
       { details: { ...owner } },
     );
   }

@@ -19,23 +19,11 @@ import { Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { PgkeepError, abortError } from '../errors.js';
+import { MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, uploadMultipart, type MultipartTarget, type PartBody } from './s3-multipart.js';
 import type { ByteRange, PutOptions, PutResult, Storage, StorageCapabilities, StorageEntry, StorageStat } from './storage.js';
 
 const MiB = 1024 * 1024;
-/** S3's limits: parts are 5 MiB to 5 GiB (the last may be smaller), at most 10,000 of them. */
-const MIN_PART_SIZE = 5 * MiB;
-const MAX_PART_SIZE = 5 * 1024 * MiB;
-const MAX_PARTS = 10_000;
-/**
- * Default part size of multipart uploads. lib-storage uses one fixed part size
- * for a whole upload (and R2 requires equal parts), and a streamed body has no
- * known length, so the part size bounds both memory and the largest object:
- * memory is about (queueSize + 1) × partSize and the largest object is
- * partSize × 10,000. 64 MiB gives 625 GiB objects for ~192 MiB of buffers
- * with the default queueSize of 2; raise `partSize` for larger (compressed)
- * dumps, e.g. 512 MiB → 5 TiB at ~1.5 GiB of memory.
- */
-const DEFAULT_PART_SIZE = 64 * MiB;
+/** Parts uploaded in parallel: memory is about (queueSize + 1) parts of at most 32 MiB (see s3-multipart.ts). */
 const DEFAULT_QUEUE_SIZE = 2;
 const DEFAULT_MAX_ATTEMPTS = 5;
 const DEFAULT_CONNECTION_TIMEOUT_MS = 10_000;
@@ -68,8 +56,16 @@ export interface S3StorageOptions {
   sse?: S3ServerSideEncryption;
   /** KMS key for sse 'aws:kms' (default: the bucket's or the account's AWS managed key). */
   kmsKeyId?: string;
-  /** Multipart part size in bytes (5 MiB .. 5 GiB); see DEFAULT_PART_SIZE for the trade-off. */
+  /**
+   * A fixed multipart part size in bytes (5 MiB .. 5 GiB), for servers that want
+   * equal parts (Cloudflare R2); the largest object is then 10,000 parts of it.
+   * Default: parts that grow from 8 MiB, so any object up to S3's 5 TiB limit fits.
+   */
   partSize?: number;
+  /** Where parts too large to hold in memory are spooled (default: the OS temp folder). */
+  spoolDir?: string;
+  /** Parts larger than this many bytes are spooled to `spoolDir` instead of held in memory (default 32 MiB). */
+  partMemoryLimit?: number;
   /** Parts uploaded in parallel. */
   queueSize?: number;
   /** Keys per ListObjectsV2 page (1..1000). */
@@ -88,12 +84,12 @@ export interface S3StorageOptions {
 }
 
 type ClientModule = typeof import('@aws-sdk/client-s3');
-type UploadClass = (typeof import('@aws-sdk/lib-storage'))['Upload'];
 
 interface Sdk {
   s3: ClientModule;
-  Upload: UploadClass;
   client: S3Client;
+  /** The same client without retries, for bodies the SDK cannot replay (spooled parts). */
+  once: S3Client;
   /** The endpoint in use, for messages (no credentials), or undefined for AWS's own. */
   endpoint: string | undefined;
 }
@@ -178,92 +174,94 @@ export class S3Storage implements Storage {
       body.destroy();
       throw error;
     }
-    const { s3, Upload, client } = sdk;
 
-    // `stop` ends everything still running: reading the body and part uploads.
-    // It fires on the caller's signal and on the first failed request.
-    const stop = new AbortController();
+    // The body's own error (e.g. pg_dump failed) is the cause a user must see,
+    // whatever the upload's requests did after it.
     let bodyError: unknown;
-    let sdkError: unknown;
-    let ended = false;
-    let size = 0;
-    const onAbort = (): void => {
-      const reason = abortError(signal!);
-      stop.abort(reason);
-      body.destroy(reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-
+    let stopped = false;
     async function* feed(): AsyncGenerator<Buffer> {
       try {
-        for await (const chunk of body) {
-          if (stop.signal.aborted) throw stop.signal.reason;
-          const buffer = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);
-          size += buffer.length;
-          yield buffer;
-        }
+        for await (const chunk of body) yield Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);
       } catch (error) {
-        // After `stop`, the body fails because we destroyed it: not its own error.
-        if (!stop.signal.aborted) {
-          bodyError ??= error;
-          stop.abort(error);
-        }
+        // once the upload stopped, the body fails because it was destroyed here: not its own error
+        if (!stopped) bodyError ??= error;
         throw error;
       }
-      if (stop.signal.aborted) throw stop.signal.reason;
-      ended = true;
     }
-    const source = Readable.from(feed(), { objectMode: true, highWaterMark: 1 });
-
-    // lib-storage sends through this client. It may commit (PutObject of a
-    // single part, CompleteMultipartUpload) only after the body ended cleanly and
-    // before any abort; parts and the upload's creation are cancelled by `stop`.
-    const gate = Object.create(client) as S3Client;
-    const send = (command: unknown, sendOptions?: { abortSignal?: AbortSignal }): Promise<unknown> => {
-      const commit = command instanceof s3.PutObjectCommand || command instanceof s3.CompleteMultipartUploadCommand;
-      const cleanup = command instanceof s3.AbortMultipartUploadCommand;
-      if (commit && (!ended || stop.signal.aborted)) {
-        return Promise.reject(stop.signal.reason ?? new PgkeepError('INTERNAL', `refusing to commit ${target} before its body ended`));
-      }
-      const pending = (client.send as (this: S3Client, c: unknown, o?: object) => Promise<unknown>).call(
-        client,
-        command,
-        commit || cleanup ? sendOptions : { ...sendOptions, abortSignal: stop.signal },
-      );
-      if (commit || cleanup) return pending;
-      return pending.catch((error: unknown) => {
-        if (!stop.signal.aborted) {
-          sdkError ??= error;
-          stop.abort(error);
-          body.destroy();
-        }
-        throw error;
-      });
+    const stopBody = (reason: unknown): void => {
+      stopped = true;
+      body.destroy(reason instanceof Error ? reason : new Error(String(reason)));
     };
-    Object.defineProperty(gate, 'send', { value: send });
-
-    const upload = new Upload({
-      client: gate,
-      partSize: this.options.partSize ?? DEFAULT_PART_SIZE,
-      queueSize: this.options.queueSize ?? DEFAULT_QUEUE_SIZE,
-      leavePartsOnError: false,
-      params: { Bucket: this.bucket, Key: target, Body: source, ...this.writeParams(true) },
-    });
+    const o = this.options;
     try {
-      await upload.done();
+      const { size } = await uploadMultipart(this.multipartTarget(sdk, target), feed(), {
+        ...(o.partSize ? { partSize: () => o.partSize! } : {}),
+        queueSize: o.queueSize ?? DEFAULT_QUEUE_SIZE,
+        ...(o.spoolDir ? { spoolDir: o.spoolDir } : {}),
+        ...(o.partMemoryLimit ? { memoryLimit: o.partMemoryLimit } : {}),
+        stopBody,
+        ...(signal ? { signal } : {}),
+      });
       return { size };
     } catch (error) {
-      // The body's own error is the real cause (e.g. pg_dump failed); then an abort;
-      // then the first failed request. A failed AbortMultipartUpload (some servers
-      // lack it) only leaves invisible parts behind: a bucket lifecycle rule
-      // (AbortIncompleteMultipartUpload) removes those.
       if (bodyError !== undefined) throw bodyError;
       if (signal?.aborted) throw abortError(signal);
-      throw this.toError(sdkError ?? error, target, sdk);
+      throw this.toError(error, target, sdk);
     } finally {
-      signal?.removeEventListener('abort', onAbort);
-      if (!ended) body.destroy();
-      source.destroy();
+      body.destroy();
+    }
+  }
+
+  /** The requests of one object's upload, for uploadMultipart. */
+  private multipartTarget(sdk: Sdk, target: string): MultipartTarget {
+    const { s3 } = sdk;
+    const Bucket = this.bucket;
+    const Key = target;
+    return {
+      putObject: async (body, abortSignal) => {
+        await this.sendBody(sdk, body, abortSignal, (Body, ContentLength) => new s3.PutObjectCommand({ Bucket, Key, Body, ContentLength, ...this.writeParams(true) }));
+      },
+      create: async (abortSignal) => {
+        const out = await sdk.client.send(new s3.CreateMultipartUploadCommand({ Bucket, Key, ...this.writeParams(true) }), { abortSignal });
+        if (!out.UploadId) throw new PgkeepError('STORAGE_IO', `the S3 server started no multipart upload for ${this.display(target)}`);
+        return out.UploadId;
+      },
+      uploadPart: async (UploadId, PartNumber, body, abortSignal) => {
+        const out = (await this.sendBody(sdk, body, abortSignal, (Body, ContentLength) => new s3.UploadPartCommand({ Bucket, Key, UploadId, PartNumber, Body, ContentLength }))) as { ETag?: string };
+        if (!out.ETag) throw new PgkeepError('STORAGE_IO', `the S3 server returned no ETag for part ${PartNumber} of ${this.display(target)}`);
+        return out.ETag;
+      },
+      complete: async (UploadId, parts) => {
+        await sdk.client.send(
+          new s3.CompleteMultipartUploadCommand({ Bucket, Key, UploadId, MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag })) } }),
+        );
+      },
+      abort: async (UploadId) => {
+        await sdk.client.send(new s3.AbortMultipartUploadCommand({ Bucket, Key, UploadId }));
+      },
+    };
+  }
+
+  /**
+   * Sends a request with a part's body. A body in memory goes through the
+   * client's own retries; a spooled file is a stream the SDK cannot replay, so
+   * it goes through a client that does not retry, and is reopened here for each
+   * attempt, with the same backoff on throttling, 5xx and network errors.
+   */
+  private async sendBody(sdk: Sdk, body: PartBody, abortSignal: AbortSignal, command: (body: Buffer | Readable, length: number) => unknown): Promise<unknown> {
+    type Send = (this: S3Client, c: unknown, o?: object) => Promise<unknown>;
+    if (body.kind === 'memory') return (sdk.client.send as Send).call(sdk.client, command(body.data, body.data.length), { abortSignal });
+    const attempts = this.options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
+    for (let attempt = 1; ; attempt++) {
+      const stream = body.open();
+      try {
+        return await (sdk.once.send as Send).call(sdk.once, command(stream, body.size), { abortSignal });
+      } catch (error) {
+        if (attempt >= attempts || abortSignal.aborted || !isRetryable(error)) throw error;
+        await delay(Math.min(20_000, 100 * 2 ** attempt) * (0.5 + Math.random()), undefined, { signal: abortSignal });
+      } finally {
+        stream.destroy();
+      }
     }
   }
 
@@ -570,7 +568,6 @@ export class S3Storage implements Storage {
 
   private async createSdk(): Promise<Sdk> {
     const s3 = await import('@aws-sdk/client-s3');
-    const { Upload } = await import('@aws-sdk/lib-storage');
     const o = this.options;
     const checksums = o.checksums ?? 'WHEN_REQUIRED';
     const common: S3ClientConfig = {
@@ -601,32 +598,36 @@ export class S3Storage implements Storage {
         throw new PgkeepError('CONFIG_INVALID', `invalid S3 endpoint URL "${displayEndpoint(endpoint)}": use e.g. http://127.0.0.1:9000`);
       }
     }
-    const client = new s3.S3Client({
-      ...common,
-      region: region ?? 'us-east-1',
-      ...(endpoint !== undefined ? { endpoint } : { followRegionRedirects: true }),
-      forcePathStyle: o.forcePathStyle ?? endpoint !== undefined,
-    });
-    // Remember which host a failed request went to, so errors can name it.
-    client.middlewareStack.add(
-      (next) => async (args) => {
-        try {
-          return await next(args);
-        } catch (error) {
-          const request = args.request as { protocol?: string; hostname?: string; port?: number } | undefined;
-          if (error !== null && typeof error === 'object' && request?.hostname) {
-            Object.defineProperty(error, ENDPOINT_TAG, {
-              value: `${request.protocol ?? 'https:'}//${request.hostname}${request.port ? `:${request.port}` : ''}`,
-              configurable: true,
-            });
+    const build = (maxAttempts: number): S3Client => {
+      const client = new s3.S3Client({
+        ...common,
+        maxAttempts,
+        region: region ?? 'us-east-1',
+        ...(endpoint !== undefined ? { endpoint } : { followRegionRedirects: true }),
+        forcePathStyle: o.forcePathStyle ?? endpoint !== undefined,
+      });
+      // Remember which host a failed request went to, so errors can name it.
+      client.middlewareStack.add(
+        (next) => async (args) => {
+          try {
+            return await next(args);
+          } catch (error) {
+            const request = args.request as { protocol?: string; hostname?: string; port?: number } | undefined;
+            if (error !== null && typeof error === 'object' && request?.hostname) {
+              Object.defineProperty(error, ENDPOINT_TAG, {
+                value: `${request.protocol ?? 'https:'}//${request.hostname}${request.port ? `:${request.port}` : ''}`,
+                configurable: true,
+              });
+            }
+            throw error;
           }
-          throw error;
-        }
-      },
-      { step: 'build', name: 'pgkeepEndpointTag' },
-    );
+        },
+        { step: 'build', name: 'pgkeepEndpointTag' },
+      );
+      return client;
+    };
     this.conditional ??= endpoint === undefined ? 'native' : 'auto';
-    return { s3, Upload, client, endpoint: endpoint === undefined ? undefined : displayEndpoint(endpoint) };
+    return { s3, client: build(o.maxAttempts ?? DEFAULT_MAX_ATTEMPTS), once: build(1), endpoint: endpoint === undefined ? undefined : displayEndpoint(endpoint) };
   }
 
   /** Maps an SDK or network error to a PgkeepError a person can act on; never includes credentials. */
@@ -662,9 +663,8 @@ export class S3Storage implements Storage {
       return new PgkeepError('STORAGE_IO', `cannot reach the S3 endpoint ${endpoint} (${networkCode}) for ${this.location}: check the endpoint (AWS_ENDPOINT_URL) and the network`, { cause: error });
     }
     const message = messageOf(error);
-    if (/Exceeded \d+ parts/.test(message) || code === 'EntityTooLarge') {
-      const partSize = this.options.partSize ?? DEFAULT_PART_SIZE;
-      return new PgkeepError('STORAGE_IO', `${where} is larger than ${MAX_PARTS} parts of ${Math.round(partSize / MiB)} MiB: raise the S3 part size`, { cause: error });
+    if (code === 'EntityTooLarge') {
+      return new PgkeepError('STORAGE_IO', `${where} is larger than the S3 server accepts (${MAX_PARTS} parts, or its own limit)${this.options.partSize ? ': raise the S3 part size' : ''}`, { cause: error });
     }
     if (code === 'InvalidStorageClass') {
       return new PgkeepError('CONFIG_INVALID', `the S3 server does not accept storage class ${this.options.storageClass ?? '(default)'}: choose another`, { cause: error });
@@ -713,6 +713,12 @@ function httpStatus(error: unknown): number | undefined {
 
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/** Worth another attempt: throttling, 5xx, a dropped connection. */
+function isRetryable(error: unknown): boolean {
+  const status = httpStatus(error);
+  return (status !== undefined && status >= 500) || THROTTLE_CODES.has(errorCode(error)) || networkErrorCode(error) !== undefined;
 }
 
 function isNotFound(error: unknown): boolean {

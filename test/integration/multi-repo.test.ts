@@ -136,6 +136,59 @@ describe('several repositories per source', () => {
     assert.deepEqual(json(fromS3).objects[0].raw, manifestIn(local, id).objects[0].raw);
   });
 
+  test('an S3 repository failing mid-backup is detached and the local one completes; per-repository S3 options apply', async () => {
+    s3 ??= await startS3Server();
+    const bucket = await s3.bucket('pgkeep-failing');
+    const local = path.join(work, 'beside-failing-s3');
+    const remote = `s3://${bucket}/app`;
+    const dir = await mkdtemp(path.join(work, 'cfg-'));
+    // the S3 repository has options of its own, next to a plain local one
+    await writeFile(
+      path.join(dir, 'pgkeep.yaml'),
+      ['sources:', '  app:', `    db: ${JSON.stringify(cluster.url('app'))}`, '    repos:', `      - ${JSON.stringify(local)}`, `      - url: ${JSON.stringify(remote)}`, '        s3:', '          storageClass: STANDARD_IA', '          sse: AES256', ''].join('\n'),
+    );
+    const env = { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region, AWS_ENDPOINT_URL: s3.endpoint };
+    // about 14 MiB compressed: the dump goes to S3 in parts, while pg_dump is still running
+    await cluster.query(`CREATE TABLE noise AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS a FROM generate_series(1, 400000) g`, [], 'app');
+    try {
+      await s3.clearRequests();
+      const first = await pgkeep(['backup', '--json'], { cwd: dir, env });
+      assert.equal(first.code, 0, first.stderr);
+      const dumpWrites = (await s3.requests()).filter((r) => r.path.includes('/dump.zst') && (r.method === 'PUT' || r.query === 'uploads' || r.query.startsWith('uploads')));
+      assert.ok(dumpWrites.length > 0, 'the dump was written to S3');
+      const create = dumpWrites.find((r) => r.method === 'POST' || !r.query.includes('partNumber'));
+      assert.equal(create?.headers['x-amz-storage-class'], 'STANDARD_IA', 'the repository entry\'s storage class');
+      assert.equal(create?.headers['x-amz-server-side-encryption'], 'AES256', 'the repository entry\'s SSE');
+
+      // from now on every part upload to this bucket fails, retries included, as a broken endpoint would
+      await s3.clearRequests();
+      await s3.failNext(1000, { method: 'PUT', pathIncludes: `/${bucket}/`, queryIncludes: 'partNumber' }, 500, 'InternalError');
+      const backup = await pgkeep(['backup', '--json'], { cwd: dir, env });
+      assert.equal(backup.code, 10, backup.stderr);
+      const error = json(backup).error;
+      assert.equal(error.code, 'BACKUP_PARTIAL');
+      assert.deepEqual(error.details.repositories, [local]);
+      assert.equal(error.details.failed[0].repository, remote);
+      assert.match(error.details.failed[0].message, /InternalError/);
+      const log = await s3.requests();
+      assert.ok(log.some((r) => r.status === 500 && r.query.includes('partNumber')), 'a part upload failed');
+      assert.ok(!log.some((r) => r.method === 'POST' && r.query.includes('uploadId') && r.path.includes('/dump.zst')), 'the upload was never completed');
+      const id = error.details.id;
+      // where the backup is: local only; verify checks the copies there are and says where it is missing
+      const list = await pgkeep(['list', '--json'], { cwd: dir, env });
+      assert.deepEqual(json(list).find((b: { id: string }) => b.id === id).repositories, [local]);
+      const verify = await pgkeep(['verify', id, '--json'], { cwd: dir, env });
+      assert.equal(verify.code, 0, verify.stderr);
+      assert.deepEqual(json(verify).copies.map((c: { repository: string; ok: boolean }) => [c.repository, c.ok]), [[local, true]]);
+      assert.deepEqual(json(verify).missingFrom, [remote]);
+      const inS3 = await pgkeep(['list', '--repo', remote, '--json'], { cwd: dir, env });
+      assert.equal(inS3.code, 0, inS3.stderr);
+      assert.deepEqual(json(inS3).map((b: { id: string }) => b.id), [json(first).id], 'only the first backup is visible in S3');
+    } finally {
+      await cluster.query('DROP TABLE IF EXISTS noise', [], 'app');
+    }
+  });
+
   test('a repository that fills up mid-backup is detached; the other completes; exit code BACKUP_PARTIAL', async (t) => {
     const mountPoint = await mkdtemp(path.join(work, 'tiny-'));
     const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=600k,mode=0700', 'tmpfs', mountPoint]);
@@ -195,8 +248,11 @@ describe('several repositories per source', () => {
     await handle.write(Buffer.from([byte! ^ 0xff]), 0, 1, Math.floor(size / 2));
     await handle.close();
 
+    // verify checks every copy: the damaged one is named, and so is the intact one restore will use
     const verify = await pgkeep(['verify', id], { cwd });
-    assert.equal(verify.code, 7, 'verify checks the first repository, and reports it damaged');
+    assert.equal(verify.code, 7, verify.stderr);
+    assert.match(verify.stderr, new RegExp(`\\npgkeep: backup ${id} is damaged in ${a}: .*; the copy in ${b} is intact \\(restore falls back to it\\)\\n$`));
+    assert.match(verify.stdout, new RegExp(`${b}:\\n(.*\\n)*backup ${id} is intact`));
     assert.equal((await pgkeep(['verify', id, '--repo', b])).code, 0);
 
     const restore = await pgkeep(['restore', id, '--to', 'from_fallback', '--json'], { cwd });

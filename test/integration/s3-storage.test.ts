@@ -327,6 +327,34 @@ describe('S3Storage specifics', () => {
       assert.equal((await storage.stat('big'))?.size, 160 * MiB);
     });
 
+    it('spools parts too large for memory to private temp files, retries a failed part from its file, and removes the files', async () => {
+      const bucket = await server.bucket('spool');
+      const spoolDir = await fs.mkdtemp(path.join(tmpdir(), 'pgkeep-spool-test-'));
+      try {
+        const storage = open(server, `s3://${bucket}`, { partSize: 6 * MiB, partMemoryLimit: 5 * MiB, spoolDir });
+        const data = Array.from({ length: 20 }, (_, i) => patternChunk(i, MiB));
+        await server.clearRequests();
+        // the first part upload fails as a throttled server would answer: the file is read again for the retry
+        await server.failNext(1, { method: 'PUT', pathIncludes: 'spooled' }, 503, 'SlowDown');
+        let sawSpoolFile = false;
+        async function* produce(): AsyncGenerator<Buffer> {
+          for (const chunk of data) {
+            yield chunk;
+            if (!sawSpoolFile) sawSpoolFile = (await fs.readdir(spoolDir)).length > 0;
+          }
+        }
+        assert.equal((await storage.put('spooled', Readable.from(produce()))).size, 20 * MiB);
+        assert.ok(sawSpoolFile, 'parts were spooled to the spool folder');
+        const log = objectRequests(await server.requests(), '/spooled');
+        assert.equal(log.filter((r) => isUploadPart(r) && r.status === 503).length, 1, 'the injected failure happened');
+        assert.equal(log.filter((r) => isUploadPart(r) && r.status === 200).length, 4, '6 + 6 + 6 + 2 MiB');
+        assert.equal(sha256(await readAll(await storage.get('spooled'))), sha256(Buffer.concat(data)));
+        assert.deepEqual(await fs.readdir(spoolDir), [], 'nothing left in the spool folder');
+      } finally {
+        await fs.rm(spoolDir, { recursive: true, force: true });
+      }
+    });
+
     it('a body failing mid-multipart rejects with the body error, aborts the upload, and leaves nothing visible', async () => {
       const bucket = await server.bucket('mp-fail');
       const storage = open(server, `s3://${bucket}`, { partSize: 5 * MiB });

@@ -41,7 +41,7 @@ export interface S3TestServer {
   requests(): Promise<RecordedRequest[]>;
   clearRequests(): Promise<void>;
   /** The next `count` requests matching method (and path substring) answer `status` with S3 error `code`. */
-  failNext(count: number, match: { method?: string; pathIncludes?: string }, status: number, code: string): Promise<void>;
+  failNext(count: number, match: { method?: string; pathIncludes?: string; queryIncludes?: string }, status: number, code: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -90,7 +90,7 @@ async function front(ctx, next) {
   log.push(entry);
   if (log.length > 20000) log.shift();
   try {
-    const fault = faults.find((f) => f.count > 0 && (!f.method || f.method === ctx.method) && (!f.pathIncludes || decoded.includes(f.pathIncludes)));
+    const fault = faults.find((f) => f.count > 0 && (!f.method || f.method === ctx.method) && (!f.pathIncludes || decoded.includes(f.pathIncludes)) && (!f.queryIncludes || query.includes(f.queryIncludes)));
     if (fault) {
       fault.count--;
       xmlError(ctx, fault.status, fault.code, 'injected by the test server');
@@ -136,7 +136,7 @@ process.on('message', async (message) => {
         log.length = 0;
         return reply({ ok: true });
       case 'fail':
-        faults.push({ count: message.count, method: message.method, pathIncludes: message.pathIncludes, status: message.status, code: message.code });
+        faults.push({ count: message.count, method: message.method, pathIncludes: message.pathIncludes, queryIncludes: message.queryIncludes, status: message.status, code: message.code });
         return reply({ ok: true });
       default:
         return reply({ ok: false, error: 'unknown op ' + message.op });

@@ -4,7 +4,7 @@ import { tmpdir, userInfo } from 'node:os';
 import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { loadConfig, parseConfig } from '../../src/config/load-config.js';
-import { loadSettings, repositoryUrl, resolveConnection, resolveSource, type GlobalOptions } from '../../src/config/settings.js';
+import { loadSettings, repositoryUrl, repositoryUrls, resolveConnection, resolveSource, storageOptions, type GlobalOptions } from '../../src/config/settings.js';
 import { PgkeepError, type ErrorCode } from '../../src/errors.js';
 import { openStorage } from '../../src/storage/open-storage.js';
 import { describeConnection, libpqEnv, parseDatabaseUrl, type ConnectionInfo } from '../../src/postgres/connection-info.js';
@@ -345,6 +345,49 @@ describe('repositoryUrl precedence', () => {
   it('resolveSource carries the repository of the chosen source', async () => {
     const { cwd, settings } = await setup({}, { source: 'app' });
     assert.equal(resolveSource(settings).repo, path.join(cwd, 'conf', 'source-repo'));
+  });
+});
+
+describe('per-repository S3 options', () => {
+  const config = [
+    's3:',
+    '  region: eu-west-1',
+    '  storageClass: STANDARD',
+    'tempDir: ./tmp',
+    'sources:',
+    '  app:',
+    '    host: h',
+    '    repos:',
+    '      - ./local',
+    '      - url: s3://offsite/app',
+    '        s3:',
+    '          storageClass: STANDARD_IA',
+    '          sse: aws:kms',
+    '          kmsKeyId: alias/backups',
+    '      - url: s3://r2/app',
+    '        s3: { endpoint: "https://acct.r2.cloudflarestorage.com", partSizeMiB: 64 }',
+    '',
+  ].join('\n');
+
+  it("a repos entry's s3 options override the config's s3 defaults for that repository only", async () => {
+    const cwd = await workdir({ 'pgkeep.yaml': config });
+    const settings = loadSettings({}, { env: {}, cwd });
+    assert.deepEqual(repositoryUrls(settings, 'app'), [path.join(cwd, 'local'), 's3://offsite/app', 's3://r2/app']);
+    const spoolDir = path.join(cwd, 'tmp');
+    assert.deepEqual(storageOptions(settings, 's3://offsite/app').s3, { region: 'eu-west-1', storageClass: 'STANDARD_IA', sse: 'aws:kms', kmsKeyId: 'alias/backups', spoolDir });
+    assert.deepEqual(storageOptions(settings, 's3://r2/app').s3, {
+      endpoint: 'https://acct.r2.cloudflarestorage.com',
+      region: 'eu-west-1',
+      storageClass: 'STANDARD',
+      partSize: 64 * 1024 * 1024,
+      spoolDir,
+    });
+    assert.deepEqual(storageOptions(settings, 's3://elsewhere/x').s3, { region: 'eu-west-1', storageClass: 'STANDARD', spoolDir }, 'other URLs get the defaults');
+  });
+
+  it('a bad option in a repos entry is named with its path', async () => {
+    const cwd = await workdir({ 'pgkeep.yaml': 'sources:\n  app:\n    repos:\n      - url: s3://b/p\n        s3: { sse: rot13 }\n' });
+    assert.throws(() => loadSettings({}, { env: {}, cwd }), pgkeepError('CONFIG_INVALID', 'sources.app.repos.0'));
   });
 });
 

@@ -1,0 +1,162 @@
+import { describePolicy, resolveRetention, type RetentionFlags } from '../config/retention-settings.js';
+import { PgkeepError, toPgkeepError } from '../errors.js';
+import { isPinned } from '../repository/pins.js';
+import { acquireSourceLock, type SourceLock } from '../repository/source-lock.js';
+import { readSourceCatalog, removeBackupWithRecords, removeOrphanVerifications } from '../repository/source-catalog.js';
+import { pitrWindowRetention, planPrune, type PlannedBackup, type PlannedLeftover } from '../retention/plan-prune.js';
+import { hasRetentionRules } from '../retention/retention-policy.js';
+import type { CommandContext } from './command-context.js';
+import { sourcesWithRepositories } from './source-repositories.js';
+
+export interface PruneRequest {
+  dryRun: boolean;
+  /** --keep-* flags; they override the config key by key. */
+  flags: RetentionFlags;
+  /** The clock (tests); default now. */
+  now?: Date;
+}
+
+/** What prune decided and did in one repository for one source. */
+export interface PruneReport {
+  source: string;
+  repository: string;
+  /** The policies in words, by kind. */
+  policy: { logical: string; physical: string };
+  backups: (Omit<PlannedBackup, 'time' | 'pinned'> & { startedAt: string; pinned: boolean; action: 'keep' | 'delete'; done: boolean })[];
+  /** Backups whose manifest cannot be read: kept, and named. */
+  unreadable: { id: string; reason: string }[];
+  leftovers: (Omit<PlannedLeftover, 'lastActivity'> & { lastActivity: string; action: 'remove' | 'skip'; done: boolean })[];
+  failureRecordsRemoved: number;
+  wal: string | undefined;
+  /** Set when this repository was not (fully) pruned, e.g. LOCK_HELD. */
+  error?: { code: string; message: string };
+}
+
+export interface PruneResult {
+  dryRun: boolean;
+  reports: PruneReport[];
+}
+
+/**
+ * Applies the retention policy of each source to each of its repositories:
+ *
+ *  1. the sources (--source, the config's, or every source in the repository)
+ *     and their policies (config < BACKUP_RETENTION_DAYS < flags); a source
+ *     without any rule is refused before anything is touched
+ *  2. per repository: take the source lock (unless --dry-run); a lock held by
+ *     another process is reported (LOCK_HELD) and that repository is skipped
+ *  3. read the catalog and plan (pure: src/retention/plan-prune.ts)
+ *  4. unless --dry-run, oldest first: re-check the pin, remove the manifest,
+ *     then the objects, then the backup's verification records; then
+ *     leftovers older than an hour, verification records of backups that
+ *     are gone, and failure records older than 30 days; release the lock
+ *
+ * Returns the reports; when a repository failed, throws its error with the
+ * reports in `details.result`, after doing everything else.
+ */
+export async function runPrune(ctx: CommandContext, request: PruneRequest): Promise<PruneResult> {
+  const now = request.now ?? new Date();
+  // 1. sources and policies, all checked first
+  const sources = await sourcesWithRepositories(ctx.settings);
+  const planned = sources.map((s) => {
+    const policies = resolveRetention(ctx.settings, s.source, request.flags);
+    if (!hasRetentionRules(policies.logical) || !hasRetentionRules(policies.physical)) {
+      throw new PgkeepError(
+        'USAGE',
+        `no retention policy for source ${s.source}: set retention: (keepLast, keepDaily, …, keepWithin, maxAge) in pgkeep.yaml, BACKUP_RETENTION_DAYS, or give --keep-last/--keep-daily/--keep-within/--max-age; nothing was deleted`,
+      );
+    }
+    return { ...s, policies };
+  });
+
+  const reports: PruneReport[] = [];
+  const errors: PgkeepError[] = [];
+  for (const { source, repositories, policies } of planned) {
+    for (const opened of repositories) {
+      const report: PruneReport = {
+        source,
+        repository: opened.repository?.location ?? opened.url,
+        policy: { logical: describePolicy(policies.logical), physical: describePolicy(policies.physical) + (policies.pitrWindow ? `, pitr-window ${policies.pitrWindow.text}` : '') },
+        backups: [],
+        unreadable: [],
+        leftovers: [],
+        failureRecordsRemoved: 0,
+        wal: undefined,
+      };
+      reports.push(report);
+      let lock: SourceLock | undefined;
+      try {
+        // a repository no backup has created yet holds nothing to prune
+        if (!opened.repository && opened.error instanceof PgkeepError && opened.error.code === 'REPO_MISSING') continue;
+        if (!opened.repository) throw opened.error;
+        const repository = opened.repository;
+        // 2. one writer per source
+        if (!request.dryRun) {
+          lock = await acquireSourceLock(repository.storage, source, 'prune');
+          if (!repository.storage.capabilities.conditionalCreate) {
+            ctx.warn(`${repository.location} ignores conditional writes (If-None-Match), so the lock of ${source} cannot exclude other hosts: make sure no backup or prune of ${source} runs elsewhere now`);
+          }
+        }
+        // 3. the plan
+        const catalog = await readSourceCatalog(repository, source);
+        const plan = planPrune(
+          {
+            backups: catalog.backups.map((m) => ({
+              id: m.id,
+              kind: m.kind,
+              time: new Date(m.startedAt),
+              labels: m.name ? [...m.labels, m.name] : m.labels,
+              pinned: catalog.pins.has(m.id),
+              storedBytes: m.totals.storedBytes,
+            })),
+            leftovers: catalog.leftovers,
+            failureRecords: catalog.failures,
+          },
+          policies,
+          now,
+          pitrWindowRetention(policies.pitrWindow),
+        );
+        report.backups = plan.backups.map(({ time, ...b }) => ({ ...b, startedAt: time.toISOString(), action: b.keep ? 'keep' : 'delete', done: false }));
+        report.unreadable = catalog.unreadable.map((u) => ({ id: u.id, reason: `kept: ${u.error.message}` }));
+        report.leftovers = plan.leftovers.map(({ lastActivity, ...l }) => ({ ...l, lastActivity: lastActivity.toISOString(), action: l.remove ? 'remove' : 'skip', done: false }));
+        report.wal = plan.wal.summary;
+        if (request.dryRun) continue;
+
+        // 4. delete, oldest first
+        for (const entry of [...report.backups].reverse()) {
+          if (entry.action !== 'delete') continue;
+          if (await isPinned(repository, source, entry.id)) {
+            Object.assign(entry, { action: 'keep', keep: true, pinned: true, reasons: ['pinned (while prune ran)'] });
+            continue;
+          }
+          await removeBackupWithRecords(repository, source, entry.id);
+          entry.done = true;
+          ctx.info(`deleted ${source}/${entry.id} from ${repository.location}`);
+        }
+        for (const entry of report.leftovers) {
+          if (entry.action !== 'remove') continue;
+          await repository.storage.removeFolder(repository.backupFolder(source, entry.id));
+          entry.done = true;
+        }
+        // verification records of backups that no longer exist (a prune killed between the two removals)
+        await removeOrphanVerifications(repository, source);
+        for (const key of plan.failureRecords) {
+          await repository.storage.remove(key);
+          report.failureRecordsRemoved++;
+        }
+      } catch (error) {
+        const failure = toPgkeepError(error, 'STORAGE_IO');
+        report.error = { code: failure.code, message: failure.message };
+        errors.push(failure);
+      } finally {
+        await lock?.release().catch(() => undefined);
+      }
+    }
+  }
+  const result = { dryRun: request.dryRun, reports };
+  if (errors.length > 0) {
+    const first = errors[0]!;
+    throw new PgkeepError(first.code, first.message, { cause: first, details: { ...first.details, result } });
+  }
+  return result;
+}

@@ -1,0 +1,77 @@
+import { configuredSources, repositoryUrls, selectedSourceName, type Settings } from '../config/settings.js';
+import { PgkeepError, toPgkeepError } from '../errors.js';
+import type { VerifyReport } from '../verify/verify-backup.js';
+import type { CommandContext } from './command-context.js';
+import { repositoriesWithBackup } from './open-repository.js';
+import { runVerify } from './verify.js';
+
+/** One repository's copy of a backup, and what verifying it found. */
+export interface CopyVerification {
+  repository: string;
+  ok: boolean;
+  report?: VerifyReport | undefined;
+  /** Set when the copy could not be verified at all (unreadable manifest, missing key, …). */
+  error?: { code: string; message: string } | undefined;
+}
+
+export interface CopiesReport {
+  id: string;
+  source: string;
+  ok: boolean;
+  copies: CopyVerification[];
+  /** Repositories of the source that do not hold this backup (it was written to the others only). */
+  missingFrom: string[];
+}
+
+/**
+ * Verifies a backup of a source with several repositories (`repos:`): every
+ * copy, in config order, because an off-site copy nobody reads is only hoped
+ * to be intact. Resolves when every copy is intact; otherwise throws
+ * VERIFY_FAILED naming the damaged copies and, when there is one, the intact
+ * copy that restore will use (restore falls back to it on its own).
+ * `--repo`, or a source with one repository, verifies that one only (runVerify).
+ */
+export async function runVerifyCopies(ctx: CommandContext, ref: string): Promise<CopiesReport> {
+  const { settings } = ctx;
+  const source = configuredSource(settings);
+
+  // 1. the newest backup matching `ref` in any repository, and every repository that holds it
+  const holders = await repositoriesWithBackup(settings, ref, source);
+  const { id, source: sourceName } = holders[0]!.manifest;
+  const holding = new Set(holders.map((h) => h.repository.location));
+  const missingFrom = repositoryUrls(settings, source).filter((url) => !holding.has(url));
+
+  // 2. each copy verified on its own, as `--repo` would
+  const copies: CopyVerification[] = [];
+  for (const { repository } of holders) {
+    const pinned: Settings = { ...settings, options: { ...settings.options, repo: repository.location, source: sourceName } };
+    try {
+      copies.push({ repository: repository.location, ok: true, report: await runVerify({ ...ctx, settings: pinned }, id) });
+    } catch (error) {
+      const failure = toPgkeepError(error);
+      if (failure.code === 'ABORTED') throw failure;
+      const report = failure.details?.report as VerifyReport | undefined;
+      copies.push({ repository: repository.location, ok: false, report, error: { code: failure.code, message: failure.message } });
+    }
+  }
+
+  // 3. the verdict: every copy intact, or which are damaged and which one to restore from
+  const result: CopiesReport = { id, source: sourceName, ok: copies.every((c) => c.ok), copies, missingFrom };
+  if (!result.ok) {
+    const damaged = copies.filter((c) => !c.ok);
+    const intact = copies.find((c) => c.ok);
+    const what = damaged.map((c) => `in ${c.repository}: ${c.report?.problems[0] ?? c.error?.message}`).join('; ');
+    const advice = intact ? `; the copy in ${intact.repository} is intact (restore falls back to it)` : '';
+    throw new PgkeepError('VERIFY_FAILED', `backup ${id} is damaged ${what}${advice}`, { details: { copies: result } });
+  }
+  return result;
+}
+
+function configuredSource(settings: Settings): string | undefined {
+  return settings.options.source ?? (configuredSources(settings).length > 0 ? selectedSourceName(settings) : undefined);
+}
+
+/** True when verify should check several copies: the source has several repositories and no --repo picks one. */
+export function verifiesSeveralCopies(settings: Settings): boolean {
+  return repositoryUrls(settings, configuredSource(settings)).length > 1;
+}

@@ -1,0 +1,61 @@
+import { PgkeepError } from '../errors.js';
+import { joinKey } from '../storage/storage.js';
+import { backupIdTime, isBackupId } from './backup-id.js';
+import { listBackupFailures, type BackupFailure } from './backup-failures.js';
+import type { Manifest } from './manifest.js';
+import { listPins, type Pin } from './pins.js';
+import type { Repository } from './repository.js';
+
+/** Everything a repository holds about one source, read once for prune and status. */
+export interface SourceCatalog {
+  /** Complete backups, oldest first. */
+  backups: Manifest[];
+  /** Complete backups whose manifest cannot be read (damaged, or from a newer pgkeep): never deleted, reported. */
+  unreadable: { id: string; error: PgkeepError }[];
+  /** Backup folders without a manifest, with their last activity (the later of the id's time and the newest object). */
+  leftovers: { id: string; lastActivity: Date }[];
+  pins: Map<string, Pin | undefined>;
+  /** Failure records, oldest first. */
+  failures: (BackupFailure & { key: string })[];
+}
+
+export async function readSourceCatalog(repository: Repository, source: string): Promise<SourceCatalog> {
+  const catalog: SourceCatalog = { backups: [], unreadable: [], leftovers: [], pins: await listPins(repository, source), failures: await listBackupFailures(repository, source) };
+  for (const folder of await repository.listBackupFolders(source)) {
+    if (folder.complete) {
+      try {
+        catalog.backups.push(await repository.readManifest(source, folder.id));
+      } catch (error) {
+        if (!(error instanceof PgkeepError) || !['MANIFEST_INVALID', 'REPO_FORMAT'].includes(error.code)) throw error;
+        catalog.unreadable.push({ id: folder.id, error });
+      }
+      continue;
+    }
+    let last = backupIdTime(folder.id).getTime();
+    for await (const entry of repository.storage.list(repository.backupFolder(source, folder.id), { recursive: true })) {
+      if (entry.kind === 'object') last = Math.max(last, entry.modified.getTime());
+    }
+    catalog.leftovers.push({ id: folder.id, lastActivity: new Date(last) });
+  }
+  catalog.backups.sort((a, b) => (a.startedAt < b.startedAt ? -1 : a.startedAt > b.startedAt ? 1 : a.id < b.id ? -1 : 1));
+  return catalog;
+}
+
+/** Removes a backup (manifest first, then its objects), then its verification records. */
+export async function removeBackupWithRecords(repository: Repository, source: string, id: string): Promise<void> {
+  await repository.removeBackup(source, id);
+  await repository.storage.removeFolder(repository.verificationFolder(source, id));
+}
+
+/** Removes verification records of backups that no longer exist; returns their ids. */
+export async function removeOrphanVerifications(repository: Repository, source: string): Promise<string[]> {
+  const present = new Set((await repository.listBackupFolders(source)).map((f) => f.id));
+  const removed: string[] = [];
+  for await (const entry of repository.storage.list(joinKey('sources', source, 'verifications'))) {
+    const id = entry.path.split('/').pop()!;
+    if (entry.kind !== 'folder' || !isBackupId(id) || present.has(id)) continue;
+    await repository.storage.removeFolder(entry.path);
+    removed.push(id);
+  }
+  return removed;
+}
