@@ -108,7 +108,9 @@ export async function runExtract(ctx: CommandContext, source: ResolvedSource, re
     // 4. export
     temp = request.output === undefined ? undefined : path.join(path.dirname(path.resolve(request.output)), `.${path.basename(request.output)}.pgkeep-${process.pid}.tmp`);
     const sink = temp === undefined ? stdout : createWriteStream(temp, { flags: 'wx', mode: 0o600 });
-    const env = { ...libpqEnv(into), PGOPTIONS: '-c default_transaction_read_only=on' };
+    const base = libpqEnv(into);
+    // Read-only for the whole session, added to any options the connection already carries.
+    const env = { ...base, PGOPTIONS: `${base.PGOPTIONS ?? ''} -c default_transaction_read_only=on`.trim() };
     const common = { signal: ctx.signal, isErrorLine: (line: string) => RESTORE_ERROR_LINE.test(line) };
     let run;
     if (format === 'csv') {
