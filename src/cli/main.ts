@@ -11,7 +11,7 @@ import { runPin, runUnpin } from '../commands/pin.js';
 import { runPrune, type PruneResult } from '../commands/prune.js';
 import { openRepositories, openRepository, repositoriesWithBackup } from '../commands/open-repository.js';
 import { runExtract } from '../commands/extract.js';
-import { runRestoreFile } from '../commands/restore-file.js';
+import { planRestoreFile, runRestoreFile } from '../commands/restore-file.js';
 import { planRestore, runRestore, runRestoreFromRepositories, type RestoreRequest } from '../commands/restore.js';
 import { runShow } from '../commands/show.js';
 import { runStatus } from '../commands/status.js';
@@ -30,6 +30,7 @@ import {
   printCopyDone,
   printExtractDone,
   printFileRestoreDone,
+  printFileRestorePlan,
   printList,
   printPin,
   printPrune,
@@ -296,11 +297,11 @@ export async function main(argv: string[]): Promise<number> {
       const list = (value: unknown) => (Array.isArray(value) && value.length > 0 ? (value as string[]) : undefined);
       if (options.file !== undefined) {
         if (ref !== undefined) throw new PgkeepError('USAGE', `give either a backup id ("${ref}") or --file, not both`);
-        const unsupported = ['dataOnly', 'clean', 'dryRun', 'globals'].filter((o) => options[o] !== undefined);
+        const unsupported = ['dataOnly', 'clean', 'globals'].filter((o) => options[o] !== undefined);
         if (unsupported.length > 0) {
           throw new PgkeepError('USAGE', `--file restores the whole dump into a new database (or --overwrite): ${unsupported.map((o) => `--${o.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')} work with backups in the repository only`);
         }
-        const result = await runRestoreFile(context(settings, options), source, {
+        const fileRequest = {
           file: options.file as string,
           to: options.to as string | undefined,
           overwrite: Boolean(options.overwrite),
@@ -312,7 +313,9 @@ export async function main(argv: string[]): Promise<number> {
           tables: list(options.table),
           schemas: list(options.schema),
           schemaOnly: Boolean(options.schemaOnly),
-        });
+        };
+        if (options.dryRun) return printFileRestorePlan(await planRestoreFile(context(settings, options), source, fileRequest), json);
+        const result = await runRestoreFile(context(settings, options), source, fileRequest);
         bar.clear();
         return printFileRestoreDone(result, json);
       }

@@ -1,7 +1,7 @@
 import type { CopyResult } from '../commands/copy.js';
 import type { ListRepositories } from '../commands/list.js';
 import type { RestorePlan, RestoreResult } from '../commands/restore.js';
-import type { FileRestoreResult } from '../commands/restore-file.js';
+import type { FileRestorePlan, FileRestoreResult } from '../commands/restore-file.js';
 import type { ExtractResult } from '../commands/extract.js';
 import type { AllDatabasesResult } from '../commands/backup-all.js';
 import type { PinResult } from '../commands/pin.js';
@@ -230,6 +230,20 @@ export function printFileRestoreDone(result: FileRestoreResult, json: boolean): 
   );
   if (result.safetyBackup) out(`the replaced database was saved first as backup ${result.safetyBackup}`);
   out(`connect: ${result.connection}`);
+}
+
+/** restore --file --dry-run */
+export function printFileRestorePlan(plan: FileRestorePlan, json: boolean): void {
+  if (json) return printJson({ dryRun: true, ...plan });
+  out(`plan: restore ${plan.file}: ${plan.format} dump${plan.compression === 'none' ? '' : `, ${plan.compression}-compressed`}, ${formatBytes(plan.bytes)}`);
+  out(`target: database "${plan.database}" on ${plan.server}: ${plan.mode === 'new' ? 'a new database, created' : 'exists: replaced whole (--overwrite), after a safety backup'}`);
+  if (plan.entries.length > 0) {
+    out(`create (${plan.entries.length} TOC entries):`);
+    for (const e of plan.entries) out(`  ${String(e.id).padStart(5)}; ${e.entry}`);
+  } else {
+    out(`create: everything in the ${plan.format === 'plain' ? 'SQL script (psql runs it whole)' : 'archive'}`);
+  }
+  out('dry run: nothing was changed');
 }
 
 /** Without --output the rows went to stdout: the summary goes to stderr then. */

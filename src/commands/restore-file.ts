@@ -8,7 +8,7 @@ import { detectDumpFile, openDumpStream, type DumpFile } from '../pipeline/dump-
 import { readArchiveTocFrom } from '../pipeline/backup-toc.js';
 import { readArchiveToc, type TocEntry } from '../pipeline/custom-toc.js';
 import { defaultZstd, type ZstdCodec } from '../pipeline/zstd.js';
-import { planSelection, schemasToCreate, tocListFile, type SelectionPlan } from '../postgres/restore-plan.js';
+import { describeEntry, planSelection, schemasToCreate, tocListFile, type SelectionPlan } from '../postgres/restore-plan.js';
 import { describeConnection, libpqEnv, serverLabel, withDatabase, type ConnectionInfo } from '../postgres/connection-info.js';
 import { createDatabase, dropDatabase, fitIdentifier } from '../postgres/database-admin.js';
 import { quoteIdent, withClient } from '../postgres/pg-client.js';
@@ -70,23 +70,11 @@ export interface FileRestoreResult {
 export async function runRestoreFile(ctx: CommandContext, source: ResolvedSource, request: FileRestoreRequest): Promise<FileRestoreResult> {
   const started = Date.now();
   const { signal } = ctx;
-  const codec = defaultZstd();
 
-  // 1. what the file is, the target, the tools
-  const dump = await detectDumpFile(request.file, codec);
-  const target = request.to ?? fitIdentifier(`${stemOf(dump.path)}_restore_`, timestampPart(new Date()).toLowerCase());
-  if (target === '' || Buffer.byteLength(target) > 63) throw new PgkeepError('INVALID_NAME', `database name "${target}" is invalid: use 1 to 63 bytes`);
+  // 1. what the file is, the target, the tools, the selection
+  const { dump, target, admin, exists, selection } = await prepareFileRestore(ctx, source, request);
   if (dump.format === 'plain' && request.noOwner) ctx.warn('--no-owner does not apply to a plain SQL dump (psql runs its ALTER … OWNER statements): use --role, or create the owners first');
-  const admin = withDatabase(source.connection, target === 'postgres' ? 'template1' : 'postgres');
-  const { exists, server } = await withClient(admin, async (client) => ({ exists: await databaseExists(client, target), server: await readServerInfo(client) }), signal);
-  const loader = dump.format === 'plain' ? 'psql' : 'pg_restore';
-  const tool = await toolInfo(loader, source.pgBin);
-  assertToolNotOlder(tool, loader, server.versionNum, server.version);
-  const selective = (request.tables?.length ?? 0) > 0 || (request.schemas?.length ?? 0) > 0;
-  if ((selective || request.schemaOnly) && dump.format !== 'custom' && dump.format !== 'directory') {
-    throw new PgkeepError('USAGE', `${dump.path} is a ${dump.format} dump: --table, --schema and --schema-only need a custom or directory dump (pg_dump -Fc or -Fd); restore it whole`);
-  }
-  const selection = selective ? planSelection(await dumpToc(dump, signal), { tables: request.tables, schemas: request.schemas, newDatabase: true }) : undefined;
+  const tool = await toolInfo(dump.format === 'plain' ? 'psql' : 'pg_restore', source.pgBin);
 
   // 2. never replace a database without consent, and never without a copy
   let safetyBackup: string | undefined;
@@ -152,6 +140,60 @@ export async function runRestoreFile(ctx: CommandContext, source: ResolvedSource
     }
     throw error;
   }
+}
+
+/** What restore --file --dry-run prints: nothing is created or changed. */
+export interface FileRestorePlan {
+  file: string;
+  format: DumpFile['format'];
+  compression: DumpFile['compression'];
+  bytes: number;
+  database: string;
+  server: string;
+  exists: boolean;
+  /** new, or overwrite (after confirmation and a safety backup). */
+  mode: 'new' | 'overwrite';
+  /** The TOC entries restored (custom and directory dumps; empty for tar and plain SQL, which are restored whole). */
+  entries: { id: number; entry: string }[];
+}
+
+export async function planRestoreFile(ctx: CommandContext, source: ResolvedSource, request: FileRestoreRequest): Promise<FileRestorePlan> {
+  const { dump, target, exists, selection, toc } = await prepareFileRestore(ctx, source, request, true);
+  const entries = (selection?.entries ?? toc ?? []).filter((e) => !['ENCODING', 'STDSTRINGS', 'SEARCHPATH', 'DATABASE'].includes(e.desc));
+  if (exists && !request.overwrite) {
+    throw new PgkeepError('DB_EXISTS', `database "${target}" already exists on ${serverLabel(source.connection)}: choose another --to, or add --overwrite to replace it (a safety backup is taken first)`);
+  }
+  return {
+    file: dump.path,
+    format: dump.format,
+    compression: dump.compression,
+    bytes: dump.bytes,
+    database: target,
+    server: serverLabel(source.connection),
+    exists,
+    mode: exists ? 'overwrite' : 'new',
+    entries: entries.map((e) => ({ id: e.dumpId, entry: describeEntry(e) })),
+  };
+}
+
+/** Step 1, shared with --dry-run: detect, name the target, check the tools, plan a selection; nothing is changed. */
+async function prepareFileRestore(ctx: CommandContext, source: ResolvedSource, request: FileRestoreRequest, dryRun = false) {
+  const { signal } = ctx;
+  const dump = await detectDumpFile(request.file, defaultZstd());
+  const target = request.to ?? fitIdentifier(`${stemOf(dump.path)}_restore_`, timestampPart(new Date()).toLowerCase());
+  if (target === '' || Buffer.byteLength(target) > 63) throw new PgkeepError('INVALID_NAME', `database name "${target}" is invalid: use 1 to 63 bytes`);
+  const admin = withDatabase(source.connection, target === 'postgres' ? 'template1' : 'postgres');
+  const { exists, server } = await withClient(admin, async (client) => ({ exists: await databaseExists(client, target), server: await readServerInfo(client) }), signal);
+  const loader = dump.format === 'plain' ? 'psql' : 'pg_restore';
+  assertToolNotOlder(await toolInfo(loader, source.pgBin), loader, server.versionNum, server.version);
+  const selective = (request.tables?.length ?? 0) > 0 || (request.schemas?.length ?? 0) > 0;
+  const archive = dump.format === 'custom' || dump.format === 'directory';
+  if ((selective || request.schemaOnly) && !archive) {
+    throw new PgkeepError('USAGE', `${dump.path} is a ${dump.format} dump: --table, --schema and --schema-only need a custom or directory dump (pg_dump -Fc or -Fd); restore it whole`);
+  }
+  const toc = archive && (selective || dryRun) ? await dumpToc(dump, signal) : undefined;
+  const selection = selective ? planSelection(toc!, { tables: request.tables, schemas: request.schemas, newDatabase: true }) : undefined;
+  return { dump, target, admin, exists, selection, toc };
 }
 
 /**

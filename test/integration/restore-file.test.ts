@@ -94,6 +94,24 @@ describe('restore --file: dumps made outside pgkeep', () => {
     assert.match(result.stderr, /is a plain dump: --table, --schema and --schema-only need a custom or directory dump/);
   });
 
+  test('--dry-run names the format and the target, lists what a --table restore takes, and creates nothing', async () => {
+    const result = await pgkeep(['restore', '--file', file('app.dump.gz'), '--table', 'orders', '--to', 'dry_file', '--dry-run', '--json'], { env: env() });
+    assert.equal(result.code, 0, result.stderr);
+    const plan = json(result);
+    assert.equal(plan.dryRun, true);
+    assert.equal(plan.format, 'custom');
+    assert.equal(plan.compression, 'gzip');
+    assert.equal(plan.mode, 'new');
+    const entries = plan.entries.map((e: { entry: string }) => e.entry);
+    assert.ok(entries.includes('TABLE public.orders') && entries.includes('TABLE DATA public.orders'), entries.join('\n'));
+    assert.ok(!entries.includes('TABLE DATA public.customers'));
+    const text = await pgkeep(['restore', '--file', file('app.sql.zst'), '--dry-run'], { env: env() });
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /plain dump, zstd-compressed/);
+    assert.match(text.stdout, /dry run: nothing was changed/);
+    assert.equal((await cluster.query("SELECT 1 FROM pg_database WHERE datname = 'dry_file' OR datname LIKE 'app_restore_%'")).length, 0);
+  });
+
   test('the default target is a new database named after the file', async () => {
     const result = await pgkeep(['restore', '--file', file('app.sql.zst'), '--json'], { env: env() });
     assert.equal(result.code, 0, result.stderr);
