@@ -11,6 +11,9 @@ export const ERROR_CODES = {
   SOURCE_UNKNOWN: { exit: 2, summary: 'no source of that name, or several and none chosen' },
   NO_DATABASE: { exit: 2, summary: 'no database connection configured' },
   INVALID_NAME: { exit: 2, summary: 'a backup, source or database name has characters that are not allowed' },
+  FILE_NOT_FOUND: { exit: 2, summary: 'a file given on the command line (restore --file) cannot be read' },
+  OUTPUT_EXISTS: { exit: 2, summary: 'the --output file already exists (pgkeep never overwrites it)' },
+  DUMP_FORMAT_UNKNOWN: { exit: 2, summary: 'restore --file: not a dump format pgkeep can restore (or one it must not run as it is)' },
 
   // PostgreSQL server and tools
   DB_UNREACHABLE: { exit: 3, summary: 'the PostgreSQL server cannot be reached' },
@@ -37,6 +40,7 @@ export const ERROR_CODES = {
   BACKUP_AMBIGUOUS: { exit: 6, summary: 'the backup id matches backups of several sources' },
   MANIFEST_INVALID: { exit: 6, summary: 'a manifest cannot be read' },
   BACKUP_PARTIAL: { exit: 10, summary: 'the backup was written to some of the source\'s repositories, not all' },
+  DATABASES_PARTIAL: { exit: 10, summary: 'backup --all-databases: some databases were backed up, others failed' },
 
   // integrity
   VERIFY_FAILED: { exit: 7, summary: 'a backup failed verification' },

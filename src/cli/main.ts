@@ -2,14 +2,17 @@
 import { Command, CommanderError, Option } from 'commander';
 import type { CommandContext } from '../commands/command-context.js';
 import { runBackup, type BackupRequest } from '../commands/backup.js';
+import { runBackupAllDatabases, type AllDatabasesResult } from '../commands/backup-all.js';
 import { runCopy } from '../commands/copy.js';
 import { runInit } from '../commands/init.js';
 import { runKeygen } from '../commands/keygen.js';
 import { runList } from '../commands/list.js';
 import { runPin, runUnpin } from '../commands/pin.js';
 import { runPrune, type PruneResult } from '../commands/prune.js';
-import { openRepositories, openRepository } from '../commands/open-repository.js';
-import { runRestore, runRestoreFromRepositories } from '../commands/restore.js';
+import { openRepositories, openRepository, repositoriesWithBackup } from '../commands/open-repository.js';
+import { runExtract } from '../commands/extract.js';
+import { planRestoreFile, runRestoreFile } from '../commands/restore-file.js';
+import { planRestore, runRestore, runRestoreFromRepositories, type RestoreRequest } from '../commands/restore.js';
 import { runShow } from '../commands/show.js';
 import { runStatus } from '../commands/status.js';
 import { runVerify } from '../commands/verify.js';
@@ -21,7 +24,23 @@ import type { RetentionFlags } from '../config/retention-settings.js';
 import { validateTimeZone } from '../retention/calendar.js';
 import { parseDuration } from '../retention/duration.js';
 import { PGKEEP_VERSION } from '../version.js';
-import { printBackupDone, printCopyDone, printList, printPin, printPrune, printRestoreDone, printShow, printStatus, printVerify, printVerifyCopies } from './print.js';
+import {
+  printAllDatabasesDone,
+  printBackupDone,
+  printCopyDone,
+  printExtractDone,
+  printFileRestoreDone,
+  printFileRestorePlan,
+  printList,
+  printPin,
+  printPrune,
+  printRestoreDone,
+  printRestorePlan,
+  printShow,
+  printStatus,
+  printVerify,
+  printVerifyCopies,
+} from './print.js';
 import { ProgressBar } from './progress-bar.js';
 import { confirmOnTerminal } from './prompt.js';
 
@@ -166,13 +185,16 @@ export async function main(argv: string[]): Promise<number> {
     .option('--label <label>', 'label to attach (repeatable)', collect)
     .option('--compress-level <n>', 'zstd level 1-19 (default 3)', positiveInt('--compress-level'))
     .option('--checksums', 'also record a content hash of every table, for verify --deep (one md5 per row)')
+    .option('--globals', 'store roles and tablespaces (pg_dumpall --globals-only) beside the dump; the default: fails the backup if they cannot be read')
+    .option('--no-globals', 'do not store roles and tablespaces')
+    .option('--all-databases', "every database of the server, each as its own backup (source named after the database), sharing one globals dump")
     .action(async (options: Record<string, unknown> & OutputOptions, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
       const source = resolveSource(settings);
       const ctx = context(settings, options);
       // Several repositories (repos: in pgkeep.yaml): one pg_dump, written to all of them.
-      const repositories = await openRepositories(settings, { source: source.name, createIfEmpty: true });
+      const repositories = options.allDatabases ? [] : await openRepositories(settings, { source: source.name, createIfEmpty: true });
       const fromCli = (name: string) => command.getOptionValueSource(name) === 'cli';
       const list = (value: unknown) => (Array.isArray(value) && value.length > 0 ? (value as string[]) : undefined);
       const request: BackupRequest = {
@@ -190,7 +212,20 @@ export async function main(argv: string[]): Promise<number> {
         labels: list(options.label),
         compressLevel: options.compressLevel as number | undefined,
         checksums: options.checksums as boolean | undefined,
+        globals: options.globals as boolean | undefined,
       };
+      if (options.allDatabases) {
+        try {
+          const result = await runBackupAllDatabases(ctx, source, request);
+          bar.clear();
+          return printAllDatabasesDone(result, json);
+        } catch (error) {
+          bar.clear();
+          const partial = (error as PgkeepError).details?.result;
+          if (partial && !json) printAllDatabasesDone(partial as AllDatabasesResult, json);
+          throw error;
+        }
+      }
       const manifest = await runBackup(ctx, repositories, source, request);
       bar.clear();
       printBackupDone(manifest, repositories.map((r) => r.location).join(', '), json);
@@ -254,25 +289,74 @@ export async function main(argv: string[]): Promise<number> {
     });
 
   withOutput(program.command('restore'))
-    .description('restore a backup into a new database (or --to NAME)')
-    .argument('<backup>', 'backup id, or latest')
+    .description('restore a backup into a new database (or --to NAME); or a dump file made outside pgkeep (--file)')
+    .argument('[backup]', 'backup id, or latest')
+    .option('--file <path>', 'restore this dump instead: pg_dump custom (.dump), directory, tar or .sql, optionally .gz/.zst (detected from its content)')
     .option('--to <database>', 'target database (default: <db>_restore_<timestamp>)')
     .option('--overwrite', 'replace the target database if it exists (asks to confirm; a safety backup is taken first)')
     .option('--force', 'confirm --overwrite without asking (for scripts)')
     .option('--jobs <n>', 'parallel pg_restore workers (stages the dump in a temp file)', positiveInt('--jobs'))
     .option('--no-owner', 'do not restore object ownership')
-    .action(async (ref: string, options: Record<string, unknown> & OutputOptions, command: Command) => {
+    .option('--table <pattern>', 'only tables matching, with their indexes, constraints, triggers (repeatable; pg_dump patterns)', collect)
+    .option('--schema <pattern>', 'only objects of schemas matching (repeatable)', collect)
+    .option('--schema-only', 'only the definitions, no rows')
+    .option('--data-only', 'only rows, into the existing tables of --to (needs --clean: the tables are emptied first)')
+    .option('--clean', 'into the existing --to database: replace only the restored objects, in one transaction (asks to confirm; a safety backup is taken first)')
+    .option('--role <role>', 'restore as this role (SET ROLE)')
+    .option('--reindex', 'REINDEX what was restored')
+    .option('--globals', "first create the backup's roles that do not exist on the server (existing roles are left as they are)")
+    .option('--dry-run', 'print the plan (target, what is dropped and created, TOC entries, size) and change nothing')
+    .action(async (ref: string | undefined, options: Record<string, unknown> & OutputOptions, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
       const source = resolveSource(settings);
-      const request = {
+      const list = (value: unknown) => (Array.isArray(value) && value.length > 0 ? (value as string[]) : undefined);
+      if (options.file !== undefined) {
+        if (ref !== undefined) throw new PgkeepError('USAGE', `give either a backup id ("${ref}") or --file, not both`);
+        const unsupported = ['dataOnly', 'clean', 'globals'].filter((o) => options[o] !== undefined);
+        if (unsupported.length > 0) {
+          throw new PgkeepError('USAGE', `--file restores the whole dump into a new database (or --overwrite): ${unsupported.map((o) => `--${o.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')} work with backups in the repository only`);
+        }
+        const fileRequest = {
+          file: options.file as string,
+          to: options.to as string | undefined,
+          overwrite: Boolean(options.overwrite),
+          force: Boolean(options.force),
+          jobs: options.jobs as number | undefined,
+          noOwner: command.getOptionValueSource('owner') === 'cli',
+          role: options.role as string | undefined,
+          reindex: Boolean(options.reindex),
+          tables: list(options.table),
+          schemas: list(options.schema),
+          schemaOnly: Boolean(options.schemaOnly),
+        };
+        if (options.dryRun) return printFileRestorePlan(await planRestoreFile(context(settings, options), source, fileRequest), json);
+        const result = await runRestoreFile(context(settings, options), source, fileRequest);
+        bar.clear();
+        return printFileRestoreDone(result, json);
+      }
+      if (ref === undefined) throw new PgkeepError('USAGE', "missing required argument 'backup': give a backup id (or latest), or --file PATH (see pgkeep restore --help)");
+      const request: RestoreRequest = {
         backup: ref,
         to: options.to as string | undefined,
         overwrite: Boolean(options.overwrite),
         force: Boolean(options.force),
         jobs: options.jobs as number | undefined,
         noOwner: command.getOptionValueSource('owner') === 'cli',
+        tables: list(options.table),
+        schemas: list(options.schema),
+        schemaOnly: Boolean(options.schemaOnly),
+        dataOnly: Boolean(options.dataOnly),
+        clean: Boolean(options.clean),
+        role: options.role as string | undefined,
+        reindex: Boolean(options.reindex),
+        globals: Boolean(options.globals),
       };
+      if (options.dryRun) {
+        const ctx = context(settings, options);
+        const repository = source.repos.length > 1 ? (await repositoriesWithBackup(settings, ref, source.name))[0]!.repository : await openRepository(settings, { source: source.name });
+        return printRestorePlan(await planRestore(ctx, repository, source, request), json);
+      }
       // Several repositories: the first that holds the backup, falling back on a checksum failure; --repo picks one.
       const result =
         source.repos.length > 1
@@ -280,6 +364,23 @@ export async function main(argv: string[]): Promise<number> {
           : await runRestore(context(settings, options), await openRepository(settings, { source: source.name }), source, request);
       bar.clear();
       printRestoreDone(result, json);
+    });
+
+  withOutput(program.command('extract'))
+    .description('take rows of one table out of a backup, for review, without touching the live database (via a scratch database)')
+    .argument('<backup>', 'backup id, or latest')
+    .requiredOption('--table <pattern>', 'the table (one; schema-qualified, quoted names as in pg_dump)')
+    .option('--where <sql>', 'only rows matching this SQL condition (your own SQL, run read-only against the scratch copy)')
+    .addOption(new Option('--format <format>', 'csv with a header row, or sql INSERT statements').choices(['csv', 'sql']).default('csv'))
+    .option('--output <file>', 'write here (never overwritten; default: stdout)')
+    .action(async (ref: string, options: OutputOptions & { table: string; where?: string; format: 'csv' | 'sql'; output?: string }, command: Command) => {
+      json = Boolean(options.json);
+      if (json && options.output === undefined) throw new PgkeepError('USAGE', '--json prints the result on stdout, where the rows go without --output: add --output FILE');
+      const settings = settingsOf(command);
+      const source = resolveSource(settings);
+      const result = await runExtract(context(settings, options), source, { backup: ref, table: options.table, where: options.where, format: options.format, output: options.output }, process.stdout);
+      bar.clear();
+      printExtractDone(result, json);
     });
 
   withOutput(program.command('copy'))
@@ -377,7 +478,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`pgkeep: interrupted by ${signalled}\n`);
       return signalled === 'SIGINT' ? 130 : 143;
     }
-    // BACKUP_PARTIAL says where the backup is; prune's result says what was done before the failure
+    // BACKUP_PARTIAL says where the backup is; prune's and --all-databases' result say what was done before the failure
     const details = failure.code === 'BACKUP_PARTIAL' || failure.details?.result !== undefined ? { details: failure.details } : {};
     if (json && !jsonPrinted) console.log(JSON.stringify({ ok: false, error: { code: failure.code, message: failure.message, ...details } }, null, 2));
     process.stderr.write(`pgkeep: ${failure.code === 'INTERNAL' ? 'internal error: ' : ''}${failure.message}\n`);

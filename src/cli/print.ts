@@ -1,9 +1,12 @@
 import type { CopyResult } from '../commands/copy.js';
 import type { ListRepositories } from '../commands/list.js';
+import type { RestorePlan, RestoreResult } from '../commands/restore.js';
+import type { FileRestorePlan, FileRestoreResult } from '../commands/restore-file.js';
+import type { ExtractResult } from '../commands/extract.js';
+import type { AllDatabasesResult } from '../commands/backup-all.js';
 import type { PinResult } from '../commands/pin.js';
 import type { PruneResult } from '../commands/prune.js';
 import type { StatusResult } from '../commands/status.js';
-import type { RestoreResult } from '../commands/restore.js';
 import type { ShowResult } from '../commands/show.js';
 import type { VerifyResult } from '../commands/verify.js';
 import type { Manifest } from '../repository/manifest.js';
@@ -140,6 +143,7 @@ export function printShow({ manifest: m, verification, pin }: ShowResult, json: 
     ...(m.migrations && m.migrations.length > 0
       ? ([['migrations', m.migrations.map((s) => `${s.schema}.${s.name} ${s.latest ?? '(no version)'} (${s.rows} rows)`).join(', ')]] as [string, string][])
       : []),
+    ['roles', m.globals ? `stored (globals object), ${m.globals.rolePasswords ? 'with password hashes, encrypted' : 'without passwords'}` : 'not stored'],
   ];
   const width = Math.max(...lines.map(([k]) => k.length));
   for (const [key, value] of lines) out(`${key.padEnd(width)}  ${value}`);
@@ -232,11 +236,19 @@ export function printRestoreDone(result: RestoreResult, json: boolean): void {
   }
   const rows = result.tables.reduce((n, t) => n + t.actual, 0);
   out(
-    `restored ${result.backup.source}/${result.backup.id} into ${result.replaced ? 'existing ' : 'new '}database "${result.database}" in ${formatDuration(result.durationMs)}: ` +
+    `restored ${result.backup.source}/${result.backup.id} into ${result.cleaned ? 'existing database (selected objects replaced) ' : result.replaced ? 'existing database ' : 'new database '}"${result.database}" in ${formatDuration(result.durationMs)}: ` +
       `row counts match the backup (${result.tables.length} tables, ${formatCount(rows)} rows)`,
   );
   if (result.safetyBackup) out(`the replaced database was saved first as backup ${result.safetyBackup}`);
+  if (result.globals) out(globalsLine(result.globals, 'created'));
   out(`connect: ${result.connection}`);
+}
+
+function globalsLine(g: NonNullable<RestoreResult['globals']>, verb: string): string {
+  return (
+    `roles: ${verb} ${g.created.length}${g.created.length > 0 ? ` (${g.created.join(', ')})` : ''}; ` +
+    `${g.existing.length} existed and were left as they are${g.skipped.length > 0 ? `; ${g.skipped.length} tablespace/per-database statement(s) skipped` : ''}`
+  );
 }
 
 export function printCopyDone(result: CopyResult, json: boolean): void {
@@ -254,6 +266,82 @@ export function printCopyDone(result: CopyResult, json: boolean): void {
       `${result.objects} object(s), ${formatBytes(result.bytes)}; ${verified}`,
   );
   if (result.createdDestination) out(`created the repository at ${result.to}${result.encryption ? ' with the same encryption as the source' : ''}`);
+}
+
+/** --dry-run: what the restore would do; nothing was changed. */
+export function printRestorePlan(plan: RestorePlan, json: boolean): void {
+  if (json) return printJson({ dryRun: true, ...plan });
+  const how = {
+    new: 'a new database, created',
+    overwrite: 'exists: replaced whole (--overwrite), after a safety backup',
+    clean: 'exists: the restored objects are dropped and recreated inside it, in one transaction (--clean), after a safety backup',
+  }[plan.mode];
+  out(`plan: restore ${plan.backup.source}/${plan.backup.id} (${plan.backup.format} format)${plan.options.length > 0 ? `, ${plan.options.join(', ')}` : ''}`);
+  out(`target: database "${plan.database}" on ${plan.server}: ${how}`);
+  out(`drop: ${plan.drops.length === 0 ? 'nothing' : ''}`);
+  for (const d of plan.drops) out(`  ${d}`);
+  if (plan.entries.length > 0) {
+    out(`create (${plan.entries.length} TOC entries):`);
+    for (const e of plan.entries) out(`  ${String(e.id).padStart(5)}; ${e.entry}`);
+  } else {
+    out('create: everything in the plain SQL dump (psql runs it whole)');
+  }
+  if (plan.tables.length > 0) {
+    out(formatTable(['TABLE', 'ROWS'], plan.tables.map((t) => [`${t.schema}.${t.name}`, t.rows === null ? '-' : formatCount(t.rows)]), [1]));
+  }
+  if (plan.globals) out(globalsLine(plan.globals, 'would create'));
+  out(`estimated size: ${formatBytes(plan.estimatedBytes)} of dump data; ${plan.tables.length} table(s) with rows`);
+  out('dry run: nothing was changed');
+}
+
+export function printFileRestoreDone(result: FileRestoreResult, json: boolean): void {
+  if (json) return printJson(result);
+  if (result.tables.length > 0) out(formatTable(['TABLE', 'ROWS'], result.tables.map((t) => [`${t.schema}.${t.name}`, formatCount(t.rows)]), [1]));
+  const rows = result.tables.reduce((n, t) => n + t.rows, 0);
+  out(
+    `restored ${result.file} (${result.format}${result.compression === 'none' ? '' : `, ${result.compression}`}) into ${result.replaced ? 'existing' : 'new'} database "${result.database}" ` +
+      `in ${formatDuration(result.durationMs)}: ${result.tables.length} tables, ${formatCount(rows)} rows`,
+  );
+  if (result.safetyBackup) out(`the replaced database was saved first as backup ${result.safetyBackup}`);
+  out(`connect: ${result.connection}`);
+}
+
+/** restore --file --dry-run */
+export function printFileRestorePlan(plan: FileRestorePlan, json: boolean): void {
+  if (json) return printJson({ dryRun: true, ...plan });
+  out(`plan: restore ${plan.file}: ${plan.format} dump${plan.compression === 'none' ? '' : `, ${plan.compression}-compressed`}, ${formatBytes(plan.bytes)}`);
+  out(`target: database "${plan.database}" on ${plan.server}: ${plan.mode === 'new' ? 'a new database, created' : 'exists: replaced whole (--overwrite), after a safety backup'}`);
+  if (plan.entries.length > 0) {
+    out(`create (${plan.entries.length} TOC entries):`);
+    for (const e of plan.entries) out(`  ${String(e.id).padStart(5)}; ${e.entry}`);
+  } else {
+    out(`create: everything in the ${plan.format === 'plain' ? 'SQL script (psql runs it whole)' : 'archive'}`);
+  }
+  out('dry run: nothing was changed');
+}
+
+/** Without --output the rows went to stdout: the summary goes to stderr then. */
+export function printExtractDone(result: ExtractResult, json: boolean): void {
+  if (json) return printJson(result);
+  const line =
+    `extracted ${formatCount(result.rows)} row(s) of ${result.table.schema}.${result.table.name}${result.where ? ` where ${result.where}` : ''} ` +
+    `from ${result.backup.source}/${result.backup.id} as ${result.format}${result.output ? ` to ${result.output}` : ''} in ${formatDuration(result.durationMs)}; scratch database "${result.scratch}" dropped`;
+  if (result.output) out(line);
+  else process.stderr.write(`${line}\n`);
+}
+
+export function printAllDatabasesDone(result: AllDatabasesResult, json: boolean): void {
+  if (json) return printJson(result);
+  if (result.backups.length > 0) {
+    out(
+      formatTable(
+        ['DATABASE', 'SOURCE', 'BACKUP', 'STORED', 'TABLES', 'ROWS'],
+        result.backups.map((b) => [b.database, b.source, b.id, formatBytes(b.storedBytes), String(b.tables), formatCount(b.rows)]),
+        [3, 4, 5],
+      ),
+    );
+  }
+  out(`all databases (run ${result.run}): ${result.backups.length} backed up${result.failed.length > 0 ? `, ${result.failed.length} FAILED (${result.failed.map((f) => f.database).join(', ')})` : ''}; roles ${result.globals ? 'stored once, in every backup of the run' : 'not stored'}`);
 }
 
 /**

@@ -8,9 +8,10 @@ import { PgkeepError, throwIfAborted, toPgkeepError } from '../errors.js';
 import { DEFAULT_ZSTD_LEVEL, defaultZstd, type ZstdCodec } from '../pipeline/zstd.js';
 import { storeStreamTee, type StoreTarget } from '../pipeline/store-stream.js';
 import { libpqEnv } from '../postgres/connection-info.js';
-import { connect } from '../postgres/pg-client.js';
+import { connect, type PgClient } from '../postgres/pg-client.js';
 import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
 import { settleAll, startProcess } from '../postgres/run-process.js';
+import { dumpGlobals } from '../postgres/dump-globals.js';
 import { readDatabaseInfo, readServerInfo } from '../postgres/server-info.js';
 import { countRows, readCatalogTables, selectDataTables } from '../postgres/table-selection.js';
 import { writeBackupFailure } from '../repository/backup-failures.js';
@@ -27,6 +28,8 @@ import { writeRecipients } from './repository-keys.js';
 /** What one backup run is asked to do; unset options come from the source's config. */
 export interface BackupRequest extends BackupOptionsConfig {
   name?: string | undefined;
+  /** Globals dumped beforehand, shared by the backups of one --all-databases run. */
+  sharedGlobals?: GlobalsPlan | undefined;
 }
 
 type DumpOptions = Manifest['options'];
@@ -114,6 +117,7 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
     const server = await readServerInfo(client);
     const pgDump = await toolInfo('pg_dump', source.pgBin);
     assertToolNotOlder(pgDump, 'pg_dump', server.versionNum, server.version);
+    const globals = request.sharedGlobals ?? (await globalsPlan(client, request.globals ?? source.backup.globals, repositories));
 
     // 2. per repository: its lock, its source record, its leftovers; a repository failing here is left out
     for (const target of targets) {
@@ -140,7 +144,7 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
 
     // 4. dump once, tee to every repository; count in the same snapshot
     const codec = defaultZstd();
-    const dump = dumpToRepositories(ctx, live(), fail, source, backupId, options, snapshot, pgDump.path, codec, signal);
+    const dump = dumpToRepositories(ctx, live(), fail, source, backupId, options, snapshot, pgDump.path, codec, signal, globals);
     // The migration tables are read after the counts, on the same connection: same snapshot.
     const counting = countRows(client, dataTables, signal, { checksums: options.checksums });
     let counts: Awaited<typeof counting> = [];
@@ -179,6 +183,7 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
         database,
         options,
         snapshot,
+        ...(objects.some((o) => o.role === 'globals') ? { globals: { rolePasswords: globals!.passwords, ...(globals!.run ? { run: globals!.run } : {}) } } : {}),
         objects,
         tables,
         migrations,
@@ -225,6 +230,25 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
     await client.end().catch(() => undefined);
     for (const t of targets) await t.lock?.release().catch(() => undefined);
   }
+}
+
+/** Whether and how to store the server's globals: asked for (true), refused (false), or by default (undefined: on). */
+export interface GlobalsPlan {
+  /** Asked for explicitly: a pg_dumpall failure fails the backup. */
+  explicit: boolean;
+  /** Role password hashes are secrets: only into repositories that all encrypt, and only when the role may read pg_authid. */
+  passwords: boolean;
+  /** Already dumped (backup --all-databases dumps them once for every database): store this file. */
+  file?: string | undefined;
+  /** The id of the --all-databases run whose backups share this globals dump. */
+  run?: string | undefined;
+}
+
+export async function globalsPlan(client: PgClient, wanted: boolean | undefined, repositories: readonly Repository[]): Promise<GlobalsPlan | undefined> {
+  if (wanted === false) return undefined;
+  const result = await client.query<{ ok: boolean }>("SELECT pg_catalog.has_table_privilege('pg_catalog.pg_authid', 'SELECT') AS ok");
+  const encrypted = repositories.every((r) => writeRecipients(r) !== null);
+  return { explicit: wanted === true, passwords: result.rows[0]!.ok && encrypted };
 }
 
 async function removeBackupFolder(repository: Repository, source: string, id: string): Promise<void> {
@@ -298,6 +322,7 @@ async function dumpToRepositories(
   pgDumpPath: string,
   codec: ZstdCodec,
   signal: AbortSignal,
+  globals: GlobalsPlan | undefined,
 ): Promise<void> {
   let table: string | undefined;
   let bytes = 0;
@@ -354,22 +379,51 @@ async function dumpToRepositories(
         ctx.progress({ phase: 'dump', bytes, item: table });
       },
     });
-    return;
+  } else {
+    await dumpDirectory();
+  }
+  if (globals) await storeGlobals();
+
+  async function dumpDirectory(): Promise<void> {
+    const staging = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-dump-'));
+    try {
+      const dumpDir = path.join(staging, 'dump');
+      const pgDump = startProcess(pgDumpPath, [...pgDumpArgs(options, snapshot), `--file=${dumpDir}`], { ...processOptions, stdout: 'ignore' });
+      await pgDump.done;
+      for (const file of (await readdir(dumpDir)).sort()) {
+        throwIfAborted(signal);
+        const ok = await storeEverywhere(createReadStream(path.join(dumpDir, file), { highWaterMark: 1 << 20 }), (suffix) => ({ name: `dump.d/${file}${suffix}`, role: 'dump-file', file }), {
+          onRawBytes: (total) => ctx.progress({ phase: 'store', bytes: bytes + total, item: file }),
+        });
+        bytes += ok?.ok ? ok.digests.raw.size : 0;
+      }
+    } finally {
+      await rm(staging, { recursive: true, force: true });
+    }
   }
 
-  const staging = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-dump-'));
-  try {
-    const dumpDir = path.join(staging, 'dump');
-    const pgDump = startProcess(pgDumpPath, [...pgDumpArgs(options, snapshot), `--file=${dumpDir}`], { ...processOptions, stdout: 'ignore' });
-    await pgDump.done;
-    for (const file of (await readdir(dumpDir)).sort()) {
+  /**
+   * pg_dumpall --globals-only, staged in a temp file first (it is small): a
+   * failure when globals were not asked for explicitly is then only a
+   * warning, and the backup goes on without them.
+   */
+  async function storeGlobals(): Promise<void> {
+    const staging = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-globals-'));
+    try {
+      const file = globals!.file ?? path.join(staging, 'globals.sql');
+      if (globals!.file === undefined) {
+        try {
+          await dumpGlobals(source.connection, file, { passwords: globals!.passwords, pgBin: source.pgBin, signal });
+        } catch (error) {
+          if (globals!.explicit || signal.aborted) throw error;
+          ctx.warn(`roles and tablespaces are not in this backup (pg_dumpall --globals-only failed: ${(error as Error).message}); pass --no-globals to skip them`);
+          return;
+        }
+      }
       throwIfAborted(signal);
-      const ok = await storeEverywhere(createReadStream(path.join(dumpDir, file), { highWaterMark: 1 << 20 }), (suffix) => ({ name: `dump.d/${file}${suffix}`, role: 'dump-file', file }), {
-        onRawBytes: (total) => ctx.progress({ phase: 'store', bytes: bytes + total, item: file }),
-      });
-      bytes += ok?.ok ? ok.digests.raw.size : 0;
+      await storeEverywhere(createReadStream(file, { highWaterMark: 1 << 20 }), (suffix) => ({ name: `globals.sql${suffix}`, role: 'globals' }), {});
+    } finally {
+      await rm(staging, { recursive: true, force: true });
     }
-  } finally {
-    await rm(staging, { recursive: true, force: true });
   }
 }

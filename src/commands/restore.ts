@@ -1,24 +1,30 @@
 import { createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import type { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { ResolvedSource } from '../config/settings.js';
 import { sourceNameForDatabase } from '../config/settings.js';
 import { isPgkeepError, PgkeepError, throwIfAborted } from '../errors.js';
-import { tocStagingSink } from '../pipeline/custom-toc.js';
+import { readBackupToc } from '../pipeline/backup-toc.js';
+import { tocStagingSink, type TocEntry } from '../pipeline/custom-toc.js';
 import { childStdinSink, loadStream, teeSink } from '../pipeline/load-stream.js';
-import { defaultZstd } from '../pipeline/zstd.js';
+import { defaultZstd, type ZstdCodec } from '../pipeline/zstd.js';
 import { describeConnection, libpqEnv, serverLabel, withDatabase, type ConnectionInfo } from '../postgres/connection-info.js';
 import { createDatabase, dropDatabase, fitIdentifier, renameDatabase } from '../postgres/database-admin.js';
 import { quoteIdent, withClient } from '../postgres/pg-client.js';
 import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
 import { settleAll, startProcess } from '../postgres/run-process.js';
 import { databaseExists, readServerInfo } from '../postgres/server-info.js';
+import { describeEntry, planSelection, schemasToCreate, tocListFile, type SelectionPlan } from '../postgres/restore-plan.js';
 import { countRows } from '../postgres/table-selection.js';
 import { timestampPart } from '../repository/backup-id.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { runBackup } from './backup.js';
+import { applyGlobals } from './restore-globals.js';
+import type { GlobalsReport } from '../postgres/globals-sql.js';
 import { repositoriesWithBackup } from './open-repository.js';
 import { identitiesFor } from './repository-keys.js';
 import type { AgeIdentity } from '../pipeline/age.js';
@@ -36,6 +42,46 @@ export interface RestoreRequest {
   noOwner?: boolean | undefined;
   /** pg_restore --no-privileges: for a server without the source's roles (restore tests elsewhere). */
   noAcl?: boolean | undefined;
+  /** Only these tables (pg_dump patterns, repeatable), with what belongs to them. */
+  tables?: readonly string[] | undefined;
+  /** Only these schemas (patterns). */
+  schemas?: readonly string[] | undefined;
+  schemaOnly?: boolean | undefined;
+  dataOnly?: boolean | undefined;
+  /**
+   * Into the existing --to database: drop and recreate only the restored
+   * objects (with --data-only: empty the selected tables, then load their
+   * rows), in one transaction. Asks to confirm; a safety backup is taken first.
+   */
+  clean?: boolean | undefined;
+  /** Run the restore as this role (pg_restore --role, SET ROLE for plain dumps). */
+  role?: string | undefined;
+  /** REINDEX what was restored, after it was loaded. */
+  reindex?: boolean | undefined;
+  /** Create the backup's roles that do not exist on the server first (its globals object). */
+  globals?: boolean | undefined;
+}
+
+/** What a restore would do; printed by --dry-run, which changes nothing. */
+export interface RestorePlan {
+  backup: { id: string; source: string; format: string };
+  database: string;
+  server: string;
+  /** new: a database is created; overwrite: the existing one is replaced whole; clean: the selected objects are replaced inside it. */
+  mode: 'new' | 'overwrite' | 'clean';
+  exists: boolean;
+  safetyBackup: boolean;
+  /** What is dropped before anything is created. */
+  drops: string[];
+  /** The TOC entries restored (every entry of a plain dump: it has none). */
+  entries: { id: number; entry: string }[];
+  /** Tables whose rows are restored, with the counts the backup recorded. */
+  tables: { schema: string; name: string; rows: number | null }[];
+  /** Dump bytes the restore loads (exact for a whole restore, estimated from row counts for a selection). */
+  estimatedBytes: number;
+  options: string[];
+  /** With --globals: the roles that would be created, and those that exist already. */
+  globals?: GlobalsReport | undefined;
 }
 
 export interface TableCheck {
@@ -51,63 +97,76 @@ export interface RestoreResult {
   /** Connection string of the restored database, without the password. */
   connection: string;
   replaced: boolean;
+  /** The selected objects were replaced inside an existing database (--clean). */
+  cleaned: boolean;
   /** Id of the backup taken of the replaced database, when one was replaced. */
   safetyBackup: string | undefined;
   tables: TableCheck[];
+  /** With --globals: the roles created first, and those that existed. */
+  globals?: GlobalsReport | undefined;
   durationMs: number;
 }
 
 /**
  * Restores a backup into a database on the source's server:
  *
- *  1. find the backup, choose the target name, check pg_restore can read it
- *  2. if the target exists: refuse, unless --overwrite and confirmed; then take
- *     a safety backup of it (label pre-restore)
+ *  1. find the backup, choose the target name, check pg_restore can read it;
+ *     for --table/--schema, read the backup's table of contents and choose
+ *     the entries (prepareRestore; --dry-run stops here)
+ *  2. if the target exists: refuse, unless --overwrite or --clean and
+ *     confirmed; then take a safety backup of it (label pre-restore).
+ *     With --globals, create the backup's missing roles
  *  3. create a new empty database (for an overwrite, under a temporary name)
  *  4. stream the backup into it, checking every checksum on the way
- *  5. ANALYZE, and compare every table's row count with the manifest
+ *  5. ANALYZE, and compare the row count of every restored table with the manifest
  *  6. for an overwrite, swap: the old database is renamed away, the new one
  *     takes its name, the old one is dropped
  *
  * Any failure before the swap drops the database this restore created and
- * leaves an existing database untouched.
+ * leaves an existing database untouched. --clean instead loads into the
+ * existing database in one transaction (steps 3-5 in place).
  */
 export async function runRestore(ctx: CommandContext, repository: Repository, source: ResolvedSource, request: RestoreRequest): Promise<RestoreResult> {
   const started = Date.now();
   const { signal } = ctx;
 
-  // 1. the backup, the target, the tools
-  const manifest = await repository.resolveBackup(request.backup, source.name);
-  // Keys first: a missing or wrong identity must fail before any database is touched.
-  const identities = await identitiesFor(repository, manifest, ctx.keys);
-  const target = request.to ?? fitIdentifier(`${manifest.database.name}_restore_`, timestampPart(new Date()).toLowerCase());
-  if (target === '' || Buffer.byteLength(target) > 63) {
-    throw new PgkeepError('INVALID_NAME', `database name "${target}" is invalid: use 1 to 63 bytes`);
-  }
-  // Administrative statements run from another database than the one being replaced.
-  const admin = withDatabase(source.connection, target === 'postgres' ? 'template1' : 'postgres');
-  const { exists, server } = await withClient(admin, async (client) => ({ exists: await databaseExists(client, target), server: await readServerInfo(client) }), signal);
-  const loader = manifest.options.format === 'plain' ? 'psql' : 'pg_restore';
-  const tool = await toolInfo(loader, source.pgBin);
-  const dumpMajor = Number(manifest.tools.pgDump.split('.')[0]);
-  if (loader === 'pg_restore' && tool.major < dumpMajor) {
-    throw new PgkeepError('TOOL_TOO_OLD', `pg_restore ${tool.version} cannot read a dump made by pg_dump ${manifest.tools.pgDump}: install postgresql-client-${dumpMajor} or set PG_BIN`);
-  }
-  assertToolNotOlder(tool, loader, server.versionNum, server.version);
+  // 1. the backup, the target, the tools, what to restore
+  const { manifest, identities, target, admin, exists, plan, selection } = await prepareRestore(ctx, repository, source, request);
 
-  // 2. never replace a database without consent, and never without a copy
+  // 2. never replace a database or objects in it without consent, and never without a copy
   let safetyBackup: string | undefined;
   if (exists) {
-    if (!request.overwrite) {
-      throw new PgkeepError('DB_EXISTS', `database "${target}" already exists on ${serverLabel(source.connection)}: choose another --to, or add --overwrite to replace it (a safety backup is taken first)`);
+    const what = plan.mode === 'clean' ? `replaces ${plan.entries.length} object(s) of backup ${manifest.id} inside database "${target}"` : `replaces database "${target}"`;
+    if (!request.force && !(await ctx.confirm(`This ${what} on ${serverLabel(source.connection)} with backup ${manifest.id}. Type the database name to confirm:`, target))) {
+      throw new PgkeepError('CONFIRMATION_REQUIRED', `not ${plan.mode === 'clean' ? 'changing' : 'replacing'} database "${target}": confirm by typing its name, or pass --force when running without a terminal`);
     }
-    if (!request.force && !(await ctx.confirm(`This replaces database "${target}" on ${serverLabel(source.connection)} with backup ${manifest.id}. Type the database name to confirm:`, target))) {
-      throw new PgkeepError('CONFIRMATION_REQUIRED', `not replacing database "${target}": confirm by typing its name, or pass --force when running without a terminal`);
-    }
-    ctx.info(`taking a safety backup of "${target}" before replacing it`);
+    ctx.info(`taking a safety backup of "${target}" before ${plan.mode === 'clean' ? 'changing' : 'replacing'} it`);
     const safety = await runBackup(ctx, repository, safetySource(source, target), { name: 'pre-restore', labels: ['pre-restore'] });
     safetyBackup = `${safety.source}/${safety.id}`;
     ctx.info(`safety backup ${safety.id} (source ${safety.source}) written`);
+  }
+
+  // Roles first: the restored objects may be owned by them.
+  let globals: GlobalsReport | undefined;
+  if (request.globals) {
+    globals = await applyGlobals(ctx, repository, manifest, identities, source, true);
+    ctx.info(`roles: created ${globals.created.length}${globals.created.length > 0 ? ` (${globals.created.join(', ')})` : ''}, ${globals.existing.length} existed already and were left as they are`);
+  }
+
+  if (plan.mode === 'clean') {
+    // 3-5 in place: one transaction replaces the selected objects, or changes nothing.
+    const into = withDatabase(source.connection, target);
+    ctx.info(`restoring ${plan.entries.length} object(s) of ${manifest.id} into "${target}" (--clean)`);
+    await createSelectedSchemas(manifest, into, schemasToCreate(selection));
+    try {
+      await loadBackup(ctx, repository, manifest, into, request, source, identities, selection);
+    } catch (error) {
+      // Damage and interruption keep their codes (a restore from several repositories retries on damage).
+      const code = isPgkeepError(error, 'CHECKSUM_MISMATCH') || isPgkeepError(error, 'ABORTED') ? error.code : 'RESTORE_FAILED';
+      throw new PgkeepError(code, `nothing was changed in "${target}" (the restore ran in one transaction): ${(error as Error).message}`, { cause: error });
+    }
+    const tables = await checkRestored(into, plan, request, signal, false);
+    return { backup: { id: manifest.id, source: manifest.source }, database: target, connection: describeConnection(source.connection, target), replaced: false, cleaned: true, safetyBackup, tables, globals, durationMs: Date.now() - started };
   }
 
   // 3. a new, empty database
@@ -121,23 +180,11 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
   try {
     // 4. load, checking checksums while streaming
     ctx.info(`restoring ${manifest.id} into "${work}"`);
-    await createSelectedSchemas(manifest, withDatabase(source.connection, work));
-    await loadBackup(ctx, repository, manifest, withDatabase(source.connection, work), request, source, identities);
+    await createSelectedSchemas(manifest, withDatabase(source.connection, work), schemasToCreate(selection));
+    await loadBackup(ctx, repository, manifest, withDatabase(source.connection, work), request, source, identities, selection);
 
     // 5. prove it: ANALYZE, then exact row counts against the manifest
-    const tables = await withClient(withDatabase(source.connection, work), async (client) => {
-      await client.query('ANALYZE');
-      const expected = manifest.tables.filter((t) => t.rows !== null);
-      const actual = await countRows(client, expected, signal);
-      return expected.map((t, i) => ({ schema: t.schema, name: t.name, expected: t.rows!, actual: actual[i]!.rows }));
-    });
-    const wrong = tables.filter((t) => t.expected !== t.actual);
-    if (wrong.length > 0) {
-      const first = wrong[0]!;
-      throw new PgkeepError('ROW_COUNT_MISMATCH', `restored table ${first.schema}.${first.name} has ${first.actual} rows where the backup recorded ${first.expected}${wrong.length > 1 ? ` (and ${wrong.length - 1} more tables differ)` : ''}`, {
-        details: { tables: wrong },
-      });
-    }
+    const tables = await checkRestored(withDatabase(source.connection, work), plan, request, signal, true);
 
     // 6. swap the new database into place
     if (exists) {
@@ -150,8 +197,10 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
       database: target,
       connection: describeConnection(source.connection, target),
       replaced: exists,
+      cleaned: false,
       safetyBackup,
       tables,
+      globals,
       durationMs: Date.now() - started,
     };
   } catch (error) {
@@ -162,6 +211,162 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
     }
     throw error;
   }
+}
+
+/** The plan of a restore, as --dry-run prints it: reads the backup's table of contents and the target's existence, changes nothing. */
+export async function planRestore(ctx: CommandContext, repository: Repository, source: ResolvedSource, request: RestoreRequest): Promise<RestorePlan> {
+  const { plan, manifest, identities } = await prepareRestore(ctx, repository, source, request, true);
+  if (request.globals) plan.globals = await applyGlobals(ctx, repository, manifest, identities, source, false);
+  return plan;
+}
+
+interface PreparedRestore {
+  manifest: Manifest;
+  identities: AgeIdentity[];
+  target: string;
+  admin: ConnectionInfo;
+  exists: boolean;
+  plan: RestorePlan;
+  /** Set for a selective restore of a custom or directory backup: the pg_restore -L entries. */
+  selection: SelectionPlan | undefined;
+}
+
+/** Step 1 of a restore, shared with --dry-run: everything is checked and planned, nothing is changed. */
+async function prepareRestore(ctx: CommandContext, repository: Repository, source: ResolvedSource, request: RestoreRequest, dryRun = false): Promise<PreparedRestore> {
+  const { signal } = ctx;
+  const manifest = await repository.resolveBackup(request.backup, source.name);
+  const format = manifest.options.format;
+  const selective = (request.tables?.length ?? 0) > 0 || (request.schemas?.length ?? 0) > 0;
+  checkRestoreOptions(request, manifest, selective);
+  // Keys first: a missing or wrong identity must fail before any database is touched.
+  const identities = await identitiesFor(repository, manifest, ctx.keys);
+  const target = request.to ?? fitIdentifier(`${manifest.database.name}_restore_`, timestampPart(new Date()).toLowerCase());
+  if (target === '' || Buffer.byteLength(target) > 63) {
+    throw new PgkeepError('INVALID_NAME', `database name "${target}" is invalid: use 1 to 63 bytes`);
+  }
+  // Administrative statements run from another database than the one being replaced.
+  const admin = withDatabase(source.connection, target === 'postgres' ? 'template1' : 'postgres');
+  const { exists, server } = await withClient(admin, async (client) => ({ exists: await databaseExists(client, target), server: await readServerInfo(client) }), signal);
+  const loader = format === 'plain' ? 'psql' : 'pg_restore';
+  const tool = await toolInfo(loader, source.pgBin);
+  const dumpMajor = Number(manifest.tools.pgDump.split('.')[0]);
+  if (loader === 'pg_restore' && tool.major < dumpMajor) {
+    throw new PgkeepError('TOOL_TOO_OLD', `pg_restore ${tool.version} cannot read a dump made by pg_dump ${manifest.tools.pgDump}: install postgresql-client-${dumpMajor} or set PG_BIN`);
+  }
+  assertToolNotOlder(tool, loader, server.versionNum, server.version);
+
+  if (exists && !request.overwrite && !request.clean) {
+    throw new PgkeepError('DB_EXISTS', `database "${target}" already exists on ${serverLabel(source.connection)}: choose another --to, add --overwrite to replace it, or --clean to replace only the restored objects inside it (a safety backup is taken first)`);
+  }
+  if (request.clean && !exists) {
+    throw new PgkeepError('DB_MISSING', `--clean replaces objects inside an existing database, and "${target}" does not exist on ${serverLabel(source.connection)}: check --to, or leave out --clean to restore into a new database`);
+  }
+  if (request.dataOnly && !(exists && request.clean)) {
+    throw new PgkeepError('USAGE', `--data-only loads rows into tables that exist: name an existing database with --to and add --clean (the selected tables are emptied first, in the same transaction)`);
+  }
+  const mode: RestorePlan['mode'] = !exists ? 'new' : request.clean ? 'clean' : 'overwrite';
+
+  // The table of contents: needed to select, and to show a plan.
+  const toc = format !== 'plain' && (selective || dryRun) ? await readBackupToc(repository, manifest, { codec: defaultZstd(), identities, signal }) : undefined;
+  const selection = toc && selective ? planSelection(toc, { tables: request.tables, schemas: request.schemas, newDatabase: mode !== 'clean' }) : undefined;
+  const entries = selection?.entries ?? toc ?? [];
+  const restored = (e: TocEntry) => !(request.schemaOnly && DATA_DESCS.has(e.desc)) && !(request.dataOnly && !DATA_DESCS.has(e.desc));
+  const counted = selection ? manifest.tables.filter((t) => selection.dataTables.some((d) => d.schema === t.schema && d.name === t.name)) : manifest.tables;
+  const tables = request.schemaOnly ? [] : counted;
+  const totalRows = manifest.totals.rows;
+  const estimatedBytes = !selection
+    ? manifest.totals.rawBytes
+    : estimateBytes(manifest, selection, totalRows > 0 ? Math.round((manifest.totals.rawBytes * tables.reduce((n, t) => n + (t.rows ?? 0), 0)) / totalRows) : 0);
+  const droppable = entries.filter((e) => restored(e) && !DATA_DESCS.has(e.desc) && e.desc !== 'COMMENT' && e.desc !== 'ACL' && !SETTINGS_DESCS.has(e.desc));
+  const plan: RestorePlan = {
+    backup: { id: manifest.id, source: manifest.source, format },
+    database: target,
+    server: serverLabel(source.connection),
+    mode,
+    exists,
+    safetyBackup: exists,
+    drops:
+      mode === 'overwrite'
+        ? [`DATABASE ${target} (after the restored copy is complete)`]
+        : mode === 'clean'
+          ? request.dataOnly
+            ? tables.map((t) => `ROWS OF ${t.schema}.${t.name} (TRUNCATE)`)
+            : selection || toc
+              ? droppable.map(describeEntry)
+              : ['every object of the backup that exists in the database']
+          : [],
+    entries: entries.filter(restored).filter((e) => !SETTINGS_DESCS.has(e.desc)).map((e) => ({ id: e.dumpId, entry: describeEntry(e) })),
+    tables,
+    estimatedBytes,
+    options: [
+      request.schemaOnly && 'schema only',
+      request.dataOnly && 'data only',
+      request.noOwner && 'no owner',
+      request.role && `as role ${request.role}`,
+      request.reindex && 'reindex',
+      request.globals && 'roles first (--globals)',
+      (request.jobs ?? 1) > 1 && `${request.jobs} jobs`,
+    ].filter((o): o is string => typeof o === 'string'),
+  };
+  return { manifest, identities, target, admin, exists, plan, selection };
+}
+
+const DATA_DESCS = new Set(['TABLE DATA', 'SEQUENCE SET', 'MATERIALIZED VIEW DATA', 'BLOBS', 'BLOB', 'LARGE OBJECT']);
+const SETTINGS_DESCS = new Set(['ENCODING', 'STDSTRINGS', 'SEARCHPATH', 'DATABASE', 'DATABASE PROPERTIES']);
+
+/** A directory backup knows each table's data size exactly (<dumpId>.dat); a custom one is estimated from its row counts. */
+function estimateBytes(manifest: Manifest, selection: SelectionPlan, byRows: number): number {
+  if (manifest.options.format !== 'directory') return byRows;
+  const ids = new Set(selection.entries.map((e) => `${e.dumpId}.dat`));
+  return manifest.objects.filter((o) => o.file === 'toc.dat' || (o.file !== undefined && ids.has(o.file))).reduce((n, o) => n + o.raw.size, 0);
+}
+
+function checkRestoreOptions(request: RestoreRequest, manifest: Manifest, selective: boolean): void {
+  if (request.schemaOnly && request.dataOnly) throw new PgkeepError('USAGE', '--schema-only and --data-only cannot be used together');
+  if (request.clean && request.overwrite) {
+    throw new PgkeepError('USAGE', '--clean replaces the restored objects inside the database, --overwrite replaces the whole database: choose one');
+  }
+  if (request.clean && (request.jobs ?? 1) > 1) throw new PgkeepError('USAGE', '--clean restores in one transaction, which pg_restore cannot split over --jobs: leave out --jobs');
+  if (request.clean && !request.to) throw new PgkeepError('USAGE', '--clean changes an existing database: name it with --to');
+  if (manifest.options.format === 'plain' && (selective || request.schemaOnly || request.dataOnly || request.clean)) {
+    throw new PgkeepError(
+      'USAGE',
+      `backup ${manifest.id} is a plain SQL dump, which restores only whole into a new database: --table, --schema, --schema-only, --data-only and --clean need a custom or directory backup (use pgkeep extract to take rows out of this one)`,
+    );
+  }
+  if (request.globals && !manifest.objects.some((o) => o.role === 'globals')) {
+    throw new PgkeepError('USAGE', `backup ${manifest.id} holds no roles (taken with --no-globals, or before pgkeep stored them): restore without --globals`);
+  }
+  if (request.dataOnly && manifest.options.schemaOnly) throw new PgkeepError('USAGE', `backup ${manifest.id} is schema-only: it has no rows for --data-only`);
+  if (request.role !== undefined && !/^[^\0]{1,63}$/.test(request.role)) throw new PgkeepError('INVALID_NAME', `role name "${request.role}" is invalid: use 1 to 63 bytes`);
+}
+
+/**
+ * ANALYZE what was restored, REINDEX it if asked, and compare the exact row
+ * count of every restored table with the manifest. A whole new database is
+ * analyzed whole; inside an existing one only the restored tables are.
+ */
+async function checkRestored(into: ConnectionInfo, plan: RestorePlan, request: RestoreRequest, signal: AbortSignal, wholeDatabase: boolean): Promise<TableCheck[]> {
+  const tables = await withClient(into, async (client) => {
+    const names = plan.tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`);
+    if (wholeDatabase) await client.query('ANALYZE');
+    else for (const name of names) await client.query(`ANALYZE ${name}`);
+    if (request.reindex) {
+      if (wholeDatabase) await client.query(`REINDEX DATABASE ${quoteIdent(into.database)}`);
+      else for (const name of names) await client.query(`REINDEX TABLE ${name}`);
+    }
+    const expected = plan.tables.filter((t) => t.rows !== null);
+    const actual = await countRows(client, expected, signal);
+    return expected.map((t, i) => ({ schema: t.schema, name: t.name, expected: t.rows!, actual: actual[i]!.rows }));
+  });
+  const wrong = tables.filter((t) => t.expected !== t.actual);
+  if (wrong.length > 0) {
+    const first = wrong[0]!;
+    throw new PgkeepError('ROW_COUNT_MISMATCH', `restored table ${first.schema}.${first.name} has ${first.actual} rows where the backup recorded ${first.expected}${wrong.length > 1 ? ` (and ${wrong.length - 1} more tables differ)` : ''}`, {
+      details: { tables: wrong },
+    });
+  }
+  return tables;
 }
 
 /**
@@ -189,21 +394,21 @@ export async function runRestoreFromRepositories(ctx: CommandContext, source: Re
  * pg_dump --table dumps the tables but not the schemas they live in, so such a
  * dump cannot be restored into a new database as it is. Create those schemas first.
  */
-export async function createSelectedSchemas(manifest: Manifest, target: ConnectionInfo): Promise<void> {
-  if (manifest.options.tables.length === 0) return;
-  const schemas = [...new Set(manifest.tables.map((t) => t.schema))];
+export async function createSelectedSchemas(manifest: Manifest, target: ConnectionInfo, selected?: readonly string[]): Promise<void> {
+  if (manifest.options.tables.length === 0 && selected === undefined) return;
+  const schemas = selected ?? [...new Set(manifest.tables.map((t) => t.schema))];
   await withClient(target, async (client) => {
     for (const schema of schemas) await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
   });
 }
 
 /** The safety backup goes to the source whose database it is, else to a source named after the database. */
-function safetySource(source: ResolvedSource, database: string): ResolvedSource {
+export function safetySource(source: ResolvedSource, database: string): ResolvedSource {
   const name = database === source.connection.database ? source.name : sourceNameForDatabase(database);
   return { ...source, name, connection: withDatabase(source.connection, database), backup: {} };
 }
 
-async function swapDatabases(admin: ConnectionInfo, target: string, work: string, safetyBackup: string): Promise<void> {
+export async function swapDatabases(admin: ConnectionInfo, target: string, work: string, safetyBackup: string): Promise<void> {
   const old = fitIdentifier(target, `_pgkeep_old_${timestampPart(new Date()).toLowerCase()}`);
   await withClient(admin, async (client) => {
     await renameDatabase(client, target, old);
@@ -230,7 +435,7 @@ async function swapDatabases(admin: ConnectionInfo, target: string, work: string
  * another repository), not the child's error. The stream always runs to its
  * end (the stdin sink drains what an exited child no longer reads).
  */
-async function feedChild(load: Promise<void>, child: Promise<void>): Promise<void> {
+export async function feedChild(load: Promise<void>, child: Promise<void>): Promise<void> {
   const loadError = load.then(() => undefined, (error: unknown) => error);
   try {
     await settleAll([load, child]);
@@ -240,7 +445,7 @@ async function feedChild(load: Promise<void>, child: Promise<void>): Promise<voi
   }
 }
 
-const RESTORE_ERROR_LINE = /error|ERROR|FATAL|detail|DETAIL|hint|HINT/;
+export const RESTORE_ERROR_LINE = /error|ERROR|FATAL|detail|DETAIL|hint|HINT/;
 
 /**
  * Streams a backup into the empty database `target` (pg_restore, or psql for
@@ -255,12 +460,12 @@ export async function loadBackup(
   request: RestoreRequest,
   source: Pick<ResolvedSource, 'pgBin' | 'tempDir'>,
   identities: AgeIdentity[],
+  selection?: SelectionPlan,
 ): Promise<void> {
   const codec = defaultZstd();
   const signal = ctx.signal;
   const env = libpqEnv(target);
   const jobs = request.jobs ?? 1;
-  const ownerArgs = [...(request.noOwner ? ['--no-owner'] : []), ...(request.noAcl ? ['--no-privileges'] : [])];
   const key = (name: string) => repository.objectKey(manifest.source, manifest.id, name);
   const progress = (done: number) => ctx.progress({ phase: 'restore', bytes: done, totalBytes: manifest.totals.rawBytes });
   const common = { env, signal, isErrorLine: (line: string) => RESTORE_ERROR_LINE.test(line) };
@@ -269,7 +474,8 @@ export async function loadBackup(
     // No --single-transaction: plain dumps carry their own BEGIN/COMMIT around
     // large objects, which would end it early. A failure drops the database instead.
     const psql = await toolInfo('psql', source.pgBin);
-    const run = startProcess(psql.path, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--no-password', '-d', target.database, '-f', '-'], {
+    const role = request.role ? ['-c', `SET ROLE ${quoteIdent(request.role)}`] : [];
+    const run = startProcess(psql.path, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--no-password', '-d', target.database, ...role, '-f', '-'], {
       ...common,
       stdin: 'pipe',
       stdout: 'ignore',
@@ -278,61 +484,132 @@ export async function loadBackup(
     return;
   }
 
+  const staging = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-restore-'));
+  try {
+    const pgRestore = await restoreRunner(request, target, source, staging, selection, common);
+    await loadArchive(ctx, repository, manifest, identities, pgRestore, staging, jobs, key, progress, codec, selection);
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
+}
+
+/** Starts pg_restore with the given arguments (and the restore's own), reading stdin or a file. */
+type RestoreRunner = (args: string[], stdin: boolean) => { stdin: Writable | null; done: Promise<void> };
+
+/**
+ * How pg_restore runs for this request: into the target, with the
+ * selection as a -L list. With --clean, in one transaction, dropping each
+ * restored object first; with --clean --data-only (which pg_restore does not
+ * combine), its SQL goes through psql, which empties the selected tables
+ * first in the same transaction.
+ */
+async function restoreRunner(
+  request: RestoreRequest,
+  target: ConnectionInfo,
+  source: Pick<ResolvedSource, 'pgBin'>,
+  staging: string,
+  selection: SelectionPlan | undefined,
+  common: { env: NodeJS.ProcessEnv; signal: AbortSignal; isErrorLine: (line: string) => boolean },
+): Promise<RestoreRunner> {
   const pgRestore = await toolInfo('pg_restore', source.pgBin);
-  const baseArgs = ['--dbname', target.database, '--exit-on-error', '--no-password', ...ownerArgs];
+  const args = ['--exit-on-error', '--no-password'];
+  if (request.noOwner) args.push('--no-owner');
+  if (request.noAcl) args.push('--no-privileges');
+  if (request.role) args.push(`--role=${request.role}`);
+  if (request.schemaOnly) args.push('--schema-only');
+  if (request.dataOnly) args.push('--data-only');
+  if (selection) {
+    const list = path.join(staging, 'selection.list');
+    await writeFile(list, tocListFile(selection.entries), { mode: 0o600 });
+    args.push(`--use-list=${list}`);
+  }
+  if (!(request.clean && request.dataOnly)) {
+    if (request.clean) args.push('--clean', '--if-exists', '--single-transaction');
+    return (extra, stdin) => startProcess(pgRestore.path, ['--dbname', target.database, ...args, ...extra], { ...common, stdin: stdin ? 'pipe' : 'ignore', stdout: 'ignore' });
+  }
+  const psql = await toolInfo('psql', source.pgBin);
+  const tables = selection?.dataTables ?? [];
+  const truncate = tables.length > 0 ? [`-c`, `TRUNCATE ONLY ${tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`).join(', ')}`] : [];
+  const role = request.role ? ['-c', `SET ROLE ${quoteIdent(request.role)}`] : [];
+  return (extra, stdin) => {
+    const script = startProcess(pgRestore.path, [...args, '--file=-', ...extra], { ...common, stdin: stdin ? 'pipe' : 'ignore', stdout: 'pipe' });
+    const load = startProcess(psql.path, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--no-password', '--single-transaction', '-d', target.database, ...role, ...truncate, '-f', '-'], {
+      ...common,
+      stdin: 'pipe',
+      stdout: 'ignore',
+    });
+    const piped = pipeline(script.stdout!, load.stdin!);
+    return { stdin: script.stdin, done: settleAll([script.done, load.done, piped]) };
+  };
+}
+
+async function loadArchive(
+  ctx: CommandContext,
+  repository: Repository,
+  manifest: Manifest,
+  identities: AgeIdentity[],
+  pgRestore: RestoreRunner,
+  staging: string,
+  jobs: number,
+  key: (name: string) => string,
+  progress: (done: number) => void,
+  codec: ZstdCodec,
+  selection: SelectionPlan | undefined,
+): Promise<void> {
+  const signal = ctx.signal;
 
   if (manifest.options.format === 'custom' && jobs <= 1) {
     // Stream straight into pg_restore: no temp space needed.
     const object = manifest.objects[0]!;
-    const run = startProcess(pgRestore.path, baseArgs, { ...common, stdin: 'pipe', stdout: 'ignore' });
+    const run = pgRestore([], true);
     await feedChild(loadStream(repository.storage, key(object.name), object, childStdinSink(run.stdin!), { codec, signal, identities, onRawBytes: progress }), run.done);
     return;
   }
 
-  const staging = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-restore-'));
-  try {
-    if (manifest.options.format === 'custom') {
-      // Parallel pg_restore needs a seekable file, but staging the whole dump
-      // before starting would put its decompression in series with the load.
-      // Instead the dump streams once into a pg_restore of the pre-data and
-      // data sections (schema and table contents, in dump order), and through
-      // a tee into a temp file. Then the post-data section (indexes,
-      // constraints, triggers), where the parallelism pays, runs from that
-      // file with --jobs. Post-data items have no data blocks, so the file
-      // only needs the archive's header and table of contents: that is all
-      // tocStagingSink keeps (it stages the whole dump if it cannot find the
-      // TOC's end). Post-data runs only once every checksum matched and the
-      // first pg_restore succeeded.
-      const file = path.join(staging, 'dump');
-      const object = manifest.objects[0]!;
-      const first = startProcess(pgRestore.path, [...baseArgs, '--section=pre-data', '--section=data'], { ...common, stdin: 'pipe', stdout: 'ignore' });
-      const sink = teeSink(childStdinSink(first.stdin!), tocStagingSink(file));
-      await feedChild(loadStream(repository.storage, key(object.name), object, sink, { codec, signal, identities, onRawBytes: progress }), first.done);
-      throwIfAborted(signal);
-      ctx.progress({ phase: 'pg_restore', bytes: manifest.totals.rawBytes, totalBytes: manifest.totals.rawBytes });
-      await startProcess(pgRestore.path, [...baseArgs, '--section=post-data', `--jobs=${jobs}`, file], { ...common, stdout: 'ignore' }).done;
-      return;
-    }
-
-    // A directory dump: pg_restore reads a directory, so stage every
-    // decompressed, checksum-verified file in a private temp folder first.
-    const input = path.join(staging, 'dump');
-    let done = 0;
-    await mkdir(input, { mode: 0o700 });
-    for (const object of manifest.objects) {
-      throwIfAborted(signal);
-      const base = done;
-      await loadStream(repository.storage, key(object.name), object, createWriteStream(path.join(input, object.file!), { mode: 0o600 }), {
-        codec,
-        identities,
-        signal,
-        onRawBytes: (n) => progress(base + n),
-      });
-      done += object.raw.size;
-    }
+  if (manifest.options.format === 'custom') {
+    // Parallel pg_restore needs a seekable file, but staging the whole dump
+    // before starting would put its decompression in series with the load.
+    // Instead the dump streams once into a pg_restore of the pre-data and
+    // data sections (schema and table contents, in dump order), and through
+    // a tee into a temp file. Then the post-data section (indexes,
+    // constraints, triggers), where the parallelism pays, runs from that
+    // file with --jobs. Post-data items have no data blocks, so the file
+    // only needs the archive's header and table of contents: that is all
+    // tocStagingSink keeps (it stages the whole dump if it cannot find the
+    // TOC's end). Post-data runs only once every checksum matched and the
+    // first pg_restore succeeded.
+    const file = path.join(staging, 'dump');
+    const object = manifest.objects[0]!;
+    const first = pgRestore(['--section=pre-data', '--section=data'], true);
+    const sink = teeSink(childStdinSink(first.stdin!), tocStagingSink(file));
+    await feedChild(loadStream(repository.storage, key(object.name), object, sink, { codec, signal, identities, onRawBytes: progress }), first.done);
+    throwIfAborted(signal);
     ctx.progress({ phase: 'pg_restore', bytes: manifest.totals.rawBytes, totalBytes: manifest.totals.rawBytes });
-    await startProcess(pgRestore.path, [...baseArgs, `--jobs=${Math.max(1, jobs)}`, input], { ...common, stdout: 'ignore' }).done;
-  } finally {
-    await rm(staging, { recursive: true, force: true });
+    await pgRestore(['--section=post-data', `--jobs=${jobs}`, file], false).done;
+    return;
   }
+
+  // A directory dump: pg_restore reads a directory, so stage every
+  // decompressed, checksum-verified file in a private temp folder first
+  // (for a selection, only the data files of the selected entries).
+  const input = path.join(staging, 'dump');
+  const wanted = selection ? new Set(selection.entries.map((e) => `${e.dumpId}.dat`)) : undefined;
+  const objects = manifest.objects.filter((o) => o.role === 'dump-file' && (!wanted || !/^\d+\.dat$/.test(o.file!) || wanted.has(o.file!)));
+  const total = objects.reduce((n, o) => n + o.raw.size, 0);
+  let done = 0;
+  await mkdir(input, { mode: 0o700 });
+  for (const object of objects) {
+    throwIfAborted(signal);
+    const base = done;
+    await loadStream(repository.storage, key(object.name), object, createWriteStream(path.join(input, object.file!), { mode: 0o600 }), {
+      codec,
+      identities,
+      signal,
+      onRawBytes: (n) => ctx.progress({ phase: 'restore', bytes: base + n, totalBytes: total }),
+    });
+    done += object.raw.size;
+  }
+  ctx.progress({ phase: 'pg_restore', bytes: total, totalBytes: total });
+  // --single-transaction (--clean) and --jobs do not mix; --clean refuses --jobs, so jobs is 1 then.
+  await pgRestore(jobs > 1 ? [`--jobs=${jobs}`, input] : [input], false).done;
 }

@@ -23,6 +23,8 @@ export const BackupOptionsSchema = z
     compressLevel: z.number().int().min(1).max(19).optional(),
     /** Record a content hash of every table (read in the dump's snapshot), for verify --deep. */
     checksums: z.boolean().optional(),
+    /** Store roles and tablespaces (pg_dumpall --globals-only) beside the dump; default on. */
+    globals: z.boolean().optional(),
     labels: z.array(z.string().regex(NAME_PATTERN, 'labels use letters, digits, ".", "_" and "-"')).optional(),
   })
   .strict();

@@ -30,6 +30,8 @@ const K_VERS_1_15 = version(1, 15);
 const K_VERS_1_16 = version(1, 16);
 const K_VERS_MAX = version(1, 16, 255);
 const ARCHIVE_CUSTOM = 1;
+/** A directory dump's toc.dat says 3 (the tar layout: a file name per entry), pg_dump's archDirectory is 5. */
+const FILE_PER_ENTRY_FORMATS = new Set([3, 5]);
 const BLK_DATA = 1;
 const BLK_BLOBS = 3;
 const K_OFFSET_POS_NOT_SET = 1;
@@ -65,7 +67,7 @@ export class CustomTocScanner {
   private tocEnd: number | undefined;
 
   constructor() {
-    this.parser = parseArchive(() => this.consumed, (end) => (this.tocEnd = end));
+    this.parser = parseArchive(() => this.consumed, (end) => (this.tocEnd = end), undefined);
     this.need = this.step(() => this.parser.next());
   }
 
@@ -131,7 +133,52 @@ export class CustomTocScanner {
   }
 }
 
-function* parseArchive(position: () => number, onTocEnd: (end: number) => void): Parser {
+/** One entry of an archive's table of contents (what `pg_restore --list` prints, unquoted names kept exact). */
+export interface TocEntry {
+  dumpId: number;
+  /** e.g. "TABLE", "TABLE DATA", "INDEX", "FK CONSTRAINT", "SEQUENCE SET", "ACL". */
+  desc: string;
+  /** Schema, or null for objects outside schemas. */
+  namespace: string | null;
+  /** The object's name (for an INDEX the index's, for a COMMENT "TABLE t"). */
+  tag: string;
+  owner: string | null;
+  /** 1 none, 2 pre-data, 3 data, 4 post-data (pg_backup_archiver.h teSection). */
+  section: number;
+  /** Whether the entry has a data block (TABLE DATA, SEQUENCE SET is inline, BLOBS). */
+  hasData: boolean;
+  /** Dump ids this entry depends on. */
+  dependencies: number[];
+}
+
+/**
+ * The table of contents of a custom-format archive, or of a directory dump's
+ * toc.dat (same layout, a file name instead of a data offset), read from its
+ * first bytes (at least header and TOC, e.g. what tocStagingSink stages).
+ */
+export function readArchiveToc(bytes: Buffer): TocEntry[] {
+  const entries: TocEntry[] = [];
+  let ended = false;
+  let offset = 0;
+  const parser = parseArchive(() => offset, () => (ended = true), (entry) => entries.push(entry));
+  let next = parser.next();
+  while (!next.done && !ended) {
+    const need = next.value;
+    if ('skip' in need) {
+      offset += need.skip;
+      next = parser.next(undefined);
+    } else {
+      if (offset + need.read > bytes.length) throw new Error('the archive ends inside its table of contents');
+      const chunk = bytes.subarray(offset, offset + need.read);
+      offset += need.read;
+      next = parser.next(chunk);
+    }
+    if (offset > bytes.length) throw new Error('the archive ends inside its table of contents');
+  }
+  return entries;
+}
+
+function* parseArchive(position: () => number, onTocEnd: (end: number) => void, onEntry: ((entry: TocEntry) => void) | undefined): Parser {
   const magic = yield* read(5);
   if (!magic.equals(MAGIC)) throw new Unsupported('not a custom-format archive (no PGDMP signature)');
   const [vmaj, vmin, vrev] = yield* read(3);
@@ -141,7 +188,8 @@ function* parseArchive(position: () => number, onTocEnd: (end: number) => void):
   }
   const [intSize, offSize, format] = yield* read(3);
   if (intSize! < 1 || intSize! > 8 || offSize! < 1 || offSize! > 8) throw new Unsupported(`unexpected integer sizes ${intSize}/${offSize}`);
-  if (format !== ARCHIVE_CUSTOM) throw new Unsupported(`archive format ${format} is not custom`);
+  // A directory dump's toc.dat has the same layout; only an entry reader asks for it.
+  if (format !== ARCHIVE_CUSTOM && !(FILE_PER_ENTRY_FORMATS.has(format!) && onEntry)) throw new Unsupported(`archive format ${format} is not custom`);
 
   const readInt = function* (): Generator<Need, number, Buffer | undefined> {
     const bytes = yield* read(1 + intSize!);
@@ -161,7 +209,7 @@ function* parseArchive(position: () => number, onTocEnd: (end: number) => void):
     const length = yield* readInt();
     if (length < 0) return null;
     if (length > MAX_STRING) throw new Unsupported('string length out of range');
-    return length === 0 ? '' : (yield* read(length)).toString('latin1');
+    return length === 0 ? '' : (yield* read(length)).toString('utf8');
   };
 
   // header: compression, creation time (7 ints), database name, server and pg_dump versions
@@ -180,26 +228,35 @@ function* parseArchive(position: () => number, onTocEnd: (end: number) => void):
     const hadDumper = yield* readInt();
     yield* skipStr(); // table oid
     yield* skipStr(); // oid
-    yield* skipStr(); // tag
+    const tag = onEntry ? yield* readStr() : (yield* skipStr(), null); // tag
     const desc = yield* readStr();
     if (desc === null) throw new Unsupported('TOC entry without a description');
-    yield* readInt(); // section
+    const section = yield* readInt(); // section
     yield* skipStr(); // defn
     yield* skipStr(); // dropStmt
     yield* skipStr(); // copyStmt
-    yield* skipStr(); // namespace
+    const namespace = onEntry ? yield* readStr() : (yield* skipStr(), null); // namespace
     yield* skipStr(); // tablespace
     if (archiveVersion >= K_VERS_1_14) yield* skipStr(); // tableam
     if (archiveVersion >= K_VERS_1_16) yield* readInt(); // relkind
-    yield* skipStr(); // owner
+    const owner = onEntry ? yield* readStr() : (yield* skipStr(), null); // owner
     yield* skipStr(); // "false" (WITH OIDS)
-    let deps = 0;
-    while ((yield* skipStr()) >= 0) {
-      if (++deps > MAX_ENTRIES) throw new Unsupported('dependency list out of range');
+    const dependencies: number[] = [];
+    let skippedDeps = 0;
+    for (;;) {
+      const dep = onEntry ? yield* readStr() : (yield* skipStr()) >= 0 ? '' : null;
+      if (dep === null) break;
+      if (onEntry) dependencies.push(Number(dep));
+      if (dependencies.length > MAX_ENTRIES || (!onEntry && ++skippedDeps > MAX_ENTRIES)) throw new Unsupported('dependency list out of range');
     }
-    // custom format: the data offset, a flag byte and offSize bytes
-    const [flag] = yield* read(1 + offSize!);
-    if (flag! < K_OFFSET_POS_NOT_SET || flag! > K_OFFSET_NO_DATA) throw new Unsupported(`unexpected data offset flag ${flag}`);
+    if (FILE_PER_ENTRY_FORMATS.has(format!)) {
+      yield* skipStr(); // the data file's name
+    } else {
+      // custom format: the data offset, a flag byte and offSize bytes
+      const [flag] = yield* read(1 + offSize!);
+      if (flag! < K_OFFSET_POS_NOT_SET || flag! > K_OFFSET_NO_DATA) throw new Unsupported(`unexpected data offset flag ${flag}`);
+    }
+    onEntry?.({ dumpId, desc, namespace, tag: tag ?? '', owner, section, hasData: hadDumper !== 0, dependencies });
     if (hadDumper) withData.add(dumpId);
   }
 

@@ -9,8 +9,12 @@ const DigestSchema = z.object({ size: z.number().int().nonnegative(), sha256: z.
 export const ObjectSchema = z.object({
   /** Path relative to the backup folder, e.g. "dump.zst" or "dump.d/toc.dat.zst". */
   name: z.string().min(1),
-  /** What the object holds: "dump" (the whole archive), "dump-file" (one file of a directory dump). */
-  role: z.enum(['dump', 'dump-file']),
+  /**
+   * What the object holds: "dump" (the whole archive), "dump-file" (one file of
+   * a directory dump), "globals" (pg_dumpall --globals-only: roles, memberships,
+   * tablespaces, as SQL).
+   */
+  role: z.enum(['dump', 'dump-file', 'globals']),
   /** For dump-file: the file name inside the dump directory. */
   file: z.string().optional(),
   raw: DigestSchema,
@@ -87,6 +91,14 @@ export const ManifestSchema = z.object({
     checksums: z.boolean().optional(),
   }),
   snapshot: z.string().nullable(),
+  /** Set when the backup holds a globals object: whether role passwords are in it (only into encrypted repositories, by a role that may read pg_authid). */
+  globals: z
+    .object({
+      rolePasswords: z.boolean(),
+      /** Set for the backups of one `backup --all-databases` run: they hold the same globals dump (same SHA-256). */
+      run: z.string().optional(),
+    })
+    .optional(),
   objects: z.array(ObjectSchema),
   tables: z.array(TableSchema),
   /** Migration tables found among the dumped tables; absent in manifests of older pgkeep. */

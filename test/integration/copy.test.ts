@@ -80,7 +80,7 @@ describe('pgkeep copy', () => {
     assert.equal(result.id, id);
     assert.equal(result.copied, true);
     assert.equal(result.createdDestination, true);
-    assert.equal(result.objects, 1);
+    assert.equal(result.objects, 2, 'the dump and the globals object');
     assert.ok(result.bytes > 0);
     assert.equal(result.verification.mode, 'full');
     assert.equal(result.verification.ok, true);
@@ -107,7 +107,7 @@ describe('pgkeep copy', () => {
     const second = await backup(local);
     const human = await pgkeep(['copy', second, '--from', local, '--to', offsite], { env: env() });
     assert.equal(human.code, 0, human.stderr);
-    assert.match(human.stdout, new RegExp(`copied app/${second} to s3://${bucket}/offsite in .*: 1 object\\(s\\), .*; verified there`));
+    assert.match(human.stdout, new RegExp(`copied app/${second} to s3://${bucket}/offsite in .*: 2 object\\(s\\), .*; verified there`));
     const listed = await pgkeep(['list', '--repo', offsite, '--json'], { env: env() });
     assert.deepEqual(json(listed).map((b: { id: string }) => b.id), [id, second]);
   });

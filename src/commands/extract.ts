@@ -1,0 +1,174 @@
+import { createWriteStream, existsSync } from 'node:fs';
+import { rename, rm } from 'node:fs/promises';
+import * as path from 'node:path';
+import type { Writable } from 'node:stream';
+import type { ResolvedSource } from '../config/settings.js';
+import { PgkeepError } from '../errors.js';
+import { libpqEnv, withDatabase } from '../postgres/connection-info.js';
+import { dropDatabase, fitIdentifier } from '../postgres/database-admin.js';
+import { quoteIdent, withClient } from '../postgres/pg-client.js';
+import { toolInfo } from '../postgres/pg-tools.js';
+import { settleAll, startProcess } from '../postgres/run-process.js';
+import { parseNamePattern } from '../postgres/table-selection.js';
+import { timestampPart } from '../repository/backup-id.js';
+import type { Manifest } from '../repository/manifest.js';
+import type { CommandContext } from './command-context.js';
+import { openRepository, repositoriesWithBackup } from './open-repository.js';
+import { runRestore, runRestoreFromRepositories, RESTORE_ERROR_LINE } from './restore.js';
+
+export interface ExtractRequest {
+  /** Backup id or "latest". */
+  backup: string;
+  /** One table (a pg_dump pattern that matches exactly one table of the backup). */
+  table: string;
+  /** SQL condition on the table's columns, run against the scratch copy only. */
+  where?: string | undefined;
+  /** csv (with a header row, the default) or sql (INSERT statements, pg_dump --column-inserts). */
+  format?: 'csv' | 'sql' | undefined;
+  /** Where to write; never overwritten. Without it, `stdout`. */
+  output?: string | undefined;
+}
+
+export interface ExtractResult {
+  backup: { id: string; source: string };
+  table: { schema: string; name: string };
+  where: string | null;
+  format: 'csv' | 'sql';
+  rows: number;
+  output: string | null;
+  /** The scratch database the table was restored into; dropped before this returns. */
+  scratch: string;
+  durationMs: number;
+}
+
+/**
+ * Takes rows of one table out of a backup without touching the live database:
+ *
+ *  1. find the backup and the one table the pattern names
+ *  2. restore that table (with what it needs) into a scratch database
+ *     pgkeep_extract_<time> on the source's server, checking its row count
+ *  3. count the rows the WHERE selects, in a read-only transaction (a bad
+ *     condition fails here, before anything is written)
+ *  4. export them: COPY … TO STDOUT as CSV with a header, in a read-only
+ *     session; or for sql, delete the other rows from the scratch copy and
+ *     pg_dump --data-only --column-inserts the table
+ *  5. drop the scratch database, always (also on failure or interruption)
+ *
+ * The output file is written under a temporary name and renamed at the end.
+ */
+export async function runExtract(ctx: CommandContext, source: ResolvedSource, request: ExtractRequest, stdout: Writable): Promise<ExtractResult> {
+  const started = Date.now();
+  const format = request.format ?? 'csv';
+  if (request.output !== undefined && existsSync(request.output)) {
+    throw new PgkeepError('OUTPUT_EXISTS', `${request.output} already exists: choose another --output (pgkeep never overwrites it)`);
+  }
+
+  // 1. the backup and the table
+  const manifest = source.repos.length > 1 ? (await repositoriesWithBackup(ctx.settings, request.backup, source.name))[0]!.manifest : await (await openRepository(ctx.settings, { source: source.name })).resolveBackup(request.backup, source.name);
+  const table = oneTable(manifest, request.table);
+  const where = request.where?.trim() ? request.where.trim() : undefined;
+
+  // 2. the table, restored into a scratch database
+  const scratch = fitIdentifier('pgkeep_extract_', `${timestampPart(new Date()).toLowerCase()}_${process.pid}`);
+  const restoreRequest = {
+    backup: manifest.id,
+    to: scratch,
+    noOwner: true,
+    // A plain dump has no table of contents to select from: it is restored whole.
+    tables: manifest.options.format === 'plain' ? undefined : [`${quoteIdent(table.schema)}.${quoteIdent(table.name)}`],
+  };
+  ctx.info(`restoring ${table.schema}.${table.name} of ${manifest.id} into the scratch database "${scratch}"`);
+  // A restore that fails drops the database it created: nothing to clean up here then.
+  if (source.repos.length > 1) await runRestoreFromRepositories(ctx, source, restoreRequest);
+  else await runRestore(ctx, await openRepository(ctx.settings, { source: source.name }), source, restoreRequest);
+
+  const into = withDatabase(source.connection, scratch);
+  const admin = withDatabase(source.connection, 'postgres');
+  const qualified = `${quoteIdent(table.schema)}.${quoteIdent(table.name)}`;
+  const condition = where === undefined ? '' : ` WHERE (${where})`;
+  let temp: string | undefined;
+  try {
+    // 3. the WHERE, checked and counted read-only
+    const rows = await withClient(
+      into,
+      async (client) => {
+        await client.query('BEGIN READ ONLY');
+        try {
+          const result = await client.query<{ n: string }>(`SELECT count(*) AS n FROM ONLY ${qualified}${condition}`);
+          return Number(result.rows[0]!.n);
+        } catch (error) {
+          throw new PgkeepError('USAGE', `--where "${where}" does not work on ${table.schema}.${table.name}: ${(error as Error).message}`, { cause: error });
+        } finally {
+          await client.query('ROLLBACK').catch(() => undefined);
+        }
+      },
+      ctx.signal,
+    );
+
+    // 4. export
+    temp = request.output === undefined ? undefined : path.join(path.dirname(path.resolve(request.output)), `.${path.basename(request.output)}.pgkeep-${process.pid}.tmp`);
+    const sink = temp === undefined ? stdout : createWriteStream(temp, { flags: 'wx', mode: 0o600 });
+    const base = libpqEnv(into);
+    // Read-only for the whole session, added to any options the connection already carries.
+    const env = { ...base, PGOPTIONS: `${base.PGOPTIONS ?? ''} -c default_transaction_read_only=on`.trim() };
+    const common = { signal: ctx.signal, isErrorLine: (line: string) => RESTORE_ERROR_LINE.test(line) };
+    let run;
+    if (format === 'csv') {
+      const psql = await toolInfo('psql', source.pgBin);
+      run = startProcess(psql.path, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--no-password', '-d', scratch, '-c', `COPY (SELECT * FROM ONLY ${qualified}${condition}) TO STDOUT WITH (FORMAT csv, HEADER)`], { ...common, env, stdout: 'pipe' });
+    } else {
+      if (where !== undefined) {
+        // Only the scratch copy is changed: it is dropped below.
+        await withClient(into, (client) => client.query(`DELETE FROM ONLY ${qualified} WHERE (${where}) IS NOT TRUE`), ctx.signal);
+      }
+      const pgDump = await toolInfo('pg_dump', source.pgBin);
+      run = startProcess(pgDump.path, ['--data-only', '--column-inserts', '--no-owner', '--no-privileges', '--no-password', `--table=${qualified}`, scratch], { ...common, env, stdout: 'pipe' });
+    }
+    await settleAll([run.done, pipeTo(run.stdout!, sink, temp !== undefined)]);
+    if (temp !== undefined) {
+      await rename(temp, request.output!);
+      temp = undefined;
+    }
+    return {
+      backup: { id: manifest.id, source: manifest.source },
+      table,
+      where: where ?? null,
+      format,
+      rows,
+      output: request.output ?? null,
+      scratch,
+      durationMs: Date.now() - started,
+    };
+  } finally {
+    // 5. the scratch database goes, whatever happened (the signal may be aborted: not passed on)
+    if (temp !== undefined) await rm(temp, { force: true });
+    await withClient(admin, (client) => dropDatabase(client, scratch)).catch((error) =>
+      ctx.warn(`could not drop the scratch database "${scratch}": drop it by hand (${(error as Error).message})`),
+    );
+  }
+}
+
+/** The one table of the backup that `pattern` names (unqualified: in any schema). */
+function oneTable(manifest: Manifest, pattern: string): { schema: string; name: string } {
+  const { schema, name } = parseNamePattern(pattern);
+  const matches = manifest.tables.filter((t) => name.test(t.name) && (!schema || schema.test(t.schema)));
+  if (matches.length === 0) {
+    throw new PgkeepError('USAGE', `--table "${pattern}" matches no table of backup ${manifest.id}; quote mixed-case names: --table 'public."My Table"'`);
+  }
+  if (matches.length > 1) {
+    throw new PgkeepError('USAGE', `--table "${pattern}" matches ${matches.length} tables of backup ${manifest.id} (${matches.slice(0, 5).map((t) => `${t.schema}.${t.name}`).join(', ')}): name one, schema-qualified`);
+  }
+  if (matches[0]!.rows === null) throw new PgkeepError('USAGE', `backup ${manifest.id} holds no rows of ${matches[0]!.schema}.${matches[0]!.name} (a schema-only backup)`);
+  return { schema: matches[0]!.schema, name: matches[0]!.name };
+}
+
+/** Copies a child's stdout into `sink`; a file is ended and flushed, the caller's stdout is left open. */
+function pipeTo(from: NodeJS.ReadableStream, sink: Writable, end: boolean): Promise<void> {
+  return new Promise((resolve, reject) => {
+    from.on('error', reject);
+    sink.on('error', reject);
+    if (end) sink.on('finish', resolve);
+    else from.on('end', resolve);
+    from.pipe(sink, { end });
+  });
+}

@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { TocEntry } from '../../src/pipeline/custom-toc.js';
+import { planSelection, tocListFile } from '../../src/postgres/restore-plan.js';
+
+let nextId = 1;
+const byName = new Map<string, TocEntry>();
+function entry(desc: string, namespace: string | null, tag: string, deps: string[] = [], key = `${desc} ${namespace}.${tag}`): TocEntry {
+  const e: TocEntry = { dumpId: nextId++, desc, namespace, tag, owner: 'postgres', section: 2, hasData: desc === 'TABLE DATA', dependencies: deps.map((d) => byName.get(d)!.dumpId) };
+  byName.set(key, e);
+  return e;
+}
+
+/** A table of contents shaped like pg_dump's (see the awkward fixture's): dependencies point at earlier entries. */
+const TOC: TocEntry[] = [
+  entry('ENCODING', null, 'ENCODING'),
+  entry('SCHEMA', null, 'sales', [], 'schema sales'),
+  entry('EXTENSION', null, 'citext', [], 'ext citext'),
+  entry('TYPE', 'public', 'mood', [], 'type mood'),
+  entry('FUNCTION', 'public', 'audit()', [], 'fn audit'),
+  entry('SEQUENCE', 'public', 'shared_seq', [], 'seq shared'),
+  entry('TABLE', 'public', 'customers', ['ext citext']),
+  entry('TABLE', 'public', 'orders', ['type mood', 'seq shared']),
+  entry('SEQUENCE', 'public', 'orders_id_seq', ['TABLE public.orders'], 'seq orders'),
+  entry('COMMENT', 'public', 'TABLE orders', ['TABLE public.orders'], 'comment orders'),
+  entry('VIEW', 'public', 'order_view', ['TABLE public.orders'], 'view'),
+  entry('TABLE', 'sales', 'leads', ['schema sales']),
+  entry('TABLE DATA', 'public', 'customers', ['TABLE public.customers']),
+  entry('TABLE DATA', 'public', 'orders', ['TABLE public.orders']),
+  entry('TABLE DATA', 'sales', 'leads', ['TABLE sales.leads']),
+  entry('SEQUENCE SET', 'public', 'orders_id_seq', ['seq orders'], 'setval orders'),
+  entry('SEQUENCE SET', 'public', 'shared_seq', ['seq shared'], 'setval shared'),
+  entry('CONSTRAINT', 'public', 'customers customers_pkey', ['TABLE public.customers'], 'pk customers'),
+  entry('CONSTRAINT', 'public', 'orders orders_pkey', ['TABLE public.orders'], 'pk orders'),
+  entry('INDEX', 'public', 'orders_idx', ['TABLE public.orders'], 'idx orders'),
+  entry('TRIGGER', 'public', 'orders audit', ['fn audit', 'TABLE public.orders'], 'trg orders'),
+  entry('FK CONSTRAINT', 'public', 'orders orders_customer_fkey', ['pk customers', 'TABLE public.orders', 'TABLE public.customers'], 'fk orders'),
+];
+const names = (entries: TocEntry[]) => entries.map((e) => `${e.desc} ${e.tag}`);
+
+describe('planSelection', () => {
+  it('a table comes with its rows, indexes, constraints, triggers, comment and owned sequence; not views or foreign keys to other tables', () => {
+    const plan = planSelection(TOC, { tables: ['orders'], newDatabase: false });
+    const got = names(plan.entries);
+    for (const wanted of ['TABLE orders', 'TABLE DATA orders', 'SEQUENCE orders_id_seq', 'SEQUENCE SET orders_id_seq', 'COMMENT TABLE orders', 'CONSTRAINT orders orders_pkey', 'INDEX orders_idx', 'TRIGGER orders audit']) {
+      assert.ok(got.includes(wanted), `${wanted} in ${got.join(', ')}`);
+    }
+    for (const unwanted of ['VIEW order_view', 'FK CONSTRAINT orders orders_customer_fkey', 'TABLE customers', 'TYPE mood', 'FUNCTION audit()']) assert.ok(!got.includes(unwanted), unwanted);
+    assert.deepEqual(plan.dataTables, [{ schema: 'public', name: 'orders' }]);
+  });
+
+  it('into a new database it also brings what the table needs, without rows', () => {
+    const got = names(planSelection(TOC, { tables: ['public.orders'], newDatabase: true }).entries);
+    for (const wanted of ['TYPE mood', 'SEQUENCE shared_seq', 'FUNCTION audit()']) assert.ok(got.includes(wanted), wanted);
+    assert.ok(!got.includes('TABLE DATA customers'));
+  });
+
+  it('with both tables the foreign key between them is kept', () => {
+    const got = names(planSelection(TOC, { tables: ['orders', 'customers'], newDatabase: true }).entries);
+    assert.ok(got.includes('FK CONSTRAINT orders orders_customer_fkey'));
+    assert.ok(got.includes('EXTENSION citext'));
+  });
+
+  it('--schema takes every object of the schema; into an existing database not the schema itself', () => {
+    const fresh = planSelection(TOC, { schemas: ['sales'], newDatabase: true });
+    assert.deepEqual(names(fresh.entries).filter((n) => n !== 'ENCODING ENCODING'), ['SCHEMA sales', 'TABLE leads', 'TABLE DATA leads']);
+    const existing = planSelection(TOC, { schemas: ['sales'], newDatabase: false });
+    assert.ok(!names(existing.entries).includes('SCHEMA sales'));
+    assert.deepEqual(existing.schemas, ['sales']);
+  });
+
+  it('a pattern that matches nothing is a usage error naming it', () => {
+    assert.throws(() => planSelection(TOC, { tables: ['orders', 'nope'], newDatabase: true }), /--table "nope" matches no table/);
+    assert.throws(() => planSelection(TOC, { schemas: ['nope'], newDatabase: true }), /--schema "nope" matches no schema/);
+  });
+
+  it('the -L list keeps archive order and names each entry after its id', () => {
+    const plan = planSelection(TOC, { tables: ['orders'], newDatabase: false });
+    const ids = tocListFile(plan.entries).trim().split('\n').map((line) => Number(line.split(';')[0]));
+    assert.deepEqual(ids, [...ids].sort((a, b) => a - b));
+  });
+});
