@@ -241,6 +241,13 @@ export function printRestoreDone(result: RestoreResult, json: boolean): void {
   );
   if (result.safetyBackup) out(`the replaced database was saved first as backup ${result.safetyBackup}`);
   if (result.globals) out(globalsLine(result.globals, 'created'));
+  for (const m of result.migrations?.tables ?? []) {
+    const at = (state: { rows: number; latest: string | null }) => `${state.latest ?? 'no known version'} (${state.rows} rows)`;
+    out(
+      `migrations: ${m.schema}.${m.name} ${m.actual ? `at ${at(m.actual)}` : 'missing'}: ` +
+        (m.ok ? 'as recorded at backup time' : `DIFFERS from ${at(m.expected)} recorded at backup time`),
+    );
+  }
   out(`connect: ${result.connection}`);
 }
 

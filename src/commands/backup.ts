@@ -30,6 +30,11 @@ export interface BackupRequest extends BackupOptionsConfig {
   name?: string | undefined;
   /** Globals dumped beforehand, shared by the backups of one --all-databases run. */
   sharedGlobals?: GlobalsPlan | undefined;
+  /**
+   * The caller already holds this source's lock in the repositories (restore
+   * --overwrite, whose safety backup runs under the lock it took): not taken again.
+   */
+  lockHeld?: boolean | undefined;
 }
 
 type DumpOptions = Manifest['options'];
@@ -122,7 +127,7 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
     // 2. per repository: its lock, its source record, its leftovers; a repository failing here is left out
     for (const target of targets) {
       try {
-        target.lock = await acquireSourceLock(target.repository.storage, source.name, 'backup');
+        target.lock = request.lockHeld ? { release: async () => undefined } : await acquireSourceLock(target.repository.storage, source.name, 'backup');
         await target.repository.ensureSource(source.name, source.connection.database);
         const leftovers = await target.repository.removeLeftovers(source.name);
         if (leftovers.length > 0) ctx.info(`removed ${leftovers.length} interrupted backup(s) in ${target.repository.location}: ${leftovers.join(', ')}`);

@@ -23,9 +23,11 @@ import { timestampPart } from '../repository/backup-id.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { runBackup } from './backup.js';
+import { acquireSourceLock, type SourceLock } from '../repository/source-lock.js';
 import { applyGlobals } from './restore-globals.js';
 import type { GlobalsReport } from '../postgres/globals-sql.js';
 import { repositoriesWithBackup } from './open-repository.js';
+import { compareMigrations, type MigrationComparison } from '../verify/migrations.js';
 import { identitiesFor } from './repository-keys.js';
 import type { AgeIdentity } from '../pipeline/age.js';
 import type { CommandContext } from './command-context.js';
@@ -104,6 +106,12 @@ export interface RestoreResult {
   tables: TableCheck[];
   /** With --globals: the roles created first, and those that existed. */
   globals?: GlobalsReport | undefined;
+  /**
+   * The application's migration table (schema_migrations, flyway_schema_history, …)
+   * in the restored database against what the backup recorded, so a user knows
+   * the schema version before starting the app; undefined when the backup recorded none.
+   */
+  migrations?: MigrationComparison | undefined;
   durationMs: number;
 }
 
@@ -114,7 +122,9 @@ export interface RestoreResult {
  *     for --table/--schema, read the backup's table of contents and choose
  *     the entries (prepareRestore; --dry-run stops here)
  *  2. if the target exists: refuse, unless --overwrite or --clean and
- *     confirmed; then take a safety backup of it (label pre-restore).
+ *     confirmed; then take the lock of the source whose database is replaced
+ *     (one writer per source, held to the end) and a safety backup of it
+ *     (label pre-restore).
  *     With --globals, create the backup's missing roles
  *  3. create a new empty database (for an overwrite, under a temporary name)
  *  4. stream the backup into it, checking every checksum on the way
@@ -135,81 +145,98 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
 
   // 2. never replace a database or objects in it without consent, and never without a copy
   let safetyBackup: string | undefined;
+  let lock: SourceLock | undefined;
   if (exists) {
     const what = plan.mode === 'clean' ? `replaces ${plan.entries.length} object(s) of backup ${manifest.id} inside database "${target}"` : `replaces database "${target}"`;
     if (!request.force && !(await ctx.confirm(`This ${what} on ${serverLabel(source.connection)} with backup ${manifest.id}. Type the database name to confirm:`, target))) {
       throw new PgkeepError('CONFIRMATION_REQUIRED', `not ${plan.mode === 'clean' ? 'changing' : 'replacing'} database "${target}": confirm by typing its name, or pass --force when running without a terminal`);
     }
-    ctx.info(`taking a safety backup of "${target}" before ${plan.mode === 'clean' ? 'changing' : 'replacing'} it`);
-    const safety = await runBackup(ctx, repository, safetySource(source, target), { name: 'pre-restore', labels: ['pre-restore'] });
-    safetyBackup = `${safety.source}/${safety.id}`;
-    ctx.info(`safety backup ${safety.id} (source ${safety.source}) written`);
+    // One writer per source: no backup or prune of the database being replaced
+    // while it is replaced; the safety backup runs under this same lock.
+    const replaced = safetySource(source, target);
+    lock = await acquireSourceLock(repository.storage, replaced.name, `restore --${plan.mode === 'clean' ? 'clean' : 'overwrite'}`);
   }
-
-  // Roles first: the restored objects may be owned by them.
-  let globals: GlobalsReport | undefined;
-  if (request.globals) {
-    globals = await applyGlobals(ctx, repository, manifest, identities, source, true);
-    ctx.info(`roles: created ${globals.created.length}${globals.created.length > 0 ? ` (${globals.created.join(', ')})` : ''}, ${globals.existing.length} existed already and were left as they are`);
-  }
-
-  if (plan.mode === 'clean') {
-    // 3-5 in place: one transaction replaces the selected objects, or changes nothing.
-    const into = withDatabase(source.connection, target);
-    ctx.info(`restoring ${plan.entries.length} object(s) of ${manifest.id} into "${target}" (--clean)`);
-    await createSelectedSchemas(manifest, into, schemasToCreate(selection));
-    try {
-      await loadBackup(ctx, repository, manifest, into, request, source, identities, selection);
-    } catch (error) {
-      // Damage and interruption keep their codes (a restore from several repositories retries on damage).
-      const code = isPgkeepError(error, 'CHECKSUM_MISMATCH') || isPgkeepError(error, 'ABORTED') ? error.code : 'RESTORE_FAILED';
-      throw new PgkeepError(code, `nothing was changed in "${target}" (the restore ran in one transaction): ${(error as Error).message}`, { cause: error });
-    }
-    const tables = await checkRestored(into, plan, request, signal, false);
-    return { backup: { id: manifest.id, source: manifest.source }, database: target, connection: describeConnection(source.connection, target), replaced: false, cleaned: true, safetyBackup, tables, globals, durationMs: Date.now() - started };
-  }
-
-  // 3. a new, empty database
-  const work = exists ? fitIdentifier(target, `_pgkeep_${timestampPart(new Date()).toLowerCase()}`) : target;
-  await withClient(admin, async (client) => {
-    const { localeKept } = await createDatabase(client, work, manifest.database);
-    if (!localeKept) ctx.warn(`locale ${manifest.database.collate} of the backup is not available on this server: restored with the server's default locale`);
-  });
-
-  let swapped = false;
   try {
-    // 4. load, checking checksums while streaming
-    ctx.info(`restoring ${manifest.id} into "${work}"`);
-    await createSelectedSchemas(manifest, withDatabase(source.connection, work), schemasToCreate(selection));
-    await loadBackup(ctx, repository, manifest, withDatabase(source.connection, work), request, source, identities, selection);
+    return await restoreUnderLock();
+  } finally {
+    await lock?.release().catch(() => undefined);
+  }
 
-    // 5. prove it: ANALYZE, then exact row counts against the manifest
-    const tables = await checkRestored(withDatabase(source.connection, work), plan, request, signal, true);
-
-    // 6. swap the new database into place
+  async function restoreUnderLock(): Promise<RestoreResult> {
     if (exists) {
-      throwIfAborted(signal);
-      await swapDatabases(admin, target, work, safetyBackup!);
-      swapped = true;
+      ctx.info(`taking a safety backup of "${target}" before ${plan.mode === 'clean' ? 'changing' : 'replacing'} it`);
+      const safety = await runBackup(ctx, repository, safetySource(source, target), { name: 'pre-restore', labels: ['pre-restore'], lockHeld: true });
+      safetyBackup = `${safety.source}/${safety.id}`;
+      ctx.info(`safety backup ${safety.id} (source ${safety.source}) written`);
     }
-    return {
-      backup: { id: manifest.id, source: manifest.source },
-      database: target,
-      connection: describeConnection(source.connection, target),
-      replaced: exists,
-      cleaned: false,
-      safetyBackup,
-      tables,
-      globals,
-      durationMs: Date.now() - started,
-    };
-  } catch (error) {
-    if (!swapped) {
-      await withClient(admin, (client) => dropDatabase(client, work)).catch((dropError) =>
-        ctx.warn(`could not drop the partly restored database "${work}": ${(dropError as Error).message}`),
-      );
+
+    // Roles first: the restored objects may be owned by them.
+    let globals: GlobalsReport | undefined;
+    if (request.globals) {
+      globals = await applyGlobals(ctx, repository, manifest, identities, source, true);
+      ctx.info(`roles: created ${globals.created.length}${globals.created.length > 0 ? ` (${globals.created.join(', ')})` : ''}, ${globals.existing.length} existed already and were left as they are`);
     }
-    throw error;
+
+    if (plan.mode === 'clean') {
+      // 3-5 in place: one transaction replaces the selected objects, or changes nothing.
+      const into = withDatabase(source.connection, target);
+      ctx.info(`restoring ${plan.entries.length} object(s) of ${manifest.id} into "${target}" (--clean)`);
+      await createSelectedSchemas(manifest, into, schemasToCreate(selection));
+      try {
+        await loadBackup(ctx, repository, manifest, into, request, source, identities, selection);
+      } catch (error) {
+        // Damage and interruption keep their codes (a restore from several repositories retries on damage).
+        const code = isPgkeepError(error, 'CHECKSUM_MISMATCH') || isPgkeepError(error, 'ABORTED') ? error.code : 'RESTORE_FAILED';
+        throw new PgkeepError(code, `nothing was changed in "${target}" (the restore ran in one transaction): ${(error as Error).message}`, { cause: error });
+      }
+      const tables = await checkRestored(into, plan, request, signal, false);
+      return { backup: { id: manifest.id, source: manifest.source }, database: target, connection: describeConnection(source.connection, target), replaced: false, cleaned: true, safetyBackup, tables, globals, durationMs: Date.now() - started };
+    }
+
+    // 3. a new, empty database
+    const work = exists ? fitIdentifier(target, `_pgkeep_${timestampPart(new Date()).toLowerCase()}`) : target;
+    await withClient(admin, async (client) => {
+      const { localeKept } = await createDatabase(client, work, manifest.database);
+      if (!localeKept) ctx.warn(`locale ${manifest.database.collate} of the backup is not available on this server: restored with the server's default locale`);
+    });
+
+    let swapped = false;
+    try {
+      // 4. load, checking checksums while streaming
+      ctx.info(`restoring ${manifest.id} into "${work}"`);
+      await createSelectedSchemas(manifest, withDatabase(source.connection, work), schemasToCreate(selection));
+      await loadBackup(ctx, repository, manifest, withDatabase(source.connection, work), request, source, identities, selection);
+
+      // 5. prove it: ANALYZE, then exact row counts against the manifest; the app's migration version
+      const tables = await checkRestored(withDatabase(source.connection, work), plan, request, signal, true);
+      const migrations = await checkMigrations(ctx, withDatabase(source.connection, work), manifest);
+
+      // 6. swap the new database into place
+      if (exists) {
+        throwIfAborted(signal);
+        await swapDatabases(admin, target, work, safetyBackup!);
+        swapped = true;
+      }
+      return {
+        backup: { id: manifest.id, source: manifest.source },
+        database: target,
+        connection: describeConnection(source.connection, target),
+        replaced: exists,
+        cleaned: false,
+        migrations,
+        safetyBackup,
+        tables,
+        globals,
+        durationMs: Date.now() - started,
+      };
+    } catch (error) {
+      if (!swapped) {
+        await withClient(admin, (client) => dropDatabase(client, work)).catch((dropError) =>
+          ctx.warn(`could not drop the partly restored database "${work}": ${(dropError as Error).message}`),
+        );
+      }
+      throw error;
+    }
   }
 }
 
@@ -346,6 +373,18 @@ function checkRestoreOptions(request: RestoreRequest, manifest: Manifest, select
  * count of every restored table with the manifest. A whole new database is
  * analyzed whole; inside an existing one only the restored tables are.
  */
+/**
+ * The restored migration tables against the backup's record. A difference is
+ * a warning, not a failure: the row counts already prove the data; this says
+ * which schema version the app will find.
+ */
+async function checkMigrations(ctx: CommandContext, restored: ConnectionInfo, manifest: Manifest): Promise<MigrationComparison | undefined> {
+  if (!manifest.migrations || manifest.migrations.length === 0) return undefined;
+  const comparison = await withClient(restored, (client) => compareMigrations(client, manifest.migrations), ctx.signal);
+  for (const problem of comparison.problems) ctx.warn(problem);
+  return comparison;
+}
+
 async function checkRestored(into: ConnectionInfo, plan: RestorePlan, request: RestoreRequest, signal: AbortSignal, wholeDatabase: boolean): Promise<TableCheck[]> {
   const tables = await withClient(into, async (client) => {
     const names = plan.tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`);

@@ -43,15 +43,30 @@ export class PosixStorage implements Storage {
   }
 
   async put(key: string, body: Readable, options: PutOptions = {}): Promise<PutResult> {
+    // The body may fail while the folder and temp file are still being made
+    // (before the pipeline listens): keep its own error, it is the cause to report.
+    let bodyError: unknown;
+    const onBodyError = (error: unknown) => void (bodyError ??= error);
+    body.on('error', onBodyError);
     const target = this.resolve(key);
     const folder = path.dirname(target);
-    await this.ensureFolder(folder);
-    const temp = path.join(folder, `${TEMP_PREFIX}${path.basename(target)}.${randomBytes(6).toString('hex')}`);
-    const handle = await fs.open(temp, 'wx', FILE_MODE).catch((error) => {
-      throw storageError(error, temp);
-    });
+    let handle: fs.FileHandle;
+    let temp: string;
+    try {
+      await this.ensureFolder(folder);
+      temp = path.join(folder, `${TEMP_PREFIX}${path.basename(target)}.${randomBytes(6).toString('hex')}`);
+      handle = await fs.open(temp, 'wx', FILE_MODE).catch((error) => {
+        throw storageError(error, temp);
+      });
+    } catch (error) {
+      body.off('error', onBodyError);
+      body.destroy();
+      throw bodyError ?? error;
+    }
     try {
       const out = createWriteStream('', { fd: handle.fd, autoClose: false, highWaterMark: 1 << 20 });
+      // from here the pipeline reports the body's errors, and destroys it with the file's (ENOSPC)
+      body.off('error', onBodyError);
       await pipeline(body, out, { signal: options.signal });
       const size = out.bytesWritten;
       await handle.sync();
@@ -63,7 +78,10 @@ export class PosixStorage implements Storage {
       await handle.close().catch(() => undefined);
       await fs.rm(temp, { force: true }).catch(() => undefined);
       if (options.signal?.aborted) throw abortError(options.signal);
+      if (bodyError !== undefined) throw bodyError;
       throw isFsError(error) ? storageError(error, target) : error;
+    } finally {
+      body.off('error', onBodyError);
     }
   }
 

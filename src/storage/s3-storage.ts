@@ -161,9 +161,19 @@ export class S3Storage implements Storage {
   // ---- writes ---------------------------------------------------------------
 
   async put(key: string, body: Readable, options: PutOptions = {}): Promise<PutResult> {
+    // The body's own error (e.g. pg_dump failed) is the cause a user must see,
+    // whatever the upload's requests did after it, also when it fails before
+    // the upload starts reading it.
+    let bodyError: unknown;
+    let stopped = false;
+    const onBodyError = (error: unknown) => {
+      if (!stopped) bodyError ??= error;
+    };
+    body.on('error', onBodyError);
     const target = this.objectKey(key);
     const signal = options.signal;
     if (signal?.aborted) {
+      body.off('error', onBodyError);
       body.destroy();
       throw abortError(signal);
     }
@@ -171,14 +181,11 @@ export class S3Storage implements Storage {
     try {
       sdk = await this.sdk();
     } catch (error) {
+      body.off('error', onBodyError);
       body.destroy();
-      throw error;
+      throw bodyError ?? error;
     }
 
-    // The body's own error (e.g. pg_dump failed) is the cause a user must see,
-    // whatever the upload's requests did after it.
-    let bodyError: unknown;
-    let stopped = false;
     async function* feed(): AsyncGenerator<Buffer> {
       try {
         for await (const chunk of body) yield Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);
@@ -208,6 +215,7 @@ export class S3Storage implements Storage {
       if (signal?.aborted) throw abortError(signal);
       throw this.toError(error, target, sdk);
     } finally {
+      body.off('error', onBodyError);
       body.destroy();
     }
   }
@@ -659,6 +667,10 @@ export class S3Storage implements Storage {
       return new PgkeepError('REPO_MISSING', `bucket ${this.bucket} does not exist${at}: create it or check --repo`, { cause: error });
     }
     if (isNotFound(error)) return new PgkeepError('STORAGE_NOT_FOUND', `not found: ${where}`, { cause: error });
+    if (networkCode === 'EPIPE' || networkCode === 'ECONNRESET' || networkCode === 'ECONNABORTED') {
+      // connected, then cut off mid-request (often a server refusing a request while its body is still being sent)
+      return new PgkeepError('STORAGE_IO', `the S3 endpoint ${endpoint} closed the connection (${networkCode}) while writing or reading ${where}${suffix}: try again; if it persists, check the server's logs`, { cause: error });
+    }
     if (networkCode !== undefined) {
       return new PgkeepError('STORAGE_IO', `cannot reach the S3 endpoint ${endpoint} (${networkCode}) for ${this.location}: check the endpoint (AWS_ENDPOINT_URL) and the network`, { cause: error });
     }

@@ -130,7 +130,10 @@ describe('encrypted repositories (age)', () => {
     const backup = await pgkeep(['backup', '--repo', repo, '--json'], { env: env() });
     const object = path.join(repo, 'sources', 'app', 'backups', json(backup).id, 'dump.zst.age');
     const handle = await open(object, 'r+');
-    await handle.write(Buffer.from([0x42]), 0, 1, 4000);
+    const offset = Math.min(4000, (await handle.stat()).size - 20);
+    const byte = Buffer.alloc(1);
+    await handle.read(byte, 0, 1, offset);
+    await handle.write(Buffer.from([byte[0]! ^ 0xff]), 0, 1, offset); // always a different byte
     await handle.close();
     const verify = await pgkeep(['verify', 'latest', '--repo', repo, '--identity', key.file]);
     assert.equal(verify.code, 7, verify.stderr);

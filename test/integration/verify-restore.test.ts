@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
-import { cp, mkdtemp, open, readFile, truncate, writeFile, unlink } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { cp, mkdir, mkdtemp, open, readdir, readFile, truncate, writeFile, unlink } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import { json, pgkeep } from '../support/cli.js';
@@ -178,6 +181,36 @@ describe('restore over an existing database', () => {
   });
 });
 
+describe('restore --overwrite takes the lock of the source it replaces', () => {
+  test('while another pgkeep holds it, the overwrite is refused with LOCK_HELD naming the holder, and nothing changes', async () => {
+    const repo = await copyRepo();
+    await cluster.query('CREATE DATABASE busy');
+    await cluster.query("CREATE TABLE keep AS SELECT 'untouched' AS v", [], 'busy');
+    // a live process on this host holds the lock of source "busy" (as a running backup of it would)
+    const holder = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+    try {
+      const lockDir = path.join(repo, 'sources', 'busy', 'locks');
+      await mkdir(lockDir, { recursive: true });
+      await writeFile(path.join(lockDir, 'source.lock'), JSON.stringify({ pid: holder.pid, host: hostname(), command: 'backup', started: new Date().toISOString() }));
+      const before = await databases();
+      const result = await pgkeep(['restore', ids.custom!, '--repo', repo, '--to', 'busy', '--overwrite', '--force'], { env: env() });
+      assert.equal(result.code, 5, result.stderr);
+      assert.match(result.stderr, new RegExp(`^pgkeep: source busy is locked by "pgkeep backup" \\(pid ${holder.pid} on `, 'm'));
+      assert.deepEqual(await databases(), before, 'no database created or dropped');
+      const [row] = await cluster.query<{ v: string }>('SELECT v FROM keep', [], 'busy');
+      assert.equal(row!.v, 'untouched');
+      assert.ok(!existsSync(path.join(repo, 'sources', 'busy', 'backups')) || (await readdir(path.join(repo, 'sources', 'busy', 'backups'))).length === 0, 'no safety backup was started');
+    } finally {
+      holder.kill();
+    }
+    // once the holder is gone, its lock is stale and the overwrite goes through, releasing the lock after
+    const result = await pgkeep(['restore', ids.custom!, '--repo', repo, '--to', 'busy', '--overwrite', '--force', '--json'], { env: env() });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(json(result).replaced, true);
+    assert.ok(!existsSync(path.join(repo, 'sources', 'busy', 'locks', 'source.lock')), 'the lock was released');
+  });
+});
+
 describe('configuration file', () => {
   test('a pgkeep.yaml with two sources, env interpolation and a .env file', async () => {
     const dir = await mkdtemp(path.join(work, 'cfg-'));
@@ -223,5 +256,24 @@ describe('configuration file', () => {
     assert.equal(result.code, 0, result.stderr);
     assert.equal(json(result).source, 'app');
     assert.equal(json(result).tables.length, 2);
+  });
+});
+
+describe('restore reports the application migration version', () => {
+  test('the restored schema_migrations is named with its version, as recorded at backup time', async () => {
+    await cluster.query('CREATE DATABASE railsapp');
+    await cluster.query('CREATE TABLE schema_migrations (version varchar PRIMARY KEY)', [], 'railsapp');
+    await cluster.query("INSERT INTO schema_migrations VALUES ('20261001000000'), ('20261115093000')", [], 'railsapp');
+    const repo = path.join(work, 'migrations-repo');
+    const backup = await pgkeep(['backup', '--repo', repo, '--json'], { env: { DATABASE_URL: cluster.url('railsapp') } });
+    assert.equal(backup.code, 0, backup.stderr);
+    // a migration applied after the backup does not change what the backup restores
+    await cluster.query("INSERT INTO schema_migrations VALUES ('20261120120000')", [], 'railsapp');
+    const restore = await pgkeep(['restore', 'latest', '--repo', repo, '--to', 'railsapp_restored'], { env: { DATABASE_URL: cluster.url('railsapp') } });
+    assert.equal(restore.code, 0, restore.stderr);
+    assert.match(restore.stdout, /^migrations: public\.schema_migrations at 20261115093000 \(2 rows\): as recorded at backup time$/m);
+    const asJson = await pgkeep(['restore', 'latest', '--repo', repo, '--to', 'railsapp_restored2', '--json'], { env: { DATABASE_URL: cluster.url('railsapp') } });
+    assert.equal(asJson.code, 0, asJson.stderr);
+    assert.deepEqual(json(asJson).migrations.tables.map((t: { name: string; ok: boolean; actual: { latest: string } }) => [t.name, t.ok, t.actual.latest]), [['schema_migrations', true, '20261115093000']]);
   });
 });

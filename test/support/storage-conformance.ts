@@ -207,6 +207,19 @@ export function storageConformance(driverName: string, makeStorage: () => Promis
         assert.deepEqual(await collect(storage.list('', { recursive: true })), []);
       });
 
+      it('a put whose body fails at once, before the driver reads it, rejects with that error and leaves nothing', async () => {
+        const manual = manualBody();
+        const pending = storage.put('fail3/obj.bin', manual.body);
+        const boom = new Error('producer died at once');
+        manual.fail(boom);
+        await assert.rejects(pending, (error) => {
+          assert.equal(error, boom);
+          return true;
+        });
+        assert.equal(await storage.stat('fail3/obj.bin'), undefined);
+        assert.deepEqual(await collect(storage.list('', { recursive: true })), []);
+      });
+
       it('a put aborted through its AbortSignal mid-way rejects and leaves nothing', async () => {
         const manual = manualBody();
         const controller = new AbortController();
