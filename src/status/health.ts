@@ -58,6 +58,8 @@ export interface VerificationSummary {
   kind: Verification['kind'];
   ok: boolean;
   finishedAt: string;
+  /** How long it took (a restore test's is the measured RTO). */
+  durationMs: number;
   /** The first problem, when it failed. */
   problem: string | undefined;
   repository: string;
@@ -159,7 +161,7 @@ const ago = (ms: number) => formatAge(new Date(0), new Date(Math.max(0, ms)));
 const bytes = formatBytes;
 
 function summarizeVerification(v: Verification, repository: string): VerificationSummary {
-  return { backupId: v.backupId, kind: v.kind, ok: v.ok, finishedAt: v.finishedAt, problem: v.problems[0], repository };
+  return { backupId: v.backupId, kind: v.kind, ok: v.ok, finishedAt: v.finishedAt, durationMs: v.durationMs, problem: v.problems[0], repository };
 }
 
 /**
