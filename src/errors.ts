@@ -48,7 +48,6 @@ export const ERROR_CODES = {
 
   // daemon (pgkeep serve) and alerts
   JOB_STUCK: { exit: 11, summary: 'a scheduled job made no progress for too long and was cancelled' },
-  JOB_SKIPPED: { exit: 11, summary: 'a job was not started: one of the same source is running (serve.overlap: skip) or the daemon is stopping' },
   SERVE_INSECURE: { exit: 2, summary: 'serve would listen on a non-loopback address without an API token' },
   NOTIFY_FAILED: { exit: 12, summary: 'an alert channel (webhook, email) could not deliver' },
 
