@@ -116,7 +116,8 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
 
   // 3. --once
   if (request.once) {
-    const due = scheduler.due(undefined);
+    const due = scheduler.due(history.lastOnceRun());
+    history.markOnceRun(clock.now());
     if (due.length === 0) log('info', 'nothing is due');
     const jobs = due.map((entry) => scheduler.submit(entry.source, entry.kind, 'once'));
     // SIGTERM: the same grace period as the daemon

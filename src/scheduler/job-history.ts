@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import { PgkeepError } from '../errors.js';
 import type { JobKind } from '../config/serve-schema.js';
@@ -28,6 +28,7 @@ export interface JobRecord {
 }
 
 const FILE = 'jobs.jsonl';
+const ONCE_FILE = 'once.json';
 
 /**
  * The job history of the daemon, kept across restarts in `<stateDir>/jobs.jsonl`.
@@ -75,6 +76,23 @@ export class JobHistory {
     }
     history.compact();
     return history;
+  }
+
+  /** When `serve --once` last ran (schedules that never ran count from then). */
+  lastOnceRun(): Date | undefined {
+    try {
+      const at = (JSON.parse(readFileSync(path.join(path.dirname(this.file), ONCE_FILE), 'utf8')) as { lastRunAt?: string }).lastRunAt;
+      return at ? new Date(at) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Records a `serve --once` run (temp file, then rename). */
+  markOnceRun(at: Date): void {
+    const file = path.join(path.dirname(this.file), ONCE_FILE);
+    writeFileSync(`${file}.tmp`, JSON.stringify({ lastRunAt: at.toISOString() }), { mode: 0o600 });
+    renameSync(`${file}.tmp`, file);
   }
 
   /** Every record, oldest first. */

@@ -144,13 +144,16 @@ export class Scheduler {
     return missed;
   }
 
-  /** The schedules due at or before now that have not run since `since` (for `serve --once`). */
+  /**
+   * The schedules with a scheduled time in (their last run, now] (for
+   * `serve --once`). A schedule that never ran counts from `since` (the
+   * previous --once run), else from one minute ago.
+   */
   due(since: Date | undefined): ScheduleEntry[] {
     const now = this.options.clock.now();
     return this.crons
       .filter(({ entry, cron }) => {
         const last = this.options.history.latest(entry.source, entry.kind);
-        // never ran: due when a scheduled time passed within the last period (a fresh CronJob runs what is due now)
         const from = last ? new Date(last.queuedAt) : (since ?? new Date(now.getTime() - 60_000));
         const next = cron.nextRun(from);
         return next !== null && next <= now;

@@ -250,6 +250,39 @@ describe('pgkeep serve', () => {
     assert.equal((await daemon.done).code, 0);
   });
 
+  test('a stuck backup (pg_dump waiting on a lock, no bytes) is cancelled, failed with JOB_STUCK and alerted once', async () => {
+    const repo = path.join(work, 'repo-stuck');
+    const hook = await webhookUrl();
+    const config = await writeConfig('stuck', {
+      repo,
+      serve: { token: TOKEN, stuckAfter: '2s', stateDir: path.join(work, 'state-stuck') },
+      notify: { webhooks: [{ url: `${hook}/stuck` }] },
+      sources: { app: appSource() },
+    });
+    const locker = new pg.Client({ connectionString: cluster.url('app') });
+    await locker.connect();
+    await locker.query('BEGIN');
+    await locker.query('LOCK TABLE small IN ACCESS EXCLUSIVE MODE');
+    try {
+      const daemon = await startServe(config);
+      const started = await call(daemon, 'POST', '/api/sources/app/backups', TOKEN);
+      const job = await waitForJob(daemon, started.body.job.id, TOKEN, ['succeeded', 'failed', 'cancelled'], 30_000);
+      assert.equal(job.state, 'failed');
+      assert.equal(job.error.code, 'JOB_STUCK');
+      assert.match(job.error.message, /logical of app made no progress for 2s: cancelled/);
+      const backups = path.join(repo, 'sources', 'app', 'backups');
+      assert.deepEqual(existsSync(backups) ? readdirSync(backups) : [], [], 'nothing partial left');
+      const deadline = Date.now() + 10_000;
+      while (!received.some((r) => r.path === '/stuck' && r.body.event === 'job_stuck') && Date.now() < deadline) await sleep(50);
+      assert.equal(received.filter((r) => r.path === '/stuck' && r.body.event === 'job_stuck').length, 1);
+      daemon.child.kill('SIGTERM');
+      assert.equal((await daemon.done).code, 0);
+    } finally {
+      await locker.query('ROLLBACK').catch(() => undefined);
+      await locker.end();
+    }
+  });
+
   test('SIGTERM mid-backup: the backup is cancelled after the grace period, nothing partial is left, exit 0', async () => {
     const repo = path.join(work, 'repo-sigterm');
     const config = await writeConfig('sigterm', { repo, serve: { token: TOKEN, gracePeriod: '1s', stateDir: path.join(work, 'state-sigterm') }, sources: { app: appSource() } });

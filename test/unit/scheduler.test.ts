@@ -217,6 +217,13 @@ describe('scheduler', () => {
       { start: '2026-11-21T02:00:30Z' },
     );
     assert.deepEqual(h.scheduler.due(undefined).map((e) => e.kind), ['logical']);
+    // the previous --once ran at 01:00: both 02:00 runs since then are due, 04:00 is not yet
+    assert.deepEqual(h.scheduler.due(new Date('2026-11-21T01:00:00Z')).map((e) => e.kind), ['logical']);
+    await h.clock.advanceTo('2026-11-21T04:10:00Z');
+    assert.deepEqual(h.scheduler.due(new Date('2026-11-21T01:00:00Z')).map((e) => e.kind), ['logical', 'prune']);
+    // once the logical ran (history), only what came due since
+    h.history.save({ id: 'x', source: 'app', kind: 'logical', trigger: 'once', state: 'succeeded', queuedAt: '2026-11-21T02:00:30.000Z', bytes: 0 });
+    assert.deepEqual(h.scheduler.due(new Date('2026-11-21T01:00:00Z')).map((e) => e.kind), ['prune']);
   });
 
   test('a bad cron expression names the key', () => {
