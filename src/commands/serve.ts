@@ -251,7 +251,12 @@ function daemonApi(settings: Settings, sourceNames: string[], scheduler: Schedul
       });
     },
     async backups(name) {
-      const { backups } = await runList(settingsForSource(settings, requireSource(name)));
+      const listed = await runList(settingsForSource(settings, requireSource(name))).catch((error: unknown) => {
+        // no repository yet: the first backup creates it
+        if (toPgkeepError(error).code === 'REPO_MISSING') return { backups: [] };
+        throw error;
+      });
+      const { backups } = listed;
       return backups.map((m) => ({ id: m.id, source: m.source, kind: m.kind, labels: m.labels, startedAt: m.startedAt, finishedAt: m.finishedAt, totals: m.totals }));
     },
     async backup(id) {

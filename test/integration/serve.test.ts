@@ -223,6 +223,9 @@ describe('pgkeep serve', () => {
     assert.equal(post.body.error.code, 'API_DISABLED');
     assert.equal((await call(daemon, 'POST', '/api/sources/app/backups', 'anything')).status, 403);
     assert.equal((await call(daemon, 'GET', '/api/sources')).status, 200);
+    const none = await call(daemon, 'GET', '/api/sources/app/backups');
+    assert.equal(none.status, 200, 'no repository yet: no backups');
+    assert.deepEqual(none.body.backups, []);
     const ready = await call(daemon, 'GET', '/ready');
     assert.equal(ready.status, 200, ready.text);
     daemon.child.kill('SIGTERM');
