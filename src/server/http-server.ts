@@ -28,6 +28,15 @@ const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
 export function buildHttpServer(api: DaemonApi, options: HttpServerOptions): FastifyInstance {
   const app = Fastify({ logger: false });
   const guard = guards(options.token);
+  // `curl -X POST -H 'content-type: application/json'` with no body is a fine way to start a job
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+    if (typeof body !== 'string' || body.trim() === '') return done(null, undefined);
+    try {
+      done(null, JSON.parse(body));
+    } catch (error) {
+      done(Object.assign(new PgkeepError('USAGE', `the request body is not JSON: ${(error as Error).message}`), { statusCode: 400 }), undefined);
+    }
+  });
   app.setErrorHandler((error, _request, reply) => {
     const failure = toPgkeepError(error);
     const status = (error as { statusCode?: number }).statusCode ?? HTTP_STATUS[failure.code] ?? 500;

@@ -92,8 +92,10 @@ async function startServe(configFile: string, env: Record<string, string> = {}):
   return daemon;
 }
 
-async function call(daemon: Daemon, method: string, url: string, token?: string): Promise<{ status: number; body: any; text: string }> {
-  const response = await fetch(daemon.base + url, { method, headers: token ? { authorization: `Bearer ${token}` } : {} });
+async function call(daemon: Daemon, method: string, url: string, token?: string, options: { json?: boolean } = {}): Promise<{ status: number; body: any; text: string }> {
+  // json: an empty body declared as JSON, as `curl -X POST -H 'content-type: application/json'` sends
+  const headers: Record<string, string> = { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(options.json ? { 'content-type': 'application/json' } : {}) };
+  const response = await fetch(daemon.base + url, { method, headers });
   const text = await response.text();
   let body: any;
   try {
@@ -156,7 +158,7 @@ describe('pgkeep serve', () => {
     assert.ok(!sources.text.includes(PASSWORD));
 
     // a backup through the API
-    const started = await call(daemon, 'POST', '/api/sources/app/backups', TOKEN);
+    const started = await call(daemon, 'POST', '/api/sources/app/backups', TOKEN, { json: true });
     assert.equal(started.status, 202, started.text);
     const job = await waitForJob(daemon, started.body.job.id, TOKEN);
     assert.equal(job.state, 'succeeded', JSON.stringify(job));
@@ -325,6 +327,16 @@ describe('pgkeep serve', () => {
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stdout, /^succeeded logical of app: backup \d{8}T\d{6}Z/m);
     assert.equal(json(await pgkeep(['list', '--repo', repo, '--json'])).length, 1);
+
+    // a job that fails: the exit code of its error, one line naming it
+    const broken = await writeConfig('once-broken', {
+      repo: path.join(work, 'repo-once-broken'),
+      serve: { stateDir: path.join(work, 'state-once-broken') },
+      sources: { down: { host: '127.0.0.1', port: 1, user: 'x', database: 'x', schedule: { logical: '* * * * *' } } },
+    });
+    const failed = await pgkeep(['serve', '--once', '--config', broken]);
+    assert.equal(failed.code, 3, failed.stderr);
+    assert.match(failed.stderr, /^pgkeep: 1 of 1 job\(s\) failed; logical of down: cannot connect to PostgreSQL at 127\.0\.0\.1:1/m);
   });
 
   test('a bad cron expression is refused at start, naming the key', async () => {
