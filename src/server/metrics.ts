@@ -62,11 +62,11 @@ export class PgkeepMetrics {
     for (const g of [this.lastSuccess, this.lastDuration, this.lastSize, this.backupCount, this.repositorySize, this.restoreSuccess, this.restoreDuration, this.walLast, this.walLag, this.problems]) g.reset();
     for (const s of statuses) {
       const source = s.source;
-      if (s.lastBackup) {
-        const labels = { source, kind: s.lastBackup.kind };
-        this.lastSuccess.set(labels, Date.parse(s.lastBackup.finishedAt) / 1000);
-        this.lastDuration.set(labels, s.lastBackup.durationMs / 1000);
-        this.lastSize.set(labels, s.lastBackup.rawBytes);
+      for (const [kind, backup] of Object.entries(s.lastBackupByKind)) {
+        const labels = { source, kind };
+        this.lastSuccess.set(labels, Date.parse(backup.finishedAt) / 1000);
+        this.lastDuration.set(labels, backup.durationMs / 1000);
+        this.lastSize.set(labels, backup.rawBytes);
       }
       for (const r of s.repositories) {
         if (r.error) continue;

@@ -81,6 +81,8 @@ export interface SourceStatus {
   source: string;
   healthy: boolean;
   lastBackup: BackupSummary | undefined;
+  /** The newest backup of each kind (logical, physical). */
+  lastBackupByKind: Record<string, BackupSummary>;
   lastFailure: { startedAt: string; failedAt: string; code: string; message: string; repository: string } | undefined;
   lastVerification: VerificationSummary | undefined;
   lastRestoreTest: VerificationSummary | undefined;
@@ -185,16 +187,20 @@ export function assessHealth(source: string, facts: readonly RepositoryFacts[], 
   }
   const all = [...byId.values()].sort((a, b) => (a.manifest.finishedAt < b.manifest.finishedAt ? -1 : a.manifest.finishedAt > b.manifest.finishedAt ? 1 : a.manifest.id < b.manifest.id ? -1 : 1));
   const newest = all.at(-1);
-  const lastBackup: BackupSummary | undefined = newest && {
-    id: newest.manifest.id,
-    kind: newest.manifest.kind,
-    startedAt: newest.manifest.startedAt,
-    finishedAt: newest.manifest.finishedAt,
-    durationMs: newest.manifest.durationMs,
-    rawBytes: newest.manifest.totals.rawBytes,
-    storedBytes: newest.manifest.totals.storedBytes,
-    repositories: newest.repositories,
-  };
+  const summary = (entry: { manifest: Manifest; repositories: string[] }): BackupSummary => ({
+    id: entry.manifest.id,
+    kind: entry.manifest.kind,
+    startedAt: entry.manifest.startedAt,
+    finishedAt: entry.manifest.finishedAt,
+    durationMs: entry.manifest.durationMs,
+    rawBytes: entry.manifest.totals.rawBytes,
+    storedBytes: entry.manifest.totals.storedBytes,
+    repositories: entry.repositories,
+  });
+  const lastBackup: BackupSummary | undefined = newest && summary(newest);
+  // the newest of each kind (oldest first above, so the last write wins): per-kind metrics
+  const lastBackupByKind: Record<string, BackupSummary> = {};
+  for (const entry of all) lastBackupByKind[entry.manifest.kind] = summary(entry);
 
   // 1. a recent successful backup
   if (!newest) {
@@ -280,6 +286,7 @@ export function assessHealth(source: string, facts: readonly RepositoryFacts[], 
     source,
     healthy: findings.length === 0,
     lastBackup,
+    lastBackupByKind,
     lastFailure,
     lastVerification,
     lastRestoreTest,
