@@ -210,6 +210,11 @@ describe('pgkeep serve', () => {
     daemon.child.kill('SIGTERM');
     const result = await daemon.done;
     assert.equal(result.code, 0, result.stderr);
+    // secrets: not in the log, the state files or any answer
+    for (const text of [result.stderr, result.stdout, readFileSync(path.join(work, 'state-api', 'jobs.jsonl'), 'utf8'), readFileSync(path.join(work, 'state-api', 'alerts.json'), 'utf8'), JSON.stringify(received)]) {
+      assert.ok(!text.includes(PASSWORD), 'the database password leaked');
+      assert.ok(!text.includes(TOKEN), 'the API token leaked');
+    }
     const again = await startServe(config);
     const jobs = await call(again, 'GET', '/api/jobs', TOKEN);
     assert.ok(jobs.body.jobs.some((j: any) => j.id === job.id && j.state === 'succeeded'));
