@@ -203,6 +203,10 @@ describe('pgkeep serve', () => {
     assert.match(generic[0]!.body.message, /DB_UNREACHABLE/);
     const slack = received.filter((r) => r.path === '/slack' && /broken: logical failed/.test(r.body.text));
     assert.equal(slack.length, 1);
+    const brokenJobs = await call(daemon, 'GET', '/api/jobs?source=broken&state=failed&limit=1', TOKEN);
+    assert.equal(brokenJobs.body.total, 2);
+    assert.equal(brokenJobs.body.jobs.length, 1);
+    assert.equal((await call(daemon, 'GET', '/api/jobs?limit=0', TOKEN)).status, 400);
     const metricsAfter = (await call(daemon, 'GET', '/metrics')).text;
     assert.equal(sample(metricsAfter, 'pgkeep_backups_total', { source: 'broken', result: 'failure' }), 2);
 

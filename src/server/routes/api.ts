@@ -7,7 +7,14 @@ export function apiRoutes(app: FastifyInstance, api: DaemonApi, guards: { read: 
   app.get('/api/sources', { preHandler: read }, async () => ({ sources: await api.sources() }));
   app.get<{ Params: { name: string } }>('/api/sources/:name/backups', { preHandler: read }, async (request) => ({ backups: await api.backups(request.params.name) }));
   app.get<{ Params: { id: string } }>('/api/backups/:id', { preHandler: read }, async (request) => ({ backup: await api.backup(request.params.id) }));
-  app.get('/api/jobs', { preHandler: read }, async () => ({ jobs: api.jobs() }));
+  // ?source=&kind=&state= filter, ?limit= (default 100, newest first)
+  app.get<{ Querystring: { source?: string; kind?: string; state?: string; limit?: string } }>('/api/jobs', { preHandler: read }, async (request, reply) => {
+    const { source, kind, state, limit } = request.query;
+    const max = limit === undefined ? 100 : Number(limit);
+    if (!Number.isInteger(max) || max < 1) return reply.code(400).send({ error: { code: 'USAGE', message: `limit must be a whole number of at least 1 (got "${limit}")` } });
+    const jobs = api.jobs().filter((j) => (source === undefined || j.source === source) && (kind === undefined || j.kind === kind) && (state === undefined || j.state === state));
+    return { jobs: jobs.slice(0, max), total: jobs.length };
+  });
   app.get<{ Params: { id: string } }>('/api/jobs/:id', { preHandler: read }, async (request, reply) => {
     const job = api.job(request.params.id);
     if (!job) return reply.code(404).send({ error: { code: 'JOB_NOT_FOUND', message: `no job ${request.params.id}: see GET /api/jobs` } });
