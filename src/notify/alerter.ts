@@ -21,7 +21,7 @@ interface OpenProblem extends Problem {
 
 /**
  * Turns problems into alerts without storms: one alert when a problem
- * appears, a reminder every `reminderMs` while it lasts (0: none), one
+ * appears (tried again at the next update when no channel took it), a reminder every `reminderMs` while it lasts (0: none), one
  * "recovered" message when it clears. Problems are grouped in scopes (the
  * health of a source, the jobs of a source and kind): each update replaces
  * the open problems of one scope. The open set is kept in a state file so a
@@ -53,7 +53,8 @@ export class Alerter {
   async update(scope: string, problems: readonly Problem[]): Promise<void> {
     const now = this.options.clock.now();
     const at = now.toISOString();
-    const alerts: Alert[] = [];
+    // each alert with the problem it opens, if any: undelivered, that problem is tried again at the next update
+    const alerts: (Alert & { opens?: string })[] = [];
     const current = new Set(problems.map((p) => p.key));
     for (const [key, was] of this.open) {
       if (was.scope !== scope || current.has(key)) continue;
@@ -64,7 +65,7 @@ export class Alerter {
       const was = this.open.get(problem.key);
       if (!was) {
         this.open.set(problem.key, { ...problem, scope, since: at, lastSentAt: at });
-        alerts.push({ event: problem.event, source: problem.source, severity: problem.severity, title: problem.title, message: problem.message, at });
+        alerts.push({ event: problem.event, source: problem.source, severity: problem.severity, title: problem.title, message: problem.message, at, opens: problem.key });
       } else {
         // the wording may change (ages grow); the problem stays the same
         Object.assign(was, { title: problem.title, message: problem.message });
@@ -74,8 +75,11 @@ export class Alerter {
         }
       }
     }
+    for (const { opens, ...alert } of alerts) {
+      const results = await this.send(alert);
+      if (opens && results.length > 0 && results.every((r) => r.error)) this.open.delete(opens);
+    }
     if (alerts.length > 0) this.save();
-    for (const alert of alerts) await this.send(alert);
   }
 
   /** Sends one alert to every channel; a channel that fails is logged, the others still get it. */

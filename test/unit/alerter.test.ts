@@ -69,6 +69,19 @@ describe('alerter', () => {
     assert.deepEqual(second.sent.map((a) => a.event), ['recovered']);
   });
 
+  test('a problem no channel could deliver is tried again at the next update', async () => {
+    const clock = new ManualClock('2026-11-21T00:00:00Z');
+    let up = false;
+    const sent: Alert[] = [];
+    const alerter = new Alerter([{ name: 'flaky', send: async (a) => (up ? void sent.push(a) : Promise.reject(new Error('down'))) }], { reminderMs: 0, clock, log: () => undefined });
+    await alerter.update('health:app', [stale]);
+    assert.equal(alerter.problems().length, 0);
+    up = true;
+    await alerter.update('health:app', [stale]);
+    await alerter.update('health:app', [stale]);
+    assert.deepEqual(sent.map((a) => a.event), ['backup_stale']);
+  });
+
   test('a channel that fails does not stop the others', async () => {
     const clock = new ManualClock('2026-11-21T00:00:00Z');
     const sent: Alert[] = [];
