@@ -94,9 +94,13 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
   };
   // alerts and metrics run after each job, one at a time so they never interleave
   let afterJobs: Promise<void> = Promise.resolve();
+  /** Queues follow-up work; a failure is logged and never breaks the chain (or the process). */
+  const then = (step: () => Promise<void>) => {
+    afterJobs = afterJobs.then(step).catch((error: unknown) => log('error', `after a job: ${(error as Error).message}`));
+  };
   const onJobEnd = (job: Readonly<JobRecord>) => {
     metrics.recordJob(job);
-    afterJobs = afterJobs.then(async () => {
+    then(async () => {
       const problems = job.kind === 'check' ? undefined : problemsFromJob(job);
       if (problems) await alerter.update(jobScope(job), problems);
       if (job.state === 'succeeded' || job.state === 'failed') await refreshStatus(job.source);
@@ -160,11 +164,11 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
   let stopTimer = () => undefined as void;
   const periodic = () => {
     stopTimer = clock.setTimer(STATUS_INTERVAL_MS, () => {
-      afterJobs = afterJobs.then(() => refreshStatus());
+      then(() => refreshStatus());
       periodic();
     });
   };
-  afterJobs = afterJobs.then(() => refreshStatus());
+  then(() => refreshStatus());
   periodic();
 
   // 6. until the signal

@@ -319,7 +319,12 @@ export class Scheduler {
   }
 
   private end(record: JobRecord): void {
-    this.options.history.save(record);
+    try {
+      this.options.history.save(record);
+    } catch (error) {
+      // the state folder is full or gone: the job still ended; say so rather than crash the daemon
+      this.options.log('error', `cannot record job ${record.id} in the history: ${(error as Error).message}`);
+    }
     const took = record.startedAt && record.finishedAt ? ` in ${((Date.parse(record.finishedAt) - Date.parse(record.startedAt)) / 1000).toFixed(1)}s` : '';
     const level = record.state === 'failed' ? 'error' : record.state === 'succeeded' ? 'info' : 'warn';
     this.options.log(level, `${record.state} ${record.kind} of ${record.source} (job ${record.id})${took}${record.detail ? `: ${record.detail}` : ''}${record.error ? `: ${record.error.message}` : ''}`);
