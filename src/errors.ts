@@ -50,6 +50,11 @@ export const ERROR_CODES = {
   // health
   UNHEALTHY: { exit: 2, summary: 'status --check found a problem (2 is CRITICAL for Nagios-style probes)' },
 
+  // daemon (pgkeep serve) and alerts
+  JOB_STUCK: { exit: 11, summary: 'a scheduled job made no progress for too long and was cancelled' },
+  SERVE_INSECURE: { exit: 2, summary: 'serve would listen on a non-loopback address without an API token' },
+  NOTIFY_FAILED: { exit: 12, summary: 'an alert channel (webhook, email) could not deliver' },
+
   // run control
   ABORTED: { exit: 130, summary: 'interrupted by a signal or cancelled' },
   CONFIRMATION_REQUIRED: { exit: 8, summary: 'a destructive action was not confirmed' },

@@ -13,6 +13,8 @@ import { openRepositories, openRepository, repositoriesWithBackup } from '../com
 import { runExtract } from '../commands/extract.js';
 import { planRestoreFile, runRestoreFile } from '../commands/restore-file.js';
 import { planRestore, runRestore, runRestoreFromRepositories, type RestoreRequest } from '../commands/restore.js';
+import { runServe } from '../commands/serve.js';
+import { runNotifyTest, type NotifyTestResult } from '../commands/notify-test.js';
 import { runShow } from '../commands/show.js';
 import { runStatus } from '../commands/status.js';
 import { runVerify } from '../commands/verify.js';
@@ -61,6 +63,15 @@ const labelPeriod = (value: string, previous: Record<string, string> = {}) => {
   if (!match) throw new PgkeepError('USAGE', `--keep-label takes LABEL=DURATION or LABEL=forever, e.g. before-migration=90d (got "${value}")`);
   return { ...previous, [match[1]!]: match[2] === 'forever' ? 'forever' : parseDuration(match[2]!, `--keep-label ${match[1]}`).text };
 };
+
+/** --listen 0.0.0.0:9187, [::1]:9187, or :9187 (host from the config). */
+function parseListen(value: string): { host?: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value);
+  const port = Number(match?.[3]);
+  if (!match || port > 65535) throw new PgkeepError('USAGE', `--listen takes HOST:PORT, e.g. 127.0.0.1:9187 (got "${value}")`);
+  const host = match[1] ?? match[2];
+  return { ...(host ? { host } : {}), port };
+}
 
 interface OutputOptions {
   json?: boolean;
@@ -462,6 +473,38 @@ export async function main(argv: string[]): Promise<number> {
       const result = await runStatus(context(settings, options));
       if (!(options.quiet && options.check)) printStatus(result, json, Boolean(options.check));
       if (options.check && !result.healthy) exitCode = ERROR_CODES.UNHEALTHY.exit;
+    });
+
+  withOutput(program.command('serve'))
+    .description('run the schedules, the HTTP API (/health, /ready, /metrics, /api) and alerts until SIGTERM')
+    .option('--once', 'run the schedules that are due, wait for them, and exit (Kubernetes CronJob)')
+    .option('--listen <host:port>', 'address of the HTTP API (default: serve.host/serve.port, 127.0.0.1:9187)')
+    .action(async (options: OutputOptions & { once?: boolean; listen?: string }, command: Command) => {
+      json = Boolean(options.json);
+      const settings = settingsOf(command);
+      const listen = options.listen === undefined ? {} : parseListen(options.listen);
+      const result = await runServe(context(settings, { quiet: options.quiet }), { once: Boolean(options.once), ...listen });
+      if (!options.once) return;
+      if (json) return void console.log(JSON.stringify({ jobs: result.jobs }, null, 2));
+      for (const job of result.jobs) console.log(`${job.state} ${job.kind} of ${job.source}${job.detail ? `: ${job.detail}` : ''}`);
+    });
+
+  const notify = program.command('notify').description('alert channels (notify.webhooks, notify.email in pgkeep.yaml)');
+  withOutput(notify.command('test'))
+    .description('send a test message through every configured channel')
+    .action(async (options: OutputOptions, command: Command) => {
+      json = Boolean(options.json);
+      const printResult = (result: NotifyTestResult) => {
+        if (json) return void console.log(JSON.stringify(result, null, 2));
+        for (const c of result.channels) console.log(`${c.ok ? 'sent' : 'FAILED'}  ${c.channel}${c.error ? `: ${c.error}` : ''}`);
+      };
+      try {
+        printResult(await runNotifyTest(context(settingsOf(command), options)));
+      } catch (error) {
+        const result = (error as PgkeepError).details?.result;
+        if (result && !json) printResult(result as NotifyTestResult);
+        throw error;
+      }
     });
 
   try {

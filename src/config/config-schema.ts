@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { HealthSchema, RetentionSchema } from './retention-schema.js';
+import { NotifySchema, ScheduleSchema, ServeSchema } from './serve-schema.js';
 
 /** Names of sources and backups: they become path segments in the repository. */
 export const NAME_PATTERN = /^[A-Za-z0-9._-]{1,100}$/;
@@ -121,6 +122,8 @@ export const SourceSchema = z
     retention: RetentionSchema.optional(),
     health: HealthSchema.optional(),
     verify: VerifyOptionsSchema.optional(),
+    /** Cron schedules of `pgkeep serve`. */
+    schedule: ScheduleSchema.optional(),
   })
   .strict();
 export type SourceConfig = z.infer<typeof SourceSchema>;
@@ -149,6 +152,10 @@ export const ConfigSchema = z
     identityFile: z.string().min(1).optional(),
     /** File holding the passphrase of a passphrase-encrypted repository. */
     passphraseFile: z.string().min(1).optional(),
+    /** The daemon (`pgkeep serve`): listen address, token, state folder, job limits. */
+    serve: ServeSchema.optional(),
+    /** Alert channels of the daemon and `pgkeep notify test`. */
+    notify: NotifySchema.optional(),
     sources: z
       .record(z.string().regex(NAME_PATTERN, 'source names use letters, digits, ".", "_" and "-" (at most 100)'), SourceSchema)
       .optional(),

@@ -58,6 +58,10 @@ export interface VerificationSummary {
   kind: Verification['kind'];
   ok: boolean;
   finishedAt: string;
+  /** How long the whole verification took. */
+  durationMs: number;
+  /** Restore tests: how long the restore itself took (the measured RTO); undefined for integrity checks. */
+  restoreMs: number | undefined;
   /** The first problem, when it failed. */
   problem: string | undefined;
   repository: string;
@@ -79,6 +83,8 @@ export interface SourceStatus {
   source: string;
   healthy: boolean;
   lastBackup: BackupSummary | undefined;
+  /** The newest backup of each kind (logical, physical). */
+  lastBackupByKind: Record<string, BackupSummary>;
   lastFailure: { startedAt: string; failedAt: string; code: string; message: string; repository: string } | undefined;
   lastVerification: VerificationSummary | undefined;
   lastRestoreTest: VerificationSummary | undefined;
@@ -159,7 +165,7 @@ const ago = (ms: number) => formatAge(new Date(0), new Date(Math.max(0, ms)));
 const bytes = formatBytes;
 
 function summarizeVerification(v: Verification, repository: string): VerificationSummary {
-  return { backupId: v.backupId, kind: v.kind, ok: v.ok, finishedAt: v.finishedAt, problem: v.problems[0], repository };
+  return { backupId: v.backupId, kind: v.kind, ok: v.ok, finishedAt: v.finishedAt, durationMs: v.durationMs, restoreMs: v.restore?.durationMs, problem: v.problems[0], repository };
 }
 
 /**
@@ -183,16 +189,20 @@ export function assessHealth(source: string, facts: readonly RepositoryFacts[], 
   }
   const all = [...byId.values()].sort((a, b) => (a.manifest.finishedAt < b.manifest.finishedAt ? -1 : a.manifest.finishedAt > b.manifest.finishedAt ? 1 : a.manifest.id < b.manifest.id ? -1 : 1));
   const newest = all.at(-1);
-  const lastBackup: BackupSummary | undefined = newest && {
-    id: newest.manifest.id,
-    kind: newest.manifest.kind,
-    startedAt: newest.manifest.startedAt,
-    finishedAt: newest.manifest.finishedAt,
-    durationMs: newest.manifest.durationMs,
-    rawBytes: newest.manifest.totals.rawBytes,
-    storedBytes: newest.manifest.totals.storedBytes,
-    repositories: newest.repositories,
-  };
+  const summary = (entry: { manifest: Manifest; repositories: string[] }): BackupSummary => ({
+    id: entry.manifest.id,
+    kind: entry.manifest.kind,
+    startedAt: entry.manifest.startedAt,
+    finishedAt: entry.manifest.finishedAt,
+    durationMs: entry.manifest.durationMs,
+    rawBytes: entry.manifest.totals.rawBytes,
+    storedBytes: entry.manifest.totals.storedBytes,
+    repositories: entry.repositories,
+  });
+  const lastBackup: BackupSummary | undefined = newest && summary(newest);
+  // the newest of each kind (oldest first above, so the last write wins): per-kind metrics
+  const lastBackupByKind: Record<string, BackupSummary> = {};
+  for (const entry of all) lastBackupByKind[entry.manifest.kind] = summary(entry);
 
   // 1. a recent successful backup
   if (!newest) {
@@ -278,6 +288,7 @@ export function assessHealth(source: string, facts: readonly RepositoryFacts[], 
     source,
     healthy: findings.length === 0,
     lastBackup,
+    lastBackupByKind,
     lastFailure,
     lastVerification,
     lastRestoreTest,

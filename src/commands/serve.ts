@@ -1,0 +1,278 @@
+import * as path from 'node:path';
+import { resolveHealthThresholds } from '../config/health-settings.js';
+import { resolveNotifySettings, resolveServeSettings } from '../config/serve-settings.js';
+import { configuredSources, resolveSource, type Settings } from '../config/settings.js';
+import { PgkeepError, toPgkeepError } from '../errors.js';
+import { Alerter, jobScope, problemsFromFindings, problemsFromJob } from '../notify/alerter.js';
+import { notifyChannels } from '../notify/channels.js';
+import { withClient } from '../postgres/pg-client.js';
+import { systemClock, type Clock } from '../scheduler/clock.js';
+import { JobHistory, type JobRecord } from '../scheduler/job-history.js';
+import { Scheduler, type MissedRun } from '../scheduler/scheduler.js';
+import type { DaemonApi, ReadyCheck } from '../server/daemon-api.js';
+import { assertSafeBind, buildHttpServer } from '../server/http-server.js';
+import { PgkeepMetrics } from '../server/metrics.js';
+import { collectSourceStatus, type SourceStatus } from '../status/health.js';
+import { PGKEEP_VERSION } from '../version.js';
+import type { CommandContext } from './command-context.js';
+import { runList } from './list.js';
+import { openRepositoriesSettled } from './open-repository.js';
+import { defaultJobSeams, runJob, settingsForSource, type JobSeams } from './serve-jobs.js';
+import { runShow } from './show.js';
+import { sourcesWithRepositories } from './source-repositories.js';
+
+export interface ServeRequest {
+  /** Run what is due, wait for it, exit (Kubernetes CronJob). */
+  once?: boolean;
+  /** --listen host:port; overrides serve.host/serve.port. */
+  host?: string | undefined;
+  port?: number | undefined;
+  /** The clock (tests); default the system's. */
+  clock?: Clock;
+  /** Where the lead plugs in physical backups and restore tests. */
+  seams?: Partial<JobSeams>;
+}
+
+export interface ServeResult {
+  /** Jobs run by --once. */
+  jobs: JobRecord[];
+  missed: MissedRun[];
+}
+
+/** Re-reading every repository on each scrape would be heavy: the status is reused this long. */
+const STATUS_TTL_MS = 15_000;
+/** Health is re-read this often, so alerts for stale backups fire without a `check` schedule. */
+const STATUS_INTERVAL_MS = 5 * 60_000;
+
+/**
+ * `pgkeep serve`: the scheduler, the HTTP API and metrics, and alerts, in one
+ * process, until ctx.signal (SIGTERM, SIGINT):
+ *
+ *  1. resolve serve:/notify: settings; refuse a non-loopback address without a token
+ *  2. open the job history in the state folder; build the schedules (bad cron → CONFIG_INVALID)
+ *  3. with --once: run every schedule that is due, wait, return (failures → the first job's error)
+ *  4. start the HTTP server, arm the schedules (missed runs logged, optional catch-up)
+ *  5. after every job, and every 5 min: re-read the sources' status → metrics and alerts
+ *  6. on the signal: stop accepting jobs, give running ones the grace period, cancel
+ *     the rest (a cancelled backup removes what it wrote), close the server, return
+ */
+export async function runServe(ctx: CommandContext, request: ServeRequest = {}): Promise<ServeResult> {
+  const { settings } = ctx;
+  const clock = request.clock ?? systemClock;
+  const log = (level: 'info' | 'warn' | 'error', message: string) => ctx.info(`${clock.now().toISOString()} ${level} ${message}`);
+
+  // 1. settings
+  const serve = resolveServeSettings(settings, { host: request.host, port: request.port });
+  const notify = resolveNotifySettings(settings);
+  assertSafeBind(serve.host, serve.token);
+
+  // 2. history, alerts, metrics, schedules
+  const history = JobHistory.open(serve.stateDir, { limit: serve.historyLimit, now: clock.now() });
+  const alerter = new Alerter(notifyChannels(notify), { reminderMs: notify.reminderMs, clock, log, stateFile: path.join(serve.stateDir, 'alerts.json') });
+  const metrics = new PgkeepMetrics();
+  const seams: JobSeams = { ...defaultJobSeams, ...request.seams };
+  const sourceNames = await knownSources(settings);
+  for (const source of sourceNames) metrics.declareSource(source, ['logical', ...(serve.schedules.some((s) => s.source === source && s.kind === 'physical') ? ['physical'] : [])]);
+
+  const statuses = new Map<string, SourceStatus>();
+  let statusReadAt = 0;
+  const applyStatus = async (status: SourceStatus) => {
+    statuses.set(status.source, status);
+    metrics.updateStatus([...statuses.values()]);
+    await alerter.update(`health:${status.source}`, problemsFromFindings(status.findings));
+  };
+  const refreshStatus = async (only?: string) => {
+    for (const source of only ? [only] : sourceNames) {
+      try {
+        const opened = await openRepositoriesSettled(settings, { source });
+        await applyStatus(await collectSourceStatus(source, opened, resolveHealthThresholds(settings, source), clock.now()));
+      } catch (error) {
+        log('error', `cannot read the status of ${source}: ${(error as Error).message}`);
+      }
+    }
+    if (!only) statusReadAt = clock.now().getTime();
+  };
+  // alerts and metrics run after each job, one at a time so they never interleave
+  let afterJobs: Promise<void> = Promise.resolve();
+  /** Queues follow-up work; a failure is logged and never breaks the chain (or the process). */
+  const then = (step: () => Promise<void>) => {
+    afterJobs = afterJobs.then(step).catch((error: unknown) => log('error', `after a job: ${(error as Error).message}`));
+  };
+  const onJobEnd = (job: Readonly<JobRecord>) => {
+    metrics.recordJob(job);
+    then(async () => {
+      const problems = job.kind === 'check' ? undefined : problemsFromJob(job);
+      if (problems) await alerter.update(jobScope(job), problems);
+      if (job.state === 'succeeded' || job.state === 'failed') await refreshStatus(job.source);
+    });
+  };
+
+  const scheduler = new Scheduler(serve.schedules, {
+    clock,
+    history,
+    concurrency: serve.concurrency,
+    overlap: serve.overlap,
+    stuckAfterMs: serve.stuckAfterMs,
+    log,
+    onJobEnd,
+    runner: (job, run) => runJob({ settings, seams, pruneAfterBackup: serve.pruneAfterBackup, log }, job, run),
+  });
+
+  // 3. --once
+  if (request.once) {
+    const due = scheduler.due(history.lastOnceRun());
+    history.markOnceRun(clock.now());
+    if (due.length === 0) log('info', 'nothing is due');
+    const jobs = due.map((entry) => scheduler.submit(entry.source, entry.kind, 'once'));
+    // SIGTERM: the same grace period as the daemon
+    const onAbort = () => void scheduler.stop(serve.graceMs);
+    ctx.signal.addEventListener('abort', onAbort, { once: true });
+    await scheduler.idle();
+    ctx.signal.removeEventListener('abort', onAbort);
+    await afterJobs;
+    await scheduler.stop(0);
+    const ended = jobs.map((j) => scheduler.job(j.id)!);
+    const failed = ended.filter((j) => j.state === 'failed');
+    if (failed.length > 0) {
+      const first = failed[0]!;
+      throw new PgkeepError(first.error!.code as PgkeepError['code'], `${failed.length} of ${ended.length} job(s) failed; ${first.kind} of ${first.source}: ${first.error!.message}`, {
+        details: { jobs: ended },
+      });
+    }
+    return { jobs: ended, missed: [] };
+  }
+
+  // 4. HTTP and schedules
+  const api = daemonApi(settings, sourceNames, scheduler, metrics, async () => {
+    if (clock.now().getTime() - statusReadAt > STATUS_TTL_MS) await refreshStatus();
+  });
+  const app = buildHttpServer(api, { token: serve.token, protectProbes: serve.protectProbes });
+  try {
+    await app.listen({ host: serve.host, port: serve.port });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new PgkeepError('USAGE', `cannot listen on ${serve.host}:${serve.port} (${code ?? (error as Error).message}): choose another address with --listen or serve.host/serve.port`, { cause: error });
+  }
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : serve.port;
+  log('info', `pgkeep ${PGKEEP_VERSION} listening on http://${serve.host.includes(':') ? `[${serve.host}]` : serve.host}:${port} (API token ${serve.token ? 'required' : 'not configured: state-changing endpoints disabled'}); state in ${serve.stateDir}`);
+  for (const s of scheduler.schedules()) log('info', `schedule: ${s.kind} of ${s.source} at "${s.cron}"${s.timeZone ? ` (${s.timeZone})` : ''}, next ${s.next ?? 'never'}`);
+  if (serve.schedules.length === 0) log('warn', 'no schedules configured (sources.<name>.schedule): serving the API only');
+  const missed = scheduler.start({ catchUp: serve.catchUp });
+
+  // 5. periodic health
+  let stopTimer = () => undefined as void;
+  const periodic = () => {
+    stopTimer = clock.setTimer(STATUS_INTERVAL_MS, () => {
+      then(() => refreshStatus());
+      periodic();
+    });
+  };
+  then(() => refreshStatus());
+  periodic();
+
+  // 6. until the signal
+  await new Promise<void>((resolve) => {
+    if (ctx.signal.aborted) resolve();
+    else ctx.signal.addEventListener('abort', () => resolve(), { once: true });
+  });
+  log('info', `stopping: no new jobs; running jobs have ${Math.round(serve.graceMs / 1000)}s to finish`);
+  stopTimer();
+  await scheduler.stop(serve.graceMs);
+  await afterJobs.catch(() => undefined);
+  await app.close();
+  log('info', 'stopped');
+  return { jobs: [], missed };
+}
+
+/** The sources the daemon serves: the config's, or (zero-config) those the repository holds. */
+async function knownSources(settings: Settings): Promise<string[]> {
+  const configured = configuredSources(settings);
+  if (configured.length > 0) return configured;
+  try {
+    return (await sourcesWithRepositories(settings)).map((s) => s.source);
+  } catch {
+    return [resolveSource(settings).name];
+  }
+}
+
+function daemonApi(settings: Settings, sourceNames: string[], scheduler: Scheduler, metrics: PgkeepMetrics, freshStatus: () => Promise<void>): DaemonApi {
+  const requireSource = (name: string) => {
+    if (!sourceNames.includes(name)) throw new PgkeepError('SOURCE_UNKNOWN', `no source "${name}": the sources are ${sourceNames.join(', ')}`);
+    return name;
+  };
+  const findBackup = async (id: string) => {
+    const errors: unknown[] = [];
+    for (const source of sourceNames) {
+      try {
+        return await runShow(settingsForSource(settings, source), id);
+      } catch (error) {
+        errors.push(error);
+      }
+    }
+    // a source whose repository does not exist yet simply does not hold it
+    throw errors.find((e) => !['BACKUP_NOT_FOUND', 'REPO_MISSING'].includes(toPgkeepError(e).code)) ?? new PgkeepError('BACKUP_NOT_FOUND', `no backup ${id} in any source (${sourceNames.join(', ')})`);
+  };
+  return {
+    version: PGKEEP_VERSION,
+    startedAt: new Date(),
+    async ready() {
+      const checks: ReadyCheck[] = [{ name: 'config', ok: true }];
+      for (const source of sourceNames) {
+        const own = settingsForSource(settings, source);
+        for (const opened of await openRepositoriesSettled(own, { source })) {
+          const failure = opened.repository ? undefined : toPgkeepError(opened.error);
+          // an empty location is fine: the first backup creates the repository there
+          const empty = failure?.code === 'REPO_MISSING';
+          checks.push({ name: `repository ${opened.url}`, ok: !failure || empty, message: empty ? 'empty: the first backup creates the repository' : failure?.message });
+        }
+        try {
+          const { connection } = resolveSource(own);
+          await withClient(connection, (client) => client.query('SELECT 1'), AbortSignal.timeout(5000));
+          checks.push({ name: `source ${source}`, ok: true });
+        } catch (error) {
+          checks.push({ name: `source ${source}`, ok: false, message: toPgkeepError(error).message });
+        }
+      }
+      return checks;
+    },
+    async metrics() {
+      await freshStatus();
+      metrics.jobsRunning.set(scheduler.jobs().filter((j) => j.state === 'running').length);
+      return { contentType: metrics.contentType, text: await metrics.text() };
+    },
+    async sources() {
+      const schedules = scheduler.schedules();
+      return sourceNames.map((name) => {
+        const source = settings.config.sources?.[name] ? resolveSource(settingsForSource(settings, name)) : undefined;
+        return {
+          name,
+          // where it is, never how to log in
+          database: source ? { host: source.connection.host, port: source.connection.port, database: source.connection.database, user: source.connection.user } : undefined,
+          repositories: source?.repos,
+          schedules: schedules.filter((s) => s.source === name).map(({ kind, cron, timeZone, next }) => ({ kind, cron, timeZone, next })),
+        };
+      });
+    },
+    async backups(name) {
+      const listed = await runList(settingsForSource(settings, requireSource(name))).catch((error: unknown) => {
+        // no repository yet: the first backup creates it
+        if (toPgkeepError(error).code === 'REPO_MISSING') return { backups: [] };
+        throw error;
+      });
+      const { backups } = listed;
+      return backups.map((m) => ({ id: m.id, source: m.source, kind: m.kind, labels: m.labels, startedAt: m.startedAt, finishedAt: m.finishedAt, totals: m.totals }));
+    },
+    async backup(id) {
+      const { manifest, pin } = await findBackup(id);
+      return { ...manifest, pinned: pin !== undefined };
+    },
+    jobs: () => scheduler.jobs(),
+    job: (id) => scheduler.job(id),
+    startBackup: (name) => scheduler.submit(requireSource(name), 'logical', 'api'),
+    async startVerify(id) {
+      const { manifest } = await findBackup(id);
+      return scheduler.submit(manifest.source, 'verify', 'api', { target: manifest.id });
+    },
+  };
+}

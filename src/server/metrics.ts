@@ -1,0 +1,106 @@
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import type { JobRecord } from '../scheduler/job-history.js';
+import type { SourceStatus } from '../status/health.js';
+
+/** Every pgkeep metric name (docs/prometheus-alerts.yml may use only these, and the process metrics). */
+export const METRIC_NAMES = [
+  'pgkeep_backup_last_success_timestamp_seconds',
+  'pgkeep_backup_last_duration_seconds',
+  'pgkeep_backup_last_size_bytes',
+  'pgkeep_backups_total',
+  'pgkeep_backup_count',
+  'pgkeep_repository_size_bytes',
+  'pgkeep_restore_test_last_success_timestamp_seconds',
+  'pgkeep_restore_test_last_duration_seconds',
+  'pgkeep_wal_archive_last_segment_timestamp_seconds',
+  'pgkeep_wal_archive_lag_seconds',
+  'pgkeep_health_problems',
+  'pgkeep_jobs_running',
+] as const;
+
+/**
+ * The daemon's Prometheus metrics. Backup, repository, restore-test and WAL
+ * gauges are set from the status module's view of each source (the
+ * repository is the source of truth); pgkeep_backups_total counts the backup
+ * jobs this process ran; process metrics come from prom-client.
+ */
+export class PgkeepMetrics {
+  readonly registry = new Registry();
+  private readonly lastSuccess;
+  private readonly lastDuration;
+  private readonly lastSize;
+  private readonly backupsTotal;
+  private readonly backupCount;
+  private readonly repositorySize;
+  private readonly restoreSuccess;
+  private readonly restoreDuration;
+  private readonly walLast;
+  private readonly walLag;
+  private readonly problems;
+  readonly jobsRunning;
+
+  constructor() {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+    const gauge = (name: string, help: string, labelNames: string[]) => new Gauge({ name, help, labelNames, registers });
+    this.lastSuccess = gauge('pgkeep_backup_last_success_timestamp_seconds', 'End time of the newest complete backup (Unix seconds)', ['source', 'kind']);
+    this.lastDuration = gauge('pgkeep_backup_last_duration_seconds', 'Duration of the newest complete backup', ['source', 'kind']);
+    this.lastSize = gauge('pgkeep_backup_last_size_bytes', 'Bytes dumped by the newest complete backup (before compression)', ['source', 'kind']);
+    this.backupsTotal = new Counter({ name: 'pgkeep_backups_total', help: 'Backup jobs run by this process, by result', labelNames: ['source', 'kind', 'result'], registers });
+    this.backupCount = gauge('pgkeep_backup_count', 'Complete backups in the repository', ['source', 'repository']);
+    this.repositorySize = gauge('pgkeep_repository_size_bytes', 'Stored bytes of the source\'s backups in the repository', ['source', 'repository']);
+    this.restoreSuccess = gauge('pgkeep_restore_test_last_success_timestamp_seconds', 'End time of the newest successful restore test (Unix seconds)', ['source']);
+    this.restoreDuration = gauge('pgkeep_restore_test_last_duration_seconds', 'Duration of the newest successful restore test: the measured RTO', ['source']);
+    this.walLast = gauge('pgkeep_wal_archive_last_segment_timestamp_seconds', 'Time of the newest archived WAL segment (Unix seconds)', ['source']);
+    this.walLag = gauge('pgkeep_wal_archive_lag_seconds', 'Now minus the time of the newest archived WAL segment', ['source']);
+    this.problems = gauge('pgkeep_health_problems', 'Problems pgkeep status --check finds for the source', ['source']);
+    this.jobsRunning = gauge('pgkeep_jobs_running', 'Jobs running now', []);
+  }
+
+  /** Sets the gauges from a fresh status of every source (sources gone from it are dropped). */
+  updateStatus(statuses: readonly SourceStatus[]): void {
+    for (const g of [this.lastSuccess, this.lastDuration, this.lastSize, this.backupCount, this.repositorySize, this.restoreSuccess, this.restoreDuration, this.walLast, this.walLag, this.problems]) g.reset();
+    for (const s of statuses) {
+      const source = s.source;
+      for (const [kind, backup] of Object.entries(s.lastBackupByKind)) {
+        const labels = { source, kind };
+        this.lastSuccess.set(labels, Date.parse(backup.finishedAt) / 1000);
+        this.lastDuration.set(labels, backup.durationMs / 1000);
+        this.lastSize.set(labels, backup.rawBytes);
+      }
+      for (const r of s.repositories) {
+        if (r.error) continue;
+        this.backupCount.set({ source, repository: r.location }, r.backups);
+        this.repositorySize.set({ source, repository: r.location }, r.storedBytes);
+      }
+      if (s.lastRestoreTest?.ok) {
+        this.restoreSuccess.set({ source }, Date.parse(s.lastRestoreTest.finishedAt) / 1000);
+        this.restoreDuration.set({ source }, (s.lastRestoreTest.restoreMs ?? s.lastRestoreTest.durationMs) / 1000);
+      }
+      // WAL: the status module's PITR view (issue 5 fills it in)
+      if (s.pitr.lastArchivedAt) this.walLast.set({ source }, Date.parse(s.pitr.lastArchivedAt) / 1000);
+      if (s.pitr.archiveLagMs !== undefined) this.walLag.set({ source }, s.pitr.archiveLagMs / 1000);
+      this.problems.set({ source }, s.findings.length);
+    }
+  }
+
+  /** Counts a backup job that ended. */
+  recordJob(job: Readonly<JobRecord>): void {
+    if (job.kind !== 'logical' && job.kind !== 'physical') return;
+    if (job.state !== 'succeeded' && job.state !== 'failed') return;
+    this.backupsTotal.inc({ source: job.source, kind: job.kind, result: job.state === 'succeeded' ? 'success' : 'failure' });
+  }
+
+  /** Declares the counter's series for a source so alert expressions see 0 rather than nothing. */
+  declareSource(source: string, kinds: readonly string[]): void {
+    for (const kind of kinds) for (const result of ['success', 'failure']) this.backupsTotal.inc({ source, kind, result }, 0);
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

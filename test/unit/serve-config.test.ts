@@ -1,0 +1,60 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { describe, test } from 'node:test';
+import { parseConfig } from '../../src/config/load-config.js';
+import { resolveNotifySettings, resolveServeSettings } from '../../src/config/serve-settings.js';
+import type { Settings } from '../../src/config/settings.js';
+import { isPgkeepError } from '../../src/errors.js';
+
+const docs = path.resolve(import.meta.dirname, '../../docs');
+
+function settingsOf(config: Settings['config'], env: Record<string, string> = {}): Settings {
+  return { cwd: '/work', configFile: '/etc/pgkeep/pgkeep.yaml', config, env, options: {} };
+}
+
+describe('serve configuration', () => {
+  test('the sample pgkeep.yaml in docs/ is valid and sets every serve: and notify: key', () => {
+    const env = { SLACK_WEBHOOK_URL: 'https://hooks.slack.com/services/T/B/x', ALERTS_TOKEN: 't', ANALYTICS_PASSWORD: 'p' };
+    const config = parseConfig(readFileSync(path.join(docs, 'pgkeep.example.yaml'), 'utf8'), 'pgkeep.example.yaml', env);
+    assert.deepEqual(Object.keys(config.serve!).sort(), ['catchUp', 'concurrency', 'gracePeriod', 'historyLimit', 'host', 'overlap', 'port', 'protectProbes', 'pruneAfterBackup', 'stateDir', 'stuckAfter', 'timeZone', 'tokenFile'].sort());
+    assert.deepEqual(Object.keys(config.sources!.app!.schedule!).sort(), ['check', 'logical', 'physical', 'prune', 'restoreTest', 'timeZone']);
+    const serve = resolveServeSettings(settingsOf({ ...config, serve: { ...config.serve, tokenFile: undefined } }));
+    assert.equal(serve.schedules.length, 6);
+    assert.deepEqual(serve.schedules[0], { source: 'app', kind: 'logical', cron: '0 2 * * *', timeZone: 'Europe/Paris' });
+    assert.equal(serve.schedules[5]!.timeZone, 'UTC', 'serve.timeZone is the default');
+    assert.equal(serve.stuckAfterMs, 600_000);
+  });
+
+  test('defaults, and the environment over the file', () => {
+    const plain = resolveServeSettings(settingsOf({}));
+    assert.equal(plain.host, '127.0.0.1');
+    assert.equal(plain.port, 9187);
+    assert.equal(plain.token, undefined);
+    assert.equal(plain.overlap, 'queue');
+    assert.equal(plain.graceMs, 60_000);
+    assert.equal(plain.pruneAfterBackup, true);
+    assert.equal(plain.stateDir, '/etc/pgkeep/pgkeep-state');
+    const fromEnv = resolveServeSettings(settingsOf({ serve: { token: 'file-token' } }, { PGKEEP_API_TOKEN: 'env-token', PGKEEP_STATE_DIR: '/var/lib/pgkeep' }));
+    assert.equal(fromEnv.token, 'env-token');
+    assert.equal(fromEnv.stateDir, '/var/lib/pgkeep');
+    const notify = resolveNotifySettings(settingsOf({ notify: { email: { host: 'smtp', from: 'a@b.c', to: ['d@e.f'] } } }, { SMTP_PASSWORD: 'pw' }));
+    assert.equal(notify.email!.password, 'pw');
+    assert.equal(notify.reminderMs, 86_400_000);
+  });
+
+  test('bad keys are named', () => {
+    assert.throws(
+      () => parseConfig('serve: { overlap: sometimes }', 'pgkeep.yaml', {}),
+      (e: unknown) => isPgkeepError(e, 'CONFIG_INVALID') && /pgkeep\.yaml: serve\.overlap: /.test((e as Error).message),
+    );
+    assert.throws(
+      () => parseConfig('sources: { app: { schedule: { daily: "0 2 * * *" } } }', 'pgkeep.yaml', {}),
+      (e: unknown) => isPgkeepError(e, 'CONFIG_INVALID') && /sources\.app\.schedule: unknown key "daily"/.test((e as Error).message),
+    );
+    assert.throws(
+      () => parseConfig('notify: { webhooks: [{ url: "not a url" }] }', 'pgkeep.yaml', {}),
+      (e: unknown) => isPgkeepError(e, 'CONFIG_INVALID') && /notify\.webhooks\.0\.url: a webhook needs an http\(s\) URL/.test((e as Error).message),
+    );
+  });
+});
