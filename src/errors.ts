@@ -38,6 +38,16 @@ export const ERROR_CODES = {
   MANIFEST_INVALID: { exit: 6, summary: 'a manifest cannot be read' },
   BACKUP_PARTIAL: { exit: 10, summary: 'the backup was written to some of the source\'s repositories, not all' },
 
+  // WAL archive and point-in-time recovery
+  WAL_INVALID: { exit: 11, summary: 'a file given to wal-push is not a WAL file PostgreSQL archives' },
+  WAL_CONFLICT: { exit: 11, summary: 'the archive already holds that WAL file with different content (never overwritten)' },
+  WAL_FOREIGN: { exit: 11, summary: 'the WAL file comes from a different cluster (system identifier) than the source\'s archive' },
+  WAL_MISSING: { exit: 1, summary: 'the archive does not hold the requested WAL file' },
+  WAL_TIMEOUT: { exit: 11, summary: 'WAL a backup needs did not arrive in the archive in time' },
+  PITR_NO_BACKUP: { exit: 12, summary: 'no physical backup can reach the recovery target' },
+  PITR_TARGET_DIR: { exit: 12, summary: 'the data directory for recovery is not empty or not usable' },
+  PITR_FAILED: { exit: 12, summary: 'the recovered server failed to start or to reach the target' },
+
   // integrity
   VERIFY_FAILED: { exit: 7, summary: 'a backup failed verification' },
   CHECKSUM_MISMATCH: { exit: 7, summary: 'stored bytes do not match the manifest' },

@@ -17,6 +17,7 @@ import { PGKEEP_VERSION } from '../version.js';
 import { printBackupDone, printCopyDone, printList, printRestoreDone, printShow, printVerify } from './print.js';
 import { ProgressBar } from './progress-bar.js';
 import { confirmOnTerminal } from './prompt.js';
+import { resolveWalTarget, runWal } from './wal-cli.js';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 const positiveInt = (what: string) => (value: string) => {
@@ -248,6 +249,23 @@ export async function main(argv: string[]): Promise<number> {
       bar.clear();
       printCopyDone(result, json);
     });
+
+  // WAL archiving (the `pgkeep` executable runs these on a lean path; here for --help and global options before the command)
+  const walOptions = (command: Command) => command.optsWithGlobals() as GlobalOptions & { quiet?: boolean };
+  for (const [name, args, description] of [
+    ['wal-push', ['<wal-path>'], "archive one WAL file (archive_command = 'pgkeep wal-push %p --source NAME')"],
+    ['wal-fetch', ['<wal-name>', '<destination>'], "restore one WAL file from the archive (restore_command = 'pgkeep wal-fetch %f %p --source NAME'); exit 1 when it is not archived"],
+  ] as const) {
+    const walCommand = program.command(name).description(description).option('-q, --quiet', 'print nothing on success');
+    for (const arg of args) walCommand.argument(arg);
+    walCommand.action(async (...received: unknown[]) => {
+      const command = received.at(-1) as Command;
+      const options = walOptions(command);
+      const target = await resolveWalTarget(options, process.env, process.cwd());
+      const note = await runWal(name, received.slice(0, args.length) as string[], target, controller.signal, process.cwd());
+      if (note && !options.quiet) process.stderr.write(`pgkeep: ${note}\n`);
+    });
+  }
 
   try {
     await program.parseAsync(argv, { from: 'user' });

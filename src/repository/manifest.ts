@@ -9,8 +9,12 @@ const DigestSchema = z.object({ size: z.number().int().nonnegative(), sha256: z.
 export const ObjectSchema = z.object({
   /** Path relative to the backup folder, e.g. "dump.zst" or "dump.d/toc.dat.zst". */
   name: z.string().min(1),
-  /** What the object holds: "dump" (the whole archive), "dump-file" (one file of a directory dump). */
-  role: z.enum(['dump', 'dump-file']),
+  /**
+   * What the object holds: "dump" (the whole archive), "dump-file" (one file of a directory dump),
+   * "base" (a physical backup's tar of the main data directory), "tablespace" (the tar of one tablespace, `file` = its OID),
+   * "wal" (an archived WAL file, never listed in a manifest).
+   */
+  role: z.enum(['dump', 'dump-file', 'base', 'tablespace', 'wal']),
   /** For dump-file: the file name inside the dump directory. */
   file: z.string().optional(),
   raw: DigestSchema,

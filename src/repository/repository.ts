@@ -8,7 +8,8 @@ import { isBackupId, validateBackupId } from './backup-id.js';
 import { ManifestSchema, MANIFEST_FORMAT, type Manifest } from './manifest.js';
 import { VerificationSchema, verificationFileName, type Verification, type VerificationInput } from './verification.js';
 
-export const REPO_FORMAT = 1;
+export { REPO_FORMAT } from './repo-info.js';
+import { REPO_FORMAT } from './repo-info.js';
 const INFO_FILE = 'pgkeep.json';
 const MANIFEST_FILE = 'manifest.json';
 
