@@ -39,10 +39,10 @@ export async function runWalFetch(ctx: WalContext, name: string, destination: st
   // 2. into a temp file beside the destination
   const temp = path.join(path.dirname(destination), `.pgkeep-tmp-${path.basename(destination)}.${randomBytes(6).toString('hex')}`);
   try {
-    const handle = await open(temp, 'wx', 0o600);
+    await archive.fetch(name, createWriteStream(temp, { flags: 'wx', mode: 0o600, highWaterMark: 1 << 20 }), { codec: defaultZstd(), identities, signal: ctx.signal, record });
+    // 3. durable, then visible
+    const handle = await open(temp, 'r');
     try {
-      await archive.fetch(name, createWriteStream('', { fd: handle.fd, autoClose: false, highWaterMark: 1 << 20 }), { codec: defaultZstd(), identities, signal: ctx.signal });
-      // 3. durable, then visible
       await handle.sync();
     } finally {
       await handle.close();

@@ -183,8 +183,12 @@ export class WalArchive {
    * Streams an archived file into `sink`, checking both checksums as it goes.
    * Rejects WAL_MISSING when the archive does not hold it.
    */
-  async fetch(name: string, sink: Writable, options: { codec: ZstdCodec; identities?: AgeIdentity[] | undefined; signal?: AbortSignal | undefined }): Promise<WalRecord> {
-    const record = await this.readRecord(name);
+  async fetch(
+    name: string,
+    sink: Writable,
+    options: { codec: ZstdCodec; identities?: AgeIdentity[] | undefined; signal?: AbortSignal | undefined; record?: WalRecord | undefined },
+  ): Promise<WalRecord> {
+    const record = options.record ?? (await this.readRecord(name));
     if (!record) throw new PgkeepError('WAL_MISSING', `${name} is not in the WAL archive of source ${this.source} at ${this.storage.location}`);
     const object: BackupObject = { name: record.name, role: 'wal', raw: record.raw, stored: record.stored, compression: record.compression, encryption: record.encryption };
     await loadStream(this.storage, this.objectKey(record), object, sink, options);
