@@ -1,7 +1,7 @@
 import type { CopyResult } from '../commands/copy.js';
 import type { ListRepositories } from '../commands/list.js';
 import type { RestoreResult } from '../commands/restore.js';
-import type { Manifest } from '../repository/manifest.js';
+import type { Manifest, PhysicalManifest } from '../repository/manifest.js';
 import type { VerifyReport } from '../verify/verify-backup.js';
 import { formatAge, formatBytes, formatCount, formatDuration, formatTable } from './format.js';
 
@@ -12,6 +12,16 @@ const printJson = (value: unknown): void => out(JSON.stringify(value, null, 2));
 
 export function printBackupDone(manifest: Manifest, location: string, json: boolean): void {
   if (json) return printJson(manifest);
+  if (manifest.kind === 'physical') {
+    const p = manifest.physical;
+    out(
+      `physical backup ${manifest.id} of ${manifest.source} done in ${formatDuration(manifest.durationMs)}: ` +
+        `${formatBytes(manifest.totals.rawBytes)} copied, ${formatBytes(manifest.totals.storedBytes)} stored; ` +
+        `WAL ${p.startLsn} to ${p.stopLsn} on timeline ${p.timeline} (${p.walStart}..${p.walStop}) is archived`,
+    );
+    out(`repository: ${location}`);
+    return;
+  }
   out(
     `backup ${manifest.id} of ${manifest.source} done in ${formatDuration(manifest.durationMs)}: ` +
       `${formatBytes(manifest.totals.rawBytes)} dumped, ${formatBytes(manifest.totals.storedBytes)} stored, ` +
@@ -35,7 +45,7 @@ export function printList(backups: Manifest[], location: string, json: boolean, 
         m.id,
         m.source,
         m.kind,
-        m.options.format,
+        m.kind === 'logical' ? m.options.format : 'tar',
         formatBytes(m.totals.storedBytes),
         formatDuration(m.durationMs),
         formatAge(new Date(m.finishedAt)),
@@ -50,6 +60,23 @@ export function printList(backups: Manifest[], location: string, json: boolean, 
 
 /** The fields of a backup that list --json gives (the full manifest is in show --json). */
 function summary(m: Manifest) {
+  if (m.kind === 'physical') {
+    return {
+      id: m.id,
+      source: m.source,
+      kind: m.kind,
+      format: 'tar',
+      labels: m.labels,
+      startedAt: m.startedAt,
+      finishedAt: m.finishedAt,
+      durationMs: m.durationMs,
+      rawBytes: m.totals.rawBytes,
+      storedBytes: m.totals.storedBytes,
+      startLsn: m.physical.startLsn,
+      stopLsn: m.physical.stopLsn,
+      timeline: m.physical.timeline,
+    };
+  }
   return {
     id: m.id,
     source: m.source,
@@ -69,6 +96,7 @@ function summary(m: Manifest) {
 
 export function printShow(m: Manifest, json: boolean): void {
   if (json) return printJson(m);
+  if (m.kind === 'physical') return printShowPhysical(m);
   const options = m.options;
   const selection = [
     options.schemaOnly && 'schema only',
@@ -108,6 +136,28 @@ export function printShow(m: Manifest, json: boolean): void {
     out('');
     out(formatTable(['TABLE', 'ROWS'], m.tables.map((t) => [`${t.schema}.${t.name}`, t.rows === null ? '-' : formatCount(t.rows)]), [1]));
   }
+}
+
+function printShowPhysical(m: PhysicalManifest): void {
+  const p = m.physical;
+  const lines: [string, string][] = [
+    ['backup', m.id],
+    ['source', m.source],
+    ['kind', 'physical (pg_basebackup, tar)'],
+    ['labels', m.labels.join(', ') || '-'],
+    ['started', m.startedAt],
+    ['finished', `${m.finishedAt} (${formatDuration(m.durationMs)}, ${formatAge(new Date(m.finishedAt))})`],
+    ['server', `PostgreSQL ${m.server.version} on ${m.server.host}:${m.server.port}, system id ${m.server.systemIdentifier}`],
+    ['tools', `pg_basebackup ${m.tools.pgBasebackup}, pgkeep ${m.pgkeep.version} (${m.pgkeep.codec})`],
+    ['WAL', `${p.startLsn} to ${p.stopLsn} on timeline ${p.timeline}: segments ${p.walStart} to ${p.walStop}`],
+    ['consistent', `from ${p.stopTime} (the earliest recovery target this backup reaches)`],
+    ['tablespaces', p.tablespaces.length === 0 ? 'none besides pg_default' : p.tablespaces.map((t) => `${t.name} (${t.location})`).join(', ')],
+    ['size', `${formatBytes(m.totals.rawBytes)} copied, ${formatBytes(m.totals.storedBytes)} stored (${ratio(m.totals.rawBytes, m.totals.storedBytes)})`],
+  ];
+  const width = Math.max(...lines.map(([k]) => k.length));
+  for (const [key, value] of lines) out(`${key.padEnd(width)}  ${value}`);
+  out('');
+  out(formatTable(['OBJECT', 'RAW', 'STORED', 'SHA-256 (STORED)'], m.objects.map((o) => [o.name, formatBytes(o.raw.size), formatBytes(o.stored.size), o.stored.sha256.slice(0, 16)]), [1, 2]));
 }
 
 function ratio(raw: number, stored: number): string {

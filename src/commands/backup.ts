@@ -14,7 +14,7 @@ import { settleAll, startProcess } from '../postgres/run-process.js';
 import { readDatabaseInfo, readServerInfo } from '../postgres/server-info.js';
 import { countRows, readCatalogTables, selectDataTables } from '../postgres/table-selection.js';
 import { makeBackupId, validateBackupName } from '../repository/backup-id.js';
-import type { BackupObject, Manifest } from '../repository/manifest.js';
+import type { BackupObject, LogicalManifest, Manifest } from '../repository/manifest.js';
 import { MANIFEST_FORMAT } from '../repository/manifest.js';
 import { Repository } from '../repository/repository.js';
 import { acquireSourceLock, type SourceLock } from '../repository/source-lock.js';
@@ -27,7 +27,7 @@ export interface BackupRequest extends BackupOptionsConfig {
   name?: string | undefined;
 }
 
-type DumpOptions = Manifest['options'];
+type DumpOptions = LogicalManifest['options'];
 
 /** One repository of a backup to several, and how it fared. */
 interface Target {

@@ -16,7 +16,7 @@ import { settleAll, startProcess } from '../postgres/run-process.js';
 import { databaseExists, readServerInfo } from '../postgres/server-info.js';
 import { countRows } from '../postgres/table-selection.js';
 import { timestampPart } from '../repository/backup-id.js';
-import type { Manifest } from '../repository/manifest.js';
+import { requireLogical, type LogicalManifest as Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { runBackup } from './backup.js';
 import { repositoriesWithBackup } from './open-repository.js';
@@ -75,7 +75,8 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
   const { signal } = ctx;
 
   // 1. the backup, the target, the tools
-  const manifest = await repository.resolveBackup(request.backup, source.name);
+  // "latest" is the newest logical backup; a physical one is recovered with pgkeep pitr.
+  const manifest = requireLogical(await repository.resolveBackup(request.backup, source.name, 'logical'), 'restore');
   // Keys first: a missing or wrong identity must fail before any database is touched.
   const identities = await identitiesFor(repository, manifest, ctx.keys);
   const target = request.to ?? fitIdentifier(`${manifest.database.name}_restore_`, timestampPart(new Date()).toLowerCase());
@@ -170,7 +171,7 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
  * the backup is tried; any other failure is final.
  */
 export async function runRestoreFromRepositories(ctx: CommandContext, source: ResolvedSource, request: RestoreRequest): Promise<RestoreResult> {
-  const candidates = await repositoriesWithBackup(ctx.settings, request.backup, source.name);
+  const candidates = await repositoriesWithBackup(ctx.settings, request.backup, source.name, 'logical');
   for (let i = 0; ; i++) {
     const { repository, manifest } = candidates[i]!;
     try {
