@@ -2,6 +2,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import type { CommandContext } from '../commands/command-context.js';
 import { runBackup, type BackupRequest } from '../commands/backup.js';
+import { runPhysicalBackup } from '../commands/backup-physical.js';
 import { runCopy } from '../commands/copy.js';
 import { runInit } from '../commands/init.js';
 import { runKeygen } from '../commands/keygen.js';
@@ -130,7 +131,9 @@ export async function main(argv: string[]): Promise<number> {
     });
 
   withOutput(program.command('backup'))
-    .description('take a logical backup with pg_dump')
+    .description('take a logical backup with pg_dump (or, with --physical, of the whole cluster with pg_basebackup)')
+    .option('--physical', 'physical backup of the whole cluster for point-in-time recovery (needs WAL archiving to pgkeep wal-push)')
+    .option('--wal-timeout <seconds>', 'physical: how long to wait for the backup\'s WAL to reach the archive (default 120)', positiveInt('--wal-timeout'))
     .option('--name <name>', 'name appended to the backup id, e.g. before-migration')
     .addOption(new Option('--format <format>', 'pg_dump format').choices(['custom', 'directory', 'plain']))
     .option('--schema-only', 'only the schema, no data')
@@ -149,6 +152,19 @@ export async function main(argv: string[]): Promise<number> {
       const settings = settingsOf(command);
       const source = resolveSource(settings);
       const ctx = context(settings, options);
+      if (options.physical) {
+        // The WAL archive is in the source's first repository (where wal-push writes): so is the base backup.
+        const repository = await openRepository(settings, { source: source.name, createIfEmpty: true });
+        const manifest = await runPhysicalBackup(ctx, repository, source, {
+          name: options.name as string | undefined,
+          labels: Array.isArray(options.label) ? (options.label as string[]) : undefined,
+          compressLevel: options.compressLevel as number | undefined,
+          walTimeoutMs: options.walTimeout === undefined ? undefined : (options.walTimeout as number) * 1000,
+        });
+        bar.clear();
+        printBackupDone(manifest, repository.location, json);
+        return;
+      }
       // Several repositories (repos: in pgkeep.yaml): one pg_dump, written to all of them.
       const repositories = await openRepositories(settings, { source: source.name, createIfEmpty: true });
       const fromCli = (name: string) => command.getOptionValueSource(name) === 'cli';
