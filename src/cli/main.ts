@@ -1,8 +1,11 @@
 #!/usr/bin/env node
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import type { CommandContext } from '../commands/command-context.js';
 import { runBackup, type BackupRequest } from '../commands/backup.js';
 import { runPhysicalBackup } from '../commands/backup-physical.js';
+import { runPitr, type PitrRequest, type RecoveryTarget } from '../commands/pitr.js';
 import { runCopy } from '../commands/copy.js';
 import { runInit } from '../commands/init.js';
 import { runKeygen } from '../commands/keygen.js';
@@ -15,7 +18,7 @@ import type { VerifyReport } from '../verify/verify-backup.js';
 import { keySettings, loadSettings, readSecretFile, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { PGKEEP_VERSION } from '../version.js';
-import { printBackupDone, printCopyDone, printList, printRestoreDone, printShow, printVerify } from './print.js';
+import { printBackupDone, printCopyDone, printList, printPitr, printRestoreDone, printShow, printVerify } from './print.js';
 import { ProgressBar } from './progress-bar.js';
 import { confirmOnTerminal } from './prompt.js';
 import { resolveWalTarget, runWal } from './wal-cli.js';
@@ -264,6 +267,60 @@ export async function main(argv: string[]): Promise<number> {
       const result = await runCopy(context(settings, options), { backup: ref, from: options.from, to: options.to, source: settings.options.source });
       bar.clear();
       printCopyDone(result, json);
+    });
+
+  withOutput(program.command('pitr'))
+    .description('point-in-time recovery: restore the newest physical backup before the target into a new data directory, set up recovery through pgkeep wal-fetch, and (--start) run it')
+    .requiredOption('--pgdata <dir>', 'data directory to recover into (created 0700; must be empty unless --force)')
+    .option('--target-time <time>', 'recover up to this time (e.g. "2026-11-21 14:05:00+00")')
+    .option('--target-lsn <lsn>', 'recover up to this WAL location (e.g. 0/3000060)')
+    .option('--target-xid <xid>', 'recover up to this transaction id')
+    .option('--target-name <name>', 'recover up to this restore point (pg_create_restore_point)')
+    .option('--latest', 'recover to the end of the archived WAL')
+    .addOption(new Option('--target-action <action>', 'what the server does at the target').choices(['promote', 'pause', 'shutdown']).default('promote'))
+    .option('--backup <id>', 'start from this physical backup instead of the newest one before the target')
+    .option('--start', 'start the server and wait until recovery reaches the target')
+    .option('--port <n>', 'port of the recovered server (written to postgresql.auto.conf)', positiveInt('--port'))
+    .addOption(new Option('--archive-mode <mode>', 'preserve: the recovered server archives its new timeline like the original; off: it does not').choices(['preserve', 'off']).default('preserve'))
+    .option('--timeout <seconds>', 'with --start: how long to wait for recovery (default 600)', positiveInt('--timeout'))
+    .option('--dry-run', 'print the plan (backup, WAL needed and available) and change nothing')
+    .option('--force', 'replace the contents of a non-empty --pgdata (never a running server\'s)')
+    .option('--delta', 'same as --force for now: the data directory is restored in full')
+    .action(async (options: Record<string, unknown> & OutputOptions, command: Command) => {
+      json = Boolean(options.json);
+      const settings = settingsOf(command);
+      const source = resolveSource(settings);
+      const targets = (['targetTime', 'targetLsn', 'targetXid', 'targetName', 'latest'] as const).filter((k) => options[k] !== undefined);
+      if (targets.length !== 1) throw new PgkeepError('USAGE', 'pitr needs exactly one of --target-time, --target-lsn, --target-xid, --target-name or --latest');
+      const key = targets[0]!;
+      const target: RecoveryTarget =
+        key === 'latest' ? { kind: 'latest' } : { kind: ({ targetTime: 'time', targetLsn: 'lsn', targetXid: 'xid', targetName: 'name' } as const)[key], value: String(options[key]) };
+      if (target.kind === 'time' && Number.isNaN(new Date(target.value).getTime())) throw new PgkeepError('USAGE', `--target-time "${target.value}" is not a time: use e.g. "2026-11-21 14:05:00+00" or 2026-11-21T14:05:00Z`);
+      if (target.kind === 'lsn' && !/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(target.value)) throw new PgkeepError('USAGE', `--target-lsn "${target.value}" is not an LSN: expected the form 0/3000060`);
+      if (target.kind === 'xid' && !/^\d+$/.test(target.value)) throw new PgkeepError('USAGE', `--target-xid "${target.value}" is not a transaction id (a whole number)`);
+      const repository = await openRepository(settings, { source: source.name });
+      const ctx = context(settings, options);
+      // restore_command runs this same pgkeep, as the server's user, with the same repository and keys.
+      const shellQuote = (text: string) => (/^[A-Za-z0-9_./:@=+-]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`);
+      const fetch = [process.execPath, fileURLToPath(new URL('./pgkeep.js', import.meta.url)), 'wal-fetch', '%f', '%p', '--source', source.name, '--repo', source.repo];
+      if (settings.configFile) fetch.push('--config', settings.configFile);
+      if (ctx.keys.identityFile) fetch.push('--identity', ctx.keys.identityFile);
+      else if (repository.info.encryption) throw new PgkeepError('USAGE', 'the repository is encrypted: pitr needs --identity FILE (readable by the server\'s OS user), which restore_command passes to pgkeep wal-fetch');
+      const result = await runPitr(ctx, repository, source, {
+        pgdata: path.resolve(String(options.pgdata)),
+        target,
+        targetAction: options.targetAction as PitrRequest['targetAction'],
+        backup: options.backup as string | undefined,
+        start: Boolean(options.start),
+        port: options.port as number | undefined,
+        dryRun: Boolean(options.dryRun),
+        force: Boolean(options.force || options.delta),
+        archiveMode: options.archiveMode as PitrRequest['archiveMode'],
+        restoreCommand: fetch.map((part) => (part === '%f' || part === '%p' ? part : shellQuote(part))).join(' '),
+        timeoutMs: options.timeout === undefined ? undefined : (options.timeout as number) * 1000,
+      });
+      bar.clear();
+      printPitr(result, json);
     });
 
   // WAL archiving (the `pgkeep` executable runs these on a lean path; here for --help and global options before the command)

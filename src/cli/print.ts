@@ -1,4 +1,5 @@
 import type { CopyResult } from '../commands/copy.js';
+import type { PitrResult } from '../commands/pitr.js';
 import type { ListRepositories } from '../commands/list.js';
 import type { RestoreResult } from '../commands/restore.js';
 import type { Manifest, PhysicalManifest } from '../repository/manifest.js';
@@ -209,4 +210,28 @@ export function printCopyDone(result: CopyResult, json: boolean): void {
       `${result.objects} object(s), ${formatBytes(result.bytes)}; ${verified}`,
   );
   if (result.createdDestination) out(`created the repository at ${result.to}${result.encryption ? ' with the same encryption as the source' : ''}`);
+}
+
+export function printPitr(result: PitrResult, json: boolean): void {
+  if (json) return printJson(result);
+  const { plan } = result;
+  const target = plan.target.kind === 'latest' ? 'the end of the archived WAL' : `${plan.target.kind} ${plan.target.value}`;
+  out(`backup   ${plan.backup.id} (timeline ${plan.backup.timeline}, consistent from ${plan.backup.stopTime}, LSN ${plan.backup.stopLsn})`);
+  out(`target   ${target}`);
+  out(`WAL      ${plan.walNeeded.first}..${plan.walNeeded.last} needed for consistency: ${plan.walNeeded.present ? 'all archived' : `MISSING ${plan.walNeeded.missing.join(', ')}`}`);
+  for (const t of plan.walAvailable) {
+    out(`         timeline ${t.timeline}: archived through ${t.last ?? '-'}${t.gapAt ? `, first gap at ${t.gapAt}` : ', no gap'}`);
+  }
+  if (plan.histories.length > 0) out(`         timeline histories: ${plan.histories.join(', ')}`);
+  if (!result.restored) return out(`dry run: nothing was changed (data directory would be ${plan.pgdata})`);
+  out(`restored into ${plan.pgdata} with recovery.signal and restore_command = pgkeep wal-fetch`);
+  if (!result.started || !result.outcome) {
+    out(`start it with: pg_ctl start -D ${plan.pgdata}${result.port ? ` -o "-p ${result.port}"` : ''} (as the server's OS user)`);
+    return;
+  }
+  const o = result.outcome;
+  out(`recovery ${o.state}${o.newTimeline ? ` on new timeline ${o.newTimeline}` : ''} in ${formatDuration(result.durationMs)}`);
+  if (o.stoppedAt) out(`stopped: ${o.stoppedAt}`);
+  if (o.redoDoneAt) out(`redo done at ${o.redoDoneAt}${o.lastTransactionAt ? `; last transaction committed at ${o.lastTransactionAt}` : ''}`);
+  if (result.port) out(`the server is running on port ${result.port}`);
 }

@@ -17,6 +17,9 @@ export interface ProcessOptions {
   isErrorLine?: (line: string) => boolean;
   /** Grace period between SIGTERM and SIGKILL. */
   killGraceMs?: number;
+  /** Run as this OS user (e.g. postgres, when pgkeep runs as root: the server refuses root). */
+  uid?: number;
+  gid?: number;
 }
 
 export interface RunningProcess {
@@ -39,6 +42,8 @@ export function startProcess(command: string, args: readonly string[], options: 
     env: options.env ?? process.env,
     cwd: options.cwd,
     stdio: [options.stdin ?? 'ignore', options.stdout ?? 'pipe', 'pipe'],
+    ...(options.uid !== undefined ? { uid: options.uid } : {}),
+    ...(options.gid !== undefined ? { gid: options.gid } : {}),
   });
 
   const errorLines: string[] = [];

@@ -1,0 +1,192 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
+import { json, pgkeep } from '../support/cli.js';
+import { useClusterAndWorkFolder } from '../support/integration-setup.js';
+import { archivingConf, type PgCluster } from '../support/pg-cluster.js';
+import { archiveCommand, giveToServer, serverUser } from '../support/server-folder.js';
+
+// Physical backup and point-in-time recovery against a real cluster that
+// archives its WAL through pgkeep wal-push. The proof: rows committed before
+// the target time are back, and what happened after it (a DELETE, a DROP
+// TABLE) is not.
+
+const SOURCE = 'main';
+// Known before the server starts (its archive_command names it); created in before().
+const shared = path.join(tmpdir(), `pgkeep-pitr-${randomBytes(6).toString('hex')}`);
+const REPO = path.join(shared, 'repo');
+const repo = REPO;
+let cluster: PgCluster;
+const recovered: string[] = [];
+
+before(async () => {
+  await mkdir(shared, { mode: 0o755 });
+  await chmod(shared, 0o755);
+  const init = await pgkeep(['init', '--repo', repo]);
+  assert.equal(init.code, 0, init.stderr);
+  giveToServer(shared);
+});
+
+useClusterAndWorkFolder(
+  'pitr',
+  async (c) => {
+    cluster = c;
+    // The first archived segment makes the archive folders the server's own.
+    await archivedThrough((await cluster.query<{ name: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS name'))[0]!.name);
+  },
+  { conf: archivingConf(archiveCommand(REPO, SOURCE)), settings: { full_page_writes: 'on' } },
+);
+
+after(async () => {
+  for (const dataDir of recovered) stopServer(dataDir);
+  await rm(shared, { recursive: true, force: true });
+});
+
+const env = () => ({ DATABASE_URL: cluster.url() });
+const cli = (args: string[]) => pgkeep([...args, '--repo', repo, '--source', SOURCE], { env: env() });
+
+async function archivedThrough(name: string): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    const [stats] = await cluster.query<{ last: string | null }>('SELECT last_archived_wal AS last FROM pg_stat_archiver');
+    if (stats!.last !== null && stats!.last >= name) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${name} was not archived in time: ${JSON.stringify(await cluster.query('SELECT * FROM pg_stat_archiver'))}`);
+}
+
+async function switchAndArchive(): Promise<void> {
+  await archivedThrough((await cluster.query<{ name: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS name'))[0]!.name);
+}
+
+function stopServer(dataDir: string): void {
+  if (!existsSync(path.join(dataDir, 'postmaster.pid'))) return;
+  const user = serverUser();
+  spawnSync(path.join(cluster?.binDir ?? '/usr/lib/postgresql/15/bin', 'pg_ctl'), ['stop', '-D', dataDir, '-m', 'fast', '-w'], { uid: user?.uid, gid: user?.gid, cwd: '/', stdio: 'ignore' });
+}
+
+async function queryRecovered(port: number, sql: string): Promise<any[]> {
+  const client = new pg.Client({ host: '127.0.0.1', port, user: cluster.superuser, password: cluster.password, database: 'postgres' });
+  await client.connect();
+  try {
+    return (await client.query(sql)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const port = (server.address() as { port: number }).port;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+describe('physical backup and point-in-time recovery', () => {
+  let backupId: string;
+  let targetTime: string;
+
+  before(async () => {
+    await cluster.query('CREATE TABLE items (id int PRIMARY KEY, note text)');
+    await cluster.query("INSERT INTO items SELECT g, 'before backup' FROM generate_series(1, 100) g");
+    const backup = await cli(['backup', '--physical', '--json']);
+    assert.equal(backup.code, 0, backup.stderr);
+    backupId = json(backup).id;
+
+    // After the backup: more rows and a second table, committed before T.
+    await cluster.query("INSERT INTO items SELECT g, 'after backup' FROM generate_series(101, 150) g");
+    await cluster.query('CREATE TABLE extra AS SELECT generate_series(1, 7) AS n');
+    await new Promise((r) => setTimeout(r, 1100));
+    targetTime = (await cluster.query<{ t: string }>("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS t"))[0]!.t;
+    await cluster.query("SELECT pg_create_restore_point('before_damage')");
+    await new Promise((r) => setTimeout(r, 1100));
+    // The damage, after T.
+    await cluster.query('DELETE FROM items WHERE id > 10');
+    await cluster.query('DROP TABLE extra');
+    await switchAndArchive();
+  });
+
+  test('the physical backup is complete: manifest, list, verify; restore refuses it', async () => {
+    const show = json(await cli(['show', backupId, '--json']));
+    assert.equal(show.kind, 'physical');
+    assert.match(show.physical.startLsn, /^[0-9A-F]+\/[0-9A-F]+$/);
+    assert.equal(show.physical.timeline, 1);
+    assert.match(show.physical.backupLabel, /START WAL LOCATION: .*\nSTOP WAL LOCATION:/s);
+    const { id } = (await cluster.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()'))[0]!;
+    assert.equal(show.server.systemIdentifier, id);
+    for (const name of [show.physical.walStart, show.physical.walStop]) {
+      assert.ok(existsSync(path.join(repo, 'sources', SOURCE, 'wal', '00000001', `${name}.json`)), `${name} archived`);
+    }
+    const list = await cli(['list']);
+    assert.match(list.stdout, new RegExp(`${backupId}\\s+main\\s+physical\\s+tar`));
+    const verify = await cli(['verify', backupId]);
+    assert.equal(verify.code, 0, verify.stderr + verify.stdout);
+    const restore = await cli(['restore', backupId]);
+    assert.equal(restore.code, 2);
+    assert.match(restore.stderr, /is a physical backup .*pgkeep pitr/);
+  });
+
+  test('--dry-run prints the plan and creates nothing', async () => {
+    const pgdata = path.join(shared, 'dry');
+    const result = await cli(['pitr', '--pgdata', pgdata, '--target-time', targetTime, '--dry-run']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, new RegExp(`backup +${backupId}`));
+    assert.match(result.stdout, /needed for consistency: all archived/);
+    assert.match(result.stdout, /timeline 1: archived through 0000000100000000000000[0-9A-F]{2}, no gap/);
+    assert.equal(existsSync(pgdata), false);
+  });
+
+  test('pitr --target-time T --start: the rows committed before T are back, the DELETE and DROP TABLE after it are not', async () => {
+    const pgdata = path.join(shared, 'by-time');
+    const port = await freePort();
+    recovered.push(pgdata);
+    const result = await cli(['pitr', '--pgdata', pgdata, '--target-time', targetTime, '--start', '--port', String(port), '--archive-mode', 'off']);
+    assert.equal(result.code, 0, result.stderr + result.stdout);
+    assert.match(result.stdout, /recovery promoted on new timeline 2/);
+    assert.match(result.stdout, /stopped: recovery stopping before commit of transaction \d+, time/);
+    assert.match(result.stderr, /replayed WAL file 0000000100000000000000/);
+    const rows = await queryRecovered(port, 'SELECT count(*)::int AS n, count(*) FILTER (WHERE note = \'after backup\')::int AS later FROM items');
+    assert.deepEqual(rows[0], { n: 150, later: 50 });
+    assert.deepEqual(await queryRecovered(port, 'SELECT count(*)::int AS n FROM extra'), [{ n: 7 }]);
+    assert.equal((await cluster.query<{ n: number }>('SELECT count(*)::int AS n FROM items'))[0]!.n, 10, 'the original still has the damage');
+    const conf = readFileSync(path.join(pgdata, 'postgresql.auto.conf'), 'utf8');
+    assert.match(conf, /restore_command = '.*pgkeep\.js wal-fetch %f %p --source main --repo /);
+    assert.ok(!/PGPASSWORD|password/i.test(conf), 'no secret in the recovery settings');
+    stopServer(pgdata);
+  });
+
+  test('pitr --target-name (restore point) reaches the same state', async () => {
+    const pgdata = path.join(shared, 'by-name');
+    const port = await freePort();
+    recovered.push(pgdata);
+    const result = await cli(['pitr', '--pgdata', pgdata, '--target-name', 'before_damage', '--start', '--port', String(port), '--archive-mode', 'off']);
+    assert.equal(result.code, 0, result.stderr + result.stdout);
+    assert.match(result.stdout, /stopped: recovery stopping at restore point "before_damage"/);
+    assert.deepEqual(await queryRecovered(port, 'SELECT count(*)::int AS n FROM items'), [{ n: 150 }]);
+    stopServer(pgdata);
+  });
+
+  test('a non-empty data directory is refused without --force; a target before every backup is refused', async () => {
+    const pgdata = path.join(shared, 'busy');
+    await mkdir(pgdata);
+    await writeFile(path.join(pgdata, 'something'), 'x');
+    const busy = await cli(['pitr', '--pgdata', pgdata, '--latest']);
+    assert.equal(busy.code, 12);
+    assert.match(busy.stderr, /is not empty: .*--force/);
+    assert.deepEqual(readdirSync(pgdata), ['something']);
+    const early = await cli(['pitr', '--pgdata', path.join(shared, 'early'), '--target-time', '2001-01-01T00:00:00Z']);
+    assert.equal(early.code, 12);
+    assert.match(early.stderr, /no physical backup of source main is consistent before time 2001/);
+    const none = await cli(['pitr', '--pgdata', path.join(shared, 'x')]);
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /exactly one of --target-time/);
+  });
+});
