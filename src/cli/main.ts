@@ -156,6 +156,10 @@ export async function main(argv: string[]): Promise<number> {
       const source = resolveSource(settings);
       const ctx = context(settings, options);
       if (options.physical) {
+        const logicalOnly = ['format', 'schemaOnly', 'dataOnly', 'table', 'excludeTable', 'schema', 'excludeSchema', 'jobs', 'owner', 'acl'].filter((k) => command.getOptionValueSource(k) === 'cli');
+        if (logicalOnly.length > 0) {
+          throw new PgkeepError('USAGE', `--physical backs up the whole cluster: --${logicalOnly[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`).replace(/^(owner|acl)$/, 'no-$1')} applies to logical backups only`);
+        }
         // The WAL archive is in the source's first repository (where wal-push writes): so is the base backup.
         const repository = await openRepository(settings, { source: source.name, createIfEmpty: true });
         const manifest = await runPhysicalBackup(ctx, repository, source, {

@@ -174,6 +174,42 @@ describe('physical backup and point-in-time recovery', () => {
     stopServer(pgdata);
   });
 
+  // Last: the promoted cluster archives a new timeline into the source, which later recoveries follow.
+  test('across a timeline switch: promote a recovered cluster, write on it, recover again to the latest point', async () => {
+    const first = path.join(shared, 'tl-first');
+    const port = await freePort();
+    recovered.push(first);
+    const result = await cli(['pitr', '--pgdata', first, '--target-time', targetTime, '--start', '--port', String(port)]);
+    assert.equal(result.code, 0, result.stderr + result.stdout);
+    assert.match(result.stdout, /on new timeline 2/);
+    // Writes on timeline 2, archived by the recovered server itself (archive-mode preserve).
+    await queryRecovered(port, "INSERT INTO items SELECT g, 'timeline 2' FROM generate_series(1001, 1020) g");
+    await queryRecovered(port, 'SELECT pg_switch_wal()');
+    const deadline = Date.now() + 30_000;
+    let archived: { last: string | null }[] = [];
+    while (Date.now() < deadline) {
+      archived = await queryRecovered(port, 'SELECT last_archived_wal AS last FROM pg_stat_archiver');
+      if (archived[0]?.last?.startsWith('00000002')) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.match(String(archived[0]?.last), /^00000002/, 'the promoted server archived a timeline 2 segment');
+    stopServer(first);
+    assert.ok(existsSync(path.join(repo, 'sources', SOURCE, 'wal', '00000002', '00000002.history.json')));
+
+    const plan = await cli(['pitr', '--pgdata', path.join(shared, 'tl-plan'), '--latest', '--dry-run']);
+    assert.match(plan.stdout, /timeline 2: archived through 00000002/);
+    assert.match(plan.stdout, /timeline histories: 00000002\.history/);
+
+    const second = path.join(shared, 'tl-second');
+    const port2 = await freePort();
+    recovered.push(second);
+    const again = await cli(['pitr', '--pgdata', second, '--latest', '--start', '--port', String(port2), '--archive-mode', 'off']);
+    assert.equal(again.code, 0, again.stderr + again.stdout);
+    assert.match(again.stdout, /on new timeline 3/);
+    assert.deepEqual(await queryRecovered(port2, "SELECT count(*)::int AS n, count(*) FILTER (WHERE note = 'timeline 2')::int AS t2 FROM items"), [{ n: 170, t2: 20 }]);
+    stopServer(second);
+  });
+
   test('a non-empty data directory is refused without --force; a target before every backup is refused', async () => {
     const pgdata = path.join(shared, 'busy');
     await mkdir(pgdata);
