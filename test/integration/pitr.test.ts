@@ -226,3 +226,48 @@ describe('physical backup and point-in-time recovery', () => {
     assert.match(none.stderr, /exactly one of --target-time/);
   });
 });
+
+describe('physical backup and PITR with an encrypted repository', () => {
+  test('WAL and base tar are age files; pitr needs the identity and restores the rows before T', async () => {
+    const key = path.join(shared, 'enc.key');
+    const gen = await pgkeep(['keygen', '--output', key, '--json']);
+    assert.equal(gen.code, 0, gen.stderr);
+    const encRepo = path.join(shared, 'enc-repo');
+    assert.equal((await pgkeep(['init', '--repo', encRepo, '--encrypt', '--recipient', json(gen).publicKey])).code, 0);
+    giveToServer(key);
+    giveToServer(encRepo);
+    // The same server now archives to the encrypted repository, as source "enc".
+    await cluster.query(`ALTER SYSTEM SET archive_command = '${archiveCommand(encRepo, 'enc')}'`);
+    await cluster.query('SELECT pg_reload_conf()');
+    await switchAndArchive();
+    const enc = (args: string[]) => pgkeep([...args, '--repo', encRepo, '--source', 'enc', '--identity', key], { env: env() });
+
+    await cluster.query('CREATE TABLE secrets (id int)');
+    const backup = await enc(['backup', '--physical', '--json']);
+    assert.equal(backup.code, 0, backup.stderr);
+    const manifest = json(backup);
+    assert.equal(manifest.objects[0].name, 'base.tar.zst.age');
+    assert.match(manifest.physical.backupLabel, /^START WAL LOCATION/);
+    const stored = readFileSync(path.join(encRepo, 'sources', 'enc', 'backups', manifest.id, 'base.tar.zst.age'));
+    assert.match(stored.subarray(0, 30).toString('latin1'), /^age-encryption\.org\/v1/);
+
+    await cluster.query('INSERT INTO secrets SELECT generate_series(1, 30)');
+    await new Promise((r) => setTimeout(r, 1100));
+    const t = (await cluster.query<{ t: string }>("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS t"))[0]!.t;
+    await new Promise((r) => setTimeout(r, 1100));
+    await cluster.query('DELETE FROM secrets');
+    await switchAndArchive();
+
+    const noKey = await pgkeep(['pitr', '--pgdata', path.join(shared, 'enc-nokey'), '--target-time', t, '--repo', encRepo, '--source', 'enc'], { env: env() });
+    assert.equal(noKey.code, 2);
+    assert.match(noKey.stderr, /encrypted: pitr needs --identity/);
+
+    const pgdata = path.join(shared, 'enc-pitr');
+    const port = await freePort();
+    recovered.push(pgdata);
+    const result = await enc(['pitr', '--pgdata', pgdata, '--target-time', t, '--start', '--port', String(port), '--archive-mode', 'off']);
+    assert.equal(result.code, 0, result.stderr + result.stdout);
+    assert.deepEqual(await queryRecovered(port, 'SELECT count(*)::int AS n FROM secrets'), [{ n: 30 }]);
+    stopServer(pgdata);
+  });
+});
