@@ -6,6 +6,7 @@ import type { CommandContext } from '../commands/command-context.js';
 import { runBackup, type BackupRequest } from '../commands/backup.js';
 import { runPhysicalBackup } from '../commands/backup-physical.js';
 import { runPitr, type PitrRequest, type RecoveryTarget } from '../commands/pitr.js';
+import { runTablePitr } from '../commands/pitr-table.js';
 import { runCopy } from '../commands/copy.js';
 import { runInit } from '../commands/init.js';
 import { runKeygen } from '../commands/keygen.js';
@@ -18,7 +19,7 @@ import type { VerifyReport } from '../verify/verify-backup.js';
 import { keySettings, loadSettings, readSecretFile, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { PGKEEP_VERSION } from '../version.js';
-import { printBackupDone, printCopyDone, printList, printPitr, printRestoreDone, printShow, printVerify } from './print.js';
+import { printBackupDone, printCopyDone, printList, printPitr, printRestoreDone, printShow, printTablePitr, printVerify } from './print.js';
 import { ProgressBar } from './progress-bar.js';
 import { confirmOnTerminal } from './prompt.js';
 import { resolveWalTarget, runWal } from './wal-cli.js';
@@ -275,7 +276,10 @@ export async function main(argv: string[]): Promise<number> {
 
   withOutput(program.command('pitr'))
     .description('point-in-time recovery: restore the newest physical backup before the target into a new data directory, set up recovery through pgkeep wal-fetch, and (--start) run it')
-    .requiredOption('--pgdata <dir>', 'data directory to recover into (created 0700; must be empty unless --force)')
+    .option('--pgdata <dir>', 'data directory to recover into (created 0700; must be empty unless --force)')
+    .option('--extract-table <table>', 'table-level PITR: recover a throwaway cluster, dump this table (repeatable) to --output, remove the cluster', collect)
+    .addOption(new Option('--format <format>', 'with --extract-table: sql (pg_dump) or csv').choices(['sql', 'csv']).default('sql'))
+    .option('--output <file>', 'with --extract-table: the file to write')
     .option('--target-time <time>', 'recover up to this time (e.g. "2026-11-21 14:05:00+00")')
     .option('--target-lsn <lsn>', 'recover up to this WAL location (e.g. 0/3000060)')
     .option('--target-xid <xid>', 'recover up to this transaction id')
@@ -310,6 +314,25 @@ export async function main(argv: string[]): Promise<number> {
       if (settings.configFile) fetch.push('--config', settings.configFile);
       if (ctx.keys.identityFile) fetch.push('--identity', ctx.keys.identityFile);
       else if (repository.info.encryption) throw new PgkeepError('USAGE', 'the repository is encrypted: pitr needs --identity FILE (readable by the server\'s OS user), which restore_command passes to pgkeep wal-fetch');
+      const restoreCommand = fetch.map((part) => (part === '%f' || part === '%p' ? part : shellQuote(part))).join(' ');
+      const timeoutMs = options.timeout === undefined ? undefined : (options.timeout as number) * 1000;
+      if (options.extractTable) {
+        if (options.pgdata || options.start || options.dryRun) throw new PgkeepError('USAGE', '--extract-table recovers into a throwaway cluster of its own: leave out --pgdata, --start and --dry-run');
+        if (!options.output) throw new PgkeepError('USAGE', '--extract-table needs --output FILE');
+        const extracted = await runTablePitr(ctx, repository, source, {
+          target,
+          backup: options.backup as string | undefined,
+          tables: options.extractTable as string[],
+          format: options.format as 'sql' | 'csv',
+          output: path.resolve(String(options.output)),
+          restoreCommand,
+          timeoutMs,
+        });
+        bar.clear();
+        printTablePitr(extracted, json);
+        return;
+      }
+      if (!options.pgdata) throw new PgkeepError('USAGE', 'pitr needs --pgdata DIR (or --extract-table T --output FILE)');
       const result = await runPitr(ctx, repository, source, {
         pgdata: path.resolve(String(options.pgdata)),
         target,
@@ -320,8 +343,8 @@ export async function main(argv: string[]): Promise<number> {
         dryRun: Boolean(options.dryRun),
         force: Boolean(options.force || options.delta),
         archiveMode: options.archiveMode as PitrRequest['archiveMode'],
-        restoreCommand: fetch.map((part) => (part === '%f' || part === '%p' ? part : shellQuote(part))).join(' '),
-        timeoutMs: options.timeout === undefined ? undefined : (options.timeout as number) * 1000,
+        restoreCommand,
+        timeoutMs,
       });
       bar.clear();
       printPitr(result, json);

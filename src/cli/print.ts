@@ -1,5 +1,6 @@
 import type { CopyResult } from '../commands/copy.js';
 import type { PitrResult } from '../commands/pitr.js';
+import type { TablePitrResult } from '../commands/pitr-table.js';
 import type { ListRepositories } from '../commands/list.js';
 import type { RestoreResult } from '../commands/restore.js';
 import type { Manifest, PhysicalManifest } from '../repository/manifest.js';
@@ -234,4 +235,12 @@ export function printPitr(result: PitrResult, json: boolean): void {
   if (o.stoppedAt) out(`stopped: ${o.stoppedAt}`);
   if (o.redoDoneAt) out(`redo done at ${o.redoDoneAt}${o.lastTransactionAt ? `; last transaction committed at ${o.lastTransactionAt}` : ''}`);
   if (result.port) out(`the server is running on port ${result.port}`);
+}
+
+export function printTablePitr(result: TablePitrResult, json: boolean): void {
+  if (json) return printJson(result);
+  const { plan, outcome } = result.pitr;
+  out(`recovered a throwaway cluster from backup ${plan.backup.id}${outcome?.stoppedAt ? ` (${outcome.stoppedAt})` : ''}, then removed it`);
+  for (const t of result.tables) out(`${t.name}: ${formatCount(t.rows)} rows`);
+  out(`wrote ${result.output} (${result.format})`);
 }

@@ -4,7 +4,7 @@ import type { ResolvedSource } from '../config/settings.js';
 import { PgkeepError, throwIfAborted } from '../errors.js';
 import { childStdinSink, loadStream } from '../pipeline/load-stream.js';
 import { defaultZstd } from '../pipeline/zstd.js';
-import { chownTree, serverBinDir, serverRunning, serverUser, startServer, waitForRecovery, type RecoveryOutcome } from '../postgres/pg-server.js';
+import { chownTree, serverBinDir, serverRunning, serverUser, startServer, stopServer, waitForRecovery, type RecoveryOutcome } from '../postgres/pg-server.js';
 import { serverMajor } from '../postgres/pg-tools.js';
 import { settleAll, startProcess } from '../postgres/run-process.js';
 import { parseLsn, segmentNumber, segmentRange, walTimeline } from '../postgres/wal-file.js';
@@ -38,6 +38,12 @@ export interface PitrRequest {
   /** restore_command: the CLI layer knows the path of the pgkeep executable and the repository flags. */
   restoreCommand: string;
   timeoutMs?: number | undefined;
+  /** Further settings for postgresql.auto.conf (a throwaway recovery listens only on a private socket). */
+  extraSettings?: [string, string][] | undefined;
+  /** Replaces pg_hba.conf (a throwaway recovery trusts its private socket only). */
+  hba?: string | undefined;
+  /** With --start: runs once recovery reached the target; then the server is stopped (whatever happened). */
+  whileRunning?: ((server: { pgdata: string; port: number | undefined }) => Promise<void>) | undefined;
 }
 
 export interface PitrPlan {
@@ -52,6 +58,8 @@ export interface PitrPlan {
 }
 
 export interface PitrResult {
+  /** Where the recovered server runs (with --start), and the backup it came from. */
+  binDir?: string | undefined;
   plan: PitrPlan;
   restored: boolean;
   started: boolean;
@@ -140,9 +148,11 @@ export async function runPitr(ctx: CommandContext, repository: Repository, sourc
       progress: (line) => ctx.info(line),
       isRunning: () => running,
     });
-    return { plan, restored: true, started: true, port: request.port, outcome, durationMs: Date.now() - started };
+    if (request.whileRunning) await request.whileRunning({ pgdata, port: request.port });
+    return { plan, restored: true, started: true, port: request.port, outcome, durationMs: Date.now() - started, binDir };
   } finally {
     clearInterval(poll);
+    if (request.whileRunning && (await serverRunning(pgdata))) await stopServer(binDir, pgdata, user).catch((error: Error) => ctx.warn(`could not stop the recovered server on ${pgdata}: ${error.message}`));
   }
 }
 
@@ -260,6 +270,8 @@ async function writeRecoverySettings(pgdata: string, request: PitrRequest, manif
   settings.push(['recovery_target_timeline', 'latest']);
   if (request.archiveMode === 'off') settings.push(['archive_mode', 'off']);
   if (request.port !== undefined) settings.push(['port', String(request.port)]);
+  settings.push(...(request.extraSettings ?? []));
+  if (request.hba !== undefined) await writeFile(path.join(pgdata, 'pg_hba.conf'), request.hba, { mode: 0o600 });
   const lines = settings.map(([key, value]) => `${key} = ${confValue(value)}`);
   await appendFile(path.join(pgdata, 'postgresql.auto.conf'), `\n# pgkeep pitr from backup ${manifest.id}, ${new Date().toISOString()}\n${lines.join('\n')}\n`, { mode: 0o600 });
   await rm(path.join(pgdata, 'standby.signal'), { force: true });

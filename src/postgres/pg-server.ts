@@ -55,6 +55,26 @@ export async function startServer(binDir: string, dataDir: string, logFile: stri
   await runProcess(path.join(binDir, 'pg_ctl'), args, { env, cwd: dataDir, uid: options.user?.uid, gid: options.user?.gid, signal: options.signal, timeoutMs: 60_000 });
 }
 
+/** Fast shutdown of a server pgkeep started (pg_ctl stop -m fast), waiting for it. */
+export async function stopServer(binDir: string, dataDir: string, user: ServerUser | undefined): Promise<void> {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) if (!key.startsWith('PG')) env[key] = value;
+  await runProcess(path.join(binDir, 'pg_ctl'), ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60'], { env, cwd: dataDir, uid: user?.uid, gid: user?.gid, timeoutMs: 90_000 });
+}
+
+/** A TCP port nothing listens on right now (for a throwaway server; racy by nature, as every such choice). */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no free port'))));
+    });
+  });
+}
+
 /** Reads a growing log file from where it was last read. */
 export class LogFollower {
   private offset = 0;

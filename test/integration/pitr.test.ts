@@ -174,6 +174,36 @@ describe('physical backup and point-in-time recovery', () => {
     stopServer(pgdata);
   });
 
+  test('table-level PITR: a table as it was at T, to a CSV or SQL file; the throwaway cluster is gone afterwards', async () => {
+    const temp = path.join(shared, 'tmp');
+    await mkdir(temp, { recursive: true });
+    const csv = path.join(shared, 'out', 'items.csv');
+    const result = await pgkeep(['pitr', '--target-time', targetTime, '--extract-table', 'public.items', '--format', 'csv', '--output', csv, '--repo', repo, '--source', SOURCE], {
+      env: { ...env(), PGKEEP_TEMP_DIR: temp },
+    });
+    assert.equal(result.code, 0, result.stderr + result.stdout);
+    assert.match(result.stdout, /public\.items: 150 rows/);
+    const lines = readFileSync(csv, 'utf8').trim().split('\n');
+    assert.equal(lines[0], 'id,note');
+    assert.equal(lines.length, 151);
+    assert.ok(lines.includes('150,after backup'));
+    assert.deepEqual(readdirSync(temp), [], 'the throwaway cluster was removed');
+
+    const sql = path.join(shared, 'out', 'extra.sql');
+    const dumped = await pgkeep(['pitr', '--target-name', 'before_damage', '--extract-table', 'extra', '--output', sql, '--repo', repo, '--source', SOURCE], { env: { ...env(), PGKEEP_TEMP_DIR: temp } });
+    assert.equal(dumped.code, 0, dumped.stderr + dumped.stdout);
+    const text = readFileSync(sql, 'utf8');
+    assert.match(text, /CREATE TABLE public\.extra/);
+    assert.match(text, /COPY public\.extra \(n\) FROM stdin;\n1\n2\n3\n4\n5\n6\n7\n\\\.\n/);
+    assert.deepEqual(readdirSync(temp), []);
+
+    const missing = await pgkeep(['pitr', '--target-name', 'before_damage', '--extract-table', 'nope', '--output', path.join(shared, 'out', 'nope.sql'), '--repo', repo, '--source', SOURCE], { env: { ...env(), PGKEEP_TEMP_DIR: temp } });
+    assert.equal(missing.code, 2, missing.stderr);
+    assert.match(missing.stderr, /table nope did not exist/);
+    assert.equal(existsSync(path.join(shared, 'out', 'nope.sql')), false);
+    assert.deepEqual(readdirSync(temp), []);
+  });
+
   // Last: the promoted cluster archives a new timeline into the source, which later recoveries follow.
   test('across a timeline switch: promote a recovered cluster, write on it, recover again to the latest point', async () => {
     const first = path.join(shared, 'tl-first');
