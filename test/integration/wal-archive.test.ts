@@ -58,141 +58,144 @@ function tempLeftovers(dir: string): string[] {
   return readdirSync(dir).filter((f) => f.includes('pgkeep-tmp'));
 }
 
-describe('WAL archiving (archive_command = pgkeep wal-push)', () => {
-  let segment: string;
-  let original: Buffer;
+// One suite, its parts in order: they share one cluster and one archive (npm test runs with --test-concurrency=2).
+describe('WAL archive', { concurrency: 1 }, () => {
+  describe('WAL archiving (archive_command = pgkeep wal-push)', { concurrency: 1 }, () => {
+    let segment: string;
+    let original: Buffer;
 
-  before(async () => {
-    segment = await archiveOneSegment();
-    // Still in pg_wal: nothing checkpoints in between.
-    original = await readFile(path.join(cluster.dataDir, 'pg_wal', segment));
+    before(async () => {
+      segment = await archiveOneSegment();
+      // Still in pg_wal: nothing checkpoints in between.
+      original = await readFile(path.join(cluster.dataDir, 'pg_wal', segment));
+    });
+
+    test('the server archives through pgkeep; wal-fetch returns the exact bytes via a temp file', async () => {
+      const record = JSON.parse(readFileSync(path.join(repo, 'sources', SOURCE, 'wal', segment.slice(0, 8), `${segment}.json`), 'utf8'));
+      assert.equal(record.raw.sha256, sha256(original));
+      assert.ok(record.stored.size < original.length / 2, `a mostly empty segment compresses (${record.stored.size} bytes stored)`);
+      const { id } = (await cluster.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()'))[0]!;
+      assert.equal(record.systemIdentifier, id);
+      assert.equal(JSON.parse(readFileSync(path.join(repo, 'sources', SOURCE, 'wal', 'archive.json'), 'utf8')).systemIdentifier, id);
+
+      const dest = path.join(work, 'fetched');
+      await mkdir(dest);
+      const fetched = await wal(['wal-fetch', segment, path.join(dest, 'RECOVERYXLOG'), '--source', SOURCE, '--repo', repo]);
+      assert.equal(fetched.code, 0, fetched.stderr);
+      assert.equal(sha256(await readFile(path.join(dest, 'RECOVERYXLOG'))), sha256(original));
+      assert.deepEqual(tempLeftovers(dest), []);
+    });
+
+    test('pushing the same segment again succeeds; different content is refused and the archived copy kept', async () => {
+      const copy = path.join(work, 'again', segment);
+      await mkdir(path.dirname(copy), { recursive: true });
+      await copyFile(path.join(cluster.dataDir, 'pg_wal', segment), copy);
+      const same = await wal(['wal-push', copy, '--source', SOURCE, '--repo', repo]);
+      assert.equal(same.code, 0, same.stderr);
+      assert.match(same.stderr, /already archived with identical content/);
+
+      const changed = Buffer.from(original);
+      changed[changed.length - 100] = changed[changed.length - 100]! ^ 0xff;
+      await writeFile(copy, changed);
+      const different = await wal(['wal-push', copy, '--source', SOURCE, '--repo', repo]);
+      assert.equal(different.code, 11, different.stderr);
+      assert.match(different.stderr, /^pgkeep: .*already archived .*different content/);
+      assert.equal(different.stderr.trim().split('\n').length, 1);
+
+      const back = path.join(work, 'again', 'back');
+      assert.equal((await wal(['wal-fetch', segment, back, '--source', SOURCE, '--repo', repo])).code, 0);
+      assert.equal(sha256(await readFile(back)), sha256(original), 'the first copy is still what the archive returns');
+    });
+
+    test('a segment from another cluster (system identifier in its page header) is refused', async () => {
+      const foreign = Buffer.from(original);
+      foreign.writeBigUInt64LE(foreign.readBigUInt64LE(24) + 1n, 24);
+      const file = path.join(work, 'foreign', '0000000100000000000000F0');
+      await mkdir(path.dirname(file), { recursive: true });
+      await writeFile(file, foreign);
+      const result = await wal(['wal-push', file, '--source', SOURCE, '--repo', repo]);
+      assert.equal(result.code, 11, result.stderr);
+      assert.match(result.stderr, /belongs to the cluster with system identifier \d+, but this file comes from \d+/);
+      assert.equal(existsSync(path.join(repo, 'sources', SOURCE, 'wal', '00000001', '0000000100000000000000F0.json')), false);
+    });
+
+    test('wal-fetch of a segment that is not archived exits 1 and writes nothing', async () => {
+      const dest = path.join(work, 'missing');
+      await mkdir(dest);
+      const result = await wal(['wal-fetch', '0000000100000000000000FE', path.join(dest, 'RECOVERYXLOG'), '--source', SOURCE, '--repo', repo]);
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, /0000000100000000000000FE is not in the WAL archive of source main/);
+      assert.deepEqual(readdirSync(dest), []);
+      // The full CLI (global options first) reaches the same command.
+      const viaMain = await pgkeep(['--repo', repo, '--source', SOURCE, 'wal-fetch', '0000000100000000000000FE', path.join(dest, 'x')]);
+      assert.equal(viaMain.code, 1, viaMain.stderr);
+    });
+
+    test('a damaged archived object fails wal-fetch with CHECKSUM_MISMATCH and leaves no file', async () => {
+      const history = path.join(work, 'hist', '00000007.history');
+      await mkdir(path.dirname(history), { recursive: true });
+      await writeFile(history, '1\t0/3000000\tno recovery target specified\n');
+      assert.equal((await wal(['wal-push', history, '--source', SOURCE, '--repo', repo])).code, 0);
+      const dest = path.join(work, 'hist', 'out');
+      await mkdir(dest);
+      const ok = await wal(['wal-fetch', '00000007.history', path.join(dest, 'h'), '--source', SOURCE, '--repo', repo]);
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.equal(await readFile(path.join(dest, 'h'), 'utf8'), '1\t0/3000000\tno recovery target specified\n');
+
+      const folder = path.join(repo, 'sources', SOURCE, 'wal', '00000007');
+      const object = readdirSync(folder).find((f) => f.endsWith('.zst'))!;
+      const bytes = await readFile(path.join(folder, object));
+      bytes[bytes.length - 5] = bytes[bytes.length - 5]! ^ 0x55;
+      await writeFile(path.join(folder, object), bytes);
+      const bad = await wal(['wal-fetch', '00000007.history', path.join(dest, 'h2'), '--source', SOURCE, '--repo', repo]);
+      assert.equal(bad.code, 7, bad.stderr);
+      assert.match(bad.stderr, /corrupt/);
+      assert.deepEqual(readdirSync(dest), ['h']);
+    });
+
+    test('bad input: not a WAL file name, unknown source characters, no repository', async () => {
+      const notWal = path.join(work, 'notes.txt');
+      await writeFile(notWal, 'hello');
+      const r1 = await wal(['wal-push', notWal, '--source', SOURCE, '--repo', repo]);
+      assert.equal(r1.code, 11);
+      assert.match(r1.stderr, /is not a WAL file/);
+      const r2 = await wal(['wal-push', notWal, '--source', '../x', '--repo', repo]);
+      assert.equal(r2.code, 2);
+      const r3 = await wal(['wal-fetch', '000000010000000000000001', path.join(work, 'y'), '--source', SOURCE, '--repo', path.join(work, 'nothing-here')]);
+      assert.equal(r3.code, 5);
+      assert.match(r3.stderr, /no pgkeep repository at .*pgkeep init/);
+    });
   });
 
-  test('the server archives through pgkeep; wal-fetch returns the exact bytes via a temp file', async () => {
-    const record = JSON.parse(readFileSync(path.join(repo, 'sources', SOURCE, 'wal', segment.slice(0, 8), `${segment}.json`), 'utf8'));
-    assert.equal(record.raw.sha256, sha256(original));
-    assert.ok(record.stored.size < original.length / 2, `a mostly empty segment compresses (${record.stored.size} bytes stored)`);
-    const { id } = (await cluster.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()'))[0]!;
-    assert.equal(record.systemIdentifier, id);
-    assert.equal(JSON.parse(readFileSync(path.join(repo, 'sources', SOURCE, 'wal', 'archive.json'), 'utf8')).systemIdentifier, id);
+  describe('WAL archive in an encrypted repository', { concurrency: 1 }, () => {
+    test('segments are stored as age files; wal-fetch needs and uses the identity', async () => {
+      const key = path.join(work, 'wal.key');
+      const gen = await pgkeep(['keygen', '--output', key, '--json']);
+      assert.equal(gen.code, 0, gen.stderr);
+      const encRepo = path.join(work, 'enc');
+      assert.equal((await pgkeep(['init', '--repo', encRepo, '--encrypt', '--recipient', json(gen).publicKey])).code, 0);
 
-    const dest = path.join(work, 'fetched');
-    await mkdir(dest);
-    const fetched = await wal(['wal-fetch', segment, path.join(dest, 'RECOVERYXLOG'), '--source', SOURCE, '--repo', repo]);
-    assert.equal(fetched.code, 0, fetched.stderr);
-    assert.equal(sha256(await readFile(path.join(dest, 'RECOVERYXLOG'))), sha256(original));
-    assert.deepEqual(tempLeftovers(dest), []);
-  });
+      const segment = await archiveOneSegment();
+      const file = path.join(work, 'enc-src', segment);
+      await mkdir(path.dirname(file), { recursive: true });
+      await copyFile(path.join(cluster.dataDir, 'pg_wal', segment), file);
+      const original = await readFile(file);
+      const pushed = await wal(['wal-push', file, '--source', 'enc', '--repo', encRepo]);
+      assert.equal(pushed.code, 0, pushed.stderr);
+      const folder = path.join(encRepo, 'sources', 'enc', 'wal', segment.slice(0, 8));
+      const object = readdirSync(folder).find((f) => f.endsWith('.zst.age'))!;
+      assert.ok(object, `an .age object in ${readdirSync(folder)}`);
+      assert.match(readFileSync(path.join(folder, object)).subarray(0, 30).toString('latin1'), /^age-encryption\.org\/v1/);
 
-  test('pushing the same segment again succeeds; different content is refused and the archived copy kept', async () => {
-    const copy = path.join(work, 'again', segment);
-    await mkdir(path.dirname(copy), { recursive: true });
-    await copyFile(path.join(cluster.dataDir, 'pg_wal', segment), copy);
-    const same = await wal(['wal-push', copy, '--source', SOURCE, '--repo', repo]);
-    assert.equal(same.code, 0, same.stderr);
-    assert.match(same.stderr, /already archived with identical content/);
-
-    const changed = Buffer.from(original);
-    changed[changed.length - 100] = changed[changed.length - 100]! ^ 0xff;
-    await writeFile(copy, changed);
-    const different = await wal(['wal-push', copy, '--source', SOURCE, '--repo', repo]);
-    assert.equal(different.code, 11, different.stderr);
-    assert.match(different.stderr, /^pgkeep: .*already archived .*different content/);
-    assert.equal(different.stderr.trim().split('\n').length, 1);
-
-    const back = path.join(work, 'again', 'back');
-    assert.equal((await wal(['wal-fetch', segment, back, '--source', SOURCE, '--repo', repo])).code, 0);
-    assert.equal(sha256(await readFile(back)), sha256(original), 'the first copy is still what the archive returns');
-  });
-
-  test('a segment from another cluster (system identifier in its page header) is refused', async () => {
-    const foreign = Buffer.from(original);
-    foreign.writeBigUInt64LE(foreign.readBigUInt64LE(24) + 1n, 24);
-    const file = path.join(work, 'foreign', '0000000100000000000000F0');
-    await mkdir(path.dirname(file), { recursive: true });
-    await writeFile(file, foreign);
-    const result = await wal(['wal-push', file, '--source', SOURCE, '--repo', repo]);
-    assert.equal(result.code, 11, result.stderr);
-    assert.match(result.stderr, /belongs to the cluster with system identifier \d+, but this file comes from \d+/);
-    assert.equal(existsSync(path.join(repo, 'sources', SOURCE, 'wal', '00000001', '0000000100000000000000F0.json')), false);
-  });
-
-  test('wal-fetch of a segment that is not archived exits 1 and writes nothing', async () => {
-    const dest = path.join(work, 'missing');
-    await mkdir(dest);
-    const result = await wal(['wal-fetch', '0000000100000000000000FE', path.join(dest, 'RECOVERYXLOG'), '--source', SOURCE, '--repo', repo]);
-    assert.equal(result.code, 1);
-    assert.match(result.stderr, /0000000100000000000000FE is not in the WAL archive of source main/);
-    assert.deepEqual(readdirSync(dest), []);
-    // The full CLI (global options first) reaches the same command.
-    const viaMain = await pgkeep(['--repo', repo, '--source', SOURCE, 'wal-fetch', '0000000100000000000000FE', path.join(dest, 'x')]);
-    assert.equal(viaMain.code, 1, viaMain.stderr);
-  });
-
-  test('a damaged archived object fails wal-fetch with CHECKSUM_MISMATCH and leaves no file', async () => {
-    const history = path.join(work, 'hist', '00000007.history');
-    await mkdir(path.dirname(history), { recursive: true });
-    await writeFile(history, '1\t0/3000000\tno recovery target specified\n');
-    assert.equal((await wal(['wal-push', history, '--source', SOURCE, '--repo', repo])).code, 0);
-    const dest = path.join(work, 'hist', 'out');
-    await mkdir(dest);
-    const ok = await wal(['wal-fetch', '00000007.history', path.join(dest, 'h'), '--source', SOURCE, '--repo', repo]);
-    assert.equal(ok.code, 0, ok.stderr);
-    assert.equal(await readFile(path.join(dest, 'h'), 'utf8'), '1\t0/3000000\tno recovery target specified\n');
-
-    const folder = path.join(repo, 'sources', SOURCE, 'wal', '00000007');
-    const object = readdirSync(folder).find((f) => f.endsWith('.zst'))!;
-    const bytes = await readFile(path.join(folder, object));
-    bytes[bytes.length - 5] = bytes[bytes.length - 5]! ^ 0x55;
-    await writeFile(path.join(folder, object), bytes);
-    const bad = await wal(['wal-fetch', '00000007.history', path.join(dest, 'h2'), '--source', SOURCE, '--repo', repo]);
-    assert.equal(bad.code, 7, bad.stderr);
-    assert.match(bad.stderr, /corrupt/);
-    assert.deepEqual(readdirSync(dest), ['h']);
-  });
-
-  test('bad input: not a WAL file name, unknown source characters, no repository', async () => {
-    const notWal = path.join(work, 'notes.txt');
-    await writeFile(notWal, 'hello');
-    const r1 = await wal(['wal-push', notWal, '--source', SOURCE, '--repo', repo]);
-    assert.equal(r1.code, 11);
-    assert.match(r1.stderr, /is not a WAL file/);
-    const r2 = await wal(['wal-push', notWal, '--source', '../x', '--repo', repo]);
-    assert.equal(r2.code, 2);
-    const r3 = await wal(['wal-fetch', '000000010000000000000001', path.join(work, 'y'), '--source', SOURCE, '--repo', path.join(work, 'nothing-here')]);
-    assert.equal(r3.code, 5);
-    assert.match(r3.stderr, /no pgkeep repository at .*pgkeep init/);
-  });
-});
-
-describe('WAL archive in an encrypted repository', () => {
-  test('segments are stored as age files; wal-fetch needs and uses the identity', async () => {
-    const key = path.join(work, 'wal.key');
-    const gen = await pgkeep(['keygen', '--output', key, '--json']);
-    assert.equal(gen.code, 0, gen.stderr);
-    const encRepo = path.join(work, 'enc');
-    assert.equal((await pgkeep(['init', '--repo', encRepo, '--encrypt', '--recipient', json(gen).publicKey])).code, 0);
-
-    const segment = await archiveOneSegment();
-    const file = path.join(work, 'enc-src', segment);
-    await mkdir(path.dirname(file), { recursive: true });
-    await copyFile(path.join(cluster.dataDir, 'pg_wal', segment), file);
-    const original = await readFile(file);
-    const pushed = await wal(['wal-push', file, '--source', 'enc', '--repo', encRepo]);
-    assert.equal(pushed.code, 0, pushed.stderr);
-    const folder = path.join(encRepo, 'sources', 'enc', 'wal', segment.slice(0, 8));
-    const object = readdirSync(folder).find((f) => f.endsWith('.zst.age'))!;
-    assert.ok(object, `an .age object in ${readdirSync(folder)}`);
-    assert.match(readFileSync(path.join(folder, object)).subarray(0, 30).toString('latin1'), /^age-encryption\.org\/v1/);
-
-    const dest = path.join(work, 'enc-out');
-    await mkdir(dest);
-    const noKey = await wal(['wal-fetch', segment, path.join(dest, 'seg'), '--source', 'enc', '--repo', encRepo]);
-    assert.equal(noKey.code, 2, noKey.stderr);
-    assert.match(noKey.stderr, /encrypted: pass --identity/);
-    assert.deepEqual(readdirSync(dest), []);
-    const withKey = await wal(['wal-fetch', segment, path.join(dest, 'seg'), '--source', 'enc', '--repo', encRepo], { env: { PGKEEP_AGE_IDENTITY_FILE: key } });
-    assert.equal(withKey.code, 0, withKey.stderr);
-    assert.equal(sha256(await readFile(path.join(dest, 'seg'))), sha256(original));
+      const dest = path.join(work, 'enc-out');
+      await mkdir(dest);
+      const noKey = await wal(['wal-fetch', segment, path.join(dest, 'seg'), '--source', 'enc', '--repo', encRepo]);
+      assert.equal(noKey.code, 2, noKey.stderr);
+      assert.match(noKey.stderr, /encrypted: pass --identity/);
+      assert.deepEqual(readdirSync(dest), []);
+      const withKey = await wal(['wal-fetch', segment, path.join(dest, 'seg'), '--source', 'enc', '--repo', encRepo], { env: { PGKEEP_AGE_IDENTITY_FILE: key } });
+      assert.equal(withKey.code, 0, withKey.stderr);
+      assert.equal(sha256(await readFile(path.join(dest, 'seg'))), sha256(original));
+    });
   });
 });
