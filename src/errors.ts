@@ -47,6 +47,7 @@ export const ERROR_CODES = {
   PITR_NO_BACKUP: { exit: 12, summary: 'no physical backup can reach the recovery target' },
   PITR_TARGET_DIR: { exit: 12, summary: 'the data directory for recovery is not empty or not usable' },
   PITR_FAILED: { exit: 12, summary: 'the recovered server failed to start or to reach the target' },
+  CHECK_FAILED: { exit: 13, summary: 'pgkeep check found a problem with the source, its tools, repository or WAL archiving' },
 
   // integrity
   VERIFY_FAILED: { exit: 7, summary: 'a backup failed verification' },

@@ -7,6 +7,7 @@ import { runBackup, type BackupRequest } from '../commands/backup.js';
 import { runPhysicalBackup } from '../commands/backup-physical.js';
 import { runPitr, type PitrRequest, type RecoveryTarget } from '../commands/pitr.js';
 import { runTablePitr } from '../commands/pitr-table.js';
+import { runCheck, type CheckReport } from '../commands/check.js';
 import { runCopy } from '../commands/copy.js';
 import { runInit } from '../commands/init.js';
 import { runKeygen } from '../commands/keygen.js';
@@ -19,7 +20,7 @@ import type { VerifyReport } from '../verify/verify-backup.js';
 import { keySettings, loadSettings, readSecretFile, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { PGKEEP_VERSION } from '../version.js';
-import { printBackupDone, printCopyDone, printList, printPitr, printRestoreDone, printShow, printTablePitr, printVerify } from './print.js';
+import { printBackupDone, printCheck, printCopyDone, printList, printPitr, printRestoreDone, printShow, printTablePitr, printVerify } from './print.js';
 import { ProgressBar } from './progress-bar.js';
 import { confirmOnTerminal } from './prompt.js';
 import { resolveWalTarget, runWal } from './wal-cli.js';
@@ -348,6 +349,23 @@ export async function main(argv: string[]): Promise<number> {
       });
       bar.clear();
       printPitr(result, json);
+    });
+
+  withOutput(program.command('check'))
+    .description('pre-flight of a source: server, client programs, repository, key, and WAL archiving (forces a WAL switch and waits for it in the repository)')
+    .option('--wal-timeout <seconds>', 'how long to wait for the switched WAL segment (default 60)', positiveInt('--wal-timeout'))
+    .action(async (options: OutputOptions & { walTimeout?: number }, command: Command) => {
+      json = Boolean(options.json);
+      const settings = settingsOf(command);
+      const source = resolveSource(settings);
+      const repository = await openRepository(settings, { source: source.name });
+      try {
+        printCheck(await runCheck(context(settings, options), repository, source, { walTimeoutMs: options.walTimeout === undefined ? undefined : options.walTimeout * 1000 }), json);
+      } catch (error) {
+        const report = (error as PgkeepError).details?.report;
+        if (report) printCheck(report as CheckReport, json);
+        throw error;
+      }
     });
 
   // WAL archiving (the `pgkeep` executable runs these on a lean path; here for --help and global options before the command)

@@ -1,3 +1,4 @@
+import type { CheckReport } from '../commands/check.js';
 import type { CopyResult } from '../commands/copy.js';
 import type { PitrResult } from '../commands/pitr.js';
 import type { TablePitrResult } from '../commands/pitr-table.js';
@@ -243,4 +244,12 @@ export function printTablePitr(result: TablePitrResult, json: boolean): void {
   out(`recovered a throwaway cluster from backup ${plan.backup.id}${outcome?.stoppedAt ? ` (${outcome.stoppedAt})` : ''}, then removed it`);
   for (const t of result.tables) out(`${t.name}: ${formatCount(t.rows)} rows`);
   out(`wrote ${result.output} (${result.format})`);
+}
+
+export function printCheck(report: CheckReport, json: boolean): void {
+  if (json) return printJson(report);
+  const width = Math.max(...report.items.map((i) => i.name.length));
+  for (const item of report.items) out(`${item.status === 'ok' ? 'ok  ' : item.status === 'warn' ? 'warn' : 'FAIL'}  ${item.name.padEnd(width)}  ${item.detail}`);
+  if (report.archiveLagSeconds !== undefined) out(`archive lag: ${report.archiveLagSeconds.toFixed(1)} s (age of the newest archived WAL file)`);
+  out(report.ok ? `source ${report.source}: all checks passed` : `source ${report.source}: some checks failed`);
 }

@@ -146,6 +146,18 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
       assert.equal(existsSync(pgdata), false);
     });
 
+    test('pgkeep check: archiving through pgkeep works; a source the server does not archive for fails, naming the fix', async () => {
+      const ok = await cli(['check']);
+      assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+      assert.match(ok.stdout, /ok +archiving +0000000100000000000000[0-9A-F]{2} arrived in the repository/);
+      assert.match(ok.stdout, /ok +replication +role postgres may replicate/);
+      assert.match(ok.stdout, /archive lag: \d+\.\d s/);
+      const other = await pgkeep(['check', '--repo', repo, '--source', 'other', '--wal-timeout', '2'], { env: env() });
+      assert.equal(other.code, 13, other.stderr);
+      assert.match(other.stdout, /FAIL +archive_command +set archive_command = 'pgkeep wal-push %p --source other'/);
+      assert.match(other.stderr, /^pgkeep: check of source other failed: archive_command/);
+    });
+
     test('pitr --target-time T --start: the rows committed before T are back, the DELETE and DROP TABLE after it are not', async () => {
       const pgdata = path.join(shared, 'by-time');
       const port = await freePort();
