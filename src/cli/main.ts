@@ -15,12 +15,13 @@ import { runList } from '../commands/list.js';
 import { openRepositories, openRepository } from '../commands/open-repository.js';
 import { runRestore, runRestoreFromRepositories } from '../commands/restore.js';
 import { runShow } from '../commands/show.js';
-import { runVerify } from '../commands/verify.js';
+import { runVerify, runVerifyWal } from '../commands/verify.js';
+import type { WalReport } from '../verify/verify-wal.js';
 import type { VerifyReport } from '../verify/verify-backup.js';
 import { keySettings, loadSettings, readSecretFile, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { PGKEEP_VERSION } from '../version.js';
-import { printBackupDone, printCheck, printCopyDone, printList, printPitr, printRestoreDone, printShow, printTablePitr, printVerify } from './print.js';
+import { printWalVerify, printBackupDone, printCheck, printCopyDone, printList, printPitr, printRestoreDone, printShow, printTablePitr, printVerify } from './print.js';
 import { ProgressBar } from './progress-bar.js';
 import { confirmOnTerminal } from './prompt.js';
 import { resolveWalTarget, runWal } from './wal-cli.js';
@@ -216,11 +217,25 @@ export async function main(argv: string[]): Promise<number> {
     });
 
   withOutput(program.command('verify'))
-    .description('check a backup: checksums, decompression, table of contents against the manifest')
-    .argument('<backup>', 'backup id, or latest')
-    .action(async (ref: string, options: OutputOptions, command: Command) => {
+    .description('check a backup: checksums, decompression, table of contents against the manifest (--wal: the WAL archive and each physical backup\'s PITR window)')
+    .argument('[backup]', 'backup id, or latest')
+    .option('--wal', 'verify the source\'s WAL archive: every file\'s checksums, gaps, and the recovery window of each physical backup')
+    .action(async (ref: string | undefined, options: OutputOptions & { wal?: boolean }, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
+      if (options.wal) {
+        const source = resolveSource(settings);
+        const repository = await openRepository(settings, { source: source.name });
+        try {
+          printWalVerify(await runVerifyWal(context(settings, options), repository, source.name), json);
+        } catch (error) {
+          const report = (error as PgkeepError).details?.report;
+          if (report) printWalVerify(report as WalReport, json);
+          throw error;
+        }
+        return;
+      }
+      if (ref === undefined) throw new PgkeepError('USAGE', 'verify needs a backup id or latest (or --wal for the WAL archive)');
       try {
         const report = await runVerify(context(settings, options), ref);
         bar.clear();

@@ -6,6 +6,7 @@ import type { ListRepositories } from '../commands/list.js';
 import type { RestoreResult } from '../commands/restore.js';
 import type { Manifest, PhysicalManifest } from '../repository/manifest.js';
 import type { VerifyReport } from '../verify/verify-backup.js';
+import type { WalReport } from '../verify/verify-wal.js';
 import { formatAge, formatBytes, formatCount, formatDuration, formatTable } from './format.js';
 
 /** Printing of each command's result: JSON as is, or text for people. */
@@ -252,4 +253,18 @@ export function printCheck(report: CheckReport, json: boolean): void {
   for (const item of report.items) out(`${item.status === 'ok' ? 'ok  ' : item.status === 'warn' ? 'warn' : 'FAIL'}  ${item.name.padEnd(width)}  ${item.detail}`);
   if (report.archiveLagSeconds !== undefined) out(`archive lag: ${report.archiveLagSeconds.toFixed(1)} s (age of the newest archived WAL file)`);
   out(report.ok ? `source ${report.source}: all checks passed` : `source ${report.source}: some checks failed`);
+}
+
+export function printWalVerify(report: WalReport, json: boolean): void {
+  if (json) return printJson(report);
+  out(`WAL archive of ${report.source}: ${report.files} file(s), ${formatBytes(report.bytes)} stored, ${report.damaged.length} damaged`);
+  for (const d of report.damaged) out(`FAILED  ${d.name}: ${d.problem}`);
+  for (const w of report.windows) {
+    const through = w.through ? `through ${w.through.lsn} (${w.through.segment}, timeline ${w.through.timeline})` : 'nothing';
+    out(
+      `${w.consistent ? 'ok    ' : 'FAILED'}  backup ${w.backup}: ${w.consistent ? `recovery targets from ${w.from.time} (LSN ${w.from.lsn}) ${through}` : 'its own WAL is not all archived'}` +
+        `${w.gapAt ? `; first gap at ${w.gapAt}` : ''}${w.timelines.length > 1 ? `; timelines ${w.timelines.join(' → ')}` : ''}`,
+    );
+  }
+  out(report.ok ? 'the WAL archive is intact' : `problem: ${report.problems[0]}`);
 }

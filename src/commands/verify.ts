@@ -1,5 +1,9 @@
 import { configuredSources, repositoryUrls, selectedSourceName, toolPaths } from '../config/settings.js';
-import { identitiesFor } from './repository-keys.js';
+import { identitiesFor, readIdentities } from './repository-keys.js';
+import type { PhysicalManifest } from '../repository/manifest.js';
+import type { Repository } from '../repository/repository.js';
+import { WalArchive } from '../repository/wal-archive.js';
+import { verifyWal, type WalReport } from '../verify/verify-wal.js';
 import { PgkeepError } from '../errors.js';
 import { verifyBackup, type VerifyReport } from '../verify/verify-backup.js';
 import type { CommandContext } from './command-context.js';
@@ -35,5 +39,20 @@ export async function runVerify(ctx: CommandContext, ref: string): Promise<Verif
   if (!report.ok) {
     throw new PgkeepError('VERIFY_FAILED', `backup ${manifest.id} failed verification: ${report.problems[0]}`, { details: { report } });
   }
+  return report;
+}
+
+/**
+ * Verifies the WAL archive of a source: every archived file read back against
+ * its record, and for each physical backup the window of recovery targets it
+ * can reach (across timelines). Throws VERIFY_FAILED (with the report) on a
+ * damaged file or a backup whose own WAL is not all there.
+ */
+export async function runVerifyWal(ctx: CommandContext, repository: Repository, source: string): Promise<WalReport> {
+  const backups = (await repository.listBackups(source)).filter((m): m is PhysicalManifest => m.kind === 'physical');
+  const identities = repository.info.encryption ? await readIdentities(repository, ctx.keys) : [];
+  ctx.info(`verifying the WAL archive of ${source} in ${repository.location}`);
+  const report = await verifyWal(new WalArchive(repository.storage, source), backups, { identities, signal: ctx.signal, onFile: (name) => ctx.progress({ phase: 'verify WAL', bytes: 0, item: name }) });
+  if (!report.ok) throw new PgkeepError('VERIFY_FAILED', `the WAL archive of ${source} failed verification: ${report.problems[0]}`, { details: { report } });
   return report;
 }

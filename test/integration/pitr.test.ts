@@ -279,6 +279,10 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
         await switchAndArchive();
       }
       const show = json(await cli(['show', 'latest', '--json']));
+      const intact = await cli(['verify', '--wal']);
+      assert.equal(intact.code, 0, intact.stdout + intact.stderr);
+      assert.match(intact.stdout, new RegExp(`ok +backup ${show.id}: recovery targets from .* through [0-9A-F]+/[0-9A-F]+ \\(0000000[12]`));
+      assert.match(intact.stdout, /the WAL archive is intact/);
       const folder = path.join(repo, 'sources', SOURCE, 'wal', '00000001');
       const after = readdirSync(folder).filter((f) => /^[0-9A-F]{24}\.json$/.test(f)).map((f) => f.slice(0, 24)).filter((n) => n > show.physical.walStop).sort();
       assert.ok(after.length >= 2, `segments archived after the backup: ${after}`);
@@ -286,6 +290,9 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
       const plan = await cli(['pitr', '--pgdata', path.join(shared, 'gap'), '--latest', '--dry-run']);
       assert.equal(plan.code, 0, plan.stderr);
       assert.match(plan.stdout, new RegExp(`timeline 1: archived through \\S+, first gap at ${after[0]}`));
+      const gap = await cli(['verify', '--wal']);
+      assert.equal(gap.code, 7, gap.stdout + gap.stderr);
+      assert.match(gap.stderr, new RegExp(`^pgkeep: .*gap in the WAL (after backup ${show.id}|archive): ${after[0]} is missing`, 'm'));
 
       await rm(path.join(folder, `${show.physical.walStop}.json`));
       const refused = await cli(['pitr', '--pgdata', path.join(shared, 'gap'), '--latest']);
@@ -307,7 +314,10 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
       // The same server now archives to the encrypted repository, as source "enc".
       await cluster.query(`ALTER SYSTEM SET archive_command = '${archiveCommand(encRepo, 'enc')}'`);
       await cluster.query('SELECT pg_reload_conf()');
+      // Something to switch away from, so the server's first push (as its own OS user) creates the source's folders there.
+      await cluster.query('CREATE TABLE enc_marker (n int)');
       await switchAndArchive();
+      assert.ok(existsSync(path.join(encRepo, 'sources', 'enc', 'wal', 'archive.json')));
       const enc = (args: string[]) => pgkeep([...args, '--repo', encRepo, '--source', 'enc', '--identity', key], { env: env() });
 
       await cluster.query('CREATE TABLE secrets (id int)');
