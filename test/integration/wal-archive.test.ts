@@ -9,6 +9,7 @@ import { json, pgkeep } from '../support/cli.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import { archivingConf, type PgCluster } from '../support/pg-cluster.js';
 import { archiveCommand, giveToServer } from '../support/server-folder.js';
+import { startS3Server, type S3TestServer } from '../support/s3-server.js';
 
 // The repository must exist before the server starts archiving into it.
 const shared = path.join(tmpdir(), `pgkeep-walrepo-${randomBytes(6).toString('hex')}`);
@@ -164,6 +165,48 @@ describe('WAL archive', { concurrency: 1 }, () => {
       const r3 = await wal(['wal-fetch', '000000010000000000000001', path.join(work, 'y'), '--source', SOURCE, '--repo', path.join(work, 'nothing-here')]);
       assert.equal(r3.code, 5);
       assert.match(r3.stderr, /no pgkeep repository at .*pgkeep init/);
+    });
+  });
+
+  describe('WAL archive in an S3 repository', { concurrency: 1 }, () => {
+    let s3: S3TestServer | undefined;
+    after(async () => {
+      await s3?.stop();
+    });
+
+    test('wal-push / wal-fetch through s3://bucket/prefix (the S3 driver loaded on demand), plain and encrypted', async () => {
+      s3 = await startS3Server();
+      const aws = { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region, AWS_ENDPOINT_URL: s3.endpoint };
+      const bucket = await s3.bucket('pgkeep-wal');
+      const key = path.join(work, 's3.key');
+      const gen = await pgkeep(['keygen', '--output', key, '--json']);
+      assert.equal(gen.code, 0, gen.stderr);
+      const segment = await archiveOneSegment();
+      const file = path.join(work, 's3-src', segment);
+      await mkdir(path.dirname(file), { recursive: true });
+      await copyFile(path.join(cluster.dataDir, 'pg_wal', segment), file);
+      const original = await readFile(file);
+      for (const [prefix, init] of [
+        ['plain', []],
+        ['encrypted', ['--encrypt', '--recipient', json(gen).publicKey]],
+      ] as const) {
+        const s3Repo = `s3://${bucket}/${prefix}`;
+        const created = await pgkeep(['init', '--repo', s3Repo, ...init], { env: aws });
+        assert.equal(created.code, 0, created.stderr);
+        const pushed = await wal(['wal-push', file, '--source', 'main', '--repo', s3Repo], { env: aws });
+        assert.equal(pushed.code, 0, pushed.stderr);
+        const again = await wal(['wal-push', file, '--source', 'main', '--repo', s3Repo], { env: aws });
+        assert.equal(again.code, 0, again.stderr);
+        assert.match(again.stderr, /identical content/);
+        const dest = path.join(work, `s3-out-${prefix}`);
+        await mkdir(dest);
+        const fetched = await wal(['wal-fetch', segment, path.join(dest, 'seg'), '--source', 'main', '--repo', s3Repo], { env: { ...aws, PGKEEP_AGE_IDENTITY_FILE: key } });
+        assert.equal(fetched.code, 0, fetched.stderr);
+        assert.equal(sha256(await readFile(path.join(dest, 'seg'))), sha256(original));
+        const missing = await wal(['wal-fetch', '0000000100000000000000FD', path.join(dest, 'none'), '--source', 'main', '--repo', s3Repo], { env: aws });
+        assert.equal(missing.code, 1, missing.stderr);
+        assert.deepEqual(readdirSync(dest), ['seg']);
+      }
     });
   });
 
