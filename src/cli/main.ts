@@ -18,7 +18,7 @@ import { runShow } from '../commands/show.js';
 import { runVerify, runVerifyWal } from '../commands/verify.js';
 import type { WalReport } from '../verify/verify-wal.js';
 import type { VerifyReport } from '../verify/verify-backup.js';
-import { keySettings, loadSettings, readSecretFile, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
+import { keySettings, loadSettings, readSecretFile, resolveConnection, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { PGKEEP_VERSION } from '../version.js';
 import { printWalVerify, printBackupDone, printCheck, printCopyDone, printList, printPitr, printRestoreDone, printShow, printTablePitr, printVerify } from './print.js';
@@ -296,6 +296,8 @@ export async function main(argv: string[]): Promise<number> {
     .option('--extract-table <table>', 'table-level PITR: recover a throwaway cluster, dump this table (repeatable) to --output, remove the cluster', collect)
     .addOption(new Option('--format <format>', 'with --extract-table: sql (pg_dump) or csv').choices(['sql', 'csv']).default('sql'))
     .option('--output <file>', 'with --extract-table: the file to write')
+    .option('--into-db <url>', 'with --extract-table: load the table into this database (postgresql://…) instead of a file')
+    .option('--as <name>', 'with --into-db: the new table\'s name (never an existing one)')
     .option('--target-time <time>', 'recover up to this time (e.g. "2026-11-21 14:05:00+00")')
     .option('--target-lsn <lsn>', 'recover up to this WAL location (e.g. 0/3000060)')
     .option('--target-xid <xid>', 'recover up to this transaction id')
@@ -334,13 +336,15 @@ export async function main(argv: string[]): Promise<number> {
       const timeoutMs = options.timeout === undefined ? undefined : (options.timeout as number) * 1000;
       if (options.extractTable) {
         if (options.pgdata || options.start || options.dryRun) throw new PgkeepError('USAGE', '--extract-table recovers into a throwaway cluster of its own: leave out --pgdata, --start and --dry-run');
-        if (!options.output) throw new PgkeepError('USAGE', '--extract-table needs --output FILE');
+        if (!options.output && !options.intoDb) throw new PgkeepError('USAGE', '--extract-table needs --output FILE, or --into-db URL --as NAME');
         const extracted = await runTablePitr(ctx, repository, source, {
           target,
           backup: options.backup as string | undefined,
           tables: options.extractTable as string[],
           format: options.format as 'sql' | 'csv',
-          output: path.resolve(String(options.output)),
+          output: options.output === undefined ? undefined : path.resolve(String(options.output)),
+          intoDb: options.intoDb === undefined ? undefined : resolveConnection(loadSettings({ ...(command.optsWithGlobals() as GlobalOptions), db: String(options.intoDb) }), undefined),
+          as: options.as as string | undefined,
           restoreCommand,
           timeoutMs,
         });

@@ -244,7 +244,7 @@ export function printTablePitr(result: TablePitrResult, json: boolean): void {
   const { plan, outcome } = result.pitr;
   out(`recovered a throwaway cluster from backup ${plan.backup.id}${outcome?.stoppedAt ? ` (${outcome.stoppedAt})` : ''}, then removed it`);
   for (const t of result.tables) out(`${t.name}: ${formatCount(t.rows)} rows`);
-  out(`wrote ${result.output} (${result.format})`);
+  out(result.loadedIntoDatabase ? `loaded into ${result.output}` : `wrote ${result.output} (${result.format})`);
 }
 
 export function printCheck(report: CheckReport, json: boolean): void {

@@ -22,14 +22,19 @@ export interface TablePitrRequest {
   tables: string[];
   format: 'sql' | 'csv';
   /** File to write; written to a temp name beside it, then renamed. */
-  output: string;
+  output?: string | undefined;
+  /** Instead of a file: load the table into this database (one table), under `as`. */
+  intoDb?: ConnectionInfo | undefined;
+  as?: string | undefined;
   restoreCommand: string;
   timeoutMs?: number | undefined;
 }
 
 export interface TablePitrResult {
   pitr: PitrResult;
+  /** The file written, or the database and table loaded ("db.table"). */
   output: string;
+  loadedIntoDatabase: boolean;
   format: 'sql' | 'csv';
   tables: { name: string; rows: number }[];
 }
@@ -48,7 +53,16 @@ export interface TablePitrResult {
 export async function runTablePitr(ctx: CommandContext, repository: Repository, source: ResolvedSource, request: TablePitrRequest): Promise<TablePitrResult> {
   if (request.tables.length === 0) throw new PgkeepError('USAGE', '--extract-table needs a table name');
   if (request.format === 'csv' && request.tables.length > 1) throw new PgkeepError('USAGE', '--format csv writes one table: give one --extract-table, or use --format sql');
-  const output = path.resolve(request.output);
+  if (request.intoDb && (request.tables.length !== 1 || !request.as)) throw new PgkeepError('USAGE', '--into-db loads one --extract-table under a new name: give --as NAME');
+  const into = request.intoDb;
+  const newName = request.as;
+  if (into && newName) {
+    // Never replace: the point is to put the old rows beside the current ones.
+    const exists = await withClient(into, (client) => client.query('SELECT to_regclass($1) IS NOT NULL AS taken', [newName]), ctx.signal);
+    if (exists.rows[0].taken) throw new PgkeepError('DB_EXISTS', `table ${newName} already exists in ${into.database}: choose another --as`);
+  }
+  const output = into ? `${into.database}.${newName}` : path.resolve(request.output ?? '');
+  if (!into && !request.output) throw new PgkeepError('USAGE', '--extract-table needs --output FILE or --into-db URL --as NAME');
 
   // 1. the throwaway folder: traversable (not readable) by the server's user, who owns the data directory inside
   const work = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-pitr-table-'));
@@ -85,6 +99,32 @@ export async function runTablePitr(ctx: CommandContext, repository: Repository, 
             tables.push({ name: table, rows: Number(rows.rows[0]!.n) });
           }
         });
+        if (into && newName) {
+          // The throwaway cluster is ours to change: rename there, then dump and load in one transaction.
+          const dot = newName.indexOf('.');
+          const bare = dot < 0 ? newName : newName.slice(dot + 1);
+          await withClient(connection, async (client) => {
+            // Its indexes (and so their constraints) and owned sequences too, so none clashes with the current table's.
+            const table = qualified(request.tables[0]!);
+            const owned = await client.query<{ kind: string; name: string; schema: string }>(
+              `SELECT 'INDEX' AS kind, c.relname AS name, n.nspname AS schema FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE i.indrelid = $1::regclass
+               UNION ALL
+               SELECT 'SEQUENCE', c.relname, n.nspname FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class c ON c.oid = d.objid AND c.relkind = 'S' JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE d.refobjid = $1::regclass AND d.classid = 'pg_catalog.pg_class'::regclass AND d.deptype IN ('a', 'i')`,
+              [table],
+            );
+            for (const o of owned.rows) {
+              await client.query(`ALTER ${o.kind} ${quoteIdent(o.schema)}.${quoteIdent(o.name)} RENAME TO ${quoteIdent(`${bare}_${o.name}`.slice(0, 63))}`);
+            }
+            await client.query(`ALTER TABLE ${table} RENAME TO ${quoteIdent(bare)}`);
+            if (dot >= 0) await client.query(`ALTER TABLE ${qualified(`${schemaOf(request.tables[0]!)}.${bare}`)} SET SCHEMA ${quoteIdent(newName.slice(0, dot))}`);
+          });
+          ctx.info(`loading ${request.tables[0]} into ${into.database} as ${newName}`);
+          const dump = startProcess((await toolInfo('pg_dump', source.pgBin)).path, ['--format=plain', '--no-password', '--no-owner', '--no-privileges', `--table=${qualified(newName)}`], { env: libpqEnv(connection), stdout: 'pipe' });
+          const load = startProcess((await toolInfo('psql', source.pgBin)).path, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '-f', '-'], { env: libpqEnv(into), stdin: 'pipe', stdout: 'ignore' });
+          await settleAll([pipeline(dump.stdout!, load.stdin!), dump.done, load.done]);
+          return;
+        }
         ctx.info(`writing ${request.tables.join(', ')} as ${request.format} to ${output}`);
         await writeAtomically(output, async (file) => {
           const env = libpqEnv(connection);
@@ -96,11 +136,16 @@ export async function runTablePitr(ctx: CommandContext, repository: Repository, 
         });
       },
     });
-    return { pitr, output, format: request.format, tables };
+    return { pitr, output, loadedIntoDatabase: into !== undefined, format: request.format, tables };
   } finally {
     // 4. nothing of the throwaway cluster stays
     await rm(work, { recursive: true, force: true });
   }
+}
+
+function schemaOf(table: string): string {
+  const dot = table.indexOf('.');
+  return dot < 0 ? 'public' : table.slice(0, dot);
 }
 
 /** "schema.table" or "table", each part quoted as an identifier. */

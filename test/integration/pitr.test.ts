@@ -211,6 +211,20 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
       assert.match(text, /COPY public\.extra \(n\) FROM stdin;\n1\n2\n3\n4\n5\n6\n7\n\\\.\n/);
       assert.deepEqual(readdirSync(temp), []);
 
+      // Into the live database, beside the damaged table: the old rows under a new name, nothing of the current table touched.
+      const into = await pgkeep(['pitr', '--target-time', targetTime, '--extract-table', 'public.items', '--into-db', cluster.url(), '--as', 'items_before', '--repo', repo, '--source', SOURCE], {
+        env: { ...env(), PGKEEP_TEMP_DIR: temp },
+      });
+      assert.equal(into.code, 0, into.stderr + into.stdout);
+      assert.match(into.stdout, /loaded into postgres\.items_before/);
+      assert.deepEqual(await cluster.query('SELECT count(*)::int AS n FROM items_before'), [{ n: 150 }]);
+      assert.deepEqual(await cluster.query('SELECT count(*)::int AS n FROM items'), [{ n: 10 }]);
+      const again = await pgkeep(['pitr', '--target-time', targetTime, '--extract-table', 'public.items', '--into-db', cluster.url(), '--as', 'items_before', '--repo', repo, '--source', SOURCE], { env: env() });
+      assert.equal(again.code, 3);
+      assert.match(again.stderr, /table items_before already exists/);
+      await cluster.query('DROP TABLE items_before');
+      assert.deepEqual(readdirSync(temp), []);
+
       const missing = await pgkeep(['pitr', '--target-name', 'before_damage', '--extract-table', 'nope', '--output', path.join(shared, 'out', 'nope.sql'), '--repo', repo, '--source', SOURCE], { env: { ...env(), PGKEEP_TEMP_DIR: temp } });
       assert.equal(missing.code, 2, missing.stderr);
       assert.match(missing.stderr, /table nope did not exist/);
