@@ -31,6 +31,8 @@ interface Parsed {
   options: GlobalOptions & { quiet?: boolean };
 }
 
+class HelpRequested extends Error {}
+
 function parse(argv: string[]): Parsed {
   const [command, ...rest] = argv;
   if (!isWalCommand(command)) throw new PgkeepError('USAGE', `unknown command ${command}`);
@@ -40,6 +42,7 @@ function parse(argv: string[]): Parsed {
   for (let i = 0; i < rest.length; i++) {
     const arg = rest[i]!;
     const [flag, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
+    if (flag === '-h' || flag === '--help') throw new HelpRequested(USAGE[command]);
     if (flag === '-q' || flag === '--quiet') options.quiet = true;
     else if (flag in names) {
       const value = inline ?? rest[++i];
@@ -128,6 +131,10 @@ export async function walMain(argv: string[]): Promise<number> {
     if (note && !options.quiet) process.stderr.write(`pgkeep: ${note}\n`);
     return 0;
   } catch (error) {
+    if (error instanceof HelpRequested) {
+      process.stdout.write(`usage: ${error.message}\n  (exit 0 when done; wal-fetch exits 1 when the file is not archived)\n`);
+      return 0;
+    }
     const failure = toPgkeepError(error);
     process.stderr.write(`pgkeep: ${failure.code === 'INTERNAL' ? 'internal error: ' : ''}${failure.message}\n`);
     if (process.env.PGKEEP_DEBUG && error instanceof Error) process.stderr.write(`${error.stack}\n`);
