@@ -71,6 +71,20 @@ export async function runPhysicalBackup(ctx: CommandContext, repository: Reposit
       throw new PgkeepError('USAGE', `the cluster has tablespaces outside the data directory (${tablespaces.map((t) => t.name).join(', ')}): pgkeep backup --physical supports only clusters without them so far`);
     }
 
+    // The archive must already be reaching this repository. If nothing was archived yet, switch WAL and wait
+    // for it first: the server's own push then creates the source's folders, owned by the server's OS user
+    // (created first by this process, as another user such as root, they would lock the archiver out).
+    const archive = new WalArchive(repository.storage, source.name);
+    if (!(await archive.readInfo())) {
+      // txid_current() commits a transaction id, so there is WAL to switch away from.
+      await client.query('SELECT pg_catalog.txid_current()');
+      const switched = await client.query<{ name: string }>('SELECT pg_catalog.pg_walfile_name(pg_catalog.pg_switch_wal()) AS name').catch(() => undefined);
+      if (switched) {
+        ctx.info(`nothing archived for ${source.name} yet: waiting for ${switched.rows[0]!.name} to arrive first`);
+        await waitForWal(archive, [switched.rows[0]!.name], request.walTimeoutMs ?? DEFAULT_WAL_TIMEOUT_MS, signal, client);
+      }
+    }
+
     // 2. lock, leftovers, id
     lock = await acquireSourceLock(repository.storage, source.name, 'backup --physical');
     await repository.ensureSource(source.name, source.connection.database);
@@ -115,7 +129,6 @@ export async function runPhysicalBackup(ctx: CommandContext, repository: Reposit
     const walStart = segmentName(timeline, parseLsn(startLsn), segmentSize);
     const walStop = segmentName(timeline, parseLsn(stopLsn), segmentSize);
     const historyFile = `${walStart}.${(parseLsn(startLsn) % BigInt(segmentSize)).toString(16).toUpperCase().padStart(8, '0')}.backup`;
-    const archive = new WalArchive(repository.storage, source.name);
     const needed = [...segmentRange(walStart, walStop, segmentSize), historyFile];
     ctx.info(`waiting for WAL ${walStart}..${walStop} in the archive`);
     await waitForWal(archive, needed, request.walTimeoutMs ?? DEFAULT_WAL_TIMEOUT_MS, signal, client);
