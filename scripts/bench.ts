@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --size 200MB] [--runs N] [--only pgbench|realistic] [--keep]
+ * npm run bench [-- --size 200MB] [--runs N] [--only pgbench|realistic|wal] [--keep]
  *
  * Compares pgkeep with the usual ways of dumping and restoring a database, on
  * a private throwaway PostgreSQL cluster, with two databases of about --size
@@ -14,6 +14,10 @@
  * file) against pgkeep restore --jobs 2. It prints a markdown table of wall
  * times, sizes, peak RSS and ratios, then one PASS/FAIL line per target, and
  * exits 1 if a target fails. Method and results: docs/benchmarks.md.
+ *
+ * --only wal instead times `pgkeep wal-push` and `pgkeep wal-fetch` per 16 MB
+ * segment (as archive_command and restore_command run them: one process per
+ * segment), on real segments written by the cluster, 20 × --runs of them.
  *
  * stdout is the report (markdown, paste-able); progress goes to stderr.
  */
@@ -40,15 +44,15 @@ interface Options {
   sizeBytes: number;
   sizeLabel: string;
   runs: number;
-  only: Kind | undefined;
+  only: Kind | 'wal' | undefined;
   keep: boolean;
 }
 
-const USAGE = `usage: npm run bench -- [--size 200MB] [--runs 1] [--only pgbench|realistic] [--keep]
+const USAGE = `usage: npm run bench -- [--size 200MB] [--runs 1] [--only pgbench|realistic|wal] [--keep]
 
   --size N[MB|GB]  approximate on-disk size of each database (pg_database_size); default 200MB
   --runs N         repeat every measurement N times and report the median time; default 1
-  --only KIND      benchmark only the pgbench or only the realistic database
+  --only KIND      benchmark only the pgbench or only the realistic database, or (wal) only wal-push/wal-fetch latency
   --keep           keep the cluster running at the end (until Ctrl-C) to look around`;
 
 function parseOptions(argv: string[]): Options {
@@ -76,7 +80,7 @@ function parseOptions(argv: string[]): Options {
   const runs = Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1) throw new UsageError(`--runs must be a whole number of at least 1 (got "${values.runs}")`);
   const only = values.only;
-  if (only !== undefined && only !== 'pgbench' && only !== 'realistic') throw new UsageError(`--only must be pgbench or realistic (got "${only}")`);
+  if (only !== undefined && only !== 'pgbench' && only !== 'realistic' && only !== 'wal') throw new UsageError(`--only must be pgbench, realistic or wal (got "${only}")`);
   return { sizeBytes, sizeLabel: values.size!.replace(/\s+/g, ''), runs, only, keep: Boolean(values.keep) };
 }
 
@@ -711,6 +715,101 @@ function machineInfo(cluster: PgCluster, serverVersion: string, codec: string, l
 }
 
 // ---------------------------------------------------------------------------
+// WAL archiving latency
+
+const WAL_SEGMENTS_PER_RUN = 20;
+const WAL_PUSH_TARGET_MS = 150;
+
+/**
+ * Fills real WAL segments (rows of md5 text: compressible about 2× like busy
+ * OLTP WAL), copies the completed ones out of pg_wal, then times one
+ * `pgkeep wal-push` process per segment into a fresh repository and one
+ * `pgkeep wal-fetch` per segment back, as PostgreSQL would run them.
+ */
+async function walBench(ctx: RunContext, cluster: PgCluster, runs: number): Promise<{ report: string; targets: Target[] }> {
+  const count = WAL_SEGMENTS_PER_RUN * runs;
+  const entry = path.join(root, 'dist', 'cli', 'pgkeep.js');
+  log(`writing ${count + 2} WAL segments`);
+  await cluster.query('CREATE TABLE wal_bench (id bigint, body text)');
+  const [{ start }] = (await cluster.query<{ start: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS start')) as [{ start: string }];
+  for (let written = 0; ; written++) {
+    await cluster.query(`INSERT INTO wal_bench SELECT g, md5(g::text) || md5((g * 7)::text) || md5(random()::text) FROM generate_series(${written * 100000}, ${written * 100000 + 99999}) g`);
+    const [{ now }] = (await cluster.query<{ now: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS now')) as [{ now: string }];
+    if (parseInt(now.slice(8), 16) - parseInt(start.slice(8), 16) > count + 1) break;
+  }
+  const segments = path.join(ctx.work, 'segments');
+  await mkdir(segments);
+  const names = readdirSync(path.join(cluster.dataDir, 'pg_wal'))
+    .filter((n) => /^[0-9A-F]{24}$/.test(n) && n > start)
+    .sort()
+    .slice(0, count);
+  for (const name of names) await writeFile(path.join(segments, name), await readFile(path.join(cluster.dataDir, 'pg_wal', name)));
+  const repo = path.join(ctx.work, 'wal-repo');
+  runQuiet(ctx, [process.execPath, cli, 'init', '--repo', repo], 'pgkeep init');
+
+  // Wall time (what archiving waits for) and CPU time (user + system: what the machine's load does not inflate).
+  const push = { wall: [] as number[], cpu: [] as number[] };
+  const fetch = { wall: [] as number[], cpu: [] as number[] };
+  const node = { wall: [] as number[], cpu: [] as number[] };
+  const zstd = { wall: [] as number[], cpu: [] as number[] };
+  const rss: number[] = [];
+  const timed = async (into: { wall: number[]; cpu: number[] }, argv: string[], what: string) => {
+    const usage = path.join(ctx.work, 'usage');
+    const [file, args] = ctx.gnuTime ? [GNU_TIME, ['-f', '%U %S %M', '-o', usage, '--', ...argv]] : [argv[0]!, argv.slice(1)];
+    const started = process.hrtime.bigint();
+    const result = spawnSync(file, args, { cwd: ctx.cwd, env: ctx.env, encoding: 'utf8' });
+    into.wall.push(Number(process.hrtime.bigint() - started) / 1e6);
+    if (result.status !== 0) throw new Error(`${what} failed: ${result.stderr}`);
+    if (ctx.gnuTime) {
+      const [user, sys, kib] = readFileSync(usage, 'utf8').trim().split('\n').at(-1)!.split(' ').map(Number);
+      into.cpu.push((user! + sys!) * 1000);
+      return kib! * 1024;
+    }
+    return undefined;
+  };
+  for (const name of names) {
+    const peak = await timed(push, [process.execPath, entry, 'wal-push', path.join(segments, name), '--source', 'bench', '--repo', repo], `wal-push ${name}`);
+    if (peak !== undefined) rss.push(peak);
+    await timed(node, [process.execPath, '-e', '0'], 'node -e 0');
+    await timed(zstd, ['zstd', '-q', '-1', '-T0', '-f', path.join(segments, name), '-o', path.join(ctx.work, 'seg.zst')], 'zstd');
+  }
+  for (const name of names) {
+    await timed(fetch, [process.execPath, entry, 'wal-fetch', name, path.join(ctx.work, 'RECOVERYXLOG'), '--source', 'bench', '--repo', repo], `wal-fetch ${name}`);
+  }
+  let stored = 0;
+  for (const file of findFiles(path.join(repo, 'sources', 'bench', 'wal'), '.zst')) stored += (await stat(file)).size;
+
+  const pct = (values: number[], p: number) => [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(values.length * p))]!;
+  const ms = (values: number[], f: (v: number[]) => number) => (values.length ? `${f(values).toFixed(0)} ms` : 'n/a');
+  const row = (what: string, m: { wall: number[]; cpu: number[] }) => [
+    what,
+    ms(m.wall, median),
+    ms(m.wall, (v) => pct(v, 0.9)),
+    ms(m.wall, (v) => Math.min(...v)),
+    ms(m.cpu, median),
+  ];
+  const report = [
+    `### WAL: ${names.length} segments of 16 MB, one process each`,
+    '',
+    markdownTable(
+      ['step', 'wall median', 'wall p90', 'wall min', 'CPU median'],
+      [row('pgkeep wal-push (zstd -1, checksums, fsync, record)', push), row('pgkeep wal-fetch (verify, decompress, fsync, rename)', fetch), row('reference: node -e 0 (Node start alone)', node), row('reference: zstd -1 -T0 of the segment (CLI)', zstd)],
+      ['l', 'r', 'r', 'r', 'r'],
+    ),
+    '',
+    `Stored: ${fmtMB(stored)} for ${fmtMB(names.length * 16 * MiB, 0)} of WAL (${((names.length * 16 * MiB) / stored).toFixed(2)}×). Peak RSS of wal-push: ${rss.length ? fmtMB(Math.max(...rss), 0) : 'n/a'}.`,
+  ].join('\n');
+  const pushMedian = median(push.wall);
+  return {
+    report,
+    targets: [
+      { text: `wal-push median ${pushMedian.toFixed(0)} ms wall per 16 MB segment (target < ${WAL_PUSH_TARGET_MS} ms)`, pass: pushMedian < WAL_PUSH_TARGET_MS },
+      { text: `wal-push median ${push.cpu.length ? median(push.cpu).toFixed(0) : 'n/a'} ms CPU (user + system) per segment (recorded: what a loaded machine does not inflate)`, pass: undefined },
+    ],
+  };
+}
+
+// ---------------------------------------------------------------------------
 
 async function main(): Promise<number> {
   let options: Options;
@@ -778,6 +877,26 @@ async function main(): Promise<number> {
     });
     const ctx: RunContext = { env, cwd, work, gnuTime };
 
+    if (options.only === 'wal') {
+      const { report, targets } = await walBench(ctx, cluster, options.runs);
+      process.stdout.write(
+        [
+          `## pgkeep benchmark: --only wal${options.runs > 1 ? `, --runs ${options.runs}` : ''}`,
+          '',
+          machineInfo(cluster, serverVersion, 'see docs', loadBefore, os.loadavg()),
+          '',
+          report,
+          '',
+          '### Targets',
+          '',
+          '```',
+          ...targets.map((t) => `${t.pass === undefined ? 'N/A ' : t.pass ? 'PASS' : 'FAIL'}  ${t.text}`),
+          '```',
+          '',
+        ].join('\n'),
+      );
+      return targets.some((t) => t.pass === false) ? 1 : 0;
+    }
     const kinds: Kind[] = options.only ? [options.only] : ['pgbench', 'realistic'];
     const smallBytes = Math.max(20 * MiB, options.sizeBytes / 8);
     const create = (kind: Kind, name: string, bytes: number) =>

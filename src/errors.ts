@@ -42,6 +42,17 @@ export const ERROR_CODES = {
   BACKUP_PARTIAL: { exit: 10, summary: 'the backup was written to some of the source\'s repositories, not all' },
   DATABASES_PARTIAL: { exit: 10, summary: 'backup --all-databases: some databases were backed up, others failed' },
 
+  // WAL archive and point-in-time recovery
+  WAL_INVALID: { exit: 11, summary: 'a file given to wal-push is not a WAL file PostgreSQL archives' },
+  WAL_CONFLICT: { exit: 11, summary: 'the archive already holds that WAL file with different content (never overwritten)' },
+  WAL_FOREIGN: { exit: 11, summary: 'the WAL file comes from a different cluster (system identifier) than the source\'s archive' },
+  WAL_MISSING: { exit: 1, summary: 'the archive does not hold the requested WAL file' },
+  WAL_TIMEOUT: { exit: 11, summary: 'WAL a backup needs did not arrive in the archive in time' },
+  PITR_NO_BACKUP: { exit: 12, summary: 'no physical backup can reach the recovery target' },
+  PITR_TARGET_DIR: { exit: 12, summary: 'the data directory for recovery is not empty or not usable' },
+  PITR_FAILED: { exit: 12, summary: 'the recovered server failed to start or to reach the target' },
+  CHECK_FAILED: { exit: 13, summary: 'pgkeep check found a problem with the source, its tools, repository or WAL archiving' },
+
   // integrity
   VERIFY_FAILED: { exit: 7, summary: 'a backup failed verification' },
   CHECKSUM_MISMATCH: { exit: 7, summary: 'stored bytes do not match the manifest' },
@@ -51,9 +62,9 @@ export const ERROR_CODES = {
   UNHEALTHY: { exit: 2, summary: 'status --check found a problem (2 is CRITICAL for Nagios-style probes)' },
 
   // daemon (pgkeep serve) and alerts
-  JOB_STUCK: { exit: 11, summary: 'a scheduled job made no progress for too long and was cancelled' },
+  JOB_STUCK: { exit: 14, summary: 'a scheduled job made no progress for too long and was cancelled' },
   SERVE_INSECURE: { exit: 2, summary: 'serve would listen on a non-loopback address without an API token' },
-  NOTIFY_FAILED: { exit: 12, summary: 'an alert channel (webhook, email) could not deliver' },
+  NOTIFY_FAILED: { exit: 15, summary: 'an alert channel (webhook, email) could not deliver' },
 
   // run control
   ABORTED: { exit: 130, summary: 'interrupted by a signal or cancelled' },

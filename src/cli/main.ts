@@ -1,8 +1,14 @@
 #!/usr/bin/env node
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import type { CommandContext } from '../commands/command-context.js';
 import { runBackup, type BackupRequest } from '../commands/backup.js';
 import { runBackupAllDatabases, type AllDatabasesResult } from '../commands/backup-all.js';
+import { runPhysicalBackup } from '../commands/backup-physical.js';
+import { runPitr, type PitrRequest, type RecoveryTarget } from '../commands/pitr.js';
+import { runTablePitr } from '../commands/pitr-table.js';
+import { runCheck, type CheckReport } from '../commands/check.js';
 import { runCopy } from '../commands/copy.js';
 import { runInit } from '../commands/init.js';
 import { runKeygen } from '../commands/keygen.js';
@@ -17,10 +23,11 @@ import { runServe } from '../commands/serve.js';
 import { runNotifyTest, type NotifyTestResult } from '../commands/notify-test.js';
 import { runShow } from '../commands/show.js';
 import { runStatus } from '../commands/status.js';
-import { runVerify } from '../commands/verify.js';
+import { runVerify, runVerifyWal } from '../commands/verify.js';
+import type { WalReport } from '../verify/verify-wal.js';
 import { runVerifyCopies, verifiesSeveralCopies, type CopiesReport } from '../commands/verify-copies.js';
 import type { VerifyResult } from '../commands/verify.js';
-import { keySettings, loadSettings, readSecretFile, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
+import { keySettings, loadSettings, readSecretFile, resolveConnection, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
 import { ERROR_CODES, PgkeepError, toPgkeepError } from '../errors.js';
 import type { RetentionFlags } from '../config/retention-settings.js';
 import { validateTimeZone } from '../retention/calendar.js';
@@ -29,22 +36,27 @@ import { PGKEEP_VERSION } from '../version.js';
 import {
   printAllDatabasesDone,
   printBackupDone,
+  printCheck,
   printCopyDone,
   printExtractDone,
   printFileRestoreDone,
   printFileRestorePlan,
   printList,
+  printPitr,
   printPin,
   printPrune,
   printRestoreDone,
   printRestorePlan,
   printShow,
   printStatus,
+  printTablePitr,
   printVerify,
   printVerifyCopies,
+  printWalVerify,
 } from './print.js';
 import { ProgressBar } from './progress-bar.js';
 import { confirmOnTerminal } from './prompt.js';
+import { resolveWalTarget, runWal } from './wal-cli.js';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 const positiveInt = (what: string) => (value: string) => {
@@ -181,7 +193,9 @@ export async function main(argv: string[]): Promise<number> {
     });
 
   withOutput(program.command('backup'))
-    .description('take a logical backup with pg_dump')
+    .description('take a logical backup with pg_dump (or, with --physical, of the whole cluster with pg_basebackup)')
+    .option('--physical', 'physical backup of the whole cluster for point-in-time recovery (needs WAL archiving to pgkeep wal-push)')
+    .option('--wal-timeout <seconds>', 'physical: how long to wait for the backup\'s WAL to reach the archive (default 120)', positiveInt('--wal-timeout'))
     .option('--name <name>', 'name appended to the backup id, e.g. before-migration')
     .addOption(new Option('--format <format>', 'pg_dump format').choices(['custom', 'directory', 'plain']))
     .option('--schema-only', 'only the schema, no data')
@@ -204,6 +218,23 @@ export async function main(argv: string[]): Promise<number> {
       const settings = settingsOf(command);
       const source = resolveSource(settings);
       const ctx = context(settings, options);
+      if (options.physical) {
+        const logicalOnly = ['format', 'schemaOnly', 'dataOnly', 'table', 'excludeTable', 'schema', 'excludeSchema', 'jobs', 'owner', 'acl'].filter((k) => command.getOptionValueSource(k) === 'cli');
+        if (logicalOnly.length > 0) {
+          throw new PgkeepError('USAGE', `--physical backs up the whole cluster: --${logicalOnly[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`).replace(/^(owner|acl)$/, 'no-$1')} applies to logical backups only`);
+        }
+        // The WAL archive is in the source's first repository (where wal-push writes): so is the base backup.
+        const repository = await openRepository(settings, { source: source.name, createIfEmpty: true });
+        const manifest = await runPhysicalBackup(ctx, repository, source, {
+          name: options.name as string | undefined,
+          labels: Array.isArray(options.label) ? (options.label as string[]) : undefined,
+          compressLevel: options.compressLevel as number | undefined,
+          walTimeoutMs: options.walTimeout === undefined ? undefined : (options.walTimeout as number) * 1000,
+        });
+        bar.clear();
+        printBackupDone(manifest, repository.location, json);
+        return;
+      }
       // Several repositories (repos: in pgkeep.yaml): one pg_dump, written to all of them.
       const repositories = options.allDatabases ? [] : await openRepositories(settings, { source: source.name, createIfEmpty: true });
       const fromCli = (name: string) => command.getOptionValueSource(name) === 'cli';
@@ -260,15 +291,29 @@ export async function main(argv: string[]): Promise<number> {
     });
 
   withOutput(program.command('verify'))
-    .description('check a backup: checksums, decompression, table of contents against the manifest; --restore-test also restores it into a scratch database and proves it')
-    .argument('<backup>', 'backup id, or latest')
+    .description('check a backup: checksums, decompression, table of contents against the manifest; --restore-test also restores it into a scratch database and proves it (--wal: the WAL archive and each physical backup\'s PITR window)')
+    .argument('[backup]', 'backup id, or latest')
     .option('--restore-test', 'restore into a scratch database, compare row counts, schema, migrations, run probes; then drop it')
     .option('--scratch <where>', 'where to restore-test: same-server (database pgkeep_verify_<id>), local (a throwaway cluster), or a postgresql:// URL')
     .option('--deep', 'with a restore test: compare table content hashes (backup --checksums) and run pg_amcheck')
     .option('--jobs <n>', 'parallel pg_restore workers for the restore test', positiveInt('--jobs'))
-    .action(async (ref: string, options: OutputOptions & { restoreTest?: boolean; scratch?: string; deep?: boolean; jobs?: number }, command: Command) => {
+    .option('--wal', 'verify the source\'s WAL archive: every file\'s checksums, gaps, and the recovery window of each physical backup')
+    .action(async (ref: string | undefined, options: OutputOptions & { restoreTest?: boolean; scratch?: string; deep?: boolean; jobs?: number; wal?: boolean }, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
+      if (options.wal) {
+        const source = resolveSource(settings);
+        const repository = await openRepository(settings, { source: source.name });
+        try {
+          printWalVerify(await runVerifyWal(context(settings, options), repository, source.name), json);
+        } catch (error) {
+          const report = (error as PgkeepError).details?.report;
+          if (report) printWalVerify(report as WalReport, json);
+          throw error;
+        }
+        return;
+      }
+      if (ref === undefined) throw new PgkeepError('USAGE', 'verify needs a backup id or latest (or --wal for the WAL archive)');
       // A source with several repositories: every copy is verified (--repo picks one).
       const several = verifiesSeveralCopies(settings);
       try {
@@ -445,6 +490,103 @@ export async function main(argv: string[]): Promise<number> {
       }
     });
 
+  withOutput(program.command('pitr'))
+    .description('point-in-time recovery: restore the newest physical backup before the target into a new data directory, set up recovery through pgkeep wal-fetch, and (--start) run it')
+    .option('--pgdata <dir>', 'data directory to recover into (created 0700; must be empty unless --force)')
+    .option('--extract-table <table>', 'table-level PITR: recover a throwaway cluster, dump this table (repeatable) to --output, remove the cluster', collect)
+    .addOption(new Option('--format <format>', 'with --extract-table: sql (pg_dump) or csv').choices(['sql', 'csv']).default('sql'))
+    .option('--output <file>', 'with --extract-table: the file to write')
+    .option('--into-db <url>', 'with --extract-table: load the table into this database (postgresql://…) instead of a file')
+    .option('--as <name>', 'with --into-db: the new table\'s name (never an existing one)')
+    .option('--target-time <time>', 'recover up to this time (e.g. "2026-11-21 14:05:00+00")')
+    .option('--target-lsn <lsn>', 'recover up to this WAL location (e.g. 0/3000060)')
+    .option('--target-xid <xid>', 'recover up to this transaction id')
+    .option('--target-name <name>', 'recover up to this restore point (pg_create_restore_point)')
+    .option('--latest', 'recover to the end of the archived WAL')
+    .addOption(new Option('--target-action <action>', 'what the server does at the target').choices(['promote', 'pause', 'shutdown']).default('promote'))
+    .option('--backup <id>', 'start from this physical backup instead of the newest one before the target')
+    .option('--start', 'start the server and wait until recovery reaches the target')
+    .option('--port <n>', 'port of the recovered server (written to postgresql.auto.conf)', positiveInt('--port'))
+    .addOption(new Option('--archive-mode <mode>', 'preserve: the recovered server archives its new timeline like the original; off: it does not').choices(['preserve', 'off']).default('preserve'))
+    .option('--timeout <seconds>', 'with --start: how long to wait for recovery (default 600)', positiveInt('--timeout'))
+    .option('--dry-run', 'print the plan (backup, WAL needed and available) and change nothing')
+    .option('--force', 'replace the contents of a non-empty --pgdata (never a running server\'s)')
+    .option('--delta', 'same as --force for now: the data directory is restored in full')
+    .action(async (options: Record<string, unknown> & OutputOptions, command: Command) => {
+      json = Boolean(options.json);
+      const settings = settingsOf(command);
+      const source = resolveSource(settings);
+      const targets = (['targetTime', 'targetLsn', 'targetXid', 'targetName', 'latest'] as const).filter((k) => options[k] !== undefined);
+      if (targets.length !== 1) throw new PgkeepError('USAGE', 'pitr needs exactly one of --target-time, --target-lsn, --target-xid, --target-name or --latest');
+      const key = targets[0]!;
+      const target: RecoveryTarget =
+        key === 'latest' ? { kind: 'latest' } : { kind: ({ targetTime: 'time', targetLsn: 'lsn', targetXid: 'xid', targetName: 'name' } as const)[key], value: String(options[key]) };
+      if (target.kind === 'time' && Number.isNaN(new Date(target.value).getTime())) throw new PgkeepError('USAGE', `--target-time "${target.value}" is not a time: use e.g. "2026-11-21 14:05:00+00" or 2026-11-21T14:05:00Z`);
+      if (target.kind === 'lsn' && !/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(target.value)) throw new PgkeepError('USAGE', `--target-lsn "${target.value}" is not an LSN: expected the form 0/3000060`);
+      if (target.kind === 'xid' && !/^\d+$/.test(target.value)) throw new PgkeepError('USAGE', `--target-xid "${target.value}" is not a transaction id (a whole number)`);
+      const repository = await openRepository(settings, { source: source.name });
+      const ctx = context(settings, options);
+      // restore_command runs this same pgkeep, as the server's user, with the same repository and keys.
+      const shellQuote = (text: string) => (/^[A-Za-z0-9_./:@=+-]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`);
+      const fetch = [process.execPath, fileURLToPath(new URL('./pgkeep.js', import.meta.url)), 'wal-fetch', '%f', '%p', '--source', source.name, '--repo', source.repo];
+      if (settings.configFile) fetch.push('--config', settings.configFile);
+      if (ctx.keys.identityFile) fetch.push('--identity', ctx.keys.identityFile);
+      else if (repository.info.encryption) throw new PgkeepError('USAGE', 'the repository is encrypted: pitr needs --identity FILE (readable by the server\'s OS user), which restore_command passes to pgkeep wal-fetch');
+      const restoreCommand = fetch.map((part) => (part === '%f' || part === '%p' ? part : shellQuote(part))).join(' ');
+      const timeoutMs = options.timeout === undefined ? undefined : (options.timeout as number) * 1000;
+      if (options.extractTable) {
+        if (options.pgdata || options.start || options.dryRun) throw new PgkeepError('USAGE', '--extract-table recovers into a throwaway cluster of its own: leave out --pgdata, --start and --dry-run');
+        if (!options.output && !options.intoDb) throw new PgkeepError('USAGE', '--extract-table needs --output FILE, or --into-db URL --as NAME');
+        const extracted = await runTablePitr(ctx, repository, source, {
+          target,
+          backup: options.backup as string | undefined,
+          tables: options.extractTable as string[],
+          format: options.format as 'sql' | 'csv',
+          output: options.output === undefined ? undefined : path.resolve(String(options.output)),
+          intoDb: options.intoDb === undefined ? undefined : resolveConnection(loadSettings({ ...(command.optsWithGlobals() as GlobalOptions), db: String(options.intoDb) }), undefined),
+          as: options.as as string | undefined,
+          restoreCommand,
+          timeoutMs,
+        });
+        bar.clear();
+        printTablePitr(extracted, json);
+        return;
+      }
+      if (!options.pgdata) throw new PgkeepError('USAGE', 'pitr needs --pgdata DIR (or --extract-table T --output FILE)');
+      const result = await runPitr(ctx, repository, source, {
+        pgdata: path.resolve(String(options.pgdata)),
+        target,
+        targetAction: options.targetAction as PitrRequest['targetAction'],
+        backup: options.backup as string | undefined,
+        start: Boolean(options.start),
+        port: options.port as number | undefined,
+        dryRun: Boolean(options.dryRun),
+        force: Boolean(options.force || options.delta),
+        archiveMode: options.archiveMode as PitrRequest['archiveMode'],
+        restoreCommand,
+        timeoutMs,
+      });
+      bar.clear();
+      printPitr(result, json);
+    });
+
+  withOutput(program.command('check'))
+    .description('pre-flight of a source: server, client programs, repository, key, and WAL archiving (forces a WAL switch and waits for it in the repository)')
+    .option('--wal-timeout <seconds>', 'how long to wait for the switched WAL segment (default 60)', positiveInt('--wal-timeout'))
+    .action(async (options: OutputOptions & { walTimeout?: number }, command: Command) => {
+      json = Boolean(options.json);
+      const settings = settingsOf(command);
+      const source = resolveSource(settings);
+      const repository = await openRepository(settings, { source: source.name });
+      try {
+        printCheck(await runCheck(context(settings, options), repository, source, { walTimeoutMs: options.walTimeout === undefined ? undefined : options.walTimeout * 1000 }), json);
+      } catch (error) {
+        const report = (error as PgkeepError).details?.report;
+        if (report) printCheck(report as CheckReport, json);
+        throw error;
+      }
+    });
+
   withOutput(program.command('pin'))
     .description('keep a backup forever: prune never deletes a pinned backup')
     .argument('<backup>', 'backup id, or latest')
@@ -506,6 +648,23 @@ export async function main(argv: string[]): Promise<number> {
         throw error;
       }
     });
+
+  // WAL archiving (the `pgkeep` executable runs these on a lean path; here for --help and global options before the command)
+  const walOptions = (command: Command) => command.optsWithGlobals() as GlobalOptions & { quiet?: boolean };
+  for (const [name, args, description] of [
+    ['wal-push', ['<wal-path>'], "archive one WAL file (archive_command = 'pgkeep wal-push %p --source NAME')"],
+    ['wal-fetch', ['<wal-name>', '<destination>'], "restore one WAL file from the archive (restore_command = 'pgkeep wal-fetch %f %p --source NAME'); exit 1 when it is not archived"],
+  ] as const) {
+    const walCommand = program.command(name).description(description).option('-q, --quiet', 'print nothing on success');
+    for (const arg of args) walCommand.argument(arg);
+    walCommand.action(async (...received: unknown[]) => {
+      const command = received.at(-1) as Command;
+      const options = walOptions(command);
+      const target = await resolveWalTarget(options, process.env, process.cwd());
+      const note = await runWal(name, received.slice(0, args.length) as string[], target, controller.signal, process.cwd());
+      if (note && !options.quiet) process.stderr.write(`pgkeep: ${note}\n`);
+    });
+  }
 
   try {
     await program.parseAsync(argv, { from: 'user' });

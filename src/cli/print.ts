@@ -1,4 +1,7 @@
+import type { CheckReport } from '../commands/check.js';
 import type { CopyResult } from '../commands/copy.js';
+import type { PitrResult } from '../commands/pitr.js';
+import type { TablePitrResult } from '../commands/pitr-table.js';
 import type { ListRepositories } from '../commands/list.js';
 import type { RestorePlan, RestoreResult } from '../commands/restore.js';
 import type { FileRestorePlan, FileRestoreResult } from '../commands/restore-file.js';
@@ -9,11 +12,12 @@ import type { PruneResult } from '../commands/prune.js';
 import type { StatusResult } from '../commands/status.js';
 import type { ShowResult } from '../commands/show.js';
 import type { VerifyResult } from '../commands/verify.js';
-import type { Manifest } from '../repository/manifest.js';
+import type { Manifest, PhysicalManifest } from '../repository/manifest.js';
 import type { CopiesReport } from '../commands/verify-copies.js';
 import type { Pin } from '../repository/pins.js';
 import type { VerifyReport } from '../verify/verify-backup.js';
 import type { Verification } from '../repository/verification.js';
+import type { WalReport } from '../verify/verify-wal.js';
 import { formatAge, formatBytes, formatCount, formatDuration, formatTable } from './format.js';
 
 /** Printing of each command's result: JSON as is, or text for people. */
@@ -23,6 +27,16 @@ const printJson = (value: unknown): void => out(JSON.stringify(value, null, 2));
 
 export function printBackupDone(manifest: Manifest, location: string, json: boolean): void {
   if (json) return printJson(manifest);
+  if (manifest.kind === 'physical') {
+    const p = manifest.physical;
+    out(
+      `physical backup ${manifest.id} of ${manifest.source} done in ${formatDuration(manifest.durationMs)}: ` +
+        `${formatBytes(manifest.totals.rawBytes)} copied, ${formatBytes(manifest.totals.storedBytes)} stored; ` +
+        `WAL ${p.startLsn} to ${p.stopLsn} on timeline ${p.timeline} (${p.walStart}..${p.walStop}) is archived`,
+    );
+    out(`repository: ${location}`);
+    return;
+  }
   out(
     `backup ${manifest.id} of ${manifest.source} done in ${formatDuration(manifest.durationMs)}: ` +
       `${formatBytes(manifest.totals.rawBytes)} dumped, ${formatBytes(manifest.totals.storedBytes)} stored, ` +
@@ -64,7 +78,7 @@ export function printList(
         m.id,
         m.source,
         m.kind,
-        m.options.format,
+        m.kind === 'logical' ? m.options.format : 'tar',
         formatBytes(m.totals.storedBytes),
         formatDuration(m.durationMs),
         formatAge(new Date(m.finishedAt)),
@@ -94,6 +108,23 @@ function verificationSummary(v: Verification | undefined) {
 
 /** The fields of a backup that list --json gives (the full manifest is in show --json). */
 function summary(m: Manifest) {
+  if (m.kind === 'physical') {
+    return {
+      id: m.id,
+      source: m.source,
+      kind: m.kind,
+      format: 'tar',
+      labels: m.labels,
+      startedAt: m.startedAt,
+      finishedAt: m.finishedAt,
+      durationMs: m.durationMs,
+      rawBytes: m.totals.rawBytes,
+      storedBytes: m.totals.storedBytes,
+      startLsn: m.physical.startLsn,
+      stopLsn: m.physical.stopLsn,
+      timeline: m.physical.timeline,
+    };
+  }
   return {
     id: m.id,
     source: m.source,
@@ -114,6 +145,7 @@ function summary(m: Manifest) {
 /** show: the manifest, readable; --json gives the manifest with the last verification record added as `verification`. */
 export function printShow({ manifest: m, verification, pin }: ShowResult, json: boolean): void {
   if (json) return printJson({ ...m, verification: verification ?? null, pin: pin ?? null });
+  if (m.kind === 'physical') return printShowPhysical(m);
   const options = m.options;
   const selection = [
     options.schemaOnly && 'schema only',
@@ -165,6 +197,28 @@ function verifiedLine(v: Verification | undefined): string {
   if (!v) return 'never (pgkeep verify ID --restore-test)';
   const restore = v.restore ? `, restored in ${formatDuration(v.restore.durationMs)} (${v.restore.scratch})` : '';
   return `${verificationLabel(v)} (${v.finishedAt}${restore})${v.ok ? '' : `: ${v.problems[0] ?? 'failed'}`}`;
+}
+
+function printShowPhysical(m: PhysicalManifest): void {
+  const p = m.physical;
+  const lines: [string, string][] = [
+    ['backup', m.id],
+    ['source', m.source],
+    ['kind', 'physical (pg_basebackup, tar)'],
+    ['labels', m.labels.join(', ') || '-'],
+    ['started', m.startedAt],
+    ['finished', `${m.finishedAt} (${formatDuration(m.durationMs)}, ${formatAge(new Date(m.finishedAt))})`],
+    ['server', `PostgreSQL ${m.server.version} on ${m.server.host}:${m.server.port}, system id ${m.server.systemIdentifier}`],
+    ['tools', `pg_basebackup ${m.tools.pgBasebackup}, pgkeep ${m.pgkeep.version} (${m.pgkeep.codec})`],
+    ['WAL', `${p.startLsn} to ${p.stopLsn} on timeline ${p.timeline}: segments ${p.walStart} to ${p.walStop}`],
+    ['consistent', `from ${p.stopTime} (the earliest recovery target this backup reaches)`],
+    ['tablespaces', p.tablespaces.length === 0 ? 'none besides pg_default' : p.tablespaces.map((t) => `${t.name} (${t.location})`).join(', ')],
+    ['size', `${formatBytes(m.totals.rawBytes)} copied, ${formatBytes(m.totals.storedBytes)} stored (${ratio(m.totals.rawBytes, m.totals.storedBytes)})`],
+  ];
+  const width = Math.max(...lines.map(([k]) => k.length));
+  for (const [key, value] of lines) out(`${key.padEnd(width)}  ${value}`);
+  out('');
+  out(formatTable(['OBJECT', 'RAW', 'STORED', 'SHA-256 (STORED)'], m.objects.map((o) => [o.name, formatBytes(o.raw.size), formatBytes(o.stored.size), o.stored.sha256.slice(0, 16)]), [1, 2]));
 }
 
 function ratio(raw: number, stored: number): string {
@@ -419,4 +473,58 @@ export function printStatus(result: StatusResult, json: boolean, check: boolean)
     for (const [key, value] of lines) out(`  ${key.padEnd(width)}  ${value}`);
   }
   if (result.sources.length === 0) out('no sources');
+}
+
+export function printPitr(result: PitrResult, json: boolean): void {
+  if (json) return printJson(result);
+  const { plan } = result;
+  const target = plan.target.kind === 'latest' ? 'the end of the archived WAL' : `${plan.target.kind} ${plan.target.value}`;
+  out(`backup   ${plan.backup.id} (timeline ${plan.backup.timeline}, consistent from ${plan.backup.stopTime}, LSN ${plan.backup.stopLsn})`);
+  out(`target   ${target}`);
+  out(`WAL      ${plan.walNeeded.first}..${plan.walNeeded.last} needed for consistency: ${plan.walNeeded.present ? 'all archived' : `MISSING ${plan.walNeeded.missing.join(', ')}`}`);
+  for (const t of plan.walAvailable) {
+    out(`         timeline ${t.timeline}: archived through ${t.last ?? '-'}${t.gapAt ? `, first gap at ${t.gapAt}` : ', no gap'}`);
+  }
+  if (plan.histories.length > 0) out(`         timeline histories: ${plan.histories.join(', ')}`);
+  if (!result.restored) return out(`dry run: nothing was changed (data directory would be ${plan.pgdata})`);
+  out(`restored into ${plan.pgdata} with recovery.signal and restore_command = pgkeep wal-fetch`);
+  if (!result.started || !result.outcome) {
+    out(`start it with: pg_ctl start -D ${plan.pgdata}${result.port ? ` -o "-p ${result.port}"` : ''} (as the server's OS user)`);
+    return;
+  }
+  const o = result.outcome;
+  out(`recovery ${o.state}${o.newTimeline ? ` on new timeline ${o.newTimeline}` : ''} in ${formatDuration(result.durationMs)}`);
+  if (o.stoppedAt) out(`stopped: ${o.stoppedAt}`);
+  if (o.redoDoneAt) out(`redo done at ${o.redoDoneAt}${o.lastTransactionAt ? `; last transaction committed at ${o.lastTransactionAt}` : ''}`);
+  if (result.port) out(`the server is running on port ${result.port}`);
+}
+
+export function printTablePitr(result: TablePitrResult, json: boolean): void {
+  if (json) return printJson(result);
+  const { plan, outcome } = result.pitr;
+  out(`recovered a throwaway cluster from backup ${plan.backup.id}${outcome?.stoppedAt ? ` (${outcome.stoppedAt})` : ''}, then removed it`);
+  for (const t of result.tables) out(`${t.name}: ${formatCount(t.rows)} rows`);
+  out(result.loadedIntoDatabase ? `loaded into ${result.output}` : `wrote ${result.output} (${result.format})`);
+}
+
+export function printCheck(report: CheckReport, json: boolean): void {
+  if (json) return printJson(report);
+  const width = Math.max(...report.items.map((i) => i.name.length));
+  for (const item of report.items) out(`${item.status === 'ok' ? 'ok  ' : item.status === 'warn' ? 'warn' : 'FAIL'}  ${item.name.padEnd(width)}  ${item.detail}`);
+  if (report.archiveLagSeconds !== undefined) out(`archive lag: ${report.archiveLagSeconds.toFixed(1)} s (age of the newest archived WAL file)`);
+  out(report.ok ? `source ${report.source}: all checks passed` : `source ${report.source}: some checks failed`);
+}
+
+export function printWalVerify(report: WalReport, json: boolean): void {
+  if (json) return printJson(report);
+  out(`WAL archive of ${report.source}: ${report.files} file(s), ${formatBytes(report.bytes)} stored, ${report.damaged.length} damaged`);
+  for (const d of report.damaged) out(`FAILED  ${d.name}: ${d.problem}`);
+  for (const w of report.windows) {
+    const through = w.through ? `through ${w.through.lsn} (${w.through.segment}, timeline ${w.through.timeline})` : 'nothing';
+    out(
+      `${w.consistent ? 'ok    ' : 'FAILED'}  backup ${w.backup}: ${w.consistent ? `recovery targets from ${w.from.time} (LSN ${w.from.lsn}) ${through}` : 'its own WAL is not all archived'}` +
+        `${w.gapAt ? `; first gap at ${w.gapAt}` : ''}${w.timelines.length > 1 ? `; timelines ${w.timelines.join(' → ')}` : ''}`,
+    );
+  }
+  out(report.ok ? 'the WAL archive is intact' : `problem: ${report.problems[0]}`);
 }

@@ -16,7 +16,7 @@ import { readDatabaseInfo, readServerInfo } from '../postgres/server-info.js';
 import { countRows, readCatalogTables, selectDataTables } from '../postgres/table-selection.js';
 import { writeBackupFailure } from '../repository/backup-failures.js';
 import { makeBackupId, validateBackupName } from '../repository/backup-id.js';
-import type { BackupObject, Manifest, MigrationState } from '../repository/manifest.js';
+import type { BackupObject, LogicalManifest, Manifest, MigrationState } from '../repository/manifest.js';
 import { MANIFEST_FORMAT } from '../repository/manifest.js';
 import { Repository } from '../repository/repository.js';
 import { acquireSourceLock, type SourceLock } from '../repository/source-lock.js';
@@ -37,7 +37,7 @@ export interface BackupRequest extends BackupOptionsConfig {
   lockHeld?: boolean | undefined;
 }
 
-type DumpOptions = Manifest['options'];
+type DumpOptions = LogicalManifest['options'];
 
 /** One repository of a backup to several, and how it fared. */
 interface Target {
@@ -46,7 +46,7 @@ interface Target {
   /** Set once this repository failed: it is left out of the rest of the backup. */
   error?: unknown;
   objects?: BackupObject[] | undefined;
-  manifest?: Manifest | undefined;
+  manifest?: LogicalManifest | undefined;
 }
 
 /**
@@ -66,7 +66,7 @@ interface Target {
  * repository failed (or there is only one), the first cause is rethrown. On
  * interruption the objects written so far are removed.
  */
-export async function runBackup(ctx: CommandContext, repository: Repository | readonly Repository[], source: ResolvedSource, request: BackupRequest = {}): Promise<Manifest> {
+export async function runBackup(ctx: CommandContext, repository: Repository | readonly Repository[], source: ResolvedSource, request: BackupRequest = {}): Promise<LogicalManifest> {
   const repositories = repository instanceof Repository ? [repository] : repository;
   const startedAt = new Date();
   try {
@@ -92,7 +92,7 @@ async function recordFailure(repositories: readonly Repository[], source: string
   }
 }
 
-async function takeBackup(ctx: CommandContext, repositories: readonly Repository[], source: ResolvedSource, request: BackupRequest): Promise<Manifest> {
+async function takeBackup(ctx: CommandContext, repositories: readonly Repository[], source: ResolvedSource, request: BackupRequest): Promise<LogicalManifest> {
   const options = dumpOptions(source.backup, request);
   if (request.name !== undefined) validateBackupName(request.name);
   const labels = [...new Set([...(source.backup.labels ?? []), ...(request.labels ?? [])])].map((label) => validateName(label, 'label'));
@@ -172,7 +172,7 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
     throwIfAborted(signal);
     for (const target of requireLive()) {
       const objects = target.objects!;
-      const manifest: Manifest = {
+      const manifest: LogicalManifest = {
         format: MANIFEST_FORMAT,
         id: backupId,
         source: source.name,

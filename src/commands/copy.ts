@@ -96,7 +96,7 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
   try {
     throwIfAborted(signal);
     lock = await acquireSourceLock(to.storage, manifest.source, 'copy');
-    await to.ensureSource(manifest.source, manifest.database.name);
+    await to.ensureSource(manifest.source, manifest.kind === 'logical' ? manifest.database.name : '(cluster)');
 
     const existing = await existingManifest(to, manifest);
     if (existing) {

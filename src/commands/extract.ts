@@ -11,7 +11,7 @@ import { toolInfo } from '../postgres/pg-tools.js';
 import { settleAll, startProcess } from '../postgres/run-process.js';
 import { parseNamePattern } from '../postgres/table-selection.js';
 import { timestampPart } from '../repository/backup-id.js';
-import type { Manifest } from '../repository/manifest.js';
+import { requireLogical, type LogicalManifest } from '../repository/manifest.js';
 import type { CommandContext } from './command-context.js';
 import { openRepository, repositoriesWithBackup } from './open-repository.js';
 import { runRestore, runRestoreFromRepositories, RESTORE_ERROR_LINE } from './restore.js';
@@ -64,7 +64,12 @@ export async function runExtract(ctx: CommandContext, source: ResolvedSource, re
   }
 
   // 1. the backup and the table
-  const manifest = source.repos.length > 1 ? (await repositoriesWithBackup(ctx.settings, request.backup, source.name))[0]!.manifest : await (await openRepository(ctx.settings, { source: source.name })).resolveBackup(request.backup, source.name);
+  // "latest" is the newest logical backup: rows are extracted from dumps (from a physical backup: pgkeep pitr --extract-table).
+  const found =
+    source.repos.length > 1
+      ? (await repositoriesWithBackup(ctx.settings, request.backup, source.name, 'logical'))[0]!.manifest
+      : await (await openRepository(ctx.settings, { source: source.name })).resolveBackup(request.backup, source.name, 'logical');
+  const manifest = requireLogical(found, 'extract');
   const table = oneTable(manifest, request.table);
   const where = request.where?.trim() ? request.where.trim() : undefined;
 
@@ -149,7 +154,7 @@ export async function runExtract(ctx: CommandContext, source: ResolvedSource, re
 }
 
 /** The one table of the backup that `pattern` names (unqualified: in any schema). */
-function oneTable(manifest: Manifest, pattern: string): { schema: string; name: string } {
+function oneTable(manifest: LogicalManifest, pattern: string): { schema: string; name: string } {
   const { schema, name } = parseNamePattern(pattern);
   const matches = manifest.tables.filter((t) => name.test(t.name) && (!schema || schema.test(t.schema)));
   if (matches.length === 0) {

@@ -54,7 +54,7 @@ export function repositoryLabels(urls: readonly string[]): string[] {
  * its manifest there. "latest" is the newest backup in any of them. Throws
  * the first repository's error when none holds it.
  */
-export async function repositoriesWithBackup(settings: Settings, ref: string, source: string | undefined): Promise<{ repository: Repository; manifest: Manifest }[]> {
+export async function repositoriesWithBackup(settings: Settings, ref: string, source: string | undefined, kind?: Manifest['kind']): Promise<{ repository: Repository; manifest: Manifest }[]> {
   const found: { repository: Repository; manifest: Manifest }[] = [];
   const errors: unknown[] = [];
   for (const opened of await openRepositoriesSettled(settings, { source })) {
@@ -63,7 +63,7 @@ export async function repositoriesWithBackup(settings: Settings, ref: string, so
       continue;
     }
     try {
-      found.push({ repository: opened.repository, manifest: await opened.repository.resolveBackup(ref, source) });
+      found.push({ repository: opened.repository, manifest: await opened.repository.resolveBackup(ref, source, kind) });
     } catch (error) {
       errors.push(error);
     }

@@ -54,7 +54,7 @@ export async function createEncryption(storage: Storage, request: { recipients: 
 }
 
 /** What new objects of this repository are encrypted to; null for an unencrypted repository. */
-export function writeRecipients(repository: Repository): AgeRecipient[] | null {
+export function writeRecipients(repository: Pick<Repository, 'info'>): AgeRecipient[] | null {
   const encryption = repository.info.encryption;
   if (!encryption) return null;
   return encryption.recipients.map((publicKey) => ({ kind: 'x25519', publicKey }));
@@ -75,7 +75,7 @@ export async function identitiesFor(repository: Repository, manifest: Manifest, 
  * and/or the repository passphrase. Fails with a clear message, before any
  * database is touched, when there is none or it does not fit the repository.
  */
-export async function readIdentities(repository: Repository, keys: KeySettings): Promise<AgeIdentity[]> {
+export async function readIdentities(repository: Pick<Repository, 'info' | 'storage' | 'location'>, keys: KeySettings): Promise<AgeIdentity[]> {
   const encryption = repository.info.encryption;
   if (!encryption) return [];
   const identities: AgeIdentity[] = [];

@@ -7,7 +7,7 @@ import { createDatabase, dropDatabase, fitIdentifier } from '../postgres/databas
 import { connect, withClient } from '../postgres/pg-client.js';
 import { startScratchCluster, type ScratchCluster } from '../postgres/scratch-cluster.js';
 import { databaseExists } from '../postgres/server-info.js';
-import type { Manifest } from '../repository/manifest.js';
+import type { LogicalManifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { compareMigrations, type MigrationComparison } from '../verify/migrations.js';
 import {
@@ -71,7 +71,7 @@ export interface RestoreTestReport {
 export async function runRestoreTest(
   ctx: CommandContext,
   repository: Repository,
-  manifest: Manifest,
+  manifest: LogicalManifest,
   identities: AgeIdentity[],
   options: RestoreTestOptions,
 ): Promise<RestoreTestReport> {
@@ -189,7 +189,7 @@ interface Scratch {
   cluster?: ScratchCluster | undefined;
 }
 
-async function chooseScratch(ctx: CommandContext, manifest: Manifest, requested: string | undefined): Promise<Scratch> {
+async function chooseScratch(ctx: CommandContext, manifest: LogicalManifest, requested: string | undefined): Promise<Scratch> {
   const { settings, signal } = ctx;
   if (requested === 'local') return localScratch(ctx, manifest);
   if (requested !== undefined && /^postgres(ql)?:\/\//.test(requested)) {
@@ -218,7 +218,7 @@ async function chooseScratch(ctx: CommandContext, manifest: Manifest, requested:
   return localScratch(ctx, manifest);
 }
 
-async function localScratch(ctx: CommandContext, manifest: Manifest): Promise<Scratch> {
+async function localScratch(ctx: CommandContext, manifest: LogicalManifest): Promise<Scratch> {
   let superuser: string | undefined;
   try {
     superuser = sourceConnection(ctx.settings, manifest).user;
@@ -231,7 +231,7 @@ async function localScratch(ctx: CommandContext, manifest: Manifest): Promise<Sc
 }
 
 /** The connection of the backup's source: --source, else the configured source of that name, else the settings' only one. */
-function sourceConnection(settings: Settings, manifest: Manifest): ConnectionInfo {
+function sourceConnection(settings: Settings, manifest: LogicalManifest): ConnectionInfo {
   const name = settings.options.source ?? (configuredSources(settings).includes(manifest.source) ? manifest.source : undefined);
   return resolveSource(name === undefined ? settings : { ...settings, options: { ...settings.options, source: name } }).connection;
 }

@@ -20,7 +20,7 @@ import { databaseExists, readServerInfo } from '../postgres/server-info.js';
 import { describeEntry, planSelection, schemasToCreate, tocListFile, type SelectionPlan } from '../postgres/restore-plan.js';
 import { countRows } from '../postgres/table-selection.js';
 import { timestampPart } from '../repository/backup-id.js';
-import type { Manifest } from '../repository/manifest.js';
+import { requireLogical, type LogicalManifest as Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { runBackup } from './backup.js';
 import { acquireSourceLock, type SourceLock } from '../repository/source-lock.js';
@@ -261,7 +261,8 @@ interface PreparedRestore {
 /** Step 1 of a restore, shared with --dry-run: everything is checked and planned, nothing is changed. */
 async function prepareRestore(ctx: CommandContext, repository: Repository, source: ResolvedSource, request: RestoreRequest, dryRun = false): Promise<PreparedRestore> {
   const { signal } = ctx;
-  const manifest = await repository.resolveBackup(request.backup, source.name);
+  // "latest" is the newest logical backup; a physical one is recovered with pgkeep pitr.
+  const manifest = requireLogical(await repository.resolveBackup(request.backup, source.name, 'logical'), 'restore');
   const format = manifest.options.format;
   const selective = (request.tables?.length ?? 0) > 0 || (request.schemas?.length ?? 0) > 0;
   checkRestoreOptions(request, manifest, selective);
@@ -416,7 +417,7 @@ async function checkRestored(into: ConnectionInfo, plan: RestorePlan, request: R
  * the backup is tried; any other failure is final.
  */
 export async function runRestoreFromRepositories(ctx: CommandContext, source: ResolvedSource, request: RestoreRequest): Promise<RestoreResult> {
-  const candidates = await repositoriesWithBackup(ctx.settings, request.backup, source.name);
+  const candidates = await repositoriesWithBackup(ctx.settings, request.backup, source.name, 'logical');
   for (let i = 0; ; i++) {
     const { repository, manifest } = candidates[i]!;
     try {

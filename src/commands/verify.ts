@@ -1,9 +1,11 @@
 import { configuredSources, repositoryUrls, selectedSourceName, toolPaths } from '../config/settings.js';
-import { identitiesFor } from './repository-keys.js';
+import { identitiesFor, readIdentities } from './repository-keys.js';
 import { isPgkeepError, PgkeepError, toPgkeepError } from '../errors.js';
-import type { Manifest } from '../repository/manifest.js';
+import { requireLogical, type Manifest, type PhysicalManifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import type { Verification } from '../repository/verification.js';
+import { WalArchive } from '../repository/wal-archive.js';
+import { verifyWal, type WalReport } from '../verify/verify-wal.js';
 import { verifyBackup, type VerifyReport } from '../verify/verify-backup.js';
 import { PGKEEP_VERSION } from '../version.js';
 import type { CommandContext } from './command-context.js';
@@ -58,7 +60,8 @@ export async function runVerify(ctx: CommandContext, ref: string, request: Verif
     repository = await openRepository(settings, { source });
     manifest = await repository.resolveBackup(ref, source);
   }
-  if (restoreTest && manifest.options.dataOnly) {
+  const logical = restoreTest ? requireLogical(manifest, 'a restore test') : undefined;
+  if (logical?.options.dataOnly) {
     throw new PgkeepError('USAGE', `backup ${manifest.id} is data-only: it has no schema to restore into an empty scratch database, so it cannot be restore-tested; verify it without --restore-test`);
   }
   const identities = await identitiesFor(repository, manifest, ctx.keys);
@@ -79,7 +82,7 @@ export async function runVerify(ctx: CommandContext, ref: string, request: Verif
   // 2. the restore test
   if (report.ok && restoreTest) {
     try {
-      result.restoreTest = await runRestoreTest(ctx, repository, manifest, identities, { scratch: request.scratch, deep: request.deep, jobs: request.jobs, toc });
+      result.restoreTest = await runRestoreTest(ctx, repository, logical!, identities, { scratch: request.scratch, deep: request.deep, jobs: request.jobs, toc });
     } catch (error) {
       if (isPgkeepError(error, 'ABORTED') || ctx.signal.aborted) throw error;
       result.problems = [...result.problems, `restore failed: ${toPgkeepError(error).message}`];
@@ -141,4 +144,19 @@ async function record(ctx: CommandContext, repository: Repository, manifest: Man
     ctx.warn(`could not store the verification record in ${repository.location}: ${(error as Error).message}`);
     return undefined;
   }
+}
+
+/**
+ * Verifies the WAL archive of a source: every archived file read back against
+ * its record, and for each physical backup the window of recovery targets it
+ * can reach (across timelines). Throws VERIFY_FAILED (with the report) on a
+ * damaged file or a backup whose own WAL is not all there.
+ */
+export async function runVerifyWal(ctx: CommandContext, repository: Repository, source: string): Promise<WalReport> {
+  const backups = (await repository.listBackups(source)).filter((m): m is PhysicalManifest => m.kind === 'physical');
+  const identities = repository.info.encryption ? await readIdentities(repository, ctx.keys) : [];
+  ctx.info(`verifying the WAL archive of ${source} in ${repository.location}`);
+  const report = await verifyWal(new WalArchive(repository.storage, source), backups, { identities, signal: ctx.signal, onFile: (name) => ctx.progress({ phase: 'verify WAL', bytes: 0, item: name }) });
+  if (!report.ok) throw new PgkeepError('VERIFY_FAILED', `the WAL archive of ${source} failed verification: ${report.problems[0]}`, { details: { report } });
+  return report;
 }

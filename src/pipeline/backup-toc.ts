@@ -1,7 +1,7 @@
 import { Writable, type Duplex, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { PgkeepError } from '../errors.js';
-import type { Manifest } from '../repository/manifest.js';
+import type { LogicalManifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { decryptStream, type AgeIdentity } from './age.js';
 import { CustomTocScanner, readArchiveToc, type TocEntry } from './custom-toc.js';
@@ -24,7 +24,7 @@ export interface BackupTocOptions {
  * fraction of the backup whatever its size (the restore that follows checks
  * every checksum; a damaged TOC fails to parse here).
  */
-export async function readBackupToc(repository: Repository, manifest: Manifest, options: BackupTocOptions): Promise<TocEntry[]> {
+export async function readBackupToc(repository: Repository, manifest: LogicalManifest, options: BackupTocOptions): Promise<TocEntry[]> {
   const key = (name: string) => repository.objectKey(manifest.source, manifest.id, name);
   if (manifest.options.format === 'directory') {
     const object = manifest.objects.find((o) => o.file === 'toc.dat');

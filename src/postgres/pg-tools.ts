@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { PgkeepError } from '../errors.js';
 import { runProcess } from './run-process.js';
 
-export type PgTool = 'pg_dump' | 'pg_restore' | 'psql' | 'pg_dumpall' | 'pg_amcheck';
+export type PgTool = 'pg_dump' | 'pg_restore' | 'psql' | 'pg_dumpall' | 'pg_amcheck' | 'pg_basebackup' | 'pg_ctl';
 
 export interface ToolInfo {
   path: string;

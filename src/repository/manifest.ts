@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { BackupFormat } from '../config/config-schema.js';
+import { PgkeepError } from '../errors.js';
 
 export const MANIFEST_FORMAT = 1;
 
@@ -10,11 +11,12 @@ export const ObjectSchema = z.object({
   /** Path relative to the backup folder, e.g. "dump.zst" or "dump.d/toc.dat.zst". */
   name: z.string().min(1),
   /**
-   * What the object holds: "dump" (the whole archive), "dump-file" (one file of
-   * a directory dump), "globals" (pg_dumpall --globals-only: roles, memberships,
-   * tablespaces, as SQL).
+   * What the object holds: "dump" (the whole archive), "dump-file" (one file of a directory dump),
+   * "globals" (pg_dumpall --globals-only: roles, memberships, tablespaces, as SQL),
+   * "base" (a physical backup's tar of the main data directory), "tablespace" (the tar of one tablespace, `file` = its OID),
+   * "wal" (an archived WAL file, never listed in a manifest).
    */
-  role: z.enum(['dump', 'dump-file', 'globals']),
+  role: z.enum(['dump', 'dump-file', 'globals', 'base', 'tablespace', 'wal']),
   /** For dump-file: the file name inside the dump directory. */
   file: z.string().optional(),
   raw: DigestSchema,
@@ -49,7 +51,7 @@ export const MigrationStateSchema = z.object({
 });
 export type MigrationState = z.infer<typeof MigrationStateSchema>;
 
-export const ManifestSchema = z.object({
+export const LogicalManifestSchema = z.object({
   format: z.literal(MANIFEST_FORMAT),
   id: z.string(),
   source: z.string(),
@@ -105,4 +107,61 @@ export const ManifestSchema = z.object({
   migrations: z.array(MigrationStateSchema).optional(),
   totals: z.object({ rawBytes: z.number().int().nonnegative(), storedBytes: z.number().int().nonnegative(), rows: z.number().int().nonnegative() }),
 });
-export type Manifest = z.infer<typeof ManifestSchema>;
+export type LogicalManifest = z.infer<typeof LogicalManifestSchema>;
+
+const LSN = z.string().regex(/^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/);
+const SEGMENT = z.string().regex(/^[0-9A-F]{24}$/);
+
+/**
+ * A physical backup (pg_basebackup of the whole cluster): the base tar and
+ * where it sits in the WAL. It is consistent once WAL from `walStart` to
+ * `walStop` is replayed; those segments live in the source's WAL archive,
+ * not in the backup folder.
+ */
+export const PhysicalManifestSchema = z.object({
+  format: z.literal(MANIFEST_FORMAT),
+  id: z.string(),
+  source: z.string(),
+  kind: z.literal('physical'),
+  name: z.string().nullable(),
+  labels: z.array(z.string()),
+  startedAt: z.string(),
+  finishedAt: z.string(),
+  durationMs: z.number().nonnegative(),
+  pgkeep: z.object({ version: z.string(), codec: z.string() }),
+  server: z.object({
+    version: z.string(),
+    versionNum: z.number().int(),
+    systemIdentifier: z.string(),
+    host: z.string(),
+    port: z.number().int(),
+  }),
+  tools: z.object({ pgBasebackup: z.string() }),
+  physical: z.object({
+    startLsn: LSN,
+    stopLsn: LSN,
+    timeline: z.number().int().positive(),
+    /** First and last WAL segment the backup needs to become consistent. */
+    walStart: SEGMENT,
+    walStop: SEGMENT,
+    segmentSize: z.number().int().positive(),
+    /** The backup history file PostgreSQL wrote (START/STOP WAL LOCATION, CHECKPOINT LOCATION, LABEL, START/STOP TIME). */
+    backupLabel: z.string(),
+    /** When the backup became consistent: recovery targets before this cannot be reached from it. */
+    stopTime: z.string(),
+    tablespaces: z.array(z.object({ oid: z.number().int(), name: z.string(), location: z.string() })),
+  }),
+  objects: z.array(ObjectSchema),
+  totals: z.object({ rawBytes: z.number().int().nonnegative(), storedBytes: z.number().int().nonnegative() }),
+});
+export type PhysicalManifest = z.infer<typeof PhysicalManifestSchema>;
+
+/** Any backup's manifest; `kind` tells which. */
+export const ManifestSchema = z.discriminatedUnion('kind', [LogicalManifestSchema, PhysicalManifestSchema]);
+export type Manifest = LogicalManifest | PhysicalManifest;
+
+/** The logical manifest, or a clear error naming the command that handles a physical backup. */
+export function requireLogical(manifest: Manifest, what: string): LogicalManifest {
+  if (manifest.kind === 'logical') return manifest;
+  throw new PgkeepError('USAGE', `backup ${manifest.id} is a physical backup (the whole cluster): ${what} works on logical backups; recover it with pgkeep pitr --pgdata DIR`);
+}

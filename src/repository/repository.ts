@@ -8,7 +8,8 @@ import { isBackupId, validateBackupId } from './backup-id.js';
 import { ManifestSchema, MANIFEST_FORMAT, type Manifest } from './manifest.js';
 import { VerificationSchema, verificationFileName, type Verification, type VerificationInput } from './verification.js';
 
-export const REPO_FORMAT = 1;
+export { REPO_FORMAT } from './repo-info.js';
+import { REPO_FORMAT } from './repo-info.js';
 const INFO_FILE = 'pgkeep.json';
 const MANIFEST_FILE = 'manifest.json';
 
@@ -177,9 +178,9 @@ export class Repository {
   /**
    * Finds a backup by id or "latest". Without a source, an id is looked up in
    * every source (and must be unique); "latest" needs one source, or a
-   * repository holding a single source.
+   * repository holding a single source. With `kind`, "latest" is the newest backup of that kind.
    */
-  async resolveBackup(ref: string, source: string | undefined): Promise<Manifest> {
+  async resolveBackup(ref: string, source: string | undefined, kind?: Manifest['kind']): Promise<Manifest> {
     if (ref === 'latest') {
       let name = source;
       if (name === undefined) {
@@ -189,9 +190,9 @@ export class Repository {
         }
         name = sources[0];
       }
-      const backups = name === undefined ? [] : await this.listBackups(name);
+      const backups = name === undefined ? [] : (await this.listBackups(name)).filter((m) => kind === undefined || m.kind === kind);
       const latest = backups.at(-1);
-      if (!latest) throw new PgkeepError('BACKUP_NOT_FOUND', `no backups${name ? ` of source ${name}` : ''} in ${this.location} yet: run pgkeep backup`);
+      if (!latest) throw new PgkeepError('BACKUP_NOT_FOUND', `no ${kind ? `${kind} ` : ''}backups${name ? ` of source ${name}` : ''} in ${this.location} yet: run pgkeep backup${kind === 'physical' ? ' --physical' : ''}`);
       return latest;
     }
     validateBackupId(ref);

@@ -5,7 +5,7 @@ import { libpqEnv, type ConnectionInfo } from '../postgres/connection-info.js';
 import { toolInfo } from '../postgres/pg-tools.js';
 import { startProcess } from '../postgres/run-process.js';
 import { countRows } from '../postgres/table-selection.js';
-import type { Manifest } from '../repository/manifest.js';
+import type { LogicalManifest } from '../repository/manifest.js';
 
 /** The checks a restore test runs on the restored scratch database, each returning what it found; none throws on a mismatch. */
 
@@ -22,7 +22,7 @@ export interface TableComparison {
  * Exact row counts of every table the manifest counted, and with `deep` the
  * content hash of each table that has one, in one scan per table.
  */
-export async function compareTables(client: pg.Client, manifest: Manifest, options: { deep: boolean; signal?: AbortSignal }): Promise<{ tables: TableComparison[]; problems: Problem[] }> {
+export async function compareTables(client: pg.Client, manifest: LogicalManifest, options: { deep: boolean; signal?: AbortSignal }): Promise<{ tables: TableComparison[]; problems: Problem[] }> {
   const expected = manifest.tables.filter((t) => t.rows !== null);
   const actual = await countRows(client, expected, options.signal, { checksums: options.deep });
   const tables: TableComparison[] = expected.map((t, i) => ({

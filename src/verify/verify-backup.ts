@@ -32,6 +32,9 @@ export interface VerifyReport {
   durationMs: number;
 }
 
+/** Files every base backup tar holds (pg_basebackup writes backup_label in place of a running server's state). */
+const BASE_TAR_FILES = ['backup_label', 'global/pg_control', 'PG_VERSION'];
+
 export interface VerifyOptions {
   signal?: AbortSignal | undefined;
   pgBin?: string | undefined;
@@ -48,7 +51,8 @@ export interface VerifyOptions {
  * full, its stored and raw SHA-256 and sizes are checked against the manifest,
  * it is fully decompressed, and the dump's own table of contents (pg_restore
  * --list, or the COPY statements of a plain dump) must hold every table the
- * manifest counted rows for.
+ * manifest counted rows for. For a physical backup, the base tar must list
+ * backup_label, global/pg_control and PG_VERSION (its WAL is checked by the archive's own records).
  */
 export async function verifyBackup(repository: Repository, manifest: Manifest, options: VerifyOptions = {}): Promise<VerifyReport> {
   const started = Date.now();
@@ -56,7 +60,8 @@ export async function verifyBackup(repository: Repository, manifest: Manifest, o
   const objects: ObjectCheck[] = [];
   const problems: string[] = [];
   let contents: { has(table: TableRef): boolean } | undefined;
-  const staging = manifest.options.format === 'directory' ? await mkdtemp(path.join(options.tempDir ?? tmpdir(), 'pgkeep-verify-')) : undefined;
+  const format = manifest.kind === 'logical' ? manifest.options.format : undefined;
+  const staging = format === 'directory' ? await mkdtemp(path.join(options.tempDir ?? tmpdir(), 'pgkeep-verify-')) : undefined;
 
   try {
     for (const object of manifest.objects) {
@@ -78,7 +83,7 @@ export async function verifyBackup(repository: Repository, manifest: Manifest, o
           onRawBytes: (n) => options.onProgress?.(object.name, n),
         });
       try {
-        if (object.role === 'dump' && manifest.options.format === 'custom') {
+        if (object.role === 'dump' && format === 'custom') {
           // pg_restore --list reads the TOC from the head of the stream; the rest is still hashed.
           const pgRestore = await toolInfo('pg_restore', options.pgBin);
           const listing = startProcess(pgRestore.path, ['--list'], { stdin: 'pipe', stdout: 'pipe', signal: options.signal });
@@ -88,11 +93,21 @@ export async function verifyBackup(repository: Repository, manifest: Manifest, o
           const toc = Buffer.concat(out).toString('utf8');
           options.onToc?.(toc);
           contents = { has: (t) => tocHasTableData(toc, t) };
-        } else if (object.role === 'dump' && manifest.options.format === 'plain') {
+        } else if (object.role === 'dump' && format === 'plain') {
           const scanner = new PlainDumpScanner();
           await load(scanner);
           const found = new Set(scanner.tables.map((t) => `${t.schema}\u0000${t.name}`));
           contents = { has: (t) => found.has(`${t.schema}\u0000${t.name}`) };
+        } else if (object.role === 'base') {
+          // A physical backup: the tar must list the files recovery starts from.
+          const listing = startProcess('tar', ['-t'], { stdin: 'pipe', stdout: 'pipe', signal: options.signal });
+          const out: Buffer[] = [];
+          listing.stdout!.on('data', (c: Buffer) => out.push(c));
+          await settleAll([load(childStdinSink(listing.stdin!)), listing.done]);
+          const files = new Set(Buffer.concat(out).toString('utf8').split('\n').map((f) => f.replace(/^\.\//, '')));
+          const missing = BASE_TAR_FILES.filter((f) => !files.has(f));
+          contents = { has: () => true };
+          if (missing.length > 0) throw new Error(`the base tar lacks ${missing.join(', ')}: it is not a complete pg_basebackup`);
         } else if (object.role === 'dump-file' && object.file === 'toc.dat' && staging) {
           await load(createWriteStream(path.join(staging, 'toc.dat'), { mode: 0o600 }));
         } else {
@@ -117,7 +132,7 @@ export async function verifyBackup(repository: Repository, manifest: Manifest, o
     if (staging) await rm(staging, { recursive: true, force: true });
   }
 
-  const expected = manifest.tables.filter((t) => t.rows !== null);
+  const expected = manifest.kind === 'logical' ? manifest.tables.filter((t) => t.rows !== null) : [];
   const missing = contents ? expected.filter((t) => !contents!.has(t)).map((t) => `${t.schema}.${t.name}`) : [];
   if (!contents && problems.length === 0) problems.push('the dump has no readable table of contents');
   if (missing.length > 0) problems.push(`the dump holds no data for ${missing.length} table(s) the manifest lists: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', …' : ''}`);

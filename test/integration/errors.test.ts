@@ -70,6 +70,10 @@ describe('clear one-line errors with non-zero exit codes', () => {
       const result = await pgkeep(['backup', '--repo', repo], { env: { DATABASE_URL: newer.url('app'), PG_BIN: '/usr/lib/postgresql/15/bin' } });
       assertFailure(result, 4, /pg_dump 15\.\d+ .* is older than the server \(PostgreSQL 17/, /install postgresql-client-17/);
       await repoIsEmptyOfBackups(repo);
+      // The same for a physical backup: pg_basebackup 15 cannot copy a PostgreSQL 17 cluster.
+      const physical = await pgkeep(['backup', '--physical', '--repo', repo], { env: { DATABASE_URL: newer.url('app'), PG_BIN: '/usr/lib/postgresql/15/bin' } });
+      assertFailure(physical, 4, /pg_basebackup 15\.\d+ .* is older than the server \(PostgreSQL 17/, /install postgresql-client-17/);
+      await repoIsEmptyOfBackups(repo);
     } finally {
       await newer.stop();
     }

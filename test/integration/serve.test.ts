@@ -398,7 +398,7 @@ describe('pgkeep serve', () => {
         notify: { webhooks: [{ url: 'http://127.0.0.1:1/hook' }], email: { host: '127.0.0.1', port, from: 'pgkeep@example.test', to: ['ops@example.test'] } },
       });
       const failed = await pgkeep(['notify', 'test', '--config', broken]);
-      assert.equal(failed.code, 12);
+      assert.equal(failed.code, 15);
       assert.match(failed.stderr, /^pgkeep: 1 of 2 channel\(s\) failed: webhook 127\.0\.0\.1:1: cannot deliver/m);
       assert.equal(mails.length, 2);
     } finally {

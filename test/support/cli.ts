@@ -4,6 +4,8 @@ import { fileURLToPath } from 'node:url';
 
 /** The built CLI, as users run it (npm test builds first). */
 export const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/cli/main.js');
+/** The `pgkeep` executable (package.json bin): WAL commands take their lean path there. */
+export const CLI_ENTRY = path.resolve(path.dirname(CLI), 'pgkeep.js');
 
 export interface CliResult {
   code: number | null;
@@ -14,6 +16,8 @@ export interface CliResult {
 
 export interface CliOptions {
   env?: Record<string, string | undefined>;
+  /** Run the `pgkeep` executable (CLI_ENTRY) instead of main.js. */
+  entry?: boolean;
   cwd?: string;
   input?: string;
 }
@@ -36,7 +40,7 @@ export function cleanEnv(extra: Record<string, string | undefined> = {}): NodeJS
 }
 
 export function startPgkeep(args: string[], options: CliOptions = {}): ChildProcess {
-  return spawn(process.execPath, [CLI, ...args], {
+  return spawn(process.execPath, [options.entry ? CLI_ENTRY : CLI, ...args], {
     env: cleanEnv(options.env),
     cwd: options.cwd ?? process.cwd(),
     stdio: ['pipe', 'pipe', 'pipe'],

@@ -8,7 +8,7 @@
 import { execFile, spawnSync, type ExecFileOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { chmod, chown, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, chown, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -36,6 +36,17 @@ export interface StartClusterOptions {
   binDir?: string;
   /** Extra server settings, passed as `-c key=value`; they override the test defaults. */
   settings?: Record<string, string>;
+  /**
+   * Settings written into postgresql.conf (quoted, so values may hold spaces, e.g.
+   * archive_command). Unlike `settings` they travel with the data directory, into
+   * a physical backup and a cluster recovered from it.
+   */
+  conf?: Record<string, string>;
+}
+
+/** Server settings for WAL archiving to pgkeep (archive_command runs as the server's OS user). */
+export function archivingConf(archiveCommand: string): Record<string, string> {
+  return { wal_level: 'replica', archive_mode: 'on', archive_command: archiveCommand, max_wal_senders: '5', archive_timeout: '0' };
 }
 
 const HOST = '127.0.0.1';
@@ -161,6 +172,7 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<P
       await rm(pwFile, { force: true });
     }
     const majorVersion = Number.parseInt((await readFile(join(dataDir, 'PG_VERSION'), 'utf8')).trim(), 10);
+    if (options.conf) await appendConf(join(dataDir, 'postgresql.conf'), options.conf);
 
     // Grabbing a free port and then handing it to the server is inherently racy
     // (another parallel test can take it in between), so retry on bind errors.
@@ -281,6 +293,14 @@ async function initdb(binDir: string, dataDir: string, pwFile: string, runAs: Ru
       );
     }
   }
+}
+
+async function appendConf(file: string, conf: Record<string, string>): Promise<void> {
+  const lines = Object.entries(conf).map(([key, value]) => {
+    if (!/^[A-Za-z_][A-Za-z0-9_.]*$/.test(key)) throw new Error(`unsafe server setting name: ${JSON.stringify(key)}`);
+    return `${key} = '${value.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
+  });
+  await appendFile(file, `\n# test harness\n${lines.join('\n')}\n`);
 }
 
 function buildServerOptions(port: number, socketDir: string, settings: Record<string, string>): string {

@@ -1,0 +1,43 @@
+import { PgkeepError } from '../errors.js';
+import { readObject, type Storage } from '../storage/storage.js';
+import type { RepoInfo } from './repository.js';
+
+/** The repository format this pgkeep writes and reads (pgkeep.json's `format`). */
+export const REPO_FORMAT = 1;
+
+/**
+ * Reads pgkeep.json without the schema library: the WAL commands run once per
+ * WAL segment from archive_command, where loading zod would cost more than
+ * the work itself. Checks the same things Repository.open does, by hand.
+ * Unlike Repository.open it never initialises: archiving into a repository
+ * nobody created is a configuration mistake worth reporting.
+ */
+export async function readRepoInfo(storage: Storage): Promise<RepoInfo> {
+  const supportedFormat = REPO_FORMAT;
+  let text: Buffer;
+  try {
+    text = await readObject(storage, 'pgkeep.json');
+  } catch (error) {
+    if (error instanceof PgkeepError && error.code === 'STORAGE_NOT_FOUND') {
+      throw new PgkeepError('REPO_MISSING', `no pgkeep repository at ${storage.location}: run "pgkeep init --repo ${storage.location}" first, or check --repo`, { cause: error });
+    }
+    throw error;
+  }
+  let info: RepoInfo;
+  try {
+    info = JSON.parse(text.toString('utf8')) as RepoInfo;
+  } catch (error) {
+    throw new PgkeepError('REPO_NOT_PGKEEP', `${storage.location}/pgkeep.json is not a valid pgkeep repository info file`, { cause: error });
+  }
+  const encryption = info?.encryption;
+  const validEncryption =
+    encryption === null ||
+    (typeof encryption === 'object' && encryption.method === 'age' && Array.isArray(encryption.recipients) && encryption.recipients.every((r) => typeof r === 'string' && r.startsWith('age1')));
+  if (typeof info?.format !== 'number' || typeof info.id !== 'string' || !validEncryption) {
+    throw new PgkeepError('REPO_NOT_PGKEEP', `${storage.location}/pgkeep.json is not a valid pgkeep repository info file`);
+  }
+  if (info.format > supportedFormat) {
+    throw new PgkeepError('REPO_FORMAT', `the repository at ${storage.location} has format ${info.format}, written by pgkeep ${info.pgkeepVersion}; this pgkeep reads format ${supportedFormat}: upgrade pgkeep`);
+  }
+  return info;
+}
