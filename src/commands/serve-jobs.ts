@@ -7,9 +7,10 @@ import { hasRetentionRules } from '../retention/retention-policy.js';
 import { runBackup } from './backup.js';
 import type { CommandContext } from './command-context.js';
 import { keySettings } from '../config/settings.js';
-import { openRepositories } from './open-repository.js';
+import { openRepositories, openRepository } from './open-repository.js';
 import { runPrune, type PruneResult } from './prune.js';
 import { runStatus } from './status.js';
+import { runPhysicalBackup } from './backup-physical.js';
 import { runVerify } from './verify.js';
 import type { SourceStatus } from '../status/health.js';
 
@@ -26,8 +27,11 @@ export interface JobSeams {
 }
 
 export const defaultJobSeams: JobSeams = {
-  physicalBackup: async () => {
-    throw new PgkeepError('CONFIG_INVALID', 'physical backups are not available in this version of pgkeep: remove schedule.physical');
+  // backup --physical: into the source's first repository, where its WAL archive is.
+  physicalBackup: async (ctx, source) => {
+    const repository = await openRepository(ctx.settings, { source: source.name, createIfEmpty: true });
+    const manifest = await runPhysicalBackup(ctx, repository, source);
+    return { id: manifest.id, bytes: manifest.totals.storedBytes };
   },
   // The restore test of `verify --restore-test`: scratch from the source's verify: config, evidence recorded.
   restoreTest: async (ctx, ref) => {
