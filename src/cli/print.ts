@@ -424,7 +424,7 @@ export function printPrune(result: PruneResult, json: boolean): void {
     }
     for (const u of report.unreadable) out(`  keep    ${u.id}  ${u.reason}`);
     for (const l of report.leftovers) out(`  ${l.action.padEnd(6)}  ${l.id}  ${l.reason} (last written ${l.lastActivity})`);
-    if (report.wal) out(`  wal     ${report.wal}`);
+    if (report.wal) out(`  wal     ${report.wal}${!result.dryRun && report.walRemoved > 0 ? `: removed ${report.walRemoved}` : ''}`);
     if (report.error) {
       out(`  not pruned: ${report.error.message}`);
       continue;

@@ -3,7 +3,8 @@ import { PgkeepError, toPgkeepError } from '../errors.js';
 import { isPinned } from '../repository/pins.js';
 import { acquireSourceLock, type SourceLock } from '../repository/source-lock.js';
 import { readSourceCatalog, removeBackupWithRecords, removeOrphanVerifications } from '../repository/source-catalog.js';
-import { pitrWindowRetention, planPrune, type PlannedBackup, type PlannedLeftover } from '../retention/plan-prune.js';
+import { WalArchive } from '../repository/wal-archive.js';
+import { pitrRetention, planPrune, type PlannedBackup, type PlannedLeftover } from '../retention/plan-prune.js';
 import { hasRetentionRules } from '../retention/retention-policy.js';
 import type { CommandContext } from './command-context.js';
 import { sourcesWithRepositories } from './source-repositories.js';
@@ -28,6 +29,8 @@ export interface PruneReport {
   leftovers: (Omit<PlannedLeftover, 'lastActivity'> & { lastActivity: string; action: 'remove' | 'skip'; done: boolean })[];
   failureRecordsRemoved: number;
   wal: string | undefined;
+  /** WAL files removed (records and objects). */
+  walRemoved: number;
   /** Set when this repository was not (fully) pruned, e.g. LOCK_HELD. */
   error?: { code: string; message: string };
 }
@@ -82,6 +85,7 @@ export async function runPrune(ctx: CommandContext, request: PruneRequest): Prom
         leftovers: [],
         failureRecordsRemoved: 0,
         wal: undefined,
+        walRemoved: 0,
       };
       reports.push(report);
       let lock: SourceLock | undefined;
@@ -97,8 +101,10 @@ export async function runPrune(ctx: CommandContext, request: PruneRequest): Prom
             ctx.warn(`${repository.location} ignores conditional writes (If-None-Match), so the lock of ${source} cannot exclude other hosts: make sure no backup or prune of ${source} runs elsewhere now`);
           }
         }
-        // 3. the plan
+        // 3. the plan (the WAL archive's names only matter once physical backups exist)
         const catalog = await readSourceCatalog(repository, source);
+        const wal = new WalArchive(repository.storage, source);
+        const archivedWal = catalog.backups.some((m) => m.kind === 'physical') ? await wal.listNames() : [];
         const plan = planPrune(
           {
             backups: catalog.backups.map((m) => ({
@@ -108,13 +114,14 @@ export async function runPrune(ctx: CommandContext, request: PruneRequest): Prom
               labels: m.name ? [...m.labels, m.name] : m.labels,
               pinned: catalog.pins.has(m.id),
               storedBytes: m.totals.storedBytes,
+              walStart: m.kind === 'physical' ? m.physical.walStart : undefined,
             })),
             leftovers: catalog.leftovers,
             failureRecords: catalog.failures,
           },
           policies,
           now,
-          pitrWindowRetention(policies.pitrWindow),
+          pitrRetention(policies.pitrWindow, archivedWal),
         );
         report.backups = plan.backups.map(({ time, ...b }) => ({ ...b, startedAt: time.toISOString(), action: b.keep ? 'keep' : 'delete', done: false }));
         report.unreadable = catalog.unreadable.map((u) => ({ id: u.id, reason: `kept: ${u.error.message}` }));
@@ -143,6 +150,13 @@ export async function runPrune(ctx: CommandContext, request: PruneRequest): Prom
         for (const key of plan.failureRecords) {
           await repository.storage.remove(key);
           report.failureRecordsRemoved++;
+        }
+        // 5. WAL no retained backup needs: the record first (then the file is no longer archived), then its bytes
+        for (const name of plan.wal.remove) {
+          const record = await wal.readRecord(name).catch(() => undefined);
+          await repository.storage.remove(wal.recordKey(name));
+          if (record) await repository.storage.remove(wal.objectKey(record));
+          report.walRemoved++;
         }
       } catch (error) {
         const failure = toPgkeepError(error, 'STORAGE_IO');

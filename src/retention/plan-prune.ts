@@ -10,6 +10,8 @@ export interface PruneBackup extends RetentionBackup {
   /** "logical" or "physical": each kind has its own policy. */
   readonly kind: string;
   readonly storedBytes: number;
+  /** Physical backups: the first WAL segment it needs (its manifest's walStart). */
+  readonly walStart?: string | undefined;
 }
 
 /** A backup folder without a manifest: an interrupted (or still running) backup. */
@@ -44,21 +46,51 @@ export const NO_PITR: PitrRetention = {
 };
 
 /**
- * PITR retention by a window (retention.physical.pitrWindow): recovering to
+ * PITR retention: with a window (retention.physical.pitrWindow), recovering to
  * any moment of the last `window` needs the newest physical backup taken at or
  * before its start, so that one is kept ("needed by PITR window 7d") even when
- * the policy would delete it. WAL is not removed yet (its planner is NO_PITR's):
- * keeping all WAL never breaks a recovery.
+ * the policy would delete it. WAL: given the names in the archive, every
+ * segment older than the oldest retained physical backup's first segment is
+ * needed by no recovery pgkeep can start (see planWalRemoval).
  */
-export function pitrWindowRetention(window: { ms: number; text: string } | undefined): PitrRetention {
-  if (!window || window.ms <= 0) return NO_PITR;
+export function pitrRetention(window: { ms: number; text: string } | undefined, archivedWal: readonly string[] = []): PitrRetention {
+  if ((!window || window.ms <= 0) && archivedWal.length === 0) return NO_PITR;
   return {
-    keep: (backups, now) => {
-      const start = now.getTime() - window.ms;
-      const base = backups.find((b) => b.time.getTime() <= start);
-      return new Map(base ? [[base.id, `needed by PITR window ${window.text}`]] : []);
-    },
-    wal: NO_PITR.wal,
+    keep:
+      !window || window.ms <= 0
+        ? NO_PITR.keep
+        : (backups, now) => {
+            const start = now.getTime() - window.ms;
+            const base = backups.find((b) => b.time.getTime() <= start);
+            return new Map(base ? [[base.id, `needed by PITR window ${window.text}`]] : []);
+          },
+    wal: (retained) => planWalRemoval(archivedWal, retained),
+  };
+}
+
+const SEGMENT_FILE = /^([0-9A-F]{8})([0-9A-F]{16})(\.partial|\.[0-9A-F]{8}\.backup)?$/;
+
+/**
+ * Which archived WAL files no retained physical backup needs: segments (and
+ * their .partial and .backup files) whose position is before the first segment
+ * of the oldest retained physical backup, on any timeline, since every recovery
+ * starts from a retained backup and replays forward. Timeline history files are
+ * always kept (small, and recovery reads them all). With no retained physical
+ * backup nothing is removed: WAL archived before the first base backup may be
+ * what the user is about to rely on.
+ */
+export function planWalRemoval(archived: readonly string[], retainedPhysical: readonly PruneBackup[]): WalPrunePlan {
+  const starts = retainedPhysical.map((b) => b.walStart).filter((w): w is string => w !== undefined && SEGMENT_FILE.test(w));
+  if (starts.length === 0) return { remove: [], summary: archived.length > 0 ? `WAL: ${archived.length} file(s) kept (no retained physical backup to measure them against)` : undefined };
+  const oldest = starts.map((w) => w.slice(8, 24)).sort()[0]!;
+  const remove = archived.filter((name) => {
+    const match = SEGMENT_FILE.exec(name);
+    return match !== null && match[2]! < oldest;
+  });
+  const first = starts.find((w) => w.slice(8, 24) === oldest)!;
+  return {
+    remove,
+    summary: `WAL: ${remove.length} file(s) before ${first} (the oldest retained physical backup's first segment) needed by no retained backup; ${archived.length - remove.length} kept`,
   };
 }
 

@@ -362,5 +362,39 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
       assert.deepEqual(await queryRecovered(port, 'SELECT count(*)::int AS n FROM secrets'), [{ n: 30 }]);
       stopServer(pgdata);
     });
+
+    test('prune deletes the older physical backup and the WAL only it needed; recovery from the kept one still has all its WAL', async () => {
+      const key = path.join(shared, 'enc.key');
+      const encRepo = path.join(shared, 'enc-repo');
+      const enc = (args: string[]) => pgkeep([...args, '--repo', encRepo, '--source', 'enc', '--identity', key], { env: env() });
+      await cluster.query('INSERT INTO secrets SELECT generate_series(1, 5)');
+      await switchAndArchive();
+      const second = await enc(['backup', '--physical', '--json']);
+      assert.equal(second.code, 0, second.stderr);
+      const kept = json(second);
+      await switchAndArchive();
+      const walFolder = path.join(encRepo, 'sources', 'enc', 'wal', '00000001');
+      const archived = () => readdirSync(walFolder).filter((f) => /^[0-9A-F]{24}(\.[0-9A-F]{8}\.backup)?\.json$/.test(f)).map((f) => f.slice(0, -'.json'.length));
+      const older = archived().filter((n) => n.slice(8, 24) < kept.physical.walStart.slice(8, 24));
+      assert.ok(older.length > 0, 'the first backup needed WAL older than the second one');
+
+      const dry = await enc(['prune', '--keep-last', '1', '--dry-run']);
+      assert.equal(dry.code, 0, dry.stderr);
+      assert.match(dry.stdout, new RegExp(`wal +WAL: ${older.length} file\\(s\\) before ${kept.physical.walStart} `));
+      assert.deepEqual(archived().filter((n) => older.includes(n)), older, 'a dry run removes nothing');
+
+      const prune = await enc(['prune', '--keep-last', '1', '--json']);
+      assert.equal(prune.code, 0, prune.stderr);
+      assert.equal(json(prune).reports[0].walRemoved, older.length);
+      assert.deepEqual(archived().filter((n) => older.includes(n)), [], 'the WAL only the deleted backup needed is gone');
+      assert.ok(archived().includes(kept.physical.walStart), 'the kept backup\'s first segment stays');
+      const objects = readdirSync(walFolder).filter((f) => !f.endsWith('.json'));
+      assert.equal(objects.filter((f) => older.includes(f.slice(0, 24)) && !f.includes('.backup')).length, 0, 'their objects are gone too');
+      const list = json(await enc(['list', '--json']));
+      assert.deepEqual(list.map((b: { id: string }) => b.id), [kept.id]);
+      const plan = await enc(['pitr', '--pgdata', path.join(shared, 'after-prune'), '--latest', '--dry-run']);
+      assert.equal(plan.code, 0, plan.stderr);
+      assert.match(plan.stdout, /needed for consistency: all archived/);
+    });
   });
 });

@@ -5,7 +5,7 @@ import { parseSize, resolveHealthThresholds } from '../../src/config/health-sett
 import { describePolicy, resolveRetention } from '../../src/config/retention-settings.js';
 import type { Settings } from '../../src/config/settings.js';
 import { PgkeepError } from '../../src/errors.js';
-import { FAILURE_RECORD_MAX_AGE_MS, LEFTOVER_MIN_AGE_MS, NO_PITR, pitrWindowRetention, planPrune, type PitrRetention, type PruneBackup } from '../../src/retention/plan-prune.js';
+import { FAILURE_RECORD_MAX_AGE_MS, LEFTOVER_MIN_AGE_MS, NO_PITR, pitrRetention, planPrune, planWalRemoval, type PitrRetention, type PruneBackup } from '../../src/retention/plan-prune.js';
 import type { RetentionPolicy } from '../../src/retention/retention-policy.js';
 
 const now = new Date('2026-11-21T12:00:00Z');
@@ -153,23 +153,67 @@ describe('retention settings', () => {
   });
 });
 
-describe('pitrWindowRetention', () => {
+describe('pitrRetention', () => {
   it('keeps the newest physical backup at or before the start of the window', () => {
     const backups = [b('P1', 'physical', 1), b('P5', 'physical', 5), b('P8', 'physical', 8), b('P12', 'physical', 12), b('L8', 'logical', 8)];
-    const plan = planPrune({ backups, leftovers: [], failureRecords: [] }, { logical: keepLast(1) }, now, pitrWindowRetention({ ms: 7 * DAY, text: '7d' }));
+    const plan = planPrune({ backups, leftovers: [], failureRecords: [] }, { logical: keepLast(1) }, now, pitrRetention({ ms: 7 * DAY, text: '7d' }));
     assert.deepEqual(plan.backups.filter((p) => p.keep).map((p) => [p.id, p.reasons.join(', ')]), [
       ['P1', 'newest successful backup, last 1'],
       ['P8', 'needed by PITR window 7d'],
       ['L8', 'newest successful backup, last 1'],
     ]);
     // no backup old enough: nothing extra; no window: the NO_PITR seam
-    const young = planPrune({ backups: backups.slice(0, 2), leftovers: [], failureRecords: [] }, { logical: keepLast(1) }, now, pitrWindowRetention({ ms: 7 * DAY, text: '7d' }));
+    const young = planPrune({ backups: backups.slice(0, 2), leftovers: [], failureRecords: [] }, { logical: keepLast(1) }, now, pitrRetention({ ms: 7 * DAY, text: '7d' }));
     assert.deepEqual(young.backups.filter((p) => p.keep).map((p) => p.id), ['P1']);
-    assert.equal(pitrWindowRetention(undefined), NO_PITR);
+    assert.equal(pitrRetention(undefined), NO_PITR);
   });
 
   it('is configured as retention.physical.pitrWindow', () => {
     const settings = settingsFrom('retention:\n  keepLast: 3\n  physical:\n    pitrWindow: 7d\n');
     assert.equal(resolveRetention(settings, undefined).pitrWindow?.ms, 7 * DAY);
+  });
+});
+
+describe('planWalRemoval: WAL no retained physical backup needs', () => {
+  const physical = (id: string, walStart: string | undefined): PruneBackup => ({ id, kind: 'physical', time: new Date(0), labels: [], pinned: false, storedBytes: 1, walStart });
+  const archived = [
+    '000000010000000000000001',
+    '000000010000000000000002',
+    '000000010000000000000002.00000028.backup',
+    '000000010000000000000003',
+    '00000002.history',
+    '000000010000000000000004.partial',
+    '000000020000000000000004',
+    '000000020000000000000005',
+  ];
+
+  it('removes segments, .backup and .partial files before the oldest retained backup\'s first segment, on every timeline; keeps history files', () => {
+    const plan = planWalRemoval(archived, [physical('new', '000000020000000000000005'), physical('old', '000000010000000000000003')]);
+    assert.deepEqual(plan.remove, ['000000010000000000000001', '000000010000000000000002', '000000010000000000000002.00000028.backup']);
+    assert.match(plan.summary!, /3 file\(s\) before 000000010000000000000003 .*; 5 kept$/);
+  });
+
+  it('a newer oldest backup frees more, across the timeline switch', () => {
+    const plan = planWalRemoval(archived, [physical('new', '000000020000000000000005')]);
+    assert.deepEqual(plan.remove, ['000000010000000000000001', '000000010000000000000002', '000000010000000000000002.00000028.backup', '000000010000000000000003', '000000010000000000000004.partial', '000000020000000000000004']);
+    assert.ok(!plan.remove.includes('00000002.history'));
+  });
+
+  it('with no retained physical backup (or none with a WAL start) nothing is removed', () => {
+    assert.deepEqual(planWalRemoval(archived, []).remove, []);
+    assert.deepEqual(planWalRemoval(archived, [physical('x', undefined)]).remove, []);
+    assert.deepEqual(planWalRemoval([], [physical('x', '000000010000000000000003')]).remove, []);
+  });
+
+  it('planPrune hands the retained physical backups (after the policy) to the WAL planner', () => {
+    const now = new Date('2026-11-21T12:00:00Z');
+    const backups: PruneBackup[] = [
+      { ...physical('20261121T000000Z', '000000010000000000000005'), time: new Date('2026-11-21T00:00:00Z') },
+      { ...physical('20261120T000000Z', '000000010000000000000003'), time: new Date('2026-11-20T00:00:00Z') },
+    ];
+    const plan = planPrune({ backups, leftovers: [], failureRecords: [] }, { logical: keepLast(1), physical: keepLast(1) }, now, pitrRetention(undefined, archived));
+    assert.deepEqual(plan.backups.map((b) => [b.id, b.keep]), [['20261121T000000Z', true], ['20261120T000000Z', false]]);
+    assert.ok(plan.wal.remove.includes('000000010000000000000003'), 'the deleted backup\'s WAL goes too');
+    assert.ok(!plan.wal.remove.includes('000000010000000000000005'));
   });
 });
