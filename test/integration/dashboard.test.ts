@@ -5,11 +5,13 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { loadSettings } from '../../src/config/settings.js';
 import { openRepository } from '../../src/commands/open-repository.js';
 import { listPins } from '../../src/repository/pins.js';
 import { startPgkeep } from '../support/cli.js';
+import { cloneBackupAt, daysAgoAtNoon } from '../support/synthetic-backups.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 
@@ -73,6 +75,13 @@ async function newPage(viewport = { width: 1280, height: 900 }): Promise<Page> {
   await page.route(/.*/, (route) => (new URL(route.request().url()).hostname === '127.0.0.1' ? route.continue() : route.abort()));
   page.on('requestfailed', (request) => assert.fail(`request failed: ${request.url()}`));
   return page;
+}
+
+async function logIn(page: Page): Promise<void> {
+  await page.goto(`${servers[0]!.url}/login`);
+  await page.getByLabel('API token').fill(TOKEN);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.waitForURL(`${servers[0]!.url}/`);
 }
 
 const verdictOf = (page: Page) => page.locator('article[data-source="app"]').getAttribute('data-verdict');
@@ -149,11 +158,26 @@ describe('pgkeep dashboard', () => {
     await dialog.waitFor();
     assert.match(await dialog.innerText(), /Take a backup of app now\?/);
     await page.screenshot({ path: path.join(IMAGES, 'dashboard-confirm.png') });
-    await dialog.getByRole('button', { name: 'Confirm' }).click();
-    await page.waitForURL(/\/jobs\?started=/);
-    // the jobs view polls until the job is done
+    // hold a lock pg_dump must wait for, so the job is seen running; the jobs view then updates by itself
+    const blocker = new pg.Client({ connectionString: cluster.url('app') });
+    await blocker.connect();
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query('LOCK TABLE notes IN ACCESS EXCLUSIVE MODE');
+      await dialog.getByRole('button', { name: 'Confirm' }).click();
+      await page.waitForURL(/\/jobs\?started=/);
+      await page.locator('tr[data-state="running"]').filter({ hasText: 'backup' }).waitFor();
+      await page.screenshot({ path: path.join(IMAGES, 'dashboard-jobs-running.png'), fullPage: true });
+      await blocker.query('COMMIT');
+    } finally {
+      await blocker.end();
+    }
+    await page.evaluate('window.loadedOnce = true');
+    // no reload: htmx polling swaps the running row for the finished one
     const done = page.locator('tr[data-state="succeeded"]').first();
     await done.waitFor({ timeout: 60_000 });
+    assert.equal(await page.evaluate('window.loadedOnce'), true, 'the page was not reloaded');
+    assert.equal(await page.locator('tr[data-state="running"]').count(), 0);
     backupId = (await done.locator('td').nth(3).innerText()).trim();
     assert.match(backupId, /^\d{8}T\d{6}Z/);
     await page.screenshot({ path: path.join(IMAGES, 'dashboard-jobs.png'), fullPage: true });
@@ -175,10 +199,7 @@ describe('pgkeep dashboard', () => {
 
   test('pin from the backups view writes a pin to the repository; restore test now records a measured restore time', async () => {
     const page = await newPage();
-    await page.goto(`${url}/login`);
-    await page.getByLabel('API token').fill(TOKEN);
-    await page.getByRole('button', { name: 'Log in' }).click();
-    await page.waitForURL(`${url}/`);
+    await logIn(page);
 
     await page.goto(`${url}/sources/app`);
     await page.locator(`tr[data-backup="${backupId}"]`).getByRole('link', { name: 'Pin' }).click();
@@ -200,7 +221,38 @@ describe('pgkeep dashboard', () => {
 
     await page.goto(`${url}/sources/app?at=2026-11-21T08:00:00`);
     assert.match(await page.locator('#pitr-command').innerText(), /^pgkeep --source app pitr --pgdata \S+ --target-time '2026-11-21 08:00:00\+00'$/);
-    await page.locator('#backups').scrollIntoViewIfNeeded();
+    await page.context().close();
+  });
+
+  test('with a history, the chart plots every backup (a shrunk dump stands out) and the filters narrow the table', async () => {
+    const repository = await openRepository(loadSettings({ config: path.join(cwd, 'pgkeep.yaml') }, { cwd, env: {} }), { source: 'app' });
+    const original = await repository.readManifest('app', backupId);
+    // ten earlier nights, one of which dumped a third of the usual: real objects, only times and recorded sizes differ
+    for (let day = 10; day >= 1; day--) {
+      const factor = day === 4 ? 0.33 : 0.9 + (day % 3) * 0.05;
+      await cloneBackupAt(repository, original, daysAgoAtNoon(day), {
+        labels: day % 2 === 0 ? ['nightly'] : [],
+        durationMs: Math.round(original.durationMs * (0.8 + (day % 4) * 0.15)),
+        totals: { ...original.totals, rawBytes: Math.round(original.totals.rawBytes * factor) },
+      });
+    }
+    const page = await newPage();
+    await logIn(page);
+    await page.goto(`${url}/sources/app`);
+    assert.equal(await page.locator('#backups tbody tr').count(), 11);
+    assert.equal(await page.locator('svg circle.size').count(), 11);
+    assert.equal(await page.locator('svg circle.duration').count(), 11);
+    await page.getByLabel('Label').selectOption('nightly');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.waitForURL(/label=nightly/);
+    assert.equal(await page.locator('#backups tbody tr').count(), 5);
+    assert.match(await page.getByRole('heading', { name: /backups$/ }).innerText(), /^5 of 11 backups$/);
+    await page.getByLabel('Label').selectOption('');
+    await page.getByLabel('Pinned only').check();
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.waitForURL(/pinned=1/);
+    assert.deepEqual(await page.locator('#backups tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-backup'))), [backupId]);
+    await page.goto(`${url}/sources/app?at=2026-11-21T08:00:00`);
     await page.screenshot({ path: path.join(IMAGES, 'dashboard-backups.png'), fullPage: true });
     await page.context().close();
   });

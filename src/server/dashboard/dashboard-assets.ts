@@ -47,7 +47,7 @@ h1{font-size:24px;margin:8px 0 16px}h2{font-size:19px;margin:20px 0 8px}
 .reasons{margin:0 0 8px;padding-left:20px;color:var(--red)}.card.amber .reasons{color:var(--amber)}
 .ok-line{color:var(--green);margin:0 0 8px}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:0}dt{color:var(--muted)}dd{margin:0;overflow-wrap:anywhere}
-.actions{display:flex;flex-wrap:wrap;gap:8px;margin:12px 0 0}
+.actions{display:flex;flex-wrap:wrap;gap:8px;margin:12px 0 0}.row-actions{display:flex;flex-wrap:wrap;gap:6px}.row-actions .button{font-size:14px;padding:4px 10px;white-space:nowrap}
 .button,button{display:inline-block;font:inherit;font-size:15px;padding:6px 14px;border-radius:6px;border:1px solid var(--accent);background:var(--accent);color:#fff;text-decoration:none;cursor:pointer;min-height:36px}
 .button.secondary,button.secondary{background:#fff;color:var(--accent)}
 button.link{background:none;border:none;padding:4px 2px;min-height:0;text-decoration:underline}

@@ -111,7 +111,7 @@ export function backupChart(rows: readonly BackupRow[]): SafeHtml {
   if (rows.length === 0) return html``;
   const width = 640;
   const height = 110;
-  const pad = { left: 64, right: 12, top: 12, bottom: 18 };
+  const pad = { left: 64, right: 12, top: 12, bottom: 22 };
   const times = rows.map((r) => Date.parse(r.finishedAt));
   const [t0, t1] = [Math.min(...times), Math.max(...times)];
   const x = (t: number) => pad.left + (t1 === t0 ? (width - pad.left - pad.right) / 2 : ((t - t0) / (t1 - t0)) * (width - pad.left - pad.right));
@@ -124,6 +124,8 @@ export function backupChart(rows: readonly BackupRow[]): SafeHtml {
 <line x1="${pad.left}" y1="${height - pad.bottom}" x2="${width - pad.right}" y2="${height - pad.bottom}" class="axis"/>
 <text x="${pad.left - 6}" y="${pad.top + 4}" text-anchor="end">${label(max)}</text>
 <text x="${pad.left - 6}" y="${height - pad.bottom}" text-anchor="end">0</text>
+<text x="${pad.left}" y="${height - 4}">${rows[0]!.finishedAt.slice(0, 10)}</text>
+<text x="${width - pad.right}" y="${height - 4}" text-anchor="end">${rows.at(-1)!.finishedAt.slice(0, 10)}</text>
 <polyline points="${points.join(' ')}" class="${cls}"/>
 ${values.map((v, i) => html`<circle cx="${x(times[i]!).toFixed(1)}" cy="${y(v).toFixed(1)}" r="3.5" class="${cls}"><title>${rows[i]!.id}: ${label(v)}</title></circle>`)}
 </svg></figure>`;
@@ -174,7 +176,7 @@ export function backupsPage(viewer: Viewer, source: string, overview: SourceOver
 ${backupChart(rows)}
 <h2>${rows.length} of ${all.length} backups</h2>
 <div class="table-wrap"><table id="backups">
-<thead><tr><th scope="col">Id</th><th scope="col">Kind</th><th scope="col">Labels</th><th scope="col" class="num">Dumped</th><th scope="col" class="num">Stored</th><th scope="col" class="num">Duration</th><th scope="col">Verification</th><th scope="col">Repositories</th><th scope="col">Restore</th><th scope="col">Actions</th></tr></thead>
+<thead><tr><th scope="col">Id</th><th scope="col">Kind</th><th scope="col">Labels</th><th scope="col" class="num">Dumped</th><th scope="col" class="num">Stored</th><th scope="col" class="num">Duration</th><th scope="col">Verification</th><th scope="col">Repositories</th><th scope="col">Restore</th>${viewer.loggedIn ? html`<th scope="col">Actions</th>` : ''}</tr></thead>
 <tbody>
 ${[...rows].reverse().map(
   (r, i) => html`<tr data-backup="${r.id}">
@@ -182,7 +184,7 @@ ${[...rows].reverse().map(
 <td>${r.kind}</td><td>${r.labels.join(', ')}</td><td class="num">${formatBytes(r.rawBytes)}</td><td class="num">${formatBytes(r.storedBytes)}</td><td class="num">${formatDuration(r.durationMs)}</td>
 <td>${verificationCell(r, viewer.now)}</td><td>${r.repositories.map((l) => html`<div>${l}</div>`)}</td>
 <td><details><summary>Command</summary>${copyable(restoreCommand(source, r), `restore-${i}`)}</details></td>
-<td class="actions">${actionLink(viewer, r.pinned ? 'unpin' : 'pin', source, r.pinned ? 'Unpin' : 'Pin', r.id)}${actionLink(viewer, 'restore-test', source, 'Restore test', r.id)}</td>
+${viewer.loggedIn ? html`<td><div class="row-actions">${actionLink(viewer, r.pinned ? 'unpin' : 'pin', source, r.pinned ? 'Unpin' : 'Pin', r.id)}${actionLink(viewer, 'restore-test', source, 'Restore test', r.id)}</div></td>` : ''}
 </tr>`,
 )}
 </tbody></table></div>
