@@ -10,7 +10,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { loadSettings } from '../../src/config/settings.js';
 import { openRepository } from '../../src/commands/open-repository.js';
 import { listPins } from '../../src/repository/pins.js';
-import { startPgkeep } from '../support/cli.js';
+import { collect, startPgkeep } from '../support/cli.js';
 import { cloneBackupAt, daysAgoAtNoon } from '../support/synthetic-backups.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
@@ -151,6 +151,10 @@ describe('pgkeep dashboard', () => {
     // a POST without the form's CSRF token is refused even with the session
     const noCsrf = await page.request.post(`${url}/actions/backup`, { form: { source: 'app' }, maxRedirects: 0 });
     assert.equal(noCsrf.status(), 403);
+    // with the right CSRF token but from another site's page (its Origin), still refused
+    const csrf = await page.locator('input[name="csrf"]').first().inputValue();
+    const crossSite = await page.request.post(`${url}/actions/backup`, { form: { source: 'app', csrf }, headers: { origin: 'http://evil.example' }, maxRedirects: 0 });
+    assert.equal(crossSite.status(), 403);
 
     assert.equal(await verdictOf(page), 'red');
     await page.getByRole('link', { name: 'Backup now' }).click();
@@ -255,6 +259,13 @@ describe('pgkeep dashboard', () => {
     await page.goto(`${url}/sources/app?at=2026-11-21T08:00:00`);
     await page.screenshot({ path: path.join(IMAGES, 'dashboard-backups.png'), fullPage: true });
     await page.context().close();
+  });
+
+  test('pgkeep dashboard refuses a non-loopback address without a token', async () => {
+    const child = startPgkeep(['dashboard', '--listen', '0.0.0.0:0'], { cwd });
+    const result = await collect(child);
+    assert.equal(result.code, 2);
+    assert.equal(result.stderr, 'pgkeep: refusing to serve the dashboard on 0.0.0.0 without an API token: set PGKEEP_API_TOKEN (or --token-file), or listen on 127.0.0.1\n');
   });
 
   test('usable on a phone: no horizontal scrolling of the page', async () => {
