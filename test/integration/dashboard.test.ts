@@ -74,6 +74,7 @@ async function newPage(viewport = { width: 1280, height: 900 }): Promise<Page> {
   // every asset must come from the dashboard itself: fail on any other host
   await page.route(/.*/, (route) => (new URL(route.request().url()).hostname === '127.0.0.1' ? route.continue() : route.abort()));
   page.on('requestfailed', (request) => assert.fail(`request failed: ${request.url()}`));
+  page.on('pageerror', (error) => assert.fail(`script error: ${error.message}`));
   return page;
 }
 
@@ -157,10 +158,24 @@ describe('pgkeep dashboard', () => {
     assert.equal(crossSite.status(), 403);
 
     assert.equal(await verdictOf(page), 'red');
+    // the dialog opens over the overview; Cancel (or Escape) closes it and starts nothing
+    await page.getByRole('link', { name: 'Backup now' }).click();
+    await page.evaluate('window.loadedOnce = true');
+    await page.getByRole('dialog').getByRole('link', { name: 'Cancel' }).click();
+    await page.getByRole('dialog').waitFor({ state: 'detached' });
+    await page.getByRole('link', { name: 'Backup now' }).click();
+    await page.getByRole('dialog').waitFor();
+    await page.keyboard.press('Escape');
+    await page.getByRole('dialog').waitFor({ state: 'detached' });
+    assert.equal(await page.evaluate('window.loadedOnce'), true, 'the dialog opened and closed without leaving the page');
+    assert.match(await (await page.request.get(`${url}/fragments/jobs`)).text(), /No finished job yet/);
+    assert.equal(await page.locator('tr[data-job]').count(), 0);
+
     await page.getByRole('link', { name: 'Backup now' }).click();
     const dialog = page.getByRole('dialog');
     await dialog.waitFor();
     assert.match(await dialog.innerText(), /Take a backup of app now\?/);
+    await page.waitForFunction('document.activeElement && document.activeElement.textContent === "Confirm"');
     await page.screenshot({ path: path.join(IMAGES, 'dashboard-confirm.png') });
     // hold a lock pg_dump must wait for, so the job is seen running; the jobs view then updates by itself
     const blocker = new pg.Client({ connectionString: cluster.url('app') });

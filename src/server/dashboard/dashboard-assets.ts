@@ -9,7 +9,30 @@ export function htmxScript(): Buffer {
 }
 
 /** The dashboard's own script: copy buttons (no inline script, so the CSP can forbid them). */
-export const DASHBOARD_JS = `document.addEventListener('click', async (event) => {
+export const DASHBOARD_JS = `let opener;
+const closeDialog = () => {
+  const modal = document.getElementById('modal');
+  if (!modal || !modal.firstChild) return false;
+  modal.replaceChildren();
+  if (opener) opener.focus();
+  return true;
+};
+document.addEventListener('htmx:beforeRequest', (event) => {
+  if (event.detail.target && event.detail.target.id === 'modal') opener = event.detail.elt;
+});
+// the dialog takes the focus (the browser's autofocus does not apply to swapped-in content once something has focus)
+document.addEventListener('htmx:afterSettle', (event) => {
+  if (event.detail.target && event.detail.target.id === 'modal') {
+    const first = event.detail.target.querySelector('[autofocus]');
+    if (first) first.focus();
+  }
+});
+document.addEventListener('keydown', (event) => {
+  if (event.key === 'Escape' && closeDialog()) event.preventDefault();
+});
+document.addEventListener('click', async (event) => {
+  if (event.target.closest('[data-close-dialog]') && closeDialog()) return event.preventDefault();
+  if (event.target.classList && event.target.classList.contains('backdrop') && closeDialog()) return;
   const button = event.target.closest('[data-copy]');
   if (!button) return;
   const text = document.getElementById(button.dataset.copy).textContent;
@@ -70,6 +93,7 @@ tbody th{font-weight:600;white-space:nowrap}
 polyline.size{stroke:var(--accent)}circle.size{fill:var(--accent)}polyline.duration{stroke:#8250df}circle.duration{fill:#8250df}
 .copy{display:flex;gap:8px;align-items:center;flex-wrap:wrap;margin-top:4px}
 .copy code{background:#eaeef2;padding:4px 8px;border-radius:4px;font-size:13px;overflow-wrap:anywhere}
+.backdrop{position:fixed;inset:0;background:rgba(27,31,36,.5);display:flex;align-items:flex-start;justify-content:center;padding:10vh 12px;z-index:20}
 dialog.confirm{position:static;max-width:560px;border:1px solid var(--line);border-radius:8px;padding:16px 20px;box-shadow:0 8px 24px rgba(0,0,0,.2)}
 .login{display:flex;flex-direction:column;gap:8px;max-width:360px}
 progress{width:120px;vertical-align:middle}

@@ -42,6 +42,7 @@ export function page(viewer: Viewer, title: string, body: SafeHtml, active: 'ove
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="htmx-config" content='{"includeIndicatorStyles":false,"allowEval":false}'>
 <title>${title} · pgkeep</title>
 <link rel="stylesheet" href="${b}/assets/dashboard.css">
 <script src="${b}/assets/htmx.min.js" defer></script>
@@ -53,6 +54,7 @@ export function page(viewer: Viewer, title: string, body: SafeHtml, active: 'ove
 <main id="main">
 ${body}
 </main>
+<div id="modal"></div>
 </body>
 </html>`;
 }
@@ -60,7 +62,9 @@ ${body}
 function actionLink(viewer: Viewer, action: string, source: string, label: string, backup?: string): SafeHtml {
   if (!viewer.loggedIn) return html``;
   const query = new URLSearchParams({ action, source, ...(backup ? { backup } : {}) });
-  return html`<a class="button" href="${viewer.base}/confirm?${query.toString()}">${label}</a>`;
+  const href = `${viewer.base}/confirm?${query.toString()}`;
+  // with JavaScript the dialog opens over the page; without, the link shows it as a page
+  return html`<a class="button" href="${href}" hx-get="${href}" hx-target="#modal" hx-swap="innerHTML">${label}</a>`;
 }
 
 export function overviewFragment(viewer: Viewer, sources: readonly SourceOverview[]): SafeHtml {
@@ -227,17 +231,18 @@ export function isAction(action: string): boolean {
 }
 
 /** The confirmation dialog of an action: a real form, so it works without JavaScript too. */
-export function confirmPage(viewer: Viewer, action: string, source: string, backup: string | undefined, back: string): SafeHtml {
-  return html`<dialog open aria-modal="true" aria-labelledby="confirm-title" class="confirm">
+export function confirmPage(viewer: Viewer, action: string, source: string, backup: string | undefined, back: string, overlay = false): SafeHtml {
+  const dialog = html`<dialog open aria-modal="true" aria-labelledby="confirm-title" class="confirm">
 <h1 id="confirm-title">Please confirm</h1>
 <p>${ACTION_TEXT[action]!(source, backup)}</p>
 <form method="post" action="${viewer.base}/actions/${action}">
 <input type="hidden" name="csrf" value="${viewer.csrf}">
 <input type="hidden" name="source" value="${source}">
 ${backup ? html`<input type="hidden" name="backup" value="${backup}">` : ''}
-<button type="submit" autofocus>Confirm</button> <a class="button secondary" href="${back}">Cancel</a>
+<button type="submit" autofocus>Confirm</button> <a class="button secondary" href="${back}" data-close-dialog>Cancel</a>
 </form>
 </dialog>`;
+  return overlay ? html`<div class="backdrop">${dialog}</div>` : dialog;
 }
 
 export function loginPage(viewer: Viewer, error: string | undefined): SafeHtml {

@@ -146,7 +146,10 @@ async function dashboardRoutes(app: FastifyInstance, deps: DashboardDeps, option
     if (!sessionOf(request)) return reply.redirect(path('/login'), 303);
     if (!isAction(action) || !source) throw new PgkeepError('USAGE', 'unknown action: use the buttons of the overview or the backups page');
     if (action !== 'backup' && !backup) throw new PgkeepError('USAGE', `${action} needs a backup`);
-    return full(request, reply, 'Confirm', confirmPage(viewerOf(request), action, source, backup, action === 'backup' ? path('/') : path(`/sources/${encodeURIComponent(source)}`)), 'overview');
+    const back = action === 'backup' ? path('/') : path(`/sources/${encodeURIComponent(source)}`);
+    // htmx asks for the dialog alone, to show it over the page
+    if (request.headers['hx-request'] === 'true') return send(reply, confirmPage(viewerOf(request), action, source, backup, back, true));
+    return full(request, reply, 'Confirm', confirmPage(viewerOf(request), action, source, backup, back), 'overview');
   });
 
   app.post<{ Params: { action: string }; Body: Record<string, string | undefined> | undefined }>('/actions/:action', async (request, reply) => {
