@@ -16,7 +16,9 @@ import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 
 // End to end: the built CLI's `pgkeep dashboard` against a real cluster and repository, driven by a real headless Chromium.
-const IMAGES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../docs/images');
+// Screenshots of each view: into docs/images with UPDATE_SCREENSHOTS=1 (the README shows them), else into the work folder.
+const DOC_IMAGES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../docs/images');
+let IMAGES = DOC_IMAGES;
 const TOKEN = randomBytes(24).toString('base64url');
 
 let cluster: PgCluster;
@@ -29,6 +31,8 @@ useClusterAndWorkFolder('dashboard', async (c, work) => {
   cluster = c;
   await cluster.query('CREATE DATABASE app');
   await cluster.query(`CREATE TABLE notes AS SELECT g AS id, repeat(md5(g::text), 4) AS body FROM generate_series(1, 5000) g`, [], 'app');
+  if (process.env.UPDATE_SCREENSHOTS !== '1') IMAGES = path.join(work, 'images');
+  await mkdir(IMAGES, { recursive: true });
   cwd = path.join(work, 'cfg');
   repo = path.join(cwd, 'repo');
   await mkdir(cwd);
@@ -36,8 +40,8 @@ useClusterAndWorkFolder('dashboard', async (c, work) => {
 });
 
 /** Starts `pgkeep dashboard` on a free port; the token (if any) goes by environment, never argv. */
-async function startDashboard(env: Record<string, string | undefined>): Promise<string> {
-  const child = startPgkeep(['dashboard', '--listen', '127.0.0.1:0'], { cwd, env });
+async function startDashboard(env: Record<string, string | undefined>, args: string[] = []): Promise<string> {
+  const child = startPgkeep(['dashboard', '--listen', '127.0.0.1:0', ...args], { cwd, env });
   child.stdin!.end();
   let stderr = '';
   const url = await new Promise<string>((resolve, reject) => {
@@ -234,6 +238,16 @@ describe('pgkeep dashboard', () => {
     const result = await page.locator('tr[data-job]').filter({ hasText: 'restore-test' }).first().innerText();
     assert.match(result, /succeeded/, result);
 
+    // a job that fails shows its error in the jobs view
+    const csrf = await page.locator('input[name="csrf"]').first().inputValue();
+    const failing = await page.request.post(`${url}/actions/restore-test`, { form: { source: 'app', backup: '20200101T000000Z', csrf }, maxRedirects: 0 });
+    assert.equal(failing.status(), 303);
+    const jobId = new URL(failing.headers().location!, url).searchParams.get('started');
+    await page.goto(`${url}/jobs`);
+    const failed = page.locator(`tr[data-job="${jobId}"][data-state="failed"]`);
+    await failed.waitFor();
+    assert.match(await failed.innerText(), /failed: BACKUP_NOT_FOUND: .*20200101T000000Z/);
+
     await page.goto(`${url}/`);
     assert.match(await page.locator('article[data-source="app"]').innerText(), /Restore test\s+passed .* on \S+, restored in [\d.]+ (ms|s)/);
     await page.screenshot({ path: path.join(IMAGES, 'dashboard-overview.png'), fullPage: true });
@@ -273,6 +287,19 @@ describe('pgkeep dashboard', () => {
     assert.deepEqual(await page.locator('#backups tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-backup'))), [backupId]);
     await page.goto(`${url}/sources/app?at=2026-11-21T08:00:00`);
     await page.screenshot({ path: path.join(IMAGES, 'dashboard-backups.png'), fullPage: true });
+    await page.context().close();
+  });
+
+  test('--require-login: every page but the login and assets needs the token; unknown sources are a clear 404', async () => {
+    const locked = await startDashboard({ PGKEEP_API_TOKEN: TOKEN }, ['--require-login']);
+    const page = await newPage();
+    await page.goto(`${locked}/sources/app`);
+    assert.equal(new URL(page.url()).pathname, '/login');
+    assert.equal((await page.request.get(`${locked}/assets/dashboard.css`)).status(), 200);
+    assert.equal((await page.request.get(`${locked}/fragments/overview`, { maxRedirects: 0 })).status(), 303);
+    const missing = await page.request.get(`${url}/sources/nope`);
+    assert.equal(missing.status(), 404);
+    assert.match(await missing.text(), /no source &quot;nope&quot;: the sources are app/);
     await page.context().close();
   });
 
