@@ -120,6 +120,9 @@ describe('pgkeep dashboard', () => {
     assert.match(jobs, /No job is running/);
     assert.match(jobs, /No finished job yet/);
     await page.screenshot({ path: path.join(IMAGES, 'dashboard-overview-red.png'), fullPage: true });
+    // no repository yet: the backups view is empty, not an error
+    await page.goto(`${url}/sources/app`);
+    assert.equal(await page.getByRole('heading', { name: '0 of 0 backups' }).count(), 1);
     await page.context().close();
   });
 

@@ -7,7 +7,7 @@ import { openRepositories } from '../../commands/open-repository.js';
 import { runPin, runUnpin } from '../../commands/pin.js';
 import { sourcesWithRepositories } from '../../commands/source-repositories.js';
 import { runVerify } from '../../commands/verify.js';
-import { PgkeepError, toPgkeepError } from '../../errors.js';
+import { isPgkeepError, PgkeepError, toPgkeepError } from '../../errors.js';
 import { collectSourceStatus } from '../../status/health.js';
 import type { BackupRow, DashboardDeps, JobKind, JobView, SourceOverview } from './dashboard-deps.js';
 
@@ -121,7 +121,13 @@ export function commandDashboardDeps(settings: Settings, jobs: JobList = new Job
     },
 
     async backups(source: string): Promise<BackupRow[]> {
-      const listed = await runList(await known(source));
+      const settingsOfSource = await known(source);
+      // before the first backup there may be no repository yet: no backup, not an error
+      const listed = await runList(settingsOfSource).catch((error: unknown) => {
+        if (isPgkeepError(error, 'REPO_MISSING')) return undefined;
+        throw error;
+      });
+      if (!listed) return [];
       return listed.backups.map((m, index) => {
         const v = listed.verifications.get(`${m.source}/${m.id}`);
         return {
