@@ -220,6 +220,10 @@ describe('pgkeep dashboard', () => {
     assert.equal(await page.locator('svg[role="img"] circle.size').count(), 1, 'the chart plots the backup');
     await row.getByText('Command').click();
     assert.equal(await row.locator('code').innerText(), `pgkeep --source app restore ${backupId} --to app_restore`);
+    await page.context().grantPermissions(['clipboard-read', 'clipboard-write']);
+    await row.getByRole('button', { name: `Copy the restore command of ${backupId}` }).click();
+    await row.getByRole('button', { name: /Copy the restore command/ }).filter({ hasText: 'Copied' }).waitFor();
+    assert.equal(await page.evaluate('navigator.clipboard.readText()'), `pgkeep --source app restore ${backupId} --to app_restore`);
     await page.context().close();
   });
 

@@ -150,8 +150,8 @@ export function pitrCommand(source: string, at: string): string {
   return `pgkeep --source ${source} pitr --pgdata /var/lib/postgresql/restore --target-time '${at}'`;
 }
 
-function copyable(text: string, id: string): SafeHtml {
-  return html`<div class="copy"><code id="${id}">${text}</code><button type="button" class="secondary" data-copy="${id}">Copy</button></div>`;
+function copyable(text: string, id: string, what: string): SafeHtml {
+  return html`<div class="copy"><code id="${id}">${text}</code><button type="button" class="secondary" data-copy="${id}" aria-label="Copy the ${what}">Copy</button></div>`;
 }
 
 function verificationCell(r: BackupRow, now: Date): SafeHtml {
@@ -187,7 +187,7 @@ ${[...rows].reverse().map(
 <th scope="row">${r.id}${r.pinned ? html` <span class="badge pin" title="pinned: prune never deletes it">pinned</span>` : ''}<br><small>${when(r.finishedAt, viewer.now)}</small></th>
 <td>${r.kind}</td><td>${r.labels.join(', ')}</td><td class="num">${formatBytes(r.rawBytes)}</td><td class="num">${formatBytes(r.storedBytes)}</td><td class="num">${formatDuration(r.durationMs)}</td>
 <td>${verificationCell(r, viewer.now)}</td><td>${r.repositories.map((l) => html`<div>${l}</div>`)}</td>
-<td><details><summary>Command</summary>${copyable(restoreCommand(source, r), `restore-${i}`)}</details></td>
+<td><details><summary>Command</summary>${copyable(restoreCommand(source, r), `restore-${i}`, `restore command of ${r.id}`)}</details></td>
 ${viewer.loggedIn ? html`<td><div class="row-actions">${actionLink(viewer, r.pinned ? 'unpin' : 'pin', source, r.pinned ? 'Unpin' : 'Pin', r.id)}${actionLink(viewer, 'restore-test', source, 'Restore test', r.id)}</div></td>` : ''}
 </tr>`,
 )}
@@ -195,7 +195,7 @@ ${viewer.loggedIn ? html`<td><div class="row-actions">${actionLink(viewer, r.pin
 <section aria-labelledby="pitr-title"><h2 id="pitr-title">Point-in-time recovery</h2>
 <p>${window ? html`Recoverable from ${when(window.from, viewer.now)} to ${when(window.to, viewer.now)}.` : 'No PITR window yet: this source has no physical backup with archived WAL. Restore a logical backup above instead.'}</p>
 <form method="get" action="${path}" class="filters"><label>Recover to (UTC) <input type="datetime-local" name="at" step="1" value="${pitrAt ?? ''}"></label><button type="submit">Show command</button></form>
-${pitrAt ? copyable(pitrCommand(source, `${pitrAt.replace('T', ' ')}+00`), 'pitr-command') : ''}
+${pitrAt ? copyable(pitrCommand(source, `${pitrAt.replace('T', ' ')}+00`), 'pitr-command', 'point-in-time recovery command') : ''}
 </section>`;
 }
 

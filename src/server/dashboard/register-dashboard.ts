@@ -125,6 +125,8 @@ async function dashboardRoutes(app: FastifyInstance, deps: DashboardDeps, option
   app.post<{ Body: { token?: string } | undefined }>('/login', async (request, reply) => {
     if (!token) return full(request, reply, 'Read-only', loginPage(viewerOf(request), undefined), 'login', 403);
     if (!sameOrigin(request) || !tokenMatches(String(request.body?.token ?? ''), token)) {
+      // a wrong token costs a second: guessing stays slow even from a script
+      await new Promise((resolve) => setTimeout(resolve, 1000));
       return full(request, reply, 'Log in', loginPage(viewerOf(request), 'That token is not the configured API token.'), 'login', 401);
     }
     sessions.delete(parseCookies(request.headers.cookie).get(COOKIE));
