@@ -57,6 +57,7 @@ import {
 import { ProgressBar } from './progress-bar.js';
 import { confirmOnTerminal } from './prompt.js';
 import { resolveWalTarget, runWal } from './wal-cli.js';
+import { parseListen as parseDashboardListen, startDashboardServer } from '../server/dashboard/dashboard-server.js';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 const positiveInt = (what: string) => (value: string) => {
@@ -665,6 +666,23 @@ export async function main(argv: string[]): Promise<number> {
       if (note && !options.quiet) process.stderr.write(`pgkeep: ${note}\n`);
     });
   }
+
+  program
+    .command('dashboard')
+    .description('serve the web dashboard alone (pgkeep serve mounts the same dashboard), until Ctrl+C')
+    .option('--listen <host:port>', 'address to listen on', '127.0.0.1:9188')
+    .option('--token-file <file>', 'file holding the API token that unlocks actions (or set PGKEEP_API_TOKEN); without one the dashboard is read-only')
+    .option('--require-login', 'with a token: every page needs logging in, not only actions')
+    .action(async (options: { listen: string; tokenFile?: string; requireLogin?: boolean }, command: Command) => {
+      const settings = settingsOf(command);
+      const token = options.tokenFile ? readSecretFile(options.tokenFile, '--token-file') : settings.env.PGKEEP_API_TOKEN || undefined;
+      const server = await startDashboardServer(settings, parseDashboardListen(options.listen), { token, requireLoginToView: options.requireLogin });
+      process.stderr.write(`pgkeep: dashboard on ${server.url}/ (${token ? 'actions need the API token' : 'read-only: no API token configured'}); Ctrl+C stops it\n`);
+      // runs until interrupted; an interrupt is a normal stop here, not an error
+      await new Promise<void>((resolve) => controller.signal.addEventListener('abort', () => resolve(), { once: true }));
+      await server.close();
+      exitCode = 0;
+    });
 
   try {
     await program.parseAsync(argv, { from: 'user' });

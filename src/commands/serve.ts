@@ -11,6 +11,8 @@ import { JobHistory, type JobRecord } from '../scheduler/job-history.js';
 import { Scheduler, type MissedRun } from '../scheduler/scheduler.js';
 import type { DaemonApi, ReadyCheck } from '../server/daemon-api.js';
 import { assertSafeBind, buildHttpServer } from '../server/http-server.js';
+import { registerDashboard } from '../server/dashboard/register-dashboard.js';
+import { serveDashboardDeps } from '../server/dashboard/serve-dashboard-deps.js';
 import { PgkeepMetrics } from '../server/metrics.js';
 import { collectSourceStatus, type SourceStatus } from '../status/health.js';
 import { PGKEEP_VERSION } from '../version.js';
@@ -147,6 +149,8 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
     if (clock.now().getTime() - statusReadAt > STATUS_TTL_MS) await refreshStatus();
   });
   const app = buildHttpServer(api, { token: serve.token, protectProbes: serve.protectProbes });
+  // the web dashboard at /, beside /api: its actions go through the same scheduler and need the same token
+  await registerDashboard(app, serveDashboardDeps(settings, scheduler), { token: serve.token });
   try {
     await app.listen({ host: serve.host, port: serve.port });
   } catch (error) {

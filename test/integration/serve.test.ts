@@ -247,6 +247,52 @@ describe('pgkeep serve', () => {
     assert.match(refused.stderr, /^pgkeep: refusing to listen on 0\.0\.0\.0 without an API token/m);
   });
 
+  test('the dashboard is served at /: a logged-in "backup now" runs as a serve job (history, /api/jobs), a visitor without a session cannot', async () => {
+    const config = await writeConfig('dashboard', {
+      repo: path.join(work, 'repo-dashboard'),
+      serve: { stateDir: path.join(work, 'state-dashboard'), token: TOKEN },
+      sources: { app: { ...appSource(), schedule: { logical: '0 3 * * *', timeZone: 'UTC' } } },
+    });
+    const daemon = await startServe(config);
+    try {
+      const page = await fetch(`${daemon.base}/`);
+      assert.equal(page.status, 200);
+      assert.match(page.headers.get('content-type') ?? '', /text\/html/);
+      const overview = await page.text();
+      assert.match(overview, /app/);
+      assert.match(overview, /no successful backup yet/);
+      // the next run comes from serve's scheduler
+      const fragment = await (await fetch(`${daemon.base}/fragments/overview`)).text();
+      assert.match(fragment, /T03:00|03:00/, 'the next scheduled run (03:00 UTC) is shown');
+
+      // no session: refused, and no job was submitted
+      const anonymous = await fetch(`${daemon.base}/actions/backup`, { method: 'POST', body: new URLSearchParams({ source: 'app', csrf: 'x' }), redirect: 'manual' });
+      assert.equal(anonymous.status, 403);
+      assert.deepEqual((await call(daemon, 'GET', '/api/jobs', TOKEN)).body.jobs, []);
+
+      // log in with the API token, read the CSRF token from the confirmation page, start the backup
+      const login = await fetch(`${daemon.base}/login`, { method: 'POST', body: new URLSearchParams({ token: TOKEN }), redirect: 'manual' });
+      assert.equal(login.status, 303);
+      const cookie = (login.headers.get('set-cookie') ?? '').split(';')[0]!;
+      assert.match(cookie, /^pgkeep_session=/);
+      const confirm = await (await fetch(`${daemon.base}/confirm?action=backup&source=app`, { headers: { cookie } })).text();
+      const csrf = /name="csrf" value="([^"]+)"/.exec(confirm)?.[1];
+      assert.ok(csrf, 'the confirmation form carries a CSRF token');
+      const started = await fetch(`${daemon.base}/actions/backup`, { method: 'POST', headers: { cookie }, body: new URLSearchParams({ source: 'app', csrf: csrf! }), redirect: 'manual' });
+      assert.equal(started.status, 303, await started.text());
+      const jobId = decodeURIComponent(/started=([^&]+)/.exec(started.headers.get('location') ?? '')![1]!);
+      const job = await waitForJob(daemon, jobId, TOKEN);
+      assert.equal(job.state, 'succeeded', JSON.stringify(job));
+      assert.equal(job.kind, 'logical');
+      assert.equal(job.trigger, 'api');
+      const jobsPage = await (await fetch(`${daemon.base}/fragments/jobs`)).text();
+      assert.ok(jobsPage.includes(job.backupId), 'the jobs view lists the job with its backup');
+    } finally {
+      daemon.child.kill('SIGTERM');
+      assert.equal((await daemon.done).code, 0);
+    }
+  });
+
   test('/ready lists what is unreachable with 503', async () => {
     // a folder that holds something else is no repository
     await mkdir(path.join(work, 'repo-unready'), { recursive: true });

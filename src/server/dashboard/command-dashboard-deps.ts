@@ -1,0 +1,186 @@
+import { runBackup } from '../../commands/backup.js';
+import { keySettings, resolveSource, type Settings } from '../../config/settings.js';
+import { resolveHealthThresholds } from '../../config/health-settings.js';
+import type { CommandContext, Progress } from '../../commands/command-context.js';
+import { runList } from '../../commands/list.js';
+import { openRepositories } from '../../commands/open-repository.js';
+import { runPin, runUnpin } from '../../commands/pin.js';
+import { sourcesWithRepositories } from '../../commands/source-repositories.js';
+import { runVerify } from '../../commands/verify.js';
+import { isPgkeepError, PgkeepError, toPgkeepError } from '../../errors.js';
+import { collectSourceStatus } from '../../status/health.js';
+import type { BackupRow, DashboardDeps, JobKind, JobView, SourceOverview } from './dashboard-deps.js';
+
+/** What a job does, given a context that reports its progress and a signal that cancels it. */
+type JobWork = (ctx: CommandContext, job: JobView) => Promise<void>;
+
+/**
+ * A minimal in-memory job list: one running job per source and kind (a
+ * second one is refused with LOCK_HELD, like the source lock would), the
+ * last `keep` finished jobs, nothing persisted. `pgkeep serve`'s job runner
+ * replaces it.
+ */
+export class JobList {
+  private readonly all: JobView[] = [];
+  private readonly controllers = new Map<string, AbortController>();
+  private readonly running = new Set<Promise<void>>();
+  private next = 1;
+
+  constructor(private readonly keep = 50) {}
+
+  list(): JobView[] {
+    return this.all.map((job) => ({ ...job, ...(job.state === 'running' ? { rate: rateOf(job) } : {}) })).reverse();
+  }
+
+  start(settings: Settings, source: string, kind: JobKind, work: JobWork): string {
+    const busy = this.all.find((j) => j.state === 'running' && j.source === source && j.kind === kind);
+    if (busy) throw new PgkeepError('LOCK_HELD', `a ${kind} of ${source} is already running (job ${busy.id}): wait for it to finish`);
+    const job: JobView = { id: String(this.next++), source, kind, state: 'running', startedAt: new Date().toISOString(), bytes: 0 };
+    const controller = new AbortController();
+    this.all.push(job);
+    this.controllers.set(job.id, controller);
+    const ctx: CommandContext = {
+      settings,
+      keys: keySettings(settings),
+      signal: controller.signal,
+      info: () => undefined,
+      warn: () => undefined,
+      progress: (p: Progress) => {
+        job.phase = p.phase;
+        job.bytes = p.bytes;
+        job.totalBytes = p.totalBytes;
+      },
+      // nobody to ask: a job never confirms a destructive step
+      confirm: async () => false,
+    };
+    const done = work(ctx, job).then(
+      () => void (job.state = 'succeeded'),
+      (error: unknown) => {
+        const failure = toPgkeepError(error);
+        job.state = 'failed';
+        job.error = { code: failure.code, message: failure.message };
+      },
+    );
+    const tracked = done.finally(() => {
+      job.finishedAt = new Date().toISOString();
+      this.controllers.delete(job.id);
+      this.running.delete(tracked);
+      const finished = this.all.filter((j) => j.state !== 'running');
+      for (const old of finished.slice(0, Math.max(0, finished.length - this.keep))) this.all.splice(this.all.indexOf(old), 1);
+    });
+    this.running.add(tracked);
+    return job.id;
+  }
+
+  /** Cancels every running job and waits for them to stop (on shutdown). */
+  async close(): Promise<void> {
+    for (const controller of this.controllers.values()) controller.abort(new PgkeepError('ABORTED', 'the dashboard is shutting down'));
+    await Promise.allSettled([...this.running]);
+  }
+}
+
+function rateOf(job: JobView): number | undefined {
+  const seconds = (Date.now() - Date.parse(job.startedAt)) / 1000;
+  return seconds > 0 && job.bytes > 0 ? job.bytes / seconds : undefined;
+}
+
+/** The settings of one source (as --source would give). */
+function forSource(settings: Settings, source: string): Settings {
+  return { ...settings, options: { ...settings.options, source } };
+}
+
+/**
+ * DashboardDeps on top of the CLI's commands (status, list, backup, verify
+ * --restore-test, pin, unpin), with jobs in an in-memory JobList.
+ */
+export function commandDashboardDeps(settings: Settings, jobs: JobList = new JobList()): DashboardDeps & { jobList: JobList } {
+  const known = async (source: string) => {
+    const names = (await sourcesWithRepositories(settings)).map((s) => s.source);
+    if (!names.includes(source)) throw new PgkeepError('SOURCE_UNKNOWN', `no source "${source}": the sources are ${names.join(', ')}`);
+    return forSource(settings, source);
+  };
+  return {
+    jobList: jobs,
+
+    async sources(): Promise<SourceOverview[]> {
+      const now = new Date();
+      const result: SourceOverview[] = [];
+      for (const { source, repositories } of await sourcesWithRepositories(settings)) {
+        const status = await collectSourceStatus(source, repositories, resolveHealthThresholds(settings, source), now);
+        // the measured restore time is in the restore test's record
+        let lastRestoreTestRestoreMs: number | undefined;
+        const test = status.lastRestoreTest;
+        const holder = test && repositories.find((r) => r.repository?.location === test.repository)?.repository;
+        if (test && holder) {
+          const record = await holder.lastVerification(source, test.backupId, 'restore-test').catch(() => undefined);
+          lastRestoreTestRestoreMs = record?.restore?.durationMs;
+        }
+        result.push({ status, lastRestoreTestRestoreMs });
+      }
+      return result;
+    },
+
+    async backups(source: string): Promise<BackupRow[]> {
+      const settingsOfSource = await known(source);
+      // before the first backup there may be no repository yet: no backup, not an error
+      const listed = await runList(settingsOfSource).catch((error: unknown) => {
+        if (isPgkeepError(error, 'REPO_MISSING')) return undefined;
+        throw error;
+      });
+      if (!listed) return [];
+      return listed.backups.map((m, index) => {
+        const v = listed.verifications.get(`${m.source}/${m.id}`);
+        return {
+          id: m.id,
+          kind: m.kind,
+          name: m.name,
+          labels: m.labels,
+          startedAt: m.startedAt,
+          finishedAt: m.finishedAt,
+          durationMs: m.durationMs,
+          rawBytes: m.totals.rawBytes,
+          storedBytes: m.totals.storedBytes,
+          database: m.kind === 'logical' ? m.database.name : '(whole cluster)',
+          repositories: listed.repositories ? listed.repositories.where[index]!.map((i) => listed.repositories!.locations[i]!) : [listed.location],
+          pinned: listed.pinned.has(`${m.source}/${m.id}`),
+          verification: v && { kind: v.kind, ok: v.ok, finishedAt: v.finishedAt, problem: v.problems[0], restoreMs: v.restore?.durationMs },
+        };
+      });
+    },
+
+    async jobs() {
+      return jobs.list();
+    },
+
+    async startBackup(source) {
+      const s = await known(source);
+      return jobs.start(s, source, 'backup', async (ctx, job) => {
+        const resolved = resolveSource(s);
+        const repositories = await openRepositories(s, { source: resolved.name, createIfEmpty: true });
+        job.backupId = (await runBackup(ctx, repositories, resolved)).id;
+      });
+    },
+
+    async startRestoreTest(source, backupId) {
+      const s = await known(source);
+      return jobs.start(s, source, 'restore-test', async (ctx, job) => {
+        job.backupId = backupId;
+        job.backupId = (await runVerify(ctx, backupId, { restoreTest: true })).id;
+      });
+    },
+
+    async pin(source, backupId) {
+      const s = await known(source);
+      return jobs.start(s, source, 'pin', async (ctx, job) => {
+        job.backupId = (await runPin(ctx, backupId, { reason: 'pinned from the dashboard' })).id;
+      });
+    },
+
+    async unpin(source, backupId) {
+      const s = await known(source);
+      return jobs.start(s, source, 'unpin', async (ctx, job) => {
+        job.backupId = (await runUnpin(ctx, backupId)).id;
+      });
+    },
+  };
+}
