@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { chmodSync, statSync } from 'node:fs';
 import { chmod, chown, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -33,5 +34,22 @@ export function giveToServer(target: string): void {
 
 /** archive_command running the `pgkeep` executable; values are plain paths (no quoting needed). */
 export function archiveCommand(repo: string, source: string): string {
+  letServerRun(process.execPath);
+  letServerRun(CLI_ENTRY);
   return `${process.execPath} ${CLI_ENTRY} wal-push %p --source ${source} --repo ${repo}`;
+}
+
+/**
+ * As root, the server's user runs `node` and the built pgkeep (archive_command,
+ * and pitr's restore_command). A checkout in a 0700 folder (mktemp -d, /root)
+ * hides them from it: give every folder above `file` the search bit (o+x, not
+ * read), which is all it needs. Nothing happens when not root.
+ */
+export function letServerRun(file: string): void {
+  if (!serverUser()) return;
+  for (let dir = path.dirname(path.resolve(file)); ; dir = path.dirname(dir)) {
+    const mode = statSync(dir).mode;
+    if ((mode & 0o001) === 0) chmodSync(dir, (mode & 0o7777) | 0o001);
+    if (dir === path.dirname(dir)) break;
+  }
 }
