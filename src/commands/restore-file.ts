@@ -10,7 +10,7 @@ import { readArchiveToc, type TocEntry } from '../pipeline/custom-toc.js';
 import { defaultZstd, type ZstdCodec } from '../pipeline/zstd.js';
 import { describeEntry, planSelection, schemasToCreate, tocListFile, type SelectionPlan } from '../postgres/restore-plan.js';
 import { describeConnection, libpqEnv, serverLabel, withDatabase, type ConnectionInfo } from '../postgres/connection-info.js';
-import { createDatabase, dropDatabase, fitIdentifier } from '../postgres/database-admin.js';
+import { createDatabase, fitIdentifier } from '../postgres/database-admin.js';
 import { quoteIdent, withClient } from '../postgres/pg-client.js';
 import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
 import { startProcess } from '../postgres/run-process.js';
@@ -21,7 +21,7 @@ import { pipeline } from 'node:stream/promises';
 import { runBackup } from './backup.js';
 import type { CommandContext } from './command-context.js';
 import { openRepository } from './open-repository.js';
-import { feedChild, RESTORE_ERROR_LINE, safetySource, swapDatabases } from './restore.js';
+import { dropPartialDatabase, feedChild, RESTORE_ERROR_LINE, safetySource, swapDatabases } from './restore.js';
 
 export interface FileRestoreRequest {
   /** A dump made outside pgkeep: custom, directory, tar or plain SQL, optionally gzip or zstd. */
@@ -133,11 +133,7 @@ export async function runRestoreFile(ctx: CommandContext, source: ResolvedSource
       durationMs: Date.now() - started,
     };
   } catch (error) {
-    if (!swapped) {
-      await withClient(admin, (client) => dropDatabase(client, work)).catch((dropError) =>
-        ctx.warn(`could not drop the partly restored database "${work}": ${(dropError as Error).message}`),
-      );
-    }
+    if (!swapped) await dropPartialDatabase(ctx, admin, work);
     throw error;
   }
 }

@@ -230,14 +230,17 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
         durationMs: Date.now() - started,
       };
     } catch (error) {
-      if (!swapped) {
-        await withClient(admin, (client) => dropDatabase(client, work)).catch((dropError) =>
-          ctx.warn(`could not drop the partly restored database "${work}": ${(dropError as Error).message}`),
-        );
-      }
+      if (!swapped) await dropPartialDatabase(ctx, admin, work);
       throw error;
     }
   }
+}
+
+/** Drops a database a failed restore created; a failure to drop is a warning (the restore's own error is what counts). */
+export async function dropPartialDatabase(ctx: CommandContext, admin: ConnectionInfo, database: string): Promise<void> {
+  await withClient(admin, (client) => dropDatabase(client, database)).catch((dropError) =>
+    ctx.warn(`could not drop the partly restored database "${database}": ${(dropError as Error).message}`),
+  );
 }
 
 /** The plan of a restore, as --dry-run prints it: reads the backup's table of contents and the target's existence, changes nothing. */

@@ -51,17 +51,22 @@ export const MigrationStateSchema = z.object({
 });
 export type MigrationState = z.infer<typeof MigrationStateSchema>;
 
-export const LogicalManifestSchema = z.object({
+/** What every manifest has, whatever its kind: identity, times, labels, the pgkeep that wrote it. */
+const manifestHead = {
   format: z.literal(MANIFEST_FORMAT),
   id: z.string(),
   source: z.string(),
-  kind: z.literal('logical'),
   name: z.string().nullable(),
   labels: z.array(z.string()),
   startedAt: z.string(),
   finishedAt: z.string(),
   durationMs: z.number().nonnegative(),
   pgkeep: z.object({ version: z.string(), codec: z.string() }),
+};
+
+export const LogicalManifestSchema = z.object({
+  ...manifestHead,
+  kind: z.literal('logical'),
   server: z.object({
     version: z.string(),
     versionNum: z.number().int(),
@@ -119,16 +124,8 @@ const SEGMENT = z.string().regex(/^[0-9A-F]{24}$/);
  * not in the backup folder.
  */
 export const PhysicalManifestSchema = z.object({
-  format: z.literal(MANIFEST_FORMAT),
-  id: z.string(),
-  source: z.string(),
+  ...manifestHead,
   kind: z.literal('physical'),
-  name: z.string().nullable(),
-  labels: z.array(z.string()),
-  startedAt: z.string(),
-  finishedAt: z.string(),
-  durationMs: z.number().nonnegative(),
-  pgkeep: z.object({ version: z.string(), codec: z.string() }),
   server: z.object({
     version: z.string(),
     versionNum: z.number().int(),
