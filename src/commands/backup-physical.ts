@@ -11,7 +11,7 @@ import { startProcess } from '../postgres/run-process.js';
 import { readServerInfo } from '../postgres/server-info.js';
 import { parseLsn, segmentName, segmentRange } from '../postgres/wal-file.js';
 import { makeBackupId, validateBackupName } from '../repository/backup-id.js';
-import { MANIFEST_FORMAT, type PhysicalManifest } from '../repository/manifest.js';
+import { writeManifestHead, type PhysicalManifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { acquireSourceLock } from '../repository/source-lock.js';
 import { WalArchive } from '../repository/wal-archive.js';
@@ -142,16 +142,7 @@ export async function runPhysicalBackup(ctx: CommandContext, repository: Reposit
     const finishedAt = new Date();
     const digests = stored!.digests;
     const manifest: PhysicalManifest = {
-      format: MANIFEST_FORMAT,
-      id: backupId,
-      source: source.name,
-      kind: 'physical',
-      name: request.name ?? null,
-      labels,
-      startedAt: startedAt.toISOString(),
-      finishedAt: finishedAt.toISOString(),
-      durationMs: finishedAt.getTime() - startedAt.getTime(),
-      pgkeep: { version: PGKEEP_VERSION, codec: codec.name },
+      ...writeManifestHead({ id: backupId, source: source.name, kind: 'physical', name: request.name ?? null, labels, startedAt, finishedAt, codec: codec.name, pgkeepVersion: PGKEEP_VERSION }),
       server: { version: server.version, versionNum: server.versionNum, systemIdentifier: server.systemIdentifier, host: source.connection.host, port: source.connection.port },
       tools: { pgBasebackup: tool.version },
       physical: {

@@ -17,7 +17,7 @@ import { countRows, readCatalogTables, selectDataTables } from '../postgres/tabl
 import { writeBackupFailure } from '../repository/backup-failures.js';
 import { makeBackupId, validateBackupName } from '../repository/backup-id.js';
 import type { BackupObject, LogicalManifest, Manifest, MigrationState } from '../repository/manifest.js';
-import { MANIFEST_FORMAT } from '../repository/manifest.js';
+import { writeManifestHead } from '../repository/manifest.js';
 import { Repository } from '../repository/repository.js';
 import { acquireSourceLock, type SourceLock } from '../repository/source-lock.js';
 import { readMigrationState } from '../verify/migrations.js';
@@ -173,16 +173,7 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
     for (const target of requireLive()) {
       const objects = target.objects!;
       const manifest: LogicalManifest = {
-        format: MANIFEST_FORMAT,
-        id: backupId,
-        source: source.name,
-        kind: 'logical',
-        name: request.name ?? null,
-        labels,
-        startedAt: startedAt.toISOString(),
-        finishedAt: finishedAt.toISOString(),
-        durationMs: finishedAt.getTime() - startedAt.getTime(),
-        pgkeep: { version: PGKEEP_VERSION, codec: codec.name },
+        ...writeManifestHead({ id: backupId, source: source.name, kind: 'logical', name: request.name ?? null, labels, startedAt, finishedAt, codec: codec.name, pgkeepVersion: PGKEEP_VERSION }),
         server: { ...server, host: source.connection.host, port: source.connection.port },
         tools: { pgDump: pgDump.version },
         database,

@@ -1,5 +1,5 @@
 import { hostname, userInfo } from 'node:os';
-import { configuredSources, selectedSourceName, type Settings } from '../config/settings.js';
+import { configuredSourceName } from '../config/settings.js';
 import { PgkeepError } from '../errors.js';
 import { isPinned, removePin, writePin } from '../repository/pins.js';
 import type { CommandContext } from './command-context.js';
@@ -21,7 +21,7 @@ export interface PinResult {
  * checked to still exist (a prune that deleted it meanwhile is reported).
  */
 export async function runPin(ctx: CommandContext, ref: string, options: { reason?: string | undefined } = {}): Promise<PinResult> {
-  const found = await repositoriesWithBackup(ctx.settings, ref, sourceOf(ctx.settings));
+  const found = await repositoriesWithBackup(ctx.settings, ref, configuredSourceName(ctx.settings));
   const { source, id } = found[0]!.manifest;
   const by = `${safeUser()}@${hostname()}`;
   for (const { repository } of found) {
@@ -38,7 +38,7 @@ export async function runPin(ctx: CommandContext, ref: string, options: { reason
 
 /** Removes the pin of a backup in every repository that holds it; prune may then delete it. */
 export async function runUnpin(ctx: CommandContext, ref: string): Promise<PinResult> {
-  const found = await repositoriesWithBackup(ctx.settings, ref, sourceOf(ctx.settings));
+  const found = await repositoriesWithBackup(ctx.settings, ref, configuredSourceName(ctx.settings));
   const { source, id } = found[0]!.manifest;
   const removed: string[] = [];
   for (const { repository } of found) {
@@ -58,7 +58,3 @@ function safeUser(): string {
   }
 }
 
-/** --source, else the config's only (or chosen) source: its repositories are where the backup is looked up. */
-function sourceOf(settings: Settings): string | undefined {
-  return settings.options.source ?? (configuredSources(settings).length > 0 ? selectedSourceName(settings) : undefined);
-}

@@ -1,4 +1,4 @@
-import { configuredSources, repositoryUrls, selectedSourceName, type Settings } from '../config/settings.js';
+import { configuredSourceName, repositoryUrls, type Settings } from '../config/settings.js';
 import type { Manifest } from '../repository/manifest.js';
 import { listPins, type Pin } from '../repository/pins.js';
 import type { Verification } from '../repository/verification.js';
@@ -15,7 +15,7 @@ export interface ShowResult {
 /** One backup's manifest, by id or "latest" (several repositories: from the first that holds it), its pin and its last verification. */
 export async function runShow(settings: Settings, ref: string): Promise<ShowResult> {
   const source = settings.options.source;
-  const configured = source ?? (configuredSources(settings).length > 0 ? selectedSourceName(settings) : undefined);
+  const configured = configuredSourceName(settings);
   const { repository, manifest } =
     repositoryUrls(settings, configured).length > 1
       ? (await repositoriesWithBackup(settings, ref, configured))[0]!

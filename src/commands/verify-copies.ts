@@ -1,4 +1,4 @@
-import { configuredSources, repositoryUrls, selectedSourceName, type Settings } from '../config/settings.js';
+import { configuredSourceName, repositoryUrls, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import type { CommandContext } from './command-context.js';
 import { repositoriesWithBackup } from './open-repository.js';
@@ -36,7 +36,7 @@ export interface CopiesReport {
  */
 export async function runVerifyCopies(ctx: CommandContext, ref: string, request: VerifyRequest = {}): Promise<CopiesReport> {
   const { settings } = ctx;
-  const source = configuredSource(settings);
+  const source = configuredSourceName(settings);
 
   // 1. the newest backup matching `ref` in any repository, and every repository that holds it
   const holders = await repositoriesWithBackup(settings, ref, source);
@@ -75,11 +75,8 @@ export async function runVerifyCopies(ctx: CommandContext, ref: string, request:
   return result;
 }
 
-function configuredSource(settings: Settings): string | undefined {
-  return settings.options.source ?? (configuredSources(settings).length > 0 ? selectedSourceName(settings) : undefined);
-}
 
 /** True when verify should check several copies: the source has several repositories and no --repo picks one. */
 export function verifiesSeveralCopies(settings: Settings): boolean {
-  return repositoryUrls(settings, configuredSource(settings)).length > 1;
+  return repositoryUrls(settings, configuredSourceName(settings)).length > 1;
 }

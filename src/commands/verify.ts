@@ -1,4 +1,4 @@
-import { configuredSources, repositoryUrls, selectedSourceName, toolPaths } from '../config/settings.js';
+import { configuredSourceName, repositoryUrls, toolPaths } from '../config/settings.js';
 import { identitiesFor, readIdentities } from './repository-keys.js';
 import { isPgkeepError, PgkeepError, toPgkeepError } from '../errors.js';
 import { requireLogical, type Manifest, type PhysicalManifest } from '../repository/manifest.js';
@@ -50,7 +50,7 @@ export async function runVerify(ctx: CommandContext, ref: string, request: Verif
   const restoreTest = Boolean(request.restoreTest || request.scratch !== undefined || request.deep);
   let source = settings.options.source;
   // A source with several repositories: the first (in config order) that holds the backup; --repo picks one.
-  const configured = source ?? (configuredSources(settings).length > 0 ? selectedSourceName(settings) : undefined);
+  const configured = configuredSourceName(settings);
   let repository;
   let manifest;
   if (repositoryUrls(settings, configured).length > 1) {

@@ -67,6 +67,15 @@ export function configuredSources(settings: Settings): string[] {
 }
 
 /**
+ * The source whose repositories a reading command looks in: --source, else
+ * the config's only (or chosen) source; undefined with no config (the
+ * repository's own sources are searched then).
+ */
+export function configuredSourceName(settings: Settings): string | undefined {
+  return settings.options.source ?? (configuredSources(settings).length > 0 ? selectedSourceName(settings) : undefined);
+}
+
+/**
  * The source a command works on: --source, else the only one in the config,
  * else (zero-config) one named after the database. `undefined` when the config
  * has several sources and none was chosen.

@@ -51,11 +51,13 @@ export const MigrationStateSchema = z.object({
 });
 export type MigrationState = z.infer<typeof MigrationStateSchema>;
 
-/** What every manifest has, whatever its kind: identity, times, labels, the pgkeep that wrote it. */
-const manifestHead = {
+/** What every manifest has, whatever its kind (identity, then after `kind`: times, labels, the pgkeep that wrote it). */
+const manifestIdentity = {
   format: z.literal(MANIFEST_FORMAT),
   id: z.string(),
   source: z.string(),
+};
+const manifestHead = {
   name: z.string().nullable(),
   labels: z.array(z.string()),
   startedAt: z.string(),
@@ -64,9 +66,36 @@ const manifestHead = {
   pgkeep: z.object({ version: z.string(), codec: z.string() }),
 };
 
+/** The fields of `manifestIdentity`, the kind and `manifestHead`, for a manifest being written now, in the order its file lists them. */
+export function writeManifestHead<K extends Manifest['kind']>(head: {
+  id: string;
+  source: string;
+  kind: K;
+  name: string | null;
+  labels: string[];
+  startedAt: Date;
+  finishedAt: Date;
+  codec: string;
+  pgkeepVersion: string;
+}) {
+  return {
+    format: MANIFEST_FORMAT,
+    id: head.id,
+    source: head.source,
+    kind: head.kind,
+    name: head.name,
+    labels: head.labels,
+    startedAt: head.startedAt.toISOString(),
+    finishedAt: head.finishedAt.toISOString(),
+    durationMs: head.finishedAt.getTime() - head.startedAt.getTime(),
+    pgkeep: { version: head.pgkeepVersion, codec: head.codec },
+  } as const;
+}
+
 export const LogicalManifestSchema = z.object({
-  ...manifestHead,
+  ...manifestIdentity,
   kind: z.literal('logical'),
+  ...manifestHead,
   server: z.object({
     version: z.string(),
     versionNum: z.number().int(),
@@ -124,8 +153,9 @@ const SEGMENT = z.string().regex(/^[0-9A-F]{24}$/);
  * not in the backup folder.
  */
 export const PhysicalManifestSchema = z.object({
-  ...manifestHead,
+  ...manifestIdentity,
   kind: z.literal('physical'),
+  ...manifestHead,
   server: z.object({
     version: z.string(),
     versionNum: z.number().int(),

@@ -126,6 +126,20 @@ function sample(text: string, name: string, labels: Record<string, string>): num
   return undefined;
 }
 
+/** Holds an exclusive lock on table "small" until released: a pg_dump of app waits on it, a backup frozen mid-flight. */
+async function lockSmallTable(): Promise<{ release(): Promise<void> }> {
+  const client = new pg.Client({ connectionString: cluster.url('app') });
+  await client.connect();
+  await client.query('BEGIN');
+  await client.query('LOCK TABLE small IN ACCESS EXCLUSIVE MODE');
+  return {
+    release: async () => {
+      await client.query('ROLLBACK').catch(() => undefined);
+      await client.end();
+    },
+  };
+}
+
 describe('pgkeep serve', () => {
   test('API: token required, backups through the API, /metrics after a real backup, failure alert once', async () => {
     const repo = path.join(work, 'repo-api');
@@ -319,10 +333,7 @@ describe('pgkeep serve', () => {
       notify: { webhooks: [{ url: `${hook}/stuck` }] },
       sources: { app: appSource() },
     });
-    const locker = new pg.Client({ connectionString: cluster.url('app') });
-    await locker.connect();
-    await locker.query('BEGIN');
-    await locker.query('LOCK TABLE small IN ACCESS EXCLUSIVE MODE');
+    const locker = await lockSmallTable();
     try {
       const daemon = await startServe(config);
       const started = await call(daemon, 'POST', '/api/sources/app/backups', TOKEN);
@@ -338,8 +349,7 @@ describe('pgkeep serve', () => {
       daemon.child.kill('SIGTERM');
       assert.equal((await daemon.done).code, 0);
     } finally {
-      await locker.query('ROLLBACK').catch(() => undefined);
-      await locker.end();
+      await locker.release();
     }
   });
 
@@ -347,10 +357,7 @@ describe('pgkeep serve', () => {
     const repo = path.join(work, 'repo-sigterm');
     const config = await writeConfig('sigterm', { repo, serve: { token: TOKEN, gracePeriod: '1s', stateDir: path.join(work, 'state-sigterm') }, sources: { app: appSource() } });
     // pg_dump waits on this lock: a backup frozen mid-flight
-    const locker = new pg.Client({ connectionString: cluster.url('app') });
-    await locker.connect();
-    await locker.query('BEGIN');
-    await locker.query('LOCK TABLE small IN ACCESS EXCLUSIVE MODE');
+    const locker = await lockSmallTable();
     try {
       const daemon = await startServe(config);
       const started = await call(daemon, 'POST', '/api/sources/app/backups', TOKEN);
@@ -370,8 +377,7 @@ describe('pgkeep serve', () => {
       const list = await pgkeep(['list', '--repo', repo, '--json']);
       assert.deepEqual(json(list), []);
     } finally {
-      await locker.query('ROLLBACK').catch(() => undefined);
-      await locker.end();
+      await locker.release();
     }
   });
 
