@@ -451,7 +451,11 @@ describe('an interrupted restore test leaves no scratch database', () => {
       await bigBackup();
       const child = startPgkeep(['verify', bigId, '--repo', bigRepo, '--restore-test'], { env: env('big') });
       const done = collect(child);
+      let exited = false;
+      void done.then(() => (exited = true));
       await waitFor('pg_restore to copy into the scratch database', async () => {
+        // a verify that ended before its COPY was seen would otherwise be waited for until the deadline
+        if (exited) throw new Error(`pgkeep verify ended before pg_restore was seen copying: ${JSON.stringify(await done)}`);
         const rows = await cluster.query("SELECT 1 FROM pg_stat_activity WHERE datname LIKE 'pgkeep\\_verify\\_%' AND query LIKE 'COPY%'");
         return rows.length > 0;
       }).catch((error: Error) => {
