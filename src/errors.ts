@@ -11,7 +11,7 @@ export const ERROR_CODES = {
   SOURCE_UNKNOWN: { exit: 2, summary: 'no source of that name, or several and none chosen' },
   NO_DATABASE: { exit: 2, summary: 'no database connection configured' },
   INVALID_NAME: { exit: 2, summary: 'a backup, source or database name has characters that are not allowed' },
-  FILE_NOT_FOUND: { exit: 2, summary: 'a file given on the command line (restore --file) cannot be read' },
+  FILE_NOT_FOUND: { exit: 2, summary: 'a file given on the command line (restore --file, wal-push) cannot be read' },
   OUTPUT_EXISTS: { exit: 2, summary: 'the --output file already exists (pgkeep never overwrites it)' },
   DUMP_FORMAT_UNKNOWN: { exit: 2, summary: 'restore --file: not a dump format pgkeep can restore (or one it must not run as it is)' },
 

@@ -17,7 +17,8 @@ import { acquireSourceLock } from '../repository/source-lock.js';
 import { WalArchive } from '../repository/wal-archive.js';
 import { PGKEEP_VERSION } from '../version.js';
 import type { CommandContext } from './command-context.js';
-import { readIdentities, writeRecipients } from './repository-keys.js';
+import { readIdentities } from './repository-keys.js';
+import { writeRecipients } from '../repository/repo-info.js';
 
 export interface PhysicalBackupRequest {
   name?: string | undefined;

@@ -23,7 +23,7 @@ import { acquireSourceLock, type SourceLock } from '../repository/source-lock.js
 import { readMigrationState } from '../verify/migrations.js';
 import { PGKEEP_VERSION } from '../version.js';
 import type { CommandContext } from './command-context.js';
-import { writeRecipients } from './repository-keys.js';
+import { writeRecipients } from '../repository/repo-info.js';
 
 /** What one backup run is asked to do; unset options come from the source's config. */
 export interface BackupRequest extends BackupOptionsConfig {

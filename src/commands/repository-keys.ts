@@ -11,7 +11,6 @@ import {
   publicKeyOf,
   validateRecipient,
   type AgeIdentity,
-  type AgeRecipient,
 } from '../pipeline/age.js';
 import type { EncryptionInfo, Repository } from '../repository/repository.js';
 import { collectStream, readObject, type Storage } from '../storage/storage.js';
@@ -51,13 +50,6 @@ export async function createEncryption(storage: Storage, request: { recipients: 
     return recipient.publicKey;
   });
   return { method: 'age', recipients: [...new Set(recipients)], passphrase: false };
-}
-
-/** What new objects of this repository are encrypted to; null for an unencrypted repository. */
-export function writeRecipients(repository: Pick<Repository, 'info'>): AgeRecipient[] | null {
-  const encryption = repository.info.encryption;
-  if (!encryption) return null;
-  return encryption.recipients.map((publicKey) => ({ kind: 'x25519', publicKey }));
 }
 
 /** True when any object of the backup is encrypted. */

@@ -1,15 +1,17 @@
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import * as path from 'node:path';
 import type { KeySettings } from '../config/settings.js';
 import { PgkeepError } from '../errors.js';
-import { HashCounter } from '../pipeline/hash-counter.js';
-import { defaultZstd } from '../pipeline/zstd.js';
+import type { AgeRecipient } from '../pipeline/age.js';
+import { encodeFileInMemory } from '../pipeline/encode-file-in-memory.js';
+import type { Digest } from '../pipeline/hash-counter.js';
+import type { StoredDigests } from '../pipeline/store-stream.js';
 import { readSegmentHeader, walFileKind } from '../postgres/wal-file.js';
-import { readRepoInfo } from '../repository/repo-info.js';
-import { WalArchive, type PushOutcome } from '../repository/wal-archive.js';
+import { readRepoInfo, writeRecipients } from '../repository/repo-info.js';
+import { WalArchive, type PushOutcome, type StoreWalObject } from '../repository/wal-archive.js';
 import type { Storage } from '../storage/storage.js';
-import { writeRecipients } from './repository-keys.js';
 
 /**
  * What the WAL commands need. Deliberately smaller than CommandContext: they
@@ -41,10 +43,12 @@ export interface WalPushResult {
  *
  *  1. check the name is a WAL file PostgreSQL archives (segment, .partial, .history, .backup)
  *  2. read the repository info: is it encrypted, and to whom
- *  3. for a segment, read the cluster's system identifier from its page header
+ *  3. start encoding the file (zstd, age, checksums) in memory; the reads of
+ *     step 4 proceed meanwhile
+ *  4. for a segment, read the cluster's system identifier from its page header
  *     and check it against the archive's (the first push claims the archive)
- *  4. store it: zstd, age, checksums, then the record; an identical earlier
- *     copy counts as success, a different one fails and is kept
+ *  5. store the bytes, then the record; an identical earlier copy counts as
+ *     success, a different one fails and is kept
  */
 export async function runWalPush(ctx: WalContext, file: string): Promise<WalPushResult> {
   // 1. the file
@@ -61,8 +65,13 @@ export async function runWalPush(ctx: WalContext, file: string): Promise<WalPush
   // 2. the repository
   const info = await readRepoInfo(ctx.storage);
   const archive = new WalArchive(ctx.storage, ctx.source);
+  const encrypt = writeRecipients({ info });
 
-  // 3. the cluster it comes from
+  // 3. the bytes, encoded while step 4 waits on its reads (null: too large, or no native zstd)
+  const encoding = encodeFileInMemory(file, { level: WAL_ZSTD_LEVEL, encrypt, size, signal: ctx.signal });
+  encoding.catch(() => undefined); // observed in step 5; a failure of step 4 comes first
+
+  // 4. the cluster it comes from
   let systemIdentifier: string | null = null;
   if (kind === 'segment' || kind === 'partial') {
     const header = await readSegmentHeader(file);
@@ -73,20 +82,35 @@ export async function runWalPush(ctx: WalContext, file: string): Promise<WalPush
     systemIdentifier = header.systemIdentifier;
   }
 
-  // 4. the bytes, then the record
-  const open = () => createReadStream(file, { highWaterMark: 1 << 20 });
-  const rawDigest = async () => {
-    const hash = new HashCounter();
-    hash.resume();
-    await new Promise<void>((resolve, reject) => open().on('error', reject).pipe(hash).on('error', reject).on('finish', resolve));
-    return hash.digest;
+  // 5. the object, then the record
+  const store: StoreWalObject = async (storage, key) => {
+    const encoded = await encoding;
+    if (!encoded) return streamWalFile(file, storage, key, encrypt, ctx.signal);
+    // The key holds a random token: nothing can be there yet, and one write needs no stream.
+    if (!(await storage.putIfAbsent(key, encoded.data))) throw new PgkeepError('INTERNAL', `${storage.location}/${key} already exists`);
+    return encoded.digests;
   };
-  const outcome = await archive.push(name, open, rawDigest, {
-    codec: defaultZstd(),
-    level: WAL_ZSTD_LEVEL,
-    encrypt: writeRecipients({ info }),
-    systemIdentifier,
-    signal: ctx.signal,
-  });
+  const rawDigest = async () => (await encoding)?.digests.raw ?? fileDigest(file);
+  const outcome = await archive.push(name, store, rawDigest, { encrypt, systemIdentifier });
   return { name, outcome, bytes: size };
+}
+
+/** The streaming pipeline, for files too large to encode in memory or a machine without zstd-napi. */
+async function streamWalFile(file: string, storage: Storage, key: string, encrypt: AgeRecipient[] | null, signal: AbortSignal): Promise<StoredDigests> {
+  const [{ storeStreamTee }, { defaultZstd }] = await Promise.all([import('../pipeline/store-stream.js'), import('../pipeline/zstd.js')]);
+  const input = createReadStream(file, { highWaterMark: 1 << 20 });
+  const [result] = await storeStreamTee([{ storage, key, encrypt }], input, { codec: defaultZstd(), level: WAL_ZSTD_LEVEL, signal, encrypt });
+  if (!result!.ok) throw result!.error;
+  return result!.digests;
+}
+
+/** SHA-256 and size of a local file, read in 1 MiB pieces. */
+async function fileDigest(file: string): Promise<Digest> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+    hash.update(chunk);
+    size += chunk.length;
+  }
+  return { size, sha256: hash.digest('hex') };
 }

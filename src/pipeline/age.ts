@@ -197,72 +197,110 @@ export function encryptStream(recipients: AgeRecipient[]): Transform {
   return new AgeEncryptStream(recipients);
 }
 
-class AgeEncryptStream extends Transform {
+/**
+ * The age payload encryption without a stream around it: `update` and `final`
+ * hand the ciphertext to `emit` synchronously. For callers that run their own
+ * loop over a small file (wal-push); the header comes first and is built
+ * asynchronously (scrypt, for a passphrase), so it is awaited once up front.
+ */
+export interface AgeSealer {
+  /** The age header and payload nonce: the first bytes of the file. */
+  readonly prefix: Buffer;
+  update(chunk: Buffer, emit: (sealed: Buffer) => void): void;
+  /** Seals what is left as the last chunk (empty only for an empty payload). */
+  final(emit: (sealed: Buffer) => void): void;
+  /** The payload's size once sealed (without the prefix): one tag per 64 KiB chunk. */
+  bound(payloadSize: number): number;
+}
+
+/** Starts encrypting to `recipients`: throws CONFIG_INVALID at once for unusable ones, resolves once the header is built. */
+export async function createAgeSealer(recipients: AgeRecipient[]): Promise<AgeSealer> {
+  const sealer = new PayloadSealer(recipients);
+  return {
+    prefix: await sealer.prefix,
+    update: (chunk, emit) => sealer.update(chunk, emit),
+    final: (emit) => sealer.final(emit),
+    bound: (payloadSize) => payloadSize + TAG * Math.max(1, Math.ceil(payloadSize / CHUNK)),
+  };
+}
+
+/** Splits the payload into age's 64 KiB chunks and seals each with its own nonce. */
+class PayloadSealer {
   private readonly queue = new ByteQueue();
   private readonly payloadKey: Buffer;
   private readonly nonce = Buffer.alloc(12);
   private counter = 0;
-  /** The header and payload nonce, until pushed. */
-  private prefix: Promise<Buffer> | null;
+  /** The header and payload nonce. */
+  readonly prefix: Promise<Buffer>;
 
   constructor(recipients: AgeRecipient[]) {
-    super({ readableHighWaterMark: STREAM_BUFFER, writableHighWaterMark: STREAM_BUFFER });
     const checked = checkRecipients(recipients);
     const fileKey = randomBytes(FILE_KEY_SIZE);
     const payloadNonce = randomBytes(NONCE_SIZE);
     this.payloadKey = hkdf(fileKey, payloadNonce, 'payload');
     this.prefix = buildHeader(fileKey, checked).then((header) => Buffer.concat([header, payloadNonce]));
-    this.prefix.catch(() => undefined); // observed by the first _transform or _flush
+    this.prefix.catch(() => undefined); // observed by whoever writes the prefix
   }
 
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+  update(chunk: Buffer, emit: (sealed: Buffer) => void): void {
     this.queue.push(chunk);
-    if (this.prefix) {
-      this.pushPrefix().then(() => callback(this.seal(false)), callback);
-      return;
-    }
-    callback(this.seal(false));
+    // A full chunk is sealed only once more data follows: at the end the last full chunk must carry the last-chunk flag.
+    while (this.queue.length > CHUNK) this.sealChunk(this.queue.take(CHUNK), false, emit);
   }
 
-  override _flush(callback: TransformCallback): void {
-    if (this.prefix) {
-      this.pushPrefix().then(() => callback(this.seal(true)), callback);
-      return;
-    }
-    callback(this.seal(true));
-  }
-
-  private async pushPrefix(): Promise<void> {
-    const prefix = await this.prefix!;
-    this.prefix = null;
-    this.push(prefix);
-  }
-
-  /** Seals every chunk known not to be the last; at the end, the last one (empty only for an empty payload). */
-  private seal(end: boolean): Error | null {
-    try {
-      // A full chunk is sealed only once more data follows: at the end the last full chunk must carry the last-chunk flag.
-      while (this.queue.length > CHUNK) this.sealChunk(this.queue.take(CHUNK), false);
-      if (end) this.sealChunk(this.queue.take(this.queue.length), true);
-      return null;
-    } catch (error) {
-      return error as Error;
-    }
+  final(emit: (sealed: Buffer) => void): void {
+    this.sealChunk(this.queue.take(this.queue.length), true, emit);
   }
 
   /**
-   * Pushes the ciphertext as OpenSSL returns it, then the tag, without
+   * Emits the ciphertext as OpenSSL returns it, then the tag, without
    * copying them into one buffer: every extra copy is garbage that V8 frees
    * late, and that shows in RSS.
    */
-  private sealChunk(pieces: Buffer[], last: boolean): void {
+  private sealChunk(pieces: Buffer[], last: boolean, emit: (sealed: Buffer) => void): void {
     const cipher = createCipheriv('chacha20-poly1305', this.payloadKey, streamNonce(this.nonce, this.counter++, last), { authTagLength: TAG });
     for (const piece of pieces) {
       const sealed = cipher.update(piece);
-      if (sealed.length > 0) this.push(sealed);
+      if (sealed.length > 0) emit(sealed);
     }
     cipher.final();
-    this.push(cipher.getAuthTag());
+    emit(cipher.getAuthTag());
+  }
+}
+
+class AgeEncryptStream extends Transform {
+  private readonly sealer: PayloadSealer;
+  private prefixPushed = false;
+  private readonly pushSealed = (sealed: Buffer) => void this.push(sealed);
+
+  constructor(recipients: AgeRecipient[]) {
+    super({ readableHighWaterMark: STREAM_BUFFER, writableHighWaterMark: STREAM_BUFFER });
+    this.sealer = new PayloadSealer(recipients);
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.afterPrefix(() => this.sealer.update(chunk, this.pushSealed), callback);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    this.afterPrefix(() => this.sealer.final(this.pushSealed), callback);
+  }
+
+  private afterPrefix(seal: () => void, callback: TransformCallback): void {
+    const run = () => {
+      try {
+        seal();
+        callback();
+      } catch (error) {
+        callback(error as Error);
+      }
+    };
+    if (this.prefixPushed) return run();
+    this.sealer.prefix.then((prefix) => {
+      this.prefixPushed = true;
+      this.push(prefix);
+      run();
+    }, callback);
   }
 }
 

@@ -1,5 +1,6 @@
 import { PgkeepError } from '../errors.js';
 import { readObject, type Storage } from '../storage/storage.js';
+import type { AgeRecipient } from '../pipeline/age.js';
 import type { RepoInfo } from './repository.js';
 
 /** The repository format this pgkeep writes and reads (pgkeep.json's `format`). */
@@ -40,4 +41,11 @@ export async function readRepoInfo(storage: Storage): Promise<RepoInfo> {
     throw new PgkeepError('REPO_FORMAT', `the repository at ${storage.location} has format ${info.format}, written by pgkeep ${info.pgkeepVersion}; this pgkeep reads format ${supportedFormat}: upgrade pgkeep`);
   }
   return info;
+}
+
+/** What new objects of this repository are encrypted to; null for an unencrypted repository. */
+export function writeRecipients(repository: { info: RepoInfo }): AgeRecipient[] | null {
+  const encryption = repository.info.encryption;
+  if (!encryption) return null;
+  return encryption.recipients.map((publicKey) => ({ kind: 'x25519', publicKey }));
 }

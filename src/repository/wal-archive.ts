@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import type { Readable, Writable } from 'node:stream';
+import type { Writable } from 'node:stream';
 import { PgkeepError } from '../errors.js';
 import type { AgeIdentity, AgeRecipient } from '../pipeline/age.js';
 import type { Digest } from '../pipeline/hash-counter.js';
-import { loadStream } from '../pipeline/load-stream.js';
-import { storeStreamTee } from '../pipeline/store-stream.js';
+import type { StoredDigests } from '../pipeline/store-stream.js';
 import type { ZstdCodec } from '../pipeline/zstd.js';
 import { walFileKind, type WalFileKind } from '../postgres/wal-file.js';
 import { joinKey, readObject, type Storage } from '../storage/storage.js';
@@ -54,12 +53,16 @@ export interface ArchiveInfo {
 export type PushOutcome = 'stored' | 'identical';
 
 export interface WalPushOptions {
-  codec: ZstdCodec;
-  level: number;
+  /** Whom the stored bytes are encrypted to (for the record and the object's suffix); null when unencrypted. */
   encrypt: AgeRecipient[] | null;
   systemIdentifier: string | null;
-  signal?: AbortSignal | undefined;
 }
+
+/**
+ * Writes the file's stored form (zstd, then age for `encrypt`) to `key` of
+ * the archive's storage, visible only once complete, and returns its digests.
+ */
+export type StoreWalObject = (storage: Storage, key: string) => Promise<StoredDigests>;
 
 export class WalArchive {
   readonly folder: string;
@@ -131,12 +134,13 @@ export class WalArchive {
   }
 
   /**
-   * Archives one file. `open` is called once for the bytes to store; `rawDigest`
-   * computes the file's SHA-256 when a record of that name already exists.
-   * Resolves 'identical' when the archive already holds exactly these bytes;
-   * rejects WAL_CONFLICT when it holds different ones (nothing is written).
+   * Archives one file. `store` writes its bytes, once, when the archive does
+   * not hold that name yet; `rawDigest` computes the file's SHA-256 when a
+   * record of that name already exists. Resolves 'identical' when the archive
+   * already holds exactly these bytes; rejects WAL_CONFLICT when it holds
+   * different ones (nothing is written).
    */
-  async push(name: string, open: () => Readable, rawDigest: () => Promise<Digest>, options: WalPushOptions): Promise<PushOutcome> {
+  async push(name: string, store: StoreWalObject, rawDigest: () => Promise<Digest>, options: WalPushOptions): Promise<PushOutcome> {
     const kind = walFileKind(name);
     if (!kind) throw new PgkeepError('WAL_INVALID', `"${name}" is not the name of a WAL segment, .partial, .history or .backup file`);
     const existing = await this.readRecord(name);
@@ -145,20 +149,14 @@ export class WalArchive {
     const suffix = options.encrypt ? '.zst.age' : '.zst';
     const object = `${name}.${randomBytes(4).toString('hex')}${suffix}`;
     const objectKey = joinKey(this.timelineFolder(name), object);
-    const [result] = await storeStreamTee([{ storage: this.storage, key: objectKey, encrypt: options.encrypt }], open(), {
-      codec: options.codec,
-      level: options.level,
-      signal: options.signal,
-      encrypt: options.encrypt,
-    });
-    if (!result!.ok) throw result!.error;
+    const digests = await store(this.storage, objectKey);
     const record: WalRecord = {
       format: WAL_RECORD_FORMAT,
       name,
       kind,
       object,
-      raw: result!.digests.raw,
-      stored: result!.digests.stored,
+      raw: digests.raw,
+      stored: digests.stored,
       compression: 'zstd',
       encryption: options.encrypt ? { method: 'age', recipients: options.encrypt.map((r) => (r.kind === 'x25519' ? r.publicKey : 'passphrase')) } : null,
       systemIdentifier: options.systemIdentifier,
@@ -191,6 +189,8 @@ export class WalArchive {
     const record = options.record ?? (await this.readRecord(name));
     if (!record) throw new PgkeepError('WAL_MISSING', `${name} is not in the WAL archive of source ${this.source} at ${this.storage.location}`);
     const object: BackupObject = { name: record.name, role: 'wal', raw: record.raw, stored: record.stored, compression: record.compression, encryption: record.encryption };
+    // Loaded here, not at the top: wal-push (once per segment, start-up bound) never reads the archive back.
+    const { loadStream } = await import('../pipeline/load-stream.js');
     await loadStream(this.storage, this.objectKey(record), object, sink, options);
     return record;
   }

@@ -92,10 +92,14 @@ export class PosixStorage implements Storage {
     // link fails with EEXIST if anything is there, and readers never see a half-written file.
     const temp = `${path.join(path.dirname(target), TEMP_PREFIX)}${path.basename(target)}.${randomBytes(6).toString('hex')}`;
     try {
-      await fs.writeFile(temp, data, { mode: FILE_MODE, flag: 'wx' });
-      const handle = await fs.open(temp, 'r');
-      await handle.sync();
-      await handle.close();
+      // One write on the handle that is synced (fs.writeFile would write in 512 KiB pieces, then the file be opened again).
+      const handle = await fs.open(temp, 'wx', FILE_MODE);
+      try {
+        for (let written = 0; written < data.length; ) written += (await handle.write(data, written, data.length - written)).bytesWritten;
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
       try {
         await fs.link(temp, target);
       } catch (error) {

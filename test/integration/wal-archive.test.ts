@@ -240,5 +240,26 @@ describe('WAL archive', { concurrency: 1 }, () => {
       assert.equal(withKey.code, 0, withKey.stderr);
       assert.equal(sha256(await readFile(path.join(dest, 'seg'))), sha256(original));
     });
+
+    test('without zstd-napi (PGKEEP_ZSTD=cli) wal-push streams through the zstd program; the in-memory path reads the result as identical', async () => {
+      const key = path.join(work, 'wal.key');
+      const segment = await archiveOneSegment();
+      const file = path.join(work, 'stream-src', segment);
+      await mkdir(path.dirname(file), { recursive: true });
+      await copyFile(path.join(cluster.dataDir, 'pg_wal', segment), file);
+      const original = await readFile(file);
+      for (const [name, repository] of [['plain', path.join(work, 'streamed')], ['encrypted', path.join(work, 'enc')]] as const) {
+        if (name === 'plain') assert.equal((await pgkeep(['init', '--repo', repository])).code, 0);
+        const streamed = await wal(['wal-push', file, '--source', 'streamed', '--repo', repository], { env: { PGKEEP_ZSTD: 'cli' } });
+        assert.equal(streamed.code, 0, `${name}: ${streamed.stderr}`);
+        const again = await wal(['wal-push', file, '--source', 'streamed', '--repo', repository]);
+        assert.equal(again.code, 0, `${name}: ${again.stderr}`);
+        assert.match(again.stderr, /already archived with identical content/, name);
+        const out = path.join(work, `streamed-${name}`);
+        const fetched = await wal(['wal-fetch', segment, out, '--source', 'streamed', '--repo', repository], { env: { PGKEEP_AGE_IDENTITY_FILE: key } });
+        assert.equal(fetched.code, 0, `${name}: ${fetched.stderr}`);
+        assert.equal(sha256(await readFile(out)), sha256(original), name);
+      }
+    });
   });
 });
