@@ -182,7 +182,12 @@ describe('pgkeep dashboard', () => {
     const dialog = page.getByRole('dialog');
     await dialog.waitFor();
     assert.match(await dialog.innerText(), /Take a backup of app now\?/);
-    await page.waitForFunction('document.activeElement && document.activeElement.textContent === "Confirm"');
+    // Not page.waitForFunction: once its first check fails it polls with eval inside the page, which the
+    // dashboard's CSP (script-src 'self') forbids; page.evaluate is not subject to it.
+    for (const started = Date.now(); !(await page.evaluate('document.activeElement?.textContent === "Confirm"')); ) {
+      if (Date.now() - started > 10_000) assert.fail('the dialog did not move the focus to its Confirm button within 10 s');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
     await page.screenshot({ path: path.join(IMAGES, 'dashboard-confirm.png') });
     // hold a lock pg_dump must wait for, so the job is seen running; the jobs view then updates by itself
     const blocker = new pg.Client({ connectionString: cluster.url('app') });
