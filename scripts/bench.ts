@@ -724,8 +724,22 @@ const WAL_PUSH_TARGET_MS = 150;
  * Fills real WAL segments (rows of md5 text: compressible about 2× like busy
  * OLTP WAL), copies the completed ones out of pg_wal, then times one
  * `pgkeep wal-push` process per segment into a fresh repository and one
- * `pgkeep wal-fetch` per segment back, as PostgreSQL would run them.
+ * `pgkeep wal-fetch` per segment back, as PostgreSQL would run them: in the
+ * environment of a server (see walCommandEnv).
  */
+/**
+ * The environment archive_command gets from a PostgreSQL server started by
+ * its service manager: this shell's, without what only a developer's shell
+ * sets for Node. NODE_EXTRA_CA_CERTS above all: Node parses that CA bundle at
+ * every start, before any script runs, whether it uses TLS or not (about
+ * 45 ms per process on the bench machine, whose sandbox sets it for its
+ * HTTPS proxy). pgkeep needs it only for an S3 endpoint with a private CA.
+ */
+function walCommandEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { NODE_EXTRA_CA_CERTS: _certs, NODE_OPTIONS: _options, ...rest } = env;
+  return rest;
+}
+
 async function walBench(ctx: RunContext, cluster: PgCluster, runs: number): Promise<{ report: string; targets: Target[] }> {
   const count = WAL_SEGMENTS_PER_RUN * runs;
   const entry = path.join(root, 'dist', 'cli', 'pgkeep.js');
@@ -752,12 +766,14 @@ async function walBench(ctx: RunContext, cluster: PgCluster, runs: number): Prom
   const fetch = { wall: [] as number[], cpu: [] as number[] };
   const node = { wall: [] as number[], cpu: [] as number[] };
   const zstd = { wall: [] as number[], cpu: [] as number[] };
+  const nodeShell = { wall: [] as number[], cpu: [] as number[] };
   const rss: number[] = [];
-  const timed = async (into: { wall: number[]; cpu: number[] }, argv: string[], what: string) => {
+  const walEnv = walCommandEnv(ctx.env);
+  const timed = async (into: { wall: number[]; cpu: number[] }, argv: string[], what: string, env = walEnv) => {
     const usage = path.join(ctx.work, 'usage');
     const [file, args] = ctx.gnuTime ? [GNU_TIME, ['-f', '%U %S %M', '-o', usage, '--', ...argv]] : [argv[0]!, argv.slice(1)];
     const started = process.hrtime.bigint();
-    const result = spawnSync(file, args, { cwd: ctx.cwd, env: ctx.env, encoding: 'utf8' });
+    const result = spawnSync(file, args, { cwd: ctx.cwd, env, encoding: 'utf8' });
     into.wall.push(Number(process.hrtime.bigint() - started) / 1e6);
     if (result.status !== 0) throw new Error(`${what} failed: ${result.stderr}`);
     if (ctx.gnuTime) {
@@ -771,6 +787,7 @@ async function walBench(ctx: RunContext, cluster: PgCluster, runs: number): Prom
     const peak = await timed(push, [process.execPath, entry, 'wal-push', path.join(segments, name), '--source', 'bench', '--repo', repo], `wal-push ${name}`);
     if (peak !== undefined) rss.push(peak);
     await timed(node, [process.execPath, '-e', '0'], 'node -e 0');
+    if (ctx.env.NODE_EXTRA_CA_CERTS) await timed(nodeShell, [process.execPath, '-e', '0'], 'node -e 0', ctx.env);
     await timed(zstd, ['zstd', '-q', '-1', '-T0', '-f', path.join(segments, name), '-o', path.join(ctx.work, 'seg.zst')], 'zstd');
   }
   for (const name of names) {
@@ -793,9 +810,17 @@ async function walBench(ctx: RunContext, cluster: PgCluster, runs: number): Prom
     '',
     markdownTable(
       ['step', 'wall median', 'wall p90', 'wall min', 'CPU median'],
-      [row('pgkeep wal-push (zstd -1, checksums, fsync, record)', push), row('pgkeep wal-fetch (verify, decompress, fsync, rename)', fetch), row('reference: node -e 0 (Node start alone)', node), row('reference: zstd -1 -T0 of the segment (CLI)', zstd)],
+      [
+        row('pgkeep wal-push (zstd -1, checksums, fsync, record)', push),
+        row('pgkeep wal-fetch (verify, decompress, fsync, rename)', fetch),
+        row('reference: node -e 0 (Node start alone)', node),
+        ...(nodeShell.wall.length ? [row("reference: node -e 0 with this shell's NODE_EXTRA_CA_CERTS", nodeShell)] : []),
+        row('reference: zstd -1 -T0 of the segment (CLI)', zstd),
+      ],
       ['l', 'r', 'r', 'r', 'r'],
     ),
+    '',
+    `Every process ran in a server's environment: this shell's without NODE_EXTRA_CA_CERTS and NODE_OPTIONS${ctx.env.NODE_EXTRA_CA_CERTS ? ' (NODE_EXTRA_CA_CERTS is set here: the extra reference row shows what it costs every Node process)' : ''}.`,
     '',
     `Stored: ${fmtMB(stored)} for ${fmtMB(names.length * 16 * MiB, 0)} of WAL (${((names.length * 16 * MiB) / stored).toFixed(2)}×). Peak RSS of wal-push: ${rss.length ? fmtMB(Math.max(...rss), 0) : 'n/a'}.`,
   ].join('\n');

@@ -25,7 +25,7 @@ function content(): Buffer {
 
 async function through(data: Buffer, ...stages: (Transform | Duplex)[]): Promise<Buffer> {
   const out: Buffer[] = [];
-  await pipeline(Readable.from([data]), ...stages, new Writable({ write: (chunk: Buffer, _e, cb) => (out.push(chunk), cb()) }));
+  await pipeline([Readable.from([data]), ...stages, new Writable({ write: (chunk: Buffer, _e, cb) => (out.push(chunk), cb()) })]);
   return Buffer.concat(out);
 }
 
