@@ -1,9 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
 import * as path from 'node:path';
 import { PgkeepError } from '../errors.js';
-import { defaultZstd } from '../pipeline/zstd.js';
 import { walFileKind } from '../postgres/wal-file.js';
 import { readRepoInfo } from '../repository/repo-info.js';
 import { WalArchive } from '../repository/wal-archive.js';
@@ -20,9 +18,14 @@ export interface WalFetchResult {
  * Restores one WAL file (restore_command = 'pgkeep wal-fetch %f %p --source NAME'):
  *
  *  1. check the name; read the repository info and, when it is encrypted, the keys
- *  2. stream the archived file through age -d and zstd -d into a temp file
- *     beside the destination, checking both SHA-256 sums on the way
- *  3. fsync, then rename into place: PostgreSQL never sees a partial file
+ *  2. read the archived file into memory (a segment; larger files stream),
+ *     through age -d and zstd -d, checking both SHA-256 sums, and write it to
+ *     a temp file beside the destination
+ *  3. rename into place: PostgreSQL never sees a partial file
+ *
+ * Not fsynced, as pgBackRest's archive-get does not: PostgreSQL removes the
+ * destination before every restore_command, and fsyncs a restored segment
+ * itself when it keeps it (durable_rename); after a crash it asks again.
  *
  * A file the archive does not hold fails with WAL_MISSING (exit 1), which
  * PostgreSQL reads as "not archived" (the normal end of recovery).
@@ -39,14 +42,19 @@ export async function runWalFetch(ctx: WalContext, name: string, destination: st
   // 2. into a temp file beside the destination
   const temp = path.join(path.dirname(destination), `.pgkeep-tmp-${path.basename(destination)}.${randomBytes(6).toString('hex')}`);
   try {
-    await archive.fetch(name, createWriteStream(temp, { flags: 'wx', mode: 0o600, highWaterMark: 1 << 20 }), { codec: defaultZstd(), identities, signal: ctx.signal, record });
-    // 3. durable, then visible
-    const handle = await open(temp, 'r');
+    const bytes = await archive.read(record, { identities });
+    const handle = await open(temp, 'wx', 0o600);
     try {
-      await handle.sync();
+      if (bytes) {
+        for (let written = 0; written < bytes.length; ) written += (await handle.write(bytes, written, bytes.length - written)).bytesWritten;
+      } else {
+        const { defaultZstd } = await import('../pipeline/zstd.js');
+        await archive.fetch(name, handle.createWriteStream({ autoClose: false, highWaterMark: 1 << 20 }), { codec: defaultZstd(), identities, signal: ctx.signal, record });
+      }
     } finally {
       await handle.close();
     }
+    // 3. visible, complete
     await rename(temp, destination);
   } catch (error) {
     await rm(temp, { force: true });

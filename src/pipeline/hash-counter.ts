@@ -59,6 +59,14 @@ export class HashCounter extends Transform {
   }
 }
 
-function mismatch(what: string, detail: string): PgkeepError {
+/** Throws CHECKSUM_MISMATCH, worded as HashCounter does, unless `bytes` are exactly `digest`. */
+export function checkDigest(bytes: Buffer, digest: Digest, what: string): void {
+  if (bytes.length !== digest.size) throw mismatch(what, `${bytes.length} bytes where the manifest records ${digest.size}`);
+  const sha256 = createHash('sha256').update(bytes).digest('hex');
+  if (sha256 !== digest.sha256) throw mismatch(what, `SHA-256 ${sha256.slice(0, 16)}… where the manifest records ${digest.sha256.slice(0, 16)}…`);
+}
+
+/** CHECKSUM_MISMATCH: `what` (an object and which of its bytes) is corrupt, and how. */
+export function mismatch(what: string, detail: string): PgkeepError {
   return new PgkeepError('CHECKSUM_MISMATCH', `${what} is corrupt: ${detail}`);
 }

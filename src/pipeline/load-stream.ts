@@ -47,7 +47,8 @@ export async function loadStream(storage: Storage, key: string, object: BackupOb
   }
 }
 
-function requireIdentities(object: BackupObject, identities: AgeIdentity[] | undefined): AgeIdentity[] {
+/** The identities to decrypt `object` with; CONFIG_INVALID naming what to pass when there are none. */
+export function requireIdentities(object: Pick<BackupObject, 'name'>, identities: AgeIdentity[] | undefined): AgeIdentity[] {
   if (!identities || identities.length === 0) {
     throw new PgkeepError('CONFIG_INVALID', `object ${object.name} is encrypted: pass --identity FILE, or set PGKEEP_AGE_IDENTITY_FILE or PGKEEP_PASSPHRASE`);
   }

@@ -81,8 +81,8 @@ export interface SyncCompressor {
 
 /** A SyncCompressor over the native binding, or null when zstd-napi is not installed (or PGKEEP_ZSTD=cli). */
 export function nativeSyncCompressor({ level = DEFAULT_ZSTD_LEVEL, threads = availableParallelism(), out = Buffer.allocUnsafe(1 << 20) } = {}): SyncCompressor | null {
-  const binding = process.env.PGKEEP_ZSTD === 'cli' ? null : loadBinding();
-  if (!binding) return null;
+  if (!nativeZstdAvailable()) return null;
+  const binding = loadBinding()!;
   const cctx = new binding.CCtx();
   cctx.setParameter(binding.CParameter.compressionLevel, level);
   cctx.setParameter(binding.CParameter.nbWorkers, threads > 1 ? threads : 0);
@@ -103,6 +103,38 @@ export function nativeSyncCompressor({ level = DEFAULT_ZSTD_LEVEL, threads = ava
     end: (emit) => run(Buffer.alloc(0), binding.EndDirective.end, emit),
     bound: (size) => binding.compressBound(size),
   };
+}
+
+/** Whether the native binding is there to use (and not turned off with PGKEEP_ZSTD=cli). */
+export function nativeZstdAvailable(): boolean {
+  return process.env.PGKEEP_ZSTD !== 'cli' && loadBinding() !== null;
+}
+
+/**
+ * Decompresses all of `input` (one or more zstd frames) into one buffer of at
+ * most `limit` bytes, synchronously: the counterpart of SyncCompressor for a
+ * small object whose size is recorded (wal-fetch). Null without zstd-napi.
+ * Throws when the bytes are not zstd, end inside a frame, or would exceed
+ * `limit`.
+ */
+export function nativeDecompressSync(input: Buffer, limit: number): Buffer | null {
+  if (!nativeZstdAvailable()) return null;
+  const binding = loadBinding()!;
+  const dctx = new binding.DCtx();
+  // One byte of room past the limit tells "exactly the limit" from "more than the limit".
+  const output = Buffer.allocUnsafeSlow(limit + 1);
+  let produced = 0;
+  let hint = 0;
+  while (input.length > 0 || hint !== 0) {
+    const [next, written, consumed] = dctx.decompressStream(output.subarray(produced), input);
+    produced += written;
+    input = input.subarray(consumed);
+    hint = next;
+    if (produced > limit) throw new Error(`more than the ${limit} bytes expected`);
+    // Input used up inside a frame, and nothing more came out: the data ends early.
+    if (input.length === 0 && hint !== 0 && written === 0) throw new Error('the data ends in the middle of a zstd frame');
+  }
+  return output.subarray(0, produced);
 }
 
 /**

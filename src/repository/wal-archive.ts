@@ -195,6 +195,15 @@ export class WalArchive {
     return record;
   }
 
+  /**
+   * An archived file's bytes, checked, in memory: null when it is too large
+   * for that (or zstd-napi is missing), and `fetch` should stream it instead.
+   */
+  async read(record: WalRecord, options: { identities?: AgeIdentity[] | undefined }): Promise<Buffer | null> {
+    const { loadInMemory } = await import('../pipeline/load-in-memory.js');
+    return loadInMemory(this.storage, this.objectKey(record), record, options);
+  }
+
   /** Names of every archived file (records), by timeline folder then name. */
   async listNames(): Promise<string[]> {
     const names: string[] = [];
