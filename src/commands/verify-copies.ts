@@ -2,7 +2,7 @@ import { configuredSourceName, repositoryUrls, type Settings } from '../config/s
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import type { CommandContext } from './command-context.js';
 import { repositoriesWithBackup } from './open-repository.js';
-import { runVerify, type VerifyRequest, type VerifyResult } from './verify.js';
+import { verifyResolved, type VerifyRequest, type VerifyResult } from './verify.js';
 
 /** One repository's copy of a backup, and what verifying it found. */
 export interface CopyVerification {
@@ -47,11 +47,10 @@ export async function runVerifyCopies(ctx: CommandContext, ref: string, request:
   // 2. each copy verified on its own, as `--repo` would
   const copies: CopyVerification[] = [];
   let restoreTested = false;
-  for (const { repository } of holders) {
-    const pinned: Settings = { ...settings, options: { ...settings.options, repo: repository.location, source: sourceName } };
+  for (const { repository, manifest } of holders) {
     let report: VerifyResult | undefined;
     try {
-      report = await runVerify({ ...ctx, settings: pinned }, id, restoreTested ? {} : request);
+      report = await verifyResolved(ctx, repository, manifest, restoreTested ? {} : request);
       copies.push({ repository: repository.location, ok: true, report });
     } catch (error) {
       const failure = toPgkeepError(error);

@@ -47,19 +47,20 @@ export interface VerifyResult extends VerifyReport {
  */
 export async function runVerify(ctx: CommandContext, ref: string, request: VerifyRequest = {}): Promise<VerifyResult> {
   const { settings } = ctx;
-  const restoreTest = Boolean(request.restoreTest || request.scratch !== undefined || request.deep);
-  let source = settings.options.source;
   // A source with several repositories: the first (in config order) that holds the backup; --repo picks one.
   const configured = configuredSourceName(settings);
-  let repository;
-  let manifest;
   if (repositoryUrls(settings, configured).length > 1) {
-    source = configured;
-    ({ repository, manifest } = (await repositoriesWithBackup(settings, ref, source))[0]!);
-  } else {
-    repository = await openRepository(settings, { source });
-    manifest = await repository.resolveBackup(ref, source);
+    const { repository, manifest } = (await repositoriesWithBackup(settings, ref, configured))[0]!;
+    return verifyResolved(ctx, repository, manifest, request);
   }
+  const repository = await openRepository(settings, { source: settings.options.source });
+  return verifyResolved(ctx, repository, await repository.resolveBackup(ref, settings.options.source), request);
+}
+
+/** runVerify of a backup already found: `manifest`, read from `repository`. */
+export async function verifyResolved(ctx: CommandContext, repository: Repository, manifest: Manifest, request: VerifyRequest = {}): Promise<VerifyResult> {
+  const { settings } = ctx;
+  const restoreTest = Boolean(request.restoreTest || request.scratch !== undefined || request.deep);
   const logical = restoreTest ? requireLogical(manifest, 'a restore test') : undefined;
   if (logical?.options.dataOnly) {
     throw new PgkeepError('USAGE', `backup ${manifest.id} is data-only: it has no schema to restore into an empty scratch database, so it cannot be restore-tested; verify it without --restore-test`);
