@@ -125,7 +125,7 @@ export async function runRestoreTest(
       await client.query('ANALYZE');
       const problems: Problem[] = [];
       const deep = Boolean(options.deep);
-      const { tables, problems: tableProblems } = await compareTables(client, manifest, { deep, signal });
+      const { tables, problems: tableProblems } = await compareTables(client, manifest.tables, { deep, signal });
       problems.push(...tableProblems);
 
       let schema: SchemaComparison | null = null;

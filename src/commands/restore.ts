@@ -18,7 +18,7 @@ import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
 import { settleAll, startProcess } from '../postgres/run-process.js';
 import { databaseExists, readServerInfo } from '../postgres/server-info.js';
 import { describeEntry, planSelection, schemasToCreate, tocListFile, type SelectionPlan } from '../postgres/restore-plan.js';
-import { countRows } from '../postgres/table-selection.js';
+import { compareTables } from '../verify/restore-checks.js';
 import { timestampPart } from '../repository/backup-id.js';
 import { requireLogical, type LogicalManifest as Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
@@ -373,11 +373,6 @@ function checkRestoreOptions(request: RestoreRequest, manifest: Manifest, select
 }
 
 /**
- * ANALYZE what was restored, REINDEX it if asked, and compare the exact row
- * count of every restored table with the manifest. A whole new database is
- * analyzed whole; inside an existing one only the restored tables are.
- */
-/**
  * The restored migration tables against the backup's record. A difference is
  * a warning, not a failure: the row counts already prove the data; this says
  * which schema version the app will find.
@@ -389,8 +384,14 @@ async function checkMigrations(ctx: CommandContext, restored: ConnectionInfo, ma
   return comparison;
 }
 
+/**
+ * ANALYZE what was restored, REINDEX it if asked, and compare the exact row
+ * count of every restored table with the manifest (as a restore test does).
+ * A whole new database is analyzed whole; inside an existing one only the
+ * restored tables are.
+ */
 async function checkRestored(into: ConnectionInfo, plan: RestorePlan, request: RestoreRequest, signal: AbortSignal, wholeDatabase: boolean): Promise<TableCheck[]> {
-  const tables = await withClient(into, async (client) => {
+  const { tables, problems } = await withClient(into, async (client) => {
     const names = plan.tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`);
     if (wholeDatabase) await client.query('ANALYZE');
     else for (const name of names) await client.query(`ANALYZE ${name}`);
@@ -398,18 +399,11 @@ async function checkRestored(into: ConnectionInfo, plan: RestorePlan, request: R
       if (wholeDatabase) await client.query(`REINDEX DATABASE ${quoteIdent(into.database)}`);
       else for (const name of names) await client.query(`REINDEX TABLE ${name}`);
     }
-    const expected = plan.tables.filter((t) => t.rows !== null);
-    const actual = await countRows(client, expected, signal);
-    return expected.map((t, i) => ({ schema: t.schema, name: t.name, expected: t.rows!, actual: actual[i]!.rows }));
+    return compareTables(client, plan.tables, { deep: false, signal });
   });
-  const wrong = tables.filter((t) => t.expected !== t.actual);
-  if (wrong.length > 0) {
-    const first = wrong[0]!;
-    throw new PgkeepError('ROW_COUNT_MISMATCH', `restored table ${first.schema}.${first.name} has ${first.actual} rows where the backup recorded ${first.expected}${wrong.length > 1 ? ` (and ${wrong.length - 1} more tables differ)` : ''}`, {
-      details: { tables: wrong },
-    });
-  }
-  return tables;
+  const first = problems[0];
+  if (first) throw new PgkeepError(first.code, first.message, { details: { tables: tables.filter((t) => t.expected !== t.actual) } });
+  return tables.map(({ schema, name, expected, actual }) => ({ schema, name, expected, actual }));
 }
 
 /**

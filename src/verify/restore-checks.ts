@@ -19,13 +19,18 @@ export interface TableComparison {
 }
 
 /**
- * Exact row counts of every table the manifest counted, and with `deep` the
+ * Exact row counts of every table the backup counted (`tables`: the
+ * manifest's, or the ones a selective restore loaded), and with `deep` the
  * content hash of each table that has one, in one scan per table.
  */
-export async function compareTables(client: pg.Client, manifest: LogicalManifest, options: { deep: boolean; signal?: AbortSignal }): Promise<{ tables: TableComparison[]; problems: Problem[] }> {
-  const expected = manifest.tables.filter((t) => t.rows !== null);
+export async function compareTables(
+  client: pg.Client,
+  tables: readonly Pick<LogicalManifest['tables'][number], 'schema' | 'name' | 'rows' | 'checksum'>[],
+  options: { deep: boolean; signal?: AbortSignal },
+): Promise<{ tables: TableComparison[]; problems: Problem[] }> {
+  const expected = tables.filter((t) => t.rows !== null);
   const actual = await countRows(client, expected, options.signal, { checksums: options.deep });
-  const tables: TableComparison[] = expected.map((t, i) => ({
+  const compared: TableComparison[] = expected.map((t, i) => ({
     schema: t.schema,
     name: t.name,
     expected: t.rows!,
@@ -33,7 +38,7 @@ export async function compareTables(client: pg.Client, manifest: LogicalManifest
     contentOk: options.deep && t.checksum !== undefined ? t.checksum === actual[i]!.checksum : undefined,
   }));
   const problems: Problem[] = [];
-  const wrong = tables.filter((t) => t.expected !== t.actual);
+  const wrong = compared.filter((t) => t.expected !== t.actual);
   if (wrong.length > 0) {
     const first = wrong[0]!;
     problems.push({
@@ -41,7 +46,7 @@ export async function compareTables(client: pg.Client, manifest: LogicalManifest
       message: `restored table ${first.schema}.${first.name} has ${first.actual} rows where the backup recorded ${first.expected}${wrong.length > 1 ? ` (and ${wrong.length - 1} more tables differ)` : ''}`,
     });
   }
-  const changed = tables.filter((t) => t.contentOk === false && t.expected === t.actual);
+  const changed = compared.filter((t) => t.contentOk === false && t.expected === t.actual);
   if (changed.length > 0) {
     const first = changed[0]!;
     problems.push({
@@ -49,7 +54,7 @@ export async function compareTables(client: pg.Client, manifest: LogicalManifest
       message: `restored table ${first.schema}.${first.name} has the recorded row count but different content (its checksum differs from the backup's)${changed.length > 1 ? ` (and ${changed.length - 1} more tables)` : ''}`,
     });
   }
-  return { tables, problems };
+  return { tables: compared, problems };
 }
 
 export interface Problem {
