@@ -19,8 +19,7 @@ import { openRepositories, openRepository, repositoriesWithBackup } from '../com
 import { runExtract } from '../commands/extract.js';
 import { planRestoreFile, runRestoreFile } from '../commands/restore-file.js';
 import { planRestore, runRestore, runRestoreFromRepositories, type RestoreRequest } from '../commands/restore.js';
-import { runServe } from '../commands/serve.js';
-import { runNotifyTest, type NotifyTestResult } from '../commands/notify-test.js';
+import type { NotifyTestResult } from '../commands/notify-test.js';
 import { runShow } from '../commands/show.js';
 import { runStatus } from '../commands/status.js';
 import { runVerify, runVerifyWal } from '../commands/verify.js';
@@ -57,8 +56,9 @@ import {
 import { ProgressBar } from './progress-bar.js';
 import { confirmOnTerminal } from './prompt.js';
 import { resolveWalTarget, runWal } from './wal-cli.js';
-import { parseListen as parseDashboardListen, startDashboardServer } from '../server/dashboard/dashboard-server.js';
 
+// serve, notify test and dashboard load their modules (fastify, prom-client, nodemailer) when they run:
+// imported here they cost every other command about 0.25 s of start-up.
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 const positiveInt = (what: string) => (value: string) => {
   const n = Number(value);
@@ -626,6 +626,7 @@ export async function main(argv: string[]): Promise<number> {
       json = Boolean(options.json);
       const settings = settingsOf(command);
       const listen = options.listen === undefined ? {} : parseListen(options.listen);
+      const { runServe } = await import('../commands/serve.js');
       const result = await runServe(context(settings, { quiet: options.quiet }), { once: Boolean(options.once), ...listen });
       if (!options.once) return;
       if (json) return void console.log(JSON.stringify({ jobs: result.jobs }, null, 2));
@@ -642,6 +643,7 @@ export async function main(argv: string[]): Promise<number> {
         for (const c of result.channels) console.log(`${c.ok ? 'sent' : 'FAILED'}  ${c.channel}${c.error ? `: ${c.error}` : ''}`);
       };
       try {
+        const { runNotifyTest } = await import('../commands/notify-test.js');
         printResult(await runNotifyTest(context(settingsOf(command), options)));
       } catch (error) {
         const result = (error as PgkeepError).details?.result;
@@ -676,6 +678,7 @@ export async function main(argv: string[]): Promise<number> {
     .action(async (options: { listen: string; tokenFile?: string; requireLogin?: boolean }, command: Command) => {
       const settings = settingsOf(command);
       const token = options.tokenFile ? readSecretFile(options.tokenFile, '--token-file') : settings.env.PGKEEP_API_TOKEN || undefined;
+      const { parseListen: parseDashboardListen, startDashboardServer } = await import('../server/dashboard/dashboard-server.js');
       const server = await startDashboardServer(settings, parseDashboardListen(options.listen), { token, requireLoginToView: options.requireLogin });
       process.stderr.write(`pgkeep: dashboard on ${server.url}/ (${token ? 'actions need the API token' : 'read-only: no API token configured'}); Ctrl+C stops it\n`);
       // runs until interrupted; an interrupt is a normal stop here, not an error
