@@ -14,6 +14,7 @@ import { settleAll, startProcess } from '../postgres/run-process.js';
 import { dumpGlobals } from '../postgres/dump-globals.js';
 import { readDatabaseInfo, readServerInfo } from '../postgres/server-info.js';
 import { countRows, readCatalogTables, selectDataTables } from '../postgres/table-selection.js';
+import { DumpRowCounter, tableKey } from '../pipeline/dump-row-counter.js';
 import { writeBackupFailure } from '../repository/backup-failures.js';
 import { makeBackupId, validateBackupName } from '../repository/backup-id.js';
 import type { BackupObject, LogicalManifest, Manifest, MigrationState } from '../repository/manifest.js';
@@ -147,11 +148,13 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
     const dataTables = options.schemaOnly ? [] : selected;
     ctx.info(`backing up ${database.name} (${source.name}) as ${backupId}: ${options.format} format, ${dataTables.length} tables with data${live().length > 1 ? `, to ${live().length} repositories` : ''}`);
 
-    // 4. dump once, tee to every repository; count in the same snapshot
+    // 4. dump once, tee to every repository; count every table's rows in the same snapshot: from the dump
+    //    itself as it streams (a custom-format dump), else, or with --checksums, by querying beside the dump
     const codec = defaultZstd();
-    const dump = dumpToRepositories(ctx, live(), fail, source, backupId, options, snapshot, pgDump.path, codec, signal, globals);
+    const counter = options.format === 'custom' && !options.checksums && dataTables.length > 0 ? new DumpRowCounter() : undefined;
+    const dump = dumpToRepositories(ctx, live(), fail, source, backupId, options, snapshot, pgDump.path, codec, signal, globals, counter);
     // The migration tables are read after the counts, on the same connection: same snapshot.
-    const counting = countRows(client, dataTables, signal, { checksums: options.checksums });
+    const counting = counter ? dump.then(() => rowsFromDump(ctx, client, dataTables, counter, signal)) : countRows(client, dataTables, signal, { checksums: options.checksums });
     let counts: Awaited<typeof counting> = [];
     let migrations: MigrationState[] = [];
     await settleAll([
@@ -285,6 +288,20 @@ async function allocateIdIn(repositories: Repository[], source: string, at: Date
   }
 }
 
+/**
+ * The row counts the counter read from the dump; a table it did not see, or
+ * every table when it could not read the dump, counted with count(*) in the
+ * backup's snapshot (the transaction is still open).
+ */
+async function rowsFromDump(ctx: CommandContext, client: PgClient, tables: readonly { schema: string; name: string }[], counter: DumpRowCounter, signal: AbortSignal): Promise<{ schema: string; name: string; rows: number }[]> {
+  const counted = counter.end();
+  if (counted.state !== 'counted') ctx.info(`counting rows with SELECT count(*): ${counted.reason}`);
+  const rows = counted.state === 'counted' ? new Map(counted.tables) : new Map<string, number>();
+  const missing = tables.filter((t) => !rows.has(tableKey(t.schema, t.name)));
+  for (const queried of await countRows(client, missing, signal)) rows.set(tableKey(queried.schema, queried.name), queried.rows);
+  return tables.map((t) => ({ schema: t.schema, name: t.name, rows: rows.get(tableKey(t.schema, t.name))! }));
+}
+
 export function pgDumpArgs(options: DumpOptions, snapshot: string): string[] {
   const args = [`--format=${options.format}`, `--snapshot=${snapshot}`, '--verbose', '--no-password'];
   if (options.format !== 'plain') args.push('--compress=0');
@@ -319,6 +336,7 @@ async function dumpToRepositories(
   codec: ZstdCodec,
   signal: AbortSignal,
   globals: GlobalsPlan | undefined,
+  counter: DumpRowCounter | undefined,
 ): Promise<void> {
   let table: string | undefined;
   let bytes = 0;
@@ -370,6 +388,7 @@ async function dumpToRepositories(
     const pgDump = startProcess(pgDumpPath, pgDumpArgs(options, snapshot), { ...processOptions, stdout: 'pipe' });
     await storeEverywhere(pgDump.stdout!, (suffix) => ({ name: options.format === 'custom' ? `dump${suffix}` : `dump.sql${suffix}`, role: 'dump' }), {
       complete: pgDump.done,
+      onRawChunk: counter ? (chunk) => counter.push(chunk) : undefined,
       onRawBytes: (total) => {
         bytes = total;
         ctx.progress({ phase: 'dump', bytes, item: table });

@@ -16,6 +16,8 @@ export interface StoreOptions {
   complete?: Promise<void> | undefined;
   /** Called as raw bytes flow (for progress). */
   onRawBytes?: ((total: number) => void) | undefined;
+  /** Sees every raw chunk, in order, before compression (e.g. to count rows); must not keep or change it. */
+  onRawChunk?: ((chunk: Buffer) => void) | undefined;
   /** age recipients to encrypt to, after compression; none for an unencrypted repository. */
   encrypt?: AgeRecipient[] | null | undefined;
 }
@@ -45,9 +47,12 @@ export type BranchResult = { ok: true; digests: StoredDigests } | { ok: false; e
  */
 export async function storeStreamTee(targets: StoreTarget[], input: Readable, options: StoreOptions): Promise<BranchResult[]> {
   const raw = new HashCounter();
-  if (options.onRawBytes) {
-    const report = options.onRawBytes;
-    raw.on('data', () => report(raw.size));
+  if (options.onRawBytes || options.onRawChunk) {
+    const { onRawBytes, onRawChunk } = options;
+    raw.on('data', (chunk: Buffer) => {
+      onRawChunk?.(chunk);
+      onRawBytes?.(raw.size);
+    });
   }
   const complete = options.complete ?? Promise.resolve();
   complete.catch(() => undefined);

@@ -7,6 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
 import { CustomTocScanner, tocStagingSink } from '../../src/pipeline/custom-toc.js';
+import { DumpRowCounter, tableKey } from '../../src/pipeline/dump-row-counter.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 
@@ -118,5 +119,63 @@ describe('finding the end of a custom archive\'s table of contents', () => {
     const future = Buffer.from(archive);
     future[6] = 99;
     assert.deepEqual(scan(future, 4096).state, 'unsupported');
+  });
+});
+
+describe('counting rows from a custom archive as it streams (DumpRowCounter)', () => {
+  /** count(*) of every table pg_dump writes data for (not extension members, not partitioned parents). */
+  async function countStar(): Promise<Map<string, number>> {
+    const tables = await cluster.query<{ schema: string; name: string; q: string }>(
+      `SELECT n.nspname AS schema, c.relname AS name, format('%I.%I', n.nspname, c.relname) AS q
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`,
+      [],
+      'awkward',
+    );
+    const counts = new Map<string, number>();
+    for (const t of tables) counts.set(tableKey(t.schema, t.name), (await cluster.query<{ n: number }>(`SELECT count(*)::int AS n FROM ONLY ${t.q}`, [], 'awkward'))[0]!.n);
+    return counts;
+  }
+
+  function count(archive: Buffer, chunkSize: number) {
+    const counter = new DumpRowCounter();
+    for (let i = 0; i < archive.length; i += chunkSize) counter.push(archive.subarray(i, i + chunkSize));
+    return counter.end();
+  }
+
+  test('on the awkward dump (escaped text, unicode names, large objects), in chunks of any size: exactly count(*) of every table', async () => {
+    const archive = await dump();
+    const expected = await countStar();
+    assert.ok(expected.size >= 5 && [...expected.values()].some((n) => n > 10), `the fixture has tables with rows: ${JSON.stringify([...expected])}`);
+    for (const size of [1, 3, 7, 4096, 65536, archive.length]) {
+      const result = count(archive, size);
+      assert.equal(result.state, 'counted', `chunk size ${size}: ${JSON.stringify(result)}`);
+      assert.deepEqual(result.state === 'counted' ? new Map([...result.tables].sort()) : undefined, new Map([...expected].sort()), `chunk size ${size}`);
+    }
+  });
+
+  test('gives up, rather than guess, on a compressed, cut-short or damaged archive', async () => {
+    const compressed = await (async () => {
+      const child = spawn(path.join(cluster.binDir, 'pg_dump'), ['--format=custom', ...conn('awkward')], { env: env(), stdio: ['ignore', 'pipe', 'inherit'] });
+      const chunks: Buffer[] = [];
+      for await (const chunk of child.stdout) chunks.push(chunk as Buffer);
+      return Buffer.concat(chunks);
+    })();
+    assert.deepEqual(count(compressed, 65536), { state: 'unsupported', reason: 'the archive is compressed' });
+
+    const archive = await dump();
+    const short = count(archive.subarray(0, archive.length - 3), 65536);
+    assert.equal(short.state, 'unsupported');
+    assert.match(short.state === 'unsupported' ? short.reason : '', /ended before its last data block/);
+
+    // The last table's COPY trailer (\. and two blank lines) with one byte changed: its newlines could not be told from rows.
+    const damaged = Buffer.from(archive);
+    const trailer = damaged.lastIndexOf(Buffer.from('\\.\n\n\n'));
+    assert.ok(trailer > 0);
+    damaged[trailer + 3] = 0x58;
+    const result = count(damaged, 65536);
+    assert.equal(result.state, 'unsupported');
+    assert.match(result.state === 'unsupported' ? result.reason : '', /does not end with the COPY trailer/);
   });
 });
