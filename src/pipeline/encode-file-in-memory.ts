@@ -20,9 +20,9 @@ export interface EncodedFile {
 /**
  * Encodes one local file of at most IN_MEMORY_LIMIT bytes as pgkeep stores
  * it: SHA-256 of the raw bytes, zstd (native, multi-threaded), age when
- * `encrypt` names recipients, SHA-256 of the result. The same bytes as
- * storeStreamTee, in one loop over a reused read buffer with no stream in
- * between: for a 16 MB WAL segment the stream stages cost more than the
+ * `encrypt` names recipients, SHA-256 of the result. The same format as
+ * storeStreamTee writes (one zstd frame, an age file, both digests), in one
+ * loop over a reused read buffer with no stream in between: for a 16 MB WAL segment the stream stages cost more than the
  * compression. This is wal-push's path; PostgreSQL waits for every segment.
  * zstd's workers compress while the next piece is read, and the caller's
  * other I/O (its archive checks) proceeds between pieces.
