@@ -3,28 +3,16 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import type { CommandContext } from '../commands/command-context.js';
-import { runBackup, type BackupRequest } from '../commands/backup.js';
-import { runBackupAllDatabases, type AllDatabasesResult } from '../commands/backup-all.js';
-import { runPhysicalBackup } from '../commands/backup-physical.js';
-import { runPitr, type PitrRequest, type RecoveryTarget } from '../commands/pitr.js';
-import { runTablePitr } from '../commands/pitr-table.js';
-import { runCheck, type CheckReport } from '../commands/check.js';
-import { runCopy } from '../commands/copy.js';
-import { runInit } from '../commands/init.js';
-import { runKeygen } from '../commands/keygen.js';
-import { runList } from '../commands/list.js';
-import { runPin, runUnpin } from '../commands/pin.js';
-import { runPrune, type PruneResult } from '../commands/prune.js';
+import type { BackupRequest } from '../commands/backup.js';
+import type { AllDatabasesResult } from '../commands/backup-all.js';
+import type { PitrRequest, RecoveryTarget } from '../commands/pitr.js';
+import type { CheckReport } from '../commands/check.js';
+import type { PruneResult } from '../commands/prune.js';
 import { openRepositories, openRepository, repositoriesWithBackup } from '../commands/open-repository.js';
-import { runExtract } from '../commands/extract.js';
-import { planRestoreFile, runRestoreFile } from '../commands/restore-file.js';
-import { planRestore, runRestore, runRestoreFromRepositories, type RestoreRequest } from '../commands/restore.js';
+import type { RestoreRequest } from '../commands/restore.js';
 import type { NotifyTestResult } from '../commands/notify-test.js';
-import { runShow } from '../commands/show.js';
-import { runStatus } from '../commands/status.js';
-import { runVerify, runVerifyWal } from '../commands/verify.js';
 import type { WalReport } from '../verify/verify-wal.js';
-import { runVerifyCopies, verifiesSeveralCopies, type CopiesReport } from '../commands/verify-copies.js';
+import type { CopiesReport } from '../commands/verify-copies.js';
 import type { VerifyResult } from '../commands/verify.js';
 import { keySettings, loadSettings, readSecretFile, resolveConnection, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
 import { ERROR_CODES, PgkeepError, toPgkeepError } from '../errors.js';
@@ -57,8 +45,9 @@ import { ProgressBar } from './progress-bar.js';
 import { confirmOnTerminal } from './prompt.js';
 import { resolveWalTarget, runWal } from './wal-cli.js';
 
-// serve, notify test and dashboard load their modules (fastify, prom-client, nodemailer) when they run:
-// imported here they cost every other command about 0.25 s of start-up.
+// Each command's module is imported when that command runs (`await import(...)` in its action): one
+// process runs one command, and imported up front they cost every command about 0.3 s of start-up
+// (serve's and the dashboard's fastify, prom-client and nodemailer alone 0.25 s).
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 const positiveInt = (what: string) => (value: string) => {
   const n = Number(value);
@@ -172,7 +161,7 @@ export async function main(argv: string[]): Promise<number> {
         : options.encrypt && !options.recipient?.length
           ? keySettings(settings).passphrase()
           : undefined;
-      const result = await runInit(settings, { encrypt: options.encrypt, recipients: options.recipient, passphrase });
+      const result = await (await import('../commands/init.js')).runInit(settings, { encrypt: options.encrypt, recipients: options.recipient, passphrase });
       if (json) return void console.log(JSON.stringify(result, null, 2));
       const how = result.encryption
         ? result.encryption.passphrase
@@ -187,7 +176,7 @@ export async function main(argv: string[]): Promise<number> {
     .requiredOption('--output <file>', 'where to write the identity (mode 0600; never overwritten)')
     .action(async (options: OutputOptions & { output: string }) => {
       json = Boolean(options.json);
-      const result = await runKeygen(options.output);
+      const result = await (await import('../commands/keygen.js')).runKeygen(options.output);
       if (json) return void console.log(JSON.stringify(result, null, 2));
       console.log(`wrote ${result.output}; keep it safe and off the backup machine`);
       console.log(`public key (pgkeep init --encrypt --recipient …): ${result.publicKey}`);
@@ -226,7 +215,7 @@ export async function main(argv: string[]): Promise<number> {
         }
         // The WAL archive is in the source's first repository (where wal-push writes): so is the base backup.
         const repository = await openRepository(settings, { source: source.name, createIfEmpty: true });
-        const manifest = await runPhysicalBackup(ctx, repository, source, {
+        const manifest = await (await import('../commands/backup-physical.js')).runPhysicalBackup(ctx, repository, source, {
           name: options.name as string | undefined,
           labels: Array.isArray(options.label) ? (options.label as string[]) : undefined,
           compressLevel: options.compressLevel as number | undefined,
@@ -259,7 +248,7 @@ export async function main(argv: string[]): Promise<number> {
       };
       if (options.allDatabases) {
         try {
-          const result = await runBackupAllDatabases(ctx, source, request);
+          const result = await (await import('../commands/backup-all.js')).runBackupAllDatabases(ctx, source, request);
           bar.clear();
           return printAllDatabasesDone(result, json);
         } catch (error) {
@@ -269,7 +258,7 @@ export async function main(argv: string[]): Promise<number> {
           throw error;
         }
       }
-      const manifest = await runBackup(ctx, repositories, source, request);
+      const manifest = await (await import('../commands/backup.js')).runBackup(ctx, repositories, source, request);
       bar.clear();
       printBackupDone(manifest, repositories.map((r) => r.location).join(', '), json);
     });
@@ -278,7 +267,7 @@ export async function main(argv: string[]): Promise<number> {
     .description('list the backups in the repository')
     .action(async (options: OutputOptions, command: Command) => {
       json = Boolean(options.json);
-      const { location, backups, repositories, pinned, verifications } = await runList(settingsOf(command));
+      const { location, backups, repositories, pinned, verifications } = await (await import('../commands/list.js')).runList(settingsOf(command));
       for (const { location: where, message } of repositories?.unavailable ?? []) process.stderr.write(`pgkeep: warning: cannot read ${where}: ${message}\n`);
       printList(backups, location, json, repositories, pinned, verifications);
     });
@@ -288,7 +277,7 @@ export async function main(argv: string[]): Promise<number> {
     .argument('<backup>', 'backup id, or latest')
     .action(async (ref: string, options: OutputOptions, command: Command) => {
       json = Boolean(options.json);
-      printShow(await runShow(settingsOf(command), ref), json);
+      printShow(await (await import('../commands/show.js')).runShow(settingsOf(command), ref), json);
     });
 
   withOutput(program.command('verify'))
@@ -306,7 +295,7 @@ export async function main(argv: string[]): Promise<number> {
         const source = resolveSource(settings);
         const repository = await openRepository(settings, { source: source.name });
         try {
-          printWalVerify(await runVerifyWal(context(settings, options), repository, source.name), json);
+          printWalVerify(await (await import('../commands/verify.js')).runVerifyWal(context(settings, options), repository, source.name), json);
         } catch (error) {
           const report = (error as PgkeepError).details?.report;
           if (report) printWalVerify(report as WalReport, json);
@@ -316,15 +305,15 @@ export async function main(argv: string[]): Promise<number> {
       }
       if (ref === undefined) throw new PgkeepError('USAGE', 'verify needs a backup id or latest (or --wal for the WAL archive)');
       // A source with several repositories: every copy is verified (--repo picks one).
-      const several = verifiesSeveralCopies(settings);
+      const several = (await import('../commands/verify-copies.js')).verifiesSeveralCopies(settings);
       try {
         const request = { restoreTest: options.restoreTest, scratch: options.scratch, deep: options.deep, jobs: options.jobs };
         if (several) {
-          const result = await runVerifyCopies(context(settings, options), ref, request);
+          const result = await (await import('../commands/verify-copies.js')).runVerifyCopies(context(settings, options), ref, request);
           bar.clear();
           printVerifyCopies(result, json);
         } else {
-          const report = await runVerify(context(settings, options), ref, request);
+          const report = await (await import('../commands/verify.js')).runVerify(context(settings, options), ref, request);
           bar.clear();
           printVerify(report, json);
         }
@@ -387,8 +376,8 @@ export async function main(argv: string[]): Promise<number> {
           schemas: list(options.schema),
           schemaOnly: Boolean(options.schemaOnly),
         };
-        if (options.dryRun) return printFileRestorePlan(await planRestoreFile(context(settings, options), source, fileRequest), json);
-        const result = await runRestoreFile(context(settings, options), source, fileRequest);
+        if (options.dryRun) return printFileRestorePlan(await (await import('../commands/restore-file.js')).planRestoreFile(context(settings, options), source, fileRequest), json);
+        const result = await (await import('../commands/restore-file.js')).runRestoreFile(context(settings, options), source, fileRequest);
         bar.clear();
         return printFileRestoreDone(result, json);
       }
@@ -412,13 +401,13 @@ export async function main(argv: string[]): Promise<number> {
       if (options.dryRun) {
         const ctx = context(settings, options);
         const repository = source.repos.length > 1 ? (await repositoriesWithBackup(settings, ref, source.name))[0]!.repository : await openRepository(settings, { source: source.name });
-        return printRestorePlan(await planRestore(ctx, repository, source, request), json);
+        return printRestorePlan(await (await import('../commands/restore.js')).planRestore(ctx, repository, source, request), json);
       }
       // Several repositories: the first that holds the backup, falling back on a checksum failure; --repo picks one.
       const result =
         source.repos.length > 1
-          ? await runRestoreFromRepositories(context(settings, options), source, request)
-          : await runRestore(context(settings, options), await openRepository(settings, { source: source.name }), source, request);
+          ? await (await import('../commands/restore.js')).runRestoreFromRepositories(context(settings, options), source, request)
+          : await (await import('../commands/restore.js')).runRestore(context(settings, options), await openRepository(settings, { source: source.name }), source, request);
       bar.clear();
       printRestoreDone(result, json);
     });
@@ -435,7 +424,7 @@ export async function main(argv: string[]): Promise<number> {
       if (json && options.output === undefined) throw new PgkeepError('USAGE', '--json prints the result on stdout, where the rows go without --output: add --output FILE');
       const settings = settingsOf(command);
       const source = resolveSource(settings);
-      const result = await runExtract(context(settings, options), source, { backup: ref, table: options.table, where: options.where, format: options.format, output: options.output }, process.stdout);
+      const result = await (await import('../commands/extract.js')).runExtract(context(settings, options), source, { backup: ref, table: options.table, where: options.where, format: options.format, output: options.output }, process.stdout);
       bar.clear();
       printExtractDone(result, json);
     });
@@ -448,7 +437,7 @@ export async function main(argv: string[]): Promise<number> {
     .action(async (ref: string, options: OutputOptions & { from: string; to: string }, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
-      const result = await runCopy(context(settings, options), { backup: ref, from: options.from, to: options.to, source: settings.options.source });
+      const result = await (await import('../commands/copy.js')).runCopy(context(settings, options), { backup: ref, from: options.from, to: options.to, source: settings.options.source });
       bar.clear();
       printCopyDone(result, json);
     });
@@ -483,7 +472,7 @@ export async function main(argv: string[]): Promise<number> {
         timeZone: options.timeZone,
       };
       try {
-        printPrune(await runPrune(context(settings, options), { dryRun: Boolean(options.dryRun), flags }), json);
+        printPrune(await (await import('../commands/prune.js')).runPrune(context(settings, options), { dryRun: Boolean(options.dryRun), flags }), json);
       } catch (error) {
         const result = (error as PgkeepError).details?.result;
         if (result && !json) printPrune(result as PruneResult, false);
@@ -538,7 +527,7 @@ export async function main(argv: string[]): Promise<number> {
       if (options.extractTable) {
         if (options.pgdata || options.start || options.dryRun) throw new PgkeepError('USAGE', '--extract-table recovers into a throwaway cluster of its own: leave out --pgdata, --start and --dry-run');
         if (!options.output && !options.intoDb) throw new PgkeepError('USAGE', '--extract-table needs --output FILE, or --into-db URL --as NAME');
-        const extracted = await runTablePitr(ctx, repository, source, {
+        const extracted = await (await import('../commands/pitr-table.js')).runTablePitr(ctx, repository, source, {
           target,
           backup: options.backup as string | undefined,
           tables: options.extractTable as string[],
@@ -554,7 +543,7 @@ export async function main(argv: string[]): Promise<number> {
         return;
       }
       if (!options.pgdata) throw new PgkeepError('USAGE', 'pitr needs --pgdata DIR (or --extract-table T --output FILE)');
-      const result = await runPitr(ctx, repository, source, {
+      const result = await (await import('../commands/pitr.js')).runPitr(ctx, repository, source, {
         pgdata: path.resolve(String(options.pgdata)),
         target,
         targetAction: options.targetAction as PitrRequest['targetAction'],
@@ -580,7 +569,7 @@ export async function main(argv: string[]): Promise<number> {
       const source = resolveSource(settings);
       const repository = await openRepository(settings, { source: source.name });
       try {
-        printCheck(await runCheck(context(settings, options), repository, source, { walTimeoutMs: options.walTimeout === undefined ? undefined : options.walTimeout * 1000 }), json);
+        printCheck(await (await import('../commands/check.js')).runCheck(context(settings, options), repository, source, { walTimeoutMs: options.walTimeout === undefined ? undefined : options.walTimeout * 1000 }), json);
       } catch (error) {
         const report = (error as PgkeepError).details?.report;
         if (report) printCheck(report as CheckReport, json);
@@ -595,7 +584,7 @@ export async function main(argv: string[]): Promise<number> {
     .action(async (ref: string, options: OutputOptions & { reason?: string }, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
-      printPin(await runPin(context(settings, options), ref, { reason: options.reason }), json);
+      printPin(await (await import('../commands/pin.js')).runPin(context(settings, options), ref, { reason: options.reason }), json);
     });
 
   withOutput(program.command('unpin'))
@@ -604,7 +593,7 @@ export async function main(argv: string[]): Promise<number> {
     .action(async (ref: string, options: OutputOptions, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
-      printPin(await runUnpin(context(settings, options), ref), json);
+      printPin(await (await import('../commands/pin.js')).runUnpin(context(settings, options), ref), json);
     });
 
   withOutput(program.command('status'))
@@ -613,7 +602,7 @@ export async function main(argv: string[]): Promise<number> {
     .action(async (options: OutputOptions & { check?: boolean }, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
-      const result = await runStatus(context(settings, options));
+      const result = await (await import('../commands/status.js')).runStatus(context(settings, options));
       if (!(options.quiet && options.check)) printStatus(result, json, Boolean(options.check));
       if (options.check && !result.healthy) exitCode = ERROR_CODES.UNHEALTHY.exit;
     });
