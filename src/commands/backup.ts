@@ -384,7 +384,26 @@ async function dumpToRepositories(
     return results.find((r) => r.ok);
   };
 
-  if (options.format !== 'directory') {
+  // The roles dump is small and has no snapshot to share: it runs beside the data dump, and is stored after it.
+  const globalsStaging = globals ? await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-globals-')) : undefined;
+  const globalsFile = globals ? stageGlobals(globalsStaging!) : undefined;
+  globalsFile?.catch(() => undefined); // observed below, after the data dump
+  try {
+    await dumpData();
+    const staged = await globalsFile;
+    if (staged) {
+      throwIfAborted(signal);
+      await storeEverywhere(createReadStream(staged, { highWaterMark: 1 << 20 }), (suffix) => ({ name: `globals.sql${suffix}`, role: 'globals' }), {});
+    }
+  } finally {
+    if (globalsStaging) {
+      await globalsFile?.catch(() => undefined);
+      await rm(globalsStaging, { recursive: true, force: true });
+    }
+  }
+
+  async function dumpData(): Promise<void> {
+    if (options.format === 'directory') return dumpDirectory();
     const pgDump = startProcess(pgDumpPath, pgDumpArgs(options, snapshot), { ...processOptions, stdout: 'pipe' });
     await storeEverywhere(pgDump.stdout!, (suffix) => ({ name: options.format === 'custom' ? `dump${suffix}` : `dump.sql${suffix}`, role: 'dump' }), {
       complete: pgDump.done,
@@ -394,10 +413,7 @@ async function dumpToRepositories(
         ctx.progress({ phase: 'dump', bytes, item: table });
       },
     });
-  } else {
-    await dumpDirectory();
   }
-  if (globals) await storeGlobals();
 
   async function dumpDirectory(): Promise<void> {
     const staging = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-dump-'));
@@ -418,27 +434,21 @@ async function dumpToRepositories(
   }
 
   /**
-   * pg_dumpall --globals-only, staged in a temp file first (it is small): a
-   * failure when globals were not asked for explicitly is then only a
-   * warning, and the backup goes on without them.
+   * pg_dumpall --globals-only into a temp file in `staging` (or the file an
+   * --all-databases run already made); resolves to the file, or to undefined
+   * when it failed and globals were not asked for explicitly (a warning: the
+   * backup goes on without them).
    */
-  async function storeGlobals(): Promise<void> {
-    const staging = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-globals-'));
+  async function stageGlobals(staging: string): Promise<string | undefined> {
+    if (globals!.file !== undefined) return globals!.file;
+    const file = path.join(staging, 'globals.sql');
     try {
-      const file = globals!.file ?? path.join(staging, 'globals.sql');
-      if (globals!.file === undefined) {
-        try {
-          await dumpGlobals(source.connection, file, { passwords: globals!.passwords, pgBin: source.pgBin, signal });
-        } catch (error) {
-          if (globals!.explicit || signal.aborted) throw error;
-          ctx.warn(`roles and tablespaces are not in this backup (pg_dumpall --globals-only failed: ${(error as Error).message}); pass --no-globals to skip them`);
-          return;
-        }
-      }
-      throwIfAborted(signal);
-      await storeEverywhere(createReadStream(file, { highWaterMark: 1 << 20 }), (suffix) => ({ name: `globals.sql${suffix}`, role: 'globals' }), {});
-    } finally {
-      await rm(staging, { recursive: true, force: true });
+      await dumpGlobals(source.connection, file, { passwords: globals!.passwords, pgBin: source.pgBin, signal });
+      return file;
+    } catch (error) {
+      if (globals!.explicit || signal.aborted) throw error;
+      ctx.warn(`roles and tablespaces are not in this backup (pg_dumpall --globals-only failed: ${(error as Error).message}); pass --no-globals to skip them`);
+      return undefined;
     }
   }
 }
