@@ -3,7 +3,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { open, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { json, pgkeep } from '../support/cli.js';
+import { json, keygen, pgkeep } from '../support/cli.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 import { startS3Server, type S3TestServer } from '../support/s3-server.js';
@@ -32,12 +32,7 @@ const awsEnv = () => ({
 });
 const env = (extra: Record<string, string> = {}) => ({ DATABASE_URL: cluster.url('app'), ...(s3 ? awsEnv() : {}), ...extra });
 
-async function keygen(name: string): Promise<{ file: string; publicKey: string }> {
-  const file = path.join(work, `${name}.key`);
-  const result = await pgkeep(['keygen', '--output', file, '--json']);
-  assert.equal(result.code, 0, result.stderr);
-  return { file, publicKey: json(result).publicKey };
-}
+const newKey = (name: string) => keygen(path.join(work, `${name}.key`));
 
 async function backup(repo: string, extra: Record<string, string> = {}): Promise<string> {
   const result = await pgkeep(['backup', '--repo', repo, '--json'], { env: env(extra) });
@@ -113,7 +108,7 @@ describe('pgkeep copy', () => {
   });
 
   test('an encrypted source into an empty destination: same encryption, integrity-only check without a key, restore with the key', async () => {
-    const key = await keygen('ops');
+    const key = await newKey('ops');
     const source = path.join(work, 'enc-source');
     const init = await pgkeep(['init', '--repo', source, '--encrypt', '--recipient', key.publicKey]);
     assert.equal(init.code, 0, init.stderr);
@@ -169,8 +164,8 @@ describe('pgkeep copy', () => {
   });
 
   test('a destination with different encryption is refused with one clear line, and nothing is written', async () => {
-    const key = await keygen('mismatch');
-    const other = await keygen('other');
+    const key = await newKey('mismatch');
+    const other = await newKey('other');
     const plainSource = path.join(work, 'mismatch-plain');
     await backup(plainSource);
     const encrypted = path.join(work, 'mismatch-encrypted');

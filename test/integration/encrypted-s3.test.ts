@@ -4,7 +4,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { open, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { json, pgkeep } from '../support/cli.js';
+import { json, keygen, pgkeep } from '../support/cli.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 import { startS3Server, type S3TestServer } from '../support/s3-server.js';
@@ -29,12 +29,7 @@ after(async () => {
 
 const env = (extra: Record<string, string> = {}) => ({ DATABASE_URL: cluster.url('app'), ...extra });
 
-async function keygen(name: string): Promise<{ file: string; publicKey: string }> {
-  const file = path.join(work, `${name}.key`);
-  const result = await pgkeep(['keygen', '--output', file, '--json']);
-  assert.equal(result.code, 0, result.stderr);
-  return { file, publicKey: json(result).publicKey };
-}
+const newKey = (name: string) => keygen(path.join(work, `${name}.key`));
 
 function storedObjects(repo: string): string[] {
   const found: string[] = [];
@@ -55,8 +50,8 @@ async function databases(): Promise<string[]> {
 
 describe('encrypted repositories (age)', () => {
   test('to two recipients: objects are age files with no plaintext; either key restores; no key fails before any database is touched', async () => {
-    const ops = await keygen('ops');
-    const escrow = await keygen('escrow');
+    const ops = await newKey('ops');
+    const escrow = await newKey('escrow');
     const repo = path.join(work, 'enc-x25519');
     const init = await pgkeep(['init', '--repo', repo, '--encrypt', '--recipient', ops.publicKey, '--recipient', escrow.publicKey]);
     assert.equal(init.code, 0, init.stderr);
@@ -80,7 +75,7 @@ describe('encrypted repositories (age)', () => {
     const noKey = await pgkeep(['restore', 'latest', '--repo', repo, '--to', 'never_created'], { env: env() });
     assert.equal(noKey.code, 2);
     assert.match(noKey.stderr, /is encrypted: pass --identity FILE or set PGKEEP_AGE_IDENTITY_FILE/);
-    const stranger = await keygen('stranger');
+    const stranger = await newKey('stranger');
     const wrongKey = await pgkeep(['verify', 'latest', '--repo', repo, '--identity', stranger.file]);
     assert.equal(wrongKey.code, 2);
     assert.match(wrongKey.stderr, /none of the given identities can decrypt/);
@@ -95,7 +90,7 @@ describe('encrypted repositories (age)', () => {
   });
 
   test('the README recipe: age -d -i key | zstd -d | pg_restore, without pgkeep', { skip: !hasAge && 'the age program is not installed' }, async () => {
-    const key = await keygen('recipe');
+    const key = await newKey('recipe');
     const repo = path.join(work, 'enc-recipe');
     assert.equal((await pgkeep(['init', '--repo', repo, '--encrypt', '--recipient', key.publicKey])).code, 0);
     const backup = await pgkeep(['backup', '--repo', repo, '--json'], { env: env() });
@@ -124,7 +119,7 @@ describe('encrypted repositories (age)', () => {
   });
 
   test('a flipped byte in an encrypted object fails verification, naming it', async () => {
-    const key = await keygen('corrupt');
+    const key = await newKey('corrupt');
     const repo = path.join(work, 'enc-corrupt');
     assert.equal((await pgkeep(['init', '--repo', repo, '--encrypt', '--recipient', key.publicKey])).code, 0);
     const backup = await pgkeep(['backup', '--repo', repo, '--json'], { env: env() });
@@ -141,7 +136,7 @@ describe('encrypted repositories (age)', () => {
   });
 
   test('an unencrypted repository cannot be turned into an encrypted one in place', async () => {
-    const key = await keygen('late');
+    const key = await newKey('late');
     const repo = path.join(work, 'plain-repo');
     assert.equal((await pgkeep(['init', '--repo', repo])).code, 0);
     const result = await pgkeep(['init', '--repo', repo, '--encrypt', '--recipient', key.publicKey]);
@@ -161,7 +156,7 @@ describe('S3 repositories', () => {
   test('backup, list, verify and restore through s3://bucket/prefix, plain and encrypted', async () => {
     s3 ??= await startS3Server();
     const bucket = await s3.bucket('pgkeep-e2e');
-    const key = await keygen('s3');
+    const key = await newKey('s3');
     for (const [prefix, encrypted] of [['plain', false], ['secret', true]] as const) {
       const repo = `s3://${bucket}/${prefix}`;
       const all = env({ ...awsEnv(), PGKEEP_AGE_IDENTITY_FILE: key.file });

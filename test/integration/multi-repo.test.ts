@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, open, readdir, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { json, pgkeep, type CliResult } from '../support/cli.js';
+import { json, keygen, pgkeep, type CliResult } from '../support/cli.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 import { startS3Server, type S3TestServer } from '../support/s3-server.js';
@@ -88,18 +88,17 @@ describe('several repositories per source', () => {
 
   test('one encrypted and one plain repository: each object encrypted only where the repository is', async () => {
     const keyFile = path.join(work, 'multi.key');
-    const keygen = await pgkeep(['keygen', '--output', keyFile, '--json']);
-    assert.equal(keygen.code, 0, keygen.stderr);
+    const { publicKey } = await keygen(keyFile);
     const secret = path.join(work, 'enc-secret');
     const plain = path.join(work, 'enc-plain');
-    assert.equal((await pgkeep(['init', '--repo', secret, '--encrypt', '--recipient', json(keygen).publicKey])).code, 0);
+    assert.equal((await pgkeep(['init', '--repo', secret, '--encrypt', '--recipient', publicKey])).code, 0);
     const cwd = await configWith([secret, plain]);
     const backup = await pgkeep(['backup', '--json'], { cwd });
     assert.equal(backup.code, 0, backup.stderr);
     const id = json(backup).id;
     const [ms, mp] = [manifestIn(secret, id), manifestIn(plain, id)];
     assert.equal(ms.objects[0].name, 'dump.zst.age');
-    assert.deepEqual(ms.objects[0].encryption.recipients, [json(keygen).publicKey]);
+    assert.deepEqual(ms.objects[0].encryption.recipients, [publicKey]);
     assert.equal(mp.objects[0].name, 'dump.zst');
     assert.equal(mp.objects[0].encryption, null);
     assert.deepEqual(ms.objects[0].raw, mp.objects[0].raw);

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
-import { json, pgkeep } from '../support/cli.js';
+import { json, keygen, pgkeep } from '../support/cli.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import { archivingConf, type PgCluster } from '../support/pg-cluster.js';
 import { archiveCommand, giveToServer, serverUser } from '../support/server-folder.js';
@@ -319,10 +319,9 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
   describe('physical backup and PITR with an encrypted repository', { concurrency: 1 }, () => {
     test('WAL and base tar are age files; pitr needs the identity and restores the rows before T', async () => {
       const key = path.join(shared, 'enc.key');
-      const gen = await pgkeep(['keygen', '--output', key, '--json']);
-      assert.equal(gen.code, 0, gen.stderr);
+      const { publicKey } = await keygen(key);
       const encRepo = path.join(shared, 'enc-repo');
-      assert.equal((await pgkeep(['init', '--repo', encRepo, '--encrypt', '--recipient', json(gen).publicKey])).code, 0);
+      assert.equal((await pgkeep(['init', '--repo', encRepo, '--encrypt', '--recipient', publicKey])).code, 0);
       giveToServer(key);
       giveToServer(encRepo);
       // The same server now archives to the encrypted repository, as source "enc".

@@ -5,7 +5,7 @@ import { chmod, copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { json, pgkeep } from '../support/cli.js';
+import { keygen, pgkeep } from '../support/cli.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import { archivingConf, type PgCluster } from '../support/pg-cluster.js';
 import { archiveCommand, giveToServer } from '../support/server-folder.js';
@@ -179,8 +179,7 @@ describe('WAL archive', { concurrency: 1 }, () => {
       const aws = { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region, AWS_ENDPOINT_URL: s3.endpoint };
       const bucket = await s3.bucket('pgkeep-wal');
       const key = path.join(work, 's3.key');
-      const gen = await pgkeep(['keygen', '--output', key, '--json']);
-      assert.equal(gen.code, 0, gen.stderr);
+      const { publicKey } = await keygen(key);
       const segment = await archiveOneSegment();
       const file = path.join(work, 's3-src', segment);
       await mkdir(path.dirname(file), { recursive: true });
@@ -188,7 +187,7 @@ describe('WAL archive', { concurrency: 1 }, () => {
       const original = await readFile(file);
       for (const [prefix, init] of [
         ['plain', []],
-        ['encrypted', ['--encrypt', '--recipient', json(gen).publicKey]],
+        ['encrypted', ['--encrypt', '--recipient', publicKey]],
       ] as const) {
         const s3Repo = `s3://${bucket}/${prefix}`;
         const created = await pgkeep(['init', '--repo', s3Repo, ...init], { env: aws });
@@ -213,10 +212,9 @@ describe('WAL archive', { concurrency: 1 }, () => {
   describe('WAL archive in an encrypted repository', { concurrency: 1 }, () => {
     test('segments are stored as age files; wal-fetch needs and uses the identity', async () => {
       const key = path.join(work, 'wal.key');
-      const gen = await pgkeep(['keygen', '--output', key, '--json']);
-      assert.equal(gen.code, 0, gen.stderr);
+      const { publicKey } = await keygen(key);
       const encRepo = path.join(work, 'enc');
-      assert.equal((await pgkeep(['init', '--repo', encRepo, '--encrypt', '--recipient', json(gen).publicKey])).code, 0);
+      assert.equal((await pgkeep(['init', '--repo', encRepo, '--encrypt', '--recipient', publicKey])).code, 0);
 
       const segment = await archiveOneSegment();
       const file = path.join(work, 'enc-src', segment);

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,4 +72,11 @@ export function json<T = any>(result: CliResult): T {
   } catch {
     throw new Error(`expected JSON on stdout (exit ${result.code}); stderr: ${result.stderr}; stdout: ${result.stdout.slice(0, 500)}`);
   }
+}
+
+/** `pgkeep keygen --output file`: a new age identity at `file`, and its public key. */
+export async function keygen(file: string): Promise<{ file: string; publicKey: string }> {
+  const result = await pgkeep(['keygen', '--output', file, '--json']);
+  assert.equal(result.code, 0, result.stderr);
+  return { file, publicKey: json<{ publicKey: string }>(result).publicKey };
 }
