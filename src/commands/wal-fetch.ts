@@ -5,6 +5,7 @@ import { PgkeepError } from '../errors.js';
 import { walFileKind } from '../postgres/wal-file.js';
 import { readRepoInfo } from '../repository/repo-info.js';
 import { WalArchive } from '../repository/wal-archive.js';
+import { writeAll } from '../storage/posix-storage.js';
 import { readIdentities } from './repository-keys.js';
 import type { WalContext } from './wal-push.js';
 
@@ -46,7 +47,7 @@ export async function runWalFetch(ctx: WalContext, name: string, destination: st
     const handle = await open(temp, 'wx', 0o600);
     try {
       if (bytes) {
-        for (let written = 0; written < bytes.length; ) written += (await handle.write(bytes, written, bytes.length - written)).bytesWritten;
+        await writeAll(handle, bytes);
       } else {
         const { defaultZstd } = await import('../pipeline/zstd.js');
         await archive.fetch(name, handle.createWriteStream({ autoClose: false, highWaterMark: 1 << 20 }), { codec: defaultZstd(), identities, signal: ctx.signal, record });

@@ -92,10 +92,10 @@ export class PosixStorage implements Storage {
     // link fails with EEXIST if anything is there, and readers never see a half-written file.
     const temp = `${path.join(path.dirname(target), TEMP_PREFIX)}${path.basename(target)}.${randomBytes(6).toString('hex')}`;
     try {
-      // One write on the handle that is synced (fs.writeFile would write in 512 KiB pieces, then the file be opened again).
+      // Written and synced through one handle (fs.writeFile would open the file again to sync it).
       const handle = await fs.open(temp, 'wx', FILE_MODE);
       try {
-        for (let written = 0; written < data.length; ) written += (await handle.write(data, written, data.length - written)).bytesWritten;
+        await writeAll(handle, data);
         await handle.sync();
       } finally {
         await handle.close();
@@ -197,6 +197,15 @@ export class PosixStorage implements Storage {
       throw storageError(error, this.root);
     }
   }
+}
+
+/**
+ * Writes all of `data` at the handle's position: one write call for the whole
+ * buffer where the system takes it (FileHandle.writeFile writes 512 KiB at a
+ * time, a thread-pool round trip each).
+ */
+export async function writeAll(handle: fs.FileHandle, data: Buffer): Promise<void> {
+  for (let written = 0; written < data.length; ) written += (await handle.write(data, written, data.length - written)).bytesWritten;
 }
 
 async function syncFolder(folder: string): Promise<void> {
