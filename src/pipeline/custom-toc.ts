@@ -26,14 +26,14 @@ const MAGIC = Buffer.from('PGDMP');
 const version = (major: number, minor: number, rev = 0) => (major * 256 + minor) * 256 + rev;
 const K_VERS_1_12 = version(1, 12);
 const K_VERS_1_14 = version(1, 14);
-const K_VERS_1_15 = version(1, 15);
+export const K_VERS_1_15 = version(1, 15);
 const K_VERS_1_16 = version(1, 16);
 const K_VERS_MAX = version(1, 16, 255);
 const ARCHIVE_CUSTOM = 1;
 /** A directory dump's toc.dat says 3 (the tar layout: a file name per entry), pg_dump's archDirectory is 5. */
 const FILE_PER_ENTRY_FORMATS = new Set([3, 5]);
-const BLK_DATA = 1;
-const BLK_BLOBS = 3;
+export const BLK_DATA = 1;
+export const BLK_BLOBS = 3;
 const K_OFFSET_POS_NOT_SET = 1;
 const K_OFFSET_NO_DATA = 3;
 /** Sanity bounds: no real TOC field comes near them. */

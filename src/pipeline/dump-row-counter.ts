@@ -1,4 +1,4 @@
-import { CustomTocScanner, readArchiveToc } from './custom-toc.js';
+import { BLK_BLOBS, BLK_DATA, CustomTocScanner, K_VERS_1_15, readArchiveToc } from './custom-toc.js';
 
 export type DumpRowCount =
   /** Still reading. */
@@ -11,8 +11,6 @@ export type DumpRowCount =
 /** The key of a table in DumpRowCount.tables. */
 export const tableKey = (schema: string | null, name: string): string => JSON.stringify([schema, name]);
 
-const BLK_DATA = 1;
-const BLK_BLOBS = 3;
 /** The end of every table's COPY data in a custom archive (dumpTableData_copy: `\.` and two blank lines), written as its own chunk. */
 const COPY_TRAILER = Buffer.from('\\.\n\n\n');
 const TRAILER_NEWLINES = 3;
@@ -118,7 +116,7 @@ export class DumpRowCounter {
     const archiveVersion = (head[5]! * 256 + head[6]!) * 256 + head[7]!;
     this.intSize = head[8]!;
     // 1.15 (PostgreSQL 16) and later: one byte naming the algorithm; before: the zlib level as an int. 0: none.
-    const compression = archiveVersion >= ((1 * 256 + 15) * 256) ? head[11]! : this.decodeInt(head.subarray(11, 12 + this.intSize));
+    const compression = archiveVersion >= K_VERS_1_15 ? head[11]! : this.decodeInt(head.subarray(11, 12 + this.intSize));
     if (compression !== 0) throw new Error('the archive is compressed');
     for (const entry of readArchiveToc(head)) {
       if (entry.hasData) this.withData.add(entry.dumpId);
