@@ -611,6 +611,11 @@ interface Target {
   pass: boolean | undefined;
 }
 
+/** The report's closing section: one PASS, FAIL or N/A line per target. */
+function targetsSection(targets: Target[]): string[] {
+  return ['### Targets', '', '```', ...targets.map((t) => `${t.pass === undefined ? 'N/A ' : t.pass ? 'PASS' : 'FAIL'}  ${t.text}`), '```', ''];
+}
+
 function reportDataset(result: DatasetResult, runs: number): string {
   const { steps } = result;
   const time = (id: StepId) => (steps.get(id) ? median(steps.get(id)!.times) : undefined);
@@ -914,12 +919,7 @@ async function main(): Promise<number> {
           '',
           report,
           '',
-          '### Targets',
-          '',
-          '```',
-          ...targets.map((t) => `${t.pass === undefined ? 'N/A ' : t.pass ? 'PASS' : 'FAIL'}  ${t.text}`),
-          '```',
-          '',
+          ...targetsSection(targets),
         ].join('\n'),
       );
       return targets.some((t) => t.pass === false) ? 1 : 0;
@@ -946,12 +946,7 @@ async function main(): Promise<number> {
       machineInfo(cluster, serverVersion, results[0]?.codec ?? 'unknown', loadBefore, loadAfter),
       '',
       ...results.flatMap((r) => [reportDataset(r, options.runs), '']),
-      '### Targets',
-      '',
-      '```',
-      ...targets.map((t) => `${t.pass === undefined ? 'N/A ' : t.pass ? 'PASS' : 'FAIL'}  ${t.text}`),
-      '```',
-      '',
+      ...targetsSection(targets),
     ].join('\n');
     process.stdout.write(report);
 
