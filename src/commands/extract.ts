@@ -9,7 +9,12 @@ import { dropDatabase, fitIdentifier } from '../postgres/database-admin.js';
 import { quoteIdent, withClient } from '../postgres/pg-client.js';
 import { toolInfo } from '../postgres/pg-tools.js';
 import { settleAll, startProcess } from '../postgres/run-process.js';
+import { partitionsOf } from '../postgres/restore-plan.js';
 import { parseNamePattern } from '../postgres/table-selection.js';
+import { readBackupToc } from '../pipeline/backup-toc.js';
+import { defaultZstd } from '../pipeline/zstd.js';
+import type { Repository } from '../repository/repository.js';
+import { identitiesFor } from './repository-keys.js';
 import { timestampPart } from '../repository/backup-id.js';
 import { requireLogical, type LogicalManifest } from '../repository/manifest.js';
 import type { CommandContext } from './command-context.js';
@@ -65,12 +70,15 @@ export async function runExtract(ctx: CommandContext, source: ResolvedSource, re
 
   // 1. the backup and the table
   // "latest" is the newest logical backup: rows are extracted from dumps (from a physical backup: pgkeep pitr --extract-table).
-  const found =
+  const { repository, manifest: found } =
     source.repos.length > 1
-      ? (await repositoriesWithBackup(ctx.settings, request.backup, source.name, 'logical'))[0]!.manifest
-      : await (await openRepository(ctx.settings, { source: source.name })).resolveBackup(request.backup, source.name, 'logical');
+      ? (await repositoriesWithBackup(ctx.settings, request.backup, source.name, 'logical'))[0]!
+      : await (async () => {
+          const repository = await openRepository(ctx.settings, { source: source.name });
+          return { repository, manifest: await repository.resolveBackup(request.backup, source.name, 'logical') };
+        })();
   const manifest = requireLogical(found, 'extract');
-  const table = oneTable(manifest, request.table);
+  const { table, partitions } = await oneTable(ctx, repository, manifest, request.table);
   const where = request.where?.trim() ? request.where.trim() : undefined;
 
   // 2. the table, restored into a scratch database
@@ -90,6 +98,8 @@ export async function runExtract(ctx: CommandContext, source: ResolvedSource, re
   const into = withDatabase(source.connection, scratch);
   const admin = withDatabase(source.connection, 'postgres');
   const qualified = `${quoteIdent(table.schema)}.${quoteIdent(table.name)}`;
+  // A partitioned table's rows are its partitions' rows: read through it, not ONLY it.
+  const only = partitions === undefined ? 'ONLY ' : '';
   const condition = where === undefined ? '' : ` WHERE (${where})`;
   let temp: string | undefined;
   try {
@@ -99,7 +109,7 @@ export async function runExtract(ctx: CommandContext, source: ResolvedSource, re
       async (client) => {
         await client.query('BEGIN READ ONLY');
         try {
-          const result = await client.query<{ n: string }>(`SELECT count(*) AS n FROM ONLY ${qualified}${condition}`);
+          const result = await client.query<{ n: string }>(`SELECT count(*) AS n FROM ${only}${qualified}${condition}`);
           return Number(result.rows[0]!.n);
         } catch (error) {
           throw new PgkeepError('USAGE', `--where "${where}" does not work on ${table.schema}.${table.name}: ${(error as Error).message}`, { cause: error });
@@ -120,14 +130,16 @@ export async function runExtract(ctx: CommandContext, source: ResolvedSource, re
     let run;
     if (format === 'csv') {
       const psql = await toolInfo('psql', source.pgBin);
-      run = startProcess(psql.path, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--no-password', '-d', scratch, '-c', `COPY (SELECT * FROM ONLY ${qualified}${condition}) TO STDOUT WITH (FORMAT csv, HEADER)`], { ...common, env, stdout: 'pipe' });
+      run = startProcess(psql.path, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--no-password', '-d', scratch, '-c', `COPY (SELECT * FROM ${only}${qualified}${condition}) TO STDOUT WITH (FORMAT csv, HEADER)`], { ...common, env, stdout: 'pipe' });
     } else {
       if (where !== undefined) {
         // Only the scratch copy is changed: it is dropped below.
-        await withClient(into, (client) => client.query(`DELETE FROM ONLY ${qualified} WHERE (${where}) IS NOT TRUE`), ctx.signal);
+        await withClient(into, (client) => client.query(`DELETE FROM ${only}${qualified} WHERE (${where}) IS NOT TRUE`), ctx.signal);
       }
       const pgDump = await toolInfo('pg_dump', source.pgBin);
-      run = startProcess(pgDump.path, ['--data-only', '--column-inserts', '--no-owner', '--no-privileges', '--no-password', `--table=${qualified}`, scratch], { ...common, env, stdout: 'pipe' });
+      // A partitioned table: its partitions' rows, as INSERTs into it (--load-via-partition-root), so they load into any layout of partitions.
+      const selected = partitions === undefined ? [`--table=${qualified}`] : ['--load-via-partition-root', ...partitions.map((p) => `--table=${quoteIdent(p.schema)}.${quoteIdent(p.name)}`)];
+      run = startProcess(pgDump.path, ['--data-only', '--column-inserts', '--no-owner', '--no-privileges', '--no-password', ...selected, scratch], { ...common, env, stdout: 'pipe' });
     }
     await settleAll([run.done, pipeTo(run.stdout!, sink, temp !== undefined)]);
     if (temp !== undefined) {
@@ -153,18 +165,55 @@ export async function runExtract(ctx: CommandContext, source: ResolvedSource, re
   }
 }
 
-/** The one table of the backup that `pattern` names (unqualified: in any schema). */
-function oneTable(manifest: LogicalManifest, pattern: string): { schema: string; name: string } {
+/**
+ * The one table of the backup that `pattern` names (unqualified: in any
+ * schema). A partitioned table holds no rows itself, so the manifest does not
+ * list it: it is found in the backup's table of contents (custom and
+ * directory backups), with the partitions whose rows it shows.
+ */
+async function oneTable(
+  ctx: CommandContext,
+  repository: Repository,
+  manifest: LogicalManifest,
+  pattern: string,
+): Promise<{ table: { schema: string; name: string }; partitions?: { schema: string; name: string }[] }> {
   const { schema, name } = parseNamePattern(pattern);
-  const matches = manifest.tables.filter((t) => name.test(t.name) && (!schema || schema.test(t.schema)));
-  if (matches.length === 0) {
-    throw new PgkeepError('USAGE', `--table "${pattern}" matches no table of backup ${manifest.id}; quote mixed-case names: --table 'public."My Table"'`);
-  }
+  const named = (t: { schema: string; name: string }) => name.test(t.name) && (!schema || schema.test(t.schema));
+  const matches = manifest.tables.filter(named);
   if (matches.length > 1) {
     throw new PgkeepError('USAGE', `--table "${pattern}" matches ${matches.length} tables of backup ${manifest.id} (${matches.slice(0, 5).map((t) => `${t.schema}.${t.name}`).join(', ')}): name one, schema-qualified`);
   }
-  if (matches[0]!.rows === null) throw new PgkeepError('USAGE', `backup ${manifest.id} holds no rows of ${matches[0]!.schema}.${matches[0]!.name} (a schema-only backup)`);
-  return { schema: matches[0]!.schema, name: matches[0]!.name };
+  if (matches.length === 1) {
+    if (matches[0]!.rows === null) throw new PgkeepError('USAGE', `backup ${manifest.id} holds no rows of ${matches[0]!.schema}.${matches[0]!.name} (a schema-only backup)`);
+    return { table: { schema: matches[0]!.schema, name: matches[0]!.name } };
+  }
+  if (manifest.options.format !== 'plain') {
+    const toc = await readBackupToc(repository, manifest, { codec: defaultZstd(), identities: await identitiesFor(repository, manifest, ctx.keys), signal: ctx.signal });
+    const byId = new Map(toc.map((e) => [e.dumpId, e]));
+    const links = partitionsOf(toc);
+    const parents = [...new Set(links.map((l) => l.parent))].map((id) => byId.get(id)!).filter((e) => e.namespace !== null && named({ schema: e.namespace, name: e.tag }));
+    if (parents.length > 1) {
+      throw new PgkeepError('USAGE', `--table "${pattern}" matches ${parents.length} partitioned tables of backup ${manifest.id} (${parents.slice(0, 5).map((e) => `${e.namespace}.${e.tag}`).join(', ')}): name one, schema-qualified`);
+    }
+    const parent = parents[0];
+    if (parent) {
+      // Its partitions, and theirs: the leaves hold the rows.
+      const below = new Set([parent.dumpId]);
+      for (let grew = true; grew; ) {
+        grew = false;
+        for (const l of links) {
+          if (below.has(l.parent) && !below.has(l.partition)) {
+            below.add(l.partition);
+            grew = true;
+          }
+        }
+      }
+      const partitions = manifest.tables.filter((t) => [...below].some((id) => byId.get(id)!.namespace === t.schema && byId.get(id)!.tag === t.name));
+      if (partitions.some((t) => t.rows === null)) throw new PgkeepError('USAGE', `backup ${manifest.id} holds no rows of ${parent.namespace}.${parent.tag} (a schema-only backup)`);
+      return { table: { schema: parent.namespace!, name: parent.tag }, partitions: partitions.map((t) => ({ schema: t.schema, name: t.name })) };
+    }
+  }
+  throw new PgkeepError('USAGE', `--table "${pattern}" matches no table of backup ${manifest.id}; quote mixed-case names: --table 'public."My Table"'`);
 }
 
 /** Copies a child's stdout into `sink`; a file is ended and flushed, the caller's stdout is left open. */

@@ -27,7 +27,7 @@ export interface SelectionPlan {
 }
 
 /** Entries that describe a relation: never restored just because something they depend on was selected. */
-const RELATIONS = new Set(['TABLE', 'VIEW', 'MATERIALIZED VIEW', 'FOREIGN TABLE', 'SEQUENCE', 'TABLE ATTACH']);
+const RELATIONS = new Set(['TABLE', 'VIEW', 'MATERIALIZED VIEW', 'FOREIGN TABLE', 'SEQUENCE']);
 /** Entries a --table pattern can name, as pg_dump -t matches tables, views, sequences and foreign tables. */
 const NAMEABLE = new Set(['TABLE', 'VIEW', 'MATERIALIZED VIEW', 'FOREIGN TABLE', 'SEQUENCE']);
 /** Entries that carry or set rows: only ever restored for the objects selected, never for ones pulled in as a need. */
@@ -50,6 +50,13 @@ const SETTINGS = new Set(['ENCODING', 'STDSTRINGS', 'SEARCHPATH', 'DATABASE', 'D
  *     selected table;
  *  3. into a new database, what the selection needs (definitions only, no
  *     data), repeated until nothing changes.
+ *
+ * Partitions follow what a user means by a table: a selected partitioned
+ * table brings all its partitions (and theirs) with their rows, and a
+ * selected partition is attached to its parent (TABLE ATTACH; into a new
+ * database the parent is created, empty, if it was not selected), so its
+ * rows show through the parent and its partitioned indexes and keys attach
+ * (INDEX ATTACH needs the partition attached first).
  *
  * No selection means the whole archive.
  */
@@ -89,6 +96,18 @@ export function planSelection(toc: readonly TocEntry[], selection: RestoreSelect
     throw new PgkeepError('USAGE', `--schema ${schemaPatterns.map((p) => `"${p.text}"`).join(', ')} matches no schema in this backup`);
   }
 
+  // A partitioned table's partitions are part of it: their rows are its rows.
+  const partitions = partitionsOf(toc);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const { partition, parent } of partitions) {
+      if (roots.has(parent) && !roots.has(partition)) {
+        roots.add(partition);
+        grew = true;
+      }
+    }
+  }
+
   const selected = new Set(roots);
   // A root's data comes with it.
   for (const entry of toc) if (DATA.has(entry.desc) && entry.dependencies.some((d) => roots.has(d) && RELATIONS.has(byId.get(d)?.desc ?? ''))) selected.add(entry.dumpId);
@@ -99,6 +118,13 @@ export function planSelection(toc: readonly TocEntry[], selection: RestoreSelect
   };
   for (let changed = true; changed; ) {
     changed = false;
+    // A selected partition is attached to its parent, which is then needed (or, into an existing database, expected).
+    for (const { attach, partition } of partitions) {
+      if (selected.has(partition) && !selected.has(attach)) {
+        selected.add(attach);
+        changed = true;
+      }
+    }
     for (const entry of toc) {
       if (selected.has(entry.dumpId)) continue;
       const owned = entry.desc === 'SEQUENCE' || entry.desc === 'SEQUENCE SET';
@@ -124,6 +150,24 @@ export function planSelection(toc: readonly TocEntry[], selection: RestoreSelect
   }
   const entries = toc.filter((e) => selected.has(e.dumpId) || SETTINGS.has(e.desc));
   return { entries, dataTables: dataTablesOf(entries, toc), schemas: namespaces(entries) };
+}
+
+/**
+ * The partitions of the archive: each TABLE ATTACH entry (pg_dump 11+) with
+ * the partition it attaches (the TABLE entry of the same name it depends on)
+ * and the parent (its other TABLE dependency).
+ */
+export function partitionsOf(toc: readonly TocEntry[]): { attach: number; partition: number; parent: number }[] {
+  const byId = new Map(toc.map((e) => [e.dumpId, e]));
+  const found: { attach: number; partition: number; parent: number }[] = [];
+  for (const entry of toc) {
+    if (entry.desc !== 'TABLE ATTACH') continue;
+    const tables = entry.dependencies.map((d) => byId.get(d)).filter((d): d is TocEntry => d?.desc === 'TABLE');
+    const partition = tables.find((t) => t.tag === entry.tag && t.namespace === entry.namespace);
+    const parent = tables.find((t) => t !== partition);
+    if (partition && parent) found.push({ attach: entry.dumpId, partition: partition.dumpId, parent: parent.dumpId });
+  }
+  return found;
 }
 
 function dataTablesOf(entries: readonly TocEntry[], toc: readonly TocEntry[]): { schema: string; name: string }[] {

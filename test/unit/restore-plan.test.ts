@@ -36,6 +36,25 @@ const TOC: TocEntry[] = [
   entry('TRIGGER', 'public', 'orders audit', ['fn audit', 'TABLE public.orders'], 'trg orders'),
   entry('FK CONSTRAINT', 'public', 'orders orders_customer_fkey', ['pk customers', 'TABLE public.orders', 'TABLE public.customers'], 'fk orders'),
 ];
+
+/** A partitioned table as pg_dump 15 lists it: partitions created alone, then attached; a partitioned key and index. */
+const PARTITIONED: TocEntry[] = [
+  entry('TABLE', 'public', 'events'),
+  entry('TABLE', 'public', 'events_2024', ['TABLE public.events']),
+  entry('TABLE', 'public', 'events_2025', ['TABLE public.events']),
+  entry('TABLE ATTACH', 'public', 'events_2024', ['TABLE public.events_2024', 'TABLE public.events']),
+  entry('TABLE ATTACH', 'public', 'events_2025', ['TABLE public.events_2025', 'TABLE public.events']),
+  entry('TABLE DATA', 'public', 'events_2024', ['TABLE public.events_2024']),
+  entry('TABLE DATA', 'public', 'events_2025', ['TABLE public.events_2025']),
+  entry('CONSTRAINT', 'public', 'events events_pkey', ['TABLE public.events'], 'pk events'),
+  entry('CONSTRAINT', 'public', 'events_2024 events_2024_pkey', ['TABLE public.events_2024', 'pk events'], 'pk 2024'),
+  entry('CONSTRAINT', 'public', 'events_2025 events_2025_pkey', ['TABLE public.events_2025', 'pk events'], 'pk 2025'),
+  entry('INDEX', 'public', 'events_note', ['TABLE public.events'], 'idx events'),
+  entry('INDEX', 'public', 'events_2024_note_idx', ['TABLE public.events_2024', 'idx events'], 'idx 2024'),
+  entry('INDEX ATTACH', 'public', 'events_2024_note_idx', ['idx 2024', 'idx events', 'TABLE public.events_2024', 'TABLE public.events'], 'attach idx 2024'),
+  entry('INDEX ATTACH', 'public', 'events_2024_pkey', ['pk 2024', 'TABLE public.events_2024', 'pk events', 'TABLE public.events'], 'attach pk 2024'),
+  entry('INDEX ATTACH', 'public', 'events_2025_pkey', ['pk 2025', 'TABLE public.events_2025', 'pk events', 'TABLE public.events'], 'attach pk 2025'),
+];
 const names = (entries: TocEntry[]) => entries.map((e) => `${e.desc} ${e.tag}`);
 
 describe('planSelection', () => {
@@ -78,5 +97,34 @@ describe('planSelection', () => {
     const plan = planSelection(TOC, { tables: ['orders'], newDatabase: false });
     const ids = tocListFile(plan.entries).trim().split('\n').map((line) => Number(line.split(';')[0]));
     assert.deepEqual(ids, [...ids].sort((a, b) => a - b));
+  });
+
+  it('a partition into a new database comes attached to its parent, which comes empty, with the partitioned key and index', () => {
+    const plan = planSelection(PARTITIONED, { tables: ['public.events_2024'], newDatabase: true });
+    const got = names(plan.entries);
+    for (const wanted of ['TABLE events', 'TABLE events_2024', 'TABLE ATTACH events_2024', 'TABLE DATA events_2024', 'CONSTRAINT events events_pkey', 'INDEX events_note', 'INDEX ATTACH events_2024_pkey', 'INDEX ATTACH events_2024_note_idx']) {
+      assert.ok(got.includes(wanted), `${wanted} in ${got.join(', ')}`);
+    }
+    for (const unwanted of ['TABLE events_2025', 'TABLE ATTACH events_2025', 'TABLE DATA events_2025', 'INDEX ATTACH events_2025_pkey']) assert.ok(!got.includes(unwanted), unwanted);
+    assert.deepEqual(plan.dataTables, [{ schema: 'public', name: 'events_2024' }]);
+    const ids = plan.entries.map((e) => e.dumpId);
+    assert.ok(ids.indexOf(byName.get('TABLE ATTACH public.events_2024')!.dumpId) < ids.indexOf(byName.get('attach pk 2024')!.dumpId), 'attached before its index');
+  });
+
+  it('a partition into an existing database is attached to the parent there', () => {
+    const got = names(planSelection(PARTITIONED, { tables: ['events_2024'], newDatabase: false }).entries);
+    assert.ok(got.includes('TABLE ATTACH events_2024'), got.join(', '));
+    assert.ok(!got.includes('TABLE events'), 'the parent is left alone');
+  });
+
+  it('a partitioned table comes with all its partitions and their rows', () => {
+    for (const newDatabase of [true, false]) {
+      const plan = planSelection(PARTITIONED, { tables: ['public.events'], newDatabase });
+      const got = names(plan.entries);
+      for (const wanted of ['TABLE events', 'TABLE events_2024', 'TABLE events_2025', 'TABLE ATTACH events_2024', 'TABLE ATTACH events_2025', 'CONSTRAINT events_2025 events_2025_pkey', 'INDEX ATTACH events_2025_pkey']) {
+        assert.ok(got.includes(wanted), `${wanted} in ${got.join(', ')}`);
+      }
+      assert.deepEqual(plan.dataTables, [{ schema: 'public', name: 'events_2024' }, { schema: 'public', name: 'events_2025' }]);
+    }
   });
 });
