@@ -308,6 +308,7 @@ async function prepareRestore(ctx: CommandContext, repository: Repository, sourc
   const estimatedBytes = !selection
     ? manifest.totals.rawBytes
     : estimateBytes(manifest, selection, totalRows > 0 ? Math.round((manifest.totals.rawBytes * tables.reduce((n, t) => n + (t.rows ?? 0), 0)) / totalRows) : 0);
+  if (mode === 'clean' && request.dataOnly && selection) await checkTruncatable(withDatabase(source.connection, target), selection.dataTables, signal);
   const droppable = entries.filter((e) => restored(e) && !DATA_DESCS.has(e.desc) && e.desc !== 'COMMENT' && e.desc !== 'ACL' && !SETTINGS_DESCS.has(e.desc));
   const plan: RestorePlan = {
     backup: { id: manifest.id, source: manifest.source, format },
@@ -340,6 +341,45 @@ async function prepareRestore(ctx: CommandContext, repository: Repository, sourc
     ].filter((o): o is string => typeof o === 'string'),
   };
   return { manifest, identities, target, admin, exists, plan, selection };
+}
+
+/**
+ * --clean --data-only empties the selected tables with TRUNCATE, which
+ * PostgreSQL refuses for a table another table references by a foreign key
+ * (unless that one is emptied too). Checked before anything happens (no
+ * safety backup is taken for a restore that cannot work), naming the
+ * referencing tables and the ways out.
+ */
+async function checkTruncatable(target: ConnectionInfo, tables: readonly { schema: string; name: string }[], signal: AbortSignal): Promise<void> {
+  if (tables.length === 0) return;
+  const references = await withClient(
+    target,
+    async (client) =>
+      (
+        await client.query<{ referenced: string; referencing: string; constraint: string }>(
+          `WITH selected AS (
+             SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              JOIN unnest($1::text[], $2::text[]) AS t(schema, name) ON t.schema = n.nspname AND t.name = c.relname)
+           SELECT DISTINCT ON (con.conrelid, con.confrelid)
+                  format('%s.%s', rn.nspname, r.relname) AS referenced, format('%s.%s', fn.nspname, f.relname) AS referencing, con.conname AS constraint
+             FROM pg_catalog.pg_constraint con
+             JOIN pg_catalog.pg_class r ON r.oid = con.confrelid JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
+             JOIN pg_catalog.pg_class f ON f.oid = con.conrelid JOIN pg_catalog.pg_namespace fn ON fn.oid = f.relnamespace
+            WHERE con.contype = 'f' AND con.confrelid IN (SELECT oid FROM selected) AND con.conrelid NOT IN (SELECT oid FROM selected)
+              AND f.relkind = 'r'
+            ORDER BY con.conrelid, con.confrelid`,
+          [tables.map((t) => t.schema), tables.map((t) => t.name)],
+        )
+      ).rows,
+    signal,
+  );
+  const first = references[0];
+  if (!first) return;
+  const others = references.length > 1 ? ` (and ${references.length - 1} more: ${references.slice(1, 4).map((r) => `${r.referencing} → ${r.referenced}`).join(', ')})` : '';
+  throw new PgkeepError(
+    'RESTORE_FAILED',
+    `--clean --data-only cannot empty ${first.referenced}: ${first.referencing} references it (foreign key ${first.constraint}), and PostgreSQL does not TRUNCATE a referenced table alone${others}; add --table ${first.referencing} to reload both, or restore without --data-only. Nothing was changed.`,
+  );
 }
 
 const DATA_DESCS = new Set(['TABLE DATA', 'SEQUENCE SET', 'MATERIALIZED VIEW DATA', 'BLOBS', 'BLOB', 'LARGE OBJECT']);
@@ -576,7 +616,12 @@ async function restoreRunner(
       stdout: 'ignore',
     });
     const piped = pipeline(script.stdout!, load.stdin!);
-    return { stdin: script.stdin, done: settleAll([script.done, load.done, piped]) };
+    // When psql fails, pg_restore and the pipe between them fail after it (a closed pipe): psql's error is the cause to report.
+    const loadError = load.done.then(() => undefined, (error: unknown) => error);
+    const done = settleAll([script.done, load.done, piped]).catch(async (error: unknown) => {
+      throw (await loadError) ?? error;
+    });
+    return { stdin: script.stdin, done };
   };
 }
 

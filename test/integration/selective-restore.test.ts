@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readdir } from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
@@ -189,6 +190,28 @@ describe('restore --clean into an existing database', () => {
     const custom = await pgkeep(['restore', 'latest', '--repo', repo('custom'), '--table', '"ünïcødé"."таблица"', '--to', 'live', '--clean', '--data-only', '--force'], { env: env() });
     assert.equal(custom.code, 0, custom.stderr);
     assert.equal(await count('live', '"ünïcødé"."таблица"'), 3);
+  });
+
+  test('--data-only --clean of a table another one references says so in one line, before any safety backup', async () => {
+    const backups = async () => (await readdir(repo('custom'), { recursive: true })).sort();
+    const before = await backups();
+    const rows = await count('live', 'customers');
+    const result = await pgkeep(['restore', 'latest', '--repo', repo('custom'), '--table', 'public.customers', '--to', 'live', '--clean', '--data-only', '--force'], { env: env() });
+    assert.equal(result.code, 9, result.stdout + result.stderr);
+    assert.doesNotMatch(result.stderr, /Premature close/);
+    assert.match(result.stderr, /cannot empty public\.customers: public\.orders references it \(foreign key orders_customer_id_fkey\).*--table public\.orders/);
+    assert.equal(result.stderr.trim().split('\n').length, 1, result.stderr);
+    assert.deepEqual(await backups(), before, 'no safety backup was taken');
+    assert.equal(await count('live', 'customers'), rows);
+
+    // With the referencing tables selected too, TRUNCATE works; then the reload meets the fixture's NOT VALID
+    // check constraint (old rows break it): psql's own error is reported, not the pipe that closed after it.
+    const both = await pgkeep(['restore', 'latest', '--repo', repo('custom'), '--table', 'public.customers', '--table', 'public.orders', '--table', 'public.order_notes', '--to', 'live', '--clean', '--data-only', '--force'], { env: env() });
+    assert.equal(both.code, 9, both.stderr);
+    assert.doesNotMatch(both.stderr, /Premature close|EPIPE/);
+    assert.match(both.stderr, /nothing was changed in "live".*violates check constraint "orders_recent"/);
+    assert.equal(await count('live', 'customers'), rows);
+
   });
 
   test('a --clean that cannot drop a table still referenced changes nothing', async () => {
