@@ -34,6 +34,10 @@ export const ERROR_CODES = {
   STORAGE_FULL: { exit: 5, summary: 'no space left on the repository storage' },
   STORAGE_ACCESS: { exit: 5, summary: 'the storage refused access' },
   STORAGE_IO: { exit: 5, summary: 'reading or writing the storage failed' },
+  STORAGE_NETWORK: {
+    exit: 16,
+    summary: 'the storage could not be reached or stopped answering (refused, reset, timed out) after every retry: nothing was judged corrupt; try again',
+  },
   STORAGE_NOT_FOUND: { exit: 5, summary: 'an object is missing from the storage' },
   LOCK_HELD: { exit: 5, summary: 'another pgkeep process holds the source lock' },
   BACKUP_NOT_FOUND: { exit: 6, summary: 'no backup with that id' },

@@ -16,6 +16,7 @@ import type { CopiesReport } from '../commands/verify-copies.js';
 import type { VerifyResult } from '../commands/verify.js';
 import { keySettings, loadSettings, readSecretFile, resolveConnection, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
 import { ERROR_CODES, PgkeepError, toPgkeepError } from '../errors.js';
+import { withRunSignal } from '../storage/run-signal.js';
 import type { RetentionFlags } from '../config/retention-settings.js';
 import { validateTimeZone } from '../retention/calendar.js';
 import { parseDuration } from '../retention/duration.js';
@@ -677,7 +678,8 @@ export async function main(argv: string[]): Promise<number> {
     });
 
   try {
-    await program.parseAsync(argv, { from: 'user' });
+    // every storage request of the command honours the signal: SIGINT/SIGTERM abort a stalled one at once
+    await withRunSignal(controller.signal, () => program.parseAsync(argv, { from: 'user' }));
     return exitCode;
   } catch (error) {
     bar.clear();

@@ -4,6 +4,7 @@ import type { GlobalOptions, KeySettings } from '../config/settings.js';
 import type { WalContext } from '../commands/wal-push.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { PosixStorage } from '../storage/posix-storage.js';
+import { withRunSignal } from '../storage/run-signal.js';
 import type { Storage } from '../storage/storage.js';
 
 /**
@@ -127,7 +128,7 @@ export async function walMain(argv: string[]): Promise<number> {
   try {
     const { command, args, options } = parse(argv);
     const target = await resolveWalTarget(options, process.env, process.cwd());
-    const note = await runWal(command, args, target, controller.signal, process.cwd());
+    const note = await withRunSignal(controller.signal, () => runWal(command, args, target, controller.signal, process.cwd()));
     if (note && !options.quiet) process.stderr.write(`pgkeep: ${note}\n`);
     return 0;
   } catch (error) {

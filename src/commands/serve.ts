@@ -21,6 +21,7 @@ import { runList } from './list.js';
 import { openRepositoriesSettled } from './open-repository.js';
 import { defaultJobSeams, runJob, settingsForSource, type JobSeams } from './serve-jobs.js';
 import { runShow } from './show.js';
+import { withRunSignal } from '../storage/run-signal.js';
 import { sourcesWithRepositories } from './source-repositories.js';
 
 export interface ServeRequest {
@@ -117,7 +118,8 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
     stuckAfterMs: serve.stuckAfterMs,
     log,
     onJobEnd,
-    runner: (job, run) => runJob({ settings, seams, pruneAfterBackup: serve.pruneAfterBackup, log }, job, run),
+    // a job's storage requests honour the job's own signal: cancelling it aborts a stalled request at once
+    runner: (job, run) => withRunSignal(run.signal, () => runJob({ settings, seams, pruneAfterBackup: serve.pruneAfterBackup, log }, job, run)),
   });
 
   // 3. --once

@@ -31,6 +31,9 @@ export const BackupOptionsSchema = z
   .strict();
 export type BackupOptionsConfig = z.infer<typeof BackupOptionsSchema>;
 
+/** A positive duration: 10s, 0.5s, 2m (units s, m, h). */
+const S3Duration = z.string().regex(/^(?:\d+(?:\.\d+)?[smh])+$/, 'expected a duration such as 0.5s, 30s or 2m (units s, m, h)');
+
 /** Options of s3:// repositories; credentials come from the standard AWS chain, never from here. */
 export const S3OptionsSchema = z
   .object({
@@ -46,6 +49,14 @@ export const S3OptionsSchema = z
      * S3's 5 TiB limit fit with bounded memory.
      */
     partSizeMiB: z.coerce.number().int().min(5).max(5120).optional(),
+    /** Network waits, as durations (0.5s, 10s, 2m): see README, "S3 timeouts". */
+    connectTimeout: S3Duration.optional(),
+    /** Longest silence on a connection, sending or receiving (default 60s). */
+    idleTimeout: S3Duration.optional(),
+    /** Longest one attempt may take until its response begins, its body sent (default 10m). */
+    requestTimeout: S3Duration.optional(),
+    /** How long a broken download keeps resuming without a new byte (default 2m). */
+    retryBudget: S3Duration.optional(),
   })
   .strict();
 export type S3OptionsConfig = z.infer<typeof S3OptionsSchema>;

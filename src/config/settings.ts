@@ -6,6 +6,7 @@ import { PgkeepError } from '../errors.js';
 import { parseDatabaseUrl, parsePort, type ConnectionInfo } from '../postgres/connection-info.js';
 import { NAME_PATTERN, repoEntryUrl, type BackupOptionsConfig, type PgkeepConfig, type ProbeConfig, type S3OptionsConfig, type SourceConfig } from './config-schema.js';
 import { deepFreeze, loadConfig } from './load-config.js';
+import { parseDuration } from '../retention/duration.js';
 import type { OpenStorageOptions } from '../storage/open-storage.js';
 
 /** Options every command takes. */
@@ -173,9 +174,19 @@ export function storageOptions(settings: Settings, url: string): OpenStorageOpti
       ...(merged.sse ? { sse: merged.sse } : {}),
       ...(merged.kmsKeyId ? { kmsKeyId: merged.kmsKeyId } : {}),
       ...(merged.partSizeMiB ? { partSize: merged.partSizeMiB * 1024 * 1024 } : {}),
+      ...(merged.connectTimeout ? { connectionTimeoutMs: s3Duration(merged.connectTimeout, 's3.connectTimeout') } : {}),
+      ...(merged.idleTimeout ? { idleTimeoutMs: s3Duration(merged.idleTimeout, 's3.idleTimeout') } : {}),
+      ...(merged.requestTimeout ? { requestTimeoutMs: s3Duration(merged.requestTimeout, 's3.requestTimeout') } : {}),
+      ...(merged.retryBudget ? { retryBudgetMs: s3Duration(merged.retryBudget, 's3.retryBudget') } : {}),
       ...(spoolDir ? { spoolDir } : {}),
     },
   };
+}
+
+function s3Duration(text: string, what: string): number {
+  const { ms } = parseDuration(text, what);
+  if (ms < 1) throw new PgkeepError('CONFIG_INVALID', `${what}: ${text} is too short: give at least 1ms worth, e.g. 0.5s`);
+  return ms;
 }
 
 /** The S3 options of the `repos:` entry (of any source, or the top level) whose URL is `url`. */

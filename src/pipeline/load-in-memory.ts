@@ -6,7 +6,7 @@ import type { Storage } from '../storage/storage.js';
 import { decryptStream, type AgeIdentity } from './age.js';
 import { IN_MEMORY_LIMIT } from './encode-file-in-memory.js';
 import { checkDigest, mismatch } from './hash-counter.js';
-import { requireIdentities } from './load-stream.js';
+import { readError, requireIdentities } from './load-stream.js';
 import { nativeDecompressSync, nativeZstdAvailable } from './zstd.js';
 
 /**
@@ -30,7 +30,7 @@ export async function loadInMemory(
   if (!nativeZstdAvailable()) return null;
 
   const what = `object ${object.name} (stored bytes)`;
-  const stored = await readAtMost(storage, key, object.stored.size, what);
+  const stored = await readAtMost(storage, key, object.stored.size, what, object.name);
   checkDigest(stored, object.stored, what);
   const compressed = object.encryption ? await decrypt(stored, object.name, requireIdentities(object, options.identities)) : stored;
   let raw: Buffer;
@@ -44,17 +44,22 @@ export async function loadInMemory(
 }
 
 /** The object's bytes; an object longer than `expected` is corrupt, and is not read to its end. */
-async function readAtMost(storage: Storage, key: string, expected: number, what: string): Promise<Buffer> {
+async function readAtMost(storage: Storage, key: string, expected: number, what: string, name: string): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
   const input = await storage.get(key);
-  for await (const chunk of input as AsyncIterable<Buffer>) {
-    chunks.push(chunk);
-    size += chunk.length;
-    if (size > expected) {
-      input.destroy();
-      throw mismatch(what, `more than the ${expected} bytes recorded`);
+  try {
+    for await (const chunk of input as AsyncIterable<Buffer>) {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size > expected) {
+        input.destroy();
+        throw mismatch(what, `more than the ${expected} bytes recorded`);
+      }
     }
+  } catch (error) {
+    if (error instanceof PgkeepError && error.code === 'CHECKSUM_MISMATCH') throw error;
+    throw readError(name, error);
   }
   return Buffer.concat(chunks, size);
 }

@@ -19,10 +19,18 @@ export interface LoadOptions {
  * storage → SHA-256 (stored, checked) → [age -d] → zstd -d → SHA-256 (raw, checked) → sink.
  * Every byte is checked against the manifest while it streams; a mismatch or a
  * decompression failure rejects with CHECKSUM_MISMATCH naming the object, and
- * the sink is destroyed rather than ended, so it never sees a clean end.
+ * the sink is destroyed rather than ended, so it never sees a clean end. A read
+ * that fails (after the storage's own retries) rejects with the storage's error
+ * (readError), never CHECKSUM_MISMATCH.
  */
 export async function loadStream(storage: Storage, key: string, object: BackupObject, sink: Writable, options: LoadOptions): Promise<void> {
   const input: Readable = await storage.get(key);
+  // A read that failed (the network, the disk) is not corrupt bytes: remember that the input failed,
+  // because the pipeline passes its error on to every later stage, the decompressor included.
+  let inputError: unknown;
+  input.once('error', (error: unknown) => {
+    inputError ??= error;
+  });
   const stored = new HashCounter({ digest: object.stored, what: `object ${object.name} (stored bytes)` });
   const raw = new HashCounter({ digest: object.raw, what: `object ${object.name} (after decompression)` });
   if (options.onRawBytes) {
@@ -39,12 +47,25 @@ export async function loadStream(storage: Storage, key: string, object: BackupOb
     const decrypt = object.encryption ? [decryptStream(requireIdentities(object, options.identities), { what: `object ${object.name}` })] : [];
     await pipeline([input, stored, ...decrypt, decompressor, raw, sink], ...(options.signal ? [{ signal: options.signal }] : []));
   } catch (error) {
+    if (inputError !== undefined && !options.signal?.aborted) throw readError(object.name, inputError);
     if (error instanceof PgkeepError && error.code === 'CHECKSUM_MISMATCH') throw error;
-    if (decompressError && !options.signal?.aborted) {
+    if (decompressError && decompressError !== inputError && !options.signal?.aborted) {
       throw new PgkeepError('CHECKSUM_MISMATCH', `object ${object.name} is corrupt: zstd cannot decode it (${decompressError.message})`, { cause: decompressError });
     }
     throw error;
   }
+}
+
+/**
+ * The error of an object that could not be read: the storage's own (S3's
+ * STORAGE_NETWORK after its retries, STORAGE_NOT_FOUND…) or, for a plain I/O
+ * error, STORAGE_IO. Never CHECKSUM_MISMATCH: nothing was judged.
+ */
+export function readError(name: string, error: unknown): PgkeepError {
+  if (error instanceof PgkeepError) return error;
+  const code = (error as NodeJS.ErrnoException | null)?.code;
+  const message = error instanceof Error ? error.message : String(error);
+  return new PgkeepError('STORAGE_IO', `could not read object ${name}: ${message}${code && !message.includes(code) ? ` (${code})` : ''}`, { cause: error });
 }
 
 /** The identities to decrypt `object` with; CONFIG_INVALID naming what to pass when there are none. */

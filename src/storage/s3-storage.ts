@@ -19,6 +19,9 @@ import { Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { PgkeepError, abortError } from '../errors.js';
+import { parseDuration } from '../retention/duration.js';
+import { ResumableBody, type BodyPart } from './resumable-body.js';
+import { runSignal } from './run-signal.js';
 import { MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, uploadMultipart, type MultipartTarget, type PartBody } from './s3-multipart.js';
 import type { ByteRange, PutOptions, PutResult, Storage, StorageCapabilities, StorageEntry, StorageStat } from './storage.js';
 
@@ -26,7 +29,23 @@ const MiB = 1024 * 1024;
 /** Parts uploaded in parallel: memory is about (queueSize + 1) parts of at most 32 MiB (see s3-multipart.ts). */
 const DEFAULT_QUEUE_SIZE = 2;
 const DEFAULT_MAX_ATTEMPTS = 5;
-const DEFAULT_CONNECTION_TIMEOUT_MS = 10_000;
+/**
+ * Network waits (see docs/architecture.md, "S3 over a bad network"): every
+ * wait on the network is bounded by one of these, so a stalled connection
+ * fails (and is retried) instead of hanging the command.
+ */
+export const S3_TIMEOUT_DEFAULTS = {
+  /** Establishing a TCP (and TLS) connection. */
+  connectionTimeoutMs: 10_000,
+  /** Silence on a connection while sending a request or receiving a response (headers or body). */
+  idleTimeoutMs: 60_000,
+  /** One attempt, from its start until the response begins: covers sending one upload part. */
+  requestTimeoutMs: 600_000,
+  /** A broken download keeps resuming while it has made progress within this long. */
+  retryBudgetMs: 120_000,
+} as const;
+/** After SIGINT/SIGTERM, clean-up requests (abort an upload, remove a partial backup) get this long in all. */
+const CLEANUP_AFTER_ABORT_MS = 3_000;
 /** Objects written to find out whether the server honours If-None-Match; never listed. */
 export const PROBE_PREFIX = '.pgkeep-probe-';
 
@@ -79,9 +98,35 @@ export interface S3StorageOptions {
    */
   checksums?: S3ChecksumMode;
   conditionalWrites?: S3ConditionalWrites;
-  /** Give up connecting after this long (default 10 s). */
+  /** Give up connecting after this long (default 10 s; PGKEEP_S3_CONNECT_TIMEOUT). */
   connectionTimeoutMs?: number;
+  /**
+   * Abandon an attempt after this long without a byte sent or received on its
+   * connection (default 60 s; PGKEEP_S3_IDLE_TIMEOUT). A stalled download
+   * resumes from its last byte; a stalled request is retried.
+   */
+  idleTimeoutMs?: number;
+  /**
+   * Abandon an attempt that has not started receiving its response after this
+   * long, body sent included (default 10 min, enough for one upload part on a
+   * slow link; PGKEEP_S3_REQUEST_TIMEOUT).
+   */
+  requestTimeoutMs?: number;
+  /**
+   * A broken download is resumed (ranged GET from its last good byte, backoff
+   * with jitter) until it has gone this long without a new byte, or failed
+   * maxAttempts times in a row (default 2 min; PGKEEP_S3_RETRY_BUDGET).
+   */
+  retryBudgetMs?: number;
 }
+
+/** The timeouts' environment variables (durations: 500ms is not accepted, 0.5s is), for every S3 repository whose configuration does not set them. */
+export const S3_TIMEOUT_ENV = {
+  connectionTimeoutMs: 'PGKEEP_S3_CONNECT_TIMEOUT',
+  idleTimeoutMs: 'PGKEEP_S3_IDLE_TIMEOUT',
+  requestTimeoutMs: 'PGKEEP_S3_REQUEST_TIMEOUT',
+  retryBudgetMs: 'PGKEEP_S3_RETRY_BUDGET',
+} as const;
 
 type ClientModule = typeof import('@aws-sdk/client-s3');
 
@@ -138,6 +183,8 @@ export class S3Storage implements Storage {
   private conditional: S3ConditionalWrites | undefined;
   private probePromise: Promise<'native' | 'emulated'> | undefined;
   private readonly keyLocks = new Map<string, Promise<void>>();
+  /** Set once the running command was interrupted: the end of the clean-up requests' time. */
+  private cleanupDeadline: number | undefined;
 
   constructor(url: string, options: S3StorageOptions = {}) {
     const { bucket, prefix } = parseS3Url(url);
@@ -304,6 +351,14 @@ export class S3Storage implements Storage {
 
   // ---- reads ----------------------------------------------------------------
 
+  /**
+   * Streams the object (or a range of it). A response cut off by the network
+   * (reset, closed, stalled past the idle timeout) is resumed with a ranged GET
+   * from the first byte not yet delivered, pinned to the object's ETag
+   * (If-Match), so the stream yields every byte exactly once or fails: the
+   * checksums downstream still cover the whole object. It fails with
+   * STORAGE_NETWORK once it has made no progress within the retry budget.
+   */
   async get(key: string, range?: ByteRange): Promise<Readable> {
     const target = this.objectKey(key);
     const sdk = await this.sdk();
@@ -312,31 +367,80 @@ export class S3Storage implements Storage {
       if (!(await this.head(sdk, target))) throw new PgkeepError('STORAGE_NOT_FOUND', `not found: ${this.display(target)}`);
       return Readable.from([]);
     }
-    const header = range && (range.start > 0 || range.end !== undefined) ? `bytes=${range.start}-${range.end === undefined ? '' : range.end - 1}` : undefined;
+    const start = range?.start ?? 0;
+    let first: BodyPart & { size: number | undefined; etag: string | undefined };
     try {
-      const out = await sdk.client.send(new sdk.s3.GetObjectCommand({ Bucket: this.bucket, Key: target, ...(header ? { Range: header } : {}) }));
-      const stream = out.Body;
-      if (stream === undefined) return Readable.from([]);
-      if (!(stream instanceof Readable)) throw new PgkeepError('INTERNAL', `unexpected S3 response body type for ${this.display(target)}`);
-      if (!range || !header) return stream;
-      // HTTP lets a server ignore Range and send the whole object (200), and some
-      // S3-compatible servers answer another range than asked (s3rver reads
-      // "bytes=0-0" as the whole object): trust Content-Range, not the request.
-      const sent = parseContentRange(out.ContentRange) ?? { start: 0, length: out.ContentLength };
-      if (sent.start > range.start) {
-        stream.destroy();
-        throw new PgkeepError('STORAGE_IO', `the S3 server sent bytes from ${sent.start} of ${this.display(target)} when asked for ${range.start}`);
-      }
-      const skip = range.start - sent.start;
-      const want = range.end === undefined ? Infinity : range.end - range.start;
-      if (skip === 0 && sent.length !== undefined && sent.length <= want) return stream;
-      return sliceStream(stream, skip, want);
+      first = await this.fetchFrom(sdk, target, start, range?.end, undefined);
     } catch (error) {
       // A range starting at or past the end (including any range of an empty
       // object) reads nothing, as from a file.
       if (errorCode(error) === 'InvalidRange' || httpStatus(error) === 416) return Readable.from([]);
       throw this.toError(error, target, sdk);
     }
+    const end = first.size === undefined ? range?.end : Math.min(first.size, range?.end ?? Infinity);
+    const etag = first.etag;
+    const o = this.options;
+    return new ResumableBody({
+      first,
+      start,
+      end,
+      reopen: (from, signal) => this.fetchFrom(sdk, target, from, end, etag, signal),
+      attempts: o.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
+      budgetMs: o.retryBudgetMs ?? S3_TIMEOUT_DEFAULTS.retryBudgetMs,
+      signal: runSignal(),
+      retryable: (error) => !(error instanceof PgkeepError) && (httpStatus(error) === undefined || isRetryable(error)),
+      fail: (cause, at, failures, idleMs) => this.readFailure(cause, target, sdk, at, end, failures, idleMs),
+    });
+  }
+
+  /**
+   * One GET of bytes [from, end) (end: exclusive, or the object's end), as a
+   * body and how many bytes of it to skip: HTTP lets a server ignore Range and
+   * send the whole object (200), and some S3-compatible servers answer another
+   * range than asked (s3rver reads "bytes=0-0" as the whole object), so
+   * Content-Range is trusted, not the request.
+   */
+  private async fetchFrom(
+    sdk: Sdk,
+    target: string,
+    from: number,
+    end: number | undefined,
+    etag: string | undefined,
+    signal?: AbortSignal,
+  ): Promise<BodyPart & { size: number | undefined; etag: string | undefined }> {
+    const header = from > 0 || end !== undefined ? `bytes=${from}-${end === undefined ? '' : end - 1}` : undefined;
+    const out = await sdk.client.send(
+      new sdk.s3.GetObjectCommand({ Bucket: this.bucket, Key: target, ...(header ? { Range: header } : {}), ...(etag ? { IfMatch: etag } : {}) }),
+      signal ? { abortSignal: signal } : {},
+    );
+    const stream = out.Body ?? Readable.from([]);
+    if (!(stream instanceof Readable)) throw new PgkeepError('INTERNAL', `unexpected S3 response body type for ${this.display(target)}`);
+    const sent = parseContentRange(out.ContentRange);
+    const sentStart = sent?.start ?? 0;
+    if (sentStart > from) {
+      stream.destroy();
+      throw new PgkeepError('STORAGE_IO', `the S3 server sent bytes from ${sentStart} of ${this.display(target)} when asked for ${from}`);
+    }
+    const size = sent ? sent.total : out.ContentLength;
+    return { stream, skip: from - sentStart, size, etag: out.ETag };
+  }
+
+  /** Why a download that was resumed as often as allowed still failed. */
+  private readFailure(cause: unknown, target: string, sdk: Sdk, at: number, end: number | undefined, failures: number, idleMs: number): Error {
+    if (cause instanceof PgkeepError) return cause;
+    const code = errorCode(cause);
+    if (code === 'PreconditionFailed' || httpStatus(cause) === 412) {
+      return new PgkeepError('STORAGE_IO', `${this.display(target)} changed on the server while it was being read: read it again`, { cause });
+    }
+    if (isNotFound(cause) || (httpStatus(cause) !== undefined && !isRetryable(cause))) return this.toError(cause, target, sdk);
+    const endpoint = endpointOf(cause) ?? sdk.endpoint ?? 'the AWS S3 endpoint';
+    const where = `${this.display(target)} at byte ${at}${end === undefined ? '' : ` of ${end}`}`;
+    const why = describeNetworkCause(cause);
+    return new PgkeepError(
+      'STORAGE_NETWORK',
+      `could not read ${where} from the S3 endpoint ${endpoint}: ${why}; ${failures} attempt(s) in a row, ${Math.round(idleMs / 1000)} s without a new byte (the stored bytes were not judged): check the network and try again`,
+      { cause },
+    );
   }
 
   async stat(key: string): Promise<StorageStat | undefined> {
@@ -583,7 +687,14 @@ export class S3Storage implements Storage {
       retryMode: 'standard',
       requestChecksumCalculation: checksums,
       responseChecksumValidation: checksums,
-      requestHandler: { connectionTimeout: o.connectionTimeoutMs ?? DEFAULT_CONNECTION_TIMEOUT_MS },
+      requestHandler: {
+        connectionTimeout: o.connectionTimeoutMs ?? S3_TIMEOUT_DEFAULTS.connectionTimeoutMs,
+        // socketTimeout: silence on the socket, sending or receiving (the body included);
+        // requestTimeout: from the start of an attempt until its response begins
+        socketTimeout: o.idleTimeoutMs ?? S3_TIMEOUT_DEFAULTS.idleTimeoutMs,
+        requestTimeout: o.requestTimeoutMs ?? S3_TIMEOUT_DEFAULTS.requestTimeoutMs,
+        throwOnRequestTimeout: true,
+      },
       ...(o.credentials ? { credentials: { ...o.credentials } } : {}),
     };
     let endpoint = o.endpoint;
@@ -632,10 +743,34 @@ export class S3Storage implements Storage {
         },
         { step: 'build', name: 'pgkeepEndpointTag' },
       );
+      // Every request honours the running command's signal (SIGINT/SIGTERM, a cancelled job):
+      // a request stalled on the network is aborted at once, whoever made it.
+      type Send = (command: unknown, options?: { abortSignal?: AbortSignal }) => Promise<unknown>;
+      const send = (client.send as Send).bind(client);
+      (client as unknown as { send: Send }).send = (command, options) => {
+        const abortSignal = this.requestSignal(options?.abortSignal);
+        return send(command, { ...options, ...(abortSignal ? { abortSignal } : {}) });
+      };
       return client;
     };
     this.conditional ??= endpoint === undefined ? 'native' : 'auto';
     return { s3, client: build(o.maxAttempts ?? DEFAULT_MAX_ATTEMPTS), once: build(1), endpoint: endpoint === undefined ? undefined : displayEndpoint(endpoint) };
+  }
+
+  /**
+   * The signal one request is sent with: the caller's and the running
+   * command's. Once the command was interrupted, requests still made (clean-up:
+   * abort an upload, remove what was written) share a short deadline, so an
+   * unreachable server cannot hold the exit up.
+   */
+  private requestSignal(explicit: AbortSignal | undefined): AbortSignal | undefined {
+    const run = runSignal();
+    if (run?.aborted) {
+      this.cleanupDeadline ??= Date.now() + CLEANUP_AFTER_ABORT_MS;
+      return AbortSignal.timeout(Math.max(1, this.cleanupDeadline - Date.now()));
+    }
+    const signals = [explicit, run].filter((s): s is AbortSignal => s !== undefined);
+    return signals.length <= 1 ? signals[0] : AbortSignal.any(signals);
   }
 
   /** Maps an SDK or network error to a PgkeepError a person can act on; never includes credentials. */
@@ -645,8 +780,12 @@ export class S3Storage implements Storage {
     const status = httpStatus(error);
     const where = this.display(fullKeyOrPrefix);
     const suffix = context ? ` (${context})` : '';
-    const tagged = (error as Record<string, unknown> | null)?.[ENDPOINT_TAG];
-    const endpoint = (typeof tagged === 'string' ? tagged : undefined) ?? sdk?.endpoint ?? 'the AWS S3 endpoint';
+    const endpoint = endpointOf(error) ?? sdk?.endpoint ?? 'the AWS S3 endpoint';
+    const run = runSignal();
+    if (code === 'AbortError' || (error as { name?: unknown } | null)?.name === 'AbortError') {
+      if (run?.aborted) return abortError(run);
+      return new PgkeepError('ABORTED', `interrupted while reading or writing ${where}`, { cause: error });
+    }
     const networkCode = networkErrorCode(error);
     if (code === 'CredentialsProviderError' || /could not load credentials/i.test(messageOf(error))) {
       return new PgkeepError('STORAGE_ACCESS', `no AWS credentials for ${this.location}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE`, { cause: error });
@@ -667,12 +806,16 @@ export class S3Storage implements Storage {
       return new PgkeepError('REPO_MISSING', `bucket ${this.bucket} does not exist${at}: create it or check --repo`, { cause: error });
     }
     if (isNotFound(error)) return new PgkeepError('STORAGE_NOT_FOUND', `not found: ${where}`, { cause: error });
+    const attemptsNote = attemptsOf(error) ? ` after ${attemptsOf(error)} attempts` : '';
     if (networkCode === 'EPIPE' || networkCode === 'ECONNRESET' || networkCode === 'ECONNABORTED') {
       // connected, then cut off mid-request (often a server refusing a request while its body is still being sent)
-      return new PgkeepError('STORAGE_IO', `the S3 endpoint ${endpoint} closed the connection (${networkCode}) while writing or reading ${where}${suffix}: try again; if it persists, check the server's logs`, { cause: error });
+      return new PgkeepError('STORAGE_NETWORK', `the S3 endpoint ${endpoint} closed the connection (${networkCode}) while writing or reading ${where}${suffix}${attemptsNote}: try again; if it persists, check the network and the server's logs`, { cause: error });
+    }
+    if (networkCode === 'timeout') {
+      return new PgkeepError('STORAGE_NETWORK', `the S3 endpoint ${endpoint} did not answer in time on ${where}${suffix}: ${describeNetworkCause(error)}${attemptsNote}: check the network, or raise the S3 timeouts (see README, "S3 timeouts")`, { cause: error });
     }
     if (networkCode !== undefined) {
-      return new PgkeepError('STORAGE_IO', `cannot reach the S3 endpoint ${endpoint} (${networkCode}) for ${this.location}: check the endpoint (AWS_ENDPOINT_URL) and the network`, { cause: error });
+      return new PgkeepError('STORAGE_NETWORK', `cannot reach the S3 endpoint ${endpoint} (${networkCode}) for ${this.location}: check the endpoint (AWS_ENDPOINT_URL) and the network`, { cause: error });
     }
     const message = messageOf(error);
     if (code === 'EntityTooLarge') {
@@ -723,6 +866,31 @@ function httpStatus(error: unknown): number | undefined {
   return (error as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
 }
 
+function attemptsOf(error: unknown): number | undefined {
+  const attempts = (error as { $metadata?: { attempts?: number } } | null)?.$metadata?.attempts;
+  return attempts !== undefined && attempts > 1 ? attempts : undefined;
+}
+
+function endpointOf(error: unknown): string | undefined {
+  const tagged = (error as Record<string, unknown> | null)?.[ENDPOINT_TAG];
+  return typeof tagged === 'string' ? tagged : undefined;
+}
+
+/** What went wrong on the network, in words: "connection reset (ECONNRESET)", "no byte for 60 s (idle timeout)". */
+function describeNetworkCause(error: unknown): string {
+  const message = messageOf(error);
+  let match = /timed out after (\d+) ms of inactivity/.exec(message);
+  if (match) return `no byte for ${Number(match[1]) / 1000} s (idle timeout)`;
+  match = /exceeded the configured (\d+) ms requestTimeout/.exec(message);
+  if (match) return `no response within ${Number(match[1]) / 1000} s (request timeout)`;
+  match = /within the configured timeout of (\d+) ms/.exec(message);
+  if (match) return `no connection within ${Number(match[1]) / 1000} s (connect timeout)`;
+  const code = networkErrorCode(error);
+  if (code === 'ECONNRESET' && /aborted/.test(message)) return 'the connection was closed mid-response (ECONNRESET)';
+  if (code !== undefined && code !== 'timeout') return `${message === code ? '' : `${message} `}(${code})`.trim();
+  return message;
+}
+
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
@@ -746,42 +914,11 @@ function networkErrorCode(error: unknown): string | undefined {
   return undefined;
 }
 
-/** "bytes 10-19/4096" → { start: 10, length: 10 } */
-function parseContentRange(value: string | undefined): { start: number; length: number } | undefined {
+/** "bytes 10-19/4096" → { start: 10, total: 4096 } (total undefined for "*") */
+function parseContentRange(value: string | undefined): { start: number; total: number | undefined } | undefined {
   const match = value === undefined ? null : /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(value.trim());
   if (!match) return undefined;
-  const start = Number(match[1]);
-  return { start, length: Number(match[2]) - start + 1 };
-}
-
-/** Bytes [skip, skip + limit) of `source`; closes `source` once done, or when the result is destroyed. */
-function sliceStream(source: Readable, skip: number, limit: number): Readable {
-  async function* slice(): AsyncGenerator<Buffer> {
-    let toSkip = skip;
-    let left = limit;
-    try {
-      for await (const data of source) {
-        let chunk = data as Buffer;
-        if (toSkip > 0) {
-          if (chunk.length <= toSkip) {
-            toSkip -= chunk.length;
-            continue;
-          }
-          chunk = chunk.subarray(toSkip);
-          toSkip = 0;
-        }
-        if (chunk.length >= left) {
-          if (left > 0) yield chunk.subarray(0, left);
-          return;
-        }
-        left -= chunk.length;
-        yield chunk;
-      }
-    } finally {
-      source.destroy();
-    }
-  }
-  return Readable.from(slice(), { objectMode: false });
+  return { start: Number(match[1]), total: match[3] === '*' ? undefined : Number(match[3]) };
 }
 
 function isProbe(path: string): boolean {
@@ -818,5 +955,18 @@ function validateOptions(options: S3StorageOptions): S3StorageOptions {
   if (maxAttempts !== undefined && (!Number.isInteger(maxAttempts) || maxAttempts < 1)) fail(`maxAttempts ${maxAttempts} must be at least 1`);
   if (sse !== undefined && sse !== 'AES256' && sse !== 'aws:kms') fail(`sse "${String(sse)}" is not AES256 or aws:kms`);
   if (kmsKeyId !== undefined && sse !== 'aws:kms') fail('kmsKeyId needs sse: aws:kms');
-  return { ...options };
+  const resolved = { ...options };
+  for (const [option, variable] of Object.entries(S3_TIMEOUT_ENV) as [keyof typeof S3_TIMEOUT_ENV, string][]) {
+    const text = process.env[variable];
+    if (resolved[option] === undefined && text) {
+      try {
+        resolved[option] = parseDuration(text, variable).ms;
+      } catch (error) {
+        throw new PgkeepError('CONFIG_INVALID', (error as Error).message, { cause: error });
+      }
+    }
+    const value = resolved[option];
+    if (value !== undefined && (!Number.isFinite(value) || value < 1)) fail(`${option} ${value} must be a positive number of milliseconds`);
+  }
+  return resolved;
 }

@@ -32,6 +32,9 @@ export interface VerifyReport {
   durationMs: number;
 }
 
+/** Errors that mean an object could not be read, rather than that its bytes are wrong. */
+const UNREAD = new Set<string>(['STORAGE_NETWORK', 'STORAGE_IO', 'STORAGE_ACCESS', 'REPO_MISSING']);
+
 /** Files every base backup tar holds (pg_basebackup writes backup_label in place of a running server's state). */
 const BASE_TAR_FILES = ['backup_label', 'global/pg_control', 'PG_VERSION'];
 
@@ -116,6 +119,13 @@ export async function verifyBackup(repository: Repository, manifest: Manifest, o
         check.ok = true;
       } catch (error) {
         if (error instanceof PgkeepError && error.code === 'ABORTED') throw error;
+        // Could not read the object (the network, the disk, access): nothing was judged, so
+        // there is no verdict to record; the command fails with the storage's error.
+        if (error instanceof PgkeepError && UNREAD.has(error.code)) {
+          throw new PgkeepError(error.code, `could not read ${object.name} of backup ${manifest.id} to verify it (not a verdict on the backup: nothing was recorded): ${error.message}`, {
+            cause: error,
+          });
+        }
         check.problem = error instanceof PgkeepError && error.code === 'CHECKSUM_MISMATCH' ? error.message : `object ${object.name}: ${(error as Error).message}`;
         problems.push(check.problem);
       }
