@@ -1,0 +1,157 @@
+/**
+ * The S3 driver through a bad network (test/support/fault-proxy.ts between it
+ * and s3rver): downloads resume from their last good byte and deliver every
+ * byte exactly once; stalls and dead servers fail within the configured
+ * timeouts with STORAGE_NETWORK, never as corruption.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { PgkeepError } from '../../src/errors.js';
+import { openStorage } from '../../src/storage/open-storage.js';
+import { withRunSignal } from '../../src/storage/run-signal.js';
+import type { S3StorageOptions } from '../../src/storage/s3-storage.js';
+import type { Storage } from '../../src/storage/storage.js';
+import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
+import { startS3Server, type S3TestServer } from '../support/s3-server.js';
+import { readAll } from '../support/storage-conformance.js';
+
+for (const name of Object.keys(process.env)) if (name.startsWith('AWS_')) delete process.env[name];
+process.env.AWS_EC2_METADATA_DISABLED = 'true';
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
+
+const MiB = 1 << 20;
+const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+
+let server: S3TestServer;
+let proxy: FaultProxy;
+let bucket: string;
+const data = randomBytes(6 * MiB);
+
+function through(extra: S3StorageOptions = {}): Storage {
+  return openStorage(`s3://${bucket}/repo`, {
+    s3: {
+      endpoint: proxy.endpoint,
+      region: server.region,
+      credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey },
+      idleTimeoutMs: 1000,
+      retryBudgetMs: 8000,
+      maxAttempts: 5,
+      ...extra,
+    },
+  });
+}
+
+function isCode(code: string, pattern?: RegExp) {
+  return (error: unknown) => {
+    assert.ok(error instanceof PgkeepError, `a PgkeepError, not ${String(error)}`);
+    assert.equal(error.code, code, error.message);
+    if (pattern) assert.match(error.message, pattern);
+    assert.doesNotMatch(error.message, /corrupt/);
+    return true;
+  };
+}
+
+before(async () => {
+  server = await startS3Server();
+  bucket = await server.bucket('faults');
+  proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(server.endpoint).port) });
+  await through().put('big', Readable.from([data]));
+});
+
+after(async () => {
+  await proxy?.close();
+  await server?.stop();
+});
+
+describe('S3 reads through a bad network', { timeout: 120_000 }, () => {
+  it('resets mid-download: resumed with ranged GETs, every byte exactly once', async () => {
+    for (const [i, mode] of [
+      { resetProbability: 0.5, resetWithinBytes: 2 * MiB },
+      { closeProbability: 0.5, closeWithinBytes: 2 * MiB },
+    ].entries()) {
+      proxy.set(mode);
+      proxy.resetStats();
+      const started = Date.now();
+      for (let round = 0; round < 3; round++) {
+        const got = await readAll(await through({ maxAttempts: 10 }).get('big'));
+        assert.equal(got.length, data.length, `mode ${i}`);
+        assert.equal(sha256(got), sha256(data), `mode ${i}: the same bytes`);
+      }
+      const stats = proxy.stats();
+      assert.ok(stats.resets + stats.closes > 0, `mode ${i}: the proxy cut connections (${JSON.stringify(stats)})`);
+      assert.ok(Date.now() - started < 30_000);
+    }
+    // a range, resumed: the same bytes as the slice
+    proxy.set({ resetProbability: 0.6, resetWithinBytes: 256 * 1024 });
+    const part = await readAll(await through({ maxAttempts: 10 }).get('big', { start: 1000, end: 3 * MiB + 17 }));
+    assert.equal(sha256(part), sha256(data.subarray(1000, 3 * MiB + 17)));
+  });
+
+  it('a stall: STORAGE_NETWORK naming the idle timeout, within the budget', async () => {
+    proxy.set({});
+    proxy.resetStats();
+    proxy.set({ stallAfterBytes: 1 * MiB });
+    const started = Date.now();
+    const stream = await through({ retryBudgetMs: 3000 }).get('big');
+    await assert.rejects(readAll(stream), isCode('STORAGE_NETWORK', /could not read s3:\/\/faults\/repo\/big at byte \d+ of 6291456 .*no byte for 1 s \(idle timeout\)/));
+    const took = Date.now() - started;
+    assert.ok(took < 8_000, `failed in ${took} ms`);
+    proxy.dropAll();
+    proxy.set({});
+  });
+
+  it('an interrupt aborts a stalled read and a stalled request at once', async () => {
+    proxy.set({});
+    proxy.resetStats();
+    proxy.set({ stallAfterBytes: 1 * MiB });
+    const controller = new AbortController();
+    const slow = through({ idleTimeoutMs: 60_000, retryBudgetMs: 60_000 });
+    const stream = await withRunSignal(controller.signal, () => slow.get('big'));
+    const reading = readAll(stream);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.ok(proxy.stats().stalled, 'the link stalled');
+    const stat = withRunSignal(controller.signal, () => slow.stat('big'));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const started = Date.now();
+    controller.abort(new PgkeepError('ABORTED', 'interrupted by SIGTERM'));
+    await assert.rejects(reading, isCode('ABORTED'));
+    await assert.rejects(stat, isCode('ABORTED'));
+    assert.ok(Date.now() - started < 1000);
+    proxy.dropAll();
+    proxy.set({});
+  });
+
+  it('a killed server: STORAGE_NETWORK, not corruption', async () => {
+    const local = await startS3Server();
+    const b = await local.bucket('killed');
+    const localProxy = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(local.endpoint).port) });
+    const storage = openStorage(`s3://${b}/r`, {
+      s3: {
+        endpoint: localProxy.endpoint,
+        region: local.region,
+        credentials: { accessKeyId: local.accessKeyId, secretAccessKey: local.secretAccessKey },
+        idleTimeoutMs: 1000,
+        retryBudgetMs: 3000,
+        maxAttempts: 3,
+      },
+    });
+    try {
+      await storage.put('x', Readable.from([data.subarray(0, 3 * MiB)]));
+      localProxy.set({ delayMs: 20 });
+      const stream = await storage.get('x');
+      const reading = readAll(stream);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await local.stop();
+      localProxy.dropAll();
+      const started = Date.now();
+      await assert.rejects(reading, isCode('STORAGE_NETWORK', /could not read s3:\/\/killed\/r\/x at byte/));
+      assert.ok(Date.now() - started < 10_000);
+      await assert.rejects(storage.stat('x'), isCode('STORAGE_NETWORK'));
+    } finally {
+      await localProxy.close();
+      await local.stop().catch(() => undefined);
+    }
+  });
+});
