@@ -11,7 +11,7 @@ import { Repository, type EncryptionInfo } from '../repository/repository.js';
 import { acquireSourceLock, type SourceLock } from '../repository/source-lock.js';
 import { openStorage } from '../storage/open-storage.js';
 import { readObject, type Storage } from '../storage/storage.js';
-import { verifyBackup, type VerifyReport } from '../verify/verify-backup.js';
+import { isUnreadError, verifyBackup, type VerifyReport } from '../verify/verify-backup.js';
 import type { CommandContext } from './command-context.js';
 import { isEncrypted, readIdentities, WRAPPED_IDENTITY } from './repository-keys.js';
 
@@ -289,6 +289,8 @@ async function verifyAtDestination(ctx: CommandContext, to: Repository, manifest
     } catch (error) {
       if (error instanceof PgkeepError && error.code === 'ABORTED') throw error;
       if (signal.aborted) throw error;
+      // could not read it (the network): no verdict on the copy
+      if (isUnreadError(error)) throw error;
       problems.push(error instanceof PgkeepError && error.code === 'CHECKSUM_MISMATCH' ? error.message : `object ${object.name}: ${(error as Error).message}`);
     }
   }

@@ -5,7 +5,7 @@ import type { LogicalManifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { decryptStream, type AgeIdentity } from './age.js';
 import { CustomTocScanner, readArchiveToc, type TocEntry } from './custom-toc.js';
-import { loadStream } from './load-stream.js';
+import { loadStream, readError } from './load-stream.js';
 import type { ZstdCodec } from './zstd.js';
 
 export interface BackupTocOptions {
@@ -59,6 +59,11 @@ export async function readArchiveTocFrom(input: Readable, what: string, signal?:
 async function readArchiveHead(input: Readable, decode: Duplex[], signal: AbortSignal | undefined, what: string): Promise<Buffer> {
   const scanner = new CustomTocScanner();
   const chunks: Buffer[] = [];
+  // a failed read (the network, the disk) is not a damaged TOC: the input's own error is the verdict
+  let inputError: unknown;
+  input.once('error', (error: unknown) => {
+    inputError ??= error;
+  });
   const stop = new AbortController();
   const abortWith = () => stop.abort(signal?.reason);
   signal?.addEventListener('abort', abortWith, { once: true });
@@ -76,6 +81,7 @@ async function readArchiveHead(input: Readable, decode: Duplex[], signal: AbortS
     await pipeline([input, ...decode, collect], { signal: stop.signal });
   } catch (error) {
     if (signal?.aborted) throw error;
+    if (!stop.signal.aborted && inputError !== undefined) throw readError(what.replace(/^object /, ''), inputError);
     if (!stop.signal.aborted) {
       if (error instanceof PgkeepError) throw error;
       throw new PgkeepError('CHECKSUM_MISMATCH', `cannot read the table of contents of ${what}: ${(error as Error).message}`, { cause: error });

@@ -35,6 +35,11 @@ export interface VerifyReport {
 /** Errors that mean an object could not be read, rather than that its bytes are wrong. */
 const UNREAD = new Set<string>(['STORAGE_NETWORK', 'STORAGE_IO', 'STORAGE_ACCESS', 'REPO_MISSING']);
 
+/** True when `error` says an object could not be read (no verdict on its bytes). */
+export function isUnreadError(error: unknown): error is PgkeepError {
+  return error instanceof PgkeepError && UNREAD.has(error.code);
+}
+
 /** Files every base backup tar holds (pg_basebackup writes backup_label in place of a running server's state). */
 const BASE_TAR_FILES = ['backup_label', 'global/pg_control', 'PG_VERSION'];
 

@@ -559,7 +559,7 @@ describe('S3Storage specifics', () => {
       await assert.rejects(storage.put('k', Readable.from([Buffer.from('x')])), isCode('STORAGE_ACCESS', /AccessDenied.*bucket policy/));
     });
 
-    it('an unreachable endpoint: STORAGE_IO naming the endpoint', async () => {
+    it('an unreachable endpoint: STORAGE_NETWORK naming the endpoint', async () => {
       const port = await new Promise<number>((resolve) => {
         const probe = createServer();
         probe.listen(0, '127.0.0.1', () => {
@@ -571,7 +571,7 @@ describe('S3Storage specifics', () => {
         s3: { endpoint: `http://127.0.0.1:${port}`, region: 'us-east-1', credentials: { accessKeyId: 'a', secretAccessKey: 'b' }, maxAttempts: 2 },
       });
       const started = Date.now();
-      const unreachable = isCode('STORAGE_IO', new RegExp(`cannot reach the S3 endpoint http://127\\.0\\.0\\.1:${port}.*ECONNREFUSED`));
+      const unreachable = isCode('STORAGE_NETWORK', new RegExp(`cannot reach the S3 endpoint http://127\\.0\\.0\\.1:${port}.*ECONNREFUSED`));
       await assert.rejects(storage.isEmpty(), unreachable);
       await assert.rejects(storage.stat('x'), unreachable);
       const body = Readable.from([Buffer.from('data')]);
