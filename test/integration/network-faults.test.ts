@@ -1,0 +1,213 @@
+/**
+ * pgkeep's off-site path through a bad network: the CLI against s3rver behind
+ * test/support/fault-proxy.ts (resets, mid-response closes, stalls, a killed
+ * server). Every test has a bound on time; the timeouts are small
+ * (PGKEEP_S3_IDLE_TIMEOUT=1s) so the file stays fast.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync } from 'node:fs';
+import { copyFile, mkdir, readFile } from 'node:fs/promises';
+import * as path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { collect, json, pgkeep, startPgkeep } from '../support/cli.js';
+import { diffSnapshots, snapshotDatabase } from '../support/db-compare.js';
+import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
+import { useClusterAndWorkFolder } from '../support/integration-setup.js';
+import type { PgCluster } from '../support/pg-cluster.js';
+import { startS3Server, type S3TestServer } from '../support/s3-server.js';
+
+let cluster: PgCluster;
+let work: string;
+let s3: S3TestServer;
+let proxy: FaultProxy;
+let repo: string;
+
+useClusterAndWorkFolder('network', async (c, w) => {
+  cluster = c;
+  work = w;
+  await cluster.query('CREATE DATABASE app');
+  // about 4 MiB stored: big enough for resets in the middle of a download
+  await cluster.query(`CREATE TABLE noise AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS a FROM generate_series(1, 120000) g`, [], 'app');
+  await cluster.query(`CREATE TABLE notes (id int PRIMARY KEY, body text)`, [], 'app');
+  await cluster.query(`INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 3000) g`, [], 'app');
+});
+
+before(async () => {
+  s3 = await startS3Server();
+  proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(s3.endpoint).port) });
+  repo = `s3://${await s3.bucket('offsite')}/app`;
+});
+
+after(async () => {
+  await proxy?.close();
+  await s3?.stop();
+});
+
+const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
+
+/** Through the proxy, with small timeouts. */
+const env = (extra: Record<string, string> = {}) => ({
+  DATABASE_URL: cluster.url('app'),
+  AWS_ACCESS_KEY_ID: s3.accessKeyId,
+  AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
+  AWS_REGION: s3.region,
+  AWS_ENDPOINT_URL: proxy.endpoint,
+  PGKEEP_S3_CONNECT_TIMEOUT: '2s',
+  PGKEEP_S3_IDLE_TIMEOUT: '1s',
+  PGKEEP_S3_RETRY_BUDGET: '10s',
+  ...extra,
+});
+
+async function databases(): Promise<string[]> {
+  return (await cluster.query<{ datname: string }>('SELECT datname FROM pg_database ORDER BY 1')).map((r) => r.datname);
+}
+
+function clean(): void {
+  proxy.dropAll();
+  proxy.set({});
+  proxy.resetStats();
+}
+
+describe('the off-site path through a bad network', { concurrency: 1, timeout: 300_000 }, () => {
+  let source: Awaited<ReturnType<typeof snapshotDatabase>>;
+
+  test('a backup over a clean link (the starting point)', { timeout: 60_000 }, async () => {
+    const backup = await pgkeep(['backup', '--repo', repo, '--json'], { env: env() });
+    assert.equal(backup.code, 0, backup.stderr);
+    const stored = json(backup).totals.storedBytes as number;
+    assert.ok(stored > 2 << 20, `the dump is big enough to be cut mid-download (${stored} bytes)`);
+    source = await snapshotDatabase(cluster, 'app');
+  });
+
+  test('a restore through 50% connection resets succeeds, and restores the same database', { timeout: 90_000 }, async () => {
+    clean();
+    proxy.set({ resetProbability: 0.5, resetWithinBytes: 1 << 20 });
+    const restore = await pgkeep(['restore', 'latest', '--repo', repo, '--to', 'through_resets'], { env: env() });
+    assert.equal(restore.code, 0, restore.stderr);
+    assert.ok(proxy.stats().resets > 0, `the proxy reset connections: ${JSON.stringify(proxy.stats())}`);
+    assert.deepEqual(diffSnapshots(source, await snapshotDatabase(cluster, 'through_resets')), []);
+  });
+
+  test('a verify through resets and mid-response closes succeeds and records a passed verification', { timeout: 90_000 }, async () => {
+    clean();
+    proxy.set({ resetProbability: 0.3, resetWithinBytes: 1 << 20, closeProbability: 0.5, closeWithinBytes: 1 << 20 });
+    const verify = await pgkeep(['verify', 'latest', '--repo', repo], { env: env() });
+    assert.equal(verify.code, 0, verify.stderr);
+    const stats = proxy.stats();
+    assert.ok(stats.resets + stats.closes > 0, `the proxy cut connections: ${JSON.stringify(stats)}`);
+    clean();
+    const show = await pgkeep(['show', 'latest', '--repo', repo, '--json'], { env: env() });
+    assert.equal(json(show).verification?.ok, true, show.stdout);
+  });
+
+  test('a copy from S3 through resets succeeds and verifies at the destination', { timeout: 90_000 }, async () => {
+    clean();
+    proxy.set({ resetProbability: 0.5, resetWithinBytes: 1 << 20 });
+    const to = path.join(work, 'copy-dest');
+    const copy = await pgkeep(['copy', 'latest', '--from', repo, '--to', to, '--json'], { env: env() });
+    assert.equal(copy.code, 0, copy.stderr);
+    assert.ok(proxy.stats().resets > 0, `the proxy reset connections: ${JSON.stringify(proxy.stats())}`);
+    clean();
+    const verify = await pgkeep(['verify', 'latest', '--repo', to], { env: env() });
+    assert.equal(verify.code, 0, verify.stderr);
+  });
+
+  test('a stall fails within the configured timeouts, says so, is not called corrupt, and leaves no database', { timeout: 60_000 }, async () => {
+    clean();
+    proxy.set({ stallAfterBytes: 512 * 1024 });
+    const started = Date.now();
+    const restore = await pgkeep(['restore', 'latest', '--repo', repo, '--to', 'through_stall'], { env: env({ PGKEEP_S3_RETRY_BUDGET: '4s' }) });
+    const took = Date.now() - started;
+    assert.equal(restore.code, 16, restore.stderr);
+    assert.match(restore.stderr, /no byte for 1 s \(idle timeout\)/);
+    assert.doesNotMatch(restore.stderr, /corrupt/);
+    assert.ok(took < 20_000, `failed after ${took} ms`);
+    assert.ok(!(await databases()).includes('through_stall'), 'no half-made database');
+
+    // a verify that cannot read says so, and stores no verdict
+    clean();
+    const before = await pgkeep(['show', 'latest', '--repo', repo, '--json'], { env: env() });
+    const lastVerification = json(before).verification?.verifiedAt ?? json(before).verification?.startedAt;
+    proxy.set({ stallAfterBytes: 512 * 1024 });
+    const verify = await pgkeep(['verify', 'latest', '--repo', repo], { env: env({ PGKEEP_S3_RETRY_BUDGET: '3s' }) });
+    assert.equal(verify.code, 16, verify.stderr);
+    assert.match(verify.stderr, /could not read dump\.zst of backup .* \(not a verdict on the backup: nothing was recorded\)/);
+    assert.doesNotMatch(verify.stderr, /corrupt/);
+    clean();
+    const afterShow = await pgkeep(['show', 'latest', '--repo', repo, '--json'], { env: env() });
+    assert.equal(json(afterShow).verification?.ok, true, 'the last verification is still the passed one');
+    assert.equal(json(afterShow).verification?.verifiedAt ?? json(afterShow).verification?.startedAt, lastVerification);
+  });
+
+  test('SIGTERM during a stalled backup to S3 exits within seconds', { timeout: 60_000 }, async () => {
+    clean();
+    proxy.set({ stallAfterBytes: proxy.stats().bytes + 300 * 1024 });
+    // long timeouts: only the signal can end it quickly
+    const child = startPgkeep(['backup', '--repo', repo], { env: env({ PGKEEP_S3_IDLE_TIMEOUT: '5m', PGKEEP_S3_REQUEST_TIMEOUT: '10m' }) });
+    const done = collect(child);
+    for (let i = 0; i < 300 && !proxy.stats().stalled; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(proxy.stats().stalled, 'the upload stalled');
+    await new Promise((r) => setTimeout(r, 500));
+    const started = Date.now();
+    child.kill('SIGTERM');
+    const result = await done;
+    const took = Date.now() - started;
+    assert.ok(took < 6_000, `exited ${took} ms after SIGTERM`);
+    assert.equal(result.code, 143, result.stderr);
+    assert.match(result.stderr, /interrupted by SIGTERM/);
+    clean();
+  });
+
+  test('wal-fetch through resets: the right segment or a clear error, never a partial file', { timeout: 120_000 }, async () => {
+    clean();
+    await cluster.query('CREATE TABLE IF NOT EXISTS walt (id int)');
+    await cluster.query('INSERT INTO walt SELECT generate_series(1, 20000)');
+    const { name } = (await cluster.query<{ name: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS name'))[0]!;
+    const file = path.join(work, 'wal-src', name);
+    await mkdir(path.dirname(file), { recursive: true });
+    await copyFile(path.join(cluster.dataDir, 'pg_wal', name), file);
+    const original = await readFile(file);
+    const wal = (args: string[], extra: Record<string, string> = {}) => pgkeep(args, { entry: true, env: env(extra) });
+    const pushed = await wal(['wal-push', file, '--source', 'app', '--repo', repo]);
+    assert.equal(pushed.code, 0, pushed.stderr);
+
+    proxy.set({ resetProbability: 0.6, resetWithinBytes: 64 * 1024 });
+    const outcomes: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const dest = path.join(work, `wal-out-${i}`);
+      await mkdir(dest);
+      const fetched = await wal(['wal-fetch', name, path.join(dest, 'seg'), '--source', 'app', '--repo', repo], { PGKEEP_S3_RETRY_BUDGET: '3s' });
+      if (fetched.code === 0) {
+        assert.equal(sha256(await readFile(path.join(dest, 'seg'))), sha256(original), 'the right segment');
+        outcomes.push('ok');
+      } else {
+        assert.equal(fetched.code, 16, fetched.stderr);
+        assert.match(fetched.stderr, /^pgkeep: .*(could not read|closed the connection|cannot reach)/);
+        assert.doesNotMatch(fetched.stderr, /corrupt/);
+        assert.deepEqual(readdirSync(dest), [], 'no partial file');
+        outcomes.push('error');
+      }
+    }
+    assert.ok(proxy.stats().resets > 0, `the proxy reset connections: ${JSON.stringify(proxy.stats())}`);
+    assert.ok(outcomes.includes('ok'), outcomes.join(','));
+  });
+
+  test('a killed S3 server is never reported as corruption', { timeout: 60_000 }, async () => {
+    clean();
+    proxy.set({ delayMs: 5 });
+    const child = startPgkeep(['restore', 'latest', '--repo', repo, '--to', 'server_killed'], { env: env({ PGKEEP_S3_RETRY_BUDGET: '3s' }) });
+    const done = collect(child);
+    for (let i = 0; i < 300 && proxy.stats().bytes < 600 * 1024; i++) await new Promise((r) => setTimeout(r, 20));
+    await s3.stop();
+    proxy.dropAll();
+    const started = Date.now();
+    const result = await done;
+    assert.ok(Date.now() - started < 20_000);
+    assert.equal(result.code, 16, result.stderr);
+    assert.match(result.stderr, /could not read|cannot reach|closed the connection/);
+    assert.doesNotMatch(result.stderr, /corrupt/);
+    assert.ok(!(await databases()).includes('server_killed'), 'no half-made database');
+    assert.ok(!existsSync(path.join(work, 'server_killed')));
+  });
+});
