@@ -20,6 +20,7 @@ import { withRunSignal } from '../storage/run-signal.js';
 import type { RetentionFlags } from '../config/retention-settings.js';
 import { validateTimeZone } from '../retention/calendar.js';
 import { parseDuration } from '../retention/duration.js';
+import { parseHostPattern, parseProxyAddress } from '../server/host-allowlist.js';
 import { PGKEEP_VERSION } from '../version.js';
 import {
   printAllDatabasesDone,
@@ -59,6 +60,18 @@ const count = (what: string) => (value: string) => {
   const n = Number(value);
   if (!/^\d+$/.test(value) || !Number.isSafeInteger(n)) throw new PgkeepError('USAGE', `${what} must be a whole number, 0 to switch the rule off (got "${value}")`);
   return n;
+};
+/** --allowed-host (repeatable), checked as serve.allowedHosts entries are. */
+const allowedHost = (value: string, previous: string[] = []) => {
+  const parsed = parseHostPattern(value);
+  if (typeof parsed === 'string') throw new PgkeepError('USAGE', `--allowed-host: ${parsed}`);
+  return [...previous, value];
+};
+/** --trust-proxy (repeatable), checked as serve.trustProxy entries are. */
+const trustedProxy = (value: string, previous: string[] = []) => {
+  const parsed = parseProxyAddress(value);
+  if (typeof parsed === 'string') throw new PgkeepError('USAGE', `--trust-proxy: ${parsed}`);
+  return [...previous, value];
 };
 const duration = (what: string) => (value: string) => parseDuration(value, what).text;
 const labelPeriod = (value: string, previous: Record<string, string> = {}) => {
@@ -612,12 +625,14 @@ export async function main(argv: string[]): Promise<number> {
     .description('run the schedules, the HTTP API (/health, /ready, /metrics, /api) and alerts until SIGTERM')
     .option('--once', 'run the schedules that are due, wait for them, and exit (Kubernetes CronJob)')
     .option('--listen <host:port>', 'address of the HTTP API (default: serve.host/serve.port, 127.0.0.1:9187)')
-    .action(async (options: OutputOptions & { once?: boolean; listen?: string }, command: Command) => {
+    .option('--allowed-host <host>', 'a Host name to answer besides loopback and the listen address (repeatable; name, name:port, *.domain, IP, CIDR; added to serve.allowedHosts)', allowedHost)
+    .option('--trust-proxy <address>', 'IP or CIDR of a reverse proxy whose X-Forwarded-Host is read and checked (repeatable; added to serve.trustProxy)', trustedProxy)
+    .action(async (options: OutputOptions & { once?: boolean; listen?: string; allowedHost?: string[]; trustProxy?: string[] }, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
       const listen = options.listen === undefined ? {} : parseListen(options.listen);
       const { runServe } = await import('../commands/serve.js');
-      const result = await runServe(context(settings, { quiet: options.quiet }), { once: Boolean(options.once), ...listen });
+      const result = await runServe(context(settings, { quiet: options.quiet }), { once: Boolean(options.once), ...listen, allowedHosts: options.allowedHost, trustProxy: options.trustProxy });
       if (!options.once) return;
       if (json) return void console.log(JSON.stringify({ jobs: result.jobs }, null, 2));
       for (const job of result.jobs) console.log(`${job.state} ${job.kind} of ${job.source}${job.detail ? `: ${job.detail}` : ''}`);
@@ -665,12 +680,21 @@ export async function main(argv: string[]): Promise<number> {
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:9188')
     .option('--token-file <file>', 'file holding the API token that unlocks actions (or set PGKEEP_API_TOKEN); without one the dashboard is read-only')
     .option('--require-login', 'with a token: every page needs logging in, not only actions')
-    .action(async (options: { listen: string; tokenFile?: string; requireLogin?: boolean }, command: Command) => {
+    .option('--allowed-host <host>', 'a Host name to answer besides loopback and the listen address (repeatable; name, name:port, *.domain, IP, CIDR; added to serve.allowedHosts)', allowedHost)
+    .option('--trust-proxy <address>', 'IP or CIDR of a reverse proxy whose X-Forwarded-Host is read and checked (repeatable; added to serve.trustProxy)', trustedProxy)
+    .action(async (options: { listen: string; tokenFile?: string; requireLogin?: boolean; allowedHost?: string[]; trustProxy?: string[] }, command: Command) => {
       const settings = settingsOf(command);
       const token = options.tokenFile ? readSecretFile(options.tokenFile, '--token-file') : settings.env.PGKEEP_API_TOKEN || undefined;
       const { parseListen: parseDashboardListen, startDashboardServer } = await import('../server/dashboard/dashboard-server.js');
-      const server = await startDashboardServer(settings, parseDashboardListen(options.listen), { token, requireLoginToView: options.requireLogin });
+      // the same Host allowlist as pgkeep serve: serve.allowedHosts and serve.trustProxy of the config, plus the flags
+      const hosts = {
+        allowedHosts: [...(settings.config.serve?.allowedHosts ?? []), ...(options.allowedHost ?? [])],
+        trustProxy: [...(settings.config.serve?.trustProxy ?? []), ...(options.trustProxy ?? [])],
+      };
+      const log = (line: string) => process.stderr.write(`pgkeep: ${line}\n`);
+      const server = await startDashboardServer(settings, parseDashboardListen(options.listen), { token, requireLoginToView: options.requireLogin, ...hosts, log });
       process.stderr.write(`pgkeep: dashboard on ${server.url}/ (${token ? 'actions need the API token' : 'read-only: no API token configured'}); Ctrl+C stops it\n`);
+      log(server.hosts);
       // runs until interrupted; an interrupt is a normal stop here, not an error
       await new Promise<void>((resolve) => controller.signal.addEventListener('abort', () => resolve(), { once: true }));
       await server.close();

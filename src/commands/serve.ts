@@ -10,6 +10,7 @@ import { systemClock, type Clock } from '../scheduler/clock.js';
 import { JobHistory, type JobRecord } from '../scheduler/job-history.js';
 import { Scheduler, type MissedRun } from '../scheduler/scheduler.js';
 import type { DaemonApi, ReadyCheck } from '../server/daemon-api.js';
+import { HostAllowlist } from '../server/host-allowlist.js';
 import { assertSafeBind, buildHttpServer } from '../server/http-server.js';
 import { registerDashboard } from '../server/dashboard/register-dashboard.js';
 import { serveDashboardDeps } from '../server/dashboard/serve-dashboard-deps.js';
@@ -30,6 +31,9 @@ export interface ServeRequest {
   /** --listen host:port; overrides serve.host/serve.port. */
   host?: string | undefined;
   port?: number | undefined;
+  /** --allowed-host and --trust-proxy: added to serve.allowedHosts and serve.trustProxy. */
+  allowedHosts?: readonly string[] | undefined;
+  trustProxy?: readonly string[] | undefined;
   /** The clock (tests); default the system's. */
   clock?: Clock;
   /** Where the lead plugs in physical backups and restore tests. */
@@ -52,6 +56,7 @@ const STATUS_INTERVAL_MS = 5 * 60_000;
  * process, until ctx.signal (SIGTERM, SIGINT):
  *
  *  1. resolve serve:/notify: settings; refuse a non-loopback address without a token
+ *     (and answer only the Host names of the allowlist: DNS rebinding protection)
  *  2. open the job history in the state folder; build the schedules (bad cron → CONFIG_INVALID)
  *  3. with --once: run every schedule that is due, wait, return (failures → the first job's error)
  *  4. start the HTTP server, arm the schedules (missed runs logged, optional catch-up)
@@ -65,7 +70,7 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
   const log = (level: 'info' | 'warn' | 'error', message: string) => ctx.info(`${clock.now().toISOString()} ${level} ${message}`);
 
   // 1. settings
-  const serve = resolveServeSettings(settings, { host: request.host, port: request.port });
+  const serve = resolveServeSettings(settings, { host: request.host, port: request.port, allowedHosts: request.allowedHosts, trustProxy: request.trustProxy });
   const notify = resolveNotifySettings(settings);
   assertSafeBind(serve.host, serve.token);
 
@@ -150,7 +155,8 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
   const api = daemonApi(settings, sourceNames, scheduler, metrics, async () => {
     if (clock.now().getTime() - statusReadAt > STATUS_TTL_MS) await refreshStatus();
   });
-  const app = buildHttpServer(api, { token: serve.token, protectProbes: serve.protectProbes });
+  const hosts = new HostAllowlist({ listen: { host: serve.host, port: serve.port }, allowedHosts: serve.allowedHosts, trustProxy: serve.trustProxy, configHint: 'serve.allowedHosts or --allowed-host' });
+  const app = buildHttpServer(api, { token: serve.token, protectProbes: serve.protectProbes, hosts, onRefuse: (line) => log('warn', line) });
   // the web dashboard at /, beside /api: its actions go through the same scheduler and need the same token
   await registerDashboard(app, serveDashboardDeps(settings, scheduler), { token: serve.token });
   try {
@@ -162,6 +168,7 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : serve.port;
   log('info', `pgkeep ${PGKEEP_VERSION} listening on http://${serve.host.includes(':') ? `[${serve.host}]` : serve.host}:${port} (API token ${serve.token ? 'required' : 'not configured: state-changing endpoints disabled'}); state in ${serve.stateDir}`);
+  log(hosts.allowsAny ? 'warn' : 'info', hosts.describe(port));
   for (const s of scheduler.schedules()) log('info', `schedule: ${s.kind} of ${s.source} at "${s.cron}"${s.timeZone ? ` (${s.timeZone})` : ''}, next ${s.next ?? 'never'}`);
   if (serve.schedules.length === 0) log('warn', 'no schedules configured (sources.<name>.schedule): serving the API only');
   const missed = scheduler.start({ catchUp: serve.catchUp });

@@ -1,9 +1,23 @@
 import { z } from 'zod';
+import { parseHostPattern, parseProxyAddress } from '../server/host-allowlist.js';
 
 /** A duration as written in the config: 10m, 60s, 24h (same syntax as retention). */
 const DurationText = z.string().regex(/^(?:\d+(?:\.\d+)?[smhdw])+$/, 'expected a duration such as 10m, 60s or 24h (units s, m, h, d, w)');
 /** A cron expression (5 fields, or 6 with seconds); checked by croner when the daemon starts. */
 const CronText = z.string().min(1, 'expected a cron expression such as "0 2 * * *"');
+
+/** A list in the config, also written as one string (`allowedHosts: backup.example.com`). */
+const listOf = (item: z.ZodType<string>) => z.preprocess((value) => (typeof value === 'string' ? [value] : value), z.array(item));
+/** An entry of serve.allowedHosts: name, name:port, *.domain, IP address, CIDR range or "*". */
+const HostPatternText = z.string().superRefine((value, ctx) => {
+  const parsed = parseHostPattern(value);
+  if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed });
+});
+/** An entry of serve.trustProxy: an IP address or CIDR range. */
+const ProxyAddressText = z.string().superRefine((value, ctx) => {
+  const parsed = parseProxyAddress(value);
+  if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed });
+});
 
 /** The kinds of scheduled work. */
 export const JOB_KINDS = ['logical', 'physical', 'restoreTest', 'prune', 'check'] as const;
@@ -36,6 +50,13 @@ export const ServeSchema = z
     tokenFile: z.string().min(1).optional(),
     /** Require the token on /health, /ready and /metrics too (default false). */
     protectProbes: z.boolean().optional(),
+    /**
+     * Host names the HTTP server answers besides loopback and its own addresses
+     * (DNS rebinding protection): the name behind a reverse proxy, a Service name.
+     */
+    allowedHosts: listOf(HostPatternText).optional(),
+    /** Addresses (IP or CIDR) of reverse proxies whose X-Forwarded-Host is read, and checked against allowedHosts. */
+    trustProxy: listOf(ProxyAddressText).optional(),
     /** Folder of the job history (default ./pgkeep-state, beside the config). */
     stateDir: z.string().min(1).optional(),
     /** Jobs running at once across sources (default 2). */

@@ -14,6 +14,10 @@ export interface ServeSettings {
   /** PGKEEP_API_TOKEN > serve.tokenFile > serve.token; undefined disables state-changing endpoints. */
   token: string | undefined;
   protectProbes: boolean;
+  /** Host patterns answered besides loopback and the server's own addresses (serve.allowedHosts + --allowed-host). */
+  allowedHosts: string[];
+  /** Proxies whose X-Forwarded-Host is read (serve.trustProxy + --trust-proxy). */
+  trustProxy: string[];
   stateDir: string;
   concurrency: number;
   overlap: 'queue' | 'skip';
@@ -25,7 +29,16 @@ export interface ServeSettings {
   schedules: ScheduleEntry[];
 }
 
-export function resolveServeSettings(settings: Settings, overrides: { host?: string | undefined; port?: number | undefined } = {}): ServeSettings {
+export interface ServeOverrides {
+  host?: string | undefined;
+  port?: number | undefined;
+  /** --allowed-host: added to serve.allowedHosts. */
+  allowedHosts?: readonly string[] | undefined;
+  /** --trust-proxy: added to serve.trustProxy. */
+  trustProxy?: readonly string[] | undefined;
+}
+
+export function resolveServeSettings(settings: Settings, overrides: ServeOverrides = {}): ServeSettings {
   const serve = settings.config.serve ?? {};
   const base = settings.configFile ? path.dirname(settings.configFile) : settings.cwd;
   const token = settings.env.PGKEEP_API_TOKEN || (serve.tokenFile ? readSecretFile(path.resolve(base, serve.tokenFile), 'serve.tokenFile') : serve.token) || undefined;
@@ -41,6 +54,8 @@ export function resolveServeSettings(settings: Settings, overrides: { host?: str
     port: overrides.port ?? serve.port ?? SERVE_DEFAULTS.port,
     token,
     protectProbes: serve.protectProbes ?? false,
+    allowedHosts: [...(serve.allowedHosts ?? []), ...(overrides.allowedHosts ?? [])],
+    trustProxy: [...(serve.trustProxy ?? []), ...(overrides.trustProxy ?? [])],
     stateDir: path.resolve(base, settings.env.PGKEEP_STATE_DIR || serve.stateDir || 'pgkeep-state'),
     concurrency: serve.concurrency ?? SERVE_DEFAULTS.concurrency,
     overlap: serve.overlap ?? SERVE_DEFAULTS.overlap,

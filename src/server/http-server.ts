@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import { PgkeepError, toPgkeepError, type ErrorCode } from '../errors.js';
 import { guards } from './auth.js';
 import type { DaemonApi } from './daemon-api.js';
+import { registerHostCheck, type HostAllowlist } from './host-allowlist.js';
 import { apiRoutes } from './routes/api.js';
 import { probeRoutes } from './routes/probes.js';
 
@@ -10,6 +11,10 @@ export interface HttpServerOptions {
   token: string | undefined;
   /** Require the token on /health, /ready and /metrics too. */
   protectProbes: boolean;
+  /** The Host names answered (DNS rebinding protection); checked before anything else. */
+  hosts: HostAllowlist;
+  /** Where refused requests are reported (a few, not a flood). */
+  onRefuse?: ((line: string) => void) | undefined;
 }
 
 const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
@@ -24,9 +29,11 @@ const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
  * The daemon's HTTP server: probes, metrics and the JSON API, each area in
  * its own routes module (a dashboard, issue 8, is one more beside them).
  * Errors answer `{ error: { code, message } }` with the pgkeep error code.
+ * The Host check is the first hook: it guards every route, the dashboard's too.
  */
 export function buildHttpServer(api: DaemonApi, options: HttpServerOptions): FastifyInstance {
   const app = Fastify({ logger: false });
+  registerHostCheck(app, options.hosts, options.onRefuse);
   const guard = guards(options.token);
   // `curl -X POST -H 'content-type: application/json'` with no body is a fine way to start a job
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
