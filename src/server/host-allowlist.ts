@@ -236,6 +236,8 @@ export class HostAllowlist {
     const host = parseHostValue(request.host);
     if (!host) return { ok: false, status: 400, reason: `malformed Host header ${shown(request.host)}` };
     if (!this.allows(host, local)) {
+      const port = local.port ?? this.#listen.port;
+      if (this.allows({ ...host, port }, local)) return { ok: false, status: 421, reason: `Host ${shown(request.host)} names port ${host.port}, but this server listens on ${port}` };
       return { ok: false, status: 421, reason: `Host ${shown(request.host)} is not a name of this server (DNS rebinding protection); if it is yours, add it to ${this.#hint}` };
     }
     if (request.forwardedHost !== undefined && this.trusts(request.remoteAddress)) {
@@ -252,15 +254,16 @@ export class HostAllowlist {
 
   /** One line for the start-up log: which Host values are answered. */
   describe(port: number): string {
-    if (this.allowsAny) return `any Host is answered (${this.#hint} holds "*"): the DNS rebinding check is off`;
+    if (this.allowsAny) return `Host check off: ${this.#hint} holds "*", so any Host is answered (no DNS rebinding protection)`;
     const bind = this.#listen.host;
     const loopbackBind = bind !== undefined && (bind.name === 'localhost' || (bind.ip !== 0 && LOOPBACK.check(bind.name, bind.ip === 4 ? 'ipv4' : 'ipv6')));
     const parts = [`localhost, 127.0.0.0/8 and [::1] on port ${port} (or without a port)`];
-    if (!loopbackBind && bind) parts.push(`${bind.ip === 6 ? `[${bind.name}]` : bind.name}:${port}`, `the address a request arrives on, on port ${port}`);
+    if (!loopbackBind && bind) parts.push(`${bind.ip === 6 ? `[${bind.name}]` : bind.name}:${port} and the IP address a request arrives on`);
     const configured = this.options.allowedHosts ?? [];
-    if (configured.length > 0) parts.push(configured.join(', '));
-    const forwarded = (this.options.trustProxy ?? []).length > 0 ? `; X-Forwarded-Host is read and checked from ${(this.options.trustProxy ?? []).join(', ')}, ignored from anyone else` : '; X-Forwarded-Host is ignored';
-    return `answering Host ${parts.join('; ')}${forwarded}`;
+    if (configured.length > 0) parts.push(`the configured ${configured.join(', ')}`);
+    const proxies = this.options.trustProxy ?? [];
+    const forwarded = proxies.length > 0 ? `X-Forwarded-Host is checked too from ${proxies.join(', ')} and ignored from anyone else` : 'X-Forwarded-Host is ignored (no trusted proxy)';
+    return `Host check: answering ${parts.join('; ')}; ${forwarded}`;
   }
 }
 
