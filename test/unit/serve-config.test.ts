@@ -17,7 +17,7 @@ describe('serve configuration', () => {
   test('the sample pgkeep.yaml in docs/ is valid and sets every serve: and notify: key', () => {
     const env = { SLACK_WEBHOOK_URL: 'https://hooks.slack.com/services/T/B/x', ALERTS_TOKEN: 't', ANALYTICS_PASSWORD: 'p' };
     const config = parseConfig(readFileSync(path.join(docs, 'pgkeep.example.yaml'), 'utf8'), 'pgkeep.example.yaml', env);
-    assert.deepEqual(Object.keys(config.serve!).sort(), ['catchUp', 'concurrency', 'gracePeriod', 'historyLimit', 'host', 'overlap', 'port', 'protectProbes', 'pruneAfterBackup', 'stateDir', 'stuckAfter', 'timeZone', 'tokenFile'].sort());
+    assert.deepEqual(Object.keys(config.serve!).sort(), ['allowedHosts', 'catchUp', 'concurrency', 'gracePeriod', 'historyLimit', 'host', 'overlap', 'port', 'protectProbes', 'pruneAfterBackup', 'stateDir', 'stuckAfter', 'timeZone', 'tokenFile', 'trustProxy'].sort());
     assert.deepEqual(Object.keys(config.sources!.app!.schedule!).sort(), ['check', 'logical', 'physical', 'prune', 'restoreTest', 'timeZone']);
     const serve = resolveServeSettings(settingsOf({ ...config, serve: { ...config.serve, tokenFile: undefined } }));
     assert.equal(serve.schedules.length, 6);
@@ -41,6 +41,31 @@ describe('serve configuration', () => {
     const notify = resolveNotifySettings(settingsOf({ notify: { email: { host: 'smtp', from: 'a@b.c', to: ['d@e.f'] } } }, { SMTP_PASSWORD: 'pw' }));
     assert.equal(notify.email!.password, 'pw');
     assert.equal(notify.reminderMs, 86_400_000);
+  });
+
+  test('serve.allowedHosts and serve.trustProxy: lists (or one string), each entry checked, the flags added', () => {
+    const one = parseConfig('serve: { allowedHosts: backup.example.com, trustProxy: 10.0.0.2 }', 'pgkeep.yaml', {});
+    assert.deepEqual(one.serve!.allowedHosts, ['backup.example.com']);
+    assert.deepEqual(one.serve!.trustProxy, ['10.0.0.2']);
+    const yaml = ['serve:', '  allowedHosts:', '    - backup.example.com', '    - "pgkeep.internal:8443"', '    - "*.svc.cluster.local"', '    - 10.0.0.0/8', '    - "[fd00::5]:9187"', '  trustProxy: [127.0.0.1, "::1", 10.0.0.0/8]', ''].join('\n');
+    const config = parseConfig(yaml, 'pgkeep.yaml', {});
+    assert.deepEqual(config.serve!.allowedHosts, ['backup.example.com', 'pgkeep.internal:8443', '*.svc.cluster.local', '10.0.0.0/8', '[fd00::5]:9187']);
+    assert.deepEqual(config.serve!.trustProxy, ['127.0.0.1', '::1', '10.0.0.0/8']);
+    const resolved = resolveServeSettings(settingsOf(config), { allowedHosts: ['dash.example.org'], trustProxy: ['192.0.2.1'] });
+    assert.deepEqual(resolved.allowedHosts, [...config.serve!.allowedHosts!, 'dash.example.org']);
+    assert.deepEqual(resolved.trustProxy, ['127.0.0.1', '::1', '10.0.0.0/8', '192.0.2.1']);
+    const plain = resolveServeSettings(settingsOf({}));
+    assert.deepEqual([plain.allowedHosts, plain.trustProxy], [[], []]);
+    for (const [text, message] of [
+      ['serve: { allowedHosts: ["https://backup.example.com"] }', /pgkeep\.yaml: serve\.allowedHosts\.0: "https:\/\/backup\.example\.com" is not a host name, name:port, \*\.domain, IP address or CIDR range/],
+      ['serve: { allowedHosts: [ok.example, "bad host"] }', /serve\.allowedHosts\.1: "bad host" is not a host name/],
+      ['serve: { allowedHosts: [10.0.0.0/33] }', /serve\.allowedHosts\.0: /],
+      ['serve: { allowedHosts: [42] }', /serve\.allowedHosts\.0: /],
+      ['serve: { trustProxy: [proxy.example.com] }', /serve\.trustProxy\.0: "proxy\.example\.com" is not an IP address or CIDR range \(a proxy is trusted by its address\)/],
+      ['serve: { trustedProxies: [10.0.0.1] }', /serve: unknown key "trustedProxies"/],
+    ] as const) {
+      assert.throws(() => parseConfig(text, 'pgkeep.yaml', {}), (e: unknown) => isPgkeepError(e, 'CONFIG_INVALID') && message.test((e as Error).message), text);
+    }
   });
 
   test('bad keys are named', () => {
