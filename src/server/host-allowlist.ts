@@ -223,6 +223,15 @@ export class HostAllowlist {
     return this.#patterns.some((pattern) => patternMatches(pattern, host));
   }
 
+  /**
+   * Fastify's `trustProxy` option: with trusted proxies, `request.host` is
+   * their X-Forwarded-Host (which this check has allowed), so the dashboard
+   * compares a form's Origin with the name the browser used.
+   */
+  get fastifyTrustProxy(): false | ((address: string) => boolean) {
+    return this.#proxies.length === 0 ? false : (address: string) => this.trusts(address);
+  }
+
   /** Whether `X-Forwarded-Host` from this peer is read. */
   trusts(remoteAddress: string | undefined): boolean {
     const peer = remoteAddress === undefined ? undefined : plainAddress(remoteAddress);

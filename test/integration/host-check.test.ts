@@ -58,18 +58,19 @@ interface Answer {
   status: number;
   type: string;
   body: string;
+  location?: string | undefined;
 }
 
 /** One request with node:http to `connectTo` (127.0.0.1 by default), with exactly the headers given (Host included). */
-function send(port: number, url: string, headers: Record<string, string>, options: { method?: string; connectTo?: string } = {}): Promise<Answer> {
+function send(port: number, url: string, headers: Record<string, string>, options: { method?: string; connectTo?: string; body?: string } = {}): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = httpRequest({ host: options.connectTo ?? '127.0.0.1', port, path: url, method: options.method ?? 'GET', headers, setHost: false }, (res) => {
       let body = '';
       res.setEncoding('utf8').on('data', (t: string) => (body += t));
-      res.on('end', () => resolve({ status: res.statusCode!, type: String(res.headers['content-type'] ?? ''), body }));
+      res.on('end', () => resolve({ status: res.statusCode!, type: String(res.headers['content-type'] ?? ''), body, location: res.headers.location }));
     });
     req.on('error', reject);
-    req.end();
+    req.end(options.body);
   });
 }
 
@@ -225,6 +226,14 @@ describe('Host check (DNS rebinding)', () => {
     assertRefused(await send(port, '/', { host: `127.0.0.1:${port}`, 'x-forwarded-host': 'dash.example.org, evil.example' }), 421, /X-Forwarded-Host "evil\.example"/, 'a list with a foreign name');
     assertRefused(await send(port, '/', { host: 'evil.example', 'x-forwarded-host': 'dash.example.org' }), 421, /Host "evil\.example" is not a name/, 'a foreign Host');
     assertRefused(await send(port, '/', { host: `127.0.0.1:${port}`, 'x-forwarded-host': 'a b' }), 400, /malformed X-Forwarded-Host "a b"/, 'malformed');
+
+    // logging in through the proxy: the form's Origin is the browser's name, which the proxy forwards
+    const login = (headers: Record<string, string>) =>
+      send(port, '/login', { 'content-type': 'application/x-www-form-urlencoded', origin: 'https://dash.example.org', ...headers }, { method: 'POST', body: `token=${TOKEN}` });
+    const proxiedLogin = await login({ host: `127.0.0.1:${port}`, 'x-forwarded-host': 'dash.example.org' });
+    assert.equal(proxiedLogin.status, 303, proxiedLogin.body.slice(0, 300));
+    assert.equal(proxiedLogin.location, '/');
+    assert.equal((await login({ host: `127.0.0.1:${port}` })).status, 401, 'without the forwarded name the Origin is another site');
   });
 
   test('pgkeep dashboard on 0.0.0.0: loopback, the listen address and the address a request arrives on are answered, other names are not', async () => {

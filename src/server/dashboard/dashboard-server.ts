@@ -37,7 +37,7 @@ export async function startDashboardServer(settings: Settings, listen: { host: s
   const allowlist = new HostAllowlist({ listen, allowedHosts: options.allowedHosts, trustProxy: options.trustProxy, configHint: 'serve.allowedHosts or --allowed-host' });
   const { allowedHosts: _hosts, trustProxy: _proxies, log, ...dashboard } = options;
   const deps = commandDashboardDeps(settings);
-  const app = Fastify({ logger: false });
+  const app = Fastify({ logger: false, trustProxy: allowlist.fastifyTrustProxy });
   // first: before the dashboard's own hooks and routes
   registerHostCheck(app, allowlist, log);
   await registerDashboard(app, deps, dashboard);

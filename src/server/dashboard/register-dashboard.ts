@@ -195,7 +195,8 @@ function sameOrigin(request: FastifyRequest): boolean {
   const origin = request.headers.origin;
   if (!origin || origin === 'null') return origin !== 'null';
   try {
-    return new URL(origin).host === request.headers.host;
+    // request.host: the Host, or a trusted proxy's X-Forwarded-Host (the name the browser used)
+    return new URL(origin).host === request.host;
   } catch {
     return false;
   }
