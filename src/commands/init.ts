@@ -37,12 +37,34 @@ export async function runInit(settings: Settings, request: InitRequest = {}): Pr
     if (wantsEncryption && !existing.info.encryption) {
       throw new PgkeepError('REPO_EXISTS', `${existing.location} is already an unencrypted pgkeep repository: encryption is chosen when a repository is created; use a new location`);
     }
+    if (existing.info.encryption) assertSameEncryption(existing.location, existing.info.encryption, request);
     return { location: existing.location, created: false, id: existing.info.id, encryption: existing.info.encryption };
   }
 
   const encryption = wantsEncryption ? await createEncryption(storage, { recipients: request.recipients ?? [], passphrase: request.passphrase }) : null;
   const repository = await Repository.init(storage, encryption);
   return { location: repository.location, created: true, id: repository.info.id, encryption };
+}
+
+/**
+ * init over an encrypted repository asking for other keys than it has is an
+ * error, not "nothing changed": someone holding only the key they asked for
+ * would believe they can decrypt it. Recipients cannot be added to an existing
+ * repository (its objects are already encrypted to the ones it has).
+ */
+function assertSameEncryption(location: string, has: EncryptionInfo, request: InitRequest): void {
+  const how = has.passphrase ? 'a passphrase' : `the recipient(s) ${has.recipients.join(', ')}`;
+  const fix =
+    'pgkeep cannot add a recipient or change the key of an existing repository (its objects are already encrypted): ' +
+    'use a key it has, or create a new repository with the recipients you want (pgkeep init --encrypt --recipient … at another location) and back up to it';
+  const asked = request.recipients ?? [];
+  if (request.passphrase !== undefined && asked.length === 0 && !has.passphrase) {
+    throw new PgkeepError('REPO_EXISTS', `${location} is already a pgkeep repository encrypted to ${how}, not with a passphrase: ${fix}`);
+  }
+  const missing = asked.filter((r) => !has.recipients.includes(r));
+  if (missing.length > 0) {
+    throw new PgkeepError('REPO_EXISTS', `${location} is already a pgkeep repository encrypted to ${how}, not to ${missing.join(', ')}: ${fix}`);
+  }
 }
 
 function safeSourceName(settings: Settings): string | undefined {

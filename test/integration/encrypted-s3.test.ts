@@ -143,6 +143,23 @@ describe('encrypted repositories (age)', () => {
     assert.equal(result.code, 5);
     assert.match(result.stderr, /already an unencrypted pgkeep repository: encryption is chosen when a repository is created/);
   });
+
+  test('init over a repository encrypted to other keys is an error naming the keys it has; the same keys change nothing', async () => {
+    const a = await newKey('init-a');
+    const b = await newKey('init-b');
+    const repo = path.join(work, 'enc-to-a');
+    assert.equal((await pgkeep(['init', '--repo', repo, '--encrypt', '--recipient', a.publicKey])).code, 0);
+    const other = await pgkeep(['init', '--repo', repo, '--encrypt', '--recipient', b.publicKey]);
+    assert.equal(other.code, 5, other.stderr);
+    assert.ok(other.stderr.includes(`encrypted to the recipient(s) ${a.publicKey}, not to ${b.publicKey}`), other.stderr);
+    assert.match(other.stderr, /cannot add a recipient .* create a new repository/);
+    const passphrase = await pgkeep(['init', '--repo', repo, '--encrypt'], { env: { PGKEEP_PASSPHRASE: 'secret words' } });
+    assert.equal(passphrase.code, 5, passphrase.stderr);
+    assert.match(passphrase.stderr, /not with a passphrase/);
+    const same = await pgkeep(['init', '--repo', repo, '--encrypt', '--recipient', a.publicKey]);
+    assert.equal(same.code, 0, same.stderr);
+    assert.match(same.stdout, /already a pgkeep repository, encrypted to 1 recipient\(s\) \(nothing changed\)/);
+  });
 });
 
 describe('S3 repositories', () => {
