@@ -24,7 +24,18 @@ export interface LoadOptions {
  * (readError), never CHECKSUM_MISMATCH.
  */
 export async function loadStream(storage: Storage, key: string, object: BackupObject, sink: Writable, options: LoadOptions): Promise<void> {
-  const input: Readable = await storage.get(key);
+  let input: Readable;
+  try {
+    input = await storage.get(key);
+  } catch (error) {
+    // The sink must not wait for bytes that will never come: a child process
+    // (pg_restore, psql) reading it would wait on its stdin forever, and the
+    // command with it (a restore whose first GET failed hung this way).
+    // The error is thrown to the caller below; the sink's copy of it needs a listener.
+    sink.on('error', () => undefined);
+    sink.destroy(error instanceof Error ? error : new Error(String(error)));
+    throw error;
+  }
   // A read that failed (the network, the disk) is not corrupt bytes: remember that the input failed,
   // because the pipeline passes its error on to every later stage, the decompressor included.
   let inputError: unknown;

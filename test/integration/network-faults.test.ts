@@ -193,6 +193,19 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
     assert.ok(outcomes.includes('ok'), outcomes.join(','));
   });
 
+  test('a restore whose first GET of the dump fails ends promptly (pg_restore is not left waiting on its stdin)', { timeout: 60_000 }, async () => {
+    clean();
+    // every attempt at the dump fails before a byte of it arrives: storage.get itself rejects
+    await s3.failNext(5, { method: 'GET', pathIncludes: 'dump.zst' }, 500, 'InternalError'); // maxAttempts: all of them
+    const started = Date.now();
+    const restore = await pgkeep(['restore', 'latest', '--repo', repo, '--to', 'first_get_failed'], { env: env() });
+    const took = Date.now() - started;
+    assert.equal(restore.code, 5, restore.stderr);
+    assert.match(restore.stderr, /InternalError \(HTTP 500\) after 5 attempts/);
+    assert.ok(took < 20_000, `ended after ${took} ms`);
+    assert.ok(!(await databases()).includes('first_get_failed'), 'no half-made database');
+  });
+
   test('a killed S3 server is never reported as corruption', { timeout: 60_000 }, async () => {
     clean();
     proxy.set({ delayMs: 5 });
