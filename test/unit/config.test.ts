@@ -385,6 +385,21 @@ describe('per-repository S3 options', () => {
     assert.deepEqual(storageOptions(settings, 's3://elsewhere/x').s3, { region: 'eu-west-1', storageClass: 'STANDARD', spoolDir }, 'other URLs get the defaults');
   });
 
+  it('network timeouts: durations per repository, over the top-level defaults; a bad one is named', async () => {
+    const cwd = await workdir({
+      'pgkeep.yaml': 's3:\n  idleTimeout: 30s\n  retryBudget: 5m\nrepos:\n  - url: s3://far/app\n    s3: { idleTimeout: 0.5s, connectTimeout: 3s, requestTimeout: 20m }\n  - s3://near/app\n',
+    });
+    const settings = loadSettings({}, { env: {}, cwd });
+    const far = storageOptions(settings, 's3://far/app').s3!;
+    assert.deepEqual(
+      { connect: far.connectionTimeoutMs, idle: far.idleTimeoutMs, request: far.requestTimeoutMs, budget: far.retryBudgetMs },
+      { connect: 3000, idle: 500, request: 1_200_000, budget: 300_000 },
+    );
+    assert.equal(storageOptions(settings, 's3://near/app').s3!.idleTimeoutMs, 30_000);
+    const bad = await workdir({ 'pgkeep.yaml': 's3:\n  idleTimeout: soon\n' });
+    assert.throws(() => loadSettings({}, { env: {}, cwd: bad }), pgkeepError('CONFIG_INVALID', 's3.idleTimeout'));
+  });
+
   it('a bad option in a repos entry is named with its path', async () => {
     const cwd = await workdir({ 'pgkeep.yaml': 'sources:\n  app:\n    repos:\n      - url: s3://b/p\n        s3: { sse: rot13 }\n' });
     assert.throws(() => loadSettings({}, { env: {}, cwd }), pgkeepError('CONFIG_INVALID', 'sources.app.repos.0'));
