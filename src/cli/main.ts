@@ -37,6 +37,8 @@ import {
   printRestoreDone,
   printRestorePlan,
   printShow,
+  printSourceRemoved,
+  printSources,
   printStatus,
   printTablePitr,
   printVerify,
@@ -608,6 +610,26 @@ export async function main(argv: string[]): Promise<number> {
       json = Boolean(options.json);
       const settings = settingsOf(command);
       printPin(await (await import('../commands/pin.js')).runUnpin(context(settings, options), ref), json);
+    });
+
+  const sources = withOutput(program.command('sources'))
+    .description('list the sources: configured ones and those found in the repositories, with their backups and failures')
+    .action(async (options: OutputOptions, command: Command) => {
+      json = Boolean(options.json);
+      const { runListSources } = await import('../commands/sources.js');
+      printSources(await runListSources(context(settingsOf(command), options)), json);
+    });
+  withOutput(sources.command('remove'))
+    .description('remove a source from its repositories (one that holds backups, WAL or pins only with --with-backups and a typed confirmation)')
+    .argument('<name>', 'the source')
+    .option('--with-backups', 'also delete its backups, archived WAL and pins')
+    .option('--force', 'do not ask to type the name (scripts, no terminal)')
+    .action(async (name: string, own: OutputOptions & { withBackups?: boolean; force?: boolean }, command: Command) => {
+      // --json and --quiet after the name are parsed by `sources` too: read them from both
+      const options = { ...own, ...(command.optsWithGlobals() as OutputOptions) };
+      json = Boolean(options.json);
+      const { runRemoveSource } = await import('../commands/sources.js');
+      printSourceRemoved(await runRemoveSource(context(settingsOf(command), options), name, options), json);
     });
 
   withOutput(program.command('status'))

@@ -11,6 +11,7 @@ import type { PinResult } from '../commands/pin.js';
 import type { PruneResult } from '../commands/prune.js';
 import type { StatusResult } from '../commands/status.js';
 import type { ShowResult } from '../commands/show.js';
+import type { RemoveSourceResult, SourcesResult } from '../commands/sources.js';
 import type { VerifyResult } from '../commands/verify.js';
 import type { Manifest, PhysicalManifest } from '../repository/manifest.js';
 import type { CopiesReport } from '../commands/verify-copies.js';
@@ -443,6 +444,37 @@ export function printPin(result: PinResult, json: boolean): void {
   if (result.pinned) out(`pinned ${result.source}/${result.id} in ${result.repositories.join(', ')}: prune will never delete it (pgkeep unpin ${result.id} to undo)`);
   else if (result.changed) out(`unpinned ${result.source}/${result.id} in ${result.repositories.join(', ')}: the retention policy applies to it again`);
   else out(`${result.source}/${result.id} was not pinned (nothing changed)`);
+}
+
+/** `sources`: one row per source, configured or found in a repository. */
+export function printSources(result: SourcesResult, json: boolean): void {
+  if (json) return printJson(result);
+  if (result.sources.length === 0) out('no sources yet: configure one in pgkeep.yaml, or take a first backup (pgkeep backup)');
+  else {
+    out(
+      formatTable(
+        ['SOURCE', 'CONFIGURED', 'BACKUPS', 'LAST BACKUP', 'FAILURES', 'WAL', 'REPOSITORIES'],
+        result.sources.map((s) => [
+          s.name,
+          s.configured ? 'yes' : 'no',
+          String(s.backups),
+          s.lastBackup ? `${s.lastBackup.id} (${formatAge(new Date(s.lastBackup.finishedAt))})` : '-',
+          String(s.failures),
+          s.wal ? 'yes' : '-',
+          s.repositories.join(', ') || '-',
+        ]),
+        [2, 4],
+      ),
+    );
+  }
+  for (const u of result.unreachable) out(`cannot read ${u.repository}: ${u.error}`);
+}
+
+export function printSourceRemoved(result: RemoveSourceResult, json: boolean): void {
+  if (json) return printJson(result);
+  const what = [result.removedBackups > 0 ? `${result.removedBackups} backup(s)` : '', result.removedWal ? 'its archived WAL' : ''].filter(Boolean).join(' and ');
+  out(`removed source ${result.source}${what ? ` with ${what}` : ''} from ${result.repositories.join(', ')}`);
+  if (result.stillConfigured) out(`it is still in the configuration file: its next backup creates it again`);
 }
 
 /** `status`: one block per source; `status --check`: one line per problem (or one line saying all is well). */

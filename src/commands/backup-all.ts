@@ -73,7 +73,8 @@ export async function runBackupAllDatabases(ctx: CommandContext, source: Resolve
     const result: AllDatabasesResult = { run, globals: shared !== undefined, backups: [], failed: [] };
     for (const database of databases) {
       const name = database === source.connection.database ? source.name : sourceNameForDatabase(database);
-      const one: ResolvedSource = { ...source, name, connection: withDatabase(source.connection, database) };
+      // found on the server: a failure of it is recorded even before its first backup
+      const one: ResolvedSource = { ...source, name, connection: withDatabase(source.connection, database), configured: true };
       try {
         const manifest = await runBackup(ctx, repositories, one, {
           ...request,

@@ -16,6 +16,7 @@ import { readDatabaseInfo, readServerInfo } from '../postgres/server-info.js';
 import { countRows, readCatalogTables, selectDataTables } from '../postgres/table-selection.js';
 import { DumpRowCounter, tableKey } from '../pipeline/dump-row-counter.js';
 import { writeBackupFailure } from '../repository/backup-failures.js';
+import { joinKey } from '../storage/storage.js';
 import { makeBackupId, validateBackupName } from '../repository/backup-id.js';
 import type { BackupObject, LogicalManifest, Manifest, MigrationState } from '../repository/manifest.js';
 import { writeManifestHead } from '../repository/manifest.js';
@@ -73,8 +74,47 @@ export async function runBackup(ctx: CommandContext, repository: Repository | re
   try {
     return await takeBackup(ctx, repositories, source, request);
   } catch (error) {
-    await recordFailure(repositories, source.name, startedAt, error);
+    // A configured source, or one with backups, keeps the failure for `status`. A first attempt at an
+    // unknown source (no database given, a misspelt name, pg_dump too old) is reported, not persisted:
+    // a source exists once it is configured or has its first backup.
+    const known = source.configured || (await hasBackupsIn(repositories, source.name));
+    if (known) await recordFailure(repositories, source.name, startedAt, error);
+    else await forgetNewSource(repositories, source.name);
     throw error;
+  }
+}
+
+async function hasBackupsIn(repositories: readonly Repository[], source: string): Promise<boolean> {
+  for (const repository of repositories) {
+    const folders = await repository.listBackupFolders(source).catch(() => [{ complete: true }]); // unreadable: assume it is known
+    if (folders.some((f) => f.complete)) return true;
+  }
+  return false;
+}
+
+/**
+ * Removes what a failed first backup of an unknown source wrote (its
+ * source.json, failure records of earlier pgkeep versions): only when that is
+ * all the source's folder holds. Anything else (a backup folder, WAL, a pin,
+ * another process's lock) leaves the folder as it is. Best effort.
+ */
+async function forgetNewSource(repositories: readonly Repository[], source: string): Promise<void> {
+  const folder = joinKey('sources', source);
+  for (const repository of repositories) {
+    try {
+      let removable = true;
+      for await (const entry of repository.storage.list(folder, { recursive: true })) {
+        if (entry.kind !== 'object') continue;
+        const inside = entry.path.slice(folder.length + 1);
+        if (inside !== 'source.json' && !inside.startsWith('failures/')) {
+          removable = false;
+          break;
+        }
+      }
+      if (removable) await repository.storage.removeFolder(folder);
+    } catch {
+      // the repository may be what failed: it keeps what it has, `pgkeep sources remove` clears it
+    }
   }
 }
 

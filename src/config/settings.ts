@@ -42,6 +42,13 @@ export interface ResolvedSource {
   readonly repos: readonly string[];
   readonly pgBin: string | undefined;
   readonly tempDir: string | undefined;
+  /**
+   * The config file defines it (or an --all-databases run found its database
+   * on the server). Only such a source, or one with a backup, gets a failure
+   * record: a first attempt that fails (a typo, no database given) must not
+   * leave a source behind that is "at risk" forever.
+   */
+  readonly configured: boolean;
 }
 
 export function loadSettings(options: GlobalOptions, context: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Settings {
@@ -109,6 +116,7 @@ export function resolveSource(settings: Settings): ResolvedSource {
     repo: repositoryUrl(settings, name),
     repos: repositoryUrls(settings, name),
     ...toolPaths(settings),
+    configured: sourceConfig !== undefined,
   });
 }
 
@@ -310,12 +318,15 @@ export function resolveConnection(settings: Settings, source: SourceConfig | und
 
   const merged: Partial<ConnectionInfo> = Object.assign({}, ...layers);
   const user = merged.user ?? safeOsUser();
+  // Nothing named a server or a database: what follows is pgkeep's guess, and a failure says so.
+  const guessed = merged.host === undefined && merged.port === undefined && merged.database === undefined;
   return {
     ...merged,
     host: merged.host ?? 'localhost',
     port: merged.port ?? 5432,
     user,
     database: merged.database ?? user,
+    ...(guessed ? { guessed: true as const } : {}),
   };
 }
 

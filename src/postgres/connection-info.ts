@@ -16,6 +16,8 @@ export interface ConnectionInfo {
   readonly sslmode?: string | undefined;
   /** Further libpq parameters from the URL query (sslrootcert, application_name, ...). */
   readonly params?: Readonly<Record<string, string>>;
+  /** No --db, environment, .env or config named a server or database: host, port and database are defaults. */
+  readonly guessed?: true | undefined;
 }
 
 const LIBPQ_ENV: Record<string, string> = {
@@ -122,7 +124,9 @@ export function describeConnection(info: ConnectionInfo, database = info.databas
 }
 
 export function withDatabase(info: ConnectionInfo, database: string): ConnectionInfo {
-  return { ...info, database };
+  // a database chosen by name is no longer a guess
+  const { guessed: _guessed, ...rest } = info;
+  return { ...rest, database };
 }
 
 /** host:port as people write it, for messages. */

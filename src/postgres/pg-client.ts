@@ -40,6 +40,17 @@ export async function withClient<T>(info: ConnectionInfo, fn: (client: pg.Client
 }
 
 export function connectionError(error: unknown, info: ConnectionInfo): PgkeepError {
+  const failure = describeConnectionError(error, info);
+  if (!info.guessed || failure.code === 'DB_QUERY_FAILED') return failure;
+  // A first run without any database named: say so, and what was tried, before the server's reason.
+  return new PgkeepError(
+    failure.code,
+    `no database given (no --db, DATABASE_URL, POSTGRES_* or PG* variables, .env file, or source in a pgkeep.yaml): tried the default, database "${info.database}" as user "${info.user}" at ${serverLabel(info)}, and it failed: ${failure.message.replace(/^cannot connect to PostgreSQL at [^:]+(:\d+)?: /, '')}`,
+    { cause: error },
+  );
+}
+
+function describeConnectionError(error: unknown, info: ConnectionInfo): PgkeepError {
   if (error instanceof PgkeepError) return error;
   const e = error as { code?: string; message?: string };
   const where = serverLabel(info);

