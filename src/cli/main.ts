@@ -6,7 +6,7 @@ import type { CommandContext } from '../commands/command-context.js';
 import type { BackupRequest } from '../commands/backup.js';
 import type { AllDatabasesResult } from '../commands/backup-all.js';
 import type { PitrRequest, RecoveryTarget } from '../commands/pitr.js';
-import type { CheckReport } from '../commands/check.js';
+import type { CheckReport, CheckScope } from '../commands/check.js';
 import type { PruneResult } from '../commands/prune.js';
 import { openRepositories, openRepository, repositoriesWithBackup } from '../commands/open-repository.js';
 import type { RestoreRequest } from '../commands/restore.js';
@@ -577,18 +577,24 @@ export async function main(argv: string[]): Promise<number> {
     });
 
   withOutput(program.command('check'))
-    .description('pre-flight of a source: server, client programs, repository, key, and WAL archiving (forces a WAL switch and waits for it in the repository)')
+    .description('pre-flight of a source, fitted to what it uses: server, client programs, table privileges, repository (writable, lock, free space), keys; for physical sources also WAL archiving (forces a WAL switch and waits for it in the repository)')
+    .option('--logical', 'check only what logical backups (pg_dump) need')
+    .option('--physical', 'check only what physical backups and WAL archiving need, even for a source that does not use them yet')
     .option('--wal-timeout <seconds>', 'how long to wait for the switched WAL segment (default 60)', positiveInt('--wal-timeout'))
-    .action(async (options: OutputOptions & { walTimeout?: number }, command: Command) => {
+    .action(async (options: OutputOptions & { walTimeout?: number; logical?: boolean; physical?: boolean }, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
       const source = resolveSource(settings);
-      const repository = await openRepository(settings, { source: source.name });
+      const scopes = options.logical || options.physical ? ([options.logical ? 'logical' : undefined, options.physical ? 'physical' : undefined].filter(Boolean) as CheckScope[]) : undefined;
       try {
-        printCheck(await (await import('../commands/check.js')).runCheck(context(settings, options), repository, source, { walTimeoutMs: options.walTimeout === undefined ? undefined : options.walTimeout * 1000 }), json);
+        printCheck(await (await import('../commands/check.js')).runCheck(context(settings, options), source, { scopes, walTimeoutMs: options.walTimeout === undefined ? undefined : options.walTimeout * 1000 }), json);
       } catch (error) {
         const report = (error as PgkeepError).details?.report;
-        if (report) printCheck(report as CheckReport, json);
+        if (report) {
+          // the report is the one JSON document, failing or not (its ok is false)
+          printCheck(report as CheckReport, json);
+          jsonPrinted = json;
+        }
         throw error;
       }
     });

@@ -542,6 +542,7 @@ export function printTablePitr(result: TablePitrResult, json: boolean): void {
 export function printCheck(report: CheckReport, json: boolean): void {
   if (json) return printJson(report);
   const width = Math.max(...report.items.map((i) => i.name.length));
+  out(`checking ${report.scopes.join(' and ')} backups of ${report.source} (${report.scopeReason})`);
   for (const item of report.items) out(`${item.status === 'ok' ? 'ok  ' : item.status === 'warn' ? 'warn' : 'FAIL'}  ${item.name.padEnd(width)}  ${item.detail}`);
   if (report.archiveLagSeconds !== undefined) out(`archive lag: ${report.archiveLagSeconds.toFixed(1)} s (age of the newest archived WAL file)`);
   out(report.ok ? `source ${report.source}: all checks passed` : `source ${report.source}: some checks failed`);

@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { PgkeepError } from '../errors.js';
 import { joinKey, readObject, type Storage } from '../storage/storage.js';
 
-interface LockOwner {
+export interface LockOwner {
   pid: number;
   host: string;
   command: string;
@@ -41,6 +41,17 @@ export async function acquireSourceLock(storage: Storage, source: string, comman
     );
   }
   throw new PgkeepError('LOCK_HELD', `could not take the lock of source ${source}: it keeps changing hands, try again`);
+}
+
+/**
+ * Who holds a source's lock, without taking it (for `pgkeep check`): undefined
+ * when it is free. `stale`: its process is gone on this host (the next writer
+ * takes it over); a lock from another host cannot be judged from here.
+ */
+export async function inspectSourceLock(storage: Storage, source: string): Promise<{ owner: LockOwner; stale: boolean } | undefined> {
+  const owner = await readOwner(storage, joinKey('sources', source, 'locks', 'source.lock'));
+  if (!owner) return undefined;
+  return { owner, stale: owner.host === hostname() && !isAlive(owner.pid) };
 }
 
 async function readOwner(storage: Storage, key: string): Promise<LockOwner | undefined> {

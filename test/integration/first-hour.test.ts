@@ -139,8 +139,60 @@ describe('pgkeep sources: list and remove', () => {
 
     const removed = await pgkeep(['sources', 'remove', 'app', '--with-backups', '--force', '--json'], { cwd });
     assert.equal(removed.code, 0, removed.stderr);
-    assert.deepEqual({ ...json(removed), repositories: undefined }, { source: 'app', repositories: undefined, removedBackups: 1, removedWal: false, stillConfigured: false });
+    assert.deepEqual({ ...json<object>(removed), repositories: undefined }, { source: 'app', repositories: undefined, removedBackups: 1, removedWal: false, stillConfigured: false });
     assert.deepEqual(await sourceFolders(repo), []);
     assert.deepEqual(json(await pgkeep(['list', '--json'], { cwd })), []);
+  });
+});
+
+describe('check fits what the source uses', () => {
+  test('a logical-only setup passes without archiving; --physical checks archiving anyway; --json is one document', async () => {
+    const cwd = await folder('check');
+    const db = ['--db', cluster.url('app')];
+    const before = await pgkeep(['check', ...db], { cwd });
+    assert.equal(before.code, 0, before.stdout + before.stderr);
+    assert.match(before.stdout, /^checking logical backups of app \(logical only: /);
+    assert.match(before.stdout, /warn +repository +no repository at .* yet: the first backup creates it/);
+    assert.equal((await pgkeep(['backup', ...db], { cwd })).code, 0);
+
+    const ok = await pgkeep(['check', ...db], { cwd });
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+    for (const line of [/ok +server +PostgreSQL 15\.\d+ at 127\.0\.0\.1:\d+, database app/, /ok +pg_dump +pg_dump 15/, /ok +privileges +role postgres can read all 2 table\(s\)/, /ok +writable +wrote and removed a test object/, /ok +lock +source app is not locked/, /ok +free space +.* free in .*; the newest backup stored/]) {
+      assert.match(ok.stdout, line);
+    }
+    assert.doesNotMatch(ok.stdout, /archive_mode|archive_command|replication|pg_basebackup/);
+    assert.deepEqual((await readdir(path.join(cwd, 'backups'))).sort(), ['pgkeep.json', 'sources'], 'the probe object is gone');
+
+    const asJson = await pgkeep(['check', ...db, '--json'], { cwd });
+    assert.equal(asJson.code, 0);
+    assert.equal(json(asJson).ok, true);
+    assert.deepEqual(json(asJson).scopes, ['logical']);
+
+    const physical = await pgkeep(['check', ...db, '--physical', '--json'], { cwd });
+    assert.equal(physical.code, 13, physical.stderr);
+    const report = json(physical); // exactly one JSON document, also when it fails
+    assert.equal(report.ok, false);
+    assert.deepEqual(report.scopes, ['physical']);
+    assert.equal(report.items.find((i: { name: string }) => i.name === 'archive_mode').status, 'fail');
+    assert.ok(!report.items.some((i: { name: string }) => i.name === 'pg_dump'), '--physical leaves out the logical checks');
+    assert.match(physical.stderr, /^pgkeep: check of source app failed: archive_mode: set archive_mode = on/);
+    assert.equal(physical.stderr.trim().split('\n').length, 1);
+  });
+
+  test('a role that cannot read a table, and a server that does not answer, fail with one JSON document', async () => {
+    const cwd = await folder('check-fail');
+    const denied = await pgkeep(['check', '--db', cluster.url('app', 'reader', 'reader-pw'), '--source', 'app', '--json'], { cwd });
+    assert.equal(denied.code, 13, denied.stderr);
+    const report = json(denied);
+    assert.deepEqual(report.items.find((i: { name: string }) => i.name === 'privileges'), { name: 'privileges', status: 'fail', detail: "role reader cannot read 1 relation(s): public.secret (GRANT SELECT, and USAGE on the schema, or exclude them in the source's backup options)" });
+    // excluded from the backup: no longer needed
+    await writeFile(path.join(cwd, 'pgkeep.yaml'), `sources:\n  app:\n    db: ${cluster.url('app', 'reader', 'reader-pw')}\n    backup: { excludeTables: [public.secret] }\n`);
+    const fine = await pgkeep(['check'], { cwd });
+    assert.equal(fine.code, 0, fine.stdout + fine.stderr);
+    assert.match(fine.stdout, /ok +privileges +role reader can read all 1 table\(s\)/);
+
+    const down = await pgkeep(['check', '--db', 'postgresql://app@127.0.0.1:1/app', '--json'], { cwd: await folder('check-down') });
+    assert.equal(down.code, 13, down.stderr);
+    assert.deepEqual(json(down).items[0], { name: 'server', status: 'fail', detail: 'cannot connect to PostgreSQL at 127.0.0.1:1: connection refused (is the server running, and are host and port right?)' });
   });
 });
