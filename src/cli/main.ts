@@ -45,6 +45,7 @@ import {
   printVerifyCopies,
   printWalVerify,
 } from './print.js';
+import { addCommandHelp } from './command-help.js';
 import { ProgressBar } from './progress-bar.js';
 import { confirmOnTerminal } from './prompt.js';
 import { resolveWalTarget, runWal } from './wal-cli.js';
@@ -159,7 +160,13 @@ export async function main(argv: string[]): Promise<number> {
     .option('--identity <file>', 'age identity file to decrypt an encrypted repository (default: PGKEEP_AGE_IDENTITY_FILE)')
     .exitOverride()
     // commander's own usage errors, as one line like every other pgkeep error
-    .configureOutput({ outputError: (text, write) => write(`pgkeep: ${text.trim().replace(/^error: /, '')} (see pgkeep --help)\n`) });
+    .configureOutput({
+      outputError: (text, write) => {
+        // commander puts "(Did you mean …?)" on a second line: pgkeep's failures are one line
+        const message = text.trim().replace(/^error: /, '').replace(/\s*\n\s*\(Did you mean (.*)\)$/, ' (did you mean $1)').replace(/\s*\n\s*/g, ' ');
+        write(`pgkeep: ${message} (see pgkeep --help)\n`);
+      },
+    });
 
   const settingsOf = (command: Command): Settings => loadSettings(command.optsWithGlobals() as GlobalOptions);
   const withOutput = (command: Command) => command.option('--json', 'print JSON').option('-q, --quiet', 'print only the result');
@@ -216,7 +223,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--label <label>', 'label to attach (repeatable)', collect)
     .option('--compress-level <n>', 'zstd level 1-19 (default 3)', positiveInt('--compress-level'))
     .option('--checksums', 'also record a content hash of every table, for verify --deep (one md5 per row)')
-    .option('--globals', 'store roles and tablespaces (pg_dumpall --globals-only) beside the dump; the default: fails the backup if they cannot be read')
+    .option('--globals', 'fail the backup when roles and tablespaces (pg_dumpall --globals-only) cannot be read; by default they are stored beside the dump when readable, with a warning otherwise')
     .option('--no-globals', 'do not store roles and tablespaces')
     .option('--all-databases', "every database of the server, each as its own backup (source named after the database), sharing one globals dump")
     .action(async (options: Record<string, unknown> & OutputOptions, command: Command) => {
@@ -728,6 +735,8 @@ export async function main(argv: string[]): Promise<number> {
       await server.close();
       exitCode = 0;
     });
+
+  addCommandHelp(program);
 
   try {
     // every storage request of the command honours the signal: SIGINT/SIGTERM abort a stalled one at once

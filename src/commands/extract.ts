@@ -130,7 +130,9 @@ export async function runExtract(ctx: CommandContext, source: ResolvedSource, re
     let run;
     if (format === 'csv') {
       const psql = await toolInfo('psql', source.pgBin);
-      run = startProcess(psql.path, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--no-password', '-d', scratch, '-c', `COPY (SELECT * FROM ${only}${qualified}${condition}) TO STDOUT WITH (FORMAT csv, HEADER)`], { ...common, env, stdout: 'pipe' });
+      // Timestamps the same wherever the file is made or read: ISO, in UTC (whatever the server's, role's or PGTZ's zone)
+      const csvEnv = { ...env, PGTZ: 'UTC', PGDATESTYLE: 'ISO, YMD' };
+      run = startProcess(psql.path, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--no-password', '-d', scratch, '-c', `COPY (SELECT * FROM ${only}${qualified}${condition}) TO STDOUT WITH (FORMAT csv, HEADER)`], { ...common, env: csvEnv, stdout: 'pipe' });
     } else {
       if (where !== undefined) {
         // Only the scratch copy is changed: it is dropped below.

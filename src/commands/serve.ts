@@ -116,6 +116,7 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
   };
 
   const scheduler = new Scheduler(serve.schedules, {
+    configFile: settings.configFile,
     clock,
     history,
     concurrency: serve.concurrency,

@@ -1,3 +1,4 @@
+import { basename } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Cron } from 'croner';
 import type { JobKind } from '../config/serve-schema.js';
@@ -31,6 +32,8 @@ export interface JobOutcome {
 export type JobRunner = (job: Readonly<JobRecord>, run: JobRunContext) => Promise<JobOutcome>;
 
 export interface SchedulerOptions {
+  /** The config file the schedules come from, named in the error for a bad cron expression as other config errors do. */
+  configFile?: string | undefined;
   clock: Clock;
   history: JobHistory;
   runner: JobRunner;
@@ -92,7 +95,7 @@ export class Scheduler {
       } catch (error) {
         throw new PgkeepError(
           'CONFIG_INVALID',
-          `sources.${entry.source}.schedule.${entry.kind}: "${entry.cron}" is not a valid cron expression${entry.timeZone ? ` in time zone ${entry.timeZone}` : ''} (${(error as Error).message}); e.g. "0 2 * * *" for 02:00 daily`,
+          `${options.configFile ? `${basename(options.configFile)}: ` : ''}sources.${entry.source}.schedule.${entry.kind}: "${entry.cron}" is not a valid cron expression${entry.timeZone ? ` in time zone ${entry.timeZone}` : ''} (${(error as Error).message}); e.g. "0 2 * * *" for 02:00 daily`,
           { cause: error },
         );
       }

@@ -196,3 +196,40 @@ describe('check fits what the source uses', () => {
     assert.deepEqual(json(down).items[0], { name: 'server', status: 'fail', detail: 'cannot connect to PostgreSQL at 127.0.0.1:1: connection refused (is the server running, and are host and port right?)' });
   });
 });
+
+describe('say what is true', () => {
+  test('extract --format csv writes timestamps in ISO and UTC, whatever the role, PGTZ or DateStyle say', async () => {
+    const cwd = await folder('extract-tz');
+    await cluster.query("CREATE TABLE events (id int, at timestamptz, local timestamp)", [], 'app');
+    await cluster.query("INSERT INTO events VALUES (1, '2026-11-21 14:05:00+00', '2026-11-21 14:05:00')", [], 'app');
+    await cluster.query("CREATE ROLE tz_user LOGIN SUPERUSER PASSWORD 'tz-pw'");
+    await cluster.query("ALTER ROLE tz_user SET timezone = 'America/New_York'");
+    await cluster.query("ALTER ROLE tz_user SET datestyle = 'German, DMY'");
+    const db = ['--db', cluster.url('app', 'tz_user', 'tz-pw')];
+    assert.equal((await pgkeep(['backup', '--quiet', ...db], { cwd })).code, 0);
+    const result = await pgkeep(['extract', 'latest', '--table', 'events', ...db], { cwd, env: { PGTZ: 'Asia/Tokyo', PGDATESTYLE: 'SQL, DMY' } });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, 'id,at,local\n1,2026-11-21 14:05:00+00,2026-11-21 14:05:00\n');
+  });
+
+  test('an unknown command is one line with its suggestion; every command has help with global options and examples', async () => {
+    const unknown = await pgkeep(['sourcez']);
+    assert.equal(unknown.code, 2);
+    assert.equal(unknown.stderr, "pgkeep: unknown command 'sourcez' (did you mean sources?) (see pgkeep --help)\n");
+    const top = await pgkeep(['--help']);
+    const names = [...top.stdout.split('Commands:')[1]!.matchAll(/^  ([a-z-]+)/gm)].map((m) => m[1]!).filter((n) => n !== 'help');
+    assert.ok(names.length >= 20, names.join(' '));
+    const paths = names.flatMap((n) => (n === 'notify' ? ['notify test'] : n === 'sources' ? ['sources', 'sources remove'] : [n]));
+    for (const command of paths) {
+      const help = await pgkeep([...command.split(' '), '--help']);
+      assert.equal(help.code, 0, command);
+      assert.match(help.stdout, /\nExamples?:\n(  .+\n){1,3}$/, `${command} --help shows one to three examples`);
+      for (const line of help.stdout.split(/\nExamples?:\n/)[1]!.trim().split('\n')) assert.match(line.trim(), /^(pgkeep |[A-Z_]+=\S+ pgkeep |archive_command = 'pgkeep |restore_command = 'pgkeep )/, `${command}: ${line}`);
+      if (command !== 'keygen') assert.match(help.stdout, /\nGlobal options \(before or after the command\):\n/, `${command} --help lists the global options`);
+    }
+    const backup = (await pgkeep(['backup', '--help'])).stdout;
+    for (const flag of ['--db <url>', '--repo <url>', '-c, --config <file>', '--json']) assert.ok(backup.includes(flag), flag);
+    // the README: a failing pg_dumpall is a warning by default, an error with --globals
+    assert.match(backup.replace(/\s+/g, ' '), /--globals fail the backup when roles and tablespaces \(pg_dumpall --globals-only\) cannot be read; by default they are stored beside the dump when readable, with a warning otherwise/);
+  });
+});

@@ -404,7 +404,7 @@ describe('pgkeep serve', () => {
     const config = await writeConfig('badcron', { repo: path.join(work, 'repo-bad'), serve: { stateDir: path.join(work, 'state-bad') }, sources: { app: appSource({ schedule: { check: 'every day' } }) } });
     const result = await pgkeep(['serve', '--once', '--config', config]);
     assert.equal(result.code, 2);
-    assert.match(result.stderr, /^pgkeep: sources\.app\.schedule\.check: "every day" is not a valid cron expression/m);
+    assert.match(result.stderr, new RegExp(`^pgkeep: ${path.basename(config).replace(/[.]/g, '\\.')}: sources\\.app\\.schedule\\.check: "every day" is not a valid cron expression`, 'm'));
   });
 
   test('notify test: a webhook on loopback and email through a real SMTP server', async () => {
