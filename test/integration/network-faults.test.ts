@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
-import { copyFile, mkdir, readFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { collect, json, pgkeep, startPgkeep } from '../support/cli.js';
@@ -156,6 +156,35 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
     assert.ok(took < 6_000, `exited ${took} ms after SIGTERM`);
     assert.equal(result.code, 143, result.stderr);
     assert.match(result.stderr, /interrupted by SIGTERM/);
+    clean();
+  });
+
+  test('serve: SIGTERM during a stalled job cancels it after the grace period and aborts its requests at once', { timeout: 60_000 }, async () => {
+    clean();
+    const url = new URL(cluster.url('app'));
+    const config = path.join(work, 'serve.yaml');
+    await writeFile(
+      config,
+      JSON.stringify({
+        repo,
+        serve: { stateDir: path.join(work, 'serve-state'), gracePeriod: '1s' },
+        sources: { app: { host: url.hostname, port: Number(url.port), user: decodeURIComponent(url.username), database: 'app', schedule: { logical: '* * * * *', timeZone: 'UTC' } } },
+      }),
+    );
+    proxy.set({ stallAfterBytes: 300 * 1024 });
+    const child = startPgkeep(['serve', '--once', '--config', config], { env: env({ PGPASSWORD: decodeURIComponent(url.password), PGKEEP_S3_IDLE_TIMEOUT: '5m', PGKEEP_S3_REQUEST_TIMEOUT: '10m' }) });
+    const done = collect(child);
+    for (let i = 0; i < 400 && !proxy.stats().stalled; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(proxy.stats().stalled, 'the job stalled on the network');
+    await new Promise((r) => setTimeout(r, 500));
+    const started = Date.now();
+    child.kill('SIGTERM');
+    const result = await done;
+    const took = Date.now() - started;
+    // 1 s of grace, then the job's requests are aborted and its clean-up gets 3 s at most
+    assert.ok(took < 8_000, `serve exited ${took} ms after SIGTERM; stderr: ${result.stderr}`);
+    assert.match(result.stderr, /cancelling logical of app .*the grace period is over/);
+    assert.match(result.stderr, /cancelled logical of app .*pgkeep serve is stopping/);
     clean();
   });
 
