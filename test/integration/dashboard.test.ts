@@ -330,4 +330,31 @@ describe('pgkeep dashboard', () => {
     await page.screenshot({ path: path.join(IMAGES, 'dashboard-phone.png'), fullPage: true });
     await page.context().close();
   });
+
+  test('the backups view on a phone: no sideways scrolling, every backup readable, times on a one-day chart axis', async () => {
+    const repository = await openRepository(loadSettings({ config: path.join(cwd, 'pgkeep.yaml') }, { cwd, env: {} }), { source: 'app' });
+    const original = await repository.readManifest('app', backupId);
+    // two more backups an hour apart, labelled so a filter shows only them: a range of one hour
+    const started = Date.parse(original.startedAt);
+    for (const hoursBefore of [2, 1]) await cloneBackupAt(repository, original, new Date(started - hoursBefore * 3_600_000), { labels: ['same-day'] });
+    const page = await newPage({ width: 375, height: 740 });
+    await page.goto(`${url}/sources/app?label=same-day`);
+    assert.equal(await page.locator('#backups tbody tr').count(), 2);
+    assert.ok(await page.evaluate('document.documentElement.scrollWidth <= 375'), 'the page does not scroll sideways');
+    const wrap = await page.locator('.table-wrap').first().evaluate((el) => ({ scroll: el.scrollWidth, client: el.clientWidth }));
+    assert.ok(wrap.scroll <= wrap.client, `the backups table does not scroll sideways: ${wrap.scroll} > ${wrap.client}`);
+    // each cell is labelled with its column and fits the screen
+    for (const label of ['Kind', 'Dumped', 'Stored', 'Duration', 'Verification', 'Restore']) {
+      const cell = page.locator(`#backups tbody tr:first-child td[data-label="${label}"]`);
+      const box = (await cell.boundingBox())!;
+      assert.ok(box.x >= 0 && box.x + box.width <= 375, `${label}: ${JSON.stringify(box)}`);
+      assert.equal(await cell.evaluate((el) => (globalThis as unknown as { getComputedStyle(e: unknown, pseudo: string): { content: string } }).getComputedStyle(el, '::before').content), `"${label}"`);
+    }
+    const ticks = await page.locator('figure.chart').first().locator('text.tick').allTextContents();
+    assert.equal(ticks.length, 2);
+    assert.notEqual(ticks[0], ticks[1], `the axis ends differ: ${ticks}`);
+    for (const tick of ticks) assert.match(tick, /\d{2}:\d{2}/, `times on a one-hour axis: ${ticks}`);
+    await page.screenshot({ path: path.join(IMAGES, 'dashboard-backups-phone.png'), fullPage: true });
+    await page.context().close();
+  });
 });

@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { parseListen } from '../../src/server/dashboard/dashboard-server.js';
 import { parseCookies, SessionStore, tokenMatches } from '../../src/server/dashboard/dashboard-sessions.js';
 import type { BackupRow } from '../../src/server/dashboard/dashboard-deps.js';
-import { applyFilters, backupChart, restoreCommand, verdictOf } from '../../src/server/dashboard/dashboard-views.js';
+import { applyFilters, backupChart, restoreCommand, timeAxisLabels, verdictOf } from '../../src/server/dashboard/dashboard-views.js';
 import { html } from '../../src/server/dashboard/html.js';
 import type { Finding } from '../../src/status/health.js';
 
@@ -64,6 +64,17 @@ describe('dashboard pure logic', () => {
     assert.ok(cy[1]! > cy[0]! && cy[1]! > cy[2]!, `the small dump is lower (larger y): ${cy}`);
     assert.match(svg, /aria-label="Dumped size of the 3 listed backups, from 200 B to 1000 B"/);
     assert.equal(backupChart([]).text, '');
+  });
+
+  test('the time axis shows dates over days, times within a day, and one label for one moment', () => {
+    assert.deepEqual(timeAxisLabels('2026-11-24T12:00:00.000Z', '2026-12-04T23:08:00.000Z'), ['2026-11-24', '2026-12-04']);
+    assert.deepEqual(timeAxisLabels('2026-12-04T09:15:00.000Z', '2026-12-04T17:40:00.000Z'), ['2026-12-04 09:15', '17:40 UTC']);
+    assert.deepEqual(timeAxisLabels('2026-12-03T22:00:00.000Z', '2026-12-04T02:30:00.000Z'), ['2026-12-03 22:00', '2026-12-04 02:30 UTC']);
+    assert.deepEqual(timeAxisLabels('2026-12-04T09:15:02.000Z', '2026-12-04T09:17:40.000Z'), ['2026-12-04 09:15:02', '09:17:40 UTC']);
+    assert.deepEqual(timeAxisLabels('2026-12-04T09:15:02.000Z', '2026-12-04T09:15:02.000Z'), ['2026-12-04 09:15:02 UTC']);
+    const sameDay = backupChart([row('a', { finishedAt: '2026-12-04T09:15:00.000Z' }), row('b', { finishedAt: '2026-12-04T17:40:00.000Z' })]).text;
+    assert.match(sameDay, /<text [^>]*class="tick">2026-12-04 09:15<\/text>/);
+    assert.match(sameDay, /<text [^>]*class="tick">17:40 UTC<\/text>/);
   });
 
   test('restore command names the source, backup and a new database', () => {

@@ -97,5 +97,10 @@ polyline.size{stroke:var(--accent)}circle.size{fill:var(--accent)}polyline.durat
 dialog.confirm{position:static;max-width:560px;border:1px solid var(--line);border-radius:8px;padding:16px 20px;box-shadow:0 8px 24px rgba(0,0,0,.2)}
 .login{display:flex;flex-direction:column;gap:8px;max-width:360px}
 progress{width:120px;vertical-align:middle}
-@media (max-width:600px){main{padding:10px}th,td{padding:5px 6px}dl{grid-template-columns:1fr}dt{margin-top:4px}}
+@media (max-width:600px){main{padding:10px}th,td{padding:5px 6px}dl{grid-template-columns:1fr}dt{margin-top:4px}
+#backups thead{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
+#backups,#backups tbody,#backups tr,#backups tbody th,#backups td{display:block}
+#backups tr{border-bottom:2px solid var(--line);padding:4px 0}#backups tbody th,#backups td{border:0;white-space:normal}
+#backups td{position:relative;padding-left:calc(7.5em + 14px);text-align:left;overflow-wrap:anywhere}#backups td::before{content:attr(data-label);position:absolute;left:6px;width:7.5em;color:var(--muted)}
+#backups td:empty{display:none}.chart text{font-size:18px}}
 `;

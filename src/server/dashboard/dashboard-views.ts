@@ -108,6 +108,21 @@ export function applyFilters(rows: readonly BackupRow[], f: BackupFilters): Back
 }
 
 /**
+ * The labels of the time axis's two ends (UTC, as every time in the
+ * dashboard): dates over three days or more; under that, with the time of day
+ * (to the second under ten minutes), so that several backups on one day do
+ * not read as one date at both ends. One label when the range is a moment.
+ */
+export function timeAxisLabels(first: string, last: string): string[] {
+  const span = Date.parse(last) - Date.parse(first);
+  if (span >= 3 * 86_400_000) return [first.slice(0, 10), last.slice(0, 10)];
+  const at = (iso: string) => iso.slice(0, span < 10 * 60_000 ? 19 : 16).replace('T', ' ');
+  if (span <= 0) return [`${at(first)} UTC`];
+  // the same day: the end shows only its time
+  return [at(first), `${first.slice(0, 10) === last.slice(0, 10) ? at(last).slice(11) : at(last)} UTC`];
+}
+
+/**
  * Dumped size and duration of each backup over time, as two small line
  * charts sharing the time axis: a dump that suddenly shrank stands out.
  */
@@ -115,10 +130,16 @@ export function backupChart(rows: readonly BackupRow[]): SafeHtml {
   if (rows.length === 0) return html``;
   const width = 640;
   const height = 110;
-  const pad = { left: 64, right: 12, top: 12, bottom: 22 };
+  const pad = { left: 84, right: 12, top: 14, bottom: 24 };
   const times = rows.map((r) => Date.parse(r.finishedAt));
   const [t0, t1] = [Math.min(...times), Math.max(...times)];
   const x = (t: number) => pad.left + (t1 === t0 ? (width - pad.left - pad.right) / 2 : ((t - t0) / (t1 - t0)) * (width - pad.left - pad.right));
+  const ends = timeAxisLabels(new Date(t0).toISOString(), new Date(t1).toISOString());
+  const axis =
+    ends.length === 1
+      ? html`<text x="${x(t0).toFixed(1)}" y="${height - 4}" text-anchor="middle" class="tick">${ends[0]}</text>`
+      : html`<text x="${pad.left}" y="${height - 4}" class="tick">${ends[0]}</text>
+<text x="${width - pad.right}" y="${height - 4}" text-anchor="end" class="tick">${ends[1]}</text>`;
   const series = (title: string, values: number[], label: (v: number) => string, cls: string) => {
     const max = Math.max(...values, 1);
     const y = (v: number) => pad.top + (1 - v / max) * (height - pad.top - pad.bottom);
@@ -128,8 +149,7 @@ export function backupChart(rows: readonly BackupRow[]): SafeHtml {
 <line x1="${pad.left}" y1="${height - pad.bottom}" x2="${width - pad.right}" y2="${height - pad.bottom}" class="axis"/>
 <text x="${pad.left - 6}" y="${pad.top + 4}" text-anchor="end">${label(max)}</text>
 <text x="${pad.left - 6}" y="${height - pad.bottom}" text-anchor="end">0</text>
-<text x="${pad.left}" y="${height - 4}">${rows[0]!.finishedAt.slice(0, 10)}</text>
-<text x="${width - pad.right}" y="${height - 4}" text-anchor="end">${rows.at(-1)!.finishedAt.slice(0, 10)}</text>
+${axis}
 <polyline points="${points.join(' ')}" class="${cls}"/>
 ${values.map((v, i) => html`<circle cx="${x(times[i]!).toFixed(1)}" cy="${y(v).toFixed(1)}" r="3.5" class="${cls}"><title>${rows[i]!.id}: ${label(v)}</title></circle>`)}
 </svg></figure>`;
@@ -187,10 +207,10 @@ ${backupChart(rows)}
 ${[...rows].reverse().map(
   (r, i) => html`<tr data-backup="${r.id}">
 <th scope="row">${r.id}${r.pinned ? html` <span class="badge pin" title="pinned: prune never deletes it">pinned</span>` : ''}<br><small>${when(r.finishedAt, viewer.now)}</small></th>
-<td>${r.kind}</td><td>${r.labels.join(', ')}</td><td class="num">${formatBytes(r.rawBytes)}</td><td class="num">${formatBytes(r.storedBytes)}</td><td class="num">${formatDuration(r.durationMs)}</td>
-<td>${verificationCell(r, viewer.now)}</td><td>${r.repositories.map((l) => html`<div>${l}</div>`)}</td>
-<td><details><summary>Command</summary>${copyable(restoreCommand(source, r), `restore-${i}`, `restore command of ${r.id}`)}</details></td>
-${viewer.loggedIn ? html`<td><div class="row-actions">${actionLink(viewer, r.pinned ? 'unpin' : 'pin', source, r.pinned ? 'Unpin' : 'Pin', r.id)}${actionLink(viewer, 'restore-test', source, 'Restore test', r.id)}</div></td>` : ''}
+<td data-label="Kind">${r.kind}</td><td data-label="Labels">${r.labels.join(', ')}</td><td class="num" data-label="Dumped">${formatBytes(r.rawBytes)}</td><td class="num" data-label="Stored">${formatBytes(r.storedBytes)}</td><td class="num" data-label="Duration">${formatDuration(r.durationMs)}</td>
+<td data-label="Verification">${verificationCell(r, viewer.now)}</td><td data-label="Repositories">${r.repositories.map((l) => html`<div>${l}</div>`)}</td>
+<td data-label="Restore"><details><summary>Command</summary>${copyable(restoreCommand(source, r), `restore-${i}`, `restore command of ${r.id}`)}</details></td>
+${viewer.loggedIn ? html`<td data-label="Actions"><div class="row-actions">${actionLink(viewer, r.pinned ? 'unpin' : 'pin', source, r.pinned ? 'Unpin' : 'Pin', r.id)}${actionLink(viewer, 'restore-test', source, 'Restore test', r.id)}</div></td>` : ''}
 </tr>`,
 )}
 </tbody></table></div>
