@@ -19,7 +19,8 @@ import { writeBackupFailure } from '../repository/backup-failures.js';
 import { joinKey } from '../storage/storage.js';
 import { makeBackupId, validateBackupName } from '../repository/backup-id.js';
 import type { BackupObject, LogicalManifest, Manifest, MigrationState } from '../repository/manifest.js';
-import { writeManifestHead } from '../repository/manifest.js';
+import { manifestState, writeManifestHead } from '../repository/manifest.js';
+import { readDatabaseState } from '../postgres/database-state.js';
 import { Repository } from '../repository/repository.js';
 import { acquireSourceLock, type SourceLock } from '../repository/source-lock.js';
 import { readMigrationState } from '../verify/migrations.js';
@@ -164,6 +165,8 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
     const pgDump = await toolInfo('pg_dump', source.pgBin);
     assertToolNotOlder(pgDump, 'pg_dump', server.versionNum, server.version);
     const globals = request.sharedGlobals ?? (await globalsPlan(client, request.globals ?? source.backup.globals, repositories));
+    // Owner, privileges, comment, settings, locale: what the dump leaves out without --create (shared catalogs, outside the snapshot).
+    const state = manifestState(await readDatabaseState(client));
 
     // 2. per repository: its lock, its source record, its leftovers; a repository failing here is left out
     for (const target of targets) {
@@ -219,7 +222,7 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
         ...writeManifestHead({ id: backupId, source: source.name, kind: 'logical', name: request.name ?? null, labels, startedAt, finishedAt, codec: codec.name, pgkeepVersion: PGKEEP_VERSION }),
         server: { ...server, host: source.connection.host, port: source.connection.port },
         tools: { pgDump: pgDump.version },
-        database,
+        database: { ...database, state },
         options,
         snapshot,
         ...(objects.some((o) => o.role === 'globals') ? { globals: { rolePasswords: globals!.passwords, ...(globals!.run ? { run: globals!.run } : {}) } } : {}),

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { PgkeepError } from '../errors.js';
+import { createDatabaseOptions, type DatabaseLocale } from './database-state.js';
 import { quoteIdent, quoteLiteral } from './pg-client.js';
 
 /** PostgreSQL truncates identifiers to 63 bytes; names we make must fit. */
@@ -11,26 +12,26 @@ export function fitIdentifier(prefix: string, suffix: string): string {
   return head + suffix;
 }
 
-export interface DatabaseLocale {
-  encoding: string;
-  collate: string;
-  ctype: string;
-}
-
 /**
  * Creates an empty database from template0 with the source's encoding and
- * locale (so text sorts and compares as it did), falling back to the server's
- * default locale when that locale does not exist here.
+ * locale (provider, ICU or builtin locale, ICU rules: so text sorts and
+ * compares as it did), falling back to the server's default locale when that
+ * locale does not exist here or this server cannot express it.
  */
 export async function createDatabase(client: pg.Client, name: string, locale: DatabaseLocale | undefined): Promise<{ localeKept: boolean }> {
   const base = `CREATE DATABASE ${quoteIdent(name)} TEMPLATE template0`;
   if (locale) {
-    try {
-      await client.query(`${base} ENCODING ${quoteLiteral(locale.encoding)} LC_COLLATE ${quoteLiteral(locale.collate)} LC_CTYPE ${quoteLiteral(locale.ctype)}`);
-      return { localeKept: true };
-    } catch (error) {
-      const code = (error as { code?: string }).code;
-      if (code !== '22023' && code !== '42809' && code !== '0A000') throw createError(error, name);
+    const version = Number((await client.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]!.v);
+    const options = createDatabaseOptions(locale, version);
+    if (options !== undefined) {
+      try {
+        await client.query(`${base} ${options}`);
+        return { localeKept: true };
+      } catch (error) {
+        const code = (error as { code?: string }).code;
+        // invalid locale, provider or option on this server: fall back below
+        if (code !== '22023' && code !== '42809' && code !== '0A000' && code !== '42601' && code !== '42704') throw createError(error, name);
+      }
     }
   }
   try {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { BackupFormat } from '../config/config-schema.js';
 import { PgkeepError } from '../errors.js';
+import type { DatabaseState } from '../postgres/database-state.js';
 
 export const MANIFEST_FORMAT = 1;
 
@@ -50,6 +51,23 @@ export const MigrationStateSchema = z.object({
   latest: z.string().nullable(),
 });
 export type MigrationState = z.infer<typeof MigrationStateSchema>;
+
+/** The database-level state (postgres/database-state.ts): what pg_dump leaves out without --create. */
+export const DatabaseStateSchema = z.object({
+  owner: z.string(),
+  /** null: the default privileges (never granted nor revoked). */
+  acl: z
+    .array(z.object({ grantee: z.string().nullable(), grantor: z.string(), privilege: z.enum(['CONNECT', 'CREATE', 'TEMPORARY']), grantable: z.boolean() }))
+    .nullable(),
+  comment: z.string().nullable(),
+  settings: z.array(z.string()),
+  roleSettings: z.array(z.object({ role: z.string(), settings: z.array(z.string()) })),
+  connectionLimit: z.number().int(),
+  localeProvider: z.enum(['libc', 'icu', 'builtin']),
+  /** ICU locale (or the builtin provider's), null for libc. */
+  locale: z.string().nullable(),
+  icuRules: z.string().nullable(),
+}) satisfies z.ZodType<Omit<DatabaseState, 'encoding' | 'collate' | 'ctype'>>;
 
 /** What every manifest has, whatever its kind (identity, then after `kind`: times, labels, the pgkeep that wrote it). */
 const manifestIdentity = {
@@ -110,6 +128,8 @@ export const LogicalManifestSchema = z.object({
     collate: z.string(),
     ctype: z.string(),
     sizeBytes: z.number().int().nonnegative(),
+    /** Everything else CREATE/ALTER DATABASE, COMMENT, GRANT and ALTER ROLE … IN DATABASE set (absent in manifests of older pgkeep). */
+    state: DatabaseStateSchema.optional(),
   }),
   options: z.object({
     format: BackupFormat,
@@ -186,6 +206,18 @@ export type PhysicalManifest = z.infer<typeof PhysicalManifestSchema>;
 /** Any backup's manifest; `kind` tells which. */
 export const ManifestSchema = z.discriminatedUnion('kind', [LogicalManifestSchema, PhysicalManifestSchema]);
 export type Manifest = LogicalManifest | PhysicalManifest;
+
+/** The recorded database-level state with the encoding and locale, or undefined for a manifest of an older pgkeep. */
+export function databaseStateOf(manifest: LogicalManifest): DatabaseState | undefined {
+  const { encoding, collate, ctype, state } = manifest.database;
+  return state ? { encoding, collate, ctype, ...state } : undefined;
+}
+
+/** The state as the manifest stores it: encoding, collate and ctype live beside it. */
+export function manifestState(state: DatabaseState): NonNullable<LogicalManifest['database']['state']> {
+  const { encoding: _e, collate: _c, ctype: _t, ...rest } = state;
+  return { ...rest, localeProvider: rest.localeProvider ?? 'libc', locale: rest.locale ?? null, icuRules: rest.icuRules ?? null };
+}
 
 /** The logical manifest, or a clear error naming the command that handles a physical backup. */
 export function requireLogical(manifest: Manifest, what: string): LogicalManifest {
