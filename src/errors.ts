@@ -22,6 +22,7 @@ export const ERROR_CODES = {
   DB_EXISTS: { exit: 3, summary: 'the restore target database already exists' },
   DB_QUERY_FAILED: { exit: 3, summary: 'a query against the server failed' },
   DB_PRIVILEGE: { exit: 3, summary: 'the role lacks a privilege pgkeep needs' },
+  ROLE_MISSING: { exit: 3, summary: 'a role the backup names (owner, privileges, settings) does not exist on the target server' },
   TOOL_MISSING: { exit: 4, summary: 'a PostgreSQL client program (pg_dump, pg_restore, psql) is not installed' },
   TOOL_TOO_OLD: { exit: 4, summary: 'a PostgreSQL client program is older than the server' },
   TOOL_FAILED: { exit: 4, summary: 'a PostgreSQL client program exited with an error' },

@@ -365,7 +365,8 @@ export async function main(argv: string[]): Promise<number> {
     .option('--overwrite', 'replace the target database if it exists (asks to confirm; a safety backup is taken first)')
     .option('--force', 'confirm --overwrite without asking (for scripts)')
     .option('--jobs <n>', 'parallel pg_restore workers (stages the dump in a temp file)', positiveInt('--jobs'))
-    .option('--no-owner', 'do not restore object ownership')
+    .option('--no-owner', 'do not restore object ownership (nor the database owner: the restoring role owns it)')
+    .option('--no-acl', 'do not restore privileges (GRANT/REVOKE), on objects nor on the database')
     .option('--table <pattern>', 'only tables matching, with their indexes, constraints, triggers (repeatable; pg_dump patterns)', collect)
     .option('--schema <pattern>', 'only objects of schemas matching (repeatable)', collect)
     .option('--schema-only', 'only the definitions, no rows')
@@ -412,6 +413,7 @@ export async function main(argv: string[]): Promise<number> {
         force: Boolean(options.force),
         jobs: options.jobs as number | undefined,
         noOwner: command.getOptionValueSource('owner') === 'cli',
+        noAcl: command.getOptionValueSource('acl') === 'cli',
         tables: list(options.table),
         schemas: list(options.schema),
         schemaOnly: Boolean(options.schemaOnly),

@@ -294,6 +294,8 @@ export function printRestoreDone(result: RestoreResult, json: boolean): void {
     `restored ${result.backup.source}/${result.backup.id} into ${result.cleaned ? 'existing database (selected objects replaced) ' : result.replaced ? 'existing database ' : 'new database '}"${result.database}" in ${formatDuration(result.durationMs)}: ` +
       `row counts match the backup (${result.tables.length} tables, ${formatCount(rows)} rows)`,
   );
+  if (result.schema?.compared) out(`schema: ${result.schema.objects} objects (definitions, owners, privileges) match the backup's`);
+  if (result.databaseState === 'reproduced') out("database: owner, privileges, comment, settings and locale match the backup's");
   if (result.safetyBackup) out(`the replaced database was saved first as backup ${result.safetyBackup}`);
   if (result.globals) out(globalsLine(result.globals, 'created'));
   for (const m of result.migrations?.tables ?? []) {
@@ -350,6 +352,10 @@ export function printRestorePlan(plan: RestorePlan, json: boolean): void {
   }
   if (plan.tables.length > 0) {
     out(formatTable(['TABLE', 'ROWS'], plan.tables.map((t) => [`${t.schema}.${t.name}`, t.rows === null ? '-' : formatCount(t.rows)]), [1]));
+  }
+  if (plan.databaseState.length > 0) {
+    out('database state:');
+    for (const line of plan.databaseState) out(`  ${line}`);
   }
   if (plan.globals) out(globalsLine(plan.globals, 'would create'));
   out(`estimated size: ${formatBytes(plan.estimatedBytes)} of dump data; ${plan.tables.length} table(s) with rows`);

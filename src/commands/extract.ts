@@ -87,6 +87,7 @@ export async function runExtract(ctx: CommandContext, source: ResolvedSource, re
     backup: manifest.id,
     to: scratch,
     noOwner: true,
+    scratch: true,
     // A plain dump has no table of contents to select from: it is restored whole.
     tables: manifest.options.format === 'plain' ? undefined : [`${quoteIdent(table.schema)}.${quoteIdent(table.name)}`],
   };

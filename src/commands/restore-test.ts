@@ -24,6 +24,12 @@ import {
 } from '../verify/restore-checks.js';
 import type { CommandContext } from './command-context.js';
 import { createSelectedSchemas, loadBackup } from './restore.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { applyDatabaseState, describeLocale, missingRoles, rolesNamed } from '../postgres/database-state.js';
+import { databaseStateOf } from '../repository/manifest.js';
+import { checkRestoredSchema, describeSchemaDifferences, SchemaCapture, selectionArgs } from '../verify/schema-compare.js';
 
 export type ScratchKind = 'same-server' | 'local' | 'url';
 
@@ -43,6 +49,10 @@ export interface RestoreTestReport {
   tables: TableComparison[];
   /** Null for plain-format dumps, which have no table of contents to compare with. */
   schema: SchemaComparison | null;
+  /** The whole schema (definitions, owners, privileges: pg_dump --schema-only) against the backup's; compared false with a note when it could not be fair. */
+  schemaDump: { compared: boolean; objects: number; differences: number; ms: number };
+  /** The database-level state (owner, privileges, comment, settings, locale) given to the scratch database and read back; null for backups of older pgkeep. */
+  databaseState: { differences: string[]; ms: number } | null;
   migrations: MigrationComparison;
   probes: ProbeResult[];
   deep: { compared: number; withoutChecksum: number; amcheck: AmcheckResult } | null;
@@ -79,6 +89,7 @@ export async function runRestoreTest(
   const tools = toolPaths(settings);
   const config = verifySettings(settings, manifest.source);
   const notes: string[] = [];
+  const state = databaseStateOf(manifest);
 
   // 1. where
   const scratch = await chooseScratch(ctx, manifest, options.scratch ?? config.scratch);
@@ -93,6 +104,8 @@ export async function runRestoreTest(
   }
 
   let created = false;
+  let localeKept = true;
+  const captureDir = await mkdtemp(path.join(tools.tempDir ?? tmpdir(), 'pgkeep-schema-'));
   try {
     // 2. a fresh scratch database
     let started = Date.now();
@@ -103,11 +116,12 @@ export async function runRestoreTest(
         started = Date.now();
         // Set first: an interrupted CREATE DATABASE may still complete on the server.
         created = true;
-        const { localeKept } = await createDatabase(client, database, manifest.database).catch((error: unknown) => {
+        const { localeKept: kept } = await createDatabase(client, database, state ?? manifest.database).catch((error: unknown) => {
           if (isPgkeepError(error, 'DB_EXISTS')) created = false; // someone else's: never drop it
           throw error;
         });
-        if (!localeKept) notes.push(`locale ${manifest.database.collate} is not available on the scratch server: restored with its default locale`);
+        localeKept = kept;
+        if (!kept) notes.push(`locale ${describeLocale(state ?? manifest.database)} is not available on the scratch server: restored with its default locale`);
       },
       signal,
     );
@@ -115,7 +129,8 @@ export async function runRestoreTest(
     // 3. load it
     await createSelectedSchemas(manifest, target);
     const elsewhere = scratch.kind !== 'same-server';
-    await loadBackup(ctx, repository, manifest, target, { backup: manifest.id, jobs: options.jobs, noOwner: elsewhere, noAcl: elsewhere }, tools, identities);
+    const capture = new SchemaCapture(captureDir);
+    await loadBackup(ctx, repository, manifest, target, { backup: manifest.id, jobs: options.jobs, noOwner: elsewhere, noAcl: elsewhere }, tools, identities, undefined, capture);
     const restoreMs = Date.now() - started;
 
     // 4. prove it
@@ -127,6 +142,19 @@ export async function runRestoreTest(
       const deep = Boolean(options.deep);
       const { tables, problems: tableProblems } = await compareTables(client, manifest.tables, { deep, signal });
       problems.push(...tableProblems);
+
+      // The whole schema, owners and privileges included (without them elsewhere: the roles are not there).
+      const serverVersionNum = Number((await client.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]!.v);
+      const noOwner = elsewhere || manifest.options.noOwner;
+      const noAcl = elsewhere || manifest.options.noAcl;
+      const schemaCheck = await checkRestoredSchema(
+        capture,
+        target,
+        { noOwner, noAcl, selection: selectionArgs(manifest.options), backupPgDump: manifest.tools.pgDump, backupServerVersionNum: manifest.server.versionNum, serverVersionNum, pgBin: tools.pgBin },
+        signal,
+      );
+      if (schemaCheck.note) notes.push(schemaCheck.note);
+      if (schemaCheck.differences.length > 0) problems.push({ code: 'VERIFY_FAILED', message: `the restored schema differs from the backup's: ${describeSchemaDifferences(schemaCheck.differences)}` });
 
       let schema: SchemaComparison | null = null;
       if (options.toc !== undefined) {
@@ -156,11 +184,27 @@ export async function runRestoreTest(
         if (!amcheck.ok) problems.push({ code: 'VERIFY_FAILED', message: `pg_amcheck found corruption in the restored database: ${amcheck.findings[0] ?? 'see its report'}` });
         deepReport = { compared: withChecksum, withoutChecksum, amcheck };
       }
+
+      // Last (it may revoke CONNECT and change the owner): the database-level state, given as a restore gives it, and read back.
+      let databaseState: RestoreTestReport['databaseState'] = null;
+      if (state) {
+        const stateStarted = Date.now();
+        const parts = { owner: !noOwner, acl: !noAcl, roleSettings: !elsewhere };
+        const missing = await withClient(admin, (c) => missingRoles(c, rolesNamed(state, parts)), signal);
+        const differences = missing.length > 0 ? [`role(s) ${missing.join(', ')} named by the database's owner, privileges or settings do not exist on the scratch server`] : await withClient(admin, (c) => applyDatabaseState(c, database, state, parts, { locale: localeKept }), signal);
+        if (differences.length > 0) problems.push({ code: 'VERIFY_FAILED', message: `the restored database's own state differs from the backup: ${differences.slice(0, 3).join('; ')}${differences.length > 3 ? ` (and ${differences.length - 3} more)` : ''}` });
+        if (elsewhere) notes.push('database owner, privileges and role settings not compared: the scratch server does not have the source\'s roles');
+        databaseState = { differences, ms: Date.now() - stateStarted };
+      } else {
+        notes.push('database-level state not compared: the backup was made by a pgkeep that did not record it');
+      }
       return {
         scratch: { kind: scratch.kind, database, server: scratch.label },
         restoreMs,
         tables,
         schema,
+        schemaDump: { compared: schemaCheck.compared, objects: schemaCheck.objects, differences: schemaCheck.differences.length, ms: schemaCheck.ms },
+        databaseState,
         migrations,
         probes,
         deep: deepReport,
@@ -178,6 +222,7 @@ export async function runRestoreTest(
       );
     }
     await scratch.cluster?.stop();
+    await rm(captureDir, { recursive: true, force: true });
   }
 }
 

@@ -13,14 +13,16 @@ import { childStdinSink, loadStream, teeSink } from '../pipeline/load-stream.js'
 import { defaultZstd, type ZstdCodec } from '../pipeline/zstd.js';
 import { describeConnection, libpqEnv, serverLabel, withDatabase, type ConnectionInfo } from '../postgres/connection-info.js';
 import { createDatabase, dropDatabase, fitIdentifier, renameDatabase } from '../postgres/database-admin.js';
-import { quoteIdent, withClient } from '../postgres/pg-client.js';
+import { quoteIdent, withClient, type PgClient } from '../postgres/pg-client.js';
 import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
 import { settleAll, startProcess } from '../postgres/run-process.js';
 import { databaseExists, readServerInfo } from '../postgres/server-info.js';
 import { describeEntry, planSelection, schemasToCreate, tocListFile, type SelectionPlan } from '../postgres/restore-plan.js';
 import { compareTables } from '../verify/restore-checks.js';
+import { checkRestoredSchema, describeSchemaDifferences, SchemaCapture, selectionArgs, type SchemaCheck } from '../verify/schema-compare.js';
+import { applyDatabaseState, describeLocale, formatAcl, missingRoles, rolesNamed, type DatabaseState, type StateParts } from '../postgres/database-state.js';
 import { timestampPart } from '../repository/backup-id.js';
-import { requireLogical, type LogicalManifest as Manifest } from '../repository/manifest.js';
+import { databaseStateOf, requireLogical, type LogicalManifest as Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { runBackup } from './backup.js';
 import { acquireSourceLock, type SourceLock } from '../repository/source-lock.js';
@@ -62,6 +64,11 @@ export interface RestoreRequest {
   reindex?: boolean | undefined;
   /** Create the backup's roles that do not exist on the server first (its globals object). */
   globals?: boolean | undefined;
+  /**
+   * A throwaway copy (extract's scratch database): the database-level state
+   * (owner, privileges, settings) is not applied and the schema not compared.
+   */
+  scratch?: boolean | undefined;
 }
 
 /** What a restore would do; printed by --dry-run, which changes nothing. */
@@ -84,6 +91,8 @@ export interface RestorePlan {
   options: string[];
   /** With --globals: the roles that would be created, and those that exist already. */
   globals?: GlobalsReport | undefined;
+  /** The database-level state the new database is given (owner, privileges, comment, settings, locale); empty when none is applied. */
+  databaseState: string[];
 }
 
 export interface TableCheck {
@@ -106,6 +115,10 @@ export interface RestoreResult {
   tables: TableCheck[];
   /** With --globals: the roles created first, and those that existed. */
   globals?: GlobalsReport | undefined;
+  /** The restored schema (definitions, owners, privileges) compared with the backup's; undefined when not compared (--clean, a selection). */
+  schema?: { compared: boolean; objects: number; ms: number; note?: string | undefined } | undefined;
+  /** Whether the database-level state was given and checked: reproduced, or why not. */
+  databaseState?: 'reproduced' | 'not recorded in this backup' | undefined;
   /**
    * The application's migration table (schema_migrations, flyway_schema_history, …)
    * in the restored database against what the backup recorded, so a user knows
@@ -141,7 +154,7 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
   const { signal } = ctx;
 
   // 1. the backup, the target, the tools, what to restore
-  const { manifest, identities, target, admin, exists, plan, selection } = await prepareRestore(ctx, repository, source, request);
+  const { manifest, identities, target, admin, exists, plan, selection, state, parts } = await prepareRestore(ctx, repository, source, request);
 
   // 2. never replace a database or objects in it without consent, and never without a copy
   let safetyBackup: string | undefined;
@@ -175,6 +188,7 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
     if (request.globals) {
       globals = await applyGlobals(ctx, repository, manifest, identities, source, true);
       ctx.info(`roles: created ${globals.created.length}${globals.created.length > 0 ? ` (${globals.created.join(', ')})` : ''}, ${globals.existing.length} existed already and were left as they are`);
+      if (state) await withClient(admin, (client) => assertRolesExist(client, manifest, state, parts, source), signal);
     }
 
     if (plan.mode === 'clean') {
@@ -195,21 +209,39 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
 
     // 3. a new, empty database
     const work = exists ? fitIdentifier(target, `_pgkeep_${timestampPart(new Date()).toLowerCase()}`) : target;
-    await withClient(admin, async (client) => {
-      const { localeKept } = await createDatabase(client, work, manifest.database);
-      if (!localeKept) ctx.warn(`locale ${manifest.database.collate} of the backup is not available on this server: restored with the server's default locale`);
+    const localeKept = await withClient(admin, async (client) => {
+      const { localeKept } = await createDatabase(client, work, state ?? manifest.database);
+      if (!localeKept) ctx.warn(`locale ${describeLocale(state ?? manifest.database)} of the backup is not available on this server: restored with the server's default locale`);
+      return localeKept;
     });
 
     let swapped = false;
+    // A whole restore is proven whole: the backup's schema is kept while it streams, for the comparison.
+    const captureDir = !selection && !request.scratch ? await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-schema-')) : undefined;
     try {
       // 4. load, checking checksums while streaming
       ctx.info(`restoring ${manifest.id} into "${work}"`);
-      await createSelectedSchemas(manifest, withDatabase(source.connection, work), schemasToCreate(selection));
-      await loadBackup(ctx, repository, manifest, withDatabase(source.connection, work), request, source, identities, selection);
+      const into = withDatabase(source.connection, work);
+      const capture = captureDir ? new SchemaCapture(captureDir) : undefined;
+      await createSelectedSchemas(manifest, into, schemasToCreate(selection));
+      await loadBackup(ctx, repository, manifest, into, request, source, identities, selection, capture);
 
-      // 5. prove it: ANALYZE, then exact row counts against the manifest; the app's migration version
-      const tables = await checkRestored(withDatabase(source.connection, work), plan, request, signal, true);
-      const migrations = await checkMigrations(ctx, withDatabase(source.connection, work), manifest);
+      // 5. prove it: ANALYZE, then exact row counts against the manifest; the whole schema
+      //    (definitions, owners, privileges) against the backup's; the database-level state; the app's migration version
+      const tables = await checkRestored(into, plan, request, signal, true);
+      const schema = capture ? await proveSchema(ctx, capture, into, manifest, request, source) : undefined;
+      let databaseState: RestoreResult['databaseState'];
+      if (state && !request.scratch) {
+        const differences = await withClient(admin, (client) => applyDatabaseState(client, work, state, parts, { locale: localeKept }), signal);
+        if (differences.length > 0) {
+          throw new PgkeepError('VERIFY_FAILED', `the restored database's own state differs from the backup: ${differences.slice(0, 3).join('; ')}${differences.length > 3 ? ` (and ${differences.length - 3} more)` : ''}`, { details: { differences } });
+        }
+        databaseState = 'reproduced';
+      } else if (!state && !request.scratch) {
+        databaseState = 'not recorded in this backup';
+        ctx.warn(`backup ${manifest.id} was made by an older pgkeep that did not record the database's owner, privileges and settings: the restored database has the defaults`);
+      }
+      const migrations = await checkMigrations(ctx, into, manifest);
 
       // 6. swap the new database into place
       if (exists) {
@@ -227,11 +259,15 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
         safetyBackup,
         tables,
         globals,
+        schema: schema && { compared: schema.compared, objects: schema.objects, ms: schema.ms, note: schema.note },
+        databaseState,
         durationMs: Date.now() - started,
       };
     } catch (error) {
       if (!swapped) await dropPartialDatabase(ctx, admin, work);
       throw error;
+    } finally {
+      if (captureDir) await rm(captureDir, { recursive: true, force: true });
     }
   }
 }
@@ -259,6 +295,9 @@ interface PreparedRestore {
   plan: RestorePlan;
   /** Set for a selective restore of a custom or directory backup: the pg_restore -L entries. */
   selection: SelectionPlan | undefined;
+  /** The database-level state to give the new database; undefined for --clean, extract's scratch copy, and older backups. */
+  state: DatabaseState | undefined;
+  parts: StateParts;
 }
 
 /** Step 1 of a restore, shared with --dry-run: everything is checked and planned, nothing is changed. */
@@ -296,6 +335,11 @@ async function prepareRestore(ctx: CommandContext, repository: Repository, sourc
     throw new PgkeepError('USAGE', `--data-only loads rows into tables that exist: name an existing database with --to and add --clean (the selected tables are emptied first, in the same transaction)`);
   }
   const mode: RestorePlan['mode'] = !exists ? 'new' : request.clean ? 'clean' : 'overwrite';
+
+  // The database-level state: a new database (also under --overwrite) gets the backup's; --clean keeps the existing one's.
+  const state = mode !== 'clean' && !request.scratch ? databaseStateOf(manifest) : undefined;
+  const parts = stateParts(request, manifest);
+  if (state && !request.globals) await withClient(admin, (client) => assertRolesExist(client, manifest, state, parts, source), signal);
 
   // The table of contents: needed to select, and to show a plan.
   const toc = format !== 'plain' && (selective || dryRun) ? await readBackupToc(repository, manifest, { codec: defaultZstd(), identities, signal }) : undefined;
@@ -338,9 +382,11 @@ async function prepareRestore(ctx: CommandContext, repository: Repository, sourc
       request.reindex && 'reindex',
       request.globals && 'roles first (--globals)',
       (request.jobs ?? 1) > 1 && `${request.jobs} jobs`,
+      request.noAcl && 'no privileges',
     ].filter((o): o is string => typeof o === 'string'),
+    databaseState: state ? describeState(state, parts) : [],
   };
-  return { manifest, identities, target, admin, exists, plan, selection };
+  return { manifest, identities, target, admin, exists, plan, selection, state, parts };
 }
 
 /**
@@ -446,6 +492,60 @@ async function checkRestored(into: ConnectionInfo, plan: RestorePlan, request: R
   return tables.map(({ schema, name, expected, actual }) => ({ schema, name, expected, actual }));
 }
 
+/** What the restore reproduces of the database-level state: --no-owner and --no-acl (at backup or restore time) leave out owner and privileges. */
+function stateParts(request: RestoreRequest, manifest: Manifest): StateParts {
+  return { owner: !request.noOwner && !manifest.options.noOwner, acl: !request.noAcl && !manifest.options.noAcl, roleSettings: true };
+}
+
+/** The state as --dry-run lists it. */
+function describeState(state: DatabaseState, parts: StateParts): string[] {
+  return [
+    `locale ${describeLocale(state)}, encoding ${state.encoding}`,
+    parts.owner ? `owner ${state.owner}` : 'owner: the restoring role (--no-owner)',
+    parts.acl ? (state.acl === null ? 'privileges: the defaults' : `privileges ${formatAcl(state.acl)}`) : 'privileges: the defaults (--no-acl)',
+    ...(state.comment !== null ? [`comment ${JSON.stringify(state.comment)}`] : []),
+    ...(state.connectionLimit !== -1 ? [`connection limit ${state.connectionLimit}`] : []),
+    ...state.settings.map((s) => `setting ${s}`),
+    ...state.roleSettings.flatMap((r) => r.settings.map((s) => `setting ${s} for role ${r.role}`)),
+  ];
+}
+
+/** Refuses, before anything is created, a state naming roles the server lacks: one line, and the fix. */
+async function assertRolesExist(client: PgClient, manifest: Manifest, state: DatabaseState, parts: StateParts, source: ResolvedSource): Promise<void> {
+  const missing = await missingRoles(client, rolesNamed(state, parts));
+  if (missing.length === 0) return;
+  const globals = manifest.objects.some((o) => o.role === 'globals');
+  throw new PgkeepError(
+    'ROLE_MISSING',
+    `role${missing.length > 1 ? 's' : ''} ${missing.map((r) => `"${r}"`).join(', ')} of backup ${manifest.id} (the database's owner, privileges or settings) ${missing.length > 1 ? 'do' : 'does'} not exist on ${serverLabel(source.connection)}: ${globals ? 'add --globals to create them from the backup' : 'create them first (this backup holds no roles for --globals)'}, or leave them out with --no-owner / --no-acl`,
+    { details: { missing } },
+  );
+}
+
+/** The restored schema against the backup's; a difference fails the restore (VERIFY_FAILED) naming the first objects. */
+async function proveSchema(ctx: CommandContext, capture: SchemaCapture, into: ConnectionInfo, manifest: Manifest, request: RestoreRequest, source: ResolvedSource): Promise<SchemaCheck> {
+  const serverVersionNum = await withClient(into, async (client) => (await readServerInfo(client)).versionNum, ctx.signal);
+  const check = await checkRestoredSchema(
+    capture,
+    into,
+    {
+      noOwner: Boolean(request.noOwner) || manifest.options.noOwner,
+      noAcl: Boolean(request.noAcl) || manifest.options.noAcl,
+      selection: selectionArgs(manifest.options),
+      backupPgDump: manifest.tools.pgDump,
+      backupServerVersionNum: manifest.server.versionNum,
+      serverVersionNum,
+      pgBin: source.pgBin,
+    },
+    ctx.signal,
+  );
+  if (check.note) ctx.warn(check.note);
+  if (check.differences.length > 0) {
+    throw new PgkeepError('VERIFY_FAILED', `the restored schema differs from the backup's: ${describeSchemaDifferences(check.differences)}`, { details: { differences: check.differences } });
+  }
+  return check;
+}
+
 /**
  * Restore for a source with several repositories (no --repo): from the first
  * repository, in config order, that holds the backup ("latest": the newest in
@@ -538,6 +638,7 @@ export async function loadBackup(
   source: Pick<ResolvedSource, 'pgBin' | 'tempDir'>,
   identities: AgeIdentity[],
   selection?: SelectionPlan,
+  capture?: SchemaCapture,
 ): Promise<void> {
   const codec = defaultZstd();
   const signal = ctx.signal;
@@ -557,14 +658,15 @@ export async function loadBackup(
       stdin: 'pipe',
       stdout: 'ignore',
     });
-    await feedChild(loadStream(repository.storage, key(manifest.objects[0]!.name), manifest.objects[0]!, childStdinSink(run.stdin!), { codec, signal, identities, onRawBytes: progress }), run.done);
+    const sink = capture ? teeSink(childStdinSink(run.stdin!), capture.plainSink()) : childStdinSink(run.stdin!);
+    await feedChild(loadStream(repository.storage, key(manifest.objects[0]!.name), manifest.objects[0]!, sink, { codec, signal, identities, onRawBytes: progress }), run.done);
     return;
   }
 
   const staging = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-restore-'));
   try {
     const pgRestore = await restoreRunner(request, target, source, staging, selection, common);
-    await loadArchive(ctx, repository, manifest, identities, pgRestore, staging, jobs, key, progress, codec, selection);
+    await loadArchive(ctx, repository, manifest, identities, pgRestore, staging, jobs, key, progress, codec, selection, capture);
   } finally {
     await rm(staging, { recursive: true, force: true });
   }
@@ -637,6 +739,7 @@ async function loadArchive(
   progress: (done: number) => void,
   codec: ZstdCodec,
   selection: SelectionPlan | undefined,
+  capture: SchemaCapture | undefined,
 ): Promise<void> {
   const signal = ctx.signal;
 
@@ -644,7 +747,9 @@ async function loadArchive(
     // Stream straight into pg_restore: no temp space needed.
     const object = manifest.objects[0]!;
     const run = pgRestore([], true);
-    await feedChild(loadStream(repository.storage, key(object.name), object, childStdinSink(run.stdin!), { codec, signal, identities, onRawBytes: progress }), run.done);
+    // With a capture, the archive's header and TOC are kept on the way (a few KB) for the schema comparison.
+    const sink = capture ? teeSink(childStdinSink(run.stdin!), capture.customSink()) : childStdinSink(run.stdin!);
+    await feedChild(loadStream(repository.storage, key(object.name), object, sink, { codec, signal, identities, onRawBytes: progress }), run.done);
     return;
   }
 
@@ -668,6 +773,7 @@ async function loadArchive(
     throwIfAborted(signal);
     ctx.progress({ phase: 'pg_restore', bytes: manifest.totals.rawBytes, totalBytes: manifest.totals.rawBytes });
     await pgRestore(['--section=post-data', `--jobs=${jobs}`, file], false).done;
+    await capture?.keepCustom(file);
     return;
   }
 
@@ -694,4 +800,5 @@ async function loadArchive(
   ctx.progress({ phase: 'pg_restore', bytes: total, totalBytes: total });
   // --single-transaction (--clean) and --jobs do not mix; --clean refuses --jobs, so jobs is 1 then.
   await pgRestore(jobs > 1 ? [`--jobs=${jobs}`, input] : [input], false).done;
+  await capture?.keepDirectoryToc(path.join(input, 'toc.dat'));
 }

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { PgkeepError } from '../errors.js';
 import { quoteIdent, quoteLiteral } from './pg-client.js';
 
 /**
@@ -354,4 +355,26 @@ function diffSettings(what: string, want: readonly string[], got: readonly strin
 
 function show(value: unknown): string {
   return value === null || value === undefined ? 'none' : typeof value === 'string' ? `"${value}"` : String(value);
+}
+
+/**
+ * Gives `database` (created by the connected role, and loaded) the recorded
+ * state, in one transaction, then reads it back: returns what differs from
+ * what the backup recorded (see compareDatabaseState); `locale: false` when
+ * the database was created with the server's default locale.
+ */
+export async function applyDatabaseState(client: pg.Client, database: string, state: DatabaseState, parts: StateParts, options: { locale: boolean }): Promise<string[]> {
+  const restorer = (await client.query<{ u: string }>('SELECT current_user AS u')).rows[0]!.u;
+  const statements = databaseStateStatements(database, state, parts, restorer);
+  await client.query('BEGIN');
+  try {
+    for (const statement of statements) await client.query(statement);
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    const code = (error as { code?: string }).code;
+    const hint = code === '42501' ? ': restore as a superuser (or a member of the owner role), or leave parts out with --no-owner / --no-acl' : '';
+    throw new PgkeepError('RESTORE_FAILED', `could not give "${database}" the owner, privileges and settings of the backup (${(error as Error).message})${hint}`, { cause: error });
+  }
+  return compareDatabaseState(expectedState(state, parts, restorer), await readDatabaseState(client, database), options);
 }
