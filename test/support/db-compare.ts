@@ -59,8 +59,18 @@ const NOT_EXTENSION_MEMBER = `
   NOT EXISTS (SELECT 1 FROM pg_depend d
               WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
 
-export async function snapshotDatabase(cluster: PgCluster, database: string): Promise<DatabaseSnapshot> {
-  const schema = normaliseSchemaDump(await dumpSchema(cluster, database));
+export interface SnapshotOptions {
+  /**
+   * WAL-G's comparison: `pg_dump --create` with owners and privileges, so the
+   * database itself (locale, owner, ACL, comment, settings) and every object's
+   * owner and grants are compared; the database's name is replaced by <db>.
+   */
+  full?: boolean;
+}
+
+export async function snapshotDatabase(cluster: PgCluster, database: string, options: SnapshotOptions = {}): Promise<DatabaseSnapshot> {
+  const dumped = normaliseSchemaDump(await dumpSchema(cluster, database, options.full ?? false));
+  const schema = options.full ? withoutDatabaseName(dumped, database) : dumped;
 
   const client = new pg.Client({
     host: cluster.host,
@@ -240,7 +250,18 @@ export function normaliseSchemaDump(dump: string): string {
     .join('\n');
 }
 
-function dumpSchema(cluster: PgCluster, database: string): Promise<string> {
+/** Replaces the database's name (bare or quoted) where pg_dump --create names it, so two copies compare equal. */
+function withoutDatabaseName(schema: string, database: string): string {
+  const quoted = `"${database.replace(/"/g, '""')}"`;
+  const names = [quoted, ...(/^[a-z_][a-z0-9_$]*$/.test(database) ? [database] : [])].map((n) => n.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+  const pattern = new RegExp(`(DATABASE )(?:${names.join('|')})(?=[ ;])`, 'g');
+  return schema
+    .split('\n')
+    .map((line) => (line.startsWith('\\connect ') ? '\\connect <db>' : line.replace(pattern, '$1<db>')))
+    .join('\n');
+}
+
+function dumpSchema(cluster: PgCluster, database: string, full: boolean): Promise<string> {
   // Connection details go through the environment: the password must not be
   // visible in argv, and PGDATABASE (unlike a dbname argument) is never parsed
   // as a connection string, so any database name is taken literally.
@@ -256,7 +277,7 @@ function dumpSchema(cluster: PgCluster, database: string): Promise<string> {
     PGDATABASE: database,
     PGCONNECT_TIMEOUT: '30',
   });
-  const args = ['--schema-only', '--no-owner', '--no-privileges', '--no-password'];
+  const args = full ? ['--schema-only', '--create', '--no-password'] : ['--schema-only', '--no-owner', '--no-privileges', '--no-password'];
   return new Promise((resolve, reject) => {
     execFile(
       join(cluster.binDir, 'pg_dump'),
