@@ -89,6 +89,26 @@ describe('S3 reads through a bad network', { timeout: 120_000 }, () => {
     assert.equal(sha256(part), sha256(data.subarray(1000, 3 * MiB + 17)));
   });
 
+  it('a slow consumer is not a network failure: a response that timed out while held paused is reopened without counting', async () => {
+    proxy.set({});
+    proxy.resetStats();
+    // one attempt only: a counted failure would fail the read
+    const stream = await through({ maxAttempts: 1 }).get('big');
+    const chunks: Buffer[] = [];
+    let paused = false;
+    for await (const chunk of stream) {
+      chunks.push(chunk as Buffer);
+      if (!paused && chunks.length === 4) {
+        paused = true;
+        // longer than the 1 s idle timeout: the server's response times out meanwhile
+        await new Promise((resolve) => setTimeout(resolve, 2500));
+      }
+    }
+    const got = Buffer.concat(chunks);
+    assert.equal(sha256(got), sha256(data));
+    assert.ok(proxy.stats().connections >= 2, `the download was reopened (${JSON.stringify(proxy.stats())})`);
+  });
+
   it('a stall: STORAGE_NETWORK naming the idle timeout, within the budget', async () => {
     proxy.set({});
     proxy.resetStats();
