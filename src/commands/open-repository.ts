@@ -55,20 +55,30 @@ export function repositoryLabels(urls: readonly string[]): string[] {
  * the first repository's error when none holds it.
  */
 export async function repositoriesWithBackup(settings: Settings, ref: string, source: string | undefined, kind?: Manifest['kind']): Promise<{ repository: Repository; manifest: Manifest }[]> {
+  return (await repositoriesWithBackupSettled(settings, ref, source, kind)).found;
+}
+
+/** repositoriesWithBackup, also saying why each other repository was left out (not there, or could not be read). */
+export async function repositoriesWithBackupSettled(
+  settings: Settings,
+  ref: string,
+  source: string | undefined,
+  kind?: Manifest['kind'],
+): Promise<{ found: { repository: Repository; manifest: Manifest }[]; failed: { url: string; error: unknown }[] }> {
   const found: { repository: Repository; manifest: Manifest }[] = [];
-  const errors: unknown[] = [];
+  const failed: { url: string; error: unknown }[] = [];
   for (const opened of await openRepositoriesSettled(settings, { source })) {
     if (!opened.repository) {
-      errors.push(opened.error);
+      failed.push({ url: opened.url, error: opened.error });
       continue;
     }
     try {
       found.push({ repository: opened.repository, manifest: await opened.repository.resolveBackup(ref, source, kind) });
     } catch (error) {
-      errors.push(error);
+      failed.push({ url: opened.url, error });
     }
   }
-  if (found.length === 0) throw errors[0];
+  if (found.length === 0) throw failed[0]?.error;
   const newest = found.map((f) => f.manifest).reduce((a, b) => (b.startedAt > a.startedAt || (b.startedAt === a.startedAt && b.id > a.id) ? b : a));
-  return found.filter((f) => f.manifest.id === newest.id && f.manifest.source === newest.source);
+  return { found: found.filter((f) => f.manifest.id === newest.id && f.manifest.source === newest.source), failed };
 }

@@ -1,8 +1,9 @@
 import { configuredSourceName, repositoryUrls, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import type { CommandContext } from './command-context.js';
-import { repositoriesWithBackup } from './open-repository.js';
+import { repositoriesWithBackupSettled } from './open-repository.js';
 import { verifyResolved, type VerifyRequest, type VerifyResult } from './verify.js';
+import { isUnreadError } from '../verify/verify-backup.js';
 
 /** One repository's copy of a backup, and what verifying it found. */
 export interface CopyVerification {
@@ -11,6 +12,8 @@ export interface CopyVerification {
   report?: VerifyResult | undefined;
   /** Set when the copy could not be verified at all (unreadable manifest, missing key, …). */
   error?: { code: string; message: string } | undefined;
+  /** The copy could not be read (network, I/O): no verdict on it, neither intact nor damaged. */
+  unread?: boolean | undefined;
 }
 
 export interface CopiesReport {
@@ -39,10 +42,12 @@ export async function runVerifyCopies(ctx: CommandContext, ref: string, request:
   const source = configuredSourceName(settings);
 
   // 1. the newest backup matching `ref` in any repository, and every repository that holds it
-  const holders = await repositoriesWithBackup(settings, ref, source);
+  const { found: holders, failed } = await repositoriesWithBackupSettled(settings, ref, source);
   const { id, source: sourceName } = holders[0]!.manifest;
   const holding = new Set(holders.map((h) => h.repository.location));
-  const missingFrom = repositoryUrls(settings, source).filter((url) => !holding.has(url));
+  // a repository that could not be read (the network) may well hold the backup: it is unverified, not missing
+  const unreadable = failed.filter((f) => isUnreadError(f.error));
+  const missingFrom = repositoryUrls(settings, source).filter((url) => !holding.has(url) && !unreadable.some((f) => f.url === url));
 
   // 2. each copy verified on its own, as `--repo` would
   const copies: CopyVerification[] = [];
@@ -56,20 +61,32 @@ export async function runVerifyCopies(ctx: CommandContext, ref: string, request:
       const failure = toPgkeepError(error);
       if (failure.code === 'ABORTED') throw failure;
       report = failure.details?.report as VerifyResult | undefined;
-      copies.push({ repository: repository.location, ok: false, report, error: { code: failure.code, message: failure.message } });
+      copies.push({ repository: repository.location, ok: false, report, error: { code: failure.code, message: failure.message }, ...(isUnreadError(failure) ? { unread: true } : {}) });
     }
     // once one intact copy went through the restore test, the others only need their integrity checked
     if (report?.objects.every((o) => o.ok)) restoreTested = true;
   }
 
+  for (const { url, error } of unreadable) {
+    const failure = toPgkeepError(error);
+    copies.push({ repository: url, ok: false, error: { code: failure.code, message: failure.message }, unread: true });
+  }
+
   // 3. the verdict: every copy intact, or which are damaged and which one to restore from
   const result: CopiesReport = { id, source: sourceName, ok: copies.every((c) => c.ok), copies, missingFrom };
   if (!result.ok) {
-    const damaged = copies.filter((c) => !c.ok);
+    const damaged = copies.filter((c) => !c.ok && !c.unread);
+    const unread = copies.filter((c) => c.unread);
     const intact = copies.find((c) => c.ok);
-    const what = damaged.map((c) => `in ${c.repository}: ${c.report?.problems[0] ?? c.error?.message}`).join('; ');
     const advice = intact ? `; the copy in ${intact.repository} is intact (restore falls back to it)` : '';
-    throw new PgkeepError('VERIFY_FAILED', `backup ${id} is damaged ${what}${advice}`, { details: { copies: result } });
+    const notRead = unread.map((c) => `; the copy in ${c.repository} could not be read (${c.error?.message})`).join('');
+    if (damaged.length === 0) {
+      // nothing was found wrong: only unreadable copies, which is the network's or the disk's failure, not the backup's
+      const first = unread[0]!;
+      throw new PgkeepError(first.error!.code as PgkeepError['code'], `backup ${id} could not be verified everywhere${notRead}${advice}`, { details: { copies: result } });
+    }
+    const what = damaged.map((c) => `in ${c.repository}: ${c.report?.problems[0] ?? c.error?.message}`).join('; ');
+    throw new PgkeepError('VERIFY_FAILED', `backup ${id} is damaged ${what}${advice}${notRead}`, { details: { copies: result } });
   }
   return result;
 }

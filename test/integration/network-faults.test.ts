@@ -140,6 +140,29 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
     assert.equal(json(afterShow).verification?.verifiedAt ?? json(afterShow).verification?.startedAt, lastVerification);
   });
 
+  test('verify of several copies: an off-site copy that cannot be read is "could not be verified", not damaged', { timeout: 60_000 }, async () => {
+    clean();
+    const local = path.join(work, 'copies-local');
+    const config = path.join(work, 'copies.yaml');
+    const url = new URL(cluster.url('app'));
+    const offsite = `${repo}-copies`;
+    await writeFile(
+      config,
+      JSON.stringify({
+        sources: { app: { host: url.hostname, port: Number(url.port), user: decodeURIComponent(url.username), database: 'app', repos: [local, offsite] } },
+      }),
+    );
+    const cfgEnv = env({ PGPASSWORD: decodeURIComponent(url.password), DATABASE_URL: '' });
+    const backup = await pgkeep(['backup', '--config', config], { env: cfgEnv });
+    assert.equal(backup.code, 0, backup.stderr);
+    proxy.set({ stallAfterBytes: 64 * 1024 });
+    const verify = await pgkeep(['verify', 'latest', '--config', config], { env: { ...cfgEnv, PGKEEP_S3_RETRY_BUDGET: '2s' } });
+    clean();
+    assert.equal(verify.code, 16, verify.stderr);
+    assert.match(verify.stderr, /could not be verified everywhere; the copy in s3:\/\/.* could not be read .*; the copy in .*copies-local is intact/);
+    assert.doesNotMatch(verify.stderr, /damaged|corrupt/);
+  });
+
   test('SIGTERM during a stalled backup to S3 exits within seconds', { timeout: 60_000 }, async () => {
     clean();
     proxy.set({ stallAfterBytes: proxy.stats().bytes + 300 * 1024 });
