@@ -78,4 +78,8 @@ export function addCommandHelp(program: Command): void {
     }
   };
   visit(program);
+  program.addHelpText(
+    'after',
+    ['', 'Examples:', '  pgkeep backup --db postgresql://app@localhost:5432/app   # a first backup into ./backups', '  pgkeep list', '  pgkeep restore latest                                    # into a new database', '', 'Each command has its own help: pgkeep backup --help'].join('\n'),
+  );
 }

@@ -217,7 +217,8 @@ describe('say what is true', () => {
     assert.equal(unknown.code, 2);
     assert.equal(unknown.stderr, "pgkeep: unknown command 'sourcez' (did you mean sources?) (see pgkeep --help)\n");
     const top = await pgkeep(['--help']);
-    const names = [...top.stdout.split('Commands:')[1]!.matchAll(/^  ([a-z-]+)/gm)].map((m) => m[1]!).filter((n) => n !== 'help');
+    const names = [...top.stdout.split('Commands:')[1]!.split('\nExamples:')[0]!.matchAll(/^  ([a-z-]+)/gm)].map((m) => m[1]!).filter((n) => n !== 'help');
+    assert.match(top.stdout, /\nExamples:\n  pgkeep backup --db /);
     assert.ok(names.length >= 20, names.join(' '));
     const paths = names.flatMap((n) => (n === 'notify' ? ['notify test'] : n === 'sources' ? ['sources', 'sources remove'] : [n]));
     for (const command of paths) {
