@@ -394,6 +394,7 @@ export async function main(argv: string[]): Promise<number> {
           force: Boolean(options.force),
           jobs: options.jobs as number | undefined,
           noOwner: command.getOptionValueSource('owner') === 'cli',
+          noAcl: command.getOptionValueSource('acl') === 'cli',
           role: options.role as string | undefined,
           reindex: Boolean(options.reindex),
           tables: list(options.table),

@@ -11,7 +11,9 @@ import { defaultZstd, type ZstdCodec } from '../pipeline/zstd.js';
 import { describeEntry, planSelection, schemasToCreate, tocListFile, type SelectionPlan } from '../postgres/restore-plan.js';
 import { describeConnection, libpqEnv, serverLabel, withDatabase, type ConnectionInfo } from '../postgres/connection-info.js';
 import { createDatabase, fitIdentifier } from '../postgres/database-admin.js';
-import { quoteIdent, withClient } from '../postgres/pg-client.js';
+import { quoteIdent, withClient, type PgClient } from '../postgres/pg-client.js';
+import { describeLocale, missingRoles } from '../postgres/database-state.js';
+import { dumpDatabaseState, renameDatabaseIn, rolesInStatements, type DumpDatabaseState } from '../postgres/dump-database-state.js';
 import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
 import { startProcess } from '../postgres/run-process.js';
 import { databaseExists, readServerInfo } from '../postgres/server-info.js';
@@ -31,6 +33,8 @@ export interface FileRestoreRequest {
   force?: boolean | undefined;
   jobs?: number | undefined;
   noOwner?: boolean | undefined;
+  /** Leave out privileges (objects' and the database's). */
+  noAcl?: boolean | undefined;
   role?: string | undefined;
   reindex?: boolean | undefined;
   /** Only these tables / schemas (custom and directory dumps), as for a backup in the repository. */
@@ -49,6 +53,8 @@ export interface FileRestoreResult {
   safetyBackup: string | undefined;
   /** Every restored table with its exact row count (there is no manifest to compare with). */
   tables: { schema: string; name: string; rows: number }[];
+  /** The database-level state (locale, owner, privileges, comment, settings) the dump carried: reproduced, or none in this dump (plain, tar, or made with --table/--schema). */
+  databaseState: 'reproduced' | 'none in the dump';
   durationMs: number;
 }
 
@@ -72,7 +78,7 @@ export async function runRestoreFile(ctx: CommandContext, source: ResolvedSource
   const { signal } = ctx;
 
   // 1. what the file is, the target, the tools, the selection
-  const { dump, target, admin, exists, selection } = await prepareFileRestore(ctx, source, request);
+  const { dump, target, admin, exists, selection, dbState } = await prepareFileRestore(ctx, source, request);
   if (dump.format === 'plain' && request.noOwner) ctx.warn('--no-owner does not apply to a plain SQL dump (psql runs its ALTER … OWNER statements): use --role, or create the owners first');
   const tool = await toolInfo(dump.format === 'plain' ? 'psql' : 'pg_restore', source.pgBin);
 
@@ -92,9 +98,12 @@ export async function runRestoreFile(ctx: CommandContext, source: ResolvedSource
     ctx.info(`safety backup ${safety.id} (source ${safety.source}) written`);
   }
 
-  // 3. a new, empty database (the dump does not say which locale it had: the server's default)
+  // 3. a new, empty database, with the dump's locale when it says (its DATABASE entry), else the server's default
   const work = exists ? fitIdentifier(target, `_pgkeep_${timestampPart(new Date()).toLowerCase()}`) : target;
-  await withClient(admin, (client) => createDatabase(client, work, undefined));
+  await withClient(admin, async (client) => {
+    const { localeKept } = await createDatabase(client, work, dbState?.locale);
+    if (dbState?.locale && !localeKept) ctx.warn(`locale ${describeLocale(dbState.locale)} of the dump is not available on this server: restored with the server's default locale`);
+  });
   let swapped = false;
   try {
     // 4. load
@@ -115,6 +124,9 @@ export async function runRestoreFile(ctx: CommandContext, source: ResolvedSource
       return countRows(client, catalog, signal);
     });
 
+    // The database's own state, as pg_restore --create would give it, for the name restored into.
+    if (dbState) await withClient(admin, (client) => applyDumpDatabaseState(client, work, dbState, request), signal);
+
     // 6. swap
     if (exists) {
       throwIfAborted(signal);
@@ -130,6 +142,7 @@ export async function runRestoreFile(ctx: CommandContext, source: ResolvedSource
       replaced: exists,
       safetyBackup,
       tables,
+      databaseState: dbState ? 'reproduced' : 'none in the dump',
       durationMs: Date.now() - started,
     };
   } catch (error) {
@@ -187,9 +200,46 @@ async function prepareFileRestore(ctx: CommandContext, source: ResolvedSource, r
   if ((selective || request.schemaOnly) && !archive) {
     throw new PgkeepError('USAGE', `${dump.path} is a ${dump.format} dump: --table, --schema and --schema-only need a custom or directory dump (pg_dump -Fc or -Fd); restore it whole`);
   }
-  const toc = archive && (selective || dryRun) ? await dumpToc(dump, signal) : undefined;
+  // The TOC also says whether the dump carries the database's own state (pg_dump without --table/--schema writes it).
+  const toc = archive ? await dumpToc(dump, signal) : undefined;
   const selection = selective ? planSelection(toc!, { tables: request.tables, schemas: request.schemas, newDatabase: true }) : undefined;
-  return { dump, target, admin, exists, selection, toc };
+  const dbState = toc ? dumpDatabaseState(toc) : undefined;
+  if (dbState) {
+    const roles = [...new Set([...(request.noOwner || !dbState.owner ? [] : [dbState.owner]), ...rolesInStatements(dbState.properties), ...rolesInStatements(stateAcl(dbState, request))])];
+    const missing = await withClient(admin, (client) => missingRoles(client, roles), signal);
+    if (missing.length > 0) {
+      throw new PgkeepError(
+        'ROLE_MISSING',
+        `role${missing.length > 1 ? 's' : ''} ${missing.map((r) => `"${r}"`).join(', ')} named by ${dump.path} (the database's owner, privileges or settings) ${missing.length > 1 ? 'do' : 'does'} not exist on ${serverLabel(source.connection)}: create them first (pgkeep restore --globals from a backup of the source, or pg_dumpall --globals-only), or leave them out with --no-owner / --no-acl`,
+        { details: { missing } },
+      );
+    }
+  }
+  return { dump, target, admin, exists, selection, toc, dbState };
+}
+
+/** The dump's database ACL statements this restore applies: none with --no-acl; with --no-owner, none naming the original owner. */
+function stateAcl(state: DumpDatabaseState, request: FileRestoreRequest): string[] {
+  if (request.noAcl) return [];
+  if (!request.noOwner || !state.owner) return state.acl;
+  return state.acl.filter((statement) => !rolesInStatements([statement]).includes(state.owner!));
+}
+
+/** Owner, comment, settings, connection limit and privileges from the dump, renamed for `database`, in one transaction. */
+async function applyDumpDatabaseState(client: PgClient, database: string, state: DumpDatabaseState, request: FileRestoreRequest): Promise<void> {
+  const statements = [
+    ...(request.noOwner || !state.owner ? [] : [`ALTER DATABASE ${quoteIdent(database)} OWNER TO ${quoteIdent(state.owner)}`]),
+    ...state.properties.map((s) => renameDatabaseIn(s, state.name, database)),
+    ...stateAcl(state, request).map((s) => renameDatabaseIn(s, state.name, database)),
+  ];
+  await client.query('BEGIN');
+  try {
+    for (const statement of statements) await client.query(statement);
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw new PgkeepError('RESTORE_FAILED', `could not give "${database}" the owner, privileges and settings the dump carries (${(error as Error).message}): restore as a superuser, or leave parts out with --no-owner / --no-acl`, { cause: error });
+  }
 }
 
 /**
@@ -220,6 +270,7 @@ async function loadDumpFile(
   }
   const args = ['--dbname', target.database, '--exit-on-error', '--no-password'];
   if (request.noOwner) args.push('--no-owner');
+  if (request.noAcl) args.push('--no-privileges');
   if (request.role) args.push(`--role=${request.role}`);
   if (request.schemaOnly) args.push('--schema-only');
   const staging = selection ? await mkdtemp(path.join(tempDir ?? tmpdir(), 'pgkeep-restore-')) : undefined;

@@ -149,6 +149,13 @@ export interface TocEntry {
   hasData: boolean;
   /** Dump ids this entry depends on. */
   dependencies: number[];
+  /** The entry's SQL, kept only for the database's own entries (DATABASE, DATABASE PROPERTIES, its COMMENT and ACL). */
+  defn?: string | undefined;
+}
+
+/** The entries pg_dump writes about the database itself (restored by pg_restore only with --create). */
+export function isDatabaseEntry(desc: string, tag: string | null): boolean {
+  return desc === 'DATABASE' || desc === 'DATABASE PROPERTIES' || ((desc === 'COMMENT' || desc === 'ACL' || desc === 'SECURITY LABEL') && (tag ?? '').startsWith('DATABASE '));
 }
 
 /**
@@ -232,7 +239,7 @@ function* parseArchive(position: () => number, onTocEnd: (end: number) => void, 
     const desc = yield* readStr();
     if (desc === null) throw new Unsupported('TOC entry without a description');
     const section = yield* readInt(); // section
-    yield* skipStr(); // defn
+    const defn = onEntry && isDatabaseEntry(desc, tag) ? yield* readStr() : (yield* skipStr(), null); // defn
     yield* skipStr(); // dropStmt
     yield* skipStr(); // copyStmt
     const namespace = onEntry ? yield* readStr() : (yield* skipStr(), null); // namespace
@@ -256,7 +263,7 @@ function* parseArchive(position: () => number, onTocEnd: (end: number) => void, 
       const [flag] = yield* read(1 + offSize!);
       if (flag! < K_OFFSET_POS_NOT_SET || flag! > K_OFFSET_NO_DATA) throw new Unsupported(`unexpected data offset flag ${flag}`);
     }
-    onEntry?.({ dumpId, desc, namespace, tag: tag ?? '', owner, section, hasData: hadDumper !== 0, dependencies });
+    onEntry?.({ dumpId, desc, namespace, tag: tag ?? '', owner, section, hasData: hadDumper !== 0, dependencies, ...(defn !== null ? { defn } : {}) });
     if (hadDumper) withData.add(dumpId);
   }
 

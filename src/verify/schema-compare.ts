@@ -92,8 +92,8 @@ export function compareSchemaDumps(expected: readonly SchemaObject[], actual: re
       continue;
     }
     if (JSON.stringify(texts) === JSON.stringify(have)) continue;
-    const a = texts.join('\n').split('\n');
-    const b = have.join('\n').split('\n');
+    const a = texts.join('\n').split('\n').filter((line) => line !== '');
+    const b = have.join('\n').split('\n').filter((line) => line !== '');
     const onlyA = a.find((line) => !b.includes(line));
     const onlyB = b.find((line) => !a.includes(line));
     const detail = onlyA !== undefined ? `the backup has "${clip(onlyA)}"${onlyB !== undefined ? `, the restored database "${clip(onlyB)}"` : ''}` : onlyB !== undefined ? `the restored database has "${clip(onlyB)}"` : 'the same lines in another order';

@@ -118,6 +118,18 @@ describe('a restore gives back the database itself (pg_dump --create with owners
     assert.equal(report.schemaDump.compared, true);
   });
 
+  test('restore --file of a pg_dump -Fc made outside pgkeep: its DATABASE entries give the locale, owner, privileges and settings', async () => {
+    const file = path.join(work, 'icu.dump');
+    const dumped = spawnSync(path.join(cluster.binDir, 'pg_dump'), ['-Fc', '-f', file, '-h', cluster.host, '-p', String(cluster.port), '-U', cluster.superuser, 'icu'], { env: { ...process.env, PGPASSWORD: cluster.password }, encoding: 'utf8' });
+    assert.equal(dumped.status, 0, dumped.stderr);
+    const restore = await pgkeep(['restore', '--file', file, '--to', 'icu_from_file', '--json'], { env: env() });
+    assert.equal(restore.code, 0, restore.stderr);
+    assert.equal(json(restore).databaseState, 'reproduced');
+    const [row] = await cluster.query<{ sorted: string }>("SELECT string_agg(w, ',' ORDER BY w) AS sorted FROM words", [], 'icu_from_file');
+    assert.equal(row!.sorted, 'a,ä,B,Z');
+    await sameAsSource('icu', 'icu_from_file');
+  });
+
   test('--no-owner --no-acl: the restoring role owns the database, default privileges, the rest as recorded', async () => {
     const repo = path.join(work, 'repo-custom');
     const restore = await pgkeep(['restore', 'latest', '--repo', repo, '--to', 'fidelity_noowner', '--no-owner', '--no-acl', '--json'], { env: env() });
