@@ -57,6 +57,8 @@ export const S3OptionsSchema = z
     requestTimeout: S3Duration.optional(),
     /** How long a broken download keeps resuming without a new byte (default 2m). */
     retryBudget: S3Duration.optional(),
+    /** Attempts per request, and failures in a row a download survives (default 5). */
+    maxAttempts: z.coerce.number().int().min(1).max(50).optional(),
   })
   .strict();
 export type S3OptionsConfig = z.infer<typeof S3OptionsSchema>;

@@ -186,6 +186,7 @@ export function storageOptions(settings: Settings, url: string): OpenStorageOpti
       ...(merged.idleTimeout ? { idleTimeoutMs: s3Duration(merged.idleTimeout, 's3.idleTimeout') } : {}),
       ...(merged.requestTimeout ? { requestTimeoutMs: s3Duration(merged.requestTimeout, 's3.requestTimeout') } : {}),
       ...(merged.retryBudget ? { retryBudgetMs: s3Duration(merged.retryBudget, 's3.retryBudget') } : {}),
+      ...(merged.maxAttempts ? { maxAttempts: merged.maxAttempts } : {}),
       ...(spoolDir ? { spoolDir } : {}),
     },
   };

@@ -89,7 +89,11 @@ export interface S3StorageOptions {
   queueSize?: number;
   /** Keys per ListObjectsV2 page (1..1000). */
   pageSize?: number;
-  /** Attempts per request, with the SDK's standard backoff on throttling, 5xx and network errors. */
+  /**
+   * Attempts per request, with the SDK's standard backoff on throttling, 5xx and
+   * network errors; also the failures in a row (without a new byte) a resumed
+   * download survives (default 5; PGKEEP_S3_MAX_ATTEMPTS).
+   */
   maxAttempts?: number;
   /**
    * Extra request checksums and response checksum validation. pgkeep keeps its
@@ -967,6 +971,11 @@ function validateOptions(options: S3StorageOptions): S3StorageOptions {
     }
     const value = resolved[option];
     if (value !== undefined && (!Number.isFinite(value) || value < 1)) fail(`${option} ${value} must be a positive number of milliseconds`);
+  }
+  const attempts = process.env.PGKEEP_S3_MAX_ATTEMPTS;
+  if (resolved.maxAttempts === undefined && attempts) {
+    resolved.maxAttempts = Number(attempts);
+    if (!/^\d+$/.test(attempts) || resolved.maxAttempts < 1) throw new PgkeepError('CONFIG_INVALID', `PGKEEP_S3_MAX_ATTEMPTS: "${attempts}" is not a whole number of at least 1`);
   }
   return resolved;
 }

@@ -65,6 +65,26 @@ after(async () => {
   await server?.stop();
 });
 
+describe('S3 network settings from the environment', () => {
+  it('PGKEEP_S3_* are defaults under explicit options; a bad value is CONFIG_INVALID naming the variable', () => {
+    const saved = { ...process.env };
+    try {
+      process.env.PGKEEP_S3_IDLE_TIMEOUT = 'soon';
+      assert.throws(() => openStorage('s3://bucket/p'), (e: unknown) => e instanceof PgkeepError && e.code === 'CONFIG_INVALID' && /PGKEEP_S3_IDLE_TIMEOUT/.test(e.message));
+      process.env.PGKEEP_S3_IDLE_TIMEOUT = '2.5s';
+      process.env.PGKEEP_S3_MAX_ATTEMPTS = '0';
+      assert.throws(() => openStorage('s3://bucket/p'), (e: unknown) => e instanceof PgkeepError && e.code === 'CONFIG_INVALID' && /PGKEEP_S3_MAX_ATTEMPTS/.test(e.message));
+      process.env.PGKEEP_S3_MAX_ATTEMPTS = '7';
+      const options = (openStorage('s3://bucket/p', { s3: { retryBudgetMs: 1234 } }) as unknown as { options: S3StorageOptions }).options;
+      assert.deepEqual([options.idleTimeoutMs, options.maxAttempts, options.retryBudgetMs], [2500, 7, 1234]);
+      const explicit = (openStorage('s3://bucket/p', { s3: { idleTimeoutMs: 99 } }) as unknown as { options: S3StorageOptions }).options;
+      assert.equal(explicit.idleTimeoutMs, 99, 'an explicit option wins');
+    } finally {
+      for (const name of ['PGKEEP_S3_IDLE_TIMEOUT', 'PGKEEP_S3_MAX_ATTEMPTS']) if (saved[name] === undefined) delete process.env[name];
+    }
+  });
+});
+
 describe('S3 reads through a bad network', { timeout: 120_000 }, () => {
   it('resets mid-download: resumed with ranged GETs, every byte exactly once', async () => {
     for (const [i, mode] of [

@@ -387,13 +387,13 @@ describe('per-repository S3 options', () => {
 
   it('network timeouts: durations per repository, over the top-level defaults; a bad one is named', async () => {
     const cwd = await workdir({
-      'pgkeep.yaml': 's3:\n  idleTimeout: 30s\n  retryBudget: 5m\nrepos:\n  - url: s3://far/app\n    s3: { idleTimeout: 0.5s, connectTimeout: 3s, requestTimeout: 20m }\n  - s3://near/app\n',
+      'pgkeep.yaml': 's3:\n  idleTimeout: 30s\n  retryBudget: 5m\nrepos:\n  - url: s3://far/app\n    s3: { idleTimeout: 0.5s, connectTimeout: 3s, requestTimeout: 20m, maxAttempts: 9 }\n  - s3://near/app\n',
     });
     const settings = loadSettings({}, { env: {}, cwd });
     const far = storageOptions(settings, 's3://far/app').s3!;
     assert.deepEqual(
-      { connect: far.connectionTimeoutMs, idle: far.idleTimeoutMs, request: far.requestTimeoutMs, budget: far.retryBudgetMs },
-      { connect: 3000, idle: 500, request: 1_200_000, budget: 300_000 },
+      { connect: far.connectionTimeoutMs, idle: far.idleTimeoutMs, request: far.requestTimeoutMs, budget: far.retryBudgetMs, attempts: far.maxAttempts },
+      { connect: 3000, idle: 500, request: 1_200_000, budget: 300_000, attempts: 9 },
     );
     assert.equal(storageOptions(settings, 's3://near/app').s3!.idleTimeoutMs, 30_000);
     const bad = await workdir({ 'pgkeep.yaml': 's3:\n  idleTimeout: soon\n' });
