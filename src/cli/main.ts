@@ -6,7 +6,7 @@ import type { CommandContext } from '../commands/command-context.js';
 import type { BackupRequest } from '../commands/backup.js';
 import type { AllDatabasesResult } from '../commands/backup-all.js';
 import type { PitrRequest, RecoveryTarget } from '../commands/pitr.js';
-import type { CheckReport, CheckScope } from '../commands/check.js';
+import type { CheckAllReport, CheckReport, CheckScope } from '../commands/check.js';
 import type { PruneResult } from '../commands/prune.js';
 import { openRepositories, openRepository, repositoriesWithBackup } from '../commands/open-repository.js';
 import type { RestoreRequest } from '../commands/restore.js';
@@ -14,7 +14,7 @@ import type { NotifyTestResult } from '../commands/notify-test.js';
 import type { WalReport } from '../verify/verify-wal.js';
 import type { CopiesReport } from '../commands/verify-copies.js';
 import type { VerifyResult } from '../commands/verify.js';
-import { keySettings, loadSettings, readSecretFile, resolveConnection, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
+import { configuredSources, keySettings, loadSettings, readSecretFile, resolveConnection, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
 import { ERROR_CODES, PgkeepError, toPgkeepError } from '../errors.js';
 import { withRunSignal } from '../storage/run-signal.js';
 import type { RetentionFlags } from '../config/retention-settings.js';
@@ -26,6 +26,7 @@ import {
   printAllDatabasesDone,
   printBackupDone,
   printCheck,
+  printCheckAll,
   printCopyDone,
   printExtractDone,
   printFileRestoreDone,
@@ -594,17 +595,20 @@ export async function main(argv: string[]): Promise<number> {
     .action(async (options: OutputOptions & { walTimeout?: number; logical?: boolean; physical?: boolean }, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
-      const source = resolveSource(settings);
       const scopes = options.logical || options.physical ? ([options.logical ? 'logical' : undefined, options.physical ? 'physical' : undefined].filter(Boolean) as CheckScope[]) : undefined;
+      const request = { scopes, walTimeoutMs: options.walTimeout === undefined ? undefined : options.walTimeout * 1000 };
+      const { runCheck, runCheckAll } = await import('../commands/check.js');
+      // a config with several sources and no --source: check each of them
+      const every = settings.options.source === undefined && configuredSources(settings).length > 1 ? configuredSources(settings) : undefined;
       try {
-        printCheck(await (await import('../commands/check.js')).runCheck(context(settings, options), source, { scopes, walTimeoutMs: options.walTimeout === undefined ? undefined : options.walTimeout * 1000 }), json);
+        if (every) printCheckAll(await runCheckAll(context(settings, options), every.map((name) => resolveSource(loadSettings({ ...(command.optsWithGlobals() as GlobalOptions), source: name }))), request), json);
+        else printCheck(await runCheck(context(settings, options), resolveSource(settings), request), json);
       } catch (error) {
-        const report = (error as PgkeepError).details?.report;
-        if (report) {
-          // the report is the one JSON document, failing or not (its ok is false)
-          printCheck(report as CheckReport, json);
-          jsonPrinted = json;
-        }
+        // the report is the one JSON document, failing or not (its ok is false)
+        const { report, all } = (error as PgkeepError).details ?? {};
+        if (all) printCheckAll(all as CheckAllReport, json);
+        else if (report) printCheck(report as CheckReport, json);
+        jsonPrinted = json && Boolean(all ?? report);
         throw error;
       }
     });

@@ -1,4 +1,4 @@
-import type { CheckReport } from '../commands/check.js';
+import type { CheckAllReport, CheckReport } from '../commands/check.js';
 import type { CopyResult } from '../commands/copy.js';
 import type { PitrResult } from '../commands/pitr.js';
 import type { TablePitrResult } from '../commands/pitr-table.js';
@@ -543,6 +543,14 @@ export function printTablePitr(result: TablePitrResult, json: boolean): void {
   out(`recovered a throwaway cluster from backup ${plan.backup.id}${outcome?.stoppedAt ? ` (${outcome.stoppedAt})` : ''}, then removed it`);
   for (const t of result.tables) out(`${t.name}: ${formatCount(t.rows)} rows`);
   out(result.loadedIntoDatabase ? `loaded into ${result.output}` : `wrote ${result.output} (${result.format})`);
+}
+
+export function printCheckAll(all: CheckAllReport, json: boolean): void {
+  if (json) return printJson(all);
+  all.sources.forEach((report, i) => {
+    if (i > 0) out('');
+    printCheck(report, false);
+  });
 }
 
 export function printCheck(report: CheckReport, json: boolean): void {

@@ -154,6 +154,33 @@ export async function runCheck(ctx: CommandContext, source: ResolvedSource, requ
   return report;
 }
 
+/** `check` of every configured source (a config with several and no --source). */
+export interface CheckAllReport {
+  ok: boolean;
+  sources: CheckReport[];
+}
+
+/** Checks each source in turn; when any fails, CHECK_FAILED carries every report (`details.all`). */
+export async function runCheckAll(ctx: CommandContext, sources: readonly ResolvedSource[], request: CheckRequest = {}): Promise<CheckAllReport> {
+  const reports: CheckReport[] = [];
+  for (const source of sources) {
+    try {
+      reports.push(await runCheck(ctx, source, request));
+    } catch (error) {
+      const report = (error as PgkeepError).details?.report as CheckReport | undefined;
+      if (!report) throw error;
+      reports.push(report);
+    }
+  }
+  const all: CheckAllReport = { ok: reports.every((r) => r.ok), sources: reports };
+  const failed = reports.filter((r) => !r.ok);
+  if (failed.length > 0) {
+    const item = failed[0]!.items.find((i) => i.status === 'fail')!;
+    throw new PgkeepError('CHECK_FAILED', `check failed for ${failed.length} of ${reports.length} sources (${failed.map((r) => r.source).join(', ')}): ${failed[0]!.source}: ${item.name}: ${item.detail}`, { details: { all } });
+  }
+  return all;
+}
+
 interface OpenedRepository {
   url: string;
   repository?: Repository | undefined;

@@ -191,6 +191,18 @@ describe('check fits what the source uses', () => {
     assert.equal(fine.code, 0, fine.stdout + fine.stderr);
     assert.match(fine.stdout, /ok +privileges +role reader can read all 1 table\(s\)/);
 
+    // several sources and no --source: each is checked, in one document
+    const both = await folder('check-both');
+    await writeFile(path.join(both, 'pgkeep.yaml'), `sources:\n  app:\n    db: ${cluster.url('app')}\n  shop:\n    db: ${cluster.url('shop_typo')}\n`);
+    const all = await pgkeep(['check', '--json'], { cwd: both });
+    assert.equal(all.code, 13, all.stderr);
+    const reports = json(all);
+    assert.equal(reports.ok, false);
+    assert.deepEqual(reports.sources.map((r: { source: string; ok: boolean }) => [r.source, r.ok]), [['app', true], ['shop', false]]);
+    assert.match(all.stderr, /^pgkeep: check failed for 1 of 2 sources \(shop\): shop: server: database "shop_typo" does not exist/);
+    const allText = await pgkeep(['check'], { cwd: both });
+    assert.match(allText.stdout, /^checking logical backups of app [^]*all checks passed\n\nchecking logical backups of shop [^]*FAIL +server +database "shop_typo" does not exist[^]*some checks failed\n$/);
+
     const down = await pgkeep(['check', '--db', 'postgresql://app@127.0.0.1:1/app', '--json'], { cwd: await folder('check-down') });
     assert.equal(down.code, 13, down.stderr);
     assert.deepEqual(json(down).items[0], { name: 'server', status: 'fail', detail: 'cannot connect to PostgreSQL at 127.0.0.1:1: connection refused (is the server running, and are host and port right?)' });
