@@ -57,7 +57,7 @@ before(async () => {
   server = await startS3Server();
   bucket = await server.bucket('faults');
   proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(server.endpoint).port) });
-  await through().put('big', Readable.from([data]));
+  await through({ idleTimeoutMs: 10_000 }).put('big', Readable.from([data]));
 });
 
 after(async () => {

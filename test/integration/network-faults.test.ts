@@ -2,7 +2,7 @@
  * pgkeep's off-site path through a bad network: the CLI against s3rver behind
  * test/support/fault-proxy.ts (resets, mid-response closes, stalls, a killed
  * server). Every test has a bound on time; the timeouts are small
- * (PGKEEP_S3_IDLE_TIMEOUT=1s) so the file stays fast.
+ * (PGKEEP_S3_IDLE_TIMEOUT=3s, 1s for the stalls) so the file stays fast.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -54,7 +54,8 @@ const env = (extra: Record<string, string> = {}) => ({
   AWS_REGION: s3.region,
   AWS_ENDPOINT_URL: proxy.endpoint,
   PGKEEP_S3_CONNECT_TIMEOUT: '2s',
-  PGKEEP_S3_IDLE_TIMEOUT: '1s',
+  // small, so stalls fail fast, but not so small that a loaded test machine trips it
+  PGKEEP_S3_IDLE_TIMEOUT: '3s',
   PGKEEP_S3_RETRY_BUDGET: '10s',
   ...extra,
 });
@@ -117,7 +118,7 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
     clean();
     proxy.set({ stallAfterBytes: 512 * 1024 });
     const started = Date.now();
-    const restore = await pgkeep(['restore', 'latest', '--repo', repo, '--to', 'through_stall'], { env: env({ PGKEEP_S3_RETRY_BUDGET: '4s' }) });
+    const restore = await pgkeep(['restore', 'latest', '--repo', repo, '--to', 'through_stall'], { env: env({ PGKEEP_S3_IDLE_TIMEOUT: '1s', PGKEEP_S3_MAX_ATTEMPTS: '2', PGKEEP_S3_RETRY_BUDGET: '4s' }) });
     const took = Date.now() - started;
     assert.equal(restore.code, 16, restore.stderr);
     assert.match(restore.stderr, /no byte for 1 s \(idle timeout\)/);
@@ -130,7 +131,7 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
     const before = await pgkeep(['show', 'latest', '--repo', repo, '--json'], { env: env() });
     const lastVerification = json(before).verification?.verifiedAt ?? json(before).verification?.startedAt;
     proxy.set({ stallAfterBytes: 512 * 1024 });
-    const verify = await pgkeep(['verify', 'latest', '--repo', repo], { env: env({ PGKEEP_S3_RETRY_BUDGET: '3s' }) });
+    const verify = await pgkeep(['verify', 'latest', '--repo', repo], { env: env({ PGKEEP_S3_IDLE_TIMEOUT: '1s', PGKEEP_S3_MAX_ATTEMPTS: '2', PGKEEP_S3_RETRY_BUDGET: '3s' }) });
     assert.equal(verify.code, 16, verify.stderr);
     assert.match(verify.stderr, /could not read dump\.zst of backup .* \(not a verdict on the backup: nothing was recorded\)/);
     assert.doesNotMatch(verify.stderr, /corrupt/);
@@ -156,7 +157,7 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
     const backup = await pgkeep(['backup', '--config', config], { env: cfgEnv });
     assert.equal(backup.code, 0, backup.stderr);
     proxy.set({ stallAfterBytes: 64 * 1024 });
-    const verify = await pgkeep(['verify', 'latest', '--config', config], { env: { ...cfgEnv, PGKEEP_S3_RETRY_BUDGET: '2s' } });
+    const verify = await pgkeep(['verify', 'latest', '--config', config], { env: { ...cfgEnv, PGKEEP_S3_IDLE_TIMEOUT: '1s', PGKEEP_S3_MAX_ATTEMPTS: '2', PGKEEP_S3_RETRY_BUDGET: '2s' } });
     clean();
     assert.equal(verify.code, 16, verify.stderr);
     assert.match(verify.stderr, /could not be verified everywhere; the copy in s3:\/\/.* could not be read .*; the copy in .*copies-local is intact/);
