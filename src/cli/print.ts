@@ -252,6 +252,8 @@ export function printVerify(report: VerifyResult, json: boolean): void {
       );
     }
     if (test.schema) out(`schema: ${test.schema.checked - test.schema.missing.length} of ${test.schema.checked} objects of the table of contents present${test.schema.missing.length ? `; missing: ${test.schema.missing.join(', ')}` : ''}`);
+    if (test.schemaDump?.compared) out(`whole schema: ${test.schemaDump.objects} objects (definitions, owners, privileges) ${test.schemaDump.differences === 0 ? 'match the backup' : `DIFFER from the backup (${test.schemaDump.differences})`}`);
+    if (test.databaseState) out(`database state (owner, privileges, comment, settings, locale): ${test.databaseState.differences.length === 0 ? 'matches the backup' : `DIFFERS: ${test.databaseState.differences.join('; ')}`}`);
     for (const m of test.migrations.tables) {
       out(`migrations: ${m.schema}.${m.name} ${m.ok ? 'matches the backup' : 'DIFFERS from the backup'} (${m.actual ? `${m.actual.latest ?? 'no version'}, ${m.actual.rows} rows` : 'missing'}; recorded ${m.expected.latest ?? 'no version'}, ${m.expected.rows} rows)`);
     }
