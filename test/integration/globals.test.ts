@@ -149,7 +149,8 @@ describe('backup --globals and restore --globals', () => {
   });
 
   test('--all-databases: one backup per database, under a source named after it, all holding the one globals dump of the run', async () => {
-    await source.query('CREATE DATABASE inventory');
+    await source.query('CREATE DATABASE inventory OWNER readers');
+    await source.query("COMMENT ON DATABASE inventory IS 'stock levels'");
     await source.query('CREATE TABLE stock (sku text PRIMARY KEY, n int)', [], 'inventory');
     await source.query("INSERT INTO stock VALUES ('a', 1), ('b', 2), ('c', 3)", [], 'inventory');
     const repo = path.join(work, 'repo-all');
@@ -175,6 +176,10 @@ describe('backup --globals and restore --globals', () => {
     const restore = await pgkeep(['restore', 'latest', '--repo', repo, '--globals', '--db', fresh!.url('inventory'), '--to', 'inventory', '--json'], { env: { PGKEEP_PASSPHRASE: PASSPHRASE } });
     assert.equal(restore.code, 0, restore.stderr);
     assert.deepEqual(json(restore).tables.map((t: { name: string; actual: number }) => [t.name, t.actual]), [['stock', 3]]);
+    // Each backup of the run recorded its database's own state, and the restore reproduced it.
+    assert.equal(json(restore).databaseState, 'reproduced');
+    const [db] = await fresh!.query<{ owner: string; comment: string }>("SELECT pg_get_userbyid(datdba) AS owner, shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = 'inventory'");
+    assert.deepEqual(db, { owner: 'readers', comment: 'stock levels' });
 
     const refused = await pgkeep(['backup', '--all-databases', '--repo', repo, '--table', 'stock'], { env: env(source) });
     assert.equal(refused.code, 2);
