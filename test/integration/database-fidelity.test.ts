@@ -132,6 +132,10 @@ describe('a restore gives back the database itself (pg_dump --create with owners
 
   test('--no-owner --no-acl: the restoring role owns the database, default privileges, the rest as recorded', async () => {
     const repo = path.join(work, 'repo-custom');
+    const plan = await pgkeep(['restore', 'latest', '--repo', repo, '--to', 'fidelity_plan', '--dry-run'], { env: env() });
+    assert.equal(plan.code, 0, plan.stderr);
+    assert.match(plan.stdout, /database state:\n  locale libc C\.UTF-8, encoding UTF8\n  owner owner_role\n  privileges \{owner_role=CTc\/owner_role,app_reader=T\*c\/owner_role\}\n  comment "db comment, with 'quotes'"\n  connection limit 17\n  setting work_mem=7MB\n/);
+    assert.match(plan.stdout, /setting statement_timeout=5s for role app_reader/);
     const restore = await pgkeep(['restore', 'latest', '--repo', repo, '--to', 'fidelity_noowner', '--no-owner', '--no-acl', '--json'], { env: env() });
     assert.equal(restore.code, 0, restore.stderr);
     const [db] = await cluster.query<{ owner: string; acl: string | null; comment: string; limit: number }>(
