@@ -816,7 +816,7 @@ export class S3Storage implements Storage {
       return new PgkeepError('STORAGE_NETWORK', `the S3 endpoint ${endpoint} closed the connection (${networkCode}) while writing or reading ${where}${suffix}${attemptsNote}: try again; if it persists, check the network and the server's logs`, { cause: error });
     }
     if (networkCode === 'timeout') {
-      return new PgkeepError('STORAGE_NETWORK', `the S3 endpoint ${endpoint} did not answer in time on ${where}${suffix}: ${describeNetworkCause(error)}${attemptsNote}: check the network, or raise the S3 timeouts (see README, "S3 timeouts")`, { cause: error });
+      return new PgkeepError('STORAGE_NETWORK', `the S3 endpoint ${endpoint} did not answer in time on ${where}${suffix}: ${describeNetworkCause(error)}${attemptsNote}: check the network, or raise the S3 timeouts (s3.idleTimeout, s3.requestTimeout; README: "S3 over a bad network")`, { cause: error });
     }
     if (networkCode !== undefined) {
       return new PgkeepError('STORAGE_NETWORK', `cannot reach the S3 endpoint ${endpoint} (${networkCode}) for ${this.location}: check the endpoint (AWS_ENDPOINT_URL) and the network`, { cause: error });

@@ -164,6 +164,21 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
     assert.doesNotMatch(verify.stderr, /damaged|corrupt/);
   });
 
+  test('a backup to S3 that stalls fails within the timeouts, says so, and publishes nothing', { timeout: 60_000 }, async () => {
+    clean();
+    const before = json(await pgkeep(['list', '--repo', repo, '--json'], { env: env() }));
+    proxy.set({ stallAfterBytes: 300 * 1024 });
+    const started = Date.now();
+    const backup = await pgkeep(['backup', '--repo', repo], { env: env({ PGKEEP_S3_IDLE_TIMEOUT: '1s', PGKEEP_S3_MAX_ATTEMPTS: '2' }) });
+    const took = Date.now() - started;
+    clean();
+    assert.equal(backup.code, 16, backup.stderr);
+    assert.match(backup.stderr, /did not answer in time .*no byte for 1 s \(idle timeout\)/);
+    assert.ok(took < 30_000, `failed after ${took} ms`);
+    const afterList = json(await pgkeep(['list', '--repo', repo, '--json'], { env: env() }));
+    assert.equal(afterList.length, before.length, 'no new backup is listed');
+  });
+
   test('SIGTERM during a stalled backup to S3 exits within seconds', { timeout: 60_000 }, async () => {
     clean();
     proxy.set({ stallAfterBytes: proxy.stats().bytes + 300 * 1024 });
