@@ -237,6 +237,7 @@ export async function main(argv: string[]): Promise<number> {
         if (logicalOnly.length > 0) {
           throw new PgkeepError('USAGE', `--physical backs up the whole cluster: --${logicalOnly[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`).replace(/^(owner|acl)$/, 'no-$1')} applies to logical backups only`);
         }
+        await (await import('../postgres/pg-tools.js')).refuseOlderClient('pg_basebackup', source.connection, source.pgBin, ctx.signal);
         // The WAL archive is in the source's first repository (where wal-push writes): so is the base backup.
         const repository = await openRepository(settings, { source: source.name, createIfEmpty: true });
         const manifest = await (await import('../commands/backup-physical.js')).runPhysicalBackup(ctx, repository, source, {
@@ -249,6 +250,8 @@ export async function main(argv: string[]): Promise<number> {
         printBackupDone(manifest, repository.location, json);
         return;
       }
+      // Before any repository is created: a pg_dump older than the server is refused with nothing left behind.
+      await (await import('../postgres/pg-tools.js')).refuseOlderClient('pg_dump', source.connection, source.pgBin, ctx.signal);
       // Several repositories (repos: in pgkeep.yaml): one pg_dump, written to all of them.
       const repositories = options.allDatabases ? [] : await openRepositories(settings, { source: source.name, createIfEmpty: true });
       const fromCli = (name: string) => command.getOptionValueSource(name) === 'cli';

@@ -259,8 +259,10 @@ export function printVerify(report: VerifyResult, json: boolean): void {
     }
     test.probes.forEach((p, i) => out(`probe ${i + 1}: ${p.ok ? 'ok    ' : 'FAILED'}  ${p.sql.replace(/\s+/g, ' ').trim()} → ${p.error ? `error: ${p.error}` : (p.value ?? 'no value')}`));
     if (test.deep) {
-      const amcheck = test.deep.amcheck.status === 'skipped' ? 'skipped' : test.deep.amcheck.ok ? 'no corruption found' : 'CORRUPTION FOUND';
-      out(`deep: content of ${test.deep.compared} table(s) compared with the backup's checksums; pg_amcheck: ${amcheck}`);
+      const { amcheck } = test.deep;
+      const found = amcheck.status === 'skipped' ? 'skipped' : amcheck.ok ? 'no corruption found' : 'CORRUPTION FOUND';
+      const checks = amcheck.checks === 'btree' ? ' (B-tree indexes only: heap checks skipped)' : '';
+      out(`deep: content of ${test.deep.compared} table(s) compared with the backup's checksums; amcheck${amcheck.version ? ` ${amcheck.version}` : ''}: ${found}${checks}`);
     }
     for (const note of test.notes) out(`note: ${note}`);
   }

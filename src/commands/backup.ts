@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { createReadStream } from 'node:fs';
 import type { BackupFormat, BackupOptionsConfig } from '../config/config-schema.js';
 import { validateName, type ResolvedSource } from '../config/settings.js';
-import { PgkeepError, throwIfAborted, toPgkeepError } from '../errors.js';
+import { isPgkeepError, PgkeepError, throwIfAborted, toPgkeepError } from '../errors.js';
 import { DEFAULT_ZSTD_LEVEL, defaultZstd, type ZstdCodec } from '../pipeline/zstd.js';
 import { storeStreamTee, type StoreTarget } from '../pipeline/store-stream.js';
 import { libpqEnv } from '../postgres/connection-info.js';
@@ -77,10 +77,11 @@ export async function runBackup(ctx: CommandContext, repository: Repository | re
   } catch (error) {
     // A configured source, or one with backups, keeps the failure for `status`. A first attempt at an
     // unknown source (no database given, a misspelt name, pg_dump too old) is reported, not persisted:
-    // a source exists once it is configured or has its first backup.
+    // a source exists once it is configured or has its first backup. A refusal before anything started
+    // (pg_dump older than the server) is not a failed backup of any source: nothing is recorded.
     const known = source.configured || (await hasBackupsIn(repositories, source.name));
-    if (known) await recordFailure(repositories, source.name, startedAt, error);
-    else await forgetNewSource(repositories, source.name);
+    if (!known) await forgetNewSource(repositories, source.name);
+    else if (!isPgkeepError(error, 'TOOL_TOO_OLD')) await recordFailure(repositories, source.name, startedAt, error);
     throw error;
   }
 }

@@ -7,7 +7,8 @@ import { PgkeepError } from '../errors.js';
 import { libpqEnv, withDatabase } from '../postgres/connection-info.js';
 import { dropDatabase, fitIdentifier } from '../postgres/database-admin.js';
 import { quoteIdent, withClient } from '../postgres/pg-client.js';
-import { toolInfo } from '../postgres/pg-tools.js';
+import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
+import { readServerInfo } from '../postgres/server-info.js';
 import { settleAll, startProcess } from '../postgres/run-process.js';
 import { partitionsOf } from '../postgres/restore-plan.js';
 import { parseNamePattern } from '../postgres/table-selection.js';
@@ -80,6 +81,13 @@ export async function runExtract(ctx: CommandContext, source: ResolvedSource, re
   const manifest = requireLogical(found, 'extract');
   const { table, partitions } = await oneTable(ctx, repository, manifest, request.table);
   const where = request.where?.trim() ? request.where.trim() : undefined;
+
+  // pg_dump --column-inserts reads the scratch copy on the source's server: it must be as new as that server.
+  if (format === 'sql') {
+    const pgDump = await toolInfo('pg_dump', source.pgBin);
+    const server = await withClient(withDatabase(source.connection, 'postgres'), readServerInfo, ctx.signal);
+    assertToolNotOlder(pgDump, 'pg_dump', server.versionNum, server.version);
+  }
 
   // 2. the table, restored into a scratch database
   const scratch = fitIdentifier('pgkeep_extract_', `${timestampPart(new Date()).toLowerCase()}_${process.pid}`);

@@ -14,9 +14,9 @@ import { createDatabase, fitIdentifier } from '../postgres/database-admin.js';
 import { quoteIdent, withClient, type PgClient } from '../postgres/pg-client.js';
 import { describeLocale, missingRoles } from '../postgres/database-state.js';
 import { dumpDatabaseState, renameDatabaseIn, rolesInStatements, type DumpDatabaseState } from '../postgres/dump-database-state.js';
-import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
+import { toolInfo } from '../postgres/pg-tools.js';
 import { startProcess } from '../postgres/run-process.js';
-import { databaseExists, readServerInfo } from '../postgres/server-info.js';
+import { databaseExists } from '../postgres/server-info.js';
 import { countRows, readCatalogTables } from '../postgres/table-selection.js';
 import { timestampPart } from '../repository/backup-id.js';
 import { pipeline } from 'node:stream/promises';
@@ -192,9 +192,10 @@ async function prepareFileRestore(ctx: CommandContext, source: ResolvedSource, r
   const target = request.to ?? fitIdentifier(`${stemOf(dump.path)}_restore_`, timestampPart(new Date()).toLowerCase());
   if (target === '' || Buffer.byteLength(target) > 63) throw new PgkeepError('INVALID_NAME', `database name "${target}" is invalid: use 1 to 63 bytes`);
   const admin = withDatabase(source.connection, target === 'postgres' ? 'template1' : 'postgres');
-  const { exists, server } = await withClient(admin, async (client) => ({ exists: await databaseExists(client, target), server: await readServerInfo(client) }), signal);
-  const loader = dump.format === 'plain' ? 'psql' : 'pg_restore';
-  assertToolNotOlder(await toolInfo(loader, source.pgBin), loader, server.versionNum, server.version);
+  const exists = await withClient(admin, (client) => databaseExists(client, target), signal);
+  // The version policy (README, "Versions"): any pg_restore that reads the archive (it says so itself when the
+  // archive is newer than it) and any psql load into a server of any version; the tool must only be there.
+  await toolInfo(dump.format === 'plain' ? 'psql' : 'pg_restore', source.pgBin);
   const selective = (request.tables?.length ?? 0) > 0 || (request.schemas?.length ?? 0) > 0;
   const archive = dump.format === 'custom' || dump.format === 'directory';
   if ((selective || request.schemaOnly) && !archive) {

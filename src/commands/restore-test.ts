@@ -180,8 +180,11 @@ export async function runRestoreTest(
         const withoutChecksum = manifest.tables.filter((t) => t.rows !== null && t.checksum === undefined).length;
         if (withoutChecksum > 0) notes.push(`content of ${withoutChecksum} table(s) not compared: the backup has no checksums for them (take backups with --checksums)`);
         const amcheck = await runAmcheck(client, target, { pgBin: tools.pgBin, signal });
-        if (amcheck.note) notes.push(`pg_amcheck skipped: ${amcheck.note}`);
-        if (!amcheck.ok) problems.push({ code: 'VERIFY_FAILED', message: `pg_amcheck found corruption in the restored database: ${amcheck.findings[0] ?? 'see its report'}` });
+        if (amcheck.note) notes.push(amcheck.status === 'skipped' ? `amcheck skipped: ${amcheck.note}` : `amcheck: ${amcheck.note}`);
+        if (!amcheck.ok) {
+          const more = amcheck.findings.length > 1 ? ` (and ${amcheck.findings.length - 1} more finding(s))` : '';
+          problems.push({ code: 'VERIFY_FAILED', message: `amcheck found corruption in the restored database: ${amcheck.findings[0] ?? 'see its report'}${more}` });
+        }
         deepReport = { compared: withChecksum, withoutChecksum, amcheck };
       }
 

@@ -14,7 +14,7 @@ import { defaultZstd, type ZstdCodec } from '../pipeline/zstd.js';
 import { describeConnection, libpqEnv, serverLabel, withDatabase, type ConnectionInfo } from '../postgres/connection-info.js';
 import { createDatabase, dropDatabase, fitIdentifier, renameDatabase } from '../postgres/database-admin.js';
 import { quoteIdent, withClient, type PgClient } from '../postgres/pg-client.js';
-import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
+import { assertArchiveReadable, serverMajor, toolInfo } from '../postgres/pg-tools.js';
 import { settleAll, startProcess } from '../postgres/run-process.js';
 import { databaseExists, readServerInfo } from '../postgres/server-info.js';
 import { describeEntry, planSelection, schemasToCreate, tocListFile, type SelectionPlan } from '../postgres/restore-plan.js';
@@ -319,11 +319,15 @@ async function prepareRestore(ctx: CommandContext, repository: Repository, sourc
   const { exists, server } = await withClient(admin, async (client) => ({ exists: await databaseExists(client, target), server: await readServerInfo(client) }), signal);
   const loader = format === 'plain' ? 'psql' : 'pg_restore';
   const tool = await toolInfo(loader, source.pgBin);
-  const dumpMajor = Number(manifest.tools.pgDump.split('.')[0]);
-  if (loader === 'pg_restore' && tool.major < dumpMajor) {
-    throw new PgkeepError('TOOL_TOO_OLD', `pg_restore ${tool.version} cannot read a dump made by pg_dump ${manifest.tools.pgDump}: install postgresql-client-${dumpMajor} or set PG_BIN`);
+  // The version policy (README, "Versions"): pg_restore must read the archive, so it is at least as new as the
+  // pg_dump that wrote it; the server it loads into may be newer than the tool (pg_restore only sends the SQL
+  // pg_dump wrote), as verify --restore-test has always done. Into an older server than the backup's, newer
+  // syntax may fail: said up front, the restore still tries.
+  assertArchiveReadable(tool, loader, manifest.tools.pgDump);
+  const sourceMajor = serverMajor(manifest.server.versionNum);
+  if (serverMajor(server.versionNum) < sourceMajor) {
+    ctx.warn(`the target server (PostgreSQL ${server.version}) is older than the backup's (${manifest.server.version}): objects or syntax new in PostgreSQL ${Math.floor(sourceMajor)} may fail to restore`);
   }
-  assertToolNotOlder(tool, loader, server.versionNum, server.version);
 
   if (exists && !request.overwrite && !request.clean) {
     throw new PgkeepError('DB_EXISTS', `database "${target}" already exists on ${serverLabel(source.connection)}: choose another --to, add --overwrite to replace it, or --clean to replace only the restored objects inside it (a safety backup is taken first)`);

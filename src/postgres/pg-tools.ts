@@ -1,7 +1,10 @@
 import { existsSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { PgkeepError } from '../errors.js';
+import type { ConnectionInfo } from './connection-info.js';
+import { withClient } from './pg-client.js';
 import { runProcess } from './run-process.js';
+import { readServerInfo } from './server-info.js';
 
 export type PgTool = 'pg_dump' | 'pg_restore' | 'psql' | 'pg_dumpall' | 'pg_amcheck' | 'pg_basebackup' | 'pg_ctl';
 
@@ -63,6 +66,18 @@ export function serverMajor(versionNum: number): number {
 }
 
 /**
+ * pg_restore reads archives of its own pg_dump major and older ones: one
+ * older than the pg_dump that wrote the archive cannot ("unsupported version
+ * in file header"). Say so before starting. psql runs any plain dump.
+ */
+export function assertArchiveReadable(tool: ToolInfo, name: PgTool, pgDumpVersion: string): void {
+  const dumpMajor = Number(pgDumpVersion.split('.')[0]);
+  if (name === 'pg_restore' && tool.major < dumpMajor) {
+    throw new PgkeepError('TOOL_TOO_OLD', `pg_restore ${tool.version} (${tool.path}) cannot read a dump made by pg_dump ${pgDumpVersion}: install postgresql-client-${dumpMajor} or set PG_BIN to a PostgreSQL ${dumpMajor}+ bin folder`);
+  }
+}
+
+/**
  * A client program older than the server cannot dump it (pg_dump refuses "server
  * version mismatch"). Say so before starting, with the package to install.
  */
@@ -74,4 +89,22 @@ export function assertToolNotOlder(tool: ToolInfo, name: PgTool, serverVersionNu
       `${name} ${tool.version} (${tool.path}) is older than the server (PostgreSQL ${serverVersion}): install postgresql-client-${Math.floor(major)} or set PG_BIN to a PostgreSQL ${Math.floor(major)}+ bin folder`,
     );
   }
+}
+
+/**
+ * Refuses a client program older than the server before a backup touches its
+ * repository (which it would otherwise create, with a source and a failure
+ * record): a refusal leaves nothing behind. Anything else that goes wrong
+ * here (server unreachable, tool missing) is left to the backup itself, which
+ * reports and records it.
+ */
+export async function refuseOlderClient(name: 'pg_dump' | 'pg_basebackup', connection: ConnectionInfo, pgBin: string | undefined, signal?: AbortSignal): Promise<void> {
+  let tool: ToolInfo;
+  try {
+    tool = await toolInfo(name, pgBin);
+  } catch {
+    return;
+  }
+  const server = await withClient(connection, readServerInfo, signal).catch(() => undefined);
+  if (server) assertToolNotOlder(tool, name, server.versionNum, server.version);
 }

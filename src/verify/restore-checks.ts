@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { Probe } from '../config/settings.js';
-import { PgkeepError } from '../errors.js';
+import { PgkeepError, throwIfAborted } from '../errors.js';
 import { libpqEnv, type ConnectionInfo } from '../postgres/connection-info.js';
 import { toolInfo } from '../postgres/pg-tools.js';
 import { startProcess } from '../postgres/run-process.js';
@@ -206,19 +206,34 @@ export function describeProbeFailure(result: ProbeResult, index: number): string
 }
 
 export interface AmcheckResult {
-  /** ran: pg_amcheck ran (ok says whether it found corruption); skipped: why not. */
+  /** ran: the checks ran (ok says whether they found corruption); skipped: why not. */
   status: 'ran' | 'skipped';
   ok: boolean;
+  /** Why the checks were skipped, or what they did not cover (heap checks with amcheck before 1.3). */
   note?: string | undefined;
-  /** The first lines pg_amcheck reported. */
+  /** The installed amcheck version, when it was installed. */
+  version?: string | undefined;
+  /** Which checks ran: heap and B-tree (pg_amcheck), or B-tree only (bt_index_check, amcheck before 1.3). */
+  checks?: 'heap and btree' | 'btree' | undefined;
+  /** The first findings, each whole (a pg_amcheck report is a heading line and its indented detail lines). */
   findings: string[];
 }
 
+/** amcheck 1.3 (PostgreSQL 14) brought verify_heapam, which pg_amcheck needs; 1.1 (PostgreSQL 11) bt_index_check's heapallindexed. */
+const HEAP_CHECKS_SINCE = [1, 3] as const;
+
 /**
- * Runs pg_amcheck (heap and B-tree checks, --heapallindexed) on the restored
- * database when the amcheck extension is available there and the role may
- * install it; otherwise reports why it was skipped. Exit 2 from pg_amcheck
- * means corruption was found.
+ * Checks the restored database for corruption with the amcheck extension,
+ * when it is available there and the role may install it (otherwise the
+ * result says why it was skipped):
+ *
+ *  - amcheck 1.3 or later (PostgreSQL 14+): pg_amcheck --heapallindexed, heap
+ *    and B-tree checks. Exit 2 with findings means corruption; a run that
+ *    fails without any finding is a check that could not run, not corruption.
+ *  - older amcheck (PostgreSQL 12, 13: version 1.2 has no verify_heapam):
+ *    bt_index_check(heapallindexed) on every B-tree index, and a note that the
+ *    heap checks were skipped. Only the errors amcheck raises for corruption
+ *    (SQLSTATE XX001, XX002) are findings.
  */
 export async function runAmcheck(client: pg.Client, target: ConnectionInfo, options: { pgBin?: string | undefined; signal?: AbortSignal }): Promise<AmcheckResult> {
   const available = await client.query("SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'amcheck'");
@@ -228,27 +243,85 @@ export async function runAmcheck(client: pg.Client, target: ConnectionInfo, opti
   } catch (error) {
     return { status: 'skipped', ok: true, note: `cannot install amcheck in the scratch database (${(error as Error).message}): it needs a superuser`, findings: [] };
   }
+  const version = (await client.query<{ v: string }>("SELECT extversion AS v FROM pg_catalog.pg_extension WHERE extname = 'amcheck'")).rows[0]!.v;
+  if (!versionAtLeast(version, HEAP_CHECKS_SINCE)) return { ...(await btreeChecks(client, version, options.signal)), version };
+
   let tool;
   try {
     tool = await toolInfo('pg_amcheck', options.pgBin);
   } catch (error) {
-    if (error instanceof PgkeepError && error.code === 'TOOL_MISSING') return { status: 'skipped', ok: true, note: 'pg_amcheck is not installed (PostgreSQL 14 or later)', findings: [] };
+    if (error instanceof PgkeepError && error.code === 'TOOL_MISSING') return { status: 'skipped', ok: true, version, note: 'pg_amcheck is not installed (PostgreSQL 14 or later)', findings: [] };
     throw error;
   }
-  const findings: string[] = [];
+  const lines: string[] = [];
   let partial = '';
   const run = startProcess(tool.path, ['--heapallindexed', '--no-password', target.database], { env: libpqEnv(target), signal: options.signal, stdout: 'pipe' });
   run.stdout!.setEncoding('utf8').on('data', (text: string) => {
-    const lines = (partial + text).split('\n');
-    partial = lines.pop() ?? '';
-    for (const line of lines) if (line.trim() && findings.length < 50) findings.push(line);
+    const split = (partial + text).split('\n');
+    partial = split.pop() ?? '';
+    for (const line of split) if (line.trim() && lines.length < 500) lines.push(line);
   });
   try {
     await run.done;
-    return { status: 'ran', ok: true, findings };
+    return { status: 'ran', ok: true, version, checks: 'heap and btree', findings: groupFindings(lines) };
   } catch (error) {
-    if (partial.trim() && findings.length < 50) findings.push(partial);
-    if (error instanceof PgkeepError && error.code === 'TOOL_FAILED' && error.details?.exitCode === 2) return { status: 'ran', ok: false, findings };
+    if (partial.trim()) lines.push(partial);
+    const findings = groupFindings(lines);
+    if (error instanceof PgkeepError && error.code === 'TOOL_FAILED' && error.details?.exitCode === 2 && findings.length > 0) return { status: 'ran', ok: false, version, checks: 'heap and btree', findings };
+    if (error instanceof PgkeepError && error.code === 'TOOL_FAILED') {
+      // It could not check (a connection or permission problem): no corruption was found, so none is reported.
+      return { status: 'skipped', ok: true, version, note: `pg_amcheck could not run its checks, so nothing was checked: ${error.message}`, findings };
+    }
     throw error;
   }
+}
+
+/** amcheck before 1.3: bt_index_check on every valid B-tree index of the database (the catalogs' too, as pg_amcheck does). */
+async function btreeChecks(client: pg.Client, version: string, signal: AbortSignal | undefined): Promise<AmcheckResult> {
+  const indexes = await client.query<{ oid: string; name: string }>(`
+    SELECT c.oid::text AS oid, format('%I.%I', n.nspname, c.relname) AS name
+      FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+      JOIN pg_catalog.pg_am a ON a.oid = c.relam JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'
+     ORDER BY n.nspname, c.relname`);
+  const heapAllIndexed = versionAtLeast(version, [1, 1]);
+  const findings: string[] = [];
+  for (const index of indexes.rows) {
+    throwIfAborted(signal);
+    try {
+      await client.query(heapAllIndexed ? 'SELECT public.bt_index_check($1::oid::regclass, true)' : 'SELECT public.bt_index_check($1::oid::regclass)', [index.oid]);
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      // XX001 data_corrupted, XX002 index_corrupted: what amcheck raises for corruption; anything else is not a finding.
+      if (code !== 'XX001' && code !== 'XX002') {
+        // It could not check (not corruption): say so, and report no corruption that was not found.
+        return { status: 'skipped', ok: findings.length === 0, checks: 'btree', note: `bt_index_check could not check ${index.name} (${(error as Error).message}): the remaining indexes were not checked`, findings };
+      }
+      if (findings.length < 50) findings.push(`btree index ${index.name}: ${(error as Error).message}`);
+    }
+  }
+  return {
+    status: 'ran',
+    ok: findings.length === 0,
+    checks: 'btree',
+    note: `amcheck ${version} has no heap checks (verify_heapam came with amcheck 1.3, PostgreSQL 14): heap checks skipped, ${indexes.rowCount} B-tree index(es) checked with bt_index_check${heapAllIndexed ? ' (heapallindexed)' : ''}`,
+    findings,
+  };
+}
+
+/** pg_amcheck's report: a heading ("heap table "db.s.t", block 0, offset 3:") and indented detail lines, joined into one finding each. */
+export function groupFindings(lines: readonly string[]): string[] {
+  const findings: string[] = [];
+  for (const line of lines) {
+    const text = line.trim();
+    if (text === '') continue;
+    if (/^\s/.test(line) && findings.length > 0) findings[findings.length - 1] += ` ${text}`;
+    else findings.push(text);
+  }
+  return findings.slice(0, 50);
+}
+
+function versionAtLeast(version: string, [major, minor]: readonly [number, number]): boolean {
+  const [a = 0, b = 0] = version.split('.').map(Number);
+  return a > major || (a === major && b >= minor);
 }

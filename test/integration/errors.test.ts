@@ -69,11 +69,11 @@ describe('clear one-line errors with non-zero exit codes', () => {
       const repo = path.join(work, 'tooold');
       const result = await pgkeep(['backup', '--repo', repo], { env: { DATABASE_URL: newer.url('app'), PG_BIN: '/usr/lib/postgresql/15/bin' } });
       assertFailure(result, 4, /pg_dump 15\.\d+ .* is older than the server \(PostgreSQL 17/, /install postgresql-client-17/);
-      await repoIsEmptyOfBackups(repo);
+      assert.equal(existsSync(repo), false, 'a refused backup creates no repository (no source, no failure record)');
       // The same for a physical backup: pg_basebackup 15 cannot copy a PostgreSQL 17 cluster.
       const physical = await pgkeep(['backup', '--physical', '--repo', repo], { env: { DATABASE_URL: newer.url('app'), PG_BIN: '/usr/lib/postgresql/15/bin' } });
       assertFailure(physical, 4, /pg_basebackup 15\.\d+ .* is older than the server \(PostgreSQL 17/, /install postgresql-client-17/);
-      await repoIsEmptyOfBackups(repo);
+      assert.equal(existsSync(repo), false, 'a refused physical backup creates no repository either');
     } finally {
       await newer.stop();
     }

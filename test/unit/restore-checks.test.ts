@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { loadSettings, scratchConnection, verifySettings } from '../../src/config/settings.js';
 import { PgkeepError } from '../../src/errors.js';
-import { describeProbeFailure, matchTocWithCatalog } from '../../src/verify/restore-checks.js';
+import { describeProbeFailure, groupFindings, matchTocWithCatalog } from '../../src/verify/restore-checks.js';
 
 const made: string[] = [];
 after(async () => {
@@ -120,5 +120,21 @@ describe('probes', () => {
     const settings = await settingsWith('repo: ./r\n', { PGPASSWORD: 'from-env' });
     assert.deepEqual(scratchConnection(settings, 'postgresql://tester@test-db:6543/'), { host: 'test-db', port: 6543, user: 'tester', database: 'postgres', password: 'from-env' });
     assert.equal(scratchConnection(settings, 'postgresql://tester:inline@test-db/x').password, 'inline');
+  });
+});
+
+describe('groupFindings', () => {
+  it('joins a pg_amcheck heading with its indented detail lines, so no finding stops at its colon', () => {
+    const lines = [
+      'heap table "db.public.t", block 0, offset 3:',
+      '    xmin 1234 precedes relation freeze threshold 0:5678',
+      'btree index "db.public.t_pkey":',
+      '    ERROR:  item order invariant violated for index "t_pkey"',
+      '    DETAIL:  Lower index tid=(1,2) higher index tid=(1,3).',
+    ];
+    assert.deepEqual(groupFindings(lines), [
+      'heap table "db.public.t", block 0, offset 3: xmin 1234 precedes relation freeze threshold 0:5678',
+      'btree index "db.public.t_pkey": ERROR:  item order invariant violated for index "t_pkey" DETAIL:  Lower index tid=(1,2) higher index tid=(1,3).',
+    ]);
   });
 });
