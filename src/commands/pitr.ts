@@ -98,6 +98,9 @@ export async function runPitr(ctx: CommandContext, repository: Repository, sourc
     throw new PgkeepError('PITR_NO_BACKUP', `the WAL backup ${manifest.id} needs to become consistent is missing from the archive (${plan.walNeeded.missing.slice(0, 3).join(', ')}): check archiving with pgkeep verify --wal, or pick another backup`);
   }
 
+  // The server that will run it, checked before anything is written: only the backup's own major version can.
+  const binDir = request.start ? await serverBinDir(Math.floor(serverMajor(manifest.server.versionNum)), source.pgBin) : undefined;
+
   // 3. the data directory
   await prepareDataDirectory(pgdata, Boolean(request.force));
 
@@ -130,10 +133,9 @@ export async function runPitr(ctx: CommandContext, repository: Repository, sourc
   const user = serverUser();
   if (user) await chownTree(pgdata, user);
   await chmod(pgdata, 0o700);
-  if (!request.start) return { plan, restored: true, started: false, port: request.port, outcome: undefined, durationMs: Date.now() - started };
+  if (!request.start || binDir === undefined) return { plan, restored: true, started: false, port: request.port, outcome: undefined, durationMs: Date.now() - started };
 
   // 7. run recovery
-  const binDir = serverBinDir(Math.floor(serverMajor(manifest.server.versionNum)), source.pgBin);
   const logFile = path.join(pgdata, 'log', 'pgkeep-pitr.log');
   await mkdir(path.dirname(logFile), { recursive: true, mode: 0o700 });
   if (user) await chownTree(path.dirname(logFile), user);

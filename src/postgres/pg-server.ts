@@ -29,10 +29,23 @@ export function serverUser(): ServerUser | undefined {
   return { uid, gid, name: 'postgres' };
 }
 
-/** Folder of the server programs (pg_ctl, postgres) for PostgreSQL `major`: PG_BIN/pgBin, else the Debian layout. */
-export function serverBinDir(major: number, pgBin: string | undefined): string {
+/**
+ * Folder of the server programs (pg_ctl, postgres) for PostgreSQL `major`:
+ * PG_BIN/pgBin, else the Debian layout. A data directory runs only under the
+ * server of its own major version, so the folder's `postgres --version` must
+ * say `major` (PG_BIN often points at a newer client's folder).
+ */
+export async function serverBinDir(major: number, pgBin: string | undefined): Promise<string> {
   const candidates = pgBin ? [pgBin] : [`/usr/lib/postgresql/${major}/bin`];
-  for (const dir of candidates) if (existsSync(path.join(dir, 'pg_ctl')) && existsSync(path.join(dir, 'postgres'))) return dir;
+  for (const dir of candidates) {
+    if (!existsSync(path.join(dir, 'pg_ctl')) || !existsSync(path.join(dir, 'postgres'))) continue;
+    const version = /\(PostgreSQL\)\s+(\d+)/.exec(await runProcess(path.join(dir, 'postgres'), ['--version']))?.[1];
+    if (Number(version) === major) return dir;
+    throw new PgkeepError(
+      'TOOL_MISSING',
+      `${dir} holds the PostgreSQL ${version ?? '(unknown)'} server, and the backup is of PostgreSQL ${major}, whose data only its own major version runs: install postgresql-${major} and set PG_BIN to its bin folder (/usr/lib/postgresql/${major}/bin)`,
+    );
+  }
   throw new PgkeepError(
     'TOOL_MISSING',
     `the PostgreSQL ${major} server (pg_ctl, postgres) is not in ${candidates.join(', ')}: install postgresql-${major}, or set PG_BIN to its bin folder (the backup was taken from PostgreSQL ${major})`,

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { Probe } from '../config/settings.js';
 import { PgkeepError, throwIfAborted } from '../errors.js';
 import { libpqEnv, type ConnectionInfo } from '../postgres/connection-info.js';
+import { quoteIdent } from '../postgres/pg-client.js';
 import { toolInfo } from '../postgres/pg-tools.js';
 import { startProcess } from '../postgres/run-process.js';
 import { countRows } from '../postgres/table-selection.js';
@@ -243,8 +244,11 @@ export async function runAmcheck(client: pg.Client, target: ConnectionInfo, opti
   } catch (error) {
     return { status: 'skipped', ok: true, note: `cannot install amcheck in the scratch database (${(error as Error).message}): it needs a superuser`, findings: [] };
   }
-  const version = (await client.query<{ v: string }>("SELECT extversion AS v FROM pg_catalog.pg_extension WHERE extname = 'amcheck'")).rows[0]!.v;
-  if (!versionAtLeast(version, HEAP_CHECKS_SINCE)) return { ...(await btreeChecks(client, version, options.signal)), version };
+  // Its schema: the first of the session's search_path when it was created (the checks before may have pinned that).
+  const { v: version, schema } = (
+    await client.query<{ v: string; schema: string }>("SELECT e.extversion AS v, n.nspname AS schema FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'amcheck'")
+  ).rows[0]!;
+  if (!versionAtLeast(version, HEAP_CHECKS_SINCE)) return { ...(await btreeChecks(client, version, schema, options.signal)), version };
 
   let tool;
   try {
@@ -276,20 +280,20 @@ export async function runAmcheck(client: pg.Client, target: ConnectionInfo, opti
   }
 }
 
-/** amcheck before 1.3: bt_index_check on every valid B-tree index of the database (the catalogs' too, as pg_amcheck does). */
-async function btreeChecks(client: pg.Client, version: string, signal: AbortSignal | undefined): Promise<AmcheckResult> {
+/** amcheck before 1.3: bt_index_check on every valid B-tree index of the database (the catalogs' too, as pg_amcheck does; not partitioned indexes, which hold nothing). */
+async function btreeChecks(client: pg.Client, version: string, schema: string, signal: AbortSignal | undefined): Promise<AmcheckResult> {
   const indexes = await client.query<{ oid: string; name: string }>(`
     SELECT c.oid::text AS oid, format('%I.%I', n.nspname, c.relname) AS name
       FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
       JOIN pg_catalog.pg_am a ON a.oid = c.relam JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-     WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'
+     WHERE a.amname = 'btree' AND c.relkind = 'i' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'
      ORDER BY n.nspname, c.relname`);
   const heapAllIndexed = versionAtLeast(version, [1, 1]);
   const findings: string[] = [];
   for (const index of indexes.rows) {
     throwIfAborted(signal);
     try {
-      await client.query(heapAllIndexed ? 'SELECT public.bt_index_check($1::oid::regclass, true)' : 'SELECT public.bt_index_check($1::oid::regclass)', [index.oid]);
+      await client.query(`SELECT ${quoteIdent(schema)}.bt_index_check($1::oid::regclass${heapAllIndexed ? ', true' : ''})`, [index.oid]);
     } catch (error) {
       const code = (error as { code?: string }).code;
       // XX001 data_corrupted, XX002 index_corrupted: what amcheck raises for corruption; anything else is not a finding.

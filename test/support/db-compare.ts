@@ -6,9 +6,10 @@
 // data is hashed server-side through each row's text form.
 
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
-import type { PgCluster } from './pg-cluster.js';
+import { findServerBinDir, type PgCluster } from './pg-cluster.js';
 
 export interface TableSnapshot {
   kind: 'table' | 'materialized view';
@@ -66,10 +67,15 @@ export interface SnapshotOptions {
    * owner and grants are compared; the database's name is replaced by <db>.
    */
   full?: boolean;
+  /**
+   * false leaves the schema text empty: for a server newer than the installed
+   * pg_dump (which refuses it), the data is still compared.
+   */
+  schema?: boolean;
 }
 
 export async function snapshotDatabase(cluster: PgCluster, database: string, options: SnapshotOptions = {}): Promise<DatabaseSnapshot> {
-  const dumped = normaliseSchemaDump(await dumpSchema(cluster, database, options.full ?? false));
+  const dumped = options.schema === false ? '' : normaliseSchemaDump(await dumpSchema(cluster, database, options.full ?? false));
   const schema = options.full ? withoutDatabaseName(dumped, database) : dumped;
 
   const client = new pg.Client({
@@ -280,7 +286,8 @@ function dumpSchema(cluster: PgCluster, database: string, full: boolean): Promis
   const args = full ? ['--schema-only', '--create', '--no-password'] : ['--schema-only', '--no-owner', '--no-privileges', '--no-password'];
   return new Promise((resolve, reject) => {
     execFile(
-      join(cluster.binDir, 'pg_dump'),
+      // A server from the embedded packages has no client programs: the installed pg_dump dumps it (12 and later).
+      join(existsSync(join(cluster.binDir, 'pg_dump')) ? cluster.binDir : findServerBinDir(), 'pg_dump'),
       args,
       { env, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 },
       (error, stdout, stderr) => {
