@@ -105,7 +105,10 @@ export async function runCheck(ctx: CommandContext, source: ResolvedSource, requ
       for (const tool of tools) {
         try {
           const info = await toolInfo(tool, source.pgBin);
-          if (info.major < major) add(tool, 'fail', `${tool} ${info.version} is older than the server: install postgresql-client-${major} or set PG_BIN`);
+          // The version policy (README, "Versions"): only the programs that read the server must be as new as it;
+          // pg_restore and psql load into newer servers.
+          const readsServer = tool === 'pg_dump' || tool === 'pg_basebackup';
+          if (readsServer && info.major < major) add(tool, 'fail', `${tool} ${info.version} is older than the server: install postgresql-client-${major} or set PG_BIN`);
           else add(tool, 'ok', `${tool} ${info.version} (${info.path})`);
         } catch (error) {
           add(tool, 'fail', (error as Error).message);

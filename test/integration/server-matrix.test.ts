@@ -167,6 +167,12 @@ describe(`servers newer than the client (PostgreSQL ${NEWER.join(', ')}, client 
       assert.equal(physical.code, 4, physical.stderr);
       assert.match(physical.stderr, new RegExp(`pg_basebackup ${clientMajor}\\.\\d+ .* is older than the server`));
       assert.deepEqual(readdirSync(existing, { recursive: true }).sort(), before, 'nothing written');
+      // pgkeep check says the same: pg_dump fails, pg_restore and psql are fine against the newer server.
+      const check = await pgkeep(['check', '--logical', '--repo', existing], { env: on(major) });
+      assert.equal(check.code, 13, check.stdout + check.stderr);
+      assert.match(check.stdout, new RegExp(`FAIL +pg_dump +pg_dump ${clientMajor}\\.\\d+ is older than the server`));
+      assert.match(check.stdout, /ok +pg_restore +pg_restore /);
+      assert.match(check.stdout, /ok +psql +psql /);
 
       // A backup of PostgreSQL 14 (pg_dump 15) restores into the newer server: pg_restore only has to read the archive.
       const from = repoOf(14);
