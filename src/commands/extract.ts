@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import type { Writable } from 'node:stream';
 import type { ResolvedSource } from '../config/settings.js';
 import { PgkeepError } from '../errors.js';
-import { libpqEnv, withDatabase } from '../postgres/connection-info.js';
+import { libpqEnv, withDatabase, type ConnectionInfo } from '../postgres/connection-info.js';
 import { dropDatabase, fitIdentifier } from '../postgres/database-admin.js';
 import { quoteIdent, withClient } from '../postgres/pg-client.js';
 import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
@@ -79,7 +79,10 @@ export async function runExtract(ctx: CommandContext, source: ResolvedSource, re
           return { repository, manifest: await repository.resolveBackup(request.backup, source.name, 'logical') };
         })();
   const manifest = requireLogical(found, 'extract');
-  const { table, partitions } = await oneTable(ctx, repository, manifest, request.table);
+  // Undefined: a plain backup that lists no such table; it may be a partitioned table, found once restored.
+  const named = await oneTable(ctx, repository, manifest, request.table);
+  let table = named?.table;
+  let partitions = named?.partitions;
   const where = request.where?.trim() ? request.where.trim() : undefined;
 
   // pg_dump --column-inserts reads the scratch copy on the source's server: it must be as new as that server.
@@ -97,21 +100,23 @@ export async function runExtract(ctx: CommandContext, source: ResolvedSource, re
     noOwner: true,
     scratch: true,
     // A plain dump has no table of contents to select from: it is restored whole.
-    tables: manifest.options.format === 'plain' ? undefined : [`${quoteIdent(table.schema)}.${quoteIdent(table.name)}`],
+    tables: manifest.options.format === 'plain' || table === undefined ? undefined : [`${quoteIdent(table.schema)}.${quoteIdent(table.name)}`],
   };
-  ctx.info(`restoring ${table.schema}.${table.name} of ${manifest.id} into the scratch database "${scratch}"`);
+  ctx.info(`restoring ${table ? `${table.schema}.${table.name}` : `the whole backup, to find ${request.table} in it,`} of ${manifest.id} into the scratch database "${scratch}"`);
   // A restore that fails drops the database it created: nothing to clean up here then.
   if (source.repos.length > 1) await runRestoreFromRepositories(ctx, source, restoreRequest);
   else await runRestore(ctx, await openRepository(ctx.settings, { source: source.name }), source, restoreRequest);
 
   const into = withDatabase(source.connection, scratch);
   const admin = withDatabase(source.connection, 'postgres');
-  const qualified = `${quoteIdent(table.schema)}.${quoteIdent(table.name)}`;
-  // A partitioned table's rows are its partitions' rows: read through it, not ONLY it.
-  const only = partitions === undefined ? 'ONLY ' : '';
   const condition = where === undefined ? '' : ` WHERE (${where})`;
   let temp: string | undefined;
   try {
+    if (table === undefined) ({ table, partitions } = await partitionedTableIn(ctx, into, manifest, request.table));
+    const { schema, name } = table;
+    const qualified = `${quoteIdent(table.schema)}.${quoteIdent(table.name)}`;
+    // A partitioned table's rows are its partitions' rows: read through it, not ONLY it.
+    const only = partitions === undefined ? 'ONLY ' : '';
     // 3. the WHERE, checked and counted read-only
     const rows = await withClient(
       into,
@@ -121,7 +126,7 @@ export async function runExtract(ctx: CommandContext, source: ResolvedSource, re
           const result = await client.query<{ n: string }>(`SELECT count(*) AS n FROM ${only}${qualified}${condition}`);
           return Number(result.rows[0]!.n);
         } catch (error) {
-          throw new PgkeepError('USAGE', `--where "${where}" does not work on ${table.schema}.${table.name}: ${(error as Error).message}`, { cause: error });
+          throw new PgkeepError('USAGE', `--where "${where}" does not work on ${schema}.${name}: ${(error as Error).message}`, { cause: error });
         } finally {
           await client.query('ROLLBACK').catch(() => undefined);
         }
@@ -159,7 +164,7 @@ export async function runExtract(ctx: CommandContext, source: ResolvedSource, re
     }
     return {
       backup: { id: manifest.id, source: manifest.source },
-      table,
+      table: { schema, name },
       where: where ?? null,
       format,
       rows,
@@ -187,7 +192,7 @@ async function oneTable(
   repository: Repository,
   manifest: LogicalManifest,
   pattern: string,
-): Promise<{ table: { schema: string; name: string }; partitions?: { schema: string; name: string }[] }> {
+): Promise<{ table: { schema: string; name: string }; partitions?: { schema: string; name: string }[] } | undefined> {
   const { schema, name } = parseNamePattern(pattern);
   const named = (t: { schema: string; name: string }) => name.test(t.name) && (!schema || schema.test(t.schema));
   const matches = manifest.tables.filter(named);
@@ -224,7 +229,47 @@ async function oneTable(
       return { table: { schema: parent.namespace!, name: parent.tag }, partitions: partitions.map((t) => ({ schema: t.schema, name: t.name })) };
     }
   }
-  throw new PgkeepError('USAGE', `--table "${pattern}" matches no table of backup ${manifest.id}; quote mixed-case names: --table 'public."My Table"'`);
+  // A plain backup has no table of contents: a partitioned table is looked for in the restored scratch copy.
+  if (manifest.options.format === 'plain') return undefined;
+  throw noTable(manifest, pattern);
+}
+
+function noTable(manifest: LogicalManifest, pattern: string): PgkeepError {
+  return new PgkeepError('USAGE', `--table "${pattern}" matches no table of backup ${manifest.id}; quote mixed-case names: --table 'public."My Table"'`);
+}
+
+/** The partitioned table `pattern` names in the restored scratch copy of a plain backup, with its leaf partitions. */
+async function partitionedTableIn(
+  ctx: CommandContext,
+  scratch: ConnectionInfo,
+  manifest: LogicalManifest,
+  pattern: string,
+): Promise<{ table: { schema: string; name: string }; partitions: { schema: string; name: string }[] }> {
+  const { schema, name } = parseNamePattern(pattern);
+  return withClient(
+    scratch,
+    async (client) => {
+      const parents = (
+        await client.query<{ schema: string; name: string }>(
+          "SELECT n.nspname AS schema, c.relname AS name FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'p' ORDER BY 1, 2",
+        )
+      ).rows.filter((t) => name.test(t.name) && (!schema || schema.test(t.schema)));
+      if (parents.length === 0) throw noTable(manifest, pattern);
+      if (parents.length > 1) {
+        throw new PgkeepError('USAGE', `--table "${pattern}" matches ${parents.length} partitioned tables of backup ${manifest.id} (${parents.slice(0, 5).map((t) => `${t.schema}.${t.name}`).join(', ')}): name one, schema-qualified`);
+      }
+      const parent = parents[0]!;
+      const leaves = await client.query<{ schema: string; name: string }>(
+        `SELECT n.nspname AS schema, c.relname AS name
+           FROM pg_catalog.pg_partition_tree(format('%I.%I', $1::text, $2::text)::regclass) t
+           JOIN pg_catalog.pg_class c ON c.oid = t.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE t.isleaf AND c.relkind = 'r' ORDER BY 1, 2`,
+        [parent.schema, parent.name],
+      );
+      return { table: parent, partitions: leaves.rows };
+    },
+    ctx.signal,
+  );
 }
 
 /** Copies a child's stdout into `sink`; a file is ended and flushed, the caller's stdout is left open. */

@@ -31,7 +31,7 @@ useClusterAndWorkFolder('partitions', async (c, w) => {
   work = w;
   await cluster.query('CREATE DATABASE parts');
   await cluster.query(PARTITIONS_SQL, [], 'parts');
-  for (const format of ['custom', 'directory']) {
+  for (const format of ['custom', 'directory', 'plain']) {
     const backup = await pgkeep(['backup', '--repo', repo(format), '--format', format], { env: env() });
     assert.equal(backup.code, 0, backup.stderr);
   }
@@ -166,6 +166,17 @@ describe('partitioned tables, extract', () => {
     await cluster.query(PARTITIONS_SQL.replace(/INSERT INTO [^;]*;/g, ''), [], 'plogsql');
     await cluster.query(sql.replace(/^\\(un)?restrict .*$/gm, ''), [], 'plogsql');
     await sameRows('plogsql', ['public.logs_app', 'public.logs_db_2024', 'public.logs_db_2025']);
+  });
+
+  test('plain backup: a partitioned table is found in the restored copy; a name that is nowhere is one line, and no scratch is left', async () => {
+    const result = await pgkeep(['extract', 'latest', '--repo', repo('plain'), '--table', 'logs', '--where', "kind = 'db'"], { env: env() });
+    assert.equal(result.code, 0, result.stderr);
+    const expected = await cluster.query<{ n: string }>("SELECT count(*) AS n FROM logs WHERE kind = 'db'", [], 'parts');
+    assert.equal(result.stdout.trim().split('\n').length - 1, Number(expected[0]!.n));
+    const missing = await pgkeep(['extract', 'latest', '--repo', repo('plain'), '--table', 'public.nope'], { env: env() });
+    assert.equal(missing.code, 2, missing.stderr);
+    assert.match(missing.stderr, /--table "public\.nope" matches no table of backup/);
+    assert.deepEqual(await cluster.query("SELECT datname FROM pg_database WHERE datname LIKE 'pgkeep_extract_%'"), []);
   });
 
   test('extract of a partition gives its rows only', async () => {
