@@ -107,14 +107,26 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
 // The AWS SDK warns once on stderr about Node 20 support; pgkeep's stderr is for pgkeep's one-line messages.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
+const STOP_DEADLINE_MS = 10_000;
+
 /** Runs one CLI invocation; resolves to the process exit code. */
 export async function main(argv: string[]): Promise<number> {
   const controller = new AbortController();
   let signalled: NodeJS.Signals | undefined;
+  /** How long a command may take to unwind after a signal (children get SIGTERM, then SIGKILL after 5 s); serve has its own grace period. */
+  let stopDeadlineMs: number | undefined = STOP_DEADLINE_MS;
   const onSignal = (signal: NodeJS.Signals) => {
     if (signalled) process.exit(signal === 'SIGINT' ? 130 : 143); // second signal: stop now
     signalled = signal;
     controller.abort(new PgkeepError('ABORTED', `interrupted by ${signal}: stopped, nothing was left half-written`));
+    // A last resort: a step that does not listen to the abort (a filesystem call that never returns)
+    // must not keep the process alive; the next run cleans what it left.
+    if (stopDeadlineMs !== undefined) {
+      setTimeout(() => {
+        process.stderr.write(`pgkeep: interrupted by ${signal}, and did not finish stopping within ${stopDeadlineMs! / 1000} s: exiting now\n`);
+        process.exit(signal === 'SIGINT' ? 130 : 143);
+      }, stopDeadlineMs).unref();
+    }
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -674,6 +686,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--trust-proxy <address>', 'IP or CIDR of a reverse proxy whose X-Forwarded-Host is read and checked (repeatable; added to serve.trustProxy)', trustedProxy)
     .action(async (options: OutputOptions & { once?: boolean; listen?: string; allowedHost?: string[]; trustProxy?: string[] }, command: Command) => {
       json = Boolean(options.json);
+      stopDeadlineMs = undefined; // running jobs get serve's own grace period
       const settings = settingsOf(command);
       const listen = options.listen === undefined ? {} : parseListen(options.listen);
       const { runServe } = await import('../commands/serve.js');

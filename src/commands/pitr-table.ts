@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { chmod, mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { makeFolders } from '../storage/make-folders.js';
 import { pipeline } from 'node:stream/promises';
 import type { ResolvedSource } from '../config/settings.js';
 import { PgkeepError } from '../errors.js';
@@ -155,7 +156,7 @@ function qualified(table: string): string {
 }
 
 async function writeAtomically(target: string, write: (file: string) => Promise<void>): Promise<void> {
-  await mkdir(path.dirname(target), { recursive: true });
+  await makeFolders(path.dirname(target), 0o755);
   const temp = path.join(path.dirname(target), `.pgkeep-tmp-${path.basename(target)}.${randomBytes(6).toString('hex')}`);
   try {
     await write(temp);

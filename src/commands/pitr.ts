@@ -1,5 +1,6 @@
-import { appendFile, chmod, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, readdir, rm, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
+import { makeFolders } from '../storage/make-folders.js';
 import type { ResolvedSource } from '../config/settings.js';
 import { PgkeepError, throwIfAborted } from '../errors.js';
 import { childStdinSink, loadStream } from '../pipeline/load-stream.js';
@@ -137,7 +138,7 @@ export async function runPitr(ctx: CommandContext, repository: Repository, sourc
 
   // 7. run recovery
   const logFile = path.join(pgdata, 'log', 'pgkeep-pitr.log');
-  await mkdir(path.dirname(logFile), { recursive: true, mode: 0o700 });
+  await makeFolders(path.dirname(logFile));
   if (user) await chownTree(path.dirname(logFile), user);
   ctx.info(`starting PostgreSQL on ${pgdata}${request.port ? ` (port ${request.port})` : ''}; log: ${logFile}`);
   await startServer(binDir, pgdata, logFile, { port: request.port, user, signal });
@@ -242,7 +243,7 @@ async function prepareDataDirectory(pgdata: string, force: boolean): Promise<voi
     entries = await readdir(pgdata);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw new PgkeepError('PITR_TARGET_DIR', `cannot use ${pgdata} as the data directory (${(error as NodeJS.ErrnoException).code})`, { cause: error });
-    await mkdir(pgdata, { recursive: true, mode: 0o700 });
+    await makeFolders(pgdata);
     return;
   }
   if (entries.length > 0) {

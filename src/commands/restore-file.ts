@@ -266,7 +266,7 @@ async function loadDumpFile(
     // No --single-transaction: pg_dump's plain output has its own BEGIN/COMMIT around large objects. A failure drops the database instead.
     const role = request.role ? ['-c', `SET ROLE ${quoteIdent(request.role)}`] : [];
     const run = startProcess(loaderPath, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--no-password', '-d', target.database, ...role, '-f', '-'], { ...common, stdin: 'pipe', stdout: 'ignore' });
-    await feedChild(pipeline(openDumpStream(dump, codec), progressOf(ctx, total), childStdinSink(run.stdin!), { signal: ctx.signal }), run.done);
+    await feedChild(pipeline(openDumpStream(dump, codec), progressOf(ctx, total), childStdinSink(run.stdin!), { signal: ctx.signal }), run);
     return;
   }
   const args = ['--dbname', target.database, '--exit-on-error', '--no-password'];
@@ -306,7 +306,7 @@ async function loadArchiveFile(
   }
   if (jobs > 1) ctx.warn(`a ${dump.compression}-compressed archive streams into pg_restore, which then runs one job: --jobs is ignored (decompress the file first to restore in parallel)`);
   const run = startProcess(loaderPath, args, { ...common, stdin: 'pipe', stdout: 'ignore' });
-  await feedChild(pipeline(openDumpStream(dump, codec), progressOf(ctx, total), childStdinSink(run.stdin!), { signal: ctx.signal }), run.done);
+  await feedChild(pipeline(openDumpStream(dump, codec), progressOf(ctx, total), childStdinSink(run.stdin!), { signal: ctx.signal }), run);
 }
 
 /** A custom or directory dump's table of contents, for a selection: toc.dat, or the archive's first bytes. */

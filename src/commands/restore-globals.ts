@@ -60,7 +60,7 @@ export async function applyGlobals(
     if (!filter.readableEnded) sink.destroy(new Error('the globals stream was cut short'));
   });
   try {
-    await feedChild(loadStream(repository.storage, key, object, filter, options), run.done);
+    await feedChild(loadStream(repository.storage, key, object, filter, options), run);
   } catch (error) {
     // Damage keeps its code (exit 7; a restore from several repositories tries the next one).
     const code = isPgkeepError(error, 'CHECKSUM_MISMATCH') || isPgkeepError(error, 'ABORTED') ? error.code : 'RESTORE_FAILED';

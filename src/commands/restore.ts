@@ -15,7 +15,7 @@ import { describeConnection, libpqEnv, serverLabel, withDatabase, type Connectio
 import { createDatabase, dropDatabase, fitIdentifier, renameDatabase } from '../postgres/database-admin.js';
 import { quoteIdent, withClient, type PgClient } from '../postgres/pg-client.js';
 import { assertArchiveReadable, serverMajor, toolInfo } from '../postgres/pg-tools.js';
-import { settleAll, startProcess } from '../postgres/run-process.js';
+import { settleAll, startProcess, type RunningProcess } from '../postgres/run-process.js';
 import { databaseExists, readServerInfo } from '../postgres/server-info.js';
 import { describeEntry, planSelection, schemasToCreate, tocListFile, type SelectionPlan } from '../postgres/restore-plan.js';
 import { compareTables } from '../verify/restore-checks.js';
@@ -616,13 +616,23 @@ export async function swapDatabases(admin: ConnectionInfo, target: string, work:
  * another repository), not the child's error. The stream always runs to its
  * end (the stdin sink drains what an exited child no longer reads).
  */
-export async function feedChild(load: Promise<void>, child: Promise<void>): Promise<void> {
-  const loadError = load.then(() => undefined, (error: unknown) => error);
+export async function feedChild(load: Promise<void>, child: Pick<RunningProcess, 'done' | 'stop'>): Promise<void> {
+  // A load that fails (a missing object, storage refusing, an abort) stops
+  // the child at once (SIGTERM, then SIGKILL): it must not wait on input that
+  // will never be complete.
+  const loadError = load.then(
+    () => undefined,
+    (error: unknown) => {
+      child.stop();
+      return error;
+    },
+  );
   try {
-    await settleAll([load, child]);
+    await settleAll([load, child.done]);
   } catch (error) {
-    const damage = await loadError;
-    throw isPgkeepError(damage, 'CHECKSUM_MISMATCH') ? damage : error;
+    const failed = await loadError;
+    // A child that fails first drains its input and lets the load finish, so a failed load is the cause.
+    throw failed ?? error;
   }
 }
 
@@ -663,7 +673,7 @@ export async function loadBackup(
       stdout: 'ignore',
     });
     const sink = capture ? teeSink(childStdinSink(run.stdin!), capture.plainSink()) : childStdinSink(run.stdin!);
-    await feedChild(loadStream(repository.storage, key(manifest.objects[0]!.name), manifest.objects[0]!, sink, { codec, signal, identities, onRawBytes: progress }), run.done);
+    await feedChild(loadStream(repository.storage, key(manifest.objects[0]!.name), manifest.objects[0]!, sink, { codec, signal, identities, onRawBytes: progress }), run);
     return;
   }
 
@@ -677,7 +687,7 @@ export async function loadBackup(
 }
 
 /** Starts pg_restore with the given arguments (and the restore's own), reading stdin or a file. */
-type RestoreRunner = (args: string[], stdin: boolean) => { stdin: Writable | null; done: Promise<void> };
+type RestoreRunner = (args: string[], stdin: boolean) => { stdin: Writable | null; done: Promise<void>; stop(): void };
 
 /**
  * How pg_restore runs for this request: into the target, with the
@@ -727,7 +737,11 @@ async function restoreRunner(
     const done = settleAll([script.done, load.done, piped]).catch(async (error: unknown) => {
       throw (await loadError) ?? error;
     });
-    return { stdin: script.stdin, done };
+    const stop = () => {
+      script.stop();
+      load.stop();
+    };
+    return { stdin: script.stdin, done, stop };
   };
 }
 
@@ -753,7 +767,7 @@ async function loadArchive(
     const run = pgRestore([], true);
     // With a capture, the archive's header and TOC are kept on the way (a few KB) for the schema comparison.
     const sink = capture ? teeSink(childStdinSink(run.stdin!), capture.customSink()) : childStdinSink(run.stdin!);
-    await feedChild(loadStream(repository.storage, key(object.name), object, sink, { codec, signal, identities, onRawBytes: progress }), run.done);
+    await feedChild(loadStream(repository.storage, key(object.name), object, sink, { codec, signal, identities, onRawBytes: progress }), run);
     return;
   }
 
@@ -773,7 +787,7 @@ async function loadArchive(
     const object = manifest.objects[0]!;
     const first = pgRestore(['--section=pre-data', '--section=data'], true);
     const sink = teeSink(childStdinSink(first.stdin!), tocStagingSink(file));
-    await feedChild(loadStream(repository.storage, key(object.name), object, sink, { codec, signal, identities, onRawBytes: progress }), first.done);
+    await feedChild(loadStream(repository.storage, key(object.name), object, sink, { codec, signal, identities, onRawBytes: progress }), first);
     throwIfAborted(signal);
     ctx.progress({ phase: 'pg_restore', bytes: manifest.totals.rawBytes, totalBytes: manifest.totals.rawBytes });
     await pgRestore(['--section=post-data', `--jobs=${jobs}`, file], false).done;

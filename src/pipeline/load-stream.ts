@@ -29,12 +29,16 @@ export async function loadStream(storage: Storage, key: string, object: BackupOb
     input = await storage.get(key);
   } catch (error) {
     // The sink must not wait for bytes that will never come: a child process
-    // (pg_restore, psql) reading it would wait on its stdin forever, and the
-    // command with it (a restore whose first GET failed hung this way).
+    // (pg_restore, psql, tar) reading it would wait on its stdin forever, and
+    // the command with it (a restore whose first GET failed hung this way).
+    const failure =
+      error instanceof PgkeepError && error.code === 'STORAGE_NOT_FOUND'
+        ? new PgkeepError('STORAGE_NOT_FOUND', `object ${object.name} of the backup is missing (${key}): the backup is damaged, see pgkeep verify`, { cause: error })
+        : error;
     // The error is thrown to the caller below; the sink's copy of it needs a listener.
     sink.on('error', () => undefined);
-    sink.destroy(error instanceof Error ? error : new Error(String(error)));
-    throw error;
+    sink.destroy(failure instanceof Error ? failure : new Error(String(failure)));
+    throw failure;
   }
   // A read that failed (the network, the disk) is not corrupt bytes: remember that the input failed,
   // because the pipeline passes its error on to every later stage, the decompressor included.

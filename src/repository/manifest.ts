@@ -7,10 +7,23 @@ export const MANIFEST_FORMAT = 1;
 
 const DigestSchema = z.object({ size: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) });
 
+/**
+ * A path inside the backup folder: '/'-separated names, none empty, "." or
+ * "..", no backslash or control character. A manifest is data from the
+ * repository, so an object name must never reach outside its backup folder.
+ */
+const ObjectName = z
+  .string()
+  .min(1)
+  .max(1024)
+  .refine((name) => name.split('/').every((part) => part !== '' && part !== '.' && part !== '..' && !/[\\\x00-\x1f]/.test(part)), {
+    message: 'not a path inside the backup folder',
+  });
+
 /** One stored object, with checksums and sizes before and after compression (and, later, encryption). */
 export const ObjectSchema = z.object({
   /** Path relative to the backup folder, e.g. "dump.zst" or "dump.d/toc.dat.zst". */
-  name: z.string().min(1),
+  name: ObjectName,
   /**
    * What the object holds: "dump" (the whole archive), "dump-file" (one file of a directory dump),
    * "globals" (pg_dumpall --globals-only: roles, memberships, tablespaces, as SQL),
@@ -19,7 +32,10 @@ export const ObjectSchema = z.object({
    */
   role: z.enum(['dump', 'dump-file', 'globals', 'base', 'tablespace', 'wal']),
   /** For dump-file: the file name inside the dump directory. */
-  file: z.string().optional(),
+  file: z
+    .string()
+    .regex(/^(?!\.\.?$)[^/\\\x00-\x1f]{1,255}$/, 'not a plain file name')
+    .optional(),
   raw: DigestSchema,
   stored: DigestSchema,
   compression: z.enum(['zstd', 'none']),

@@ -1,4 +1,5 @@
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs';
+import { makeFoldersSync } from '../storage/make-folders.js';
 import * as path from 'node:path';
 import { PgkeepError } from '../errors.js';
 import type { JobKind } from '../config/serve-schema.js';
@@ -53,7 +54,7 @@ export class JobHistory {
   static open(stateDir: string, options: { limit?: number; now?: Date } = {}): JobHistory {
     const history = new JobHistory(path.join(stateDir, FILE), options.limit ?? 1000);
     try {
-      mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+      makeFoldersSync(stateDir);
       if (existsSync(history.file)) {
         for (const line of readFileSync(history.file, 'utf8').split('\n')) {
           if (!line.trim()) continue;

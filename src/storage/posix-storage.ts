@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { PgkeepError, abortError } from '../errors.js';
+import { makeFolders } from './make-folders.js';
 import type { ByteRange, PutOptions, PutResult, Storage, StorageEntry, StorageStat } from './storage.js';
 
 const FOLDER_MODE = 0o700;
@@ -36,8 +37,12 @@ export class PosixStorage implements Storage {
 
   private async ensureFolder(folder: string): Promise<void> {
     try {
-      await fs.mkdir(folder, { recursive: true, mode: FOLDER_MODE });
+      await makeFolders(folder, FOLDER_MODE);
     } catch (error) {
+      // ENOENT here is not "missing": the filesystem (e.g. /proc) refuses new folders.
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new PgkeepError('STORAGE_ACCESS', `cannot create the folder ${folder}: the filesystem refuses it (ENOENT); choose another --repo`, { cause: error });
+      }
       throw storageError(error, folder);
     }
   }

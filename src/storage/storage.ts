@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { PgkeepError } from '../errors.js';
 
 /**
  * The one interface every storage driver (posix, S3, ...) implements. Paths are
@@ -80,7 +81,7 @@ export function joinKey(...segments: string[]): string {
   for (const segment of segments) {
     for (const part of segment.split('/')) {
       if (part === '' ) continue;
-      if (part === '.' || part === '..') throw new Error(`invalid storage key segment "${part}"`);
+      if (part === '.' || part === '..') throw new PgkeepError('INVALID_NAME', `invalid storage key ${JSON.stringify(segments.join('/'))}: "${part}" may not be part of it`);
       parts.push(part);
     }
   }
