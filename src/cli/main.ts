@@ -306,9 +306,9 @@ export async function main(argv: string[]): Promise<number> {
     .description('list the backups in the repository')
     .action(async (options: OutputOptions, command: Command) => {
       json = Boolean(options.json);
-      const { location, backups, repositories, pinned, verifications } = await (await import('../commands/list.js')).runList(settingsOf(command));
+      const { location, backups, repositories, pinned, verifications, damaged } = await (await import('../commands/list.js')).runList(settingsOf(command));
       for (const { location: where, message } of repositories?.unavailable ?? []) process.stderr.write(`pgkeep: warning: cannot read ${where}: ${message}\n`);
-      printList(backups, location, json, repositories, pinned, verifications);
+      printList(backups, location, json, repositories, pinned, verifications, damaged);
     });
 
   withOutput(program.command('show'))

@@ -2,7 +2,7 @@ import type { CheckAllReport, CheckReport } from '../commands/check.js';
 import type { CopyResult } from '../commands/copy.js';
 import type { PitrResult } from '../commands/pitr.js';
 import type { TablePitrResult } from '../commands/pitr-table.js';
-import type { ListRepositories } from '../commands/list.js';
+import type { ListedDamage, ListRepositories } from '../commands/list.js';
 import type { RestorePlan, RestoreResult } from '../commands/restore.js';
 import type { FileRestorePlan, FileRestoreResult } from '../commands/restore-file.js';
 import type { ExtractResult } from '../commands/extract.js';
@@ -57,21 +57,29 @@ export function printList(
   repositories?: ListRepositories,
   pinned: ReadonlySet<string> = new Set(),
   verifications: ReadonlyMap<string, Verification> = new Map(),
+  damaged: readonly ListedDamage[] = [],
 ): void {
   const where = (i: number) => repositories!.where[i]!;
   const isPinned = (m: Manifest) => pinned.has(`${m.source}/${m.id}`);
   const verified = (m: Manifest) => verifications.get(`${m.source}/${m.id}`);
   if (json) {
-    return printJson(
-      backups.map((m, i) => ({
-        ...summary(m),
-        pinned: isPinned(m),
-        verification: verificationSummary(verified(m)),
-        ...(repositories ? { repositories: where(i).map((r) => repositories.locations[r]!) } : {}),
-      })),
-    );
+    const readable: object[] = backups.map((m, i) => ({
+      ...summary(m),
+      pinned: isPinned(m),
+      verification: verificationSummary(verified(m)),
+      ...(repositories ? { repositories: where(i).map((r) => repositories.locations[r]!) } : {}),
+    }));
+    const unreadable = damaged.map((d) => ({ id: d.id, source: d.source, damaged: { code: d.code, message: d.message, repository: d.location } }));
+    return printJson([...readable, ...unreadable]);
   }
-  if (backups.length === 0) return out(`no backups in ${location} yet`);
+  // Damaged backups are listed after the readable ones, each with what is wrong: never hidden, never blocking.
+  const printDamaged = () => {
+    for (const d of damaged) out(`DAMAGED  ${d.source}/${d.id}${repositories ? ` in ${d.location}` : ''}: ${d.message}`);
+  };
+  if (backups.length === 0) {
+    out(damaged.length > 0 ? `no readable backups in ${location}` : `no backups in ${location} yet`);
+    return printDamaged();
+  }
   out(
     formatTable(
       ['ID', 'SOURCE', 'KIND', 'FORMAT', 'SIZE', 'DURATION', 'AGE', 'VERIFIED', 'LABELS', 'PIN', ...(repositories ? ['REPOS'] : [])],
@@ -91,6 +99,7 @@ export function printList(
       [4, 5],
     ),
   );
+  printDamaged();
   if (repositories) out(`repositories: ${repositories.names.map((name, r) => `${name} = ${repositories.locations[r]}`).join(', ')}`);
 }
 

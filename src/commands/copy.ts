@@ -72,7 +72,7 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
     }
     throw error;
   });
-  const manifest = await from.resolveBackup(request.backup, request.source);
+  const manifest = await from.resolveBackup(request.backup, request.source, undefined, ctx.warn);
   const toStorage = openStorage(toUrl, storageOptions(settings, toUrl));
   if (toStorage.location === from.location) {
     throw new PgkeepError('USAGE', `--from and --to are the same repository (${from.location}): choose another destination`);

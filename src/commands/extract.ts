@@ -73,10 +73,10 @@ export async function runExtract(ctx: CommandContext, source: ResolvedSource, re
   // "latest" is the newest logical backup: rows are extracted from dumps (from a physical backup: pgkeep pitr --extract-table).
   const { repository, manifest: found } =
     source.repos.length > 1
-      ? (await repositoriesWithBackup(ctx.settings, request.backup, source.name, 'logical'))[0]!
+      ? (await repositoriesWithBackup(ctx.settings, request.backup, source.name, 'logical', ctx.warn))[0]!
       : await (async () => {
           const repository = await openRepository(ctx.settings, { source: source.name });
-          return { repository, manifest: await repository.resolveBackup(request.backup, source.name, 'logical') };
+          return { repository, manifest: await repository.resolveBackup(request.backup, source.name, 'logical', ctx.warn) };
         })();
   const manifest = requireLogical(found, 'extract');
   // Undefined: a plain backup that lists no such table; it may be a partitioned table, found once restored.

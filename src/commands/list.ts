@@ -1,7 +1,7 @@
 import { repositoryUrls, selectedSourceName, type Settings } from '../config/settings.js';
 import type { Manifest } from '../repository/manifest.js';
 import { listPins } from '../repository/pins.js';
-import type { Repository } from '../repository/repository.js';
+import type { DamagedBackup, Repository } from '../repository/repository.js';
 import type { Verification } from '../repository/verification.js';
 import { openRepositoriesSettled, openRepository, repositoryLabels } from './open-repository.js';
 
@@ -22,15 +22,32 @@ export interface ListRepositories {
  * When the source has several repositories, all are read: a backup in
  * several is listed once, with where it is.
  */
-export async function runList(settings: Settings): Promise<{ location: string; backups: Manifest[]; repositories?: ListRepositories; pinned: Set<string>; verifications: Map<string, Verification> }> {
+export interface ListedDamage {
+  source: string;
+  id: string;
+  location: string;
+  code: string;
+  message: string;
+}
+
+export async function runList(
+  settings: Settings,
+): Promise<{ location: string; backups: Manifest[]; repositories?: ListRepositories; pinned: Set<string>; verifications: Map<string, Verification>; damaged: ListedDamage[] }> {
   const source = settings.options.source !== undefined || settings.configFile ? selectedSourceName(settings) : undefined;
   const urls = repositoryUrls(settings, source);
   const verifications = new Map<string, Verification>();
+  const damaged: ListedDamage[] = [];
+  const collect = async (repository: Repository) => {
+    const found: DamagedBackup[] = [];
+    const backups = await repository.listBackups(source, found);
+    for (const d of found) damaged.push({ source: d.source, id: d.id, location: repository.location, code: d.error.code, message: d.error.message });
+    return backups;
+  };
   if (urls.length <= 1) {
     const repository = await openRepository(settings, { source });
-    const backups = await repository.listBackups(source);
+    const backups = await collect(repository);
     await addVerifications(verifications, repository, backups);
-    return { location: repository.location, backups, pinned: await pinnedIn([repository], backups), verifications };
+    return { location: repository.location, backups, pinned: await pinnedIn([repository], backups), verifications, damaged };
   }
   const byKey = new Map<string, { manifest: Manifest; where: number[] }>();
   const unavailable: ListRepositories['unavailable'] = [];
@@ -41,7 +58,7 @@ export async function runList(settings: Settings): Promise<{ location: string; b
     locations.push(repository?.location ?? url);
     try {
       if (!repository) throw error;
-      const backups = await repository.listBackups(source);
+      const backups = await collect(repository);
       await addVerifications(verifications, repository, backups);
       for (const manifest of backups) {
         const key = `${manifest.source}/${manifest.id}`;
@@ -65,6 +82,7 @@ export async function runList(settings: Settings): Promise<{ location: string; b
     backups: entries.map((e) => e.manifest),
     repositories: { names: repositoryLabels(urls), locations, where: entries.map((e) => e.where), unavailable },
     verifications,
+    damaged,
   };
 }
 

@@ -54,8 +54,14 @@ export function repositoryLabels(urls: readonly string[]): string[] {
  * its manifest there. "latest" is the newest backup in any of them. Throws
  * the first repository's error when none holds it.
  */
-export async function repositoriesWithBackup(settings: Settings, ref: string, source: string | undefined, kind?: Manifest['kind']): Promise<{ repository: Repository; manifest: Manifest }[]> {
-  return (await repositoriesWithBackupSettled(settings, ref, source, kind)).found;
+export async function repositoriesWithBackup(
+  settings: Settings,
+  ref: string,
+  source: string | undefined,
+  kind?: Manifest['kind'],
+  onSkipped?: (message: string) => void,
+): Promise<{ repository: Repository; manifest: Manifest }[]> {
+  return (await repositoriesWithBackupSettled(settings, ref, source, kind, onSkipped)).found;
 }
 
 /** repositoriesWithBackup, also saying why each other repository was left out (not there, or could not be read). */
@@ -64,6 +70,7 @@ export async function repositoriesWithBackupSettled(
   ref: string,
   source: string | undefined,
   kind?: Manifest['kind'],
+  onSkipped?: (message: string) => void,
 ): Promise<{ found: { repository: Repository; manifest: Manifest }[]; failed: { url: string; error: unknown }[] }> {
   const found: { repository: Repository; manifest: Manifest }[] = [];
   const failed: { url: string; error: unknown }[] = [];
@@ -73,7 +80,7 @@ export async function repositoriesWithBackupSettled(
       continue;
     }
     try {
-      found.push({ repository: opened.repository, manifest: await opened.repository.resolveBackup(ref, source, kind) });
+      found.push({ repository: opened.repository, manifest: await opened.repository.resolveBackup(ref, source, kind, onSkipped && ((message) => onSkipped(`${message} (in ${opened.repository!.location})`))) });
     } catch (error) {
       failed.push({ url: opened.url, error });
     }

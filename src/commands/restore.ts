@@ -304,7 +304,7 @@ interface PreparedRestore {
 async function prepareRestore(ctx: CommandContext, repository: Repository, source: ResolvedSource, request: RestoreRequest, dryRun = false): Promise<PreparedRestore> {
   const { signal } = ctx;
   // "latest" is the newest logical backup; a physical one is recovered with pgkeep pitr.
-  const manifest = requireLogical(await repository.resolveBackup(request.backup, source.name, 'logical'), 'restore');
+  const manifest = requireLogical(await repository.resolveBackup(request.backup, source.name, 'logical', ctx.warn), 'restore');
   const format = manifest.options.format;
   const selective = (request.tables?.length ?? 0) > 0 || (request.schemas?.length ?? 0) > 0;
   checkRestoreOptions(request, manifest, selective);
@@ -558,7 +558,7 @@ async function proveSchema(ctx: CommandContext, capture: SchemaCapture, into: Co
  * the backup is tried; any other failure is final.
  */
 export async function runRestoreFromRepositories(ctx: CommandContext, source: ResolvedSource, request: RestoreRequest): Promise<RestoreResult> {
-  const candidates = await repositoriesWithBackup(ctx.settings, request.backup, source.name, 'logical');
+  const candidates = await repositoriesWithBackup(ctx.settings, request.backup, source.name, 'logical', ctx.warn);
   for (let i = 0; ; i++) {
     const { repository, manifest } = candidates[i]!;
     try {

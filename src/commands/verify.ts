@@ -50,11 +50,11 @@ export async function runVerify(ctx: CommandContext, ref: string, request: Verif
   // A source with several repositories: the first (in config order) that holds the backup; --repo picks one.
   const configured = configuredSourceName(settings);
   if (repositoryUrls(settings, configured).length > 1) {
-    const { repository, manifest } = (await repositoriesWithBackup(settings, ref, configured))[0]!;
+    const { repository, manifest } = (await repositoriesWithBackup(settings, ref, configured, undefined, ctx.warn))[0]!;
     return verifyResolved(ctx, repository, manifest, request);
   }
   const repository = await openRepository(settings, { source: settings.options.source });
-  return verifyResolved(ctx, repository, await repository.resolveBackup(ref, settings.options.source), request);
+  return verifyResolved(ctx, repository, await repository.resolveBackup(ref, settings.options.source, undefined, ctx.warn), request);
 }
 
 /** runVerify of a backup already found: `manifest`, read from `repository`. */

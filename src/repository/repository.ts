@@ -13,6 +13,26 @@ import { REPO_FORMAT } from './repo-info.js';
 const INFO_FILE = 'pgkeep.json';
 const MANIFEST_FILE = 'manifest.json';
 
+/** A backup whose manifest cannot be read: listed as damaged, never as an internal error. */
+export interface DamagedBackup {
+  source: string;
+  id: string;
+  error: PgkeepError;
+}
+
+/** Errors that mean "this one backup's manifest is unusable", not "the repository cannot be read". */
+export function isManifestDamage(error: unknown): error is PgkeepError {
+  return error instanceof PgkeepError && (error.code === 'MANIFEST_INVALID' || error.code === 'REPO_FORMAT');
+}
+
+function damage(source: string, id: string, what: string, cause?: unknown): PgkeepError {
+  return new PgkeepError('MANIFEST_INVALID', `backup ${id} of source ${source} is damaged: ${what}`, { ...(cause === undefined ? {} : { cause }), details: { source, id } });
+}
+
+function byStart(a: Manifest, b: Manifest): number {
+  return a.startedAt < b.startedAt ? -1 : a.startedAt > b.startedAt ? 1 : a.id < b.id ? -1 : 1;
+}
+
 /**
  * How every object of an encrypted repository is encrypted: age, to these
  * X25519 public keys, or (exclusively, as age requires) to a passphrase.
@@ -134,16 +154,48 @@ export class Repository {
     return result;
   }
 
-  /** Complete backups (those with a manifest), oldest first; all sources when none is given. */
-  async listBackups(source?: string): Promise<Manifest[]> {
+  /**
+   * Complete backups (those with a manifest), oldest first; all sources when
+   * none is given. A backup whose manifest cannot be read (damaged, edited,
+   * from a newer pgkeep) is left out and, when `damaged` is given, added to
+   * it: one bad backup never hides the others.
+   */
+  async listBackups(source?: string, damaged?: DamagedBackup[]): Promise<Manifest[]> {
     const sources = source === undefined ? await this.listSources() : [source];
     const manifests: Manifest[] = [];
     for (const name of sources) {
       for (const folder of await this.listBackupFolders(name)) {
-        if (folder.complete) manifests.push(await this.readManifest(name, folder.id));
+        if (!folder.complete) continue;
+        try {
+          manifests.push(await this.readManifest(name, folder.id));
+        } catch (error) {
+          if (!isManifestDamage(error)) throw error;
+          damaged?.push({ source: name, id: folder.id, error });
+        }
       }
     }
-    return manifests.sort((a, b) => (a.startedAt < b.startedAt ? -1 : a.startedAt > b.startedAt ? 1 : a.id < b.id ? -1 : 1));
+    return manifests.sort(byStart);
+  }
+
+  /**
+   * What is wrong with the objects of a backup that one listing of its folder
+   * can tell (a missing object, a stored size that differs from the
+   * manifest); empty when every object is there. Cheap, unlike verify, which
+   * reads every byte.
+   */
+  async missingObjects(manifest: Manifest): Promise<string[]> {
+    const folder = this.backupFolder(manifest.source, manifest.id);
+    const sizes = new Map<string, number>();
+    for await (const entry of this.storage.list(folder, { recursive: true })) {
+      if (entry.kind === 'object') sizes.set(entry.path.slice(folder.length + 1), entry.size);
+    }
+    const problems: string[] = [];
+    for (const object of manifest.objects) {
+      const size = sizes.get(object.name);
+      if (size === undefined) problems.push(`object ${object.name} is missing`);
+      else if (size !== object.stored.size) problems.push(`object ${object.name} has ${size} bytes, the manifest says ${object.stored.size}`);
+    }
+    return problems;
   }
 
   async readManifest(source: string, id: string): Promise<Manifest> {
@@ -155,16 +207,20 @@ export class Repository {
       if (error instanceof PgkeepError && error.code === 'STORAGE_NOT_FOUND') {
         throw new PgkeepError('BACKUP_NOT_FOUND', `no backup ${id} of source ${source} in ${this.location}: see pgkeep list`, { cause: error });
       }
-      throw new PgkeepError('MANIFEST_INVALID', `the manifest of backup ${id} (${key}) is not valid JSON`, { cause: error });
+      if (error instanceof PgkeepError) throw error;
+      throw damage(source, id, `its manifest (${key}) is not valid JSON`, error);
     }
     const format = (raw as { format?: unknown })?.format;
     if (typeof format === 'number' && format > MANIFEST_FORMAT) {
-      throw new PgkeepError('REPO_FORMAT', `backup ${id} has manifest format ${format}; this pgkeep reads format ${MANIFEST_FORMAT}: upgrade pgkeep`);
+      throw new PgkeepError('REPO_FORMAT', `backup ${id} has manifest format ${format}; this pgkeep reads format ${MANIFEST_FORMAT}: upgrade pgkeep`, { details: { source, id } });
     }
     const parsed = ManifestSchema.safeParse(raw);
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
-      throw new PgkeepError('MANIFEST_INVALID', `the manifest of backup ${id} is invalid at ${issue.path.join('.')}: ${issue.message}`);
+      throw damage(source, id, `its manifest is invalid at ${issue.path.join('.') || 'the top level'}: ${issue.message}`);
+    }
+    if (parsed.data.id !== id || parsed.data.source !== source) {
+      throw damage(source, id, `its manifest names backup ${parsed.data.source}/${parsed.data.id} (moved or copied by hand)`);
     }
     return parsed.data;
   }
@@ -180,7 +236,7 @@ export class Repository {
    * every source (and must be unique); "latest" needs one source, or a
    * repository holding a single source. With `kind`, "latest" is the newest backup of that kind.
    */
-  async resolveBackup(ref: string, source: string | undefined, kind?: Manifest['kind']): Promise<Manifest> {
+  async resolveBackup(ref: string, source: string | undefined, kind?: Manifest['kind'], onSkipped?: (message: string) => void): Promise<Manifest> {
     if (ref === 'latest') {
       let name = source;
       if (name === undefined) {
@@ -190,9 +246,28 @@ export class Repository {
         }
         name = sources[0];
       }
-      const backups = name === undefined ? [] : (await this.listBackups(name)).filter((m) => kind === undefined || m.kind === kind);
-      const latest = backups.at(-1);
-      if (!latest) throw new PgkeepError('BACKUP_NOT_FOUND', `no ${kind ? `${kind} ` : ''}backups${name ? ` of source ${name}` : ''} in ${this.location} yet: run pgkeep backup${kind === 'physical' ? ' --physical' : ''}`);
+      // "latest" is the newest intact backup: a damaged manifest or a missing
+      // object skips a backup (with a message), it does not block the rest.
+      const damaged: DamagedBackup[] = [];
+      const backups = name === undefined ? [] : (await this.listBackups(name, damaged)).filter((m) => kind === undefined || m.kind === kind);
+      const skipped: { id: string; why: string }[] = [];
+      let latest: Manifest | undefined;
+      for (const candidate of backups.toReversed()) {
+        const problems = await this.missingObjects(candidate);
+        if (problems.length === 0) {
+          latest = candidate;
+          break;
+        }
+        skipped.push({ id: candidate.id, why: `backup ${candidate.id} of source ${name} is damaged: ${problems[0]}` });
+      }
+      for (const bad of damaged) {
+        if (latest === undefined || bad.id > latest.id) skipped.push({ id: bad.id, why: bad.error.message });
+      }
+      for (const { id, why } of skipped.sort((a, b) => (a.id < b.id ? 1 : -1))) onSkipped?.(`"latest" skips ${why} (see pgkeep verify ${id})`);
+      if (!latest) {
+        const note = skipped.length > 0 ? ` (${skipped.length} damaged backup(s) skipped: ${skipped.map((s) => s.id).join(', ')})` : '';
+        throw new PgkeepError('BACKUP_NOT_FOUND', `no ${skipped.length > 0 ? 'intact ' : ''}${kind ? `${kind} ` : ''}backups${name ? ` of source ${name}` : ''} in ${this.location}${skipped.length > 0 ? '' : ' yet'}${note}: run pgkeep backup${kind === 'physical' ? ' --physical' : ''}`);
+      }
       return latest;
     }
     validateBackupId(ref);
