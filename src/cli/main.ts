@@ -50,6 +50,7 @@ import { addCommandHelp } from './command-help.js';
 import { ProgressBar } from './progress-bar.js';
 import { confirmOnTerminal } from './prompt.js';
 import { resolveWalTarget, runWal } from './wal-cli.js';
+import { armFaultPoint } from '../fault-points.js';
 
 // Each command's module is imported when that command runs (`await import(...)` in its action): one
 // process runs one command, and imported up front they cost every command about 0.3 s of start-up
@@ -111,6 +112,8 @@ const STOP_DEADLINE_MS = 10_000;
 
 /** Runs one CLI invocation; resolves to the process exit code. */
 export async function main(argv: string[]): Promise<number> {
+  // Test-only: the fault-injection suite kills pgkeep at named points (src/fault-points.ts).
+  armFaultPoint(process.env.PGKEEP_FAULT);
   const controller = new AbortController();
   let signalled: NodeJS.Signals | undefined;
   /** How long a command may take to unwind after a signal (children get SIGTERM, then SIGKILL after 5 s); serve has its own grace period. */

@@ -1,5 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import * as path from 'node:path';
 import { sourceNameForDatabase, type ResolvedSource } from '../config/settings.js';
 import { isPgkeepError, PgkeepError, toPgkeepError } from '../errors.js';
@@ -10,6 +9,7 @@ import { makeBackupId } from '../repository/backup-id.js';
 import { globalsPlan, runBackup, type BackupRequest, type GlobalsPlan } from './backup.js';
 import type { CommandContext } from './command-context.js';
 import { openRepositories } from './open-repository.js';
+import { makeTempFolder } from '../storage/temp-folders.js';
 
 export interface AllDatabasesResult {
   /** Id of this run; the manifests of its backups record it as globals.run. */
@@ -54,7 +54,7 @@ export async function runBackupAllDatabases(ctx: CommandContext, source: Resolve
   );
   ctx.info(`backing up ${databases.length} database(s) of ${source.connection.host}:${source.connection.port}: ${databases.join(', ')}`);
 
-  const staging = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-globals-'));
+  const staging = await makeTempFolder(source.tempDir, 'globals');
   try {
     // 2. the globals, once for all
     let shared: GlobalsPlan | undefined;

@@ -1,5 +1,4 @@
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, rm } from 'node:fs/promises';
 import * as path from 'node:path';
 import { createReadStream } from 'node:fs';
 import type { BackupFormat, BackupOptionsConfig } from '../config/config-schema.js';
@@ -27,6 +26,8 @@ import { readMigrationState } from '../verify/migrations.js';
 import { PGKEEP_VERSION } from '../version.js';
 import type { CommandContext } from './command-context.js';
 import { writeRecipients } from '../repository/repo-info.js';
+import { makeTempFolder } from '../storage/temp-folders.js';
+import { faultPoint } from '../fault-points.js';
 
 /** What one backup run is asked to do; unset options come from the source's config. */
 export interface BackupRequest extends BackupOptionsConfig {
@@ -217,6 +218,7 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
     const finishedAt = new Date();
     const tables = options.schemaOnly ? selected.map((t) => ({ schema: t.schema, name: t.name, rows: null })) : counts;
     throwIfAborted(signal);
+    faultPoint('before-manifest');
     for (const target of requireLive()) {
       const objects = target.objects!;
       const manifest: LogicalManifest = {
@@ -244,6 +246,7 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
         fail(target, error);
       }
     }
+    faultPoint('after-manifest');
     const written = targets.filter((t) => t.manifest !== undefined);
     if (written.length === 0) throw failures[0];
     const failed = targets.filter((t) => t.manifest === undefined);
@@ -425,11 +428,12 @@ async function dumpToRepositories(
       if (result.ok) plan.target.objects!.push({ ...object(plan.suffix), ...result.digests, compression: 'zstd', encryption: plan.encryption });
       else fail(plan.target, result.error);
     });
+    faultPoint('after-object-stored');
     return results.find((r) => r.ok);
   };
 
   // The roles dump is small and has no snapshot to share: it runs beside the data dump, and is stored after it.
-  const globalsStaging = globals ? await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-globals-')) : undefined;
+  const globalsStaging = globals ? await makeTempFolder(source.tempDir, 'globals') : undefined;
   const globalsFile = globals ? stageGlobals(globalsStaging!) : undefined;
   globalsFile?.catch(() => undefined); // observed below, after the data dump
   try {
@@ -460,7 +464,7 @@ async function dumpToRepositories(
   }
 
   async function dumpDirectory(): Promise<void> {
-    const staging = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-dump-'));
+    const staging = await makeTempFolder(source.tempDir, 'dump');
     try {
       const dumpDir = path.join(staging, 'dump');
       const pgDump = startProcess(pgDumpPath, [...pgDumpArgs(options, snapshot), `--file=${dumpDir}`], { ...processOptions, stdout: 'ignore' });

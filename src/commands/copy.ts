@@ -14,6 +14,7 @@ import { readObject, type Storage } from '../storage/storage.js';
 import { isUnreadError, verifyBackup, type VerifyReport } from '../verify/verify-backup.js';
 import type { CommandContext } from './command-context.js';
 import { isEncrypted, readIdentities, WRAPPED_IDENTITY } from './repository-keys.js';
+import { faultPoint } from '../fault-points.js';
 
 export interface CopyRequest {
   /** Backup id, or "latest" (per source). */
@@ -124,6 +125,7 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
         ctx.progress({ phase: 'copy', bytes: before + n, totalBytes: manifest.totals.storedBytes, item: object.name });
       });
       bytes += object.stored.size;
+      faultPoint('mid-copy');
     }
 
     // 2. verification at the destination, before the manifest makes the copy visible

@@ -7,6 +7,9 @@ import { WalArchive } from '../repository/wal-archive.js';
 import { pitrRetention, planPrune, type PlannedBackup, type PlannedLeftover } from '../retention/plan-prune.js';
 import { hasRetentionRules } from '../retention/retention-policy.js';
 import type { CommandContext } from './command-context.js';
+import { resolveSource, type ResolvedSource } from '../config/settings.js';
+import { withDatabase } from '../postgres/connection-info.js';
+import { cleanLeftovers } from './clean-leftovers.js';
 import { sourcesWithRepositories } from './source-repositories.js';
 
 export interface PruneRequest {
@@ -167,10 +170,30 @@ export async function runPrune(ctx: CommandContext, request: PruneRequest): Prom
       }
     }
   }
+  // What interrupted restores left on the sources' servers and in their temp folders.
+  if (!request.dryRun) {
+    for (const { source } of planned) await cleanSourceLeftovers(ctx, source);
+  }
   const result = { dryRun: request.dryRun, reports };
   if (errors.length > 0) {
     const first = errors[0]!;
     throw new PgkeepError(first.code, first.message, { cause: first, details: { ...first.details, result } });
   }
   return result;
+}
+
+/**
+ * Removes what interrupted restores of a source left: marked temporary
+ * databases on its server and stale temp folders (cleanLeftovers). A source
+ * without a usable connection has no server to look at: skipped quietly.
+ */
+async function cleanSourceLeftovers(ctx: CommandContext, source: string): Promise<void> {
+  let resolved: ResolvedSource;
+  try {
+    resolved = resolveSource({ ...ctx.settings, options: { ...ctx.settings.options, source } });
+  } catch {
+    return;
+  }
+  const admin = withDatabase(resolved.connection, 'postgres');
+  await cleanLeftovers(ctx, admin, resolved.tempDir);
 }

@@ -1,5 +1,4 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import type { ResolvedSource } from '../config/settings.js';
 import { PgkeepError, throwIfAborted } from '../errors.js';
@@ -23,7 +22,10 @@ import { pipeline } from 'node:stream/promises';
 import { runBackup } from './backup.js';
 import type { CommandContext } from './command-context.js';
 import { openRepository } from './open-repository.js';
-import { dropPartialDatabase, feedChild, RESTORE_ERROR_LINE, safetySource, swapDatabases } from './restore.js';
+import { cleanLeftovers } from './clean-leftovers.js';
+import { createWorkDatabase, dropPartialDatabase, feedChild, putInPlace, RESTORE_ERROR_LINE, safetySource } from './restore.js';
+import { makeTempFolder } from '../storage/temp-folders.js';
+import { databaseComment, markDatabase, newMarker, unmarkDatabase } from '../postgres/restore-leftovers.js';
 
 export interface FileRestoreRequest {
   /** A dump made outside pgkeep: custom, directory, tar or plain SQL, optionally gzip or zstd. */
@@ -78,6 +80,8 @@ export async function runRestoreFile(ctx: CommandContext, source: ResolvedSource
   const { signal } = ctx;
 
   // 1. what the file is, the target, the tools, the selection
+  // What interrupted runs left, before the target's existence is read (see runRestore).
+  await cleanLeftovers(ctx, withDatabase(source.connection, 'postgres'), source.tempDir);
   const { dump, target, admin, exists, selection, dbState } = await prepareFileRestore(ctx, source, request);
   if (dump.format === 'plain' && request.noOwner) ctx.warn('--no-owner does not apply to a plain SQL dump (psql runs its ALTER … OWNER statements): use --role, or create the owners first');
   const tool = await toolInfo(dump.format === 'plain' ? 'psql' : 'pg_restore', source.pgBin);
@@ -98,12 +102,9 @@ export async function runRestoreFile(ctx: CommandContext, source: ResolvedSource
     ctx.info(`safety backup ${safety.id} (source ${safety.source}) written`);
   }
 
-  // 3. a new, empty database, with the dump's locale when it says (its DATABASE entry), else the server's default
-  const work = exists ? fitIdentifier(target, `_pgkeep_${timestampPart(new Date()).toLowerCase()}`) : target;
-  await withClient(admin, async (client) => {
-    const { localeKept } = await createDatabase(client, work, dbState?.locale);
-    if (dbState?.locale && !localeKept) ctx.warn(`locale ${describeLocale(dbState.locale)} of the dump is not available on this server: restored with the server's default locale`);
-  });
+  // 3. a new, empty database under a temporary name, marked as pgkeep's (see runRestore),
+  //    with the dump's locale when it says (its DATABASE entry), else the server's default
+  const { work, old } = await createWorkDatabase(ctx, admin, target, exists, `file ${dump.path}`, dbState?.locale, 'dump');
   let swapped = false;
   try {
     // 4. load
@@ -124,15 +125,27 @@ export async function runRestoreFile(ctx: CommandContext, source: ResolvedSource
       return countRows(client, catalog, signal);
     });
 
-    // The database's own state, as pg_restore --create would give it, for the name restored into.
-    if (dbState) await withClient(admin, (client) => applyDumpDatabaseState(client, work, dbState, request), signal);
-
-    // 6. swap
-    if (exists) {
-      throwIfAborted(signal);
-      await swapDatabases(admin, target, work, safetyBackup!);
-      swapped = true;
+    // The database's own state, as pg_restore --create would give it, for the name restored into;
+    // its comment (if the dump has one) replaces pgkeep's marker once the database is in place.
+    let comment: string | null = null;
+    if (dbState) {
+      comment = await withClient(
+        admin,
+        async (client) => {
+          await unmarkDatabase(client, work, null);
+          await applyDumpDatabaseState(client, work, dbState, request);
+          const own = await databaseComment(client, work);
+          await markDatabase(client, work, newMarker(work, target, `file ${dump.path}`, old)).catch(() => undefined);
+          return own;
+        },
+        signal,
+      );
     }
+
+    // 6. into place (rename, or swap for an overwrite)
+    throwIfAborted(signal);
+    await putInPlace(ctx, admin, target, work, old, safetyBackup, comment);
+    swapped = true;
     return {
       file: dump.path,
       format: dump.format,
@@ -274,7 +287,7 @@ async function loadDumpFile(
   if (request.noAcl) args.push('--no-privileges');
   if (request.role) args.push(`--role=${request.role}`);
   if (request.schemaOnly) args.push('--schema-only');
-  const staging = selection ? await mkdtemp(path.join(tempDir ?? tmpdir(), 'pgkeep-restore-')) : undefined;
+  const staging = selection ? await makeTempFolder(tempDir, 'restore') : undefined;
   try {
     if (selection) {
       const list = path.join(staging!, 'selection.list');

@@ -24,12 +24,13 @@ import {
 } from '../verify/restore-checks.js';
 import type { CommandContext } from './command-context.js';
 import { createSelectedSchemas, loadBackup } from './restore.js';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
+import { makeTempFolder } from '../storage/temp-folders.js';
 import * as path from 'node:path';
 import { applyDatabaseState, describeLocale, missingRoles, rolesNamed } from '../postgres/database-state.js';
 import { databaseStateOf } from '../repository/manifest.js';
 import { checkRestoredSchema, describeSchemaDifferences, SchemaCapture, selectionArgs } from '../verify/schema-compare.js';
+import { markDatabase, newMarker } from '../postgres/restore-leftovers.js';
 
 export type ScratchKind = 'same-server' | 'local' | 'url';
 
@@ -105,7 +106,7 @@ export async function runRestoreTest(
 
   let created = false;
   let localeKept = true;
-  const captureDir = await mkdtemp(path.join(tools.tempDir ?? tmpdir(), 'pgkeep-schema-'));
+  const captureDir = await makeTempFolder(tools.tempDir, 'schema');
   try {
     // 2. a fresh scratch database
     let started = Date.now();
@@ -122,6 +123,8 @@ export async function runRestoreTest(
         });
         localeKept = kept;
         if (!kept) notes.push(`locale ${describeLocale(state ?? manifest.database)} is not available on the scratch server: restored with its default locale`);
+        // Marked as pgkeep's: a killed restore test leaves a database the next restore or prune removes.
+        await markDatabase(client, database, newMarker(database, null, manifest.id));
       },
       signal,
     );

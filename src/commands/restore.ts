@@ -1,8 +1,7 @@
 import { createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { ResolvedSource } from '../config/settings.js';
 import { sourceNameForDatabase } from '../config/settings.js';
@@ -33,6 +32,10 @@ import { compareMigrations, type MigrationComparison } from '../verify/migration
 import { identitiesFor } from './repository-keys.js';
 import type { AgeIdentity } from '../pipeline/age.js';
 import type { CommandContext } from './command-context.js';
+import { makeTempFolder } from '../storage/temp-folders.js';
+import { faultPoint } from '../fault-points.js';
+import { markDatabase, newMarker, unmarkDatabase } from '../postgres/restore-leftovers.js';
+import { cleanLeftovers } from './clean-leftovers.js';
 
 export interface RestoreRequest {
   /** Backup id or "latest". */
@@ -139,11 +142,13 @@ export interface RestoreResult {
  *     (one writer per source, held to the end) and a safety backup of it
  *     (label pre-restore).
  *     With --globals, create the backup's missing roles
- *  3. create a new empty database (for an overwrite, under a temporary name)
+ *  3. create a new empty database under a temporary name, marked as
+ *     pgkeep's (what interrupted runs left was removed first: cleanLeftovers)
  *  4. stream the backup into it, checking every checksum on the way
  *  5. ANALYZE, and compare the row count of every restored table with the manifest
- *  6. for an overwrite, swap: the old database is renamed away, the new one
- *     takes its name, the old one is dropped
+ *  6. rename it to the requested name; for an overwrite, swap: the old
+ *     database is renamed away, the new one takes its name, the old one is
+ *     dropped; then remove the marker
  *
  * Any failure before the swap drops the database this restore created and
  * leaves an existing database untouched. --clean instead loads into the
@@ -152,6 +157,10 @@ export interface RestoreResult {
 export async function runRestore(ctx: CommandContext, repository: Repository, source: ResolvedSource, request: RestoreRequest): Promise<RestoreResult> {
   const started = Date.now();
   const { signal } = ctx;
+
+  // 0. what interrupted runs left (before the target's existence is read: an
+  // overwrite killed between its renames is put back under the target's name)
+  await cleanLeftovers(ctx, withDatabase(source.connection, 'postgres'), source.tempDir);
 
   // 1. the backup, the target, the tools, what to restore
   const { manifest, identities, target, admin, exists, plan, selection, state, parts } = await prepareRestore(ctx, repository, source, request);
@@ -207,32 +216,43 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
       return { backup: { id: manifest.id, source: manifest.source }, database: target, connection: describeConnection(source.connection, target), replaced: false, cleaned: true, safetyBackup, tables, globals, durationMs: Date.now() - started };
     }
 
-    // 3. a new, empty database
-    const work = exists ? fitIdentifier(target, `_pgkeep_${timestampPart(new Date()).toLowerCase()}`) : target;
-    const localeKept = await withClient(admin, async (client) => {
-      const { localeKept } = await createDatabase(client, work, state ?? manifest.database);
-      if (!localeKept) ctx.warn(`locale ${describeLocale(state ?? manifest.database)} of the backup is not available on this server: restored with the server's default locale`);
-      return localeKept;
-    });
+    // 3. a new, empty database, always under a temporary name and marked as
+    // pgkeep's until it is complete and in place: the requested name never
+    // shows a half-loaded database, and whatever a kill leaves is found and
+    // removed by the next run (cleanRestoreLeftovers)
+    const { work, old, localeKept } = await createWorkDatabase(ctx, admin, target, exists, manifest.id, state ?? manifest.database);
 
-    let swapped = false;
+    let placed = false;
     // A whole restore is proven whole: the backup's schema is kept while it streams, for the comparison.
-    const captureDir = !selection && !request.scratch ? await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-schema-')) : undefined;
+    const captureDir = !selection && !request.scratch ? await makeTempFolder(source.tempDir, 'schema') : undefined;
     try {
       // 4. load, checking checksums while streaming
-      ctx.info(`restoring ${manifest.id} into "${work}"`);
+      ctx.info(`restoring ${manifest.id} into "${work}" (becomes "${target}" once checked)`);
       const into = withDatabase(source.connection, work);
       const capture = captureDir ? new SchemaCapture(captureDir) : undefined;
       await createSelectedSchemas(manifest, into, schemasToCreate(selection));
       await loadBackup(ctx, repository, manifest, into, request, source, identities, selection, capture);
+      faultPoint('after-load');
 
       // 5. prove it: ANALYZE, then exact row counts against the manifest; the whole schema
       //    (definitions, owners, privileges) against the backup's; the database-level state; the app's migration version
       const tables = await checkRestored(into, plan, request, signal, true);
       const schema = capture ? await proveSchema(ctx, capture, into, manifest, request, source) : undefined;
       let databaseState: RestoreResult['databaseState'];
+      let comment: string | null = null;
       if (state && !request.scratch) {
-        const differences = await withClient(admin, (client) => applyDatabaseState(client, work, state, parts, { locale: localeKept }), signal);
+        // The backup's own comment replaces pgkeep's marker for the comparison, and again once the database is in place.
+        comment = state.comment;
+        const differences = await withClient(
+          admin,
+          async (client) => {
+            await unmarkDatabase(client, work, null);
+            const found = await applyDatabaseState(client, work, state, parts, { locale: localeKept });
+            await markDatabase(client, work, newMarker(work, target, manifest.id, old));
+            return found;
+          },
+          signal,
+        );
         if (differences.length > 0) {
           throw new PgkeepError('VERIFY_FAILED', `the restored database's own state differs from the backup: ${differences.slice(0, 3).join('; ')}${differences.length > 3 ? ` (and ${differences.length - 3} more)` : ''}`, { details: { differences } });
         }
@@ -243,12 +263,10 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
       }
       const migrations = await checkMigrations(ctx, into, manifest);
 
-      // 6. swap the new database into place
-      if (exists) {
-        throwIfAborted(signal);
-        await swapDatabases(admin, target, work, safetyBackup!);
-        swapped = true;
-      }
+      // 6. put it in place: a new database is renamed; an overwrite swaps
+      throwIfAborted(signal);
+      await putInPlace(ctx, admin, target, work, old, safetyBackup, comment);
+      placed = true;
       return {
         backup: { id: manifest.id, source: manifest.source },
         database: target,
@@ -264,12 +282,75 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
         durationMs: Date.now() - started,
       };
     } catch (error) {
-      if (!swapped) await dropPartialDatabase(ctx, admin, work);
+      if (!placed) await dropPartialDatabase(ctx, admin, work);
       throw error;
     } finally {
       if (captureDir) await rm(captureDir, { recursive: true, force: true });
     }
   }
+}
+
+/**
+ * The empty database a restore loads into: `<target>_pgkeep_<time>`, marked
+ * as pgkeep's (with, for an overwrite, the name the replaced database will
+ * be moved to during the swap), so a kill at any later point leaves nothing
+ * the next run cannot recognise and remove.
+ */
+export async function createWorkDatabase(
+  ctx: CommandContext,
+  admin: ConnectionInfo,
+  target: string,
+  exists: boolean,
+  what: string,
+  locale: Parameters<typeof createDatabase>[2],
+  whose: 'backup' | 'dump' = 'backup',
+): Promise<{ work: string; old: string | undefined; localeKept: boolean }> {
+  const stamp = timestampPart(new Date()).toLowerCase();
+  const work = fitIdentifier(target, `_pgkeep_${stamp}`);
+  const old = exists ? fitIdentifier(target, `_pgkeep_old_${stamp}`) : undefined;
+  const localeKept = await withClient(admin, async (client) => {
+    const { localeKept } = await createDatabase(client, work, locale);
+    if (locale && !localeKept) ctx.warn(`locale ${describeLocale(locale)} of the ${whose} is not available on this server: restored with the server's default locale`);
+    await markDatabase(client, work, newMarker(work, target, what, old)).catch(async (error: unknown) => {
+      await dropDatabase(client, work).catch(() => undefined);
+      throw error;
+    });
+    return localeKept;
+  });
+  faultPoint('after-database-created');
+  return { work, old, localeKept };
+}
+
+/**
+ * The checked copy takes the requested name: renamed (a new database;
+ * refused if a database took the name meanwhile) or swapped in (overwrite).
+ * Then pgkeep's marker is removed: the database is the user's from here.
+ */
+export async function putInPlace(
+  ctx: CommandContext,
+  admin: ConnectionInfo,
+  target: string,
+  work: string,
+  old: string | undefined,
+  safetyBackup: string | undefined,
+  comment: string | null = null,
+): Promise<void> {
+  if (old !== undefined) {
+    await swapDatabases(admin, target, work, safetyBackup!, old);
+  } else {
+    faultPoint('before-rename');
+    await withClient(admin, async (client) => {
+      try {
+        await renameDatabase(client, work, target);
+      } catch (error) {
+        if ((error as { code?: string }).code === '42P04') throw new PgkeepError('DB_EXISTS', `database "${target}" was created by someone else during the restore: the restored copy was dropped`, { cause: error });
+        throw error;
+      }
+    });
+  }
+  await withClient(admin, (client) => unmarkDatabase(client, target, comment)).catch((error: unknown) =>
+    ctx.warn(`restored "${target}", but could not remove pgkeep's temporary marker (its COMMENT): ${(error as Error).message}`),
+  );
 }
 
 /** Drops a database a failed restore created; a failure to drop is a warning (the restore's own error is what counts). */
@@ -589,12 +670,14 @@ export function safetySource(source: ResolvedSource, database: string): Resolved
   return { ...source, name, connection: withDatabase(source.connection, database), backup: {} };
 }
 
-export async function swapDatabases(admin: ConnectionInfo, target: string, work: string, safetyBackup: string): Promise<void> {
-  const old = fitIdentifier(target, `_pgkeep_old_${timestampPart(new Date()).toLowerCase()}`);
+export async function swapDatabases(admin: ConnectionInfo, target: string, work: string, safetyBackup: string, oldName?: string): Promise<void> {
+  const old = oldName ?? fitIdentifier(target, `_pgkeep_old_${timestampPart(new Date()).toLowerCase()}`);
   await withClient(admin, async (client) => {
     await renameDatabase(client, target, old);
+    faultPoint('between-renames');
     try {
       await renameDatabase(client, work, target);
+      faultPoint('after-swap');
     } catch (error) {
       await renameDatabase(client, old, target).catch(() => undefined);
       throw new PgkeepError('RESTORE_FAILED', `could not put the restored database in place of "${target}" (${(error as Error).message}); the original is unchanged, the restored copy is "${work}", safety backup ${safetyBackup}`, { cause: error });
@@ -677,7 +760,7 @@ export async function loadBackup(
     return;
   }
 
-  const staging = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-restore-'));
+  const staging = await makeTempFolder(source.tempDir, 'restore');
   try {
     const pgRestore = await restoreRunner(request, target, source, staging, selection, common);
     await loadArchive(ctx, repository, manifest, identities, pgRestore, staging, jobs, key, progress, codec, selection, capture);

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { PgkeepError } from '../errors.js';
+import { faultPoint } from '../fault-points.js';
 import { joinKey, readObject, type Storage } from '../storage/storage.js';
 import { PGKEEP_VERSION } from '../version.js';
 import { isBackupId, validateBackupId } from './backup-id.js';
@@ -363,6 +364,7 @@ export class Repository {
   /** Removes a backup: manifest first, so a half-deleted backup is never listed as complete. */
   async removeBackup(source: string, id: string): Promise<void> {
     await this.storage.remove(joinKey(this.backupFolder(source, id), MANIFEST_FILE));
+    faultPoint('mid-prune');
     await this.storage.removeFolder(this.backupFolder(source, id));
   }
 }

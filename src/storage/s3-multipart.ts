@@ -18,12 +18,12 @@
  * No SDK type is used here: the S3 driver supplies the requests as `MultipartTarget`.
  */
 import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { once } from 'node:events';
 import { PgkeepError } from '../errors.js';
+import { makeTempFolder } from './temp-folders.js';
 
 const MiB = 1024 * 1024;
 export const MIN_PART_SIZE = 5 * MiB;
@@ -100,7 +100,7 @@ export async function uploadMultipart(target: MultipartTarget, body: AsyncIterab
   options.signal?.addEventListener('abort', onAbort, { once: true });
 
   let spoolDir: string | undefined;
-  const spoolFolder = async () => (spoolDir ??= await mkdtemp(path.join(options.spoolDir ?? tmpdir(), 'pgkeep-upload-')));
+  const spoolFolder = async () => (spoolDir ??= await makeTempFolder(options.spoolDir, 'upload'));
   let uploadId: string | undefined;
   let partNumber = 0;
   let size = 0;

@@ -1,6 +1,5 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
-import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { Writable } from 'node:stream';
 import { PgkeepError, throwIfAborted } from '../errors.js';
@@ -12,6 +11,7 @@ import { runProcess, settleAll, startProcess } from '../postgres/run-process.js'
 import type { Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { PlainDumpScanner, tocHasTableData, type TableRef } from './dump-contents.js';
+import { makeTempFolder } from '../storage/temp-folders.js';
 
 export interface ObjectCheck {
   name: string;
@@ -69,7 +69,7 @@ export async function verifyBackup(repository: Repository, manifest: Manifest, o
   const problems: string[] = [];
   let contents: { has(table: TableRef): boolean } | undefined;
   const format = manifest.kind === 'logical' ? manifest.options.format : undefined;
-  const staging = format === 'directory' ? await mkdtemp(path.join(options.tempDir ?? tmpdir(), 'pgkeep-verify-')) : undefined;
+  const staging = format === 'directory' ? await makeTempFolder(options.tempDir, 'verify') : undefined;
 
   try {
     for (const object of manifest.objects) {
