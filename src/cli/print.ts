@@ -237,6 +237,7 @@ function ratio(raw: number, stored: number): string {
 
 export function printVerify(report: VerifyResult, json: boolean): void {
   if (json) return printJson(report);
+  if (report.manifest) out(`manifest: ${report.manifest}`);
   for (const o of report.objects) {
     out(`${o.ok ? 'ok    ' : 'FAILED'}  ${o.name}  ${formatBytes(o.storedBytes)} stored, ${formatBytes(o.rawBytes)} raw${o.problem ? `: ${o.problem}` : ''}`);
   }

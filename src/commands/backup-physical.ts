@@ -19,6 +19,7 @@ import { PGKEEP_VERSION } from '../version.js';
 import type { CommandContext } from './command-context.js';
 import { readIdentities } from './repository-keys.js';
 import { writeRecipients } from '../repository/repo-info.js';
+import { noManifestKeys, writerManifestKeys } from './repository-keys.js';
 
 export interface PhysicalBackupRequest {
   name?: string | undefined;
@@ -170,7 +171,7 @@ export async function runPhysicalBackup(ctx: CommandContext, repository: Reposit
       totals: { rawBytes: digests.raw.size, storedBytes: digests.stored.size },
     };
     throwIfAborted(signal);
-    await repository.writeManifest(manifest);
+    await repository.writeManifest(manifest, await writerManifestKeys(repository, ctx.keys).catch((error: unknown) => noManifestKeys(ctx, repository, error)));
     complete = true;
     return manifest;
   } finally {

@@ -28,6 +28,7 @@ import type { CommandContext } from './command-context.js';
 import { writeRecipients } from '../repository/repo-info.js';
 import { makeTempFolder } from '../storage/temp-folders.js';
 import { faultPoint } from '../fault-points.js';
+import { noManifestKeys, writerManifestKeys } from './repository-keys.js';
 
 /** What one backup run is asked to do; unset options come from the source's config. */
 export interface BackupRequest extends BackupOptionsConfig {
@@ -239,7 +240,7 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
         },
       };
       try {
-        await target.repository.writeManifest(manifest);
+        await target.repository.writeManifest(manifest, await writerManifestKeys(target.repository, ctx.keys).catch((error: unknown) => noManifestKeys(ctx, target.repository, error)));
         target.manifest = manifest;
       } catch (error) {
         throwIfAborted(signal);

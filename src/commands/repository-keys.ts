@@ -15,6 +15,7 @@ import {
 import type { EncryptionInfo, Repository } from '../repository/repository.js';
 import { collectStream, readObject, type Storage } from '../storage/storage.js';
 import type { Manifest } from '../repository/manifest.js';
+import { deriveManifestKey, type ManifestKey } from '../repository/manifest-integrity.js';
 
 /**
  * Where a passphrase repository keeps its identity, encrypted with the
@@ -116,4 +117,39 @@ function describeRecipients(encryption: EncryptionInfo): string {
 
 function publicKeyOfIdentity(identity: AgeIdentity): string {
   return identity.kind === 'x25519' ? publicKeyOf(identity.secretKey) : '';
+}
+
+/**
+ * The keys that authenticate manifests of this repository (manifest-integrity.ts):
+ * one per given identity that is a recipient of the repository. None for an
+ * unencrypted repository.
+ */
+export function manifestKeysOf(repository: Pick<Repository, 'info'>, identities: readonly AgeIdentity[]): ManifestKey[] {
+  const recipients = repository.info.encryption?.recipients ?? [];
+  const keys: ManifestKey[] = [];
+  for (const identity of identities) {
+    if (identity.kind !== 'x25519') continue;
+    const publicKey = publicKeyOfIdentity(identity);
+    if (recipients.includes(publicKey) && !keys.some((k) => k.id === publicKey)) keys.push(deriveManifestKey(identity.secretKey, publicKey));
+  }
+  return keys;
+}
+
+/**
+ * The keys a writer (backup) authenticates its manifests with: from the
+ * identity file or the repository passphrase when either is configured; none
+ * when the writer holds only the public keys (its manifests then carry a
+ * checksum only, and readers say so).
+ */
+export async function writerManifestKeys(repository: Pick<Repository, 'info' | 'storage' | 'location'>, keys: KeySettings): Promise<ManifestKey[]> {
+  const encryption = repository.info.encryption;
+  if (!encryption) return [];
+  if (!keys.identityFile && !(encryption.passphrase && keys.passphrase() !== undefined)) return [];
+  return manifestKeysOf(repository, await readIdentities(repository, keys));
+}
+
+/** A writer whose configured identity cannot be read still writes its manifest, with a checksum only, and says why. */
+export function noManifestKeys(ctx: { warn(message: string): void }, repository: Pick<Repository, 'location'>, error: unknown): ManifestKey[] {
+  ctx.warn(`the manifest in ${repository.location} is written with a checksum only, not authenticated: ${(error as Error).message}`);
+  return [];
 }

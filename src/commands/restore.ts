@@ -29,7 +29,7 @@ import { applyGlobals } from './restore-globals.js';
 import type { GlobalsReport } from '../postgres/globals-sql.js';
 import { repositoriesWithBackup } from './open-repository.js';
 import { compareMigrations, type MigrationComparison } from '../verify/migrations.js';
-import { identitiesFor } from './repository-keys.js';
+import { identitiesFor, manifestKeysOf } from './repository-keys.js';
 import type { AgeIdentity } from '../pipeline/age.js';
 import type { CommandContext } from './command-context.js';
 import { makeTempFolder } from '../storage/temp-folders.js';
@@ -391,6 +391,8 @@ async function prepareRestore(ctx: CommandContext, repository: Repository, sourc
   checkRestoreOptions(request, manifest, selective);
   // Keys first: a missing or wrong identity must fail before any database is touched.
   const identities = await identitiesFor(repository, manifest, ctx.keys);
+  // An encrypted repository's manifest must not have been changed by someone without its key.
+  repository.authenticateManifest(manifest, manifestKeysOf(repository, identities));
   const target = request.to ?? fitIdentifier(`${manifest.database.name}_restore_`, timestampPart(new Date()).toLowerCase());
   if (target === '' || Buffer.byteLength(target) > 63) {
     throw new PgkeepError('INVALID_NAME', `database name "${target}" is invalid: use 1 to 63 bytes`);

@@ -1,5 +1,5 @@
 import { configuredSourceName, repositoryUrls, toolPaths } from '../config/settings.js';
-import { identitiesFor, readIdentities } from './repository-keys.js';
+import { identitiesFor, manifestKeysOf, readIdentities } from './repository-keys.js';
 import { isPgkeepError, PgkeepError, toPgkeepError } from '../errors.js';
 import { requireLogical, type Manifest, type PhysicalManifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
@@ -25,6 +25,8 @@ export interface VerifyRequest {
 
 export interface VerifyResult extends VerifyReport {
   kind: Verification['kind'];
+  /** How far the manifest itself is proven: checksum, authentication (encrypted repositories), or neither (older pgkeep). */
+  manifest?: string | undefined;
   restoreTest?: RestoreTestReport | undefined;
   /** Where the evidence was stored, or undefined when it could not be (a warning said why). */
   recorded?: string | undefined;
@@ -67,6 +69,9 @@ export async function verifyResolved(ctx: CommandContext, repository: Repository
   }
   const identities = await identitiesFor(repository, manifest, ctx.keys);
   const startedAt = new Date();
+  // The manifest first: a changed one is refused before any object is read.
+  const manifestCheck = repository.authenticateManifest(manifest, manifestKeysOf(repository, identities));
+
 
   // 1. integrity
   ctx.info(`verifying ${manifest.source}/${manifest.id} in ${repository.location}`);
@@ -78,7 +83,7 @@ export async function verifyResolved(ctx: CommandContext, repository: Repository
     onProgress: (object, bytes) => ctx.progress({ phase: 'verify', bytes, totalBytes: manifest.totals.rawBytes, item: object }),
     onToc: (listing) => (toc = listing),
   });
-  const result: VerifyResult = { ...report, kind: restoreTest ? 'restore-test' : 'integrity' };
+  const result: VerifyResult = { ...report, kind: restoreTest ? 'restore-test' : 'integrity', manifest: manifestCheck };
 
   // 2. the restore test
   if (report.ok && restoreTest) {

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { BackupFormat } from '../config/config-schema.js';
 import { PgkeepError } from '../errors.js';
 import type { DatabaseState } from '../postgres/database-state.js';
+import { IntegritySchema } from './manifest-integrity.js';
 
 export const MANIFEST_FORMAT = 1;
 
@@ -98,6 +99,8 @@ const manifestHead = {
   finishedAt: z.string(),
   durationMs: z.number().nonnegative(),
   pgkeep: z.object({ version: z.string(), codec: z.string() }),
+  /** Checksum and, in encrypted repositories, authentication of everything else (manifest-integrity.ts); absent in manifests of older pgkeep. */
+  integrity: IntegritySchema.optional(),
 };
 
 /** The fields of `manifestIdentity`, the kind and `manifestHead`, for a manifest being written now, in the order its file lists them. */

@@ -7,6 +7,7 @@ import { joinKey, readObject, type Storage } from '../storage/storage.js';
 import { PGKEEP_VERSION } from '../version.js';
 import { isBackupId, validateBackupId } from './backup-id.js';
 import { ManifestSchema, MANIFEST_FORMAT, type Manifest } from './manifest.js';
+import { authenticate, canonicalManifest, checksumMatches, sealManifest, type ManifestKey } from './manifest-integrity.js';
 import { VerificationSchema, verificationFileName, type Verification, type VerificationInput } from './verification.js';
 
 export { REPO_FORMAT } from './repo-info.js';
@@ -29,6 +30,9 @@ export function isManifestDamage(error: unknown): error is PgkeepError {
 function damage(source: string, id: string, what: string, cause?: unknown): PgkeepError {
   return new PgkeepError('MANIFEST_INVALID', `backup ${id} of source ${source} is damaged: ${what}`, { ...(cause === undefined ? {} : { cause }), details: { source, id } });
 }
+
+/** The text and canonical form of each manifest read, for its authentication and to copy it unchanged. */
+const written = new WeakMap<Manifest, { canonical: string; text: string }>();
 
 function byStart(a: Manifest, b: Manifest): number {
   return a.startedAt < b.startedAt ? -1 : a.startedAt > b.startedAt ? 1 : a.id < b.id ? -1 : 1;
@@ -202,8 +206,10 @@ export class Repository {
   async readManifest(source: string, id: string): Promise<Manifest> {
     const key = joinKey(this.backupFolder(source, id), MANIFEST_FILE);
     let raw: unknown;
+    let text: string;
     try {
-      raw = JSON.parse((await readObject(this.storage, key)).toString('utf8'));
+      text = (await readObject(this.storage, key)).toString('utf8');
+      raw = JSON.parse(text);
     } catch (error) {
       if (error instanceof PgkeepError && error.code === 'STORAGE_NOT_FOUND') {
         throw new PgkeepError('BACKUP_NOT_FOUND', `no backup ${id} of source ${source} in ${this.location}: see pgkeep list`, { cause: error });
@@ -215,21 +221,65 @@ export class Repository {
     if (typeof format === 'number' && format > MANIFEST_FORMAT) {
       throw new PgkeepError('REPO_FORMAT', `backup ${id} has manifest format ${format}; this pgkeep reads format ${MANIFEST_FORMAT}: upgrade pgkeep`, { details: { source, id } });
     }
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw damage(source, id, 'its manifest is not a JSON object');
     const parsed = ManifestSchema.safeParse(raw);
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
       throw damage(source, id, `its manifest is invalid at ${issue.path.join('.') || 'the top level'}: ${issue.message}`);
     }
+    // The checksum over the text as written (the file's key order), not over what zod made of it.
+    const canonical = canonicalManifest(raw as Record<string, unknown>);
+    if (!checksumMatches(canonical, parsed.data.integrity)) {
+      throw damage(source, id, 'its manifest was changed after pgkeep wrote it (its checksum does not match)');
+    }
+    written.set(parsed.data, { canonical, text });
     if (parsed.data.id !== id || parsed.data.source !== source) {
       throw damage(source, id, `its manifest names backup ${parsed.data.source}/${parsed.data.id} (moved or copied by hand)`);
     }
     return parsed.data;
   }
 
-  /** Written last: this is the moment the backup becomes visible. */
-  async writeManifest(manifest: Manifest): Promise<void> {
+  /**
+   * Written last: this is the moment the backup becomes visible. It carries
+   * a checksum and, with `keys` (the writer's identities in an encrypted
+   * repository), an HMAC per key. A manifest read from a repository and
+   * written unchanged without keys (copy) keeps its text byte for byte, with
+   * the authentication its writer gave it.
+   */
+  async writeManifest(manifest: Manifest, keys: readonly ManifestKey[] = []): Promise<void> {
     const key = joinKey(this.backupFolder(manifest.source, manifest.id), MANIFEST_FILE);
-    await this.storage.put(key, Readable.from([Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`)]));
+    const read = written.get(manifest);
+    let text: string;
+    if (read && keys.length === 0) {
+      text = read.text;
+    } else {
+      const { integrity: _old, ...rest } = manifest;
+      text = `${JSON.stringify({ ...rest, integrity: sealManifest(canonicalManifest(rest), keys) }, null, 2)}\n`;
+    }
+    await this.storage.put(key, Readable.from([Buffer.from(text)]));
+  }
+
+  /**
+   * Checks a manifest read from this repository against the reader's keys
+   * (encrypted repositories): refuses one whose HMAC does not match (it was
+   * changed by someone without the key), and says in words how far it is
+   * proven: authenticated, checksum only, or neither (older pgkeep).
+   */
+  authenticateManifest(manifest: Manifest, keys: readonly ManifestKey[]): string {
+    const read = written.get(manifest);
+    if (!manifest.integrity || !read) return 'no checksum (written by an older pgkeep): not checked';
+    if (!this.info.encryption) return 'checksum ok';
+    const result = authenticate(read.canonical, manifest.integrity, keys);
+    switch (result.state) {
+      case 'authenticated':
+        return `checksum ok, authenticated (HMAC with the key of ${result.key.slice(0, 12)}…)`;
+      case 'forged':
+        throw damage(manifest.source, manifest.id, `its manifest was changed by someone without the repository's key (its HMAC does not match)`);
+      case 'other-key':
+        return `checksum ok; not authenticated here: its HMAC was made with another identity (${result.keys.map((k) => `${k.slice(0, 12)}…`).join(', ')})`;
+      case 'unauthenticated':
+        return 'checksum ok; not authenticated: written by a pgkeep that held no identity of the repository (only its public keys)';
+    }
   }
 
   /**
@@ -264,7 +314,7 @@ export class Repository {
       for (const bad of damaged) {
         if (latest === undefined || bad.id > latest.id) skipped.push({ id: bad.id, why: bad.error.message });
       }
-      for (const { id, why } of skipped.sort((a, b) => (a.id < b.id ? 1 : -1))) onSkipped?.(`"latest" skips ${why} (see pgkeep verify ${id})`);
+      for (const { id, why } of skipped.sort((a, b) => (a.id < b.id ? 1 : -1))) onSkipped?.(`"latest" skipped a damaged backup: ${why} (see pgkeep verify ${id})`);
       if (!latest) {
         const note = skipped.length > 0 ? ` (${skipped.length} damaged backup(s) skipped: ${skipped.map((s) => s.id).join(', ')})` : '';
         throw new PgkeepError('BACKUP_NOT_FOUND', `no ${skipped.length > 0 ? 'intact ' : ''}${kind ? `${kind} ` : ''}backups${name ? ` of source ${name}` : ''} in ${this.location}${skipped.length > 0 ? '' : ' yet'}${note}: run pgkeep backup${kind === 'physical' ? ' --physical' : ''}`);
