@@ -525,6 +525,8 @@ export function printStatus(result: StatusResult, json: boolean, check: boolean)
     for (const [key, value] of lines) out(`  ${key.padEnd(width)}  ${value}`);
   }
   if (result.sources.length === 0) out('no sources');
+  if (result.leftovers.length > 0) out('');
+  for (const line of result.leftovers) out(`leftover: ${line}`);
 }
 
 export function printPitr(result: PitrResult, json: boolean): void {

@@ -26,7 +26,7 @@ import { readMigrationState } from '../verify/migrations.js';
 import { PGKEEP_VERSION } from '../version.js';
 import type { CommandContext } from './command-context.js';
 import { writeRecipients } from '../repository/repo-info.js';
-import { makeTempFolder } from '../storage/temp-folders.js';
+import { makeTempFolder, removeStaleTempFolders } from '../storage/temp-folders.js';
 import { faultPoint } from '../fault-points.js';
 import { noManifestKeys, writerManifestKeys } from './repository-keys.js';
 
@@ -183,6 +183,9 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
         fail(target, error);
       }
     }
+    // Temp folders of pgkeep processes killed before they could remove them (the dump's or the globals' staging).
+    const stale = await removeStaleTempFolders(source.tempDir);
+    for (const folder of stale.removed) ctx.info(`leftover of an interrupted run: removed temp folder ${folder}`);
     // One id for all: free in every repository.
     backupId = await allocateIdIn(requireLive().map((t) => t.repository), source.name, startedAt, request.name);
 

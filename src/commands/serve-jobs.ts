@@ -101,7 +101,7 @@ export async function runJob(env: JobEnvironment, job: Readonly<JobRecord>, run:
     case 'prune':
       return { detail: summarizePrune(await runPrune(ctx, { dryRun: false, flags: {} })) };
     case 'check': {
-      const { sources } = await runStatus(ctx);
+      const { sources } = await runStatus(ctx, { leftovers: false });
       const status = sources[0]!;
       env.onStatus?.(status);
       if (!status.healthy) {

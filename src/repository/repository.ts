@@ -14,6 +14,8 @@ export { REPO_FORMAT } from './repo-info.js';
 import { REPO_FORMAT } from './repo-info.js';
 const INFO_FILE = 'pgkeep.json';
 const MANIFEST_FILE = 'manifest.json';
+/** In a backup folder whose removal began (see removeBackup). */
+export const DELETING_FILE = 'deleting.json';
 
 /** A backup whose manifest cannot be read: listed as damaged, never as an internal error. */
 export interface DamagedBackup {
@@ -411,8 +413,14 @@ export class Repository {
     return joinKey('sources', source, 'verifications', validateBackupId(id));
   }
 
-  /** Removes a backup: manifest first, so a half-deleted backup is never listed as complete. */
+  /**
+   * Removes a backup: manifest first, so a half-deleted backup is never
+   * listed as complete. A note that it is being deleted goes first, so the
+   * next prune finishes a removal a kill interrupted at once, rather than
+   * waiting an hour as for a folder a backup may still be writing.
+   */
   async removeBackup(source: string, id: string): Promise<void> {
+    await this.storage.put(joinKey(this.backupFolder(source, id), DELETING_FILE), Readable.from([Buffer.from(`${JSON.stringify({ deleting: id, at: new Date().toISOString() })}\n`)]));
     await this.storage.remove(joinKey(this.backupFolder(source, id), MANIFEST_FILE));
     faultPoint('mid-prune');
     await this.storage.removeFolder(this.backupFolder(source, id));

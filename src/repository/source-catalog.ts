@@ -4,7 +4,7 @@ import { backupIdTime, isBackupId } from './backup-id.js';
 import { listBackupFailures, type BackupFailure } from './backup-failures.js';
 import type { Manifest } from './manifest.js';
 import { listPins, type Pin } from './pins.js';
-import type { Repository } from './repository.js';
+import { DELETING_FILE, type Repository } from './repository.js';
 
 /** Everything a repository holds about one source, read once for prune and status. */
 export interface SourceCatalog {
@@ -32,9 +32,13 @@ export async function readSourceCatalog(repository: Repository, source: string):
       continue;
     }
     let last = backupIdTime(folder.id).getTime();
+    let deleting = false;
     for await (const entry of repository.storage.list(repository.backupFolder(source, folder.id), { recursive: true })) {
       if (entry.kind === 'object') last = Math.max(last, entry.modified.getTime());
+      if (entry.kind === 'object' && entry.path.endsWith(`/${DELETING_FILE}`)) deleting = true;
     }
+    // A removal a kill interrupted: no backup writes there any more, finish it now.
+    if (deleting) last = 0;
     catalog.leftovers.push({ id: folder.id, lastActivity: new Date(last) });
   }
   catalog.backups.sort((a, b) => (a.startedAt < b.startedAt ? -1 : a.startedAt > b.startedAt ? 1 : a.id < b.id ? -1 : 1));

@@ -41,7 +41,8 @@ export class PosixStorage implements Storage {
     } catch (error) {
       // ENOENT here is not "missing": the filesystem (e.g. /proc) refuses new folders.
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-        throw new PgkeepError('STORAGE_ACCESS', `cannot create the folder ${folder}: the filesystem refuses it (ENOENT); choose another --repo`, { cause: error });
+        const where = (error as NodeJS.ErrnoException).path ?? folder;
+        throw new PgkeepError('STORAGE_ACCESS', `cannot create the folder ${where}: the filesystem refuses it (ENOENT); choose another --repo`, { cause: error });
       }
       throw storageError(error, folder);
     }
