@@ -267,6 +267,8 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
       throwIfAborted(signal);
       await putInPlace(ctx, admin, target, work, old, safetyBackup, comment);
       placed = true;
+      // A scratch database (extract) is dropped by its caller; marked again, a kill before that leaves nothing the next run cannot remove.
+      if (request.scratch) await withClient(admin, (client) => markDatabase(client, target, newMarker(target, null, manifest.id)));
       return {
         backup: { id: manifest.id, source: manifest.source },
         database: target,
