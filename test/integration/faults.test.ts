@@ -310,7 +310,8 @@ describe('killed at every fault point: consistent, and the next run cleans up', 
     child.kill('SIGKILL');
     assert.equal((await done).signal, 'SIGKILL');
     assert.ok(!(await databases()).includes('rmid'));
-    assert.equal(leftoverFiles(temp).length, 1, 'the staging folder of the killed restore');
+    const left = leftoverFiles(temp);
+    assert.ok(left.some((f) => /pgkeep-restore-\d+-/.test(f)), `the staging folder of the killed restore is left: ${left.join(', ')}`);
     const next = ok(await run(['restore', 'latest', '--repo', repo, '--to', 'rmid'], temp), 'the next restore');
     assert.match(next.stderr, /dropped database "rmid_pgkeep_/);
     assert.match(next.stderr, /removed temp folder .*pgkeep-restore-\d+-/);
