@@ -248,7 +248,8 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
           async (client) => {
             await unmarkDatabase(client, work, null);
             const found = await applyDatabaseState(client, work, state, parts, { locale: localeKept });
-            await markDatabase(client, work, newMarker(work, target, manifest.id, old));
+            // best effort: the state may have given the database to a role the admin connection cannot act for
+            await markDatabase(client, work, newMarker(work, target, manifest.id, old)).catch(() => undefined);
             return found;
           },
           signal,

@@ -9,6 +9,7 @@ import { describe, test } from 'node:test';
 import { collect, json, pgkeep, startPgkeep } from '../support/cli.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
+import { rewriteManifest } from '../support/manifest-edit.js';
 
 const FIXTURE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../support/fixtures/awkward.sql');
 
@@ -67,10 +68,7 @@ async function copyRepo(): Promise<string> {
 const backupDir = (repo: string, format: string) => path.join(repo, 'sources', 'awkward', 'backups', ids[format]!);
 
 async function editManifest(repo: string, format: string, edit: (manifest: any) => void): Promise<void> {
-  const file = path.join(backupDir(repo, format), 'manifest.json');
-  const manifest = JSON.parse(await readFile(file, 'utf8'));
-  edit(manifest);
-  await writeFile(file, JSON.stringify(manifest, null, 2));
+  await rewriteManifest(path.join(backupDir(repo, format), 'manifest.json'), edit);
 }
 
 async function scratchDatabases(): Promise<string[]> {
@@ -281,9 +279,9 @@ describe('verify --restore-test', () => {
     assert.notEqual(first.tables[0].checksum, second.tables[0].checksum, 'one changed value changes the checksum');
     // The second backup's dump under the first backup's manifest: same count, other content.
     const manifestFile = path.join(repo, 'sources', 'deep_src', 'backups', second.id, 'manifest.json');
-    const manifest = JSON.parse(await readFile(manifestFile, 'utf8'));
-    manifest.tables[0].checksum = first.tables[0].checksum;
-    await writeFile(manifestFile, JSON.stringify(manifest));
+    await rewriteManifest(manifestFile, (manifest) => {
+      manifest.tables[0].checksum = first.tables[0].checksum;
+    });
     const result = await pgkeep(['verify', second.id, '--repo', repo, '--deep'], { env: env('deep_src') });
     assert.equal(result.code, 7, result.stderr);
     assert.match(result.stderr, /restored table public\.t has the recorded row count but different content/);

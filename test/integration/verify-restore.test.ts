@@ -8,6 +8,7 @@ import { describe, test } from 'node:test';
 import { json, pgkeep } from '../support/cli.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
+import { rewriteManifest } from '../support/manifest-edit.js';
 
 let cluster: PgCluster;
 let work: string;
@@ -99,9 +100,7 @@ describe('verify', () => {
   test('a manifest listing a table the dump does not hold fails verification', async () => {
     const repo = await copyRepo();
     const file = path.join(backupDir(repo, 'custom'), 'manifest.json');
-    const manifest = JSON.parse(await readFile(file, 'utf8'));
-    manifest.tables.push({ schema: 'public', name: 'ghost', rows: 1 });
-    await writeFile(file, JSON.stringify(manifest));
+    await rewriteManifest(file, (manifest) => manifest.tables.push({ schema: 'public', name: 'ghost', rows: 1 }));
     const result = await pgkeep(['verify', ids.custom!, '--repo', repo]);
     assert.equal(result.code, 7);
     assert.match(result.stderr, /holds no data for 1 table\(s\) the manifest lists: public\.ghost/);
@@ -122,9 +121,9 @@ describe('restore leaves nothing half-restored', () => {
   test('row counts that differ from the manifest fail the restore, and it is dropped', async () => {
     const repo = await copyRepo();
     const file = path.join(backupDir(repo, 'custom'), 'manifest.json');
-    const manifest = JSON.parse(await readFile(file, 'utf8'));
-    manifest.tables.find((t: { name: string }) => t.name === 'customers').rows = 301;
-    await writeFile(file, JSON.stringify(manifest));
+    await rewriteManifest(file, (manifest) => {
+      manifest.tables.find((t: { name: string }) => t.name === 'customers').rows = 301;
+    });
     const before = await databases();
     const result = await pgkeep(['restore', ids.custom!, '--repo', repo, '--to', 'miscounted'], { env: env() });
     assert.equal(result.code, 7, result.stderr);
