@@ -13,7 +13,7 @@ import type { RestoreRequest } from '../commands/restore.js';
 import type { NotifyTestResult } from '../commands/notify-test.js';
 import type { WalReport } from '../verify/verify-wal.js';
 import type { CopiesReport } from '../commands/verify-copies.js';
-import type { VerifyResult } from '../commands/verify.js';
+import type { VerifyAllEntry, VerifyResult } from '../commands/verify.js';
 import { configuredSources, keySettings, loadSettings, readSecretFile, resolveConnection, resolveSource, type GlobalOptions, type Settings } from '../config/settings.js';
 import { ERROR_CODES, PgkeepError, toPgkeepError } from '../errors.js';
 import { withRunSignal } from '../storage/run-signal.js';
@@ -324,7 +324,7 @@ export async function main(argv: string[]): Promise<number> {
 
   withOutput(program.command('verify'))
     .description('check a backup: checksums, decompression, table of contents against the manifest; --restore-test also restores it into a scratch database and proves it (--wal: the WAL archive and each physical backup\'s PITR window)')
-    .argument('[backup]', 'backup id, or latest')
+    .argument('[backup]', 'backup id, latest, or all (the integrity of every backup, naming the broken ones)')
     .option('--restore-test', 'restore into a scratch database, compare row counts, schema, migrations, run probes; then drop it')
     .option('--scratch <where>', 'where to restore-test: same-server (database pgkeep_verify_<id>), local (a throwaway cluster), or a postgresql:// URL')
     .option('--deep', 'with a restore test: compare table content hashes (backup --checksums) and run pg_amcheck')
@@ -345,7 +345,24 @@ export async function main(argv: string[]): Promise<number> {
         }
         return;
       }
-      if (ref === undefined) throw new PgkeepError('USAGE', 'verify needs a backup id or latest (or --wal for the WAL archive)');
+      if (ref === undefined) throw new PgkeepError('USAGE', 'verify needs a backup id, latest or all (or --wal for the WAL archive)');
+      if (ref === 'all') {
+        // every backup's integrity, naming each broken one (one repository: --repo or the source's first)
+        if (options.restoreTest || options.scratch !== undefined || options.deep) throw new PgkeepError('USAGE', 'verify all checks integrity only: restore-test one backup at a time (verify ID --restore-test)');
+        const print = (entries: VerifyAllEntry[]) => {
+          if (json) return void console.log(JSON.stringify(entries, null, 2));
+          for (const e of entries) console.log(`${e.state === 'ok' ? 'ok     ' : e.state === 'failed' ? 'FAILED ' : 'DAMAGED'}  ${e.source}/${e.id}  ${e.detail}`);
+        };
+        try {
+          print(await (await import('../commands/verify.js')).runVerifyAll(context(settings, options)));
+        } catch (error) {
+          bar.clear();
+          const result = (error as PgkeepError).details?.result;
+          if (result && !json) print(result as VerifyAllEntry[]);
+          throw error;
+        }
+        return;
+      }
       // A source with several repositories: every copy is verified (--repo picks one).
       const several = (await import('../commands/verify-copies.js')).verifiesSeveralCopies(settings);
       try {

@@ -2,7 +2,7 @@ import { configuredSourceName, repositoryUrls, toolPaths } from '../config/setti
 import { identitiesFor, manifestKeysOf, readIdentities } from './repository-keys.js';
 import { isPgkeepError, PgkeepError, toPgkeepError } from '../errors.js';
 import { requireLogical, type Manifest, type PhysicalManifest } from '../repository/manifest.js';
-import type { Repository } from '../repository/repository.js';
+import type { DamagedBackup, Repository } from '../repository/repository.js';
 import type { Verification } from '../repository/verification.js';
 import { WalArchive } from '../repository/wal-archive.js';
 import { verifyWal, type WalReport } from '../verify/verify-wal.js';
@@ -165,4 +165,46 @@ export async function runVerifyWal(ctx: CommandContext, repository: Repository, 
   const report = await verifyWal(new WalArchive(repository.storage, source), backups, { identities, signal: ctx.signal, onFile: (name) => ctx.progress({ phase: 'verify WAL', bytes: 0, item: name }) });
   if (!report.ok) throw new PgkeepError('VERIFY_FAILED', `the WAL archive of ${source} failed verification: ${report.problems[0]}`, { details: { report } });
   return report;
+}
+
+/** One backup's outcome in `verify all`. */
+export interface VerifyAllEntry {
+  source: string;
+  id: string;
+  state: 'ok' | 'failed' | 'damaged';
+  /** How far its manifest is proven (intact ones), or what is wrong. */
+  detail: string;
+}
+
+/**
+ * `verify all`: the integrity of every backup in the repository (of
+ * --source, when given), one after the other, going on past a broken one,
+ * so every broken backup is named: damaged manifests (never readable), and
+ * backups whose objects fail their checks. Throws VERIFY_FAILED naming them
+ * (the entries in details.result) when any is broken.
+ */
+export async function runVerifyAll(ctx: CommandContext): Promise<VerifyAllEntry[]> {
+  const source = ctx.settings.options.source;
+  const repository = await openRepository(ctx.settings, { source });
+  const damaged: DamagedBackup[] = [];
+  const backups = await repository.listBackups(source, damaged);
+  const entries: VerifyAllEntry[] = damaged.map((d) => ({ source: d.source, id: d.id, state: 'damaged', detail: d.error.message }));
+  for (const manifest of backups) {
+    try {
+      const result = await verifyResolved(ctx, repository, manifest);
+      entries.push({ source: manifest.source, id: manifest.id, state: 'ok', detail: `manifest ${result.manifest ?? 'read'}` });
+    } catch (error) {
+      if (isPgkeepError(error, 'ABORTED') || ctx.signal.aborted) throw error;
+      const failure = toPgkeepError(error);
+      // Only verdicts on the backup; a repository or key that cannot be read stops the run.
+      if (!['VERIFY_FAILED', 'CHECKSUM_MISMATCH', 'MANIFEST_INVALID', 'STORAGE_NOT_FOUND'].includes(failure.code)) throw error;
+      entries.push({ source: manifest.source, id: manifest.id, state: failure.code === 'MANIFEST_INVALID' ? 'damaged' : 'failed', detail: failure.message });
+    }
+  }
+  entries.sort((a, b) => (a.source < b.source ? -1 : a.source > b.source ? 1 : a.id < b.id ? -1 : 1));
+  const broken = entries.filter((e) => e.state !== 'ok');
+  if (broken.length > 0) {
+    throw new PgkeepError('VERIFY_FAILED', `${broken.length} of ${entries.length} backup(s) in ${repository.location} are broken: ${broken.map((e) => `${e.source}/${e.id}`).join(', ')}`, { details: { result: entries } });
+  }
+  return entries;
 }

@@ -177,7 +177,7 @@ describe('faults end fast, with one line', () => {
 });
 
 describe('one bad backup is isolated', () => {
-  test('a corrupt manifest among several: list flags it, latest skips it, verify names it', async () => {
+  test('a corrupt manifest among several: list flags it, latest skips it, verify and verify all name it', async () => {
     const temp = await tempDir('corrupt');
     const repo = path.join(work, 'repo-corrupt');
     for (let i = 0; i < 3; i++) {
@@ -204,6 +204,12 @@ describe('one bad backup is isolated', () => {
     const verify = ok(await run(['verify', 'latest', '--repo', repo], temp), 'verify latest');
     assert.match(verify.stderr, new RegExp(`"latest" skipped a damaged backup: backup ${ids[2]} of source app is damaged: its manifest is not a JSON object`));
     assert.match(verify.stderr, new RegExp(`verifying app/${ids[0]} `));
+    // verify all: every backup checked, each broken one named
+    const all = await run(['verify', 'all', '--repo', repo], temp);
+    assert.equal(all.code, 7, all.stderr);
+    assert.match(all.stdout, new RegExp(`^ok +app/${ids[0]}  manifest checksum ok$`, 'm'));
+    for (const id of [ids[1], ids[2]]) assert.match(all.stdout, new RegExp(`^DAMAGED +app/${id}  backup ${id} of source app is damaged`, 'm'));
+    assert.match(all.stderr, new RegExp(`^pgkeep: 2 of 3 backup\\(s\\) in .* are broken: app/${ids[1]}, app/${ids[2]}$`, 'm'));
     // prune keeps and names them
     const prune = await run(['prune', '--repo', repo, '--keep-last', '1', '--dry-run', '--json'], temp);
     assert.equal(prune.code, 0, prune.stderr);
