@@ -711,7 +711,11 @@ export async function main(argv: string[]): Promise<number> {
       const listen = options.listen === undefined ? {} : parseListen(options.listen);
       const { runServe } = await import('../commands/serve.js');
       const result = await runServe(context(settings, { quiet: options.quiet }), { once: Boolean(options.once), ...listen, allowedHosts: options.allowedHost, trustProxy: options.trustProxy });
-      if (!options.once) return;
+      if (!options.once) {
+        // serve promised to stop within gracePeriod + 5 s: a socket or child left over must not hold the process
+        setTimeout(() => process.exit(process.exitCode ?? 0), 1000).unref();
+        return;
+      }
       if (json) return void console.log(JSON.stringify({ jobs: result.jobs }, null, 2));
       for (const job of result.jobs) console.log(`${job.state} ${job.kind} of ${job.source}${job.detail ? `: ${job.detail}` : ''}`);
     });

@@ -16,6 +16,7 @@ import { registerDashboard } from '../server/dashboard/register-dashboard.js';
 import { serveDashboardDeps } from '../server/dashboard/serve-dashboard-deps.js';
 import { PgkeepMetrics } from '../server/metrics.js';
 import { collectSourceStatus, type SourceStatus } from '../status/health.js';
+import { withStartupGrace, type GraceState } from '../status/startup-grace.js';
 import { PGKEEP_VERSION } from '../version.js';
 import type { CommandContext } from './command-context.js';
 import { runList } from './list.js';
@@ -84,13 +85,27 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
 
   const statuses = new Map<string, SourceStatus>();
   let statusReadAt = 0;
-  const applyStatus = async (status: SourceStatus) => {
+  // start-up grace (src/status/startup-grace.ts): no "no backup" alert before a source's first scheduled backup had its chance
+  // filled from the schedules once the scheduler exists (below): the first backup run of each source
+  const firstRunAt = new Map<string, Date>();
+  const backupEnded = new Set<string>();
+  const graceOf = (source: string): GraceState => ({
+    firstRunAt: firstRunAt.get(source),
+    backupEnded: backupEnded.has(source),
+    backupActive: scheduler.jobs().some((j) => j.source === source && (j.kind === 'logical' || j.kind === 'physical') && (j.state === 'queued' || j.state === 'running')),
+  });
+  const applyStatus = async (read: SourceStatus) => {
+    const findings = withStartupGrace(read.findings, graceOf(read.source), clock.now());
+    const status = { ...read, findings, healthy: findings.length === 0 };
     statuses.set(status.source, status);
     metrics.updateStatus([...statuses.values()]);
     await alerter.update(`health:${status.source}`, problemsFromFindings(status.findings));
   };
+  // set by the signal: follow-up work queued after it (re-reading repositories) is dropped, so shutdown stays bounded
+  let stopping = false;
   const refreshStatus = async (only?: string) => {
     for (const source of only ? [only] : sourceNames) {
+      if (stopping) return;
       try {
         const opened = await openRepositoriesSettled(settings, { source });
         await applyStatus(await collectSourceStatus(source, opened, resolveHealthThresholds(settings, source), clock.now()));
@@ -104,10 +119,11 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
   let afterJobs: Promise<void> = Promise.resolve();
   /** Queues follow-up work; a failure is logged and never breaks the chain (or the process). */
   const then = (step: () => Promise<void>) => {
-    afterJobs = afterJobs.then(step).catch((error: unknown) => log('error', `after a job: ${(error as Error).message}`));
+    afterJobs = afterJobs.then(() => (stopping ? undefined : step())).catch((error: unknown) => log('error', `after a job: ${(error as Error).message}`));
   };
   const onJobEnd = (job: Readonly<JobRecord>) => {
     metrics.recordJob(job);
+    if ((job.kind === 'logical' || job.kind === 'physical') && job.state !== 'skipped') backupEnded.add(job.source);
     then(async () => {
       const problems = job.kind === 'check' ? undefined : problemsFromJob(job);
       if (problems) await alerter.update(jobScope(job), problems);
@@ -115,7 +131,7 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
     });
   };
 
-  const scheduler = new Scheduler(serve.schedules, {
+  const scheduler: Scheduler = new Scheduler(serve.schedules, {
     configFile: settings.configFile,
     clock,
     history,
@@ -127,6 +143,12 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
     // a job's storage requests honour the job's own signal: cancelling it aborts a stalled request at once
     runner: (job, run) => withRunSignal(run.signal, () => runJob({ settings, seams, pruneAfterBackup: serve.pruneAfterBackup, log }, job, run)),
   });
+
+  for (const s of scheduler.schedules()) {
+    if ((s.kind !== 'logical' && s.kind !== 'physical') || !s.next) continue;
+    const next = new Date(s.next);
+    if (!firstRunAt.has(s.source) || next < firstRunAt.get(s.source)!) firstRunAt.set(s.source, next);
+  }
 
   // 3. --once
   if (request.once) {
@@ -191,12 +213,38 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
     else ctx.signal.addEventListener('abort', () => resolve(), { once: true });
   });
   log('info', `stopping: no new jobs; running jobs have ${Math.round(serve.graceMs / 1000)}s to finish`);
+  stopping = true;
   stopTimer();
-  await scheduler.stop(serve.graceMs);
-  await afterJobs.catch(() => undefined);
-  await app.close();
-  log('info', 'stopped');
+  // Bounded whatever happens: the grace period for the jobs, then a few seconds for the jobs to
+  // wind down after cancellation and for the server to close; past that, serve returns anyway
+  // (a job that ignores its signal must not hold the process past a systemd or Kubernetes stop timeout).
+  const deadline = withDeadline(serve.graceMs + SHUTDOWN_MARGIN_MS);
+  const finished = await deadline.race(
+    (async () => {
+      await scheduler.stop(serve.graceMs);
+      await afterJobs.catch(() => undefined);
+      await app.close();
+    })(),
+  );
+  deadline.clear();
+  scheduler.flushSkips();
+  log(finished ? 'info' : 'warn', finished ? 'stopped' : `stopped: jobs or connections did not end within ${Math.round((serve.graceMs + SHUTDOWN_MARGIN_MS) / 1000)}s of the signal; leaving them`);
   return { jobs: [], missed };
+}
+
+/** After the grace period: time for cancelled jobs to clean up and the server to close, within the promised gracePeriod + 5 s. */
+const SHUTDOWN_MARGIN_MS = 4000;
+
+/** A timer to race work against: race() resolves true when the work ended first, false at the deadline. */
+function withDeadline(ms: number): { race(work: Promise<unknown>): Promise<boolean>; clear(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  const over = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  return {
+    race: (work) => Promise.race([work.then(() => true, () => true), over]),
+    clear: () => clearTimeout(timer),
+  };
 }
 
 /** The sources the daemon serves: the config's, or (zero-config) those the repository holds. */

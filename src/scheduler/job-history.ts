@@ -26,6 +26,13 @@ export interface JobRecord {
   /** A short outcome line ("3 deleted, 5 kept", "skipped: a job of this source is running"). */
   detail?: string | undefined;
   error?: { code: string; message: string } | undefined;
+  /**
+   * Skipped runs aggregated in this one record (state "skipped"): how many, and
+   * when the first was; queuedAt and finishedAt are the newest skip's. One record
+   * per source and kind, so skips under overload never evict real jobs.
+   */
+  skipped?: number | undefined;
+  firstSkippedAt?: string | undefined;
 }
 
 const FILE = 'jobs.jsonl';

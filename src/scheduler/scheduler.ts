@@ -45,7 +45,9 @@ export interface SchedulerOptions {
   stuckAfterMs: number;
   /** Where the scheduler says what it does (the daemon's log). */
   log: (level: 'info' | 'warn' | 'error', message: string) => void;
-  /** Called with every job that reached an end state (alerts, metrics). */
+  /** Skipped runs are logged once when they start, then as one count per source and kind this often. Default 60 s. */
+  skipReportMs?: number | undefined;
+  /** Called with every job that reached an end state (alerts, metrics); for a skip, the aggregate record after it. */
   onJobEnd?: ((job: Readonly<JobRecord>) => void) | undefined;
 }
 
@@ -84,6 +86,11 @@ export class Scheduler {
   private accepting = true;
   private started = false;
   private idleWaiters: (() => void)[] = [];
+  /** The aggregate history record of the skips of each source and kind. */
+  private readonly skipRecords = new Map<string, JobRecord>();
+  /** Skips not yet reported in the log, per source and kind, since the last report. */
+  private readonly skipWindow = new Map<string, { source: string; kind: string; count: number; why: string }>();
+  private cancelSkipReport: (() => void) | undefined;
 
   constructor(
     entries: readonly ScheduleEntry[],
@@ -175,13 +182,7 @@ export class Scheduler {
     const record: JobRecord = { id: newJobId(now), source, kind, trigger, state: 'queued', queuedAt: now.toISOString(), bytes: 0, ...extra };
     const busy = [...this.running.values()].some((r) => r.record.source === source) || this.queue.some((q) => q.source === source);
     const sameQueued = this.queue.some((q) => q.source === source && q.kind === kind && q.target === extra.target);
-    const skip = (why: string) => {
-      const skipped = { ...record, state: 'skipped' as const, finishedAt: now.toISOString(), detail: why };
-      this.options.history.save(skipped);
-      this.options.log('warn', `skipped ${kind} of ${source} (${trigger}): ${why}`);
-      this.options.onJobEnd?.(skipped);
-      return skipped;
-    };
+    const skip = (why: string) => this.skip(record, why);
     if (!this.accepting) return skip('pgkeep serve is stopping');
     if (busy && (this.options.overlap === 'skip' || sameQueued)) {
       return skip(this.options.overlap === 'skip' ? 'a job of this source is still running (serve.overlap: skip)' : `a ${kind} job of this source is already queued`);
@@ -191,6 +192,69 @@ export class Scheduler {
     if (busy) this.options.log('info', `queued ${kind} of ${source} (${trigger}, job ${record.id}): a job of this source is running`);
     this.pump();
     return this.job(record.id)!;
+  }
+
+  /**
+   * Records a skipped run: it is added to the one skip record of its source
+   * and kind (a count, not a record per skip) and to the log window: the first
+   * skip of a window is logged at once, the rest as one count when the window ends.
+   */
+  private skip(record: JobRecord, why: string): JobRecord {
+    const key = `${record.source}\0${record.kind}`;
+    const at = record.queuedAt;
+    const was = this.skipRecords.get(key);
+    const aggregate: JobRecord = was
+      ? { ...was, trigger: record.trigger, queuedAt: at, finishedAt: at, detail: why, skipped: (was.skipped ?? 1) + 1 }
+      : { ...record, state: 'skipped', finishedAt: at, detail: why, skipped: 1, firstSkippedAt: at };
+    this.skipRecords.set(key, aggregate);
+    try {
+      this.options.history.save(aggregate);
+    } catch (error) {
+      this.options.log('error', `cannot record skipped job ${aggregate.id} in the history: ${(error as Error).message}`);
+    }
+    const window = this.skipWindow.get(key);
+    if (window) {
+      window.count++;
+      window.why = why;
+    } else {
+      this.skipWindow.set(key, { source: record.source, kind: record.kind, count: 0, why });
+      const every = this.options.skipReportMs ?? 60_000;
+      this.options.log('warn', `skipped ${record.kind} of ${record.source} (${record.trigger}): ${why}; further skips are counted and reported every ${Math.round(every / 1000)}s`);
+      this.armSkipReport();
+    }
+    try {
+      this.options.onJobEnd?.({ ...aggregate });
+    } catch (error) {
+      this.options.log('error', `after job ${aggregate.id}: ${(error as Error).message}`);
+    }
+    return { ...aggregate };
+  }
+
+  private armSkipReport(): void {
+    if (this.cancelSkipReport) return;
+    this.cancelSkipReport = this.options.clock.setTimer(this.options.skipReportMs ?? 60_000, () => {
+      this.cancelSkipReport = undefined;
+      this.reportSkips(false);
+      if (this.skipWindow.size > 0) this.armSkipReport();
+    });
+  }
+
+  /** Logs the skips counted since the last report: one line per source and kind. */
+  private reportSkips(final: boolean): void {
+    const every = Math.round((this.options.skipReportMs ?? 60_000) / 1000);
+    for (const [key, w] of this.skipWindow) {
+      if (w.count > 0) this.options.log('warn', `skipped ${w.count} more run(s) of ${w.kind} of ${w.source} ${final ? 'since the last report' : `in the last ${every}s`}: ${w.why}`);
+      // a window with no new skip closes: the next skip is logged at once again
+      if (w.count === 0 || final) this.skipWindow.delete(key);
+      else w.count = 0;
+    }
+  }
+
+  /** Logs the skips not yet reported (on shutdown) and stops the report timer. */
+  flushSkips(): void {
+    this.cancelSkipReport?.();
+    this.cancelSkipReport = undefined;
+    this.reportSkips(true);
   }
 
   /** A job: running, queued, or from the history. */

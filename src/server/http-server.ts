@@ -32,7 +32,7 @@ const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
  * The Host check is the first hook: it guards every route, the dashboard's too.
  */
 export function buildHttpServer(api: DaemonApi, options: HttpServerOptions): FastifyInstance {
-  const app = Fastify({ logger: false, trustProxy: options.hosts.fastifyTrustProxy });
+  const app = Fastify({ logger: false, trustProxy: options.hosts.fastifyTrustProxy, forceCloseConnections: true });
   registerHostCheck(app, options.hosts, options.onRefuse);
   const guard = guards(options.token);
   // `curl -X POST -H 'content-type: application/json'` with no body is a fine way to start a job

@@ -16,6 +16,7 @@ export const METRIC_NAMES = [
   'pgkeep_wal_archive_lag_seconds',
   'pgkeep_health_problems',
   'pgkeep_jobs_running',
+  'pgkeep_job_skipped_total',
 ] as const;
 
 /**
@@ -38,6 +39,7 @@ export class PgkeepMetrics {
   private readonly walLag;
   private readonly problems;
   readonly jobsRunning;
+  private readonly skippedTotal;
 
   constructor() {
     const registers = [this.registry];
@@ -55,6 +57,7 @@ export class PgkeepMetrics {
     this.walLag = gauge('pgkeep_wal_archive_lag_seconds', 'Now minus the time of the newest archived WAL segment', ['source']);
     this.problems = gauge('pgkeep_health_problems', 'Problems pgkeep status --check finds for the source', ['source']);
     this.jobsRunning = gauge('pgkeep_jobs_running', 'Jobs running now', []);
+    this.skippedTotal = new Counter({ name: 'pgkeep_job_skipped_total', help: 'Scheduled or requested runs skipped by this process (serve.overlap: skip, a run already queued, stopping)', labelNames: ['source', 'kind'], registers });
   }
 
   /** Sets the gauges from a fresh status of every source (sources gone from it are dropped). */
@@ -84,8 +87,9 @@ export class PgkeepMetrics {
     }
   }
 
-  /** Counts a backup job that ended. */
+  /** Counts a backup job that ended, or a skipped run of any kind. */
   recordJob(job: Readonly<JobRecord>): void {
+    if (job.state === 'skipped') return void this.skippedTotal.inc({ source: job.source, kind: job.kind });
     if (job.kind !== 'logical' && job.kind !== 'physical') return;
     if (job.state !== 'succeeded' && job.state !== 'failed') return;
     this.backupsTotal.inc({ source: job.source, kind: job.kind, result: job.state === 'succeeded' ? 'success' : 'failure' });
@@ -93,7 +97,10 @@ export class PgkeepMetrics {
 
   /** Declares the counter's series for a source so alert expressions see 0 rather than nothing. */
   declareSource(source: string, kinds: readonly string[]): void {
-    for (const kind of kinds) for (const result of ['success', 'failure']) this.backupsTotal.inc({ source, kind, result }, 0);
+    for (const kind of kinds) {
+      for (const result of ['success', 'failure']) this.backupsTotal.inc({ source, kind, result }, 0);
+      this.skippedTotal.inc({ source, kind }, 0);
+    }
   }
 
   text(): Promise<string> {

@@ -106,6 +106,37 @@ describe('scheduler', () => {
     await h.scheduler.stop(0);
   });
 
+  test('overload with overlap "skip": 1,000 skips are one history record with a count, logged once per interval, real jobs kept', async () => {
+    const h = harness([], { overlap: 'skip', skipReportMs: 60_000, stuckAfterMs: 86_400_000 });
+    h.scheduler.start();
+    const real = h.scheduler.submit('app', 'logical', 'schedule');
+    let last: JobRecord | undefined;
+    for (let i = 0; i < 1000; i++) {
+      await h.clock.advance(1000);
+      last = h.scheduler.submit('app', 'logical', 'schedule');
+    }
+    assert.equal(last!.state, 'skipped');
+    assert.equal(last!.skipped, 1000);
+    const skipRecords = h.history.list().filter((r) => r.state === 'skipped');
+    assert.equal(skipRecords.length, 1, 'one aggregate record, not 1,000');
+    assert.equal(skipRecords[0]!.skipped, 1000);
+    assert.equal(skipRecords[0]!.firstSkippedAt, '2026-11-21T01:59:01.000Z');
+    assert.ok(h.history.get(real.id), 'the real job is still in the history');
+    const warnings = h.logs.filter((l) => l.startsWith('warn: skipped'));
+    // the first skip at once, then one count per 60 s window: 1,000 s → 17 lines, not 1,000
+    assert.ok(warnings.length <= 18, `${warnings.length} warning lines`);
+    assert.match(warnings[0]!, /further skips are counted/);
+    assert.match(warnings[1]!, /skipped 59 more run\(s\) of logical of app in the last 60s/);
+    // every skip reaches onJobEnd (the metric counts each)
+    assert.equal(h.ended.filter((j) => j.state === 'skipped').length, 1000);
+    h.scheduler.flushSkips();
+    const total = h.logs.filter((l) => l.startsWith('warn: skipped')).reduce((n, l) => n + Number(/skipped (\d+) more/.exec(l)?.[1] ?? 1), 0);
+    assert.equal(total, 1000, 'the log accounts for every skip');
+    h.pending[0]!.resolve();
+    await h.scheduler.idle();
+    await h.scheduler.stop(0);
+  });
+
   test('different sources run concurrently up to the limit', async () => {
     const h = harness([], { concurrency: 2 });
     h.scheduler.start();

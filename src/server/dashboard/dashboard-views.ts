@@ -27,7 +27,15 @@ export function verdictOf(findings: readonly Finding[]): Verdict {
 
 const VERDICT_TEXT: Record<Verdict, string> = { green: 'Healthy', amber: 'Needs a look', red: 'At risk' };
 
-const when = (iso: string, now: Date) => html`<time datetime="${iso}" title="${iso}">${iso.slice(0, 16).replace('T', ' ')} UTC</time> (${formatAge(new Date(iso), now)})`;
+/** How far a time is from now, either way: "12s ago" for the past, "in 12s" for the future (a next run). */
+export function relativeTime(iso: string, now: Date): string {
+  const at = new Date(iso);
+  if (at.getTime() <= now.getTime()) return formatAge(at, now);
+  // the span from now to then, in formatAge's units, without its "ago"
+  return `in ${formatAge(now, at).replace(/ ago$/, '')}`;
+}
+
+const when = (iso: string, now: Date) => html`<time datetime="${iso}" title="${iso}">${iso.slice(0, 16).replace('T', ' ')} UTC</time> (${relativeTime(iso, now)})`;
 
 export function page(viewer: Viewer, title: string, body: SafeHtml, active: 'overview' | 'jobs' | 'backups' | 'login'): SafeHtml {
   const b = viewer.base;

@@ -59,6 +59,6 @@ function jobView(job: JobRecord): JobView | undefined {
     bytes: job.bytes,
     rate: state === 'running' && seconds > 0 ? job.bytes / seconds : undefined,
     backupId: job.backupId,
-    error: job.error ?? (job.state === 'skipped' ? { code: 'SKIPPED', message: job.detail ?? 'skipped' } : undefined),
+    error: job.error ?? (job.state === 'skipped' ? { code: 'SKIPPED', message: `${job.skipped && job.skipped > 1 ? `${job.skipped} runs skipped since ${job.firstSkippedAt ?? job.queuedAt}, the last: ` : ''}${job.detail ?? 'skipped'}` } : undefined),
   };
 }

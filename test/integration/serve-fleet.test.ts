@@ -1,0 +1,108 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, describe, test } from 'node:test';
+import pg from 'pg';
+import { collect, startPgkeep } from '../support/cli.js';
+import { useClusterAndWorkFolder } from '../support/integration-setup.js';
+import type { PgCluster } from '../support/pg-cluster.js';
+
+let cluster: PgCluster;
+let work: string;
+const TOKEN = 'fleet-token-0123456789abcdef';
+const SOURCES = ['db01', 'db02', 'db03', 'db04'];
+
+useClusterAndWorkFolder('serve-fleet', async (c, w) => {
+  cluster = c;
+  work = w;
+  for (const db of [...SOURCES, 'later']) {
+    await cluster.query(`CREATE DATABASE ${db}`);
+    await cluster.query('CREATE TABLE items AS SELECT g AS id, md5(g::text) AS name FROM generate_series(1, 20000) g', [], db);
+  }
+});
+
+/** Alerts the daemon sends, as JSON bodies. */
+const alerts: any[] = [];
+let hook: Server | undefined;
+after(() => hook?.close());
+
+describe('pgkeep serve with a fleet', () => {
+  test('under overload: skips counted (metric, one history record, few log lines), no start-up "no backup" alert, SIGTERM to exit within gracePeriod + 5 s', async () => {
+    hook = createServer((request, response) => {
+      let text = '';
+      request.setEncoding('utf8').on('data', (t: string) => (text += t));
+      request.on('end', () => {
+        alerts.push(JSON.parse(text));
+        response.end('ok');
+      });
+    });
+    await new Promise<void>((resolve) => hook!.listen(0, '127.0.0.1', resolve));
+    const source = (database: string, logical: string) => ({ host: '127.0.0.1', port: cluster.port, user: 'postgres', database, schedule: { logical } });
+    const stateDir = path.join(work, 'state');
+    const config = path.join(work, 'fleet.yaml');
+    await writeFile(
+      config,
+      JSON.stringify({
+        repo: path.join(work, 'repo'),
+        serve: { token: TOKEN, gracePeriod: '2s', overlap: 'skip', concurrency: 2, stateDir },
+        notify: { webhooks: [{ url: `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook` }] },
+        // every second: far more often than a backup takes with concurrency 2, so most runs are skipped
+        // "later": its first run is hours away: no "no backup" alert before it
+        sources: { ...Object.fromEntries(SOURCES.map((db) => [db, source(db, '* * * * * *')])), later: source('later', '0 0 1 1 *') },
+      }),
+    );
+    // db01's pg_dump waits on this lock: a job is still running when SIGTERM comes, and only the grace period ends it
+    const locker = new pg.Client({ connectionString: cluster.url('db01') });
+    await locker.connect();
+    await locker.query('BEGIN');
+    await locker.query('LOCK TABLE items IN ACCESS EXCLUSIVE MODE');
+    const child = startPgkeep(['serve', '--config', config, '--listen', '127.0.0.1:0'], { env: { PGPASSWORD: cluster.password } });
+    let stderr = '';
+    child.stderr!.setEncoding('utf8').on('data', (t: string) => (stderr += t));
+    const done = collect(child);
+    try {
+      while (!/listening on http/.test(stderr)) {
+        assert.equal(child.exitCode, null, stderr);
+        await sleep(20);
+      }
+      const base = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(stderr)![1]!;
+      await sleep(8000);
+      const metrics = await (await fetch(`${base}/metrics`)).text();
+      const skippedTotal = (db: string) => Number(new RegExp(`^pgkeep_job_skipped_total\\{source="${db}",kind="logical"\\} (\\d+)`, 'm').exec(metrics)?.[1] ?? NaN);
+      assert.ok(skippedTotal('db01') >= 5, `db01 (its backup hangs on a lock) skips every second: ${skippedTotal('db01')}\n${metrics.split("\n").filter((l) => l.includes("skipped")).join("\n")}\n${stderr.slice(0, 3000)}`);
+      assert.equal(skippedTotal('later'), 0, 'declared at 0 for a source without skips');
+      const skipLines = stderr.split('\n').filter((l) => / warn skipped /.test(l));
+      assert.ok(skipLines.length <= SOURCES.length, `one line per source and kind in the first minute, not one per skip:\n${skipLines.join('\n')}`);
+
+      const t0 = performance.now();
+      child.kill('SIGTERM');
+      const result = await done;
+      const seconds = (performance.now() - t0) / 1000;
+      console.log(`SIGTERM to exit: ${seconds.toFixed(2)} s (gracePeriod 2 s)`);
+      assert.equal(result.code, 0, result.stderr);
+      assert.ok(seconds <= 2 + 5, `exit ${seconds.toFixed(1)} s after SIGTERM`);
+      assert.match(result.stderr, /cancelling logical of db01/);
+      assert.match(result.stderr, /skipped \d+ more run\(s\) of logical of db01 since the last report/, 'pending skip counts are reported on the way out');
+
+      const history = new Map<string, any>();
+      for (const line of readFileSync(path.join(stateDir, 'jobs.jsonl'), 'utf8').trim().split('\n')) {
+        const r = JSON.parse(line);
+        history.set(r.id, r);
+      }
+      const skips = [...history.values()].filter((r) => r.state === 'skipped');
+      assert.ok(skips.length <= SOURCES.length, `one skip record per source and kind: ${skips.length}`);
+      assert.ok(skips.find((r) => r.source === 'db01')!.skipped >= 5);
+      assert.ok([...history.values()].some((r) => r.state === 'succeeded'), 'real jobs are in the history');
+      const noBackup = alerts.filter((a) => /no backup/.test(a.title ?? a.text ?? JSON.stringify(a)));
+      assert.deepEqual(noBackup, [], 'no "no backup" alert for a source whose first run had not come');
+    } finally {
+      child.kill('SIGKILL');
+      await locker.query('ROLLBACK').catch(() => undefined);
+      await locker.end();
+    }
+  });
+});
