@@ -18,7 +18,8 @@ import { writeBackupFailure } from '../repository/backup-failures.js';
 import { joinKey } from '../storage/storage.js';
 import { makeBackupId, validateBackupName } from '../repository/backup-id.js';
 import type { BackupObject, LogicalManifest, Manifest, MigrationState } from '../repository/manifest.js';
-import { manifestState, writeManifestHead } from '../repository/manifest.js';
+import { manifestState, writeManifestHead, type DatabaseStateRecord } from '../repository/manifest.js';
+import { Readable } from 'node:stream';
 import { readDatabaseState } from '../postgres/database-state.js';
 import { Repository } from '../repository/repository.js';
 import { acquireSourceLock, type SourceLock } from '../repository/source-lock.js';
@@ -201,7 +202,7 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
     //    itself as it streams (a custom-format dump), else, or with --checksums, by querying beside the dump
     const codec = defaultZstd();
     const counter = options.format === 'custom' && !options.checksums && dataTables.length > 0 ? new DumpRowCounter() : undefined;
-    const dump = dumpToRepositories(ctx, live(), fail, source, backupId, options, snapshot, pgDump.path, codec, signal, globals, counter);
+    const dump = dumpToRepositories(ctx, live(), fail, source, backupId, options, snapshot, pgDump.path, codec, signal, globals, counter, state);
     // The migration tables are read after the counts, on the same connection: same snapshot.
     const counting = counter ? dump.then(() => rowsFromDump(ctx, client, dataTables, counter, signal)) : countRows(client, dataTables, signal, { checksums: options.checksums });
     let counts: Awaited<typeof counting> = [];
@@ -229,7 +230,7 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
         ...writeManifestHead({ id: backupId, source: source.name, kind: 'logical', name: request.name ?? null, labels, startedAt, finishedAt, codec: codec.name, pgkeepVersion: PGKEEP_VERSION }),
         server: { ...server, host: source.connection.host, port: source.connection.port },
         tools: { pgDump: pgDump.version },
-        database: { ...database, state },
+        database: { ...database, ...(writeRecipients(target.repository) ? {} : { state }) },
         options,
         snapshot,
         ...(objects.some((o) => o.role === 'globals') ? { globals: { rolePasswords: globals!.passwords, ...(globals!.run ? { run: globals!.run } : {}) } } : {}),
@@ -388,6 +389,7 @@ async function dumpToRepositories(
   signal: AbortSignal,
   globals: GlobalsPlan | undefined,
   counter: DumpRowCounter | undefined,
+  state: DatabaseStateRecord,
 ): Promise<void> {
   let table: string | undefined;
   let bytes = 0;
@@ -447,6 +449,10 @@ async function dumpToRepositories(
       throwIfAborted(signal);
       await storeEverywhere(createReadStream(staged, { highWaterMark: 1 << 20 }), (suffix) => ({ name: `globals.sql${suffix}`, role: 'globals' }), {});
     }
+    // The database's own state is also an object, encrypted like the dump: a manifest (always in clear) of an
+    // encrypted repository leaves it out, since settings may be secrets (PostgREST's app.jwt_secret is one).
+    throwIfAborted(signal);
+    await storeEverywhere(Readable.from([Buffer.from(JSON.stringify(state))]), (suffix) => ({ name: `database-state.json${suffix}`, role: 'database-state' }), {});
   } finally {
     if (globalsStaging) {
       await globalsFile?.catch(() => undefined);

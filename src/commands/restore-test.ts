@@ -23,12 +23,11 @@ import {
   type TableComparison,
 } from '../verify/restore-checks.js';
 import type { CommandContext } from './command-context.js';
-import { createSelectedSchemas, loadBackup } from './restore.js';
+import { createSelectedSchemas, loadBackup, recordedState } from './restore.js';
 import { rm } from 'node:fs/promises';
 import { makeTempFolder } from '../storage/temp-folders.js';
 import * as path from 'node:path';
 import { applyDatabaseState, describeLocale, missingRoles, rolesNamed } from '../postgres/database-state.js';
-import { databaseStateOf } from '../repository/manifest.js';
 import { checkRestoredSchema, describeSchemaDifferences, SchemaCapture, selectionArgs } from '../verify/schema-compare.js';
 import { markDatabase, newMarker, unmarkDatabase } from '../postgres/restore-leftovers.js';
 
@@ -90,7 +89,7 @@ export async function runRestoreTest(
   const tools = toolPaths(settings);
   const config = verifySettings(settings, manifest.source);
   const notes: string[] = [];
-  const state = databaseStateOf(manifest);
+  const state = await recordedState(repository, manifest, identities, signal);
 
   // 1. where
   const scratch = await chooseScratch(ctx, manifest, options.scratch ?? config.scratch);

@@ -1,6 +1,6 @@
 import { createWriteStream } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
-import type { Writable } from 'node:stream';
+import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as path from 'node:path';
 import type { ResolvedSource } from '../config/settings.js';
@@ -427,7 +427,7 @@ async function prepareRestore(ctx: CommandContext, repository: Repository, sourc
   const mode: RestorePlan['mode'] = !exists ? 'new' : request.clean ? 'clean' : 'overwrite';
 
   // The database-level state: a new database (also under --overwrite) gets the backup's; --clean keeps the existing one's.
-  const state = mode !== 'clean' && !request.scratch ? databaseStateOf(manifest) : undefined;
+  const state = mode !== 'clean' && !request.scratch ? await recordedState(repository, manifest, identities, signal) : undefined;
   const parts = stateParts(request, manifest);
   if (state && !request.globals) await withClient(admin, (client) => assertRolesExist(client, manifest, state, parts, source), signal);
 
@@ -580,6 +580,21 @@ async function checkRestored(into: ConnectionInfo, plan: RestorePlan, request: R
   const first = problems[0];
   if (first) throw new PgkeepError(first.code, first.message, { details: { tables: tables.filter((t) => t.expected !== t.actual) } });
   return tables.map(({ schema, name, expected, actual }) => ({ schema, name, expected, actual }));
+}
+
+/** The backup's database-level state: from its manifest, or its (encrypted) database-state object. */
+export function recordedState(repository: Repository, manifest: Manifest, identities: AgeIdentity[], signal: AbortSignal): Promise<DatabaseState | undefined> {
+  return databaseStateOf(manifest, async (object) => {
+    const chunks: Buffer[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        chunks.push(chunk);
+        callback();
+      },
+    });
+    await loadStream(repository.storage, repository.objectKey(manifest.source, manifest.id, object.name), object, sink, { codec: defaultZstd(), identities, signal });
+    return Buffer.concat(chunks);
+  });
 }
 
 /** What the restore reproduces of the database-level state: --no-owner and --no-acl (at backup or restore time) leave out owner and privileges. */

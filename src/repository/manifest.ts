@@ -28,10 +28,11 @@ export const ObjectSchema = z.object({
   /**
    * What the object holds: "dump" (the whole archive), "dump-file" (one file of a directory dump),
    * "globals" (pg_dumpall --globals-only: roles, memberships, tablespaces, as SQL),
+   * "database-state" (the database's own state as JSON, DatabaseStateSchema; in clear also in the manifest, except in encrypted repositories),
    * "base" (a physical backup's tar of the main data directory), "tablespace" (the tar of one tablespace, `file` = its OID),
    * "wal" (an archived WAL file, never listed in a manifest).
    */
-  role: z.enum(['dump', 'dump-file', 'globals', 'base', 'tablespace', 'wal']),
+  role: z.enum(['dump', 'dump-file', 'globals', 'database-state', 'base', 'tablespace', 'wal']),
   /** For dump-file: the file name inside the dump directory. */
   file: z
     .string()
@@ -147,7 +148,10 @@ export const LogicalManifestSchema = z.object({
     collate: z.string(),
     ctype: z.string(),
     sizeBytes: z.number().int().nonnegative(),
-    /** Everything else CREATE/ALTER DATABASE, COMMENT, GRANT and ALTER ROLE … IN DATABASE set (absent in manifests of older pgkeep). */
+    /**
+     * Everything else CREATE/ALTER DATABASE, COMMENT, GRANT and ALTER ROLE … IN DATABASE set. Absent in manifests of
+     * older pgkeep, and in encrypted repositories, where it is only in the encrypted "database-state" object.
+     */
     state: DatabaseStateSchema.optional(),
   }),
   options: z.object({
@@ -226,9 +230,22 @@ export type PhysicalManifest = z.infer<typeof PhysicalManifestSchema>;
 export const ManifestSchema = z.discriminatedUnion('kind', [LogicalManifestSchema, PhysicalManifestSchema]);
 export type Manifest = LogicalManifest | PhysicalManifest;
 
-/** The recorded database-level state with the encoding and locale, or undefined for a manifest of an older pgkeep. */
-export function databaseStateOf(manifest: LogicalManifest): DatabaseState | undefined {
-  const { encoding, collate, ctype, state } = manifest.database;
+export type DatabaseStateRecord = z.infer<typeof DatabaseStateSchema>;
+
+/**
+ * The recorded database-level state with the encoding and locale: from the
+ * manifest, else from the backup's "database-state" object (`load` reads it:
+ * encrypted repositories keep it only there); undefined for a backup of an older pgkeep.
+ */
+export async function databaseStateOf(manifest: LogicalManifest, load?: (object: BackupObject) => Promise<Buffer>): Promise<DatabaseState | undefined> {
+  const { encoding, collate, ctype } = manifest.database;
+  let state = manifest.database.state;
+  const object = manifest.objects.find((o) => o.role === 'database-state');
+  if (!state && object && load) {
+    const parsed = DatabaseStateSchema.safeParse(JSON.parse((await load(object)).toString('utf8')));
+    if (!parsed.success) throw new PgkeepError('MANIFEST_INVALID', `backup ${manifest.id}: object ${object.name} is not a database state (${parsed.error.issues[0]?.message ?? 'invalid'})`);
+    state = parsed.data;
+  }
   return state ? { encoding, collate, ctype, ...state } : undefined;
 }
 

@@ -118,6 +118,28 @@ describe('a restore gives back the database itself (pg_dump --create with owners
     assert.equal(report.schemaDump.compared, true);
   });
 
+  test('an encrypted repository keeps the state (settings may be secrets) only in the encrypted object, and restores it', async () => {
+    const repo = path.join(work, 'repo-encrypted');
+    const secret = { ...env('icu'), PGKEEP_PASSPHRASE: 'fidelity passphrase, long enough' };
+    await cluster.query("ALTER DATABASE icu SET app.jwt_secret = 'jwt-secret-do-not-leak-5c1e'");
+    try {
+      assert.equal((await pgkeep(['init', '--repo', repo, '--encrypt'], { env: secret })).code, 0);
+      const backup = await pgkeep(['backup', '--repo', repo, '--json'], { env: secret });
+      assert.equal(backup.code, 0, backup.stderr);
+      const manifest = json(backup);
+      assert.equal(manifest.database.state, undefined, 'no state in the manifest, which is stored in clear');
+      assert.ok(manifest.objects.some((o: { role: string; encryption: unknown }) => o.role === 'database-state' && o.encryption !== null));
+      const grep = spawnSync('grep', ['-r', '-l', 'jwt-secret-do-not-leak', repo], { encoding: 'utf8' });
+      assert.equal(grep.stdout, '', 'the secret setting is nowhere in clear');
+      const restore = await pgkeep(['restore', 'latest', '--repo', repo, '--to', 'icu_encrypted', '--json'], { env: secret });
+      assert.equal(restore.code, 0, restore.stderr);
+      assert.equal(json(restore).databaseState, 'reproduced');
+      await sameAsSource('icu', 'icu_encrypted');
+    } finally {
+      await cluster.query('ALTER DATABASE icu RESET app.jwt_secret');
+    }
+  });
+
   test('restore --file of a pg_dump -Fc made outside pgkeep: its DATABASE entries give the locale, owner, privileges and settings', async () => {
     const file = path.join(work, 'icu.dump');
     const dumped = spawnSync(path.join(cluster.binDir, 'pg_dump'), ['-Fc', '-f', file, '-h', cluster.host, '-p', String(cluster.port), '-U', cluster.superuser, 'icu'], { env: { ...process.env, PGPASSWORD: cluster.password }, encoding: 'utf8' });
