@@ -177,6 +177,14 @@ export function printShow({ manifest: m, verification, pin }: ShowResult, json: 
     ['started', m.startedAt],
     ['finished', `${m.finishedAt} (${formatDuration(m.durationMs)}, ${formatAge(new Date(m.finishedAt))})`],
     ['database', `${m.database.name} on ${m.server.host}:${m.server.port}, ${formatBytes(m.database.sizeBytes)}, ${m.database.encoding} ${m.database.collate}`],
+    [
+      'db state',
+      m.database.state
+        ? `owner ${m.database.state.owner}, locale ${m.database.state.localeProvider}${m.database.state.locale ? ` ${m.database.state.locale}` : ''}, ${m.database.state.acl === null ? 'default privileges' : `${m.database.state.acl.length} privileges`}, ${m.database.state.settings.length + m.database.state.roleSettings.reduce((n, r) => n + r.settings.length, 0)} settings${m.database.state.comment !== null ? ', a comment' : ''}`
+        : m.objects.some((o) => o.role === 'database-state')
+          ? 'recorded (encrypted object)'
+          : 'not recorded (older pgkeep)',
+    ],
     ['server', `PostgreSQL ${m.server.version}${m.server.systemIdentifier ? `, system id ${m.server.systemIdentifier}` : ''}`],
     ['tools', `pg_dump ${m.tools.pgDump}, pgkeep ${m.pgkeep.version} (${m.pgkeep.codec})`],
     ['size', `${formatBytes(m.totals.rawBytes)} dumped, ${formatBytes(m.totals.storedBytes)} stored (${ratio(m.totals.rawBytes, m.totals.storedBytes)})`],

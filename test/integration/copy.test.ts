@@ -75,7 +75,7 @@ describe('pgkeep copy', () => {
     assert.equal(result.id, id);
     assert.equal(result.copied, true);
     assert.equal(result.createdDestination, true);
-    assert.equal(result.objects, 2, 'the dump and the globals object');
+    assert.equal(result.objects, 3, 'the dump, the globals object and the database state');
     assert.ok(result.bytes > 0);
     assert.equal(result.verification.mode, 'full');
     assert.equal(result.verification.ok, true);
