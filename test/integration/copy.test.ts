@@ -102,7 +102,7 @@ describe('pgkeep copy', () => {
     const second = await backup(local);
     const human = await pgkeep(['copy', second, '--from', local, '--to', offsite], { env: env() });
     assert.equal(human.code, 0, human.stderr);
-    assert.match(human.stdout, new RegExp(`copied app/${second} to s3://${bucket}/offsite in .*: 2 object\\(s\\), .*; verified there`));
+    assert.match(human.stdout, new RegExp(`copied app/${second} to s3://${bucket}/offsite in .*: 3 object\\(s\\), .*; verified there`));
     const listed = await pgkeep(['list', '--repo', offsite, '--json'], { env: env() });
     assert.deepEqual(json(listed).map((b: { id: string }) => b.id), [id, second]);
   });
