@@ -452,7 +452,7 @@ async function dumpToRepositories(
     // The database's own state is also an object, encrypted like the dump: a manifest (always in clear) of an
     // encrypted repository leaves it out, since settings may be secrets (PostgREST's app.jwt_secret is one).
     throwIfAborted(signal);
-    await storeEverywhere(Readable.from([Buffer.from(JSON.stringify(state))]), (suffix) => ({ name: `database-state.json${suffix}`, role: 'database-state' }), {});
+    await storeEverywhere(Readable.from([Buffer.from(JSON.stringify(state))]), (suffix) => ({ name: `state.json${suffix}`, role: 'database-state' }), {});
   } finally {
     if (globalsStaging) {
       await globalsFile?.catch(() => undefined);

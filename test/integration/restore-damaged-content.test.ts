@@ -40,7 +40,7 @@ async function damagedCopy(name: string): Promise<string> {
   const repo = path.join(work, name);
   await cp(pristine, repo, { recursive: true });
   const folder = path.join(repo, 'sources', 'app', 'backups', id);
-  const object = (await readdir(folder)).find((f) => f.endsWith('.zst'))!;
+  const object = (await readdir(folder)).find((f) => f.startsWith('dump') && f.endsWith('.zst'))!;
   const file = path.join(folder, object);
   const raw = spawnSync('zstd', ['-q', '-d', '-c', file], { maxBuffer: 1 << 30 }).stdout;
   const at = raw.indexOf(Buffer.from('12345\trow 12345'));
