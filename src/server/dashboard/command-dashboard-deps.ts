@@ -1,11 +1,11 @@
 import { runBackup } from '../../commands/backup.js';
-import { keySettings, resolveSource, type Settings } from '../../config/settings.js';
+import { configuredSources, keySettings, resolveSource, type Settings } from '../../config/settings.js';
 import { resolveHealthThresholds } from '../../config/health-settings.js';
 import type { CommandContext, Progress } from '../../commands/command-context.js';
 import { runList } from '../../commands/list.js';
 import { openRepositories } from '../../commands/open-repository.js';
 import { runPin, runUnpin } from '../../commands/pin.js';
-import { sourcesWithRepositories } from '../../commands/source-repositories.js';
+import { sourcesWithRepositories, type SourceRepositories } from '../../commands/source-repositories.js';
 import { runVerify } from '../../commands/verify.js';
 import { isPgkeepError, PgkeepError, toPgkeepError } from '../../errors.js';
 import { collectSourceStatus } from '../../status/health.js';
@@ -84,6 +84,21 @@ function rateOf(job: JobView): number | undefined {
   return seconds > 0 && job.bytes > 0 ? job.bytes / seconds : undefined;
 }
 
+/** One source's overview: its status, and the measured restore time of its last restore test. */
+async function overviewOf(settings: Settings, { source, repositories }: SourceRepositories, now: Date): Promise<SourceOverview> {
+  const status = await collectSourceStatus(source, repositories, resolveHealthThresholds(settings, source), now);
+  let lastRestoreTestRestoreMs: number | undefined;
+  const test = status.lastRestoreTest;
+  const holder = test && repositories.find((r) => r.repository?.location === test.repository)?.repository;
+  if (test && holder) {
+    // the measured restore time is in the restore test's record
+    const record = await holder.lastVerification(source, test.backupId, 'restore-test').catch(() => undefined);
+    lastRestoreTestRestoreMs = record?.restore?.durationMs;
+  }
+  const labels = settings.config.sources?.[source]?.backup?.labels ?? settings.config.backup?.labels;
+  return { status, lastRestoreTestRestoreMs, labels };
+}
+
 /** The settings of one source (as --source would give). */
 function forSource(settings: Settings, source: string): Settings {
   return { ...settings, options: { ...settings.options, source } };
@@ -95,7 +110,10 @@ function forSource(settings: Settings, source: string): Settings {
  */
 export function commandDashboardDeps(settings: Settings, jobs: JobList = new JobList()): DashboardDeps & { jobList: JobList } {
   const known = async (source: string) => {
-    const names = (await sourcesWithRepositories(settings)).map((s) => s.source);
+    // the config's names when it has sources: opening every source's repositories to check one name
+    // made a source's page cost as much as the whole fleet's
+    const configured = configuredSources(settings);
+    const names = configured.length > 0 ? configured : (await sourcesWithRepositories(settings)).map((s) => s.source);
     if (!names.includes(source)) throw new PgkeepError('SOURCE_UNKNOWN', `no source "${source}": the sources are ${names.join(', ')}`);
     return forSource(settings, source);
   };
@@ -105,19 +123,14 @@ export function commandDashboardDeps(settings: Settings, jobs: JobList = new Job
     async sources(): Promise<SourceOverview[]> {
       const now = new Date();
       const result: SourceOverview[] = [];
-      for (const { source, repositories } of await sourcesWithRepositories(settings)) {
-        const status = await collectSourceStatus(source, repositories, resolveHealthThresholds(settings, source), now);
-        // the measured restore time is in the restore test's record
-        let lastRestoreTestRestoreMs: number | undefined;
-        const test = status.lastRestoreTest;
-        const holder = test && repositories.find((r) => r.repository?.location === test.repository)?.repository;
-        if (test && holder) {
-          const record = await holder.lastVerification(source, test.backupId, 'restore-test').catch(() => undefined);
-          lastRestoreTestRestoreMs = record?.restore?.durationMs;
-        }
-        result.push({ status, lastRestoreTestRestoreMs });
-      }
+      for (const entry of await sourcesWithRepositories(settings)) result.push(await overviewOf(settings, entry, now));
       return result;
+    },
+
+    async source(name: string): Promise<SourceOverview> {
+      // this source's repositories only: the cost of one source's page does not grow with the fleet
+      const [entry] = await sourcesWithRepositories(await known(name));
+      return overviewOf(settings, entry!, new Date());
     },
 
     async backups(source: string): Promise<BackupRow[]> {

@@ -5,6 +5,8 @@ export interface SourceOverview {
   status: SourceStatus;
   /** Next scheduled run (ISO), when a scheduler knows it; undefined shows "not scheduled". */
   nextRunAt?: string | undefined;
+  /** The labels the source's backups carry (sources.<name>.backup.labels): the overview filters by them. */
+  labels?: string[] | undefined;
   /** How long the restore of the last restore test took: the measured restore time. */
   lastRestoreTestRestoreMs?: number | undefined;
 }
@@ -60,6 +62,8 @@ export interface JobView {
 export interface DashboardDeps {
   /** Every source with its health, in display order. */
   sources(): Promise<SourceOverview[]>;
+  /** One source with its health, reading only that source (its page must not cost the whole fleet); SOURCE_UNKNOWN if none. */
+  source?(name: string): Promise<SourceOverview>;
   /** The complete backups of one source, oldest first. */
   backups(source: string): Promise<BackupRow[]>;
   /** Running jobs and recent ones, newest first. */

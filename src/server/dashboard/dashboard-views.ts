@@ -75,25 +75,73 @@ function actionLink(viewer: Viewer, action: string, source: string, label: strin
   return html`<a class="button" href="${href}" hx-get="${href}" hx-target="#modal" hx-swap="innerHTML">${label}</a>`;
 }
 
-export function overviewFragment(viewer: Viewer, sources: readonly SourceOverview[]): SafeHtml {
+/** The overview's filters (query string of /): name substring, a label of the source's backups, a verdict. */
+export interface FleetFilters {
+  q?: string | undefined;
+  label?: string | undefined;
+  verdict?: Verdict | undefined;
+}
+
+const VERDICT_ORDER: Record<Verdict, number> = { red: 0, amber: 1, green: 2 };
+
+/** Worst first (at risk, needs a look, healthy), then by name: what needs attention is at the top. */
+export function sortWorstFirst<T extends SourceOverview>(sources: readonly T[]): T[] {
+  return [...sources].sort((a, b) => VERDICT_ORDER[verdictOf(a.status.findings)] - VERDICT_ORDER[verdictOf(b.status.findings)] || a.status.source.localeCompare(b.status.source));
+}
+
+export function filterSources<T extends SourceOverview>(sources: readonly T[], f: FleetFilters): T[] {
+  const q = f.q?.toLowerCase();
+  return sources.filter((s) => (!q || s.status.source.toLowerCase().includes(q)) && (!f.label || (s.labels ?? []).includes(f.label)) && (!f.verdict || verdictOf(s.status.findings) === f.verdict));
+}
+
+/** A short time for the compact rows: the age ("12m ago", "in 12s"), the full time in the tooltip. */
+const short = (iso: string, now: Date) => html`<time datetime="${iso}" title="${iso.slice(0, 19).replace('T', ' ')} UTC">${relativeTime(iso, now)}</time>`;
+
+/**
+ * The fleet overview: counts by verdict (each a filter link), a filter form,
+ * then one compact row per source, worst first, so 100+ sources fit a screen
+ * or two; a row's problems are listed in it, everything else is one line.
+ */
+export function overviewFragment(viewer: Viewer, sources: readonly SourceOverview[], filters: FleetFilters = {}): SafeHtml {
   const now = viewer.now;
-  const cards = sources.map(({ status: s, nextRunAt, lastRestoreTestRestoreMs }) => {
+  const counts: Record<Verdict, number> = { red: 0, amber: 0, green: 0 };
+  for (const s of sources) counts[verdictOf(s.status.findings)]++;
+  const shown = sortWorstFirst(filterSources(sources, filters));
+  const labels = [...new Set(sources.flatMap((s) => s.labels ?? []))].sort();
+  const query = (extra: FleetFilters) => {
+    const p = new URLSearchParams();
+    for (const [k, v] of Object.entries({ ...filters, ...extra })) if (v) p.set(k, v);
+    const text = p.toString();
+    return text ? `?${text}` : '';
+  };
+  const count = (v: Verdict) => html`<a class="count ${v}" href="${viewer.base}/${query({ verdict: filters.verdict === v ? undefined : v })}"${filters.verdict === v ? html` aria-current="true"` : ''} data-count="${v}"><strong>${counts[v]}</strong> ${VERDICT_TEXT[v].toLowerCase()}</a>`;
+  const option = (value: string, label: string, current: string | undefined) => html`<option value="${value}"${(current ?? '') === value ? html` selected` : ''}>${label}</option>`;
+  const rows = shown.map(({ status: s, nextRunAt, lastRestoreTestRestoreMs }) => {
     const verdict = verdictOf(s.findings);
     const test = s.lastRestoreTest;
-    return html`<article class="card ${verdict}" data-source="${s.source}" data-verdict="${verdict}" aria-labelledby="card-${s.source}">
-<h2 id="card-${s.source}"><a href="${viewer.base}/sources/${encodeURIComponent(s.source)}">${s.source}</a> <span class="badge ${verdict}">${VERDICT_TEXT[verdict]}</span></h2>
-${s.findings.length > 0 ? html`<ul class="reasons">${s.findings.map((f) => html`<li>${f.message}</li>`)}</ul>` : html`<p class="ok-line">Every check passes.</p>`}
+    const page = `${viewer.base}/sources/${encodeURIComponent(s.source)}`;
+    return html`<article class="card row ${verdict}" data-source="${s.source}" data-verdict="${verdict}" aria-labelledby="card-${s.source}">
+<h2 id="card-${s.source}"><a href="${page}">${s.source}</a> <span class="badge ${verdict}">${VERDICT_TEXT[verdict]}</span></h2>
 <dl>
-<dt>Last success</dt><dd>${s.lastBackup ? html`${when(s.lastBackup.finishedAt, now)} · ${s.lastBackup.id} · ${formatBytes(s.lastBackup.rawBytes)} dumped, took ${formatDuration(s.lastBackup.durationMs)}` : 'none'}</dd>
-<dt>Next run</dt><dd>${nextRunAt ? when(nextRunAt, now) : 'not scheduled'}</dd>
-<dt>PITR window</dt><dd>${s.pitr.window ? html`${when(s.pitr.window.from, now)} → ${when(s.pitr.window.to, now)}` : 'none (no physical backup with archived WAL)'}</dd>
-<dt>Archive lag</dt><dd>${s.pitr.archiveLagMs !== undefined ? formatDuration(s.pitr.archiveLagMs) : 'not archiving'}</dd>
-<dt>Restore test</dt><dd>${test ? html`${test.ok ? 'passed' : 'FAILED'} ${when(test.finishedAt, now)} on ${test.backupId}${lastRestoreTestRestoreMs !== undefined ? html`, restored in ${formatDuration(lastRestoreTestRestoreMs)}` : ''}` : 'never'}</dd>
+<div><dt>Last success</dt><dd>${s.lastBackup ? html`${short(s.lastBackup.finishedAt, now)} · <span class="id">${s.lastBackup.id}</span> · ${formatBytes(s.lastBackup.rawBytes)}, ${formatDuration(s.lastBackup.durationMs)}` : 'none'}</dd></div>
+<div><dt>Next run</dt><dd>${nextRunAt ? short(nextRunAt, now) : 'not scheduled'}</dd></div>
+<div><dt>Restore test</dt><dd>${test ? html`${test.ok ? 'passed' : 'FAILED'} ${short(test.finishedAt, now)} on <span class="id">${test.backupId}</span>${lastRestoreTestRestoreMs !== undefined ? html`, restored in ${formatDuration(lastRestoreTestRestoreMs)}` : ''}` : 'never'}</dd></div>
+<div><dt>PITR</dt><dd>${s.pitr.window ? html`${short(s.pitr.window.from, now)} → ${short(s.pitr.window.to, now)}` : 'none'}${s.pitr.archiveLagMs !== undefined ? html`, lag ${formatDuration(s.pitr.archiveLagMs)}` : ''}</dd></div>
 </dl>
-<p class="actions">${actionLink(viewer, 'backup', s.source, 'Backup now')}${s.lastBackup ? actionLink(viewer, 'restore-test', s.source, 'Restore test now', 'latest') : ''}<a class="button secondary" href="${viewer.base}/sources/${encodeURIComponent(s.source)}">Backups</a></p>
+<p class="actions">${actionLink(viewer, 'backup', s.source, 'Backup now')}${s.lastBackup ? actionLink(viewer, 'restore-test', s.source, 'Restore test now', 'latest') : ''}</p>
+${s.findings.length > 0 ? html`<ul class="reasons">${s.findings.map((f) => html`<li>${f.message}</li>`)}</ul>` : ''}
 </article>`;
   });
-  return html`<div id="overview" class="cards" hx-get="${viewer.base}/fragments/overview" hx-trigger="every 5s" hx-swap="outerHTML">${sources.length === 0 ? html`<p>No source: configure one in pgkeep.yaml or take a backup.</p>` : cards}</div>`;
+  return html`<div id="overview" hx-get="${viewer.base}/fragments/overview${query({})}" hx-trigger="every 5s" hx-swap="outerHTML">
+<p class="counts" aria-label="Sources by verdict">${count('red')}${count('amber')}${count('green')}<span class="muted">${sources.length} source${sources.length === 1 ? '' : 's'}${shown.length !== sources.length ? `, ${shown.length} shown` : ''}</span></p>
+<form method="get" action="${viewer.base}/" class="filters fleet-filters" aria-label="Filter sources">
+<label>Name <input type="search" name="q" value="${filters.q ?? ''}"></label>
+<label>Label <select name="label">${option('', 'any', filters.label)}${labels.map((l) => option(l, l, filters.label))}</select></label>
+<label>Verdict <select name="verdict">${option('', 'any', filters.verdict)}${(['red', 'amber', 'green'] as const).map((v) => option(v, VERDICT_TEXT[v], filters.verdict))}</select></label>
+<button type="submit">Filter</button>
+</form>
+<div class="rows">${sources.length === 0 ? html`<p>No source: configure one in pgkeep.yaml or take a backup.</p>` : shown.length === 0 ? html`<p>No source matches the filter.</p>` : rows}</div>
+</div>`;
 }
 
 export interface BackupFilters {

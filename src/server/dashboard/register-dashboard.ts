@@ -14,6 +14,7 @@ import {
   overviewFragment,
   page,
   type BackupFilters,
+  type FleetFilters,
   type Viewer,
 } from './dashboard-views.js';
 import { html, type SafeHtml } from './html.js';
@@ -91,11 +92,18 @@ async function dashboardRoutes(app: FastifyInstance, deps: DashboardDeps, option
   app.get('/assets/dashboard.css', async (_r, reply) => reply.headers(SECURITY_HEADERS).type('text/css').send(DASHBOARD_CSS));
 
   // views
-  app.get('/', async (request, reply) => {
-    const viewer = viewerOf(request);
-    return full(request, reply, 'Overview', html`<h1>Are we safe?</h1>${overviewFragment(viewer, await deps.sources())}`, 'overview');
+  const fleetFilters = (q: Record<string, string | undefined>): FleetFilters => ({
+    q: q.q?.slice(0, 200) || undefined,
+    label: q.label?.slice(0, 200) || undefined,
+    verdict: q.verdict === 'red' || q.verdict === 'amber' || q.verdict === 'green' ? q.verdict : undefined,
   });
-  app.get('/fragments/overview', async (request, reply) => send(reply, overviewFragment(viewerOf(request), await deps.sources())));
+  app.get<{ Querystring: Record<string, string | undefined> }>('/', async (request, reply) => {
+    const viewer = viewerOf(request);
+    return full(request, reply, 'Overview', html`<h1>Are we safe?</h1>${overviewFragment(viewer, await deps.sources(), fleetFilters(request.query))}`, 'overview');
+  });
+  app.get<{ Querystring: Record<string, string | undefined> }>('/fragments/overview', async (request, reply) =>
+    send(reply, overviewFragment(viewerOf(request), await deps.sources(), fleetFilters(request.query))),
+  );
 
   app.get<{ Params: { name: string }; Querystring: Record<string, string | undefined> }>('/sources/:name', async (request, reply) => {
     const source = request.params.name;
@@ -109,7 +117,8 @@ async function dashboardRoutes(app: FastifyInstance, deps: DashboardDeps, option
     };
     const at = q.at && /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d)?$/.test(q.at) ? q.at : undefined;
     const backups = await deps.backups(source);
-    const overview = (await deps.sources()).find((s) => s.status.source === source);
+    // this source alone: a page of one source costs the same with 1 or 500 configured
+    const overview = deps.source ? await deps.source(source) : (await deps.sources()).find((s) => s.status.source === source);
     return full(request, reply, `Backups of ${source}`, backupsPage(viewerOf(request), source, overview, backups, filters, at), 'backups');
   });
 

@@ -13,13 +13,21 @@ import type { DashboardDeps, JobKind, JobView } from './dashboard-deps.js';
  */
 export function serveDashboardDeps(settings: Settings, scheduler: Scheduler): DashboardDeps {
   const commands = commandDashboardDeps(settings);
+  const nextRuns = () => {
+    const next = new Map<string, string>();
+    for (const s of scheduler.schedules()) {
+      if (s.next && (!next.has(s.source) || s.next < next.get(s.source)!)) next.set(s.source, s.next);
+    }
+    return next;
+  };
   return {
     async sources() {
-      const next = new Map<string, string>();
-      for (const s of scheduler.schedules()) {
-        if (s.next && (!next.has(s.source) || s.next < next.get(s.source)!)) next.set(s.source, s.next);
-      }
+      const next = nextRuns();
       return (await commands.sources()).map((overview) => ({ ...overview, nextRunAt: next.get(overview.status.source) ?? overview.nextRunAt }));
+    },
+    async source(name) {
+      const overview = await commands.source!(name);
+      return { ...overview, nextRunAt: nextRuns().get(name) ?? overview.nextRunAt };
     },
     backups: (source) => commands.backups(source),
     async jobs() {
