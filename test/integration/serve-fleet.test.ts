@@ -6,8 +6,10 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { collect, startPgkeep } from '../support/cli.js';
+import { chromium } from 'playwright-core';
+import { collect, pgkeep, startPgkeep } from '../support/cli.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 
@@ -103,6 +105,86 @@ describe('pgkeep serve with a fleet', () => {
       child.kill('SIGKILL');
       await locker.query('ROLLBACK').catch(() => undefined);
       await locker.end();
+    }
+  });
+
+  test('fleet overview over HTTP: counts by verdict, worst first, filters, compact rows in Chromium; a source\'s page costs the same with 60 sources as with 1', async () => {
+    const repo = path.join(work, 'fleet-repo');
+    const names = Array.from({ length: 60 }, (_, i) => `s${String(i + 1).padStart(2, '0')}`);
+    const sourceOf = (i: number) => ({ host: '127.0.0.1', port: cluster.port, user: 'postgres', database: 'db02', backup: { labels: [i % 2 === 0 ? 'prod' : 'staging'] } });
+    const write = async (file: string, count: number) => {
+      await writeFile(file, JSON.stringify({ repo, serve: { stateDir: path.join(work, `state-${count}`) }, sources: Object.fromEntries(names.slice(0, count).map((n, i) => [n, sourceOf(i)])) }));
+      return file;
+    };
+    const config60 = await write(path.join(work, 'fleet60.yaml'), 60);
+    const config1 = await write(path.join(work, 'fleet1.yaml'), 1);
+    const env = { PGPASSWORD: cluster.password };
+    // six sources with a real backup (healthy); the other 54 have none (at risk)
+    for (const n of names.slice(0, 6)) {
+      const made = await pgkeep(['backup', '--config', config60, '--source', n], { env });
+      assert.equal(made.code, 0, made.stderr);
+    }
+    const start = async (config: string) => {
+      const child = startPgkeep(['serve', '--config', config, '--listen', '127.0.0.1:0'], { env });
+      let stderr = '';
+      child.stderr!.setEncoding('utf8').on('data', (t: string) => (stderr += t));
+      const done = collect(child);
+      while (!/listening on http/.test(stderr)) {
+        assert.equal(child.exitCode, null, stderr);
+        await sleep(20);
+      }
+      return { child, done, base: /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(stderr)![1]! };
+    };
+    /** Median wall time of GET url over 7 requests (after one warm-up). */
+    const median = async (url: string) => {
+      const times: number[] = [];
+      for (let i = 0; i < 8; i++) {
+        const t = performance.now();
+        const response = await fetch(url);
+        const body = await response.text();
+        assert.equal(response.status, 200, body);
+        if (i > 0) times.push(performance.now() - t);
+      }
+      return times.sort((a, b) => a - b)[3]!;
+    };
+    const one = await start(config1);
+    const fleet = await start(config60);
+    const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'] });
+    try {
+      const page1 = await median(`${one.base}/sources/s01`);
+      const page60 = await median(`${fleet.base}/sources/s01`);
+      console.log(`/sources/s01 median: ${page1.toFixed(0)} ms with 1 source, ${page60.toFixed(0)} ms with 60`);
+      assert.ok(page60 < page1 * 2 + 50, `a source's page with 60 sources (${page60.toFixed(0)} ms) costs about what it costs with 1 (${page1.toFixed(0)} ms)`);
+
+      const overview = await (await fetch(`${fleet.base}/`)).text();
+      const count = (v: string) => Number(new RegExp(`data-count="${v}"><strong>(\\d+)</strong>`).exec(overview)?.[1]);
+      assert.deepEqual([count('red'), count('amber'), count('green')], [54, 0, 6]);
+      const order = [...overview.matchAll(/data-source="(s\d+)" data-verdict="(\w+)"/g)].map((m) => m[2]);
+      assert.equal(order.length, 60);
+      assert.equal(order.indexOf('green'), 54, 'worst first: every at-risk source before the healthy ones');
+      const shown = async (query: string) => [...(await (await fetch(`${fleet.base}/${query}`)).text()).matchAll(/data-source="(s\d+)"/g)].map((m) => m[1]);
+      assert.deepEqual(await shown('?verdict=green'), names.slice(0, 6));
+      assert.deepEqual(await shown('?q=s1'), names.slice(9, 19));
+      assert.equal((await shown('?label=staging')).length, 30);
+      assert.deepEqual(await shown('?label=prod&verdict=green'), ['s01', 's03', 's05']);
+
+      const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+      await page.goto(`${fleet.base}/`);
+      const rows = page.locator('article[data-source]');
+      assert.equal(await rows.count(), 60);
+      const healthy = (await rows.nth(59).boundingBox())!;
+      assert.ok(healthy.height <= 30, `a healthy source's row is one compact line: ${healthy.height}px`);
+      const images = process.env.UPDATE_SCREENSHOTS === '1' ? path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../docs/images') : work;
+      await page.screenshot({ path: path.join(images, 'dashboard-fleet.png') });
+      await page.goto(`${fleet.base}/?verdict=green`);
+      assert.equal(await rows.count(), 6);
+      assert.match(await rows.first().innerText(), /Next run\s*not scheduled/);
+    } finally {
+      await browser.close();
+      for (const d of [one, fleet]) {
+        d.child.kill('SIGTERM');
+        await d.done;
+      }
     }
   });
 });

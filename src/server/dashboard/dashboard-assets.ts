@@ -63,12 +63,14 @@ main{padding:16px;max-width:1200px;margin:0 auto}
 h1{font-size:24px;margin:8px 0 16px}h2{font-size:19px;margin:20px 0 8px}
 .counts{display:flex;flex-wrap:wrap;gap:8px 12px;align-items:center;margin:0 0 8px}.count{padding:4px 12px;border-radius:6px;border:1px solid var(--line);background:var(--card);text-decoration:none;color:var(--fg)}.count strong{font-size:20px}.count.red strong{color:var(--red)}.count.amber strong{color:var(--amber)}.count.green strong{color:var(--green)}.count[aria-current]{outline:2px solid var(--accent)}
 .fleet-filters{margin:0 0 8px}
-.rows{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,880px),1fr));gap:0 12px}
-.card.row{display:grid;grid-template-columns:minmax(120px,14em) 1fr auto;align-items:center;gap:0 10px;padding:2px 8px;border-radius:0;border-width:0 0 1px 6px;font-size:13px;line-height:1.35}
-.card.row h2{margin:0;font-size:13px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;justify-content:flex-start}.card.row .badge{font-size:11px;padding:0 6px}
-.card.row dl{display:flex;flex-wrap:wrap;gap:0 14px}.card.row dl>div{display:flex;gap:4px;white-space:nowrap}.card.row .id{color:var(--muted)}
+main:has(#overview){max-width:none}
+.rows{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,760px),1fr));gap:0 12px}
+.card.row{display:grid;grid-template-columns:minmax(100px,11em) minmax(0,1fr) auto;align-items:center;gap:0 8px;padding:1px 6px;border-radius:0;border-width:0 0 1px 6px;font-size:12px;line-height:17px}
+.card.row .facts{display:flex;gap:0 12px;overflow:hidden;white-space:nowrap;text-overflow:ellipsis;min-width:0}
+.card.row h2{margin:0;font-size:13px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;justify-content:flex-start}.card.row .badge{font-size:10px;padding:0 5px}
+.card.row dl{display:flex;gap:0 12px}.card.row dl>div{display:flex;gap:4px;white-space:nowrap}.card.row .id{color:var(--muted)}
 .card.row .actions{margin:0;gap:4px}.card.row .actions .button{font-size:12px;padding:1px 8px;min-height:0}
-.card.row .reasons{grid-column:1/-1;margin:0;padding-left:18px;font-size:12px}
+.card.row .reasons{margin:0;padding:0;list-style:none;display:flex;gap:0 8px;font-weight:600}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,360px),1fr));gap:16px}
 .card{background:var(--card);border:1px solid var(--line);border-left:8px solid var(--line);border-radius:6px;padding:12px 16px}
 .card.green{border-left-color:var(--green)}.card.amber{border-left-color:var(--amber)}.card.red{border-left-color:var(--red)}

@@ -122,14 +122,16 @@ export function overviewFragment(viewer: Viewer, sources: readonly SourceOvervie
     const page = `${viewer.base}/sources/${encodeURIComponent(s.source)}`;
     return html`<article class="card row ${verdict}" data-source="${s.source}" data-verdict="${verdict}" aria-labelledby="card-${s.source}">
 <h2 id="card-${s.source}"><a href="${page}">${s.source}</a> <span class="badge ${verdict}">${VERDICT_TEXT[verdict]}</span></h2>
+<div class="facts" title="${s.findings.map((f) => f.message).join('\n')}">
+${s.findings.length > 0 ? html`<ul class="reasons">${s.findings.map((f) => html`<li>${f.message}</li>`)}</ul>` : ''}
 <dl>
 <div><dt>Last success</dt><dd>${s.lastBackup ? html`${short(s.lastBackup.finishedAt, now)} · <span class="id">${s.lastBackup.id}</span> · ${formatBytes(s.lastBackup.rawBytes)}, ${formatDuration(s.lastBackup.durationMs)}` : 'none'}</dd></div>
 <div><dt>Next run</dt><dd>${nextRunAt ? short(nextRunAt, now) : 'not scheduled'}</dd></div>
 <div><dt>Restore test</dt><dd>${test ? html`${test.ok ? 'passed' : 'FAILED'} ${short(test.finishedAt, now)} on <span class="id">${test.backupId}</span>${lastRestoreTestRestoreMs !== undefined ? html`, restored in ${formatDuration(lastRestoreTestRestoreMs)}` : ''}` : 'never'}</dd></div>
 <div><dt>PITR</dt><dd>${s.pitr.window ? html`${short(s.pitr.window.from, now)} → ${short(s.pitr.window.to, now)}` : 'none'}${s.pitr.archiveLagMs !== undefined ? html`, lag ${formatDuration(s.pitr.archiveLagMs)}` : ''}</dd></div>
 </dl>
+</div>
 <p class="actions">${actionLink(viewer, 'backup', s.source, 'Backup now')}${s.lastBackup ? actionLink(viewer, 'restore-test', s.source, 'Restore test now', 'latest') : ''}</p>
-${s.findings.length > 0 ? html`<ul class="reasons">${s.findings.map((f) => html`<li>${f.message}</li>`)}</ul>` : ''}
 </article>`;
   });
   return html`<div id="overview" hx-get="${viewer.base}/fragments/overview${query({})}" hx-trigger="every 5s" hx-swap="outerHTML">
