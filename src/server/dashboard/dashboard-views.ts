@@ -131,7 +131,7 @@ ${s.findings.length > 0 ? html`<ul class="reasons">${s.findings.map((f) => html`
 <div><dt>PITR</dt><dd>${s.pitr.window ? html`${short(s.pitr.window.from, now)} → ${short(s.pitr.window.to, now)}` : 'none'}${s.pitr.archiveLagMs !== undefined ? html`, lag ${formatDuration(s.pitr.archiveLagMs)}` : ''}</dd></div>
 </dl>
 </div>
-<p class="actions">${actionLink(viewer, 'backup', s.source, 'Backup now')}${s.lastBackup ? actionLink(viewer, 'restore-test', s.source, 'Restore test now', 'latest') : ''}</p>
+<p class="actions">${actionLink(viewer, 'backup', s.source, 'Backup now')}${s.lastBackup ? actionLink(viewer, 'restore-test', s.source, 'Restore test now', 'latest') : ''}<a class="button secondary" href="${page}">Backups</a></p>
 </article>`;
   });
   return html`<div id="overview" hx-get="${viewer.base}/fragments/overview${query({})}" hx-trigger="every 5s" hx-swap="outerHTML">
