@@ -1,7 +1,26 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+// Each test file runs in its own process and gets its own TMPDIR, which the
+// pgkeep processes it starts inherit. pgkeep removes (and reports) the temp
+// folders of dead pgkeep processes that it finds in its temp dir, so with one
+// shared /tmp a file that kills pgkeep on purpose would have its leftovers
+// removed by another file's restore, and that restore would print lines its
+// test does not expect. 1777 like /tmp: test clusters run as `postgres`.
+const testTemp = mkdtempSync(path.join(tmpdir(), 'pgkeep-tests-'));
+chmodSync(testTemp, 0o1777);
+process.env.TMPDIR = testTemp;
+process.on('exit', () => {
+  try {
+    rmdirSync(testTemp); // only when empty: what a test left is for a person to look at
+  } catch {
+    /* not empty, or already gone */
+  }
+});
 
 /** The built CLI, as users run it (npm test builds first). */
 export const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/cli/main.js');
