@@ -329,8 +329,10 @@ export async function main(argv: string[]): Promise<number> {
     .option('--scratch <where>', 'where to restore-test: same-server (database pgkeep_verify_<id>), local (a throwaway cluster), or a postgresql:// URL')
     .option('--deep', 'with a restore test: compare table content hashes (backup --checksums) and run pg_amcheck')
     .option('--jobs <n>', 'parallel pg_restore workers for the restore test', positiveInt('--jobs'))
+    .option('--target-time <time>', 'with --restore-test of a physical backup: a PITR drill, recovering to this time instead of the end of the backup')
+    .option('--latest', 'with --restore-test of a physical backup: a PITR drill to the end of the archived WAL')
     .option('--wal', 'verify the source\'s WAL archive: every file\'s checksums, gaps, and the recovery window of each physical backup')
-    .action(async (ref: string | undefined, options: OutputOptions & { restoreTest?: boolean; scratch?: string; deep?: boolean; jobs?: number; wal?: boolean }, command: Command) => {
+    .action(async (ref: string | undefined, options: OutputOptions & { restoreTest?: boolean; scratch?: string; deep?: boolean; jobs?: number; wal?: boolean; targetTime?: string; latest?: boolean }, command: Command) => {
       json = Boolean(options.json);
       const settings = settingsOf(command);
       if (options.wal) {
@@ -366,7 +368,10 @@ export async function main(argv: string[]): Promise<number> {
       // A source with several repositories: every copy is verified (--repo picks one).
       const several = (await import('../commands/verify-copies.js')).verifiesSeveralCopies(settings);
       try {
-        const request = { restoreTest: options.restoreTest, scratch: options.scratch, deep: options.deep, jobs: options.jobs };
+        if (options.targetTime !== undefined && options.latest) throw new PgkeepError('USAGE', 'give --target-time or --latest, not both');
+        if (options.targetTime !== undefined && Number.isNaN(new Date(options.targetTime).getTime())) throw new PgkeepError('USAGE', `--target-time "${options.targetTime}" is not a time: use e.g. 2026-11-21T14:05:00Z`);
+        const target: RecoveryTarget | undefined = options.latest ? { kind: 'latest' } : options.targetTime !== undefined ? { kind: 'time', value: options.targetTime } : undefined;
+        const request = { restoreTest: options.restoreTest || target !== undefined, scratch: options.scratch, deep: options.deep, jobs: options.jobs, target };
         if (several) {
           const result = await (await import('../commands/verify-copies.js')).runVerifyCopies(context(settings, options), ref, request);
           bar.clear();
@@ -579,12 +584,7 @@ export async function main(argv: string[]): Promise<number> {
       const repository = await openRepository(settings, { source: source.name });
       const ctx = context(settings, options);
       // restore_command runs this same pgkeep, as the server's user, with the same repository and keys.
-      const shellQuote = (text: string) => (/^[A-Za-z0-9_./:@=+-]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`);
-      const fetch = [process.execPath, fileURLToPath(new URL('./pgkeep.js', import.meta.url)), 'wal-fetch', '%f', '%p', '--source', source.name, '--repo', source.repo];
-      if (settings.configFile) fetch.push('--config', settings.configFile);
-      if (ctx.keys.identityFile) fetch.push('--identity', ctx.keys.identityFile);
-      else if (repository.info.encryption) throw new PgkeepError('USAGE', 'the repository is encrypted: pitr needs --identity FILE (readable by the server\'s OS user), which restore_command passes to pgkeep wal-fetch');
-      const restoreCommand = fetch.map((part) => (part === '%f' || part === '%p' ? part : shellQuote(part))).join(' ');
+      const restoreCommand = (await import('../commands/wal-fetch-command.js')).walFetchCommand(settings, ctx.keys, { source: source.name, repo: source.repo, encrypted: Boolean(repository.info.encryption) });
       const timeoutMs = options.timeout === undefined ? undefined : (options.timeout as number) * 1000;
       if (options.extractTable) {
         if (options.pgdata || options.start || options.dryRun) throw new PgkeepError('USAGE', '--extract-table recovers into a throwaway cluster of its own: leave out --pgdata, --start and --dry-run');

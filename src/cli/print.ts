@@ -284,7 +284,17 @@ export function printVerify(report: VerifyResult, json: boolean): void {
     }
     for (const note of test.notes) out(`note: ${note}`);
   }
-  if (report.ok) out(`backup ${report.id} ${test ? 'restores and checks out' : 'is intact'} (${formatDuration(report.durationMs)})`);
+  const drill = report.physicalTest;
+  if (drill) {
+    out(`${drill.method === 'pitr' ? 'PITR drill' : 'restore test'}: recovered to ${drill.target} in ${formatDuration(drill.restoreMs)} on ${drill.scratch} (removed afterwards)`);
+    out(`  extract ${formatDuration(drill.extractMs)}, WAL replay ${formatDuration(drill.replayMs)} (${drill.walFiles} file(s), ${formatBytes(drill.walBytes)})`);
+    const point = drill.recoveryPoint;
+    out(`  recovery point: ${point.stoppedAt ?? (point.redoDoneAt ? `redo done at ${point.redoDoneAt}` : 'end of recovery')}${point.lastTransactionAt ? `; last transaction at ${point.lastTransactionAt}` : ''}${point.timeline ? `; new timeline ${point.timeline}` : ''}`);
+    for (const d of drill.databases) out(`  database ${d.name}: accepts connections; pg_amcheck ${d.amcheck.status === 'skipped' ? 'skipped' : d.amcheck.ok ? 'found nothing' : 'FOUND CORRUPTION'}`);
+    drill.probes.forEach((p, i) => out(`  probe ${i + 1}: ${p.ok ? 'ok    ' : 'FAILED'}  ${p.sql.replace(/\s+/g, ' ').trim()} → ${p.error ? `error: ${p.error}` : (p.value ?? 'no value')}`));
+    for (const note of drill.notes) out(`note: ${note}`);
+  }
+  if (report.ok) out(`backup ${report.id} ${test || drill ? 'restores and checks out' : 'is intact'} (${formatDuration(report.durationMs)})`);
   else for (const problem of report.problems) out(`problem: ${problem}`);
 }
 
@@ -540,7 +550,7 @@ export function printStatus(result: StatusResult, json: boolean, check: boolean)
 export function printPitr(result: PitrResult, json: boolean): void {
   if (json) return printJson(result);
   const { plan } = result;
-  const target = plan.target.kind === 'latest' ? 'the end of the archived WAL' : `${plan.target.kind} ${plan.target.value}`;
+  const target = plan.target.kind === 'latest' ? 'the end of the archived WAL' : plan.target.kind === 'immediate' ? 'the end of the backup' : `${plan.target.kind} ${plan.target.value}`;
   out(`backup   ${plan.backup.id} (timeline ${plan.backup.timeline}, consistent from ${plan.backup.stopTime}, LSN ${plan.backup.stopLsn})`);
   out(`target   ${target}`);
   out(`WAL      ${plan.walNeeded.first}..${plan.walNeeded.last} needed for consistency: ${plan.walNeeded.present ? 'all archived' : `MISSING ${plan.walNeeded.missing.join(', ')}`}`);

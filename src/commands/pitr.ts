@@ -20,7 +20,9 @@ export type RecoveryTarget =
   | { kind: 'lsn'; value: string }
   | { kind: 'xid'; value: string }
   | { kind: 'name'; value: string }
-  | { kind: 'latest' };
+  | { kind: 'latest' }
+  /** The end of the backup: the first consistent point (recovery_target = 'immediate'), for restore tests. */
+  | { kind: 'immediate' };
 
 export interface PitrRequest {
   pgdata: string;
@@ -67,6 +69,12 @@ export interface PitrResult {
   port: number | undefined;
   outcome: RecoveryOutcome | undefined;
   durationMs: number;
+  /** Extracting the base backup (with --start also the rest is timed). */
+  extractMs?: number | undefined;
+  /** From starting the server to the end of recovery: the WAL replay. */
+  replayMs?: number | undefined;
+  /** WAL files restored from the archive through restore_command. */
+  walFilesReplayed?: number | undefined;
 }
 
 /**
@@ -126,6 +134,7 @@ export async function runPitr(ctx: CommandContext, repository: Repository, sourc
     throw error;
   }
   throwIfAborted(signal);
+  const extractMs = Date.now() - started;
 
   // 5. recovery settings
   await writeRecoverySettings(pgdata, request, manifest);
@@ -134,25 +143,31 @@ export async function runPitr(ctx: CommandContext, repository: Repository, sourc
   const user = serverUser();
   if (user) await chownTree(pgdata, user);
   await chmod(pgdata, 0o700);
-  if (!request.start || binDir === undefined) return { plan, restored: true, started: false, port: request.port, outcome: undefined, durationMs: Date.now() - started };
+  if (!request.start || binDir === undefined) return { plan, restored: true, started: false, port: request.port, outcome: undefined, durationMs: Date.now() - started, extractMs };
 
   // 7. run recovery
   const logFile = path.join(pgdata, 'log', 'pgkeep-pitr.log');
   await makeFolders(path.dirname(logFile));
   if (user) await chownTree(path.dirname(logFile), user);
   ctx.info(`starting PostgreSQL on ${pgdata}${request.port ? ` (port ${request.port})` : ''}; log: ${logFile}`);
-  await startServer(binDir, pgdata, logFile, { port: request.port, user, signal });
+  const replayStarted = Date.now();
+  let walFilesReplayed = 0;
   let running = true;
+  await startServer(binDir, pgdata, logFile, { port: request.port, user, signal });
   const poll = setInterval(() => void serverRunning(pgdata).then((alive) => (running = alive)), 500);
   try {
     const outcome = await waitForRecovery(logFile, {
       timeoutMs: request.timeoutMs ?? 600_000,
       signal,
-      progress: (line) => ctx.info(line),
+      progress: (line) => {
+        if (line.startsWith('replayed WAL file')) walFilesReplayed++;
+        ctx.info(line);
+      },
       isRunning: () => running,
     });
+    const replayMs = Date.now() - replayStarted;
     if (request.whileRunning) await request.whileRunning({ pgdata, port: request.port });
-    return { plan, restored: true, started: true, port: request.port, outcome, durationMs: Date.now() - started, binDir };
+    return { plan, restored: true, started: true, port: request.port, outcome, durationMs: Date.now() - started, binDir, extractMs, replayMs, walFilesReplayed };
   } finally {
     clearInterval(poll);
     if (request.whileRunning && (await serverRunning(pgdata))) await stopServer(binDir, pgdata, user).catch((error: Error) => ctx.warn(`could not stop the recovered server on ${pgdata}: ${error.message}`));
@@ -163,6 +178,8 @@ function describeTarget(target: RecoveryTarget): string {
   switch (target.kind) {
     case 'latest':
       return 'to the end of the archived WAL';
+    case 'immediate':
+      return 'to the end of the backup';
     case 'time':
       return `to time ${target.value}`;
     case 'lsn':
@@ -269,6 +286,7 @@ async function writeRecoverySettings(pgdata: string, request: PitrRequest, manif
   if (target.kind === 'lsn') settings.push(['recovery_target_lsn', target.value]);
   if (target.kind === 'xid') settings.push(['recovery_target_xid', target.value]);
   if (target.kind === 'name') settings.push(['recovery_target_name', target.value]);
+  if (target.kind === 'immediate') settings.push(['recovery_target', 'immediate']);
   if (target.kind !== 'latest') settings.push(['recovery_target_action', request.targetAction ?? 'promote']);
   settings.push(['recovery_target_timeline', 'latest']);
   if (request.archiveMode === 'off') settings.push(['archive_mode', 'off']);

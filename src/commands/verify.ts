@@ -11,6 +11,8 @@ import { PGKEEP_VERSION } from '../version.js';
 import type { CommandContext } from './command-context.js';
 import { openRepository, repositoriesWithBackup } from './open-repository.js';
 import { runRestoreTest, type RestoreTestReport } from './restore-test.js';
+import { runPhysicalRestoreTest, type PhysicalRestoreTestReport } from './physical-restore-test.js';
+import type { RecoveryTarget } from './pitr.js';
 
 export interface VerifyRequest {
   /** Also restore into a scratch database and check it (implied by scratch and deep). */
@@ -21,6 +23,8 @@ export interface VerifyRequest {
   deep?: boolean | undefined;
   /** Parallel pg_restore workers for the restore test. */
   jobs?: number | undefined;
+  /** A physical backup: recover to this point instead of the end of the backup (a PITR drill). */
+  target?: RecoveryTarget | undefined;
 }
 
 export interface VerifyResult extends VerifyReport {
@@ -28,6 +32,7 @@ export interface VerifyResult extends VerifyReport {
   /** How far the manifest itself is proven: checksum, authentication (encrypted repositories), or neither (older pgkeep). */
   manifest?: string | undefined;
   restoreTest?: RestoreTestReport | undefined;
+  physicalTest?: PhysicalRestoreTestReport | undefined;
   /** Where the evidence was stored, or undefined when it could not be (a warning said why). */
   recorded?: string | undefined;
   /** --json output of a failed verification: the error, beside the report. */
@@ -63,7 +68,12 @@ export async function runVerify(ctx: CommandContext, ref: string, request: Verif
 export async function verifyResolved(ctx: CommandContext, repository: Repository, manifest: Manifest, request: VerifyRequest = {}): Promise<VerifyResult> {
   const { settings } = ctx;
   const restoreTest = Boolean(request.restoreTest || request.scratch !== undefined || request.deep);
-  const logical = restoreTest ? requireLogical(manifest, 'a restore test') : undefined;
+  const physical = restoreTest && manifest.kind === 'physical' ? manifest : undefined;
+  if (physical && (request.scratch !== undefined || request.deep)) {
+    throw new PgkeepError('USAGE', `backup ${manifest.id} is a physical backup: its restore test recovers the whole cluster into a throwaway one (--scratch and --deep apply to logical backups; pg_amcheck always runs)`);
+  }
+  if (request.target && !physical) throw new PgkeepError('USAGE', '--target-time and --latest apply to the restore test of a physical backup');
+  const logical = restoreTest && !physical ? requireLogical(manifest, 'a restore test') : undefined;
   if (logical?.options.dataOnly) {
     throw new PgkeepError('USAGE', `backup ${manifest.id} is data-only: it has no schema to restore into an empty scratch database, so it cannot be restore-tested; verify it without --restore-test`);
   }
@@ -88,7 +98,8 @@ export async function verifyResolved(ctx: CommandContext, repository: Repository
   // 2. the restore test
   if (report.ok && restoreTest) {
     try {
-      result.restoreTest = await runRestoreTest(ctx, repository, logical!, identities, { scratch: request.scratch, deep: request.deep, jobs: request.jobs, toc });
+      if (physical) result.physicalTest = await runPhysicalRestoreTest(ctx, repository, physical, { target: request.target });
+      else result.restoreTest = await runRestoreTest(ctx, repository, logical!, identities, { scratch: request.scratch, deep: request.deep, jobs: request.jobs, toc });
     } catch (error) {
       if (isPgkeepError(error, 'ABORTED') || ctx.signal.aborted) throw error;
       result.problems = [...result.problems, `restore failed: ${toPgkeepError(error).message}`];
@@ -97,7 +108,7 @@ export async function verifyResolved(ctx: CommandContext, repository: Repository
       result.recorded = await record(ctx, repository, manifest, result, startedAt);
       throw error;
     }
-    result.problems = [...result.problems, ...result.restoreTest.problems.map((p) => p.message)];
+    result.problems = [...result.problems, ...(result.restoreTest ?? result.physicalTest)!.problems.map((p) => p.message)];
     result.ok = result.problems.length === 0;
   }
   result.durationMs = Date.now() - startedAt.getTime();
@@ -107,7 +118,7 @@ export async function verifyResolved(ctx: CommandContext, repository: Repository
   if (!report.ok) {
     throw new PgkeepError('VERIFY_FAILED', `backup ${manifest.id} failed verification: ${report.problems[0]}`, { details: { report: result } });
   }
-  const first = result.restoreTest?.problems[0];
+  const first = (result.restoreTest ?? result.physicalTest)?.problems[0];
   if (first) throw new PgkeepError(first.code, `restore test of backup ${manifest.id} failed: ${first.message}`, { details: { report: result } });
   return result;
 }
@@ -115,6 +126,7 @@ export async function verifyResolved(ctx: CommandContext, repository: Repository
 /** Stores the verification record; a repository that refuses the write costs a warning, not the verification. */
 async function record(ctx: CommandContext, repository: Repository, manifest: Manifest, result: VerifyResult, startedAt: Date): Promise<string | undefined> {
   const test = result.restoreTest;
+  const physicalTest = result.physicalTest;
   try {
     const verification = await repository.writeVerification({
       format: 1,
@@ -128,7 +140,20 @@ async function record(ctx: CommandContext, repository: Repository, manifest: Man
       repository: repository.location,
       pgkeepVersion: PGKEEP_VERSION,
       problems: result.problems,
-      restore: test ? { scratch: `${test.scratch.kind}: "${test.scratch.database}" on ${test.scratch.server}`, durationMs: test.restoreMs } : null,
+      restore: test
+        ? { scratch: `${test.scratch.kind}: "${test.scratch.database}" on ${test.scratch.server}`, durationMs: test.restoreMs, method: 'logical' }
+        : physicalTest
+          ? {
+              scratch: physicalTest.scratch,
+              durationMs: physicalTest.restoreMs,
+              method: physicalTest.method,
+              target: physicalTest.target,
+              replayMs: physicalTest.replayMs,
+              walFiles: physicalTest.walFiles,
+              walBytes: physicalTest.walBytes,
+              recoveryPoint: physicalTest.recoveryPoint,
+            }
+          : null,
       tables: test ? test.tables.map((t) => ({ schema: t.schema, name: t.name, expected: t.expected, actual: t.actual })) : [],
       checks: {
         objects: result.objects.map((o) => ({ name: o.name, ok: o.ok })),
@@ -143,6 +168,7 @@ async function record(ctx: CommandContext, repository: Repository, manifest: Man
               notes: test.notes,
             }
           : {}),
+        ...(physicalTest ? { databases: physicalTest.databases, probes: physicalTest.probes, notes: physicalTest.notes, extractMs: physicalTest.extractMs } : {}),
       },
     });
     return repository.verificationFolder(verification.source, verification.backupId);

@@ -28,6 +28,14 @@ export const VerificationSchema = z.object({
     .object({
       scratch: z.string(),
       durationMs: z.number().nonnegative(),
+      /** logical (a dump loaded), physical (a base backup recovered to its end) or pitr (a drill to a point in time); absent in older records: logical. */
+      method: z.enum(['logical', 'physical', 'pitr']).optional(),
+      /** Physical and PITR: the recovery target, WAL replay time and amount, and where recovery ended. */
+      target: z.string().optional(),
+      replayMs: z.number().nonnegative().optional(),
+      walFiles: z.number().int().nonnegative().optional(),
+      walBytes: z.number().int().nonnegative().optional(),
+      recoveryPoint: z.record(z.string(), z.unknown()).optional(),
     })
     .nullable()
     .default(null),

@@ -1,0 +1,27 @@
+import { fileURLToPath } from 'node:url';
+import type { KeySettings, Settings } from '../config/settings.js';
+import { PgkeepError } from '../errors.js';
+
+/** Quoted for /bin/sh (PostgreSQL runs restore_command through the shell); plain words stay as they are. */
+export function shellQuote(text: string): string {
+  return /^[A-Za-z0-9_./:@=+-]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * The restore_command of a recovery pgkeep sets up: this same pgkeep (the
+ * Node executable and its entry script), `wal-fetch %f %p`, the source, the
+ * repository, the config file and the identity file. The server runs it as
+ * its own OS user, so those files must be readable by that user. An
+ * encrypted repository needs an identity file (a passphrase in the
+ * environment does not reach the server's restore_command).
+ */
+export function walFetchCommand(settings: Settings, keys: KeySettings, options: { source: string; repo: string; encrypted: boolean }): string {
+  const entry = fileURLToPath(new URL('../cli/pgkeep.js', import.meta.url));
+  const fetch = [process.execPath, entry, 'wal-fetch', '%f', '%p', '--source', options.source, '--repo', options.repo];
+  if (settings.configFile) fetch.push('--config', settings.configFile);
+  if (keys.identityFile) fetch.push('--identity', keys.identityFile);
+  else if (options.encrypted && !settings.config.passphraseFile) {
+    throw new PgkeepError('USAGE', "the repository is encrypted: recovery needs --identity FILE (or the config's identityFile or passphraseFile, readable by the server's OS user), which restore_command passes to pgkeep wal-fetch");
+  }
+  return fetch.map((part) => (part === '%f' || part === '%p' ? part : shellQuote(part))).join(' ');
+}
