@@ -5,6 +5,8 @@ import { configuredSources, resolveSource, toolPaths, verifySettings, type Resol
 import { PgkeepError } from '../errors.js';
 import type { ConnectionInfo } from '../postgres/connection-info.js';
 import { withClient } from '../postgres/pg-client.js';
+import { serverBinDir } from '../postgres/pg-server.js';
+import { serverMajor } from '../postgres/pg-tools.js';
 import type { PhysicalManifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { describeProbeFailure, runAmcheck, runProbes, type AmcheckResult, type Problem, type ProbeResult } from '../verify/restore-checks.js';
@@ -48,6 +50,8 @@ export async function runPhysicalRestoreTest(
   const target: RecoveryTarget = options.target ?? { kind: 'immediate' };
   const source = drillSource(settings, manifest);
   const restoreCommand = walFetchCommand(settings, ctx.keys, { source: manifest.source, repo: repository.location, encrypted: Boolean(repository.info.encryption) });
+  // The programs of the backup's major version: a clear TOOL_MISSING naming the package when absent.
+  const binDir = serverBinDir(Math.floor(serverMajor(manifest.server.versionNum)), source.pgBin);
   const work = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-drill-'));
   // The server's OS user owns the data directory inside; it only needs to pass through.
   await chmod(work, 0o711);
@@ -90,7 +94,7 @@ export async function runPhysicalRestoreTest(
         for (const name of names) {
           const db = { ...admin, database: name };
           try {
-            const amcheck = await withClient(db, (c) => runAmcheck(c, db, { pgBin: pitr.binDir, signal: ctx.signal }), ctx.signal);
+            const amcheck = await withClient(db, (c) => runAmcheck(c, db, { pgBin: binDir, signal: ctx.signal }), ctx.signal);
             if (amcheck.note) notes.push(`pg_amcheck on ${name} skipped: ${amcheck.note}`);
             if (!amcheck.ok) problems.push({ code: 'VERIFY_FAILED', message: `pg_amcheck found corruption in database ${name}: ${amcheck.findings[0] ?? 'see its report'}` });
             databases.push({ name, amcheck });
@@ -109,7 +113,7 @@ export async function runPhysicalRestoreTest(
     return {
       method: target.kind === 'immediate' ? 'physical' : 'pitr',
       target: target.kind === 'immediate' ? 'end of backup' : target.kind === 'latest' ? 'latest' : `${target.kind} ${target.value}`,
-      scratch: `a throwaway cluster (PostgreSQL ${manifest.server.version.split(' ')[0]}, ${pitr.binDir})`,
+      scratch: `a throwaway cluster (PostgreSQL ${manifest.server.version.split(' ')[0]}, ${binDir})`,
       restoreMs: (pitr.extractMs ?? 0) + (pitr.replayMs ?? 0),
       extractMs: pitr.extractMs ?? 0,
       replayMs: pitr.replayMs ?? 0,

@@ -1,0 +1,119 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { chmod, mkdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { json, pgkeep } from '../support/cli.js';
+import { useClusterAndWorkFolder } from '../support/integration-setup.js';
+import { archivingConf, type PgCluster } from '../support/pg-cluster.js';
+import { archiveCommand, giveToServer } from '../support/server-folder.js';
+
+// Restore tests of physical backups and PITR drills against a real cluster
+// that archives through pgkeep wal-push: the backup is recovered into a
+// throwaway cluster through wal-fetch, checked, and nothing of it stays.
+
+const SOURCE = 'main';
+const shared = path.join(tmpdir(), `pgkeep-drill-test-${randomBytes(6).toString('hex')}`);
+const REPO = path.join(shared, 'repo');
+const TEMP = path.join(shared, 'temp');
+let cluster: PgCluster;
+
+before(async () => {
+  await mkdir(TEMP, { recursive: true, mode: 0o755 });
+  await chmod(shared, 0o755);
+  const init = await pgkeep(['init', '--repo', REPO]);
+  assert.equal(init.code, 0, init.stderr);
+  giveToServer(shared);
+});
+
+useClusterAndWorkFolder(
+  'drill',
+  async (c) => {
+    cluster = c;
+    await archivedThrough((await cluster.query<{ name: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS name'))[0]!.name);
+  },
+  { conf: archivingConf(archiveCommand(REPO, SOURCE)), settings: { full_page_writes: 'on' } },
+);
+
+after(async () => {
+  await rm(shared, { recursive: true, force: true });
+});
+
+const cli = (args: string[]) => pgkeep([...args, '--repo', REPO, '--source', SOURCE], { env: { DATABASE_URL: cluster.url(), PGKEEP_TEMP_DIR: TEMP } });
+
+async function archivedThrough(name: string): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    const [stats] = await cluster.query<{ last: string | null }>('SELECT last_archived_wal AS last FROM pg_stat_archiver');
+    if (stats!.last !== null && stats!.last >= name) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${name} was not archived in time`);
+}
+
+const leftovers = () => readdirSync(TEMP).filter((f) => f.startsWith('pgkeep-drill-'));
+
+function lastVerification(backupId: string): any {
+  const folder = path.join(REPO, 'sources', SOURCE, 'verifications', backupId);
+  const newest = readdirSync(folder).sort().at(-1)!;
+  return JSON.parse(readFileSync(path.join(folder, newest), 'utf8'));
+}
+
+describe('restore tests of physical backups', { concurrency: 1 }, () => {
+  let backupId: string;
+  let targetTime: string;
+
+  before(async () => {
+    await cluster.query('CREATE TABLE items (id int PRIMARY KEY, note text)');
+    await cluster.query("INSERT INTO items SELECT g, 'before backup' FROM generate_series(1, 1000) g");
+    const backup = await cli(['backup', '--physical', '--json']);
+    assert.equal(backup.code, 0, backup.stderr);
+    backupId = json(backup).id;
+    await cluster.query("INSERT INTO items SELECT g, 'after backup' FROM generate_series(1001, 1100) g");
+    await new Promise((r) => setTimeout(r, 1100));
+    targetTime = new Date().toISOString();
+    await new Promise((r) => setTimeout(r, 1100));
+    await cluster.query('DELETE FROM items WHERE id > 10');
+    await archivedThrough((await cluster.query<{ name: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS name'))[0]!.name);
+  });
+
+  test('a healthy backup recovers to its end, checks out, is recorded, and leaves nothing behind', async () => {
+    const result = await cli(['verify', backupId, '--restore-test']);
+    assert.equal(result.code, 0, result.stderr + result.stdout);
+    assert.match(result.stdout, /restore test: recovered to end of backup/);
+    assert.match(result.stdout, /database postgres: accepts connections; pg_amcheck found nothing/);
+    assert.match(result.stdout, /restores and checks out/);
+    const record = lastVerification(backupId);
+    assert.equal(record.kind, 'restore-test');
+    assert.equal(record.ok, true);
+    assert.equal(record.restore.method, 'physical');
+    assert.ok(record.restore.durationMs > 0);
+    assert.ok(record.restore.walFiles >= 1, 'WAL was fetched through wal-fetch');
+    assert.deepEqual(leftovers(), []);
+    const status = await cli(['status']);
+    assert.match(status.stdout, /restore/i);
+  });
+
+  test('a PITR drill reaches its target time', async () => {
+    const result = await cli(['verify', backupId, '--target-time', targetTime, '--json']);
+    assert.equal(result.code, 0, result.stderr + result.stdout);
+    const report = json(result);
+    assert.equal(report.physicalTest.method, 'pitr');
+    assert.match(report.physicalTest.recoveryPoint.stoppedAt ?? '', /recovery stopping before/);
+    assert.equal(lastVerification(backupId).restore.target, `time ${targetTime}`);
+    assert.deepEqual(leftovers(), []);
+  });
+
+  test('a WAL segment missing from the archive fails the test, naming it', async () => {
+    const show = json(await cli(['show', backupId, '--json']));
+    const segment: string = show.physical.walStart;
+    const folder = path.join(REPO, 'sources', SOURCE, 'wal', segment.slice(0, 8));
+    for (const f of readdirSync(folder).filter((f) => f.startsWith(segment) && !f.includes('.backup'))) await rm(path.join(folder, f));
+    const result = await cli(['verify', backupId, '--restore-test']);
+    assert.notEqual(result.code, 0);
+    assert.match(result.stderr, new RegExp(segment));
+    assert.equal(lastVerification(backupId).ok, false);
+    assert.deepEqual(leftovers(), []);
+  });
+});
