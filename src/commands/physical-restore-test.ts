@@ -51,7 +51,7 @@ export async function runPhysicalRestoreTest(
   const source = drillSource(settings, manifest);
   const restoreCommand = walFetchCommand(settings, ctx.keys, { source: manifest.source, repo: repository.location, encrypted: Boolean(repository.info.encryption) });
   // The programs of the backup's major version: a clear TOOL_MISSING naming the package when absent.
-  const binDir = serverBinDir(Math.floor(serverMajor(manifest.server.versionNum)), source.pgBin);
+  const binDir = await serverBinDir(Math.floor(serverMajor(manifest.server.versionNum)), source.pgBin);
   const work = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-drill-'));
   // The server's OS user owns the data directory inside; it only needs to pass through.
   await chmod(work, 0o711);
