@@ -21,7 +21,7 @@ export function walFetchCommand(settings: Settings, keys: KeySettings, options: 
   if (settings.configFile) fetch.push('--config', settings.configFile);
   if (keys.identityFile) fetch.push('--identity', keys.identityFile);
   else if (options.encrypted && !settings.config.passphraseFile) {
-    throw new PgkeepError('USAGE', "the repository is encrypted: recovery needs --identity FILE (or the config's identityFile or passphraseFile, readable by the server's OS user), which restore_command passes to pgkeep wal-fetch");
+    throw new PgkeepError('USAGE', "the repository is encrypted: pitr needs --identity FILE (readable by the server's OS user; or the config's identityFile or passphraseFile), which restore_command passes to pgkeep wal-fetch");
   }
   return fetch.map((part) => (part === '%f' || part === '%p' ? part : shellQuote(part))).join(' ');
 }
