@@ -1,11 +1,11 @@
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { configuredSources, resolveSource, toolPaths, verifySettings, type ResolvedSource, type Settings } from '../config/settings.js';
 import { PgkeepError } from '../errors.js';
 import type { ConnectionInfo } from '../postgres/connection-info.js';
 import { withClient } from '../postgres/pg-client.js';
-import { serverBinDir } from '../postgres/pg-server.js';
+import { serverBinDir, serverRunning, serverUser, stopServer } from '../postgres/pg-server.js';
 import { serverMajor } from '../postgres/pg-tools.js';
 import type { PhysicalManifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
@@ -52,9 +52,13 @@ export async function runPhysicalRestoreTest(
   const restoreCommand = walFetchCommand(settings, ctx.keys, { source: manifest.source, repo: repository.location, encrypted: Boolean(repository.info.encryption) });
   // The programs of the backup's major version: a clear TOOL_MISSING naming the package when absent.
   const binDir = await serverBinDir(Math.floor(serverMajor(manifest.server.versionNum)), source.pgBin);
-  const work = await mkdtemp(path.join(source.tempDir ?? tmpdir(), 'pgkeep-drill-'));
+  const parent = source.tempDir ?? tmpdir();
+  await removeKilledDrills(ctx, parent, binDir);
+  const work = await mkdtemp(path.join(parent, 'pgkeep-drill-'));
   // The server's OS user owns the data directory inside; it only needs to pass through.
   await chmod(work, 0o711);
+  // Who runs this drill: a later run removes the folder (and stops its server) once this process is gone.
+  await writeFile(path.join(work, 'owner.pid'), `${process.pid}\n`, { mode: 0o644 });
   const pgdata = path.join(work, 'data');
   const notes: string[] = [];
   const problems: Problem[] = [];
@@ -139,5 +143,34 @@ function drillSource(settings: Settings, manifest: PhysicalManifest): ResolvedSo
     if (!(error instanceof PgkeepError)) throw error;
     const tools = toolPaths(settings);
     return { name: manifest.source, configured: false, connection: { host: '', port: 5432, user: 'postgres', database: 'postgres' }, backup: {}, repo: '', repos: [], pgBin: tools.pgBin, tempDir: tools.tempDir };
+  }
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+};
+
+/**
+ * A drill killed outright (SIGKILL, a crash) leaves its folder and, since
+ * pg_ctl detaches the server, a running server: each drill first stops and
+ * removes those of drills whose pgkeep process is gone.
+ */
+async function removeKilledDrills(ctx: CommandContext, parent: string, binDir: string): Promise<void> {
+  const entries = await readdir(parent).catch(() => [] as string[]);
+  for (const entry of entries.filter((e) => e.startsWith('pgkeep-drill-'))) {
+    const folder = path.join(parent, entry);
+    const owner = Number((await readFile(path.join(folder, 'owner.pid'), 'utf8').catch(() => '')).trim());
+    if (Number.isInteger(owner) && owner > 0 && alive(owner)) continue;
+    const pgdata = path.join(folder, 'data');
+    if (await serverRunning(pgdata)) {
+      await stopServer(binDir, pgdata, serverUser()).catch((error: Error) => ctx.warn(`could not stop the server of an interrupted drill in ${pgdata}: ${error.message}`));
+    }
+    ctx.info(`removing ${folder}, left by an interrupted restore test`);
+    await rm(folder, { recursive: true, force: true });
   }
 }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { chmod, mkdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -79,6 +79,10 @@ describe('restore tests of physical backups', { concurrency: 1 }, () => {
   });
 
   test('a healthy backup recovers to its end, checks out, is recorded, and leaves nothing behind', async () => {
+    // The folder of a drill whose pgkeep was killed (its process gone) is removed by the next one.
+    const killed = path.join(TEMP, 'pgkeep-drill-killed');
+    await mkdir(path.join(killed, 'data'), { recursive: true });
+    writeFileSync(path.join(killed, 'owner.pid'), '999999999\n');
     const result = await cli(['verify', backupId, '--restore-test']);
     assert.equal(result.code, 0, result.stderr + result.stdout);
     assert.match(result.stdout, /restore test: recovered to end of backup/);
