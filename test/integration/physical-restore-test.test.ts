@@ -124,7 +124,8 @@ describe('restore tests of physical backups', { concurrency: 1 }, () => {
   test('a damaged base backup fails the test, naming the object, before anything is recovered', async () => {
     const file = path.join(REPO, 'sources', SOURCE, 'backups', backupId, 'base.tar.zst');
     const bytes = readFileSync(file);
-    bytes[Math.floor(bytes.length / 2)] ^= 0xff;
+    const middle = Math.floor(bytes.length / 2);
+    bytes[middle] = bytes[middle]! ^ 0xff;
     writeFileSync(file, bytes);
     const result = await cli(['verify', backupId, '--restore-test']);
     assert.equal(result.code, 7, result.stderr);
