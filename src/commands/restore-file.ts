@@ -10,7 +10,7 @@ import { defaultZstd, type ZstdCodec } from '../pipeline/zstd.js';
 import { describeEntry, planSelection, schemasToCreate, tocListFile, type SelectionPlan } from '../postgres/restore-plan.js';
 import { describeConnection, libpqEnv, serverLabel, withDatabase, type ConnectionInfo } from '../postgres/connection-info.js';
 import { createDatabase, fitIdentifier } from '../postgres/database-admin.js';
-import { quoteIdent, withClient, type PgClient } from '../postgres/pg-client.js';
+import { quoteIdent, runInTransaction, withClient, type PgClient } from '../postgres/pg-client.js';
 import { describeLocale, missingRoles } from '../postgres/database-state.js';
 import { dumpDatabaseState, renameDatabaseIn, rolesInStatements, type DumpDatabaseState } from '../postgres/dump-database-state.js';
 import { toolInfo } from '../postgres/pg-tools.js';
@@ -246,12 +246,9 @@ async function applyDumpDatabaseState(client: PgClient, database: string, state:
     ...state.properties.map((s) => renameDatabaseIn(s, state.name, database)),
     ...stateAcl(state, request).map((s) => renameDatabaseIn(s, state.name, database)),
   ];
-  await client.query('BEGIN');
   try {
-    for (const statement of statements) await client.query(statement);
-    await client.query('COMMIT');
+    await runInTransaction(client, statements);
   } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
     throw new PgkeepError('RESTORE_FAILED', `could not give "${database}" the owner, privileges and settings the dump carries (${(error as Error).message}): restore as a superuser, or leave parts out with --no-owner / --no-acl`, { cause: error });
   }
 }

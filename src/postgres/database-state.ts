@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { PgkeepError } from '../errors.js';
-import { quoteIdent, quoteLiteral } from './pg-client.js';
+import { quoteIdent, quoteLiteral, runInTransaction } from './pg-client.js';
 
 /**
  * The database-level state pg_dump leaves out unless it runs with --create:
@@ -366,12 +366,9 @@ function show(value: unknown): string {
 export async function applyDatabaseState(client: pg.Client, database: string, state: DatabaseState, parts: StateParts, options: { locale: boolean }): Promise<string[]> {
   const restorer = (await client.query<{ u: string }>('SELECT current_user AS u')).rows[0]!.u;
   const statements = databaseStateStatements(database, state, parts, restorer);
-  await client.query('BEGIN');
   try {
-    for (const statement of statements) await client.query(statement);
-    await client.query('COMMIT');
+    await runInTransaction(client, statements);
   } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
     const code = (error as { code?: string }).code;
     const hint = code === '42501' ? ': restore as a superuser (or a member of the owner role), or leave parts out with --no-owner / --no-acl' : '';
     throw new PgkeepError('RESTORE_FAILED', `could not give "${database}" the owner, privileges and settings of the backup (${(error as Error).message})${hint}`, { cause: error });

@@ -39,6 +39,18 @@ export async function withClient<T>(info: ConnectionInfo, fn: (client: pg.Client
   }
 }
 
+/** Runs the statements in one transaction: all of them or none (rolled back, and the error thrown on). */
+export async function runInTransaction(client: pg.Client, statements: readonly string[]): Promise<void> {
+  await client.query('BEGIN');
+  try {
+    for (const statement of statements) await client.query(statement);
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
+}
+
 export function connectionError(error: unknown, info: ConnectionInfo): PgkeepError {
   const failure = describeConnectionError(error, info);
   if (!info.guessed || failure.code === 'DB_QUERY_FAILED') return failure;

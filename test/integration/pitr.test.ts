@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { json, keygen, pgkeep } from '../support/cli.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
-import { archivingConf, type PgCluster } from '../support/pg-cluster.js';
+import { archivingConf, type PgCluster, findFreePort } from '../support/pg-cluster.js';
 import { archiveCommand, giveToServer, serverUser } from '../support/server-folder.js';
 
 // Physical backup and point-in-time recovery against a real cluster that
@@ -80,15 +80,6 @@ async function queryRecovered(port: number, sql: string): Promise<any[]> {
   }
 }
 
-async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 // One suite, its parts in order: they share one cluster and one archive (npm test runs with --test-concurrency=2).
 describe('point-in-time recovery', { concurrency: 1 }, () => {
@@ -160,7 +151,7 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
 
     test('pitr --target-time T --start: the rows committed before T are back, the DELETE and DROP TABLE after it are not', async () => {
       const pgdata = path.join(shared, 'by-time');
-      const port = await freePort();
+      const port = await findFreePort();
       recovered.push(pgdata);
       const result = await cli(['pitr', '--pgdata', pgdata, '--target-time', targetTime, '--start', '--port', String(port), '--archive-mode', 'off']);
       assert.equal(result.code, 0, result.stderr + result.stdout);
@@ -179,7 +170,7 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
 
     test('pitr --target-name (restore point) reaches the same state', async () => {
       const pgdata = path.join(shared, 'by-name');
-      const port = await freePort();
+      const port = await findFreePort();
       recovered.push(pgdata);
       const result = await cli(['pitr', '--pgdata', pgdata, '--target-name', 'before_damage', '--start', '--port', String(port), '--archive-mode', 'off']);
       assert.equal(result.code, 0, result.stderr + result.stdout);
@@ -235,7 +226,7 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
     // Last: the promoted cluster archives a new timeline into the source, which later recoveries follow.
     test('across a timeline switch: promote a recovered cluster, write on it, recover again to the latest point', async () => {
       const first = path.join(shared, 'tl-first');
-      const port = await freePort();
+      const port = await findFreePort();
       recovered.push(first);
       const result = await cli(['pitr', '--pgdata', first, '--target-time', targetTime, '--start', '--port', String(port)]);
       assert.equal(result.code, 0, result.stderr + result.stdout);
@@ -259,7 +250,7 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
       assert.match(plan.stdout, /timeline histories: 00000002\.history/);
 
       const second = path.join(shared, 'tl-second');
-      const port2 = await freePort();
+      const port2 = await findFreePort();
       recovered.push(second);
       const again = await cli(['pitr', '--pgdata', second, '--latest', '--start', '--port', String(port2), '--archive-mode', 'off']);
       assert.equal(again.code, 0, again.stderr + again.stdout);
@@ -354,7 +345,7 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
       assert.match(noKey.stderr, /encrypted: pitr needs --identity/);
 
       const pgdata = path.join(shared, 'enc-pitr');
-      const port = await freePort();
+      const port = await findFreePort();
       recovered.push(pgdata);
       const result = await enc(['pitr', '--pgdata', pgdata, '--target-time', t, '--start', '--port', String(port), '--archive-mode', 'off']);
       assert.equal(result.code, 0, result.stderr + result.stdout);

@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { json, pgkeep } from '../support/cli.js';
 import { diffSnapshots, snapshotDatabase } from '../support/db-compare.js';
-import { archivingConf, findServerBinDir, startCluster, type PgCluster } from '../support/pg-cluster.js';
+import { archivingConf, findServerBinDir, startCluster, type PgCluster, findFreePort } from '../support/pg-cluster.js';
 import { archiveCommand, giveToServer, serverUser } from '../support/server-folder.js';
 
 // The version policy (README, "Versions") against real servers of every
@@ -227,7 +227,7 @@ describe(`PostgreSQL ${PITR_MAJOR}: physical backup with pg_basebackup ${clientM
     assert.match(without.stderr, /holds the PostgreSQL 15 server, and the backup is of PostgreSQL 14, .*install postgresql-14/);
     assert.equal(existsSync(path.join(pgdata, 'PG_VERSION')), false);
 
-    const port = await freePort();
+    const port = await findFreePort();
     recovered.push(pgdata);
     const pitr = await cli(['pitr', '--pgdata', pgdata, '--target-time', target, '--start', '--port', String(port), '--archive-mode', 'off'], { PG_BIN: cluster.binDir });
     assert.equal(pitr.code, 0, pitr.stderr + pitr.stdout);
@@ -243,12 +243,3 @@ describe(`PostgreSQL ${PITR_MAJOR}: physical backup with pg_basebackup ${clientM
   });
 });
 
-async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
-  });
-}

@@ -334,7 +334,8 @@ async function resolveRunAs(): Promise<RunAs | undefined> {
   return { uid, gid };
 }
 
-function findFreePort(): Promise<number> {
+/** A TCP port on 127.0.0.1 that nothing listens on (for servers a test starts itself). */
+export function findFreePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.unref();
