@@ -248,7 +248,10 @@ describe('one bad backup is isolated', () => {
     ok(await run(['backup', '--repo', repo, '--name', 'public-only'], temp), 'backup');
     // One holding the identity: authenticated.
     ok(await run(['backup', '--repo', repo, '--identity', key.file], temp), 'backup');
-    const [unauthenticated, authenticated] = backupFolders(repo);
+    // Tell them apart by name: both can be taken in the same second, and a folder listing has no order.
+    const unauthenticated = backupFolders(repo).find((id) => id.endsWith('-public-only'));
+    const authenticated = backupFolders(repo).find((id) => !id.endsWith('-public-only'));
+    assert.ok(unauthenticated && authenticated, `two backups: ${backupFolders(repo).join(', ')}`);
     const verify = (id: string) => run(['verify', id, '--repo', repo, '--identity', key.file], temp);
     assert.match(ok(await verify(authenticated!), 'verify').stdout, /^manifest: checksum ok, authenticated \(HMAC with the key of age1/m);
     assert.match(ok(await verify(unauthenticated!), 'verify').stdout, /^manifest: checksum ok; not authenticated: written by a pgkeep that held no identity/m);
