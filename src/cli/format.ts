@@ -1,3 +1,5 @@
+import type { Verification } from '../repository/verification.js';
+
 /** Human formatting for the terminal; --json output never goes through here. */
 
 export function formatBytes(bytes: number): string {
@@ -41,4 +43,12 @@ export function formatTable(headers: string[], rows: string[][], right: number[]
       .join('  ')
       .trimEnd();
   return [line(headers), ...rows.map(line)].join('\n');
+}
+
+/** "restore ok 2h ago", "integrity ok 5m ago", "FAILED restore 1d ago", or "-" when never verified. */
+export function verificationLabel(v: Verification | undefined): string {
+  if (!v) return '-';
+  const what = v.kind === 'restore-test' ? 'restore' : 'integrity';
+  const age = formatAge(new Date(v.finishedAt));
+  return v.ok ? `${what} ok ${age}` : `FAILED ${what} ${age}`;
 }

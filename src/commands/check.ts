@@ -17,6 +17,10 @@ import { joinKey } from '../storage/storage.js';
 import { formatBytes } from '../cli/format.js';
 import type { CommandContext } from './command-context.js';
 import { readIdentities } from './repository-keys.js';
+import { z } from 'zod';
+import { configuredSources, loadSettings, resolveSource } from '../config/settings.js';
+import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
+import { positiveInt } from '../registry/option-values.js';
 
 export interface CheckItem {
   name: string;
@@ -319,4 +323,63 @@ async function checkRepository(ctx: CommandContext, source: ResolvedSource, open
       add('key', 'warn', 'no identity given: backups and wal-push need none, restore, verify and pitr will (--identity FILE)');
     }
   }
+}
+
+const CheckCommandRequest = z.object({ scopes: z.array(z.enum(['logical', 'physical'])).optional(), walTimeoutMs: z.number().int().positive().optional() });
+
+export type CheckCommandResult = { report: CheckReport; all?: undefined } | { all: CheckAllReport; report?: undefined };
+
+/** `pgkeep check`: one source, or each source of a config that has several (and no --source). */
+export const checkCommand: CommandSpec<z.output<typeof CheckCommandRequest>, CheckCommandResult> = {
+  name: 'check',
+  description:
+    'pre-flight of a source, fitted to what it uses: server, client programs, table privileges, repository (writable, lock, free space), keys; for physical sources also WAL archiving (forces a WAL switch and waits for it in the repository)',
+  options: [
+    { flags: '--logical', description: 'check only what logical backups (pg_dump) need' },
+    { flags: '--physical', description: 'check only what physical backups and WAL archiving need, even for a source that does not use them yet' },
+    { flags: '--wal-timeout <seconds>', description: 'how long to wait for the switched WAL segment (default 60)', parse: positiveInt('--wal-timeout') },
+  ],
+  help: { globals: ['config', 'repo', 'source', 'db', 'identity'], examples: ['pgkeep check --db postgresql://app@db.internal/app', 'pgkeep check --source main --physical', 'pgkeep check --json'] },
+  parse: requestParser(CheckCommandRequest, ({ options }) => ({
+    scopes: options.logical || options.physical ? [options.logical ? 'logical' : undefined, options.physical ? 'physical' : undefined].filter(Boolean) : undefined,
+    walTimeoutMs: options.walTimeout === undefined ? undefined : (options.walTimeout as number) * 1000,
+  })),
+  async run(ctx, request) {
+    const { settings } = ctx;
+    // a config with several sources and no --source: check each of them
+    const every = settings.options.source === undefined && configuredSources(settings).length > 1 ? configuredSources(settings) : undefined;
+    if (!every) return { report: await runCheck(ctx, resolveSource(settings), request) };
+    const sources = every.map((name) => resolveSource(loadSettings({ ...settings.options, source: name }, { env: settings.env, cwd: settings.cwd })));
+    return { all: await runCheckAll(ctx, sources, request) };
+  },
+  print(result, out) {
+    if (result.all) printCheckAll(result.all, out);
+    else printCheck(result.report, out);
+  },
+  printFailure(error, out) {
+    // the report is the one JSON document, failing or not (its ok is false)
+    const { report, all } = error.details ?? {};
+    if (all) printCheckAll(all as CheckAllReport, out);
+    else if (report) printCheck(report as CheckReport, out);
+    return out.json && Boolean(all ?? report);
+  },
+};
+
+// Printing for a terminal (moved from src/cli/print.ts)
+
+function printCheck(report: CheckReport, out: CommandOutput): void {
+  if (out.json) return out.document(report);
+  const width = Math.max(...report.items.map((i) => i.name.length));
+  out.line(`checking ${report.scopes.join(' and ')} backups of ${report.source} (${report.scopeReason})`);
+  for (const item of report.items) out.line(`${item.status === 'ok' ? 'ok  ' : item.status === 'warn' ? 'warn' : 'FAIL'}  ${item.name.padEnd(width)}  ${item.detail}`);
+  if (report.archiveLagSeconds !== undefined) out.line(`archive lag: ${report.archiveLagSeconds.toFixed(1)} s (age of the newest archived WAL file)`);
+  out.line(report.ok ? `source ${report.source}: all checks passed` : `source ${report.source}: some checks failed`);
+}
+
+function printCheckAll(all: CheckAllReport, out: CommandOutput): void {
+  if (out.json) return out.document(all);
+  all.sources.forEach((report, i) => {
+    if (i > 0) out.line('');
+    printCheck(report, { ...out, json: false });
+  });
 }

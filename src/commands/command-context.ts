@@ -1,4 +1,6 @@
+import type { Writable } from 'node:stream';
 import { keySettings, type KeySettings, type Settings } from '../config/settings.js';
+import type { CommandRegistry } from '../registry/registry.js';
 
 /** Live progress of a long job, for a progress bar or the daemon's job view. */
 export interface Progress {
@@ -27,6 +29,10 @@ export interface CommandContext {
    * Resolves false when there is nobody to ask (no TTY).
    */
   confirm(question: string, expected: string): Promise<boolean>;
+  /** Where a command writes the data it produces when no file is given (the CLI's stdout; extract's rows). */
+  readonly stdout?: Writable | undefined;
+  /** Every command, for those that run others (serve's jobs, the dashboard's actions): given by whoever runs them. */
+  readonly registry?: CommandRegistry | undefined;
 }
 
 /** A context that reports nothing and never confirms: for tests and the daemon. */

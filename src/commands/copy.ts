@@ -15,6 +15,9 @@ import { isUnreadError, verifyBackup, type VerifyReport } from '../verify/verify
 import type { CommandContext } from './command-context.js';
 import { isEncrypted, readIdentities, WRAPPED_IDENTITY } from './repository-keys.js';
 import { faultPoint } from '../fault-points.js';
+import { z } from 'zod';
+import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
+import { formatBytes, formatDuration } from '../cli/format.js';
 
 export interface CopyRequest {
   /** Backup id, or "latest" (per source). */
@@ -297,4 +300,38 @@ async function verifyAtDestination(ctx: CommandContext, to: Repository, manifest
     }
   }
   return { mode: 'integrity', ok: problems.length === 0, problems };
+}
+
+/** `pgkeep copy ID --from URL --to URL`. */
+export const copyCommand: CommandSpec<CopyRequest, CopyResult> = {
+  name: 'copy',
+  description: 'copy one backup to another repository (e.g. off-site to S3), then verify it there',
+  arguments: [{ name: '<backup>', description: 'backup id, or latest' }],
+  options: [
+    { flags: '--from <url>', description: 'repository to copy from: a local path or s3://bucket/prefix', required: true },
+    { flags: '--to <url>', description: 'repository to copy to (an empty location is created with the same encryption)', required: true },
+  ],
+  help: { globals: ['config', 'source', 'identity'], examples: ['pgkeep copy latest --from ./backups --to s3://offsite/app'] },
+  parse: requestParser(z.object({ backup: z.string(), from: z.string(), to: z.string() }), ({ args: [backup], options }) => ({ backup, from: options.from, to: options.to })),
+  run: (ctx, request) => runCopy(ctx, { ...request, source: ctx.settings.options.source }),
+  print: (result, out) => printCopyDone(result, out),
+};
+
+// Printing for a terminal (moved from src/cli/print.ts)
+
+function printCopyDone(result: CopyResult, out: CommandOutput): void {
+  if (out.json) return out.document(result);
+  if (!result.copied) {
+    out.line(`backup ${result.source}/${result.id} is already in ${result.to} (same manifest): nothing copied`);
+    return;
+  }
+  const verified =
+    result.verification.mode === 'full'
+      ? 'verified there (checksums, decompression, table of contents)'
+      : 'integrity checked there (stored SHA-256 and size of every object; not decrypted: give --identity or a passphrase for a full verify)';
+  out.line(
+    `copied ${result.source}/${result.id} to ${result.to} in ${formatDuration(result.durationMs)}: ` +
+      `${result.objects} object(s), ${formatBytes(result.bytes)}; ${verified}`,
+  );
+  if (result.createdDestination) out.line(`created the repository at ${result.to}${result.encryption ? ' with the same encryption as the source' : ''}`);
 }

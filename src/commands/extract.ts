@@ -21,6 +21,10 @@ import { requireLogical, type LogicalManifest } from '../repository/manifest.js'
 import type { CommandContext } from './command-context.js';
 import { openRepository, repositoriesWithBackup } from './open-repository.js';
 import { runRestore, runRestoreFromRepositories, RESTORE_ERROR_LINE } from './restore.js';
+import { z } from 'zod';
+import { resolveSource } from '../config/settings.js';
+import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
+import { formatCount, formatDuration } from '../cli/format.js';
 
 export interface ExtractRequest {
   /** Backup id or "latest". */
@@ -281,4 +285,41 @@ function pipeTo(from: NodeJS.ReadableStream, sink: Writable, end: boolean): Prom
     else from.on('end', resolve);
     from.pipe(sink, { end });
   });
+}
+
+const ExtractCommandRequest = z.object({ backup: z.string(), table: z.string(), where: z.string().optional(), format: z.enum(['csv', 'sql']), output: z.string().optional() });
+
+/** `pgkeep extract ID --table T`: rows go to --output, or to the caller's stdout (ctx.stdout). */
+export const extractCommand: CommandSpec<z.output<typeof ExtractCommandRequest>, ExtractResult> = {
+  name: 'extract',
+  description: 'take rows of one table out of a backup, for review, without touching the live database (via a scratch database)',
+  arguments: [{ name: '<backup>', description: 'backup id, or latest' }],
+  options: [
+    { flags: '--table <pattern>', description: 'the table (one; schema-qualified, quoted names as in pg_dump)', required: true },
+    { flags: '--where <sql>', description: 'only rows matching this SQL condition (your own SQL, run read-only against the scratch copy)' },
+    { flags: '--format <format>', description: 'csv with a header row, or sql INSERT statements', choices: ['csv', 'sql'], default: 'csv' },
+    { flags: '--output <file>', description: 'write here (never overwritten; default: stdout)' },
+  ],
+  help: { globals: ['config', 'repo', 'source', 'db', 'identity'], examples: ['pgkeep extract latest --table customers --output customers.csv', 'pgkeep extract latest --table orders --where "id < 100" --format sql'] },
+  parse: requestParser(ExtractCommandRequest, ({ args: [backup], options }) => {
+    if (options.json && options.output === undefined) throw new PgkeepError('USAGE', '--json prints the result on stdout, where the rows go without --output: add --output FILE');
+    return { backup, table: options.table, where: options.where, format: options.format, output: options.output };
+  }),
+  async run(ctx, request) {
+    if (request.output === undefined && !ctx.stdout) throw new PgkeepError('USAGE', 'extract needs --output FILE here: there is no standard output to write the rows to');
+    return runExtract(ctx, resolveSource(ctx.settings), request, ctx.stdout!);
+  },
+  print: (result, out) => printExtractDone(result, out),
+};
+
+// Printing for a terminal (moved from src/cli/print.ts)
+
+/** Without --output the rows went to stdout: the summary goes to stderr then. */
+function printExtractDone(result: ExtractResult, out: CommandOutput): void {
+  if (out.json) return out.document(result);
+  const line =
+    `extracted ${formatCount(result.rows)} row(s) of ${result.table.schema}.${result.table.name}${result.where ? ` where ${result.where}` : ''} ` +
+    `from ${result.backup.source}/${result.backup.id} as ${result.format}${result.output ? ` to ${result.output}` : ''} in ${formatDuration(result.durationMs)}; scratch database "${result.scratch}" dropped`;
+  if (result.output) out.line(line);
+  else out.note(line);
 }

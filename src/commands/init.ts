@@ -4,6 +4,10 @@ import { Repository, type EncryptionInfo } from '../repository/repository.js';
 import { openStorage } from '../storage/open-storage.js';
 import { validateRecipient } from '../pipeline/age.js';
 import { createEncryption } from './repository-keys.js';
+import { z } from 'zod';
+import { readSecretFile } from '../config/settings.js';
+import { requestParser, type CommandSpec } from '../registry/command-spec.js';
+import { collect } from '../registry/option-values.js';
 
 export interface InitRequest {
   /** Encrypt every object: to `recipients` (age1… public keys), or with `passphrase`. */
@@ -74,3 +78,31 @@ function safeSourceName(settings: Settings): string | undefined {
     return undefined;
   }
 }
+
+const InitOptions = z.object({ encrypt: z.boolean().optional(), recipients: z.array(z.string()).optional(), passphraseFile: z.string().optional() });
+
+/** `pgkeep init`. */
+export const initCommand: CommandSpec<z.output<typeof InitOptions>, InitResult> = {
+  name: 'init',
+  description: 'create a repository (a backup to an empty location creates an unencrypted one too)',
+  options: [
+    { flags: '--encrypt', description: 'encrypt every object with age (needs --recipient or --passphrase-file)' },
+    { flags: '--recipient <age1…>', description: 'age public key to encrypt to (repeatable; see pgkeep keygen)', parse: collect },
+    { flags: '--passphrase-file <file>', description: 'encrypt with the passphrase in this file (or set PGKEEP_PASSPHRASE)' },
+  ],
+  help: { globals: ['config', 'repo'], examples: ['pgkeep init --repo /srv/backups', 'pgkeep init --repo s3://my-bucket/app --encrypt --recipient age1…', 'PGKEEP_PASSPHRASE_FILE=/run/secrets/pass pgkeep init --repo ./backups --encrypt'] },
+  parse: requestParser(InitOptions, ({ options }) => ({ encrypt: options.encrypt, recipients: options.recipient, passphraseFile: options.passphraseFile })),
+  async run(ctx, request) {
+    const passphrase = request.passphraseFile
+      ? readSecretFile(request.passphraseFile, '--passphrase-file')
+      : request.encrypt && !request.recipients?.length
+        ? ctx.keys.passphrase()
+        : undefined;
+    return runInit(ctx.settings, { encrypt: request.encrypt, recipients: request.recipients, passphrase });
+  },
+  print(result, out) {
+    if (out.json) return out.document(result);
+    const how = result.encryption ? (result.encryption.passphrase ? ', encrypted with a passphrase' : `, encrypted to ${result.encryption.recipients.length} recipient(s)`) : '';
+    out.line(result.created ? `created a pgkeep repository at ${result.location}${how}` : `${result.location} is already a pgkeep repository${how} (nothing changed)`);
+  },
+};

@@ -1,6 +1,8 @@
 import { open } from 'node:fs/promises';
 import { PgkeepError } from '../errors.js';
 import { formatIdentityFile, generateIdentity } from '../pipeline/age.js';
+import { z } from 'zod';
+import { requestParser, type CommandSpec } from '../registry/command-spec.js';
 
 /**
  * Writes a new age identity (private key) to `output` with mode 0600 and
@@ -25,3 +27,18 @@ export async function runKeygen(output: string): Promise<{ output: string; publi
   }
   return { output, publicKey: keys.publicKey };
 }
+
+/** `pgkeep keygen`: needs no configuration. */
+export const keygenCommand: CommandSpec<{ output: string }, { output: string; publicKey: string }> = {
+  name: 'keygen',
+  description: 'write a new age identity (private key) file and print its public key',
+  options: [{ flags: '--output <file>', description: 'where to write the identity (mode 0600; never overwritten)', required: true }],
+  help: { globals: [], examples: ['pgkeep keygen --output ~/.config/pgkeep/identity.txt'] },
+  parse: requestParser(z.object({ output: z.string() }), ({ options }) => ({ output: options.output })),
+  run: (_ctx, request) => runKeygen(request.output),
+  print(result, out) {
+    if (out.json) return out.document(result);
+    out.line(`wrote ${result.output}; keep it safe and off the backup machine`);
+    out.line(`public key (pgkeep init --encrypt --recipient …): ${result.publicKey}`);
+  },
+};

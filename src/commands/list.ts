@@ -4,6 +4,9 @@ import { listPins } from '../repository/pins.js';
 import type { DamagedBackup, Repository } from '../repository/repository.js';
 import type { Verification } from '../repository/verification.js';
 import { openRepositoriesSettled, openRepository, repositoryLabels } from './open-repository.js';
+import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
+import { z } from 'zod';
+import { formatAge, formatBytes, formatDuration, formatTable, verificationLabel } from '../cli/format.js';
 
 /** Where the listed backups are, when the source has several repositories. */
 export interface ListRepositories {
@@ -109,4 +112,121 @@ async function addVerifications(into: Map<string, Verification>, repository: Rep
       if (!known || verification.startedAt > known.startedAt) into.set(key, verification);
     }
   }
+}
+
+export type ListResult = Awaited<ReturnType<typeof runList>>;
+
+/** `pgkeep list`. */
+export const listCommand: CommandSpec<Record<string, never>, ListResult> = {
+  name: 'list',
+  description: 'list the backups in the repository',
+  options: [],
+  help: { globals: ['config', 'repo', 'source'], examples: ['pgkeep list --repo /srv/backups', 'pgkeep list --source app --json'] },
+  parse: requestParser(z.object({}).strict(), () => ({})),
+  async run(ctx) {
+    const listed = await runList(ctx.settings);
+    for (const { location, message } of listed.repositories?.unavailable ?? []) ctx.warn(`cannot read ${location}: ${message}`);
+    return listed;
+  },
+  print: ({ location, backups, repositories, pinned, verifications, damaged }, out) => printList(backups, location, out, repositories, pinned, verifications, damaged),
+};
+
+// Printing for a terminal (moved from src/cli/print.ts)
+
+/**
+ * `repositories`, for a source with several: a REPOS column (short names, with
+ * a legend) and `repositories: [locations]` in --json.
+ */
+function printList(
+  backups: Manifest[],
+  location: string,
+  out: CommandOutput,
+  repositories?: ListRepositories,
+  pinned: ReadonlySet<string> = new Set(),
+  verifications: ReadonlyMap<string, Verification> = new Map(),
+  damaged: readonly ListedDamage[] = [],
+): void {
+  const where = (i: number) => repositories!.where[i]!;
+  const isPinned = (m: Manifest) => pinned.has(`${m.source}/${m.id}`);
+  const verified = (m: Manifest) => verifications.get(`${m.source}/${m.id}`);
+  if (out.json) {
+    const readable: object[] = backups.map((m, i) => ({
+      ...summary(m),
+      pinned: isPinned(m),
+      verification: verificationSummary(verified(m)),
+      ...(repositories ? { repositories: where(i).map((r) => repositories.locations[r]!) } : {}),
+    }));
+    const unreadable = damaged.map((d) => ({ id: d.id, source: d.source, damaged: { code: d.code, message: d.message, repository: d.location } }));
+    return out.document([...readable, ...unreadable]);
+  }
+  // Damaged backups are listed after the readable ones, each with what is wrong: never hidden, never blocking.
+  const printDamaged = () => {
+    for (const d of damaged) out.line(`DAMAGED  ${d.source}/${d.id}${repositories ? ` in ${d.location}` : ''}: ${d.message}`);
+  };
+  if (backups.length === 0) {
+    out.line(damaged.length > 0 ? `no readable backups in ${location}` : `no backups in ${location} yet`);
+    return printDamaged();
+  }
+  out.line(
+    formatTable(
+      ['ID', 'SOURCE', 'KIND', 'FORMAT', 'SIZE', 'DURATION', 'AGE', 'VERIFIED', 'LABELS', 'PIN', ...(repositories ? ['REPOS'] : [])],
+      backups.map((m, i) => [
+        m.id,
+        m.source,
+        m.kind,
+        m.kind === 'logical' ? m.options.format : 'tar',
+        formatBytes(m.totals.storedBytes),
+        formatDuration(m.durationMs),
+        formatAge(new Date(m.finishedAt)),
+        verificationLabel(verified(m)),
+        m.labels.join(','),
+        isPinned(m) ? 'pinned' : '',
+        ...(repositories ? [where(i).map((r) => repositories.names[r]!).join(',')] : []),
+      ]),
+      [4, 5],
+    ),
+  );
+  printDamaged();
+  if (repositories) out.line(`repositories: ${repositories.names.map((name, r) => `${name} = ${repositories.locations[r]}`).join(', ')}`);
+}
+
+function verificationSummary(v: Verification | undefined) {
+  if (!v) return null;
+  return { kind: v.kind, ok: v.ok, finishedAt: v.finishedAt, durationMs: v.durationMs, restoreMs: v.restore?.durationMs ?? null, problem: v.problems[0] ?? null };
+}
+
+/** The fields of a backup that list --json gives (the full manifest is in show --json). */
+function summary(m: Manifest) {
+  if (m.kind === 'physical') {
+    return {
+      id: m.id,
+      source: m.source,
+      kind: m.kind,
+      format: 'tar',
+      labels: m.labels,
+      startedAt: m.startedAt,
+      finishedAt: m.finishedAt,
+      durationMs: m.durationMs,
+      rawBytes: m.totals.rawBytes,
+      storedBytes: m.totals.storedBytes,
+      startLsn: m.physical.startLsn,
+      stopLsn: m.physical.stopLsn,
+      timeline: m.physical.timeline,
+    };
+  }
+  return {
+    id: m.id,
+    source: m.source,
+    kind: m.kind,
+    format: m.options.format,
+    database: m.database.name,
+    labels: m.labels,
+    startedAt: m.startedAt,
+    finishedAt: m.finishedAt,
+    durationMs: m.durationMs,
+    rawBytes: m.totals.rawBytes,
+    storedBytes: m.totals.storedBytes,
+    tables: m.tables.length,
+    rows: m.totals.rows,
+  };
 }

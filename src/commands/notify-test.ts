@@ -2,6 +2,8 @@ import { resolveNotifySettings } from '../config/serve-settings.js';
 import { PgkeepError } from '../errors.js';
 import { notifyChannels } from '../notify/channels.js';
 import type { CommandContext } from './command-context.js';
+import { z } from 'zod';
+import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
 
 export interface NotifyTestResult {
   channels: { channel: string; ok: boolean; error?: string | undefined }[];
@@ -35,4 +37,25 @@ export async function runNotifyTest(ctx: CommandContext, now: Date = new Date())
     throw new PgkeepError('NOTIFY_FAILED', `${failed.length} of ${results.length} channel(s) failed: ${failed[0]!.error}`, { details: { result: { channels: results } } });
   }
   return { channels: results };
+}
+
+/** `pgkeep notify test`. */
+export const notifyTestCommand: CommandSpec<Record<string, never>, NotifyTestResult> = {
+  name: 'notify test',
+  description: 'send a test message through every configured channel',
+  options: [],
+  help: { globals: ['config'], examples: ['pgkeep notify test -c /etc/pgkeep/pgkeep.yaml'] },
+  parse: requestParser(z.object({}).strict(), () => ({})),
+  run: (ctx) => runNotifyTest(ctx),
+  print: (result, out) => printNotifyTest(result, out),
+  printFailure(error, out) {
+    // which channels failed, and which worked
+    const result = error.details?.result;
+    if (result && !out.json) printNotifyTest(result as NotifyTestResult, out);
+  },
+};
+
+function printNotifyTest(result: NotifyTestResult, out: CommandOutput): void {
+  if (out.json) return out.document(result);
+  for (const c of result.channels) out.line(`${c.ok ? 'sent' : 'FAILED'}  ${c.channel}${c.error ? `: ${c.error}` : ''}`);
 }

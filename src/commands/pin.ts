@@ -4,6 +4,8 @@ import { PgkeepError } from '../errors.js';
 import { isPinned, removePin, writePin } from '../repository/pins.js';
 import type { CommandContext } from './command-context.js';
 import { repositoriesWithBackup } from './open-repository.js';
+import { z } from 'zod';
+import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
 
 export interface PinResult {
   source: string;
@@ -58,3 +60,38 @@ function safeUser(): string {
   }
 }
 
+
+const PinCommandRequest = z.object({ ref: z.string(), reason: z.string().optional() });
+
+/** `pgkeep pin ID|latest [--reason]`. */
+export const pinCommand: CommandSpec<z.output<typeof PinCommandRequest>, PinResult> = {
+  name: 'pin',
+  description: 'keep a backup forever: prune never deletes a pinned backup',
+  arguments: [{ name: '<backup>', description: 'backup id, or latest' }],
+  options: [{ flags: '--reason <text>', description: 'why it is pinned (kept in the pin record)' }],
+  help: { globals: ['config', 'repo', 'source'], examples: ['pgkeep pin 20261121T020000Z --reason "before the 2.0 migration"', 'pgkeep pin latest --source app'] },
+  parse: requestParser(PinCommandRequest, ({ args: [ref], options }) => ({ ref, reason: options.reason })),
+  run: (ctx, request) => runPin(ctx, request.ref, { reason: request.reason }),
+  print: (result, out) => printPin(result, out),
+};
+
+/** `pgkeep unpin ID|latest`. */
+export const unpinCommand: CommandSpec<{ ref: string }, PinResult> = {
+  name: 'unpin',
+  description: 'let the retention policy apply to a pinned backup again',
+  arguments: [{ name: '<backup>', description: 'backup id, or latest' }],
+  options: [],
+  help: { globals: ['config', 'repo', 'source'], examples: ['pgkeep unpin 20261121T020000Z'] },
+  parse: requestParser(z.object({ ref: z.string() }), ({ args: [ref] }) => ({ ref })),
+  run: (ctx, request) => runUnpin(ctx, request.ref),
+  print: (result, out) => printPin(result, out),
+};
+
+// Printing for a terminal (moved from src/cli/print.ts)
+
+function printPin(result: PinResult, out: CommandOutput): void {
+  if (out.json) return out.document(result);
+  if (result.pinned) out.line(`pinned ${result.source}/${result.id} in ${result.repositories.join(', ')}: prune will never delete it (pgkeep unpin ${result.id} to undo)`);
+  else if (result.changed) out.line(`unpinned ${result.source}/${result.id} in ${result.repositories.join(', ')}: the retention policy applies to it again`);
+  else out.line(`${result.source}/${result.id} was not pinned (nothing changed)`);
+}

@@ -11,6 +11,11 @@ import { resolveSource, type ResolvedSource } from '../config/settings.js';
 import { withDatabase } from '../postgres/connection-info.js';
 import { cleanLeftovers } from './clean-leftovers.js';
 import { sourcesWithRepositories } from './source-repositories.js';
+import { z } from 'zod';
+import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
+import { count, duration, labelPeriod } from '../registry/option-values.js';
+import { validateTimeZone } from '../retention/calendar.js';
+import { formatBytes, formatTable } from '../cli/format.js';
 
 export interface PruneRequest {
   dryRun: boolean;
@@ -196,4 +201,108 @@ async function cleanSourceLeftovers(ctx: CommandContext, source: string): Promis
   }
   const admin = withDatabase(resolved.connection, 'postgres');
   await cleanLeftovers(ctx, admin, resolved.tempDir);
+}
+
+const PruneCommandRequest = z.object({
+  dryRun: z.boolean(),
+  flags: z.object({
+    keepLast: z.number().int().nonnegative().optional(),
+    keepHourly: z.number().int().nonnegative().optional(),
+    keepDaily: z.number().int().nonnegative().optional(),
+    keepWeekly: z.number().int().nonnegative().optional(),
+    keepMonthly: z.number().int().nonnegative().optional(),
+    keepYearly: z.number().int().nonnegative().optional(),
+    keepWithin: z.string().optional(),
+    maxAge: z.string().optional(),
+    keepLabels: z.record(z.string(), z.string()).optional(),
+    timeZone: z.string().optional(),
+  }),
+});
+
+/** `pgkeep prune`; the job `prune` (and prune after a backup job, serve.pruneAfterBackup). */
+export const pruneCommand: CommandSpec<z.output<typeof PruneCommandRequest>, PruneResult> = {
+  name: 'prune',
+  description: 'apply the retention policy: print every backup with keep or delete and why, then delete',
+  options: [
+    { flags: '--dry-run', description: 'print the plan only; change nothing' },
+    { flags: '--keep-last <n>', description: 'keep the N newest backups', parse: count('--keep-last') },
+    { flags: '--keep-hourly <n>', description: 'keep the newest backup of each of the N newest hours with backups', parse: count('--keep-hourly') },
+    { flags: '--keep-daily <n>', description: 'the same per day', parse: count('--keep-daily') },
+    { flags: '--keep-weekly <n>', description: 'the same per ISO week', parse: count('--keep-weekly') },
+    { flags: '--keep-monthly <n>', description: 'the same per month', parse: count('--keep-monthly') },
+    { flags: '--keep-yearly <n>', description: 'the same per year', parse: count('--keep-yearly') },
+    { flags: '--keep-within <duration>', description: 'keep every backup younger than this, e.g. 14d', parse: duration('--keep-within') },
+    { flags: '--max-age <duration>', description: 'keep nothing older than this (pins, labels and the newest backup excepted), e.g. 30d', parse: duration('--max-age') },
+    { flags: '--keep-label <label=duration>', description: 'keep backups with this label or name for a duration or forever (repeatable)', parse: labelPeriod },
+    { flags: '--time-zone <zone>', description: "IANA time zone of the calendar rules (default: the config's, else this machine's)" },
+  ],
+  help: { globals: ['config', 'repo', 'source'], examples: ['pgkeep prune --dry-run --keep-daily 7 --keep-weekly 4', 'pgkeep prune --source app'] },
+  parse: requestParser(PruneCommandRequest, ({ options }) => {
+    if (options.timeZone !== undefined) validateTimeZone(options.timeZone as string, '--time-zone');
+    return {
+      dryRun: Boolean(options.dryRun),
+      flags: {
+        keepLast: options.keepLast,
+        keepHourly: options.keepHourly,
+        keepDaily: options.keepDaily,
+        keepWeekly: options.keepWeekly,
+        keepMonthly: options.keepMonthly,
+        keepYearly: options.keepYearly,
+        keepWithin: options.keepWithin,
+        maxAge: options.maxAge,
+        keepLabels: options.keepLabel,
+        timeZone: options.timeZone,
+      },
+    };
+  }),
+  run: (ctx, request) => runPrune(ctx, request),
+  print: (result, out) => printPrune(result, out),
+  printFailure(error, out) {
+    // what was pruned before the failure
+    const result = error.details?.result;
+    if (result && !out.json) printPrune(result as PruneResult, out);
+  },
+  jobs: [{ kind: 'prune', scheduled: true, request: () => ({ dryRun: false, flags: {} }), outcome: (result) => ({ detail: summarizePrune(result) }) }],
+};
+
+/** One line for the job history: "pruned 2, kept 9". */
+export function summarizePrune(result: PruneResult): string {
+  const deleted = result.reports.reduce((n, r) => n + r.backups.filter((b) => b.action === 'delete' && b.done).length, 0);
+  const kept = result.reports.reduce((n, r) => n + r.backups.filter((b) => b.action === 'keep').length, 0);
+  return `pruned ${deleted}, kept ${kept}`;
+}
+
+// Printing for a terminal (moved from src/cli/print.ts)
+
+/**
+ * Prune's plan, one line per backup: "<action>  <id>  <kind>  <size>  <reasons>".
+ * The format is stable (scripts and tests read it line by line).
+ */
+function printPrune(result: PruneResult, out: CommandOutput): void {
+  if (out.json) return out.document(result);
+  for (const report of result.reports) {
+    out.line(`${report.source} in ${report.repository}${result.dryRun ? ' (dry run)' : ''}: ${report.policy.logical}`);
+    if (report.backups.some((b) => b.kind === 'physical') && report.policy.physical !== report.policy.logical) out.line(`  physical backups: ${report.policy.physical}`);
+    if (report.backups.length > 0) {
+      const lines = formatTable(
+        ['', 'ID', 'KIND', 'SIZE', 'WHY'],
+        report.backups.map((b) => [b.action, b.id, b.kind, formatBytes(b.storedBytes), b.reasons.join(', ')]),
+        [3],
+      ).split('\n');
+      for (const line of lines.slice(1)) out.line(`  ${line}`);
+    }
+    for (const u of report.unreadable) out.line(`  keep    ${u.id}  ${u.reason}`);
+    for (const l of report.leftovers) out.line(`  ${l.action.padEnd(6)}  ${l.id}  ${l.reason} (last written ${l.lastActivity})`);
+    if (report.wal) out.line(`  wal     ${report.wal}${!result.dryRun && report.walRemoved > 0 ? `: removed ${report.walRemoved}` : ''}`);
+    if (report.error) {
+      out.line(`  not pruned: ${report.error.message}`);
+      continue;
+    }
+    const deleting = report.backups.filter((b) => b.action === 'delete');
+    const removing = report.leftovers.filter((l) => l.action === 'remove');
+    const bytes = deleting.reduce((n, b) => n + b.storedBytes, 0);
+    const what = `${deleting.length} backup(s) (${formatBytes(bytes)}), ${removing.length} leftover(s)`;
+    out.line(result.dryRun ? `  dry run: would delete ${what}; nothing was changed` : `  deleted ${what}; kept ${report.backups.length - deleting.length} backup(s)`);
+  }
+  if (result.reports.length === 0) out.line('no sources to prune');
 }

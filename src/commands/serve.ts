@@ -18,13 +18,15 @@ import { PgkeepMetrics } from '../server/metrics.js';
 import { collectSourceStatus, type SourceStatus } from '../status/health.js';
 import { withStartupGrace, type GraceState } from '../status/startup-grace.js';
 import { PGKEEP_VERSION } from '../version.js';
-import type { CommandContext } from './command-context.js';
-import { runList } from './list.js';
+import { quietContext, type CommandContext } from './command-context.js';
 import { openRepositoriesSettled } from './open-repository.js';
-import { defaultJobSeams, runJob, settingsForSource, type JobSeams } from './serve-jobs.js';
-import { runShow } from './show.js';
+import { runJob, settingsForSource } from '../registry/run-job.js';
+import type { CommandRegistry } from '../registry/registry.js';
 import { withRunSignal } from '../storage/run-signal.js';
 import { sourcesWithRepositories } from './source-repositories.js';
+import { z } from 'zod';
+import { requestParser, type CommandSpec } from '../registry/command-spec.js';
+import { allowedHostOption, trustedProxyOption } from '../server/host-allowlist.js';
 
 export interface ServeRequest {
   /** Run what is due, wait for it, exit (Kubernetes CronJob). */
@@ -37,8 +39,6 @@ export interface ServeRequest {
   trustProxy?: readonly string[] | undefined;
   /** The clock (tests); default the system's. */
   clock?: Clock;
-  /** Where the lead plugs in physical backups and restore tests. */
-  seams?: Partial<JobSeams>;
 }
 
 export interface ServeResult {
@@ -67,11 +67,16 @@ const STATUS_INTERVAL_MS = 5 * 60_000;
  */
 export async function runServe(ctx: CommandContext, request: ServeRequest = {}): Promise<ServeResult> {
   const { settings } = ctx;
+  const registry = ctx.registry;
+  if (!registry) throw new PgkeepError('INTERNAL', 'serve runs its jobs through the command registry: give it in the context');
   const clock = request.clock ?? systemClock;
   const log = (level: 'info' | 'warn' | 'error', message: string) => ctx.info(`${clock.now().toISOString()} ${level} ${message}`);
 
   // 1. settings
-  const serve = resolveServeSettings(settings, { host: request.host, port: request.port, allowedHosts: request.allowedHosts, trustProxy: request.trustProxy });
+  // the schedule keys of pgkeep.yaml are the job kinds the commands declare (checked here: config reads no one)
+  const serve = resolveServeSettings(settings, { host: request.host, port: request.port, allowedHosts: request.allowedHosts, trustProxy: request.trustProxy }, registry.jobKinds({ scheduled: true }));
+  /** A backup job: it ends the start-up grace of "no backup" alerts. */
+  const isBackup = (kind: string) => registry.byJobKind(kind)?.job.backup === true;
   const notify = resolveNotifySettings(settings);
   assertSafeBind(serve.host, serve.token);
 
@@ -79,7 +84,6 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
   const history = JobHistory.open(serve.stateDir, { limit: serve.historyLimit, now: clock.now() });
   const alerter = new Alerter(notifyChannels(notify), { reminderMs: notify.reminderMs, clock, log, stateFile: path.join(serve.stateDir, 'alerts.json') });
   const metrics = new PgkeepMetrics();
-  const seams: JobSeams = { ...defaultJobSeams, ...request.seams };
   const sourceNames = await knownSources(settings);
   for (const source of sourceNames) metrics.declareSource(source, ['logical', ...(serve.schedules.some((s) => s.source === source && s.kind === 'physical') ? ['physical'] : [])]);
 
@@ -92,7 +96,7 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
   const graceOf = (source: string): GraceState => ({
     firstRunAt: firstRunAt.get(source),
     backupEnded: backupEnded.has(source),
-    backupActive: scheduler.jobs().some((j) => j.source === source && (j.kind === 'logical' || j.kind === 'physical') && (j.state === 'queued' || j.state === 'running')),
+    backupActive: scheduler.jobs().some((j) => j.source === source && isBackup(j.kind) && (j.state === 'queued' || j.state === 'running')),
   });
   const applyStatus = async (read: SourceStatus) => {
     const findings = withStartupGrace(read.findings, graceOf(read.source), clock.now());
@@ -123,7 +127,7 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
   };
   const onJobEnd = (job: Readonly<JobRecord>) => {
     metrics.recordJob(job);
-    if ((job.kind === 'logical' || job.kind === 'physical') && job.state !== 'skipped') backupEnded.add(job.source);
+    if (isBackup(job.kind) && job.state !== 'skipped') backupEnded.add(job.source);
     then(async () => {
       const problems = job.kind === 'check' ? undefined : problemsFromJob(job);
       if (problems) await alerter.update(jobScope(job), problems);
@@ -141,11 +145,11 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
     log,
     onJobEnd,
     // a job's storage requests honour the job's own signal: cancelling it aborts a stalled request at once
-    runner: (job, run) => withRunSignal(run.signal, () => runJob({ settings, seams, pruneAfterBackup: serve.pruneAfterBackup, log }, job, run)),
+    runner: (job, run) => withRunSignal(run.signal, () => runJob({ settings, registry, pruneAfterBackup: serve.pruneAfterBackup, log }, job, run)),
   });
 
   for (const s of scheduler.schedules()) {
-    if ((s.kind !== 'logical' && s.kind !== 'physical') || !s.next) continue;
+    if (!isBackup(s.kind) || !s.next) continue;
     const next = new Date(s.next);
     if (!firstRunAt.has(s.source) || next < firstRunAt.get(s.source)!) firstRunAt.set(s.source, next);
   }
@@ -175,13 +179,13 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
   }
 
   // 4. HTTP and schedules
-  const api = daemonApi(settings, sourceNames, scheduler, metrics, async () => {
+  const api = daemonApi(settings, registry, sourceNames, scheduler, metrics, async () => {
     if (clock.now().getTime() - statusReadAt > STATUS_TTL_MS) await refreshStatus();
   });
   const hosts = new HostAllowlist({ listen: { host: serve.host, port: serve.port }, allowedHosts: serve.allowedHosts, trustProxy: serve.trustProxy, configHint: 'serve.allowedHosts or --allowed-host' });
   const app = buildHttpServer(api, { token: serve.token, protectProbes: serve.protectProbes, hosts, onRefuse: (line) => log('warn', line) });
   // the web dashboard at /, beside /api: its actions go through the same scheduler and need the same token
-  await registerDashboard(app, serveDashboardDeps(settings, scheduler), { token: serve.token });
+  await registerDashboard(app, serveDashboardDeps(settings, registry, scheduler), { token: serve.token });
   try {
     await app.listen({ host: serve.host, port: serve.port });
   } catch (error) {
@@ -258,7 +262,7 @@ async function knownSources(settings: Settings): Promise<string[]> {
   }
 }
 
-function daemonApi(settings: Settings, sourceNames: string[], scheduler: Scheduler, metrics: PgkeepMetrics, freshStatus: () => Promise<void>): DaemonApi {
+function daemonApi(settings: Settings, registry: CommandRegistry, sourceNames: string[], scheduler: Scheduler, metrics: PgkeepMetrics, freshStatus: () => Promise<void>): DaemonApi {
   const requireSource = (name: string) => {
     if (!sourceNames.includes(name)) throw new PgkeepError('SOURCE_UNKNOWN', `no source "${name}": the sources are ${sourceNames.join(', ')}`);
     return name;
@@ -267,7 +271,7 @@ function daemonApi(settings: Settings, sourceNames: string[], scheduler: Schedul
     const errors: unknown[] = [];
     for (const source of sourceNames) {
       try {
-        return await runShow(settingsForSource(settings, source), id);
+        return await registry.command('show').run(quietContext(settingsForSource(settings, source)), { ref: id });
       } catch (error) {
         errors.push(error);
       }
@@ -317,7 +321,7 @@ function daemonApi(settings: Settings, sourceNames: string[], scheduler: Schedul
       });
     },
     async backups(name) {
-      const listed = await runList(settingsForSource(settings, requireSource(name))).catch((error: unknown) => {
+      const listed = await registry.command('list').run(quietContext(settingsForSource(settings, requireSource(name))), {}).catch((error: unknown) => {
         // no repository yet: the first backup creates it
         if (toPgkeepError(error).code === 'REPO_MISSING') return { backups: [] };
         throw error;
@@ -338,3 +342,47 @@ function daemonApi(settings: Settings, sourceNames: string[], scheduler: Schedul
     },
   };
 }
+
+/** --listen 0.0.0.0:9187, [::1]:9187, or :9187 (host from the config). */
+function parseListen(value: string): { host?: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value);
+  const port = Number(match?.[3]);
+  if (!match || port > 65535) throw new PgkeepError('USAGE', `--listen takes HOST:PORT, e.g. 127.0.0.1:9187 (got "${value}")`);
+  const host = match[1] ?? match[2];
+  return { ...(host ? { host } : {}), port };
+}
+
+const ServeCommandRequest = z.object({
+  once: z.boolean(),
+  host: z.string().optional(),
+  port: z.number().int().min(0).max(65535).optional(),
+  allowedHosts: z.array(z.string()).optional(),
+  trustProxy: z.array(z.string()).optional(),
+});
+
+/** `pgkeep serve`: runs until the signal; its jobs are the registry's (ctx.registry). */
+export const serveCommand: CommandSpec<z.output<typeof ServeCommandRequest>, ServeResult & { once: boolean }> = {
+  name: 'serve',
+  description: 'run the schedules, the HTTP API (/health, /ready, /metrics, /api) and alerts until SIGTERM',
+  options: [
+    { flags: '--once', description: 'run the schedules that are due, wait for them, and exit (Kubernetes CronJob)' },
+    { flags: '--listen <host:port>', description: 'address of the HTTP API (default: serve.host/serve.port, 127.0.0.1:9187)' },
+    { flags: '--allowed-host <host>', description: 'a Host name to answer besides loopback and the listen address (repeatable; name, name:port, *.domain, IP, CIDR; added to serve.allowedHosts)', parse: allowedHostOption },
+    { flags: '--trust-proxy <address>', description: 'IP or CIDR of a reverse proxy whose X-Forwarded-Host is read and checked (repeatable; added to serve.trustProxy)', parse: trustedProxyOption },
+  ],
+  help: { globals: ['config'], examples: ['pgkeep serve -c /etc/pgkeep/pgkeep.yaml', 'pgkeep serve --once   # a Kubernetes CronJob'] },
+  daemon: { exitAfterRun: (request) => !request.once },
+  needsRegistry: true,
+  parse: requestParser(ServeCommandRequest, ({ options }) => ({
+    once: Boolean(options.once),
+    ...(options.listen === undefined ? {} : parseListen(options.listen as string)),
+    allowedHosts: options.allowedHost,
+    trustProxy: options.trustProxy,
+  })),
+  run: async (ctx, request) => ({ ...(await runServe(ctx, request)), once: request.once }),
+  print(result, out) {
+    if (!result.once) return;
+    if (out.json) return out.document({ jobs: result.jobs });
+    for (const job of result.jobs) out.line(`${job.state} ${job.kind} of ${job.source}${job.detail ? `: ${job.detail}` : ''}`);
+  },
+};

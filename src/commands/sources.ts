@@ -6,6 +6,9 @@ import { acquireSourceLock } from '../repository/source-lock.js';
 import { openStorage } from '../storage/open-storage.js';
 import { joinKey } from '../storage/storage.js';
 import type { CommandContext } from './command-context.js';
+import { z } from 'zod';
+import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
+import { formatAge, formatTable } from '../cli/format.js';
 
 function openUrl(settings: Settings, url: string): Promise<Repository> {
   return Repository.open(openStorage(url, storageOptions(settings, url)));
@@ -172,4 +175,65 @@ export async function runRemoveSource(ctx: CommandContext, name: string, request
     await repository.storage.removeFolder(joinKey('sources', name));
   }
   return { source: name, repositories: holdings.map((h) => h.repository.location), removedBackups: backups, removedWal: wal, stillConfigured };
+}
+
+/** `pgkeep sources`. */
+export const sourcesCommand: CommandSpec<Record<string, never>, SourcesResult> = {
+  name: 'sources',
+  description: 'list the sources: configured ones and those found in the repositories, with their backups and failures',
+  options: [],
+  help: { globals: ['config', 'repo'], examples: ['pgkeep sources', 'pgkeep sources --repo s3://my-bucket/app --json'] },
+  parse: requestParser(z.object({}).strict(), () => ({})),
+  run: (ctx) => runListSources(ctx),
+  print: (result, out) => printSources(result, out),
+};
+
+const RemoveSourceCommandRequest = z.object({ name: z.string(), withBackups: z.boolean().optional(), force: z.boolean().optional() });
+
+/** `pgkeep sources remove NAME`. */
+export const removeSourceCommand: CommandSpec<z.output<typeof RemoveSourceCommandRequest>, RemoveSourceResult> = {
+  name: 'sources remove',
+  description: 'remove a source from its repositories (one that holds backups, WAL or pins only with --with-backups and a typed confirmation)',
+  arguments: [{ name: '<name>', description: 'the source' }],
+  options: [
+    { flags: '--with-backups', description: 'also delete its backups, archived WAL and pins' },
+    { flags: '--force', description: 'do not ask to type the name (scripts, no terminal)' },
+  ],
+  help: { globals: ['config', 'repo'], examples: ['pgkeep sources remove root', 'pgkeep sources remove old-app --with-backups', 'pgkeep sources remove old-app --with-backups --force   # in a script'] },
+  parse: requestParser(RemoveSourceCommandRequest, ({ args: [name], options }) => ({ name, withBackups: options.withBackups, force: options.force })),
+  run: (ctx, { name, ...request }) => runRemoveSource(ctx, name, request),
+  print: (result, out) => printSourceRemoved(result, out),
+};
+
+// Printing for a terminal (moved from src/cli/print.ts)
+
+/** `sources`: one row per source, configured or found in a repository. */
+function printSources(result: SourcesResult, out: CommandOutput): void {
+  if (out.json) return out.document(result);
+  if (result.sources.length === 0) out.line('no sources yet: configure one in pgkeep.yaml, or take a first backup (pgkeep backup)');
+  else {
+    out.line(
+      formatTable(
+        ['SOURCE', 'CONFIGURED', 'BACKUPS', 'LAST BACKUP', 'FAILURES', 'WAL', 'REPOSITORIES'],
+        result.sources.map((s) => [
+          s.name,
+          s.configured ? 'yes' : 'no',
+          String(s.backups),
+          s.lastBackup ? `${s.lastBackup.id} (${formatAge(new Date(s.lastBackup.finishedAt))})` : '-',
+          String(s.failures),
+          s.wal ? 'yes' : '-',
+          s.repositories.join(', ') || '-',
+        ]),
+        [2, 4],
+      ),
+    );
+  }
+  for (const u of result.unreachable) out.line(`cannot read ${u.repository}: ${u.error}`);
+}
+
+function printSourceRemoved(result: RemoveSourceResult, out: CommandOutput): void {
+  if (out.json) return out.document(result);
+  const what = [result.removedBackups > 0 ? `${result.removedBackups} backup(s)` : '', result.removedWal ? 'its archived WAL' : ''].filter(Boolean).join(' and ');
+  out.line(`removed source ${result.source}${what ? ` with ${what}` : ''} from ${result.repositories.join(', ')}`);
+  if (result.stillConfigured) out.line(`it is still in the configuration file: its next backup creates it again`);
 }

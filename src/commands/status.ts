@@ -7,6 +7,10 @@ import { withClient } from '../postgres/pg-client.js';
 import { cleanRestoreLeftovers } from '../postgres/restore-leftovers.js';
 import { staleTempFolders } from '../storage/temp-folders.js';
 import { sourcesWithRepositories } from './source-repositories.js';
+import { z } from 'zod';
+import { ERROR_CODES, PgkeepError } from '../errors.js';
+import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
+import { formatAge, formatBytes, formatDuration } from '../cli/format.js';
 
 export interface StatusResult {
   healthy: boolean;
@@ -58,4 +62,66 @@ async function sourceLeftovers(ctx: CommandContext, source: string): Promise<str
   }
   for (const folder of await staleTempFolders(resolved.tempDir)) found.push(`temp folder ${folder} of a pgkeep process that no longer runs: the next restore, backup or prune removes it`);
   return found;
+}
+
+const StatusCommandRequest = z.object({ check: z.boolean(), leftovers: z.boolean() });
+
+/** `pgkeep status [--check]`; the job `check` (fails when the source is unhealthy). */
+export const statusCommand: CommandSpec<z.output<typeof StatusCommandRequest>, StatusResult> = {
+  name: 'status',
+  description: 'per source: last backup, last failure, verification, restore test, repositories, PITR, and a health verdict',
+  options: [{ flags: '--check', description: `exit ${ERROR_CODES.UNHEALTHY.exit} with one line per problem (for cron, Nagios, Kubernetes probes)` }],
+  help: { globals: ['config', 'repo', 'source'], examples: ['pgkeep status', 'pgkeep status --check   # exit 2 and one line per problem', 'pgkeep status --json'] },
+  parse: requestParser(StatusCommandRequest, ({ options }) => ({ check: Boolean(options.check), leftovers: true })),
+  run: (ctx, request) => runStatus(ctx, { leftovers: request.leftovers }),
+  print(result, out, request) {
+    if (!(out.quiet && request.check)) printStatus(result, out, request.check);
+    if (request.check && !result.healthy) out.exitWith(ERROR_CODES.UNHEALTHY.exit);
+  },
+  jobs: [
+    {
+      kind: 'check',
+      scheduled: true,
+      request: () => ({ check: true, leftovers: false }),
+      outcome({ sources }) {
+        const status = sources[0]!;
+        if (!status.healthy) throw new PgkeepError('UNHEALTHY', `${status.findings.length} problem(s): ${status.findings.map((f) => f.message).join('; ')}`);
+        return { detail: 'healthy' };
+      },
+    },
+  ],
+};
+
+// Printing for a terminal (moved from src/cli/print.ts)
+
+/** `status`: one block per source; `status --check`: one line per problem (or one line saying all is well). */
+function printStatus(result: StatusResult, out: CommandOutput, check: boolean): void {
+  if (out.json) return out.document(result);
+  if (check) {
+    const findings = result.sources.flatMap((s) => s.findings);
+    if (findings.length === 0) out.line(`OK: ${result.sources.map((s) => s.source).join(', ') || 'nothing to check'} healthy`);
+    for (const f of findings) out.line(`${f.source}: ${f.message}`);
+    return;
+  }
+  for (const [i, s] of result.sources.entries()) {
+    if (i > 0) out.line('');
+    out.line(`${s.source}: ${s.healthy ? 'healthy' : `${s.findings.length} problem(s)`}`);
+    const b = s.lastBackup;
+    const verification = (v: StatusResult['sources'][number]['lastVerification']) =>
+      v ? `${v.ok ? 'ok' : 'FAILED'} ${formatAge(new Date(v.finishedAt))} (${v.backupId}${v.problem ? `: ${v.problem}` : ''})` : 'none';
+    const lines: [string, string][] = [
+      ['last backup', b ? `${b.id} (${b.kind}), finished ${formatAge(new Date(b.finishedAt))}, ${formatBytes(b.storedBytes)} stored, took ${formatDuration(b.durationMs)}` : 'none'],
+      ['last failure', s.lastFailure ? `${formatAge(new Date(s.lastFailure.failedAt))}: ${s.lastFailure.message}` : 'none'],
+      ['last verified', s.lastVerification ? `${s.lastVerification.kind} ${verification(s.lastVerification)}` : 'never'],
+      ['restore test', verification(s.lastRestoreTest)],
+      ...s.repositories.map((r): [string, string] => ['repository', `${r.location}: ${r.error ? `unreadable (${r.error})` : `${r.backups} backup(s), ${formatBytes(r.storedBytes)}`}`]),
+      ['pitr', s.pitr.archiving ? `archiving, last WAL ${formatAge(new Date(s.pitr.lastArchivedAt!))}${s.pitr.window ? `, window ${s.pitr.window.from} → ${s.pitr.window.to}` : ''}` : 'not archiving'],
+      ...s.findings.map((f): [string, string] => ['problem', f.message]),
+    ];
+    const width = Math.max(...lines.map(([k]) => k.length));
+    for (const [key, value] of lines) out.line(`  ${key.padEnd(width)}  ${value}`);
+  }
+  if (result.sources.length === 0) out.line('no sources');
+  if (result.leftovers.length > 0) out.line('');
+  for (const line of result.leftovers) out.line(`leftover: ${line}`);
 }

@@ -13,6 +13,12 @@ import { openRepository, repositoriesWithBackup } from './open-repository.js';
 import { runRestoreTest, type RestoreTestReport } from './restore-test.js';
 import { runPhysicalRestoreTest, type PhysicalRestoreTestReport } from './physical-restore-test.js';
 import type { RecoveryTarget } from './pitr.js';
+import { z } from 'zod';
+import { resolveSource } from '../config/settings.js';
+import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
+import { positiveInt } from '../registry/option-values.js';
+import { formatBytes, formatCount, formatDuration, formatTable } from '../cli/format.js';
+import { runVerifyCopies, verifiesSeveralCopies, type CopiesReport } from './verify-copies.js';
 
 export interface VerifyRequest {
   /** Also restore into a scratch database and check it (implied by scratch and deep). */
@@ -233,4 +239,205 @@ export async function runVerifyAll(ctx: CommandContext): Promise<VerifyAllEntry[
     throw new PgkeepError('VERIFY_FAILED', `${broken.length} of ${entries.length} backup(s) in ${repository.location} are broken: ${broken.map((e) => `${e.source}/${e.id}`).join(', ')}`, { details: { result: entries } });
   }
   return entries;
+}
+
+const VerifyCommandRequest = z.object({
+  /** wal: the source's WAL archive; all: the integrity of every backup; one: one backup (every copy of it when everyCopy). */
+  mode: z.enum(['wal', 'all', 'one']),
+  ref: z.string().optional(),
+  restoreTest: z.boolean().optional(),
+  scratch: z.string().optional(),
+  deep: z.boolean().optional(),
+  jobs: z.number().int().positive().optional(),
+  target: z.union([z.object({ kind: z.literal('latest') }), z.object({ kind: z.literal('time'), value: z.string() })]).optional(),
+  /** A source with several repositories: verify the backup in each (the CLI); a job verifies the first copy. */
+  everyCopy: z.boolean(),
+});
+export type VerifyCommandRequest = z.output<typeof VerifyCommandRequest>;
+
+export type VerifyCommandResult =
+  | { mode: 'wal'; wal: WalReport }
+  | { mode: 'all'; entries: VerifyAllEntry[] }
+  | { mode: 'copies'; copies: CopiesReport }
+  | { mode: 'one'; report: VerifyResult };
+
+/** `pgkeep verify`; the jobs `restoreTest` (scheduled) and `verify` (the API's "verify this backup"). */
+export const verifyCommand: CommandSpec<VerifyCommandRequest, VerifyCommandResult> = {
+  name: 'verify',
+  description: "check a backup: checksums, decompression, table of contents against the manifest; --restore-test also restores it into a scratch database and proves it (--wal: the WAL archive and each physical backup's PITR window)",
+  arguments: [{ name: '[backup]', description: 'backup id, latest, or all (the integrity of every backup, naming the broken ones)' }],
+  options: [
+    { flags: '--restore-test', description: 'restore into a scratch database, compare row counts, schema, migrations, run probes; then drop it' },
+    { flags: '--scratch <where>', description: 'where to restore-test: same-server (database pgkeep_verify_<id>), local (a throwaway cluster), or a postgresql:// URL' },
+    { flags: '--deep', description: 'with a restore test: compare table content hashes (backup --checksums) and run pg_amcheck' },
+    { flags: '--jobs <n>', description: 'parallel pg_restore workers for the restore test', parse: positiveInt('--jobs') },
+    { flags: '--target-time <time>', description: 'with --restore-test of a physical backup: a PITR drill, recovering to this time instead of the end of the backup' },
+    { flags: '--latest', description: 'with --restore-test of a physical backup: a PITR drill to the end of the archived WAL' },
+    { flags: '--wal', description: "verify the source's WAL archive: every file's checksums, gaps, and the recovery window of each physical backup" },
+  ],
+  help: { globals: ['config', 'repo', 'source', 'db', 'identity'], examples: ['pgkeep verify latest', 'pgkeep verify latest --restore-test', 'pgkeep verify --wal --source main'] },
+  parse: requestParser(VerifyCommandRequest, ({ args: [ref], options }) => {
+    if (options.wal) return { mode: 'wal', everyCopy: true };
+    if (ref === undefined) throw new PgkeepError('USAGE', 'verify needs a backup id, latest or all (or --wal for the WAL archive)');
+    if (ref === 'all') {
+      // every backup's integrity, naming each broken one (one repository: --repo or the source's first)
+      if (options.restoreTest || options.scratch !== undefined || options.deep) throw new PgkeepError('USAGE', 'verify all checks integrity only: restore-test one backup at a time (verify ID --restore-test)');
+      return { mode: 'all', everyCopy: true };
+    }
+    const targetTime = options.targetTime as string | undefined;
+    if (targetTime !== undefined && options.latest) throw new PgkeepError('USAGE', 'give --target-time or --latest, not both');
+    if (targetTime !== undefined && Number.isNaN(new Date(targetTime).getTime())) throw new PgkeepError('USAGE', `--target-time "${targetTime}" is not a time: use e.g. 2026-11-21T14:05:00Z`);
+    const target = options.latest ? { kind: 'latest' } : targetTime !== undefined ? { kind: 'time', value: targetTime } : undefined;
+    return { mode: 'one', ref, restoreTest: Boolean(options.restoreTest) || target !== undefined, scratch: options.scratch, deep: options.deep, jobs: options.jobs, target, everyCopy: true };
+  }),
+  async run(ctx, request) {
+    if (request.mode === 'wal') {
+      const source = resolveSource(ctx.settings);
+      const repository = await openRepository(ctx.settings, { source: source.name });
+      return { mode: 'wal', wal: await runVerifyWal(ctx, repository, source.name) };
+    }
+    if (request.mode === 'all') return { mode: 'all', entries: await runVerifyAll(ctx) };
+    const { ref, mode: _mode, everyCopy, ...verify } = request;
+    // A source with several repositories: every copy is verified (--repo picks one).
+    if (everyCopy && verifiesSeveralCopies(ctx.settings)) return { mode: 'copies', copies: await runVerifyCopies(ctx, ref!, verify) };
+    return { mode: 'one', report: await runVerify(ctx, ref!, verify) };
+  },
+  print(result, out) {
+    if (result.mode === 'wal') printWalVerify(result.wal, out);
+    else if (result.mode === 'all') printVerifyAll(result.entries, out);
+    else if (result.mode === 'copies') printVerifyCopies(result.copies, out);
+    else printVerify(result.report, out);
+  },
+  printFailure(error, out, request) {
+    const details = error.details;
+    if (request.mode === 'wal') {
+      if (details?.report) printWalVerify(details.report as WalReport, out);
+      return false;
+    }
+    if (request.mode === 'all') {
+      if (details?.result && !out.json) printVerifyAll(details.result as VerifyAllEntry[], out);
+      return false;
+    }
+    const failure = { code: error.code, message: error.message };
+    if (details?.copies) {
+      // one JSON document: the reports of every copy, with the error beside them
+      printVerifyCopies(out.json ? { ...(details.copies as CopiesReport), error: failure } : (details.copies as CopiesReport), out);
+      return out.json;
+    }
+    if (details?.report) {
+      const report = details.report as VerifyResult;
+      printVerify(out.json ? { ...report, error: failure } : report, out);
+      return out.json;
+    }
+    return false;
+  },
+  jobs: [
+    {
+      kind: 'restoreTest',
+      scheduled: true,
+      // the restore test of `verify --restore-test`: scratch from the source's verify: config, evidence recorded
+      request: ({ target }) => ({ mode: 'one', ref: target ?? 'latest', restoreTest: true, everyCopy: false }),
+      outcome: (result) => {
+        const report = (result as { report: VerifyResult }).report;
+        return { backupId: report.id, bytes: report.objects.reduce((sum, o) => sum + o.rawBytes, 0), detail: `restore test of ${report.id} passed` };
+      },
+    },
+    {
+      kind: 'verify',
+      scheduled: false,
+      request: ({ target }) => ({ mode: 'one', ref: target ?? 'latest', everyCopy: false }),
+      outcome: (result) => {
+        const report = (result as { report: VerifyResult }).report;
+        return { backupId: report.id, bytes: report.objects.reduce((sum, o) => sum + o.rawBytes, 0), detail: `backup ${report.id} verified` };
+      },
+    },
+  ],
+};
+
+function printVerifyAll(entries: VerifyAllEntry[], out: CommandOutput): void {
+  if (out.json) return out.document(entries);
+  for (const e of entries) out.line(`${e.state === 'ok' ? 'ok     ' : e.state === 'failed' ? 'FAILED ' : 'DAMAGED'}  ${e.source}/${e.id}  ${e.detail}`);
+}
+
+// Printing for a terminal (moved from src/cli/print.ts)
+
+function printVerify(report: VerifyResult, out: CommandOutput): void {
+  if (out.json) return out.document(report);
+  if (report.manifest) out.line(`manifest: ${report.manifest}`);
+  for (const o of report.objects) {
+    out.line(`${o.ok ? 'ok    ' : 'FAILED'}  ${o.name}  ${formatBytes(o.storedBytes)} stored, ${formatBytes(o.rawBytes)} raw${o.problem ? `: ${o.problem}` : ''}`);
+  }
+  out.line(`tables: ${report.tables.found} of ${report.tables.expected} in the dump's table of contents`);
+  const test = report.restoreTest;
+  if (test) {
+    out.line(`restore test: restored into "${test.scratch.database}" on ${test.scratch.server} in ${formatDuration(test.restoreMs)} (dropped afterwards)`);
+    if (test.tables.length > 0) {
+      const deep = test.tables.some((t) => t.contentOk !== undefined);
+      out.line(
+        formatTable(
+          ['TABLE', 'BACKUP', 'RESTORED', ...(deep ? ['CONTENT'] : []), ''],
+          test.tables.map((t) => [
+            `${t.schema}.${t.name}`,
+            formatCount(t.expected),
+            formatCount(t.actual),
+            ...(deep ? [t.contentOk === undefined ? '-' : t.contentOk ? 'same' : 'DIFFERENT'] : []),
+            t.expected === t.actual && t.contentOk !== false ? 'ok' : 'DIFFERENT',
+          ]),
+          [1, 2],
+        ),
+      );
+    }
+    if (test.schema) out.line(`schema: ${test.schema.checked - test.schema.missing.length} of ${test.schema.checked} objects of the table of contents present${test.schema.missing.length ? `; missing: ${test.schema.missing.join(', ')}` : ''}`);
+    if (test.schemaDump?.compared) out.line(`whole schema: ${test.schemaDump.objects} objects (definitions, owners, privileges) ${test.schemaDump.differences === 0 ? 'match the backup' : `DIFFER from the backup (${test.schemaDump.differences})`}`);
+    if (test.databaseState) out.line(`database state (owner, privileges, comment, settings, locale): ${test.databaseState.differences.length === 0 ? 'matches the backup' : `DIFFERS: ${test.databaseState.differences.join('; ')}`}`);
+    for (const m of test.migrations.tables) {
+      out.line(`migrations: ${m.schema}.${m.name} ${m.ok ? 'matches the backup' : 'DIFFERS from the backup'} (${m.actual ? `${m.actual.latest ?? 'no version'}, ${m.actual.rows} rows` : 'missing'}; recorded ${m.expected.latest ?? 'no version'}, ${m.expected.rows} rows)`);
+    }
+    test.probes.forEach((p, i) => out.line(`probe ${i + 1}: ${p.ok ? 'ok    ' : 'FAILED'}  ${p.sql.replace(/\s+/g, ' ').trim()} → ${p.error ? `error: ${p.error}` : (p.value ?? 'no value')}`));
+    if (test.deep) {
+      const { amcheck } = test.deep;
+      const found = amcheck.status === 'skipped' ? 'skipped' : amcheck.ok ? 'no corruption found' : 'CORRUPTION FOUND';
+      const checks = amcheck.checks === 'btree' ? ' (B-tree indexes only: heap checks skipped)' : '';
+      out.line(`deep: content of ${test.deep.compared} table(s) compared with the backup's checksums; amcheck${amcheck.version ? ` ${amcheck.version}` : ''}: ${found}${checks}`);
+    }
+    for (const note of test.notes) out.line(`note: ${note}`);
+  }
+  const drill = report.physicalTest;
+  if (drill) {
+    out.line(`${drill.method === 'pitr' ? 'PITR drill' : 'restore test'}: recovered to ${drill.target} in ${formatDuration(drill.restoreMs)} on ${drill.scratch} (removed afterwards)`);
+    out.line(`  extract ${formatDuration(drill.extractMs)}, WAL replay ${formatDuration(drill.replayMs)} (${drill.walFiles} file(s), ${formatBytes(drill.walBytes)})`);
+    const point = drill.recoveryPoint;
+    out.line(`  recovery point: ${point.stoppedAt ?? (point.redoDoneAt ? `redo done at ${point.redoDoneAt}` : 'end of recovery')}${point.lastTransactionAt ? `; last transaction at ${point.lastTransactionAt}` : ''}${point.timeline ? `; new timeline ${point.timeline}` : ''}`);
+    for (const d of drill.databases) out.line(`  database ${d.name}: accepts connections; pg_amcheck ${d.amcheck.status === 'skipped' ? 'skipped' : d.amcheck.ok ? 'found nothing' : 'FOUND CORRUPTION'}`);
+    drill.probes.forEach((p, i) => out.line(`  probe ${i + 1}: ${p.ok ? 'ok    ' : 'FAILED'}  ${p.sql.replace(/\s+/g, ' ').trim()} → ${p.error ? `error: ${p.error}` : (p.value ?? 'no value')}`));
+    for (const note of drill.notes) out.line(`note: ${note}`);
+  }
+  if (report.ok) out.line(`backup ${report.id} ${test || drill ? 'restores and checks out' : 'is intact'} (${formatDuration(report.durationMs)})`);
+  else for (const problem of report.problems) out.line(`problem: ${problem}`);
+}
+
+/** Verification of every copy of a backup (a source with several repositories). */
+function printVerifyCopies(result: CopiesReport, out: CommandOutput): void {
+  if (out.json) return out.document(result);
+  for (const copy of result.copies) {
+    out.line(`${copy.repository}:`);
+    if (copy.report) printVerify(copy.report, { ...out, json: false });
+    else out.line(`FAILED  ${copy.error?.message ?? 'not verified'}`);
+  }
+  for (const url of result.missingFrom) out.line(`${url}: does not hold backup ${result.id}`);
+  if (result.ok) out.line(`backup ${result.id} is intact in ${result.copies.length} ${result.copies.length === 1 ? 'repository' : 'repositories'}`);
+}
+
+function printWalVerify(report: WalReport, out: CommandOutput): void {
+  if (out.json) return out.document(report);
+  out.line(`WAL archive of ${report.source}: ${report.files} file(s), ${formatBytes(report.bytes)} stored, ${report.damaged.length} damaged`);
+  for (const d of report.damaged) out.line(`FAILED  ${d.name}: ${d.problem}`);
+  for (const w of report.windows) {
+    const through = w.through ? `through ${w.through.lsn} (${w.through.segment}, timeline ${w.through.timeline})` : 'nothing';
+    out.line(
+      `${w.consistent ? 'ok    ' : 'FAILED'}  backup ${w.backup}: ${w.consistent ? `recovery targets from ${w.from.time} (LSN ${w.from.lsn}) ${through}` : 'its own WAL is not all archived'}` +
+        `${w.gapAt ? `; first gap at ${w.gapAt}` : ''}${w.timelines.length > 1 ? `; timelines ${w.timelines.join(' → ')}` : ''}`,
+    );
+  }
+  out.line(report.ok ? 'the WAL archive is intact' : `problem: ${report.problems[0]}`);
 }

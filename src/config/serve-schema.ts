@@ -19,22 +19,23 @@ const ProxyAddressText = z.string().superRefine((value, ctx) => {
   if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed });
 });
 
-/** The kinds of scheduled work. */
-export const JOB_KINDS = ['logical', 'physical', 'restoreTest', 'prune', 'check'] as const;
-export type JobKind = (typeof JOB_KINDS)[number];
+/**
+ * A kind of scheduled work: a key of `sources.<name>.schedule`. The kinds are
+ * those the commands declare (src/registry/); config reads no one, so the key
+ * is checked where `pgkeep serve` resolves its settings (resolveServeSettings).
+ */
+export type JobKind = string;
 
-/** Cron schedules of one source (`sources.<name>.schedule`), each optional. */
+/**
+ * Cron schedules of one source (`sources.<name>.schedule`): a cron expression
+ * per job kind (logical, physical, restoreTest, prune, check), each optional.
+ */
 export const ScheduleSchema = z
   .object({
-    logical: CronText.optional(),
-    physical: CronText.optional(),
-    restoreTest: CronText.optional(),
-    prune: CronText.optional(),
-    check: CronText.optional(),
     /** IANA time zone of these cron expressions (default: `serve.timeZone`, else this machine's). */
     timeZone: z.string().min(1).optional(),
   })
-  .strict();
+  .catchall(CronText);
 export type ScheduleConfig = z.infer<typeof ScheduleSchema>;
 
 /** `serve:` — the daemon. */

@@ -1,7 +1,8 @@
 import * as path from 'node:path';
 import { parseDuration } from '../retention/duration.js';
 import type { ScheduleEntry } from '../scheduler/scheduler.js';
-import { JOB_KINDS, type EmailConfig, type WebhookConfig } from './serve-schema.js';
+import { PgkeepError } from '../errors.js';
+import type { EmailConfig, WebhookConfig } from './serve-schema.js';
 import { readSecretFile, type Settings } from './settings.js';
 
 /** Defaults of `serve:` (the issue's: 127.0.0.1:9187, stuck after 10 min). */
@@ -38,13 +39,24 @@ export interface ServeOverrides {
   trustProxy?: readonly string[] | undefined;
 }
 
-export function resolveServeSettings(settings: Settings, overrides: ServeOverrides = {}): ServeSettings {
+/**
+ * The daemon's settings. `jobKinds` are the kinds a schedule may name (the
+ * registry's scheduled job kinds, in the order their schedules are listed): an
+ * unknown key of sources.<name>.schedule is CONFIG_INVALID, worded as the
+ * config's own unknown keys are.
+ */
+export function resolveServeSettings(settings: Settings, overrides: ServeOverrides, jobKinds: readonly string[]): ServeSettings {
   const serve = settings.config.serve ?? {};
   const base = settings.configFile ? path.dirname(settings.configFile) : settings.cwd;
   const token = settings.env.PGKEEP_API_TOKEN || (serve.tokenFile ? readSecretFile(path.resolve(base, serve.tokenFile), 'serve.tokenFile') : serve.token) || undefined;
   const schedules: ScheduleEntry[] = [];
   for (const [source, config] of Object.entries(settings.config.sources ?? {})) {
-    for (const kind of JOB_KINDS) {
+    const unknown = Object.keys(config.schedule ?? {}).filter((key) => key !== 'timeZone' && !jobKinds.includes(key));
+    if (unknown.length > 0) {
+      const file = settings.configFile ? path.basename(settings.configFile) : 'pgkeep.yaml';
+      throw new PgkeepError('CONFIG_INVALID', `${file}: sources.${source}.schedule: unknown key ${unknown.map((k) => `"${k}"`).join(', ')} (check the spelling)`);
+    }
+    for (const kind of jobKinds) {
       const cron = config.schedule?.[kind];
       if (cron) schedules.push({ source, kind, cron, timeZone: config.schedule?.timeZone ?? serve.timeZone });
     }

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { BlockList, isIP } from 'node:net';
+import { PgkeepError } from '../errors.js';
 
 /**
  * The `Host` check of pgkeep's HTTP servers, against DNS rebinding: a web page
@@ -309,4 +310,18 @@ export function registerHostCheck(app: FastifyInstance, allowlist: HostAllowlist
       .headers({ 'content-type': 'text/plain; charset=utf-8', 'x-content-type-options': 'nosniff', 'cache-control': 'no-store' })
       .send(`pgkeep: refused: ${verdict.reason}\n`);
   });
+}
+
+/** --allowed-host (repeatable), checked as serve.allowedHosts entries are. */
+export function allowedHostOption(value: string, previous: string[] = []): string[] {
+  const parsed = parseHostPattern(value);
+  if (typeof parsed === 'string') throw new PgkeepError('USAGE', `--allowed-host: ${parsed}`);
+  return [...previous, value];
+}
+
+/** --trust-proxy (repeatable), checked as serve.trustProxy entries are. */
+export function trustedProxyOption(value: string, previous: string[] = []): string[] {
+  const parsed = parseProxyAddress(value);
+  if (typeof parsed === 'string') throw new PgkeepError('USAGE', `--trust-proxy: ${parsed}`);
+  return [...previous, value];
 }

@@ -246,8 +246,8 @@ describe('pgkeep dashboard', () => {
     await page.goto(`${url}/`);
     await page.getByRole('link', { name: 'Restore test now' }).click();
     await page.getByRole('dialog').getByRole('button', { name: 'Confirm' }).click();
-    await page.locator('tr[data-job]').filter({ hasText: 'restore-test' }).and(page.locator('[data-state="succeeded"], [data-state="failed"]')).first().waitFor({ timeout: 120_000 });
-    const result = await page.locator('tr[data-job]').filter({ hasText: 'restore-test' }).first().innerText();
+    await page.locator('tr[data-job]').filter({ hasText: 'restoreTest' }).and(page.locator('[data-state="succeeded"], [data-state="failed"]')).first().waitFor({ timeout: 120_000 });
+    const result = await page.locator('tr[data-job]').filter({ hasText: 'restoreTest' }).first().innerText();
     assert.match(result, /succeeded/, result);
 
     // a job that fails shows its error in the jobs view

@@ -6,6 +6,10 @@ import { parseConfig } from '../../src/config/load-config.js';
 import { resolveNotifySettings, resolveServeSettings } from '../../src/config/serve-settings.js';
 import type { Settings } from '../../src/config/settings.js';
 import { isPgkeepError } from '../../src/errors.js';
+import { loadRegistry } from '../../src/registry/registry.js';
+
+/** The job kinds a schedule may name: those the commands declare. */
+const kinds = (await loadRegistry()).jobKinds({ scheduled: true });
 
 const docs = path.resolve(import.meta.dirname, '../../docs');
 
@@ -19,7 +23,7 @@ describe('serve configuration', () => {
     const config = parseConfig(readFileSync(path.join(docs, 'pgkeep.example.yaml'), 'utf8'), 'pgkeep.example.yaml', env);
     assert.deepEqual(Object.keys(config.serve!).sort(), ['allowedHosts', 'catchUp', 'concurrency', 'gracePeriod', 'historyLimit', 'host', 'overlap', 'port', 'protectProbes', 'pruneAfterBackup', 'stateDir', 'stuckAfter', 'timeZone', 'tokenFile', 'trustProxy'].sort());
     assert.deepEqual(Object.keys(config.sources!.app!.schedule!).sort(), ['check', 'logical', 'physical', 'prune', 'restoreTest', 'timeZone']);
-    const serve = resolveServeSettings(settingsOf({ ...config, serve: { ...config.serve, tokenFile: undefined } }));
+    const serve = resolveServeSettings(settingsOf({ ...config, serve: { ...config.serve, tokenFile: undefined } }), {}, kinds);
     assert.equal(serve.schedules.length, 6);
     assert.deepEqual(serve.schedules[0], { source: 'app', kind: 'logical', cron: '0 2 * * *', timeZone: 'Europe/Paris' });
     assert.equal(serve.schedules[5]!.timeZone, 'UTC', 'serve.timeZone is the default');
@@ -27,7 +31,7 @@ describe('serve configuration', () => {
   });
 
   test('defaults, and the environment over the file', () => {
-    const plain = resolveServeSettings(settingsOf({}));
+    const plain = resolveServeSettings(settingsOf({}), {}, kinds);
     assert.equal(plain.host, '127.0.0.1');
     assert.equal(plain.port, 9187);
     assert.equal(plain.token, undefined);
@@ -35,7 +39,7 @@ describe('serve configuration', () => {
     assert.equal(plain.graceMs, 60_000);
     assert.equal(plain.pruneAfterBackup, true);
     assert.equal(plain.stateDir, '/etc/pgkeep/pgkeep-state');
-    const fromEnv = resolveServeSettings(settingsOf({ serve: { token: 'file-token' } }, { PGKEEP_API_TOKEN: 'env-token', PGKEEP_STATE_DIR: '/var/lib/pgkeep' }));
+    const fromEnv = resolveServeSettings(settingsOf({ serve: { token: 'file-token' } }, { PGKEEP_API_TOKEN: 'env-token', PGKEEP_STATE_DIR: '/var/lib/pgkeep' }), {}, kinds);
     assert.equal(fromEnv.token, 'env-token');
     assert.equal(fromEnv.stateDir, '/var/lib/pgkeep');
     const notify = resolveNotifySettings(settingsOf({ notify: { email: { host: 'smtp', from: 'a@b.c', to: ['d@e.f'] } } }, { SMTP_PASSWORD: 'pw' }));
@@ -51,10 +55,10 @@ describe('serve configuration', () => {
     const config = parseConfig(yaml, 'pgkeep.yaml', {});
     assert.deepEqual(config.serve!.allowedHosts, ['backup.example.com', 'pgkeep.internal:8443', '*.svc.cluster.local', '10.0.0.0/8', '[fd00::5]:9187']);
     assert.deepEqual(config.serve!.trustProxy, ['127.0.0.1', '::1', '10.0.0.0/8']);
-    const resolved = resolveServeSettings(settingsOf(config), { allowedHosts: ['dash.example.org'], trustProxy: ['192.0.2.1'] });
+    const resolved = resolveServeSettings(settingsOf(config), { allowedHosts: ['dash.example.org'], trustProxy: ['192.0.2.1'] }, kinds);
     assert.deepEqual(resolved.allowedHosts, [...config.serve!.allowedHosts!, 'dash.example.org']);
     assert.deepEqual(resolved.trustProxy, ['127.0.0.1', '::1', '10.0.0.0/8', '192.0.2.1']);
-    const plain = resolveServeSettings(settingsOf({}));
+    const plain = resolveServeSettings(settingsOf({}), {}, kinds);
     assert.deepEqual([plain.allowedHosts, plain.trustProxy], [[], []]);
     for (const [text, message] of [
       ['serve: { allowedHosts: ["https://backup.example.com"] }', /pgkeep\.yaml: serve\.allowedHosts\.0: "https:\/\/backup\.example\.com" is not a host name, name:port, \*\.domain, IP address or CIDR range/],
@@ -73,9 +77,15 @@ describe('serve configuration', () => {
       () => parseConfig('serve: { overlap: sometimes }', 'pgkeep.yaml', {}),
       (e: unknown) => isPgkeepError(e, 'CONFIG_INVALID') && /pgkeep\.yaml: serve\.overlap: /.test((e as Error).message),
     );
+    // a schedule key is a job kind of the registry: checked where serve resolves its settings (config reads no one)
+    const daily = parseConfig('sources: { app: { schedule: { daily: "0 2 * * *" } } }', 'pgkeep.yaml', {});
     assert.throws(
-      () => parseConfig('sources: { app: { schedule: { daily: "0 2 * * *" } } }', 'pgkeep.yaml', {}),
-      (e: unknown) => isPgkeepError(e, 'CONFIG_INVALID') && /sources\.app\.schedule: unknown key "daily"/.test((e as Error).message),
+      () => resolveServeSettings(settingsOf(daily), {}, kinds),
+      (e: unknown) => isPgkeepError(e, 'CONFIG_INVALID') && (e as Error).message === 'pgkeep.yaml: sources.app.schedule: unknown key "daily" (check the spelling)',
+    );
+    assert.throws(
+      () => parseConfig('sources: { app: { schedule: { daily: 42 } } }', 'pgkeep.yaml', {}),
+      (e: unknown) => isPgkeepError(e, 'CONFIG_INVALID') && /sources\.app\.schedule\.daily: /.test((e as Error).message),
     );
     assert.throws(
       () => parseConfig('notify: { webhooks: [{ url: "not a url" }] }', 'pgkeep.yaml', {}),

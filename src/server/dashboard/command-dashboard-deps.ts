@@ -1,12 +1,8 @@
-import { runBackup } from '../../commands/backup.js';
-import { configuredSources, keySettings, resolveSource, type Settings } from '../../config/settings.js';
+import { configuredSources, keySettings, type Settings } from '../../config/settings.js';
 import { resolveHealthThresholds } from '../../config/health-settings.js';
-import type { CommandContext, Progress } from '../../commands/command-context.js';
-import { runList } from '../../commands/list.js';
-import { openRepositories } from '../../commands/open-repository.js';
-import { runPin, runUnpin } from '../../commands/pin.js';
+import type { CommandContext, Progress } from '../../registry/command-spec.js';
+import { quietContext, type CommandRegistry } from '../../registry/registry.js';
 import { sourcesWithRepositories, type SourceRepositories } from '../../commands/source-repositories.js';
-import { runVerify } from '../../commands/verify.js';
 import { isPgkeepError, PgkeepError, toPgkeepError } from '../../errors.js';
 import { collectSourceStatus } from '../../status/health.js';
 import type { BackupRow, DashboardDeps, JobKind, JobView, SourceOverview } from './dashboard-deps.js';
@@ -105,10 +101,16 @@ function forSource(settings: Settings, source: string): Settings {
 }
 
 /**
- * DashboardDeps on top of the CLI's commands (status, list, backup, verify
- * --restore-test, pin, unpin), with jobs in an in-memory JobList.
+ * DashboardDeps on top of the commands of the registry (list; the jobs
+ * `logical` and `restoreTest`; pin, unpin), with jobs in an in-memory JobList.
  */
-export function commandDashboardDeps(settings: Settings, jobs: JobList = new JobList()): DashboardDeps & { jobList: JobList } {
+export function commandDashboardDeps(settings: Settings, registry: CommandRegistry, jobs: JobList = new JobList()): DashboardDeps & { jobList: JobList } {
+  /** Runs the command of a job kind, as the daemon would, for one source. */
+  const runJobKind = async (ctx: CommandContext, kind: string, source: string, target?: string) => {
+    const registered = registry.byJobKind(kind);
+    if (!registered) throw new PgkeepError('INTERNAL', `no command runs jobs of kind "${kind}"`);
+    return registered.job.outcome(await registered.spec.run(ctx, registered.job.request({ source, target })));
+  };
   const known = async (source: string) => {
     // the config's names when it has sources: opening every source's repositories to check one name
     // made a source's page cost as much as the whole fleet's
@@ -136,7 +138,10 @@ export function commandDashboardDeps(settings: Settings, jobs: JobList = new Job
     async backups(source: string): Promise<BackupRow[]> {
       const settingsOfSource = await known(source);
       // before the first backup there may be no repository yet: no backup, not an error
-      const listed = await runList(settingsOfSource).catch((error: unknown) => {
+      const listed = await registry
+        .command('list')
+        .run(quietContext(settingsOfSource), {})
+        .catch((error: unknown) => {
         if (isPgkeepError(error, 'REPO_MISSING')) return undefined;
         throw error;
       });
@@ -168,31 +173,29 @@ export function commandDashboardDeps(settings: Settings, jobs: JobList = new Job
     async startBackup(source) {
       const s = await known(source);
       return jobs.start(s, source, 'backup', async (ctx, job) => {
-        const resolved = resolveSource(s);
-        const repositories = await openRepositories(s, { source: resolved.name, createIfEmpty: true });
-        job.backupId = (await runBackup(ctx, repositories, resolved)).id;
+        job.backupId = (await runJobKind(ctx, 'logical', source)).backupId;
       });
     },
 
     async startRestoreTest(source, backupId) {
       const s = await known(source);
-      return jobs.start(s, source, 'restore-test', async (ctx, job) => {
+      return jobs.start(s, source, 'restoreTest', async (ctx, job) => {
         job.backupId = backupId;
-        job.backupId = (await runVerify(ctx, backupId, { restoreTest: true })).id;
+        job.backupId = (await runJobKind(ctx, 'restoreTest', source, backupId)).backupId;
       });
     },
 
     async pin(source, backupId) {
       const s = await known(source);
       return jobs.start(s, source, 'pin', async (ctx, job) => {
-        job.backupId = (await runPin(ctx, backupId, { reason: 'pinned from the dashboard' })).id;
+        job.backupId = (await registry.command('pin').run(ctx, { ref: backupId, reason: 'pinned from the dashboard' })).id;
       });
     },
 
     async unpin(source, backupId) {
       const s = await known(source);
       return jobs.start(s, source, 'unpin', async (ctx, job) => {
-        job.backupId = (await runUnpin(ctx, backupId)).id;
+        job.backupId = (await registry.command('unpin').run(ctx, { ref: backupId })).id;
       });
     },
   };

@@ -31,7 +31,8 @@ export interface BackupRow {
   verification?: { kind: 'integrity' | 'restore-test'; ok: boolean; finishedAt: string; problem?: string | undefined; restoreMs?: number | undefined } | undefined;
 }
 
-export type JobKind = 'backup' | 'restore-test' | 'pin' | 'unpin';
+/** backup (logical or physical), the job kind restoreTest (as in pgkeep.yaml and the job history), pin, unpin. */
+export type JobKind = 'backup' | 'restoreTest' | 'pin' | 'unpin';
 
 /** A job started by the dashboard or a scheduler, running or recent. */
 export interface JobView {

@@ -1,5 +1,6 @@
 import Fastify from 'fastify';
 import type { Settings } from '../../config/settings.js';
+import type { CommandRegistry } from '../../registry/registry.js';
 import { PgkeepError } from '../../errors.js';
 import { HostAllowlist, registerHostCheck } from '../host-allowlist.js';
 import { isLoopback } from '../http-server.js';
@@ -30,13 +31,13 @@ export interface DashboardServerOptions extends DashboardOptions {
  * address without a token, like `pgkeep serve`, and answers only the Host
  * names of its allowlist (DNS rebinding protection, see host-allowlist.ts).
  */
-export async function startDashboardServer(settings: Settings, listen: { host: string; port: number }, options: DashboardServerOptions = {}): Promise<DashboardServer> {
+export async function startDashboardServer(settings: Settings, registry: CommandRegistry, listen: { host: string; port: number }, options: DashboardServerOptions = {}): Promise<DashboardServer> {
   if (!options.token && !isLoopback(listen.host)) {
     throw new PgkeepError('USAGE', `refusing to serve the dashboard on ${listen.host} without an API token: set PGKEEP_API_TOKEN (or --token-file), or listen on 127.0.0.1`);
   }
   const allowlist = new HostAllowlist({ listen, allowedHosts: options.allowedHosts, trustProxy: options.trustProxy, configHint: 'serve.allowedHosts or --allowed-host' });
   const { allowedHosts: _hosts, trustProxy: _proxies, log, ...dashboard } = options;
-  const deps = commandDashboardDeps(settings);
+  const deps = commandDashboardDeps(settings, registry);
   const app = Fastify({ logger: false, trustProxy: allowlist.fastifyTrustProxy });
   // first: before the dashboard's own hooks and routes
   registerHostCheck(app, allowlist, log);

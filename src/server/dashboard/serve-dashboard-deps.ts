@@ -1,4 +1,5 @@
 import type { Settings } from '../../config/settings.js';
+import type { CommandRegistry } from '../../registry/registry.js';
 import type { JobRecord } from '../../scheduler/job-history.js';
 import type { Scheduler } from '../../scheduler/scheduler.js';
 import { commandDashboardDeps } from './command-dashboard-deps.js';
@@ -11,8 +12,8 @@ import type { DashboardDeps, JobKind, JobView } from './dashboard-deps.js';
  * the same source, stuck-job watchdog, persistent history, alerts), the jobs
  * view lists the scheduler's jobs, and each source shows its next scheduled run.
  */
-export function serveDashboardDeps(settings: Settings, scheduler: Scheduler): DashboardDeps {
-  const commands = commandDashboardDeps(settings);
+export function serveDashboardDeps(settings: Settings, registry: CommandRegistry, scheduler: Scheduler): DashboardDeps {
+  const commands = commandDashboardDeps(settings, registry);
   const nextRuns = () => {
     const next = new Map<string, string>();
     for (const s of scheduler.schedules()) {
@@ -47,7 +48,7 @@ export function serveDashboardDeps(settings: Settings, scheduler: Scheduler): Da
   };
 }
 
-const KINDS: Partial<Record<JobRecord['kind'], JobKind>> = { logical: 'backup', physical: 'backup', restoreTest: 'restore-test' };
+const KINDS: Partial<Record<JobRecord['kind'], JobKind>> = { logical: 'backup', physical: 'backup', restoreTest: 'restoreTest' };
 
 /** A scheduler job as the dashboard shows it; jobs the dashboard has no view for (prune, check, verify) are left out. */
 function jobView(job: JobRecord): JobView | undefined {
