@@ -1,14 +1,15 @@
 #!/usr/bin/env node
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError } from 'commander';
 import type { CommandContext } from '../commands/command-context.js';
 import { keySettings, loadSettings, type GlobalOptions, type KeySettings, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { armFaultPoint } from '../fault-points.js';
-import type { AnyCommandSpec, CommandInput, CommandOutput } from '../registry/command-spec.js';
+import type { AnyCommandSpec, CommandOutput } from '../registry/command-spec.js';
 import { COMMAND_NAMES, loadCommands, loadRegistry } from '../registry/registry.js';
 import { withRunSignal } from '../storage/run-signal.js';
 import { PGKEEP_VERSION } from '../version.js';
 import { addCommandHelp } from './command-help.js';
+import { addSpecCommand } from './spec-command.js';
 import { ProgressBar } from './progress-bar.js';
 import { confirmOnTerminal } from './prompt.js';
 import { resolveWalTarget, runWal } from './wal-cli.js';
@@ -23,9 +24,6 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const STOP_DEADLINE_MS = 10_000;
-
-/** Groups of commands that are not commands themselves ("pgkeep notify test"). */
-const GROUPS: Record<string, string> = { notify: 'alert channels (notify.webhooks, notify.email in pgkeep.yaml)' };
 
 /** Program-wide options that take a value: skipped when looking for the command's name in argv. */
 const GLOBAL_VALUE_OPTIONS = new Set(['-c', '--config', '--repo', '--db', '--source', '--identity']);
@@ -141,18 +139,6 @@ export async function main(argv: string[]): Promise<number> {
 
   // One commander command per spec of the registry: its arguments, options and help, then parse → run → print.
   const specs = await commandsFor(argv);
-  const byPath = new Map<string, Command>();
-  const parentOf = (name: string): Command => {
-    const words = name.split(' ');
-    if (words.length === 1) return program;
-    const group = words.slice(0, -1).join(' ');
-    let parent = byPath.get(group);
-    if (!parent) {
-      parent = parentOf(group).command(words.at(-2)!).description(GROUPS[group] ?? '');
-      byPath.set(group, parent);
-    }
-    return parent;
-  };
   // WAL archiving (the `pgkeep` executable runs these on a lean path, src/cli/pgkeep.ts; here for --help and global options
   // before the command); listed before dashboard in the help, where they always were
   const addWalCommands = () => {
@@ -179,28 +165,9 @@ export async function main(argv: string[]): Promise<number> {
       addWalCommands();
       walAdded = true;
     }
-    const command = parentOf(spec.name).command(spec.name.split(' ').at(-1)!).description(spec.description);
-    byPath.set(spec.name, command);
-    for (const arg of spec.arguments ?? []) command.argument(arg.name, arg.description);
-    if (spec.output !== false) command.option('--json', 'print JSON').option('-q, --quiet', 'print only the result');
-    for (const o of spec.options) {
-      const option = new Option(o.flags, o.description);
-      if (o.parse) option.argParser(o.parse);
-      if (o.choices) option.choices(o.choices);
-      if (o.default !== undefined) option.default(o.default);
-      if (o.required) option.makeOptionMandatory();
-      command.addOption(option);
-    }
-    command.action(async (...received: unknown[]) => {
-      const cli = received.at(-1) as Command;
-      // a subcommand's --json and --quiet after its arguments are parsed by its parent command too: read them from both
-      const options = cli.optsWithGlobals();
+    addSpecCommand(program, spec, async (input) => {
+      const { options } = input;
       json = spec.output !== false && Boolean(options.json);
-      const input: CommandInput = {
-        args: received.slice(0, spec.arguments?.length ?? 0) as (string | undefined)[],
-        options,
-        given: Object.keys(cli.opts()).filter((name) => cli.getOptionValueSource(name) === 'cli'),
-      };
       const request = spec.parse(input);
       if (spec.daemon) stopDeadlineMs = undefined; // running jobs get the daemon's own grace period
       const registry = spec.needsRegistry ? await loadRegistry() : undefined;

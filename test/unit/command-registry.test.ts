@@ -1,0 +1,107 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { Command } from 'commander';
+import { addSpecCommand } from '../../src/cli/spec-command.js';
+import { isPgkeepError } from '../../src/errors.js';
+import type { AnyCommandSpec, CommandInput } from '../../src/registry/command-spec.js';
+import { COMMAND_NAMES, createRegistry, loadRegistry } from '../../src/registry/registry.js';
+
+const registry = await loadRegistry();
+
+/** One valid command line of every command: its spec's parser must accept what commander makes of it. */
+const SAMPLES: Record<string, string[]> = {
+  init: ['--encrypt', '--recipient', 'age1x', '--recipient', 'age1y'],
+  keygen: ['--output', 'id.txt'],
+  backup: ['--name', 'pre', '--format', 'directory', '--jobs', '2', '--table', 'a', '--table', 'b', '--no-owner', '--label', 'x'],
+  list: ['--json'],
+  show: ['latest'],
+  verify: ['latest', '--restore-test', '--jobs', '2'],
+  restore: ['latest', '--to', 'app', '--overwrite', '--force', '--no-acl', '--schema', 's'],
+  extract: ['latest', '--table', 'public.t', '--output', 'rows.csv'],
+  copy: ['latest', '--from', './a', '--to', 's3://b/c'],
+  prune: ['--dry-run', '--keep-last', '3', '--keep-within', '14d', '--keep-label', 'release=forever'],
+  pitr: ['--latest', '--pgdata', '/tmp/x', '--port', '5499'],
+  check: ['--logical', '--wal-timeout', '5'],
+  pin: ['latest', '--reason', 'why'],
+  unpin: ['latest'],
+  sources: [],
+  'sources remove': ['old', '--with-backups', '--force'],
+  status: ['--check'],
+  serve: ['--once', '--listen', '127.0.0.1:0', '--allowed-host', 'backup.example.com'],
+  'notify test': [],
+  dashboard: ['--listen', '127.0.0.1:0'],
+};
+
+/** What the CLI hands the spec's parser for `argv`, through the same commander set-up as src/cli/main.ts. */
+async function inputOf(spec: AnyCommandSpec, argv: string[]): Promise<CommandInput> {
+  const program = new Command('pgkeep').exitOverride().option('-c, --config <file>').option('--repo <url>').option('--db <url>').option('--source <name>').option('--identity <file>');
+  let received: CommandInput | undefined;
+  addSpecCommand(program, spec, async (input) => {
+    received = input;
+  });
+  for (const command of [program, ...program.commands, ...program.commands.flatMap((c) => c.commands)]) command.exitOverride();
+  await program.parseAsync([...spec.name.split(' '), ...argv], { from: 'user' });
+  assert.ok(received, `${spec.name}: the action ran`);
+  return received;
+}
+
+describe('command registry', () => {
+  test('every command is registered once, in the order of pgkeep --help, with unique job kinds', () => {
+    assert.deepEqual(
+      registry.specs.map((s) => s.name),
+      [...COMMAND_NAMES],
+    );
+    assert.equal(new Set(COMMAND_NAMES).size, COMMAND_NAMES.length);
+    const kinds = registry.specs.flatMap((s) => (s.jobs ?? []).map((j) => j.kind));
+    assert.equal(new Set(kinds).size, kinds.length, `job kinds: ${kinds.join(', ')}`);
+    // the schedule keys users write in pgkeep.yaml, in the order serve lists their schedules
+    assert.deepEqual(registry.jobKinds({ scheduled: true }), ['logical', 'physical', 'restoreTest', 'prune', 'check']);
+    assert.deepEqual(registry.jobKinds(), ['logical', 'physical', 'restoreTest', 'verify', 'prune', 'check']);
+    for (const kind of kinds) assert.equal(registry.byJobKind(kind)?.job.kind, kind);
+    assert.equal(registry.byJobKind('restore-test'), undefined, 'one spelling: restoreTest');
+  });
+
+  test('a second command of the same name or job kind is refused', () => {
+    const backup = registry.byName('backup')!;
+    assert.throws(() => createRegistry([...registry.specs, backup]), (e: unknown) => isPgkeepError(e, 'INTERNAL') && /two commands are named "backup"/.test((e as Error).message));
+    const copy = { ...registry.byName('prune')!, name: 'prune-again' };
+    assert.throws(() => createRegistry([...registry.specs, copy]), (e: unknown) => isPgkeepError(e, 'INTERNAL') && /job kind "prune" is run by both "prune" and "prune-again"/.test((e as Error).message));
+  });
+
+  for (const spec of registry.specs) {
+    test(`${spec.name}: well-formed, and its options parse with its parser`, async () => {
+      assert.match(spec.name, /^[a-z][a-z-]*( [a-z][a-z-]*)?$/);
+      assert.ok(spec.description.length > 10, 'a description');
+      const flags = spec.options.map((o) => o.flags.split(/[ ,]+/).find((f) => f.startsWith('--'))!);
+      assert.equal(new Set(flags).size, flags.length, `unique flags: ${flags.join(' ')}`);
+      for (const global of ['--config', '--repo', '--db', '--source', '--identity', '--json', '--quiet']) assert.ok(!flags.includes(global), `${global} is the program's own`);
+      for (const o of spec.options) assert.ok(o.description.length > 5, `${o.flags} has a description`);
+      assert.ok(spec.help && spec.help.examples.length >= 1 && spec.help.examples.every((e) => e.includes('pgkeep ')), 'examples in --help');
+
+      const sample = SAMPLES[spec.name];
+      assert.ok(sample, `a sample command line for ${spec.name} in this test`);
+      const request = spec.parse(await inputOf(spec, sample));
+      assert.equal(typeof request, 'object');
+
+      for (const job of spec.jobs ?? []) {
+        const jobRequest = job.request({ source: 'app', target: '20261121T020000Z' });
+        assert.equal(typeof jobRequest, 'object', `${job.kind}: a request`);
+      }
+    });
+  }
+
+  test('a parser turns bad input into one USAGE line', async () => {
+    const cases: [string, string[], RegExp][] = [
+      ['verify', [], /verify needs a backup id, latest or all/],
+      ['pitr', ['--latest', '--target-xid', '5'], /pitr needs exactly one of/],
+      ['backup', ['--physical', '--format', 'plain'], /--physical backs up the whole cluster: --format applies to logical backups only/],
+      ['restore', ['--file', 'x.sql', '--clean'], /--file restores the whole dump.*--clean work with backups in the repository only/],
+      ['extract', ['latest', '--table', 't', '--json'], /--json prints the result on stdout/],
+    ];
+    for (const [name, argv, message] of cases) {
+      const spec = registry.byName(name)!;
+      const input = await inputOf(spec, argv);
+      assert.throws(() => spec.parse(input), (e: unknown) => isPgkeepError(e, 'USAGE') && message.test((e as Error).message), `${name} ${argv.join(' ')}`);
+    }
+  });
+});
