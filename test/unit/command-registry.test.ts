@@ -8,39 +8,21 @@ import { COMMAND_NAMES, createRegistry, loadRegistry } from '../../src/registry/
 
 const registry = await loadRegistry();
 
-/** One valid command line of every command: its spec's parser must accept what commander makes of it. */
-const SAMPLES: Record<string, string[]> = {
-  init: ['--encrypt', '--recipient', 'age1x', '--recipient', 'age1y'],
-  keygen: ['--output', 'id.txt'],
-  backup: ['--name', 'pre', '--format', 'directory', '--jobs', '2', '--table', 'a', '--table', 'b', '--no-owner', '--label', 'x'],
-  list: ['--json'],
-  show: ['latest'],
-  verify: ['latest', '--restore-test', '--jobs', '2'],
-  restore: ['latest', '--to', 'app', '--overwrite', '--force', '--no-acl', '--schema', 's'],
-  extract: ['latest', '--table', 'public.t', '--output', 'rows.csv'],
-  copy: ['latest', '--from', './a', '--to', 's3://b/c'],
-  prune: ['--dry-run', '--keep-last', '3', '--keep-within', '14d', '--keep-label', 'release=forever'],
-  pitr: ['--latest', '--pgdata', '/tmp/x', '--port', '5499'],
-  check: ['--logical', '--wal-timeout', '5'],
-  pin: ['latest', '--reason', 'why'],
-  unpin: ['latest'],
-  sources: [],
-  'sources remove': ['old', '--with-backups', '--force'],
-  status: ['--check'],
-  serve: ['--once', '--listen', '127.0.0.1:0', '--allowed-host', 'backup.example.com'],
-  'notify test': [],
-  dashboard: ['--listen', '127.0.0.1:0'],
-};
+/** The words of an example command line of --help, as a shell would split them: from "pgkeep" on, without a trailing # comment. */
+function wordsOf(example: string): string[] {
+  const words = [...example.replace(/\s+#.*$/, '').matchAll(/'([^']*)'|"([^"]*)"|(\S+)/g)].map((m) => m[1] ?? m[2] ?? m[3]!);
+  return words.slice(words.indexOf('pgkeep') + 1);
+}
 
 /** What the CLI hands the spec's parser for `argv`, through the same commander set-up as src/cli/main.ts. */
-async function inputOf(spec: AnyCommandSpec, argv: string[]): Promise<CommandInput> {
+async function inputOf(spec: AnyCommandSpec, argv: string[], { withName = false } = {}): Promise<CommandInput> {
   const program = new Command('pgkeep').exitOverride().option('-c, --config <file>').option('--repo <url>').option('--db <url>').option('--source <name>').option('--identity <file>');
   let received: CommandInput | undefined;
   addSpecCommand(program, spec, async (input) => {
     received = input;
   });
   for (const command of [program, ...program.commands, ...program.commands.flatMap((c) => c.commands)]) command.exitOverride();
-  await program.parseAsync([...spec.name.split(' '), ...argv], { from: 'user' });
+  await program.parseAsync(withName ? argv : [...spec.name.split(' '), ...argv], { from: 'user' });
   assert.ok(received, `${spec.name}: the action ran`);
   return received;
 }
@@ -78,10 +60,13 @@ describe('command registry', () => {
       for (const o of spec.options) assert.ok(o.description.length > 5, `${o.flags} has a description`);
       assert.ok(spec.help && spec.help.examples.length >= 1 && spec.help.examples.every((e) => e.includes('pgkeep ')), 'examples in --help');
 
-      const sample = SAMPLES[spec.name];
-      assert.ok(sample, `a sample command line for ${spec.name} in this test`);
-      const request = spec.parse(await inputOf(spec, sample));
-      assert.equal(typeof request, 'object');
+      // every example of its --help is a valid command line: commander takes it, the spec's parser types it
+      for (const example of spec.help.examples) {
+        const words = wordsOf(example);
+        assert.deepEqual(words.slice(0, spec.name.split(' ').length), spec.name.split(' '), example);
+        const request = spec.parse(await inputOf(spec, words, { withName: true }));
+        assert.equal(typeof request, 'object', example);
+      }
 
       for (const job of spec.jobs ?? []) {
         const jobRequest = job.request({ source: 'app', target: '20261121T020000Z' });
