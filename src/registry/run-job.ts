@@ -5,6 +5,7 @@ import type { JobRecord } from '../scheduler/job-history.js';
 import type { JobOutcome, JobRunContext } from '../scheduler/scheduler.js';
 import { hasRetentionRules } from '../retention/retention-policy.js';
 import type { CommandContext } from '../commands/command-context.js';
+import type { JobResult } from './command-spec.js';
 import type { CommandRegistry } from './registry.js';
 
 export interface JobEnvironment {
@@ -44,23 +45,26 @@ function jobContext(env: JobEnvironment, settings: Settings, job: Readonly<JobRe
 export async function runJob(env: JobEnvironment, job: Readonly<JobRecord>, run: JobRunContext): Promise<JobOutcome> {
   const settings = settingsForSource(env.settings, job.source);
   const ctx = jobContext(env, settings, job, run);
-  const registered = env.registry.byJobKind(job.kind);
-  if (!registered) throw new PgkeepError('INTERNAL', `no command runs jobs of kind "${job.kind}"`);
-  const { spec, job: kind } = registered;
-  const outcome = kind.outcome(await spec.run(ctx, kind.request({ source: job.source, target: job.target })));
-  if (!kind.backup || !env.pruneAfterBackup) return outcome;
+  const outcome = await runJobKind(env.registry, ctx, job.kind, { source: job.source, target: job.target });
+  if (env.registry.byJobKind(job.kind)?.job.backup !== true || !env.pruneAfterBackup) return outcome;
   const pruned = await pruneAfterBackup(env, ctx, job.source);
   return { ...outcome, detail: `${outcome.detail}${pruned ? `; ${pruned}` : ''}` };
+}
+
+/** Runs one job of `kind` through its command: the job's request, the command's run, what the history records. */
+export async function runJobKind(registry: CommandRegistry, ctx: CommandContext, kind: string, job: { source: string; target?: string | undefined }): Promise<JobResult> {
+  const registered = registry.byJobKind(kind);
+  if (!registered) throw new PgkeepError('INTERNAL', `no command runs jobs of kind "${kind}"`);
+  return registered.job.outcome(await registered.spec.run(ctx, registered.job.request(job)));
 }
 
 /** Prune after a backup, when the source has a policy; a prune failure is logged, the backup stands. */
 async function pruneAfterBackup(env: JobEnvironment, ctx: CommandContext, source: string): Promise<string | undefined> {
   const policies = resolveRetention(ctx.settings, source);
   if (!hasRetentionRules(policies.logical) || !hasRetentionRules(policies.physical)) return undefined;
-  const prune = env.registry.byJobKind('prune');
-  if (!prune) return undefined;
+  if (!env.registry.byJobKind('prune')) return undefined;
   try {
-    return prune.job.outcome(await prune.spec.run(ctx, prune.job.request({ source }))).detail;
+    return (await runJobKind(env.registry, ctx, 'prune', { source })).detail;
   } catch (error) {
     env.log('warn', `prune after the backup of ${source} failed: ${(error as Error).message}`);
     return `prune failed: ${(error as Error).message}`;

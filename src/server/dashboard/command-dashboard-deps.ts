@@ -2,6 +2,7 @@ import { configuredSources, keySettings, type Settings } from '../../config/sett
 import { resolveHealthThresholds } from '../../config/health-settings.js';
 import type { CommandContext, Progress } from '../../registry/command-spec.js';
 import { quietContext, type CommandRegistry } from '../../registry/registry.js';
+import { runJobKind } from '../../registry/run-job.js';
 import { sourcesWithRepositories, type SourceRepositories } from '../../commands/source-repositories.js';
 import { isPgkeepError, PgkeepError, toPgkeepError } from '../../errors.js';
 import { collectSourceStatus } from '../../status/health.js';
@@ -105,12 +106,6 @@ function forSource(settings: Settings, source: string): Settings {
  * `logical` and `restoreTest`; pin, unpin), with jobs in an in-memory JobList.
  */
 export function commandDashboardDeps(settings: Settings, registry: CommandRegistry, jobs: JobList = new JobList()): DashboardDeps & { jobList: JobList } {
-  /** Runs the command of a job kind, as the daemon would, for one source. */
-  const runJobKind = async (ctx: CommandContext, kind: string, source: string, target?: string) => {
-    const registered = registry.byJobKind(kind);
-    if (!registered) throw new PgkeepError('INTERNAL', `no command runs jobs of kind "${kind}"`);
-    return registered.job.outcome(await registered.spec.run(ctx, registered.job.request({ source, target })));
-  };
   const known = async (source: string) => {
     // the config's names when it has sources: opening every source's repositories to check one name
     // made a source's page cost as much as the whole fleet's
@@ -173,7 +168,7 @@ export function commandDashboardDeps(settings: Settings, registry: CommandRegist
     async startBackup(source) {
       const s = await known(source);
       return jobs.start(s, source, 'backup', async (ctx, job) => {
-        job.backupId = (await runJobKind(ctx, 'logical', source)).backupId;
+        job.backupId = (await runJobKind(registry, ctx, 'logical', { source })).backupId;
       });
     },
 
@@ -181,7 +176,7 @@ export function commandDashboardDeps(settings: Settings, registry: CommandRegist
       const s = await known(source);
       return jobs.start(s, source, 'restoreTest', async (ctx, job) => {
         job.backupId = backupId;
-        job.backupId = (await runJobKind(ctx, 'restoreTest', source, backupId)).backupId;
+        job.backupId = (await runJobKind(registry, ctx, 'restoreTest', { source, target: backupId })).backupId;
       });
     },
 
