@@ -8,7 +8,7 @@ import { withClient } from '../postgres/pg-client.js';
 import { makeBackupId } from '../repository/backup-id.js';
 import { globalsPlan, runBackup, type BackupRequest, type GlobalsPlan } from './backup.js';
 import type { CommandContext } from './command-context.js';
-import { openRepositories } from './open-repository.js';
+import { openRepositories } from '../repository/open-repository.js';
 import { makeTempFolder } from '../storage/temp-folders.js';
 
 export interface AllDatabasesResult {

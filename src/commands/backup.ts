@@ -36,7 +36,7 @@ import { listOf, requestParser, type CommandSpec, type CommandOutput } from '../
 import { collect, positiveInt } from '../registry/option-values.js';
 import { formatBytes, formatCount, formatDuration, formatTable } from '../cli/format.js';
 import { refuseOlderClient } from '../postgres/pg-tools.js';
-import { openRepositories, openRepository } from './open-repository.js';
+import { openRepositories, openRepository } from '../repository/open-repository.js';
 import { runPhysicalBackup } from './backup-physical.js';
 import { runBackupAllDatabases, type AllDatabasesResult } from './backup-all.js';
 

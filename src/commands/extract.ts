@@ -19,7 +19,7 @@ import { identitiesFor } from './repository-keys.js';
 import { timestampPart } from '../repository/backup-id.js';
 import { requireLogical, type LogicalManifest } from '../repository/manifest.js';
 import type { CommandContext } from './command-context.js';
-import { openRepository, repositoriesWithBackup } from './open-repository.js';
+import { openRepository, repositoriesWithBackup } from '../repository/open-repository.js';
 import { runRestore, runRestoreFromRepositories, RESTORE_ERROR_LINE } from './restore.js';
 import { z } from 'zod';
 import { resolveSource } from '../config/settings.js';

@@ -3,7 +3,7 @@ import type { Manifest } from '../repository/manifest.js';
 import { listPins } from '../repository/pins.js';
 import type { DamagedBackup, Repository } from '../repository/repository.js';
 import type { Verification } from '../repository/verification.js';
-import { openRepositoriesSettled, openRepository, repositoryLabels } from './open-repository.js';
+import { openRepositoriesSettled, openRepository, repositoryLabels } from '../repository/open-repository.js';
 import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
 import { z } from 'zod';
 import { formatAge, formatBytes, formatDuration, formatTable, verificationLabel } from '../cli/format.js';

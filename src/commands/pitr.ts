@@ -19,7 +19,7 @@ import { loadSettings, resolveConnection, resolveSource } from '../config/settin
 import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
 import { collect, positiveInt } from '../registry/option-values.js';
 import { formatCount, formatDuration } from '../cli/format.js';
-import { openRepository } from './open-repository.js';
+import { openRepository } from '../repository/open-repository.js';
 import { runTablePitr, type TablePitrResult } from './pitr-table.js';
 import { walFetchCommand } from './wal-fetch-command.js';
 

@@ -10,7 +10,7 @@ import type { CommandContext } from './command-context.js';
 import { resolveSource, type ResolvedSource } from '../config/settings.js';
 import { withDatabase } from '../postgres/connection-info.js';
 import { cleanLeftovers } from './clean-leftovers.js';
-import { sourcesWithRepositories } from './source-repositories.js';
+import { sourcesWithRepositories } from '../repository/source-repositories.js';
 import { z } from 'zod';
 import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
 import { count, duration, labelPeriod } from '../registry/option-values.js';

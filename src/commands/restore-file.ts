@@ -21,7 +21,7 @@ import { timestampPart } from '../repository/backup-id.js';
 import { pipeline } from 'node:stream/promises';
 import { runBackup } from './backup.js';
 import type { CommandContext } from './command-context.js';
-import { openRepository } from './open-repository.js';
+import { openRepository } from '../repository/open-repository.js';
 import { cleanLeftovers } from './clean-leftovers.js';
 import { createWorkDatabase, dropPartialDatabase, feedChild, putInPlace, RESTORE_ERROR_LINE, safetySource } from './restore.js';
 import { makeTempFolder } from '../storage/temp-folders.js';

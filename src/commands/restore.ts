@@ -27,7 +27,7 @@ import { runBackup } from './backup.js';
 import { acquireSourceLock, type SourceLock } from '../repository/source-lock.js';
 import { applyGlobals } from './restore-globals.js';
 import type { GlobalsReport } from '../postgres/globals-sql.js';
-import { repositoriesWithBackup } from './open-repository.js';
+import { repositoriesWithBackup } from '../repository/open-repository.js';
 import { compareMigrations, type MigrationComparison } from '../verify/migrations.js';
 import { identitiesFor, manifestKeysOf } from './repository-keys.js';
 import type { AgeIdentity } from '../pipeline/age.js';
@@ -41,7 +41,7 @@ import { resolveSource } from '../config/settings.js';
 import { listOf, requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
 import { collect, positiveInt } from '../registry/option-values.js';
 import { formatBytes, formatCount, formatDuration, formatTable } from '../cli/format.js';
-import { openRepository } from './open-repository.js';
+import { openRepository } from '../repository/open-repository.js';
 import { planRestoreFile, runRestoreFile, type FileRestorePlan, type FileRestoreResult } from './restore-file.js';
 
 export interface RestoreRequest {

@@ -2,7 +2,7 @@ import { configuredSourceName, repositoryUrls, type Settings } from '../config/s
 import type { Manifest } from '../repository/manifest.js';
 import { listPins, type Pin } from '../repository/pins.js';
 import type { Verification } from '../repository/verification.js';
-import { openRepository, repositoriesWithBackup } from './open-repository.js';
+import { openRepository, repositoriesWithBackup } from '../repository/open-repository.js';
 import { z } from 'zod';
 import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
 import { formatAge, formatBytes, formatCount, formatDuration, formatTable, verificationLabel } from '../cli/format.js';

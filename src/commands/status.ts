@@ -6,7 +6,7 @@ import { serverLabel, withDatabase } from '../postgres/connection-info.js';
 import { withClient } from '../postgres/pg-client.js';
 import { cleanRestoreLeftovers } from '../postgres/restore-leftovers.js';
 import { staleTempFolders } from '../storage/temp-folders.js';
-import { sourcesWithRepositories } from './source-repositories.js';
+import { sourcesWithRepositories } from '../repository/source-repositories.js';
 import { z } from 'zod';
 import { ERROR_CODES, PgkeepError } from '../errors.js';
 import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';

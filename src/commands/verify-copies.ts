@@ -1,7 +1,7 @@
 import { configuredSourceName, repositoryUrls, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import type { CommandContext } from './command-context.js';
-import { repositoriesWithBackupSettled } from './open-repository.js';
+import { repositoriesWithBackupSettled } from '../repository/open-repository.js';
 import { verifyResolved, type VerifyRequest, type VerifyResult } from './verify.js';
 import { isUnreadError } from '../verify/verify-backup.js';
 

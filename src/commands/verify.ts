@@ -9,7 +9,7 @@ import { verifyWal, type WalReport } from '../verify/verify-wal.js';
 import { verifyBackup, type VerifyReport } from '../verify/verify-backup.js';
 import { PGKEEP_VERSION } from '../version.js';
 import type { CommandContext } from './command-context.js';
-import { openRepository, repositoriesWithBackup } from './open-repository.js';
+import { openRepository, repositoriesWithBackup } from '../repository/open-repository.js';
 import { runRestoreTest, type RestoreTestReport } from './restore-test.js';
 import { runPhysicalRestoreTest, type PhysicalRestoreTestReport } from './physical-restore-test.js';
 import type { RecoveryTarget } from './pitr.js';

@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { loadSettings } from '../../src/config/settings.js';
-import { openRepository } from '../../src/commands/open-repository.js';
+import { openRepository } from '../../src/repository/open-repository.js';
 import { listPins } from '../../src/repository/pins.js';
 import { collect, startPgkeep } from '../support/cli.js';
 import { cloneBackupAt, daysAgoAtNoon } from '../support/synthetic-backups.js';

@@ -3,7 +3,7 @@ import { resolveHealthThresholds } from '../../config/health-settings.js';
 import type { CommandContext, Progress } from '../../registry/command-spec.js';
 import { quietContext, type CommandRegistry } from '../../registry/registry.js';
 import { runJobKind } from '../../registry/run-job.js';
-import { sourcesWithRepositories, type SourceRepositories } from '../../commands/source-repositories.js';
+import { sourcesWithRepositories, type SourceRepositories } from '../../repository/source-repositories.js';
 import { isPgkeepError, PgkeepError, toPgkeepError } from '../../errors.js';
 import { collectSourceStatus } from '../../status/health.js';
 import type { BackupRow, DashboardDeps, JobKind, JobView, SourceOverview } from './dashboard-deps.js';

@@ -1,6 +1,6 @@
 import { repositoryUrl, repositoryUrls, storageOptions, type Settings } from '../config/settings.js';
-import type { Manifest } from '../repository/manifest.js';
-import { Repository } from '../repository/repository.js';
+import type { Manifest } from './manifest.js';
+import { Repository } from './repository.js';
 import { openStorage } from '../storage/open-storage.js';
 
 /** Opens the repository the settings point at (for `source`, when given). */

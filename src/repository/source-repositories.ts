@@ -1,5 +1,5 @@
 import { configuredSources, repositoryUrls, selectedSourceName, type Settings } from '../config/settings.js';
-import type { Repository } from '../repository/repository.js';
+import type { Repository } from './repository.js';
 import { openRepositoriesSettled } from './open-repository.js';
 
 /** One source and each of its repositories, opened (or why not). */
