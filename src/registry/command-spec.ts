@@ -52,7 +52,6 @@ export interface CommandHelp {
 }
 
 /** A command whose request and result types are not known to the caller (the registry's lists). */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type AnyCommandSpec = CommandSpec<any, any>;
 
 export interface ArgumentSpec {
@@ -65,7 +64,6 @@ export interface OptionSpec {
   readonly flags: string;
   readonly description: string;
   /** Turns the text into the value; a repeatable option gets its previous value. Throws USAGE for bad input. */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   readonly parse?: (value: string, previous: any) => unknown;
   readonly choices?: readonly string[];
   readonly default?: unknown;

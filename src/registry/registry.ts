@@ -43,7 +43,6 @@ export const COMMAND_NAMES: readonly string[] = COMMANDS.map((c) => c.name);
 /** A job kind and the command that runs it. */
 export interface RegisteredJob {
   readonly spec: AnyCommandSpec;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   readonly job: JobSpec<any, any>;
 }
 

@@ -33,7 +33,7 @@ export function serveDashboardDeps(settings: Settings, registry: CommandRegistry
     backups: (source) => commands.backups(source),
     async jobs() {
       // the scheduler's jobs (newest first), and the dashboard's own pin/unpin
-      const scheduled = scheduler.jobs().map(jobView).filter((j): j is JobView => j !== undefined);
+      const scheduled = scheduler.jobs().map((job) => jobView(registry, job)).filter((j): j is JobView => j !== undefined);
       const own = (await commands.jobs()).filter((j) => j.kind === 'pin' || j.kind === 'unpin');
       return [...scheduled, ...own].sort((a, b) => (a.startedAt < b.startedAt ? 1 : a.startedAt > b.startedAt ? -1 : 0));
     },
@@ -48,11 +48,12 @@ export function serveDashboardDeps(settings: Settings, registry: CommandRegistry
   };
 }
 
-const KINDS: Partial<Record<JobRecord['kind'], JobKind>> = { logical: 'backup', physical: 'backup', restoreTest: 'restoreTest' };
-
-/** A scheduler job as the dashboard shows it; jobs the dashboard has no view for (prune, check, verify) are left out. */
-function jobView(job: JobRecord): JobView | undefined {
-  const kind = KINDS[job.kind];
+/**
+ * A scheduler job as the dashboard shows it: the backup kinds (logical, physical: the registry's backup jobs)
+ * as "backup", restore tests as restoreTest; jobs the dashboard has no view for (prune, check, verify) are left out.
+ */
+function jobView(registry: CommandRegistry, job: JobRecord): JobView | undefined {
+  const kind: JobKind | undefined = registry.byJobKind(job.kind)?.job.backup ? 'backup' : job.kind === 'restoreTest' ? 'restoreTest' : undefined;
   if (!kind) return undefined;
   const state = job.state === 'succeeded' ? 'succeeded' : job.state === 'failed' || job.state === 'cancelled' || job.state === 'skipped' ? 'failed' : 'running';
   const startedAt = job.startedAt ?? job.queuedAt;
