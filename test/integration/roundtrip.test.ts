@@ -4,7 +4,9 @@ import { stat, readdir } from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
-import { json, pgkeep } from '../support/cli.js';
+import { json } from '../support/cli.js';
+import { eachStorage } from '../support/each-storage.js';
+import { runCommand as pgkeep } from '../support/run-command.js';
 import { diffSnapshots, snapshotDatabase } from '../support/db-compare.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
@@ -31,7 +33,9 @@ useClusterAndWorkFolder('roundtrip', async (c, w) => {
 
 const env = () => ({ DATABASE_URL: cluster.url('awkward') });
 
-describe('backup and restore roundtrip of awkward content', () => {
+// Every command runs in process (test/support/run-command.ts) over a folder and over S3;
+// test/integration/terminal.test.ts and errors.test.ts keep the real CLI's output and exit codes.
+eachStorage('backup and restore roundtrip of awkward content', (storage) => {
   for (const [format, restoreArgs] of [
     ['custom', []],
     ['custom', ['--jobs', '2']],
@@ -39,7 +43,7 @@ describe('backup and restore roundtrip of awkward content', () => {
     ['plain', []],
   ] as const) {
     test(`${format} format, restore ${restoreArgs.join(' ') || 'streamed'}: schema and contents identical`, async () => {
-      const repo = path.join(work, `repo-${format}-${restoreArgs.length}`);
+      const repo = storage.repo(`repo-${format}-${restoreArgs.length}`);
       const backupArgs = format === 'directory' ? ['--format', format, '--jobs', '2'] : ['--format', format];
       const backup = await pgkeep(['backup', '--repo', repo, ...backupArgs, '--json'], { env: env() });
       assert.equal(backup.code, 0, backup.stderr);
@@ -53,7 +57,7 @@ describe('backup and restore roundtrip of awkward content', () => {
       assert.equal(verify.code, 0, verify.stderr);
       assert.equal(json(verify).tables.found, json(verify).tables.expected);
 
-      const target = `copy_${format}_${restoreArgs.length}`;
+      const target = `copy_${storage.kind}_${format}_${restoreArgs.length}`;
       const restore = await pgkeep(['restore', 'latest', '--repo', repo, '--to', target, ...restoreArgs, '--json'], { env: env() });
       assert.equal(restore.code, 0, restore.stderr);
       const result = json(restore);
@@ -66,6 +70,9 @@ describe('backup and restore roundtrip of awkward content', () => {
     });
   }
 
+});
+
+describe('posix repository files', () => {
   test('the repository is private: folders 0700, files 0600', async () => {
     const repo = path.join(work, 'repo-modes');
     const backup = await pgkeep(['backup', '--repo', repo, '--format', 'directory'], { env: env() });
@@ -82,17 +89,17 @@ describe('backup and restore roundtrip of awkward content', () => {
   });
 });
 
-describe('selective backups', () => {
-  const repo = () => path.join(work, 'repo-selective');
+eachStorage('selective backups', (storage) => {
+  const repo = () => storage.repo('repo-selective');
 
   test('--table with quoted and unicode names dumps and counts only those tables', async () => {
     const backup = await pgkeep(['backup', '--repo', repo(), '--table', 'public."Mixed Case"', '--table', '"ünïcødé"."таблица"', '--json'], { env: env() });
     assert.equal(backup.code, 0, backup.stderr);
     const names = json(backup).tables.map((t: { schema: string; name: string }) => `${t.schema}.${t.name}`).sort();
     assert.deepEqual(names, ['public.Mixed Case', 'ünïcødé.таблица']);
-    const restore = await pgkeep(['restore', 'latest', '--repo', repo(), '--to', 'only_two', '--json'], { env: env() });
+    const restore = await pgkeep(['restore', 'latest', '--repo', repo(), '--to', `only_two_${storage.kind}`, '--json'], { env: env() });
     assert.equal(restore.code, 0, restore.stderr);
-    const tables = await cluster.query<{ n: string }>("SELECT count(*) AS n FROM pg_tables WHERE schemaname NOT IN ('pg_catalog','information_schema')", [], 'only_two');
+    const tables = await cluster.query<{ n: string }>("SELECT count(*) AS n FROM pg_tables WHERE schemaname NOT IN ('pg_catalog','information_schema')", [], `only_two_${storage.kind}`);
     assert.equal(Number(tables[0]!.n), 2);
   });
 
@@ -111,9 +118,9 @@ describe('selective backups', () => {
     const tables = json(backup).tables as { rows: number | null }[];
     assert.ok(tables.length > 5);
     assert.ok(tables.every((t) => t.rows === null), 'a schema-only backup counts no rows');
-    const restore = await pgkeep(['restore', 'latest', '--repo', repo(), '--to', 'schema_copy'], { env: env() });
+    const restore = await pgkeep(['restore', 'latest', '--repo', repo(), '--to', `schema_copy_${storage.kind}`], { env: env() });
     assert.equal(restore.code, 0, restore.stderr);
-    const [row] = await cluster.query<{ n: string }>('SELECT count(*) AS n FROM public."Mixed Case"', [], 'schema_copy');
+    const [row] = await cluster.query<{ n: string }>('SELECT count(*) AS n FROM public."Mixed Case"', [], `schema_copy_${storage.kind}`);
     assert.equal(Number(row!.n), 0);
   });
 
