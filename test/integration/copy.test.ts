@@ -2,15 +2,18 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { open, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
-import { after, describe, test } from 'node:test';
-import { json, keygen, pgkeep } from '../support/cli.js';
+import { describe, test } from 'node:test';
+import { json, keygen } from '../support/cli.js';
+import { useFileS3Server } from '../support/each-storage.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
-import { startS3Server, type S3TestServer } from '../support/s3-server.js';
+import { runCommand as pgkeep } from '../support/run-command.js';
+import type { S3TestServer } from '../support/s3-server.js';
 
 let cluster: PgCluster;
 let work: string;
 let s3: S3TestServer | undefined;
+const fileS3 = useFileS3Server();
 
 useClusterAndWorkFolder('copy', async (c, w) => {
   cluster = c;
@@ -18,10 +21,6 @@ useClusterAndWorkFolder('copy', async (c, w) => {
   await cluster.query('CREATE DATABASE app');
   await cluster.query(`CREATE TABLE notes AS SELECT g AS id, 'note ' || g AS body FROM generate_series(1, 5000) g`, [], 'app');
   await cluster.query(`CREATE TABLE tags AS SELECT g AS id FROM generate_series(1, 123) g`, [], 'app');
-});
-
-after(async () => {
-  await s3?.stop();
 });
 
 const awsEnv = () => ({
@@ -61,9 +60,10 @@ function files(dir: string): string[] {
   return found.sort();
 }
 
+// Commands run in process (test/support/run-command.ts); keygen is the CLI's.
 describe('pgkeep copy', () => {
   test('local → S3: objects then manifest, verified at the destination; list, verify and restore there; a second run skips', async () => {
-    s3 ??= await startS3Server();
+    s3 ??= await fileS3();
     const bucket = await s3.bucket('pgkeep-copy');
     const local = path.join(work, 'local');
     const id = await backup(local);
@@ -193,7 +193,7 @@ describe('pgkeep copy', () => {
   });
 
   test('a corrupted source object fails with CHECKSUM_MISMATCH naming it, and leaves no backup at the destination', async () => {
-    s3 ??= await startS3Server();
+    s3 ??= await fileS3();
     const bucket = await s3.bucket('pgkeep-copy-corrupt');
     const local = path.join(work, 'corrupt-source');
     const id = await backup(local);

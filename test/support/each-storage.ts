@@ -54,6 +54,17 @@ function workFolder(): Promise<string> {
   return folder;
 }
 
+/**
+ * This file's one s3rver, for tests that need S3 next to another storage:
+ * call at the top level of the file (it registers the file's after() hook);
+ * the function returned starts it on first use. Commands run in process reach
+ * it through the AWS_* variables set in this process.
+ */
+export function useFileS3Server(): () => Promise<S3TestServer> {
+  hookFileEnd();
+  return s3Server;
+}
+
 function hookFileEnd(): void {
   if (hooked) return;
   hooked = true;
