@@ -5,7 +5,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
-import { collect, json, pgkeep, startPgkeep } from '../support/cli.js';
+import { collect, json, startPgkeep } from '../support/cli.js';
+import { runCommand as pgkeep } from '../support/run-command.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 

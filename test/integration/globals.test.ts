@@ -4,7 +4,8 @@ import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import pg from 'pg';
 import { defaultZstd } from '../../src/pipeline/zstd.js';
-import { json, pgkeep } from '../support/cli.js';
+import { json } from '../support/cli.js';
+import { runCommand as pgkeep } from '../support/run-command.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import { startCluster, type PgCluster } from '../support/pg-cluster.js';
 

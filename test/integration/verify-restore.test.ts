@@ -5,7 +5,8 @@ import { cp, mkdir, mkdtemp, open, readdir, readFile, truncate, writeFile, unlin
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
-import { json, pgkeep } from '../support/cli.js';
+import { json } from '../support/cli.js';
+import { runCommand as pgkeep } from '../support/run-command.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 import { rewriteManifest } from '../support/manifest-edit.js';

@@ -42,6 +42,15 @@ export interface RunOptions {
   confirm?: boolean;
 }
 
+/**
+ * Variables read from the process's environment below the command layer, not
+ * from the settings: the AWS SDK's credentials, region and endpoint. A test
+ * that passes them (a second S3 server, bad credentials) gets them set in this
+ * process for the run, and the previous values back after it; tests of a file
+ * run one at a time, so no other run sees them.
+ */
+const PROCESS_ENV = /^AWS_/;
+
 /** Program-wide options that take a value (as in src/cli/main.ts). */
 const GLOBAL_VALUE_OPTIONS = new Set(['-c', '--config', '--repo', '--db', '--source', '--identity']);
 
@@ -137,6 +146,13 @@ export async function runCommand(argv: string[], options: RunOptions = {}): Prom
     spec.print(result, out, request);
   });
 
+  const saved = new Map<string, string | undefined>();
+  for (const [key, value] of Object.entries(options.env ?? {})) {
+    if (!PROCESS_ENV.test(key)) continue;
+    saved.set(key, process.env[key]);
+    if (value === undefined) delete process.env[key];
+    else process.env[key] = value;
+  }
   try {
     await withRunSignal(signal, () => program.parseAsync(argv, { from: 'user' }));
   } catch (thrown) {
@@ -149,6 +165,11 @@ export async function runCommand(argv: string[], options: RunOptions = {}): Prom
       stderr += `pgkeep: ${error.code === 'INTERNAL' ? 'internal error: ' : ''}${error.message}\n`;
       if (error.code === 'INTERNAL' && thrown instanceof Error) stderr += `${thrown.stack}\n`;
       code = error.code === 'ABORTED' ? 130 : error.exitCode;
+    }
+  } finally {
+    for (const [key, value] of saved) {
+      if (value === undefined) delete process.env[key];
+      else process.env[key] = value;
     }
   }
   await new Promise<void>((resolve) => stdoutStream.end(resolve));
