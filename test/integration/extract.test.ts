@@ -4,8 +4,9 @@ import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { collect, json, startPgkeep } from '../support/cli.js';
+import { eachStorage } from '../support/each-storage.js';
 import { runCommand as pgkeep } from '../support/run-command.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
@@ -39,11 +40,21 @@ useClusterAndWorkFolder('extract', async (c, w) => {
   }
 });
 
-describe('extract: rows of one table out of a backup', () => {
+// What reads the backup runs over a folder and over S3; the checks of the WHERE and the output file once.
+eachStorage('extract: rows of one table out of a backup', (storage) => {
+  const repo = (format: string) => storage.repo(`repo-${format}`);
+  const file = (name: string) => path.join(work, `${storage.kind}-${name}`);
+  before(async () => {
+    for (const format of ['custom', 'plain']) {
+      const backup = await pgkeep(['backup', '--repo', repo(format), '--format', format], { env: env() });
+      assert.equal(backup.code, 0, backup.stderr);
+    }
+  });
+
   test('CSV of a WHERE subset equals the same query on the source, and the scratch database is gone', async () => {
     const where = `customer_id = 2 AND amount > 500`;
     const expected = psql('shop', ['-c', `COPY (SELECT * FROM ONLY public.orders WHERE ${where}) TO STDOUT WITH (FORMAT csv, HEADER)`]);
-    const output = path.join(work, 'orders.csv');
+    const output = file('orders.csv');
     const result = await pgkeep(['extract', 'latest', '--repo', repo('custom'), '--table', 'orders', '--where', where, '--output', output, '--json'], { env: env() });
     assert.equal(result.code, 0, result.stderr);
     const extracted = json(result);
@@ -67,7 +78,7 @@ describe('extract: rows of one table out of a backup', () => {
   test('--format sql gives INSERT statements that put deleted rows back', async () => {
     const before = psql('shop', ['-c', 'COPY (SELECT * FROM "Mixed Case" ORDER BY "Id") TO STDOUT']);
     await cluster.query('DELETE FROM "Mixed Case" WHERE "Id" BETWEEN 3 AND 7', [], 'shop');
-    const output = path.join(work, 'mixed.sql');
+    const output = file('mixed.sql');
     const result = await pgkeep(['extract', 'latest', '--repo', repo('custom'), '--table', 'public."Mixed Case"', '--where', '"Id" BETWEEN 3 AND 7', '--format', 'sql', '--output', output, '--json'], { env: env() });
     assert.equal(result.code, 0, result.stderr);
     assert.equal(json(result).rows, 5);
@@ -78,6 +89,9 @@ describe('extract: rows of one table out of a backup', () => {
     assert.deepEqual(await scratchDatabases(), []);
   });
 
+});
+
+describe('extract: the WHERE and the output file', () => {
   test('a bad WHERE is named, writes no file, and drops the scratch database', async () => {
     const output = path.join(work, 'bad.csv');
     const result = await pgkeep(['extract', 'latest', '--repo', repo('custom'), '--table', 'orders', '--where', 'no_such_column = 1', '--output', output], { env: env() });
