@@ -72,9 +72,13 @@ describe('pgkeep serve with a fleet', () => {
         await sleep(20);
       }
       const base = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(stderr)![1]!;
-      await sleep(8000);
-      const metrics = await (await fetch(`${base}/metrics`)).text();
+      // until db01 skipped five times (every second: about 6 s), not a fixed wait
+      let metrics = '';
       const skippedTotal = (db: string) => Number(new RegExp(`^pgkeep_job_skipped_total\\{source="${db}",kind="logical"\\} (\\d+)`, 'm').exec(metrics)?.[1] ?? NaN);
+      for (const deadline = Date.now() + 20_000; Date.now() < deadline; await sleep(250)) {
+        metrics = await (await fetch(`${base}/metrics`)).text();
+        if (skippedTotal('db01') >= 5) break;
+      }
       assert.ok(skippedTotal('db01') >= 5, `db01 (its backup hangs on a lock) skips every second: ${skippedTotal('db01')}\n${metrics.split("\n").filter((l) => l.includes("skipped")).join("\n")}\n${stderr.slice(0, 3000)}`);
       assert.equal(skippedTotal('later'), 0, 'declared at 0 for a source without skips');
       const skipLines = stderr.split('\n').filter((l) => / warn skipped /.test(l));
