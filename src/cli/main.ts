@@ -4,6 +4,7 @@ import type { CommandContext } from '../commands/command-context.js';
 import { keySettings, loadSettings, type GlobalOptions, type KeySettings, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { armFaultPoint } from '../fault-points.js';
+import { useZstdProgram } from '../pipeline/zstd.js';
 import type { AnyCommandSpec, CommandOutput } from '../registry/command-spec.js';
 import { COMMAND_NAMES, loadCommands, loadRegistry } from '../registry/registry.js';
 import { withRunSignal } from '../storage/run-signal.js';
@@ -51,6 +52,8 @@ async function commandsFor(argv: readonly string[]): Promise<AnyCommandSpec[]> {
 export async function main(argv: string[]): Promise<number> {
   // Test-only: the fault-injection suite kills pgkeep at named points (src/fault-points.ts).
   armFaultPoint(process.env.PGKEEP_FAULT);
+  // PGKEEP_ZSTD=cli: the zstd program instead of the native binding (read here: the pipeline reads no environment).
+  useZstdProgram(process.env.PGKEEP_ZSTD === 'cli');
   const controller = new AbortController();
   let signalled: NodeJS.Signals | undefined;
   /** How long a command may take to unwind after a signal (children get SIGTERM, then SIGKILL after 5 s); serve has its own grace period. */
@@ -84,7 +87,7 @@ export async function main(argv: string[]): Promise<number> {
     let keys: KeySettings | undefined;
     return {
       get settings() {
-        return (settings ??= loadSettings(globals));
+        return (settings ??= loadSettings(globals, { env: process.env, cwd: process.cwd() }));
       },
       get keys() {
         return (keys ??= keySettings(this.settings));

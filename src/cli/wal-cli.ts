@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import type { GlobalOptions, KeySettings } from '../config/settings.js';
 import type { WalContext } from '../commands/wal-push.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
+import { useZstdProgram } from '../pipeline/zstd.js';
 import { PosixStorage } from '../storage/posix-storage.js';
 import { withRunSignal } from '../storage/run-signal.js';
 import type { Storage } from '../storage/storage.js';
@@ -127,6 +128,8 @@ export async function walMain(argv: string[]): Promise<number> {
   process.on('SIGTERM', onSignal);
   try {
     const { command, args, options } = parse(argv);
+    // The environment is read here, at the entry, and handed down (the pipeline reads none).
+    useZstdProgram(process.env.PGKEEP_ZSTD === 'cli');
     const target = await resolveWalTarget(options, process.env, process.cwd());
     const note = await withRunSignal(controller.signal, () => runWal(command, args, target, controller.signal, process.cwd()));
     if (note && !options.quiet) process.stderr.write(`pgkeep: ${note}\n`);

@@ -1,12 +1,25 @@
 import { PgkeepError } from '../errors.js';
-import { parseDuration } from '../retention/duration.js';
-import type { HealthThresholds } from '../status/health.js';
+import { parseDuration, type Duration } from '../retention/duration.js';
 import type { HealthConfig } from './retention-schema.js';
 import type { Settings } from './settings.js';
 
 /** The defaults of the issue: a backup at least every 26h, alarm on a 50% drop in size. */
 export const DEFAULT_BACKUP_MAX_AGE = '26h';
 export const DEFAULT_SIZE_DROP_MAX = 0.5;
+
+/** Thresholds of the health checks of one source (pgkeep.yaml `health:`). */
+export interface HealthThresholds {
+  /** No successful backup for longer than this is a problem. Default 26h. */
+  backupMaxAge: Duration;
+  /** The newest backup dumping less than (1 - this) of the previous comparable one is a problem; 0 is off. Default 0.5. */
+  sizeDropMax: number;
+  /** The newest backup dumping fewer bytes is a problem; 0 is off (default). */
+  minSizeBytes: number;
+  /** The newest restore test older than this (or none at all) is a problem; undefined is off (default). */
+  restoreTestMaxAge: Duration | undefined;
+  /** The newest archived WAL older than this is a problem, once WAL is archived; undefined is off (default). */
+  archiveLagMax: Duration | undefined;
+}
 
 /** Thresholds of a source's health checks: the config's top-level `health`, then the source's own, key by key. */
 export function resolveHealthThresholds(settings: Settings, sourceName: string): HealthThresholds {

@@ -1,9 +1,16 @@
 import * as path from 'node:path';
 import { parseDuration } from '../retention/duration.js';
-import type { ScheduleEntry } from '../scheduler/scheduler.js';
 import { PgkeepError } from '../errors.js';
-import type { EmailConfig, WebhookConfig } from './serve-schema.js';
+import type { EmailConfig, JobKind, WebhookConfig } from './serve-schema.js';
 import { readSecretFile, type Settings } from './settings.js';
+
+/** One cron schedule: run `kind` for `source` at `cron` (in `timeZone`). */
+export interface ScheduleEntry {
+  source: string;
+  kind: JobKind;
+  cron: string;
+  timeZone?: string | undefined;
+}
 
 /** Defaults of `serve:` (the issue's: 127.0.0.1:9187, stuck after 10 min). */
 export const SERVE_DEFAULTS = { host: '127.0.0.1', port: 9187, concurrency: 2, overlap: 'queue', stuckAfter: '10m', gracePeriod: '60s', historyLimit: 1000 } as const;

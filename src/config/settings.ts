@@ -21,7 +21,8 @@ export interface GlobalOptions {
 
 /**
  * Everything a command needs to know about its configuration, resolved once
- * and frozen. Only this module reads the environment; commands take Settings.
+ * and frozen. Only this module reads the environment (the one its caller,
+ * the CLI, hands over); commands take Settings.
  */
 export interface Settings {
   readonly cwd: string;
@@ -51,9 +52,13 @@ export interface ResolvedSource {
   readonly configured: boolean;
 }
 
-export function loadSettings(options: GlobalOptions, context: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Settings {
-  const cwd = context.cwd ?? process.cwd();
-  const env = { ...readDotenv(cwd), ...(context.env ?? process.env) };
+/**
+ * Reads the config and the environment the caller hands over (the CLI passes
+ * process.env and its working folder; config reads no process state itself).
+ */
+export function loadSettings(options: GlobalOptions, context: { env: NodeJS.ProcessEnv; cwd: string }): Settings {
+  const { cwd } = context;
+  const env = { ...readDotenv(cwd), ...context.env };
   const loaded = loadConfig(options.config, env, cwd);
   return deepFreeze({ cwd, configFile: loaded.path, config: loaded.config, env, options: { ...options } });
 }

@@ -79,7 +79,7 @@ export interface SyncCompressor {
   bound(size: number): number;
 }
 
-/** A SyncCompressor over the native binding, or null when zstd-napi is not installed (or PGKEEP_ZSTD=cli). */
+/** A SyncCompressor over the native binding, or null when zstd-napi is not installed (or useZstdProgram(true), PGKEEP_ZSTD=cli). */
 export function nativeSyncCompressor({ level = DEFAULT_ZSTD_LEVEL, threads = availableParallelism(), out = Buffer.allocUnsafe(1 << 20) } = {}): SyncCompressor | null {
   if (!nativeZstdAvailable()) return null;
   const binding = loadBinding()!;
@@ -105,9 +105,20 @@ export function nativeSyncCompressor({ level = DEFAULT_ZSTD_LEVEL, threads = ava
   };
 }
 
-/** Whether the native binding is there to use (and not turned off with PGKEEP_ZSTD=cli). */
+/**
+ * Set by the entry points from PGKEEP_ZSTD=cli (the pipeline reads no
+ * environment): use the zstd program even where the native binding loads.
+ */
+let programOnly = false;
+
+/** Makes every later codec choice use the zstd program (true) or the native binding where it loads (false, the default). */
+export function useZstdProgram(on: boolean): void {
+  programOnly = on;
+}
+
+/** Whether the native binding is there to use (and not turned off with useZstdProgram, PGKEEP_ZSTD=cli). */
 export function nativeZstdAvailable(): boolean {
-  return process.env.PGKEEP_ZSTD !== 'cli' && loadBinding() !== null;
+  return !programOnly && loadBinding() !== null;
 }
 
 /**
@@ -236,7 +247,7 @@ export const cliZstd: ZstdCodec = {
 
 /** The codec pgkeep uses: native when available, else the zstd program. */
 export function defaultZstd(): ZstdCodec {
-  if (process.env.PGKEEP_ZSTD === 'cli') return cliZstd;
+  if (programOnly) return cliZstd;
   return nativeZstd ?? cliZstd;
 }
 

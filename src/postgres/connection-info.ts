@@ -1,5 +1,6 @@
 import type { ClientConfig } from 'pg';
 import { PgkeepError } from '../errors.js';
+import { inheritedEnv } from './child-env.js';
 
 /**
  * Where and how to connect to one PostgreSQL database. The password is a
@@ -75,7 +76,7 @@ export function parsePort(text: string | number, what: string): number {
 }
 
 /** libpq environment for pg_dump/pg_restore/psql: the only way a password reaches them. */
-export function libpqEnv(info: ConnectionInfo, base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+export function libpqEnv(info: ConnectionInfo, base: NodeJS.ProcessEnv = inheritedEnv()): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   // Drop inherited PG* settings so the child connects exactly where we resolved.
   for (const [key, value] of Object.entries(base)) {

@@ -4,6 +4,7 @@ import { open, readFile, stat } from 'node:fs/promises';
 import * as path from 'node:path';
 import { PgkeepError, throwIfAborted } from '../errors.js';
 import { runProcess } from './run-process.js';
+import { inheritedEnv } from './child-env.js';
 
 /**
  * Running a PostgreSQL server on a data directory pgkeep restored (pitr --start).
@@ -59,9 +60,8 @@ export async function chownTree(dir: string, user: ServerUser): Promise<void> {
 
 /** Starts the server (pg_ctl start, not waiting: recovery progress is read from its log). */
 export async function startServer(binDir: string, dataDir: string, logFile: string, options: { port?: number | undefined; user?: ServerUser | undefined; signal?: AbortSignal }): Promise<void> {
-  const env: NodeJS.ProcessEnv = {};
   // The server's own settings come from its data directory, not from our PG* variables.
-  for (const [key, value] of Object.entries(process.env)) if (!key.startsWith('PG')) env[key] = value;
+  const env = inheritedEnv();
   if (options.user) Object.assign(env, { HOME: dataDir, USER: options.user.name, LOGNAME: options.user.name });
   const args = ['start', '-D', dataDir, '-l', logFile, '-W'];
   if (options.port !== undefined) args.push('-o', `-p ${options.port}`);
@@ -70,8 +70,7 @@ export async function startServer(binDir: string, dataDir: string, logFile: stri
 
 /** Fast shutdown of a server pgkeep started (pg_ctl stop -m fast), waiting for it. */
 export async function stopServer(binDir: string, dataDir: string, user: ServerUser | undefined): Promise<void> {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env)) if (!key.startsWith('PG')) env[key] = value;
+  const env = inheritedEnv();
   await runProcess(path.join(binDir, 'pg_ctl'), ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60'], { env, cwd: dataDir, uid: user?.uid, gid: user?.gid, timeoutMs: 90_000 });
 }
 

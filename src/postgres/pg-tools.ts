@@ -5,6 +5,7 @@ import type { ConnectionInfo } from './connection-info.js';
 import { withClient } from './pg-client.js';
 import { runProcess } from './run-process.js';
 import { readServerInfo } from './server-info.js';
+import { searchPath } from './child-env.js';
 
 export type PgTool = 'pg_dump' | 'pg_restore' | 'psql' | 'pg_dumpall' | 'pg_amcheck' | 'pg_basebackup' | 'pg_ctl';
 
@@ -40,7 +41,7 @@ export function findTool(tool: PgTool, binDir?: string): string {
       if (existsSync(candidate)) return candidate;
     }
   }
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+  for (const dir of searchPath().split(path.delimiter)) {
     if (dir && existsSync(path.join(dir, tool))) return path.join(dir, tool);
   }
   throw new PgkeepError('TOOL_MISSING', `${tool} is not installed: install the PostgreSQL client (apt-get install postgresql-client) or set PG_BIN to its bin folder`);

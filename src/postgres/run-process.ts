@@ -39,7 +39,8 @@ export interface RunningProcess {
 export function startProcess(command: string, args: readonly string[], options: ProcessOptions = {}): RunningProcess {
   const name = command.split('/').pop() ?? command;
   const child = spawn(command, args, {
-    env: options.env ?? process.env,
+    // No env given: spawn passes the process's own on, as every child inherits it.
+    env: options.env,
     cwd: options.cwd,
     stdio: [options.stdin ?? 'ignore', options.stdout ?? 'pipe', 'pipe'],
     ...(options.uid !== undefined ? { uid: options.uid } : {}),

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { PgkeepError, throwIfAborted } from '../errors.js';
 import type { ConnectionInfo } from './connection-info.js';
 import { runProcess, startProcess, type RunningProcess } from './run-process.js';
+import { inheritedEnv } from './child-env.js';
 
 /** A throwaway PostgreSQL server for restore tests, reachable only through a socket in its private folder. */
 export interface ScratchCluster {
@@ -190,8 +191,6 @@ function assertTraversable(folder: string): void {
 }
 
 /** The caller's environment without PG* settings (PGDATA, PGPORT must not steer the scratch server). */
-function serverEnv(extra: Record<string, string>, base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(base)) if (!key.startsWith('PG')) env[key] = value;
-  return { ...env, ...extra };
+function serverEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  return { ...inheritedEnv(), ...extra };
 }

@@ -2,17 +2,13 @@ import { basename } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Cron } from 'croner';
 import type { JobKind } from '../config/serve-schema.js';
+import type { ScheduleEntry } from '../config/serve-settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import type { Clock } from './clock.js';
 import type { JobHistory, JobRecord, JobTrigger } from './job-history.js';
 
-/** One cron schedule: run `kind` for `source` at `cron` (in `timeZone`). */
-export interface ScheduleEntry {
-  source: string;
-  kind: JobKind;
-  cron: string;
-  timeZone?: string | undefined;
-}
+// The schedule's shape belongs to the config that declares it (config reads no one).
+export type { ScheduleEntry } from '../config/serve-settings.js';
 
 /** What a job runner gets: cancellation and a way to say it is still moving. */
 export interface JobRunContext {

@@ -1,25 +1,14 @@
-import { formatAge, formatBytes } from '../cli/format.js';
+import type { HealthThresholds } from '../config/health-settings.js';
 import { toPgkeepError } from '../errors.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { readSourceCatalog, type SourceCatalog } from '../repository/source-catalog.js';
 import type { Verification } from '../repository/verification.js';
-import type { Duration } from '../retention/duration.js';
 import { joinKey } from '../storage/storage.js';
+import { formatAge, formatBytes } from '../format/human-format.js';
 
-/** Thresholds of the health checks of one source (pgkeep.yaml `health:`). */
-export interface HealthThresholds {
-  /** No successful backup for longer than this is a problem. Default 26h. */
-  backupMaxAge: Duration;
-  /** The newest backup dumping less than (1 - this) of the previous comparable one is a problem; 0 is off. Default 0.5. */
-  sizeDropMax: number;
-  /** The newest backup dumping fewer bytes is a problem; 0 is off (default). */
-  minSizeBytes: number;
-  /** The newest restore test older than this (or none at all) is a problem; undefined is off (default). */
-  restoreTestMaxAge: Duration | undefined;
-  /** The newest archived WAL older than this is a problem, once WAL is archived; undefined is off (default). */
-  archiveLagMax: Duration | undefined;
-}
+// The thresholds' shape belongs to the config that sets them (config reads no one).
+export type { HealthThresholds } from '../config/health-settings.js';
 
 /** One problem, as `status --check` prints it and the daemon's alerts and metrics will use it. */
 export interface Finding {

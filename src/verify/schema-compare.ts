@@ -5,6 +5,7 @@ import { libpqEnv, type ConnectionInfo } from '../postgres/connection-info.js';
 import { toolInfo } from '../postgres/pg-tools.js';
 import { startProcess } from '../postgres/run-process.js';
 import { tocStagingSink } from '../pipeline/custom-toc.js';
+import { inheritedEnv } from '../postgres/child-env.js';
 
 /**
  * The whole-schema proof of a restore: the restored database's
@@ -185,7 +186,7 @@ export class SchemaCapture {
     if (this.plain) return this.plain.lines.join('\n');
     if (!this.archive) throw new Error('no schema was captured');
     const args = ['--schema-only', '--file=-', ...ownerArgs(options), this.archive];
-    const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('PG')));
+    const env = inheritedEnv();
     return collectStdout(pgRestore, args, env, signal);
   }
 }

@@ -1,4 +1,4 @@
-import { formatAge, formatBytes, formatDuration } from '../../cli/format.js';
+import { formatAge, formatBytes, formatDuration } from '../../format/human-format.js';
 import type { Finding } from '../../status/health.js';
 import type { BackupRow, JobView, SourceOverview } from './dashboard-deps.js';
 import { html, type SafeHtml } from './html.js';
