@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { PgkeepError } from '../../src/errors.js';
 import { decryptStream, generateIdentity } from '../../src/pipeline/age.js';
 import { encodeFileInMemory, IN_MEMORY_LIMIT } from '../../src/pipeline/encode-file-in-memory.js';
-import { cliZstd, nativeZstd } from '../../src/pipeline/zstd.js';
+import { cliZstd, nativeZstd, useZstdProgram } from '../../src/pipeline/zstd.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -64,12 +64,12 @@ describe('encodeFileInMemory (wal-push: one loop, no streams)', { skip: nativeZs
     assert.equal(await encodeFileInMemory(file, { level: 1, encrypt: null, size: original.length - 1 }), null);
   });
 
-  it('declines without zstd-napi (PGKEEP_ZSTD=cli)', async () => {
-    process.env.PGKEEP_ZSTD = 'cli';
+  it('declines without zstd-napi (PGKEEP_ZSTD=cli, which the CLI turns into useZstdProgram)', async () => {
+    useZstdProgram(true);
     try {
       assert.equal(await encodeFileInMemory(file, { level: 1, encrypt: null, size: original.length }), null);
     } finally {
-      delete process.env.PGKEEP_ZSTD;
+      useZstdProgram(false);
     }
   });
 
