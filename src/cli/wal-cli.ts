@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { s3EnvOptions } from '../config/s3-env.js';
 import type { GlobalOptions, KeySettings } from '../config/settings.js';
 import type { WalContext } from '../commands/wal-push.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
@@ -66,7 +67,7 @@ export async function resolveWalTarget(options: GlobalOptions, env: NodeJS.Proce
       throw new PgkeepError('INVALID_NAME', `invalid source name "${options.source}": use letters, digits, ".", "_" and "-" (at most 100 characters)`);
     }
     const url = options.repo ?? env.PGKEEP_REPO ?? env.BACKUP_DIR ?? 'backups';
-    return { storage: await storageFor(url, cwd), source: options.source, keys: leanKeys(options, env, cwd) };
+    return { storage: await storageFor(url, cwd, env), source: options.source, keys: leanKeys(options, env, cwd) };
   }
   // A config file (or .env) is involved: resolve exactly as every other command does.
   const settingsModule = await import('../config/settings.js');
@@ -79,12 +80,12 @@ export async function resolveWalTarget(options: GlobalOptions, env: NodeJS.Proce
   return { storage: openStorage(settingsModule.repositoryUrl(settings, source), settingsModule.storageOptions(settings, settingsModule.repositoryUrl(settings, source))), source, keys: settingsModule.keySettings(settings) };
 }
 
-async function storageFor(url: string, cwd: string): Promise<Storage> {
+async function storageFor(url: string, cwd: string, env: NodeJS.ProcessEnv): Promise<Storage> {
   if (/^s3:\/\//i.test(url)) {
     // The AWS SDK warns once on stderr about Node 20 support; stderr is for pgkeep's one-line messages.
     process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     const { S3Storage } = await import('../storage/s3-storage.js');
-    return new S3Storage(url);
+    return new S3Storage(url, s3EnvOptions(env));
   }
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url) && !url.startsWith('file://')) {
     throw new PgkeepError('CONFIG_INVALID', `unsupported repository URL scheme "${url.split(':')[0]}://": use a local path or s3://bucket/prefix`);

@@ -6,6 +6,7 @@ import { PgkeepError } from '../errors.js';
 import { parseDatabaseUrl, parsePort, type ConnectionInfo } from '../postgres/connection-info.js';
 import { NAME_PATTERN, repoEntryUrl, type BackupOptionsConfig, type PgkeepConfig, type ProbeConfig, type S3OptionsConfig, type SourceConfig } from './config-schema.js';
 import { deepFreeze, loadConfig } from './load-config.js';
+import { s3EnvOptions } from './s3-env.js';
 import { parseDuration } from '../retention/duration.js';
 import type { OpenStorageOptions } from '../storage/open-storage.js';
 
@@ -177,9 +178,12 @@ export function scratchConnection(settings: Settings, url: string): ConnectionIn
 export function storageOptions(settings: Settings, url: string): OpenStorageOptions {
   const merged: S3OptionsConfig = { ...settings.config.s3, ...repoEntryOptions(settings, url) };
   const spoolDir = toolPaths(settings).tempDir;
-  if (Object.keys(merged).length === 0 && !spoolDir) return {};
+  // PGKEEP_S3_* are defaults under what the configuration sets.
+  const fromEnv = s3EnvOptions(settings.env);
+  if (Object.keys(merged).length === 0 && !spoolDir && Object.keys(fromEnv).length === 0) return {};
   return {
     s3: {
+      ...fromEnv,
       ...(merged.endpoint ? { endpoint: merged.endpoint } : {}),
       ...(merged.region ? { region: merged.region } : {}),
       ...(merged.forcePathStyle !== undefined ? { forcePathStyle: merged.forcePathStyle } : {}),

@@ -19,7 +19,6 @@ import { Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { PgkeepError, abortError } from '../errors.js';
-import { parseDuration } from '../retention/duration.js';
 import { ResumableBody, type BodyPart } from './resumable-body.js';
 import { runSignal } from './run-signal.js';
 import { MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, uploadMultipart, type MultipartTarget, type PartBody } from './s3-multipart.js';
@@ -123,14 +122,6 @@ export interface S3StorageOptions {
    */
   retryBudgetMs?: number;
 }
-
-/** The timeouts' environment variables (durations: 500ms is not accepted, 0.5s is), for every S3 repository whose configuration does not set them. */
-export const S3_TIMEOUT_ENV = {
-  connectionTimeoutMs: 'PGKEEP_S3_CONNECT_TIMEOUT',
-  idleTimeoutMs: 'PGKEEP_S3_IDLE_TIMEOUT',
-  requestTimeoutMs: 'PGKEEP_S3_REQUEST_TIMEOUT',
-  retryBudgetMs: 'PGKEEP_S3_RETRY_BUDGET',
-} as const;
 
 type ClientModule = typeof import('@aws-sdk/client-s3');
 
@@ -959,23 +950,10 @@ function validateOptions(options: S3StorageOptions): S3StorageOptions {
   if (maxAttempts !== undefined && (!Number.isInteger(maxAttempts) || maxAttempts < 1)) fail(`maxAttempts ${maxAttempts} must be at least 1`);
   if (sse !== undefined && sse !== 'AES256' && sse !== 'aws:kms') fail(`sse "${String(sse)}" is not AES256 or aws:kms`);
   if (kmsKeyId !== undefined && sse !== 'aws:kms') fail('kmsKeyId needs sse: aws:kms');
-  const resolved = { ...options };
-  for (const [option, variable] of Object.entries(S3_TIMEOUT_ENV) as [keyof typeof S3_TIMEOUT_ENV, string][]) {
-    const text = process.env[variable];
-    if (resolved[option] === undefined && text) {
-      try {
-        resolved[option] = parseDuration(text, variable).ms;
-      } catch (error) {
-        throw new PgkeepError('CONFIG_INVALID', (error as Error).message, { cause: error });
-      }
-    }
-    const value = resolved[option];
+  // PGKEEP_S3_* reach here as options: the settings read them (src/config/s3-env.ts).
+  for (const option of ['connectionTimeoutMs', 'idleTimeoutMs', 'requestTimeoutMs', 'retryBudgetMs'] as const) {
+    const value = options[option];
     if (value !== undefined && (!Number.isFinite(value) || value < 1)) fail(`${option} ${value} must be a positive number of milliseconds`);
   }
-  const attempts = process.env.PGKEEP_S3_MAX_ATTEMPTS;
-  if (resolved.maxAttempts === undefined && attempts) {
-    resolved.maxAttempts = Number(attempts);
-    if (!/^\d+$/.test(attempts) || resolved.maxAttempts < 1) throw new PgkeepError('CONFIG_INVALID', `PGKEEP_S3_MAX_ATTEMPTS: "${attempts}" is not a whole number of at least 1`);
-  }
-  return resolved;
+  return { ...options };
 }

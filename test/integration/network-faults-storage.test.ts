@@ -6,8 +6,12 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import { loadSettings, storageOptions } from '../../src/config/settings.js';
 import { PgkeepError } from '../../src/errors.js';
 import { openStorage } from '../../src/storage/open-storage.js';
 import { withRunSignal } from '../../src/storage/run-signal.js';
@@ -66,21 +70,22 @@ after(async () => {
 });
 
 describe('S3 network settings from the environment', () => {
-  it('PGKEEP_S3_* are defaults under explicit options; a bad value is CONFIG_INVALID naming the variable', () => {
-    const saved = { ...process.env };
+  it('PGKEEP_S3_* are defaults under explicit options; a bad value is CONFIG_INVALID naming the variable', async () => {
+    // The settings read the variables from the environment the CLI hands them (the driver reads none).
+    const cwd = await mkdtemp(path.join(tmpdir(), 'pgkeep-s3-env-'));
     try {
-      process.env.PGKEEP_S3_IDLE_TIMEOUT = 'soon';
-      assert.throws(() => openStorage('s3://bucket/p'), (e: unknown) => e instanceof PgkeepError && e.code === 'CONFIG_INVALID' && /PGKEEP_S3_IDLE_TIMEOUT/.test(e.message));
-      process.env.PGKEEP_S3_IDLE_TIMEOUT = '2.5s';
-      process.env.PGKEEP_S3_MAX_ATTEMPTS = '0';
-      assert.throws(() => openStorage('s3://bucket/p'), (e: unknown) => e instanceof PgkeepError && e.code === 'CONFIG_INVALID' && /PGKEEP_S3_MAX_ATTEMPTS/.test(e.message));
-      process.env.PGKEEP_S3_MAX_ATTEMPTS = '7';
-      const options = (openStorage('s3://bucket/p', { s3: { retryBudgetMs: 1234 } }) as unknown as { options: S3StorageOptions }).options;
-      assert.deepEqual([options.idleTimeoutMs, options.maxAttempts, options.retryBudgetMs], [2500, 7, 1234]);
-      const explicit = (openStorage('s3://bucket/p', { s3: { idleTimeoutMs: 99 } }) as unknown as { options: S3StorageOptions }).options;
-      assert.equal(explicit.idleTimeoutMs, 99, 'an explicit option wins');
+      const url = 's3://bucket/p';
+      const open = (env: NodeJS.ProcessEnv) => openStorage(url, storageOptions(loadSettings({ repo: url }, { env, cwd }), url));
+      assert.throws(() => open({ PGKEEP_S3_IDLE_TIMEOUT: 'soon' }), (e: unknown) => e instanceof PgkeepError && e.code === 'CONFIG_INVALID' && /PGKEEP_S3_IDLE_TIMEOUT/.test(e.message));
+      assert.throws(() => open({ PGKEEP_S3_IDLE_TIMEOUT: '2.5s', PGKEEP_S3_MAX_ATTEMPTS: '0' }), (e: unknown) => e instanceof PgkeepError && e.code === 'CONFIG_INVALID' && /PGKEEP_S3_MAX_ATTEMPTS/.test(e.message));
+      const env = { PGKEEP_S3_IDLE_TIMEOUT: '2.5s', PGKEEP_S3_MAX_ATTEMPTS: '7' };
+      const options = (open(env) as unknown as { options: S3StorageOptions }).options;
+      assert.deepEqual([options.idleTimeoutMs, options.maxAttempts, options.retryBudgetMs], [2500, 7, undefined]);
+      await writeFile(path.join(cwd, 'pgkeep.yaml'), 's3:\n  idleTimeout: 9s\n  retryBudget: 3s\n');
+      const explicit = (open(env) as unknown as { options: S3StorageOptions }).options;
+      assert.deepEqual([explicit.idleTimeoutMs, explicit.maxAttempts, explicit.retryBudgetMs], [9000, 7, 3000], 'an explicit option wins');
     } finally {
-      for (const name of ['PGKEEP_S3_IDLE_TIMEOUT', 'PGKEEP_S3_MAX_ATTEMPTS']) if (saved[name] === undefined) delete process.env[name];
+      await rm(cwd, { recursive: true, force: true });
     }
   });
 });
