@@ -7,7 +7,7 @@ import { armFaultPoint } from '../fault-points.js';
 import { useZstdProgram } from '../pipeline/zstd.js';
 import type { AnyCommandSpec, CommandOutput } from '../registry/command-spec.js';
 import { COMMAND_NAMES, loadCommands, loadRegistry } from '../registry/registry.js';
-import { withRunSignal } from '../storage/run-signal.js';
+import { withRunSignal } from '../run-signal.js';
 import { PGKEEP_VERSION } from '../version.js';
 import { addCommandHelp } from './command-help.js';
 import { addSpecCommand } from './spec-command.js';

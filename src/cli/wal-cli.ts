@@ -5,9 +5,8 @@ import type { GlobalOptions, KeySettings } from '../config/settings.js';
 import type { WalContext } from '../commands/wal-push.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { useZstdProgram } from '../pipeline/zstd.js';
-import { PosixStorage } from '../storage/posix-storage.js';
-import { withRunSignal } from '../storage/run-signal.js';
-import type { Storage } from '../storage/storage.js';
+import { openStorage } from '../storage/open-storage.js';
+import { withRunSignal } from '../run-signal.js';
 
 /**
  * The lean path of `pgkeep wal-push` / `pgkeep wal-fetch`. PostgreSQL runs
@@ -67,7 +66,7 @@ export async function resolveWalTarget(options: GlobalOptions, env: NodeJS.Proce
       throw new PgkeepError('INVALID_NAME', `invalid source name "${options.source}": use letters, digits, ".", "_" and "-" (at most 100 characters)`);
     }
     const url = options.repo ?? env.PGKEEP_REPO ?? env.BACKUP_DIR ?? 'backups';
-    return { storage: await storageFor(url, cwd, env), source: options.source, keys: leanKeys(options, env, cwd) };
+    return { storage: openStorage(url, { posix: { baseDir: cwd }, s3: s3EnvOptions(env) }), source: options.source, keys: leanKeys(options, env, cwd) };
   }
   // A config file (or .env) is involved: resolve exactly as every other command does.
   const settingsModule = await import('../config/settings.js');
@@ -76,21 +75,7 @@ export async function resolveWalTarget(options: GlobalOptions, env: NodeJS.Proce
   if (source === undefined) {
     throw new PgkeepError('SOURCE_UNKNOWN', `${path.basename(settings.configFile!)} has several sources: choose one with --source (${settingsModule.configuredSources(settings).join(', ')})`);
   }
-  const { openStorage } = await import('../storage/open-storage.js');
   return { storage: openStorage(settingsModule.repositoryUrl(settings, source), settingsModule.storageOptions(settings, settingsModule.repositoryUrl(settings, source))), source, keys: settingsModule.keySettings(settings) };
-}
-
-async function storageFor(url: string, cwd: string, env: NodeJS.ProcessEnv): Promise<Storage> {
-  if (/^s3:\/\//i.test(url)) {
-    // The AWS SDK warns once on stderr about Node 20 support; stderr is for pgkeep's one-line messages.
-    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-    const { S3Storage } = await import('../storage/s3-storage.js');
-    return new S3Storage(url, s3EnvOptions(env));
-  }
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url) && !url.startsWith('file://')) {
-    throw new PgkeepError('CONFIG_INVALID', `unsupported repository URL scheme "${url.split(':')[0]}://": use a local path or s3://bucket/prefix`);
-  }
-  return new PosixStorage(path.resolve(cwd, url.replace(/^file:\/\//, '')));
 }
 
 function leanKeys(options: GlobalOptions, env: NodeJS.ProcessEnv, cwd: string): KeySettings {
@@ -123,6 +108,8 @@ export async function runWal(command: WalCommand, args: string[], target: Omit<W
 
 /** The whole lean CLI: parse, resolve, run, report; resolves to the exit code. */
 export async function walMain(argv: string[]): Promise<number> {
+  // The AWS SDK (loaded only for s3:// repositories) warns once on stderr about Node 20 support; stderr is for pgkeep's one-line messages.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const controller = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => controller.abort(new PgkeepError('ABORTED', `interrupted by ${signal}: stopped, nothing was left half-written`));
   process.on('SIGINT', onSignal);

@@ -9,7 +9,7 @@ import { makeBackupId } from '../repository/backup-id.js';
 import { globalsPlan, runBackup, type BackupRequest, type GlobalsPlan } from './backup.js';
 import type { CommandContext } from './command-context.js';
 import { openRepositories } from '../repository/open-repository.js';
-import { makeTempFolder } from '../storage/temp-folders.js';
+import { makeTempFolder } from '../local/temp-folders.js';
 
 export interface AllDatabasesResult {
   /** Id of this run; the manifests of its backups record it as globals.run. */

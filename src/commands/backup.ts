@@ -27,7 +27,7 @@ import { readMigrationState } from '../verify/migrations.js';
 import { PGKEEP_VERSION } from '../version.js';
 import type { CommandContext } from './command-context.js';
 import { writeRecipients } from '../repository/repo-info.js';
-import { makeTempFolder, removeStaleTempFolders } from '../storage/temp-folders.js';
+import { makeTempFolder, removeStaleTempFolders } from '../local/temp-folders.js';
 import { faultPoint } from '../fault-points.js';
 import { noManifestKeys, writerManifestKeys } from './repository-keys.js';
 import { z } from 'zod';

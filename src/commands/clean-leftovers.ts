@@ -2,7 +2,7 @@ import type { ConnectionInfo } from '../postgres/connection-info.js';
 import { withClient } from '../postgres/pg-client.js';
 import { cleanRestoreLeftovers } from '../postgres/restore-leftovers.js';
 import { throwIfAborted } from '../errors.js';
-import { removeStaleTempFolders } from '../storage/temp-folders.js';
+import { removeStaleTempFolders } from '../local/temp-folders.js';
 import type { CommandContext } from './command-context.js';
 
 /**

@@ -3,7 +3,7 @@ import { createWriteStream } from 'node:fs';
 import { chmod, mkdtemp, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { makeFolders } from '../storage/make-folders.js';
+import { makeFolders } from '../local/make-folders.js';
 import { pipeline } from 'node:stream/promises';
 import type { ResolvedSource } from '../config/settings.js';
 import { PgkeepError } from '../errors.js';

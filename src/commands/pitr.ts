@@ -1,6 +1,6 @@
 import { appendFile, chmod, readdir, rm, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
-import { makeFolders } from '../storage/make-folders.js';
+import { makeFolders } from '../local/make-folders.js';
 import type { ResolvedSource } from '../config/settings.js';
 import { PgkeepError, throwIfAborted } from '../errors.js';
 import { childStdinSink, loadStream } from '../pipeline/load-stream.js';

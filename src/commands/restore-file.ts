@@ -24,7 +24,7 @@ import type { CommandContext } from './command-context.js';
 import { openRepository } from '../repository/open-repository.js';
 import { cleanLeftovers } from './clean-leftovers.js';
 import { createWorkDatabase, dropPartialDatabase, feedChild, putInPlace, RESTORE_ERROR_LINE, safetySource } from './restore.js';
-import { makeTempFolder } from '../storage/temp-folders.js';
+import { makeTempFolder } from '../local/temp-folders.js';
 import { databaseComment, markDatabase, newMarker, unmarkDatabase } from '../postgres/restore-leftovers.js';
 
 export interface FileRestoreRequest {

@@ -25,7 +25,7 @@ import {
 import type { CommandContext } from './command-context.js';
 import { createSelectedSchemas, loadBackup, recordedState } from './restore.js';
 import { rm } from 'node:fs/promises';
-import { makeTempFolder } from '../storage/temp-folders.js';
+import { makeTempFolder } from '../local/temp-folders.js';
 import * as path from 'node:path';
 import { applyDatabaseState, describeLocale, missingRoles, rolesNamed } from '../postgres/database-state.js';
 import { checkRestoredSchema, describeSchemaDifferences, SchemaCapture, selectionArgs } from '../verify/schema-compare.js';

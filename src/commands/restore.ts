@@ -32,7 +32,7 @@ import { compareMigrations, type MigrationComparison } from '../verify/migration
 import { identitiesFor, manifestKeysOf } from './repository-keys.js';
 import type { AgeIdentity } from '../pipeline/age.js';
 import type { CommandContext } from './command-context.js';
-import { makeTempFolder } from '../storage/temp-folders.js';
+import { makeTempFolder } from '../local/temp-folders.js';
 import { faultPoint } from '../fault-points.js';
 import { markDatabase, newMarker, unmarkDatabase } from '../postgres/restore-leftovers.js';
 import { cleanLeftovers } from './clean-leftovers.js';

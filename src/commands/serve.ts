@@ -22,7 +22,7 @@ import { quietContext, type CommandContext } from './command-context.js';
 import { openRepositoriesSettled } from '../repository/open-repository.js';
 import { runJob, settingsForSource } from '../registry/run-job.js';
 import type { CommandRegistry } from '../registry/registry.js';
-import { withRunSignal } from '../storage/run-signal.js';
+import { withRunSignal } from '../run-signal.js';
 import { sourcesWithRepositories } from '../repository/source-repositories.js';
 import { z } from 'zod';
 import { requestParser, type CommandSpec } from '../registry/command-spec.js';

@@ -5,7 +5,7 @@ import { resolveSource, type ResolvedSource } from '../config/settings.js';
 import { serverLabel, withDatabase } from '../postgres/connection-info.js';
 import { withClient } from '../postgres/pg-client.js';
 import { cleanRestoreLeftovers } from '../postgres/restore-leftovers.js';
-import { staleTempFolders } from '../storage/temp-folders.js';
+import { staleTempFolders } from '../local/temp-folders.js';
 import { sourcesWithRepositories } from '../repository/source-repositories.js';
 import { z } from 'zod';
 import { ERROR_CODES, PgkeepError } from '../errors.js';

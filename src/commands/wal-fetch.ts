@@ -5,7 +5,7 @@ import { PgkeepError } from '../errors.js';
 import { walFileKind } from '../postgres/wal-file.js';
 import { readRepoInfo } from '../repository/repo-info.js';
 import { WalArchive } from '../repository/wal-archive.js';
-import { writeAll } from '../storage/posix-storage.js';
+import { writeAll } from '../local/write-all.js';
 import { readIdentities } from './repository-keys.js';
 import type { WalContext } from './wal-push.js';
 

@@ -64,6 +64,13 @@ export const S3OptionsSchema = z
 export type S3OptionsConfig = z.infer<typeof S3OptionsSchema>;
 
 /**
+ * Storage-driver options, one section per driver (`storage: { s3: { … } }`).
+ * The older spelling, `s3:` next to `storage`, stays accepted as an alias.
+ */
+export const StorageOptionsSchema = z.object({ s3: S3OptionsSchema.optional() }).strict();
+export type StorageOptionsConfig = z.infer<typeof StorageOptionsSchema>;
+
+/**
  * A repository in `repos`: its URL, or `{ url, s3 }` with S3 options of its own
  * (storage class, SSE, endpoint…). A plain URL is read as `{ url }`, so errors
  * in either form name the exact key.
@@ -72,8 +79,13 @@ export const RepoEntrySchema = z.preprocess(
   (value) => (typeof value === 'string' ? { url: value } : value),
   z
     .object(
-      { url: z.string({ error: 'a repository needs a url' }).min(1, 'a repository URL cannot be empty'), s3: S3OptionsSchema.optional() },
-      { error: 'a repository is a path or URL, or { url: …, s3: { … } }' },
+      {
+        url: z.string({ error: 'a repository needs a url' }).min(1, 'a repository URL cannot be empty'),
+        storage: StorageOptionsSchema.optional(),
+        /** Alias of storage.s3 (the older spelling). */
+        s3: S3OptionsSchema.optional(),
+      },
+      { error: 'a repository is a path or URL, or { url: …, storage: { s3: { … } } }' },
     )
     .strict(),
 );
@@ -156,6 +168,9 @@ export const ConfigSchema = z
     backup: BackupOptionsSchema.optional(),
     /** Defaults for the restore tests of every source; a source's own `verify` keys win. */
     verify: VerifyOptionsSchema.optional(),
+    /** Storage-driver options, per driver: the defaults of every repository of that driver. */
+    storage: StorageOptionsSchema.optional(),
+    /** Alias of storage.s3 (the older spelling). */
     s3: S3OptionsSchema.optional(),
     /** Default retention of every source (a source's own keys win, key by key). */
     retention: RetentionSchema.optional(),

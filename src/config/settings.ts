@@ -176,7 +176,7 @@ export function scratchConnection(settings: Settings, url: string): ConnectionIn
  * repository's own `repos:` entry when it has some.
  */
 export function storageOptions(settings: Settings, url: string): OpenStorageOptions {
-  const merged: S3OptionsConfig = { ...settings.config.s3, ...repoEntryOptions(settings, url) };
+  const merged: S3OptionsConfig = { ...s3Section(settings.config, ''), ...repoEntryOptions(settings, url) };
   const spoolDir = toolPaths(settings).tempDir;
   // PGKEEP_S3_* are defaults under what the configuration sets.
   const fromEnv = s3EnvOptions(settings.env);
@@ -208,6 +208,12 @@ function s3Duration(text: string, what: string): number {
 }
 
 /** The S3 options of the `repos:` entry (of any source, or the top level) whose URL is `url`. */
+/** The S3 driver's section: `storage.s3`, or its alias `s3` (not both: which would win is not obvious). */
+function s3Section(holder: { storage?: { s3?: S3OptionsConfig | undefined } | undefined; s3?: S3OptionsConfig | undefined }, where: string): S3OptionsConfig | undefined {
+  if (holder.storage?.s3 && holder.s3) throw new PgkeepError('CONFIG_INVALID', `${where}give S3 options once, under storage.s3 (s3: is its older alias)`);
+  return holder.storage?.s3 ?? holder.s3;
+}
+
 function repoEntryOptions(settings: Settings, url: string): S3OptionsConfig | undefined {
   const { config } = settings;
   if (!settings.configFile) return undefined;
@@ -215,7 +221,8 @@ function repoEntryOptions(settings: Settings, url: string): S3OptionsConfig | un
   const lists = [config.repos, ...Object.values(config.sources ?? {}).map((s) => s.repos)];
   for (const list of lists) {
     for (const entry of list ?? []) {
-      if (entry.s3 && localOrUrl(entry.url, base) === url) return entry.s3;
+      const options = s3Section(entry, `the repos entry ${entry.url}: `);
+      if (options && localOrUrl(entry.url, base) === url) return options;
     }
   }
   return undefined;

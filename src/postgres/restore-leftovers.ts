@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import type pg from 'pg';
-import { isAlive } from '../storage/temp-folders.js';
+import { isAlive } from '../local/temp-folders.js';
 import { dropDatabase, renameDatabase } from './database-admin.js';
 import { quoteIdent, quoteLiteral } from './pg-client.js';
 

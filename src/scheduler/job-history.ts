@@ -1,5 +1,5 @@
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs';
-import { makeFoldersSync } from '../storage/make-folders.js';
+import { makeFoldersSync } from '../local/make-folders.js';
 import * as path from 'node:path';
 import { PgkeepError } from '../errors.js';
 import type { JobKind } from '../config/serve-schema.js';

@@ -5,7 +5,8 @@ import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { PgkeepError, abortError } from '../errors.js';
-import { makeFolders } from './make-folders.js';
+import { makeFolders } from '../local/make-folders.js';
+import { writeAll } from '../local/write-all.js';
 import type { ByteRange, PutOptions, PutResult, Storage, StorageEntry, StorageStat } from './storage.js';
 
 const FOLDER_MODE = 0o700;
@@ -203,15 +204,6 @@ export class PosixStorage implements Storage {
       throw storageError(error, this.root);
     }
   }
-}
-
-/**
- * Writes all of `data` at the handle's position: one write call for the whole
- * buffer where the system takes it (FileHandle.writeFile writes 512 KiB at a
- * time, a thread-pool round trip each).
- */
-export async function writeAll(handle: fs.FileHandle, data: Buffer): Promise<void> {
-  for (let written = 0; written < data.length; ) written += (await handle.write(data, written, data.length - written)).bytesWritten;
 }
 
 async function syncFolder(folder: string): Promise<void> {

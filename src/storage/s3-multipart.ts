@@ -23,7 +23,7 @@ import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { once } from 'node:events';
 import { PgkeepError } from '../errors.js';
-import { makeTempFolder } from './temp-folders.js';
+import { makeTempFolder } from '../local/temp-folders.js';
 
 const MiB = 1024 * 1024;
 export const MIN_PART_SIZE = 5 * MiB;

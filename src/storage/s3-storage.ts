@@ -20,7 +20,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { PgkeepError, abortError } from '../errors.js';
 import { ResumableBody, type BodyPart } from './resumable-body.js';
-import { runSignal } from './run-signal.js';
+import { runSignal } from '../run-signal.js';
 import { MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, uploadMultipart, type MultipartTarget, type PartBody } from './s3-multipart.js';
 import type { ByteRange, PutOptions, PutResult, Storage, StorageCapabilities, StorageEntry, StorageStat } from './storage.js';
 

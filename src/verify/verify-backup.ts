@@ -11,7 +11,7 @@ import { runProcess, settleAll, startProcess } from '../postgres/run-process.js'
 import type { Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { PlainDumpScanner, tocHasTableData, type TableRef } from './dump-contents.js';
-import { makeTempFolder } from '../storage/temp-folders.js';
+import { makeTempFolder } from '../local/temp-folders.js';
 
 export interface ObjectCheck {
   name: string;

@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { loadSettings, storageOptions } from '../../src/config/settings.js';
 import { PgkeepError } from '../../src/errors.js';
 import { openStorage } from '../../src/storage/open-storage.js';
-import { withRunSignal } from '../../src/storage/run-signal.js';
+import { withRunSignal } from '../../src/run-signal.js';
 import type { S3StorageOptions } from '../../src/storage/s3-storage.js';
 import type { Storage } from '../../src/storage/storage.js';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';

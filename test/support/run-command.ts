@@ -6,7 +6,7 @@ import { keySettings, loadSettings, type GlobalOptions, type KeySettings, type S
 import { toPgkeepError, type PgkeepError } from '../../src/errors.js';
 import type { AnyCommandSpec, CommandOutput } from '../../src/registry/command-spec.js';
 import { COMMAND_NAMES, loadCommands, loadRegistry } from '../../src/registry/registry.js';
-import { withRunSignal } from '../../src/storage/run-signal.js';
+import { withRunSignal } from '../../src/run-signal.js';
 import { cleanEnv, type CliResult } from './cli.js';
 
 /**

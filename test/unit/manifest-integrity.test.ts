@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { generateIdentity } from '../../src/pipeline/age.js';
 import { authenticate, canonicalManifest, checksumMatches, deriveManifestKey, sealManifest } from '../../src/repository/manifest-integrity.js';
-import { makeFolders, makeFoldersSync } from '../../src/storage/make-folders.js';
+import { makeFolders, makeFoldersSync } from '../../src/local/make-folders.js';
 import { armFaultPoint } from '../../src/fault-points.js';
 
 const manifest = { format: 1, id: '20261204T000000Z', tables: [{ schema: 'public', name: 'big', rows: 120000 }] };
