@@ -13,13 +13,12 @@ import { parseLsn, segmentName, segmentRange } from '../postgres/wal-file.js';
 import { makeBackupId, validateBackupName } from '../repository/backup-id.js';
 import { writeManifestHead, type PhysicalManifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
-import { acquireSourceLock } from '../repository/source-lock.js';
 import { WalArchive } from '../repository/wal-archive.js';
 import { PGKEEP_VERSION } from '../version.js';
 import type { CommandContext } from './command-context.js';
-import { readIdentities } from './repository-keys.js';
+import { readIdentities } from '../repository/repository-keys.js';
 import { writeRecipients } from '../repository/repo-info.js';
-import { noManifestKeys, writerManifestKeys } from './repository-keys.js';
+import { noManifestKeys, writerManifestKeys } from '../repository/repository-keys.js';
 
 export interface PhysicalBackupRequest {
   name?: string | undefined;
@@ -76,7 +75,7 @@ export async function runPhysicalBackup(ctx: CommandContext, repository: Reposit
     // The archive must already be reaching this repository. If nothing was archived yet, switch WAL and wait
     // for it first: the server's own push then creates the source's folders, owned by the server's OS user
     // (created first by this process, as another user such as root, they would lock the archiver out).
-    const archive = new WalArchive(repository.storage, source.name);
+    const archive = repository.walArchive(source.name);
     if (!(await archive.readInfo())) {
       // txid_current() commits a transaction id, so there is WAL to switch away from.
       await client.query('SELECT pg_catalog.txid_current()');
@@ -88,7 +87,7 @@ export async function runPhysicalBackup(ctx: CommandContext, repository: Reposit
     }
 
     // 2. lock, leftovers, id
-    lock = await acquireSourceLock(repository.storage, source.name, 'backup --physical');
+    lock = await repository.lockSource(source.name, 'backup --physical');
     await repository.ensureSource(source.name, source.connection.database);
     const leftovers = await repository.removeLeftovers(source.name);
     if (leftovers.length > 0) ctx.info(`removed ${leftovers.length} interrupted backup(s): ${leftovers.join(', ')}`);
@@ -175,7 +174,7 @@ export async function runPhysicalBackup(ctx: CommandContext, repository: Reposit
     complete = true;
     return manifest;
   } finally {
-    if (!complete && backupId !== undefined && lock) await repository.storage.removeFolder(repository.backupFolder(source.name, backupId)).catch(() => undefined);
+    if (!complete && backupId !== undefined && lock) await repository.discardBackupFolder(source.name, backupId);
     await client.end().catch(() => undefined);
     await lock?.release().catch(() => undefined);
   }

@@ -15,21 +15,20 @@ import { readDatabaseInfo, readServerInfo } from '../postgres/server-info.js';
 import { countRows, readCatalogTables, selectDataTables } from '../postgres/table-selection.js';
 import { DumpRowCounter, tableKey } from '../pipeline/dump-row-counter.js';
 import { writeBackupFailure } from '../repository/backup-failures.js';
-import { joinKey } from '../storage/storage.js';
 import { makeBackupId, validateBackupName } from '../repository/backup-id.js';
 import type { BackupObject, LogicalManifest, Manifest, MigrationState } from '../repository/manifest.js';
 import { manifestState, writeManifestHead, type DatabaseStateRecord } from '../repository/manifest.js';
 import { Readable } from 'node:stream';
 import { readDatabaseState } from '../postgres/database-state.js';
 import { Repository } from '../repository/repository.js';
-import { acquireSourceLock, type SourceLock } from '../repository/source-lock.js';
+import type { SourceLock } from '../repository/source-lock.js';
 import { readMigrationState } from '../verify/migrations.js';
 import { PGKEEP_VERSION } from '../version.js';
 import type { CommandContext } from './command-context.js';
 import { writeRecipients } from '../repository/repo-info.js';
 import { makeTempFolder, removeStaleTempFolders } from '../local/temp-folders.js';
 import { faultPoint } from '../fault-points.js';
-import { noManifestKeys, writerManifestKeys } from './repository-keys.js';
+import { noManifestKeys, writerManifestKeys } from '../repository/repository-keys.js';
 import { z } from 'zod';
 import { resolveSource } from '../config/settings.js';
 import { listOf, requestParser, type CommandSpec, type CommandOutput } from '../registry/command-spec.js';
@@ -113,19 +112,9 @@ async function hasBackupsIn(repositories: readonly Repository[], source: string)
  * another process's lock) leaves the folder as it is. Best effort.
  */
 async function forgetNewSource(repositories: readonly Repository[], source: string): Promise<void> {
-  const folder = joinKey('sources', source);
   for (const repository of repositories) {
     try {
-      let removable = true;
-      for await (const entry of repository.storage.list(folder, { recursive: true })) {
-        if (entry.kind !== 'object') continue;
-        const inside = entry.path.slice(folder.length + 1);
-        if (inside !== 'source.json' && !inside.startsWith('failures/')) {
-          removable = false;
-          break;
-        }
-      }
-      if (removable) await repository.storage.removeFolder(folder);
+      await repository.forgetSourceIfOnlyRecords(source);
     } catch {
       // the repository may be what failed: it keeps what it has, `pgkeep sources remove` clears it
     }
@@ -184,7 +173,7 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
     // 2. per repository: its lock, its source record, its leftovers; a repository failing here is left out
     for (const target of targets) {
       try {
-        target.lock = request.lockHeld ? { release: async () => undefined } : await acquireSourceLock(target.repository.storage, source.name, 'backup');
+        target.lock = request.lockHeld ? { release: async () => undefined } : await target.repository.lockSource(source.name, 'backup');
         await target.repository.ensureSource(source.name, source.connection.database);
         const leftovers = await target.repository.removeLeftovers(source.name);
         if (leftovers.length > 0) ctx.info(`removed ${leftovers.length} interrupted backup(s) in ${target.repository.location}: ${leftovers.join(', ')}`);
@@ -312,7 +301,7 @@ export async function globalsPlan(client: PgClient, wanted: boolean | undefined,
 }
 
 async function removeBackupFolder(repository: Repository, source: string, id: string): Promise<void> {
-  await repository.storage.removeFolder(repository.backupFolder(source, id)).catch(() => undefined);
+  await repository.discardBackupFolder(source, id);
 }
 
 function dumpOptions(defaults: BackupOptionsConfig, request: BackupRequest): DumpOptions {

@@ -1,8 +1,6 @@
-import { randomBytes } from 'node:crypto';
 import { statfs } from 'node:fs/promises';
 import * as path from 'node:path';
-import { Readable } from 'node:stream';
-import { repositoryUrls, storageOptions, type ResolvedSource } from '../config/settings.js';
+import { repositoryUrls, type ResolvedSource } from '../config/settings.js';
 import { PgkeepError, throwIfAborted, toPgkeepError } from '../errors.js';
 import { connect, type PgClient } from '../postgres/pg-client.js';
 import { serverMajor, toolInfo, type PgTool } from '../postgres/pg-tools.js';
@@ -10,13 +8,10 @@ import { readServerInfo } from '../postgres/server-info.js';
 import { readCatalogTables, selectDataTables } from '../postgres/table-selection.js';
 import { serverLabel } from '../postgres/connection-info.js';
 import { Repository } from '../repository/repository.js';
-import { inspectSourceLock } from '../repository/source-lock.js';
-import { WalArchive } from '../repository/wal-archive.js';
-import { openStorage } from '../storage/open-storage.js';
-import { joinKey } from '../storage/storage.js';
+import { repositoryAt } from '../repository/open-repository.js';
 import { formatBytes } from '../cli/format.js';
 import type { CommandContext } from './command-context.js';
-import { readIdentities } from './repository-keys.js';
+import { readIdentities } from '../repository/repository-keys.js';
 import { z } from 'zod';
 import { configuredSources, loadSettings, resolveSource } from '../config/settings.js';
 import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
@@ -127,7 +122,7 @@ export async function runCheck(ctx: CommandContext, source: ResolvedSource, requ
       const archive = repositories.find((r) => r.repository)?.repository;
       if (live && archive) {
         throwIfAborted(ctx.signal);
-        const wal = new WalArchive(archive.storage, source.name);
+        const wal = archive.walArchive(source.name);
         const switched = (await client.query<{ name: string }>('SELECT pg_catalog.pg_walfile_name(pg_catalog.pg_switch_wal()) AS name')).rows[0]!.name;
         ctx.info(`forced a WAL switch: waiting for ${switched} in the archive`);
         const deadline = Date.now() + (request.walTimeoutMs ?? 60_000);
@@ -198,7 +193,7 @@ async function openSourceRepositories(ctx: CommandContext, source: ResolvedSourc
   const opened: OpenedRepository[] = [];
   for (const url of repositoryUrls(ctx.settings, source.name)) {
     try {
-      opened.push({ url, repository: await Repository.open(openStorage(url, storageOptions(ctx.settings, url))) });
+      opened.push({ url, repository: await repositoryAt(ctx.settings, url).open() });
     } catch (error) {
       opened.push({ url, error: toPgkeepError(error) });
     }
@@ -211,7 +206,7 @@ async function physicalUse(ctx: CommandContext, source: ResolvedSource, reposito
   if (ctx.settings.config.sources?.[source.name]?.schedule?.physical) return 'the config schedules physical backups';
   for (const { repository } of repositories) {
     if (!repository) continue;
-    for await (const _ of repository.storage.list(joinKey('sources', source.name, 'wal'))) return `${repository.location} holds WAL of this source`;
+    if (await repository.holdsWal(source.name)) return `${repository.location} holds WAL of this source`;
     const backups = await repository.listBackups(source.name).catch(() => []);
     if (backups.some((m) => m.kind === 'physical')) return `${repository.location} holds a physical backup of this source`;
   }
@@ -281,18 +276,14 @@ async function checkRepository(ctx: CommandContext, source: ResolvedSource, open
   }
   add('repository', 'ok', `${repository.location}${repository.info.encryption ? ', encrypted' : ''}`);
 
-  // a probe object at the top level (not under sources/: that would make a source of a name never backed up)
-  const probe = `.pgkeep-check-${randomBytes(6).toString('hex')}`;
   try {
-    await repository.storage.put(probe, Readable.from([Buffer.from('pgkeep check\n')]));
-    await repository.storage.remove(probe);
+    await repository.probeWrite();
     add('writable', 'ok', `wrote and removed a test object in ${repository.location}`);
   } catch (error) {
-    await repository.storage.remove(probe).catch(() => undefined);
     add('writable', 'fail', toPgkeepError(error).message);
   }
 
-  const lock = await inspectSourceLock(repository.storage, source.name).catch(() => undefined);
+  const lock = await repository.inspectSourceLock(source.name).catch(() => undefined);
   if (!lock) add('lock', 'ok', `source ${source.name} is not locked`);
   else if (lock.stale) add('lock', 'ok', `stale lock of pid ${lock.owner.pid} (gone): the next backup takes it over`);
   else add('lock', 'warn', `held by ${lock.owner.command} (pid ${lock.owner.pid} on ${lock.owner.host}) since ${lock.owner.started}: a backup now would wait (LOCK_HELD); if that process is gone, remove sources/${source.name}/locks/source.lock`);

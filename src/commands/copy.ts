@@ -1,19 +1,18 @@
 import { isDeepStrictEqual } from 'node:util';
 import { pipeline, Transform, type Readable } from 'node:stream';
 import { pipeline as pipelineAsync } from 'node:stream/promises';
-import { repositoryUrl, storageOptions, toolPaths, validateName, type Settings } from '../config/settings.js';
+import { repositoryUrl, toolPaths, validateName, type Settings } from '../config/settings.js';
 import { PgkeepError, throwIfAborted } from '../errors.js';
 import { HashCounter } from '../pipeline/hash-counter.js';
 import { discardSink } from '../pipeline/load-stream.js';
 import type { AgeIdentity } from '../pipeline/age.js';
 import type { BackupObject, Manifest } from '../repository/manifest.js';
 import { Repository, type EncryptionInfo } from '../repository/repository.js';
-import { acquireSourceLock, type SourceLock } from '../repository/source-lock.js';
-import { openStorage } from '../storage/open-storage.js';
-import { readObject, type Storage } from '../storage/storage.js';
+import type { SourceLock } from '../repository/source-lock.js';
+import { repositoryAt, type RepositoryLocation } from '../repository/open-repository.js';
 import { isUnreadError, verifyBackup, type VerifyReport } from '../verify/verify-backup.js';
 import type { CommandContext } from './command-context.js';
-import { isEncrypted, readIdentities, WRAPPED_IDENTITY } from './repository-keys.js';
+import { isEncrypted, readIdentities } from '../repository/repository-keys.js';
 import { faultPoint } from '../fault-points.js';
 import { z } from 'zod';
 import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
@@ -70,18 +69,18 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
   const toUrl = repositoryLocation(settings, request.to);
   if (request.source !== undefined) validateName(request.source, 'source');
 
-  const from = await Repository.open(openStorage(fromUrl, storageOptions(settings, fromUrl))).catch((error: unknown) => {
+  const from = await repositoryAt(settings, fromUrl).open().catch((error: unknown) => {
     if (error instanceof PgkeepError && error.code === 'REPO_MISSING') {
       throw new PgkeepError('REPO_MISSING', `no pgkeep repository at ${fromUrl} to copy from: check --from`, { cause: error });
     }
     throw error;
   });
   const manifest = await from.resolveBackup(request.backup, request.source, undefined, ctx.warn);
-  const toStorage = openStorage(toUrl, storageOptions(settings, toUrl));
-  if (toStorage.location === from.location) {
+  const toPlace = repositoryAt(settings, toUrl);
+  if (toPlace.location === from.location) {
     throw new PgkeepError('USAGE', `--from and --to are the same repository (${from.location}): choose another destination`);
   }
-  const { repository: to, created } = await openDestination(toStorage, from);
+  const { repository: to, created } = await openDestination(toPlace, from);
   const encryption = from.info.encryption;
 
   // Keys for the full verification at the destination, read before anything is copied so a wrong key fails early.
@@ -99,7 +98,7 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
   let writing = false;
   try {
     throwIfAborted(signal);
-    lock = await acquireSourceLock(to.storage, manifest.source, 'copy');
+    lock = await to.lockSource(manifest.source, 'copy');
     await to.ensureSource(manifest.source, manifest.kind === 'logical' ? manifest.database.name : '(cluster)');
 
     const existing = await existingManifest(to, manifest);
@@ -145,7 +144,7 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
     writing = false;
     return { ...base, copied: true, objects: manifest.objects.length, bytes, durationMs: Date.now() - started, verification };
   } catch (error) {
-    if (writing) await to.storage.removeFolder(to.backupFolder(manifest.source, manifest.id)).catch(() => undefined);
+    if (writing) await to.discardBackupFolder(manifest.source, manifest.id);
     throw signal.aborted && signal.reason instanceof PgkeepError ? signal.reason : error;
   } finally {
     ctx.signal.removeEventListener('abort', stop);
@@ -163,34 +162,32 @@ function repositoryLocation(settings: Settings, value: string): string {
  * encryption (and, for a passphrase repository, its wrapped identity), or
  * refuses a destination whose encryption differs: objects are copied as they are.
  */
-async function openDestination(storage: Storage, from: Repository): Promise<{ repository: Repository; created: boolean }> {
+async function openDestination(place: RepositoryLocation, from: Repository): Promise<{ repository: Repository; created: boolean }> {
   const encryption = from.info.encryption;
   let repository: Repository | undefined;
   let created = false;
   if (!encryption) {
-    created = !(await storage.stat('pgkeep.json')) && (await storage.isEmpty());
-    repository = await Repository.open(storage, { createIfEmpty: true });
+    created = await place.isFresh();
+    repository = await place.open({ createIfEmpty: true });
   } else {
     try {
-      repository = await Repository.open(storage);
+      repository = await place.open();
     } catch (error) {
       if (!(error instanceof PgkeepError && error.code === 'REPO_MISSING')) throw error;
     }
     if (!repository) {
       try {
-        repository = await Repository.init(storage, encryption);
+        repository = await place.init(encryption);
         created = true;
       } catch (error) {
         if (!(error instanceof PgkeepError && error.code === 'REPO_EXISTS')) throw error;
-        repository = await Repository.open(storage); // created concurrently: check that one
+        repository = await place.open(); // created concurrently: check that one
       }
     }
   }
   assertSameEncryption(from, repository);
-  if (encryption?.passphrase && !(await storage.stat(WRAPPED_IDENTITY))) {
-    // The destination's objects are encrypted to the source's key: it needs the same (passphrase-wrapped) identity.
-    await storage.putIfAbsent(WRAPPED_IDENTITY, await readObject(from.storage, WRAPPED_IDENTITY));
-  }
+  // The destination's objects are encrypted to the source's key: it needs the same (passphrase-wrapped) identity.
+  if (encryption?.passphrase) await place.adoptWrappedIdentity(from);
   return { repository, created };
 }
 
@@ -228,8 +225,7 @@ function hasKeys(ctx: CommandContext, repository: Repository): boolean {
 }
 
 async function existingManifest(to: Repository, manifest: Manifest): Promise<Manifest | undefined> {
-  const key = to.objectKey(manifest.source, manifest.id, 'manifest.json');
-  if (!(await to.storage.stat(key))) return undefined;
+  if (!(await to.hasManifest(manifest.source, manifest.id))) return undefined;
   return to.readManifest(manifest.source, manifest.id);
 }
 
@@ -242,8 +238,7 @@ async function copyObject(
   signal: AbortSignal,
   onBytes: (n: number) => void,
 ): Promise<void> {
-  const key = from.objectKey(manifest.source, manifest.id, object.name);
-  const input: Readable = await from.storage.get(key).catch((error: unknown) => {
+  const input: Readable = await from.readStoredObject(manifest.source, manifest.id, object.name).catch((error: unknown) => {
     if (error instanceof PgkeepError && error.code === 'STORAGE_NOT_FOUND') {
       throw new PgkeepError('CHECKSUM_MISMATCH', `object ${object.name} of backup ${manifest.id} is missing from ${from.location}: the source backup is damaged`, { cause: error });
     }
@@ -260,7 +255,7 @@ async function copyObject(
   // Any stage's error (a checksum mismatch at the end) destroys the body, so put never publishes it.
   const body = pipeline(input, counter, tap, () => undefined);
   try {
-    await to.storage.put(to.objectKey(manifest.source, manifest.id, object.name), body, { signal });
+    await to.writeStoredObject(manifest.source, manifest.id, object.name, body, { signal });
   } finally {
     input.destroy();
   }
@@ -282,9 +277,8 @@ async function verifyAtDestination(ctx: CommandContext, to: Repository, manifest
   const problems: string[] = [];
   for (const object of manifest.objects) {
     throwIfAborted(signal);
-    const key = to.objectKey(manifest.source, manifest.id, object.name);
     try {
-      const input = await to.storage.get(key);
+      const input = await to.readStoredObject(manifest.source, manifest.id, object.name);
       let done = 0;
       const counter = new HashCounter({ digest: object.stored, what: `object ${object.name} (stored bytes)` });
       counter.on('data', () => {

@@ -15,7 +15,7 @@ import { parseNamePattern } from '../postgres/table-selection.js';
 import { readBackupToc } from '../pipeline/backup-toc.js';
 import { defaultZstd } from '../pipeline/zstd.js';
 import type { Repository } from '../repository/repository.js';
-import { identitiesFor } from './repository-keys.js';
+import { identitiesFor } from '../repository/repository-keys.js';
 import { timestampPart } from '../repository/backup-id.js';
 import { requireLogical, type LogicalManifest } from '../repository/manifest.js';
 import type { CommandContext } from './command-context.js';

@@ -1,9 +1,8 @@
-import { repositoryUrl, selectedSourceName, storageOptions, type Settings } from '../config/settings.js';
+import { repositoryUrl, selectedSourceName, type Settings } from '../config/settings.js';
 import { PgkeepError } from '../errors.js';
-import { Repository, type EncryptionInfo } from '../repository/repository.js';
-import { openStorage } from '../storage/open-storage.js';
+import type { EncryptionInfo } from '../repository/repository.js';
+import { repositoryAt } from '../repository/open-repository.js';
 import { validateRecipient } from '../pipeline/age.js';
-import { createEncryption } from './repository-keys.js';
 import { z } from 'zod';
 import { readSecretFile } from '../config/settings.js';
 import { requestParser, type CommandSpec } from '../registry/command-spec.js';
@@ -29,11 +28,11 @@ export interface InitResult {
  */
 export async function runInit(settings: Settings, request: InitRequest = {}): Promise<InitResult> {
   const source = safeSourceName(settings);
-  const storage = openStorage(repositoryUrl(settings, source), storageOptions(settings, repositoryUrl(settings, source)));
+  const place = repositoryAt(settings, repositoryUrl(settings, source));
   const wantsEncryption = Boolean(request.encrypt || request.recipients?.length || request.passphrase !== undefined);
   for (const recipient of request.recipients ?? []) validateRecipient(recipient); // bad input fails before anything else
 
-  const existing = await Repository.open(storage).catch((error: unknown) => {
+  const existing = await place.open().catch((error: unknown) => {
     if (error instanceof PgkeepError && error.code === 'REPO_MISSING') return undefined;
     throw error;
   });
@@ -45,8 +44,7 @@ export async function runInit(settings: Settings, request: InitRequest = {}): Pr
     return { location: existing.location, created: false, id: existing.info.id, encryption: existing.info.encryption };
   }
 
-  const encryption = wantsEncryption ? await createEncryption(storage, { recipients: request.recipients ?? [], passphrase: request.passphrase }) : null;
-  const repository = await Repository.init(storage, encryption);
+  const { repository, encryption } = await place.create(wantsEncryption ? { recipients: request.recipients ?? [], passphrase: request.passphrase } : null);
   return { location: repository.location, created: true, id: repository.info.id, encryption };
 }
 

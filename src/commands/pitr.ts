@@ -13,7 +13,7 @@ import type { PhysicalManifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { WalArchive } from '../repository/wal-archive.js';
 import type { CommandContext } from './command-context.js';
-import { identitiesFor } from './repository-keys.js';
+import { identitiesFor } from '../repository/repository-keys.js';
 import { z } from 'zod';
 import { loadSettings, resolveConnection, resolveSource } from '../config/settings.js';
 import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
@@ -108,7 +108,7 @@ export async function runPitr(ctx: CommandContext, repository: Repository, sourc
   ctx.info(`recovering ${source.name} from physical backup ${manifest.id} (consistent from ${manifest.physical.stopTime}) ${describeTarget(request.target)}`);
 
   // 2. the WAL
-  const archive = new WalArchive(repository.storage, source.name);
+  const archive = repository.walArchive(source.name);
   const plan = await planWal(archive, manifest, request.target, pgdata);
   if (request.dryRun) return { plan, restored: false, started: false, port: request.port, outcome: undefined, durationMs: Date.now() - started };
   if (!plan.walNeeded.present) {

@@ -1,9 +1,9 @@
 import { describePolicy, resolveRetention, type RetentionFlags } from '../config/retention-settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { isPinned } from '../repository/pins.js';
-import { acquireSourceLock, type SourceLock } from '../repository/source-lock.js';
+import type { SourceLock } from '../repository/source-lock.js';
+import { removeBackupFailure } from '../repository/backup-failures.js';
 import { readSourceCatalog, removeBackupWithRecords, removeOrphanVerifications } from '../repository/source-catalog.js';
-import { WalArchive } from '../repository/wal-archive.js';
 import { pitrRetention, planPrune, type PlannedBackup, type PlannedLeftover } from '../retention/plan-prune.js';
 import { hasRetentionRules } from '../retention/retention-policy.js';
 import type { CommandContext } from './command-context.js';
@@ -104,14 +104,14 @@ export async function runPrune(ctx: CommandContext, request: PruneRequest): Prom
         const repository = opened.repository;
         // 2. one writer per source
         if (!request.dryRun) {
-          lock = await acquireSourceLock(repository.storage, source, 'prune');
-          if (!repository.storage.capabilities.conditionalCreate) {
+          lock = await repository.lockSource(source, 'prune');
+          if (!repository.locksExcludeOtherHosts) {
             ctx.warn(`${repository.location} ignores conditional writes (If-None-Match), so the lock of ${source} cannot exclude other hosts: make sure no backup or prune of ${source} runs elsewhere now`);
           }
         }
         // 3. the plan (the WAL archive's names only matter once physical backups exist)
         const catalog = await readSourceCatalog(repository, source);
-        const wal = new WalArchive(repository.storage, source);
+        const wal = repository.walArchive(source);
         const archivedWal = catalog.backups.some((m) => m.kind === 'physical') ? await wal.listNames() : [];
         const plan = planPrune(
           {
@@ -150,20 +150,18 @@ export async function runPrune(ctx: CommandContext, request: PruneRequest): Prom
         }
         for (const entry of report.leftovers) {
           if (entry.action !== 'remove') continue;
-          await repository.storage.removeFolder(repository.backupFolder(source, entry.id));
+          await repository.removeIncompleteBackup(source, entry.id);
           entry.done = true;
         }
         // verification records of backups that no longer exist (a prune killed between the two removals)
         await removeOrphanVerifications(repository, source);
         for (const key of plan.failureRecords) {
-          await repository.storage.remove(key);
+          await removeBackupFailure(repository, key);
           report.failureRecordsRemoved++;
         }
         // 5. WAL no retained backup needs: the record first (then the file is no longer archived), then its bytes
         for (const name of plan.wal.remove) {
-          const record = await wal.readRecord(name).catch(() => undefined);
-          await repository.storage.remove(wal.recordKey(name));
-          if (record) await repository.storage.remove(wal.objectKey(record));
+          await wal.remove(name);
           report.walRemoved++;
         }
       } catch (error) {

@@ -29,7 +29,7 @@ import { applyGlobals } from './restore-globals.js';
 import type { GlobalsReport } from '../postgres/globals-sql.js';
 import { repositoriesWithBackup } from '../repository/open-repository.js';
 import { compareMigrations, type MigrationComparison } from '../verify/migrations.js';
-import { identitiesFor, manifestKeysOf } from './repository-keys.js';
+import { identitiesFor, manifestKeysOf } from '../repository/repository-keys.js';
 import type { AgeIdentity } from '../pipeline/age.js';
 import type { CommandContext } from './command-context.js';
 import { makeTempFolder } from '../local/temp-folders.js';

@@ -1,17 +1,15 @@
-import { configuredSources, repositoryUrls, storageOptions, validateName, type Settings } from '../config/settings.js';
+import { configuredSources, repositoryUrls, validateName, type Settings } from '../config/settings.js';
 import { PgkeepError } from '../errors.js';
 import { readSourceCatalog, removeBackupWithRecords } from '../repository/source-catalog.js';
 import { Repository } from '../repository/repository.js';
-import { acquireSourceLock } from '../repository/source-lock.js';
-import { openStorage } from '../storage/open-storage.js';
-import { joinKey } from '../storage/storage.js';
+import { repositoryAt } from '../repository/open-repository.js';
 import type { CommandContext } from './command-context.js';
 import { z } from 'zod';
 import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
 import { formatAge, formatTable } from '../cli/format.js';
 
 function openUrl(settings: Settings, url: string): Promise<Repository> {
-  return Repository.open(openStorage(url, storageOptions(settings, url)));
+  return repositoryAt(settings, url).open();
 }
 
 /** One source as `pgkeep sources` shows it, over all its repositories. */
@@ -45,18 +43,9 @@ interface Holding {
 }
 
 async function readHolding(repository: Repository, source: string): Promise<Holding | undefined> {
-  let present = false;
-  for await (const _ of repository.storage.list(joinKey('sources', source))) {
-    present = true;
-    break;
-  }
-  if (!present) return undefined;
+  if (!(await repository.holdsSource(source))) return undefined;
   const catalog = await readSourceCatalog(repository, source);
-  let wal = false;
-  for await (const _ of repository.storage.list(joinKey('sources', source, 'wal'))) {
-    wal = true;
-    break;
-  }
+  const wal = await repository.holdsWal(source);
   return {
     repository,
     backups: catalog.backups.map((m) => ({ id: m.id, finishedAt: m.finishedAt })),
@@ -160,19 +149,18 @@ export async function runRemoveSource(ctx: CommandContext, name: string, request
   }
   for (const holding of holdings) {
     const repository = holding.repository;
-    const lock = await acquireSourceLock(repository.storage, name, 'sources remove');
+    const lock = await repository.lockSource(name, 'sources remove');
     try {
       for (const backup of holding.backups) {
         ctx.info(`removing backup ${backup.id} of ${name} from ${repository.location}`);
         await removeBackupWithRecords(repository, name, backup.id);
       }
       // what is left: unreadable backups, WAL, pins, verifications, failures, the source record
-      for (const part of ['backups', 'wal', 'pins', 'verifications', 'failures']) await repository.storage.removeFolder(joinKey('sources', name, part));
-      await repository.storage.remove(joinKey('sources', name, 'source.json')).catch(() => undefined);
+      await repository.removeSourceContents(name);
     } finally {
       await lock.release();
     }
-    await repository.storage.removeFolder(joinKey('sources', name));
+    await repository.removeSourceFolder(name);
   }
   return { source: name, repositories: holdings.map((h) => h.repository.location), removedBackups: backups, removedWal: wal, stillConfigured };
 }

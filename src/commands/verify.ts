@@ -1,10 +1,9 @@
 import { configuredSourceName, repositoryUrls, toolPaths } from '../config/settings.js';
-import { identitiesFor, manifestKeysOf, readIdentities } from './repository-keys.js';
+import { identitiesFor, manifestKeysOf, readIdentities } from '../repository/repository-keys.js';
 import { isPgkeepError, PgkeepError, toPgkeepError } from '../errors.js';
 import { requireLogical, type Manifest, type PhysicalManifest } from '../repository/manifest.js';
 import type { DamagedBackup, Repository } from '../repository/repository.js';
 import type { Verification } from '../repository/verification.js';
-import { WalArchive } from '../repository/wal-archive.js';
 import { verifyWal, type WalReport } from '../verify/verify-wal.js';
 import { verifyBackup, type VerifyReport } from '../verify/verify-backup.js';
 import { PGKEEP_VERSION } from '../version.js';
@@ -194,7 +193,7 @@ export async function runVerifyWal(ctx: CommandContext, repository: Repository, 
   const backups = (await repository.listBackups(source)).filter((m): m is PhysicalManifest => m.kind === 'physical');
   const identities = repository.info.encryption ? await readIdentities(repository, ctx.keys) : [];
   ctx.info(`verifying the WAL archive of ${source} in ${repository.location}`);
-  const report = await verifyWal(new WalArchive(repository.storage, source), backups, { identities, signal: ctx.signal, onFile: (name) => ctx.progress({ phase: 'verify WAL', bytes: 0, item: name }) });
+  const report = await verifyWal(repository.walArchive(source), backups, { identities, signal: ctx.signal, onFile: (name) => ctx.progress({ phase: 'verify WAL', bytes: 0, item: name }) });
   if (!report.ok) throw new PgkeepError('VERIFY_FAILED', `the WAL archive of ${source} failed verification: ${report.problems[0]}`, { details: { report } });
   return report;
 }

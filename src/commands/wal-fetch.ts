@@ -6,7 +6,7 @@ import { walFileKind } from '../postgres/wal-file.js';
 import { readRepoInfo } from '../repository/repo-info.js';
 import { WalArchive } from '../repository/wal-archive.js';
 import { writeAll } from '../local/write-all.js';
-import { readIdentities } from './repository-keys.js';
+import { readIdentities } from '../repository/repository-keys.js';
 import type { WalContext } from './wal-push.js';
 
 export interface WalFetchResult {

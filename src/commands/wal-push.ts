@@ -11,7 +11,7 @@ import type { StoredDigests } from '../pipeline/store-stream.js';
 import { readSegmentHeader, walFileKind } from '../postgres/wal-file.js';
 import { readRepoInfo, writeRecipients } from '../repository/repo-info.js';
 import { WalArchive, type PushOutcome, type StoreWalObject } from '../repository/wal-archive.js';
-import type { Storage } from '../storage/storage.js';
+import type { RepositoryStorage } from '../repository/repo-info.js';
 
 /**
  * What the WAL commands need. Deliberately smaller than CommandContext: they
@@ -19,7 +19,7 @@ import type { Storage } from '../storage/storage.js';
  * fast, so they load neither the config schema nor the Repository class.
  */
 export interface WalContext {
-  storage: Storage;
+  storage: RepositoryStorage;
   source: string;
   keys: KeySettings;
   signal: AbortSignal;
@@ -96,7 +96,7 @@ export async function runWalPush(ctx: WalContext, file: string): Promise<WalPush
 }
 
 /** The streaming pipeline, for files too large to encode in memory or a machine without zstd-napi. */
-async function streamWalFile(file: string, storage: Storage, key: string, encrypt: AgeRecipient[] | null, signal: AbortSignal): Promise<StoredDigests> {
+async function streamWalFile(file: string, storage: RepositoryStorage, key: string, encrypt: AgeRecipient[] | null, signal: AbortSignal): Promise<StoredDigests> {
   const [{ storeStreamTee }, { defaultZstd }] = await Promise.all([import('../pipeline/store-stream.js'), import('../pipeline/zstd.js')]);
   const input = createReadStream(file, { highWaterMark: 1 << 20 });
   const [result] = await storeStreamTee([{ storage, key, encrypt }], input, { codec: defaultZstd(), level: WAL_ZSTD_LEVEL, signal, encrypt });

@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import { z } from 'zod';
+import { PgkeepError } from '../errors.js';
 import { joinKey, readObject } from '../storage/storage.js';
 import type { Repository } from './repository.js';
 import { verificationFileName } from './verification.js';
@@ -29,6 +30,12 @@ export async function writeBackupFailure(repository: Repository, failure: Omit<B
   const record = BackupFailureSchema.parse({ format: 1, ...failure });
   const key = joinKey(failuresFolder(failure.source), verificationFileName(new Date(record.failedAt)));
   await repository.storage.put(key, Readable.from([Buffer.from(`${JSON.stringify(record, null, 2)}\n`)]));
+}
+
+/** Removes one failure record (a key listBackupFailures gave). */
+export async function removeBackupFailure(repository: Repository, key: string): Promise<void> {
+  if (!key.startsWith('sources/') || !key.includes('/failures/')) throw new PgkeepError('INTERNAL', `not a failure record: ${key}`);
+  await repository.storage.remove(key);
 }
 
 /** Failure records of a source, oldest first, with their keys; unreadable ones are skipped. */

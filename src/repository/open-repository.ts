@@ -2,6 +2,53 @@ import { repositoryUrl, repositoryUrls, storageOptions, type Settings } from '..
 import type { Manifest } from './manifest.js';
 import { Repository } from './repository.js';
 import { openStorage } from '../storage/open-storage.js';
+import { readObject, type Storage } from '../storage/storage.js';
+import { createEncryption, WRAPPED_IDENTITY } from './repository-keys.js';
+import type { EncryptionInfo } from './repository.js';
+
+/**
+ * A repository location before it is opened (init, copy's destination): what
+ * a command may ask of a place that may not hold a repository yet, without
+ * reaching its storage.
+ */
+export class RepositoryLocation {
+  constructor(private readonly storage: Storage) {}
+
+  get location(): string {
+    return this.storage.location;
+  }
+
+  open(options: { createIfEmpty?: boolean } = {}): Promise<Repository> {
+    return Repository.open(this.storage, options);
+  }
+
+  /** Whether nothing is there yet (no pgkeep.json, no object): opening with createIfEmpty would create it. */
+  async isFresh(): Promise<boolean> {
+    return !(await this.storage.stat('pgkeep.json')) && (await this.storage.isEmpty());
+  }
+
+  /** Creates the repository with the given encryption (already set up, e.g. copied from another repository). */
+  init(encryption: EncryptionInfo | null): Promise<Repository> {
+    return Repository.init(this.storage, encryption);
+  }
+
+  /** Creates the repository, setting up encryption to these recipients or this passphrase (which stores the wrapped identity first). */
+  async create(encryption: { recipients: string[]; passphrase: string | undefined } | null): Promise<{ repository: Repository; encryption: EncryptionInfo | null }> {
+    const info = encryption ? await createEncryption(this.storage, encryption) : null;
+    return { repository: await Repository.init(this.storage, info), encryption: info };
+  }
+
+  /** Gives this (passphrase) repository the same wrapped identity as `from`, unless it has one: its objects are encrypted to that key. */
+  async adoptWrappedIdentity(from: Repository): Promise<void> {
+    if (await this.storage.stat(WRAPPED_IDENTITY)) return;
+    await this.storage.putIfAbsent(WRAPPED_IDENTITY, await readObject(from.storage, WRAPPED_IDENTITY));
+  }
+}
+
+/** The repository location at `url`, with the settings' driver options for it. */
+export function repositoryAt(settings: Settings, url: string): RepositoryLocation {
+  return new RepositoryLocation(openStorage(url, storageOptions(settings, url)));
+}
 
 /** Opens the repository the settings point at (for `source`, when given). */
 export async function openRepository(settings: Settings, options: { source?: string | undefined; createIfEmpty?: boolean } = {}): Promise<Repository> {

@@ -1,5 +1,12 @@
 import { PgkeepError } from '../errors.js';
 import { readObject, type Storage } from '../storage/storage.js';
+
+/**
+ * A repository's storage as the lean WAL commands hold it (they skip
+ * Repository.open and its zod schemas for start-up time): opaque to them,
+ * handed to readRepoInfo and WalArchive only.
+ */
+export type RepositoryStorage = Storage;
 import type { AgeRecipient } from '../pipeline/age.js';
 import type { RepoInfo } from './repository.js';
 

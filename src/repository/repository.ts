@@ -3,11 +3,14 @@ import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { PgkeepError } from '../errors.js';
 import { faultPoint } from '../fault-points.js';
-import { joinKey, readObject, type Storage } from '../storage/storage.js';
+import type { Readable as ReadableStream } from 'node:stream';
+import { joinKey, readObject, type PutOptions, type Storage } from '../storage/storage.js';
 import { PGKEEP_VERSION } from '../version.js';
 import { isBackupId, validateBackupId } from './backup-id.js';
 import { ManifestSchema, MANIFEST_FORMAT, type Manifest } from './manifest.js';
 import { authenticate, canonicalManifest, checksumMatches, sealManifest, type ManifestKey } from './manifest-integrity.js';
+import { WalArchive } from './wal-archive.js';
+import { acquireSourceLock, inspectSourceLock, type LockOwner, type SourceLock } from './source-lock.js';
 import { VerificationSchema, verificationFileName, type Verification, type VerificationInput } from './verification.js';
 
 export { REPO_FORMAT } from './repo-info.js';
@@ -411,6 +414,112 @@ export class Repository {
 
   verificationFolder(source: string, id: string): string {
     return joinKey('sources', source, 'verifications', validateBackupId(id));
+  }
+
+  /** The WAL archive of a source (sources/<source>/wal). */
+  walArchive(source: string): WalArchive {
+    return new WalArchive(this.storage, source);
+  }
+
+  /** Takes the source's lock (one writer per source: backup, copy, prune, restore over it, sources remove). */
+  lockSource(source: string, command: string): Promise<SourceLock> {
+    return acquireSourceLock(this.storage, source, command);
+  }
+
+  /** Who holds the source's lock, if anyone (and whether that process is gone). */
+  inspectSourceLock(source: string): Promise<{ owner: LockOwner; stale: boolean } | undefined> {
+    return inspectSourceLock(this.storage, source);
+  }
+
+  /**
+   * Whether the source lock excludes writers on other hosts: only where the
+   * storage honours conditional creates (If-None-Match on S3).
+   */
+  get locksExcludeOtherHosts(): boolean {
+    return this.storage.capabilities.conditionalCreate;
+  }
+
+  /** Removes the folder of an incomplete backup (a leftover prune chose): call holding the source lock. */
+  async removeIncompleteBackup(source: string, id: string): Promise<void> {
+    await this.storage.removeFolder(this.backupFolder(source, id));
+  }
+
+  /** Whether the backup's manifest exists (complete backup), without reading it. */
+  async hasManifest(source: string, id: string): Promise<boolean> {
+    return (await this.storage.stat(joinKey(this.backupFolder(source, id), MANIFEST_FILE))) !== undefined;
+  }
+
+  /** The stored bytes of one object of a backup (as stored: compressed, maybe encrypted). */
+  readStoredObject(source: string, id: string, object: string): Promise<ReadableStream> {
+    return this.storage.get(this.objectKey(source, id, object));
+  }
+
+  /** Writes one object of a backup as stored bytes (copy: moved as they are). */
+  async writeStoredObject(source: string, id: string, object: string, body: ReadableStream, options: PutOptions = {}): Promise<void> {
+    await this.storage.put(this.objectKey(source, id, object), body, options);
+  }
+
+  /** Removes a backup's folder as it is (a backup being written that failed: no manifest yet). Best effort. */
+  async discardBackupFolder(source: string, id: string): Promise<void> {
+    await this.storage.removeFolder(this.backupFolder(source, id)).catch(() => undefined);
+  }
+
+  /** Whether the repository holds anything of a source. */
+  async holdsSource(source: string): Promise<boolean> {
+    for await (const _ of this.storage.list(joinKey('sources', source))) return true;
+    return false;
+  }
+
+  /** Whether the repository holds WAL of a source. */
+  async holdsWal(source: string): Promise<boolean> {
+    for await (const _ of this.storage.list(joinKey('sources', source, 'wal'))) return true;
+    return false;
+  }
+
+  /**
+   * Removes what is left of a source after its backups were removed (WAL,
+   * pins, verifications, failure records, unreadable backups, the source
+   * record). Call holding the source lock; `removeSourceFolder` after releasing it.
+   */
+  async removeSourceContents(source: string): Promise<void> {
+    for (const part of ['backups', 'wal', 'pins', 'verifications', 'failures']) await this.storage.removeFolder(joinKey('sources', source, part));
+    await this.storage.remove(joinKey('sources', source, 'source.json')).catch(() => undefined);
+  }
+
+  /** Removes the source's folder (its lock folder included): after removeSourceContents and the lock's release. */
+  async removeSourceFolder(source: string): Promise<void> {
+    await this.storage.removeFolder(joinKey('sources', source));
+  }
+
+  /**
+   * Removes a source that only a failed first backup wrote (its source.json,
+   * failure records): only when that is all its folder holds; returns whether it did.
+   */
+  async forgetSourceIfOnlyRecords(source: string): Promise<boolean> {
+    const folder = joinKey('sources', source);
+    for await (const entry of this.storage.list(folder, { recursive: true })) {
+      if (entry.kind !== 'object') continue;
+      const inside = entry.path.slice(folder.length + 1);
+      if (inside !== 'source.json' && !inside.startsWith('failures/')) return false;
+    }
+    await this.storage.removeFolder(folder);
+    return true;
+  }
+
+  /**
+   * Writes and removes a probe object at the top level (not under sources/:
+   * that would make a source of a name never backed up): proves the
+   * repository is writable (pgkeep check).
+   */
+  async probeWrite(): Promise<void> {
+    const probe = `.pgkeep-check-${randomUUID().replaceAll('-', '').slice(0, 12)}`;
+    try {
+      await this.storage.put(probe, Readable.from([Buffer.from('pgkeep check\n')]));
+      await this.storage.remove(probe);
+    } catch (error) {
+      await this.storage.remove(probe).catch(() => undefined);
+      throw error;
+    }
   }
 
   /**

@@ -204,6 +204,16 @@ export class WalArchive {
     return loadInMemory(this.storage, this.objectKey(record), record, options);
   }
 
+  /**
+   * Removes one archived file: its record first (from then on it is no
+   * longer archived), then its bytes. Prune, for WAL no retained backup needs.
+   */
+  async remove(name: string): Promise<void> {
+    const record = await this.readRecord(name).catch(() => undefined);
+    await this.storage.remove(this.recordKey(name));
+    if (record) await this.storage.remove(this.objectKey(record));
+  }
+
   /** Names of every archived file (records), by timeline folder then name. */
   async listNames(): Promise<string[]> {
     const names: string[] = [];

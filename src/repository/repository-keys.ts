@@ -12,10 +12,10 @@ import {
   validateRecipient,
   type AgeIdentity,
 } from '../pipeline/age.js';
-import type { EncryptionInfo, Repository } from '../repository/repository.js';
+import type { EncryptionInfo, Repository } from './repository.js';
 import { collectStream, readObject, type Storage } from '../storage/storage.js';
-import type { Manifest } from '../repository/manifest.js';
-import { deriveManifestKey, type ManifestKey } from '../repository/manifest-integrity.js';
+import type { Manifest } from './manifest.js';
+import { deriveManifestKey, type ManifestKey } from './manifest-integrity.js';
 
 /**
  * Where a passphrase repository keeps its identity, encrypted with the
