@@ -73,7 +73,6 @@ const IMPORT_RULES = [
  */
 const PENDING = new Set([
   'commands never import commands',
-  'commands reach storage only through the repository',
   'the pipeline knows no repository format',
 ]);
 
