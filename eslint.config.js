@@ -73,9 +73,7 @@ const IMPORT_RULES = [
  */
 const PENDING = new Set([
   'commands never import commands',
-  'the pipeline knows no repository format',
 ]);
-
 
 const active = IMPORT_RULES.filter((rule) => !PENDING.has(rule.name));
 

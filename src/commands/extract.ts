@@ -12,7 +12,7 @@ import { readServerInfo } from '../postgres/server-info.js';
 import { settleAll, startProcess } from '../postgres/run-process.js';
 import { partitionsOf } from '../postgres/restore-plan.js';
 import { parseNamePattern } from '../postgres/table-selection.js';
-import { readBackupToc } from '../pipeline/backup-toc.js';
+import { readBackupToc } from '../repository/read-backup-toc.js';
 import { defaultZstd } from '../pipeline/zstd.js';
 import type { Repository } from '../repository/repository.js';
 import { identitiesFor } from '../repository/repository-keys.js';

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import type { ResolvedSource } from '../config/settings.js';
 import { sourceNameForDatabase } from '../config/settings.js';
 import { isPgkeepError, PgkeepError, throwIfAborted } from '../errors.js';
-import { readBackupToc } from '../pipeline/backup-toc.js';
+import { readBackupToc } from '../repository/read-backup-toc.js';
 import { tocStagingSink, type TocEntry } from '../pipeline/custom-toc.js';
 import { childStdinSink, loadStream, teeSink } from '../pipeline/load-stream.js';
 import { defaultZstd, type ZstdCodec } from '../pipeline/zstd.js';

@@ -1,12 +1,11 @@
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { PgkeepError } from '../errors.js';
-import type { BackupObject } from '../repository/manifest.js';
 import type { Storage } from '../storage/storage.js';
 import { decryptStream, type AgeIdentity } from './age.js';
 import { IN_MEMORY_LIMIT } from './encode-file-in-memory.js';
 import { checkDigest, mismatch } from './hash-counter.js';
-import { readError, requireIdentities } from './load-stream.js';
+import { readError, requireIdentities, type ObjectToLoad } from './load-stream.js';
 import { nativeDecompressSync, nativeZstdAvailable } from './zstd.js';
 
 /**
@@ -23,7 +22,7 @@ import { nativeDecompressSync, nativeZstdAvailable } from './zstd.js';
 export async function loadInMemory(
   storage: Storage,
   key: string,
-  object: Pick<BackupObject, 'name' | 'raw' | 'stored' | 'encryption'>,
+  object: ObjectToLoad,
   options: { identities?: AgeIdentity[] | undefined },
 ): Promise<Buffer | null> {
   if (object.stored.size > IN_MEMORY_LIMIT || object.raw.size > IN_MEMORY_LIMIT) return null;

@@ -1,11 +1,23 @@
 import { finished, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { PgkeepError } from '../errors.js';
-import type { BackupObject } from '../repository/manifest.js';
 import type { Storage } from '../storage/storage.js';
 import { decryptStream, type AgeIdentity } from './age.js';
-import { HashCounter } from './hash-counter.js';
+import { HashCounter, type Digest } from './hash-counter.js';
 import type { ZstdCodec } from './zstd.js';
+
+/**
+ * What the pipeline checks a stored object against: its name (for messages),
+ * the raw and stored sizes and SHA-256s, and whether it is encrypted. A
+ * manifest's object record is one; the pipeline knows no manifest.
+ */
+export interface ObjectToLoad {
+  name: string;
+  raw: Digest;
+  stored: Digest;
+  /** Not null: the object is age-encrypted. */
+  encryption: object | null;
+}
 
 export interface LoadOptions {
   codec: ZstdCodec;
@@ -23,7 +35,7 @@ export interface LoadOptions {
  * that fails (after the storage's own retries) rejects with the storage's error
  * (readError), never CHECKSUM_MISMATCH.
  */
-export async function loadStream(storage: Storage, key: string, object: BackupObject, sink: Writable, options: LoadOptions): Promise<void> {
+export async function loadStream(storage: Storage, key: string, object: ObjectToLoad, sink: Writable, options: LoadOptions): Promise<void> {
   let input: Readable;
   try {
     input = await storage.get(key);
@@ -84,7 +96,7 @@ export function readError(name: string, error: unknown): PgkeepError {
 }
 
 /** The identities to decrypt `object` with; CONFIG_INVALID naming what to pass when there are none. */
-export function requireIdentities(object: Pick<BackupObject, 'name'>, identities: AgeIdentity[] | undefined): AgeIdentity[] {
+export function requireIdentities(object: Pick<ObjectToLoad, 'name'>, identities: AgeIdentity[] | undefined): AgeIdentity[] {
   if (!identities || identities.length === 0) {
     throw new PgkeepError('CONFIG_INVALID', `object ${object.name} is encrypted: pass --identity FILE, or set PGKEEP_AGE_IDENTITY_FILE or PGKEEP_PASSPHRASE`);
   }
