@@ -68,28 +68,46 @@ const IMPORT_RULES = [
 ];
 
 /**
- * Rules whose last violations are being removed by the restructuring of
- * issue 16: off until main is clean for them, then taken out of this list.
+ * Files that still break a rule while the restructuring of issue 16 removes
+ * their last violations: the rule holds for every other file (so no new
+ * violation gets in), and each file leaves this list once it is clean.
  */
-const PENDING = new Set([
-  'commands never import commands',
-]);
+const PENDING = {
+  'commands never import commands': [
+    // the restore family: restore-file, restore-globals, restore-test and extract share restore.ts's loading (the restore engine, src/restore/, is to take it)
+    'restore.ts', 'restore-file.ts', 'restore-globals.ts', 'restore-test.ts', 'extract.ts',
+    // verify --restore-test, PITR drills and copies of multi-repository sources
+    'verify.ts', 'verify-copies.ts', 'physical-restore-test.ts', 'pitr.ts', 'pitr-table.ts',
+    // backup --physical, backup --all-databases; prune's and wal-fetch's shared helpers
+    'backup.ts', 'backup-all.ts', 'prune.ts', 'wal-fetch.ts',
+  ].map((file) => `src/commands/${file}`),
+};
 
-const active = IMPORT_RULES.filter((rule) => !PENDING.has(rule.name));
+const pendingFiles = (rule) => PENDING[rule.name] ?? [];
 
-/** One config per folder: a file is in exactly one folder, so its rules are gathered there (a later config would replace an earlier one's options). */
-const importConfigs = FOLDERS.map((folder) => {
-  const rules = active.filter((rule) => rule.from.includes(folder));
-  const files = folder === '.' ? ['src/*.ts'] : [`src/${folder}/**/*.ts`];
-  if (rules.length === 0) return { files, rules: {} };
+/** The two rules that state `rules` for `files`. */
+function importRules(rules) {
+  if (rules.length === 0) return {};
   return {
-    files,
-    rules: {
-      'no-restricted-imports': ['error', { patterns: rules.map((rule) => ({ regex: rule.forbid, message: rule.message })) }],
-      // import('...') is not an import declaration: the same paths, as syntax (a selector's regex cannot hold '/': \x2F).
-      'no-restricted-syntax': ['error', ...rules.map((rule) => ({ selector: `ImportExpression[source.value=/${rule.forbid.replaceAll('/', '\\x2F')}/]`, message: rule.message }))],
-    },
+    'no-restricted-imports': ['error', { patterns: rules.map((rule) => ({ regex: rule.forbid, message: rule.message })) }],
+    // import('...') is not an import declaration: the same paths, as syntax (a selector's regex cannot hold '/': \x2F).
+    'no-restricted-syntax': ['error', ...rules.map((rule) => ({ selector: `ImportExpression[source.value=/${rule.forbid.replaceAll('/', '\\x2F')}/]`, message: rule.message }))],
   };
+}
+
+/**
+ * One config per folder: a file is in exactly one folder, so its rules are
+ * gathered there (a later config would replace an earlier one's options).
+ * A pending file gets its folder's rules but the ones it is pending for.
+ */
+const importConfigs = FOLDERS.flatMap((folder) => {
+  const rules = IMPORT_RULES.filter((rule) => rule.from.includes(folder));
+  const files = folder === '.' ? ['src/*.ts'] : [`src/${folder}/**/*.ts`];
+  const pending = [...new Set(rules.flatMap(pendingFiles))];
+  return [
+    { files, ignores: pending, rules: importRules(rules) },
+    ...pending.map((file) => ({ files: [file], rules: importRules(rules.filter((rule) => !pendingFiles(rule).includes(file))) })),
+  ];
 });
 
 export default [
