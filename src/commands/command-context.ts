@@ -1,6 +1,7 @@
 import type { Writable } from 'node:stream';
 import { keySettings, type KeySettings, type Settings } from '../config/settings.js';
 import type { CommandRegistry } from '../registry/registry.js';
+import type { RepositoryStorage } from '../repository/repo-info.js';
 
 /** Live progress of a long job, for a progress bar or the daemon's job view. */
 export interface Progress {
@@ -46,4 +47,16 @@ export function quietContext(settings: Settings, signal: AbortSignal = new Abort
     progress: () => undefined,
     confirm: async () => false,
   };
+}
+
+/**
+ * What the WAL commands need. Deliberately smaller than CommandContext: they
+ * run once per segment from archive_command / restore_command and must start
+ * fast, so they load neither the config schema nor the Repository class.
+ */
+export interface WalContext {
+  storage: RepositoryStorage;
+  source: string;
+  keys: KeySettings;
+  signal: AbortSignal;
 }

@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import * as path from 'node:path';
-import type { KeySettings } from '../config/settings.js';
 import { PgkeepError } from '../errors.js';
 import type { AgeRecipient } from '../pipeline/age.js';
 import { encodeFileInMemory } from '../pipeline/encode-file-in-memory.js';
@@ -12,18 +11,9 @@ import { readSegmentHeader, walFileKind } from '../postgres/wal-file.js';
 import { readRepoInfo, writeRecipients } from '../repository/repo-info.js';
 import { WalArchive, type PushOutcome, type StoreWalObject } from '../repository/wal-archive.js';
 import type { RepositoryStorage } from '../repository/repo-info.js';
+import type { WalContext } from './command-context.js';
 
-/**
- * What the WAL commands need. Deliberately smaller than CommandContext: they
- * run once per segment from archive_command / restore_command and must start
- * fast, so they load neither the config schema nor the Repository class.
- */
-export interface WalContext {
-  storage: RepositoryStorage;
-  source: string;
-  keys: KeySettings;
-  signal: AbortSignal;
-}
+export type { WalContext } from './command-context.js';
 
 /**
  * zstd level for WAL: 1, not the backups' 3. Archiving must keep pace with the
