@@ -9,7 +9,7 @@ import { hasRetentionRules } from '../retention/retention-policy.js';
 import type { CommandContext } from './command-context.js';
 import { resolveSource, type ResolvedSource } from '../config/settings.js';
 import { withDatabase } from '../postgres/connection-info.js';
-import { cleanLeftovers } from './clean-leftovers.js';
+import { cleanLeftovers } from '../local/clean-leftovers.js';
 import { sourcesWithRepositories } from '../repository/source-repositories.js';
 import { z } from 'zod';
 import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';

@@ -23,7 +23,7 @@ import { applyDatabaseState, describeLocale, formatAcl, missingRoles, rolesNamed
 import { timestampPart } from '../repository/backup-id.js';
 import { databaseStateOf, requireLogical, type LogicalManifest as Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
-import { runBackup } from './backup.js';
+import { runBackup } from '../backup/logical-backup.js';
 import { acquireSourceLock, type SourceLock } from '../repository/source-lock.js';
 import { applyGlobals } from './restore-globals.js';
 import type { GlobalsReport } from '../postgres/globals-sql.js';
@@ -35,7 +35,7 @@ import type { CommandContext } from './command-context.js';
 import { makeTempFolder } from '../local/temp-folders.js';
 import { faultPoint } from '../fault-points.js';
 import { markDatabase, newMarker, unmarkDatabase } from '../postgres/restore-leftovers.js';
-import { cleanLeftovers } from './clean-leftovers.js';
+import { cleanLeftovers } from '../local/clean-leftovers.js';
 import { z } from 'zod';
 import { resolveSource } from '../config/settings.js';
 import { listOf, requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';

@@ -15,7 +15,7 @@ import { writeManifestHead, type PhysicalManifest } from '../repository/manifest
 import type { Repository } from '../repository/repository.js';
 import { WalArchive } from '../repository/wal-archive.js';
 import { PGKEEP_VERSION } from '../version.js';
-import type { CommandContext } from './command-context.js';
+import type { CommandContext } from '../commands/command-context.js';
 import { readIdentities } from '../repository/repository-keys.js';
 import { writeRecipients } from '../repository/repo-info.js';
 import { noManifestKeys, writerManifestKeys } from '../repository/repository-keys.js';

@@ -6,8 +6,8 @@ import { withDatabase } from '../postgres/connection-info.js';
 import { dumpGlobals } from '../postgres/dump-globals.js';
 import { withClient } from '../postgres/pg-client.js';
 import { makeBackupId } from '../repository/backup-id.js';
-import { globalsPlan, runBackup, type BackupRequest, type GlobalsPlan } from './backup.js';
-import type { CommandContext } from './command-context.js';
+import { globalsPlan, runBackup, type BackupRequest, type GlobalsPlan } from './logical-backup.js';
+import type { CommandContext } from '../commands/command-context.js';
 import { openRepositories } from '../repository/open-repository.js';
 import { makeTempFolder } from '../local/temp-folders.js';
 

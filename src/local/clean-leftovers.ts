@@ -2,8 +2,14 @@ import type { ConnectionInfo } from '../postgres/connection-info.js';
 import { withClient } from '../postgres/pg-client.js';
 import { cleanRestoreLeftovers } from '../postgres/restore-leftovers.js';
 import { throwIfAborted } from '../errors.js';
-import { removeStaleTempFolders } from '../local/temp-folders.js';
-import type { CommandContext } from './command-context.js';
+import { removeStaleTempFolders } from './temp-folders.js';
+
+/** Where the cleanup reports (a command's context has these). */
+export interface LeftoverReport {
+  info(message: string): void;
+  warn(message: string): void;
+  signal: AbortSignal;
+}
 
 /**
  * What interrupted runs left: temporary databases on this server (only
@@ -11,7 +17,7 @@ import type { CommandContext } from './command-context.js';
  * folders of dead pgkeep processes. Each removal is reported; what cannot be
  * removed is a warning, never a failure of the command that found it.
  */
-export async function cleanLeftovers(ctx: CommandContext, admin: ConnectionInfo, tempDir: string | undefined): Promise<void> {
+export async function cleanLeftovers(ctx: LeftoverReport, admin: ConnectionInfo, tempDir: string | undefined): Promise<void> {
   try {
     const report = await withClient(admin, (client) => cleanRestoreLeftovers(client), ctx.signal);
     for (const line of report.done) ctx.info(`leftover of an interrupted run: ${line}`);
