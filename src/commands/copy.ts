@@ -6,7 +6,7 @@ import { PgkeepError, throwIfAborted } from '../errors.js';
 import { HashCounter } from '../pipeline/hash-counter.js';
 import { discardSink } from '../pipeline/load-stream.js';
 import type { AgeIdentity } from '../pipeline/age.js';
-import type { BackupObject, Manifest } from '../repository/manifest.js';
+import { backupDatabaseName, type BackupObject, type Manifest } from '../repository/manifest.js';
 import { Repository, type EncryptionInfo } from '../repository/repository.js';
 import type { SourceLock } from '../repository/source-lock.js';
 import { repositoryAt, type RepositoryLocation } from '../repository/open-repository.js';
@@ -99,7 +99,7 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
   try {
     throwIfAborted(signal);
     lock = await to.lockSource(manifest.source, 'copy');
-    await to.ensureSource(manifest.source, manifest.kind === 'logical' ? manifest.database.name : '(cluster)');
+    await to.ensureSource(manifest.source, backupDatabaseName(manifest));
 
     const existing = await existingManifest(to, manifest);
     if (existing) {

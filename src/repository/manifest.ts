@@ -255,6 +255,65 @@ export function manifestState(state: DatabaseState): NonNullable<LogicalManifest
   return { ...rest, localeProvider: rest.localeProvider ?? 'libc', locale: rest.locale ?? null, icuRules: rest.icuRules ?? null };
 }
 
+/**
+ * Upgrades of stored manifests, keyed on the format they upgrade from: each
+ * takes a manifest of format N to format N + 1. Format 1 is the first and the
+ * current one, so there is none yet; a format 2 adds `1: (m) => ({ ...m, format: 2, … })`
+ * and keeps every older manifest readable (test/unit/manifest-upgrade.test.ts
+ * reads the stored manifests of test/support/fixtures/manifests/).
+ */
+const UPGRADES: Readonly<Record<number, (manifest: Record<string, unknown>) => Record<string, unknown>>> = {};
+
+/**
+ * A manifest as stored (parsed JSON) brought to the current format, then
+ * checked against the schema. Errors say what is wrong in words (the caller
+ * names the backup): MANIFEST_INVALID for a damaged one, REPO_FORMAT for one
+ * written by a newer pgkeep.
+ */
+export function upgradeManifest(raw: unknown): Manifest {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new PgkeepError('MANIFEST_INVALID', 'its manifest is not a JSON object');
+  let manifest = raw as Record<string, unknown>;
+  const format = manifest.format;
+  if (typeof format !== 'number' || !Number.isInteger(format) || format < 1) {
+    throw new PgkeepError('MANIFEST_INVALID', `its manifest is invalid at format: expected a format number, got ${JSON.stringify(format)}`);
+  }
+  if (format > MANIFEST_FORMAT) throw new PgkeepError('REPO_FORMAT', `it has manifest format ${format}; this pgkeep reads format ${MANIFEST_FORMAT}: upgrade pgkeep`);
+  for (let from = format; from < MANIFEST_FORMAT; from++) {
+    const upgrade = UPGRADES[from];
+    if (!upgrade) throw new PgkeepError('MANIFEST_INVALID', `its manifest has format ${from}, which no pgkeep wrote`);
+    manifest = upgrade(manifest);
+  }
+  const parsed = ManifestSchema.safeParse(manifest);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new PgkeepError('MANIFEST_INVALID', `its manifest is invalid at ${issue.path.join('.') || 'the top level'}: ${issue.message}`);
+  }
+  return parsed.data;
+}
+
+/** Physical manifests only. */
+export function isPhysical(manifest: Manifest): manifest is PhysicalManifest {
+  return manifest.kind === 'physical';
+}
+
+/**
+ * From when a backup can be recovered: a physical backup becomes consistent
+ * at its stop time (recovery targets before it cannot be reached from it); a
+ * logical one is a snapshot, taken by the time it finished.
+ */
+export function consistentAt(manifest: Manifest): string {
+  if (manifest.kind === 'physical') {
+    const stop = Date.parse(manifest.physical.stopTime);
+    if (!Number.isNaN(stop)) return new Date(stop).toISOString();
+  }
+  return manifest.finishedAt;
+}
+
+/** The database a backup holds ('(cluster)' for a physical backup: all of them). */
+export function backupDatabaseName(manifest: Manifest): string {
+  return manifest.kind === 'logical' ? manifest.database.name : '(cluster)';
+}
+
 /** The logical manifest, or a clear error naming the command that handles a physical backup. */
 export function requireLogical(manifest: Manifest, what: string): LogicalManifest {
   if (manifest.kind === 'logical') return manifest;

@@ -7,7 +7,7 @@ import type { Readable as ReadableStream } from 'node:stream';
 import { joinKey, readObject, type PutOptions, type Storage } from '../storage/storage.js';
 import { PGKEEP_VERSION } from '../version.js';
 import { isBackupId, validateBackupId } from './backup-id.js';
-import { ManifestSchema, MANIFEST_FORMAT, type Manifest } from './manifest.js';
+import { upgradeManifest, type Manifest } from './manifest.js';
 import { authenticate, canonicalManifest, checksumMatches, sealManifest, type ManifestKey } from './manifest-integrity.js';
 import { WalArchive } from './wal-archive.js';
 import { acquireSourceLock, inspectSourceLock, type LockOwner, type SourceLock } from './source-lock.js';
@@ -222,26 +222,24 @@ export class Repository {
       if (error instanceof PgkeepError) throw error;
       throw damage(source, id, `its manifest (${key}) is not valid JSON`, error);
     }
-    const format = (raw as { format?: unknown })?.format;
-    if (typeof format === 'number' && format > MANIFEST_FORMAT) {
-      throw new PgkeepError('REPO_FORMAT', `backup ${id} has manifest format ${format}; this pgkeep reads format ${MANIFEST_FORMAT}: upgrade pgkeep`, { details: { source, id } });
-    }
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw damage(source, id, 'its manifest is not a JSON object');
-    const parsed = ManifestSchema.safeParse(raw);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0]!;
-      throw damage(source, id, `its manifest is invalid at ${issue.path.join('.') || 'the top level'}: ${issue.message}`);
+    let manifest: Manifest;
+    try {
+      manifest = upgradeManifest(raw);
+    } catch (error) {
+      if (!(error instanceof PgkeepError)) throw error;
+      if (error.code === 'REPO_FORMAT') throw new PgkeepError('REPO_FORMAT', `backup ${id} ${error.message.replace(/^it /, '')}`, { details: { source, id } });
+      throw damage(source, id, error.message.replace(/^it /, ''));
     }
     // The checksum over the text as written (the file's key order), not over what zod made of it.
     const canonical = canonicalManifest(raw as Record<string, unknown>);
-    if (!checksumMatches(canonical, parsed.data.integrity)) {
+    if (!checksumMatches(canonical, manifest.integrity)) {
       throw damage(source, id, 'its manifest was changed after pgkeep wrote it (its checksum does not match)');
     }
-    written.set(parsed.data, { canonical, text });
-    if (parsed.data.id !== id || parsed.data.source !== source) {
-      throw damage(source, id, `its manifest names backup ${parsed.data.source}/${parsed.data.id} (moved or copied by hand)`);
+    written.set(manifest, { canonical, text });
+    if (manifest.id !== id || manifest.source !== source) {
+      throw damage(source, id, `its manifest names backup ${manifest.source}/${manifest.id} (moved or copied by hand)`);
     }
-    return parsed.data;
+    return manifest;
   }
 
   /**

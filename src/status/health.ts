@@ -1,6 +1,6 @@
 import type { HealthThresholds } from '../config/health-settings.js';
 import { toPgkeepError } from '../errors.js';
-import type { Manifest } from '../repository/manifest.js';
+import { consistentAt, isPhysical, type Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { readSourceCatalog, type SourceCatalog } from '../repository/source-catalog.js';
 import type { Verification } from '../repository/verification.js';
@@ -259,13 +259,8 @@ export function assessHealth(source: string, facts: readonly RepositoryFacts[], 
     window: null,
   };
   // The window: from the moment the oldest physical backup became consistent to the newest archived WAL.
-  // Read loosely: physical manifests (issue 5) record `physical.stopTime`; until they exist there is no window.
-  const physical = all.map((b) => b.manifest).filter((m) => (m.kind as string) === 'physical');
+  const physical = all.map((b) => b.manifest).filter(isPhysical);
   if (lastWal !== undefined && physical.length > 0) {
-    const consistentAt = (m: Manifest) => {
-      const stop = Date.parse((m as unknown as { physical?: { stopTime?: string } }).physical?.stopTime ?? '');
-      return Number.isNaN(stop) ? m.finishedAt : new Date(stop).toISOString();
-    };
     const from = physical.map(consistentAt).sort()[0]!;
     if (from <= pitr.lastArchivedAt!) pitr.window = { from, to: pitr.lastArchivedAt! };
   }
