@@ -78,8 +78,6 @@ const PENDING = {
     'restore.ts', 'restore-file.ts', 'restore-globals.ts', 'restore-test.ts', 'extract.ts',
     // verify --restore-test, PITR drills and copies of multi-repository sources
     'verify.ts', 'verify-copies.ts', 'physical-restore-test.ts', 'pitr.ts', 'pitr-table.ts',
-    // backup --physical, backup --all-databases; prune's leftover clean-up
-    'backup.ts', 'backup-all.ts', 'prune.ts',
   ].map((file) => `src/commands/${file}`),
 };
 
