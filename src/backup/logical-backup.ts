@@ -406,11 +406,7 @@ async function dumpToRepositories(
   /** Stores one input in every live repository; `object` names it per repository. */
   const storeEverywhere = async (input: Parameters<typeof storeStreamTee>[1], object: (suffix: string) => Omit<BackupObject, 'raw' | 'stored' | 'compression' | 'encryption'>, extra: Partial<Parameters<typeof storeStreamTee>[2]>) => {
     const current = live();
-    const storeTargets: StoreTarget[] = current.map((p) => ({
-      storage: p.target.repository.storage,
-      key: p.target.repository.objectKey(source.name, id, object(p.suffix).name),
-      encrypt: p.recipients,
-    }));
+    const storeTargets: StoreTarget[] = current.map((p) => p.target.repository.storeTarget(source.name, id, object(p.suffix).name, p.recipients ?? null));
     let results;
     try {
       results = await storeStreamTee(storeTargets, input, { ...store, ...extra });

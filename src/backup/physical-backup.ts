@@ -114,7 +114,7 @@ export async function runPhysicalBackup(ctx: CommandContext, repository: Reposit
     const codec = defaultZstd();
     const recipients = writeRecipients(repository);
     const objectName = `base.tar${recipients ? '.zst.age' : '.zst'}`;
-    const [stored] = await storeStreamTee([{ storage: repository.storage, key: repository.objectKey(source.name, backupId, objectName), encrypt: recipients }], basebackup.stdout!, {
+    const [stored] = await storeStreamTee([repository.storeTarget(source.name, backupId, objectName, recipients ?? null)], basebackup.stdout!, {
       codec,
       level: request.compressLevel ?? source.backup.compressLevel ?? DEFAULT_ZSTD_LEVEL,
       signal,

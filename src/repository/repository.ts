@@ -10,6 +10,8 @@ import { isBackupId, validateBackupId } from './backup-id.js';
 import { upgradeManifest, type Manifest } from './manifest.js';
 import { authenticate, canonicalManifest, checksumMatches, sealManifest, type ManifestKey } from './manifest-integrity.js';
 import { WalArchive } from './wal-archive.js';
+import type { AgeRecipient } from '../pipeline/age.js';
+import type { StoreTarget } from '../pipeline/store-stream.js';
 import { acquireSourceLock, inspectSourceLock, type LockOwner, type SourceLock } from './source-lock.js';
 import { VerificationSchema, verificationFileName, type Verification, type VerificationInput } from './verification.js';
 
@@ -440,6 +442,14 @@ export class Repository {
   /** Removes the folder of an incomplete backup (a leftover prune chose): call holding the source lock. */
   async removeIncompleteBackup(source: string, id: string): Promise<void> {
     await this.storage.removeFolder(this.backupFolder(source, id));
+  }
+
+  /**
+   * Where one object of a backup being written goes, for the pipeline
+   * (store-stream.ts writes the bytes; the repository chooses the key).
+   */
+  storeTarget(source: string, id: string, object: string, encrypt: AgeRecipient[] | null): StoreTarget {
+    return { storage: this.storage, key: this.objectKey(source, id, object), encrypt };
   }
 
   /** Whether the backup's manifest exists (complete backup), without reading it. */
