@@ -7,11 +7,13 @@ import type { Readable as ReadableStream } from 'node:stream';
 import { joinKey, readObject, type PutOptions, type Storage } from '../storage/storage.js';
 import { PGKEEP_VERSION } from '../version.js';
 import { isBackupId, validateBackupId } from './backup-id.js';
-import { upgradeManifest, type Manifest } from './manifest.js';
+import { upgradeManifest, type BackupObject, type Manifest } from './manifest.js';
 import { authenticate, canonicalManifest, checksumMatches, sealManifest, type ManifestKey } from './manifest-integrity.js';
 import { WalArchive } from './wal-archive.js';
 import type { AgeRecipient } from '../pipeline/age.js';
 import type { StoreTarget } from '../pipeline/store-stream.js';
+import { loadStream, type LoadOptions } from '../pipeline/load-stream.js';
+import type { Writable } from 'node:stream';
 import { acquireSourceLock, inspectSourceLock, type LockOwner, type SourceLock } from './source-lock.js';
 import { VerificationSchema, verificationFileName, type Verification, type VerificationInput } from './verification.js';
 
@@ -450,6 +452,24 @@ export class Repository {
    */
   storeTarget(source: string, id: string, object: string, encrypt: AgeRecipient[] | null): StoreTarget {
     return { storage: this.storage, key: this.objectKey(source, id, object), encrypt };
+  }
+
+  /**
+   * Streams one object of a backup into `sink`, checked against the manifest
+   * (stored and raw SHA-256, decrypted and decompressed): load-stream.ts over
+   * this repository's storage. For restore, pitr, verify.
+   */
+  loadObject(manifest: Pick<Manifest, 'source' | 'id'>, object: BackupObject, sink: Writable, options: LoadOptions): Promise<void> {
+    return loadStream(this.storage, this.objectKey(manifest.source, manifest.id, object.name), object, sink, options);
+  }
+
+  /** When the newest file of a source's WAL archive was written (undefined when it holds none): status's archive lag. */
+  async lastWalWrittenAt(source: string): Promise<Date | undefined> {
+    let last: number | undefined;
+    for await (const entry of this.storage.list(joinKey('sources', source, 'wal'), { recursive: true })) {
+      if (entry.kind === 'object') last = Math.max(last ?? 0, entry.modified.getTime());
+    }
+    return last === undefined ? undefined : new Date(last);
   }
 
   /** Whether the backup's manifest exists (complete backup), without reading it. */

@@ -4,7 +4,6 @@ import { consistentAt, isPhysical, type Manifest } from '../repository/manifest.
 import type { Repository } from '../repository/repository.js';
 import { readSourceCatalog, type SourceCatalog } from '../repository/source-catalog.js';
 import type { Verification } from '../repository/verification.js';
-import { joinKey } from '../storage/storage.js';
 import { formatAge, formatBytes } from '../format/human-format.js';
 
 // The thresholds' shape belongs to the config that sets them (config reads no one).
@@ -133,11 +132,7 @@ async function readRepositoryFacts(repository: Repository, source: string): Prom
     // a restore test of an older backup can only be newer if it ran later: keep looking only while one could be
     if (lastRestoreTest && backup.finishedAt < lastRestoreTest.finishedAt) break;
   }
-  let lastWal: number | undefined;
-  for await (const entry of repository.storage.list(joinKey('sources', source, 'wal'), { recursive: true })) {
-    if (entry.kind === 'object') lastWal = Math.max(lastWal ?? 0, entry.modified.getTime());
-  }
-  return { location: repository.location, catalog, lastVerification, lastRestoreTest, lastWalAt: lastWal === undefined ? undefined : new Date(lastWal) };
+  return { location: repository.location, catalog, lastVerification, lastRestoreTest, lastWalAt: await repository.lastWalWrittenAt(source) };
 }
 
 /** The options that make two logical backups comparable in size (same selection, same format). */
