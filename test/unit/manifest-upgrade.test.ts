@@ -1,11 +1,15 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { PgkeepError } from '../../src/errors.js';
 import { backupDatabaseName, consistentAt, isPhysical, MANIFEST_FORMAT, upgradeManifest } from '../../src/repository/manifest.js';
 import { canonicalManifest, checksumMatches } from '../../src/repository/manifest-integrity.js';
+import { Repository } from '../../src/repository/repository.js';
+import { openStorage } from '../../src/storage/open-storage.js';
 
 // Real manifests written by this pgkeep (test/support/make-manifest-fixtures.ts made them): every later
 // pgkeep must keep reading them, through upgradeManifest.
@@ -58,5 +62,23 @@ describe('stored manifests', () => {
     assert.throws(() => upgradeManifest({ ...stored('logical'), format: 0 }), isCode('MANIFEST_INVALID', /format/));
     assert.throws(() => upgradeManifest([]), isCode('MANIFEST_INVALID', /not a JSON object/));
     assert.throws(() => upgradeManifest({ ...stored('physical'), objects: 'none' }), isCode('MANIFEST_INVALID', /invalid at objects/));
+  });
+
+  it('a repository reads each stored manifest as written (the text kept byte for byte for copy)', async () => {
+    const folder = await mkdtemp(path.join(tmpdir(), 'pgkeep-manifest-fixtures-'));
+    after(() => rm(folder, { recursive: true, force: true }));
+    const repository = await Repository.open(openStorage(folder), { createIfEmpty: true });
+    for (const name of ['logical', 'physical', 'encrypted']) {
+      const raw = stored(name);
+      const backup = path.join(folder, 'sources', String(raw.source), 'backups', String(raw.id));
+      await mkdir(backup, { recursive: true });
+      await writeFile(path.join(backup, 'manifest.json'), readFileSync(path.join(FIXTURES, `${name}.json`)));
+      const read = await repository.readManifest(String(raw.source), String(raw.id));
+      assert.deepEqual(read, upgradeManifest(raw));
+    }
+    // an edited manifest is refused by its checksum, naming the backup
+    const raw = stored('logical');
+    await writeFile(path.join(folder, 'sources', String(raw.source), 'backups', String(raw.id), 'manifest.json'), JSON.stringify({ ...raw, labels: ['edited'] }));
+    await assert.rejects(repository.readManifest(String(raw.source), String(raw.id)), isCode('MANIFEST_INVALID', /checksum does not match/));
   });
 });
