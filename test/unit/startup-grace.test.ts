@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { relativeTime } from '../../src/server/dashboard/dashboard-views.js';
 import type { Finding } from '../../src/status/health.js';
-import { inStartupGrace, withStartupGrace } from '../../src/status/startup-grace.js';
+import { inStartupGrace, START_SLACK_MS, withStartupGrace } from '../../src/status/startup-grace.js';
 
 const findings: Finding[] = [
   { source: 'db01', code: 'NO_BACKUP', message: 'no successful backup yet' },
@@ -22,8 +22,12 @@ describe('start-up grace', () => {
     assert.equal(inStartupGrace({ firstRunAt: soon, backupEnded: true, backupActive: false }, later), false);
     assert.equal(withStartupGrace(findings, { firstRunAt: soon, backupEnded: true, backupActive: false }, later).length, 2);
   });
-  test('the first run came and nothing ran (skipped, serve busy): the grace is over', () => {
-    assert.equal(inStartupGrace({ firstRunAt: soon, backupEnded: false, backupActive: false }, new Date('2026-12-04T22:00:16Z')), false);
+  test('the first run\'s time came and its job is not there yet (the timer fires late): still in grace, for a minute', () => {
+    assert.equal(inStartupGrace({ firstRunAt: soon, backupEnded: false, backupActive: false }, new Date('2026-12-04T22:00:16Z')), true);
+    assert.equal(inStartupGrace({ firstRunAt: soon, backupEnded: false, backupActive: false }, new Date(soon.getTime() + START_SLACK_MS - 1)), true);
+  });
+  test('the first run came and nothing ran within a minute (skipped, serve busy): the grace is over', () => {
+    assert.equal(inStartupGrace({ firstRunAt: soon, backupEnded: false, backupActive: false }, new Date(soon.getTime() + START_SLACK_MS)), false);
   });
   test('no backup schedule: no grace', () => {
     assert.equal(withStartupGrace(findings, { firstRunAt: undefined, backupEnded: false, backupActive: false }, now).length, 2);
