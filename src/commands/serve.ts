@@ -15,13 +15,13 @@ import { assertSafeBind, buildHttpServer } from '../server/http-server.js';
 import { registerDashboard } from '../server/dashboard/register-dashboard.js';
 import { serveDashboardDeps } from '../server/dashboard/serve-dashboard-deps.js';
 import { PgkeepMetrics } from '../server/metrics.js';
-import { collectSourceStatus, type SourceStatus } from '../status/health.js';
+import { FleetCatalog } from '../status/fleet-catalog.js';
+import type { SourceStatus } from '../status/health.js';
 import { withStartupGrace, type GraceState } from '../status/startup-grace.js';
 import { PGKEEP_VERSION } from '../version.js';
-import { quietContext, type CommandContext } from './command-context.js';
+import type { CommandContext } from './command-context.js';
 import { openRepositoriesSettled } from '../repository/open-repository.js';
 import { runJob, settingsForSource } from '../registry/run-job.js';
-import type { CommandRegistry } from '../registry/registry.js';
 import { withRunSignal } from '../run-signal.js';
 import { sourcesWithRepositories } from '../repository/source-repositories.js';
 import { z } from 'zod';
@@ -47,10 +47,8 @@ export interface ServeResult {
   missed: MissedRun[];
 }
 
-/** Re-reading every repository on each scrape would be heavy: the status is reused this long. */
-const STATUS_TTL_MS = 15_000;
-/** Health is re-read this often, so alerts for stale backups fire without a `check` schedule. */
-const STATUS_INTERVAL_MS = 5 * 60_000;
+/** How long /ready waits for the catalog's first load before it reports it as loading (503). */
+const READY_LOAD_WAIT_MS = 2000;
 
 /**
  * `pgkeep serve`: the scheduler, the HTTP API and metrics, and alerts, in one
@@ -61,7 +59,8 @@ const STATUS_INTERVAL_MS = 5 * 60_000;
  *  2. open the job history in the state folder; build the schedules (bad cron → CONFIG_INVALID)
  *  3. with --once: run every schedule that is due, wait, return (failures → the first job's error)
  *  4. start the HTTP server, arm the schedules (missed runs logged, optional catch-up)
- *  5. after every job, and every 5 min: re-read the sources' status → metrics and alerts
+ *  5. the catalog (src/status/fleet-catalog.ts): loaded once, refreshed after each job of a
+ *     source and every serve.catalogRefresh for other writers → metrics, alerts, pages, API
  *  6. on the signal: stop accepting jobs, give running ones the grace period, cancel
  *     the rest (a cancelled backup removes what it wrote), close the server, return
  */
@@ -87,8 +86,6 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
   const sourceNames = await knownSources(settings);
   for (const source of sourceNames) metrics.declareSource(source, ['logical', ...(serve.schedules.some((s) => s.source === source && s.kind === 'physical') ? ['physical'] : [])]);
 
-  const statuses = new Map<string, SourceStatus>();
-  let statusReadAt = 0;
   // start-up grace (src/status/startup-grace.ts): no "no backup" alert before a source's first scheduled backup had its chance
   // filled from the schedules once the scheduler exists (below): the first backup run of each source
   const firstRunAt = new Map<string, Date>();
@@ -98,32 +95,34 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
     backupEnded: backupEnded.has(source),
     backupActive: scheduler.jobs().some((j) => j.source === source && isBackup(j.kind) && (j.state === 'queued' || j.state === 'running')),
   });
-  const applyStatus = async (read: SourceStatus) => {
+  /** A status as alerts and metrics count it: without "no backup" while the source is in its start-up grace. */
+  const graced = (read: SourceStatus): SourceStatus => {
     const findings = withStartupGrace(read.findings, graceOf(read.source), clock.now());
-    const status = { ...read, findings, healthy: findings.length === 0 };
-    statuses.set(status.source, status);
-    metrics.updateStatus([...statuses.values()]);
-    await alerter.update(`health:${status.source}`, problemsFromFindings(status.findings));
+    return { ...read, findings, healthy: findings.length === 0 };
   };
   // set by the signal: follow-up work queued after it (re-reading repositories) is dropped, so shutdown stays bounded
   let stopping = false;
-  const refreshStatus = async (only?: string) => {
-    for (const source of only ? [only] : sourceNames) {
-      if (stopping) return;
-      try {
-        const opened = await openRepositoriesSettled(settings, { source });
-        await applyStatus(await collectSourceStatus(source, opened, resolveHealthThresholds(settings, source), clock.now()));
-      } catch (error) {
-        log('error', `cannot read the status of ${source}: ${(error as Error).message}`);
-      }
-    }
-    if (!only) statusReadAt = clock.now().getTime();
-  };
+  // every source's backups, verifications, failures and health, in memory: no request reads a manifest
+  const catalog = new FleetCatalog({
+    sources: sourceNames.map((name) => ({ name, thresholds: resolveHealthThresholds(settings, name) })),
+    open: (source) => openRepositoriesSettled(settings, { source }),
+    now: () => clock.now(),
+    // each assessed status: its alerts, after what is already queued
+    onStatus: (status) => then(() => alerter.update(`health:${status.source}`, problemsFromFindings(graced(status).findings))),
+  });
   // alerts and metrics run after each job, one at a time so they never interleave
   let afterJobs: Promise<void> = Promise.resolve();
   /** Queues follow-up work; a failure is logged and never breaks the chain (or the process). */
   const then = (step: () => Promise<void>) => {
     afterJobs = afterJobs.then(() => (stopping ? undefined : step())).catch((error: unknown) => log('error', `after a job: ${(error as Error).message}`));
+  };
+  /** Waits for the follow-up work, including what it queued meanwhile (a refresh queues its alerts). */
+  const drained = async () => {
+    let seen: Promise<void>;
+    do {
+      seen = afterJobs;
+      await seen;
+    } while (seen !== afterJobs);
   };
   const onJobEnd = (job: Readonly<JobRecord>) => {
     metrics.recordJob(job);
@@ -131,7 +130,10 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
     then(async () => {
       const problems = job.kind === 'check' ? undefined : problemsFromJob(job);
       if (problems) await alerter.update(jobScope(job), problems);
-      if (job.state === 'succeeded' || job.state === 'failed') await refreshStatus(job.source);
+      // what the job wrote (a backup, a verification, a failure record, what prune removed): one listing, new records read
+      if (job.state === 'succeeded' || job.state === 'failed') await catalog.refresh(job.source);
+      // a skipped or cancelled backup may still end the start-up grace
+      else catalog.reassess(job.source);
     });
   };
 
@@ -165,7 +167,7 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
     ctx.signal.addEventListener('abort', onAbort, { once: true });
     await scheduler.idle();
     ctx.signal.removeEventListener('abort', onAbort);
-    await afterJobs;
+    await drained();
     await scheduler.stop(0);
     const ended = jobs.map((j) => scheduler.job(j.id)!);
     const failed = ended.filter((j) => j.state === 'failed');
@@ -179,13 +181,11 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
   }
 
   // 4. HTTP and schedules
-  const api = daemonApi(settings, registry, sourceNames, scheduler, metrics, async () => {
-    if (clock.now().getTime() - statusReadAt > STATUS_TTL_MS) await refreshStatus();
-  });
+  const api = daemonApi(settings, sourceNames, scheduler, metrics, catalog, graced);
   const hosts = new HostAllowlist({ listen: { host: serve.host, port: serve.port }, allowedHosts: serve.allowedHosts, trustProxy: serve.trustProxy, configHint: 'serve.allowedHosts or --allowed-host' });
   const app = buildHttpServer(api, { token: serve.token, protectProbes: serve.protectProbes, hosts, onRefuse: (line) => log('warn', line) });
   // the web dashboard at /, beside /api: its actions go through the same scheduler and need the same token
-  await registerDashboard(app, serveDashboardDeps(settings, registry, scheduler), { token: serve.token });
+  await registerDashboard(app, serveDashboardDeps(settings, registry, scheduler, catalog), { token: serve.token });
   try {
     await app.listen({ host: serve.host, port: serve.port });
   } catch (error) {
@@ -200,16 +200,22 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
   if (serve.schedules.length === 0) log('warn', 'no schedules configured (sources.<name>.schedule): serving the API only');
   const missed = scheduler.start({ catchUp: serve.catchUp });
 
-  // 5. periodic health
+  // 5. the catalog: the first load (in bounded slices, beside the HTTP side), then a refresh for other writers
+  // every serve.catalogRefresh (the next one is armed when this one ended: refreshes never pile up)
   let stopTimer = () => undefined as void;
   const periodic = () => {
-    stopTimer = clock.setTimer(STATUS_INTERVAL_MS, () => {
-      then(() => refreshStatus());
-      periodic();
+    stopTimer = clock.setTimer(serve.catalogRefreshMs, () => {
+      void catalog.refresh().then(() => {
+        if (!stopping) periodic();
+      });
     });
   };
-  then(() => refreshStatus());
-  periodic();
+  const loadStarted = performance.now();
+  void catalog.refresh().then(() => {
+    if (stopping) return;
+    log('info', `catalog: ${sourceNames.length} source(s), ${catalog.counts.manifests} manifest(s) read in ${((performance.now() - loadStarted) / 1000).toFixed(1)}s; refreshed every ${Math.round(serve.catalogRefreshMs / 1000)}s`);
+    periodic();
+  });
 
   // 6. until the signal
   await new Promise<void>((resolve) => {
@@ -219,6 +225,7 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
   log('info', `stopping: no new jobs; running jobs have ${Math.round(serve.graceMs / 1000)}s to finish`);
   stopping = true;
   stopTimer();
+  catalog.stop();
   // Bounded whatever happens: the grace period for the jobs, then a few seconds for the jobs to
   // wind down after cancellation and for the server to close; past that, serve returns anyway
   // (a job that ignores its signal must not hold the process past a systemd or Kubernetes stop timeout).
@@ -226,7 +233,7 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
   const finished = await deadline.race(
     (async () => {
       await scheduler.stop(serve.graceMs);
-      await afterJobs.catch(() => undefined);
+      await drained();
       await app.close();
     })(),
   );
@@ -262,35 +269,32 @@ async function knownSources(settings: Settings): Promise<string[]> {
   }
 }
 
-function daemonApi(settings: Settings, registry: CommandRegistry, sourceNames: string[], scheduler: Scheduler, metrics: PgkeepMetrics, freshStatus: () => Promise<void>): DaemonApi {
+function daemonApi(settings: Settings, sourceNames: string[], scheduler: Scheduler, metrics: PgkeepMetrics, catalog: FleetCatalog, graced: (status: SourceStatus) => SourceStatus): DaemonApi {
   const requireSource = (name: string) => {
     if (!sourceNames.includes(name)) throw new PgkeepError('SOURCE_UNKNOWN', `no source "${name}": the sources are ${sourceNames.join(', ')}`);
     return name;
   };
   const findBackup = async (id: string) => {
-    const errors: unknown[] = [];
-    for (const source of sourceNames) {
-      try {
-        return await registry.command('show').run(quietContext(settingsForSource(settings, source)), { ref: id });
-      } catch (error) {
-        errors.push(error);
-      }
-    }
-    // a source whose repository does not exist yet simply does not hold it
-    throw errors.find((e) => !['BACKUP_NOT_FOUND', 'REPO_MISSING'].includes(toPgkeepError(e).code)) ?? new PgkeepError('BACKUP_NOT_FOUND', `no backup ${id} in any source (${sourceNames.join(', ')})`);
+    await catalog.whenLoaded();
+    const found = catalog.findBackup(id);
+    if (!found) throw new PgkeepError('BACKUP_NOT_FOUND', `no backup ${id} in any source (${sourceNames.join(', ')})`);
+    return found;
   };
   return {
     version: PGKEEP_VERSION,
     startedAt: new Date(),
     async ready() {
       const checks: ReadyCheck[] = [{ name: 'config', ok: true }];
+      // the repositories as the catalog last read them (a short wait at start for its first load)
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([catalog.whenLoaded(), new Promise<void>((resolve) => (timer = setTimeout(resolve, READY_LOAD_WAIT_MS)))]);
+      clearTimeout(timer);
+      if (!catalog.loaded) checks.push({ name: 'catalog', ok: false, message: `loading: ${catalog.loadedCount} of ${sourceNames.length} source(s) read` });
       for (const source of sourceNames) {
         const own = settingsForSource(settings, source);
-        for (const opened of await openRepositoriesSettled(own, { source })) {
-          const failure = opened.repository ? undefined : toPgkeepError(opened.error);
+        for (const repository of catalog.repositories(source)) {
           // an empty location is fine: the first backup creates the repository there
-          const empty = failure?.code === 'REPO_MISSING';
-          checks.push({ name: `repository ${opened.url}`, ok: !failure || empty, message: empty ? 'empty: the first backup creates the repository' : failure?.message });
+          checks.push({ name: `repository ${repository.location}`, ok: !repository.error, message: repository.missing ? 'empty: the first backup creates the repository' : repository.error?.message });
         }
         try {
           const { connection } = resolveSource(own);
@@ -303,7 +307,9 @@ function daemonApi(settings: Settings, registry: CommandRegistry, sourceNames: s
       return checks;
     },
     async metrics() {
-      await freshStatus();
+      // from the catalog, never the repositories: a scrape costs the same with 10 or 10,000 backups
+      metrics.updateStatus(catalog.statuses().map(graced));
+      metrics.recordCatalog(catalog.counts);
       metrics.jobsRunning.set(scheduler.jobs().filter((j) => j.state === 'running').length);
       return { contentType: metrics.contentType, text: await metrics.text() };
     },
@@ -321,17 +327,12 @@ function daemonApi(settings: Settings, registry: CommandRegistry, sourceNames: s
       });
     },
     async backups(name) {
-      const listed = await registry.command('list').run(quietContext(settingsForSource(settings, requireSource(name))), {}).catch((error: unknown) => {
-        // no repository yet: the first backup creates it
-        if (toPgkeepError(error).code === 'REPO_MISSING') return { backups: [] };
-        throw error;
-      });
-      const { backups } = listed;
-      return backups.map((m) => ({ id: m.id, source: m.source, kind: m.kind, labels: m.labels, startedAt: m.startedAt, finishedAt: m.finishedAt, totals: m.totals }));
+      await catalog.whenLoaded(requireSource(name));
+      return catalog.backups(name).map(({ manifest: m }) => ({ id: m.id, source: m.source, kind: m.kind, labels: m.labels, startedAt: m.startedAt, finishedAt: m.finishedAt, totals: m.totals }));
     },
     async backup(id) {
-      const { manifest, pin } = await findBackup(id);
-      return { ...manifest, pinned: pin !== undefined };
+      const { manifest, pinned } = await findBackup(id);
+      return { ...manifest, pinned };
     },
     jobs: () => scheduler.jobs(),
     job: (id) => scheduler.job(id),

@@ -76,6 +76,11 @@ export const ServeSchema = z
     timeZone: z.string().min(1).optional(),
     /** Job history records kept (default 1000). */
     historyLimit: z.coerce.number().int().min(10).optional(),
+    /**
+     * How often serve's catalog looks for backups written by others (the CLI,
+     * another host on the same bucket): one listing per source (default 1m).
+     */
+    catalogRefresh: DurationText.optional(),
   })
   .strict();
 export type ServeConfig = z.infer<typeof ServeSchema>;

@@ -13,7 +13,7 @@ export interface ScheduleEntry {
 }
 
 /** Defaults of `serve:` (the issue's: 127.0.0.1:9187, stuck after 10 min). */
-export const SERVE_DEFAULTS = { host: '127.0.0.1', port: 9187, concurrency: 2, overlap: 'queue', stuckAfter: '10m', gracePeriod: '60s', historyLimit: 1000 } as const;
+export const SERVE_DEFAULTS = { host: '127.0.0.1', port: 9187, concurrency: 2, overlap: 'queue', stuckAfter: '10m', gracePeriod: '60s', historyLimit: 1000, catalogRefresh: '1m' } as const;
 
 /** The daemon's settings, resolved from `serve:` and the environment. */
 export interface ServeSettings {
@@ -34,6 +34,8 @@ export interface ServeSettings {
   catchUp: boolean;
   pruneAfterBackup: boolean;
   historyLimit: number;
+  /** How often the catalog lists every source's repositories for backups written by others (serve.catalogRefresh). */
+  catalogRefreshMs: number;
   schedules: ScheduleEntry[];
 }
 
@@ -83,6 +85,7 @@ export function resolveServeSettings(settings: Settings, overrides: ServeOverrid
     catchUp: serve.catchUp ?? false,
     pruneAfterBackup: serve.pruneAfterBackup ?? true,
     historyLimit: serve.historyLimit ?? SERVE_DEFAULTS.historyLimit,
+    catalogRefreshMs: parseDuration(serve.catalogRefresh ?? SERVE_DEFAULTS.catalogRefresh, 'serve.catalogRefresh').ms,
     schedules,
   };
 }

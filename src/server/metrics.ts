@@ -17,6 +17,7 @@ export const METRIC_NAMES = [
   'pgkeep_health_problems',
   'pgkeep_jobs_running',
   'pgkeep_job_skipped_total',
+  'pgkeep_catalog_reads_total',
 ] as const;
 
 /**
@@ -40,6 +41,9 @@ export class PgkeepMetrics {
   private readonly problems;
   readonly jobsRunning;
   private readonly skippedTotal;
+  private readonly catalogReads;
+  /** The catalog's counts already added to catalogReads. */
+  private readonly catalogSeen = { listings: 0, manifests: 0, records: 0 };
 
   constructor() {
     const registers = [this.registry];
@@ -58,6 +62,25 @@ export class PgkeepMetrics {
     this.problems = gauge('pgkeep_health_problems', 'Problems pgkeep status --check finds for the source', ['source']);
     this.jobsRunning = gauge('pgkeep_jobs_running', 'Jobs running now', []);
     this.skippedTotal = new Counter({ name: 'pgkeep_job_skipped_total', help: 'Scheduled or requested runs skipped by this process (serve.overlap: skip, a run already queued, stopping)', labelNames: ['source', 'kind'], registers });
+    this.catalogReads = new Counter({
+      name: 'pgkeep_catalog_reads_total',
+      help: 'Reads by serve\'s catalog: listings of a source\'s folder, manifests and other records read (pages and scrapes read none)',
+      labelNames: ['what'],
+      registers,
+    });
+    for (const what of ['listing', 'manifest', 'record']) this.catalogReads.inc({ what }, 0);
+  }
+
+  /** Brings pgkeep_catalog_reads_total up to the catalog's own counts. */
+  recordCatalog(counts: { listings: number; manifests: number; records: number }): void {
+    const add = (what: string, key: keyof typeof counts) => {
+      const delta = counts[key] - this.catalogSeen[key];
+      if (delta > 0) this.catalogReads.inc({ what }, delta);
+      this.catalogSeen[key] = counts[key];
+    };
+    add('listing', 'listings');
+    add('manifest', 'manifests');
+    add('record', 'records');
   }
 
   /** Sets the gauges from a fresh status of every source (sources gone from it are dropped). */

@@ -23,7 +23,11 @@ export class JobList {
   private readonly running = new Set<Promise<void>>();
   private next = 1;
 
-  constructor(private readonly keep = 50) {}
+  /** `onEnd`: told of each job that ended (serve refreshes its catalog of the job's source). */
+  constructor(
+    private readonly keep = 50,
+    private readonly onEnd?: (job: Readonly<JobView>) => void,
+  ) {}
 
   list(): JobView[] {
     return this.all.map((job) => ({ ...job, ...(job.state === 'running' ? { rate: rateOf(job) } : {}) })).reverse();
@@ -64,6 +68,7 @@ export class JobList {
       this.running.delete(tracked);
       const finished = this.all.filter((j) => j.state !== 'running');
       for (const old of finished.slice(0, Math.max(0, finished.length - this.keep))) this.all.splice(this.all.indexOf(old), 1);
+      this.onEnd?.(job);
     });
     this.running.add(tracked);
     return job.id;

@@ -2,18 +2,43 @@ import type { Settings } from '../../config/settings.js';
 import type { CommandRegistry } from '../../registry/registry.js';
 import type { JobRecord } from '../../scheduler/job-history.js';
 import type { Scheduler } from '../../scheduler/scheduler.js';
-import { commandDashboardDeps } from './command-dashboard-deps.js';
-import type { DashboardDeps, JobKind, JobView } from './dashboard-deps.js';
+import { PgkeepError } from '../../errors.js';
+import type { CatalogBackup } from '../../status/fleet-catalog.js';
+import type { SourceStatus } from '../../status/health.js';
+import { commandDashboardDeps, JobList } from './command-dashboard-deps.js';
+import type { BackupRow, DashboardDeps, JobKind, JobView, SourceOverview } from './dashboard-deps.js';
+
+/** What the dashboard reads of serve's catalog (src/status/fleet-catalog.ts). */
+export interface CatalogView {
+  readonly sources: readonly string[];
+  has(source: string): boolean;
+  whenLoaded(source?: string): Promise<void>;
+  status(source: string): SourceStatus | undefined;
+  backups(source: string): readonly CatalogBackup[];
+  /** After a pin or unpin: one listing of the source. */
+  refresh(source: string): Promise<void>;
+}
 
 /**
- * The dashboard's deps inside `pgkeep serve`: views read the repositories as
- * `pgkeep dashboard` does, but jobs are serve's own. "Backup now" and "restore
+ * The dashboard's deps inside `pgkeep serve`: views read serve's in-memory
+ * catalog (no page reads a manifest; a source's page costs the same with 1 or
+ * 500 sources, and with 10 or 10,000 backups), and jobs are serve's own. "Backup now" and "restore
  * test now" are submitted to the scheduler (no overlap with a scheduled run of
  * the same source, stuck-job watchdog, persistent history, alerts), the jobs
  * view lists the scheduler's jobs, and each source shows its next scheduled run.
  */
-export function serveDashboardDeps(settings: Settings, registry: CommandRegistry, scheduler: Scheduler): DashboardDeps {
-  const commands = commandDashboardDeps(settings, registry);
+export function serveDashboardDeps(settings: Settings, registry: CommandRegistry, scheduler: Scheduler, catalog: CatalogView): DashboardDeps {
+  // pin and unpin run as the dashboard's own jobs; what they changed is in the catalog once they end
+  const commands = commandDashboardDeps(settings, registry, new JobList(50, (job) => void catalog.refresh(job.source)));
+  const labelsOf = (source: string) => settings.config.sources?.[source]?.backup?.labels ?? settings.config.backup?.labels;
+  const overview = (source: string, next: Map<string, string>): SourceOverview | undefined => {
+    const status = catalog.status(source);
+    return status && { status, nextRunAt: next.get(source), labels: labelsOf(source), lastRestoreTestRestoreMs: status.lastRestoreTest?.restoreMs };
+  };
+  const known = (source: string) => {
+    if (!catalog.has(source)) throw new PgkeepError('SOURCE_UNKNOWN', `no source "${source}": the sources are ${catalog.sources.join(', ')}`);
+    return source;
+  };
   const nextRuns = () => {
     const next = new Map<string, string>();
     for (const s of scheduler.schedules()) {
@@ -23,14 +48,20 @@ export function serveDashboardDeps(settings: Settings, registry: CommandRegistry
   };
   return {
     async sources() {
+      await catalog.whenLoaded();
       const next = nextRuns();
-      return (await commands.sources()).map((overview) => ({ ...overview, nextRunAt: next.get(overview.status.source) ?? overview.nextRunAt }));
+      return catalog.sources.flatMap((source) => overview(source, next) ?? []);
     },
     async source(name) {
-      const overview = await commands.source!(name);
-      return { ...overview, nextRunAt: nextRuns().get(name) ?? overview.nextRunAt };
+      await catalog.whenLoaded(known(name));
+      const found = overview(name, nextRuns());
+      if (!found) throw new PgkeepError('SOURCE_UNKNOWN', `source "${name}" could not be read: pgkeep is stopping`);
+      return found;
     },
-    backups: (source) => commands.backups(source),
+    async backups(source) {
+      await catalog.whenLoaded(known(source));
+      return catalog.backups(source).map(backupRow);
+    },
     async jobs() {
       // the scheduler's jobs (newest first), and the dashboard's own pin/unpin
       const scheduled = scheduler.jobs().map((job) => jobView(registry, job)).filter((j): j is JobView => j !== undefined);
@@ -70,5 +101,24 @@ function jobView(registry: CommandRegistry, job: JobRecord): JobView | undefined
     rate: state === 'running' && seconds > 0 ? job.bytes / seconds : undefined,
     backupId: job.backupId,
     error: job.error ?? (job.state === 'skipped' ? { code: 'SKIPPED', message: `${job.skipped && job.skipped > 1 ? `${job.skipped} runs skipped since ${job.firstSkippedAt ?? job.queuedAt}, the last: ` : ''}${job.detail ?? 'skipped'}` } : undefined),
+  };
+}
+
+/** A backup of the catalog as a row of the backups view. */
+function backupRow({ manifest: m, repositories, pinned, verification: v }: CatalogBackup): BackupRow {
+  return {
+    id: m.id,
+    kind: m.kind,
+    name: m.name,
+    labels: m.labels,
+    startedAt: m.startedAt,
+    finishedAt: m.finishedAt,
+    durationMs: m.durationMs,
+    rawBytes: m.totals.rawBytes,
+    storedBytes: m.totals.storedBytes,
+    database: m.kind === 'logical' ? m.database.name : '(whole cluster)',
+    repositories,
+    pinned,
+    verification: v && { kind: v.kind, ok: v.ok, finishedAt: v.finishedAt, problem: v.problems[0], restoreMs: v.restore?.durationMs },
   };
 }
