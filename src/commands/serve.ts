@@ -107,9 +107,14 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
     sources: sourceNames.map((name) => ({ name, thresholds: resolveHealthThresholds(settings, name) })),
     open: (source) => openRepositoriesSettled(settings, { source }),
     now: () => clock.now(),
-    // each assessed status: its alerts, after what is already queued
-    onStatus: (status) => then(() => alerter.update(`health:${status.source}`, problemsFromFindings(graced(status).findings))),
+    // each assessed status: its alerts, after what is already queued; while a job's own refresh runs they wait for the
+    // job's end (its reassessment), so the job's alert, which names the error code, goes first
+    onStatus: (status) => {
+      if (!jobRefreshes.has(status.source)) then(() => alerter.update(`health:${status.source}`, problemsFromFindings(graced(status).findings)));
+    },
   });
+  /** Sources whose job is having its writes read into the catalog, with how many such jobs. */
+  const jobRefreshes = new Map<string, number>();
   // alerts and metrics run after each job, one at a time so they never interleave
   let afterJobs: Promise<void> = Promise.resolve();
   /** Queues follow-up work; a failure is logged and never breaks the chain (or the process). */
@@ -130,10 +135,9 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
     then(async () => {
       const problems = job.kind === 'check' ? undefined : problemsFromJob(job);
       if (problems) await alerter.update(jobScope(job), problems);
-      // what the job wrote (a backup, a verification, a failure record, what prune removed): one listing, new records read
-      if (job.state === 'succeeded' || job.state === 'failed') await catalog.refresh(job.source);
-      // a skipped or cancelled backup may still end the start-up grace
-      else catalog.reassess(job.source);
+      // the catalog read what the job wrote before the job ended (runner, below); the verdict again now
+      // that the job is over (it may end the start-up grace), and its alerts
+      catalog.reassess(job.source);
     });
   };
 
@@ -147,7 +151,19 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
     log,
     onJobEnd,
     // a job's storage requests honour the job's own signal: cancelling it aborts a stalled request at once
-    runner: (job, run) => withRunSignal(run.signal, () => runJob({ settings, registry, pruneAfterBackup: serve.pruneAfterBackup, log }, job, run)),
+    // then what the job wrote (a backup, a verification, a failure record, what prune removed) is read into the
+    // catalog before the job counts as ended: whoever sees the job succeed sees its backup (one listing, new records only)
+    runner: async (job, run) => {
+      try {
+        return await withRunSignal(run.signal, () => runJob({ settings, registry, pruneAfterBackup: serve.pruneAfterBackup, log }, job, run));
+      } finally {
+        jobRefreshes.set(job.source, (jobRefreshes.get(job.source) ?? 0) + 1);
+        await catalog.refresh(job.source);
+        const left = jobRefreshes.get(job.source)! - 1;
+        if (left > 0) jobRefreshes.set(job.source, left);
+        else jobRefreshes.delete(job.source);
+      }
+    },
   });
 
   for (const s of scheduler.schedules()) {
