@@ -15,6 +15,9 @@
  * times, sizes, peak RSS and ratios, then one PASS/FAIL line per target, and
  * exits 1 if a target fails. Method and results: docs/benchmarks.md.
  *
+ * --only fleet runs scripts/bench-fleet.ts (one `pgkeep serve` for 100 sources;
+ * its own options, see there).
+ *
  * --only wal instead times `pgkeep wal-push` and `pgkeep wal-fetch` per 16 MB
  * segment (as archive_command and restore_command run them: one process per
  * segment), on real segments written by the cluster, 20 × --runs of them.
@@ -844,6 +847,8 @@ async function walBench(ctx: RunContext, cluster: PgCluster, runs: number): Prom
 // ---------------------------------------------------------------------------
 
 async function main(): Promise<number> {
+  // --only fleet: one serve for a fleet, its own options (scripts/bench-fleet.ts)
+  if (/(^|\s)--only[= ]fleet(\s|$)/.test(process.argv.slice(2).join(' '))) return (await import('./bench-fleet.js')).fleetBench(process.argv.slice(2));
   let options: Options;
   try {
     options = parseOptions(process.argv.slice(2));
