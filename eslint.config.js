@@ -67,23 +67,7 @@ const IMPORT_RULES = [
   },
 ];
 
-/**
- * Files that still break a rule while the restructuring of issue 16 removes
- * their last violations: the rule holds for every other file (so no new
- * violation gets in), and each file leaves this list once it is clean.
- */
-const PENDING = {
-  'commands never import commands': [
-    // the restore family: restore-file, restore-globals, restore-test and extract share restore.ts's loading (the restore engine, src/restore/, is to take it)
-    'restore.ts', 'restore-file.ts', 'restore-globals.ts', 'restore-test.ts', 'extract.ts',
-    // verify --restore-test, PITR drills and copies of multi-repository sources
-    'verify.ts', 'verify-copies.ts', 'physical-restore-test.ts', 'pitr.ts', 'pitr-table.ts',
-  ].map((file) => `src/commands/${file}`),
-};
-
-const pendingFiles = (rule) => PENDING[rule.name] ?? [];
-
-/** The two rules that state `rules` for `files`. */
+/** The two rules that state `rules` for the files of a folder. */
 function importRules(rules) {
   if (rules.length === 0) return {};
   return {
@@ -93,20 +77,11 @@ function importRules(rules) {
   };
 }
 
-/**
- * One config per folder: a file is in exactly one folder, so its rules are
- * gathered there (a later config would replace an earlier one's options).
- * A pending file gets its folder's rules but the ones it is pending for.
- */
-const importConfigs = FOLDERS.flatMap((folder) => {
-  const rules = IMPORT_RULES.filter((rule) => rule.from.includes(folder));
-  const files = folder === '.' ? ['src/*.ts'] : [`src/${folder}/**/*.ts`];
-  const pending = [...new Set(rules.flatMap(pendingFiles))];
-  return [
-    { files, ignores: pending, rules: importRules(rules) },
-    ...pending.map((file) => ({ files: [file], rules: importRules(rules.filter((rule) => !pendingFiles(rule).includes(file))) })),
-  ];
-});
+/** One config per folder: a file is in exactly one folder, so its rules are gathered there (a later config would replace an earlier one's options). */
+const importConfigs = FOLDERS.map((folder) => ({
+  files: folder === '.' ? ['src/*.ts'] : [`src/${folder}/**/*.ts`],
+  rules: importRules(IMPORT_RULES.filter((rule) => rule.from.includes(folder))),
+}));
 
 export default [
   {

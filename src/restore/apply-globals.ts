@@ -1,7 +1,7 @@
 import type { ResolvedSource } from '../config/settings.js';
 import { isPgkeepError, PgkeepError } from '../errors.js';
 import type { AgeIdentity } from '../pipeline/age.js';
-import { childStdinSink, discardSink, loadStream } from '../pipeline/load-stream.js';
+import { childStdinSink, discardSink } from '../pipeline/load-stream.js';
 import { defaultZstd } from '../pipeline/zstd.js';
 import { libpqEnv, withDatabase } from '../postgres/connection-info.js';
 import { GlobalsFilter, type GlobalsReport } from '../postgres/globals-sql.js';
@@ -10,8 +10,8 @@ import { toolInfo } from '../postgres/pg-tools.js';
 import { startProcess } from '../postgres/run-process.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
-import type { CommandContext } from './command-context.js';
-import { feedChild, RESTORE_ERROR_LINE } from './restore.js';
+import type { CommandContext } from '../commands/command-context.js';
+import { feedChild, RESTORE_ERROR_LINE } from './feed-child.js';
 
 /**
  * restore --globals: applies the backup's roles (pg_dumpall --globals-only)
@@ -35,11 +35,10 @@ export async function applyGlobals(
   const admin = withDatabase(source.connection, 'postgres');
   const existing = await withClient(admin, async (client) => new Set((await client.query<{ name: string }>('SELECT rolname AS name FROM pg_catalog.pg_roles')).rows.map((r) => r.name)), ctx.signal);
   const filter = new GlobalsFilter(existing);
-  const key = repository.objectKey(manifest.source, manifest.id, object.name);
   const options = { codec: defaultZstd(), signal: ctx.signal, identities };
   if (!apply) {
     filter.pipe(discardSink());
-    await loadStream(repository.storage, key, object, filter, options);
+    await repository.loadObject(manifest, object, filter, options);
     return filter.report;
   }
   const psql = await toolInfo('psql', source.pgBin);
@@ -52,7 +51,7 @@ export async function applyGlobals(
     stdout: 'ignore',
   });
   const sink = childStdinSink(run.stdin!);
-  // Its failures are the load's: reported by loadStream and psql's exit status.
+  // Its failures are the load's: reported by the load and psql's exit status.
   sink.on('error', () => undefined);
   filter.pipe(sink);
   // A cut stream must not reach psql as a clean end (pipe() would leave it waiting): close its input, the COMMIT never sent.
@@ -60,7 +59,7 @@ export async function applyGlobals(
     if (!filter.readableEnded) sink.destroy(new Error('the globals stream was cut short'));
   });
   try {
-    await feedChild(loadStream(repository.storage, key, object, filter, options), run);
+    await feedChild(repository.loadObject(manifest, object, filter, options), run);
   } catch (error) {
     // Damage keeps its code (exit 7; a restore from several repositories tries the next one).
     const code = isPgkeepError(error, 'CHECKSUM_MISMATCH') || isPgkeepError(error, 'ABORTED') ? error.code : 'RESTORE_FAILED';

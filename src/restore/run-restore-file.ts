@@ -20,10 +20,13 @@ import { countRows, readCatalogTables } from '../postgres/table-selection.js';
 import { timestampPart } from '../repository/backup-id.js';
 import { pipeline } from 'node:stream/promises';
 import { runBackup } from '../backup/logical-backup.js';
-import type { CommandContext } from './command-context.js';
+import type { CommandContext } from '../commands/command-context.js';
 import { openRepository } from '../repository/open-repository.js';
 import { cleanLeftovers } from '../local/clean-leftovers.js';
-import { createWorkDatabase, dropPartialDatabase, feedChild, putInPlace, RESTORE_ERROR_LINE, safetySource } from './restore.js';
+import { createWorkDatabase, dropPartialDatabase } from './create-work-database.js';
+import { feedChild, RESTORE_ERROR_LINE } from './feed-child.js';
+import { putInPlace } from './put-in-place.js';
+import { safetySource } from './safety-source.js';
 import { makeTempFolder } from '../local/temp-folders.js';
 import { databaseComment, markDatabase, newMarker, unmarkDatabase } from '../postgres/restore-leftovers.js';
 

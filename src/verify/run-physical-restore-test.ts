@@ -9,10 +9,10 @@ import { serverBinDir, serverRunning, serverUser, stopServer } from '../postgres
 import { serverMajor } from '../postgres/pg-tools.js';
 import type { PhysicalManifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
-import { describeProbeFailure, runAmcheck, runProbes, type AmcheckResult, type Problem, type ProbeResult } from '../verify/restore-checks.js';
-import type { CommandContext } from './command-context.js';
-import { runPitr, type RecoveryTarget } from './pitr.js';
-import { walFetchCommand } from './wal-fetch-command.js';
+import { describeProbeFailure, runAmcheck, runProbes, type AmcheckResult, type Problem, type ProbeResult } from './restore-checks.js';
+import type { CommandContext } from '../commands/command-context.js';
+import { runPitr, type RecoveryTarget } from '../restore/run-pitr.js';
+import { walFetchCommand } from '../restore/wal-fetch-command.js';
 
 export interface PhysicalRestoreTestReport {
   method: 'physical' | 'pitr';

@@ -1,9 +1,9 @@
 import { configuredSourceName, repositoryUrls, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
-import type { CommandContext } from './command-context.js';
+import type { CommandContext } from '../commands/command-context.js';
 import { repositoriesWithBackupSettled } from '../repository/open-repository.js';
-import { verifyResolved, type VerifyRequest, type VerifyResult } from './verify.js';
-import { isUnreadError } from '../verify/verify-backup.js';
+import { verifyResolved, type VerifyRequest, type VerifyResult } from './verify-resolved.js';
+import { isUnreadError } from './verify-backup.js';
 
 /** One repository's copy of a backup, and what verifying it found. */
 export interface CopyVerification {

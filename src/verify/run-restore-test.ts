@@ -9,7 +9,7 @@ import { startScratchCluster, type ScratchCluster } from '../postgres/scratch-cl
 import { databaseExists } from '../postgres/server-info.js';
 import type { LogicalManifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
-import { compareMigrations, type MigrationComparison } from '../verify/migrations.js';
+import { compareMigrations, type MigrationComparison } from './migrations.js';
 import {
   compareSchema,
   compareTables,
@@ -21,14 +21,16 @@ import {
   type ProbeResult,
   type SchemaComparison,
   type TableComparison,
-} from '../verify/restore-checks.js';
-import type { CommandContext } from './command-context.js';
-import { createSelectedSchemas, loadBackup, recordedState } from './restore.js';
+} from './restore-checks.js';
+import type { CommandContext } from '../commands/command-context.js';
+import { createSelectedSchemas } from '../restore/create-selected-schemas.js';
+import { loadData } from '../restore/load-data.js';
+import { recordedState } from '../restore/recorded-state.js';
 import { rm } from 'node:fs/promises';
 import { makeTempFolder } from '../local/temp-folders.js';
 import * as path from 'node:path';
 import { applyDatabaseState, describeLocale, missingRoles, rolesNamed } from '../postgres/database-state.js';
-import { checkRestoredSchema, describeSchemaDifferences, SchemaCapture, selectionArgs } from '../verify/schema-compare.js';
+import { checkRestoredSchema, describeSchemaDifferences, SchemaCapture, selectionArgs } from './schema-compare.js';
 import { markDatabase, newMarker, unmarkDatabase } from '../postgres/restore-leftovers.js';
 
 export type ScratchKind = 'same-server' | 'local' | 'url';
@@ -132,7 +134,7 @@ export async function runRestoreTest(
     await createSelectedSchemas(manifest, target);
     const elsewhere = scratch.kind !== 'same-server';
     const capture = new SchemaCapture(captureDir);
-    await loadBackup(ctx, repository, manifest, target, { backup: manifest.id, jobs: options.jobs, noOwner: elsewhere, noAcl: elsewhere }, tools, identities, undefined, capture);
+    await loadData(ctx, { repository, manifest, identities, target, options: { jobs: options.jobs, noOwner: elsewhere, noAcl: elsewhere }, source: tools, capture });
     const restoreMs = Date.now() - started;
 
     // 4. prove it
