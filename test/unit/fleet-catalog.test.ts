@@ -33,7 +33,7 @@ describe('FleetCatalog', () => {
   it('reads each manifest once; a refresh reads only what is new or changed and drops what is gone; reading nothing per question', async () => {
     const url = path.join(work, 'repo');
     const repository = await Repository.open(openStorage(url), { createIfEmpty: true });
-    const made = [];
+    const made: Manifest[] = [];
     for (let h = 30; h >= 1; h--) made.push(await write(repository, 'db', h));
     await write(repository, 'other', 2);
     const catalog = new FleetCatalog({
