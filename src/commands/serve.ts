@@ -49,6 +49,8 @@ export interface ServeResult {
 
 /** How long /ready waits for the catalog's first load before it reports it as loading (503). */
 const READY_LOAD_WAIT_MS = 2000;
+/** The status gauges are set again at least this often, even with nothing new in the catalog. */
+const GAUGES_MAX_AGE_MS = 5000;
 
 /**
  * `pgkeep serve`: the scheduler, the HTTP API and metrics, and alerts, in one
@@ -290,6 +292,8 @@ function daemonApi(settings: Settings, sourceNames: string[], scheduler: Schedul
     if (!sourceNames.includes(name)) throw new PgkeepError('SOURCE_UNKNOWN', `no source "${name}": the sources are ${sourceNames.join(', ')}`);
     return name;
   };
+  /** When the status gauges were last set, and from which catalog version. */
+  const gauges = { version: -1, at: 0 };
   const findBackup = async (id: string) => {
     await catalog.whenLoaded();
     const found = catalog.findBackup(id);
@@ -323,10 +327,15 @@ function daemonApi(settings: Settings, sourceNames: string[], scheduler: Schedul
       return checks;
     },
     async metrics() {
-      // from the catalog, never the repositories: a scrape costs the same with 10 or 10,000 backups
-      metrics.updateStatus(catalog.statuses().map(graced));
+      // from the catalog, never the repositories: a scrape costs the same with 10 or 10,000 backups; the gauges are
+      // set again when the catalog assessed something, or every few seconds (the start-up grace moves with the clock)
+      const now = Date.now();
+      if (catalog.version !== gauges.version || now - gauges.at >= GAUGES_MAX_AGE_MS) {
+        metrics.updateStatus(catalog.statuses().map(graced));
+        Object.assign(gauges, { version: catalog.version, at: now });
+      }
       metrics.recordCatalog(catalog.counts);
-      metrics.jobsRunning.set(scheduler.jobs().filter((j) => j.state === 'running').length);
+      metrics.setJobsRunning(scheduler.jobs().filter((j) => j.state === 'running').length);
       return { contentType: metrics.contentType, text: await metrics.text() };
     },
     async sources() {

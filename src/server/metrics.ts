@@ -27,7 +27,12 @@ export const METRIC_NAMES = [
  * jobs this process ran; process metrics come from prom-client.
  */
 export class PgkeepMetrics {
+  /** pgkeep's own series: rendered again only when one changed (100 sources are ~1,500 series, ~60 KB). */
   readonly registry = new Registry();
+  /** prom-client's process metrics: collected on every scrape. */
+  private readonly processRegistry = new Registry();
+  private rendered: string | undefined;
+  private runningNow = 0;
   private readonly lastSuccess;
   private readonly lastDuration;
   private readonly lastSize;
@@ -39,7 +44,7 @@ export class PgkeepMetrics {
   private readonly walLast;
   private readonly walLag;
   private readonly problems;
-  readonly jobsRunning;
+  private readonly jobsRunning;
   private readonly skippedTotal;
   private readonly catalogReads;
   /** The catalog's counts already added to catalogReads. */
@@ -47,7 +52,7 @@ export class PgkeepMetrics {
 
   constructor() {
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry });
+    collectDefaultMetrics({ register: this.processRegistry });
     const gauge = (name: string, help: string, labelNames: string[]) => new Gauge({ name, help, labelNames, registers });
     this.lastSuccess = gauge('pgkeep_backup_last_success_timestamp_seconds', 'End time of the newest complete backup (Unix seconds)', ['source', 'kind']);
     this.lastDuration = gauge('pgkeep_backup_last_duration_seconds', 'Duration of the newest complete backup', ['source', 'kind']);
@@ -75,7 +80,10 @@ export class PgkeepMetrics {
   recordCatalog(counts: { listings: number; manifests: number; records: number }): void {
     const add = (what: string, key: keyof typeof counts) => {
       const delta = counts[key] - this.catalogSeen[key];
-      if (delta > 0) this.catalogReads.inc({ what }, delta);
+      if (delta > 0) {
+        this.catalogReads.inc({ what }, delta);
+        this.rendered = undefined;
+      }
       this.catalogSeen[key] = counts[key];
     };
     add('listing', 'listings');
@@ -85,6 +93,7 @@ export class PgkeepMetrics {
 
   /** Sets the gauges from a fresh status of every source (sources gone from it are dropped). */
   updateStatus(statuses: readonly SourceStatus[]): void {
+    this.rendered = undefined;
     for (const g of [this.lastSuccess, this.lastDuration, this.lastSize, this.backupCount, this.repositorySize, this.restoreSuccess, this.restoreDuration, this.walLast, this.walLag, this.problems]) g.reset();
     for (const s of statuses) {
       const source = s.source;
@@ -112,6 +121,7 @@ export class PgkeepMetrics {
 
   /** Counts a backup job that ended, or a skipped run of any kind. */
   recordJob(job: Readonly<JobRecord>): void {
+    this.rendered = undefined;
     if (job.state === 'skipped') return void this.skippedTotal.inc({ source: job.source, kind: job.kind });
     if (job.kind !== 'logical' && job.kind !== 'physical') return;
     if (job.state !== 'succeeded' && job.state !== 'failed') return;
@@ -120,14 +130,24 @@ export class PgkeepMetrics {
 
   /** Declares the counter's series for a source so alert expressions see 0 rather than nothing. */
   declareSource(source: string, kinds: readonly string[]): void {
+    this.rendered = undefined;
     for (const kind of kinds) {
       for (const result of ['success', 'failure']) this.backupsTotal.inc({ source, kind, result }, 0);
       this.skippedTotal.inc({ source, kind }, 0);
     }
   }
 
-  text(): Promise<string> {
-    return this.registry.metrics();
+  /** pgkeep_jobs_running. */
+  setJobsRunning(count: number): void {
+    if (count === this.runningNow) return;
+    this.runningNow = count;
+    this.jobsRunning.set(count);
+    this.rendered = undefined;
+  }
+
+  async text(): Promise<string> {
+    this.rendered ??= await this.registry.metrics();
+    return `${this.rendered}${await this.processRegistry.metrics()}`;
   }
 
   get contentType(): string {

@@ -99,6 +99,8 @@ export class FleetCatalog {
   private slots: number;
   private readonly waiting: (() => void)[] = [];
   readonly counts: CatalogCounts = { listings: 0, manifests: 0, records: 0 };
+  /** Goes up with every assessment: a reader that keeps something derived from the statuses knows when to redo it. */
+  version = 0;
   /** When the last refresh of every source ended (undefined before the first load ends). */
   refreshedAt: Date | undefined;
 
@@ -351,6 +353,7 @@ export class FleetCatalog {
     }
     entry.status = assessHealth(entry.name, facts, entry.thresholds, this.options.now());
     entry.backups = [...rows.values()].sort((a, b) => byStart(a.manifest, b.manifest));
+    this.version++;
     this.options.onStatus?.(entry.status);
   }
 }
