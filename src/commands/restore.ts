@@ -47,7 +47,7 @@ export const restoreCommand: CommandSpec<RestoreCommandRequest, RestoreCommandRe
     { flags: '--to <database>', description: 'target database (default: <db>_restore_<timestamp>)' },
     { flags: '--overwrite', description: 'replace the target database if it exists (asks to confirm; a safety backup is taken first)' },
     { flags: '--force', description: 'confirm --overwrite without asking (for scripts)' },
-    { flags: '--jobs <n>', description: 'parallel pg_restore workers (stages the dump in a temp file)', parse: positiveInt('--jobs') },
+    { flags: '--jobs <n>', description: 'connections loading rows (a big table over all of them) and building indexes (default: one per core, at most 8)', parse: positiveInt('--jobs') },
     { flags: '--no-owner', description: 'do not restore object ownership (nor the database owner: the restoring role owns it)' },
     { flags: '--no-acl', description: 'do not restore privileges (GRANT/REVOKE), on objects nor on the database' },
     { flags: '--table <pattern>', description: 'only tables matching, with their indexes, constraints, triggers (repeatable; pg_dump patterns)', parse: collect },

@@ -149,9 +149,14 @@ export interface TocEntry {
   hasData: boolean;
   /** Dump ids this entry depends on. */
   dependencies: number[];
-  /** The entry's SQL, kept only for the database's own entries (DATABASE, DATABASE PROPERTIES, its COMMENT and ACL). */
+  /** The entry's SQL, kept only for the database's own entries (DATABASE, DATABASE PROPERTIES, its COMMENT and ACL) and the session's (ENCODING, STDSTRINGS, SEARCHPATH). */
   defn?: string | undefined;
+  /** A TABLE DATA entry's `COPY schema.table (columns) FROM stdin;`: its data block is that COPY's text. */
+  copyStmt?: string | undefined;
 }
+
+/** The entries that set up a restore session (pg_restore runs them on every connection). */
+export const SESSION_DESCS = new Set(['ENCODING', 'STDSTRINGS', 'SEARCHPATH']);
 
 /** The entries pg_dump writes about the database itself (restored by pg_restore only with --create). */
 export function isDatabaseEntry(desc: string, tag: string | null): boolean {
@@ -239,9 +244,9 @@ function* parseArchive(position: () => number, onTocEnd: (end: number) => void, 
     const desc = yield* readStr();
     if (desc === null) throw new Unsupported('TOC entry without a description');
     const section = yield* readInt(); // section
-    const defn = onEntry && isDatabaseEntry(desc, tag) ? yield* readStr() : (yield* skipStr(), null); // defn
+    const defn = onEntry && (isDatabaseEntry(desc, tag) || SESSION_DESCS.has(desc)) ? yield* readStr() : (yield* skipStr(), null); // defn
     yield* skipStr(); // dropStmt
-    yield* skipStr(); // copyStmt
+    const copyStmt = onEntry && desc === 'TABLE DATA' ? yield* readStr() : (yield* skipStr(), null); // copyStmt
     const namespace = onEntry ? yield* readStr() : (yield* skipStr(), null); // namespace
     yield* skipStr(); // tablespace
     if (archiveVersion >= K_VERS_1_14) yield* skipStr(); // tableam
@@ -263,7 +268,7 @@ function* parseArchive(position: () => number, onTocEnd: (end: number) => void, 
       const [flag] = yield* read(1 + offSize!);
       if (flag! < K_OFFSET_POS_NOT_SET || flag! > K_OFFSET_NO_DATA) throw new Unsupported(`unexpected data offset flag ${flag}`);
     }
-    onEntry?.({ dumpId, desc, namespace, tag: tag ?? '', owner, section, hasData: hadDumper !== 0, dependencies, ...(defn !== null ? { defn } : {}) });
+    onEntry?.({ dumpId, desc, namespace, tag: tag ?? '', owner, section, hasData: hadDumper !== 0, dependencies, ...(defn !== null ? { defn } : {}), ...(copyStmt ? { copyStmt } : {}) });
     if (hadDumper) withData.add(dumpId);
   }
 

@@ -20,6 +20,7 @@ import type { Repository } from '../repository/repository.js';
 import type { AgeIdentity } from '../pipeline/age.js';
 import type { CommandContext } from '../commands/command-context.js';
 import { makeTempFolder } from '../local/temp-folders.js';
+import { defaultRestoreJobs, parallelCopyLoad } from './parallel-copy-loader.js';
 
 /**
  * How the dump is loaded: the pg_restore options of the restore (a
@@ -58,15 +59,16 @@ export interface LoadDataInput {
  * backup into `target` (pg_restore, or psql for plain dumps), checking every
  * checksum on the way. Used by restore (new database and --clean), extract's
  * scratch copy and verify --restore-test. A loader that feeds rows another
- * way (several COPY connections) plugs in here, in loadArchive, beside the
- * pg_restore paths it replaces.
+ * way (several COPY connections: parallel-copy-loader.ts) plugs in here, in
+ * loadArchive, beside the pg_restore paths it replaces.
  */
 export async function loadData(ctx: CommandContext, input: LoadDataInput): Promise<void> {
   const { repository, manifest, identities, target, options: request, source, selection, capture } = input;
   const codec = defaultZstd();
   const signal = ctx.signal;
   const env = libpqEnv(target);
-  const jobs = request.jobs ?? 1;
+  // --clean runs in one transaction, which pg_restore --jobs cannot share.
+  const jobs = request.jobs ?? (request.clean ? 1 : defaultRestoreJobs());
   const progress = (done: number) => ctx.progress({ phase: 'restore', bytes: done, totalBytes: manifest.totals.rawBytes });
   const common = { env, signal, isErrorLine: (line: string) => RESTORE_ERROR_LINE.test(line) };
 
@@ -88,7 +90,9 @@ export async function loadData(ctx: CommandContext, input: LoadDataInput): Promi
   const staging = await makeTempFolder(source.tempDir, 'restore');
   try {
     const pgRestore = await restoreRunner(request, target, source, staging, selection, common);
-    await loadArchive(ctx, repository, manifest, identities, pgRestore, staging, jobs, progress, codec, selection, capture);
+    // The parallel row loader takes whole restores into a new database; a selection or --clean/--data-only/--schema-only goes through pg_restore alone.
+    const parallelRows = jobs > 1 && !selection && !request.clean && !request.dataOnly && !request.schemaOnly;
+    await loadArchive(ctx, repository, manifest, identities, pgRestore, staging, jobs, progress, codec, selection, capture, parallelRows ? { target, role: request.role } : undefined);
   } finally {
     await rm(staging, { recursive: true, force: true });
   }
@@ -165,6 +169,7 @@ async function loadArchive(
   codec: ZstdCodec,
   selection: SelectionPlan | undefined,
   capture: SchemaCapture | undefined,
+  parallelRows: { target: ConnectionInfo; role: string | undefined } | undefined,
 ): Promise<void> {
   const signal = ctx.signal;
 
@@ -175,6 +180,25 @@ async function loadArchive(
     // With a capture, the archive's header and TOC are kept on the way (a few KB) for the schema comparison.
     const sink = capture ? teeSink(childStdinSink(run.stdin!), capture.customSink()) : childStdinSink(run.stdin!);
     await feedChild(repository.loadObject(manifest, object, sink, { codec, signal, identities, onRawBytes: progress }), run);
+    return;
+  }
+
+  if (manifest.options.format === 'custom' && parallelRows) {
+    // The rows of every table spread over --jobs COPY connections (parallel-copy-loader.ts);
+    // pre-data before them, post-data after them with pg_restore --jobs.
+    const object = manifest.objects[0]!;
+    const loaded = await parallelCopyLoad(
+      (sink) => repository.loadObject(manifest, object, capture ? teeSink(sink, capture.customSink()) : sink, { codec, signal, identities, onRawBytes: progress }),
+      {
+        ...parallelRows,
+        jobs,
+        staging,
+        signal,
+        pgRestore,
+        onPhase: (phase) => phase === 'post-data' && ctx.progress({ phase: 'pg_restore', bytes: manifest.totals.rawBytes, totalBytes: manifest.totals.rawBytes }),
+      },
+    );
+    if (loaded.mode === 'staged') ctx.warn(`rows loaded by pg_restore on one connection: ${loaded.reason}`);
     return;
   }
 

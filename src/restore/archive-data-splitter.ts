@@ -1,0 +1,225 @@
+import { BLK_BLOBS, BLK_DATA } from '../pipeline/custom-toc.js';
+
+/** The end of a table's COPY data in a custom archive (dumpTableData_copy writes it as its own chunk): not rows. */
+const COPY_TRAILER = Buffer.from('\\.\n\n\n');
+const MAX_CHUNK = 1 << 30;
+
+type State = 'type' | 'id' | 'length' | 'data' | 'lo-oid' | 'lo-length' | 'lo-data';
+
+export interface SplitterOutput {
+  /** Bytes of a data block the loader does not read (large objects, an entry without a COPY statement), verbatim, framing included. */
+  pass(bytes: Buffer): void;
+  /** A batch of whole COPY text rows of entry `dumpId` (each ends with a newline), and how many rows it holds. */
+  rows(dumpId: number, data: Buffer, rows: number): void;
+}
+
+/**
+ * Splits the data blocks of an uncompressed custom-format archive (the part
+ * after the table of contents, pg_dump -Fc -Z0 as pgkeep runs it) while it
+ * streams past: the COPY text of the tables the loader reads is cut into
+ * batches of whole rows, every other block is passed on byte for byte.
+ *
+ * A table's data block is its COPY text in length-prefixed chunks
+ * (_WriteData in pg_backup_custom.c), normally one row per chunk, ended by a
+ * chunk holding just `\.` and two blank lines. A newline inside a value is
+ * written as `\n`, so every newline byte ends a row: a batch is cut after
+ * the last newline it holds, whatever the chunking. The trailer is dropped
+ * (COPY FROM STDIN over the protocol needs no end marker). Large objects
+ * (BLOBS blocks: an oid, then chunks, per object) are passed on.
+ *
+ * Rows are copied once, into a batch buffer of `batchBytes`; a batch is
+ * handed on when the next row would not fit, and at the end of the block.
+ */
+export class ArchiveDataSplitter {
+  private state: State = 'type';
+  private block: 'data' | 'blobs' = 'data';
+  private readonly intBytes: Buffer;
+  private intHave = 0;
+  private remaining = 0;
+  /** The block being read: its dump id when its rows are loaded here, else undefined (passed on). */
+  private loading: number | undefined;
+  /** Type byte and id of the block being read, kept until it is known whether the block is passed on. */
+  private readonly header: Buffer;
+  private headerLength = 0;
+  /** A chunk of the trailer's length, held until it is known whether the block ends after it. */
+  private held: Buffer | null = null;
+  private heldFill = 0;
+  private batch: Buffer;
+  private fill = 0;
+  private ended = false;
+
+  constructor(
+    private readonly intSize: number,
+    /** Whether the rows of this TABLE DATA entry are loaded here (else its block is passed on). */
+    private readonly loads: (dumpId: number) => boolean,
+    private readonly output: SplitterOutput,
+    private readonly batchBytes = 1 << 20,
+  ) {
+    this.intBytes = Buffer.alloc(1 + intSize);
+    this.header = Buffer.alloc(2 + intSize);
+    this.batch = Buffer.allocUnsafe(batchBytes);
+  }
+
+  /** Feeds the next bytes of the archive's data blocks. Throws on a layout it does not understand. */
+  push(buffer: Buffer): void {
+    let i = 0;
+    /** Where the bytes of a passed-on block start in this buffer. */
+    let passFrom = this.passing() ? 0 : -1;
+    const passUpTo = (end: number) => {
+      if (passFrom >= 0 && end > passFrom) this.output.pass(buffer.subarray(passFrom, end));
+    };
+    while (i < buffer.length) {
+      switch (this.state) {
+        case 'type': {
+          const type = buffer[i++]!;
+          if (type !== BLK_DATA && type !== BLK_BLOBS) throw new Error(`unexpected data block type ${type}`);
+          this.block = type === BLK_DATA ? 'data' : 'blobs';
+          this.header[0] = type;
+          this.headerLength = 1;
+          this.state = 'id';
+          break;
+        }
+        case 'data':
+        case 'lo-data': {
+          const n = Math.min(this.remaining, buffer.length - i);
+          if (this.loading !== undefined) this.takeRows(buffer.subarray(i, i + n));
+          i += n;
+          this.remaining -= n;
+          if (this.remaining === 0) this.state = this.state === 'data' ? 'length' : 'lo-length';
+          break;
+        }
+        default: {
+          // an int: a sign byte and intSize bytes, possibly split across buffers
+          const want = 1 + this.intSize;
+          const n = Math.min(want - this.intHave, buffer.length - i);
+          buffer.copy(this.intBytes, this.intHave, i, i + n);
+          this.intHave += n;
+          i += n;
+          if (this.intHave < want) break;
+          this.intHave = 0;
+          const value = this.decodeInt(this.intBytes);
+          if (this.state === 'id') {
+            this.intBytes.copy(this.header, this.headerLength);
+            this.headerLength += want;
+            this.loading = this.block === 'data' && this.loads(value) ? value : undefined;
+            if (this.loading === undefined) {
+              // Passed on: its header first, then everything up to its end.
+              this.output.pass(Buffer.from(this.header.subarray(0, this.headerLength)));
+              passFrom = i;
+            }
+            this.state = this.block === 'data' ? 'length' : 'lo-oid';
+          } else if (this.onInt(value)) {
+            // the block ended
+            passUpTo(i);
+            passFrom = -1;
+            this.loading = undefined;
+          }
+        }
+      }
+    }
+    passUpTo(buffer.length);
+  }
+
+  /** The archive ended: it must end between two blocks. Hands on the last batch. */
+  end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    if (this.state !== 'type' || this.intHave !== 0) throw new Error('the archive ended inside a data block');
+  }
+
+  private passing(): boolean {
+    return this.state !== 'type' && this.state !== 'id' && this.loading === undefined;
+  }
+
+  /** An int of the block's framing; true when it ends the block. */
+  private onInt(value: number): boolean {
+    switch (this.state) {
+      case 'length':
+        if (this.loading !== undefined && this.held) {
+          // The held chunk is the trailer only if the block ends after it.
+          const held = this.held;
+          this.held = null;
+          if (value !== 0 || !held.equals(COPY_TRAILER)) this.append(held);
+        }
+        if (value === 0) {
+          if (this.loading !== undefined) this.flush(true);
+          this.state = 'type';
+          return true;
+        }
+        if (value < 0 || value > MAX_CHUNK) throw new Error(`data chunk length ${value} out of range`);
+        this.remaining = value;
+        if (this.loading !== undefined && value === COPY_TRAILER.length) {
+          this.held = Buffer.alloc(value);
+          this.heldFill = 0;
+        }
+        this.state = 'data';
+        return false;
+      case 'lo-oid':
+        if (value === 0) {
+          this.state = 'type';
+          return true;
+        }
+        this.state = 'lo-length';
+        return false;
+      case 'lo-length':
+        if (value === 0) {
+          this.state = 'lo-oid';
+          return false;
+        }
+        if (value < 0 || value > MAX_CHUNK) throw new Error(`large object chunk length ${value} out of range`);
+        this.remaining = value;
+        this.state = 'lo-data';
+        return false;
+      default:
+        throw new Error(`unexpected state ${this.state}`);
+    }
+  }
+
+  /** Payload bytes of a loaded table's chunk. */
+  private takeRows(bytes: Buffer): void {
+    if (this.held) {
+      bytes.copy(this.held, this.heldFill);
+      this.heldFill += bytes.length;
+      return;
+    }
+    this.append(bytes);
+  }
+
+  private append(bytes: Buffer): void {
+    if (this.fill + bytes.length > this.batch.length) {
+      this.flush(false);
+      if (this.fill + bytes.length > this.batch.length) {
+        // A row longer than a batch (or a row cut across chunks): grow this batch to hold it.
+        const bigger = Buffer.allocUnsafe(Math.max(this.batch.length * 2, this.fill + bytes.length));
+        this.batch.copy(bigger, 0, 0, this.fill);
+        this.batch = bigger;
+      }
+    }
+    bytes.copy(this.batch, this.fill);
+    this.fill += bytes.length;
+  }
+
+  /** Hands on the whole rows gathered; at the block's end, all of it (which must end a row). */
+  private flush(blockEnd: boolean): void {
+    if (this.fill === 0) return;
+    const cut = blockEnd ? this.fill : this.batch.lastIndexOf(10, this.fill - 1) + 1;
+    if (blockEnd && this.batch[this.fill - 1] !== 10) throw new Error(`the data of entry ${this.loading} does not end with a whole row`);
+    if (cut === 0) return; // no whole row yet: the caller grows the batch
+    const data = this.batch.subarray(0, cut);
+    let rows = 0;
+    for (let at = data.indexOf(10); at !== -1; at = data.indexOf(10, at + 1)) rows++;
+    const rest = this.fill - cut;
+    const next = Buffer.allocUnsafe(Math.max(this.batchBytes, rest));
+    this.batch.copy(next, 0, cut, this.fill);
+    this.batch = next;
+    this.fill = rest;
+    this.output.rows(this.loading!, data, rows);
+  }
+
+  /** pg_dump's WriteInt: a sign byte, then intSize bytes, least significant first. */
+  private decodeInt(bytes: Buffer): number {
+    let value = 0;
+    for (let i = this.intSize; i >= 1; i--) value = value * 256 + bytes[i]!;
+    return bytes[0] ? -value : value;
+  }
+}

@@ -1,0 +1,189 @@
+import { once } from 'node:events';
+import { finished } from 'node:stream/promises';
+import { from as copyFrom, type CopyStreamQuery } from 'pg-copy-streams';
+import { PgkeepError } from '../errors.js';
+import type { ConnectionInfo } from '../postgres/connection-info.js';
+import { connect, quoteIdent, type PgClient } from '../postgres/pg-client.js';
+
+/** A table whose rows the connections load: its COPY statement from the archive, and its name for messages. */
+export interface CopyTarget {
+  schema: string | null;
+  name: string;
+  /** `COPY schema.table (columns) FROM stdin;` as pg_dump wrote it. */
+  copyStmt: string;
+}
+
+export interface CopyConnectionsOptions {
+  target: ConnectionInfo;
+  /** SQL run first on every connection: the archive's own session entries (encoding, standard strings, search path). */
+  sessionSql: readonly string[];
+  /** Settings for the load (name → value), e.g. synchronous_commit. */
+  settings: Readonly<Record<string, string>>;
+  role?: string | undefined;
+  signal: AbortSignal;
+}
+
+/** What each table received: rows sent, and rows the server reported loading (COPY's command tag), summed over the connections. */
+export interface LoadedTable {
+  target: CopyTarget;
+  sent: number;
+  loaded: number;
+  /** How many connections loaded a part of it. */
+  connections: number;
+}
+
+interface Batch {
+  target: CopyTarget;
+  data: Buffer;
+  rows: number;
+}
+
+/**
+ * Several connections, each running its own COPY … FROM STDIN, fed batches
+ * of whole rows: a batch goes to the connection with the least queued, so a
+ * big table is loaded by all of them at once, and small tables by different
+ * ones side by side. A connection keeps its COPY open while it gets batches
+ * of the same table, and ends it (one commit) when the next batch is for
+ * another table. The first failure stops every connection (closing a
+ * connection mid-COPY rolls its COPY back) and is what `failure` holds.
+ */
+export class CopyConnections {
+  private readonly workers: Worker[] = [];
+  private readonly tables = new Map<CopyTarget, LoadedTable>();
+  private waiters: (() => void)[] = [];
+  failure: Error | undefined;
+  private closed = false;
+
+  private constructor(private readonly options: CopyConnectionsOptions) {}
+
+  static async open(count: number, options: CopyConnectionsOptions): Promise<CopyConnections> {
+    const pool = new CopyConnections(options);
+    const clients = await Promise.allSettled(Array.from({ length: count }, () => pool.session()));
+    for (const c of clients) if (c.status === 'fulfilled') pool.workers.push(new Worker(c.value));
+    const failed = clients.find((c): c is PromiseRejectedResult => c.status === 'rejected');
+    if (failed) {
+      await pool.close();
+      throw failed.reason;
+    }
+    return pool;
+  }
+
+  /** Bytes handed on and not loaded yet. */
+  get queuedBytes(): number {
+    return this.workers.reduce((n, w) => n + w.queued, 0);
+  }
+
+  /** Queues a batch on the least busy connection. */
+  send(target: CopyTarget, data: Buffer, rows: number): void {
+    if (this.failure) return;
+    let table = this.tables.get(target);
+    if (!table) this.tables.set(target, (table = { target, sent: 0, loaded: 0, connections: 0 }));
+    table.sent += rows;
+    // Least queued; on a tie, the one already copying into this table (no extra COPY to start).
+    let best = this.workers[0]!;
+    for (const w of this.workers) if (w.queued < best.queued || (w.queued === best.queued && w.copying === target && best.copying !== target)) best = w;
+    best.queued += data.length;
+    best.tail = best.tail.then(() => this.load(best, { target, data, rows }));
+  }
+
+  /** Resolves once fewer than `bytes` are queued, or a connection failed. */
+  async drainBelow(bytes: number): Promise<void> {
+    while (!this.failure && this.queuedBytes >= bytes) await new Promise<void>((resolve) => this.waiters.push(resolve));
+  }
+
+  /** Waits for every batch, ends every COPY, closes the connections; rejects with the first failure. */
+  async finish(): Promise<LoadedTable[]> {
+    await Promise.all(this.workers.map((w) => w.tail));
+    if (!this.failure) await Promise.all(this.workers.map((w) => this.endCopy(w).catch((error: unknown) => this.fail(error))));
+    await this.close();
+    if (this.failure) throw this.failure;
+    return [...this.tables.values()];
+  }
+
+  /** Stops everything at once: closing a connection rolls back its open COPY. Safe to call more than once. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all(
+      this.workers.map(async (w) => {
+        w.stream?.destroy();
+        await w.client.end().catch(() => undefined);
+      }),
+    );
+    this.wake();
+  }
+
+  private async session(): Promise<PgClient> {
+    const client = await connect(this.options.target, this.options.signal);
+    try {
+      for (const sql of this.options.sessionSql) await client.query(sql);
+      // What pg_restore sets on its connections (_doSetFixedOutputState), so values load the same way.
+      const settings: Record<string, string> = {
+        statement_timeout: '0',
+        lock_timeout: '0',
+        idle_in_transaction_session_timeout: '0',
+        xmloption: 'content',
+        client_min_messages: 'warning',
+        row_security: 'off',
+        ...this.options.settings,
+      };
+      for (const [name, value] of Object.entries(settings)) await client.query('SELECT pg_catalog.set_config($1, $2, false)', [name, value]);
+      if (this.options.role) await client.query(`SET ROLE ${quoteIdent(this.options.role)}`);
+      return client;
+    } catch (error) {
+      await client.end().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  private async load(worker: Worker, batch: Batch): Promise<void> {
+    try {
+      if (this.failure || this.closed) return;
+      if (worker.copying !== batch.target) {
+        await this.endCopy(worker);
+        worker.stream = worker.client.query(copyFrom(batch.target.copyStmt.replace(/;\s*$/, '')));
+        worker.copying = batch.target;
+        this.tables.get(batch.target)!.connections++;
+      }
+      const stream = worker.stream!;
+      if (!stream.write(batch.data)) await Promise.race([once(stream, 'drain'), finished(stream)]);
+    } catch (error) {
+      this.fail(error, batch.target);
+    } finally {
+      worker.queued -= batch.data.length;
+      this.wake();
+    }
+  }
+
+  private async endCopy(worker: Worker): Promise<void> {
+    const { stream, copying } = worker;
+    if (!stream || !copying) return;
+    worker.stream = undefined;
+    worker.copying = undefined;
+    stream.end();
+    await finished(stream);
+    this.tables.get(copying)!.loaded += stream.rowCount;
+  }
+
+  private fail(error: unknown, target?: CopyTarget): void {
+    if (this.failure) return;
+    const where = target ? ` into ${target.schema === null ? '' : `${target.schema}.`}${target.name}` : '';
+    this.failure =
+      error instanceof PgkeepError ? error : new PgkeepError('RESTORE_FAILED', `COPY${where} failed: ${(error as Error).message}`, { cause: error });
+    void this.close();
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
+  }
+}
+
+class Worker {
+  queued = 0;
+  tail: Promise<void> = Promise.resolve();
+  stream: CopyStreamQuery | undefined;
+  copying: CopyTarget | undefined;
+  constructor(readonly client: PgClient) {}
+}
