@@ -1,4 +1,3 @@
-import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
 import { from as copyFrom, type CopyStreamQuery } from 'pg-copy-streams';
 import { PgkeepError } from '../errors.js';
@@ -106,7 +105,7 @@ export class CopyConnections {
     this.closed = true;
     await Promise.all(
       this.workers.map(async (w) => {
-        w.stream?.destroy();
+        // Ending the connection is enough: the server rolls back a COPY whose connection goes away.
         await w.client.end().catch(() => undefined);
       }),
     );
@@ -141,14 +140,18 @@ export class CopyConnections {
       if (this.failure || this.closed) return;
       if (worker.copying !== batch.target) {
         await this.endCopy(worker);
-        worker.stream = worker.client.query(copyFrom(batch.target.copyStmt.replace(/;\s*$/, '')));
+        const stream = worker.client.query(copyFrom(batch.target.copyStmt.replace(/;\s*$/, '')));
+        // Its errors are read where it is written and ended; this keeps one after close() from being unhandled.
+        stream.on('error', () => undefined);
+        worker.stream = stream;
         worker.copying = batch.target;
         this.tables.get(batch.target)!.connections++;
       }
       const stream = worker.stream!;
-      if (!stream.write(batch.data)) await Promise.race([once(stream, 'drain'), finished(stream)]);
+      if (!stream.write(batch.data)) await drained(stream);
     } catch (error) {
-      this.fail(error, batch.target);
+      // A COPY's error may only arrive when it ends, with the next table's batch: it names the COPY's own table.
+      this.fail(error, (error as { copyTarget?: CopyTarget }).copyTarget ?? batch.target);
     } finally {
       worker.queued -= batch.data.length;
       this.wake();
@@ -161,7 +164,11 @@ export class CopyConnections {
     worker.stream = undefined;
     worker.copying = undefined;
     stream.end();
-    await finished(stream);
+    try {
+      await finished(stream);
+    } catch (error) {
+      throw Object.assign(error as Error, { copyTarget: copying });
+    }
     this.tables.get(copying)!.loaded += stream.rowCount;
   }
 
@@ -186,4 +193,17 @@ class Worker {
   stream: CopyStreamQuery | undefined;
   copying: CopyTarget | undefined;
   constructor(readonly client: PgClient) {}
+}
+
+/** Waits for a COPY stream to take more (or to end: then the next write or its end reports why). */
+function drained(stream: CopyStreamQuery): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = (error?: Error) => {
+      stream.off('drain', onDrain).off('close', onDrain).off('error', done);
+      if (error) reject(error);
+      else resolve();
+    };
+    const onDrain = () => done();
+    stream.on('drain', onDrain).on('close', onDrain).on('error', done);
+  });
 }

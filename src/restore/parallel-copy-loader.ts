@@ -1,9 +1,9 @@
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
-import { finished } from 'node:stream/promises';
+import { finished, pipeline } from 'node:stream/promises';
 import { abortError, PgkeepError } from '../errors.js';
 import { CustomTocScanner, K_VERS_1_15, readArchiveToc, SESSION_DESCS, type TocEntry } from '../pipeline/custom-toc.js';
 import type { ConnectionInfo } from '../postgres/connection-info.js';
@@ -18,8 +18,8 @@ export function defaultRestoreJobs(cores = availableParallelism()): number {
   return Math.max(1, Math.min(cores, MAX_DEFAULT_JOBS));
 }
 
-/** A pg_restore run with the restore's own options (owner, privileges, role), into the target, reading a file. */
-export type PgRestoreStarter = (args: string[]) => { done: Promise<void>; stop(): void };
+/** A pg_restore run with the restore's own options (owner, privileges, role), into the target, reading a file named in `args` or its stdin. */
+export type PgRestoreStarter = (args: string[], stdin: boolean) => { stdin: Writable | null; done: Promise<void>; stop(): void };
 
 export interface ParallelLoadOptions {
   target: ConnectionInfo;
@@ -84,22 +84,31 @@ export async function parallelCopyLoad(feed: (sink: Writable) => Promise<void>, 
     throw error;
   }
   if (options.signal.aborted) throw abortError(options.signal);
+  if (sink.failure) throw sink.failure;
   const started = Date.now();
   options.onPhase?.('post-data');
   const jobs = `--jobs=${Math.max(1, options.jobs)}`;
   if (sink.mode === 'staged') {
     // The whole archive is in the file: pre-data and data from it in one pass, then post-data in parallel.
-    await options.pgRestore(['--section=pre-data', '--section=data', file]).done;
-    await options.pgRestore(['--section=post-data', jobs, file]).done;
+    await options.pgRestore(['--section=pre-data', '--section=data', file], false).done;
+    await options.pgRestore(['--section=post-data', jobs, file], false).done;
     return { mode: 'staged', reason: sink.reason, tables: [], pgRestoreEntries: 0, file, ms: { preData: 0, rows: 0, postData: Date.now() - started } };
   }
   const rest = sink.pgRestoreData();
   if (rest.length > 0) {
     const list = path.join(options.staging, 'data.list');
     await writeFile(list, rest.map((e) => `${e.dumpId}; ${e.desc}\n`).join(''), { mode: 0o600 });
-    await options.pgRestore(['--section=data', `--use-list=${list}`, file]).done;
+    // Through stdin, not from the file: an archive pg_dump wrote to a file records where each data block
+    // was in it, which is not where it is in the staged file; read as a stream, pg_restore looks for each block.
+    const run = options.pgRestore(['--section=data', `--use-list=${list}`], true);
+    const piping = pipeline(createReadStream(file), run.stdin!).catch(() => undefined);
+    try {
+      await run.done;
+    } finally {
+      await piping;
+    }
   }
-  await options.pgRestore(['--section=post-data', jobs, file]).done;
+  await options.pgRestore(['--section=post-data', jobs, file], false).done;
   return {
     mode: 'parallel',
     tables: sink.loaded.map((t) => ({ schema: t.target.schema, name: t.target.name, rows: t.loaded, connections: t.connections })),
@@ -146,7 +155,8 @@ class ParallelLoadSink extends Writable {
     super({ highWaterMark: 1 << 20 });
     this.file = file;
     this.out = createWriteStream(file, { mode: 0o600, highWaterMark: 1 << 20 });
-    this.out.on('error', (error) => this.destroy(error));
+    // A write that fails rejects in stage(); this keeps a late error (after abandon) from going unheard.
+    this.out.on('error', (error) => void (this.failure ??= error));
   }
 
   /** The data entries pg_restore loads after the rows: all but the TABLE DATA the connections loaded. */
@@ -154,12 +164,34 @@ class ParallelLoadSink extends Writable {
     return this.entries.filter((e) => e.section === 3 && !this.targets.has(e.dumpId));
   }
 
+  /**
+   * The first failure of the load (a COPY, pre-data, the file). The sink then
+   * stops loading but takes the rest of the stream without error, so the
+   * checksums upstream still judge every byte: damaged content is reported as
+   * such (CHECKSUM_MISMATCH, which lets a restore try another repository),
+   * not as the COPY error it caused, as feedChild does for pg_restore.
+   */
+  failure: Error | undefined;
+
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.take(chunk).then(() => callback(), callback);
+    if (this.failure) return callback();
+    this.take(chunk).then(
+      () => callback(),
+      (error: unknown) => this.failed(error).then(() => callback()),
+    );
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    this.finish().then(() => callback(), callback);
+    if (this.failure) return callback();
+    this.finish().then(
+      () => callback(),
+      (error: unknown) => this.failed(error).then(() => callback()),
+    );
+  }
+
+  private async failed(error: unknown): Promise<void> {
+    this.failure ??= error instanceof Error ? error : new Error(String(error));
+    await this.abandon();
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
@@ -241,7 +273,7 @@ class ParallelLoadSink extends Writable {
 
     const started = Date.now();
     this.options.onPhase?.('pre-data');
-    const preData = this.options.pgRestore(['--section=pre-data', this.file]);
+    const preData = this.options.pgRestore(['--section=pre-data', this.file], false);
     this.running = preData;
     await preData.done;
     this.running = undefined;
