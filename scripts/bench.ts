@@ -51,11 +51,12 @@ interface Options {
   keep: boolean;
 }
 
-const USAGE = `usage: npm run bench -- [--size 200MB] [--runs 1] [--only pgbench|realistic|wal] [--keep]
+const USAGE = `usage: npm run bench -- [--size 200MB] [--runs 1] [--only pgbench|realistic|wal|restore] [--keep]
 
   --size N[MB|GB]  approximate on-disk size of each database (pg_database_size); default 200MB
   --runs N         repeat every measurement N times and report the median time; default 1
-  --only KIND      benchmark only the pgbench or only the realistic database, or (wal) only wal-push/wal-fetch latency
+  --only KIND      benchmark only the pgbench or only the realistic database, or (wal) only wal-push/wal-fetch latency,
+                   or (restore) restore speed: scripts/bench-restore.ts, with --rounds N instead of --runs
   --keep           keep the cluster running at the end (until Ctrl-C) to look around`;
 
 function parseOptions(argv: string[]): Options {
@@ -849,6 +850,8 @@ async function walBench(ctx: RunContext, cluster: PgCluster, runs: number): Prom
 async function main(): Promise<number> {
   // --only fleet: one serve for a fleet, its own options (scripts/bench-fleet.ts)
   if (/(^|\s)--only[= ]fleet(\s|$)/.test(process.argv.slice(2).join(' '))) return (await import('./bench-fleet.js')).fleetBench(process.argv.slice(2));
+  // --only restore: restore speed (pg_restore -j2, pgkeep restore --jobs 1/2/4, the loader's settings), scripts/bench-restore.ts
+  if (process.argv.slice(2).join(' ').includes('--only restore')) return (await import('./bench-restore.js')).restoreBench(process.argv.slice(2).filter((a, i, all) => a !== '--only' && !(a === 'restore' && all[i - 1] === '--only')));
   let options: Options;
   try {
     options = parseOptions(process.argv.slice(2));

@@ -1,0 +1,230 @@
+/**
+ * npm run bench -- --only restore [--size 200MB] [--rounds 3]
+ *
+ * Restore speed (issue 18), on a private throwaway cluster, two databases of
+ * about --size each:
+ *
+ *   mixed    six tables, the biggest ~35% of the data, btree indexes
+ *   onebig   one events table holding >= 80% of the data, three small ones
+ *
+ * Every round runs, one after the other on each database (interleaved, so
+ * the load of a shared machine falls on every side): pg_restore -j2 from a
+ * pg_dump -Fc file; pgkeep restore --jobs 1, 2 and 4 (each including what
+ * pgkeep adds: checksums, ANALYZE, row counts, the schema comparison); and
+ * the parallel loader alone (src/restore/parallel-copy-loader.ts, from a
+ * -Fc -Z0 file) with and without each server setting it may use. The
+ * report gives the minimum over the rounds and ratios against pg_restore -j2
+ * of the same round. The wall time of a restore, from start to the database
+ * in place and checked, is its RTO.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { createReadStream, existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { startCluster, type PgCluster } from '../test/support/pg-cluster.js';
+import { parallelCopyLoad, RESTORE_COPY_SETTINGS } from '../src/restore/parallel-copy-loader.js';
+import { startProcess } from '../src/postgres/run-process.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const cli = path.join(root, 'dist', 'cli', 'main.js');
+const MiB = 1024 * 1024;
+const log = (message: string) => process.stderr.write(`[bench-restore ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+
+interface Db {
+  name: string;
+  bytes: number;
+  biggestShare: number;
+  description: string;
+}
+
+/** ~84 bytes of random text per value, as in the issue's measurements. */
+const TEXT = "md5(random()::text) || md5(random()::text) || substr(md5(random()::text), 1, 20)";
+
+async function createDb(cluster: PgCluster, name: string, kind: 'mixed' | 'onebig', targetBytes: number): Promise<Db> {
+  log(`creating ${name} (${kind}, ~${Math.round(targetBytes / MiB)} MB)`);
+  await cluster.query(`CREATE DATABASE ${name}`);
+  // ~150 bytes per row on disk (84-byte text, ints, a timestamp, a numeric) plus ~60 of indexes.
+  const rows = Math.round(targetBytes / 210);
+  const shares = kind === 'mixed' ? [0.35, 0.25, 0.15, 0.12, 0.08, 0.05] : [0.85, 0.06, 0.05, 0.04];
+  const statements: string[] = [];
+  shares.forEach((share, i) => {
+    const table = kind === 'onebig' && i === 0 ? 'events' : `t${i}`;
+    const n = Math.max(1000, Math.round(rows * share));
+    statements.push(
+      `CREATE TABLE ${table} (id bigint, account int NOT NULL, at timestamptz NOT NULL, amount numeric(12,2), body text NOT NULL)`,
+      `INSERT INTO ${table} SELECT g, (random() * 100000)::int, timestamptz '2024-01-01' + g * interval '1 second', round((random() * 1000)::numeric, 2), ${TEXT} FROM generate_series(1, ${n}) g`,
+      `ALTER TABLE ${table} ADD PRIMARY KEY (id)`,
+      `CREATE INDEX ${table}_account_idx ON ${table} (account, at)`,
+    );
+  });
+  for (const sql of statements) await cluster.query(sql, [], name);
+  await cluster.query('VACUUM (FREEZE, ANALYZE)', [], name);
+  await cluster.query('CHECKPOINT');
+  const [size] = await cluster.query<{ b: string }>('SELECT pg_database_size($1)::text AS b', [name]);
+  const [big] = await cluster.query<{ s: number }>(
+    "SELECT max(pg_total_relation_size(c.oid))::float8 / sum(pg_total_relation_size(c.oid)) AS s FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'",
+    [],
+    name,
+  );
+  const bytes = Number(size!.b);
+  log(`${name}: ${(bytes / MiB).toFixed(0)} MB, biggest table ${(big!.s * 100).toFixed(0)}%`);
+  return { name, bytes, biggestShare: big!.s, description: kind === 'mixed' ? '6 tables (35/25/15/12/8/5%)' : 'events + 3 small tables' };
+}
+
+interface Timed {
+  seconds: number;
+  rss: number | undefined;
+  stdout: string;
+}
+
+async function timed(argv: string[], env: NodeJS.ProcessEnv, what: string): Promise<Timed> {
+  const rssFile = path.join(os.tmpdir(), `bench-restore-rss-${process.pid}`);
+  const gnuTime = existsSync('/usr/bin/time');
+  const [file, args] = gnuTime ? ['/usr/bin/time', ['-f', '%M', '-o', rssFile, '--', ...argv]] : [argv[0]!, argv.slice(1)];
+  const started = process.hrtime.bigint();
+  const child = spawn(file, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (t: string) => (stdout += t));
+  child.stderr.setEncoding('utf8').on('data', (t: string) => (stderr = (stderr + t).slice(-4000)));
+  const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  if (code !== 0) throw new Error(`${what} failed (exit ${code}): ${stderr.trim().split('\n').slice(-6).join('\n')}`);
+  const rss = gnuTime ? Number((await readFile(rssFile, 'utf8')).trim().split('\n').pop()) * 1024 : undefined;
+  await rm(rssFile, { force: true });
+  return { seconds, rss, stdout };
+}
+
+type Step = 'pgRestore' | 'pgkeep1' | 'pgkeep2' | 'pgkeep4' | 'loaderPlain' | 'loaderAsync' | 'loaderAsyncMwm';
+
+const LABELS: Record<Step, string> = {
+  pgRestore: 'pg_restore -j2 (from the -Fc file)',
+  pgkeep1: '**pgkeep restore --jobs 1**',
+  pgkeep2: '**pgkeep restore --jobs 2**',
+  pgkeep4: '**pgkeep restore --jobs 4**',
+  loaderPlain: 'loader alone, 2 connections, no settings',
+  loaderAsync: 'loader alone, + synchronous_commit=off',
+  loaderAsyncMwm: 'loader alone, + maintenance_work_mem=512MB for post-data',
+};
+
+export async function restoreBench(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { size: { type: 'string', default: '200MB' }, rounds: { type: 'string', default: '3' }, only: { type: 'string' } }, strict: true });
+  const sizeBytes = Number(/^(\d+)/.exec(values.size!)?.[1] ?? 200) * (/g/i.test(values.size!) ? 1024 : 1) * MiB;
+  const rounds = Number(values.rounds);
+  if (!existsSync(cli)) throw new Error(`${cli} is missing: run npm run build`);
+  const uptimeBefore = spawnSync('uptime', { encoding: 'utf8' }).stdout.trim();
+  const work = await mkdtemp(path.join(os.tmpdir(), 'pgkeep-bench-restore-'));
+  const cluster = await startCluster({ settings: { max_wal_size: '8GB', checkpoint_timeout: '1h' } });
+  try {
+    const env: NodeJS.ProcessEnv = {};
+    for (const [k, v] of Object.entries(process.env)) if (!/^(PG|POSTGRES_|DATABASE_URL$)/.test(k)) env[k] = v;
+    Object.assign(env, { PGHOST: cluster.host, PGPORT: String(cluster.port), PGUSER: cluster.superuser, PGPASSWORD: cluster.password, PG_BIN: cluster.binDir, PGKEEP_TEMP_DIR: work });
+    const bin = (tool: string) => path.join(cluster.binDir, tool);
+    // No password in the URL (it would show in ps): pgkeep gets PGPASSWORD from the environment.
+    const url = (db: string) => `postgresql://${cluster.superuser}@${cluster.host}:${cluster.port}/${db}`;
+    const dbs = [await createDb(cluster, 'mixed', 'mixed', sizeBytes), await createDb(cluster, 'onebig', 'onebig', sizeBytes)];
+    const repo = path.join(work, 'repo');
+    for (const db of dbs) {
+      log(`${db.name}: pg_dump -Fc, pg_dump -Fc -Z0, pgkeep backup`);
+      await timed([bin('pg_dump'), '-Fc', '-f', path.join(work, `${db.name}.dump`), db.name], env, 'pg_dump -Fc');
+      await timed([bin('pg_dump'), '-Fc', '-Z0', '-f', path.join(work, `${db.name}.z0.dump`), db.name], env, 'pg_dump -Fc -Z0');
+      await timed([process.execPath, cli, 'backup', '--repo', repo, '--db', url(db.name), '--json'], env, 'pgkeep backup');
+    }
+    const drop = (name: string) => cluster.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    const results = new Map<string, Map<Step, { s: number[]; rss: (number | undefined)[] }>>();
+    const record = (db: string, step: Step, t: { seconds: number; rss: number | undefined }) => {
+      const byStep = results.get(db) ?? new Map();
+      results.set(db, byStep);
+      const r = byStep.get(step) ?? { s: [], rss: [] };
+      byStep.set(step, r);
+      r.s.push(t.seconds);
+      r.rss.push(t.rss);
+    };
+    const loaderRuns: Record<string, { rows: number[]; post: number[] }> = {};
+    for (let round = 1; round <= rounds; round++) {
+      for (const db of dbs) {
+        const target = `${db.name}_r`;
+        log(`round ${round}/${rounds}, ${db.name}: pg_restore -j2`);
+        await cluster.query(`CREATE DATABASE ${target}`);
+        record(db.name, 'pgRestore', await timed([bin('pg_restore'), '-j2', '-d', target, path.join(work, `${db.name}.dump`)], env, 'pg_restore'));
+        await drop(target);
+        for (const jobs of [1, 2, 4] as const) {
+          log(`round ${round}/${rounds}, ${db.name}: pgkeep restore --jobs ${jobs}`);
+          record(db.name, `pgkeep${jobs}`, await timed([process.execPath, cli, 'restore', 'latest', '--repo', repo, '--db', url(db.name), '--to', target, '--jobs', String(jobs), '--json'], env, `pgkeep restore --jobs ${jobs}`));
+          await drop(target);
+        }
+        for (const step of ['loaderPlain', 'loaderAsync', 'loaderAsyncMwm'] as const) {
+          log(`round ${round}/${rounds}, ${db.name}: ${LABELS[step]}`);
+          await cluster.query(`CREATE DATABASE ${target}`);
+          const staging = path.join(work, `staging-${step}`);
+          await mkdir(staging);
+          const signal = new AbortController().signal;
+          const pgEnv = step === 'loaderAsyncMwm' ? { ...env, PGOPTIONS: '-c maintenance_work_mem=512MB' } : env;
+          const started = process.hrtime.bigint();
+          const result = await parallelCopyLoad((sink) => pipeline(createReadStream(path.join(work, `${db.name}.z0.dump`)), sink), {
+            target: { host: cluster.host, port: cluster.port, user: cluster.superuser, password: cluster.password, database: target } as never,
+            jobs: 2,
+            staging,
+            signal,
+            copySettings: step === 'loaderPlain' ? {} : RESTORE_COPY_SETTINGS,
+            pgRestore: (args, stdin) => startProcess(bin('pg_restore'), ['--exit-on-error', '--dbname', target, ...args], { env: pgEnv, signal, stdin: stdin ? 'pipe' : 'ignore', stdout: 'ignore' }),
+          });
+          record(db.name, step, { seconds: Number(process.hrtime.bigint() - started) / 1e9, rss: undefined });
+          const key = `${db.name}/${step}`;
+          loaderRuns[key] ??= { rows: [], post: [] };
+          loaderRuns[key].rows.push(result.ms.rows / 1000);
+          loaderRuns[key].post.push(result.ms.postData / 1000);
+          await rm(staging, { recursive: true, force: true });
+          await drop(target);
+        }
+      }
+    }
+    const uptimeAfter = spawnSync('uptime', { encoding: 'utf8' }).stdout.trim();
+    const min = (xs: number[]) => Math.min(...xs);
+    const out: string[] = [
+      `## pgkeep restore benchmark: --size ${values.size}, ${rounds} interleaved rounds (minimum of each)`,
+      '',
+      `${os.availableParallelism()} cores, PostgreSQL ${(await cluster.query<{ v: string }>("SELECT current_setting('server_version') AS v"))[0]!.v}, server defaults but max_wal_size=8GB (maintenance_work_mem ${(await cluster.query<{ v: string }>("SELECT current_setting('maintenance_work_mem') AS v"))[0]!.v}).`,
+      `uptime before: \`${uptimeBefore}\`; after: \`${uptimeAfter}\``,
+      '',
+    ];
+    let failed = false;
+    for (const db of dbs) {
+      const steps = results.get(db.name)!;
+      const base = steps.get('pgRestore')!;
+      out.push(`### ${db.name}: ${(db.bytes / MiB).toFixed(0)} MB, ${db.description}, biggest table ${(db.biggestShare * 100).toFixed(0)}% of the data`, '');
+      out.push('| restore | RTO (min) | × pg_restore -j2 (per round, min) | peak RSS | rows phase | post-data |', '|:--|--:|--:|--:|--:|--:|');
+      for (const [step, r] of steps) {
+        // The ratio of each round against the same round's pg_restore, then the best: load falls on both sides.
+        const ratios = r.s.map((s, i) => s / base.s[i]!);
+        const rss = r.rss.filter((x): x is number => x !== undefined);
+        const l = loaderRuns[`${db.name}/${step}`];
+        out.push(`| ${LABELS[step]} | ${min(r.s).toFixed(2)} s | ${step === 'pgRestore' ? '1.00×' : `${min(ratios).toFixed(2)}× (${ratios.map((x) => x.toFixed(2)).join(', ')})`} | ${rss.length ? `${(Math.max(...rss) / MiB).toFixed(0)} MB` : ''} | ${l ? `${min(l.rows).toFixed(2)} s` : ''} | ${l ? `${min(l.post).toFixed(2)} s` : ''} |`);
+      }
+      const ratio2 = min(steps.get('pgkeep2')!.s.map((s, i) => s / base.s[i]!));
+      const goal = db.biggestShare >= 0.8 ? 0.75 : 0.85;
+      const pass = ratio2 <= goal;
+      failed ||= !pass;
+      out.push('', `${pass ? 'PASS' : 'FAIL'}: ${db.name}: pgkeep restore --jobs 2 ${ratio2.toFixed(2)}× pg_restore -j2 (target ≤ ${goal}×)`, '');
+    }
+    process.stdout.write(`${out.join('\n')}\n`);
+    return failed ? 1 : 0;
+  } finally {
+    await cluster.stop().catch(() => undefined);
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  restoreBench(process.argv.slice(2)).then(
+    (code) => (process.exitCode = code),
+    (error: unknown) => {
+      process.stderr.write(`bench-restore: ${(error as Error).stack ?? String(error)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
