@@ -141,17 +141,21 @@ export class CopyConnections {
       if (worker.copying !== batch.target) {
         await this.endCopy(worker);
         const stream = worker.client.query(copyFrom(batch.target.copyStmt.replace(/;\s*$/, '')));
-        // Its errors are read where it is written and ended; this keeps one after close() from being unhandled.
-        stream.on('error', () => undefined);
+        // The server's error (a row refused) arrives as an event, possibly between two writes, and a
+        // write after it fails for want of a connection: the first one is the cause to report.
+        worker.streamError = undefined;
+        stream.on('error', (error: Error) => (worker.streamError ??= error));
         worker.stream = stream;
         worker.copying = batch.target;
         this.tables.get(batch.target)!.connections++;
       }
       const stream = worker.stream!;
+      if (worker.streamError) throw worker.streamError;
       if (!stream.write(batch.data)) await drained(stream);
     } catch (error) {
       // A COPY's error may only arrive when it ends, with the next table's batch: it names the COPY's own table.
-      this.fail(error, (error as { copyTarget?: CopyTarget }).copyTarget ?? batch.target);
+      const target = (error as { copyTarget?: CopyTarget }).copyTarget ?? worker.copying ?? batch.target;
+      this.fail(worker.streamError ?? error, target);
     } finally {
       worker.queued -= batch.data.length;
       this.wake();
@@ -165,9 +169,10 @@ export class CopyConnections {
     worker.copying = undefined;
     stream.end();
     try {
+      if (worker.streamError) throw worker.streamError;
       await finished(stream);
     } catch (error) {
-      throw Object.assign(error as Error, { copyTarget: copying });
+      throw Object.assign(worker.streamError ?? (error as Error), { copyTarget: copying });
     }
     this.tables.get(copying)!.loaded += stream.rowCount;
   }
@@ -191,6 +196,8 @@ class Worker {
   queued = 0;
   tail: Promise<void> = Promise.resolve();
   stream: CopyStreamQuery | undefined;
+  /** The first error of the current COPY. */
+  streamError: Error | undefined;
   copying: CopyTarget | undefined;
   constructor(readonly client: PgClient) {}
 }
