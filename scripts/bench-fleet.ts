@@ -236,7 +236,7 @@ export async function fleetBench(argv: string[]): Promise<number> {
     const backupsMade = sumOf(after, 'pgkeep_backups_total', 'result="success"') - sumOf(before, 'pgkeep_backups_total', 'result="success"');
     const backupsFailed = sumOf(after, 'pgkeep_backups_total', 'result="failure"') - sumOf(before, 'pgkeep_backups_total', 'result="failure"');
     const skipped = sumOf(after, 'pgkeep_job_skipped_total') - sumOf(before, 'pgkeep_job_skipped_total');
-    // how long serve's own event loop was held (since start: the catalog's first load included)
+    // how long serve's own event loop was held (prom-client's histogram restarts at each scrape)
     const loopLag = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(after)?.[1] ?? NaN) * 1000;
     const lagP99 = loopLag('nodejs_eventloop_lag_p99_seconds');
     const lagMax = loopLag('nodejs_eventloop_lag_max_seconds');
@@ -282,7 +282,7 @@ export async function fleetBench(argv: string[]): Promise<number> {
       `| RSS (max in the window) | ${(rssMax / 1024 / 1024).toFixed(0)} MB |`,
       `| CPU in the window (jobs included; 100% = one core) | ${cpuPercent.toFixed(0)}% |`,
       `| manifests read by the catalog in the window | ${manifestReads} (for ${backupsMade} new backups; ${requests} requests read none) |`,
-      `| event loop delay since start: p99, max | ${ms(lagP99)}, ${ms(lagMax)} |`,
+      `| serve's event loop delay since the previous scrape: p99, max | ${ms(lagP99)}, ${ms(lagMax)} |`,
       `| SIGTERM to exit (${running} job(s) running) | ${stopSeconds.toFixed(2)} s |`,
       '',
       '| CLI | backups | time |',
