@@ -225,7 +225,14 @@ export class FleetCatalog {
   private async read(entry: SourceEntry): Promise<void> {
     if (this.stopped) return;
     // a location that was missing or failed to open is opened again: the first backup creates it, an outage ends
-    if (!entry.opened || entry.opened.some((o) => !o.repository)) entry.opened = await this.options.open(entry.name);
+    if (!entry.opened || entry.opened.some((o) => !o.repository)) {
+      try {
+        entry.opened = await this.options.open(entry.name);
+      } catch (error) {
+        // the source's repositories cannot even be named: its one finding, and the page still loads
+        entry.opened = [{ url: `the repositories of ${entry.name}`, error }];
+      }
+    }
     const locations = new Set<string>();
     for (const opened of entry.opened) {
       if (this.stopped) return;
