@@ -242,6 +242,15 @@ export async function fleetBench(argv: string[]): Promise<number> {
     const lagMax = loopLag('nodejs_eventloop_lag_max_seconds');
     const cpuPercent = ((cpuAfter.cpuSeconds - cpuBefore.cpuSeconds) / windowSeconds) * 100;
 
+    // /ready: the catalog's view of the repositories, and a SELECT 1 to every source's database
+    const readyTimes: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const t = performance.now();
+      await (await fetch(`${base}/ready`)).text();
+      readyTimes.push(performance.now() - t);
+    }
+    const readyMedian = percentiles(readyTimes).median;
+
     // SIGTERM while jobs run
     const running = JSON.parse(await text('/api/jobs?state=running')).total as number;
     const tStop = performance.now();
@@ -283,6 +292,7 @@ export async function fleetBench(argv: string[]): Promise<number> {
       `| CPU in the window (jobs included; 100% = one core) | ${cpuPercent.toFixed(0)}% |`,
       `| manifests read by the catalog in the window | ${manifestReads} (for ${backupsMade} new backups; ${requests} requests read none) |`,
       `| serve's event loop delay since the previous scrape: p99, max | ${ms(lagP99)}, ${ms(lagMax)} |`,
+      `| /ready (SELECT 1 to each of the ${options.sources} sources), median of 3 | ${ms(readyMedian)} |`,
       `| SIGTERM to exit (${running} job(s) running) | ${stopSeconds.toFixed(2)} s |`,
       '',
       '| CLI | backups | time |',
