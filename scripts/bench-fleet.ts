@@ -244,12 +244,13 @@ export async function fleetBench(argv: string[]): Promise<number> {
 
     // /ready: the catalog's view of the repositories, and a SELECT 1 to every source's database
     const readyTimes: number[] = [];
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 6; i++) {
       const t = performance.now();
       await (await fetch(`${base}/ready`)).text();
       readyTimes.push(performance.now() - t);
     }
-    const readyMedian = percentiles(readyTimes).median;
+    const readyFirst = readyTimes[0]!;
+    const readyMedian = percentiles(readyTimes.slice(1)).median;
 
     // SIGTERM while jobs run
     const running = JSON.parse(await text('/api/jobs?state=running')).total as number;
@@ -292,7 +293,7 @@ export async function fleetBench(argv: string[]): Promise<number> {
       `| CPU in the window (jobs included; 100% = one core) | ${cpuPercent.toFixed(0)}% |`,
       `| manifests read by the catalog in the window | ${manifestReads} (for ${backupsMade} new backups; ${requests} requests read none) |`,
       `| serve's event loop delay since the previous scrape: p99, max | ${ms(lagP99)}, ${ms(lagMax)} |`,
-      `| /ready (SELECT 1 to each of the ${options.sources} sources), median of 3 | ${ms(readyMedian)} |`,
+      `| /ready: first (SELECT 1 to each of the ${options.sources} sources), then median of 5 (answers reused 10 s) | ${ms(readyFirst)}, ${ms(readyMedian)} |`,
       `| SIGTERM to exit (${running} job(s) running) | ${stopSeconds.toFixed(2)} s |`,
       '',
       '| CLI | backups | time |',

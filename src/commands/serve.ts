@@ -51,6 +51,8 @@ export interface ServeResult {
 const READY_LOAD_WAIT_MS = 2000;
 /** Sources /ready connects to at once. */
 const READY_PARALLEL = 8;
+/** How long /ready's answers from the sources' databases are reused. */
+const READY_SOURCES_TTL_MS = 10_000;
 /** The status gauges are set again at least this often, even with nothing new in the catalog. */
 const GAUGES_MAX_AGE_MS = 5000;
 
@@ -294,6 +296,41 @@ function daemonApi(settings: Settings, sourceNames: string[], scheduler: Schedul
     if (!sourceNames.includes(name)) throw new PgkeepError('SOURCE_UNKNOWN', `no source "${name}": the sources are ${sourceNames.join(', ')}`);
     return name;
   };
+  /**
+   * Every source's database answers SELECT 1, eight at a time (one at a time, 100 sources took seconds). A probe
+   * gets the last answers while they are younger than READY_SOURCES_TTL_MS, and (up to a minute old) while newer
+   * ones are being asked for: a readiness probe every few seconds stays fast and does not open 100 connections each time.
+   */
+  let sourceAnswers: { at: number; checks: ReadyCheck[] } | undefined;
+  let asking: Promise<ReadyCheck[]> | undefined;
+  const askSources = async (): Promise<ReadyCheck[]> => {
+    const answers = new Map<string, ReadyCheck>();
+    const queue = [...sourceNames];
+    const worker = async () => {
+      for (let source = queue.shift(); source !== undefined; source = queue.shift()) {
+        try {
+          const { connection } = resolveSource(settingsForSource(settings, source));
+          await withClient(connection, (client) => client.query('SELECT 1'), AbortSignal.timeout(5000));
+          answers.set(source, { name: `source ${source}`, ok: true });
+        } catch (error) {
+          answers.set(source, { name: `source ${source}`, ok: false, message: toPgkeepError(error).message });
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(READY_PARALLEL, sourceNames.length) }, worker));
+    return sourceNames.map((source) => answers.get(source)!);
+  };
+  const sourceChecks = async (): Promise<ReadyCheck[]> => {
+    if (sourceAnswers && Date.now() - sourceAnswers.at < READY_SOURCES_TTL_MS) return sourceAnswers.checks;
+    asking ??= askSources()
+      .then((checks) => {
+        sourceAnswers = { at: Date.now(), checks };
+        return checks;
+      })
+      .finally(() => (asking = undefined));
+    // answers a minute old still do while the new ones come; older ones are waited for
+    return sourceAnswers && Date.now() - sourceAnswers.at < 6 * READY_SOURCES_TTL_MS ? sourceAnswers.checks : asking;
+  };
   /** When the status gauges were last set, and from which catalog version. */
   const gauges = { version: -1, at: 0 };
   const findBackup = async (id: string) => {
@@ -318,22 +355,7 @@ function daemonApi(settings: Settings, sourceNames: string[], scheduler: Schedul
           checks.push({ name: `repository ${repository.location}`, ok: !repository.error, message: repository.missing ? 'empty: the first backup creates the repository' : repository.error?.message });
         }
       }
-      // every source's database answers, a few at a time: with 100 sources, one at a time made a probe take seconds
-      const answers = new Map<string, ReadyCheck>();
-      const queue = [...sourceNames];
-      const worker = async () => {
-        for (let source = queue.shift(); source !== undefined; source = queue.shift()) {
-          try {
-            const { connection } = resolveSource(settingsForSource(settings, source));
-            await withClient(connection, (client) => client.query('SELECT 1'), AbortSignal.timeout(5000));
-            answers.set(source, { name: `source ${source}`, ok: true });
-          } catch (error) {
-            answers.set(source, { name: `source ${source}`, ok: false, message: toPgkeepError(error).message });
-          }
-        }
-      };
-      await Promise.all(Array.from({ length: Math.min(READY_PARALLEL, sourceNames.length) }, worker));
-      checks.push(...sourceNames.map((source) => answers.get(source)!));
+      checks.push(...(await sourceChecks()));
       return checks;
     },
     async metrics() {
