@@ -40,6 +40,12 @@ const IMPORT_RULES = [
     message: 'the pipeline moves bytes; it knows no repository format',
   },
   {
+    name: "the repository's storage stays in the repository",
+    from: FOLDERS.filter((f) => f !== 'repository'),
+    forbid: '^(\\.\\./)+repository/repository-storage\\.js$',
+    message: "Repository.storage is private: reach storage through the repository's methods (loadObject, lockSource, ...), never through repository-storage.ts",
+  },
+  {
     name: 'storage drivers know only keys and bytes',
     from: ['storage'],
     forbid: into('repository'),

@@ -27,6 +27,7 @@ import { parseArgs } from 'node:util';
 import { timestampPart } from '../src/repository/backup-id.js';
 import type { Manifest } from '../src/repository/manifest.js';
 import { Repository } from '../src/repository/repository.js';
+import { storageOf } from '../src/repository/repository-storage.js';
 import { openStorage } from '../src/storage/open-storage.js';
 import { readObject } from '../src/storage/storage.js';
 import { startCluster, type PgCluster } from '../test/support/pg-cluster.js';
@@ -107,7 +108,7 @@ async function writeSyntheticBackups(repository: Repository, template: Manifest,
   for (let i = 0; i < count; i++) {
     const at = new Date(newest - i * 3_600_000);
     const id = timestampPart(at);
-    for (const [name, bytes] of objects) await repository.storage.put(repository.objectKey(source, id, name), Readable.from([bytes]));
+    for (const [name, bytes] of objects) await storageOf(repository)!.put(repository.objectKey(source, id, name), Readable.from([bytes]));
     await repository.writeManifest({ ...template, source, id, startedAt: at.toISOString(), finishedAt: new Date(at.getTime() + template.durationMs).toISOString() } as Manifest);
   }
 }
@@ -160,7 +161,7 @@ export async function fleetBench(argv: string[]): Promise<number> {
     const repository = await Repository.open(openStorage(repo));
     const [template] = await repository.listBackups(names[0]);
     const objects = new Map<string, Buffer>();
-    for (const object of template!.objects) objects.set(object.name, await readObject(repository.storage, repository.objectKey(template!.source, template!.id, object.name)));
+    for (const object of template!.objects) objects.set(object.name, await readObject(storageOf(repository)!, repository.objectKey(template!.source, template!.id, object.name)));
     await repository.removeBackup(template!.source, template!.id);
     const newest = Date.now() - 3_600_000;
     const t0 = performance.now();

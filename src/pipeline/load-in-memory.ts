@@ -1,11 +1,10 @@
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { PgkeepError } from '../errors.js';
-import type { Storage } from '../storage/storage.js';
 import { decryptStream, type AgeIdentity } from './age.js';
 import { IN_MEMORY_LIMIT } from './encode-file-in-memory.js';
 import { checkDigest, mismatch } from './hash-counter.js';
-import { readError, requireIdentities, type ObjectToLoad } from './load-stream.js';
+import { readError, requireIdentities, type ByteSource, type ObjectToLoad } from './load-stream.js';
 import { nativeDecompressSync, nativeZstdAvailable } from './zstd.js';
 
 /**
@@ -20,7 +19,7 @@ import { nativeDecompressSync, nativeZstdAvailable } from './zstd.js';
  * object recorded larger than IN_MEMORY_LIMIT): the caller streams.
  */
 export async function loadInMemory(
-  storage: Storage,
+  storage: ByteSource,
   key: string,
   object: ObjectToLoad,
   options: { identities?: AgeIdentity[] | undefined },
@@ -43,7 +42,7 @@ export async function loadInMemory(
 }
 
 /** The object's bytes; an object longer than `expected` is corrupt, and is not read to its end. */
-async function readAtMost(storage: Storage, key: string, expected: number, what: string, name: string): Promise<Buffer> {
+async function readAtMost(storage: ByteSource, key: string, expected: number, what: string, name: string): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
   const input = await storage.get(key);

@@ -1,7 +1,6 @@
 import { finished, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { PgkeepError } from '../errors.js';
-import type { Storage } from '../storage/storage.js';
 import { decryptStream, type AgeIdentity } from './age.js';
 import { HashCounter, type Digest } from './hash-counter.js';
 import type { ZstdCodec } from './zstd.js';
@@ -17,6 +16,15 @@ export interface ObjectToLoad {
   stored: Digest;
   /** Not null: the object is age-encrypted. */
   encryption: object | null;
+}
+
+/**
+ * Where stored bytes come from: one byte stream per key. A storage driver is
+ * one; the pipeline needs nothing else of it (it knows no storage and no
+ * repository format: the caller chooses the key).
+ */
+export interface ByteSource {
+  get(key: string): Promise<Readable>;
 }
 
 export interface LoadOptions {
@@ -35,7 +43,7 @@ export interface LoadOptions {
  * that fails (after the storage's own retries) rejects with the storage's error
  * (readError), never CHECKSUM_MISMATCH.
  */
-export async function loadStream(storage: Storage, key: string, object: ObjectToLoad, sink: Writable, options: LoadOptions): Promise<void> {
+export async function loadStream(storage: ByteSource, key: string, object: ObjectToLoad, sink: Writable, options: LoadOptions): Promise<void> {
   let input: Readable;
   try {
     input = await storage.get(key);

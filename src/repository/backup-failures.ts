@@ -2,7 +2,8 @@ import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { PgkeepError } from '../errors.js';
 import { joinKey, readObject } from '../storage/storage.js';
-import type { Repository } from './repository.js';
+import { type Repository } from './repository.js';
+import { storageOf } from './repository-storage.js';
 import { verificationFileName } from './verification.js';
 
 /**
@@ -29,22 +30,22 @@ function failuresFolder(source: string): string {
 export async function writeBackupFailure(repository: Repository, failure: Omit<BackupFailure, 'format'>): Promise<void> {
   const record = BackupFailureSchema.parse({ format: 1, ...failure });
   const key = joinKey(failuresFolder(failure.source), verificationFileName(new Date(record.failedAt)));
-  await repository.storage.put(key, Readable.from([Buffer.from(`${JSON.stringify(record, null, 2)}\n`)]));
+  await storageOf(repository)!.put(key, Readable.from([Buffer.from(`${JSON.stringify(record, null, 2)}\n`)]));
 }
 
 /** Removes one failure record (a key listBackupFailures gave). */
 export async function removeBackupFailure(repository: Repository, key: string): Promise<void> {
   if (!key.startsWith('sources/') || !key.includes('/failures/')) throw new PgkeepError('INTERNAL', `not a failure record: ${key}`);
-  await repository.storage.remove(key);
+  await storageOf(repository)!.remove(key);
 }
 
 /** Failure records of a source, oldest first, with their keys; unreadable ones are skipped. */
 export async function listBackupFailures(repository: Repository, source: string): Promise<(BackupFailure & { key: string })[]> {
   const records: (BackupFailure & { key: string })[] = [];
-  for await (const entry of repository.storage.list(failuresFolder(source))) {
+  for await (const entry of storageOf(repository)!.list(failuresFolder(source))) {
     if (entry.kind !== 'object' || !entry.path.endsWith('.json')) continue;
     try {
-      records.push({ ...BackupFailureSchema.parse(JSON.parse((await readObject(repository.storage, entry.path)).toString('utf8'))), key: entry.path });
+      records.push({ ...BackupFailureSchema.parse(JSON.parse((await readObject(storageOf(repository)!, entry.path)).toString('utf8'))), key: entry.path });
     } catch {
       // removed meanwhile, or damaged: says nothing we can trust
     }

@@ -1,6 +1,7 @@
 import { repositoryUrl, repositoryUrls, storageOptions, type Settings } from '../config/settings.js';
 import type { Manifest } from './manifest.js';
 import { Repository } from './repository.js';
+import { storageOf } from './repository-storage.js';
 import { openStorage } from '../storage/open-storage.js';
 import { readObject, type Storage } from '../storage/storage.js';
 import { createEncryption, WRAPPED_IDENTITY } from './repository-keys.js';
@@ -41,7 +42,7 @@ export class RepositoryLocation {
   /** Gives this (passphrase) repository the same wrapped identity as `from`, unless it has one: its objects are encrypted to that key. */
   async adoptWrappedIdentity(from: Repository): Promise<void> {
     if (await this.storage.stat(WRAPPED_IDENTITY)) return;
-    await this.storage.putIfAbsent(WRAPPED_IDENTITY, await readObject(from.storage, WRAPPED_IDENTITY));
+    await this.storage.putIfAbsent(WRAPPED_IDENTITY, await readObject(storageOf(from)!, WRAPPED_IDENTITY));
   }
 }
 

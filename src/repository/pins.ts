@@ -3,7 +3,8 @@ import { z } from 'zod';
 import { PgkeepError } from '../errors.js';
 import { joinKey, readObject } from '../storage/storage.js';
 import { isBackupId, validateBackupId } from './backup-id.js';
-import type { Repository } from './repository.js';
+import { type Repository } from './repository.js';
+import { storageOf } from './repository-storage.js';
 
 /**
  * A pin: the backup must never be deleted by prune, whatever the policy.
@@ -32,21 +33,21 @@ function pinKey(source: string, id: string): string {
 /** Writes (or replaces) the pin of a backup; atomic, like every put. */
 export async function writePin(repository: Repository, pin: Omit<Pin, 'format'>): Promise<Pin> {
   const record: Pin = PinSchema.parse({ format: 1, ...pin });
-  await repository.storage.put(pinKey(pin.source, pin.backupId), Readable.from([Buffer.from(`${JSON.stringify(record, null, 2)}\n`)]));
+  await storageOf(repository)!.put(pinKey(pin.source, pin.backupId), Readable.from([Buffer.from(`${JSON.stringify(record, null, 2)}\n`)]));
   return record;
 }
 
 /** Removes a pin; true when there was one. */
 export async function removePin(repository: Repository, source: string, id: string): Promise<boolean> {
   const key = pinKey(source, id);
-  if (!(await repository.storage.stat(key))) return false;
-  await repository.storage.remove(key);
+  if (!(await storageOf(repository)!.stat(key))) return false;
+  await storageOf(repository)!.remove(key);
   return true;
 }
 
 /** Whether a backup is pinned right now (read again just before prune deletes it). */
 export async function isPinned(repository: Repository, source: string, id: string): Promise<boolean> {
-  return (await repository.storage.stat(pinKey(source, id))) !== undefined;
+  return (await storageOf(repository)!.stat(pinKey(source, id))) !== undefined;
 }
 
 /**
@@ -55,12 +56,12 @@ export async function isPinned(repository: Repository, source: string, id: strin
  */
 export async function listPins(repository: Repository, source: string): Promise<Map<string, Pin | undefined>> {
   const pins = new Map<string, Pin | undefined>();
-  for await (const entry of repository.storage.list(pinsFolder(source))) {
+  for await (const entry of storageOf(repository)!.list(pinsFolder(source))) {
     if (entry.kind !== 'object' || !entry.path.endsWith('.json')) continue;
     const id = entry.path.split('/').pop()!.slice(0, -'.json'.length);
     if (!isBackupId(id)) continue;
     try {
-      pins.set(id, PinSchema.parse(JSON.parse((await readObject(repository.storage, entry.path)).toString('utf8'))));
+      pins.set(id, PinSchema.parse(JSON.parse((await readObject(storageOf(repository)!, entry.path)).toString('utf8'))));
     } catch (error) {
       if (error instanceof PgkeepError && error.code === 'STORAGE_NOT_FOUND') continue; // unpinned meanwhile
       pins.set(id, undefined);

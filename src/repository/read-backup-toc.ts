@@ -3,7 +3,6 @@ import { PgkeepError } from '../errors.js';
 import { decryptStream, type AgeIdentity } from '../pipeline/age.js';
 import { parseToc, readArchiveHead } from '../pipeline/backup-toc.js';
 import type { TocEntry } from '../pipeline/custom-toc.js';
-import { loadStream } from '../pipeline/load-stream.js';
 import type { ZstdCodec } from '../pipeline/zstd.js';
 import type { LogicalManifest } from './manifest.js';
 import type { Repository } from './repository.js';
@@ -25,7 +24,6 @@ export interface BackupTocOptions {
  * every checksum; a damaged TOC fails to parse here).
  */
 export async function readBackupToc(repository: Repository, manifest: LogicalManifest, options: BackupTocOptions): Promise<TocEntry[]> {
-  const key = (name: string) => repository.objectKey(manifest.source, manifest.id, name);
   if (manifest.options.format === 'directory') {
     const object = manifest.objects.find((o) => o.file === 'toc.dat');
     if (!object) throw new PgkeepError('MANIFEST_INVALID', `backup ${manifest.id} is a directory dump without toc.dat in its manifest`);
@@ -36,13 +34,13 @@ export async function readBackupToc(repository: Repository, manifest: LogicalMan
         callback();
       },
     });
-    await loadStream(repository.storage, key(object.name), object, sink, options);
+    await repository.loadObject(manifest, object, sink, options);
     return parseToc(Buffer.concat(chunks), `backup ${manifest.id}`);
   }
   if (manifest.options.format !== 'custom') throw new PgkeepError('USAGE', `backup ${manifest.id} is a plain SQL dump: it has no table of contents`);
 
   const object = manifest.objects[0]!;
   const decrypt = object.encryption ? [decryptStream(options.identities ?? [], { what: `object ${object.name}` })] : [];
-  const head = await readArchiveHead(await repository.storage.get(key(object.name)), [...decrypt, options.codec.decompressor()], options.signal, `object ${object.name}`);
+  const head = await readArchiveHead(await repository.readStoredObject(manifest.source, manifest.id, object.name), [...decrypt, options.codec.decompressor()], options.signal, `object ${object.name}`);
   return parseToc(head, `backup ${manifest.id}`);
 }

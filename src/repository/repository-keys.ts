@@ -12,7 +12,8 @@ import {
   validateRecipient,
   type AgeIdentity,
 } from '../pipeline/age.js';
-import type { EncryptionInfo, Repository } from './repository.js';
+import type { EncryptionInfo, RepoInfo, Repository } from './repository.js';
+import { storageOf } from './repository-storage.js';
 import { collectStream, readObject, type Storage } from '../storage/storage.js';
 import type { Manifest } from './manifest.js';
 import { deriveManifestKey, type ManifestKey } from './manifest-integrity.js';
@@ -64,11 +65,22 @@ export async function identitiesFor(repository: Repository, manifest: Manifest, 
 }
 
 /**
+ * A repository's keys where no Repository is opened (the lean WAL path):
+ * its info, its location for messages, and the storage that holds a
+ * passphrase repository's wrapped identity.
+ */
+export interface KeySource {
+  info: Pick<RepoInfo, 'encryption'>;
+  location: string;
+  storage: Storage;
+}
+
+/**
  * The identities that decrypt this repository's objects, from an identity file
  * and/or the repository passphrase. Fails with a clear message, before any
  * database is touched, when there is none or it does not fit the repository.
  */
-export async function readIdentities(repository: Pick<Repository, 'info' | 'storage' | 'location'>, keys: KeySettings): Promise<AgeIdentity[]> {
+export async function readIdentities(repository: Pick<Repository, 'info' | 'location'> | KeySource, keys: KeySettings): Promise<AgeIdentity[]> {
   const encryption = repository.info.encryption;
   if (!encryption) return [];
   const identities: AgeIdentity[] = [];
@@ -82,7 +94,7 @@ export async function readIdentities(repository: Pick<Repository, 'info' | 'stor
     identities.push(...parseIdentityFile(text, keys.identityFile));
   }
   const passphrase = encryption.passphrase ? keys.passphrase() : undefined;
-  if (passphrase !== undefined) identities.push(...(await unwrapIdentity(repository.storage, passphrase)));
+  if (passphrase !== undefined) identities.push(...(await unwrapIdentity(storageOf(repository) ?? (repository as KeySource).storage, passphrase)));
   if (identities.length === 0) {
     throw new PgkeepError(
       'CONFIG_INVALID',
@@ -141,7 +153,7 @@ export function manifestKeysOf(repository: Pick<Repository, 'info'>, identities:
  * when the writer holds only the public keys (its manifests then carry a
  * checksum only, and readers say so).
  */
-export async function writerManifestKeys(repository: Pick<Repository, 'info' | 'storage' | 'location'>, keys: KeySettings): Promise<ManifestKey[]> {
+export async function writerManifestKeys(repository: Pick<Repository, 'info' | 'location'>, keys: KeySettings): Promise<ManifestKey[]> {
   const encryption = repository.info.encryption;
   if (!encryption) return [];
   if (!keys.identityFile && !(encryption.passphrase && keys.passphrase() !== undefined)) return [];

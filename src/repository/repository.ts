@@ -19,6 +19,7 @@ import { VerificationSchema, verificationFileName, type Verification, type Verif
 
 export { REPO_FORMAT } from './repo-info.js';
 import { REPO_FORMAT } from './repo-info.js';
+import { registerStorage } from './repository-storage.js';
 const INFO_FILE = 'pgkeep.json';
 const MANIFEST_FILE = 'manifest.json';
 /** In a backup folder whose removal began (see removeBackup). */
@@ -79,9 +80,12 @@ export const KEY_CHECK_FILE = 'keycheck.age';
  */
 export class Repository {
   private constructor(
-    readonly storage: Storage,
+    /** Private: everything above src/repository/ goes through the repository's methods (repository-storage.ts gives it to src/repository/ itself). */
+    private readonly storage: Storage,
     readonly info: RepoInfo,
-  ) {}
+  ) {
+    registerStorage(this, storage);
+  }
 
   get location(): string {
     return this.storage.location;
@@ -470,6 +474,11 @@ export class Repository {
       if (entry.kind === 'object') last = Math.max(last ?? 0, entry.modified.getTime());
     }
     return last === undefined ? undefined : new Date(last);
+  }
+
+  /** Whether one object of a backup is in the storage (verify: a missing object is named, not read). */
+  async hasObject(manifest: Pick<Manifest, 'source' | 'id'>, object: string): Promise<boolean> {
+    return (await this.storage.stat(this.objectKey(manifest.source, manifest.id, object))) !== undefined;
   }
 
   /** Whether the backup's manifest exists (complete backup), without reading it. */

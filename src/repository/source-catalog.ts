@@ -5,6 +5,7 @@ import { listBackupFailures, type BackupFailure } from './backup-failures.js';
 import type { Manifest } from './manifest.js';
 import { listPins, type Pin } from './pins.js';
 import { DELETING_FILE, type Repository } from './repository.js';
+import { storageOf } from './repository-storage.js';
 
 /** Everything a repository holds about one source, read once for prune and status. */
 export interface SourceCatalog {
@@ -33,7 +34,7 @@ export async function readSourceCatalog(repository: Repository, source: string):
     }
     let last = backupIdTime(folder.id).getTime();
     let deleting = false;
-    for await (const entry of repository.storage.list(repository.backupFolder(source, folder.id), { recursive: true })) {
+    for await (const entry of storageOf(repository)!.list(repository.backupFolder(source, folder.id), { recursive: true })) {
       if (entry.kind === 'object') last = Math.max(last, entry.modified.getTime());
       if (entry.kind === 'object' && entry.path.endsWith(`/${DELETING_FILE}`)) deleting = true;
     }
@@ -48,17 +49,17 @@ export async function readSourceCatalog(repository: Repository, source: string):
 /** Removes a backup (manifest first, then its objects), then its verification records. */
 export async function removeBackupWithRecords(repository: Repository, source: string, id: string): Promise<void> {
   await repository.removeBackup(source, id);
-  await repository.storage.removeFolder(repository.verificationFolder(source, id));
+  await storageOf(repository)!.removeFolder(repository.verificationFolder(source, id));
 }
 
 /** Removes verification records of backups that no longer exist; returns their ids. */
 export async function removeOrphanVerifications(repository: Repository, source: string): Promise<string[]> {
   const present = new Set((await repository.listBackupFolders(source)).map((f) => f.id));
   const removed: string[] = [];
-  for await (const entry of repository.storage.list(joinKey('sources', source, 'verifications'))) {
+  for await (const entry of storageOf(repository)!.list(joinKey('sources', source, 'verifications'))) {
     const id = entry.path.split('/').pop()!;
     if (entry.kind !== 'folder' || !isBackupId(id) || present.has(id)) continue;
-    await repository.storage.removeFolder(entry.path);
+    await storageOf(repository)!.removeFolder(entry.path);
     removed.push(id);
   }
   return removed;

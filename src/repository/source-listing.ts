@@ -2,6 +2,7 @@ import { isBackupId } from './backup-id.js';
 import { BackupFailureSchema, type BackupFailure } from './backup-failures.js';
 import { PinSchema, type Pin } from './pins.js';
 import type { Repository } from './repository.js';
+import { storageOf } from './repository-storage.js';
 import { VerificationSchema, type Verification } from './verification.js';
 import { joinKey, readObject } from '../storage/storage.js';
 
@@ -32,7 +33,7 @@ export async function listSource(repository: Repository, source: string): Promis
   const listing: SourceListing = { manifests: new Map(), verifications: new Map(), pins: new Map(), failures: new Map(), lastWalAt: undefined };
   const prefix = joinKey('sources', source);
   let lastWal: number | undefined;
-  for await (const entry of repository.storage.list(prefix, { recursive: true })) {
+  for await (const entry of storageOf(repository)!.list(prefix, { recursive: true })) {
     if (entry.kind !== 'object') continue;
     const parts = entry.path.slice(prefix.length + 1).split('/');
     const stamp = `${entry.size}:${entry.modified.getTime()}`;
@@ -50,7 +51,7 @@ export async function listSource(repository: Repository, source: string): Promis
 /** A record a listing named, parsed; undefined when it is gone or cannot be trusted (as listVerifications skips it). */
 async function readRecord<T>(repository: Repository, key: string, parse: (raw: unknown) => T): Promise<T | undefined> {
   try {
-    return parse(JSON.parse((await readObject(repository.storage, key)).toString('utf8')));
+    return parse(JSON.parse((await readObject(storageOf(repository)!, key)).toString('utf8')));
   } catch {
     return undefined;
   }
@@ -64,7 +65,7 @@ export function readVerificationRecord(repository: Repository, key: string): Pro
 export async function readPinRecord(repository: Repository, source: string, id: string): Promise<Pin | null | undefined> {
   const key = joinKey('sources', source, 'pins', `${id}.json`);
   try {
-    return PinSchema.parse(JSON.parse((await readObject(repository.storage, key)).toString('utf8')));
+    return PinSchema.parse(JSON.parse((await readObject(storageOf(repository)!, key)).toString('utf8')));
   } catch (error) {
     return (error as { code?: string }).code === 'STORAGE_NOT_FOUND' ? undefined : null;
   }

@@ -74,17 +74,15 @@ export async function verifyBackup(repository: Repository, manifest: Manifest, o
   try {
     for (const object of manifest.objects) {
       throwIfAborted(options.signal);
-      const key = repository.objectKey(manifest.source, manifest.id, object.name);
       const check: ObjectCheck = { name: object.name, ok: false, storedBytes: object.stored.size, rawBytes: object.raw.size };
       objects.push(check);
-      const stat = await repository.storage.stat(key);
-      if (!stat) {
+      if (!(await repository.hasObject(manifest, object.name))) {
         check.problem = `object ${object.name} is missing from the repository`;
         problems.push(check.problem);
         continue;
       }
       const load = (sink: Writable) =>
-        loadStream(repository.storage, key, object, sink, {
+        repository.loadObject(manifest, object, sink, {
           codec,
           signal: options.signal,
           identities: options.identities,

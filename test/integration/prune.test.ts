@@ -17,6 +17,7 @@ import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 import { startS3Server, type S3TestServer } from '../support/s3-server.js';
 import { cloneBackupAt, daysAgoAtNoon } from '../support/synthetic-backups.js';
+import { storageOf } from '../../src/repository/repository-storage.js';
 
 let cluster: PgCluster;
 let work: string;
@@ -369,7 +370,7 @@ describe('pgkeep prune', () => {
     const repository = await openRepo(remote);
     await cloneBackupAt(repository, await repository.readManifest('app', json(backup).id), daysAgoAtNoon(2));
     const owner = { pid: 4242, host: 'backup-host-2', command: 'backup', started: '2026-11-21T02:00:00.000Z' };
-    assert.equal(await repository.storage.putIfAbsent('sources/app/locks/source.lock', Buffer.from(JSON.stringify(owner))), true);
+    assert.equal(await storageOf(repository)!.putIfAbsent('sources/app/locks/source.lock', Buffer.from(JSON.stringify(owner))), true);
 
     const prune = await pgkeep(['prune'], { cwd, env });
     assert.equal(prune.code, 5, prune.stderr);
@@ -378,7 +379,7 @@ describe('pgkeep prune', () => {
       `pgkeep: source app is locked by "pgkeep backup" (pid 4242 on backup-host-2, since 2026-11-21T02:00:00.000Z): wait for it to finish, or if it is no longer running there, remove ${remote}/sources/app/locks/source.lock`,
     );
     assert.equal((await repository.listBackups('app')).length, 2);
-    await repository.storage.remove('sources/app/locks/source.lock');
+    await storageOf(repository)!.remove('sources/app/locks/source.lock');
     const after = await pgkeep(['prune'], { cwd, env });
     assert.equal(after.code, 0, after.stderr);
     assert.equal((await repository.listBackups('app')).length, 1);

@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import { timestampPart } from '../../src/repository/backup-id.js';
 import type { Manifest } from '../../src/repository/manifest.js';
 import type { Repository } from '../../src/repository/repository.js';
+import { storageOf } from '../../src/repository/repository-storage.js';
 import { readObject } from '../../src/storage/storage.js';
 
 /**
@@ -13,8 +14,8 @@ import { readObject } from '../../src/storage/storage.js';
 export async function cloneBackupAt(repository: Repository, original: Manifest, at: Date, changes: Partial<Manifest> = {}): Promise<Manifest> {
   const id = timestampPart(at) + (changes.name ? `-${changes.name}` : '');
   for (const object of original.objects) {
-    const bytes = await readObject(repository.storage, repository.objectKey(original.source, original.id, object.name));
-    await repository.storage.put(repository.objectKey(original.source, id, object.name), Readable.from([bytes]));
+    const bytes = await readObject(storageOf(repository)!, repository.objectKey(original.source, original.id, object.name));
+    await storageOf(repository)!.put(repository.objectKey(original.source, id, object.name), Readable.from([bytes]));
   }
   const manifest = {
     ...original,
