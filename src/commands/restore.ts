@@ -1,11 +1,10 @@
 import { PgkeepError } from '../errors.js';
-import { repositoriesWithBackup } from '../repository/open-repository.js';
 import { z } from 'zod';
 import { resolveSource } from '../config/settings.js';
 import { listOf, requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
 import { collect, positiveInt } from '../registry/option-values.js';
 import { formatBytes, formatCount, formatDuration, formatTable } from '../cli/format.js';
-import { openRepository } from '../repository/open-repository.js';
+import { openRepository, repositoriesWithBackup } from '../repository/open-repository.js';
 import { planRestoreFile, runRestoreFile, type FileRestorePlan, type FileRestoreResult } from '../restore/run-restore-file.js';
 import { planRestore, runRestore, runRestoreFromRepositories, type RestorePlan, type RestoreRequest, type RestoreResult } from '../restore/run-restore.js';
 
@@ -37,7 +36,10 @@ export type RestoreCommandResult =
   | { kind: 'file'; result: FileRestoreResult }
   | { kind: 'file-plan'; plan: FileRestorePlan };
 
-/** `pgkeep restore ID|latest` and `pgkeep restore --file DUMP`. */
+/**
+ * `pgkeep restore ID|latest` and `pgkeep restore --file DUMP`: the source, then the restore engine (src/restore/):
+ * runRestoreFile for a dump file, planRestore for --dry-run, runRestore (runRestoreFromRepositories over several repositories).
+ */
 export const restoreCommand: CommandSpec<RestoreCommandRequest, RestoreCommandResult> = {
   name: 'restore',
   description: 'restore a backup into a new database (or --to NAME); or a dump file made outside pgkeep (--file)',
