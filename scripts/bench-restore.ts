@@ -107,18 +107,20 @@ const LABELS: Record<Step, string> = {
   pgkeep2: '**pgkeep restore --jobs 2**',
   pgkeep4: '**pgkeep restore --jobs 4**',
   loaderPlain: 'loader alone, 2 connections, no settings',
-  loaderAsync: 'loader alone, + synchronous_commit=off',
-  loaderAsyncMwm: 'loader alone, + maintenance_work_mem=512MB for post-data',
+  loaderAsync: 'loader alone, + synchronous_commit=off (COPY sessions and pg_restore)',
+  loaderAsyncMwm: 'loader alone, + synchronous_commit=off, maintenance_work_mem=512MB',
 };
 
 export async function restoreBench(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { size: { type: 'string', default: '200MB' }, rounds: { type: 'string', default: '3' }, only: { type: 'string' } }, strict: true });
+  const { values } = parseArgs({ args: argv, options: { size: { type: 'string', default: '200MB' }, rounds: { type: 'string', default: '3' }, batch: { type: 'string' }, only: { type: 'string' } }, strict: true });
   const sizeBytes = Number(/^(\d+)/.exec(values.size!)?.[1] ?? 200) * (/g/i.test(values.size!) ? 1024 : 1) * MiB;
   const rounds = Number(values.rounds);
+  const batchBytes = Number(values.batch ?? 256) << 10;
   if (!existsSync(cli)) throw new Error(`${cli} is missing: run npm run build`);
   const uptimeBefore = spawnSync('uptime', { encoding: 'utf8' }).stdout.trim();
   const work = await mkdtemp(path.join(os.tmpdir(), 'pgkeep-bench-restore-'));
-  const cluster = await startCluster({ settings: { max_wal_size: '8GB', checkpoint_timeout: '1h' } });
+  // fsync on, as on a real server (the test clusters turn it off): what synchronous_commit saves is flushes.
+  const cluster = await startCluster({ settings: { max_wal_size: '8GB', checkpoint_timeout: '1h', fsync: 'on' } });
   try {
     const env: NodeJS.ProcessEnv = {};
     for (const [k, v] of Object.entries(process.env)) if (!/^(PG|POSTGRES_|DATABASE_URL$)/.test(k)) env[k] = v;
@@ -163,7 +165,9 @@ export async function restoreBench(argv: string[]): Promise<number> {
           const staging = path.join(work, `staging-${step}`);
           await mkdir(staging);
           const signal = new AbortController().signal;
-          const pgEnv = step === 'loaderAsyncMwm' ? { ...env, PGOPTIONS: '-c maintenance_work_mem=512MB' } : env;
+          // The settings go to the COPY sessions (copySettings) and to every pg_restore run (PGOPTIONS): pre-data commits each statement.
+          const options = { loaderPlain: '', loaderAsync: '-c synchronous_commit=off', loaderAsyncMwm: '-c synchronous_commit=off -c maintenance_work_mem=512MB' }[step];
+          const pgEnv = options ? { ...env, PGOPTIONS: options } : env;
           const started = process.hrtime.bigint();
           const result = await parallelCopyLoad((sink) => pipeline(createReadStream(path.join(work, `${db.name}.z0.dump`)), sink), {
             target: { host: cluster.host, port: cluster.port, user: cluster.superuser, password: cluster.password, database: target } as never,
@@ -171,6 +175,7 @@ export async function restoreBench(argv: string[]): Promise<number> {
             staging,
             signal,
             copySettings: step === 'loaderPlain' ? {} : RESTORE_COPY_SETTINGS,
+            batchBytes,
             pgRestore: (args, stdin) => startProcess(bin('pg_restore'), ['--exit-on-error', '--dbname', target, ...args], { env: pgEnv, signal, stdin: stdin ? 'pipe' : 'ignore', stdout: 'ignore' }),
           });
           record(db.name, step, { seconds: Number(process.hrtime.bigint() - started) / 1e9, rss: undefined });
@@ -188,7 +193,7 @@ export async function restoreBench(argv: string[]): Promise<number> {
     const out: string[] = [
       `## pgkeep restore benchmark: --size ${values.size}, ${rounds} interleaved rounds (minimum of each)`,
       '',
-      `${os.availableParallelism()} cores, PostgreSQL ${(await cluster.query<{ v: string }>("SELECT current_setting('server_version') AS v"))[0]!.v}, server defaults but max_wal_size=8GB (maintenance_work_mem ${(await cluster.query<{ v: string }>("SELECT current_setting('maintenance_work_mem') AS v"))[0]!.v}).`,
+      `${os.availableParallelism()} cores, PostgreSQL ${(await cluster.query<{ v: string }>("SELECT current_setting('server_version') AS v"))[0]!.v}, server defaults (fsync on) but max_wal_size=8GB (maintenance_work_mem ${(await cluster.query<{ v: string }>("SELECT current_setting('maintenance_work_mem') AS v"))[0]!.v}).`,
       `uptime before: \`${uptimeBefore}\`; after: \`${uptimeAfter}\``,
       '',
     ];

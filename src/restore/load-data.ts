@@ -20,7 +20,7 @@ import type { Repository } from '../repository/repository.js';
 import type { AgeIdentity } from '../pipeline/age.js';
 import type { CommandContext } from '../commands/command-context.js';
 import { makeTempFolder } from '../local/temp-folders.js';
-import { defaultRestoreJobs, parallelCopyLoad } from './parallel-copy-loader.js';
+import { defaultRestoreJobs, parallelCopyLoad, restorePgOptions } from './parallel-copy-loader.js';
 
 /**
  * How the dump is loaded: the pg_restore options of the restore (a
@@ -66,9 +66,12 @@ export async function loadData(ctx: CommandContext, input: LoadDataInput): Promi
   const { repository, manifest, identities, target, options: request, source, selection, capture } = input;
   const codec = defaultZstd();
   const signal = ctx.signal;
-  const env = libpqEnv(target);
   // --clean runs in one transaction, which pg_restore --jobs cannot share.
   const jobs = request.jobs ?? (request.clean ? 1 : defaultRestoreJobs());
+  // The parallel row loader takes whole restores of a custom dump into a new database; a selection or --clean/--data-only/--schema-only goes through pg_restore alone.
+  const parallelRows = manifest.options.format === 'custom' && jobs > 1 && !selection && !request.clean && !request.dataOnly && !request.schemaOnly;
+  const base = libpqEnv(target);
+  const env = parallelRows ? { ...base, PGOPTIONS: restorePgOptions(base.PGOPTIONS) } : base;
   const progress = (done: number) => ctx.progress({ phase: 'restore', bytes: done, totalBytes: manifest.totals.rawBytes });
   const common = { env, signal, isErrorLine: (line: string) => RESTORE_ERROR_LINE.test(line) };
 
@@ -90,8 +93,6 @@ export async function loadData(ctx: CommandContext, input: LoadDataInput): Promi
   const staging = await makeTempFolder(source.tempDir, 'restore');
   try {
     const pgRestore = await restoreRunner(request, target, source, staging, selection, common);
-    // The parallel row loader takes whole restores into a new database; a selection or --clean/--data-only/--schema-only goes through pg_restore alone.
-    const parallelRows = jobs > 1 && !selection && !request.clean && !request.dataOnly && !request.schemaOnly;
     await loadArchive(ctx, repository, manifest, identities, pgRestore, staging, jobs, progress, codec, selection, capture, parallelRows ? { target, role: request.role } : undefined);
   } finally {
     await rm(staging, { recursive: true, force: true });

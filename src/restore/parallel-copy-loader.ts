@@ -36,8 +36,24 @@ export interface ParallelLoadOptions {
   onPhase?: ((phase: 'pre-data' | 'rows' | 'post-data') => void) | undefined;
 }
 
-/** What the server does less of while rows load (docs/benchmarks.md has the measurements). */
+/**
+ * What the server does less of while rows load (docs/benchmarks.md, "Restore
+ * speed", has the measurements): no wait for a WAL flush at each commit. A
+ * crash mid-restore loses nothing that matters: the half-made database is
+ * dropped. maintenance_work_mem for the index builds was measured and did
+ * not pay at the sizes measured; COPY FREEZE needs the table created or
+ * emptied in the COPY's own transaction, which rows spread over several
+ * connections cannot share.
+ */
 export const RESTORE_COPY_SETTINGS: Readonly<Record<string, string>> = { synchronous_commit: 'off' };
+
+/** The same settings for the pg_restore runs of a parallel load (pre-data commits each statement), as PGOPTIONS. */
+export function restorePgOptions(inherited: string | undefined): string {
+  return [inherited, ...Object.entries(RESTORE_COPY_SETTINGS).map(([name, value]) => `-c ${name}=${value}`)].filter(Boolean).join(' ');
+}
+
+/** Rows go to the connections in batches of this size: big enough to keep a COPY busy, small enough to spread a table and keep memory flat. */
+export const DEFAULT_BATCH_BYTES = 256 << 10;
 
 export interface ParallelLoadResult {
   /** parallel: rows went through the COPY connections; staged: the archive was not one the loader reads, pg_restore loaded it from the staged file. */
@@ -301,7 +317,7 @@ class ParallelLoadSink extends Writable {
         pass: (b) => passed.push(b),
         rows: (dumpId, data, rows) => connections.send(this.targets.get(dumpId)!, data, rows),
       },
-      this.options.batchBytes,
+      this.options.batchBytes ?? DEFAULT_BATCH_BYTES,
     );
     await this.split(bytes.subarray(end));
   }
@@ -320,7 +336,7 @@ class ParallelLoadSink extends Writable {
     }
     const connections = this.connections!;
     // Backpressure: at most two batches per connection wait; the stream waits meanwhile.
-    await connections.drainBelow(Math.max(1, this.options.jobs) * 2 * (this.options.batchBytes ?? 1 << 20));
+    await connections.drainBelow(Math.max(1, this.options.jobs) * 2 * (this.options.batchBytes ?? DEFAULT_BATCH_BYTES));
     if (connections.failure) throw connections.failure;
   }
 
