@@ -47,6 +47,12 @@ describe('layering rules (eslint.config.js)', () => {
     await allowed('src/repository/zz-new.ts', "import type { Storage } from '../storage/storage.js';\nexport type S = Storage;");
   });
 
+  it("the repository's storage stays in src/repository/ (Repository.storage is private)", async () => {
+    await forbidden('src/restore/zz-new.ts', "import { storageOf } from '../repository/repository-storage.js';\nexport { storageOf };", /Repository\.storage is private/);
+    await forbidden('src/commands/zz-new.ts', "export const load = () => import('../repository/repository-storage.js');", /Repository\.storage is private/);
+    await allowed('src/repository/zz-new.ts', "import { storageOf } from './repository-storage.js';\nexport { storageOf };");
+  });
+
   it('the pipeline and the storage drivers know no repository', async () => {
     await forbidden('src/pipeline/zz-new.ts', "import type { Manifest } from '../repository/manifest.js';", /knows no repository format/);
     await forbidden('src/storage/zz-new.ts', "import { Repository } from '../repository/repository.js';", /only keys and bytes/);
