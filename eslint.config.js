@@ -36,8 +36,9 @@ const IMPORT_RULES = [
   {
     name: 'the pipeline knows no repository format',
     from: ['pipeline'],
-    forbid: into('repository'),
-    message: 'the pipeline moves bytes; it knows no repository format',
+    // Nor a storage: loads read from a ByteSource, stores write to a ByteSink (a driver is both).
+    forbid: '^(\\.\\./)+(repository|storage)/',
+    message: 'the pipeline moves bytes; it knows no repository format and no storage driver (it reads a ByteSource and writes a ByteSink)',
   },
   {
     name: "the repository's storage stays in the repository",

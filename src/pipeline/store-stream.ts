@@ -1,5 +1,4 @@
 import { PassThrough, pipeline, Transform, Writable, type Readable, type TransformCallback } from 'node:stream';
-import type { Storage } from '../storage/storage.js';
 import { encryptStream, type AgeRecipient } from './age.js';
 import { HashCounter, type Digest } from './hash-counter.js';
 import type { ZstdCodec } from './zstd.js';
@@ -27,9 +26,17 @@ export interface StoredDigests {
   stored: Digest;
 }
 
+/**
+ * Where stored bytes go: one put per key. A storage driver is one; the
+ * pipeline needs nothing else of it (the repository chooses the key).
+ */
+export interface ByteSink {
+  put(key: string, body: Readable, options?: { signal?: AbortSignal }): Promise<unknown>;
+}
+
 /** One repository's branch of a tee'd store: where to write, and how to encrypt there. */
 export interface StoreTarget {
-  storage: Storage;
+  storage: ByteSink;
   key: string;
   /** age recipients of this repository; none for an unencrypted one. */
   encrypt?: AgeRecipient[] | null | undefined;

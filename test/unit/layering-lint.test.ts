@@ -55,6 +55,7 @@ describe('layering rules (eslint.config.js)', () => {
 
   it('the pipeline and the storage drivers know no repository', async () => {
     await forbidden('src/pipeline/zz-new.ts', "import type { Manifest } from '../repository/manifest.js';", /knows no repository format/);
+    await forbidden('src/pipeline/zz-new.ts', "import type { Storage } from '../storage/storage.js';", /no storage driver/);
     await forbidden('src/storage/zz-new.ts', "import { Repository } from '../repository/repository.js';", /only keys and bytes/);
   });
 
