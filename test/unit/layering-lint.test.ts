@@ -43,6 +43,7 @@ describe('layering rules (eslint.config.js)', () => {
 
   it('commands and the backup logic reach storage only through the repository', async () => {
     await forbidden('src/commands/zz-new.ts', "import { openStorage } from '../storage/open-storage.js';", /only through the repository/);
+    await forbidden('src/restore/zz-new.ts', "import type { Storage } from '../storage/storage.js';", /only through the repository/);
     await forbidden('src/backup/zz-new.ts', "import type { Storage } from '../storage/storage.js';", /backup writer|through the repository/);
     await allowed('src/repository/zz-new.ts', "import type { Storage } from '../storage/storage.js';\nexport type S = Storage;");
   });
