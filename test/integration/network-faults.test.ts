@@ -3,6 +3,12 @@
  * test/support/fault-proxy.ts (resets, mid-response closes, stalls, a killed
  * server). Every test has a bound on time; the timeouts are small
  * (PGKEEP_S3_IDLE_TIMEOUT=3s, 1s for the stalls) so the file stays fast.
+ *
+ * These stay real processes (unlike the behaviour tests, which run in process):
+ * run in process, a stalled run leaves a socket through the proxy open and the
+ * file never exits, and a backup that cannot release its source lock through
+ * the stalled link leaves a lock of a live pid (this one) that holds off the
+ * next writers; a process's exit frees both.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';

@@ -44,12 +44,13 @@ export interface RunOptions {
 
 /**
  * Variables read from the process's environment below the command layer, not
- * from the settings: the AWS SDK's credentials, region and endpoint. A test
+ * from the settings: the AWS SDK's credentials, region and endpoint, the S3
+ * driver's timeouts and attempts, the zstd choice. A test
  * that passes them (a second S3 server, bad credentials) gets them set in this
  * process for the run, and the previous values back after it; tests of a file
  * run one at a time, so no other run sees them.
  */
-const PROCESS_ENV = /^AWS_/;
+const PROCESS_ENV = /^(AWS_|PGKEEP_S3_|PGKEEP_ZSTD$)/;
 
 /** Program-wide options that take a value (as in src/cli/main.ts). */
 const GLOBAL_VALUE_OPTIONS = new Set(['-c', '--config', '--repo', '--db', '--source', '--identity']);
