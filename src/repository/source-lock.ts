@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { PgkeepError } from '../errors.js';
 import { joinKey, readObject, type Storage } from '../storage/storage.js';
@@ -7,6 +8,8 @@ export interface LockOwner {
   host: string;
   command: string;
   started: string;
+  /** Which acquire of its process wrote it (absent in locks of older versions). */
+  holder?: string;
 }
 
 export interface SourceLock {
@@ -20,15 +23,22 @@ export interface SourceLock {
  */
 export async function acquireSourceLock(storage: Storage, source: string, command: string): Promise<SourceLock> {
   const key = joinKey('sources', source, 'locks', 'source.lock');
-  const me: LockOwner = { pid: process.pid, host: hostname(), command, started: new Date().toISOString() };
+  const me: LockOwner = { pid: process.pid, host: hostname(), command, started: new Date().toISOString(), holder: randomUUID() };
   const body = Buffer.from(`${JSON.stringify(me)}\n`);
   for (let attempt = 0; attempt < 3; attempt++) {
     if (await storage.putIfAbsent(key, body)) {
-      return { release: () => storage.remove(key) };
+      heldHere.add(me.holder!);
+      return {
+        release: async () => {
+          // given up here even if the removal fails (storage unreachable): the lock left behind is then stale for this process too
+          heldHere.delete(me.holder!);
+          await storage.remove(key);
+        },
+      };
     }
     const owner = await readOwner(storage, key);
-    if (owner && owner.host === me.host && !isAlive(owner.pid)) {
-      await storage.remove(key); // stale: its process is gone
+    if (owner && isStale(owner)) {
+      await storage.remove(key); // stale: its process is gone, or it is this process and no acquire here holds it
       continue;
     }
     if (!owner) continue; // released between our attempts
@@ -51,7 +61,22 @@ export async function acquireSourceLock(storage: Storage, source: string, comman
 export async function inspectSourceLock(storage: Storage, source: string): Promise<{ owner: LockOwner; stale: boolean } | undefined> {
   const owner = await readOwner(storage, joinKey('sources', source, 'locks', 'source.lock'));
   if (!owner) return undefined;
-  return { owner, stale: owner.host === hostname() && !isAlive(owner.pid) };
+  return { owner, stale: isStale(owner) };
+}
+
+/**
+ * The locks this process holds now, by holder. A long-running process (serve)
+ * whose release failed (the storage was unreachable at that moment) leaves a
+ * lock naming its own pid, which is alive: without this, no later job of that
+ * source could run until serve restarted.
+ */
+const heldHere = new Set<string>();
+
+/** Its process is gone on this host, or it is this very process and no acquire of it holds the lock any more. */
+function isStale(owner: LockOwner): boolean {
+  if (owner.host !== hostname()) return false; // cannot be judged from here
+  if (owner.pid === process.pid) return !(owner.holder && heldHere.has(owner.holder));
+  return !isAlive(owner.pid);
 }
 
 async function readOwner(storage: Storage, key: string): Promise<LockOwner | undefined> {

@@ -56,6 +56,13 @@ describe('acquireSourceLock (on PosixStorage)', () => {
     await again.release();
   });
 
+  it('a lock of this very process that no acquire holds any more (its release failed) is taken over; one held here is not', async () => {
+    await plantLock({ pid: process.pid, host: hostname(), command: 'backup', started: new Date().toISOString(), holder: 'released-long-ago' });
+    const lock = await acquireSourceLock(storage, 'app', 'backup');
+    await assert.rejects(acquireSourceLock(storage, 'app', 'prune'), (error: unknown) => error instanceof PgkeepError && error.code === 'LOCK_HELD');
+    await lock.release();
+  });
+
   it('locks of different sources are independent', async () => {
     const a = await acquireSourceLock(storage, 'app', 'backup');
     const b = await acquireSourceLock(storage, 'billing', 'backup');
