@@ -5,6 +5,7 @@ import { quietContext, type CommandRegistry } from '../../registry/registry.js';
 import { runJobKind } from '../../registry/run-job.js';
 import { sourcesWithRepositories, type SourceRepositories } from '../../repository/source-repositories.js';
 import { isPgkeepError, PgkeepError, toPgkeepError } from '../../errors.js';
+import type { CatalogBackup } from '../../status/fleet-catalog.js';
 import { collectSourceStatus } from '../../status/health.js';
 import type { BackupRow, DashboardDeps, JobKind, JobView, SourceOverview } from './dashboard-deps.js';
 
@@ -148,21 +149,8 @@ export function commandDashboardDeps(settings: Settings, registry: CommandRegist
       if (!listed) return [];
       return listed.backups.map((m, index) => {
         const v = listed.verifications.get(`${m.source}/${m.id}`);
-        return {
-          id: m.id,
-          kind: m.kind,
-          name: m.name,
-          labels: m.labels,
-          startedAt: m.startedAt,
-          finishedAt: m.finishedAt,
-          durationMs: m.durationMs,
-          rawBytes: m.totals.rawBytes,
-          storedBytes: m.totals.storedBytes,
-          database: m.kind === 'logical' ? m.database.name : '(whole cluster)',
-          repositories: listed.repositories ? listed.repositories.where[index]!.map((i) => listed.repositories!.locations[i]!) : [listed.location],
-          pinned: listed.pinned.has(`${m.source}/${m.id}`),
-          verification: v && { kind: v.kind, ok: v.ok, finishedAt: v.finishedAt, problem: v.problems[0], restoreMs: v.restore?.durationMs },
-        };
+        const repositories = listed.repositories ? listed.repositories.where[index]!.map((i) => listed.repositories!.locations[i]!) : [listed.location];
+        return backupRow({ manifest: m, repositories, pinned: listed.pinned.has(`${m.source}/${m.id}`), verification: v });
       });
     },
 
@@ -198,5 +186,24 @@ export function commandDashboardDeps(settings: Settings, registry: CommandRegist
         job.backupId = (await registry.command('unpin').run(ctx, { ref: backupId })).id;
       });
     },
+  };
+}
+
+/** A backup, where it is held and its newest verification, as a row of the backups view (serve's catalog and `pgkeep dashboard` alike). */
+export function backupRow({ manifest: m, repositories, pinned, verification: v }: CatalogBackup): BackupRow {
+  return {
+    id: m.id,
+    kind: m.kind,
+    name: m.name,
+    labels: m.labels,
+    startedAt: m.startedAt,
+    finishedAt: m.finishedAt,
+    durationMs: m.durationMs,
+    rawBytes: m.totals.rawBytes,
+    storedBytes: m.totals.storedBytes,
+    database: m.kind === 'logical' ? m.database.name : '(whole cluster)',
+    repositories,
+    pinned,
+    verification: v && { kind: v.kind, ok: v.ok, finishedAt: v.finishedAt, problem: v.problems[0], restoreMs: v.restore?.durationMs },
   };
 }

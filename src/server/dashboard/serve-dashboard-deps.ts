@@ -5,7 +5,7 @@ import type { Scheduler } from '../../scheduler/scheduler.js';
 import { PgkeepError } from '../../errors.js';
 import type { CatalogBackup } from '../../status/fleet-catalog.js';
 import type { SourceStatus } from '../../status/health.js';
-import { commandDashboardDeps, JobList } from './command-dashboard-deps.js';
+import { backupRow, commandDashboardDeps, JobList } from './command-dashboard-deps.js';
 import type { BackupRow, DashboardDeps, JobKind, JobView, SourceOverview } from './dashboard-deps.js';
 
 /** What the dashboard reads of serve's catalog (src/status/fleet-catalog.ts). */
@@ -104,21 +104,3 @@ function jobView(registry: CommandRegistry, job: JobRecord): JobView | undefined
   };
 }
 
-/** A backup of the catalog as a row of the backups view. */
-function backupRow({ manifest: m, repositories, pinned, verification: v }: CatalogBackup): BackupRow {
-  return {
-    id: m.id,
-    kind: m.kind,
-    name: m.name,
-    labels: m.labels,
-    startedAt: m.startedAt,
-    finishedAt: m.finishedAt,
-    durationMs: m.durationMs,
-    rawBytes: m.totals.rawBytes,
-    storedBytes: m.totals.storedBytes,
-    database: m.kind === 'logical' ? m.database.name : '(whole cluster)',
-    repositories,
-    pinned,
-    verification: v && { kind: v.kind, ok: v.ok, finishedAt: v.finishedAt, problem: v.problems[0], restoreMs: v.restore?.durationMs },
-  };
-}
