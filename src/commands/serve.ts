@@ -115,8 +115,10 @@ export async function runServe(ctx: CommandContext, request: ServeRequest = {}):
     now: () => clock.now(),
     // each assessed status: its alerts, after what is already queued; while a job's own refresh runs they wait for the
     // job's end (its reassessment), so the job's alert, which names the error code, goes first
+    // the step runs later, after what is queued: it takes the source's status as it is then, not the one that queued it.
+    // A stale "no backup" judged after the source's first backup ended (its grace over) was a false alert (seen in CI).
     onStatus: (status) => {
-      if (!jobRefreshes.has(status.source)) then(() => alerter.update(`health:${status.source}`, problemsFromFindings(graced(status).findings)));
+      if (!jobRefreshes.has(status.source)) then(() => alerter.update(`health:${status.source}`, problemsFromFindings(graced(catalog.status(status.source) ?? status).findings)));
     },
   });
   /** Sources whose job is having its writes read into the catalog, with how many such jobs. */
