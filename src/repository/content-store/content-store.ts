@@ -1,0 +1,361 @@
+import { createHash, createHmac } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { PgkeepError } from '../../errors.js';
+import { createAgeSealer, decryptStream, type AgeIdentity, type AgeRecipient } from '../../pipeline/age.js';
+import { ContentDefinedChunker, type ChunkSizes } from '../../pipeline/content-defined-chunker.js';
+import { nativeDecompressSync, nativeSyncCompressor } from '../../pipeline/zstd.js';
+import { collectStream, type ByteRange, type Storage } from '../../storage/storage.js';
+import { ContentIndex, decodeIndexFile, encodeIndexFile, type IndexedPack } from './content-index.js';
+import { CHUNK_ID_SIZE, PackBuilder, readPackEntries, type PackEntry } from './pack-file.js';
+
+/** Where the content store keeps its objects, under the repository root. */
+export const CONTENT_PREFIX = 'content';
+export const PACKS_PREFIX = `${CONTENT_PREFIX}/packs`;
+export const INDEX_PREFIX = `${CONTENT_PREFIX}/index`;
+
+/** A chunk list this long or shorter is kept in the manifest itself; a longer one is stored as a stream of its own, one level down. */
+export const ROOT_IDS = 64;
+
+/** How a content store cuts, names and seals what it stores. */
+export interface ContentSettings {
+  sizes: ChunkSizes;
+  /** The chunker's seed (derived from the content key in an encrypted repository). */
+  seed: Buffer;
+  /** The key of chunk ids (HMAC-SHA256) in an encrypted repository; undefined: SHA-256 of the chunk. */
+  idKey: Buffer | undefined;
+  /**
+   * Packs are age-encrypted to these; empty: stored in the clear. Index files
+   * are never encrypted: a writer holds no identity, and they name only keyed
+   * ids, packs, offsets and sizes (docs/content-store.md).
+   */
+  recipients: AgeRecipient[];
+  /** What opens encrypted packs (readers only). */
+  identities: AgeIdentity[];
+  /** A pack is closed once its blobs reach this many bytes. */
+  packTarget: number;
+  /** zstd level of each chunk. */
+  level: number;
+}
+
+/**
+ * A stored stream, as a manifest records it: its size, its number of chunks,
+ * and the ids of its chunk list. A list of at most ROOT_IDS ids is the list
+ * itself (depth 0); a longer one is stored as a stream of 32-byte ids, whose
+ * own list is the root one level up (depth 1, and so on): a 1 GB dump in 16
+ * KiB chunks lists 65,536 ids (2 MiB), stored as ~128 chunks, which the
+ * manifest names. The lists of two days' dumps share most of their chunks.
+ */
+export interface StreamRef {
+  size: number;
+  chunks: number;
+  depth: number;
+  root: string[];
+}
+
+/** What a session added to the repository. */
+export interface SessionTotals {
+  /** Bytes of the streams stored (raw). */
+  rawBytes: number;
+  /** Chunks in those streams, and how many of them were new. */
+  chunks: number;
+  newChunks: number;
+  /** Bytes of new chunks before and after compression (and encryption). */
+  newRawBytes: number;
+  newStoredBytes: number;
+  packs: number;
+}
+
+/**
+ * The content-addressed store of one repository (docs/content-store.md):
+ * streams cut into chunks by content, each chunk stored once in a pack and
+ * found through the index. This class knows storage keys and bytes; which
+ * backup references which stream is the manifest's business.
+ */
+export class ContentStore {
+  private constructor(
+    private readonly storage: Storage,
+    readonly settings: ContentSettings,
+    readonly index: ContentIndex,
+  ) {}
+
+  /** Opens the store: reads every index file (the index is held in memory: ~80 bytes per chunk). */
+  static async open(storage: Storage, settings: ContentSettings): Promise<ContentStore> {
+    const index = new ContentIndex();
+    for await (const entry of storage.list(INDEX_PREFIX, { recursive: true })) {
+      if (entry.kind !== 'object') continue;
+      const name = entry.path.slice(entry.path.lastIndexOf('/') + 1);
+      index.addFile(name, decodeIndexFile(await collectStream(await storage.get(entry.path)), entry.path));
+    }
+    return new ContentStore(storage, settings, index);
+  }
+
+  /** The id of a chunk in this repository. */
+  chunkId(chunk: Buffer): Buffer {
+    return this.settings.idKey ? createHmac('sha256', this.settings.idKey).update(chunk).digest() : createHash('sha256').update(chunk).digest();
+  }
+
+  /** A new writing session: its packs become visible to others once commit() wrote their index file. */
+  session(): ContentSession {
+    return new ContentSession(this, this.storage);
+  }
+
+  /** The stream a ref names, chunk after chunk, each checked against its id. */
+  open(ref: StreamRef, signal?: AbortSignal): Readable {
+    return Readable.from(this.bytesOf(ref, signal), { objectMode: false });
+  }
+
+  /** The chunk ids of a stream, in order (read level by level from the root). */
+  async *chunkIds(ref: StreamRef, signal?: AbortSignal): AsyncGenerator<Buffer> {
+    if (ref.depth === 0) {
+      for (const hex of ref.root) yield Buffer.from(hex, 'hex');
+      return;
+    }
+    const list = { size: ref.chunks * CHUNK_ID_SIZE, chunks: -1, depth: ref.depth - 1, root: ref.root };
+    let rest = Buffer.alloc(0);
+    for await (const piece of this.bytesOf(list, signal)) {
+      const bytes = rest.length > 0 ? Buffer.concat([rest, piece]) : piece;
+      const whole = bytes.length - (bytes.length % CHUNK_ID_SIZE);
+      for (let at = 0; at < whole; at += CHUNK_ID_SIZE) yield bytes.subarray(at, at + CHUNK_ID_SIZE);
+      rest = Buffer.from(bytes.subarray(whole));
+    }
+    if (rest.length > 0) throw new PgkeepError('CHECKSUM_MISMATCH', `a chunk list ends in the middle of an id (${rest.length} bytes left)`);
+  }
+
+  /** Reads the chunks of a stream: runs of neighbouring blobs in one pack are one request. */
+  private async *bytesOf(ref: StreamRef, signal?: AbortSignal): AsyncGenerator<Buffer> {
+    const reader = new PackReader(this.storage, this.settings);
+    let run: { pack: string; entries: PackEntry[] } | undefined;
+    let size = 0;
+    const flush = async function* (this: ContentStore): AsyncGenerator<Buffer> {
+      if (!run) return;
+      const { pack, entries } = run;
+      run = undefined;
+      for (const [entry, blob] of await reader.read(pack, entries)) {
+        const chunk = decompress(blob, entry.rawLength, pack);
+        if (!this.chunkId(chunk).equals(entry.id)) {
+          throw new PgkeepError('CHECKSUM_MISMATCH', `chunk ${entry.id.toString('hex').slice(0, 16)}… in pack ${pack} does not match its id: the pack is damaged`);
+        }
+        size += chunk.length;
+        yield chunk;
+      }
+    }.bind(this);
+    for await (const id of this.chunkIds(ref, signal)) {
+      signal?.throwIfAborted();
+      const found = this.index.find(id);
+      if (!found) throw new PgkeepError('CHECKSUM_MISMATCH', `chunk ${id.toString('hex').slice(0, 16)}… is in no pack of the repository: the backup is damaged (run pgkeep verify)`);
+      const last = run?.entries.at(-1);
+      const adjacent = run && run.pack === found.pack && last!.offset + last!.length === found.entry.offset && run.entries.length < 512;
+      if (!adjacent) yield* flush();
+      if (run) run.entries.push(found.entry);
+      else run = { pack: found.pack, entries: [found.entry] };
+    }
+    yield* flush();
+    if (ref.chunks >= 0 && size !== ref.size) throw new PgkeepError('CHECKSUM_MISMATCH', `the stream is ${size} bytes, the manifest says ${ref.size}`);
+  }
+
+  /** The storage key of a pack. */
+  static packKey(pack: string): string {
+    return `${PACKS_PREFIX}/${pack.slice(0, 2)}/${pack}`;
+  }
+}
+
+/**
+ * One writer's additions: new chunks go into packs of its own, written as
+ * they fill; commit() writes the index file naming them. Until then no other
+ * writer knows those chunks, so a session that dies leaves only packs no
+ * index names, which prune removes.
+ */
+export class ContentSession {
+  private pack = new PackBuilder();
+  /** Ids in the pack being filled (not yet indexed anywhere). */
+  private readonly pending = new Set<string>();
+  private readonly written: IndexedPack[] = [];
+  private readonly compressor;
+  readonly totals: SessionTotals = { rawBytes: 0, chunks: 0, newChunks: 0, newRawBytes: 0, newStoredBytes: 0, packs: 0 };
+
+  constructor(
+    private readonly store: ContentStore,
+    private readonly storage: Storage,
+  ) {
+    const compressor = nativeSyncCompressor({ level: store.settings.level, threads: 1 });
+    if (!compressor) throw new PgkeepError('TOOL_MISSING', 'a deduplicating repository needs zstd-napi (run npm ci): chunks are compressed one by one');
+    this.compressor = compressor;
+  }
+
+  /** Starts a stream; write its bytes, cut where a boundary matters, then end() for its ref. */
+  stream(): ContentStream {
+    return new ContentStream(this, this.store.settings);
+  }
+
+  /** Stores one chunk (once per repository) and returns its id. */
+  async put(chunk: Buffer): Promise<Buffer> {
+    const id = this.store.chunkId(chunk);
+    this.totals.chunks++;
+    this.totals.rawBytes += chunk.length;
+    const key = id.toString('hex');
+    if (this.store.index.has(id) || this.pending.has(key)) return id;
+    const parts: Buffer[] = [];
+    this.compressor.update(chunk, (c) => parts.push(Buffer.from(c)));
+    this.compressor.end((c) => parts.push(Buffer.from(c)));
+    const compressed = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    this.pack.add(id, compressed, chunk.length);
+    this.pending.add(key);
+    this.totals.newChunks++;
+    this.totals.newRawBytes += chunk.length;
+    if (this.pack.size >= this.store.settings.packTarget) await this.flush();
+    return id;
+  }
+
+  /** Writes the pack being filled, if any. */
+  async flush(): Promise<void> {
+    if (this.pack.count === 0) return;
+    const { bytes, entries } = this.pack.finish();
+    this.pack = new PackBuilder();
+    const stored = await seal(bytes, this.store.settings);
+    const name = createHash('sha256').update(stored).digest('hex');
+    await this.storage.put(ContentStore.packKey(name), Readable.from([stored]));
+    const indexed = { pack: name, size: stored.length, entries };
+    this.written.push(indexed);
+    // from now on this session (and this process) finds them through the index
+    this.store.index.addPack(indexed);
+    for (const e of entries) this.pending.delete(e.id.toString('hex'));
+    this.totals.packs++;
+    this.totals.newStoredBytes += stored.length;
+  }
+
+  /** Writes the last pack, then the index file naming every pack of the session. After this a manifest may name the streams. */
+  async commit(): Promise<SessionTotals> {
+    await this.flush();
+    if (this.written.length > 0) {
+      const stored = encodeIndexFile(this.written);
+      const name = createHash('sha256').update(stored).digest('hex');
+      await this.storage.put(`${INDEX_PREFIX}/${name}`, Readable.from([stored]));
+      this.store.index.markFile(name, this.written);
+    }
+    return this.totals;
+  }
+
+  /** The packs written so far (abort removes them: no index names them yet). */
+  get packs(): readonly string[] {
+    return this.written.map((p) => p.pack);
+  }
+}
+
+/** One stream being stored through a session. */
+export class ContentStream {
+  private readonly chunker: ContentDefinedChunker;
+  private readonly ids: Buffer[] = [];
+  private size = 0;
+
+  constructor(
+    private readonly session: ContentSession,
+    private readonly settings: ContentSettings,
+  ) {
+    this.chunker = new ContentDefinedChunker(settings.sizes, settings.seed);
+  }
+
+  async write(data: Buffer): Promise<void> {
+    this.size += data.length;
+    for (const chunk of this.chunker.write(data)) this.ids.push(await this.session.put(chunk));
+  }
+
+  /** Ends the current chunk here (a table's data starts: a change in one table never moves another's chunks). */
+  async cut(): Promise<void> {
+    const chunk = this.chunker.cut();
+    if (chunk) this.ids.push(await this.session.put(chunk));
+  }
+
+  /** Ends the stream: its ref, with the chunk list stored one level down while it is longer than ROOT_IDS. */
+  async end(): Promise<StreamRef> {
+    await this.cut();
+    let ids = this.ids;
+    let depth = 0;
+    while (ids.length > ROOT_IDS) {
+      const list = new ContentStream(this.session, this.settings);
+      // the list as one buffer: 32 bytes per chunk (2 MiB per GB of 16 KiB chunks); the chunker copies nothing
+      await list.write(Buffer.concat(ids));
+      await list.cut();
+      ids = list.ids;
+      depth++;
+    }
+    return { size: this.size, chunks: this.ids.length, depth, root: ids.map((id) => id.toString('hex')) };
+  }
+}
+
+/** Reads blobs out of packs: a ranged read in the clear, the whole pack (kept for the next run) when encrypted. */
+class PackReader {
+  private cached: { pack: string; plain: Buffer } | undefined;
+
+  constructor(
+    private readonly storage: Storage,
+    private readonly settings: ContentSettings,
+  ) {}
+
+  async read(pack: string, entries: PackEntry[]): Promise<[PackEntry, Buffer][]> {
+    const key = ContentStore.packKey(pack);
+    if (this.settings.recipients.length === 0) {
+      const start = entries[0]!.offset;
+      const end = entries.at(-1)!.offset + entries.at(-1)!.length;
+      const bytes = await this.fetch(key, pack, { start, end });
+      if (bytes.length !== end - start) throw new PgkeepError('CHECKSUM_MISMATCH', `pack ${pack} is cut short (${bytes.length} of ${end - start} bytes at ${start})`);
+      return entries.map((e) => [e, bytes.subarray(e.offset - start, e.offset - start + e.length)]);
+    }
+    if (this.cached?.pack !== pack) {
+      const stored = await this.fetch(key, pack);
+      const plain = await openSealed(stored, this.settings, key);
+      // the header says where each blob is; a pack whose header disagrees with the index is damaged
+      readPackEntries(plain);
+      this.cached = { pack, plain };
+    }
+    const plain = this.cached.plain;
+    return entries.map((e) => {
+      if (e.offset + e.length > plain.length) throw new PgkeepError('CHECKSUM_MISMATCH', `pack ${pack} is cut short`);
+      return [e, plain.subarray(e.offset, e.offset + e.length)];
+    });
+  }
+
+  private async fetch(key: string, pack: string, range?: ByteRange): Promise<Buffer> {
+    try {
+      return await collectStream(await this.storage.get(key, range));
+    } catch (error) {
+      throw packError(error, pack);
+    }
+  }
+}
+
+function packError(error: unknown, pack: string): PgkeepError {
+  if (error instanceof PgkeepError && error.code === 'STORAGE_NOT_FOUND') return new PgkeepError('CHECKSUM_MISMATCH', `pack ${pack} is missing from the repository`, { cause: error });
+  return error instanceof PgkeepError ? error : new PgkeepError('STORAGE_IO', `reading pack ${pack} failed: ${(error as Error).message}`, { cause: error });
+}
+
+function decompress(blob: Buffer, rawLength: number, pack: string): Buffer {
+  try {
+    const chunk = nativeDecompressSync(blob, rawLength);
+    if (!chunk) throw new Error('zstd-napi is not installed');
+    return chunk;
+  } catch (error) {
+    throw new PgkeepError('CHECKSUM_MISMATCH', `a chunk in pack ${pack} cannot be decompressed: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/** The stored form of a pack: as is, or one age file to the recipients. */
+async function seal(plain: Buffer, settings: ContentSettings): Promise<Buffer> {
+  if (settings.recipients.length === 0) return plain;
+  const sealer = await createAgeSealer(settings.recipients);
+  const parts = [sealer.prefix];
+  sealer.update(plain, (c) => parts.push(Buffer.from(c)));
+  sealer.final((c) => parts.push(Buffer.from(c)));
+  return Buffer.concat(parts);
+}
+
+/** The plaintext of a stored pack. */
+async function openSealed(stored: Buffer, settings: ContentSettings, key: string): Promise<Buffer> {
+  if (settings.identities.length === 0) throw new PgkeepError('USAGE', `${key} is encrypted: reading it needs the repository's identity (--identity-file or the passphrase)`);
+  try {
+    return await collectStream(Readable.from([stored]).pipe(decryptStream(settings.identities)));
+  } catch (error) {
+    // a wrong identity is the reader's problem, anything else the pack's
+    if (error instanceof PgkeepError && error.code !== 'CHECKSUM_MISMATCH') throw error;
+    throw new PgkeepError('CHECKSUM_MISMATCH', `pack ${key.slice(key.lastIndexOf('/') + 1)} is damaged: ${(error as Error).message}`, { cause: error });
+  }
+}
