@@ -54,6 +54,10 @@ export class DumpRowCounter {
   /** The bytes of the chunk being read when it is short enough to be the trailer; else null. */
   private short: Buffer | null = null;
   private lastChunkWasTrailer = false;
+  /** Bytes fed so far. */
+  private fed = 0;
+  /** Where data blocks started, as offsets in the archive, since the last takeBlockStarts(). */
+  private blockStarts: number[] = [];
 
   get count(): DumpRowCount {
     return this.result;
@@ -69,8 +73,22 @@ export class DumpRowCounter {
     }
   }
 
+  /**
+   * The offsets in the archive where data blocks (one per table, or large
+   * objects) started in the bytes pushed since the last call. A content store
+   * cuts its chunks there, so a change in one table never moves the chunks of
+   * the next. Empty once the counter has given up.
+   */
+  takeBlockStarts(): number[] {
+    const starts = this.blockStarts;
+    this.blockStarts = [];
+    return this.result.state === 'unsupported' ? [] : starts;
+  }
+
   private feed(chunk: Buffer): void {
-    if (!this.scanner) return this.walk(chunk);
+    const base = this.fed;
+    this.fed += chunk.length;
+    if (!this.scanner) return this.walk(chunk, base);
     this.scanner.push(chunk);
     this.prefix.push(chunk);
     this.prefixLength += chunk.length;
@@ -89,7 +107,7 @@ export class DumpRowCounter {
     } catch (error) {
       return void this.giveUp((error as Error).message);
     }
-    this.walk(bytes.subarray(scan.end));
+    this.walk(bytes.subarray(scan.end), scan.end);
   }
 
   /** The archive ended: counted only when it ended between two data blocks. */
@@ -131,11 +149,13 @@ export class DumpRowCounter {
     return bytes[at] ? -value : value;
   }
 
-  private walk(buffer: Buffer): void {
+  /** Walks the data blocks in `buffer`, which starts at offset `base` of the archive. */
+  private walk(buffer: Buffer, base: number): void {
     let i = 0;
     while (i < buffer.length && this.result.state === 'counting') {
       switch (this.state) {
         case 'type': {
+          this.blockStarts.push(base + i);
           const type = buffer[i++];
           if (type !== BLK_DATA && type !== BLK_BLOBS) return void this.giveUp(`unexpected data block type ${type}`);
           this.block = type === BLK_DATA ? 'data' : 'blobs';

@@ -155,6 +155,24 @@ describe('counting rows from a custom archive as it streams (DumpRowCounter)', (
     }
   });
 
+  test('reports where each data block starts, the same whatever the chunk sizes (a content store cuts there)', async () => {
+    const archive = await dump();
+    const starts = (size: number) => {
+      const counter = new DumpRowCounter();
+      const found: number[] = [];
+      for (let i = 0; i < archive.length; i += size) {
+        counter.push(archive.subarray(i, i + size));
+        found.push(...counter.takeBlockStarts());
+      }
+      return found;
+    };
+    const whole = starts(archive.length);
+    // one block per entry with data: every TABLE DATA entry, and the large objects
+    assert.ok(whole.length >= (await countStar()).size, `${whole.length} blocks`);
+    for (const at of whole) assert.ok(archive[at] === 1 || archive[at] === 3, `a block type byte at ${at}: ${archive[at]}`);
+    for (const size of [1, 7, 4096]) assert.deepEqual(starts(size), whole, `chunk size ${size}`);
+  });
+
   test('gives up, rather than guess, on a compressed, cut-short or damaged archive', async () => {
     const compressed = await (async () => {
       const child = spawn(path.join(cluster.binDir, 'pg_dump'), ['--format=custom', ...conn('awkward')], { env: env(), stdio: ['ignore', 'pipe', 'inherit'] });
