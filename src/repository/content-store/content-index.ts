@@ -8,6 +8,8 @@ export interface IndexedPack {
   pack: string;
   /** Its stored size. */
   size: number;
+  /** One age file (data packs of an encrypted repository), or the plaintext layout as is. */
+  sealed: boolean;
   entries: PackEntry[];
 }
 
@@ -23,7 +25,7 @@ const MAX_INDEX_BYTES = 1 << 30;
  */
 export class ContentIndex {
   private readonly chunks = new Map<string, { pack: string; entry: PackEntry }>();
-  private readonly packSizes = new Map<string, number>();
+  private readonly packInfo = new Map<string, { size: number; sealed: boolean }>();
   /** Index file name to the packs it names. */
   private readonly files = new Map<string, string[]>();
 
@@ -39,9 +41,13 @@ export class ContentIndex {
     return this.chunks.size;
   }
 
-  /** Every pack named by an index file, with its stored size. */
-  get packs(): ReadonlyMap<string, number> {
-    return this.packSizes;
+  /** Every pack named by an index file, with its stored size and whether it is sealed. */
+  get packs(): ReadonlyMap<string, { size: number; sealed: boolean }> {
+    return this.packInfo;
+  }
+
+  isSealed(pack: string): boolean {
+    return this.packInfo.get(pack)?.sealed ?? false;
   }
 
   get fileNames(): string[] {
@@ -54,7 +60,7 @@ export class ContentIndex {
   }
 
   addPack(pack: IndexedPack): void {
-    this.packSizes.set(pack.pack, pack.size);
+    this.packInfo.set(pack.pack, { size: pack.size, sealed: pack.sealed });
     for (const entry of pack.entries) {
       const key = entry.id.toString('latin1');
       if (!this.chunks.has(key)) this.chunks.set(key, { pack: pack.pack, entry });
@@ -74,12 +80,12 @@ export class ContentIndex {
 
 /**
  * An index file: zstd-compressed JSON, never encrypted (see ContentSettings.recipients):
- * `{"version":1,"packs":[{"pack":"<sha256>","size":N,"chunks":[["<id hex>",offset,length,rawLength],...]}]}`.
+ * `{"version":1,"packs":[{"pack":"<sha256>","size":N,"sealed":bool,"chunks":[["<id hex>",offset,length,rawLength],...]}]}`.
  */
 export function encodeIndexFile(packs: IndexedPack[]): Buffer {
   const json = JSON.stringify({
     version: INDEX_VERSION,
-    packs: packs.map((p) => ({ pack: p.pack, size: p.size, chunks: p.entries.map((e) => [e.id.toString('hex'), e.offset, e.length, e.rawLength]) })),
+    packs: packs.map((p) => ({ pack: p.pack, size: p.size, sealed: p.sealed, chunks: p.entries.map((e) => [e.id.toString('hex'), e.offset, e.length, e.rawLength]) })),
   });
   const compressor = nativeSyncCompressor({ threads: 1 });
   if (!compressor) throw new PgkeepError('TOOL_MISSING', 'a deduplicating repository needs zstd-napi (run npm ci)');
@@ -99,9 +105,10 @@ export function decodeIndexFile(stored: Buffer, key: string): IndexedPack[] {
     throw new PgkeepError('CHECKSUM_MISMATCH', `index file ${key} cannot be read: ${(error as Error).message}`, { cause: error });
   }
   if (parsed.version !== INDEX_VERSION || !Array.isArray(parsed.packs)) throw new PgkeepError('REPO_FORMAT', `index file ${key} has version ${String(parsed.version)}; this pgkeep reads version ${INDEX_VERSION}`);
-  return (parsed.packs as { pack: string; size: number; chunks: [string, number, number, number][] }[]).map((p) => ({
+  return (parsed.packs as { pack: string; size: number; sealed: boolean; chunks: [string, number, number, number][] }[]).map((p) => ({
     pack: p.pack,
     size: p.size,
+    sealed: p.sealed === true,
     entries: p.chunks.map(([id, offset, length, rawLength]) => {
       const bytes = Buffer.from(id, 'hex');
       if (bytes.length !== CHUNK_ID_SIZE) throw new PgkeepError('CHECKSUM_MISMATCH', `index file ${key} holds a malformed chunk id`);

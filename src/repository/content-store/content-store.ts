@@ -38,6 +38,14 @@ export interface ContentSettings {
 }
 
 /**
+ * What a blob holds: a stream's bytes, or a chunk list (32-byte ids). Lists
+ * go into packs of their own that are never encrypted (they hold only keyed
+ * ids), so prune and verify can follow every backup's chunks without the
+ * repository's identity.
+ */
+export type BlobKind = 'data' | 'list';
+
+/**
  * A stored stream, as a manifest records it: its size, its number of chunks,
  * and the ids of its chunk list. A list of at most ROOT_IDS ids is the list
  * itself (depth 0); a longer one is stored as a stream of 32-byte ids, whose
@@ -54,7 +62,7 @@ export interface StreamRef {
 
 /** What a session added to the repository. */
 export interface SessionTotals {
-  /** Bytes of the streams stored (raw). */
+  /** Bytes of the streams stored (raw). Chunks and bytes count stream data; the lists count only in the packs' stored bytes. */
   rawBytes: number;
   /** Chunks in those streams, and how many of them were new. */
   chunks: number;
@@ -130,7 +138,7 @@ export class ContentStore {
       if (!run) return;
       const { pack, entries } = run;
       run = undefined;
-      for (const [entry, blob] of await reader.read(pack, entries)) {
+      for (const [entry, blob] of await reader.read(pack, this.index.isSealed(pack), entries)) {
         const chunk = decompress(blob, entry.rawLength, pack);
         if (!this.chunkId(chunk).equals(entry.id)) {
           throw new PgkeepError('CHECKSUM_MISMATCH', `chunk ${entry.id.toString('hex').slice(0, 16)}… in pack ${pack} does not match its id: the pack is damaged`);
@@ -166,8 +174,9 @@ export class ContentStore {
  * index names, which prune removes.
  */
 export class ContentSession {
-  private pack = new PackBuilder();
-  /** Ids in the pack being filled (not yet indexed anywhere). */
+  /** The pack being filled for each kind of blob: data (sealed when encrypted) and chunk lists (always clear). */
+  private readonly packs: Record<BlobKind, PackBuilder> = { data: new PackBuilder(), list: new PackBuilder() };
+  /** Ids in the packs being filled (not yet indexed anywhere). */
   private readonly pending = new Set<string>();
   private readonly written: IndexedPack[] = [];
   private readonly compressor;
@@ -184,46 +193,57 @@ export class ContentSession {
 
   /** Starts a stream; write its bytes, cut where a boundary matters, then end() for its ref. */
   stream(): ContentStream {
-    return new ContentStream(this, this.store.settings);
+    return new ContentStream(this, this.store.settings, 'data');
   }
 
   /** Stores one chunk (once per repository) and returns its id. */
-  async put(chunk: Buffer): Promise<Buffer> {
+  async put(chunk: Buffer, kind: BlobKind): Promise<Buffer> {
     const id = this.store.chunkId(chunk);
-    this.totals.chunks++;
-    this.totals.rawBytes += chunk.length;
-    const key = id.toString('hex');
+    if (kind === 'data') {
+      this.totals.chunks++;
+      this.totals.rawBytes += chunk.length;
+    }
+    const key = id.toString('latin1');
     if (this.store.index.has(id) || this.pending.has(key)) return id;
     const parts: Buffer[] = [];
     this.compressor.update(chunk, (c) => parts.push(Buffer.from(c)));
     this.compressor.end((c) => parts.push(Buffer.from(c)));
     const compressed = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-    this.pack.add(id, compressed, chunk.length);
+    this.packs[kind].add(id, compressed, chunk.length);
     this.pending.add(key);
-    this.totals.newChunks++;
-    this.totals.newRawBytes += chunk.length;
-    if (this.pack.size >= this.store.settings.packTarget) await this.flush();
+    if (kind === 'data') {
+      this.totals.newChunks++;
+      this.totals.newRawBytes += chunk.length;
+    }
+    if (this.packs[kind].size >= this.store.settings.packTarget) await this.flushPack(kind);
     return id;
   }
 
-  /** Writes the pack being filled, if any. */
+  /** Writes the packs being filled, if any. */
   async flush(): Promise<void> {
-    if (this.pack.count === 0) return;
-    const { bytes, entries } = this.pack.finish();
-    this.pack = new PackBuilder();
-    const stored = await seal(bytes, this.store.settings);
+    await this.flushPack('data');
+    await this.flushPack('list');
+  }
+
+  private async flushPack(kind: BlobKind): Promise<void> {
+    const builder = this.packs[kind];
+    if (builder.count === 0) return;
+    const { bytes, entries } = builder.finish();
+    this.packs[kind] = new PackBuilder();
+    const sealed = kind === 'data' && this.store.settings.recipients.length > 0;
+    const stored = sealed ? await seal(bytes, this.store.settings) : bytes;
     const name = createHash('sha256').update(stored).digest('hex');
     await this.storage.put(ContentStore.packKey(name), Readable.from([stored]));
-    const indexed = { pack: name, size: stored.length, entries };
+    const indexed: IndexedPack = { pack: name, size: stored.length, sealed, entries };
     this.written.push(indexed);
     // from now on this session (and this process) finds them through the index
     this.store.index.addPack(indexed);
-    for (const e of entries) this.pending.delete(e.id.toString('hex'));
+    for (const e of entries) this.pending.delete(e.id.toString('latin1'));
     this.totals.packs++;
     this.totals.newStoredBytes += stored.length;
   }
 
-  /** Writes the last pack, then the index file naming every pack of the session. After this a manifest may name the streams. */
+  /** Writes the last packs, then the index file naming every pack of the session. After this a manifest may name the streams. */
   async commit(): Promise<SessionTotals> {
     await this.flush();
     if (this.written.length > 0) {
@@ -235,8 +255,8 @@ export class ContentSession {
     return this.totals;
   }
 
-  /** The packs written so far (abort removes them: no index names them yet). */
-  get packs(): readonly string[] {
+  /** The packs written so far (no index names them before commit). */
+  get packNames(): readonly string[] {
     return this.written.map((p) => p.pack);
   }
 }
@@ -250,19 +270,20 @@ export class ContentStream {
   constructor(
     private readonly session: ContentSession,
     private readonly settings: ContentSettings,
+    private readonly kind: BlobKind,
   ) {
     this.chunker = new ContentDefinedChunker(settings.sizes, settings.seed);
   }
 
   async write(data: Buffer): Promise<void> {
     this.size += data.length;
-    for (const chunk of this.chunker.write(data)) this.ids.push(await this.session.put(chunk));
+    for (const chunk of this.chunker.write(data)) this.ids.push(await this.session.put(chunk, this.kind));
   }
 
   /** Ends the current chunk here (a table's data starts: a change in one table never moves another's chunks). */
   async cut(): Promise<void> {
     const chunk = this.chunker.cut();
-    if (chunk) this.ids.push(await this.session.put(chunk));
+    if (chunk) this.ids.push(await this.session.put(chunk, this.kind));
   }
 
   /** Ends the stream: its ref, with the chunk list stored one level down while it is longer than ROOT_IDS. */
@@ -271,7 +292,7 @@ export class ContentStream {
     let ids = this.ids;
     let depth = 0;
     while (ids.length > ROOT_IDS) {
-      const list = new ContentStream(this.session, this.settings);
+      const list = new ContentStream(this.session, this.settings, 'list');
       // the list as one buffer: 32 bytes per chunk (2 MiB per GB of 16 KiB chunks); the chunker copies nothing
       await list.write(Buffer.concat(ids));
       await list.cut();
@@ -291,9 +312,9 @@ class PackReader {
     private readonly settings: ContentSettings,
   ) {}
 
-  async read(pack: string, entries: PackEntry[]): Promise<[PackEntry, Buffer][]> {
+  async read(pack: string, sealed: boolean, entries: PackEntry[]): Promise<[PackEntry, Buffer][]> {
     const key = ContentStore.packKey(pack);
-    if (this.settings.recipients.length === 0) {
+    if (!sealed) {
       const start = entries[0]!.offset;
       const end = entries.at(-1)!.offset + entries.at(-1)!.length;
       const bytes = await this.fetch(key, pack, { start, end });
