@@ -27,11 +27,11 @@ export async function acquireSourceLock(storage: Storage, source: string, comman
   const body = Buffer.from(`${JSON.stringify(me)}\n`);
   for (let attempt = 0; attempt < 3; attempt++) {
     if (await storage.putIfAbsent(key, body)) {
-      heldHere.add(me.holder!);
+      holdHere(me.holder!);
       return {
         release: async () => {
           // given up here even if the removal fails (storage unreachable): the lock left behind is then stale for this process too
-          heldHere.delete(me.holder!);
+          letGo(me.holder!);
           await storage.remove(key);
         },
       };
@@ -71,9 +71,11 @@ export async function inspectSourceLock(storage: Storage, source: string): Promi
  * source could run until serve restarted.
  */
 const heldHere = new Set<string>();
+export const holdHere = (holder: string): void => void heldHere.add(holder);
+export const letGo = (holder: string): void => void heldHere.delete(holder);
 
-/** Its process is gone on this host, or it is this very process and no acquire of it holds the lock any more. */
-function isStale(owner: LockOwner): boolean {
+/** Its process is gone on this host, or it is this very process and no acquire of it holds the lock any more (the content store's locks judge theirs the same way). */
+export function isStale(owner: LockOwner): boolean {
   if (owner.host !== hostname()) return false; // cannot be judged from here
   if (owner.pid === process.pid) return !(owner.holder && heldHere.has(owner.holder));
   return !isAlive(owner.pid);

@@ -8,6 +8,8 @@ export interface IndexedPack {
   pack: string;
   /** Its stored size. */
   size: number;
+  /** What its blobs hold: stream data, or chunk lists. */
+  kind: 'data' | 'list';
   /** One age file (data packs of an encrypted repository), or the plaintext layout as is. */
   sealed: boolean;
   entries: PackEntry[];
@@ -25,7 +27,7 @@ const MAX_INDEX_BYTES = 1 << 30;
  */
 export class ContentIndex {
   private readonly chunks = new Map<string, { pack: string; entry: PackEntry }>();
-  private readonly packInfo = new Map<string, { size: number; sealed: boolean }>();
+  private readonly packInfo = new Map<string, Omit<IndexedPack, 'pack'>>();
   /** Index file name to the packs it names. */
   private readonly files = new Map<string, string[]>();
 
@@ -41,8 +43,8 @@ export class ContentIndex {
     return this.chunks.size;
   }
 
-  /** Every pack named by an index file, with its stored size and whether it is sealed. */
-  get packs(): ReadonlyMap<string, { size: number; sealed: boolean }> {
+  /** Every pack named by an index file: its stored size, kind, whether it is sealed, and its blobs. */
+  packEntries(): ReadonlyMap<string, Omit<IndexedPack, 'pack'>> {
     return this.packInfo;
   }
 
@@ -60,7 +62,7 @@ export class ContentIndex {
   }
 
   addPack(pack: IndexedPack): void {
-    this.packInfo.set(pack.pack, { size: pack.size, sealed: pack.sealed });
+    this.packInfo.set(pack.pack, { size: pack.size, kind: pack.kind, sealed: pack.sealed, entries: pack.entries });
     for (const entry of pack.entries) {
       const key = entry.id.toString('latin1');
       if (!this.chunks.has(key)) this.chunks.set(key, { pack: pack.pack, entry });
@@ -80,12 +82,12 @@ export class ContentIndex {
 
 /**
  * An index file: zstd-compressed JSON, never encrypted (see ContentSettings.recipients):
- * `{"version":1,"packs":[{"pack":"<sha256>","size":N,"sealed":bool,"chunks":[["<id hex>",offset,length,rawLength],...]}]}`.
+ * `{"version":1,"packs":[{"pack":"<sha256>","size":N,"kind":"data"|"list","sealed":bool,"chunks":[["<id hex>",offset,length,rawLength],...]}]}`.
  */
 export function encodeIndexFile(packs: IndexedPack[]): Buffer {
   const json = JSON.stringify({
     version: INDEX_VERSION,
-    packs: packs.map((p) => ({ pack: p.pack, size: p.size, sealed: p.sealed, chunks: p.entries.map((e) => [e.id.toString('hex'), e.offset, e.length, e.rawLength]) })),
+    packs: packs.map((p) => ({ pack: p.pack, size: p.size, kind: p.kind, sealed: p.sealed, chunks: p.entries.map((e) => [e.id.toString('hex'), e.offset, e.length, e.rawLength]) })),
   });
   const compressor = nativeSyncCompressor({ threads: 1 });
   if (!compressor) throw new PgkeepError('TOOL_MISSING', 'a deduplicating repository needs zstd-napi (run npm ci)');
@@ -105,9 +107,10 @@ export function decodeIndexFile(stored: Buffer, key: string): IndexedPack[] {
     throw new PgkeepError('CHECKSUM_MISMATCH', `index file ${key} cannot be read: ${(error as Error).message}`, { cause: error });
   }
   if (parsed.version !== INDEX_VERSION || !Array.isArray(parsed.packs)) throw new PgkeepError('REPO_FORMAT', `index file ${key} has version ${String(parsed.version)}; this pgkeep reads version ${INDEX_VERSION}`);
-  return (parsed.packs as { pack: string; size: number; sealed: boolean; chunks: [string, number, number, number][] }[]).map((p) => ({
+  return (parsed.packs as { pack: string; size: number; kind: string; sealed: boolean; chunks: [string, number, number, number][] }[]).map((p) => ({
     pack: p.pack,
     size: p.size,
+    kind: p.kind === 'list' ? ('list' as const) : ('data' as const),
     sealed: p.sealed === true,
     entries: p.chunks.map(([id, offset, length, rawLength]) => {
       const bytes = Buffer.from(id, 'hex');

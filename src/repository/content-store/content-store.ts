@@ -129,11 +129,36 @@ export class ContentStore {
     if (rest.length > 0) throw new PgkeepError('CHECKSUM_MISMATCH', `a chunk list ends in the middle of an id (${rest.length} bytes left)`);
   }
 
+  /** Every chunk a stream needs: its data chunks and the chunks of its lists, at every level (what prune keeps). */
+  async *listChunkIds(ref: StreamRef, signal?: AbortSignal): AsyncGenerator<Buffer> {
+    for (let depth = 0; depth <= ref.depth; depth++) yield* this.chunkIds({ ...ref, depth }, signal);
+  }
+
+  /** The raw bytes of chunks by id (each checked), with the kind of the pack each was found in: for repacking. */
+  async *readChunks(ids: readonly Buffer[], signal?: AbortSignal): AsyncGenerator<{ id: Buffer; bytes: Buffer; kind: BlobKind }> {
+    let at = 0;
+    for await (const bytes of this.blobsOf((async function* () {
+      yield* ids;
+    })(), signal)) {
+      const id = ids[at++]!;
+      yield { id, bytes, kind: this.index.packEntries().get(this.index.find(id)!.pack)!.kind };
+    }
+  }
+
   /** Reads the chunks of a stream: runs of neighbouring blobs in one pack are one request. */
   private async *bytesOf(ref: StreamRef, signal?: AbortSignal): AsyncGenerator<Buffer> {
+    let size = 0;
+    for await (const chunk of this.blobsOf(this.chunkIds(ref, signal), signal)) {
+      size += chunk.length;
+      yield chunk;
+    }
+    if (ref.chunks >= 0 && size !== ref.size) throw new PgkeepError('CHECKSUM_MISMATCH', `the stream is ${size} bytes, the manifest says ${ref.size}`);
+  }
+
+  /** The chunks of these ids, in order, each checked against its id. */
+  private async *blobsOf(ids: AsyncIterable<Buffer>, signal?: AbortSignal): AsyncGenerator<Buffer> {
     const reader = new PackReader(this.storage, this.settings);
     let run: { pack: string; entries: PackEntry[] } | undefined;
-    let size = 0;
     const flush = async function* (this: ContentStore): AsyncGenerator<Buffer> {
       if (!run) return;
       const { pack, entries } = run;
@@ -143,11 +168,10 @@ export class ContentStore {
         if (!this.chunkId(chunk).equals(entry.id)) {
           throw new PgkeepError('CHECKSUM_MISMATCH', `chunk ${entry.id.toString('hex').slice(0, 16)}… in pack ${pack} does not match its id: the pack is damaged`);
         }
-        size += chunk.length;
         yield chunk;
       }
     }.bind(this);
-    for await (const id of this.chunkIds(ref, signal)) {
+    for await (const id of ids) {
       signal?.throwIfAborted();
       const found = this.index.find(id);
       if (!found) throw new PgkeepError('CHECKSUM_MISMATCH', `chunk ${id.toString('hex').slice(0, 16)}… is in no pack of the repository: the backup is damaged (run pgkeep verify)`);
@@ -158,7 +182,6 @@ export class ContentStore {
       else run = { pack: found.pack, entries: [found.entry] };
     }
     yield* flush();
-    if (ref.chunks >= 0 && size !== ref.size) throw new PgkeepError('CHECKSUM_MISMATCH', `the stream is ${size} bytes, the manifest says ${ref.size}`);
   }
 
   /** The storage key of a pack. */
@@ -234,7 +257,7 @@ export class ContentSession {
     const stored = sealed ? await seal(bytes, this.store.settings) : bytes;
     const name = createHash('sha256').update(stored).digest('hex');
     await this.storage.put(ContentStore.packKey(name), Readable.from([stored]));
-    const indexed: IndexedPack = { pack: name, size: stored.length, sealed, entries };
+    const indexed: IndexedPack = { pack: name, size: stored.length, kind, sealed, entries };
     this.written.push(indexed);
     // from now on this session (and this process) finds them through the index
     this.store.index.addPack(indexed);
@@ -258,6 +281,22 @@ export class ContentSession {
   /** The packs written so far (no index names them before commit). */
   get packNames(): readonly string[] {
     return this.written.map((p) => p.pack);
+  }
+
+  get writtenPacks(): readonly IndexedPack[] {
+    return this.written;
+  }
+
+  /** Stores a chunk whose id is known, even though the index has it (prune moves used blobs out of a pack it deletes). */
+  async putRaw(id: Buffer, chunk: Buffer, kind: BlobKind): Promise<void> {
+    const key = id.toString('latin1');
+    if (this.pending.has(key)) return;
+    const parts: Buffer[] = [];
+    this.compressor.update(chunk, (c) => parts.push(Buffer.from(c)));
+    this.compressor.end((c) => parts.push(Buffer.from(c)));
+    this.packs[kind].add(id, parts.length === 1 ? parts[0]! : Buffer.concat(parts), chunk.length);
+    this.pending.add(key);
+    if (this.packs[kind].size >= this.store.settings.packTarget) await this.flushPack(kind);
   }
 }
 

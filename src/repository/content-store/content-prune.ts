@@ -1,0 +1,157 @@
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { PgkeepError } from '../../errors.js';
+import { readObject, type Storage } from '../../storage/storage.js';
+import { encodeIndexFile, type IndexedPack } from './content-index.js';
+import { ContentStore, INDEX_PREFIX, PACKS_PREFIX, type StreamRef } from './content-store.js';
+import type { PackEntry } from './pack-file.js';
+
+/** Where prune keeps its marks: packs found unused (or mostly unused), and since when. */
+export const MARKS_FILE = 'content/prune-marks.json';
+
+export interface ContentPruneOptions {
+  /** A pack must have been found unused (or worth repacking) this long before it is deleted or repacked. */
+  graceMs: number;
+  /** A pack is repacked once this share of its bytes is unused (restic's --max-unused is per repository; ours per pack). */
+  repackUnused: number;
+  now: Date;
+  dryRun: boolean;
+}
+
+export interface ContentPruneResult {
+  /** Chunks the backups reference. */
+  referencedChunks: number;
+  /** Packs deleted (or, with dryRun, that would be), with their bytes. */
+  deletedPacks: number;
+  deletedBytes: number;
+  /** Packs repacked: their used blobs moved to new packs, the old ones deleted. */
+  repackedPacks: number;
+  /** What repacking freed (old packs minus the new ones). */
+  repackFreedBytes: number;
+  /** Packs no index names (a writer died before its commit), removed once older than the grace. */
+  orphanPacks: number;
+  orphanBytes: number;
+  /** Unused or mostly unused packs marked now, freed by a prune after the grace, and their bytes. */
+  markedPacks: number;
+  markedBytes: number;
+  /** Repacking needs the identity in an encrypted repository; without it these packs wait. */
+  repackSkippedForKey: number;
+}
+
+type Marks = Record<string, string>;
+
+/**
+ * Sweeps what no backup references out of the content store. The caller
+ * holds the exclusive content lock (no writer is running) and gives the refs
+ * of every backup in the repository, of every source: a chunk any of them
+ * names is kept.
+ *
+ * The order makes every kill safe (docs/content-store.md): new packs (the
+ * used blobs of repacked packs) first, then one new index file naming every
+ * surviving and new pack of the index files being replaced, then those old
+ * index files are removed, and only then the packs. A kill leaves at worst
+ * packs no index names, which the next prune removes, or a chunk indexed
+ * twice, which is harmless. A pack is deleted or repacked only when an
+ * earlier prune marked it at least the grace period ago and it is still
+ * unused now.
+ */
+export async function pruneContent(storage: Storage, store: ContentStore, refs: readonly StreamRef[], options: ContentPruneOptions): Promise<ContentPruneResult> {
+  // 1. mark: every chunk the backups name (lists and data)
+  const used = new Set<string>();
+  for (const ref of refs) {
+    for await (const id of store.listChunkIds(ref)) used.add(id.toString('latin1'));
+  }
+
+  // 2. what each indexed pack holds that is still used
+  const result: ContentPruneResult = { referencedChunks: used.size, deletedPacks: 0, deletedBytes: 0, repackedPacks: 0, repackFreedBytes: 0, orphanPacks: 0, orphanBytes: 0, markedPacks: 0, markedBytes: 0, repackSkippedForKey: 0 };
+  const packs = store.index.packEntries();
+  const marks = await readMarks(storage);
+  const nextMarks: Marks = {};
+  const doomed = new Set<string>();
+  const repack: { pack: string; sealed: boolean; keep: PackEntry[] }[] = [];
+  for (const [pack, { size, sealed, entries }] of packs) {
+    const keep = entries.filter((e) => used.has(e.id.toString('latin1')));
+    const blobBytes = entries.reduce((n, e) => n + e.length, 0);
+    const unusedBytes = blobBytes - keep.reduce((n, e) => n + e.length, 0);
+    const worth = keep.length === 0 || unusedBytes >= blobBytes * options.repackUnused;
+    if (!worth) continue;
+    // marked now if no earlier prune did: with a grace of 0 it goes at once
+    const since = marks[pack] ?? options.now.toISOString();
+    if (options.now.getTime() - Date.parse(since) < options.graceMs) {
+      nextMarks[pack] = since;
+      result.markedPacks++;
+      result.markedBytes += keep.length === 0 ? size : unusedBytes;
+      continue;
+    }
+    if (keep.length === 0) {
+      doomed.add(pack);
+      result.deletedPacks++;
+      result.deletedBytes += size;
+    } else if (sealed && store.settings.identities.length === 0) {
+      // moving blobs out of an encrypted pack means opening it
+      nextMarks[pack] = since;
+      result.repackSkippedForKey++;
+    } else {
+      repack.push({ pack, sealed, keep });
+    }
+  }
+
+  // 3. orphans: packs no index file names, old enough not to be a writer's uncommitted session
+  const orphans: string[] = [];
+  for await (const entry of storage.list(PACKS_PREFIX, { recursive: true })) {
+    if (entry.kind !== 'object') continue;
+    const name = entry.path.slice(entry.path.lastIndexOf('/') + 1);
+    if (packs.has(name) || options.now.getTime() - entry.modified.getTime() < options.graceMs) continue;
+    orphans.push(entry.path);
+    result.orphanPacks++;
+    result.orphanBytes += entry.size;
+  }
+  if (options.dryRun) {
+    result.repackedPacks = repack.length;
+    return result;
+  }
+
+  // 4. repack: the used blobs of each into new packs (a session of its own)
+  const replaced: IndexedPack[] = [];
+  if (repack.length > 0) {
+    const session = store.session();
+    for (const { pack, keep } of repack) {
+      const before = packs.get(pack)!.size;
+      for await (const chunk of store.readChunks(keep.map((e) => e.id))) await session.putRaw(chunk.id, chunk.bytes, chunk.kind);
+      doomed.add(pack);
+      result.repackedPacks++;
+      result.repackFreedBytes += before;
+    }
+    await session.flush();
+    for (const p of session.writtenPacks) {
+      replaced.push(p);
+      result.repackFreedBytes -= p.size;
+    }
+  }
+
+  // 5. one new index file for what survives of the index files that name a doomed pack
+  const affected = store.index.fileNames.filter((file) => store.index.packsOf(file).some((p) => doomed.has(p)));
+  const survivors = new Set(affected.flatMap((file) => store.index.packsOf(file)).filter((p) => !doomed.has(p)));
+  const newIndex = [...replaced, ...[...survivors].map((pack) => ({ pack, ...packs.get(pack)! }))];
+  if (newIndex.length > 0) {
+    const stored = encodeIndexFile(newIndex);
+    await storage.put(`${INDEX_PREFIX}/${createHash('sha256').update(stored).digest('hex')}`, Readable.from([stored]));
+  }
+  // 6. the old index files, then the packs
+  for (const file of affected) await storage.remove(`${INDEX_PREFIX}/${file}`);
+  for (const pack of doomed) await storage.remove(ContentStore.packKey(pack));
+  for (const key of orphans) await storage.remove(key);
+  await storage.put(MARKS_FILE, Readable.from([Buffer.from(`${JSON.stringify(nextMarks)}\n`)]));
+  return result;
+}
+
+async function readMarks(storage: Storage): Promise<Marks> {
+  try {
+    const parsed = JSON.parse((await readObject(storage, MARKS_FILE)).toString('utf8')) as unknown;
+    return parsed && typeof parsed === 'object' ? (parsed as Marks) : {};
+  } catch (error) {
+    if (error instanceof PgkeepError && error.code === 'STORAGE_NOT_FOUND') return {};
+    // unreadable marks only delay the sweep: every pack is marked afresh
+    return {};
+  }
+}
