@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import { generateIdentity } from '../../src/pipeline/age.js';
 import { pruneContent, type ContentPruneOptions } from '../../src/repository/content-store/content-prune.js';
 import { ContentStore, type ContentSettings, type StreamRef } from '../../src/repository/content-store/content-store.js';
+import { checkContent, type BackupRefs } from '../../src/repository/content-store/content-verify.js';
 import { openStorage } from '../../src/storage/open-storage.js';
 import { collectStream, type Storage } from '../../src/storage/storage.js';
 import { eachStorage } from '../support/each-storage.js';
@@ -194,4 +195,51 @@ for (const encrypted of [false, true]) {
       });
     }
   });
+}
+
+for (const encrypted of [false, true]) {
+  eachStorage(`content check${encrypted ? ', encrypted' : ''}`, (where) => {
+    const small = () => ({ ...settings(encrypted), packTarget: 32 * 1024 });
+    test('a flipped byte and a truncated pack are found, each naming every backup with a chunk in it; subsets cover every pack', async () => {
+      const storage = openStorage(where.repo('check'));
+      const shared = rows(3_000, 'shared');
+      const backups: BackupRefs[] = [];
+      for (const [i, own] of ['one', 'two', 'three'].entries()) {
+        const { ref } = await storeStream(await ContentStore.open(storage, small()), Buffer.concat([shared, rows(2_000, own)]), 3_000);
+        backups.push({ source: 'app', id: `b${i + 1}`, refs: [ref] });
+      }
+      const store = await ContentStore.open(storage, small());
+      const clean = await checkContent(storage, store, backups);
+      assert.deepEqual([clean.damaged, clean.missing], [[], []]);
+      assert.equal(clean.packsChecked, clean.packsTotal);
+
+      // the subset slots together read every pack exactly once
+      let covered = 0;
+      for (let slot = 0; slot < 4; slot++) covered += (await checkContent(storage, store, backups, { subset: { fraction: 0.25, slot } })).packsChecked;
+      assert.equal(covered, clean.packsTotal);
+
+      // damage the data pack holding the shared rows' first chunk (all three backups need it), and cut another short
+      const firstShared = (await store.chunkIds(backups[0]!.refs[0]!).next()).value as Buffer;
+      const sharedPack = store.index.find(firstShared)!.pack;
+      const ownPack = store.index.find((await lastId(store, backups[2]!.refs[0]!)))!.pack;
+      assert.notEqual(sharedPack, ownPack);
+      const flip = await collectStream(await storage.get(ContentStore.packKey(sharedPack)));
+      flip[flip.length >> 1]! ^= 0x10;
+      await storage.put(ContentStore.packKey(sharedPack), Readable.from([flip]));
+      const cut = await collectStream(await storage.get(ContentStore.packKey(ownPack)));
+      await storage.put(ContentStore.packKey(ownPack), Readable.from([cut.subarray(0, cut.length - 100)]));
+
+      const found = await checkContent(storage, await ContentStore.open(storage, small()), backups);
+      const byPack = new Map(found.damaged.map((d) => [d.pack, d]));
+      assert.deepEqual(byPack.get(sharedPack)?.backups, ['app/b1', 'app/b2', 'app/b3'], JSON.stringify(found.damaged));
+      assert.ok(byPack.get(ownPack)?.backups.includes('app/b3'), JSON.stringify(found.damaged));
+      assert.ok(!byPack.get(ownPack)?.backups.includes('app/b1'));
+    });
+  });
+}
+
+async function lastId(store: ContentStore, ref: StreamRef): Promise<Buffer> {
+  let last: Buffer | undefined;
+  for await (const id of store.chunkIds(ref)) last = Buffer.from(id);
+  return last!;
 }

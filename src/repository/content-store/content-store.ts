@@ -184,6 +184,26 @@ export class ContentStore {
     yield* flush();
   }
 
+  /** The plaintext of a stored pack (decrypted when sealed). */
+  openPack(stored: Buffer, pack: string): Promise<Buffer> {
+    return openSealed(stored, this.settings, ContentStore.packKey(pack));
+  }
+
+  /** Checks every blob of a plaintext pack: it decompresses to bytes that hash to its id. Throws CHECKSUM_MISMATCH naming the pack. */
+  checkPackBlobs(plain: Buffer, pack: string): number {
+    let entries: PackEntry[];
+    try {
+      entries = readPackEntries(plain);
+    } catch (error) {
+      throw new PgkeepError('CHECKSUM_MISMATCH', `pack ${pack}: ${(error as Error).message}`, { cause: error });
+    }
+    for (const entry of entries) {
+      const chunk = decompress(plain.subarray(entry.offset, entry.offset + entry.length), entry.rawLength, pack);
+      if (!this.chunkId(chunk).equals(entry.id)) throw new PgkeepError('CHECKSUM_MISMATCH', `chunk ${entry.id.toString('hex').slice(0, 16)}… in pack ${pack} does not match its id`);
+    }
+    return entries.length;
+  }
+
   /** The storage key of a pack. */
   static packKey(pack: string): string {
     return `${PACKS_PREFIX}/${pack.slice(0, 2)}/${pack}`;

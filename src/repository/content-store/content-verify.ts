@@ -1,0 +1,108 @@
+import { createHash } from 'node:crypto';
+import { collectStream, type Storage } from '../../storage/storage.js';
+import { ContentStore, type StreamRef } from './content-store.js';
+
+/** A backup as the content check sees it: who it is, and the streams it names. */
+export interface BackupRefs {
+  source: string;
+  id: string;
+  refs: StreamRef[];
+}
+
+export interface ContentCheckOptions {
+  /**
+   * Read only this share of the packs (0 < fraction <= 1), the ones whose
+   * name falls in slot `slot` of 1/fraction slots: run with the slot moving
+   * on (e.g. the day number), successive checks cover every pack.
+   */
+  subset?: { fraction: number; slot: number };
+}
+
+export interface DamagedPack {
+  pack: string;
+  reason: string;
+  /** Every backup with a chunk in it, "source/id". */
+  backups: string[];
+}
+
+export interface ContentCheckResult {
+  packsChecked: number;
+  packsTotal: number;
+  bytesRead: number;
+  damaged: DamagedPack[];
+  /** Backups naming chunks that no index knows, with how many. */
+  missing: { backup: string; chunks: number }[];
+}
+
+/**
+ * Checks the content store the way restic's `check --read-data-subset` does:
+ * every backup's chunks are in the index (always), and the packs read (all,
+ * or a subset) are whole: the stored bytes hash to the pack's name, which
+ * needs no key; with the identity, or in the clear, every blob also
+ * decompresses to bytes that hash to its id. A damaged pack names every
+ * backup that has a chunk in it.
+ */
+export async function checkContent(storage: Storage, store: ContentStore, backups: readonly BackupRefs[], options: ContentCheckOptions = {}): Promise<ContentCheckResult> {
+  // 1. every chunk every backup names, and which backups name it (lists included: they are chunks too)
+  const users = new Map<string, Set<number>>();
+  const missing: ContentCheckResult['missing'] = [];
+  for (const [b, backup] of backups.entries()) {
+    let absent = 0;
+    try {
+      for (const ref of backup.refs) {
+        for await (const id of store.listChunkIds(ref)) {
+          const key = id.toString('latin1');
+          if (!store.index.has(id)) absent++;
+          let set = users.get(key);
+          if (!set) users.set(key, (set = new Set()));
+          set.add(b);
+        }
+      }
+    } catch {
+      // a list that cannot be read: counted as missing, its pack is reported below
+      absent++;
+    }
+    if (absent > 0) missing.push({ backup: `${backup.source}/${backup.id}`, chunks: absent });
+  }
+
+  // 2. the packs: all, or one slot's share
+  const packs = [...store.index.packEntries()];
+  const chosen = options.subset ? packs.filter(([name]) => inSlot(name, options.subset!.fraction, options.subset!.slot)) : packs;
+  const result: ContentCheckResult = { packsChecked: 0, packsTotal: packs.length, bytesRead: 0, damaged: [], missing };
+  for (const [pack, info] of chosen) {
+    result.packsChecked++;
+    const reason = await checkPack(storage, store, pack, info.sealed, (n) => (result.bytesRead += n));
+    if (!reason) continue;
+    const affected = new Set<number>();
+    for (const entry of info.entries) for (const b of users.get(entry.id.toString('latin1')) ?? []) affected.add(b);
+    result.damaged.push({ pack, reason, backups: [...affected].sort((x, y) => x - y).map((b) => `${backups[b]!.source}/${backups[b]!.id}`) });
+  }
+  return result;
+}
+
+/** Why a pack is damaged, or undefined when it is whole. */
+async function checkPack(storage: Storage, store: ContentStore, pack: string, sealed: boolean, read: (bytes: number) => void): Promise<string | undefined> {
+  let stored: Buffer;
+  try {
+    stored = await collectStream(await storage.get(ContentStore.packKey(pack)));
+  } catch (error) {
+    return `cannot be read: ${(error as Error).message}`;
+  }
+  read(stored.length);
+  if (createHash('sha256').update(stored).digest('hex') !== pack) return 'its bytes do not hash to its name (changed or cut short)';
+  if (sealed && store.settings.identities.length === 0) return undefined; // whole as stored; its blobs need the identity
+  try {
+    const indexed = store.index.packEntries().get(pack)!.entries.length;
+    const blobs = store.checkPackBlobs(sealed ? await store.openPack(stored, pack) : stored, pack);
+    if (blobs !== indexed) return `its header lists ${blobs} blobs, the index ${indexed}`;
+  } catch (error) {
+    return (error as Error).message;
+  }
+  return undefined;
+}
+
+/** Whether a pack falls in this slot: its name's first 32 bits, scaled to [0, 1), against the slot's share. */
+export function inSlot(pack: string, fraction: number, slot: number): boolean {
+  const slots = Math.max(1, Math.round(1 / fraction));
+  return parseInt(pack.slice(0, 8), 16) % slots === ((slot % slots) + slots) % slots;
+}
