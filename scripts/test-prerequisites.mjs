@@ -28,6 +28,7 @@ export const PREREQUISITES = [
   { what: 'PostgreSQL contrib extensions (the test databases use them)', debian: 'postgresql-contrib', present: () => inPostgresqlDirs('/usr/share/postgresql', 'extension/pgcrypto.control') },
   { what: 'PostgreSQL client programs (pg_dump, pg_restore, psql)', debian: 'postgresql-client', present: () => onPath('pg_dump') && onPath('pg_restore') && onPath('psql') },
   { what: 'zstd (the recovery-without-pgkeep recipes)', debian: 'zstd', present: () => onPath('zstd') },
+  { what: 'python3 (docs/read-content-stream.py: reading the content store without pgkeep)', debian: 'python3', present: () => onPath('python3') },
   { what: 'age and age-keygen (encryption interoperability)', debian: 'age', present: () => onPath('age') && onPath('age-keygen') },
   { what: 'script from util-linux (tests on a terminal)', debian: 'bsdutils', present: () => onPath('script') },
   { what: 'chromium at /usr/bin/chromium (the dashboard end-to-end test)', debian: 'chromium', present: () => existsSync('/usr/bin/chromium') },

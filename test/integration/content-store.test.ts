@@ -243,3 +243,22 @@ async function lastId(store: ContentStore, ref: StreamRef): Promise<Buffer> {
   for await (const id of store.chunkIds(ref)) last = Buffer.from(id);
   return last!;
 }
+
+test('docs/read-content-stream.py reads a stream of an unencrypted store without pgkeep, byte for byte', async () => {
+  const { mkdtemp, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { spawnSync } = await import('node:child_process');
+  const folder = await mkdtemp(`${tmpdir()}/pgkeep-read-doc-`);
+  try {
+    const storage = openStorage(folder);
+    const data = rows(12_000, 'doc');
+    const { ref } = await storeStream(await ContentStore.open(storage, settings(false)), data);
+    assert.ok(ref.depth >= 1, 'the list is nested at least once');
+    const script = new URL('../../docs/read-content-stream.py', import.meta.url).pathname;
+    const run = spawnSync('python3', [script, folder, JSON.stringify(ref)], { maxBuffer: 64 << 20 });
+    assert.equal(run.status, 0, run.stderr.toString());
+    assert.ok(run.stdout.equals(data));
+  } finally {
+    await rm(folder, { recursive: true, force: true });
+  }
+});
