@@ -13,6 +13,8 @@ export interface InitRequest {
   encrypt?: boolean | undefined;
   recipients?: string[] | undefined;
   passphrase?: string | undefined;
+  /** A deduplicating repository: a content store (docs/content-store.md). */
+  dedup?: boolean | undefined;
 }
 
 export interface InitResult {
@@ -20,6 +22,7 @@ export interface InitResult {
   created: boolean;
   id: string;
   encryption: EncryptionInfo | null;
+  dedup: boolean;
 }
 
 /**
@@ -41,11 +44,14 @@ export async function runInit(settings: Settings, request: InitRequest = {}): Pr
       throw new PgkeepError('REPO_EXISTS', `${existing.location} is already an unencrypted pgkeep repository: encryption is chosen when a repository is created; use a new location`);
     }
     if (existing.info.encryption) assertSameEncryption(existing.location, existing.info.encryption, request);
-    return { location: existing.location, created: false, id: existing.info.id, encryption: existing.info.encryption };
+    if (request.dedup && !existing.info.content) {
+      throw new PgkeepError('REPO_EXISTS', `${existing.location} is already a pgkeep repository without deduplication: it is chosen when a repository is created; use a new location (pgkeep copy moves backups into it)`);
+    }
+    return { location: existing.location, created: false, id: existing.info.id, encryption: existing.info.encryption, dedup: existing.info.content !== undefined };
   }
 
-  const { repository, encryption } = await place.create(wantsEncryption ? { recipients: request.recipients ?? [], passphrase: request.passphrase } : null);
-  return { location: repository.location, created: true, id: repository.info.id, encryption };
+  const { repository, encryption } = await place.create(wantsEncryption ? { recipients: request.recipients ?? [], passphrase: request.passphrase } : null, { dedup: request.dedup === true });
+  return { location: repository.location, created: true, id: repository.info.id, encryption, dedup: request.dedup === true };
 }
 
 /**
@@ -77,7 +83,7 @@ function safeSourceName(settings: Settings): string | undefined {
   }
 }
 
-const InitOptions = z.object({ encrypt: z.boolean().optional(), recipients: z.array(z.string()).optional(), passphraseFile: z.string().optional() });
+const InitOptions = z.object({ encrypt: z.boolean().optional(), recipients: z.array(z.string()).optional(), passphraseFile: z.string().optional(), dedup: z.boolean().optional() });
 
 /** `pgkeep init`. */
 export const initCommand: CommandSpec<z.output<typeof InitOptions>, InitResult> = {
@@ -87,20 +93,23 @@ export const initCommand: CommandSpec<z.output<typeof InitOptions>, InitResult> 
     { flags: '--encrypt', description: 'encrypt every object with age (needs --recipient or --passphrase-file)' },
     { flags: '--recipient <age1…>', description: 'age public key to encrypt to (repeatable; see pgkeep keygen)', parse: collect },
     { flags: '--passphrase-file <file>', description: 'encrypt with the passphrase in this file (or set PGKEEP_PASSPHRASE)' },
+    { flags: '--dedup', description: 'store each distinct chunk once: every backup stays full, each costs only what changed (docs/content-store.md)' },
   ],
   help: { globals: ['config', 'repo'], examples: ['pgkeep init --repo /srv/backups', 'pgkeep init --repo s3://my-bucket/app --encrypt --recipient age1…', 'PGKEEP_PASSPHRASE_FILE=/run/secrets/pass pgkeep init --repo ./backups --encrypt'] },
-  parse: requestParser(InitOptions, ({ options }) => ({ encrypt: options.encrypt, recipients: options.recipient, passphraseFile: options.passphraseFile })),
+  parse: requestParser(InitOptions, ({ options }) => ({ encrypt: options.encrypt, recipients: options.recipient, passphraseFile: options.passphraseFile, dedup: options.dedup })),
   async run(ctx, request) {
     const passphrase = request.passphraseFile
       ? readSecretFile(request.passphraseFile, '--passphrase-file')
       : request.encrypt && !request.recipients?.length
         ? ctx.keys.passphrase()
         : undefined;
-    return runInit(ctx.settings, { encrypt: request.encrypt, recipients: request.recipients, passphrase });
+    return runInit(ctx.settings, { encrypt: request.encrypt, recipients: request.recipients, passphrase, dedup: request.dedup });
   },
   print(result, out) {
     if (out.json) return out.document(result);
-    const how = result.encryption ? (result.encryption.passphrase ? ', encrypted with a passphrase' : `, encrypted to ${result.encryption.recipients.length} recipient(s)`) : '';
+    const how =
+      (result.encryption ? (result.encryption.passphrase ? ', encrypted with a passphrase' : `, encrypted to ${result.encryption.recipients.length} recipient(s)`) : '') +
+      (result.dedup ? ', deduplicating' : '');
     out.line(result.created ? `created a pgkeep repository at ${result.location}${how}` : `${result.location} is already a pgkeep repository${how} (nothing changed)`);
   },
 };

@@ -237,6 +237,8 @@ function repoEntryOptions(settings: Settings, url: string): S3OptionsConfig | un
 export interface KeySettings {
   identityFile: string | undefined;
   passphrase(): string | undefined;
+  /** The content key of an encrypted deduplicating repository, from PGKEEP_CONTENT_KEY_FILE: lets a backup host write without the identity. */
+  contentKey?(): string | undefined;
 }
 
 export function keySettings(settings: Settings): KeySettings {
@@ -254,6 +256,7 @@ export function keySettings(settings: Settings): KeySettings {
       const file = configPath(settings, config.passphraseFile);
       return file ? readSecretFile(file, 'passphraseFile') : undefined;
     },
+    contentKey: () => (env.PGKEEP_CONTENT_KEY_FILE ? readSecretFile(path.resolve(settings.cwd, env.PGKEEP_CONTENT_KEY_FILE), 'PGKEEP_CONTENT_KEY_FILE') : undefined),
   };
 }
 

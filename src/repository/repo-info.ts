@@ -10,8 +10,12 @@ export type RepositoryStorage = Storage;
 import type { AgeRecipient } from '../pipeline/age.js';
 import type { RepoInfo } from './repository.js';
 
-/** The repository format this pgkeep writes and reads (pgkeep.json's `format`). */
-export const REPO_FORMAT = 1;
+/** The newest repository format this pgkeep reads (pgkeep.json's `format`). */
+export const REPO_FORMAT = 2;
+/** What a repository without a content store is written as: older pgkeep reads it too. */
+export const PLAIN_REPO_FORMAT = 1;
+/** A deduplicating repository (docs/content-store.md): older pgkeep must refuse it. */
+export const DEDUP_REPO_FORMAT = 2;
 
 /**
  * Reads pgkeep.json without the schema library: the WAL commands run once per

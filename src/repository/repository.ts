@@ -18,7 +18,8 @@ import { acquireSourceLock, inspectSourceLock, type LockOwner, type SourceLock }
 import { VerificationSchema, verificationFileName, type Verification, type VerificationInput } from './verification.js';
 
 export { REPO_FORMAT } from './repo-info.js';
-import { REPO_FORMAT } from './repo-info.js';
+import { DEDUP_REPO_FORMAT, PLAIN_REPO_FORMAT, REPO_FORMAT } from './repo-info.js';
+import { ContentInfoSchema, type ContentInfo } from './content-store/content-keys.js';
 import { registerStorage } from './repository-storage.js';
 const INFO_FILE = 'pgkeep.json';
 const MANIFEST_FILE = 'manifest.json';
@@ -66,6 +67,8 @@ const RepoInfoSchema = z.object({
   created: z.string(),
   pgkeepVersion: z.string(),
   encryption: EncryptionInfoSchema.nullable(),
+  /** A deduplicating repository (init --dedup): its content store (docs/content-store.md). Such a repository has format 2. */
+  content: ContentInfoSchema.optional(),
 });
 export type RepoInfo = z.infer<typeof RepoInfoSchema>;
 
@@ -91,9 +94,20 @@ export class Repository {
     return this.storage.location;
   }
 
-  /** Creates the repository info in an empty location. */
-  static async init(storage: Storage, encryption: EncryptionInfo | null = null): Promise<Repository> {
-    const info: RepoInfo = { format: REPO_FORMAT, id: randomUUID(), created: new Date().toISOString(), pgkeepVersion: PGKEEP_VERSION, encryption };
+  /**
+   * Creates the repository info in an empty location. A deduplicating one
+   * has format 2, which older pgkeep refuses to read (it would not find the
+   * bytes of its backups); the others keep format 1.
+   */
+  static async init(storage: Storage, encryption: EncryptionInfo | null = null, content?: ContentInfo): Promise<Repository> {
+    const info: RepoInfo = {
+      format: content ? DEDUP_REPO_FORMAT : PLAIN_REPO_FORMAT,
+      id: randomUUID(),
+      created: new Date().toISOString(),
+      pgkeepVersion: PGKEEP_VERSION,
+      encryption,
+      ...(content ? { content } : {}),
+    };
     const created = await storage.putIfAbsent(INFO_FILE, Buffer.from(`${JSON.stringify(info, null, 2)}\n`));
     if (!created) throw new PgkeepError('REPO_EXISTS', `a pgkeep repository already exists at ${storage.location}`);
     return new Repository(storage, info);
