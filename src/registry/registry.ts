@@ -23,6 +23,7 @@ const COMMANDS: readonly { readonly name: string; load(): Promise<AnyCommandSpec
   { name: 'verify', load: async () => (await import('../commands/verify.js')).verifyCommand },
   { name: 'restore', load: async () => (await import('../commands/restore.js')).restoreCommand },
   { name: 'extract', load: async () => (await import('../commands/extract.js')).extractCommand },
+  { name: 'cat', load: async () => (await import('../commands/cat.js')).catCommand },
   { name: 'copy', load: async () => (await import('../commands/copy.js')).copyCommand },
   { name: 'prune', load: async () => (await import('../commands/prune.js')).pruneCommand },
   { name: 'pitr', load: async () => (await import('../commands/pitr.js')).pitrCommand },

@@ -43,6 +43,20 @@ export const ObjectSchema = z.object({
   compression: z.enum(['zstd', 'none']),
   /** age, to these public keys (a passphrase repository's own key included); null when stored in clear. */
   encryption: z.object({ method: z.literal('age'), recipients: z.array(z.string()) }).nullable(),
+  /**
+   * In a deduplicating repository: the stream as chunks of the content store
+   * (docs/content-store.md), instead of a file in the backup folder. `stored`
+   * is then what this backup added to the store, and its sha256 that of this
+   * ref's JSON; `raw` is the whole stream, checked on every read.
+   */
+  content: z
+    .object({
+      size: z.number().int().nonnegative(),
+      chunks: z.number().int().nonnegative(),
+      depth: z.number().int().nonnegative().max(8),
+      root: z.array(z.string().regex(/^[0-9a-f]{64}$/)).max(64),
+    })
+    .optional(),
 });
 export type BackupObject = z.infer<typeof ObjectSchema>;
 

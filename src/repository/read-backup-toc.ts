@@ -1,3 +1,4 @@
+import { contentStoreForReading } from './content-store/load-content.js';
 import { Writable } from 'node:stream';
 import { PgkeepError } from '../errors.js';
 import { decryptStream, type AgeIdentity } from '../pipeline/age.js';
@@ -40,6 +41,11 @@ export async function readBackupToc(repository: Repository, manifest: LogicalMan
   if (manifest.options.format !== 'custom') throw new PgkeepError('USAGE', `backup ${manifest.id} is a plain SQL dump: it has no table of contents`);
 
   const object = manifest.objects[0]!;
+  if (object.content) {
+    // the head of a content stream: its first chunks, each checked
+    const store = await contentStoreForReading(repository, options.identities);
+    return parseToc(await readArchiveHead(store.open(object.content, options.signal), [], options.signal, `object ${object.name}`), `backup ${manifest.id}`);
+  }
   const decrypt = object.encryption ? [decryptStream(options.identities ?? [], { what: `object ${object.name}` })] : [];
   const head = await readArchiveHead(await repository.readStoredObject(manifest.source, manifest.id, object.name), [...decrypt, options.codec.decompressor()], options.signal, `object ${object.name}`);
   return parseToc(head, `backup ${manifest.id}`);
