@@ -20,36 +20,54 @@ const INDEX_VERSION = 1;
 const MAX_INDEX_BYTES = 1 << 30;
 
 /**
- * Which pack holds each chunk, for every index file read. Held in memory,
- * keyed by the id's bytes as a latin1 string (32 characters, the cheapest
- * string key V8 has for binary data). A chunk stored twice (two writers at
- * once) has two entries; the first read wins, either is as good.
+ * Which pack holds each chunk, for every index file read, held compactly:
+ * the ids side by side in one buffer, their pack, offset and lengths in typed
+ * arrays, and an open-addressing hash table over the ids' first four bytes
+ * (ids are SHA-256 or HMAC output: uniform). About 60 bytes per chunk, so a
+ * repository of a million chunks (16 GB of distinct data in 16 KiB chunks)
+ * needs ~60 MB, where a Map of objects took ~250 bytes per chunk. A chunk
+ * stored twice (two writers at once) keeps its first entry; either is good.
  */
 export class ContentIndex {
-  private readonly chunks = new Map<string, { pack: string; entry: PackEntry }>();
-  private readonly packInfo = new Map<string, Omit<IndexedPack, 'pack'>>();
+  private ids = Buffer.alloc(CHUNK_ID_SIZE * 1024);
+  private packOf = new Uint32Array(1024);
+  private offsets = new Uint32Array(1024);
+  private lengths = new Uint32Array(1024);
+  private rawLengths = new Uint32Array(1024);
+  /** Slot -> entry number + 1 (0: empty); its size a power of two, at most half full. */
+  private slots = new Uint32Array(2048);
+  private count = 0;
+  private readonly packNames: string[] = [];
+  private readonly packInfo = new Map<string, { number: number; size: number; kind: 'data' | 'list'; sealed: boolean; entries: number[] }>();
   /** Index file name to the packs it names. */
   private readonly files = new Map<string, string[]>();
 
   has(id: Buffer): boolean {
-    return this.chunks.has(id.toString('latin1'));
+    return this.lookup(id) >= 0;
   }
 
   find(id: Buffer): { pack: string; entry: PackEntry } | undefined {
-    return this.chunks.get(id.toString('latin1'));
+    const n = this.lookup(id);
+    return n < 0 ? undefined : { pack: this.packNames[this.packOf[n]!]!, entry: this.entry(n) };
   }
 
   get chunkCount(): number {
-    return this.chunks.size;
+    return this.count;
   }
 
-  /** Every pack named by an index file: its stored size, kind, whether it is sealed, and its blobs. */
-  packEntries(): ReadonlyMap<string, Omit<IndexedPack, 'pack'>> {
-    return this.packInfo;
+  /** Every pack named by an index file: its stored size, kind, whether it is sealed, and its blobs (built on each call: for prune and check). */
+  packEntries(): Map<string, Omit<IndexedPack, 'pack'>> {
+    const out = new Map<string, Omit<IndexedPack, 'pack'>>();
+    for (const [pack, info] of this.packInfo) out.set(pack, { size: info.size, kind: info.kind, sealed: info.sealed, entries: info.entries.map((n) => this.entry(n)) });
+    return out;
   }
 
   isSealed(pack: string): boolean {
     return this.packInfo.get(pack)?.sealed ?? false;
+  }
+
+  kindOf(pack: string): 'data' | 'list' {
+    return this.packInfo.get(pack)?.kind ?? 'data';
   }
 
   get fileNames(): string[] {
@@ -62,10 +80,15 @@ export class ContentIndex {
   }
 
   addPack(pack: IndexedPack): void {
-    this.packInfo.set(pack.pack, { size: pack.size, kind: pack.kind, sealed: pack.sealed, entries: pack.entries });
+    if (this.packInfo.has(pack.pack)) return;
+    const number = this.packNames.push(pack.pack) - 1;
+    const info = { number, size: pack.size, kind: pack.kind, sealed: pack.sealed, entries: [] as number[] };
+    this.packInfo.set(pack.pack, info);
     for (const entry of pack.entries) {
-      const key = entry.id.toString('latin1');
-      if (!this.chunks.has(key)) this.chunks.set(key, { pack: pack.pack, entry });
+      // a pack's own blobs are listed with it even when another pack holds the same chunk: prune weighs each pack whole
+      const n = this.append(entry, number);
+      info.entries.push(n);
+      if (this.lookup(entry.id) < 0) this.insert(n);
     }
   }
 
@@ -77,6 +100,69 @@ export class ContentIndex {
   /** Records that an index file names these packs (already added). */
   markFile(name: string, packs: IndexedPack[]): void {
     this.files.set(name, packs.map((p) => p.pack));
+  }
+
+  private entry(n: number): PackEntry {
+    return { id: Buffer.from(this.ids.subarray(n * CHUNK_ID_SIZE, (n + 1) * CHUNK_ID_SIZE)), offset: this.offsets[n]!, length: this.lengths[n]!, rawLength: this.rawLengths[n]! };
+  }
+
+  private append(entry: PackEntry, pack: number): number {
+    if (this.count === this.packOf.length) this.grow();
+    const n = this.count++;
+    entry.id.copy(this.ids, n * CHUNK_ID_SIZE);
+    this.packOf[n] = pack;
+    this.offsets[n] = entry.offset;
+    this.lengths[n] = entry.length;
+    this.rawLengths[n] = entry.rawLength;
+    return n;
+  }
+
+  private grow(): void {
+    const size = this.packOf.length * 2;
+    const ids = Buffer.alloc(size * CHUNK_ID_SIZE);
+    this.ids.copy(ids);
+    this.ids = ids;
+    const widen = (a: Uint32Array) => {
+      const b = new Uint32Array(size);
+      b.set(a);
+      return b;
+    };
+    this.packOf = widen(this.packOf);
+    this.offsets = widen(this.offsets);
+    this.lengths = widen(this.lengths);
+    this.rawLengths = widen(this.rawLengths);
+  }
+
+  /** The entry number of an id, or -1. */
+  private lookup(id: Buffer): number {
+    const mask = this.slots.length - 1;
+    for (let slot = id.readUInt32LE(0) & mask; ; slot = (slot + 1) & mask) {
+      const held = this.slots[slot]!;
+      if (held === 0) return -1;
+      if (this.ids.compare(id, 0, CHUNK_ID_SIZE, (held - 1) * CHUNK_ID_SIZE, held * CHUNK_ID_SIZE) === 0) return held - 1;
+    }
+  }
+
+  private insert(n: number): void {
+    // at most half full: rehash into twice the slots
+    if ((this.tableCount + 1) * 2 > this.slots.length) this.rehash(this.slots.length * 2);
+    this.place(n, this.slots);
+    this.tableCount++;
+  }
+
+  private tableCount = 0;
+
+  private place(n: number, slots: Uint32Array): void {
+    const mask = slots.length - 1;
+    let slot = this.ids.readUInt32LE(n * CHUNK_ID_SIZE) & mask;
+    while (slots[slot] !== 0) slot = (slot + 1) & mask;
+    slots[slot] = n + 1;
+  }
+
+  private rehash(size: number): void {
+    const slots = new Uint32Array(size);
+    for (const held of this.slots) if (held !== 0) this.place(held - 1, slots);
+    this.slots = slots;
   }
 }
 

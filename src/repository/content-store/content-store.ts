@@ -141,7 +141,7 @@ export class ContentStore {
       yield* ids;
     })(), signal)) {
       const id = ids[at++]!;
-      yield { id, bytes, kind: this.index.packEntries().get(this.index.find(id)!.pack)!.kind };
+      yield { id, bytes, kind: this.index.kindOf(this.index.find(id)!.pack) };
     }
   }
 

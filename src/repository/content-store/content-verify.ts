@@ -71,7 +71,7 @@ export async function checkContent(storage: Storage, store: ContentStore, backup
   const result: ContentCheckResult = { packsChecked: 0, packsTotal: packs.length, bytesRead: 0, damaged: [], missing };
   for (const [pack, info] of chosen) {
     result.packsChecked++;
-    const reason = await checkPack(storage, store, pack, info.sealed, (n) => (result.bytesRead += n));
+    const reason = await checkPack(storage, store, pack, info.sealed, info.entries.length, (n) => (result.bytesRead += n));
     if (!reason) continue;
     const affected = new Set<number>();
     for (const entry of info.entries) for (const b of users.get(entry.id.toString('latin1')) ?? []) affected.add(b);
@@ -81,7 +81,7 @@ export async function checkContent(storage: Storage, store: ContentStore, backup
 }
 
 /** Why a pack is damaged, or undefined when it is whole. */
-async function checkPack(storage: Storage, store: ContentStore, pack: string, sealed: boolean, read: (bytes: number) => void): Promise<string | undefined> {
+async function checkPack(storage: Storage, store: ContentStore, pack: string, sealed: boolean, indexed: number, read: (bytes: number) => void): Promise<string | undefined> {
   let stored: Buffer;
   try {
     stored = await collectStream(await storage.get(ContentStore.packKey(pack)));
@@ -92,7 +92,6 @@ async function checkPack(storage: Storage, store: ContentStore, pack: string, se
   if (createHash('sha256').update(stored).digest('hex') !== pack) return 'its bytes do not hash to its name (changed or cut short)';
   if (sealed && store.settings.identities.length === 0) return undefined; // whole as stored; its blobs need the identity
   try {
-    const indexed = store.index.packEntries().get(pack)!.entries.length;
     const blobs = store.checkPackBlobs(sealed ? await store.openPack(stored, pack) : stored, pack);
     if (blobs !== indexed) return `its header lists ${blobs} blobs, the index ${indexed}`;
   } catch (error) {
