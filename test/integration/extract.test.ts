@@ -75,6 +75,25 @@ eachStorage('extract: rows of one table out of a backup', (storage) => {
     assert.deepEqual(await scratchDatabases(), []);
   });
 
+  test('cat writes the dump as pg_dump made it (the stored object, decompressed), and pg_restore reads it; never over a file; a missing object is named', async () => {
+    const output = file('cat.dump');
+    const result = await pgkeep(['cat', 'latest', '--repo', repo('custom'), '--output', output], { env: env() });
+    assert.equal(result.code, 0, result.stderr);
+    const list = spawnSync(path.join(cluster.binDir, 'pg_restore'), ['--list', output], { encoding: 'utf8' });
+    assert.equal(list.status, 0, list.stderr);
+    assert.match(list.stdout, /TABLE DATA public orders/);
+    const shown = json(await pgkeep(['show', 'latest', '--repo', repo('custom'), '--json'], { env: env() }));
+    const dump = shown.objects.find((o: any) => o.role === 'dump');
+    const { createHash } = await import('node:crypto');
+    assert.equal(createHash('sha256').update(await readFile(output)).digest('hex'), dump.raw.sha256, 'byte for byte what the manifest recorded before compression');
+    const again = await pgkeep(['cat', 'latest', '--repo', repo('custom'), '--output', output], { env: env() });
+    assert.equal(again.code, 2);
+    assert.match(again.stderr, /already exists/);
+    const missing = await pgkeep(['cat', 'latest', '--repo', repo('custom'), '--object', 'nothing'], { env: env() });
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /has no object nothing: it has dump\.zst \(dump\)/);
+  });
+
   test('--format sql gives INSERT statements that put deleted rows back', async () => {
     const before = psql('shop', ['-c', 'COPY (SELECT * FROM "Mixed Case" ORDER BY "Id") TO STDOUT']);
     await cluster.query('DELETE FROM "Mixed Case" WHERE "Id" BETWEEN 3 AND 7', [], 'shop');
