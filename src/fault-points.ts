@@ -29,6 +29,12 @@ export const FAULT_POINTS = [
   'mid-prune',
   /** copy: an object was copied to the destination, the manifest not yet. */
   'mid-copy',
+  /** deduplicating backup: its packs written, the index file naming them not yet. */
+  'before-content-index',
+  /** deduplicating backup: the index file written, the manifest not yet. */
+  'after-content-index',
+  /** prune of a content store: the new index file written, old index files and packs not yet removed. */
+  'mid-content-sweep',
 ] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];
 

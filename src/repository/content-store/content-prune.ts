@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { PgkeepError } from '../../errors.js';
+import { faultPoint } from '../../fault-points.js';
 import { readObject, type Storage } from '../../storage/storage.js';
 import { encodeIndexFile, type IndexedPack } from './content-index.js';
 import { ContentStore, INDEX_PREFIX, PACKS_PREFIX, type StreamRef } from './content-store.js';
@@ -137,6 +138,7 @@ export async function pruneContent(storage: Storage, store: ContentStore, refs: 
     const stored = encodeIndexFile(newIndex);
     await storage.put(`${INDEX_PREFIX}/${createHash('sha256').update(stored).digest('hex')}`, Readable.from([stored]));
   }
+  faultPoint('mid-content-sweep');
   // 6. the old index files, then the packs
   for (const file of affected) await storage.remove(`${INDEX_PREFIX}/${file}`);
   for (const pack of doomed) await storage.remove(ContentStore.packKey(pack));

@@ -67,8 +67,9 @@ export interface SessionTotals {
   /** Chunks in those streams, and how many of them were new. */
   chunks: number;
   newChunks: number;
-  /** Bytes of new chunks before and after compression (and encryption). */
+  /** Bytes of new chunks before and after compression; and of the packs written (encryption and headers included, lists too). */
   newRawBytes: number;
+  newCompressedBytes: number;
   newStoredBytes: number;
   packs: number;
 }
@@ -223,7 +224,7 @@ export class ContentSession {
   private readonly pending = new Set<string>();
   private readonly written: IndexedPack[] = [];
   private readonly compressor;
-  readonly totals: SessionTotals = { rawBytes: 0, chunks: 0, newChunks: 0, newRawBytes: 0, newStoredBytes: 0, packs: 0 };
+  readonly totals: SessionTotals = { rawBytes: 0, chunks: 0, newChunks: 0, newRawBytes: 0, newCompressedBytes: 0, newStoredBytes: 0, packs: 0 };
 
   constructor(
     private readonly store: ContentStore,
@@ -257,6 +258,7 @@ export class ContentSession {
     if (kind === 'data') {
       this.totals.newChunks++;
       this.totals.newRawBytes += chunk.length;
+      this.totals.newCompressedBytes += compressed.length;
     }
     if (this.packs[kind].size >= this.store.settings.packTarget) await this.flushPack(kind);
     return id;

@@ -1,0 +1,63 @@
+import { createHash } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import type { KeySettings } from '../../config/settings.js';
+import { faultPoint } from '../../fault-points.js';
+import { storageOf } from '../repository-storage.js';
+import type { Repository } from '../repository.js';
+import type { BackupObject } from '../manifest.js';
+import { acquireContentLock, type ContentLock } from './content-lock.js';
+import type { ContentSession, SessionTotals } from './content-store.js';
+import { openContentStore } from './open-content-store.js';
+import { storeContentStream, type StoreContentOptions } from './store-content-stream.js';
+
+/**
+ * One backup's writing into a deduplicating repository: the shared content
+ * lock (prune does not sweep meanwhile) and a session whose packs become
+ * visible with its index file, written just before the manifest.
+ */
+export class ContentWriting {
+  private constructor(
+    private readonly session: ContentSession,
+    private readonly lock: ContentLock,
+  ) {}
+
+  /** Undefined for a repository without a content store. */
+  static async begin(repository: Repository, keys: KeySettings, command: string): Promise<ContentWriting | undefined> {
+    if (!repository.info.content) return undefined;
+    const store = (await openContentStore(repository, keys, 'write'))!;
+    const lock = await acquireContentLock(storageOf(repository)!, 'shared', command);
+    return new ContentWriting(store.session(), lock);
+  }
+
+  /**
+   * Stores one object's stream as chunks. The record has no file: `content`
+   * names the chunks, `raw` is the whole stream, and `stored` what this
+   * object added to the store (its new chunks, compressed; sha256 of the ref).
+   */
+  async store(object: Pick<BackupObject, 'name' | 'role' | 'file'>, input: Readable | AsyncIterable<Buffer>, options: StoreContentOptions): Promise<Omit<BackupObject, 'encryption'>> {
+    const before = this.session.totals.newCompressedBytes;
+    const { raw, ref } = await storeContentStream(this.session, input, options);
+    return {
+      name: object.name,
+      role: object.role,
+      ...(object.file === undefined ? {} : { file: object.file }),
+      raw,
+      stored: { size: this.session.totals.newCompressedBytes - before, sha256: createHash('sha256').update(JSON.stringify(ref)).digest('hex') },
+      compression: 'zstd',
+      content: ref,
+    };
+  }
+
+  /** Writes the last packs and the index file: call right before the manifest. */
+  async commit(): Promise<SessionTotals> {
+    faultPoint('before-content-index');
+    const totals = await this.session.commit();
+    faultPoint('after-content-index');
+    return totals;
+  }
+
+  /** Gives up: what was written is named by no index (prune removes it after the grace). Releases the lock. */
+  async release(): Promise<void> {
+    await this.lock.release().catch(() => undefined);
+  }
+}
