@@ -16,11 +16,15 @@ import { requestParser, type CommandOutput, type CommandSpec } from '../registry
 import { count, duration, labelPeriod } from '../registry/option-values.js';
 import { validateTimeZone } from '../retention/calendar.js';
 import { formatBytes, formatTable } from '../cli/format.js';
+import { parseDuration } from '../retention/duration.js';
+import { sweepRepositoryContent, type SweepOutcome } from '../repository/content-store/sweep-repository.js';
 
 export interface PruneRequest {
   dryRun: boolean;
   /** --keep-* flags; they override the config key by key. */
   flags: RetentionFlags;
+  /** Deduplicating repositories: how long a pack must have been found unused before it goes (default 1 hour). */
+  sweepGraceMs?: number | undefined;
   /** The clock (tests); default now. */
   now?: Date;
 }
@@ -46,6 +50,8 @@ export interface PruneReport {
 export interface PruneResult {
   dryRun: boolean;
   reports: PruneReport[];
+  /** Deduplicating repositories: what the sweep of their content store freed (or would), or why it was skipped. */
+  content: { repository: string; outcome: SweepOutcome }[];
 }
 
 /**
@@ -61,10 +67,16 @@ export interface PruneResult {
  *     then the objects, then the backup's verification records; then
  *     leftovers older than an hour, verification records of backups that
  *     are gone, and failure records older than 30 days; release the lock
+ *  5. WAL no retained backup needs
+ *  6. each deduplicating repository: sweep its content store of chunks no
+ *     backup references (sweep-repository.ts; a dry run says what it would free)
  *
  * Returns the reports; when a repository failed, throws its error with the
  * reports in `details.result`, after doing everything else.
  */
+/** A pack found unused is removed by a prune at least this much later (docs/content-store.md, "Prune"). */
+export const DEFAULT_SWEEP_GRACE_MS = 3_600_000;
+
 export async function runPrune(ctx: CommandContext, request: PruneRequest): Promise<PruneResult> {
   const now = request.now ?? new Date();
   // 1. sources and policies, all checked first
@@ -173,11 +185,28 @@ export async function runPrune(ctx: CommandContext, request: PruneRequest): Prom
       }
     }
   }
+  // 6. deduplicating repositories: sweep the chunks no backup of any source references any more
+  const content: PruneResult['content'] = [];
+  const swept = new Set<string>();
+  for (const { repositories } of planned) {
+    for (const { repository } of repositories) {
+      if (!repository?.info.content || swept.has(repository.location)) continue;
+      swept.add(repository.location);
+      const deleting = new Set(reports.filter((r) => r.repository === repository.location).flatMap((r) => r.backups.filter((b) => b.action === 'delete').map((b) => `${r.source}/${b.id}`)));
+      try {
+        content.push({ repository: repository.location, outcome: await sweepRepositoryContent(repository, ctx.keys, { dryRun: request.dryRun, graceMs: request.sweepGraceMs ?? DEFAULT_SWEEP_GRACE_MS, now, deleting }) });
+      } catch (error) {
+        const failure = toPgkeepError(error, 'STORAGE_IO');
+        content.push({ repository: repository.location, outcome: { skipped: failure.message } });
+        errors.push(failure);
+      }
+    }
+  }
   // What interrupted restores left on the sources' servers and in their temp folders.
   if (!request.dryRun) {
     for (const { source } of planned) await cleanSourceLeftovers(ctx, source);
   }
-  const result = { dryRun: request.dryRun, reports };
+  const result = { dryRun: request.dryRun, reports, content };
   if (errors.length > 0) {
     const first = errors[0]!;
     throw new PgkeepError(first.code, first.message, { cause: first, details: { ...first.details, result } });
@@ -203,6 +232,7 @@ async function cleanSourceLeftovers(ctx: CommandContext, source: string): Promis
 
 const PruneCommandRequest = z.object({
   dryRun: z.boolean(),
+  sweepGraceMs: z.number().nonnegative().optional(),
   flags: z.object({
     keepLast: z.number().int().nonnegative().optional(),
     keepHourly: z.number().int().nonnegative().optional(),
@@ -233,12 +263,14 @@ export const pruneCommand: CommandSpec<z.output<typeof PruneCommandRequest>, Pru
     { flags: '--max-age <duration>', description: 'keep nothing older than this (pins, labels and the newest backup excepted), e.g. 30d', parse: duration('--max-age') },
     { flags: '--keep-label <label=duration>', description: 'keep backups with this label or name for a duration or forever (repeatable)', parse: labelPeriod },
     { flags: '--time-zone <zone>', description: "IANA time zone of the calendar rules (default: the config's, else this machine's)" },
+    { flags: '--sweep-grace <duration>', description: 'deduplicating repositories: remove a chunk pack only once found unused this long ago (default 1h; 0 at once)', parse: duration('--sweep-grace') },
   ],
   help: { globals: ['config', 'repo', 'source'], examples: ['pgkeep prune --dry-run --keep-daily 7 --keep-weekly 4', 'pgkeep prune --source app'] },
   parse: requestParser(PruneCommandRequest, ({ options }) => {
     if (options.timeZone !== undefined) validateTimeZone(options.timeZone as string, '--time-zone');
     return {
       dryRun: Boolean(options.dryRun),
+      sweepGraceMs: options.sweepGrace === undefined ? undefined : parseDuration(options.sweepGrace as string, '--sweep-grace').ms,
       flags: {
         keepLast: options.keepLast,
         keepHourly: options.keepHourly,
@@ -301,6 +333,20 @@ function printPrune(result: PruneResult, out: CommandOutput): void {
     const bytes = deleting.reduce((n, b) => n + b.storedBytes, 0);
     const what = `${deleting.length} backup(s) (${formatBytes(bytes)}), ${removing.length} leftover(s)`;
     out.line(result.dryRun ? `  dry run: would delete ${what}; nothing was changed` : `  deleted ${what}; kept ${report.backups.length - deleting.length} backup(s)`);
+  }
+  for (const { repository, outcome } of result.content) {
+    if ('skipped' in outcome) {
+      out.line(`content store of ${repository}: not swept: ${outcome.skipped}`);
+      continue;
+    }
+    const s = outcome.swept;
+    const freed = s.deletedBytes + s.repackFreedBytes + s.orphanBytes;
+    const parts = [
+      `${result.dryRun ? 'would free' : 'freed'} ${formatBytes(freed)} (${s.deletedPacks} pack(s) deleted, ${s.repackedPacks} repacked, ${s.orphanPacks} left by interrupted backups)`,
+      s.markedPacks > 0 ? `${formatBytes(s.markedBytes)} in ${s.markedPacks} pack(s) unused since this or a recent prune, freed by a prune after the grace` : '',
+      s.repackSkippedForKey > 0 ? `${s.repackSkippedForKey} pack(s) to repack wait for the identity` : '',
+    ].filter(Boolean);
+    out.line(`content store of ${repository}: ${parts.join('; ')}`);
   }
   if (result.reports.length === 0) out.line('no sources to prune');
 }
