@@ -1,5 +1,5 @@
 import { resolveHealthThresholds } from '../config/health-settings.js';
-import { collectSourceStatus, type SourceStatus } from '../status/health.js';
+import { collectSourceStatus, DRILL_KINDS, DRILL_NAMES, type SourceStatus } from '../status/health.js';
 import type { CommandContext } from './command-context.js';
 import { resolveSource, type ResolvedSource } from '../config/settings.js';
 import { serverLabel, withDatabase } from '../postgres/connection-info.js';
@@ -114,6 +114,13 @@ function printStatus(result: StatusResult, out: CommandOutput, check: boolean): 
       ['last failure', s.lastFailure ? `${formatAge(new Date(s.lastFailure.failedAt))}: ${s.lastFailure.message}` : 'none'],
       ['last verified', s.lastVerification ? `${s.lastVerification.kind} ${verification(s.lastVerification)}` : 'never'],
       ['restore test', verification(s.lastRestoreTest)],
+      // each kind of drill on its own once more than logical restore tests ran
+      ...(Object.keys(s.drills).some((k) => k !== 'logical-restore-test')
+        ? DRILL_KINDS.flatMap((k): [string, string][] => {
+            const d = s.drills[k];
+            return d ? [[DRILL_NAMES[k], `${verification(d.last)}${!d.last.ok && d.lastSuccess ? `; last passed ${formatAge(new Date(d.lastSuccess.finishedAt))}` : ''}`]] : [];
+          })
+        : []),
       ...s.repositories.map((r): [string, string] => ['repository', `${r.location}: ${r.error ? `unreadable (${r.error})` : `${r.backups} backup(s), ${formatBytes(r.storedBytes)}`}`]),
       ['pitr', s.pitr.archiving ? `archiving, last WAL ${formatAge(new Date(s.pitr.lastArchivedAt!))}${s.pitr.window ? `, window ${s.pitr.window.from} → ${s.pitr.window.to}` : ''}` : 'not archiving'],
       ...s.findings.map((f): [string, string] => ['problem', f.message]),

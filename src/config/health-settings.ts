@@ -15,8 +15,12 @@ export interface HealthThresholds {
   sizeDropMax: number;
   /** The newest backup dumping fewer bytes is a problem; 0 is off (default). */
   minSizeBytes: number;
-  /** The newest restore test older than this (or none at all) is a problem; undefined is off (default). */
+  /** The newest logical restore test older than this (or none at all) is a problem, once the source has logical backups; undefined is off (default). */
   restoreTestMaxAge: Duration | undefined;
+  /** The same for physical restore tests, once the source has physical backups; undefined is off (default). */
+  physicalRestoreTestMaxAge?: Duration | undefined;
+  /** The same for PITR drills (verify --pitr-drill), once the source has physical backups; undefined is off (default). */
+  pitrDrillMaxAge?: Duration | undefined;
   /** The newest archived WAL older than this is a problem, once WAL is archived; undefined is off (default). */
   archiveLagMax: Duration | undefined;
 }
@@ -32,6 +36,8 @@ export function resolveHealthThresholds(settings: Settings, sourceName: string):
     sizeDropMax: merged.sizeDropMax ?? DEFAULT_SIZE_DROP_MAX,
     minSizeBytes: parseSize(merged.minSize ?? 0, `${where}.minSize`),
     restoreTestMaxAge: optional(merged.restoreTestMaxAge, 'restoreTestMaxAge'),
+    physicalRestoreTestMaxAge: optional(merged.physicalRestoreTestMaxAge, 'physicalRestoreTestMaxAge'),
+    pitrDrillMaxAge: optional(merged.pitrDrillMaxAge, 'pitrDrillMaxAge'),
     archiveLagMax: optional(merged.archiveLagMax, 'archiveLagMax'),
   };
 }

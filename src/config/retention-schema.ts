@@ -38,8 +38,12 @@ export const HealthSchema = z
     sizeDropMax: z.coerce.number().min(0).max(1).optional(),
     /** The newest backup dumping fewer bytes than this is a problem, e.g. 1MiB (default off). */
     minSize: z.union([z.number().int().min(0), z.string().regex(/^\d+(?:\.\d+)?\s*(?:B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?$/i, 'expected a size such as 500KiB, 10MB or 2GiB')]).optional(),
-    /** The newest restore test older than this is a problem (default off). */
+    /** The newest logical restore test older than this is a problem, for a source with logical backups (default off). */
     restoreTestMaxAge: DurationText.optional(),
+    /** The newest physical restore test older than this is a problem, for a source with physical backups (default off). */
+    physicalRestoreTestMaxAge: DurationText.optional(),
+    /** The newest PITR drill older than this is a problem, for a source with physical backups (default off). */
+    pitrDrillMaxAge: DurationText.optional(),
     /** WAL archiving behind by more than this is a problem (default 15m; applies once WAL is archived). */
     archiveLagMax: DurationText.optional(),
   })

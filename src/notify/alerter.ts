@@ -120,6 +120,8 @@ const FINDING_EVENTS: Record<Finding['code'], AlertEvent> = {
   VERIFY_FAILED: 'problem',
   RESTORE_TEST_FAILED: 'restore_test_failed',
   RESTORE_TEST_TOO_OLD: 'restore_test_failed',
+  PHYSICAL_RESTORE_TEST_TOO_OLD: 'restore_test_failed',
+  PITR_DRILL_TOO_OLD: 'restore_test_failed',
   ARCHIVE_LAG: 'wal_archive_lag',
 };
 
@@ -141,7 +143,7 @@ export function problemsFromFindings(findings: readonly Finding[]): Problem[] {
           : `health:${f.source}:${f.code}${f.repository ? `:${f.repository}` : ''}`,
     event: FINDING_EVENTS[f.code],
     source: f.source,
-    severity: f.code === 'SIZE_DROP' || f.code === 'RESTORE_TEST_TOO_OLD' ? 'warning' : 'critical',
+    severity: f.code === 'SIZE_DROP' || f.code === 'RESTORE_TEST_TOO_OLD' || f.code === 'PHYSICAL_RESTORE_TEST_TOO_OLD' || f.code === 'PITR_DRILL_TOO_OLD' ? 'warning' : 'critical',
     title: `${f.source}: ${f.code.toLowerCase().replace(/_/g, ' ')}`,
     message: f.message,
   }));

@@ -14,6 +14,12 @@ export const VerificationSchema = z.object({
   source: z.string(),
   /** integrity: checksums and table of contents; restore-test: restored into a scratch database and compared. */
   kind: z.enum(['integrity', 'restore-test']),
+  /**
+   * Restore tests: which drill this was (a logical restore test, a physical
+   * restore test, or a PITR drill), so status can judge each kind's age.
+   * Absent in records of older pgkeep: drillKindOf derives it from restore.method.
+   */
+  drill: z.enum(['logical-restore-test', 'physical-restore-test', 'pitr-drill']).optional(),
   ok: z.boolean(),
   startedAt: z.string(),
   finishedAt: z.string(),
@@ -48,6 +54,29 @@ export const VerificationSchema = z.object({
 });
 export type Verification = z.infer<typeof VerificationSchema>;
 export type VerificationInput = z.input<typeof VerificationSchema>;
+
+/** The kinds of drill whose newest run status, the metrics and the dashboard tell apart. */
+export const DRILL_KINDS = ['logical-restore-test', 'physical-restore-test', 'pitr-drill'] as const;
+export type DrillKind = (typeof DRILL_KINDS)[number];
+
+/** What a drill kind is called in sentences (findings, status). */
+export const DRILL_NAMES: Record<DrillKind, string> = {
+  'logical-restore-test': 'logical restore test',
+  'physical-restore-test': 'physical restore test',
+  'pitr-drill': 'PITR drill',
+};
+
+/**
+ * Which drill a verification is; undefined for an integrity check. Records
+ * written before the field existed say it through restore.method (absent:
+ * a logical restore test, the only kind there was).
+ */
+export function drillKindOf(v: Pick<Verification, 'kind' | 'drill' | 'restore'>): DrillKind | undefined {
+  if (v.kind !== 'restore-test') return undefined;
+  if (v.drill) return v.drill;
+  const method = v.restore?.method;
+  return method === 'pitr' ? 'pitr-drill' : method === 'physical' ? 'physical-restore-test' : 'logical-restore-test';
+}
 
 /** The file name of a verification that started at `at`: sorts by time. */
 export function verificationFileName(at: Date): string {

@@ -12,6 +12,8 @@ export const METRIC_NAMES = [
   'pgkeep_repository_size_bytes',
   'pgkeep_restore_test_last_success_timestamp_seconds',
   'pgkeep_restore_test_last_duration_seconds',
+  'pgkeep_drill_last_success_timestamp_seconds',
+  'pgkeep_drill_last_restore_seconds',
   'pgkeep_wal_archive_last_segment_timestamp_seconds',
   'pgkeep_wal_archive_lag_seconds',
   'pgkeep_health_problems',
@@ -41,6 +43,8 @@ export class PgkeepMetrics {
   private readonly repositorySize;
   private readonly restoreSuccess;
   private readonly restoreDuration;
+  private readonly drillSuccess;
+  private readonly drillRestore;
   private readonly walLast;
   private readonly walLag;
   private readonly problems;
@@ -62,6 +66,12 @@ export class PgkeepMetrics {
     this.repositorySize = gauge('pgkeep_repository_size_bytes', 'Stored bytes of the source\'s backups in the repository', ['source', 'repository']);
     this.restoreSuccess = gauge('pgkeep_restore_test_last_success_timestamp_seconds', 'End time of the newest successful restore test (Unix seconds)', ['source']);
     this.restoreDuration = gauge('pgkeep_restore_test_last_duration_seconds', 'Duration of the newest successful restore test: the measured RTO', ['source']);
+    this.drillSuccess = gauge(
+      'pgkeep_drill_last_success_timestamp_seconds',
+      'End time of the newest successful drill of each kind: logical-restore-test, physical-restore-test, pitr-drill (Unix seconds)',
+      ['source', 'kind'],
+    );
+    this.drillRestore = gauge('pgkeep_drill_last_restore_seconds', 'Restore time of the newest successful drill of each kind: its measured RTO', ['source', 'kind']);
     this.walLast = gauge('pgkeep_wal_archive_last_segment_timestamp_seconds', 'Time of the newest archived WAL segment (Unix seconds)', ['source']);
     this.walLag = gauge('pgkeep_wal_archive_lag_seconds', 'Now minus the time of the newest archived WAL segment', ['source']);
     this.problems = gauge('pgkeep_health_problems', 'Problems pgkeep status --check finds for the source', ['source']);
@@ -94,7 +104,7 @@ export class PgkeepMetrics {
   /** Sets the gauges from a fresh status of every source (sources gone from it are dropped). */
   updateStatus(statuses: readonly SourceStatus[]): void {
     this.rendered = undefined;
-    for (const g of [this.lastSuccess, this.lastDuration, this.lastSize, this.backupCount, this.repositorySize, this.restoreSuccess, this.restoreDuration, this.walLast, this.walLag, this.problems]) g.reset();
+    for (const g of [this.lastSuccess, this.lastDuration, this.lastSize, this.backupCount, this.repositorySize, this.restoreSuccess, this.restoreDuration, this.drillSuccess, this.drillRestore, this.walLast, this.walLag, this.problems]) g.reset();
     for (const s of statuses) {
       const source = s.source;
       for (const [kind, backup] of Object.entries(s.lastBackupByKind)) {
@@ -111,6 +121,11 @@ export class PgkeepMetrics {
       if (s.lastRestoreTest?.ok) {
         this.restoreSuccess.set({ source }, Date.parse(s.lastRestoreTest.finishedAt) / 1000);
         this.restoreDuration.set({ source }, (s.lastRestoreTest.restoreMs ?? s.lastRestoreTest.durationMs) / 1000);
+      }
+      for (const [kind, drill] of Object.entries(s.drills)) {
+        if (!drill.lastSuccess) continue;
+        this.drillSuccess.set({ source, kind }, Date.parse(drill.lastSuccess.finishedAt) / 1000);
+        this.drillRestore.set({ source, kind }, (drill.lastSuccess.restoreMs ?? drill.lastSuccess.durationMs) / 1000);
       }
       // WAL: the status module's PITR view (issue 5 fills it in)
       if (s.pitr.lastArchivedAt) this.walLast.set({ source }, Date.parse(s.pitr.lastArchivedAt) / 1000);

@@ -6,7 +6,7 @@ import type { BackupFailure } from '../repository/backup-failures.js';
 import type { Pin } from '../repository/pins.js';
 import { listSource, readFailureRecord, readPinRecord, readVerificationRecord } from '../repository/source-listing.js';
 import type { Verification } from '../repository/verification.js';
-import { assessHealth, type HealthThresholds, type RepositoryFacts, type SourceStatus } from './health.js';
+import { assessHealth, newestDrill, noteDrill, type HealthThresholds, type RepositoryFacts, type SourceStatus } from './health.js';
 
 /** A repository of a source as serve opened it (or why it could not). */
 export interface OpenedRepository {
@@ -330,13 +330,15 @@ export class FleetCatalog {
       const backups = [...state.manifests.values()].map((m) => m.manifest).sort(byStart);
       // the newest verification of each backup (any kind), and the newest restore test of any backup
       const newestOf = new Map<string, Verification>();
-      let lastRestoreTest: Verification | undefined;
+      // the newest drill of each kind (and the newest that passed) of a backup held here
+      const drills: NonNullable<RepositoryFacts['drills']> = {};
       for (const v of state.verifications.values()) {
         if (!v) continue;
         const held = newestOf.get(v.backupId);
         if (!held || v.startedAt > held.startedAt) newestOf.set(v.backupId, v);
-        if (v.kind === 'restore-test' && state.manifests.has(v.backupId) && (!lastRestoreTest || v.finishedAt > lastRestoreTest.finishedAt)) lastRestoreTest = v;
+        if (state.manifests.has(v.backupId)) noteDrill(drills, v);
       }
+      const lastRestoreTest = newestDrill(drills);
       const pins = new Map([...state.pins].map(([id, p]) => [id, p.pin] as const));
       const failures = [...state.failures.values()].flatMap((f) => (f.failure ? [f.failure] : [])).sort((a, b) => (a.failedAt < b.failedAt ? -1 : a.failedAt > b.failedAt ? 1 : 0));
       const newest = backups.at(-1);
@@ -345,6 +347,7 @@ export class FleetCatalog {
         catalog: { backups, unreadable: [...state.unreadable].map(([id, u]) => ({ id, error: u.error })), leftovers: [], pins, failures },
         lastVerification: newest && newestOf.get(newest.id),
         lastRestoreTest,
+        drills,
         lastWalAt: state.lastWalAt,
       });
       for (const manifest of backups) {

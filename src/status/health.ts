@@ -3,8 +3,11 @@ import { toPgkeepError } from '../errors.js';
 import { consistentAt, isPhysical, type Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { readSourceCatalog, type SourceCatalog } from '../repository/source-catalog.js';
-import type { Verification } from '../repository/verification.js';
+import { DRILL_KINDS, DRILL_NAMES, drillKindOf, type DrillKind, type Verification } from '../repository/verification.js';
 import { formatAge, formatBytes } from '../format/human-format.js';
+
+// Drill kinds, for the status printers, the metrics and the dashboard.
+export { DRILL_KINDS, DRILL_NAMES, type DrillKind } from '../repository/verification.js';
 
 // The thresholds' shape belongs to the config that sets them (config reads no one).
 export type { HealthThresholds } from '../config/health-settings.js';
@@ -22,6 +25,8 @@ export interface Finding {
     | 'VERIFY_FAILED'
     | 'RESTORE_TEST_FAILED'
     | 'RESTORE_TEST_TOO_OLD'
+    | 'PHYSICAL_RESTORE_TEST_TOO_OLD'
+    | 'PITR_DRILL_TOO_OLD'
     | 'ARCHIVE_LAG';
   /** One line a person can act on. */
   message: string;
@@ -44,6 +49,8 @@ export interface BackupSummary {
 export interface VerificationSummary {
   backupId: string;
   kind: Verification['kind'];
+  /** Restore tests: which drill. */
+  drill: DrillKind | undefined;
   ok: boolean;
   finishedAt: string;
   /** How long the whole verification took. */
@@ -75,10 +82,20 @@ export interface SourceStatus {
   lastBackupByKind: Record<string, BackupSummary>;
   lastFailure: { startedAt: string; failedAt: string; code: string; message: string; repository: string } | undefined;
   lastVerification: VerificationSummary | undefined;
+  /** The newest restore test of any kind (logical, physical or PITR drill). */
   lastRestoreTest: VerificationSummary | undefined;
+  /** Per drill kind: the newest run (passed or not) and the newest that passed. */
+  drills: Partial<Record<DrillKind, DrillStatus>>;
   repositories: { location: string; backups: number; storedBytes: number; error?: string | undefined }[];
   pitr: PitrStatus;
   findings: Finding[];
+}
+
+/** The newest drill of one kind. */
+export interface DrillStatus {
+  last: VerificationSummary;
+  /** The newest that passed (the same as last when that passed); undefined when none did. */
+  lastSuccess: VerificationSummary | undefined;
 }
 
 /** What was read from one repository of a source. */
@@ -90,6 +107,8 @@ export interface RepositoryFacts {
   lastVerification?: Verification | undefined;
   /** The newest restore test of any backup held here. */
   lastRestoreTest?: Verification | undefined;
+  /** Per drill kind: the newest run, and the newest that passed, of any backup held here. */
+  drills?: Partial<Record<DrillKind, { last: Verification; lastSuccess?: Verification | undefined }>> | undefined;
   /** Newest modification time in the WAL archive; undefined when nothing is archived. */
   lastWalAt?: Date | undefined;
 }
@@ -125,14 +144,31 @@ async function readRepositoryFacts(repository: Repository, source: string): Prom
   const newestFirst = [...catalog.backups].reverse();
   const newest = newestFirst[0];
   const lastVerification = newest ? await repository.lastVerification(source, newest.id) : undefined;
-  let lastRestoreTest: Verification | undefined;
+  // Drills of each kind that applies to the backups held (a logical restore test needs a logical backup, the others a physical one).
+  const wanted = new Set<DrillKind>(catalog.backups.flatMap((m): DrillKind[] => (isPhysical(m) ? ['physical-restore-test', 'pitr-drill'] : ['logical-restore-test'])));
+  const drills: NonNullable<RepositoryFacts['drills']> = {};
   for (const backup of newestFirst) {
-    const found = await repository.lastVerification(source, backup.id, 'restore-test');
-    if (found && (!lastRestoreTest || found.finishedAt > lastRestoreTest.finishedAt)) lastRestoreTest = found;
-    // a restore test of an older backup can only be newer if it ran later: keep looking only while one could be
-    if (lastRestoreTest && backup.finishedAt < lastRestoreTest.finishedAt) break;
+    for (const v of await repository.listVerifications(source, backup.id)) noteDrill(drills, v);
+    // a drill of an older backup can only be newer if it ran after that backup ended: stop once every wanted kind has a newer success
+    if ([...wanted].every((k) => drills[k]?.lastSuccess && backup.finishedAt < drills[k].lastSuccess.finishedAt)) break;
   }
-  return { location: repository.location, catalog, lastVerification, lastRestoreTest, lastWalAt: await repository.lastWalWrittenAt(source) };
+  return { location: repository.location, catalog, lastVerification, lastRestoreTest: newestDrill(drills), drills, lastWalAt: await repository.lastWalWrittenAt(source) };
+}
+
+/** Keeps `v` in `drills` when it is the newest (or newest passed) of its kind. */
+export function noteDrill(drills: NonNullable<RepositoryFacts['drills']>, v: Verification): void {
+  const kind = drillKindOf(v);
+  if (!kind) return;
+  const held = (drills[kind] ??= { last: v });
+  if (v.finishedAt > held.last.finishedAt) held.last = v;
+  if (v.ok && (!held.lastSuccess || v.finishedAt > held.lastSuccess.finishedAt)) held.lastSuccess = v;
+}
+
+/** The newest restore test of any kind. */
+export function newestDrill(drills: NonNullable<RepositoryFacts['drills']>): Verification | undefined {
+  let best: Verification | undefined;
+  for (const d of Object.values(drills)) if (!best || d.last.finishedAt > best.finishedAt) best = d.last;
+  return best;
 }
 
 /** The options that make two logical backups comparable in size (same selection, same format). */
@@ -149,7 +185,7 @@ const ago = (ms: number) => formatAge(new Date(0), new Date(Math.max(0, ms)));
 const bytes = formatBytes;
 
 function summarizeVerification(v: Verification, repository: string): VerificationSummary {
-  return { backupId: v.backupId, kind: v.kind, ok: v.ok, finishedAt: v.finishedAt, durationMs: v.durationMs, restoreMs: v.restore?.durationMs, problem: v.problems[0], repository };
+  return { backupId: v.backupId, kind: v.kind, drill: drillKindOf(v), ok: v.ok, finishedAt: v.finishedAt, durationMs: v.durationMs, restoreMs: v.restore?.durationMs, problem: v.problems[0], repository };
 }
 
 /**
@@ -236,12 +272,28 @@ export function assessHealth(source: string, facts: readonly RepositoryFacts[], 
     add('VERIFY_FAILED', `backup ${lastVerification.backupId} failed verification ${ago(age(lastVerification.finishedAt))}: ${lastVerification.problem ?? 'see pgkeep verify'}`, lastVerification.repository);
   }
   const lastRestoreTest = newestOf((f) => f.lastRestoreTest);
-  if (lastRestoreTest && !lastRestoreTest.ok) {
-    add('RESTORE_TEST_FAILED', `the last restore test (of ${lastRestoreTest.backupId}, ${ago(age(lastRestoreTest.finishedAt))}) failed: ${lastRestoreTest.problem ?? 'see pgkeep verify --restore-test'}`, lastRestoreTest.repository);
-  } else if (thresholds.restoreTestMaxAge && newest) {
-    if (!lastRestoreTest) add('RESTORE_TEST_TOO_OLD', `no restore test yet (required every ${thresholds.restoreTestMaxAge.text}): run pgkeep verify latest --restore-test`);
-    else if (age(lastRestoreTest.finishedAt) > thresholds.restoreTestMaxAge.ms) {
-      add('RESTORE_TEST_TOO_OLD', `the last restore test ran ${ago(age(lastRestoreTest.finishedAt))}, longer ago than ${thresholds.restoreTestMaxAge.text}: run pgkeep verify latest --restore-test`);
+  // Each kind of drill on its own: the newest run of a kind failed, or the newest that passed is too old.
+  const drills: SourceStatus['drills'] = {};
+  for (const kind of DRILL_KINDS) {
+    // facts without per-kind drills (read by older code paths) say it through their newest restore test
+    const last = newestOf((f) => (f.drills ? f.drills[kind]?.last : f.lastRestoreTest && drillKindOf(f.lastRestoreTest) === kind ? f.lastRestoreTest : undefined));
+    if (last) drills[kind] = { last, lastSuccess: newestOf((f) => f.drills?.[kind]?.lastSuccess) ?? (last.ok ? last : undefined) };
+  }
+  const hasKind = (physical: boolean) => all.some((b) => isPhysical(b.manifest) === physical);
+  const limits: { kind: DrillKind; maxAge: HealthThresholds['restoreTestMaxAge']; code: Finding['code']; applies: boolean; command: string }[] = [
+    { kind: 'logical-restore-test', maxAge: thresholds.restoreTestMaxAge, code: 'RESTORE_TEST_TOO_OLD', applies: hasKind(false), command: 'pgkeep verify latest --restore-test' },
+    { kind: 'physical-restore-test', maxAge: thresholds.physicalRestoreTestMaxAge, code: 'PHYSICAL_RESTORE_TEST_TOO_OLD', applies: hasKind(true), command: 'pgkeep verify ID --restore-test on a physical backup' },
+    { kind: 'pitr-drill', maxAge: thresholds.pitrDrillMaxAge, code: 'PITR_DRILL_TOO_OLD', applies: hasKind(true), command: 'pgkeep verify latest --pitr-drill' },
+  ];
+  for (const { kind, maxAge, code, applies, command } of limits) {
+    const drill = drills[kind];
+    const name = DRILL_NAMES[kind];
+    if (drill && !drill.last.ok) {
+      add('RESTORE_TEST_FAILED', `the last ${name} (of ${drill.last.backupId}, ${ago(age(drill.last.finishedAt))}) failed: ${drill.last.problem ?? `see pgkeep verify ${drill.last.backupId}`}`, drill.last.repository);
+    } else if (maxAge && applies && newest) {
+      const ok = drill?.lastSuccess;
+      if (!ok) add(code, `no ${name} yet (required every ${maxAge.text}): run ${command}`);
+      else if (age(ok.finishedAt) > maxAge.ms) add(code, `the last ${name} passed ${ago(age(ok.finishedAt))}, longer ago than ${maxAge.text}: run ${command}`);
     }
   }
 
@@ -271,6 +323,7 @@ export function assessHealth(source: string, facts: readonly RepositoryFacts[], 
     lastFailure,
     lastVerification,
     lastRestoreTest,
+    drills,
     repositories: facts.map((f) => ({
       location: f.location,
       backups: f.catalog?.backups.length ?? 0,

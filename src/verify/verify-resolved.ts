@@ -3,7 +3,7 @@ import { identitiesFor, manifestKeysOf } from '../repository/repository-keys.js'
 import { isPgkeepError, PgkeepError, toPgkeepError } from '../errors.js';
 import { requireLogical, type Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
-import type { Verification } from '../repository/verification.js';
+import type { DrillKind, Verification } from '../repository/verification.js';
 import { verifyBackup, type VerifyReport } from './verify-backup.js';
 import { PGKEEP_VERSION } from '../version.js';
 import type { CommandContext } from '../commands/command-context.js';
@@ -26,6 +26,8 @@ export interface VerifyRequest {
 
 export interface VerifyResult extends VerifyReport {
   kind: Verification['kind'];
+  /** Restore tests: which drill (status judges the age of each kind on its own). */
+  drill?: DrillKind | undefined;
   /** How far the manifest itself is proven: checksum, authentication (encrypted repositories), or neither (older pgkeep). */
   manifest?: string | undefined;
   restoreTest?: RestoreTestReport | undefined;
@@ -77,7 +79,8 @@ export async function verifyResolved(ctx: CommandContext, repository: Repository
     onProgress: (object, bytes) => ctx.progress({ phase: 'verify', bytes, totalBytes: manifest.totals.rawBytes, item: object }),
     onToc: (listing) => (toc = listing),
   });
-  const result: VerifyResult = { ...report, kind: restoreTest ? 'restore-test' : 'integrity', manifest: manifestCheck };
+  const drill: DrillKind | undefined = !restoreTest ? undefined : !physical ? 'logical-restore-test' : request.target ? 'pitr-drill' : 'physical-restore-test';
+  const result: VerifyResult = { ...report, kind: restoreTest ? 'restore-test' : 'integrity', drill, manifest: manifestCheck };
 
   // 2. the restore test
   if (report.ok && restoreTest) {
@@ -117,6 +120,7 @@ async function record(ctx: CommandContext, repository: Repository, manifest: Man
       backupId: manifest.id,
       source: manifest.source,
       kind: result.kind,
+      ...(result.drill ? { drill: result.drill } : {}),
       ok: result.ok,
       startedAt: startedAt.toISOString(),
       finishedAt: new Date().toISOString(),

@@ -167,16 +167,21 @@ describe('pgkeep status', () => {
     const { cwd, repos } = await setup({ app: { database: 'app', health: ['restoreTestMaxAge: 7d'] } });
     const id = await backup(cwd);
     const repository = await Repository.open(openStorage(repos.app!));
-    assert.deepEqual((await check(cwd)).lines, ['app: no restore test yet (required every 7d): run pgkeep verify latest --restore-test']);
+    assert.deepEqual((await check(cwd)).lines, ['app: no logical restore test yet (required every 7d): run pgkeep verify latest --restore-test']);
 
     await repository.writeVerification(verificationRecord(id, 'restore-test', true, new Date(Date.now() - 10 * 86_400_000)));
-    assert.deepEqual((await check(cwd)).lines, ['app: the last restore test ran 10d ago, longer ago than 7d: run pgkeep verify latest --restore-test']);
+    assert.deepEqual((await check(cwd)).lines, ['app: the last logical restore test passed 10d ago, longer ago than 7d: run pgkeep verify latest --restore-test']);
 
     await repository.writeVerification(verificationRecord(id, 'restore-test', false, new Date(Date.now() - 3_600_000), ['table public.notes: 20000 rows in the backup, 19999 restored']));
-    assert.deepEqual((await check(cwd)).lines, [`app: the last restore test (of ${id}, 60m ago) failed: table public.notes: 20000 rows in the backup, 19999 restored`]);
+    assert.deepEqual((await check(cwd)).lines, [`app: the last logical restore test (of ${id}, 60m ago) failed: table public.notes: 20000 rows in the backup, 19999 restored`]);
 
     await repository.writeVerification(verificationRecord(id, 'restore-test', true, new Date(Date.now() - 60_000)));
     assert.equal((await check(cwd)).code, 0);
+    // records without a drill kind (older pgkeep) are logical restore tests; the newest run and the newest success of each kind
+    const drills = json(await pgkeep(['status', '--json'], { cwd })).sources[0].drills;
+    assert.deepEqual(Object.keys(drills), ['logical-restore-test']);
+    assert.equal(drills['logical-restore-test'].last.ok, true);
+    assert.equal(drills['logical-restore-test'].lastSuccess.finishedAt, drills['logical-restore-test'].last.finishedAt);
 
     await repository.writeVerification(verificationRecord(id, 'integrity', false, new Date(Date.now() - 30_000), ['dump.zst: SHA-256 differs from the manifest']));
     const damaged = await check(cwd);

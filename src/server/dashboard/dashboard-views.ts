@@ -1,5 +1,5 @@
 import { formatAge, formatBytes, formatDuration } from '../../format/human-format.js';
-import type { Finding } from '../../status/health.js';
+import { DRILL_KINDS, DRILL_NAMES, type Finding } from '../../status/health.js';
 import type { BackupRow, JobView, SourceOverview } from './dashboard-deps.js';
 import { html, type SafeHtml } from './html.js';
 
@@ -128,7 +128,7 @@ ${s.findings.length > 0 ? html`<ul class="reasons">${s.findings.map((f) => html`
 <div><dt>Last success</dt><dd>${s.lastBackup ? html`${short(s.lastBackup.finishedAt, now)} · <span class="id">${s.lastBackup.id}</span> · ${formatBytes(s.lastBackup.rawBytes)}, ${formatDuration(s.lastBackup.durationMs)}` : 'none'}</dd></div>
 <div><dt>Next run</dt><dd>${nextRunAt ? short(nextRunAt, now) : 'not scheduled'}</dd></div>
 <div><dt>Restore test</dt><dd>${test ? html`${test.ok ? 'passed' : 'FAILED'} ${short(test.finishedAt, now)} on <span class="id">${test.backupId}</span>${lastRestoreTestRestoreMs !== undefined ? html`, restored in ${formatDuration(lastRestoreTestRestoreMs)}` : ''}` : 'never'}</dd></div>
-<div><dt>PITR</dt><dd>${s.pitr.window ? html`${short(s.pitr.window.from, now)} → ${short(s.pitr.window.to, now)}` : 'none'}${s.pitr.archiveLagMs !== undefined ? html`, lag ${formatDuration(s.pitr.archiveLagMs)}` : ''}</dd></div>
+${drillsLine(s, now)}<div><dt>PITR</dt><dd>${s.pitr.window ? html`${short(s.pitr.window.from, now)} → ${short(s.pitr.window.to, now)}` : 'none'}${s.pitr.archiveLagMs !== undefined ? html`, lag ${formatDuration(s.pitr.archiveLagMs)}` : ''}</dd></div>
 </dl>
 </div>
 <p class="actions">${actionLink(viewer, 'backup', s.source, 'Backup now')}${s.lastBackup ? actionLink(viewer, 'restore-test', s.source, 'Restore test now', 'latest') : ''}<a class="button secondary" href="${page}">Backups</a></p>
@@ -144,6 +144,17 @@ ${s.findings.length > 0 ? html`<ul class="reasons">${s.findings.map((f) => html`
 </form>
 <div class="rows">${sources.length === 0 ? html`<p>No source: configure one in pgkeep.yaml or take a backup.</p>` : shown.length === 0 ? html`<p>No source matches the filter.</p>` : rows}</div>
 </div>`;
+}
+
+/** Each kind of drill's newest run, when more than logical restore tests ran (those show as "Restore test"). */
+function drillsLine(s: SourceOverview['status'], now: Date): SafeHtml | string {
+  const kinds = DRILL_KINDS.filter((k) => s.drills[k]);
+  if (kinds.length === 0 || (kinds.length === 1 && kinds[0] === 'logical-restore-test')) return '';
+  const one = (k: (typeof DRILL_KINDS)[number]) => {
+    const d = s.drills[k]!;
+    return html`<span data-drill="${k}">${DRILL_NAMES[k]} ${d.last.ok ? 'passed' : 'FAILED'} ${short(d.last.finishedAt, now)}${!d.last.ok && d.lastSuccess ? html` (passed ${short(d.lastSuccess.finishedAt, now)})` : ''}</span>`;
+  };
+  return html`<div><dt>Drills</dt><dd>${kinds.map((k, i) => html`${i > 0 ? ' · ' : ''}${one(k)}`)}</dd></div>`;
 }
 
 export interface BackupFilters {
