@@ -42,6 +42,7 @@ export const ERROR_CODES = {
   STORAGE_NOT_FOUND: { exit: 5, summary: 'an object is missing from the storage' },
   LOCK_HELD: { exit: 5, summary: 'another pgkeep process holds the source lock' },
   BACKUP_NOT_FOUND: { exit: 6, summary: 'no backup with that id' },
+  BACKUP_EXISTS: { exit: 6, summary: 'a backup with that id is already in the repository' },
   BACKUP_AMBIGUOUS: { exit: 6, summary: 'the backup id matches backups of several sources' },
   MANIFEST_INVALID: { exit: 6, summary: 'a manifest cannot be read' },
   BACKUP_PARTIAL: { exit: 10, summary: 'the backup was written to some of the source\'s repositories, not all' },

@@ -4,8 +4,7 @@ import { createReadStream } from 'node:fs';
 import type { BackupFormat, BackupOptionsConfig } from '../config/config-schema.js';
 import { validateName, type ResolvedSource } from '../config/settings.js';
 import { isPgkeepError, PgkeepError, throwIfAborted, toPgkeepError } from '../errors.js';
-import { DEFAULT_ZSTD_LEVEL, defaultZstd, type ZstdCodec } from '../pipeline/zstd.js';
-import { storeStreamTee, type StoreTarget } from '../pipeline/store-stream.js';
+import { DEFAULT_ZSTD_LEVEL, defaultZstd } from '../pipeline/zstd.js';
 import { libpqEnv } from '../postgres/connection-info.js';
 import { connect, type PgClient } from '../postgres/pg-client.js';
 import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
@@ -15,20 +14,17 @@ import { readDatabaseInfo, readServerInfo } from '../postgres/server-info.js';
 import { countRows, readCatalogTables, selectDataTables } from '../postgres/table-selection.js';
 import { DumpRowCounter, tableKey } from '../pipeline/dump-row-counter.js';
 import { writeBackupFailure } from '../repository/backup-failures.js';
-import { makeBackupId, validateBackupName } from '../repository/backup-id.js';
-import type { BackupObject, LogicalManifest, MigrationState } from '../repository/manifest.js';
-import { manifestState, writeManifestHead, type DatabaseStateRecord } from '../repository/manifest.js';
+import { validateBackupName } from '../repository/backup-id.js';
+import type { LogicalManifest, MigrationState } from '../repository/manifest.js';
+import { manifestState, type DatabaseStateRecord } from '../repository/manifest.js';
+import { beginBackups, storeObjects, type BackupWriter, type ObjectToStore, type StoreObjectOptions } from '../repository/backup-writer.js';
 import { Readable } from 'node:stream';
 import { readDatabaseState } from '../postgres/database-state.js';
 import { Repository } from '../repository/repository.js';
-import type { SourceLock } from '../repository/source-lock.js';
 import { readMigrationState } from '../verify/migrations.js';
-import { PGKEEP_VERSION } from '../version.js';
 import type { CommandContext } from '../commands/command-context.js';
 import { writeRecipients } from '../repository/repo-info.js';
 import { makeTempFolder, removeStaleTempFolders } from '../local/temp-folders.js';
-import { faultPoint } from '../fault-points.js';
-import { noManifestKeys, writerManifestKeys } from '../repository/repository-keys.js';
 
 /** What one backup run is asked to do; unset options come from the source's config. */
 export interface BackupRequest extends BackupOptionsConfig {
@@ -47,10 +43,10 @@ type DumpOptions = LogicalManifest['options'];
 /** One repository of a backup to several, and how it fared. */
 interface Target {
   repository: Repository;
-  lock?: SourceLock | undefined;
+  /** Its backup writer (lock, id, objects, manifest), once begun. */
+  writer?: BackupWriter<'logical'> | undefined;
   /** Set once this repository failed: it is left out of the rest of the backup. */
   error?: unknown;
-  objects?: BackupObject[] | undefined;
   manifest?: LogicalManifest | undefined;
 }
 
@@ -59,7 +55,8 @@ interface Target {
  * pass of pg_dump:
  *
  *  1. connect, read the server version, check pg_dump is new enough
- *  2. in each repository: take the source lock, clear leftovers of interrupted backups
+ *  2. in each repository, a backup writer: the source lock, leftovers of
+ *     interrupted backups cleared, one id free in all
  *  3. open a repeatable-read transaction and export its snapshot
  *  4. run pg_dump on that snapshot; hash and compress the stream once, then tee
  *     it to every repository (each with its own encryption, checksums and
@@ -161,23 +158,29 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
     // Owner, privileges, comment, settings, locale: what the dump leaves out without --create (shared catalogs, outside the snapshot).
     const state = manifestState(await readDatabaseState(client));
 
-    // 2. per repository: its lock, its source record, its leftovers; a repository failing here is left out
-    for (const target of targets) {
-      try {
-        target.lock = request.lockHeld ? { release: async () => undefined } : await target.repository.lockSource(source.name, 'backup');
-        await target.repository.ensureSource(source.name, source.connection.database);
-        const leftovers = await target.repository.removeLeftovers(source.name);
-        if (leftovers.length > 0) ctx.info(`removed ${leftovers.length} interrupted backup(s) in ${target.repository.location}: ${leftovers.join(', ')}`);
-      } catch (error) {
-        throwIfAborted(signal);
-        fail(target, error);
-      }
-    }
+    // 2. per repository a writer: its lock, its source record, its leftovers, one id free in all; a repository failing here is left out
+    const codec = defaultZstd();
+    const begun = await beginBackups(repositories, source.name, 'logical', {
+      command: 'backup',
+      database: source.connection.database,
+      startedAt,
+      name: request.name,
+      labels,
+      lockHeld: request.lockHeld,
+      codec,
+      keys: ctx.keys,
+      info: (message) => ctx.info(message),
+      warn: (message) => ctx.warn(message),
+      signal,
+    });
+    begun.forEach((result, i) => {
+      if ('error' in result) fail(targets[i]!, result.error);
+      else targets[i]!.writer = result.writer;
+    });
+    backupId = requireLive()[0]!.writer!.id;
     // Temp folders of pgkeep processes killed before they could remove them (the dump's or the globals' staging).
     const stale = await removeStaleTempFolders(source.tempDir);
     for (const folder of stale.removed) ctx.info(`leftover of an interrupted run: removed temp folder ${folder}`);
-    // One id for all: free in every repository.
-    backupId = await allocateIdIn(requireLive().map((t) => t.repository), source.name, startedAt, request.name);
 
     // 3. the snapshot every part of this backup reads
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
@@ -189,9 +192,8 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
 
     // 4. dump once, tee to every repository; count every table's rows in the same snapshot: from the dump
     //    itself as it streams (a custom-format dump), else, or with --checksums, by querying beside the dump
-    const codec = defaultZstd();
     const counter = options.format === 'custom' && !options.checksums && dataTables.length > 0 ? new DumpRowCounter() : undefined;
-    const dump = dumpToRepositories(ctx, live(), fail, source, backupId, options, snapshot, pgDump.path, codec, signal, globals, counter, state);
+    const dump = dumpToRepositories(ctx, live(), fail, source, options, snapshot, pgDump.path, signal, globals, counter, state);
     // The migration tables are read after the counts, on the same connection: same snapshot.
     const counting = counter ? dump.then(() => rowsFromDump(ctx, client, dataTables, counter, signal)) : countRows(client, dataTables, signal, { checksums: options.checksums });
     let counts: Awaited<typeof counting> = [];
@@ -208,44 +210,34 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
     })));
     await client.query('COMMIT');
 
-    // 5. a manifest in every repository that holds all objects
+    // 5. a manifest in every repository that holds all objects, written last by its writer
     const finishedAt = new Date();
     const tables = options.schemaOnly ? selected.map((t) => ({ schema: t.schema, name: t.name, rows: null })) : counts;
     throwIfAborted(signal);
-    faultPoint('before-manifest');
+    const body = {
+      server: { ...server, host: source.connection.host, port: source.connection.port },
+      tools: { pgDump: pgDump.version },
+      database: { ...database, state },
+      options,
+      snapshot,
+      tables,
+      migrations,
+    };
     for (const target of requireLive()) {
-      const objects = target.objects!;
-      const manifest: LogicalManifest = {
-        ...writeManifestHead({ id: backupId, source: source.name, kind: 'logical', name: request.name ?? null, labels, startedAt, finishedAt, codec: codec.name, pgkeepVersion: PGKEEP_VERSION }),
-        server: { ...server, host: source.connection.host, port: source.connection.port },
-        tools: { pgDump: pgDump.version },
-        database: { ...database, ...(writeRecipients(target.repository) ? {} : { state }) },
-        options,
-        snapshot,
-        ...(objects.some((o) => o.role === 'globals') ? { globals: { rolePasswords: globals!.passwords, ...(globals!.run ? { run: globals!.run } : {}) } } : {}),
-        objects,
-        tables,
-        migrations,
-        totals: {
-          rawBytes: objects.reduce((n, o) => n + o.raw.size, 0),
-          storedBytes: objects.reduce((n, o) => n + o.stored.size, 0),
-          rows: tables.reduce((n, t) => n + (t.rows ?? 0), 0),
-        },
-      };
+      const writer = target.writer!;
+      const withGlobals = writer.objects.some((o) => o.role === 'globals') ? { globals: { rolePasswords: globals!.passwords, ...(globals!.run ? { run: globals!.run } : {}) } } : {};
       try {
-        await target.repository.writeManifest(manifest, await writerManifestKeys(target.repository, ctx.keys).catch((error: unknown) => noManifestKeys(ctx, target.repository, error)));
-        target.manifest = manifest;
+        target.manifest = await writer.commit({ ...body, ...withGlobals }, finishedAt);
       } catch (error) {
         throwIfAborted(signal);
         fail(target, error);
       }
     }
-    faultPoint('after-manifest');
     const written = targets.filter((t) => t.manifest !== undefined);
     if (written.length === 0) throw failures[0];
     const failed = targets.filter((t) => t.manifest === undefined);
     if (failed.length > 0) {
-      for (const t of failed) if (t.lock) await removeBackupFolder(t.repository, source.name, backupId);
+      for (const t of failed) await t.writer?.abort();
       const causes = failed.map((t) => {
         const e = t.error instanceof PgkeepError ? t.error : toPgkeepError(t.error, 'STORAGE_IO');
         return { repository: t.repository.location, code: e.code, message: e.message };
@@ -259,16 +251,13 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
     }
     return written[0]!.manifest!;
   } catch (error) {
-    if (backupId !== undefined) {
-      // Only where this run holds the lock: elsewhere the folder may be another writer's.
-      for (const t of targets) if (t.lock && t.manifest === undefined) await removeBackupFolder(t.repository, source.name, backupId);
-    }
     if (error instanceof PgkeepError && error.code === 'BACKUP_PARTIAL') throw error;
     throw signal.aborted && signal.reason instanceof PgkeepError ? signal.reason : error;
   } finally {
     ctx.signal.removeEventListener('abort', stopAll);
     await client.end().catch(() => undefined);
-    for (const t of targets) await t.lock?.release().catch(() => undefined);
+    // Every writer not committed removes what it stored (its own folder: it holds the lock and chose the id) and releases its lock.
+    for (const t of targets) await t.writer?.abort();
   }
 }
 
@@ -289,10 +278,6 @@ export async function globalsPlan(client: PgClient, wanted: boolean | undefined,
   const result = await client.query<{ ok: boolean }>("SELECT pg_catalog.has_table_privilege('pg_catalog.pg_authid', 'SELECT') AS ok");
   const encrypted = repositories.every((r) => writeRecipients(r) !== null);
   return { explicit: wanted === true, passwords: result.rows[0]!.ok && encrypted };
-}
-
-async function removeBackupFolder(repository: Repository, source: string, id: string): Promise<void> {
-  await repository.discardBackupFolder(source, id);
 }
 
 function dumpOptions(defaults: BackupOptionsConfig, request: BackupRequest): DumpOptions {
@@ -317,16 +302,6 @@ function dumpOptions(defaults: BackupOptionsConfig, request: BackupRequest): Dum
     compressLevel: pick('compressLevel') ?? DEFAULT_ZSTD_LEVEL,
     checksums: pick('checksums') ?? false,
   };
-}
-
-/** An id free in every one of `repositories`. */
-async function allocateIdIn(repositories: Repository[], source: string, at: Date, name: string | undefined): Promise<string> {
-  const taken = new Set<string>();
-  for (const repository of repositories) for (const f of await repository.listBackupFolders(source)) taken.add(f.id);
-  for (let offset = 0; ; offset++) {
-    const id = makeBackupId(new Date(at.getTime() + offset * 1000), name);
-    if (!taken.has(id)) return id;
-  }
 }
 
 /**
@@ -370,11 +345,9 @@ async function dumpToRepositories(
   targets: Target[],
   fail: (target: Target, error: unknown) => void,
   source: ResolvedSource,
-  id: string,
   options: DumpOptions,
   snapshot: string,
   pgDumpPath: string,
-  codec: ZstdCodec,
   signal: AbortSignal,
   globals: GlobalsPlan | undefined,
   counter: DumpRowCounter | undefined,
@@ -394,32 +367,20 @@ async function dumpToRepositories(
       }
     },
   };
-  // Each repository encrypts (or not) to its own recipients.
-  const plans = targets.map((target) => {
-    const recipients = writeRecipients(target.repository);
-    const encryption = recipients ? { method: 'age' as const, recipients: recipients.map((r) => (r.kind === 'x25519' ? r.publicKey : 'passphrase')) } : null;
-    return { target, recipients, encryption, suffix: recipients ? '.zst.age' : '.zst' };
-  });
-  for (const plan of plans) plan.target.objects = [];
-  const store = { codec, level: options.compressLevel, signal };
-  const live = () => plans.filter((p) => p.target.error === undefined);
-  /** Stores one input in every live repository; `object` names it per repository. */
-  const storeEverywhere = async (input: Parameters<typeof storeStreamTee>[1], object: (suffix: string) => Omit<BackupObject, 'raw' | 'stored' | 'compression' | 'encryption'>, extra: Partial<Parameters<typeof storeStreamTee>[2]>) => {
-    const current = live();
-    const storeTargets: StoreTarget[] = current.map((p) => p.target.repository.storeTarget(source.name, id, object(p.suffix).name, p.recipients ?? null));
+  const store = { level: options.compressLevel, signal };
+  /** Stores one input through every live repository's writer (each encrypts to its own recipients). */
+  const storeEverywhere = async (input: Readable, object: ObjectToStore, extra: Partial<StoreObjectOptions>) => {
+    const current = targets.filter((t) => t.error === undefined);
     let results;
     try {
-      results = await storeStreamTee(storeTargets, input, { ...store, ...extra });
+      results = await storeObjects(current.map((t) => t.writer!), object, input, { ...store, ...extra });
     } catch (error) {
-      for (const p of current) fail(p.target, error);
+      for (const t of current) fail(t, error);
       throw error;
     }
     results.forEach((result, i) => {
-      const plan = current[i]!;
-      if (result.ok) plan.target.objects!.push({ ...object(plan.suffix), ...result.digests, compression: 'zstd', encryption: plan.encryption });
-      else fail(plan.target, result.error);
+      if (!result.ok) fail(current[i]!, result.error);
     });
-    faultPoint('after-object-stored');
     return results.find((r) => r.ok);
   };
 
@@ -432,12 +393,12 @@ async function dumpToRepositories(
     const staged = await globalsFile;
     if (staged) {
       throwIfAborted(signal);
-      await storeEverywhere(createReadStream(staged, { highWaterMark: 1 << 20 }), (suffix) => ({ name: `globals.sql${suffix}`, role: 'globals' }), {});
+      await storeEverywhere(createReadStream(staged, { highWaterMark: 1 << 20 }), { name: 'globals.sql', role: 'globals' }, {});
     }
     // The database's own state is also an object, encrypted like the dump: a manifest (always in clear) of an
     // encrypted repository leaves it out, since settings may be secrets (PostgREST's app.jwt_secret is one).
     throwIfAborted(signal);
-    await storeEverywhere(Readable.from([Buffer.from(JSON.stringify(state))]), (suffix) => ({ name: `state.json${suffix}`, role: 'database-state' }), {});
+    await storeEverywhere(Readable.from([Buffer.from(JSON.stringify(state))]), { name: 'state.json', role: 'database-state' }, {});
   } finally {
     if (globalsStaging) {
       await globalsFile?.catch(() => undefined);
@@ -448,7 +409,7 @@ async function dumpToRepositories(
   async function dumpData(): Promise<void> {
     if (options.format === 'directory') return dumpDirectory();
     const pgDump = startProcess(pgDumpPath, pgDumpArgs(options, snapshot), { ...processOptions, stdout: 'pipe' });
-    await storeEverywhere(pgDump.stdout!, (suffix) => ({ name: options.format === 'custom' ? `dump${suffix}` : `dump.sql${suffix}`, role: 'dump' }), {
+    await storeEverywhere(pgDump.stdout!, { name: options.format === 'custom' ? 'dump' : 'dump.sql', role: 'dump' }, {
       complete: pgDump.done,
       onRawChunk: counter ? (chunk) => counter.push(chunk) : undefined,
       onRawBytes: (total) => {
@@ -466,10 +427,10 @@ async function dumpToRepositories(
       await pgDump.done;
       for (const file of (await readdir(dumpDir)).sort()) {
         throwIfAborted(signal);
-        const ok = await storeEverywhere(createReadStream(path.join(dumpDir, file), { highWaterMark: 1 << 20 }), (suffix) => ({ name: `dump.d/${file}${suffix}`, role: 'dump-file', file }), {
+        const ok = await storeEverywhere(createReadStream(path.join(dumpDir, file), { highWaterMark: 1 << 20 }), { name: `dump.d/${file}`, role: 'dump-file', file }, {
           onRawBytes: (total) => ctx.progress({ phase: 'store', bytes: bytes + total, item: file }),
         });
-        bytes += ok?.ok ? ok.digests.raw.size : 0;
+        bytes += ok?.ok ? ok.object.raw.size : 0;
       }
     } finally {
       await rm(staging, { recursive: true, force: true });

@@ -60,3 +60,16 @@ export function writeRecipients(repository: { info: RepoInfo }): AgeRecipient[] 
   if (!encryption) return null;
   return encryption.recipients.map((publicKey) => ({ kind: 'x25519', publicKey }));
 }
+
+/**
+ * The encryption record of an object stored for these recipients (manifests'
+ * objects, WAL records): age and the public keys, or null when stored in clear.
+ */
+export function encryptionRecord(recipients: readonly AgeRecipient[] | null): { method: 'age'; recipients: string[] } | null {
+  return recipients ? { method: 'age', recipients: recipients.map((r) => (r.kind === 'x25519' ? r.publicKey : 'passphrase')) } : null;
+}
+
+/** The suffix of an object stored with zstd and, for an encrypted repository, age. */
+export function storedSuffix(recipients: readonly AgeRecipient[] | null): string {
+  return recipients ? '.zst.age' : '.zst';
+}

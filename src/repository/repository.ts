@@ -8,7 +8,9 @@ import { joinKey, readObject, type PutOptions, type Storage } from '../storage/s
 import { PGKEEP_VERSION } from '../version.js';
 import { isBackupId, validateBackupId } from './backup-id.js';
 import { upgradeManifest, type BackupObject, type Manifest } from './manifest.js';
-import { authenticate, canonicalManifest, checksumMatches, sealManifest, type ManifestKey } from './manifest-integrity.js';
+import { authenticate, canonicalManifest, checksumMatches, type ManifestKey } from './manifest-integrity.js';
+import { manifestText, type BackupKind } from './manifest-builder.js';
+import { beginBackups, type BackupWriter, type BeginBackupOptions } from './backup-writer.js';
 import { WalArchive } from './wal-archive.js';
 import type { AgeRecipient } from '../pipeline/age.js';
 import type { StoreTarget } from '../pipeline/store-stream.js';
@@ -275,15 +277,18 @@ export class Repository {
    */
   async writeManifest(manifest: Manifest, keys: readonly ManifestKey[] = []): Promise<void> {
     const key = joinKey(this.backupFolder(manifest.source, manifest.id), MANIFEST_FILE);
-    const read = written.get(manifest);
-    let text: string;
-    if (read && keys.length === 0) {
-      text = read.text;
-    } else {
-      const { integrity: _old, ...rest } = manifest;
-      text = `${JSON.stringify({ ...rest, integrity: sealManifest(canonicalManifest(rest), keys) }, null, 2)}\n`;
-    }
-    await this.storage.put(key, Readable.from([Buffer.from(text)]));
+    await this.storage.put(key, Readable.from([Buffer.from(manifestText(manifest, keys, written.get(manifest)?.text))]));
+  }
+
+  /**
+   * Begins writing a backup of `source` (backup-writer.ts): takes the source
+   * lock, removes leftovers, chooses a free id; the writer stores objects and
+   * writes the manifest last (commit), or removes what it stored (abort).
+   */
+  async beginBackup<K extends BackupKind>(source: string, kind: K, options: BeginBackupOptions): Promise<BackupWriter<K>> {
+    const [begun] = await beginBackups([this], source, kind, options);
+    if ('error' in begun!) throw begun.error;
+    return begun!.writer;
   }
 
   /**
