@@ -2,7 +2,6 @@ import { Writable } from 'node:stream';
 import type { ResolvedSource } from '../config/settings.js';
 import { validateName } from '../config/settings.js';
 import { PgkeepError, throwIfAborted } from '../errors.js';
-import { storeStreamTee } from '../pipeline/store-stream.js';
 import { DEFAULT_ZSTD_LEVEL, defaultZstd } from '../pipeline/zstd.js';
 import { libpqEnv } from '../postgres/connection-info.js';
 import { connect, type PgClient } from '../postgres/pg-client.js';
@@ -10,15 +9,13 @@ import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
 import { startProcess } from '../postgres/run-process.js';
 import { readServerInfo } from '../postgres/server-info.js';
 import { parseLsn, segmentName, segmentRange } from '../postgres/wal-file.js';
-import { makeBackupId, validateBackupName } from '../repository/backup-id.js';
-import { writeManifestHead, type PhysicalManifest } from '../repository/manifest.js';
+import { validateBackupName } from '../repository/backup-id.js';
+import type { PhysicalManifest } from '../repository/manifest.js';
+import type { BackupWriter } from '../repository/backup-writer.js';
 import type { Repository } from '../repository/repository.js';
 import { WalArchive } from '../repository/wal-archive.js';
-import { PGKEEP_VERSION } from '../version.js';
 import type { CommandContext } from '../commands/command-context.js';
 import { readIdentities } from '../repository/repository-keys.js';
-import { writeRecipients } from '../repository/repo-info.js';
-import { noManifestKeys, writerManifestKeys } from '../repository/repository-keys.js';
 
 export interface PhysicalBackupRequest {
   name?: string | undefined;
@@ -36,7 +33,7 @@ const DEFAULT_WAL_TIMEOUT_MS = 120_000;
  *  1. connect: server version and system identifier, check pg_basebackup is
  *     new enough and that WAL archiving is on (a physical backup without its
  *     WAL cannot be recovered)
- *  2. take the source lock, clear leftovers, choose the id
+ *  2. begin the backup writer: the source lock, leftovers cleared, the id
  *  3. stream pg_basebackup (tar to stdout) through zstd, age and checksums
  *     into base.tar.zst[.age]. With -X fetch the tar holds the WAL from start
  *     to stop too (a few segments), so the backup restores to a consistent
@@ -55,9 +52,7 @@ export async function runPhysicalBackup(ctx: CommandContext, repository: Reposit
 
   // 1. the server, the tool, the archiving
   const client = await connect(source.connection, signal);
-  let lock;
-  let backupId: string | undefined;
-  let complete = false;
+  let writer: BackupWriter<'physical'> | undefined;
   try {
     const server = await readServerInfo(client);
     const tool = await toolInfo('pg_basebackup', source.pgBin);
@@ -87,12 +82,20 @@ export async function runPhysicalBackup(ctx: CommandContext, repository: Reposit
     }
 
     // 2. lock, leftovers, id
-    lock = await repository.lockSource(source.name, 'backup --physical');
-    await repository.ensureSource(source.name, source.connection.database);
-    const leftovers = await repository.removeLeftovers(source.name);
-    if (leftovers.length > 0) ctx.info(`removed ${leftovers.length} interrupted backup(s): ${leftovers.join(', ')}`);
-    const taken = new Set((await repository.listBackupFolders(source.name)).map((f) => f.id));
-    for (let offset = 0; backupId === undefined || taken.has(backupId); offset++) backupId = makeBackupId(new Date(startedAt.getTime() + offset * 1000), request.name);
+    const codec = defaultZstd();
+    writer = await repository.beginBackup(source.name, 'physical', {
+      command: 'backup --physical',
+      database: source.connection.database,
+      startedAt,
+      name: request.name,
+      labels,
+      codec,
+      keys: ctx.keys,
+      info: (message) => ctx.info(message),
+      warn: (message) => ctx.warn(message),
+      signal,
+    });
+    const backupId = writer.id;
     ctx.info(`physical backup of ${source.connection.host}:${source.connection.port} (${source.name}) as ${backupId}`);
 
     // 3. pg_basebackup → zstd → age → repository
@@ -111,18 +114,12 @@ export async function runPhysicalBackup(ctx: CommandContext, repository: Reposit
         if (end) stopLsn = end[1];
       },
     });
-    const codec = defaultZstd();
-    const recipients = writeRecipients(repository);
-    const objectName = `base.tar${recipients ? '.zst.age' : '.zst'}`;
-    const [stored] = await storeStreamTee([repository.storeTarget(source.name, backupId, objectName, recipients ?? null)], basebackup.stdout!, {
-      codec,
+    await writer.store({ name: 'base.tar', role: 'base' }, basebackup.stdout!, {
       level: request.compressLevel ?? source.backup.compressLevel ?? DEFAULT_ZSTD_LEVEL,
       signal,
       complete: basebackup.done,
-      encrypt: recipients,
       onRawBytes: (bytes) => ctx.progress({ phase: 'basebackup', bytes }),
     });
-    if (!stored!.ok) throw stored!.error;
     if (!startLsn || !stopLsn || !timeline) throw new PgkeepError('TOOL_FAILED', 'pg_basebackup did not report its start and end WAL locations');
 
     // 4. the WAL it needs, in the archive
@@ -139,44 +136,30 @@ export async function runPhysicalBackup(ctx: CommandContext, repository: Reposit
     }
     const label = await readBackupLabel(archive, historyFile, repository, ctx);
 
-    // 5. the manifest
+    // 5. the manifest, last (the writer adds the objects and totals)
     const finishedAt = new Date();
-    const digests = stored!.digests;
-    const manifest: PhysicalManifest = {
-      ...writeManifestHead({ id: backupId, source: source.name, kind: 'physical', name: request.name ?? null, labels, startedAt, finishedAt, codec: codec.name, pgkeepVersion: PGKEEP_VERSION }),
-      server: { version: server.version, versionNum: server.versionNum, systemIdentifier: server.systemIdentifier, host: source.connection.host, port: source.connection.port },
-      tools: { pgBasebackup: tool.version },
-      physical: {
-        startLsn,
-        stopLsn,
-        timeline,
-        walStart,
-        walStop,
-        segmentSize,
-        backupLabel: label,
-        stopTime: labelTime(label, 'STOP TIME') ?? finishedAt.toISOString(),
-        tablespaces,
-      },
-      objects: [
-        {
-          name: objectName,
-          role: 'base',
-          raw: digests.raw,
-          stored: digests.stored,
-          compression: 'zstd',
-          encryption: recipients ? { method: 'age', recipients: recipients.map((r) => (r.kind === 'x25519' ? r.publicKey : 'passphrase')) } : null,
+    return await writer.commit(
+      {
+        server: { version: server.version, versionNum: server.versionNum, systemIdentifier: server.systemIdentifier, host: source.connection.host, port: source.connection.port },
+        tools: { pgBasebackup: tool.version },
+        physical: {
+          startLsn,
+          stopLsn,
+          timeline,
+          walStart,
+          walStop,
+          segmentSize,
+          backupLabel: label,
+          stopTime: labelTime(label, 'STOP TIME') ?? finishedAt.toISOString(),
+          tablespaces,
         },
-      ],
-      totals: { rawBytes: digests.raw.size, storedBytes: digests.stored.size },
-    };
-    throwIfAborted(signal);
-    await repository.writeManifest(manifest, await writerManifestKeys(repository, ctx.keys).catch((error: unknown) => noManifestKeys(ctx, repository, error)));
-    complete = true;
-    return manifest;
+      },
+      finishedAt,
+    );
   } finally {
-    if (!complete && backupId !== undefined && lock) await repository.discardBackupFolder(source.name, backupId);
+    // Not committed: the writer removes what it stored and releases the lock.
+    await writer?.abort();
     await client.end().catch(() => undefined);
-    await lock?.release().catch(() => undefined);
   }
 }
 
