@@ -2,13 +2,13 @@ import { isDeepStrictEqual } from 'node:util';
 import { pipeline, Transform, type Readable } from 'node:stream';
 import { pipeline as pipelineAsync } from 'node:stream/promises';
 import { repositoryUrl, toolPaths, validateName, type Settings } from '../config/settings.js';
-import { PgkeepError, throwIfAborted } from '../errors.js';
+import { isPgkeepError, PgkeepError, throwIfAborted } from '../errors.js';
 import { HashCounter } from '../pipeline/hash-counter.js';
 import { discardSink } from '../pipeline/load-stream.js';
 import type { AgeIdentity } from '../pipeline/age.js';
 import { backupDatabaseName, type BackupObject, type Manifest } from '../repository/manifest.js';
 import { Repository, type EncryptionInfo } from '../repository/repository.js';
-import type { SourceLock } from '../repository/source-lock.js';
+import type { BackupWriter } from '../repository/backup-writer.js';
 import { repositoryAt, type RepositoryLocation } from '../repository/open-repository.js';
 import { isUnreadError, verifyBackup, type VerifyReport } from '../verify/verify-backup.js';
 import type { CommandContext } from './command-context.js';
@@ -94,15 +94,22 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
   ctx.signal.addEventListener('abort', stop, { once: true });
   const signal = controller.signal;
 
-  let lock: SourceLock | undefined;
-  let writing = false;
+  let writer: BackupWriter | undefined;
   try {
     throwIfAborted(signal);
-    lock = await to.lockSource(manifest.source, 'copy');
-    await to.ensureSource(manifest.source, backupDatabaseName(manifest));
-
-    const existing = await existingManifest(to, manifest);
-    if (existing) {
+    // The backup writer at the destination: the source lock, leftovers cleared, the backup's own id (refused when taken).
+    try {
+      writer = await to.beginBackup(manifest.source, manifest.kind, {
+        command: 'copy',
+        database: backupDatabaseName(manifest),
+        id: manifest.id,
+        info: (message) => ctx.info(message),
+        leftoversWhere: 'at the destination',
+        signal,
+      });
+    } catch (error) {
+      if (!isPgkeepError(error, 'BACKUP_EXISTS')) throw error;
+      const existing = await to.readManifest(manifest.source, manifest.id);
       if (!isDeepStrictEqual(existing, manifest)) {
         throw new PgkeepError(
           'REPO_EXISTS',
@@ -113,17 +120,13 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
       return { ...base, copied: false, objects: 0, bytes: 0, durationMs: Date.now() - started, verification: { mode: 'none', ok: true, problems: [] } };
     }
 
-    const leftovers = await to.removeLeftovers(manifest.source);
-    if (leftovers.length > 0) ctx.info(`removed ${leftovers.length} interrupted backup(s) at the destination: ${leftovers.join(', ')}`);
-
     // 1. the objects, as stored
     ctx.info(`copying ${manifest.source}/${manifest.id} from ${from.location} to ${to.location}: ${manifest.objects.length} object(s)`);
-    writing = true;
     let bytes = 0;
     for (const object of manifest.objects) {
       throwIfAborted(signal);
       const before = bytes;
-      await copyObject(from, to, manifest, object, signal, (n) => {
+      await copyObject(from, writer, manifest, object, signal, (n) => {
         ctx.progress({ phase: 'copy', bytes: before + n, totalBytes: manifest.totals.storedBytes, item: object.name });
       });
       bytes += object.stored.size;
@@ -138,17 +141,15 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
       });
     }
 
-    // 3. the manifest, last
-    throwIfAborted(signal);
-    await to.writeManifest(manifest);
-    writing = false;
+    // 3. the manifest, last: as read (its text, so the HMAC of its writer survives)
+    await writer.commitCopy(manifest);
     return { ...base, copied: true, objects: manifest.objects.length, bytes, durationMs: Date.now() - started, verification };
   } catch (error) {
-    if (writing) await to.discardBackupFolder(manifest.source, manifest.id);
     throw signal.aborted && signal.reason instanceof PgkeepError ? signal.reason : error;
   } finally {
     ctx.signal.removeEventListener('abort', stop);
-    await lock?.release().catch(() => undefined);
+    // Not committed: the writer removes what was copied and releases the lock.
+    await writer?.abort();
   }
 }
 
@@ -224,15 +225,10 @@ function hasKeys(ctx: CommandContext, repository: Repository): boolean {
   return Boolean(repository.info.encryption?.passphrase && ctx.keys.passphrase() !== undefined);
 }
 
-async function existingManifest(to: Repository, manifest: Manifest): Promise<Manifest | undefined> {
-  if (!(await to.hasManifest(manifest.source, manifest.id))) return undefined;
-  return to.readManifest(manifest.source, manifest.id);
-}
-
 /** storage.get → SHA-256 and size, checked against the manifest → storage.put; bounded memory, bytes as stored. */
 async function copyObject(
   from: Repository,
-  to: Repository,
+  to: BackupWriter,
   manifest: Manifest,
   object: BackupObject,
   signal: AbortSignal,
@@ -255,7 +251,7 @@ async function copyObject(
   // Any stage's error (a checksum mismatch at the end) destroys the body, so put never publishes it.
   const body = pipeline(input, counter, tap, () => undefined);
   try {
-    await to.writeStoredObject(manifest.source, manifest.id, object.name, body, { signal });
+    await to.storeAsStored(object, body, { signal });
   } finally {
     input.destroy();
   }
