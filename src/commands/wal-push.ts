@@ -3,14 +3,11 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import * as path from 'node:path';
 import { PgkeepError } from '../errors.js';
-import type { AgeRecipient } from '../pipeline/age.js';
 import { encodeFileInMemory } from '../pipeline/encode-file-in-memory.js';
 import type { Digest } from '../pipeline/hash-counter.js';
-import type { StoredDigests } from '../pipeline/store-stream.js';
 import { readSegmentHeader, walFileKind } from '../postgres/wal-file.js';
 import { readRepoInfo, writeRecipients } from '../repository/repo-info.js';
-import { WalArchive, type PushOutcome, type StoreWalObject } from '../repository/wal-archive.js';
-import type { RepositoryStorage } from '../repository/repo-info.js';
+import { WalArchive, type PushOutcome } from '../repository/wal-archive.js';
 import type { WalContext } from './command-context.js';
 
 export type { WalContext } from './command-context.js';
@@ -72,26 +69,18 @@ export async function runWalPush(ctx: WalContext, file: string): Promise<WalPush
     systemIdentifier = header.systemIdentifier;
   }
 
-  // 5. the object, then the record
-  const store: StoreWalObject = async (storage, key) => {
-    const encoded = await encoding;
-    if (!encoded) return streamWalFile(file, storage, key, encrypt, ctx.signal);
-    // The key holds a random token: nothing can be there yet, and one write needs no stream.
-    if (!(await storage.putIfAbsent(key, encoded.data))) throw new PgkeepError('INTERNAL', `${storage.location}/${key} already exists`);
-    return encoded.digests;
-  };
-  const rawDigest = async () => (await encoding)?.digests.raw ?? fileDigest(file);
-  const outcome = await archive.push(name, store, rawDigest, { encrypt, systemIdentifier });
+  // 5. the object, then the record (wal-archive.ts: the same write rules as a backup's objects)
+  const outcome = await archive.push(
+    name,
+    {
+      encoded: encoding,
+      open: () => createReadStream(file, { highWaterMark: 1 << 20 }),
+      level: WAL_ZSTD_LEVEL,
+      rawDigest: async () => (await encoding)?.digests.raw ?? fileDigest(file),
+    },
+    { encrypt, systemIdentifier, signal: ctx.signal },
+  );
   return { name, outcome, bytes: size };
-}
-
-/** The streaming pipeline, for files too large to encode in memory or a machine without zstd-napi. */
-async function streamWalFile(file: string, storage: RepositoryStorage, key: string, encrypt: AgeRecipient[] | null, signal: AbortSignal): Promise<StoredDigests> {
-  const [{ storeStreamTee }, { defaultZstd }] = await Promise.all([import('../pipeline/store-stream.js'), import('../pipeline/zstd.js')]);
-  const input = createReadStream(file, { highWaterMark: 1 << 20 });
-  const [result] = await storeStreamTee([{ storage, key, encrypt }], input, { codec: defaultZstd(), level: WAL_ZSTD_LEVEL, signal, encrypt });
-  if (!result!.ok) throw result!.error;
-  return result!.digests;
 }
 
 /** SHA-256 and size of a local file, read in 1 MiB pieces. */

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { PgkeepError } from '../errors.js';
 import type { AgeIdentity, AgeRecipient } from '../pipeline/age.js';
 import type { Digest } from '../pipeline/hash-counter.js';
@@ -8,6 +8,7 @@ import type { ZstdCodec } from '../pipeline/zstd.js';
 import { walFileKind, type WalFileKind } from '../postgres/wal-file.js';
 import { joinKey, readObject, type Storage } from '../storage/storage.js';
 import type { BackupObject } from './manifest.js';
+import { encryptionRecord, storedSuffix } from './repo-info.js';
 
 /**
  * The WAL archive of one source: sources/<source>/wal/.
@@ -56,13 +57,24 @@ export interface WalPushOptions {
   /** Whom the stored bytes are encrypted to (for the record and the object's suffix); null when unencrypted. */
   encrypt: AgeRecipient[] | null;
   systemIdentifier: string | null;
+  signal?: AbortSignal | undefined;
 }
 
-/**
- * Writes the file's stored form (zstd, then age for `encrypt`) to `key` of
- * the archive's storage, visible only once complete, and returns its digests.
- */
-export type StoreWalObject = (storage: Storage, key: string) => Promise<StoredDigests>;
+/** The bytes of one file to archive, as wal-push has them. */
+export interface WalFileBytes {
+  /**
+   * The file's stored form (zstd, then age to the archive's recipients) encoded
+   * whole in memory with its digests, or null when it must be streamed (too
+   * large, or no native zstd).
+   */
+  encoded: Promise<{ data: Buffer; digests: StoredDigests } | null>;
+  /** The raw file, for the streaming path. */
+  open: () => Readable;
+  /** zstd level of the streaming path. */
+  level: number;
+  /** The raw file's SHA-256 and size, asked only when a record of that name already exists. */
+  rawDigest: () => Promise<Digest>;
+}
 
 export class WalArchive {
   readonly folder: string;
@@ -134,22 +146,21 @@ export class WalArchive {
   }
 
   /**
-   * Archives one file. `store` writes its bytes, once, when the archive does
-   * not hold that name yet; `rawDigest` computes the file's SHA-256 when a
-   * record of that name already exists. Resolves 'identical' when the archive
-   * already holds exactly these bytes; rejects WAL_CONFLICT when it holds
-   * different ones (nothing is written).
+   * Archives one file: the object (checksummed, encrypted like every object
+   * of the repository, never visible half-written), then its record, created
+   * only if absent. Resolves 'identical' when the archive already holds
+   * exactly these bytes; rejects WAL_CONFLICT when it holds different ones
+   * (nothing is written).
    */
-  async push(name: string, store: StoreWalObject, rawDigest: () => Promise<Digest>, options: WalPushOptions): Promise<PushOutcome> {
+  async push(name: string, bytes: WalFileBytes, options: WalPushOptions): Promise<PushOutcome> {
     const kind = walFileKind(name);
     if (!kind) throw new PgkeepError('WAL_INVALID', `"${name}" is not the name of a WAL segment, .partial, .history or .backup file`);
     const existing = await this.readRecord(name);
-    if (existing) return this.compare(existing, await rawDigest());
+    if (existing) return this.compare(existing, await bytes.rawDigest());
 
-    const suffix = options.encrypt ? '.zst.age' : '.zst';
-    const object = `${name}.${randomBytes(4).toString('hex')}${suffix}`;
+    const object = `${name}.${randomBytes(4).toString('hex')}${storedSuffix(options.encrypt)}`;
     const objectKey = joinKey(this.timelineFolder(name), object);
-    const digests = await store(this.storage, objectKey);
+    const digests = await this.storeObject(objectKey, bytes, options);
     const record: WalRecord = {
       format: WAL_RECORD_FORMAT,
       name,
@@ -158,7 +169,7 @@ export class WalArchive {
       raw: digests.raw,
       stored: digests.stored,
       compression: 'zstd',
-      encryption: options.encrypt ? { method: 'age', recipients: options.encrypt.map((r) => (r.kind === 'x25519' ? r.publicKey : 'passphrase')) } : null,
+      encryption: encryptionRecord(options.encrypt),
       systemIdentifier: options.systemIdentifier,
       pushedAt: new Date().toISOString(),
     };
@@ -166,6 +177,21 @@ export class WalArchive {
     // Another push of the same name won the race: ours is surplus either way.
     await this.storage.remove(objectKey).catch(() => undefined);
     return this.compare((await this.readRecord(name))!, record.raw);
+  }
+
+  /** Writes one object whole: a single put of the encoded bytes, or the streaming pipeline (visible only once complete). */
+  private async storeObject(key: string, bytes: WalFileBytes, options: WalPushOptions): Promise<StoredDigests> {
+    const encoded = await bytes.encoded;
+    if (encoded) {
+      // The key holds a random token: nothing can be there yet, and one write needs no stream.
+      if (!(await this.storage.putIfAbsent(key, encoded.data))) throw new PgkeepError('INTERNAL', `${this.storage.location}/${key} already exists`);
+      return encoded.digests;
+    }
+    // Loaded here, not at the top: most pushes encode in memory, and wal-push is start-up bound.
+    const [{ storeStreamTee }, { defaultZstd }] = await Promise.all([import('../pipeline/store-stream.js'), import('../pipeline/zstd.js')]);
+    const [result] = await storeStreamTee([{ storage: this.storage, key, encrypt: options.encrypt }], bytes.open(), { codec: defaultZstd(), level: bytes.level, signal: options.signal, encrypt: options.encrypt });
+    if (!result!.ok) throw result!.error;
+    return result!.digests;
   }
 
   private compare(existing: WalRecord, raw: Digest): PushOutcome {
