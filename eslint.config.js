@@ -75,20 +75,34 @@ const IMPORT_RULES = [
   },
 ];
 
-/** The two rules that state `rules` for the files of a folder. */
-function importRules(rules) {
-  if (rules.length === 0) return {};
-  return {
-    'no-restricted-imports': ['error', { patterns: rules.map((rule) => ({ regex: rule.forbid, message: rule.message })) }],
+/**
+ * The Repository methods that write a backup piece by piece: above
+ * src/repository/ a backup is written only through the backup writer
+ * (Repository.beginBackup: lock, leftovers, id, objects, manifest last).
+ */
+const WRITER_STEPS = ['storeTarget', 'writeStoredObject', 'writeManifest', 'discardBackupFolder', 'removeLeftovers', 'ensureSource'];
+const writerCalls = {
+  selector: `CallExpression[callee.property.name=/^(${WRITER_STEPS.join('|')})$/]`,
+  message: 'a backup is written only through the backup writer (Repository.beginBackup → store, commit, abort): its steps are not called one by one above src/repository/',
+};
+
+/** The two rules that state `rules` for the files of a folder (and, outside src/repository/, the writer's steps). */
+function importRules(rules, folder) {
+  const syntax = [
     // import('...') is not an import declaration: the same paths, as syntax (a selector's regex cannot hold '/': \x2F).
-    'no-restricted-syntax': ['error', ...rules.map((rule) => ({ selector: `ImportExpression[source.value=/${rule.forbid.replaceAll('/', '\\x2F')}/]`, message: rule.message }))],
+    ...rules.map((rule) => ({ selector: `ImportExpression[source.value=/${rule.forbid.replaceAll('/', '\\x2F')}/]`, message: rule.message })),
+    ...(folder === 'repository' ? [] : [writerCalls]),
+  ];
+  return {
+    ...(rules.length === 0 ? {} : { 'no-restricted-imports': ['error', { patterns: rules.map((rule) => ({ regex: rule.forbid, message: rule.message })) }] }),
+    ...(syntax.length === 0 ? {} : { 'no-restricted-syntax': ['error', ...syntax] }),
   };
 }
 
 /** One config per folder: a file is in exactly one folder, so its rules are gathered there (a later config would replace an earlier one's options). */
 const importConfigs = FOLDERS.map((folder) => ({
   files: folder === '.' ? ['src/*.ts'] : [`src/${folder}/**/*.ts`],
-  rules: importRules(IMPORT_RULES.filter((rule) => rule.from.includes(folder))),
+  rules: importRules(IMPORT_RULES.filter((rule) => rule.from.includes(folder)), folder),
 }));
 
 export default [

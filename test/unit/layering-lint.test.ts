@@ -48,6 +48,14 @@ describe('layering rules (eslint.config.js)', () => {
     await allowed('src/repository/zz-new.ts', "import type { Storage } from '../storage/storage.js';\nexport type S = Storage;");
   });
 
+  it('a backup is written only through the backup writer above src/repository/', async () => {
+    const piecemeal = 'export async function f(repo: any, m: any) { await repo.writeManifest(m); }';
+    await forbidden('src/commands/zz-new.ts', piecemeal, /only through the backup writer/);
+    await forbidden('src/backup/zz-new.ts', 'export const f = (repo: any) => repo.removeLeftovers(\'app\');', /only through the backup writer/);
+    await allowed('src/repository/zz-new.ts', piecemeal);
+    await allowed('src/backup/zz-new.ts', "export const f = (repo: any) => repo.beginBackup('app', 'logical', { command: 'backup', database: 'app' });");
+  });
+
   it("the repository's storage stays in src/repository/ (Repository.storage is private)", async () => {
     await forbidden('src/restore/zz-new.ts', "import { storageOf } from '../repository/repository-storage.js';\nexport { storageOf };", /Repository\.storage is private/);
     await forbidden('src/commands/zz-new.ts', "export const load = () => import('../repository/repository-storage.js');", /Repository\.storage is private/);
