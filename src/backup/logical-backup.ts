@@ -4,7 +4,7 @@ import { createReadStream } from 'node:fs';
 import type { BackupFormat, BackupOptionsConfig } from '../config/config-schema.js';
 import { validateName, type ResolvedSource } from '../config/settings.js';
 import { isPgkeepError, PgkeepError, throwIfAborted, toPgkeepError } from '../errors.js';
-import { DEFAULT_ZSTD_LEVEL, defaultZstd } from '../pipeline/zstd.js';
+import { DEFAULT_ZSTD_LEVEL, streamZstd } from '../pipeline/zstd.js';
 import { libpqEnv } from '../postgres/connection-info.js';
 import { connect, type PgClient } from '../postgres/pg-client.js';
 import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
@@ -159,7 +159,8 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
     const state = manifestState(await readDatabaseState(client));
 
     // 2. per repository a writer: its lock, its source record, its leftovers, one id free in all; a repository failing here is left out
-    const codec = defaultZstd();
+    // The zstd program where installed: it compresses beside pgkeep instead of blocking its main thread (streamZstd).
+    const codec = await streamZstd();
     const begun = await beginBackups(repositories, source.name, 'logical', {
       command: 'backup',
       database: source.connection.database,

@@ -251,6 +251,28 @@ export function defaultZstd(): ZstdCodec {
   return nativeZstd ?? cliZstd;
 }
 
+let programProbe: Promise<boolean> | undefined;
+
+/**
+ * The codec for compressing one long stream, a backup's dump: the zstd
+ * program where it is installed, else defaultZstd(). zstd-napi's stream
+ * calls ZSTD_compressStream2 on the main thread, and when zstd's workers are
+ * busy that call blocks until one is free: meanwhile nothing reads pg_dump's
+ * pipe, hashes or writes, so pg_dump waits too. The program compresses beside
+ * pgkeep, as in the shell pipe `pg_dump | zstd`; interleaved on the same 200 MB
+ * databases it measured 3.7-3.8 s against 5.4 s in process (docs/benchmarks.md,
+ * "Backup overhead"). The frames are the same standard zstd (with checksums),
+ * read by either decompressor. The probe (`zstd --version`) runs once per process.
+ */
+export async function streamZstd(): Promise<ZstdCodec> {
+  if (programOnly) return cliZstd;
+  programProbe ??= new Promise<boolean>((resolve) => {
+    const { execFile } = createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
+    execFile('zstd', ['--version'], { timeout: 10_000 }, (error) => resolve(error === null));
+  });
+  return (await programProbe) ? cliZstd : (nativeZstd ?? cliZstd);
+}
+
 /** Wraps a `zstd` child process as a duplex stream that fails if zstd fails. */
 function zstdProcess(args: string[]): Duplex {
   // Required here: most runs use the native binding, and wal-push's start-up should not pay for child_process.

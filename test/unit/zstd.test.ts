@@ -5,7 +5,7 @@ import { Readable, Writable, type Duplex, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, it } from 'node:test';
 import { PgkeepError } from '../../src/errors.js';
-import { cliZstd, DEFAULT_ZSTD_LEVEL, defaultZstd, nativeZstd, type ZstdCodec } from '../../src/pipeline/zstd.js';
+import { cliZstd, DEFAULT_ZSTD_LEVEL, defaultZstd, nativeZstd, streamZstd, type ZstdCodec } from '../../src/pipeline/zstd.js';
 
 const codecs: ZstdCodec[] = [nativeZstd, cliZstd].filter((c): c is ZstdCodec => c !== null);
 const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
@@ -140,5 +140,14 @@ describe('zstd codecs', () => {
       assert.match(error.message, /zstd/);
       return true;
     });
+  });
+
+  it('a backup\'s dump is compressed by the zstd program when it is installed (it runs beside pgkeep, not on its main thread)', async () => {
+    const installed = (await zstdProgram(['--version'], Buffer.alloc(0))).code === 0;
+    assert.ok(installed, 'the zstd program is a test prerequisite');
+    assert.equal(await streamZstd(), cliZstd);
+    // and what it writes, the in-process decompressor reads (restore uses defaultZstd())
+    const compressed = await through(input, (await streamZstd()).compressor({ level: DEFAULT_ZSTD_LEVEL }));
+    assert.equal(sha(await through(compressed, defaultZstd().decompressor())), sha(input));
   });
 });
