@@ -413,6 +413,8 @@ async function dumpToRepositories(
     await storeEverywhere(pgDump.stdout!, { name: options.format === 'custom' ? 'dump' : 'dump.sql', role: 'dump' }, {
       complete: pgDump.done,
       onRawChunk: counter ? (chunk) => counter.push(chunk) : undefined,
+      // a content store cuts its chunks where each table's data starts (the counter parses the archive's framing)
+      boundaries: counter ? () => counter.takeBlockStarts() : undefined,
       onRawBytes: (total) => {
         bytes = total;
         ctx.progress({ phase: 'dump', bytes, item: table });

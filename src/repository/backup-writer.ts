@@ -1,4 +1,6 @@
-import type { Readable } from 'node:stream';
+import { once } from 'node:events';
+import { PassThrough, type Readable } from 'node:stream';
+import { ContentWriting } from './content-store/content-writing.js';
 import type { KeySettings } from '../config/settings.js';
 import { PgkeepError, throwIfAborted } from '../errors.js';
 import { faultPoint } from '../fault-points.js';
@@ -56,7 +58,14 @@ export interface BeginBackupOptions {
 }
 
 /** What storing one input needs besides the writers: level, the producer's completion, progress. */
-export type StoreObjectOptions = Omit<StoreOptions, 'codec' | 'encrypt'>;
+export type StoreObjectOptions = Omit<StoreOptions, 'codec' | 'encrypt'> & {
+  /**
+   * Offsets in the stream where a content store should end a chunk, found
+   * since the last call, after onRawChunk saw the bytes (each table's data
+   * in a dump). Ignored by repositories without a content store.
+   */
+  boundaries?: (() => number[]) | undefined;
+};
 
 /** One object to store: its name before the suffix the writer adds (".zst", ".zst.age"), and what it holds. */
 export interface ObjectToStore {
@@ -84,6 +93,8 @@ export class BackupWriter<K extends BackupKind = BackupKind> {
     readonly id: string,
     private readonly lock: SourceLock | undefined,
     private readonly options: BeginBackupOptions,
+    /** A deduplicating repository: objects go into its content store (docs/content-store.md). */
+    readonly content: ContentWriting | undefined = undefined,
   ) {
     this.recipients = writeRecipients(repository);
     this.encryption = encryptionRecord(this.recipients);
@@ -171,6 +182,8 @@ export class BackupWriter<K extends BackupKind = BackupKind> {
     if (this.state !== 'open') return;
     this.state = 'aborted';
     try {
+      // packs already written stay, named by no index: prune removes them after its grace
+      await this.content?.release();
       await this.repository.discardBackupFolder(this.source, this.id);
     } finally {
       await this.lock?.release().catch(() => undefined);
@@ -203,11 +216,14 @@ export class BackupWriter<K extends BackupKind = BackupKind> {
   }
 
   private async publish(manifest: Manifest, sign: boolean): Promise<void> {
+    // the content store's packs become visible (an index file names them) before the manifest names their chunks
+    await this.content?.commit();
     faultPoint('before-manifest');
     const keys = sign && this.options.keys ? await writerManifestKeys(this.repository, this.options.keys).catch((error: unknown) => noManifestKeys({ warn: this.options.warn ?? (() => undefined) }, this.repository, error)) : [];
     await this.repository.writeManifest(manifest, keys);
     this.state = 'committed';
     faultPoint('after-manifest');
+    await this.content?.release();
     await this.lock?.release().catch(() => undefined);
   }
 
@@ -224,9 +240,18 @@ export class BackupWriter<K extends BackupKind = BackupKind> {
  */
 export async function storeObjects(writers: readonly BackupWriter[], object: ObjectToStore, input: Readable, options: StoreObjectOptions): Promise<StoreResult[]> {
   if (writers.length === 0) throw new PgkeepError('INTERNAL', 'storeObjects: no writer');
+  const deduped = writers.filter((w) => w.content !== undefined);
+  const results = deduped.length === 0 ? await storeFiles(writers, object, input, options) : await storeWithContent(writers, deduped, object, input, options);
+  faultPoint('after-object-stored');
+  return results;
+}
+
+/** The input as one file per repository: hashed and compressed once, teed, each encrypted to its repository's recipients. */
+async function storeFiles(writers: readonly BackupWriter[], object: ObjectToStore, input: Readable, options: StoreObjectOptions): Promise<StoreResult[]> {
+  const { boundaries: _ignored, ...store } = options;
   const targets = writers.map((w) => w.target(object.name));
-  const results = await storeStreamTee(targets, input, { ...options, codec: writers[0]!.zstd });
-  const stored = results.map((result, i): StoreResult => {
+  const results = await storeStreamTee(targets, input, { ...store, codec: writers[0]!.zstd });
+  return results.map((result, i): StoreResult => {
     if (!result.ok) return result;
     const writer = writers[i]!;
     const record: BackupObject = {
@@ -240,9 +265,81 @@ export async function storeObjects(writers: readonly BackupWriter[], object: Obj
     writer.record(record);
     return { ok: true, object: record };
   });
-  faultPoint('after-object-stored');
-  return stored;
 }
+
+/**
+ * The input into deduplicating repositories (chunks of their content stores)
+ * and, when the backup also goes to others, as files there: one pass over
+ * the input feeds every content store piece by piece and the others through
+ * a stream of their own. Each repository fails alone; all failing rejects.
+ */
+async function storeWithContent(writers: readonly BackupWriter[], deduped: readonly BackupWriter[], object: ObjectToStore, input: Readable, options: StoreObjectOptions): Promise<StoreResult[]> {
+  const { boundaries, onRawChunk, onRawBytes, complete, signal, ...rest } = options;
+  complete?.catch(() => undefined); // judged below, after the input ended
+  const files = writers.filter((w) => w.content === undefined);
+  const pass = files.length > 0 ? new PassThrough({ highWaterMark: 1 << 20 }) : undefined;
+  let filesSettled = false;
+  const filesDone = pass
+    ? storeFiles(files, object, pass, { ...rest, signal }).finally(() => {
+        filesSettled = true;
+      })
+    : Promise.resolve([]);
+  filesDone.catch(() => undefined);
+  const feeds = deduped.map((writer) => ({ writer, feed: writer.content!.begin({ name: object.name, role: object.role, file: object.file }), error: undefined as unknown }));
+  const allFailed = () => feeds.every((f) => f.error !== undefined) && (!pass || filesSettled);
+  let size = 0;
+  try {
+    for await (const piece of input as AsyncIterable<Buffer>) {
+      throwIfAborted(signal);
+      onRawChunk?.(piece);
+      const starts = boundaries?.() ?? [];
+      for (const f of feeds) {
+        if (f.error !== undefined) continue;
+        try {
+          await f.feed.writer.write(piece, starts);
+        } catch (error) {
+          f.error = error;
+        }
+      }
+      // the files' stream at its own pace; once they are done (failed), it is no longer fed
+      if (pass && !filesSettled && !pass.write(piece)) await Promise.race([once(pass, 'drain'), filesDone.catch(() => undefined)]);
+      size += piece.length;
+      onRawBytes?.(size);
+      if (allFailed()) break;
+    }
+    await complete;
+    pass?.end();
+  } catch (error) {
+    pass?.destroy(error as Error);
+    await filesDone.catch(() => undefined);
+    throw error;
+  }
+  const fileResults = await filesDone.catch((error: unknown) => files.map((): StoreResult => ({ ok: false, error })));
+  const results: StoreResult[] = [];
+  for (const writer of writers) {
+    if (writer.content === undefined) {
+      results.push(fileResults[files.indexOf(writer)]!);
+      continue;
+    }
+    const f = feeds.find((x) => x.writer === writer)!;
+    if (f.error !== undefined) {
+      results.push({ ok: false, error: f.error });
+      continue;
+    }
+    try {
+      const record: BackupObject = { ...(await f.feed.finish()), encryption: writer.encryption };
+      writer.record(record);
+      results.push({ ok: true, object: record });
+    } catch (error) {
+      results.push({ ok: false, error });
+    }
+  }
+  if (results.every((r) => !r.ok)) throw (results[0] as { error: unknown }).error;
+  return results;
+}
+
+/** No keys configured: an unencrypted repository needs none. */
+const NO_KEYS: KeySettings = { identityFile: undefined, passphrase: () => undefined };
 
 export type BeginResult<K extends BackupKind> = { repository: Repository; writer: BackupWriter<K> } | { repository: Repository; error: unknown };
 
@@ -305,10 +402,23 @@ export async function beginBackups<K extends BackupKind>(repositories: readonly 
       do id = makeBackupId(new Date(at + offset++ * 1000), options.name ?? undefined);
       while (taken.has(id));
     }
+    // 3. deduplicating repositories: the shared content lock and a session (prune does not sweep meanwhile)
+    const contents = new Map<(typeof entries)[number], ContentWriting>();
+    for (const entry of entries) {
+      if (entry.error !== undefined || !entry.repository.info.content) continue;
+      try {
+        throwIfAborted(options.signal);
+        contents.set(entry, (await ContentWriting.begin(entry.repository, options.keys ?? NO_KEYS, options.command))!);
+      } catch (error) {
+        if (options.signal?.aborted) throw error;
+        entry.error = error;
+        await release(entry);
+      }
+    }
     return entries.map((entry) =>
       entry.error !== undefined
         ? { repository: entry.repository, error: entry.error }
-        : { repository: entry.repository, writer: new BackupWriter(entry.repository, source, kind, id, entry.lock, { ...options, startedAt }) },
+        : { repository: entry.repository, writer: new BackupWriter(entry.repository, source, kind, id, entry.lock, { ...options, startedAt }, contents.get(entry)) },
     );
   } catch (error) {
     for (const entry of entries) await release(entry);

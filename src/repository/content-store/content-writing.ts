@@ -8,7 +8,7 @@ import type { BackupObject } from '../manifest.js';
 import { acquireContentLock, type ContentLock } from './content-lock.js';
 import type { ContentSession, SessionTotals } from './content-store.js';
 import { openContentStore } from './open-content-store.js';
-import { storeContentStream, type StoreContentOptions } from './store-content-stream.js';
+import { ContentStreamWriter, storeContentStream, type StoreContentOptions, type StoredContent } from './store-content-stream.js';
 
 /**
  * One backup's writing into a deduplicating repository: the shared content
@@ -36,7 +36,17 @@ export class ContentWriting {
    */
   async store(object: Pick<BackupObject, 'name' | 'role' | 'file'>, input: Readable | AsyncIterable<Buffer>, options: StoreContentOptions): Promise<Omit<BackupObject, 'encryption'>> {
     const before = this.session.totals.newCompressedBytes;
-    const { raw, ref } = await storeContentStream(this.session, input, options);
+    return this.record(object, await storeContentStream(this.session, input, options), before);
+  }
+
+  /** A writer for one object fed piece by piece (several repositories fed from one stream), and how to record it once ended. */
+  begin(object: Pick<BackupObject, 'name' | 'role' | 'file'>): { writer: ContentStreamWriter; finish(): Promise<Omit<BackupObject, 'encryption'>> } {
+    const before = this.session.totals.newCompressedBytes;
+    const writer = new ContentStreamWriter(this.session);
+    return { writer, finish: async () => this.record(object, await writer.end(), before) };
+  }
+
+  private record(object: Pick<BackupObject, 'name' | 'role' | 'file'>, { raw, ref }: StoredContent, before: number): Omit<BackupObject, 'encryption'> {
     return {
       name: object.name,
       role: object.role,

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import type { ContentSession, StreamRef } from './content-store.js';
+import type { ContentSession, ContentStream, StreamRef } from './content-store.js';
 
 export interface StoreContentOptions {
   signal?: AbortSignal | undefined;
@@ -17,30 +17,49 @@ export interface StoredContent {
 }
 
 /**
- * Stores a stream through a content session: hashed whole (the manifest's raw
- * digest, checked on every read), cut by content and at the given boundaries
- * (each table's data in a dump), each new chunk once. The stream is consumed
- * at the pace of the session's pack writes.
+ * One stream going into a content session, piece by piece: hashed whole (the
+ * manifest's raw digest, checked on every read), cut by content and at the
+ * offsets the caller names (each table's data in a dump).
  */
+export class ContentStreamWriter {
+  private readonly hash = createHash('sha256');
+  private readonly stream: ContentStream;
+  private size = 0;
+
+  constructor(session: ContentSession) {
+    this.stream = session.stream();
+  }
+
+  /** The next bytes; `starts` are offsets in the whole stream where a chunk must end (any not inside this piece are ignored). */
+  async write(piece: Buffer, starts: readonly number[] = []): Promise<void> {
+    this.hash.update(piece);
+    let from = 0;
+    for (const at of starts) {
+      const cut = at - this.size;
+      if (cut < from || cut > piece.length) continue;
+      if (cut > from) await this.stream.write(piece.subarray(from, cut));
+      await this.stream.cut();
+      from = cut;
+    }
+    if (from < piece.length) await this.stream.write(from === 0 ? piece : piece.subarray(from));
+    this.size += piece.length;
+  }
+
+  async end(): Promise<StoredContent> {
+    return { raw: { size: this.size, sha256: this.hash.digest('hex') }, ref: await this.stream.end() };
+  }
+}
+
+/** Stores a whole stream through a content session, at the pace of its pack writes. */
 export async function storeContentStream(session: ContentSession, input: Readable | AsyncIterable<Buffer>, options: StoreContentOptions = {}): Promise<StoredContent> {
-  const hash = createHash('sha256');
-  const stream = session.stream();
+  const writer = new ContentStreamWriter(session);
   let size = 0;
   for await (const piece of input as AsyncIterable<Buffer>) {
     options.signal?.throwIfAborted();
-    hash.update(piece);
     options.onRawChunk?.(piece);
-    let from = 0;
-    for (const at of options.boundaries?.() ?? []) {
-      const cut = at - size;
-      if (cut < from || cut > piece.length) continue;
-      if (cut > from) await stream.write(piece.subarray(from, cut));
-      await stream.cut();
-      from = cut;
-    }
-    if (from < piece.length) await stream.write(from === 0 ? piece : piece.subarray(from));
+    await writer.write(piece, options.boundaries?.() ?? []);
     size += piece.length;
     options.onRawBytes?.(size);
   }
-  return { raw: { size, sha256: hash.digest('hex') }, ref: await stream.end() };
+  return writer.end();
 }
