@@ -7,6 +7,7 @@ import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { PgkeepError } from '../../src/errors.js';
 import { generateIdentity } from '../../src/pipeline/age.js';
+import { beginBackups, storeObjects } from '../../src/repository/backup-writer.js';
 import type { ManifestBody } from '../../src/repository/manifest-builder.js';
 import { Repository } from '../../src/repository/repository.js';
 import { openStorage } from '../../src/storage/open-storage.js';
@@ -135,6 +136,27 @@ eachStorage('backup writer', (where) => {
     assert.equal(third.id, '20261205T100001Z');
     await third.abort();
     assert.deepEqual((await repo.listBackupFolders('app')).map((f) => f.id), [first.id]);
+  });
+
+  test('several repositories: one id free in all, one input teed to each; a repository whose lock is held is left out', async () => {
+    const [a, b, c] = await Promise.all(['multi-a', 'multi-b', 'multi-c'].map((name) => Repository.open(openStorage(where.repo(name)), { createIfEmpty: true })));
+    const earlier = await a!.beginBackup('app', 'logical', { command: 'backup', database: 'app', startedAt: STARTED });
+    await earlier.commit(BODY);
+    const held = await c!.lockSource('app', 'prune');
+    try {
+      const begun = await beginBackups([a!, b!, c!], 'app', 'logical', { command: 'backup', database: 'app', startedAt: STARTED });
+      assert.ok('error' in begun[2]! && begun[2].error instanceof PgkeepError && begun[2].error.code === 'LOCK_HELD', 'the repository whose lock is held is left out');
+      const writers = begun.flatMap((r) => ('writer' in r ? [r.writer] : []));
+      assert.deepEqual(writers.map((w) => w.id), ['20261205T100001Z', '20261205T100001Z'], 'taken in a: the next id, in both');
+      const results = await storeObjects(writers, { name: 'dump', role: 'dump' }, text('teed '.repeat(500)), { level: 3 });
+      assert.ok(results.every((r) => r.ok));
+      for (const writer of writers) await writer.commit(BODY);
+      const [inA, inB] = await Promise.all([a!.readManifest('app', writers[0]!.id), b!.readManifest('app', writers[1]!.id)]);
+      assert.deepEqual(inA.objects, inB.objects, 'the same object, the same checksums');
+      assert.deepEqual((await c!.listBackupFolders('app')), [], 'nothing was written where the lock was held');
+    } finally {
+      await held.release();
+    }
   });
 
   test('an encrypted repository: age objects, one encryption record, readable with the identity', async () => {
