@@ -118,7 +118,9 @@ function printStatus(result: StatusResult, out: CommandOutput, check: boolean): 
       ...(Object.keys(s.drills).some((k) => k !== 'logical-restore-test')
         ? DRILL_KINDS.flatMap((k): [string, string][] => {
             const d = s.drills[k];
-            return d ? [[DRILL_NAMES[k], `${verification(d.last)}${!d.last.ok && d.lastSuccess ? `; last passed ${formatAge(new Date(d.lastSuccess.finishedAt))}` : ''}`]] : [];
+            if (!d) return [];
+            const measured = `${d.last.restoreMs !== undefined ? `, RTO ${formatDuration(d.last.restoreMs)}` : ''}${d.last.rpoMs !== undefined ? `, RPO ${formatDuration(d.last.rpoMs)}` : ''}`;
+            return [[DRILL_NAMES[k], `${verification(d.last)}${measured}${!d.last.ok && d.lastSuccess ? `; last passed ${formatAge(new Date(d.lastSuccess.finishedAt))}` : ''}`]];
           })
         : []),
       ...s.repositories.map((r): [string, string] => ['repository', `${r.location}: ${r.error ? `unreadable (${r.error})` : `${r.backups} backup(s), ${formatBytes(r.storedBytes)}`}`]),

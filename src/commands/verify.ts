@@ -32,12 +32,15 @@ export async function runVerify(ctx: CommandContext, ref: string, request: Verif
   // A source with several repositories: the first (in config order) that holds the backup; --repo picks one.
   const configured = configuredSourceName(settings);
   if (repositoryUrls(settings, configured).length > 1) {
-    const { repository, manifest } = (await repositoriesWithBackup(settings, ref, configured, undefined, ctx.warn))[0]!;
+    const { repository, manifest } = (await repositoriesWithBackup(settings, ref, configured, drillKind(request), ctx.warn))[0]!;
     return verifyResolved(ctx, repository, manifest, request);
   }
   const repository = await openRepository(settings, { source: settings.options.source });
-  return verifyResolved(ctx, repository, await repository.resolveBackup(ref, settings.options.source, undefined, ctx.warn), request);
+  return verifyResolved(ctx, repository, await repository.resolveBackup(ref, settings.options.source, drillKind(request), ctx.warn), request);
 }
+
+/** A PITR drill of "latest" drills the newest physical backup. */
+const drillKind = (request: VerifyRequest) => (request.pitrDrill || request.target ? ('physical' as const) : undefined);
 
 /**
  * Verifies the WAL archive of a source: every archived file read back against
@@ -105,6 +108,8 @@ const VerifyCommandRequest = z.object({
   deep: z.boolean().optional(),
   jobs: z.number().int().positive().optional(),
   target: z.union([z.object({ kind: z.literal('latest') }), z.object({ kind: z.literal('time'), value: z.string() })]).optional(),
+  /** A PITR drill: to `target`, or a random point of the window. */
+  pitrDrill: z.boolean().optional(),
   /** A source with several repositories: verify the backup in each (the CLI); a job verifies the first copy. */
   everyCopy: z.boolean(),
 });
@@ -126,24 +131,26 @@ export const verifyCommand: CommandSpec<VerifyCommandRequest, VerifyCommandResul
     { flags: '--scratch <where>', description: 'where to restore-test: same-server (database pgkeep_verify_<id>), local (a throwaway cluster), or a postgresql:// URL' },
     { flags: '--deep', description: 'with a restore test: compare table content hashes (backup --checksums) and run pg_amcheck' },
     { flags: '--jobs <n>', description: 'parallel pg_restore workers for the restore test', parse: positiveInt('--jobs') },
-    { flags: '--target-time <time>', description: 'with --restore-test of a physical backup: a PITR drill, recovering to this time instead of the end of the backup' },
-    { flags: '--latest', description: 'with --restore-test of a physical backup: a PITR drill to the end of the archived WAL' },
+    { flags: '--pitr-drill', description: 'a physical backup ("latest": the newest physical one): recover to a random point between its end and the newest archived transaction, prove the target was reached, and report the RPO the archive gives' },
+    { flags: '--target-time <time>', description: 'a PITR drill to this time instead of a random one' },
+    { flags: '--latest', description: 'a PITR drill to the end of the archived WAL' },
     { flags: '--wal', description: "verify the source's WAL archive: every file's checksums, gaps, and the recovery window of each physical backup" },
   ],
-  help: { globals: ['config', 'repo', 'source', 'db', 'identity'], examples: ['pgkeep verify latest', 'pgkeep verify latest --restore-test', 'pgkeep verify --wal --source main'] },
+  help: { globals: ['config', 'repo', 'source', 'db', 'identity'], examples: ['pgkeep verify latest', 'pgkeep verify latest --restore-test', 'pgkeep verify latest --pitr-drill', 'pgkeep verify --wal --source main'] },
   parse: requestParser(VerifyCommandRequest, ({ args: [ref], options }) => {
     if (options.wal) return { mode: 'wal', everyCopy: true };
     if (ref === undefined) throw new PgkeepError('USAGE', 'verify needs a backup id, latest or all (or --wal for the WAL archive)');
     if (ref === 'all') {
       // every backup's integrity, naming each broken one (one repository: --repo or the source's first)
-      if (options.restoreTest || options.scratch !== undefined || options.deep) throw new PgkeepError('USAGE', 'verify all checks integrity only: restore-test one backup at a time (verify ID --restore-test)');
+      if (options.restoreTest || options.pitrDrill || options.scratch !== undefined || options.deep) throw new PgkeepError('USAGE', 'verify all checks integrity only: restore-test one backup at a time (verify ID --restore-test)');
       return { mode: 'all', everyCopy: true };
     }
     const targetTime = options.targetTime as string | undefined;
     if (targetTime !== undefined && options.latest) throw new PgkeepError('USAGE', 'give --target-time or --latest, not both');
     if (targetTime !== undefined && Number.isNaN(new Date(targetTime).getTime())) throw new PgkeepError('USAGE', `--target-time "${targetTime}" is not a time: use e.g. 2026-11-21T14:05:00Z`);
     const target = options.latest ? { kind: 'latest' } : targetTime !== undefined ? { kind: 'time', value: targetTime } : undefined;
-    return { mode: 'one', ref, restoreTest: Boolean(options.restoreTest) || target !== undefined, scratch: options.scratch, deep: options.deep, jobs: options.jobs, target, everyCopy: true };
+    const pitrDrill = Boolean(options.pitrDrill) || target !== undefined;
+    return { mode: 'one', ref, restoreTest: Boolean(options.restoreTest) || pitrDrill, pitrDrill: pitrDrill || undefined, scratch: options.scratch, deep: options.deep, jobs: options.jobs, target, everyCopy: true };
   }),
   async run(ctx, request) {
     if (request.mode === 'wal') {
@@ -263,6 +270,12 @@ function printVerify(report: VerifyResult, out: CommandOutput): void {
     out.line(`  extract ${formatDuration(drill.extractMs)}, WAL replay ${formatDuration(drill.replayMs)} (${drill.walFiles} file(s), ${formatBytes(drill.walBytes)})`);
     const point = drill.recoveryPoint;
     out.line(`  recovery point: ${point.stoppedAt ?? (point.redoDoneAt ? `redo done at ${point.redoDoneAt}` : 'end of recovery')}${point.lastTransactionAt ? `; last transaction at ${point.lastTransactionAt}` : ''}${point.timeline ? `; new timeline ${point.timeline}` : ''}`);
+    const pitr = drill.pitr;
+    if (pitr) {
+      out.line(`  window: ${pitr.window.from} → ${pitr.window.to}; target ${pitr.target} (${pitr.chosen === 'random' ? 'chosen at random' : pitr.chosen === 'given' ? 'given' : 'the end of the archive'})`);
+      out.line(`  target ${pitr.reached ? 'reached' : 'NOT reached'}: last transaction replayed ${pitr.lastReplayedAt ?? 'none'}${pitr.stopRecordAt ? `, stopped at the transaction of ${pitr.stopRecordAt}` : ''}`);
+      out.line(`  RPO the archive gives: ${formatDuration(pitr.rpoMs)} (newest recoverable point ${pitr.recoverableTo.at}, ${pitr.recoverableTo.basis === 'commit' ? 'the newest transaction archived' : 'when the newest segment was archived'})`);
+    }
     for (const d of drill.databases) out.line(`  database ${d.name}: accepts connections; pg_amcheck ${d.amcheck.status === 'skipped' ? 'skipped' : d.amcheck.ok ? 'found nothing' : 'FOUND CORRUPTION'}`);
     drill.probes.forEach((p, i) => out.line(`  probe ${i + 1}: ${p.ok ? 'ok    ' : 'FAILED'}  ${p.sql.replace(/\s+/g, ' ').trim()} → ${p.error ? `error: ${p.error}` : (p.value ?? 'no value')}`));
     for (const note of drill.notes) out.line(`note: ${note}`);

@@ -42,6 +42,9 @@ export const VerificationSchema = z.object({
       walFiles: z.number().int().nonnegative().optional(),
       walBytes: z.number().int().nonnegative().optional(),
       recoveryPoint: z.record(z.string(), z.unknown()).optional(),
+      /** PITR drills: the newest point the archive could recover to when the drill ran, and that time's distance from then (the RPO it gives). */
+      recoverableTo: z.string().optional(),
+      rpoMs: z.number().nonnegative().optional(),
     })
     .nullable()
     .default(null),

@@ -14,6 +14,7 @@ export const METRIC_NAMES = [
   'pgkeep_restore_test_last_duration_seconds',
   'pgkeep_drill_last_success_timestamp_seconds',
   'pgkeep_drill_last_restore_seconds',
+  'pgkeep_pitr_drill_rpo_seconds',
   'pgkeep_wal_archive_last_segment_timestamp_seconds',
   'pgkeep_wal_archive_lag_seconds',
   'pgkeep_health_problems',
@@ -45,6 +46,7 @@ export class PgkeepMetrics {
   private readonly restoreDuration;
   private readonly drillSuccess;
   private readonly drillRestore;
+  private readonly drillRpo;
   private readonly walLast;
   private readonly walLag;
   private readonly problems;
@@ -72,6 +74,7 @@ export class PgkeepMetrics {
       ['source', 'kind'],
     );
     this.drillRestore = gauge('pgkeep_drill_last_restore_seconds', 'Restore time of the newest successful drill of each kind: its measured RTO', ['source', 'kind']);
+    this.drillRpo = gauge('pgkeep_pitr_drill_rpo_seconds', 'The RPO the WAL archive gave at the newest successful PITR drill: then minus its newest recoverable point', ['source']);
     this.walLast = gauge('pgkeep_wal_archive_last_segment_timestamp_seconds', 'Time of the newest archived WAL segment (Unix seconds)', ['source']);
     this.walLag = gauge('pgkeep_wal_archive_lag_seconds', 'Now minus the time of the newest archived WAL segment', ['source']);
     this.problems = gauge('pgkeep_health_problems', 'Problems pgkeep status --check finds for the source', ['source']);
@@ -104,7 +107,7 @@ export class PgkeepMetrics {
   /** Sets the gauges from a fresh status of every source (sources gone from it are dropped). */
   updateStatus(statuses: readonly SourceStatus[]): void {
     this.rendered = undefined;
-    for (const g of [this.lastSuccess, this.lastDuration, this.lastSize, this.backupCount, this.repositorySize, this.restoreSuccess, this.restoreDuration, this.drillSuccess, this.drillRestore, this.walLast, this.walLag, this.problems]) g.reset();
+    for (const g of [this.lastSuccess, this.lastDuration, this.lastSize, this.backupCount, this.repositorySize, this.restoreSuccess, this.restoreDuration, this.drillSuccess, this.drillRestore, this.drillRpo, this.walLast, this.walLag, this.problems]) g.reset();
     for (const s of statuses) {
       const source = s.source;
       for (const [kind, backup] of Object.entries(s.lastBackupByKind)) {
@@ -126,6 +129,7 @@ export class PgkeepMetrics {
         if (!drill.lastSuccess) continue;
         this.drillSuccess.set({ source, kind }, Date.parse(drill.lastSuccess.finishedAt) / 1000);
         this.drillRestore.set({ source, kind }, (drill.lastSuccess.restoreMs ?? drill.lastSuccess.durationMs) / 1000);
+        if (kind === 'pitr-drill' && drill.lastSuccess.rpoMs !== undefined) this.drillRpo.set({ source }, drill.lastSuccess.rpoMs / 1000);
       }
       // WAL: the status module's PITR view (issue 5 fills it in)
       if (s.pitr.lastArchivedAt) this.walLast.set({ source }, Date.parse(s.pitr.lastArchivedAt) / 1000);

@@ -60,6 +60,8 @@ export interface VerificationSummary {
   /** The first problem, when it failed. */
   problem: string | undefined;
   repository: string;
+  /** PITR drills: the RPO the archive gave when it ran (now - its newest recoverable point). */
+  rpoMs?: number | undefined;
 }
 
 /** WAL archiving and the point-in-time recovery window; `archiving: false` until WAL exists (issue 5 fills in the window). */
@@ -185,7 +187,7 @@ const ago = (ms: number) => formatAge(new Date(0), new Date(Math.max(0, ms)));
 const bytes = formatBytes;
 
 function summarizeVerification(v: Verification, repository: string): VerificationSummary {
-  return { backupId: v.backupId, kind: v.kind, drill: drillKindOf(v), ok: v.ok, finishedAt: v.finishedAt, durationMs: v.durationMs, restoreMs: v.restore?.durationMs, problem: v.problems[0], repository };
+  return { backupId: v.backupId, kind: v.kind, drill: drillKindOf(v), ok: v.ok, finishedAt: v.finishedAt, durationMs: v.durationMs, restoreMs: v.restore?.durationMs, problem: v.problems[0], repository, ...(v.restore?.rpoMs !== undefined ? { rpoMs: v.restore.rpoMs } : {}) };
 }
 
 /**

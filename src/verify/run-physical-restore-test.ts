@@ -7,7 +7,9 @@ import type { ConnectionInfo } from '../postgres/connection-info.js';
 import { withClient } from '../postgres/pg-client.js';
 import { serverBinDir, serverRunning, serverUser, stopServer } from '../postgres/pg-server.js';
 import { serverMajor } from '../postgres/pg-tools.js';
-import type { PhysicalManifest } from '../repository/manifest.js';
+import { consistentAt, type PhysicalManifest } from '../repository/manifest.js';
+import { readIdentities } from '../repository/repository-keys.js';
+import { archiveRecoveryPoint, findWaldump, type ArchiveRecoveryPoint } from './archive-recovery-point.js';
 import type { Repository } from '../repository/repository.js';
 import { describeProbeFailure, runAmcheck, runProbes, type AmcheckResult, type Problem, type ProbeResult } from './restore-checks.js';
 import type { CommandContext } from '../commands/command-context.js';
@@ -25,10 +27,30 @@ export interface PhysicalRestoreTestReport {
   walFiles: number;
   walBytes: number;
   recoveryPoint: { redoDoneAt: string | undefined; lastTransactionAt: string | undefined; stoppedAt: string | undefined; timeline: number | undefined };
+  /** PITR drills: the window, the target and the proof it was reached, and the RPO the archive gives. */
+  pitr?: PitrDrillReport | undefined;
   databases: { name: string; amcheck: AmcheckResult }[];
   probes: ProbeResult[];
   problems: Problem[];
   notes: string[];
+}
+
+export interface PitrDrillReport {
+  /** From the backup's consistency point to the newest recoverable point of the archive. */
+  window: { from: string; to: string };
+  /** The time recovered to (chosen at random in the window unless given), or "latest". */
+  target: string;
+  chosen: 'random' | 'given' | 'latest';
+  /** The newest point the archive can recover to, and how that was found. */
+  recoverableTo: ArchiveRecoveryPoint;
+  /** now - recoverableTo when the archive was read: the RPO the archive actually gives. */
+  rpoMs: number;
+  /** Commit time of the last transaction replayed (pg_last_xact_replay_timestamp). */
+  lastReplayedAt: string | undefined;
+  /** The time of the transaction recovery stopped at (before or after it), from the server's log. */
+  stopRecordAt: string | undefined;
+  /** The recovery stopped at the target: nothing after it replayed, everything up to it did. */
+  reached: boolean;
 }
 
 /**
@@ -44,14 +66,16 @@ export async function runPhysicalRestoreTest(
   ctx: CommandContext,
   repository: Repository,
   manifest: PhysicalManifest,
-  options: { target?: RecoveryTarget | undefined } = {},
+  options: { target?: RecoveryTarget | undefined; pitrDrill?: boolean | undefined } = {},
 ): Promise<PhysicalRestoreTestReport> {
   const { settings } = ctx;
-  const target: RecoveryTarget = options.target ?? { kind: 'immediate' };
+  let target: RecoveryTarget = options.target ?? { kind: 'immediate' };
+  const drill = Boolean(options.pitrDrill) || target.kind !== 'immediate';
   const source = drillSource(settings, manifest);
   const restoreCommand = walFetchCommand(settings, ctx.keys, { source: manifest.source, repo: repository.location, encrypted: Boolean(repository.info.encryption) });
   // The programs of the backup's major version: a clear TOOL_MISSING naming the package when absent.
-  const binDir = await serverBinDir(Math.floor(serverMajor(manifest.server.versionNum)), source.pgBin);
+  const major = Math.floor(serverMajor(manifest.server.versionNum));
+  const binDir = await serverBinDir(major, source.pgBin);
   const parent = source.tempDir ?? tmpdir();
   await removeKilledDrills(ctx, parent, binDir);
   const work = await mkdtemp(path.join(parent, 'pgkeep-drill-'));
@@ -64,7 +88,36 @@ export async function runPhysicalRestoreTest(
   const problems: Problem[] = [];
   const databases: PhysicalRestoreTestReport['databases'] = [];
   let probes: ProbeResult[] = [];
+  let window: Omit<PitrDrillReport, 'lastReplayedAt' | 'stopRecordAt' | 'reached'> | undefined;
+  let lastReplayedAt: string | undefined;
   try {
+    if (drill) {
+      // The window: the newest recoverable point of the archive (also the RPO it gives), then a target inside it.
+      const identities = repository.info.encryption ? await readIdentities(repository, ctx.keys) : [];
+      const waldump = findWaldump(binDir, major);
+      if (!waldump) notes.push(`pg_waldump of PostgreSQL ${major} is not installed: the newest recoverable point is the time the newest WAL segment was archived`);
+      const point = await archiveRecoveryPoint(repository.walArchive(manifest.source), { scratch: path.join(work, 'wal-scan'), waldump, identities, signal: ctx.signal });
+      const measuredAt = Date.now();
+      const from = consistentAt(manifest);
+      if (!point || point.at <= from) {
+        throw new PgkeepError('PITR_NO_BACKUP', `the WAL archive of ${manifest.source} holds no transaction after backup ${manifest.id} became consistent (${from}): there is no point in time to drill to (run verify ${manifest.id} --restore-test)`);
+      }
+      const chosen = options.target ? (options.target.kind === 'latest' ? 'latest' : 'given') : 'random';
+      if (options.target?.kind === 'time') {
+        const at = new Date(options.target.value).toISOString();
+        if (at <= from) throw new PgkeepError('USAGE', `--target-time ${options.target.value} is before backup ${manifest.id} became consistent (${from}): give a later time or an older backup`);
+        // recovery_target_time needs a transaction after the target to stop before; past the newest, recovery ends before reaching it
+        if (point.basis === 'commit' && at >= point.at) throw new PgkeepError('USAGE', `--target-time ${options.target.value} is not before the newest transaction in the WAL archive (${point.at}): recovery could not stop there; give an earlier time or --latest`);
+      } else if (!options.target) {
+        if (point.basis !== 'commit') throw new PgkeepError('TOOL_MISSING', `a PITR drill to a random point needs pg_waldump of PostgreSQL ${major} to find the newest transaction in the archive: install postgresql-${major}, or give --target-time`);
+        // strictly inside: after consistency, before the newest transaction (millisecond steps)
+        const start = Date.parse(from) + 1;
+        const span = Date.parse(point.at) - start;
+        target = { kind: 'time', value: new Date(start + Math.floor(Math.random() * Math.max(1, span))).toISOString() };
+      }
+      window = { window: { from, to: point.at }, target: target.kind === 'time' ? new Date(target.value).toISOString() : 'latest', chosen, recoverableTo: point, rpoMs: Math.max(0, measuredAt - Date.parse(point.at)) };
+      ctx.info(`PITR drill of ${manifest.id}: recovering to ${window.target} (${chosen}; window ${from} → ${point.at})`);
+    }
     const port = 5432; // only names the socket, inside the private folder: no TCP port is opened
     const pitr = await runPitr(ctx, repository, source, {
       pgdata,
@@ -81,6 +134,9 @@ export async function runPhysicalRestoreTest(
         ['logging_collector', 'off'],
         ['log_destination', 'stderr'],
         ['lc_messages', 'C'],
+        // times in the log (where recovery stopped) and from the server, in UTC
+        ['log_timezone', 'UTC'],
+        ['timezone', 'UTC'],
         ['ssl', 'off'],
         ['fsync', 'off'],
         ['hba_file', path.join(pgdata, 'pg_hba.conf')],
@@ -93,6 +149,8 @@ export async function runPhysicalRestoreTest(
         const names = await withClient(admin, async (c) => {
           const recovering = (await c.query<{ r: boolean }>('SELECT pg_catalog.pg_is_in_recovery() AS r')).rows[0]!.r;
           if (recovering) problems.push({ code: 'VERIFY_FAILED', message: 'the recovered server is still in recovery after promotion' });
+          const replayed = (await c.query<{ t: Date | null }>('SELECT pg_catalog.pg_last_xact_replay_timestamp() AS t')).rows[0]!.t;
+          lastReplayedAt = replayed ? replayed.toISOString() : undefined;
           return (await c.query<{ datname: string }>('SELECT datname FROM pg_catalog.pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname')).rows.map((r) => r.datname);
         }, ctx.signal);
         for (const name of names) {
@@ -114,6 +172,7 @@ export async function runPhysicalRestoreTest(
       },
     });
     const outcome = pitr.outcome;
+    const pitrReport = window && proveTarget(window, target, lastReplayedAt ?? pgTime(outcome?.lastTransactionAt), outcome?.stoppedAt, problems);
     return {
       method: target.kind === 'immediate' ? 'physical' : 'pitr',
       target: target.kind === 'immediate' ? 'end of backup' : target.kind === 'latest' ? 'latest' : `${target.kind} ${target.value}`,
@@ -124,6 +183,7 @@ export async function runPhysicalRestoreTest(
       walFiles: pitr.walFilesReplayed ?? 0,
       walBytes: (pitr.walFilesReplayed ?? 0) * manifest.physical.segmentSize,
       recoveryPoint: { redoDoneAt: outcome?.redoDoneAt, lastTransactionAt: outcome?.lastTransactionAt, stoppedAt: outcome?.stoppedAt, timeline: outcome?.newTimeline },
+      pitr: pitrReport,
       databases,
       probes,
       problems,
@@ -144,6 +204,43 @@ function drillSource(settings: Settings, manifest: PhysicalManifest): ResolvedSo
     const tools = toolPaths(settings);
     return { name: manifest.source, configured: false, connection: { host: '', port: 5432, user: 'postgres', database: 'postgres' }, backup: {}, repo: '', repos: [], pgBin: tools.pgBin, tempDir: tools.tempDir };
   }
+}
+
+/** A time as the server logs it ("2026-12-05 13:50:01.123456+00"), as ISO; undefined when there is none. */
+export function pgTime(text: string | undefined): string | undefined {
+  const match = /(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d(?:\.\d+)?)\s*(Z|UTC|[+-]\d\d(?::?\d\d)?)?/.exec(text ?? '');
+  if (!match) return undefined;
+  const zone = !match[3] || match[3] === 'UTC' || match[3] === 'Z' ? 'Z' : match[3].length === 3 ? `${match[3]}:00` : match[3].replace(/^([+-]\d\d)(\d\d)$/, '$1:$2');
+  const at = Date.parse(`${match[1]}T${match[2]}${zone}`);
+  return Number.isNaN(at) ? undefined : new Date(at).toISOString();
+}
+
+/**
+ * The proof that a drill reached its target. To a time T: the last
+ * transaction replayed ended at or before T, and recovery stopped before the
+ * first transaction after T (or after one ending exactly at T). To the end
+ * of the archive: the last transaction replayed is the newest one archived.
+ * Each failed condition is a problem.
+ */
+export function proveTarget(
+  window: Omit<PitrDrillReport, 'lastReplayedAt' | 'stopRecordAt' | 'reached'>,
+  target: RecoveryTarget,
+  lastReplayedAt: string | undefined,
+  stoppedAt: string | undefined,
+  problems: Problem[],
+): PitrDrillReport {
+  const before = problems.length;
+  const stop = /recovery stopping (before|after)\b.*?\btime (.+)$/.exec(stoppedAt ?? '');
+  const stopRecordAt = pgTime(stop?.[2]);
+  if (target.kind === 'time') {
+    const at = new Date(target.value).toISOString();
+    if (!stop || !stopRecordAt) problems.push({ code: 'VERIFY_FAILED', message: `recovery did not stop at the target ${at}: the server reported no stop at a transaction${stoppedAt ? ` (${stoppedAt})` : ''}` });
+    else if (stop[1] === 'before' ? stopRecordAt < at : stopRecordAt > at) problems.push({ code: 'VERIFY_FAILED', message: `recovery stopped ${stop[1]} a transaction of ${stopRecordAt}, on the wrong side of the target ${at}` });
+    if (lastReplayedAt && lastReplayedAt > at) problems.push({ code: 'VERIFY_FAILED', message: `recovery replayed a transaction of ${lastReplayedAt}, after the target ${at}` });
+  } else if (window.recoverableTo.basis === 'commit' && (!lastReplayedAt || lastReplayedAt < window.recoverableTo.at)) {
+    problems.push({ code: 'VERIFY_FAILED', message: `recovery to the end of the archive replayed through ${lastReplayedAt ?? 'no transaction'}, short of the newest archived one (${window.recoverableTo.at})` });
+  }
+  return { ...window, lastReplayedAt, stopRecordAt, reached: problems.length === before };
 }
 
 const alive = (pid: number) => {

@@ -42,7 +42,8 @@ export async function runVerifyCopies(ctx: CommandContext, ref: string, request:
   const source = configuredSourceName(settings);
 
   // 1. the newest backup matching `ref` in any repository, and every repository that holds it
-  const { found: holders, failed } = await repositoriesWithBackupSettled(settings, ref, source);
+  // a PITR drill of "latest" drills the newest physical backup
+  const { found: holders, failed } = await repositoriesWithBackupSettled(settings, ref, source, request.pitrDrill || request.target ? 'physical' : undefined);
   const { id, source: sourceName } = holders[0]!.manifest;
   const holding = new Set(holders.map((h) => h.repository.location));
   // a repository that could not be read (the network) may well hold the backup: it is unverified, not missing

@@ -22,6 +22,8 @@ export interface VerifyRequest {
   jobs?: number | undefined;
   /** A physical backup: recover to this point instead of the end of the backup (a PITR drill). */
   target?: RecoveryTarget | undefined;
+  /** A physical backup: a PITR drill, to `target` or else a random point of the window. */
+  pitrDrill?: boolean | undefined;
 }
 
 export interface VerifyResult extends VerifyReport {
@@ -53,12 +55,12 @@ export interface VerifyResult extends VerifyReport {
  */
 export async function verifyResolved(ctx: CommandContext, repository: Repository, manifest: Manifest, request: VerifyRequest = {}): Promise<VerifyResult> {
   const { settings } = ctx;
-  const restoreTest = Boolean(request.restoreTest || request.scratch !== undefined || request.deep);
+  const restoreTest = Boolean(request.restoreTest || request.pitrDrill || request.scratch !== undefined || request.deep);
   const physical = restoreTest && manifest.kind === 'physical' ? manifest : undefined;
   if (physical && (request.scratch !== undefined || request.deep)) {
     throw new PgkeepError('USAGE', `backup ${manifest.id} is a physical backup: its restore test recovers the whole cluster into a throwaway one (--scratch and --deep apply to logical backups; pg_amcheck always runs)`);
   }
-  if (request.target && !physical) throw new PgkeepError('USAGE', '--target-time and --latest apply to the restore test of a physical backup');
+  if ((request.target || request.pitrDrill) && !physical) throw new PgkeepError('USAGE', `backup ${manifest.id} is a ${manifest.kind} backup: --pitr-drill, --target-time and --latest apply to physical backups`);
   const logical = restoreTest && !physical ? requireLogical(manifest, 'a restore test') : undefined;
   if (logical?.options.dataOnly) {
     throw new PgkeepError('USAGE', `backup ${manifest.id} is data-only: it has no schema to restore into an empty scratch database, so it cannot be restore-tested; verify it without --restore-test`);
@@ -79,16 +81,17 @@ export async function verifyResolved(ctx: CommandContext, repository: Repository
     onProgress: (object, bytes) => ctx.progress({ phase: 'verify', bytes, totalBytes: manifest.totals.rawBytes, item: object }),
     onToc: (listing) => (toc = listing),
   });
-  const drill: DrillKind | undefined = !restoreTest ? undefined : !physical ? 'logical-restore-test' : request.target ? 'pitr-drill' : 'physical-restore-test';
+  const drill: DrillKind | undefined = !restoreTest ? undefined : !physical ? 'logical-restore-test' : request.target || request.pitrDrill ? 'pitr-drill' : 'physical-restore-test';
   const result: VerifyResult = { ...report, kind: restoreTest ? 'restore-test' : 'integrity', drill, manifest: manifestCheck };
 
   // 2. the restore test
   if (report.ok && restoreTest) {
     try {
-      if (physical) result.physicalTest = await runPhysicalRestoreTest(ctx, repository, physical, { target: request.target });
+      if (physical) result.physicalTest = await runPhysicalRestoreTest(ctx, repository, physical, { target: request.target, pitrDrill: request.pitrDrill });
       else result.restoreTest = await runRestoreTest(ctx, repository, logical!, identities, { scratch: request.scratch, deep: request.deep, jobs: request.jobs, toc });
     } catch (error) {
-      if (isPgkeepError(error, 'ABORTED') || ctx.signal.aborted) throw error;
+      // bad input (a target outside the window) is not a failed drill: nothing is recorded
+      if (isPgkeepError(error, 'ABORTED') || isPgkeepError(error, 'USAGE') || ctx.signal.aborted) throw error;
       result.problems = [...result.problems, `restore failed: ${toPgkeepError(error).message}`];
       result.ok = false;
       result.durationMs = Date.now() - startedAt.getTime();
@@ -139,7 +142,11 @@ async function record(ctx: CommandContext, repository: Repository, manifest: Man
               replayMs: physicalTest.replayMs,
               walFiles: physicalTest.walFiles,
               walBytes: physicalTest.walBytes,
-              recoveryPoint: physicalTest.recoveryPoint,
+              recoveryPoint: {
+                ...physicalTest.recoveryPoint,
+                ...(physicalTest.pitr ? { targetReached: physicalTest.pitr.reached, lastReplayedAt: physicalTest.pitr.lastReplayedAt, stopRecordAt: physicalTest.pitr.stopRecordAt } : {}),
+              },
+              ...(physicalTest.pitr ? { recoverableTo: physicalTest.pitr.recoverableTo.at, rpoMs: physicalTest.pitr.rpoMs } : {}),
             }
           : null,
       tables: test ? test.tables.map((t) => ({ schema: t.schema, name: t.name, expected: t.expected, actual: t.actual })) : [],
@@ -156,7 +163,7 @@ async function record(ctx: CommandContext, repository: Repository, manifest: Man
               notes: test.notes,
             }
           : {}),
-        ...(physicalTest ? { databases: physicalTest.databases, probes: physicalTest.probes, notes: physicalTest.notes, extractMs: physicalTest.extractMs } : {}),
+        ...(physicalTest ? { databases: physicalTest.databases, probes: physicalTest.probes, notes: physicalTest.notes, extractMs: physicalTest.extractMs, ...(physicalTest.pitr ? { pitr: physicalTest.pitr } : {}) } : {}),
       },
     });
     return repository.verificationFolder(verification.source, verification.backupId);

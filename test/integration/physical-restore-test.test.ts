@@ -106,7 +106,56 @@ describe('restore tests of physical backups', { concurrency: 1 }, () => {
     assert.equal(report.physicalTest.method, 'pitr');
     assert.match(report.physicalTest.recoveryPoint.stoppedAt ?? '', /recovery stopping before/);
     assert.equal(lastVerification(backupId).restore.target, `time ${targetTime}`);
+    // the proof: nothing after the target was replayed, and recovery stopped before the first transaction after it (the DELETE)
+    const pitr = report.physicalTest.pitr;
+    assert.equal(pitr.chosen, 'given');
+    assert.equal(pitr.reached, true);
+    assert.ok(pitr.lastReplayedAt <= new Date(targetTime).toISOString(), `${pitr.lastReplayedAt} <= ${targetTime}`);
+    assert.ok(pitr.stopRecordAt >= new Date(targetTime).toISOString(), `${pitr.stopRecordAt} >= ${targetTime}`);
     assert.deepEqual(leftovers(), []);
+  });
+
+  test('verify latest --pitr-drill: a random point of the window, reached and proven, the RPO recorded; status and --check judge each drill kind', async () => {
+    const newest = (await cluster.query<{ newest: Date }>('SELECT now() AS newest'))[0]!.newest;
+    const result = await cli(['verify', 'latest', '--pitr-drill']);
+    assert.equal(result.code, 0, result.stderr + result.stdout);
+    assert.match(result.stdout, /target reached: last transaction replayed/);
+    assert.match(result.stdout, /RPO the archive gives: /);
+    // the evidence kept (the JSON report holds the same under physicalTest.pitr); latest is the newest physical backup
+    const record = lastVerification(backupId);
+    const pitr = record.checks.pitr;
+    assert.equal(pitr.chosen, 'random');
+    assert.equal(pitr.recoverableTo.basis, 'commit', 'pg_waldump found the newest archived transaction');
+    // the window ends at the newest transaction archived: the DELETE, committed before `newest`
+    assert.ok(pitr.window.to <= newest.toISOString() && pitr.window.to > targetTime, `window end ${pitr.window.to}`);
+    assert.ok(pitr.target > pitr.window.from && pitr.target < pitr.window.to, `target ${pitr.target} inside ${pitr.window.from} → ${pitr.window.to}`);
+    assert.equal(pitr.reached, true);
+    assert.ok(!pitr.lastReplayedAt || pitr.lastReplayedAt <= pitr.target);
+    assert.ok(pitr.stopRecordAt >= pitr.target);
+    assert.ok(pitr.rpoMs >= Date.now() - Date.parse(pitr.window.to) - 120_000 && pitr.rpoMs <= Date.now() - Date.parse(pitr.window.to), `RPO ${pitr.rpoMs} ms`);
+    assert.equal(record.drill, 'pitr-drill');
+    assert.equal(record.restore.method, 'pitr');
+    assert.equal(record.restore.recoverableTo, pitr.window.to);
+    assert.equal(record.restore.rpoMs, pitr.rpoMs);
+    assert.equal(record.restore.recoveryPoint.targetReached, true);
+    assert.ok(record.restore.replayMs > 0 && record.restore.walFiles >= 1);
+    assert.deepEqual(leftovers(), []);
+
+    // each kind's newest drill, from a real repository; limits from the config
+    const config = path.join(shared, 'health.yaml');
+    writeFileSync(config, 'health:\n  physicalRestoreTestMaxAge: 1h\n  pitrDrillMaxAge: 1h\n');
+    const status = json(await cli(['status', '--json', '--config', config])).sources[0];
+    assert.deepEqual(Object.keys(status.drills).sort(), ['physical-restore-test', 'pitr-drill']);
+    assert.equal(status.drills['pitr-drill'].last.ok, true);
+    assert.ok(status.drills['pitr-drill'].last.rpoMs >= 0);
+    assert.equal(status.drills['physical-restore-test'].lastSuccess.ok, true);
+    assert.deepEqual(status.findings, []);
+    assert.match((await cli(['status', '--config', config])).stdout, /PITR drill +ok \d+s ago \(\S+\), RTO .*, RPO /);
+    writeFileSync(config, 'health:\n  pitrDrillMaxAge: 1s\n');
+    await new Promise((r) => setTimeout(r, 1100));
+    const stale = await cli(['status', '--check', '--config', config]);
+    assert.equal(stale.code, 2);
+    assert.match(stale.stdout, /^main: the last PITR drill passed \d+s ago, longer ago than 1s: run pgkeep verify latest --pitr-drill$/m);
   });
 
   test('a WAL segment missing from the archive fails the test, naming it', async () => {
