@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import type { Manifest } from '../../src/repository/manifest.js';
 import { drillKindOf, VerificationSchema, type Verification } from '../../src/repository/verification.js';
 import { parseDuration } from '../../src/retention/duration.js';
+import { overviewFragment } from '../../src/server/dashboard/dashboard-views.js';
 import { PgkeepMetrics } from '../../src/server/metrics.js';
 import { assessHealth, newestDrill, noteDrill, type HealthThresholds, type RepositoryFacts } from '../../src/status/health.js';
 
@@ -95,5 +96,17 @@ describe('drill staleness per kind', () => {
       assert.match(text, new RegExp(`pgkeep_drill_last_success_timestamp_seconds\\{source="app",kind="physical-restore-test"\\} ${Date.parse(at(3)) / 1000}`));
       assert.doesNotMatch(text, /kind="logical-restore-test"/);
     });
+  });
+
+  it('the dashboard overview shows each drill kind\'s newest run, and when a failed kind last passed', () => {
+    const records = [record('P', 20, true, 'pitr-drill'), record('P', 2, false, 'pitr-drill'), record('P', 3, true, 'physical-restore-test')];
+    const status = assessHealth('app', [factsOf([manifest('P', 'physical', 30)], records)], off, now);
+    const text = String(overviewFragment({ canLogin: false, loggedIn: false, base: '', now }, [{ status }]));
+    assert.match(text, /<dt>Drills<\/dt>/);
+    assert.match(text, /data-drill="physical-restore-test">physical restore test passed <time[^>]*>3h ago<\/time>/);
+    assert.match(text, /data-drill="pitr-drill">PITR drill FAILED <time[^>]*>2h ago<\/time> \(passed <time[^>]*>20h ago<\/time>\)/);
+    // only logical restore tests: the "Restore test" line says it all
+    const logical = assessHealth('app', [factsOf([manifest('L', 'logical', 2)], [record('L', 1, true, 'logical-restore-test')])], off, now);
+    assert.doesNotMatch(String(overviewFragment({ canLogin: false, loggedIn: false, base: '', now }, [{ status: logical }])), /Drills/);
   });
 });
