@@ -35,6 +35,8 @@ export const FAULT_POINTS = [
   'after-content-index',
   /** prune of a content store: the new index file written, old index files and packs not yet removed. */
   'mid-content-sweep',
+  /** restore test of a physical backup: the throwaway server is recovered and running, not yet checked or stopped. */
+  'drill-recovered',
 ] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];
 

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { configuredSources, resolveSource, toolPaths, verifySettings, type ResolvedSource, type Settings } from '../config/settings.js';
 import { PgkeepError } from '../errors.js';
+import { faultPoint } from '../fault-points.js';
 import type { ConnectionInfo } from '../postgres/connection-info.js';
 import { withClient } from '../postgres/pg-client.js';
 import { serverBinDir, serverRunning, serverUser, stopServer } from '../postgres/pg-server.js';
@@ -143,6 +144,7 @@ export async function runPhysicalRestoreTest(
       ],
       hba: 'local all all trust\n',
       whileRunning: async () => {
+        faultPoint('drill-recovered');
         const connection: ConnectionInfo = { host: pgdata, port, user: source.connection.user, database: 'postgres' };
         const superuser = await withClient(connection, async (c) => (await c.query<{ name: string }>('SELECT rolname AS name FROM pg_catalog.pg_roles WHERE oid = 10')).rows[0]!.name, ctx.signal).catch(() => 'postgres');
         const admin = { ...connection, user: superuser };

