@@ -1,5 +1,6 @@
 /**
- * npm run bench -- --only dedup [--size 270MB] [--days 7] [--chunk-sizes 64K,256K,1M] [--level 3]
+ * npm run bench -- --only dedup [--size 1GB] [--days 30]
+ * npm run bench -- --only dedup --study [--size 270MB] [--days 7] [--chunk-sizes 8K,16K,64K] [--level 3]
  *
  * Deduplication on a database that changes every day (issue 19), on a
  * private throwaway cluster. The churn model, applied once per "day":
@@ -11,7 +12,17 @@
  *   customers  0.5% of the rows updated at random
  *   products   a static reference table, never changed
  *
- * Each day: `pg_dump -Fc -Z0` to a file, then, on that same stream:
+ * The benchmark: each day, one after the other, `pgkeep backup` into a
+ * deduplicating repository and into a plain one, and `pg_dump -Fc -Z0 |
+ * restic backup --stdin` (Debian's restic); on the first and last day also
+ * `pg_dump -Fc`. The growth of each repository, each time and peak RSS. At
+ * the end: restore of the newest backup from each pgkeep repository, prune
+ * of the deduplicating one to the last 7 days, and two physical base backups
+ * of the unchanged cluster into a deduplicating repository. Ratios against
+ * the targets of issue 19; exit 1 if one fails.
+ *
+ * --study: the chunk-size study instead. Each day `pg_dump -Fc -Z0` to a
+ * file, then, on that same stream:
  *   - a plain pgkeep-style backup: the whole stream, zstd -3 (what each
  *     backup stores today);
  *   - restic (Debian's) `backup --stdin`: the growth of its repository;
@@ -31,7 +42,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { compress } from 'zstd-napi';
-import { startCluster, type PgCluster } from '../test/support/pg-cluster.js';
+import { archivingConf, startCluster, type PgCluster } from '../test/support/pg-cluster.js';
+import { archiveCommand, giveToServer, serverFolder } from '../test/support/server-folder.js';
 import { ContentDefinedChunker } from '../src/pipeline/content-defined-chunker.js';
 
 const MiB = 1024 * 1024;
@@ -162,8 +174,7 @@ function run(command: string, args: string[], env: NodeJS.ProcessEnv, stdinFile?
   });
 }
 
-export async function dedupBench(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { size: { type: 'string', default: '270MB' }, days: { type: 'string', default: '7' }, 'chunk-sizes': { type: 'string', default: '64K,256K,1M' }, only: { type: 'string' }, level: { type: 'string', default: '3' } } });
+async function chunkSizeStudy(values: { size?: string; days?: string; 'chunk-sizes'?: string; level?: string }): Promise<number> {
   level = Number(values.level);
   const targetBytes = parseSize(values.size!);
   const days = Number(values.days);
@@ -226,12 +237,159 @@ export async function dedupBench(argv: string[]): Promise<number> {
   }
 }
 
+/** The targets of issue 19 (ratios of the same run). */
+const TARGETS = { storedVsPlain: 0.2, storedVsRestic: 0.8, timeVsRestic: 1.0, timeVsPgDump: 0.5, restoreVsPlain: 1.1, rssMiB: 200, secondBase: 0.05 };
+
+interface Timed {
+  seconds: number;
+  rss: number | undefined;
+}
+
+/** Wall time and peak RSS (GNU time) of a command; throws on failure. */
+async function timed(argv: string[], env: NodeJS.ProcessEnv): Promise<Timed> {
+  const rssFile = path.join(os.tmpdir(), `pgkeep-bench-rss-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  const t0 = performance.now();
+  await run('/usr/bin/time', ['-f', '%M', '-o', rssFile, '--', ...argv], env);
+  const seconds = (performance.now() - t0) / 1000;
+  const { readFile } = await import('node:fs/promises');
+  const kib = Number((await readFile(rssFile, 'utf8')).trim().split('\n').at(-1));
+  await rm(rssFile, { force: true });
+  return { seconds, rss: Number.isFinite(kib) ? kib * 1024 : undefined };
+}
+
+export async function dedupBench(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { size: { type: 'string' }, days: { type: 'string' }, 'chunk-sizes': { type: 'string', default: '8K,16K,64K' }, only: { type: 'string' }, level: { type: 'string', default: '3' }, study: { type: 'boolean' } },
+  });
+  if (values.study) return chunkSizeStudy({ ...values, size: values.size ?? '270MB', days: values.days ?? '7' });
+  const targetBytes = parseSize(values.size ?? '1GB');
+  const days = Number(values.days ?? '30');
+  if (spawnSync('restic', ['version']).status !== 0) throw new Error('restic is not installed: apt-get install restic');
+  const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+  const cli = path.join(root, 'dist', 'cli', 'main.js');
+  const work = await mkdtemp(path.join(os.tmpdir(), 'pgkeep-bench-dedup-'));
+  // archiving on from the start (archive_mode needs a restart), to nowhere until the physical part points it at a repository
+  const cluster = await startCluster({ settings: { fsync: 'off', autovacuum: 'off', full_page_writes: 'on' }, conf: archivingConf('/bin/true') });
+  const pgkeep = (args: string[]) => ['node', cli, ...args];
+  try {
+    log(`creating the database (~${mib(targetBytes)} MiB)`);
+    await createDatabase(cluster, targetBytes);
+    const [{ b }] = (await cluster.query<{ b: string }>("SELECT pg_database_size('churn')::text AS b")) as [{ b: string }];
+    log(`churn: ${mib(Number(b))} MiB`);
+    const dedupRepo = path.join(work, 'dedup');
+    const plainRepo = path.join(work, 'plain');
+    const resticRepo = path.join(work, 'restic');
+    const env = {
+      ...process.env,
+      PGHOST: cluster.host,
+      PGPORT: String(cluster.port),
+      PGUSER: cluster.superuser,
+      PGPASSWORD: cluster.password,
+      PGDATABASE: 'churn',
+      PG_BIN: cluster.binDir,
+      PGKEEP_TEMP_DIR: work,
+      RESTIC_PASSWORD: 'bench-only',
+      RESTIC_REPOSITORY: resticRepo,
+      RESTIC_CACHE_DIR: path.join(work, 'restic-cache'),
+    };
+    await run('node', [cli, 'init', '--repo', dedupRepo, '--dedup'], env);
+    await run('node', [cli, 'init', '--repo', plainRepo], env);
+    await run('restic', ['init'], env);
+    const pgDump = path.join(cluster.binDir, 'pg_dump');
+    const shq = (t: string) => `'${t.replace(/'/g, `'\\''`)}'`;
+    const rows: string[] = [];
+    const sum = { dedup: 0, plain: 0, restic: 0 };
+    const times = { dedup: [] as number[], plain: [] as number[], restic: [] as number[], fc: [] as number[] };
+    let rss = { backup: 0 };
+    for (let day = 1; day <= days; day++) {
+      if (day > 1) await churnOneDay(cluster, day);
+      const sizes = { dedup: du(dedupRepo), plain: du(plainRepo), restic: du(resticRepo) };
+      const d = await timed(pgkeep(['backup', '--repo', dedupRepo]), env);
+      const p = await timed(pgkeep(['backup', '--repo', plainRepo]), env);
+      const r = await timed(['sh', '-c', `${shq(pgDump)} -Fc -Z0 churn | restic backup --stdin --stdin-filename churn.dump --quiet`], env);
+      times.dedup.push(d.seconds);
+      times.plain.push(p.seconds);
+      times.restic.push(r.seconds);
+      rss.backup = Math.max(rss.backup, d.rss ?? 0);
+      if (day === 1 || day === days) times.fc.push((await timed([pgDump, '-Fc', '-f', path.join(work, 'fc.dump'), 'churn'], env)).seconds);
+      const added = { dedup: du(dedupRepo) - sizes.dedup, plain: du(plainRepo) - sizes.plain, restic: du(resticRepo) - sizes.restic };
+      sum.dedup += added.dedup;
+      sum.plain += added.plain;
+      sum.restic += added.restic;
+      rows.push(`| ${day} | ${mib(added.dedup)} | ${mib(added.plain)} | ${mib(added.restic)} | ${d.seconds.toFixed(2)} | ${p.seconds.toFixed(2)} | ${r.seconds.toFixed(2)} |`);
+      log(rows.at(-1)!);
+    }
+    // restore the newest backup from each repository (RTO: start to database in place and checked)
+    const restoreDedup = await timed(pgkeep(['restore', 'latest', '--repo', dedupRepo, '--to', 'restored_dedup']), env);
+    const restorePlain = await timed(pgkeep(['restore', 'latest', '--repo', plainRepo, '--to', 'restored_plain']), env);
+    // prune the deduplicating repository to a week
+    const pruneDry = await timed(pgkeep(['prune', '--repo', dedupRepo, '--keep-last', '7', '--sweep-grace', '0', '--dry-run']), env);
+    const beforePrune = du(dedupRepo);
+    const prune = await timed(pgkeep(['prune', '--repo', dedupRepo, '--keep-last', '7', '--sweep-grace', '0']), env);
+    const afterPrune = du(dedupRepo);
+    // physical: two base backups of the unchanged cluster into a deduplicating repository, WAL archived there from now on
+    const physRepo = path.join(await serverFolder('bench-dedup-physical'), 'repo');
+    await run('node', [cli, 'init', '--repo', physRepo, '--dedup'], env);
+    giveToServer(path.dirname(physRepo));
+    await cluster.query(`ALTER SYSTEM SET archive_command = '${archiveCommand(physRepo, 'churn').replace(/'/g, "''")}'`);
+    await cluster.query('SELECT pg_reload_conf()');
+    const physical = pgkeep(['backup', '--physical', '--repo', physRepo, '--source', 'churn']);
+    const base1 = await timed(physical, env).catch((e: Error) => ({ seconds: NaN, rss: undefined, error: e.message }));
+    const afterBase1 = du(physRepo);
+    const base2 = await timed(physical, env).catch((e: Error) => ({ seconds: NaN, rss: undefined, error: e.message }));
+    const base2Added = du(physRepo) - afterBase1;
+
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    const daily = times.dedup.slice(1);
+    const ratio = {
+      storedVsPlain: sum.dedup / sum.plain,
+      storedVsRestic: sum.dedup / sum.restic,
+      timeVsRestic: median(daily) / median(times.restic.slice(1)),
+      timeVsPgDump: median(daily) / median(times.fc),
+      restoreVsPlain: restoreDedup.seconds / restorePlain.seconds,
+      secondBase: base2Added / afterBase1,
+    };
+    const verdict = (ok: boolean) => (ok ? 'PASS' : 'FAIL');
+    const peak = Math.max(rss.backup, restoreDedup.rss ?? 0, prune.rss ?? 0);
+    const checks: [string, boolean, string][] = [
+      ['stored bytes vs 30 plain pgkeep backups', ratio.storedVsPlain <= TARGETS.storedVsPlain, `${ratio.storedVsPlain.toFixed(2)}× (≤ ${TARGETS.storedVsPlain})`],
+      ['stored bytes vs restic', ratio.storedVsRestic <= TARGETS.storedVsRestic, `${ratio.storedVsRestic.toFixed(2)}× (≤ ${TARGETS.storedVsRestic})`],
+      ['daily backup time vs restic on the same stream', ratio.timeVsRestic <= TARGETS.timeVsRestic, `${ratio.timeVsRestic.toFixed(2)}× (≤ ${TARGETS.timeVsRestic})`],
+      ['daily backup time vs pg_dump -Fc', ratio.timeVsPgDump <= TARGETS.timeVsPgDump, `${ratio.timeVsPgDump.toFixed(2)}× (≤ ${TARGETS.timeVsPgDump})`],
+      ['restore time vs a plain repository', ratio.restoreVsPlain <= TARGETS.restoreVsPlain, `${ratio.restoreVsPlain.toFixed(2)}× (≤ ${TARGETS.restoreVsPlain})`],
+      ['peak RSS of backup, restore, prune', peak <= TARGETS.rssMiB * MiB, `${mib(peak)} MiB (≤ ${TARGETS.rssMiB})`],
+      ['second base backup of the unchanged cluster', ratio.secondBase < TARGETS.secondBase, Number.isFinite(ratio.secondBase) ? `${(ratio.secondBase * 100).toFixed(1)}% of the first (< 5%)` : `not measured: ${(base1 as { error?: string }).error ?? (base2 as { error?: string }).error ?? ''}`],
+    ];
+    const out = [
+      `## Deduplication: ${days} daily backups of a ${mib(Number(b))} MiB database (churn model in scripts/bench-dedup.ts)`,
+      '',
+      '| day | dedup added MiB | plain added MiB | restic added MiB | dedup backup s | plain backup s | pg_dump -Z0 \\| restic s |',
+      '|---|---|---|---|---|---|---|',
+      ...rows,
+      `| total | ${mib(sum.dedup)} | ${mib(sum.plain)} | ${mib(sum.restic)} | | | |`,
+      '',
+      `pg_dump -Fc: ${times.fc.map((t) => t.toFixed(2)).join(' s, ')} s (first and last day). Restore of the newest backup: deduplicating ${restoreDedup.seconds.toFixed(2)} s (peak RSS ${mib(restoreDedup.rss ?? 0)} MiB), plain ${restorePlain.seconds.toFixed(2)} s. Prune to 7 backups: dry run ${pruneDry.seconds.toFixed(2)} s, prune ${prune.seconds.toFixed(2)} s (peak RSS ${mib(prune.rss ?? 0)} MiB), repository ${mib(beforePrune)} → ${mib(afterPrune)} MiB. Physical: first base backup ${mib(afterBase1)} MiB in ${base1.seconds.toFixed(2)} s, the second added ${mib(base2Added)} MiB in ${base2.seconds.toFixed(2)} s.`,
+      '',
+      '| target | result | |',
+      '|---|---|---|',
+      ...checks.map(([what, ok, text]) => `| ${what} | ${text} | ${verdict(ok)} |`),
+    ];
+    process.stdout.write(out.join('\n') + '\n');
+    return checks.every(([, ok]) => ok) ? 0 : 1;
+  } finally {
+    await cluster.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
 function compressFileSize(file: string): number {
   const r = spawnSync('zstd', ['-3', '-q', '-c', '-T2', file], { maxBuffer: 4 << 30 });
   if (r.status !== 0) throw new Error(`zstd failed: ${r.stderr}`);
   return r.stdout.length;
 }
 
+// run directly: node --import tsx scripts/bench-dedup.ts [options]
 if (import.meta.url === `file://${process.argv[1]}`) {
   await mkdir(os.tmpdir(), { recursive: true });
   process.exitCode = await dedupBench(process.argv.slice(2));

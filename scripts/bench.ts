@@ -15,6 +15,9 @@
  * times, sizes, peak RSS and ratios, then one PASS/FAIL line per target, and
  * exits 1 if a target fails. Method and results: docs/benchmarks.md.
  *
+ * --only dedup runs scripts/bench-dedup.ts (30 daily backups of a changing
+ * database into a deduplicating repository, against plain backups and restic).
+ *
  * --only fleet runs scripts/bench-fleet.ts (one `pgkeep serve` for 100 sources;
  * its own options, see there).
  *
@@ -848,6 +851,8 @@ async function walBench(ctx: RunContext, cluster: PgCluster, runs: number): Prom
 // ---------------------------------------------------------------------------
 
 async function main(): Promise<number> {
+  // --only dedup: a deduplicating repository over N days of churn, against plain backups and restic (scripts/bench-dedup.ts)
+  if (/(^|\s)--only[= ]dedup(\s|$)/.test(process.argv.slice(2).join(' '))) return (await import('./bench-dedup.js')).dedupBench(process.argv.slice(2).filter((a, i, all) => a !== '--only' && !(a === 'dedup' && all[i - 1] === '--only') && a !== '--only=dedup'));
   // --only fleet: one serve for a fleet, its own options (scripts/bench-fleet.ts)
   if (/(^|\s)--only[= ]fleet(\s|$)/.test(process.argv.slice(2).join(' '))) return (await import('./bench-fleet.js')).fleetBench(process.argv.slice(2));
   // --only restore: restore speed (pg_restore -j2, pgkeep restore --jobs 1/2/4, the loader's settings), scripts/bench-restore.ts

@@ -175,7 +175,8 @@ function printList(
         m.source,
         m.kind,
         m.kind === 'logical' ? m.options.format : 'tar',
-        formatBytes(m.totals.storedBytes),
+        // a deduplicated backup: what it added to the content store
+        `${m.objects.some((o) => o.content) ? '+' : ''}${formatBytes(m.totals.storedBytes)}`,
         formatDuration(m.durationMs),
         formatAge(new Date(m.finishedAt)),
         verificationLabel(verified(m)),
@@ -209,6 +210,7 @@ function summary(m: Manifest) {
       durationMs: m.durationMs,
       rawBytes: m.totals.rawBytes,
       storedBytes: m.totals.storedBytes,
+      deduplicated: m.objects.some((o) => o.content !== undefined),
       startLsn: m.physical.startLsn,
       stopLsn: m.physical.stopLsn,
       timeline: m.physical.timeline,
@@ -225,7 +227,9 @@ function summary(m: Manifest) {
     finishedAt: m.finishedAt,
     durationMs: m.durationMs,
     rawBytes: m.totals.rawBytes,
+    /** For a deduplicated backup: what it added to the content store. */
     storedBytes: m.totals.storedBytes,
+    deduplicated: m.objects.some((o) => o.content !== undefined),
     tables: m.tables.length,
     rows: m.totals.rows,
   };

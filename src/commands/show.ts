@@ -83,7 +83,12 @@ function printShow({ manifest: m, verification, pin }: ShowResult, out: CommandO
     ],
     ['server', `PostgreSQL ${m.server.version}${m.server.systemIdentifier ? `, system id ${m.server.systemIdentifier}` : ''}`],
     ['tools', `pg_dump ${m.tools.pgDump}, pgkeep ${m.pgkeep.version} (${m.pgkeep.codec})`],
-    ['size', `${formatBytes(m.totals.rawBytes)} dumped, ${formatBytes(m.totals.storedBytes)} stored (${ratio(m.totals.rawBytes, m.totals.storedBytes)})`],
+    [
+      'size',
+      m.objects.some((o) => o.content)
+        ? `${formatBytes(m.totals.rawBytes)} dumped, ${formatBytes(m.totals.storedBytes)} added to the content store (the rest deduplicated)`
+        : `${formatBytes(m.totals.rawBytes)} dumped, ${formatBytes(m.totals.storedBytes)} stored (${ratio(m.totals.rawBytes, m.totals.storedBytes)})`,
+    ],
     ['rows', `${formatCount(m.totals.rows)} in ${m.tables.length} tables${m.options.checksums ? ', with content checksums' : ''}`],
     ['verified', verifiedLine(verification)],
     ...(m.migrations && m.migrations.length > 0
@@ -127,7 +132,12 @@ function printShowPhysical(m: PhysicalManifest, out: CommandOutput): void {
     ['WAL', `${p.startLsn} to ${p.stopLsn} on timeline ${p.timeline}: segments ${p.walStart} to ${p.walStop}`],
     ['consistent', `from ${p.stopTime} (the earliest recovery target this backup reaches)`],
     ['tablespaces', p.tablespaces.length === 0 ? 'none besides pg_default' : p.tablespaces.map((t) => `${t.name} (${t.location})`).join(', ')],
-    ['size', `${formatBytes(m.totals.rawBytes)} copied, ${formatBytes(m.totals.storedBytes)} stored (${ratio(m.totals.rawBytes, m.totals.storedBytes)})`],
+    [
+      'size',
+      m.objects.some((o) => o.content)
+        ? `${formatBytes(m.totals.rawBytes)} copied, ${formatBytes(m.totals.storedBytes)} added to the content store (the rest deduplicated)`
+        : `${formatBytes(m.totals.rawBytes)} copied, ${formatBytes(m.totals.storedBytes)} stored (${ratio(m.totals.rawBytes, m.totals.storedBytes)})`,
+    ],
   ];
   const width = Math.max(...lines.map(([k]) => k.length));
   for (const [key, value] of lines) out.line(`${key.padEnd(width)}  ${value}`);
