@@ -11,7 +11,9 @@ const registry = await loadRegistry();
 /** The words of an example command line of --help, as a shell would split them: from "pgkeep" on, without a trailing # comment. */
 function wordsOf(example: string): string[] {
   const words = [...example.replace(/\s+#.*$/, '').matchAll(/'([^']*)'|"([^"]*)"|(\S+)/g)].map((m) => m[1] ?? m[2] ?? m[3]!);
-  return words.slice(words.indexOf('pgkeep') + 1);
+  // the command line ends at a pipe (pgkeep cat latest | pg_restore -d newdb)
+  const after = words.slice(words.indexOf('pgkeep') + 1);
+  return after.includes('|') ? after.slice(0, after.indexOf('|')) : after;
 }
 
 /** What the CLI hands the spec's parser for `argv`, through the same commander set-up as src/cli/main.ts. */
