@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import { PgkeepError } from '../../errors.js';
 import { createAgeSealer, decryptStream, type AgeIdentity, type AgeRecipient } from '../../pipeline/age.js';
 import { ContentDefinedChunker, type ChunkSizes } from '../../pipeline/content-defined-chunker.js';
-import { nativeDecompressSync, nativeSyncCompressor } from '../../pipeline/zstd.js';
+import { nativeChunkCodec, type ChunkCodec } from '../../pipeline/zstd.js';
 import { collectStream, type ByteRange, type Storage } from '../../storage/storage.js';
 import { ContentIndex, decodeIndexFile, encodeIndexFile, type IndexedPack } from './content-index.js';
 import { CHUNK_ID_SIZE, PackBuilder, readPackEntries, type PackEntry } from './pack-file.js';
@@ -12,6 +12,9 @@ import { CHUNK_ID_SIZE, PackBuilder, readPackEntries, type PackEntry } from './p
 export const CONTENT_PREFIX = 'content';
 export const PACKS_PREFIX = `${CONTENT_PREFIX}/packs`;
 export const INDEX_PREFIX = `${CONTENT_PREFIX}/index`;
+
+/** A read run: neighbouring blobs of one pack read with one request, decompressed into one buffer of at most this much raw data. */
+const RUN_BYTES = 4 << 20;
 
 /** A chunk list this long or shorter is kept in the manifest itself; a longer one is stored as a stream of its own, one level down. */
 export const ROOT_IDS = 64;
@@ -138,51 +141,78 @@ export class ContentStore {
   /** The raw bytes of chunks by id (each checked), with the kind of the pack each was found in: for repacking. */
   async *readChunks(ids: readonly Buffer[], signal?: AbortSignal): AsyncGenerator<{ id: Buffer; bytes: Buffer; kind: BlobKind }> {
     let at = 0;
-    for await (const bytes of this.blobsOf((async function* () {
-      yield* ids;
-    })(), signal)) {
-      const id = ids[at++]!;
-      yield { id, bytes, kind: this.index.kindOf(this.index.find(id)!.pack) };
+    for await (const run of this.runsOf(
+      (async function* () {
+        yield* ids;
+      })(),
+      signal,
+    )) {
+      let offset = 0;
+      for (const entry of run.entries) {
+        const id = ids[at++]!;
+        yield { id, bytes: run.bytes.subarray(offset, offset + entry.rawLength), kind: this.index.kindOf(run.pack) };
+        offset += entry.rawLength;
+      }
     }
   }
 
-  /** Reads the chunks of a stream: runs of neighbouring blobs in one pack are one request. */
+  /** Reads the chunks of a stream, a run of neighbouring blobs of one pack at a time (one request, one buffer). */
   private async *bytesOf(ref: StreamRef, signal?: AbortSignal): AsyncGenerator<Buffer> {
     let size = 0;
-    for await (const chunk of this.blobsOf(this.chunkIds(ref, signal), signal)) {
-      size += chunk.length;
-      yield chunk;
+    for await (const run of this.runsOf(this.chunkIds(ref, signal), signal)) {
+      size += run.bytes.length;
+      yield run.bytes;
     }
     if (ref.chunks >= 0 && size !== ref.size) throw new PgkeepError('CHECKSUM_MISMATCH', `the stream is ${size} bytes, the manifest says ${ref.size}`);
   }
 
-  /** The chunks of these ids, in order, each checked against its id. */
-  private async *blobsOf(ids: AsyncIterable<Buffer>, signal?: AbortSignal): AsyncGenerator<Buffer> {
+  /**
+   * The chunks of these ids, in order, each checked against its id: grouped
+   * in runs of neighbouring blobs of one pack (up to RUN_BYTES of raw data),
+   * each read with one request and decompressed into one buffer. Memory: one
+   * run (and, for sealed packs, one decrypted pack).
+   */
+  private async *runsOf(ids: AsyncIterable<Buffer>, signal?: AbortSignal): AsyncGenerator<{ pack: string; entries: PackEntry[]; bytes: Buffer }> {
     const reader = new PackReader(this.storage, this.settings);
-    let run: { pack: string; entries: PackEntry[] } | undefined;
-    const flush = async function* (this: ContentStore): AsyncGenerator<Buffer> {
-      if (!run) return;
-      const { pack, entries } = run;
+    const codec = chunkCodec(this.settings.level);
+    let run: { pack: string; entries: PackEntry[]; raw: number } | undefined;
+    const flush = async (): Promise<{ pack: string; entries: PackEntry[]; bytes: Buffer } | undefined> => {
+      if (!run) return undefined;
+      const { pack, entries, raw } = run;
       run = undefined;
+      const bytes = Buffer.allocUnsafe(raw);
+      let at = 0;
       for (const [entry, blob] of await reader.read(pack, this.index.isSealed(pack), entries)) {
-        const chunk = decompress(blob, entry.rawLength, pack);
+        const chunk = bytes.subarray(at, at + entry.rawLength);
+        try {
+          codec.decompressInto(chunk, blob);
+        } catch (error) {
+          throw new PgkeepError('CHECKSUM_MISMATCH', `a chunk in pack ${pack} cannot be decompressed: ${(error as Error).message}`, { cause: error });
+        }
         if (!this.chunkId(chunk).equals(entry.id)) {
           throw new PgkeepError('CHECKSUM_MISMATCH', `chunk ${entry.id.toString('hex').slice(0, 16)}… in pack ${pack} does not match its id: the pack is damaged`);
         }
-        yield chunk;
+        at += entry.rawLength;
       }
-    }.bind(this);
+      return { pack, entries, bytes };
+    };
     for await (const id of ids) {
       signal?.throwIfAborted();
       const found = this.index.find(id);
       if (!found) throw new PgkeepError('CHECKSUM_MISMATCH', `chunk ${id.toString('hex').slice(0, 16)}… is in no pack of the repository: the backup is damaged (run pgkeep verify)`);
       const last = run?.entries.at(-1);
-      const adjacent = run && run.pack === found.pack && last!.offset + last!.length === found.entry.offset && run.entries.length < 512;
-      if (!adjacent) yield* flush();
-      if (run) run.entries.push(found.entry);
-      else run = { pack: found.pack, entries: [found.entry] };
+      const adjacent = run && run.pack === found.pack && last!.offset + last!.length === found.entry.offset && run.raw + found.entry.rawLength <= RUN_BYTES;
+      if (!adjacent) {
+        const done = await flush();
+        if (done) yield done;
+      }
+      if (run) {
+        run.entries.push(found.entry);
+        run.raw += found.entry.rawLength;
+      } else run = { pack: found.pack, entries: [found.entry], raw: found.entry.rawLength };
     }
-    yield* flush();
+    const done = await flush();
+    if (done) yield done;
   }
 
   /** The plaintext of a stored pack (decrypted when sealed). */
@@ -223,16 +253,16 @@ export class ContentSession {
   /** Ids in the packs being filled (not yet indexed anywhere). */
   private readonly pending = new Set<string>();
   private readonly written: IndexedPack[] = [];
-  private readonly compressor;
+  private readonly codec: ChunkCodec;
   readonly totals: SessionTotals = { rawBytes: 0, chunks: 0, newChunks: 0, newRawBytes: 0, newCompressedBytes: 0, newStoredBytes: 0, packs: 0 };
 
   constructor(
     private readonly store: ContentStore,
     private readonly storage: Storage,
   ) {
-    const compressor = nativeSyncCompressor({ level: store.settings.level, threads: 1 });
-    if (!compressor) throw new PgkeepError('TOOL_MISSING', 'a deduplicating repository needs zstd-napi (run npm ci): chunks are compressed one by one');
-    this.compressor = compressor;
+    const codec = nativeChunkCodec(store.settings.level);
+    if (!codec) throw new PgkeepError('TOOL_MISSING', 'a deduplicating repository needs zstd-napi (run npm ci): chunks are compressed one by one');
+    this.codec = codec;
   }
 
   /** Starts a stream; write its bytes, cut where a boundary matters, then end() for its ref. */
@@ -249,10 +279,7 @@ export class ContentSession {
     }
     const key = id.toString('latin1');
     if (this.store.index.has(id) || this.pending.has(key)) return id;
-    const parts: Buffer[] = [];
-    this.compressor.update(chunk, (c) => parts.push(Buffer.from(c)));
-    this.compressor.end((c) => parts.push(Buffer.from(c)));
-    const compressed = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    const compressed = this.codec.compress(chunk);
     this.packs[kind].add(id, compressed, chunk.length);
     this.pending.add(key);
     if (kind === 'data') {
@@ -313,10 +340,7 @@ export class ContentSession {
   async putRaw(id: Buffer, chunk: Buffer, kind: BlobKind): Promise<void> {
     const key = id.toString('latin1');
     if (this.pending.has(key)) return;
-    const parts: Buffer[] = [];
-    this.compressor.update(chunk, (c) => parts.push(Buffer.from(c)));
-    this.compressor.end((c) => parts.push(Buffer.from(c)));
-    this.packs[kind].add(id, parts.length === 1 ? parts[0]! : Buffer.concat(parts), chunk.length);
+    this.packs[kind].add(id, this.codec.compress(chunk), chunk.length);
     this.pending.add(key);
     if (this.packs[kind].size >= this.store.settings.packTarget) await this.flushPack(kind);
   }
@@ -410,10 +434,18 @@ function packError(error: unknown, pack: string): PgkeepError {
   return error instanceof PgkeepError ? error : new PgkeepError('STORAGE_IO', `reading pack ${pack} failed: ${(error as Error).message}`, { cause: error });
 }
 
+/** Reading many chunks: one codec per process (its contexts are reused, never shared by two runs at once: JavaScript is single-threaded and each call is synchronous). */
+let sharedCodec: ChunkCodec | undefined;
+function chunkCodec(level: number): ChunkCodec {
+  sharedCodec ??= nativeChunkCodec(level) ?? undefined;
+  if (!sharedCodec) throw new PgkeepError('TOOL_MISSING', 'a deduplicating repository needs zstd-napi (run npm ci): chunks are compressed one by one');
+  return sharedCodec;
+}
+
 function decompress(blob: Buffer, rawLength: number, pack: string): Buffer {
   try {
-    const chunk = nativeDecompressSync(blob, rawLength);
-    if (!chunk) throw new Error('zstd-napi is not installed');
+    const chunk = Buffer.allocUnsafe(rawLength);
+    chunkCodec(3).decompressInto(chunk, blob);
     return chunk;
   } catch (error) {
     throw new PgkeepError('CHECKSUM_MISMATCH', `a chunk in pack ${pack} cannot be decompressed: ${(error as Error).message}`, { cause: error });

@@ -1,7 +1,6 @@
-import type { Writable } from 'node:stream';
+import { PassThrough, Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { AgeIdentity } from '../../pipeline/age.js';
-import { HashCounter } from '../../pipeline/hash-counter.js';
 import { requireIdentities } from '../../pipeline/load-stream.js';
 import { PgkeepError } from '../../errors.js';
 import { storageOf } from '../repository-storage.js';
@@ -30,7 +29,7 @@ export function contentStoreForReading(repository: Repository, identities: AgeId
 
 /**
  * Streams a content object into `sink`: chunk after chunk, each checked
- * against its id, and the whole against the manifest's raw SHA-256 and size.
+ * against its id, and the whole against the manifest's size.
  * On any failure the sink is destroyed, never ended.
  */
 export async function loadContent(
@@ -47,10 +46,19 @@ export async function loadContent(
     sink.destroy(error as Error);
     throw error;
   }
-  const raw = new HashCounter({ digest: object.raw, what: `object ${object.name}` });
-  if (options.onRawBytes) {
-    const report = options.onRawBytes;
-    raw.on('data', () => report(raw.size));
-  }
-  await pipeline([store.open(object.content, options.signal), raw, sink], ...(options.signal ? [{ signal: options.signal }] : []));
+  // Every chunk is checked against its id as it is read, and the ids come from the manifest's root through the
+  // lists (each a checked chunk too): a Merkle tree that proves every byte and its place. Hashing the whole
+  // stream once more (the manifest's raw digest) would prove nothing new and cost a second pass of SHA-256.
+  let size = 0;
+  const report = options.onRawBytes;
+  const counted = report
+    ? new Transform({
+        transform(chunk: Buffer, _encoding, callback) {
+          size += chunk.length;
+          report(size);
+          callback(null, chunk);
+        },
+      })
+    : new PassThrough();
+  await pipeline([store.open(object.content, options.signal), counted, sink], ...(options.signal ? [{ signal: options.signal }] : []));
 }
