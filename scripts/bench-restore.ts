@@ -8,7 +8,8 @@
  *   onebig   one events table holding >= 80% of the data, three small ones
  *
  * Every round runs, one after the other on each database (interleaved, so
- * the load of a shared machine falls on every side): pg_restore -j2 from a
+ * the load of a shared machine falls on every side): the shell pipe
+ * pg_dump -Fc -Z0 | zstd -T2 -3 and pgkeep backup; pg_restore -j2 from a
  * pg_dump -Fc file; pgkeep restore --jobs 1, 2 and 4 (each including what
  * pgkeep adds: checksums, ANALYZE, row counts, the schema comparison); and
  * the parallel loader alone (src/restore/parallel-copy-loader.ts, from a
@@ -100,6 +101,12 @@ async function timed(argv: string[], env: NodeJS.ProcessEnv, what: string): Prom
 }
 
 type Step = 'pgRestore' | 'pgkeep1' | 'pgkeep2' | 'pgkeep4' | 'loaderPlain' | 'loaderAsync' | 'loaderAsyncMwm';
+type BackupStep = 'pipe' | 'backup';
+
+const BACKUP_LABELS: Record<BackupStep, string> = {
+  pipe: '`pg_dump -Fc -Z0 | zstd -T2 -3` to a file',
+  backup: '**pgkeep backup** (checksums, row counts, fsync, manifest)',
+};
 
 const LABELS: Record<Step, string> = {
   pgRestore: 'pg_restore -j2 (from the -Fc file)',
@@ -147,9 +154,22 @@ export async function restoreBench(argv: string[]): Promise<number> {
       r.rss.push(t.rss);
     };
     const loaderRuns: Record<string, { rows: number[]; post: number[] }> = {};
+    const backups = new Map<string, Record<BackupStep, { s: number[]; rss: (number | undefined)[] }>>();
     for (let round = 1; round <= rounds; round++) {
       for (const db of dbs) {
         const target = `${db.name}_r`;
+        // The backup against the shell pipe it replaces (issue 18's goal: <= 1.1x), in the same round.
+        const b = backups.get(db.name) ?? { pipe: { s: [], rss: [] }, backup: { s: [], rss: [] } };
+        backups.set(db.name, b);
+        log(`round ${round}/${rounds}, ${db.name}: pg_dump | zstd, pgkeep backup`);
+        spawnSync('sync');
+        const pipe = await timed(['bash', '-c', `set -o pipefail; '${bin('pg_dump')}' -Fc -Z0 ${db.name} | zstd -T2 -3 -q > '${path.join(work, 'pipe.zst')}'`], env, 'pg_dump | zstd');
+        b.pipe.s.push(pipe.seconds);
+        b.pipe.rss.push(pipe.rss);
+        spawnSync('sync');
+        const backup = await timed([process.execPath, cli, 'backup', '--repo', repo, '--db', url(db.name), '--json'], env, 'pgkeep backup');
+        b.backup.s.push(backup.seconds);
+        b.backup.rss.push(backup.rss);
         log(`round ${round}/${rounds}, ${db.name}: pg_restore -j2`);
         await cluster.query(`CREATE DATABASE ${target}`);
         record(db.name, 'pgRestore', await timed([bin('pg_restore'), '-j2', '-d', target, path.join(work, `${db.name}.dump`)], env, 'pg_restore'));
@@ -215,6 +235,17 @@ export async function restoreBench(argv: string[]): Promise<number> {
       const pass = ratio2 <= goal;
       failed ||= !pass;
       out.push('', `${pass ? 'PASS' : 'FAIL'}: ${db.name}: pgkeep restore --jobs 2 ${ratio2.toFixed(2)}× pg_restore -j2 (target ≤ ${goal}×)`, '');
+      const b = backups.get(db.name)!;
+      out.push('| backup | time (min) | × the pipe (per round, min) | peak RSS |', '|:--|--:|--:|--:|');
+      for (const step of ['pipe', 'backup'] as const) {
+        const ratios = b[step].s.map((s, i) => s / b.pipe.s[i]!);
+        const rss = b[step].rss.filter((x): x is number => x !== undefined);
+        out.push(`| ${BACKUP_LABELS[step]} | ${min(b[step].s).toFixed(2)} s | ${step === 'pipe' ? '1.00×' : `${min(ratios).toFixed(2)}× (${ratios.map((x) => x.toFixed(2)).join(', ')})`} | ${rss.length ? `${(Math.max(...rss) / MiB).toFixed(0)} MB` : ''} |`);
+      }
+      const backupRatio = min(b.backup.s.map((s, i) => s / b.pipe.s[i]!));
+      const backupPass = backupRatio <= 1.1;
+      failed ||= !backupPass;
+      out.push('', `${backupPass ? 'PASS' : 'FAIL'}: ${db.name}: pgkeep backup ${backupRatio.toFixed(2)}× pg_dump -Fc -Z0 | zstd -T2 -3 (target ≤ 1.1×)`, '');
     }
     process.stdout.write(`${out.join('\n')}\n`);
     return failed ? 1 : 0;

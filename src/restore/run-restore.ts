@@ -23,6 +23,8 @@ import { timestampPart } from '../repository/backup-id.js';
 import { requireLogical, type LogicalManifest as Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { runBackup } from '../backup/logical-backup.js';
+import { analyzeDatabase } from './analyze-database.js';
+import { defaultRestoreJobs } from './parallel-copy-loader.js';
 import type { SourceLock } from '../repository/source-lock.js';
 import { applyGlobals } from './apply-globals.js';
 import type { GlobalsReport } from '../postgres/globals-sql.js';
@@ -233,10 +235,10 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
       await loadData(ctx, { repository, manifest, identities, target: into, options: request, source, selection, capture });
       faultPoint('after-load');
 
-      // 5. prove it: ANALYZE, then exact row counts against the manifest; the whole schema
-      //    (definitions, owners, privileges) against the backup's; the database-level state; the app's migration version
-      const tables = await checkRestored(into, plan, request, signal, true);
-      const schema = capture ? await proveSchema(ctx, capture, into, manifest, request, source) : undefined;
+      // 5. prove it: ANALYZE, exact row counts against the manifest and the whole schema (definitions,
+      //    owners, privileges) against the backup's, side by side (none changes what another reads); then
+      //    the database-level state (its owner may decide what ANALYZE may do, so it comes after); the app's migration version
+      const [tables, schema] = await inOrder(checkRestored(into, plan, request, signal, true), capture ? proveSchema(ctx, capture, into, manifest, request, source) : Promise.resolve(undefined));
       let databaseState: RestoreResult['databaseState'];
       let comment: string | null = null;
       if (state && !request.scratch) {
@@ -331,9 +333,12 @@ async function prepareRestore(ctx: CommandContext, repository: Repository, sourc
   }
   // Administrative statements run from another database than the one being replaced.
   const admin = withDatabase(source.connection, target === 'postgres' ? 'template1' : 'postgres');
-  const { exists, server } = await withClient(admin, async (client) => ({ exists: await databaseExists(client, target), server: await readServerInfo(client) }), signal);
   const loader = format === 'plain' ? 'psql' : 'pg_restore';
-  const tool = await toolInfo(loader, source.pgBin);
+  // The server's answers and the tool's version side by side: each is a round trip or a process start.
+  const [{ exists, server }, tool] = await inOrder(
+    withClient(admin, async (client) => ({ exists: await databaseExists(client, target), server: await readServerInfo(client) }), signal),
+    toolInfo(loader, source.pgBin),
+  );
   // The version policy (README, "Versions"): pg_restore must read the archive, so it is at least as new as the
   // pg_dump that wrote it; the server it loads into may be newer than the tool (pg_restore only sends the SQL
   // pg_dump wrote), as verify --restore-test has always done. Into an older server than the backup's, newer
@@ -496,21 +501,40 @@ async function checkMigrations(ctx: CommandContext, restored: ConnectionInfo, ma
  * restored tables are.
  */
 async function checkRestored(into: ConnectionInfo, plan: RestorePlan, request: RestoreRequest, signal: AbortSignal, wholeDatabase: boolean): Promise<TableCheck[]> {
-  const { tables, problems } = await withClient(into, async (client) => {
-    const names = plan.tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`);
-    if (wholeDatabase) await client.query('ANALYZE');
-    else for (const name of names) await client.query(`ANALYZE ${name}`);
-    if (request.reindex) {
-      if (wholeDatabase) await client.query(`REINDEX DATABASE ${quoteIdent(into.database)}`);
-      else for (const name of names) await client.query(`REINDEX TABLE ${name}`);
-    }
-    return compareTables(client, plan.tables, { deep: false, signal });
-  });
+  const names = plan.tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`);
+  // ANALYZE (and REINDEX) and the counts at the same time, on their own connections: a count takes
+  // only ACCESS SHARE locks, which neither waits for, and at small sizes a restore's RTO is mostly such fixed costs.
+  const maintain = withClient(
+    into,
+    async (client) => {
+      if (wholeDatabase) await analyzeDatabase(into, request.jobs ?? defaultRestoreJobs(), signal);
+      else for (const name of names) await client.query(`ANALYZE ${name}`);
+      if (request.reindex) {
+        if (wholeDatabase) await client.query(`REINDEX DATABASE ${quoteIdent(into.database)}`);
+        else for (const name of names) await client.query(`REINDEX TABLE ${name}`);
+      }
+    },
+    signal,
+  );
+  const counting = withClient(into, (client) => compareTables(client, plan.tables, { deep: false, signal }), signal);
+  const [{ tables, problems }] = await inOrder(counting, maintain);
   const first = problems[0];
   if (first) throw new PgkeepError(first.code, first.message, { details: { tables: tables.filter((t) => t.expected !== t.actual) } });
   return tables.map(({ schema, name, expected, actual }) => ({ schema, name, expected, actual }));
 }
 
+
+/**
+ * Waits for both checks (neither is left running against a database about to
+ * be dropped), then fails with the first one's error in argument order, not in
+ * time: the same failure is reported whichever finished first.
+ */
+async function inOrder<A, B>(a: Promise<A>, b: Promise<B>): Promise<[A, B]> {
+  const [x, y] = await Promise.allSettled([a, b]);
+  if (x.status === 'rejected') throw x.reason;
+  if (y.status === 'rejected') throw y.reason;
+  return [x.value, y.value];
+}
 
 /** What the restore reproduces of the database-level state: --no-owner and --no-acl (at backup or restore time) leave out owner and privileges. */
 function stateParts(request: RestoreRequest, manifest: Manifest): StateParts {

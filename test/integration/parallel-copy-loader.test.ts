@@ -13,6 +13,7 @@ import { diffSnapshots, snapshotDatabase } from '../support/db-compare.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 import { parallelCopyLoad, type ParallelLoadOptions } from '../../src/restore/parallel-copy-loader.js';
+import { analyzeDatabase } from '../../src/restore/analyze-database.js';
 import { startProcess } from '../../src/postgres/run-process.js';
 import { isPgkeepError } from '../../src/errors.js';
 
@@ -214,6 +215,32 @@ describe('pgkeep restore with the parallel loader', () => {
     assert.match(next.stderr, /dropped database "app_killed_pgkeep_/);
     assert.deepEqual((await databases()).filter((d) => d.includes('_pgkeep_')), []);
     assert.equal((await cluster.query<{ n: string }>('SELECT count(*) AS n FROM big', [], 'app_killed'))[0]!.n, '400000');
+  });
+});
+
+describe('analyzeDatabase (a restore\'s ANALYZE, table by table on several connections)', () => {
+  test('analyzes what a database-wide ANALYZE does: tables, partitioned tables and their partitions, materialized views; not foreign tables', async () => {
+    await cluster.query('CREATE DATABASE analyzed');
+    for (const sql of [
+      'CREATE TABLE plain_t AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 20000) g',
+      'CREATE TABLE "Mixed Case" AS SELECT g AS id FROM generate_series(1, 500) g',
+      'CREATE TABLE parted (id int, at date) PARTITION BY RANGE (at)',
+      "CREATE TABLE parted_2024 PARTITION OF parted FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')",
+      "INSERT INTO parted SELECT g, date '2024-01-01' + (g % 300) FROM generate_series(1, 3000) g",
+      'CREATE MATERIALIZED VIEW mv AS SELECT id FROM plain_t WHERE id % 2 = 0',
+    ]) await cluster.query(sql, [], 'analyzed');
+    const stats = () =>
+      cluster.query<{ name: string; analyzed: boolean }>(
+        "SELECT c.relname AS name, EXISTS (SELECT 1 FROM pg_statistic s WHERE s.starelid = c.oid) AS analyzed FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'm') ORDER BY 1",
+        [],
+        'analyzed',
+      );
+    assert.ok((await stats()).every((r) => !r.analyzed), 'no statistics before');
+    await analyzeDatabase({ host: cluster.host, port: cluster.port, user: cluster.superuser, password: cluster.password, database: 'analyzed' } as ParallelLoadOptions['target'], 2, new AbortController().signal);
+    assert.deepEqual(await stats(), ['Mixed Case', 'mv', 'parted', 'parted_2024', 'plain_t'].map((name) => ({ name, analyzed: true })));
+    const [catalog] = await cluster.query<{ analyzed: boolean }>("SELECT last_analyze IS NOT NULL AS analyzed FROM pg_stat_sys_tables WHERE relid = 'pg_catalog.pg_class'::regclass", [], 'analyzed');
+    assert.ok(catalog!.analyzed, 'system catalogs too, as ANALYZE without a table does');
+    await cluster.query('DROP DATABASE analyzed');
   });
 });
 
