@@ -356,6 +356,7 @@ export async function beginBackups<K extends BackupKind>(repositories: readonly 
     await entry.lock?.release().catch(() => undefined);
     entry.lock = undefined;
   };
+  const contents = new Map<(typeof entries)[number], ContentWriting>();
   try {
     // 1. lock, source record, leftovers
     for (const entry of entries) {
@@ -403,12 +404,11 @@ export async function beginBackups<K extends BackupKind>(repositories: readonly 
       while (taken.has(id));
     }
     // 3. deduplicating repositories: the shared content lock and a session (prune does not sweep meanwhile)
-    const contents = new Map<(typeof entries)[number], ContentWriting>();
     for (const entry of entries) {
       if (entry.error !== undefined || !entry.repository.info.content) continue;
       try {
         throwIfAborted(options.signal);
-        contents.set(entry, (await ContentWriting.begin(entry.repository, options.keys ?? NO_KEYS, options.command))!);
+        contents.set(entry, (await ContentWriting.begin(entry.repository, options.keys ?? NO_KEYS, options.command, options.signal))!);
       } catch (error) {
         if (options.signal?.aborted) throw error;
         entry.error = error;
@@ -421,6 +421,7 @@ export async function beginBackups<K extends BackupKind>(repositories: readonly 
         : { repository: entry.repository, writer: new BackupWriter(entry.repository, source, kind, id, entry.lock, { ...options, startedAt }, contents.get(entry)) },
     );
   } catch (error) {
+    for (const content of contents.values()) await content.release();
     for (const entry of entries) await release(entry);
     throw error;
   }

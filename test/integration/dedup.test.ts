@@ -4,10 +4,13 @@ import { spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { test } from 'node:test';
-import { json } from '../support/cli.js';
+import { describe, test } from 'node:test';
+import { json, pgkeep as cliPgkeep } from '../support/cli.js';
+import { contentSettings } from '../../src/repository/content-store/content-keys.js';
+import { ContentStore } from '../../src/repository/content-store/content-store.js';
+import { openStorage } from '../../src/storage/open-storage.js';
 import { eachStorage } from '../support/each-storage.js';
-import { runCommand as pgkeep } from '../support/run-command.js';
+import { runCommand, runCommand as pgkeep } from '../support/run-command.js';
 import { diffSnapshots, snapshotDatabase } from '../support/db-compare.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
@@ -82,4 +85,70 @@ eachStorage('a deduplicating repository (encrypted on S3)', (storage) => {
       assert.equal(again.code, 0, again.stderr);
       assert.deepEqual(diffSnapshots(await snapshotDatabase(cluster, 'shop'), await snapshotDatabase(cluster, `${target}_2`)), []);
     });
+});
+
+describe('a deduplicating repository under faults (real processes)', () => {
+  const repo = () => path.join(work, 'faults');
+  const packsNamedByNoIndex = async () => {
+    const storage = openStorage(repo());
+    const info = JSON.parse(await readFile(path.join(repo(), 'pgkeep.json'), 'utf8'));
+    const store = await ContentStore.open(storage, await contentSettings(storage, info.content, null, { identities: [], contentKey: undefined }));
+    const indexed = store.index.packEntries();
+    const stray: string[] = [];
+    for await (const e of storage.list('content/packs', { recursive: true })) if (e.kind === 'object' && !indexed.has(e.path.split('/').at(-1)!)) stray.push(e.path);
+    return stray;
+  };
+  const everyBackupVerifies = async () => {
+    const listed = json<{ id: string; damaged?: unknown }[]>(await runCommand(['list', '--repo', repo(), '--json'], { env: env() }));
+    assert.deepEqual(listed.filter((b) => b.damaged), []);
+    for (const b of listed) {
+      const verified = await runCommand(['verify', b.id, '--repo', repo()], { env: env() });
+      assert.equal(verified.code, 0, `verify ${b.id}: ${verified.stderr}`);
+    }
+    return listed.length;
+  };
+  let change = 0;
+  const changeSomething = () => cluster.query(`UPDATE events SET body = md5(body || '${++change}') WHERE id % 97 = ${change}`, [], 'shop');
+
+  test('SIGKILL at each step of a backup and of the sweep: every backup listed verifies, the next run works, and prune removes the packs the killed ones left', async () => {
+    assert.equal((await runCommand(['init', '--repo', repo(), '--dedup'], { env: env() })).code, 0);
+    assert.equal((await runCommand(['backup', '--repo', repo()], { env: env() })).code, 0);
+    for (const point of ['after-object-stored', 'before-content-index', 'after-content-index', 'before-manifest']) {
+      await changeSomething();
+      const killed = await cliPgkeep(['backup', '--repo', repo()], { env: env({ PGKEEP_FAULT: point }) });
+      assert.equal(killed.signal, 'SIGKILL', `${point}: ${killed.stderr}`);
+      assert.equal(await everyBackupVerifies(), 1, `${point}: the killed backup does not exist`);
+    }
+    assert.equal((await runCommand(['backup', '--repo', repo()], { env: env() })).code, 0, 'a backup after the kills (their locks are stale: dead processes)');
+    assert.ok((await packsNamedByNoIndex()).length > 0, 'the kills before the index left packs');
+
+    const sweepKilled = await cliPgkeep(['prune', '--repo', repo(), '--keep-last', '1', '--sweep-grace', '0'], { env: env({ PGKEEP_FAULT: 'mid-content-sweep' }) });
+    assert.equal(sweepKilled.signal, 'SIGKILL', sweepKilled.stderr);
+    assert.equal(await everyBackupVerifies(), 1);
+    const pruned = await runCommand(['prune', '--repo', repo(), '--keep-last', '1', '--sweep-grace', '0', '--json'], { env: env() });
+    assert.equal(pruned.code, 0, pruned.stderr);
+    assert.deepEqual(await packsNamedByNoIndex(), [], 'no pack left that no index names');
+    assert.equal(await everyBackupVerifies(), 1);
+  });
+
+  test('backups and prunes at the same time, as real processes: no chunk a backup needs is ever swept', async () => {
+    // prune of another source of the same repository: the source locks do not separate them, only the content locks do
+    await cluster.query('CREATE DATABASE other');
+    await cluster.query('CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g', [], 'other');
+    const other = { DATABASE_URL: cluster.url('other') };
+    assert.equal((await runCommand(['backup', '--repo', repo()], { env: other })).code, 0);
+    for (let round = 0; round < 2; round++) {
+      await changeSomething();
+      const backup = cliPgkeep(['backup', '--repo', repo()], { env: env() });
+      const prune = cliPgkeep(['prune', '--repo', repo(), '--source', 'other', '--keep-last', '1', '--sweep-grace', '0'], { env: other });
+      const [b, p] = await Promise.all([backup, prune]);
+      assert.equal(b.code, 0, `backup: ${b.stderr}`);
+      assert.equal(p.code, 0, `prune: ${p.stderr}`);
+    }
+    assert.ok((await everyBackupVerifies()) >= 2);
+    const target = 'dedup_after_races';
+    const restored = await runCommand(['restore', 'latest', '--repo', repo(), '--to', target], { env: env() });
+    assert.equal(restored.code, 0, restored.stderr);
+    assert.deepEqual(diffSnapshots(await snapshotDatabase(cluster, 'shop'), await snapshotDatabase(cluster, target)), []);
+  });
 });

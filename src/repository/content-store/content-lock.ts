@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { hostname } from 'node:os';
 import { PgkeepError } from '../../errors.js';
 import { readObject, type Storage } from '../../storage/storage.js';
@@ -20,7 +21,24 @@ export interface ContentLock {
  * is never swept from under it. Locks of dead processes on this host are
  * cleared; those of other hosts are reported with the key to remove.
  */
-export async function acquireContentLock(storage: Storage, kind: 'shared' | 'exclusive', command: string): Promise<ContentLock> {
+export async function acquireContentLock(storage: Storage, kind: 'shared' | 'exclusive', command: string, options: { waitMs?: number; signal?: AbortSignal | undefined } = {}): Promise<ContentLock> {
+  // a writer waits for a sweep to end (they are short) rather than fail a scheduled backup; prune does not wait
+  const deadline = Date.now() + (options.waitMs ?? (kind === 'shared' ? SHARED_WAIT_MS : 0));
+  for (;;) {
+    try {
+      return await tryContentLock(storage, kind, command);
+    } catch (error) {
+      if (!(error instanceof PgkeepError && error.code === 'LOCK_HELD') || Date.now() >= deadline) throw error;
+      options.signal?.throwIfAborted();
+      await sleep(Math.min(1000, Math.max(0, deadline - Date.now())), undefined, options.signal ? { signal: options.signal } : undefined);
+    }
+  }
+}
+
+/** How long a writer waits for prune's sweep before it gives up with LOCK_HELD. */
+export const SHARED_WAIT_MS = 10 * 60_000;
+
+async function tryContentLock(storage: Storage, kind: 'shared' | 'exclusive', command: string): Promise<ContentLock> {
   const me: LockOwner & { kind: string } = { kind, pid: process.pid, host: hostname(), command, started: new Date().toISOString(), holder: randomUUID() };
   const key = `${LOCKS_PREFIX}/${kind}-${me.holder}.json`;
   holdHere(me.holder!);

@@ -22,10 +22,17 @@ export class ContentWriting {
   ) {}
 
   /** Undefined for a repository without a content store. */
-  static async begin(repository: Repository, keys: KeySettings, command: string): Promise<ContentWriting | undefined> {
+  static async begin(repository: Repository, keys: KeySettings, command: string, signal?: AbortSignal): Promise<ContentWriting | undefined> {
     if (!repository.info.content) return undefined;
-    const store = (await openContentStore(repository, keys, 'write'))!;
-    const lock = await acquireContentLock(storageOf(repository)!, 'shared', command);
+    // the lock first: a sweep running now changes the index this writer reads next
+    const lock = await acquireContentLock(storageOf(repository)!, 'shared', command, { signal });
+    let store;
+    try {
+      store = (await openContentStore(repository, keys, 'write'))!;
+    } catch (error) {
+      await lock.release().catch(() => undefined);
+      throw error;
+    }
     return new ContentWriting(store.session(), lock);
   }
 
@@ -60,6 +67,7 @@ export class ContentWriting {
 
   /** Writes the last packs and the index file: call right before the manifest. */
   async commit(): Promise<SessionTotals> {
+    await this.session.flush();
     faultPoint('before-content-index');
     const totals = await this.session.commit();
     faultPoint('after-content-index');
