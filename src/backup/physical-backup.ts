@@ -1,3 +1,4 @@
+import { readClusterTableEstimates } from '../postgres/table-estimates.js';
 import { Writable } from 'node:stream';
 import type { ResolvedSource } from '../config/settings.js';
 import { validateName } from '../config/settings.js';
@@ -121,6 +122,12 @@ export async function runPhysicalBackup(ctx: CommandContext, repository: Reposit
       onRawBytes: (bytes) => ctx.progress({ phase: 'basebackup', bytes }),
     });
     if (!startLsn || !stopLsn || !timeline) throw new PgkeepError('TOOL_FAILED', 'pg_basebackup did not report its start and end WAL locations');
+    // facts the restore test checks: a catalog read per database, right after the stop (see compareTableEstimates)
+    const factsAt = new Date().toISOString();
+    const facts = await readClusterTableEstimates(source.connection, signal).catch((error: Error) => {
+      ctx.warn(`could not record the table facts the restore test checks: ${error.message}`);
+      return undefined;
+    });
 
     // 4. the WAL it needs, in the archive
     const segmentSize = settings.segmentSize;
@@ -152,6 +159,7 @@ export async function runPhysicalBackup(ctx: CommandContext, repository: Reposit
           backupLabel: label,
           stopTime: labelTime(label, 'STOP TIME') ?? finishedAt.toISOString(),
           tablespaces,
+          ...(facts ? { facts: { takenAt: factsAt, databases: facts } } : {}),
         },
       },
       finishedAt,

@@ -276,6 +276,8 @@ function printVerify(report: VerifyResult, out: CommandOutput): void {
       out.line(`  target ${pitr.reached ? 'reached' : 'NOT reached'}: last transaction replayed ${pitr.lastReplayedAt ?? 'none'}${pitr.stopRecordAt ? `, stopped at the transaction of ${pitr.stopRecordAt}` : ''}`);
       out.line(`  RPO the archive gives: ${formatDuration(pitr.rpoMs)} (newest recoverable point ${pitr.recoverableTo.at}, ${pitr.recoverableTo.basis === 'commit' ? 'the newest transaction archived' : 'when the newest segment was archived'})`);
     }
+    const facts = drill.facts;
+    if (facts) out.line(`  facts: ${facts.matched} of ${facts.recorded} table(s) recorded at backup time present with their row estimates${facts.missing.length ? `; missing: ${facts.missing.slice(0, 5).join(', ')}` : ''}${facts.differing.length ? `; estimates differ: ${facts.differing.slice(0, 5).map((d) => d.table).join(', ')}` : ''}`);
     for (const d of drill.databases) out.line(`  database ${d.name}: accepts connections; pg_amcheck ${d.amcheck.status === 'skipped' ? 'skipped' : d.amcheck.ok ? 'found nothing' : 'FOUND CORRUPTION'}`);
     drill.probes.forEach((p, i) => out.line(`  probe ${i + 1}: ${p.ok ? 'ok    ' : 'FAILED'}  ${p.sql.replace(/\s+/g, ' ').trim()} → ${p.error ? `error: ${p.error}` : (p.value ?? 'no value')}`));
     for (const note of drill.notes) out.line(`note: ${note}`);

@@ -234,6 +234,17 @@ export const PhysicalManifestSchema = z.object({
     /** When the backup became consistent: recovery targets before this cannot be reached from it. */
     stopTime: z.string(),
     tablespaces: z.array(z.object({ oid: z.number().int(), name: z.string(), location: z.string() })),
+    /**
+     * Facts for the restore test to check: each database's tables and their
+     * pg_class.reltuples, read from the catalog right after the backup
+     * stopped; absent in manifests of older pgkeep.
+     */
+    facts: z
+      .object({
+        takenAt: z.string(),
+        databases: z.array(z.object({ name: z.string(), tables: z.array(z.object({ schema: z.string(), name: z.string(), reltuples: z.number() })) })),
+      })
+      .optional(),
   }),
   objects: z.array(ObjectSchema),
   totals: z.object({ rawBytes: z.number().int().nonnegative(), storedBytes: z.number().int().nonnegative() }),

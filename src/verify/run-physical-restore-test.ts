@@ -10,6 +10,8 @@ import { serverBinDir, serverRunning, serverUser, stopServer } from '../postgres
 import { serverMajor } from '../postgres/pg-tools.js';
 import { consistentAt, type PhysicalManifest } from '../repository/manifest.js';
 import { readIdentities } from '../repository/repository-keys.js';
+import { readTableEstimates, type DatabaseTableEstimates } from '../postgres/table-estimates.js';
+import { compareTableEstimates, type TableEstimatesComparison } from './compare-table-estimates.js';
 import { archiveRecoveryPoint, findWaldump, type ArchiveRecoveryPoint } from './archive-recovery-point.js';
 import type { Repository } from '../repository/repository.js';
 import { describeProbeFailure, runAmcheck, runProbes, type AmcheckResult, type Problem, type ProbeResult } from './restore-checks.js';
@@ -28,6 +30,8 @@ export interface PhysicalRestoreTestReport {
   walFiles: number;
   walBytes: number;
   recoveryPoint: { redoDoneAt: string | undefined; lastTransactionAt: string | undefined; stoppedAt: string | undefined; timeline: number | undefined };
+  /** The table lists and estimates recorded at backup time against the recovered cluster; undefined for a backup of an older pgkeep. */
+  facts?: TableEstimatesComparison | undefined;
   /** PITR drills: the window, the target and the proof it was reached, and the RPO the archive gives. */
   pitr?: PitrDrillReport | undefined;
   databases: { name: string; amcheck: AmcheckResult }[];
@@ -89,6 +93,7 @@ export async function runPhysicalRestoreTest(
   const problems: Problem[] = [];
   const databases: PhysicalRestoreTestReport['databases'] = [];
   let probes: ProbeResult[] = [];
+  const recovered = new Map<string, DatabaseTableEstimates['tables']>();
   let window: Omit<PitrDrillReport, 'lastReplayedAt' | 'stopRecordAt' | 'reached'> | undefined;
   let lastReplayedAt: string | undefined;
   try {
@@ -157,6 +162,10 @@ export async function runPhysicalRestoreTest(
         }, ctx.signal);
         for (const name of names) {
           const db = { ...admin, database: name };
+          if (manifest.physical.facts) {
+            const tables = await withClient(db, readTableEstimates, ctx.signal).catch(() => undefined);
+            if (tables) recovered.set(name, tables);
+          }
           try {
             const amcheck = await withClient(db, (c) => runAmcheck(c, db, { pgBin: binDir, signal: ctx.signal }), ctx.signal);
             if (amcheck.note) notes.push(`pg_amcheck on ${name} skipped: ${amcheck.note}`);
@@ -174,6 +183,16 @@ export async function runPhysicalRestoreTest(
       },
     });
     const outcome = pitr.outcome;
+    const facts = manifest.physical.facts && compareTableEstimates(manifest.physical.facts.databases, recovered);
+    if (facts) {
+      // At the end of the backup the catalog is the one the facts were read from; at a later target, tables may rightly have changed since.
+      const differences = [
+        ...facts.missing.slice(0, 5).map((t) => `table ${t} existed at backup time and is missing after recovery`),
+        ...facts.differing.slice(0, 5).map((d) => `table ${d.table} held about ${Math.round(d.recorded)} rows at backup time (pg_class.reltuples), ${Math.round(d.recovered)} after recovery`),
+      ];
+      if (target.kind === 'immediate') for (const message of differences) problems.push({ code: 'VERIFY_FAILED', message });
+      else for (const message of differences) notes.push(`since the backup: ${message}`);
+    } else notes.push('the manifest records no table facts (a backup of an older pgkeep): table lists and estimates not compared');
     const pitrReport = window && proveTarget(window, target, lastReplayedAt ?? pgTime(outcome?.lastTransactionAt), outcome?.stoppedAt, problems);
     return {
       method: target.kind === 'immediate' ? 'physical' : 'pitr',
@@ -186,6 +205,7 @@ export async function runPhysicalRestoreTest(
       walBytes: (pitr.walFilesReplayed ?? 0) * manifest.physical.segmentSize,
       recoveryPoint: { redoDoneAt: outcome?.redoDoneAt, lastTransactionAt: outcome?.lastTransactionAt, stoppedAt: outcome?.stoppedAt, timeline: outcome?.newTimeline },
       pitr: pitrReport,
+      facts,
       databases,
       probes,
       problems,

@@ -163,7 +163,7 @@ async function record(ctx: CommandContext, repository: Repository, manifest: Man
               notes: test.notes,
             }
           : {}),
-        ...(physicalTest ? { databases: physicalTest.databases, probes: physicalTest.probes, notes: physicalTest.notes, extractMs: physicalTest.extractMs, ...(physicalTest.pitr ? { pitr: physicalTest.pitr } : {}) } : {}),
+        ...(physicalTest ? { databases: physicalTest.databases, probes: physicalTest.probes, notes: physicalTest.notes, extractMs: physicalTest.extractMs, ...(physicalTest.facts ? { facts: physicalTest.facts } : {}), ...(physicalTest.pitr ? { pitr: physicalTest.pitr } : {}) } : {}),
       },
     });
     return repository.verificationFolder(verification.source, verification.backupId);

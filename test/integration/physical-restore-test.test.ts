@@ -68,6 +68,7 @@ describe('restore tests of physical backups', { concurrency: 1 }, () => {
   before(async () => {
     await cluster.query('CREATE TABLE items (id int PRIMARY KEY, note text)');
     await cluster.query("INSERT INTO items SELECT g, 'before backup' FROM generate_series(1, 1000) g");
+    await cluster.query('ANALYZE items'); // pg_class.reltuples = 1000: a fact the backup records and the restore test checks
     const backup = await cli(['backup', '--physical', '--json']);
     assert.equal(backup.code, 0, backup.stderr);
     backupId = json(backup).id;
@@ -95,6 +96,14 @@ describe('restore tests of physical backups', { concurrency: 1 }, () => {
     assert.equal(record.restore.method, 'physical');
     assert.ok(record.restore.durationMs > 0);
     assert.ok(record.restore.walFiles >= 1, 'WAL was fetched through wal-fetch');
+    // the facts recorded at backup time (tables and their reltuples) match the recovered cluster
+    const manifest = json(await cli(['show', backupId, '--json']));
+    const items = manifest.physical.facts.databases.find((d: any) => d.name === 'postgres').tables.find((t: any) => t.name === 'items');
+    assert.equal(items.reltuples, 1000);
+    assert.equal(record.drill, 'physical-restore-test');
+    assert.equal(record.checks.facts.matched, record.checks.facts.recorded);
+    assert.ok(record.checks.facts.recorded >= 1);
+    assert.match(result.stdout, /facts: (\d+) of \1 table\(s\) recorded at backup time present/);
     assert.deepEqual(leftovers(), []);
     const status = await cli(['status']);
     assert.match(status.stdout, /restore/i);

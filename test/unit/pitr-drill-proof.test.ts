@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { pgTime, proveTarget, type PitrDrillReport } from '../../src/verify/run-physical-restore-test.js';
 import type { Problem } from '../../src/verify/restore-checks.js';
+import { compareTableEstimates } from '../../src/verify/compare-table-estimates.js';
 
 const window: Omit<PitrDrillReport, 'lastReplayedAt' | 'stopRecordAt' | 'reached'> = {
   window: { from: '2026-12-05T13:00:00.000Z', to: '2026-12-05T13:30:00.000Z' },
@@ -44,5 +45,20 @@ describe('PITR drill proof', () => {
     const short: Problem[] = [];
     assert.equal(proveTarget(window, { kind: 'latest' }, '2026-12-05T13:29:00.000Z', undefined, short).reached, false);
     assert.equal(proveTarget(window, { kind: 'latest' }, '2026-12-05T13:30:00.000Z', undefined, []).reached, true);
+  });
+
+  it('facts: a table missing, an estimate far off, a database gone; small drift and never-analyzed tables pass', () => {
+    const recorded = [
+      { name: 'app', tables: [{ schema: 'public', name: 'orders', reltuples: 100_000 }, { schema: 'public', name: 'gone', reltuples: 5 }, { schema: 'public', name: 'fresh', reltuples: -1 }, { schema: 'public', name: 'drift', reltuples: 500 }] },
+      { name: 'old', tables: [{ schema: 'public', name: 't', reltuples: 1 }] },
+    ];
+    const recovered = new Map([['app', [{ schema: 'public', name: 'orders', reltuples: 40_000 }, { schema: 'public', name: 'fresh', reltuples: 7 }, { schema: 'public', name: 'drift', reltuples: 1400 }]]]);
+    assert.deepEqual(compareTableEstimates(recorded, recovered), {
+      recorded: 5,
+      matched: 2,
+      missing: ['app: public.gone', 'old: public.t'],
+      differing: [{ table: 'app: public.orders', recorded: 100_000, recovered: 40_000 }],
+      missingDatabases: ['old'],
+    });
   });
 });
