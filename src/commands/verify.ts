@@ -205,6 +205,17 @@ export const verifyCommand: CommandSpec<VerifyCommandRequest, VerifyCommandResul
       },
     },
     {
+      kind: 'pitrDrill',
+      scheduled: true,
+      // verify latest --pitr-drill: the newest physical backup, to a random point of the window; evidence recorded as a pitr-drill
+      request: ({ target }) => ({ mode: 'one', ref: target ?? 'latest', restoreTest: true, pitrDrill: true, everyCopy: false }),
+      outcome: (result) => {
+        const report = (result as { report: VerifyResult }).report;
+        const pitr = report.physicalTest?.pitr;
+        return { backupId: report.id, bytes: report.objects.reduce((sum, o) => sum + o.rawBytes, 0), detail: `PITR drill of ${report.id} to ${pitr?.target ?? 'its target'} passed${pitr ? ` (RPO ${formatDuration(pitr.rpoMs)})` : ''}` };
+      },
+    },
+    {
       kind: 'verify',
       scheduled: false,
       request: ({ target }) => ({ mode: 'one', ref: target ?? 'latest', everyCopy: false }),

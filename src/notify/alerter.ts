@@ -159,7 +159,7 @@ export function problemsFromJob(job: Readonly<JobRecord>): Problem[] | undefined
   if (job.state === 'succeeded') return [];
   if (job.state !== 'failed' || !job.error) return undefined;
   const stuck = job.error.code === 'JOB_STUCK';
-  const event: AlertEvent = stuck ? 'job_stuck' : job.kind === 'logical' || job.kind === 'physical' ? 'backup_failed' : job.kind === 'restoreTest' ? 'restore_test_failed' : 'problem';
+  const event: AlertEvent = stuck ? 'job_stuck' : job.kind === 'logical' || job.kind === 'physical' ? 'backup_failed' : job.kind === 'restoreTest' || job.kind === 'pitrDrill' ? 'restore_test_failed' : 'problem';
   const key = event === 'backup_failed' ? sharedKey(job.source, 'backup-failed') : event === 'restore_test_failed' ? sharedKey(job.source, 'restore-test-failed') : jobScope(job);
   return [{ key, event, source: job.source, severity: 'critical', title: `${job.source}: ${job.kind} ${stuck ? 'stuck' : 'failed'}`, message: `${job.error.message} (${job.error.code}, job ${job.id})` }];
 }

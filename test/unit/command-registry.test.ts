@@ -39,8 +39,10 @@ describe('command registry', () => {
     const kinds = registry.specs.flatMap((s) => (s.jobs ?? []).map((j) => j.kind));
     assert.equal(new Set(kinds).size, kinds.length, `job kinds: ${kinds.join(', ')}`);
     // the schedule keys users write in pgkeep.yaml, in the order serve lists their schedules
-    assert.deepEqual(registry.jobKinds({ scheduled: true }), ['logical', 'physical', 'restoreTest', 'prune', 'check']);
-    assert.deepEqual(registry.jobKinds(), ['logical', 'physical', 'restoreTest', 'verify', 'prune', 'check']);
+    assert.deepEqual(registry.jobKinds({ scheduled: true }), ['logical', 'physical', 'restoreTest', 'pitrDrill', 'prune', 'check']);
+    assert.deepEqual(registry.jobKinds(), ['logical', 'physical', 'restoreTest', 'pitrDrill', 'verify', 'prune', 'check']);
+    // a scheduled PITR drill is verify latest --pitr-drill
+    assert.deepEqual(registry.byJobKind('pitrDrill')!.job.request({ source: 'app' } as never), { mode: 'one', ref: 'latest', restoreTest: true, pitrDrill: true, everyCopy: false });
     for (const kind of kinds) assert.equal(registry.byJobKind(kind)?.job.kind, kind);
     assert.equal(registry.byJobKind('restore-test'), undefined, 'one spelling: restoreTest');
   });

@@ -22,11 +22,11 @@ describe('serve configuration', () => {
     const env = { SLACK_WEBHOOK_URL: 'https://hooks.slack.com/services/T/B/x', ALERTS_TOKEN: 't', ANALYTICS_PASSWORD: 'p' };
     const config = parseConfig(readFileSync(path.join(docs, 'pgkeep.example.yaml'), 'utf8'), 'pgkeep.example.yaml', env);
     assert.deepEqual(Object.keys(config.serve!).sort(), ['allowedHosts', 'catchUp', 'concurrency', 'gracePeriod', 'historyLimit', 'host', 'overlap', 'port', 'protectProbes', 'pruneAfterBackup', 'stateDir', 'stuckAfter', 'timeZone', 'tokenFile', 'trustProxy'].sort());
-    assert.deepEqual(Object.keys(config.sources!.app!.schedule!).sort(), ['check', 'logical', 'physical', 'prune', 'restoreTest', 'timeZone']);
+    assert.deepEqual(Object.keys(config.sources!.app!.schedule!).sort(), ['check', 'logical', 'physical', 'pitrDrill', 'prune', 'restoreTest', 'timeZone']);
     const serve = resolveServeSettings(settingsOf({ ...config, serve: { ...config.serve, tokenFile: undefined } }), {}, kinds);
-    assert.equal(serve.schedules.length, 6);
+    assert.equal(serve.schedules.length, 7);
     assert.deepEqual(serve.schedules[0], { source: 'app', kind: 'logical', cron: '0 2 * * *', timeZone: 'Europe/Paris' });
-    assert.equal(serve.schedules[5]!.timeZone, 'UTC', 'serve.timeZone is the default');
+    assert.equal(serve.schedules[6]!.timeZone, 'UTC', 'serve.timeZone is the default');
     assert.equal(serve.stuckAfterMs, 600_000);
   });
 
