@@ -104,7 +104,7 @@ type Step = 'pgRestore' | 'pgkeep1' | 'pgkeep2' | 'pgkeep4' | 'loaderPlain' | 'l
 type BackupStep = 'pipe' | 'backup';
 
 const BACKUP_LABELS: Record<BackupStep, string> = {
-  pipe: '`pg_dump -Fc -Z0 | zstd -T2 -3` to a file',
+  pipe: '`pg_dump -Fc -Z0 \| zstd -T2 -3` to a file',
   backup: '**pgkeep backup** (checksums, row counts, fsync, manifest)',
 };
 
