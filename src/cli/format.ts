@@ -1,5 +1,5 @@
 import { formatAge } from '../format/human-format.js';
-import type { Verification } from '../repository/verification.js';
+import { drillKindOf, type Verification } from '../repository/verification.js';
 
 /** Human formatting for the terminal; --json output never goes through here. */
 
@@ -21,7 +21,8 @@ export function formatTable(headers: string[], rows: string[][], right: number[]
 /** "restore ok 2h ago", "integrity ok 5m ago", "FAILED restore 1d ago", or "-" when never verified. */
 export function verificationLabel(v: Verification | undefined): string {
   if (!v) return '-';
-  const what = v.kind === 'restore-test' ? 'restore' : 'integrity';
+  // a PITR drill is told apart: status judges its age on its own
+  const what = v.kind !== 'restore-test' ? 'integrity' : drillKindOf(v) === 'pitr-drill' ? 'pitr-drill' : 'restore';
   const age = formatAge(new Date(v.finishedAt));
   return v.ok ? `${what} ok ${age}` : `FAILED ${what} ${age}`;
 }

@@ -2,7 +2,7 @@ import { repositoryUrls, selectedSourceName, type Settings } from '../config/set
 import type { Manifest } from '../repository/manifest.js';
 import { listPins } from '../repository/pins.js';
 import type { DamagedBackup, Repository } from '../repository/repository.js';
-import type { Verification } from '../repository/verification.js';
+import { drillKindOf, type Verification } from '../repository/verification.js';
 import { openRepositoriesSettled, openRepository, repositoryLabels } from '../repository/open-repository.js';
 import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
 import { z } from 'zod';
@@ -193,7 +193,7 @@ function printList(
 
 function verificationSummary(v: Verification | undefined) {
   if (!v) return null;
-  return { kind: v.kind, ok: v.ok, finishedAt: v.finishedAt, durationMs: v.durationMs, restoreMs: v.restore?.durationMs ?? null, problem: v.problems[0] ?? null };
+  return { kind: v.kind, drill: drillKindOf(v) ?? null, ok: v.ok, finishedAt: v.finishedAt, durationMs: v.durationMs, restoreMs: v.restore?.durationMs ?? null, rpoMs: v.restore?.rpoMs ?? null, problem: v.problems[0] ?? null };
 }
 
 /** The fields of a backup that list --json gives (the full manifest is in show --json). */

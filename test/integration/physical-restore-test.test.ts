@@ -150,6 +150,11 @@ describe('restore tests of physical backups', { concurrency: 1 }, () => {
     assert.equal(record.restore.recoveryPoint.targetReached, true);
     assert.ok(record.restore.replayMs > 0 && record.restore.walFiles >= 1);
     assert.deepEqual(leftovers(), []);
+    // list shows the backup's newest verification: this drill, with its RPO
+    const listed = json(await cli(['list', '--json'])).find((b: any) => b.id === backupId);
+    assert.equal(listed.verification.drill, 'pitr-drill');
+    assert.equal(listed.verification.rpoMs, pitr.rpoMs);
+    assert.match((await cli(['list'])).stdout, new RegExp(`${backupId}.*pitr-drill ok \\d+s ago`));
 
     // each kind's newest drill, from a real repository; limits from the config
     const config = path.join(shared, 'health.yaml');
