@@ -34,6 +34,14 @@ export interface CommandContext {
   readonly stdout?: Writable | undefined;
   /** Every command, for those that run others (serve's jobs, the dashboard's actions): given by whoever runs them. */
   readonly registry?: CommandRegistry | undefined;
+  /**
+   * The program a recovery's restore_command runs for `wal-fetch`: the Node
+   * executable and pgkeep's entry script, as [executable, ...args]. Default:
+   * this same pgkeep. Given by a runner whose own entry is not pgkeep's
+   * program (the tests run commands in their own process, from the sources,
+   * and point the server at the built CLI).
+   */
+  readonly walFetchEntry?: readonly string[] | undefined;
 }
 
 /** A context that reports nothing and never confirms: for tests and the daemon. */

@@ -98,7 +98,7 @@ export const pitrCommand: CommandSpec<PitrCommandRequest, PitrCommandResult> = {
     const source = resolveSource(settings);
     const repository = await openRepository(settings, { source: source.name });
     // restore_command runs this same pgkeep, as the server's user, with the same repository and keys.
-    const restoreCommand = walFetchCommand(settings, ctx.keys, { source: source.name, repo: source.repo, encrypted: Boolean(repository.info.encryption) });
+    const restoreCommand = walFetchCommand(settings, ctx.keys, { source: source.name, repo: source.repo, encrypted: Boolean(repository.info.encryption), entry: ctx.walFetchEntry });
     if (request.extractTables) {
       if (request.pgdata || request.start || request.dryRun) throw new PgkeepError('USAGE', '--extract-table recovers into a throwaway cluster of its own: leave out --pgdata, --start and --dry-run');
       if (!request.output && !request.intoDb) throw new PgkeepError('USAGE', '--extract-table needs --output FILE, or --into-db URL --as NAME');

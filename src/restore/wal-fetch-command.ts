@@ -9,15 +9,21 @@ export function shellQuote(text: string): string {
 
 /**
  * The restore_command of a recovery pgkeep sets up: this same pgkeep (the
- * Node executable and its entry script), `wal-fetch %f %p`, the source, the
+ * Node executable and its entry script, or the runner's walFetchEntry), `wal-fetch %f %p`, the source, the
  * repository, the config file and the identity file. The server runs it as
  * its own OS user, so those files must be readable by that user. An
  * encrypted repository needs an identity file (a passphrase in the
  * environment does not reach the server's restore_command).
  */
-export function walFetchCommand(settings: Settings, keys: KeySettings, options: { source: string; repo: string; encrypted: boolean }): string {
-  const entry = fileURLToPath(new URL('../cli/pgkeep.js', import.meta.url));
-  const fetch = [process.execPath, entry, 'wal-fetch', '%f', '%p', '--source', options.source, '--repo', options.repo];
+export function walFetchCommand(
+  settings: Settings,
+  keys: KeySettings,
+  options: { source: string; repo: string; encrypted: boolean; entry?: readonly string[] | undefined },
+): string {
+  // The server runs this program, not the process that set the recovery up:
+  // by default this same pgkeep; a runner from the sources (the tests) gives the built one.
+  const entry = options.entry ?? [process.execPath, fileURLToPath(new URL('../cli/pgkeep.js', import.meta.url))];
+  const fetch = [...entry, 'wal-fetch', '%f', '%p', '--source', options.source, '--repo', options.repo];
   if (settings.configFile) fetch.push('--config', settings.configFile);
   if (keys.identityFile) fetch.push('--identity', keys.identityFile);
   else if (options.encrypted && !settings.config.passphraseFile) {

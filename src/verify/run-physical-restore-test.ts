@@ -77,7 +77,7 @@ export async function runPhysicalRestoreTest(
   let target: RecoveryTarget = options.target ?? { kind: 'immediate' };
   const drill = Boolean(options.pitrDrill) || target.kind !== 'immediate';
   const source = drillSource(settings, manifest);
-  const restoreCommand = walFetchCommand(settings, ctx.keys, { source: manifest.source, repo: repository.location, encrypted: Boolean(repository.info.encryption) });
+  const restoreCommand = walFetchCommand(settings, ctx.keys, { source: manifest.source, repo: repository.location, encrypted: Boolean(repository.info.encryption), entry: ctx.walFetchEntry });
   // The programs of the backup's major version: a clear TOOL_MISSING naming the package when absent.
   const major = Math.floor(serverMajor(manifest.server.versionNum));
   const binDir = await serverBinDir(major, source.pgBin);

@@ -4,11 +4,14 @@
  * server). Every test has a bound on time; the timeouts are small
  * (PGKEEP_S3_IDLE_TIMEOUT=3s, 1s for the stalls) so the file stays fast.
  *
- * These stay real processes (unlike the behaviour tests, which run in process):
- * run in process, a stalled run leaves a socket through the proxy open and the
- * file never exits, and a backup that cannot release its source lock through
- * the stalled link leaves a lock of a live pid (this one) that holds off the
- * next writers; a process's exit frees both.
+ * The runs through resets and mid-response closes, and the one whose first GET
+ * fails, run in process (test/support/run-command.ts): they end with every
+ * request answered or its socket destroyed. The stalls, the signals and the
+ * killed server stay real processes: run in process, a stalled run leaves a
+ * socket through the proxy open and the file never exits, and a backup that
+ * cannot release its source lock through the stalled link leaves a lock of a
+ * live pid (this one) that holds off the next writers; a process's exit frees
+ * both.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -17,6 +20,7 @@ import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { collect, json, pgkeep, startPgkeep } from '../support/cli.js';
+import { runCommand } from '../support/run-command.js';
 import { diffSnapshots, snapshotDatabase } from '../support/db-compare.js';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
@@ -80,7 +84,7 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
   let source: Awaited<ReturnType<typeof snapshotDatabase>>;
 
   test('a backup over a clean link (the starting point)', { timeout: 60_000 }, async () => {
-    const backup = await pgkeep(['backup', '--repo', repo, '--json'], { env: env() });
+    const backup = await runCommand(['backup', '--repo', repo, '--json'], { env: env() });
     assert.equal(backup.code, 0, backup.stderr);
     const stored = json(backup).totals.storedBytes as number;
     assert.ok(stored > 2 << 20, `the dump is big enough to be cut mid-download (${stored} bytes)`);
@@ -90,7 +94,7 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
   test('a restore through 50% connection resets succeeds, and restores the same database', { timeout: 90_000 }, async () => {
     clean();
     proxy.set({ resetProbability: 0.5, resetWithinBytes: 1 << 20 });
-    const restore = await pgkeep(['restore', 'latest', '--repo', repo, '--to', 'through_resets'], { env: env() });
+    const restore = await runCommand(['restore', 'latest', '--repo', repo, '--to', 'through_resets'], { env: env() });
     assert.equal(restore.code, 0, restore.stderr);
     assert.ok(proxy.stats().resets > 0, `the proxy reset connections: ${JSON.stringify(proxy.stats())}`);
     assert.deepEqual(diffSnapshots(source, await snapshotDatabase(cluster, 'through_resets')), []);
@@ -99,12 +103,12 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
   test('a verify through resets and mid-response closes succeeds and records a passed verification', { timeout: 90_000 }, async () => {
     clean();
     proxy.set({ resetProbability: 0.3, resetWithinBytes: 1 << 20, closeProbability: 0.5, closeWithinBytes: 1 << 20 });
-    const verify = await pgkeep(['verify', 'latest', '--repo', repo], { env: env() });
+    const verify = await runCommand(['verify', 'latest', '--repo', repo], { env: env() });
     assert.equal(verify.code, 0, verify.stderr);
     const stats = proxy.stats();
     assert.ok(stats.resets + stats.closes > 0, `the proxy cut connections: ${JSON.stringify(stats)}`);
     clean();
-    const show = await pgkeep(['show', 'latest', '--repo', repo, '--json'], { env: env() });
+    const show = await runCommand(['show', 'latest', '--repo', repo, '--json'], { env: env() });
     assert.equal(json(show).verification?.ok, true, show.stdout);
   });
 
@@ -112,11 +116,11 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
     clean();
     proxy.set({ resetProbability: 0.5, resetWithinBytes: 1 << 20 });
     const to = path.join(work, 'copy-dest');
-    const copy = await pgkeep(['copy', 'latest', '--from', repo, '--to', to, '--json'], { env: env() });
+    const copy = await runCommand(['copy', 'latest', '--from', repo, '--to', to, '--json'], { env: env() });
     assert.equal(copy.code, 0, copy.stderr);
     assert.ok(proxy.stats().resets > 0, `the proxy reset connections: ${JSON.stringify(proxy.stats())}`);
     clean();
-    const verify = await pgkeep(['verify', 'latest', '--repo', to], { env: env() });
+    const verify = await runCommand(['verify', 'latest', '--repo', to], { env: env() });
     assert.equal(verify.code, 0, verify.stderr);
   });
 
@@ -272,7 +276,7 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
     // every attempt at the dump fails before a byte of it arrives: storage.get itself rejects
     await s3.failNext(5, { method: 'GET', pathIncludes: 'dump.zst' }, 500, 'InternalError'); // maxAttempts: all of them
     const started = Date.now();
-    const restore = await pgkeep(['restore', 'latest', '--repo', repo, '--to', 'first_get_failed'], { env: env() });
+    const restore = await runCommand(['restore', 'latest', '--repo', repo, '--to', 'first_get_failed'], { env: env() });
     const took = Date.now() - started;
     assert.equal(restore.code, 5, restore.stderr);
     assert.match(restore.stderr, /InternalError \(HTTP 500\) after 5 attempts/);

@@ -7,13 +7,16 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
-import { json, keygen, pgkeep } from '../support/cli.js';
+import { json, keygen } from '../support/cli.js';
+import { runCommand } from '../support/run-command.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import { archivingConf, type PgCluster, findFreePort } from '../support/pg-cluster.js';
 import { archiveCommand, giveToServer, serverUser } from '../support/server-folder.js';
 
 // Physical backup and point-in-time recovery against a real cluster that
-// archives its WAL through pgkeep wal-push. The proof: rows committed before
+// archives its WAL through pgkeep wal-push. Commands run in this process
+// (test/support/run-command.ts); the server's archive_command and
+// restore_command run the built CLI, as they would in production. The proof: rows committed before
 // the target time are back, and what happened after it (a DELETE, a DROP
 // TABLE) is not.
 
@@ -28,7 +31,7 @@ const recovered: string[] = [];
 before(async () => {
   await mkdir(shared, { mode: 0o755 });
   await chmod(shared, 0o755);
-  const init = await pgkeep(['init', '--repo', repo]);
+  const init = await runCommand(['init', '--repo', repo]);
   assert.equal(init.code, 0, init.stderr);
   giveToServer(shared);
 });
@@ -49,7 +52,7 @@ after(async () => {
 });
 
 const env = () => ({ DATABASE_URL: cluster.url() });
-const cli = (args: string[]) => pgkeep([...args, '--repo', repo, '--source', SOURCE], { env: env() });
+const cli = (args: string[]) => runCommand([...args, '--repo', repo, '--source', SOURCE], { env: env() });
 
 async function archivedThrough(name: string): Promise<void> {
   for (let i = 0; i < 300; i++) {
@@ -143,7 +146,7 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
       assert.match(ok.stdout, /ok +archiving +0000000100000000000000[0-9A-F]{2} arrived in the repository/);
       assert.match(ok.stdout, /ok +replication +role postgres may replicate/);
       assert.match(ok.stdout, /archive lag: \d+\.\d s/);
-      const other = await pgkeep(['check', '--repo', repo, '--source', 'other', '--wal-timeout', '2'], { env: env() });
+      const other = await runCommand(['check', '--repo', repo, '--source', 'other', '--wal-timeout', '2'], { env: env() });
       assert.equal(other.code, 13, other.stderr);
       assert.match(other.stdout, /FAIL +archive_command +set archive_command = 'pgkeep wal-push %p --source other'/);
       assert.match(other.stderr, /^pgkeep: check of source other failed: archive_command/);
@@ -183,7 +186,7 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
       const temp = path.join(shared, 'tmp');
       await mkdir(temp, { recursive: true });
       const csv = path.join(shared, 'out', 'items.csv');
-      const result = await pgkeep(['pitr', '--target-time', targetTime, '--extract-table', 'public.items', '--format', 'csv', '--output', csv, '--repo', repo, '--source', SOURCE], {
+      const result = await runCommand(['pitr', '--target-time', targetTime, '--extract-table', 'public.items', '--format', 'csv', '--output', csv, '--repo', repo, '--source', SOURCE], {
         env: { ...env(), PGKEEP_TEMP_DIR: temp },
       });
       assert.equal(result.code, 0, result.stderr + result.stdout);
@@ -195,7 +198,7 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
       assert.deepEqual(readdirSync(temp), [], 'the throwaway cluster was removed');
 
       const sql = path.join(shared, 'out', 'extra.sql');
-      const dumped = await pgkeep(['pitr', '--target-name', 'before_damage', '--extract-table', 'extra', '--output', sql, '--repo', repo, '--source', SOURCE], { env: { ...env(), PGKEEP_TEMP_DIR: temp } });
+      const dumped = await runCommand(['pitr', '--target-name', 'before_damage', '--extract-table', 'extra', '--output', sql, '--repo', repo, '--source', SOURCE], { env: { ...env(), PGKEEP_TEMP_DIR: temp } });
       assert.equal(dumped.code, 0, dumped.stderr + dumped.stdout);
       const text = readFileSync(sql, 'utf8');
       assert.match(text, /CREATE TABLE public\.extra/);
@@ -203,20 +206,20 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
       assert.deepEqual(readdirSync(temp), []);
 
       // Into the live database, beside the damaged table: the old rows under a new name, nothing of the current table touched.
-      const into = await pgkeep(['pitr', '--target-time', targetTime, '--extract-table', 'public.items', '--into-db', cluster.url(), '--as', 'items_before', '--repo', repo, '--source', SOURCE], {
+      const into = await runCommand(['pitr', '--target-time', targetTime, '--extract-table', 'public.items', '--into-db', cluster.url(), '--as', 'items_before', '--repo', repo, '--source', SOURCE], {
         env: { ...env(), PGKEEP_TEMP_DIR: temp },
       });
       assert.equal(into.code, 0, into.stderr + into.stdout);
       assert.match(into.stdout, /loaded into postgres\.items_before/);
       assert.deepEqual(await cluster.query('SELECT count(*)::int AS n FROM items_before'), [{ n: 150 }]);
       assert.deepEqual(await cluster.query('SELECT count(*)::int AS n FROM items'), [{ n: 10 }]);
-      const again = await pgkeep(['pitr', '--target-time', targetTime, '--extract-table', 'public.items', '--into-db', cluster.url(), '--as', 'items_before', '--repo', repo, '--source', SOURCE], { env: env() });
+      const again = await runCommand(['pitr', '--target-time', targetTime, '--extract-table', 'public.items', '--into-db', cluster.url(), '--as', 'items_before', '--repo', repo, '--source', SOURCE], { env: env() });
       assert.equal(again.code, 3);
       assert.match(again.stderr, /table items_before already exists/);
       await cluster.query('DROP TABLE items_before');
       assert.deepEqual(readdirSync(temp), []);
 
-      const missing = await pgkeep(['pitr', '--target-name', 'before_damage', '--extract-table', 'nope', '--output', path.join(shared, 'out', 'nope.sql'), '--repo', repo, '--source', SOURCE], { env: { ...env(), PGKEEP_TEMP_DIR: temp } });
+      const missing = await runCommand(['pitr', '--target-name', 'before_damage', '--extract-table', 'nope', '--output', path.join(shared, 'out', 'nope.sql'), '--repo', repo, '--source', SOURCE], { env: { ...env(), PGKEEP_TEMP_DIR: temp } });
       assert.equal(missing.code, 2, missing.stderr);
       assert.match(missing.stderr, /table nope did not exist/);
       assert.equal(existsSync(path.join(shared, 'out', 'nope.sql')), false);
@@ -312,13 +315,13 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
       const key = path.join(shared, 'enc.key');
       const { publicKey } = await keygen(key);
       const encRepo = path.join(shared, 'enc-repo');
-      assert.equal((await pgkeep(['init', '--repo', encRepo, '--encrypt', '--recipient', publicKey])).code, 0);
+      assert.equal((await runCommand(['init', '--repo', encRepo, '--encrypt', '--recipient', publicKey])).code, 0);
       giveToServer(key);
       giveToServer(encRepo);
       // The same server now archives to the encrypted repository, as source "enc".
       await cluster.query(`ALTER SYSTEM SET archive_command = '${archiveCommand(encRepo, 'enc')}'`);
       await cluster.query('SELECT pg_reload_conf()');
-      const enc = (args: string[]) => pgkeep([...args, '--repo', encRepo, '--source', 'enc', '--identity', key], { env: env() });
+      const enc = (args: string[]) => runCommand([...args, '--repo', encRepo, '--source', 'enc', '--identity', key], { env: env() });
 
       await cluster.query('CREATE TABLE secrets (id int)');
       const backup = await enc(['backup', '--physical', '--json']);
@@ -340,7 +343,7 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
       await cluster.query('DELETE FROM secrets');
       await switchAndArchive();
 
-      const noKey = await pgkeep(['pitr', '--pgdata', path.join(shared, 'enc-nokey'), '--target-time', t, '--repo', encRepo, '--source', 'enc'], { env: env() });
+      const noKey = await runCommand(['pitr', '--pgdata', path.join(shared, 'enc-nokey'), '--target-time', t, '--repo', encRepo, '--source', 'enc'], { env: env() });
       assert.equal(noKey.code, 2);
       assert.match(noKey.stderr, /encrypted: pitr needs --identity/);
 
@@ -356,7 +359,7 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
     test('prune deletes the older physical backup and the WAL only it needed; recovery from the kept one still has all its WAL', async () => {
       const key = path.join(shared, 'enc.key');
       const encRepo = path.join(shared, 'enc-repo');
-      const enc = (args: string[]) => pgkeep([...args, '--repo', encRepo, '--source', 'enc', '--identity', key], { env: env() });
+      const enc = (args: string[]) => runCommand([...args, '--repo', encRepo, '--source', 'enc', '--identity', key], { env: env() });
       await cluster.query('INSERT INTO secrets SELECT generate_series(1, 5)');
       await switchAndArchive();
       const second = await enc(['backup', '--physical', '--json']);

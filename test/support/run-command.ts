@@ -7,7 +7,7 @@ import { toPgkeepError, type PgkeepError } from '../../src/errors.js';
 import type { AnyCommandSpec, CommandOutput } from '../../src/registry/command-spec.js';
 import { COMMAND_NAMES, loadCommands, loadRegistry } from '../../src/registry/registry.js';
 import { withRunSignal } from '../../src/run-signal.js';
-import { cleanEnv, type CliResult } from './cli.js';
+import { CLI_ENTRY, cleanEnv, type CliResult } from './cli.js';
 
 /**
  * Runs a pgkeep command IN THIS PROCESS, through its CommandSpec and a
@@ -129,6 +129,9 @@ export async function runCommand(argv: string[], options: RunOptions = {}): Prom
       confirm: async () => options.confirm ?? false,
       stdout: stdoutStream,
       registry,
+      // restore_command runs pgkeep as a program of its own: the built CLI
+      // (this process runs the sources, which have no pgkeep.js to run).
+      walFetchEntry: [process.execPath, CLI_ENTRY],
     };
     const out: CommandOutput = {
       json,
