@@ -9,12 +9,15 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 
 const files = process.argv.slice(2);
+// Test files run side by side, each in its own process; 2 is what the suite
+// is measured with on 2 cores. PGKEEP_TEST_CONCURRENCY tries another number.
+const concurrency = Number.parseInt(process.env.PGKEEP_TEST_CONCURRENCY ?? '', 10) || 2;
 const folder = mkdtempSync(path.join(tmpdir(), 'pgkeep-test-run-'));
 const skipsFile = path.join(folder, 'skips.jsonl');
 const run = spawnSync(
   process.execPath,
   [
-    '--import', 'tsx', '--test', '--test-concurrency=2',
+    '--import', 'tsx', '--test', `--test-concurrency=${concurrency}`,
     '--test-reporter=spec', '--test-reporter-destination=stdout',
     `--test-reporter=${new URL('./skip-reporter.mjs', import.meta.url).href}`, `--test-reporter-destination=${skipsFile}`,
     ...files,
