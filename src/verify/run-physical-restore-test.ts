@@ -116,8 +116,8 @@ export async function runPhysicalRestoreTest(
         if (point.basis === 'commit' && at >= point.at) throw new PgkeepError('USAGE', `--target-time ${options.target.value} is not before the newest transaction in the WAL archive (${point.at}): recovery could not stop there; give an earlier time or --latest`);
       } else if (!options.target) {
         if (point.basis !== 'commit') throw new PgkeepError('TOOL_MISSING', `a PITR drill to a random point needs pg_waldump of PostgreSQL ${major} to find the newest transaction in the archive: install postgresql-${major}, or give --target-time`);
-        // strictly inside: after consistency, before the newest transaction (millisecond steps)
-        const start = Date.parse(from) + 1;
+        // strictly inside: a second after consistency (the label's STOP TIME has whole seconds, the stop itself came up to 1 s later), before the newest transaction
+        const start = Math.min(Date.parse(from) + 1000, Date.parse(point.at) - 1);
         const span = Date.parse(point.at) - start;
         target = { kind: 'time', value: new Date(start + Math.floor(Math.random() * Math.max(1, span))).toISOString() };
       }
