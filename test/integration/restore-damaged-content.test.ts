@@ -3,7 +3,8 @@ import { spawnSync } from 'node:child_process';
 import { cp, readdir } from 'node:fs/promises';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
-import { json, pgkeep } from '../support/cli.js';
+import { json } from '../support/cli.js';
+import { runCommand as pgkeep } from '../support/run-command.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { keygen, pgkeep } from '../support/cli.js';
+import { runCommand } from '../support/run-command.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import { archivingConf, type PgCluster } from '../support/pg-cluster.js';
 import { archiveCommand, giveToServer } from '../support/server-folder.js';
@@ -22,7 +23,7 @@ let work: string;
 before(async () => {
   await mkdir(shared, { mode: 0o755 });
   await chmod(shared, 0o755);
-  const init = await pgkeep(['init', '--repo', repo]);
+  const init = await runCommand(['init', '--repo', repo]);
   assert.equal(init.code, 0, init.stderr);
   giveToServer(shared);
 });
@@ -190,7 +191,7 @@ describe('WAL archive', { concurrency: 1 }, () => {
         ['encrypted', ['--encrypt', '--recipient', publicKey]],
       ] as const) {
         const s3Repo = `s3://${bucket}/${prefix}`;
-        const created = await pgkeep(['init', '--repo', s3Repo, ...init], { env: aws });
+        const created = await runCommand(['init', '--repo', s3Repo, ...init], { env: aws });
         assert.equal(created.code, 0, created.stderr);
         const pushed = await wal(['wal-push', file, '--source', 'main', '--repo', s3Repo], { env: aws });
         assert.equal(pushed.code, 0, pushed.stderr);
@@ -214,7 +215,7 @@ describe('WAL archive', { concurrency: 1 }, () => {
       const key = path.join(work, 'wal.key');
       const { publicKey } = await keygen(key);
       const encRepo = path.join(work, 'enc');
-      assert.equal((await pgkeep(['init', '--repo', encRepo, '--encrypt', '--recipient', publicKey])).code, 0);
+      assert.equal((await runCommand(['init', '--repo', encRepo, '--encrypt', '--recipient', publicKey])).code, 0);
 
       const segment = await archiveOneSegment();
       const file = path.join(work, 'enc-src', segment);
@@ -247,7 +248,7 @@ describe('WAL archive', { concurrency: 1 }, () => {
       await copyFile(path.join(cluster.dataDir, 'pg_wal', segment), file);
       const original = await readFile(file);
       for (const [name, repository] of [['plain', path.join(work, 'streamed')], ['encrypted', path.join(work, 'enc')]] as const) {
-        if (name === 'plain') assert.equal((await pgkeep(['init', '--repo', repository])).code, 0);
+        if (name === 'plain') assert.equal((await runCommand(['init', '--repo', repository])).code, 0);
         const streamed = await wal(['wal-push', file, '--source', 'streamed', '--repo', repository], { env: { PGKEEP_ZSTD: 'cli' } });
         assert.equal(streamed.code, 0, `${name}: ${streamed.stderr}`);
         const again = await wal(['wal-push', file, '--source', 'streamed', '--repo', repository]);
