@@ -2,10 +2,11 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { json } from '../support/cli.js';
 import { runCommand as pgkeep } from '../support/run-command.js';
 import { diffSnapshots, snapshotDatabase } from '../support/db-compare.js';
+import { useFileS3Server } from '../support/each-storage.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 
@@ -15,6 +16,16 @@ import type { PgCluster } from '../support/pg-cluster.js';
 // settings) and a content hash of every table.
 
 const FIXTURE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../support/fixtures/awkward.sql');
+
+// The directory-format backup is stored on S3 (this file's s3rver): its
+// restore, and the restore test that proves schema and database state, read a
+// many-object backup through the S3 driver. The other repositories are folders.
+const fileS3 = useFileS3Server();
+let bucket: string;
+before(async () => {
+  bucket = await (await fileS3()).bucket('fidelity');
+});
+const repoOf = (name: string) => (name === 'directory' ? `s3://${bucket}/repo-directory` : path.join(work, `repo-${name}`));
 
 let cluster: PgCluster;
 let work: string;
@@ -70,7 +81,7 @@ describe('a restore gives back the database itself (pg_dump --create with owners
     ['plain', [], []],
   ] as const) {
     test(`${format}: a new database has the source's owner, privileges, comment, settings, connection limit, schema and rows`, async () => {
-      const repo = path.join(work, `repo-${format}`);
+      const repo = repoOf(format);
       const backup = await pgkeep(['backup', '--repo', repo, '--format', format, ...backupArgs, '--json'], { env: env() });
       assert.equal(backup.code, 0, backup.stderr);
       const state = json(backup).database.state;
@@ -170,7 +181,7 @@ describe('a restore gives back the database itself (pg_dump --create with owners
   });
 
   test('the restore test proves the schema and the database state, and fails naming what differs', async () => {
-    const repo = path.join(work, 'repo-directory');
+    const repo = repoOf('directory');
     const ok = await pgkeep(['verify', 'latest', '--repo', repo, '--restore-test', '--json'], { env: env() });
     assert.equal(ok.code, 0, ok.stderr);
     const report = json(ok).restoreTest;
