@@ -5,6 +5,7 @@ import type { AnyCommandSpec, JobSpec } from './command-spec.js';
 import type { listCommand } from '../commands/list.js';
 import type { showCommand } from '../commands/show.js';
 import type { pinCommand, unpinCommand } from '../commands/pin.js';
+import type { runbookCommand } from '../commands/runbook.js';
 
 /**
  * Every command of pgkeep, in the order of `pgkeep --help`. A command's module
@@ -33,6 +34,7 @@ const COMMANDS: readonly { readonly name: string; load(): Promise<AnyCommandSpec
   { name: 'sources', load: async () => (await import('../commands/sources.js')).sourcesCommand },
   { name: 'sources remove', load: async () => (await import('../commands/sources.js')).removeSourceCommand },
   { name: 'status', load: async () => (await import('../commands/status.js')).statusCommand },
+  { name: 'runbook', load: async () => (await import('../commands/runbook.js')).runbookCommand },
   { name: 'serve', load: async () => (await import('../commands/serve.js')).serveCommand },
   { name: 'notify test', load: async () => (await import('../commands/notify-test.js')).notifyTestCommand },
   { name: 'dashboard', load: async () => (await import('../commands/dashboard.js')).dashboardCommand },
@@ -53,6 +55,7 @@ export interface NamedCommands {
   show: typeof showCommand;
   pin: typeof pinCommand;
   unpin: typeof unpinCommand;
+  runbook: typeof runbookCommand;
 }
 
 /** Every command's spec, looked up by name and by job kind. */

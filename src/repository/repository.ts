@@ -29,6 +29,9 @@ const MANIFEST_FILE = 'manifest.json';
 /** In a backup folder whose removal began (see removeBackup). */
 export const DELETING_FILE = 'deleting.json';
 
+/** The label of the safety backup a restore takes of what it replaces; "latest" passes over such backups. */
+export const SAFETY_LABEL = 'pre-restore';
+
 /** A backup whose manifest cannot be read: listed as damaged, never as an internal error. */
 export interface DamagedBackup {
   source: string;
@@ -332,7 +335,11 @@ export class Repository {
       // "latest" is the newest intact backup: a damaged manifest or a missing
       // object skips a backup (with a message), it does not block the rest.
       const damaged: DamagedBackup[] = [];
-      const backups = name === undefined ? [] : (await this.listBackups(name, damaged)).filter((m) => kind === undefined || m.kind === kind);
+      // nor a safety backup (label pre-restore): it holds the state a restore replaced, often the damage itself, so
+      // "restore latest" after a restore must not bring it back; its id (printed by that restore) still names it
+      const all = name === undefined ? [] : (await this.listBackups(name, damaged)).filter((m) => kind === undefined || m.kind === kind);
+      const regular = all.filter((m) => !m.labels.includes(SAFETY_LABEL));
+      const backups = regular.length > 0 ? regular : all;
       const skipped: { id: string; why: string }[] = [];
       let latest: Manifest | undefined;
       for (const candidate of backups.toReversed()) {

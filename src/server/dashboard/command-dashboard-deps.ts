@@ -158,6 +158,11 @@ export function commandDashboardDeps(settings: Settings, registry: CommandRegist
       return jobs.list();
     },
 
+    async runbook(source: string): Promise<string> {
+      const result = await registry.command('runbook').run(quietContext(await known(source)), { format: 'md' });
+      return result.sources.find((s) => s.source === source)?.markdown ?? '';
+    },
+
     async startBackup(source) {
       const s = await known(source);
       return jobs.start(s, source, 'backup', async (ctx, job) => {

@@ -75,4 +75,6 @@ export interface DashboardDeps {
   startRestoreTest(source: string, backupId: string): Promise<string>;
   pin(source: string, backupId: string): Promise<string>;
   unpin(source: string, backupId: string): Promise<string>;
+  /** The source's disaster-recovery runbook, as markdown (pgkeep runbook). */
+  runbook?(source: string): Promise<string>;
 }

@@ -259,7 +259,9 @@ export function backupsPage(viewer: Viewer, source: string, overview: SourceOver
   const b = viewer.base;
   const path = `${b}/sources/${encodeURIComponent(source)}`;
   const window = overview?.status.pitr.window;
+  const staleDrills = (overview?.status.findings ?? []).filter((f) => /(RESTORE_TEST|PITR_DRILL)_TOO_OLD|RESTORE_TEST_FAILED/.test(f.code));
   return html`<h1>Backups of ${source}</h1>
+<p><a href="${path}/runbook">Disaster-recovery runbook</a>${staleDrills.length > 0 ? html` <span class="fail">(its drills are stale: ${staleDrills.map((f) => f.message).join('; ')})</span>` : ''}</p>
 <form method="get" action="${path}" class="filters" aria-label="Filter backups">
 <label>Kind <select name="kind">${option('', 'any', filters.kind ?? '')}${kinds.map((k) => option(k, k, filters.kind))}</select></label>
 <label>Label <select name="label">${option('', 'any', filters.label ?? '')}${labels.map((l) => option(l, l, filters.label))}</select></label>

@@ -17,7 +17,8 @@ import {
   type FleetFilters,
   type Viewer,
 } from './dashboard-views.js';
-import { html, type SafeHtml } from './html.js';
+import { html, SafeHtml } from './html.js';
+import { runbookBody } from '../../status/runbook.js';
 
 export interface DashboardOptions {
   /** The API token that unlocks actions; without one the dashboard is read-only (actions disabled, not open). */
@@ -120,6 +121,13 @@ async function dashboardRoutes(app: FastifyInstance, deps: DashboardDeps, option
     // this source alone: a page of one source costs the same with 1 or 500 configured
     const overview = deps.source ? await deps.source(source) : (await deps.sources()).find((s) => s.status.source === source);
     return full(request, reply, `Backups of ${source}`, backupsPage(viewerOf(request), source, overview, backups, filters, at), 'backups');
+  });
+
+  app.get<{ Params: { name: string } }>('/sources/:name/runbook', async (request, reply) => {
+    const source = request.params.name;
+    if (!deps.runbook) return full(request, reply, 'Runbook', html`<h1>Runbook</h1><p>Not available here: run <code>pgkeep runbook</code>.</p>`, 'backups', 404);
+    // the runbook's text is escaped piece by piece (runbookBody): repository data never becomes markup
+    return full(request, reply, `Runbook of ${source}`, html`<p><a href="${viewerOf(request).base}/sources/${encodeURIComponent(source)}">← backups of ${source}</a></p>${new SafeHtml(runbookBody(await deps.runbook(source)))}`, 'backups');
   });
 
   app.get<{ Querystring: { started?: string } }>('/jobs', async (request, reply) => {

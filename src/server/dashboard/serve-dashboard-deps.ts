@@ -76,6 +76,8 @@ export function serveDashboardDeps(settings: Settings, registry: CommandRegistry
     },
     pin: (source, backupId) => commands.pin(source, backupId),
     unpin: (source, backupId) => commands.unpin(source, backupId),
+    // read afresh from the repositories (a page asked for rarely; the catalog keeps no manifests' tables)
+    runbook: (source) => commands.runbook!(known(source)),
   };
 }
 
