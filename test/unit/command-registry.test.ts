@@ -11,9 +11,10 @@ const registry = await loadRegistry();
 /** The words of an example command line of --help, as a shell would split them: from "pgkeep" on, without a trailing # comment. */
 function wordsOf(example: string): string[] {
   const words = [...example.replace(/\s+#.*$/, '').matchAll(/'([^']*)'|"([^"]*)"|(\S+)/g)].map((m) => m[1] ?? m[2] ?? m[3]!);
-  // the command line ends at a pipe (pgkeep cat latest | pg_restore -d newdb)
+  // the command line ends at a pipe or a redirection (pgkeep cat latest | pg_restore -d newdb, pgkeep runbook > RUNBOOK.md)
   const after = words.slice(words.indexOf('pgkeep') + 1);
-  return after.includes('|') ? after.slice(0, after.indexOf('|')) : after;
+  const end = after.findIndex((w) => w === '|' || w === '>');
+  return end < 0 ? after : after.slice(0, end);
 }
 
 /** What the CLI hands the spec's parser for `argv`, through the same commander set-up as src/cli/main.ts. */
