@@ -13,6 +13,7 @@ import { positiveInt } from '../registry/option-values.js';
 import { formatBytes, formatCount, formatDuration, formatTable } from '../cli/format.js';
 import { runVerifyCopies, verifiesSeveralCopies, type CopiesReport } from '../verify/run-verify-copies.js';
 import { verifyResolved, type VerifyRequest, type VerifyResult } from '../verify/verify-resolved.js';
+import { checkRepositoryContent, type RepositoryContentCheck } from '../repository/content-store/check-repository-content.js';
 
 /**
  * Checks one backup:
@@ -101,7 +102,9 @@ export async function runVerifyAll(ctx: CommandContext): Promise<VerifyAllEntry[
 
 const VerifyCommandRequest = z.object({
   /** wal: the source's WAL archive; all: the integrity of every backup; one: one backup (every copy of it when everyCopy). */
-  mode: z.enum(['wal', 'all', 'one']),
+  mode: z.enum(['wal', 'all', 'one', 'content']),
+  /** content: the share of the content store's packs to read (1: all). */
+  fraction: z.number().positive().max(1).optional(),
   ref: z.string().optional(),
   restoreTest: z.boolean().optional(),
   scratch: z.string().optional(),
@@ -119,7 +122,8 @@ export type VerifyCommandResult =
   | { mode: 'wal'; wal: WalReport }
   | { mode: 'all'; entries: VerifyAllEntry[] }
   | { mode: 'copies'; copies: CopiesReport }
-  | { mode: 'one'; report: VerifyResult };
+  | { mode: 'one'; report: VerifyResult }
+  | { mode: 'content'; content: RepositoryContentCheck };
 
 /** `pgkeep verify`; the jobs `restoreTest` (scheduled) and `verify` (the API's "verify this backup"). */
 export const verifyCommand: CommandSpec<VerifyCommandRequest, VerifyCommandResult> = {
@@ -135,10 +139,18 @@ export const verifyCommand: CommandSpec<VerifyCommandRequest, VerifyCommandResul
     { flags: '--target-time <time>', description: 'a PITR drill to this time instead of a random one' },
     { flags: '--latest', description: 'a PITR drill to the end of the archived WAL' },
     { flags: '--wal', description: "verify the source's WAL archive: every file's checksums, gaps, and the recovery window of each physical backup" },
+    { flags: '--read-data-subset <percent>', description: 'a deduplicating repository: every chunk of every backup is indexed, and this share of the packs (today\'s slot) is read whole, so daily runs cover all; 100% reads all' },
   ],
-  help: { globals: ['config', 'repo', 'source', 'db', 'identity'], examples: ['pgkeep verify latest', 'pgkeep verify latest --restore-test', 'pgkeep verify latest --pitr-drill', 'pgkeep verify --wal --source main'] },
+  help: { globals: ['config', 'repo', 'source', 'db', 'identity'], examples: ['pgkeep verify latest', 'pgkeep verify latest --restore-test', 'pgkeep verify latest --pitr-drill', 'pgkeep verify --wal --source main', 'pgkeep verify --read-data-subset 10%'] },
   parse: requestParser(VerifyCommandRequest, ({ args: [ref], options }) => {
     if (options.wal) return { mode: 'wal', everyCopy: true };
+    if (options.readDataSubset !== undefined) {
+      const match = /^(\d+(?:\.\d+)?)%?$/.exec(String(options.readDataSubset).trim());
+      const percent = match ? Number(match[1]) : NaN;
+      if (!(percent > 0 && percent <= 100)) throw new PgkeepError('USAGE', `--read-data-subset takes a share of the packs such as 10% (got "${String(options.readDataSubset)}")`);
+      if (ref !== undefined) throw new PgkeepError('USAGE', '--read-data-subset checks the whole repository: give no backup');
+      return { mode: 'content', fraction: percent / 100, everyCopy: false };
+    }
     if (ref === undefined) throw new PgkeepError('USAGE', 'verify needs a backup id, latest or all (or --wal for the WAL archive)');
     if (ref === 'all') {
       // every backup's integrity, naming each broken one (one repository: --repo or the source's first)
@@ -159,13 +171,15 @@ export const verifyCommand: CommandSpec<VerifyCommandRequest, VerifyCommandResul
       return { mode: 'wal', wal: await runVerifyWal(ctx, repository, source.name) };
     }
     if (request.mode === 'all') return { mode: 'all', entries: await runVerifyAll(ctx) };
+    if (request.mode === 'content') return { mode: 'content', content: await runVerifyContent(ctx, request.fraction ?? 1) };
     const { ref, mode: _mode, everyCopy, ...verify } = request;
     // A source with several repositories: every copy is verified (--repo picks one).
     if (everyCopy && verifiesSeveralCopies(ctx.settings)) return { mode: 'copies', copies: await runVerifyCopies(ctx, ref!, verify) };
     return { mode: 'one', report: await runVerify(ctx, ref!, verify) };
   },
   print(result, out) {
-    if (result.mode === 'wal') printWalVerify(result.wal, out);
+    if (result.mode === 'content') printContentCheck(result.content, out);
+    else if (result.mode === 'wal') printWalVerify(result.wal, out);
     else if (result.mode === 'all') printVerifyAll(result.entries, out);
     else if (result.mode === 'copies') printVerifyCopies(result.copies, out);
     else printVerify(result.report, out);
@@ -178,6 +192,10 @@ export const verifyCommand: CommandSpec<VerifyCommandRequest, VerifyCommandResul
     }
     if (request.mode === 'all') {
       if (details?.result && !out.json) printVerifyAll(details.result as VerifyAllEntry[], out);
+      return false;
+    }
+    if (request.mode === 'content') {
+      if (details?.content && !out.json) printContentCheck(details.content as RepositoryContentCheck, out);
       return false;
     }
     const failure = { code: error.code, message: error.message };
@@ -226,6 +244,29 @@ export const verifyCommand: CommandSpec<VerifyCommandRequest, VerifyCommandResul
     },
   ],
 };
+
+/**
+ * `verify --read-data-subset`: the content store of the repository (--repo,
+ * or the source's first); VERIFY_FAILED naming every damaged pack and the
+ * backups it affects.
+ */
+async function runVerifyContent(ctx: CommandContext, fraction: number): Promise<RepositoryContentCheck> {
+  const repository = await openRepository(ctx.settings, { source: ctx.settings.options.source });
+  const content = await checkRepositoryContent(repository, ctx.keys, { fraction });
+  const broken = [...content.damaged.map((d) => `pack ${d.pack.slice(0, 16)}… ${d.reason} (backups: ${d.backups.join(', ') || 'none'})`), ...content.missing.map((m) => `backup ${m.backup} names ${m.chunks} chunk(s) in no pack`)];
+  if (broken.length > 0) throw new PgkeepError('VERIFY_FAILED', `the content store of ${repository.location} is damaged: ${broken.join('; ')}`, { details: { content } });
+  return content;
+}
+
+function printContentCheck(c: RepositoryContentCheck, out: CommandOutput): void {
+  if (out.json) return out.document(c);
+  const share = c.fraction >= 1 ? 'every pack' : `slot ${c.slot + 1} of ${c.slots} (${Math.round(c.fraction * 100)}% of the packs; the next runs read the others)`;
+  out.line(`content store of ${c.repository}: ${c.packsChecked} of ${c.packsTotal} pack(s) read (${formatBytes(c.bytesRead)}), ${share}${c.blobsChecked ? '' : '; checked against their names only (no identity: blobs not opened)'}`);
+  for (const d of c.damaged) out.line(`  DAMAGED pack ${d.pack}: ${d.reason}; backups with chunks in it: ${d.backups.join(', ') || 'none'}`);
+  for (const m of c.missing) out.line(`  MISSING ${m.chunks} chunk(s) of backup ${m.backup}`);
+  for (const u of c.unreadable) out.line(`  UNREADABLE manifest of ${u}`);
+  if (c.damaged.length + c.missing.length === 0) out.line('  every chunk of every backup is indexed; the packs read are whole');
+}
 
 function printVerifyAll(entries: VerifyAllEntry[], out: CommandOutput): void {
   if (out.json) return out.document(entries);

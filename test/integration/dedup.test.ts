@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
@@ -9,6 +9,9 @@ import { json, pgkeep as cliPgkeep } from '../support/cli.js';
 import { contentSettings } from '../../src/repository/content-store/content-keys.js';
 import { ContentStore } from '../../src/repository/content-store/content-store.js';
 import { openStorage } from '../../src/storage/open-storage.js';
+import { checkRepositoryContent } from '../../src/repository/content-store/check-repository-content.js';
+import { Repository } from '../../src/repository/repository.js';
+import { keySettings, loadSettings } from '../../src/config/settings.js';
 import { eachStorage } from '../support/each-storage.js';
 import { runCommand, runCommand as pgkeep } from '../support/run-command.js';
 import { diffSnapshots, snapshotDatabase } from '../support/db-compare.js';
@@ -107,6 +110,7 @@ describe('a deduplicating repository under faults (real processes)', () => {
     }
     return listed.length;
   };
+  const openRepo = () => Repository.open(openStorage(repo()));
   let change = 0;
   const changeSomething = () => cluster.query(`UPDATE events SET body = md5(body || '${++change}') WHERE id % 97 = ${change}`, [], 'shop');
 
@@ -150,5 +154,27 @@ describe('a deduplicating repository under faults (real processes)', () => {
     const restored = await runCommand(['restore', 'latest', '--repo', repo(), '--to', target], { env: env() });
     assert.equal(restored.code, 0, restored.stderr);
     assert.deepEqual(diffSnapshots(await snapshotDatabase(cluster, 'shop'), await snapshotDatabase(cluster, target)), []);
+  });
+
+  test('verify --read-data-subset: subsets cover the packs; a flipped byte in a pack fails it (exit 7), naming every backup with a chunk there', async () => {
+    const whole = await runCommand(['verify', '--read-data-subset', '100%', '--repo', repo(), '--json'], { env: env() });
+    assert.equal(whole.code, 0, whole.stderr);
+    const all = json(whole);
+    assert.equal(all.packsChecked, all.packsTotal);
+    let covered = 0;
+    for (let slot = 0; slot < 4; slot++) covered += (await checkRepositoryContent(await openRepo(), keySettings(loadSettings({ repo: repo() }, { env: {}, cwd: work })), { fraction: 0.25, slot })).packsChecked;
+    assert.equal(covered, all.packsTotal, 'four 25% slots read every pack once');
+
+    const storage = openStorage(repo());
+    const packs: { path: string; size: number }[] = [];
+    for await (const e of storage.list('content/packs', { recursive: true })) if (e.kind === 'object') packs.push({ path: e.path, size: e.size });
+    const biggest = packs.sort((a, b) => b.size - a.size)[0]!;
+    const file = path.join(repo(), biggest.path);
+    const bytes = await readFile(file);
+    bytes[bytes.length >> 2]! ^= 0x20;
+    await writeFile(file, bytes);
+    const damaged = await runCommand(['verify', '--read-data-subset', '100%', '--repo', repo()], { env: env() });
+    assert.equal(damaged.code, 7, damaged.stderr);
+    assert.match(damaged.stdout, new RegExp(`DAMAGED pack ${biggest.path.split('/').at(-1)}: .*backups with chunks in it: shop/\\d{8}T\\d{6}Z`));
   });
 });
