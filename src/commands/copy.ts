@@ -76,6 +76,13 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
     throw error;
   });
   const manifest = await from.resolveBackup(request.backup, request.source, undefined, ctx.warn);
+  if (manifest.objects.some((o) => o.content)) {
+    // its objects are chunks of that repository's content store, named by ids keyed to it: not files to copy as stored
+    throw new PgkeepError(
+      'USAGE',
+      `backup ${manifest.source}/${manifest.id} is in a deduplicating repository: copy cannot move it yet; list both repositories under repos: so each backup is written to both, or restore it and back it up to ${request.to}`,
+    );
+  }
   const toPlace = repositoryAt(settings, toUrl);
   if (toPlace.location === from.location) {
     throw new PgkeepError('USAGE', `--from and --to are the same repository (${from.location}): choose another destination`);

@@ -79,6 +79,11 @@ eachStorage('a deduplicating repository (encrypted on S3)', (storage) => {
       assert.equal(cat.code, 0, cat.stderr);
       assert.equal(createHash('sha256').update(await readFile(out)).digest('hex'), dump(second).raw.sha256);
 
+      // copy out of it is refused with one line, nothing made at the destination
+      const copy = await pgkeep(['copy', 'latest', '--from', repo, '--to', path.join(work, `copy-${storage.kind}`)], { env: env(keys) });
+      assert.equal(copy.code, 2, copy.stderr);
+      assert.match(copy.stderr, /deduplicating repository: copy cannot move it yet/);
+
       // keep the newest only: the first backup's own chunks go (grace 0), the newest still restores
       const prune = await pgkeep(['prune', '--repo', repo, '--keep-last', '1', '--sweep-grace', '0', '--json'], { env: env(keys) });
       assert.equal(prune.code, 0, prune.stderr);
