@@ -7,7 +7,7 @@ import { dumpGlobals } from '../postgres/dump-globals.js';
 import { withClient } from '../postgres/pg-client.js';
 import { makeBackupId } from '../repository/backup-id.js';
 import { globalsPlan, runBackup, type BackupRequest, type GlobalsPlan } from './logical-backup.js';
-import type { CommandContext } from '../commands/command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { openRepositories } from '../repository/open-repository.js';
 import { makeTempFolder } from '../local/temp-folders.js';
 

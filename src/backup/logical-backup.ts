@@ -22,7 +22,7 @@ import { Readable } from 'node:stream';
 import { readDatabaseState } from '../postgres/database-state.js';
 import { Repository } from '../repository/repository.js';
 import { readMigrationState } from '../verify/migrations.js';
-import type { CommandContext } from '../commands/command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { writeRecipients } from '../repository/repo-info.js';
 import { makeTempFolder, removeStaleTempFolders } from '../local/temp-folders.js';
 

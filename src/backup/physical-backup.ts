@@ -15,7 +15,7 @@ import type { PhysicalManifest } from '../repository/manifest.js';
 import type { BackupWriter } from '../repository/backup-writer.js';
 import type { Repository } from '../repository/repository.js';
 import { WalArchive } from '../repository/wal-archive.js';
-import type { CommandContext } from '../commands/command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { readIdentities } from '../repository/repository-keys.js';
 
 export interface PhysicalBackupRequest {

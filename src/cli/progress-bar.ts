@@ -1,4 +1,4 @@
-import type { Progress } from '../commands/command-context.js';
+import type { Progress } from '../registry/command-context.js';
 import { formatBytes } from './format.js';
 
 /**

@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { s3EnvOptions } from '../config/s3-env.js';
 import type { GlobalOptions, KeySettings } from '../config/settings.js';
-import type { WalContext } from '../commands/command-context.js';
+import type { WalContext } from '../registry/command-context.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { useZstdProgram } from '../pipeline/zstd.js';
 import { openStorage } from '../storage/open-storage.js';

@@ -10,7 +10,7 @@ import { requestParser, type CommandSpec } from '../registry/command-spec.js';
 import type { BackupObject, Manifest } from '../repository/manifest.js';
 import { openRepository } from '../repository/open-repository.js';
 import { identitiesFor } from '../repository/repository-keys.js';
-import type { CommandContext } from './command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 
 export interface CatRequest {
   backup: string;

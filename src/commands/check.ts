@@ -10,7 +10,7 @@ import { serverLabel } from '../postgres/connection-info.js';
 import { Repository } from '../repository/repository.js';
 import { repositoryAt } from '../repository/open-repository.js';
 import { formatBytes } from '../cli/format.js';
-import type { CommandContext } from './command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { readIdentities } from '../repository/repository-keys.js';
 import { z } from 'zod';
 import { configuredSources, loadSettings, resolveSource } from '../config/settings.js';

@@ -11,7 +11,7 @@ import { Repository, type EncryptionInfo } from '../repository/repository.js';
 import type { BackupWriter } from '../repository/backup-writer.js';
 import { repositoryAt, type RepositoryLocation } from '../repository/open-repository.js';
 import { isUnreadError, verifyBackup, type VerifyReport } from '../verify/verify-backup.js';
-import type { CommandContext } from './command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { isEncrypted, readIdentities } from '../repository/repository-keys.js';
 import { faultPoint } from '../fault-points.js';
 import { z } from 'zod';

@@ -18,7 +18,7 @@ import type { Repository } from '../repository/repository.js';
 import { identitiesFor } from '../repository/repository-keys.js';
 import { timestampPart } from '../repository/backup-id.js';
 import { requireLogical, type LogicalManifest } from '../repository/manifest.js';
-import type { CommandContext } from './command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { openRepository, repositoriesWithBackup } from '../repository/open-repository.js';
 import { RESTORE_ERROR_LINE } from '../restore/feed-child.js';
 import { runRestore, runRestoreFromRepositories } from '../restore/run-restore.js';

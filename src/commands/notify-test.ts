@@ -1,7 +1,7 @@
 import { resolveNotifySettings } from '../config/serve-settings.js';
 import { PgkeepError } from '../errors.js';
 import { notifyChannels } from '../notify/channels.js';
-import type { CommandContext } from './command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { z } from 'zod';
 import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
 

@@ -2,7 +2,7 @@ import { hostname, userInfo } from 'node:os';
 import { configuredSourceName } from '../config/settings.js';
 import { PgkeepError } from '../errors.js';
 import { isPinned, removePin, writePin } from '../repository/pins.js';
-import type { CommandContext } from './command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { repositoriesWithBackup } from '../repository/open-repository.js';
 import { z } from 'zod';
 import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';

@@ -6,7 +6,7 @@ import { removeBackupFailure } from '../repository/backup-failures.js';
 import { readSourceCatalog, removeBackupWithRecords, removeOrphanVerifications } from '../repository/source-catalog.js';
 import { pitrRetention, planPrune, type PlannedBackup, type PlannedLeftover } from '../retention/plan-prune.js';
 import { hasRetentionRules } from '../retention/retention-policy.js';
-import type { CommandContext } from './command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { resolveSource, type ResolvedSource } from '../config/settings.js';
 import { withDatabase } from '../postgres/connection-info.js';
 import { cleanLeftovers } from '../local/clean-leftovers.js';

@@ -7,7 +7,7 @@ import type { Manifest } from '../repository/manifest.js';
 import { sourcesWithRepositories } from '../repository/source-repositories.js';
 import { collectSourceStatus } from '../status/health.js';
 import { runbookHtml, runbookMarkdown, type RunbookFacts, type RunbookRepository } from '../status/runbook.js';
-import type { CommandContext } from './command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 
 export interface RunbookRequest {
   format: 'md' | 'html';

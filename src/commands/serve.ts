@@ -19,7 +19,7 @@ import { FleetCatalog } from '../status/fleet-catalog.js';
 import type { SourceStatus } from '../status/health.js';
 import { withStartupGrace, type GraceState } from '../status/startup-grace.js';
 import { PGKEEP_VERSION } from '../version.js';
-import type { CommandContext } from './command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { openRepositoriesSettled } from '../repository/open-repository.js';
 import { runJob, settingsForSource } from '../registry/run-job.js';
 import { withRunSignal } from '../run-signal.js';

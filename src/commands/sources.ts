@@ -3,7 +3,7 @@ import { PgkeepError } from '../errors.js';
 import { readSourceCatalog, removeBackupWithRecords } from '../repository/source-catalog.js';
 import { Repository } from '../repository/repository.js';
 import { repositoryAt } from '../repository/open-repository.js';
-import type { CommandContext } from './command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { z } from 'zod';
 import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
 import { formatAge, formatTable } from '../cli/format.js';

@@ -1,6 +1,6 @@
 import { resolveHealthThresholds } from '../config/health-settings.js';
 import { collectSourceStatus, DRILL_KINDS, DRILL_NAMES, type SourceStatus } from '../status/health.js';
-import type { CommandContext } from './command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { resolveSource, type ResolvedSource } from '../config/settings.js';
 import { serverLabel, withDatabase } from '../postgres/connection-info.js';
 import { withClient } from '../postgres/pg-client.js';

@@ -4,7 +4,7 @@ import { isPgkeepError, PgkeepError, toPgkeepError } from '../errors.js';
 import type { PhysicalManifest } from '../repository/manifest.js';
 import type { DamagedBackup, Repository } from '../repository/repository.js';
 import { verifyWal, type WalReport } from '../verify/verify-wal.js';
-import type { CommandContext } from './command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { openRepository, repositoriesWithBackup } from '../repository/open-repository.js';
 import { z } from 'zod';
 import { resolveSource } from '../config/settings.js';

@@ -7,7 +7,7 @@ import { readRepoInfo } from '../repository/repo-info.js';
 import { WalArchive } from '../repository/wal-archive.js';
 import { writeAll } from '../local/write-all.js';
 import { readIdentities } from '../repository/repository-keys.js';
-import type { WalContext } from './command-context.js';
+import type { WalContext } from '../registry/command-context.js';
 
 export interface WalFetchResult {
   name: string;

@@ -8,9 +8,9 @@ import type { Digest } from '../pipeline/hash-counter.js';
 import { readSegmentHeader, walFileKind } from '../postgres/wal-file.js';
 import { readRepoInfo, writeRecipients } from '../repository/repo-info.js';
 import { WalArchive, type PushOutcome } from '../repository/wal-archive.js';
-import type { WalContext } from './command-context.js';
+import type { WalContext } from '../registry/command-context.js';
 
-export type { WalContext } from './command-context.js';
+export type { WalContext } from '../registry/command-context.js';
 
 /**
  * zstd level for WAL: 1, not the backups' 3. Archiving must keep pace with the

@@ -1,8 +1,8 @@
 import type { z } from 'zod';
-import type { CommandContext } from '../commands/command-context.js';
+import type { CommandContext } from './command-context.js';
 import { PgkeepError } from '../errors.js';
 
-export type { CommandContext, Progress } from '../commands/command-context.js';
+export type { CommandContext, Progress } from './command-context.js';
 
 /**
  * One command of pgkeep, as every entry point sees it: the CLI builds its

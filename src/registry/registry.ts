@@ -1,6 +1,6 @@
 import { PgkeepError } from '../errors.js';
 
-export { quietContext } from '../commands/command-context.js';
+export { quietContext } from './command-context.js';
 import type { AnyCommandSpec, JobSpec } from './command-spec.js';
 import type { listCommand } from '../commands/list.js';
 import type { showCommand } from '../commands/show.js';

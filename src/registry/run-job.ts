@@ -4,7 +4,7 @@ import { PgkeepError } from '../errors.js';
 import type { JobRecord } from '../scheduler/job-history.js';
 import type { JobOutcome, JobRunContext } from '../scheduler/scheduler.js';
 import { hasRetentionRules } from '../retention/retention-policy.js';
-import type { CommandContext } from '../commands/command-context.js';
+import type { CommandContext } from './command-context.js';
 import type { JobResult } from './command-spec.js';
 import type { CommandRegistry } from './registry.js';
 

@@ -3,7 +3,7 @@ import { createDatabase, dropDatabase, fitIdentifier } from '../postgres/databas
 import { withClient } from '../postgres/pg-client.js';
 import { describeLocale } from '../postgres/database-state.js';
 import { timestampPart } from '../repository/backup-id.js';
-import type { CommandContext } from '../commands/command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { faultPoint } from '../fault-points.js';
 import { markDatabase, newMarker } from '../postgres/restore-leftovers.js';
 

@@ -18,7 +18,7 @@ import { SchemaCapture } from '../verify/schema-compare.js';
 import { type LogicalManifest as Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import type { AgeIdentity } from '../pipeline/age.js';
-import type { CommandContext } from '../commands/command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { makeTempFolder } from '../local/temp-folders.js';
 import { defaultRestoreJobs, parallelCopyLoad, restorePgOptions } from './parallel-copy-loader.js';
 

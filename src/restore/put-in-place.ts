@@ -3,7 +3,7 @@ import type { ConnectionInfo } from '../postgres/connection-info.js';
 import { dropDatabase, fitIdentifier, renameDatabase } from '../postgres/database-admin.js';
 import { withClient } from '../postgres/pg-client.js';
 import { timestampPart } from '../repository/backup-id.js';
-import type { CommandContext } from '../commands/command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { faultPoint } from '../fault-points.js';
 import { unmarkDatabase } from '../postgres/restore-leftovers.js';
 

@@ -12,7 +12,7 @@ import { parseLsn, segmentNumber, segmentRange, walTimeline } from '../postgres/
 import type { PhysicalManifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { WalArchive } from '../repository/wal-archive.js';
-import type { CommandContext } from '../commands/command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { identitiesFor } from '../repository/repository-keys.js';
 
 export type RecoveryTarget =

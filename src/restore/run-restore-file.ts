@@ -20,7 +20,7 @@ import { countRows, readCatalogTables } from '../postgres/table-selection.js';
 import { timestampPart } from '../repository/backup-id.js';
 import { pipeline } from 'node:stream/promises';
 import { runBackup } from '../backup/logical-backup.js';
-import type { CommandContext } from '../commands/command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { openRepository } from '../repository/open-repository.js';
 import { cleanLeftovers } from '../local/clean-leftovers.js';
 import { createWorkDatabase, dropPartialDatabase } from './create-work-database.js';

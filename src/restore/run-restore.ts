@@ -32,7 +32,7 @@ import { repositoriesWithBackup } from '../repository/open-repository.js';
 import { compareMigrations, type MigrationComparison } from '../verify/migrations.js';
 import { identitiesFor, manifestKeysOf } from '../repository/repository-keys.js';
 import type { AgeIdentity } from '../pipeline/age.js';
-import type { CommandContext } from '../commands/command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { makeTempFolder } from '../local/temp-folders.js';
 import { faultPoint } from '../fault-points.js';
 import { markDatabase, newMarker, unmarkDatabase } from '../postgres/restore-leftovers.js';

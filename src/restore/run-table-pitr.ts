@@ -13,7 +13,7 @@ import { freePort } from '../postgres/pg-server.js';
 import { toolInfo } from '../postgres/pg-tools.js';
 import { settleAll, startProcess } from '../postgres/run-process.js';
 import type { Repository } from '../repository/repository.js';
-import type { CommandContext } from '../commands/command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { runPitr, type PitrResult, type RecoveryTarget } from './run-pitr.js';
 
 export interface TablePitrRequest {

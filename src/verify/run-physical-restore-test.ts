@@ -15,7 +15,7 @@ import { compareTableEstimates, type TableEstimatesComparison } from './compare-
 import { archiveRecoveryPoint, findWaldump, type ArchiveRecoveryPoint } from './archive-recovery-point.js';
 import type { Repository } from '../repository/repository.js';
 import { describeProbeFailure, runAmcheck, runProbes, type AmcheckResult, type Problem, type ProbeResult } from './restore-checks.js';
-import type { CommandContext } from '../commands/command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { runPitr, type RecoveryTarget } from '../restore/run-pitr.js';
 import { walFetchCommand } from '../restore/wal-fetch-command.js';
 

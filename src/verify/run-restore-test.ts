@@ -22,7 +22,7 @@ import {
   type SchemaComparison,
   type TableComparison,
 } from './restore-checks.js';
-import type { CommandContext } from '../commands/command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { createSelectedSchemas } from '../restore/create-selected-schemas.js';
 import { loadData } from '../restore/load-data.js';
 import { recordedState } from '../restore/recorded-state.js';

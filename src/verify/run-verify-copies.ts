@@ -1,6 +1,6 @@
 import { configuredSourceName, repositoryUrls, type Settings } from '../config/settings.js';
 import { PgkeepError, toPgkeepError } from '../errors.js';
-import type { CommandContext } from '../commands/command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { repositoriesWithBackupSettled } from '../repository/open-repository.js';
 import { verifyResolved, type VerifyRequest, type VerifyResult } from './verify-resolved.js';
 import { isUnreadError } from './verify-backup.js';

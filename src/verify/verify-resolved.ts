@@ -6,7 +6,7 @@ import type { Repository } from '../repository/repository.js';
 import type { DrillKind, Verification } from '../repository/verification.js';
 import { verifyBackup, type VerifyReport } from './verify-backup.js';
 import { PGKEEP_VERSION } from '../version.js';
-import type { CommandContext } from '../commands/command-context.js';
+import type { CommandContext } from '../registry/command-context.js';
 import { runRestoreTest, type RestoreTestReport } from './run-restore-test.js';
 import { runPhysicalRestoreTest, type PhysicalRestoreTestReport } from './run-physical-restore-test.js';
 import type { RecoveryTarget } from '../restore/run-pitr.js';

@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import { Command, CommanderError } from 'commander';
 import { addSpecCommand } from '../../src/cli/spec-command.js';
-import type { CommandContext, Progress } from '../../src/commands/command-context.js';
+import type { CommandContext, Progress } from '../../src/registry/command-context.js';
 import { keySettings, loadSettings, type GlobalOptions, type KeySettings, type Settings } from '../../src/config/settings.js';
 import { toPgkeepError, type PgkeepError } from '../../src/errors.js';
 import type { AnyCommandSpec, CommandOutput } from '../../src/registry/command-spec.js';
