@@ -81,7 +81,8 @@ export function isStale(owner: LockOwner): boolean {
   return !isAlive(owner.pid);
 }
 
-async function readOwner(storage: Storage, key: string): Promise<LockOwner | undefined> {
+/** A lock object's owner; undefined when it is gone; an unreadable one belongs to nobody alive. Also the content store's locks. */
+export async function readOwner(storage: Storage, key: string): Promise<LockOwner | undefined> {
   try {
     return JSON.parse((await readObject(storage, key)).toString('utf8')) as LockOwner;
   } catch (error) {

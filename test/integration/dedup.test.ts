@@ -1,9 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { spawnSync } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
 import { json, pgkeep as cliPgkeep } from '../support/cli.js';
 import { contentSettings } from '../../src/repository/content-store/content-keys.js';
@@ -15,10 +13,10 @@ import { keySettings, loadSettings } from '../../src/config/settings.js';
 import { eachStorage } from '../support/each-storage.js';
 import { runCommand, runCommand as pgkeep } from '../support/run-command.js';
 import { diffSnapshots, snapshotDatabase } from '../support/db-compare.js';
+import { loadAwkwardFixture } from '../support/awkward-fixture.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 
-const FIXTURE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../support/fixtures/awkward.sql');
 
 let cluster: PgCluster;
 let work: string;
@@ -27,11 +25,7 @@ useClusterAndWorkFolder('dedup', async (c, w) => {
   cluster = c;
   work = w;
   await cluster.query('CREATE DATABASE shop');
-  const load = spawnSync(path.join(cluster.binDir, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', cluster.host, '-p', String(cluster.port), '-U', cluster.superuser, '-d', 'shop', '-f', FIXTURE], {
-    env: { ...process.env, PGPASSWORD: cluster.password },
-    encoding: 'utf8',
-  });
-  assert.equal(load.status, 0, load.stderr);
+  loadAwkwardFixture(cluster, 'shop');
   // enough rows that a day's change is a small part of the dump
   await cluster.query("CREATE TABLE events AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS body, now() - g * interval '1 minute' AS at FROM generate_series(1, 60000) g", [], 'shop');
 });

@@ -2,17 +2,16 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { CLI, json, startPgkeep } from '../support/cli.js';
 import { useFileS3Server } from '../support/each-storage.js';
 import { runCommand as pgkeep } from '../support/run-command.js';
 import { diffSnapshots, snapshotDatabase } from '../support/db-compare.js';
+import { loadAwkwardFixture } from '../support/awkward-fixture.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 import { runbookHtml } from '../../src/status/runbook.js';
 
-const FIXTURE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../support/fixtures/awkward.sql');
 const s3 = useFileS3Server();
 
 let cluster: PgCluster;
@@ -22,11 +21,7 @@ useClusterAndWorkFolder('runbook', async (c, w) => {
   cluster = c;
   work = w;
   await cluster.query('CREATE DATABASE shop');
-  const load = spawnSync(path.join(cluster.binDir, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', cluster.host, '-p', String(cluster.port), '-U', cluster.superuser, '-d', 'shop', '-f', FIXTURE], {
-    env: { ...process.env, PGPASSWORD: cluster.password },
-    encoding: 'utf8',
-  });
-  assert.equal(load.status, 0, load.stderr);
+  loadAwkwardFixture(cluster, 'shop');
   await cluster.query('CREATE TABLE ledger AS SELECT g AS id, md5(g::text) AS entry FROM generate_series(1, 20000) g', [], 'shop');
   await cluster.query('ALTER TABLE ledger ADD PRIMARY KEY (id)', [], 'shop');
 });

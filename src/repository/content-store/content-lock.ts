@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { hostname } from 'node:os';
 import { PgkeepError } from '../../errors.js';
-import { readObject, type Storage } from '../../storage/storage.js';
-import { holdHere, isStale, letGo, type LockOwner } from '../source-lock.js';
+import type { Storage } from '../../storage/storage.js';
+import { holdHere, isStale, letGo, readOwner, type LockOwner } from '../source-lock.js';
 
 export const LOCKS_PREFIX = 'content/locks';
 
@@ -72,14 +72,4 @@ async function tryContentLock(storage: Storage, kind: 'shared' | 'exclusive', co
     throw error;
   }
   return { release };
-}
-
-async function readOwner(storage: Storage, key: string): Promise<LockOwner | undefined> {
-  try {
-    return JSON.parse((await readObject(storage, key)).toString('utf8')) as LockOwner;
-  } catch (error) {
-    if (error instanceof PgkeepError && error.code === 'STORAGE_NOT_FOUND') return undefined;
-    // unreadable (a crash while it was written): nobody alive holds it
-    return { pid: -1, host: hostname(), command: 'unknown', started: 'unknown' };
-  }
 }

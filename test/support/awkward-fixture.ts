@@ -1,0 +1,17 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { PgCluster } from './pg-cluster.js';
+
+/** The awkward fixture: escaped text, unicode names, large objects, matviews, partitions, comments, triggers. */
+export const AWKWARD_FIXTURE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), 'fixtures/awkward.sql');
+
+/** Loads the awkward fixture into `database` (which must exist) with psql, failing the test with psql's error. */
+export function loadAwkwardFixture(cluster: PgCluster, database: string): void {
+  const load = spawnSync(path.join(cluster.binDir, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', cluster.host, '-p', String(cluster.port), '-U', cluster.superuser, '-d', database, '-f', AWKWARD_FIXTURE], {
+    env: { ...process.env, PGPASSWORD: cluster.password },
+    encoding: 'utf8',
+  });
+  assert.equal(load.status, 0, `loading the awkward fixture failed: ${load.stderr}`);
+}
