@@ -141,7 +141,7 @@ export const verifyCommand: CommandSpec<VerifyCommandRequest, VerifyCommandResul
     { flags: '--wal', description: "verify the source's WAL archive: every file's checksums, gaps, and the recovery window of each physical backup" },
     { flags: '--read-data-subset <percent>', description: 'a deduplicating repository: every chunk of every backup is indexed, and this share of the packs (today\'s slot) is read whole, so daily runs cover all; 100% reads all' },
   ],
-  help: { globals: ['config', 'repo', 'source', 'db', 'identity'], examples: ['pgkeep verify latest', 'pgkeep verify latest --restore-test', 'pgkeep verify latest --pitr-drill', 'pgkeep verify --wal --source main', 'pgkeep verify --read-data-subset 10%'] },
+  help: { globals: ['config', 'repo', 'source', 'db', 'identity'], examples: ['pgkeep verify latest --restore-test', 'pgkeep verify latest --pitr-drill', 'pgkeep verify --read-data-subset 10%'] },
   parse: requestParser(VerifyCommandRequest, ({ args: [ref], options }) => {
     if (options.wal) return { mode: 'wal', everyCopy: true };
     if (options.readDataSubset !== undefined) {
