@@ -56,6 +56,7 @@ export async function runRunbook(ctx: CommandContext, request: RunbookRequest, n
       source,
       database: manifest?.kind === 'logical' ? manifest.database.name : (connection?.database ?? source),
       server: connection ? serverLabel(connection) : undefined,
+      connection: connection ? conninfo({ host: connection.host, port: String(connection.port), dbname: connection.database, user: connection.user }) : undefined,
       configFile: ctx.settings.configFile,
       repositories: repos,
       newestLogical:
@@ -95,6 +96,14 @@ async function readNewest(repositories: readonly { url: string; repository?: { l
     }
   }
   return undefined;
+}
+
+/** A libpq connection string: each value quoted (a name may hold spaces or quotes); never a password. */
+function conninfo(values: Record<string, string | undefined>): string {
+  return Object.entries(values)
+    .filter((e): e is [string, string] => e[1] !== undefined && e[1] !== '')
+    .map(([k, v]) => `${k}='${v.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`)
+    .join(' ');
 }
 
 /** The source's connection as configured (no password is ever printed), or undefined without one. */

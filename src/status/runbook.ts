@@ -19,6 +19,8 @@ export interface RunbookFacts {
   database: string;
   /** host:port of the source's server, never a password. */
   server: string | undefined;
+  /** The source database as a libpq connection string for pg_restore and psql (host, port, dbname, user: never a password). */
+  connection: string | undefined;
   /** The config file commands name (--config), when there is one. */
   configFile: string | undefined;
   repositories: RunbookRepository[];
@@ -81,8 +83,9 @@ export function runbookMarkdown(f: RunbookFacts): string {
   out.push('## 1. Rows or a table lost (deleted, dropped, a bad migration)', '');
   out.push(rtoLine(f, 'rows'), '');
   if (!f.newestLogical) out.push('**There is no logical backup to restore from.** Take one: `' + pgkeep('backup') + '`.', '');
-  out.push(`Put a table back as it was at the newest backup, in the live database, in one transaction (a safety backup is taken first). The example is the largest table, \`${table}\`: change \`--table\` to the one you lost.`, '');
-  out.push('```sh', pgkeep(`restore latest --table ${sh(table)} --to ${sh(f.database)} --clean --force`), '```', '');
+  out.push(`Put a table back as it was at the newest backup, in the live database, in one transaction (a safety backup is taken first). The example is the largest table, \`${table}\`: change the table in each line to the one you lost. A table restore leaves out the table's foreign keys to other tables (they are dropped with it): the second line puts them back from the backup (it restores nothing when there are none). Foreign keys of *other* tables that pointed at a dropped table went with it (DROP … CASCADE): add those tables' names the same way.`, '');
+  const fkLine = example && f.connection ? [`${pgkeep('cat latest')} | pg_restore -l | grep ${sh(` FK CONSTRAINT ${example.schema} ${example.name} `)} > fk.list; ${pgkeep('cat latest')} | pg_restore -L fk.list --exit-on-error -d ${sh(f.connection)}`] : [];
+  out.push('```sh', pgkeep(`restore latest --table ${sh(table)} --to ${sh(f.database)} --clean --force`), ...fkLine, '```', '');
   out.push(`Only some rows: write them out of the backup as SQL, look, and apply the file with psql (the \`--where\` is an example).`, '');
   out.push('```text', pgkeep(`extract latest --table ${sh(table)} --where ${sh('true')} --format sql --output restored-rows.sql`), '```', '');
   out.push(`Before a certain time (with physical backups and WAL): \`${pgkeep(`pitr --extract-table ${sh(table)} --target-time '2026-01-01 12:00:00+00' --output table.sql`)}\`.`, '');

@@ -24,6 +24,10 @@ useClusterAndWorkFolder('runbook', async (c, w) => {
   loadAwkwardFixture(cluster, 'shop');
   await cluster.query('CREATE TABLE ledger AS SELECT g AS id, md5(g::text) AS entry FROM generate_series(1, 20000) g', [], 'shop');
   await cluster.query('ALTER TABLE ledger ADD PRIMARY KEY (id)', [], 'shop');
+  // a foreign key to another table: a table restore leaves it out, the runbook's lines put it back
+  await cluster.query('ALTER TABLE ledger ADD COLUMN customer_id int4', [], 'shop');
+  await cluster.query('UPDATE ledger SET customer_id = (SELECT min(id) FROM customers)', [], 'shop');
+  await cluster.query('ALTER TABLE ledger ADD CONSTRAINT ledger_customer_fkey FOREIGN KEY (customer_id) REFERENCES customers (id)', [], 'shop');
 });
 
 /** The shell blocks (```sh) of one numbered scenario of the runbook. */
@@ -66,10 +70,10 @@ test('the runbook of a source with a local and an S3 repository holds commands t
   await mkdir(bin, { recursive: true });
   await writeFile(path.join(bin, 'pgkeep'), `#!/bin/sh\nexec "${process.execPath}" "${CLI}" "$@"\n`);
   await chmod(path.join(bin, 'pgkeep'), 0o755);
-  const runAll = (lines: string[]) => {
+  const runAll = (lines: string[], cwd?: string) => {
     assert.ok(lines.length > 0 && lines.every((l) => l.startsWith('pgkeep ')), lines.join('\n'));
     for (const line of lines) {
-      const run = spawnSync('sh', ['-c', line], { env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, ...env }, encoding: 'utf8' });
+      const run = spawnSync('sh', ['-c', line], { cwd, env: { ...process.env, PATH: `${bin}:${path.dirname(path.join(cluster.binDir, 'pg_restore'))}:${process.env.PATH}`, ...env }, encoding: 'utf8' });
       assert.equal(run.status, 0, `${line}\n${run.stderr}`);
     }
   };
@@ -77,7 +81,12 @@ test('the runbook of a source with a local and an S3 repository holds commands t
   // 1. a table lost: the largest table, half its rows deleted, then the runbook's command
   assert.match(commandsOf(markdown, 1).join('\n'), /--table public.ledger --to shop --clean --force/);
   await cluster.query('DELETE FROM ledger WHERE id % 2 = 0', [], 'shop');
-  runAll(commandsOf(markdown, 1));
+  runAll(commandsOf(markdown, 1), work);
+  assert.deepEqual(diffSnapshots(before, await snapshotDatabase(cluster, 'shop')), []);
+
+  // 1 again: the table dropped, and the same commands (its foreign key to customers comes back too)
+  await cluster.query('DROP TABLE ledger', [], 'shop');
+  runAll(commandsOf(markdown, 1), work);
   assert.deepEqual(diffSnapshots(before, await snapshotDatabase(cluster, 'shop')), []);
 
   // 2. the database lost (tables dropped), then the runbook's command
