@@ -234,3 +234,10 @@ function summary(m: Manifest) {
     rows: m.totals.rows,
   };
 }
+
+// Callable by name through the registry (serve, the dashboard), typed: see NamedCommands.
+declare module '../registry/command-registry.js' {
+  interface NamedCommands {
+    list: typeof listCommand;
+  }
+}

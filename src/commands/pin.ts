@@ -95,3 +95,11 @@ function printPin(result: PinResult, out: CommandOutput): void {
   else if (result.changed) out.line(`unpinned ${result.source}/${result.id} in ${result.repositories.join(', ')}: the retention policy applies to it again`);
   else out.line(`${result.source}/${result.id} was not pinned (nothing changed)`);
 }
+
+// Callable by name through the registry (serve, the dashboard), typed: see NamedCommands.
+declare module '../registry/command-registry.js' {
+  interface NamedCommands {
+    pin: typeof pinCommand;
+    unpin: typeof unpinCommand;
+  }
+}

@@ -130,3 +130,10 @@ export const runbookCommand: CommandSpec<z.output<typeof RunbookCommandRequest>,
     out.line(result.text.trimEnd());
   },
 };
+
+// Callable by name through the registry (serve, the dashboard), typed: see NamedCommands.
+declare module '../registry/command-registry.js' {
+  interface NamedCommands {
+    runbook: typeof runbookCommand;
+  }
+}

@@ -148,3 +148,10 @@ function printShowPhysical(m: PhysicalManifest, out: CommandOutput): void {
 function ratio(raw: number, stored: number): string {
   return stored === 0 ? '-' : `${(raw / stored).toFixed(1)}x`;
 }
+
+// Callable by name through the registry (serve, the dashboard), typed: see NamedCommands.
+declare module '../registry/command-registry.js' {
+  interface NamedCommands {
+    show: typeof showCommand;
+  }
+}

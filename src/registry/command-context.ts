@@ -1,6 +1,6 @@
 import type { Writable } from 'node:stream';
 import { keySettings, type KeySettings, type Settings } from '../config/settings.js';
-import type { CommandRegistry } from './registry.js';
+import type { CommandRegistry } from './command-registry.js';
 import type { RepositoryStorage } from '../repository/repo-info.js';
 
 /** Live progress of a long job, for a progress bar or the daemon's job view. */

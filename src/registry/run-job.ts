@@ -6,7 +6,7 @@ import type { JobOutcome, JobRunContext } from '../scheduler/scheduler.js';
 import { hasRetentionRules } from '../retention/retention-policy.js';
 import type { CommandContext } from './command-context.js';
 import type { JobResult } from './command-spec.js';
-import type { CommandRegistry } from './registry.js';
+import type { CommandRegistry } from './command-registry.js';
 
 export interface JobEnvironment {
   settings: Settings;

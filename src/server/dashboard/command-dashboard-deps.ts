@@ -1,7 +1,8 @@
 import { configuredSources, keySettings, type Settings } from '../../config/settings.js';
 import { resolveHealthThresholds } from '../../config/health-settings.js';
 import type { CommandContext, Progress } from '../../registry/command-spec.js';
-import { quietContext, type CommandRegistry } from '../../registry/registry.js';
+import { quietContext } from '../../registry/command-context.js';
+import type { CommandRegistry } from '../../registry/command-registry.js';
 import { runJobKind } from '../../registry/run-job.js';
 import { sourcesWithRepositories, type SourceRepositories } from '../../repository/source-repositories.js';
 import { isPgkeepError, PgkeepError, toPgkeepError } from '../../errors.js';

@@ -1,6 +1,6 @@
 import Fastify from 'fastify';
 import type { Settings } from '../../config/settings.js';
-import type { CommandRegistry } from '../../registry/registry.js';
+import type { CommandRegistry } from '../../registry/command-registry.js';
 import { PgkeepError } from '../../errors.js';
 import { HostAllowlist, registerHostCheck } from '../host-allowlist.js';
 import { isLoopback } from '../http-server.js';

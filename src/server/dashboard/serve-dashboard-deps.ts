@@ -1,5 +1,5 @@
 import type { Settings } from '../../config/settings.js';
-import type { CommandRegistry } from '../../registry/registry.js';
+import type { CommandRegistry } from '../../registry/command-registry.js';
 import type { JobRecord } from '../../scheduler/job-history.js';
 import type { Scheduler } from '../../scheduler/scheduler.js';
 import { PgkeepError } from '../../errors.js';
