@@ -4,7 +4,10 @@ import { PgkeepError } from '../errors.js';
 
 /** Quoted for /bin/sh (PostgreSQL runs restore_command through the shell); plain words stay as they are. */
 export function shellQuote(text: string): string {
-  return /^[A-Za-z0-9_./:@=+-]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`;
+  if (/^[A-Za-z0-9_./:@=+-]+$/.test(text)) return text;
+  // inside single quotes nothing is special but the quote itself: close, an escaped quote, reopen
+  const QUOTE = "'";
+  return QUOTE + text.split(QUOTE).join(`${QUOTE}\\${QUOTE}${QUOTE}`) + QUOTE;
 }
 
 /**
