@@ -136,11 +136,19 @@ export function nativeDecompressSync(input: Buffer, limit: number): Buffer | nul
   if (!nativeZstdAvailable()) return null;
   const binding = loadBinding()!;
   const dctx = new binding.DCtx();
-  // One byte of room past the limit tells "exactly the limit" from "more than the limit".
-  const output = Buffer.allocUnsafeSlow(limit + 1);
+  // One byte of room past the limit tells "exactly the limit" from "more than the limit". The
+  // output grows as it fills, never past that: a limit is a bound (an index file may be up to
+  // 1 GiB), and reserving it whole for every small object kept that much address space alive.
+  const room = limit + 1;
+  let output = Buffer.allocUnsafeSlow(Math.min(room, Math.max(1 << 16, input.length * 8)));
   let produced = 0;
   let hint = 0;
   while (input.length > 0 || hint !== 0) {
+    if (produced === output.length && output.length < room) {
+      const grown = Buffer.allocUnsafeSlow(Math.min(room, output.length * 2));
+      output.copy(grown, 0, 0, produced);
+      output = grown;
+    }
     const [next, written, consumed] = dctx.decompressStream(output.subarray(produced), input);
     produced += written;
     input = input.subarray(consumed);

@@ -8,7 +8,7 @@ import { PgkeepError } from '../../src/errors.js';
 import { generateIdentity } from '../../src/pipeline/age.js';
 import { encodeFileInMemory, type EncodedFile } from '../../src/pipeline/encode-file-in-memory.js';
 import { loadInMemory } from '../../src/pipeline/load-in-memory.js';
-import { nativeDecompressSync, nativeZstd } from '../../src/pipeline/zstd.js';
+import { nativeChunkCodec, nativeDecompressSync, nativeZstd } from '../../src/pipeline/zstd.js';
 import { PosixStorage } from '../../src/storage/posix-storage.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -86,5 +86,17 @@ describe('loadInMemory (wal-fetch: checked, in memory)', { skip: nativeZstd ? fa
     const twice = nativeDecompressSync(Buffer.concat([plain.data, plain.data]), original.length * 2)!;
     assert.equal(sha(twice), sha(Buffer.concat([original, original])));
     assert.throws(() => nativeDecompressSync(Buffer.from('not zstd at all'), 100));
+  });
+
+  it('nativeDecompressSync: the output grows to what the data holds, not to the limit; past the limit it throws', () => {
+    // 8 MiB of zeros compress to a few hundred bytes: far past the first guess, far below the limit
+    const zeros = Buffer.alloc(8 << 20);
+    const compressed = nativeChunkCodec(3)!.compress(zeros);
+    const out = nativeDecompressSync(compressed, 1 << 30)!;
+    assert.equal(out.length, zeros.length);
+    assert.ok(out.equals(zeros));
+    assert.ok(out.buffer.byteLength <= 2 * zeros.length, `the output reserved ${out.buffer.byteLength} bytes for ${zeros.length}`);
+    assert.throws(() => nativeDecompressSync(compressed, zeros.length - 1), /more than the/);
+    assert.equal(nativeDecompressSync(compressed, zeros.length)!.length, zeros.length);
   });
 });
