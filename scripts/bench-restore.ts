@@ -31,7 +31,8 @@ import { parallelCopyLoad, RESTORE_COPY_SETTINGS } from '../src/restore/parallel
 import { startProcess } from '../src/postgres/run-process.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const cli = path.join(root, 'dist', 'cli', 'main.js');
+// The installed executable (what a user runs, with its start-up): dist/cli/pgkeep.js, not main.js.
+const cli = path.join(root, 'dist', 'cli', 'pgkeep.js');
 const MiB = 1024 * 1024;
 const log = (message: string) => process.stderr.write(`[bench-restore ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
 
@@ -104,7 +105,9 @@ type Step = 'pgRestore' | 'pgkeep1' | 'pgkeep2' | 'pgkeep4' | 'loaderPlain' | 'l
 type BackupStep = 'pipe' | 'backup';
 
 const BACKUP_LABELS: Record<BackupStep, string> = {
-  pipe: '`pg_dump -Fc -Z0 \| zstd -T2 -3` to a file',
+  // In a table cell a pipe must be written \| (GitHub's tables split cells on it even inside code spans);
+  // '\|' in a JS string is just '|', so the backslash itself is escaped.
+  pipe: '`pg_dump -Fc -Z0 \\| zstd -T2 -3` to a file',
   backup: '**pgkeep backup** (checksums, row counts, fsync, manifest)',
 };
 
