@@ -3,17 +3,26 @@
  * The `pgkeep` executable. WAL commands, which PostgreSQL runs once per
  * segment, take a lean path that skips loading the full command-line program;
  * everything else is the commander program in main.ts.
+ *
+ * The build bundles each into one CommonJS file (scripts/bundle-cli.mjs),
+ * which Node loads in a fraction of the time of the ES modules it is made of;
+ * run from the sources, there is none, and the modules are imported.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 const [command] = process.argv.slice(2);
+const bundled = (name: string): string | undefined => {
+  const file = new URL(`./${name}.cjs`, import.meta.url);
+  return existsSync(file) ? file.pathname : undefined;
+};
 if (command === 'wal-push' || command === 'wal-fetch') {
-  // The build bundles the lean path into one CommonJS file, which loads in half the time
-  // of its ES modules (scripts/bundle-wal-cli.mjs); run from the sources, there is none.
-  const bundle = new URL('./wal-cli.cjs', import.meta.url);
-  const { walMain } = (existsSync(bundle) ? createRequire(import.meta.url)(bundle.pathname) : await import('./wal-cli.js')) as typeof import('./wal-cli.js');
+  const bundle = bundled('wal-cli');
+  const { walMain } = (bundle ? createRequire(import.meta.url)(bundle) : await import('./wal-cli.js')) as typeof import('./wal-cli.js');
   process.exitCode = await walMain(process.argv.slice(2));
 } else {
-  await import('./main.js');
+  // main runs the program as it loads
+  const bundle = bundled('main');
+  if (bundle) createRequire(import.meta.url)(bundle);
+  else await import('./main.js');
 }

@@ -1,0 +1,63 @@
+/**
+ * Bundles the command-line program into CommonJS files next to the compiled
+ * modules, which dist/cli/pgkeep.js loads when they are there:
+ *
+ * - dist/cli/wal-cli.cjs: the lean WAL path (wal-push, wal-fetch). PostgreSQL
+ *   starts one pgkeep per WAL segment, so start-up is archiving throughput.
+ * - dist/cli/main.cjs: every other command (the commander program in main.js
+ *   and what it imports, also lazily: the registry's per-command imports become
+ *   functions in the one file, still run only for the command invoked).
+ *
+ * Why: Node loads ES modules one by one (resolution, linking and an ESM facade
+ * per built-in): ~20 modules cost about 18 ms against 8 ms as one CommonJS
+ * file, and the main program loads far more (numbers in docs/benchmarks.md).
+ * (An ESM bundle, tried first for WAL, was no faster.) Packages stay external:
+ * they load from node_modules as usual, and only when used.
+ *
+ * import.meta.url: CommonJS has none, and modules use it to find files relative
+ * to themselves (../package.json from dist/version.js, ../cli/pgkeep.js from
+ * dist/restore/, packages through createRequire). Each module's own URL is
+ * written in its place, computed from the bundle's __dirname, so every such
+ * lookup resolves exactly as it does from the compiled module (dist/ ships whole).
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { build } from 'esbuild';
+
+const pkg = JSON.parse(await readFile('package.json', 'utf8'));
+/** Bundled into main.cjs: loaded by nearly every command, and each a tree of many small files (zod ~95, yaml ~70). */
+const BUNDLED_PACKAGES = new Set(['zod', 'yaml']);
+const EXTERNAL = [...Object.keys(pkg.dependencies), ...Object.keys(pkg.optionalDependencies ?? {})].filter((name) => !BUNDLED_PACKAGES.has(name));
+
+const OUT_DIR = path.resolve('dist/cli');
+
+/** Replaces import.meta.url in each compiled module with that module's own file URL. */
+const ownModuleUrl = {
+  name: 'own-module-url',
+  setup(builder) {
+    // only pgkeep's own compiled modules (packages' dist/ folders are not ours to rewrite)
+    const ownDist = new RegExp(`^${path.resolve('dist').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}[\\\\/].*\\.js$`);
+    builder.onLoad({ filter: ownDist }, async (args) => {
+      const source = await readFile(args.path, 'utf8');
+      if (!source.includes('import.meta.url')) return undefined;
+      const relative = JSON.stringify(path.relative(OUT_DIR, args.path));
+      const url = `require('node:url').pathToFileURL(require('node:path').join(__dirname, ${relative})).href`;
+      return { contents: source.replaceAll('import.meta.url', url), loader: 'js' };
+    });
+  },
+};
+
+// The WAL path keeps every package external: it loads zod and yaml rarely, and a bigger file costs every segment.
+for (const [name, bundledPackages] of [['wal-cli', false], ['main', true]]) {
+  await build({
+    entryPoints: [`dist/cli/${name}.js`],
+    outfile: `dist/cli/${name}.cjs`,
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    ...(bundledPackages ? { external: [...EXTERNAL, ...EXTERNAL.map((name) => `${name}/*`)] } : { packages: 'external' }),
+    plugins: [ownModuleUrl],
+    logLevel: 'warning',
+  });
+}
