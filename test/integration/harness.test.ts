@@ -60,3 +60,30 @@ test('a template copy of the awkward fixture compares equal, and a one-row chang
   assert.match(changed[0] ?? '', /"ünïcødé"\."таблица"/);
   assert.match(changed[0] ?? '', /contents differ/);
 });
+
+test('clusters copied from the initdb template are distinct clusters: own system identifier, own password, fresh WAL', { timeout: 60_000 }, async () => {
+  const second = await startCluster();
+  try {
+    const id = async (c: PgCluster) => (await c.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()'))[0]!.id;
+    const [a, b] = [await id(cluster), await id(second)];
+    assert.notEqual(a, b, 'each cluster has its own system identifier');
+    // the identifier is also the one in the WAL: a segment switch and a checkpoint go through
+    await second.query('CREATE TABLE t AS SELECT generate_series(1, 1000) AS n');
+    await second.query('SELECT pg_switch_wal()');
+    await second.query('CHECKPOINT');
+    assert.equal((await second.query<{ n: string }>('SELECT count(*) AS n FROM t'))[0]!.n, '1000');
+    assert.notEqual(cluster.password, second.password);
+    // the password is the cluster's own: the other cluster's is refused
+    const wrong = { ...second, password: cluster.password };
+    await assert.rejects(() => connectWith(wrong), /password authentication failed/);
+  } finally {
+    await second.stop();
+  }
+});
+
+async function connectWith(c: { host: string; port: number; superuser: string; password: string }): Promise<void> {
+  const { default: pg } = await import('pg');
+  const client = new pg.Client({ host: c.host, port: c.port, user: c.superuser, password: c.password, database: 'postgres' });
+  await client.connect();
+  await client.end();
+}

@@ -6,13 +6,14 @@
 // is visible to every user on the machine via ps.
 
 import { execFile, spawnSync, type ExecFileOptions } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { appendFile, chmod, chown, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, chown, cp, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import pg from 'pg';
+import { setSystemIdentifier } from './set-system-identifier.js';
 
 export interface PgCluster {
   host: string;
@@ -166,8 +167,9 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<P
       for (const path of [baseDir, socketDir, pwFile]) await chown(path, runAs.uid, runAs.gid);
     }
 
+    let fromTemplate: boolean;
     try {
-      await initdb(binDir, dataDir, pwFile, runAs, baseDir);
+      fromTemplate = await makeDataDir(binDir, dataDir, pwFile, runAs, baseDir);
     } finally {
       await rm(pwFile, { force: true });
     }
@@ -202,6 +204,10 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<P
       }
     }
 
+    // A copied template has the template's (discarded) password: set this
+    // cluster's own over the socket, where initdb's --auth-local=trust lets
+    // the superuser in without one.
+    if (fromTemplate) await setSuperuserPassword(socketDir, port, password);
     return makeCluster({ handle, binDir, dataDir, socketDir, port, password, majorVersion });
   } catch (err) {
     await rm(baseDir, { recursive: true, force: true }).catch(() => {});
@@ -267,6 +273,85 @@ function makeCluster(args: {
       return stopping;
     },
   };
+}
+
+/**
+ * The data directory of a new cluster: a copy of a data directory initdb made
+ * once (per server version and OS user) with a new system identifier, or, where
+ * the server's programs lack pg_resetwal (the npm builds of other versions) or
+ * PGKEEP_TEST_INITDB_TEMPLATE=off, initdb itself. A copy takes a fraction of
+ * initdb's seconds, and the suite starts some fifty clusters. Returns whether
+ * it was copied.
+ */
+async function makeDataDir(binDir: string, dataDir: string, pwFile: string, runAs: RunAs | undefined, cwd: string): Promise<boolean> {
+  const template = await initdbTemplate(binDir, runAs);
+  if (!template) {
+    await initdb(binDir, dataDir, pwFile, runAs, cwd);
+    return false;
+  }
+  await run('cp', ['-a', template, dataDir], runAs, cwd);
+  await setSystemIdentifier(dataDir);
+  // The WAL pages carry the old identifier: fresh WAL from the new control file.
+  await run(join(binDir, 'pg_resetwal'), ['-f', '-D', dataDir], runAs, cwd);
+  return true;
+}
+
+const templates = new Map<string, Promise<string | undefined>>();
+
+/**
+ * The template data directory for binDir, made by initdb on first use. It
+ * lives under PGKEEP_TEST_INITDB_TEMPLATES (scripts/run-tests.mjs points it at
+ * its run folder, so each suite run makes its own) or else a folder in the
+ * system's temp dir kept between runs; the key holds the server's version, so a
+ * new server gets a new template. Parallel test files race to make it: each
+ * builds its own and renames it into place, and the loser uses the winner's.
+ */
+function initdbTemplate(binDir: string, runAs: RunAs | undefined): Promise<string | undefined> {
+  let template = templates.get(binDir);
+  if (!template) {
+    template = (async () => {
+      if (process.env.PGKEEP_TEST_INITDB_TEMPLATE === 'off' || !existsSync(join(binDir, 'pg_resetwal'))) return undefined;
+      const version = (await run(join(binDir, 'postgres'), ['-V'], runAs, '/')).trim();
+      const key = createHash('sha256')
+        .update(JSON.stringify({ version, user: runAs?.uid ?? process.getuid?.(), harness: 1 }))
+        .digest('hex')
+        .slice(0, 16);
+      const root = process.env.PGKEEP_TEST_INITDB_TEMPLATES || join(tmpdir(), 'pgkeep-initdb-templates');
+      await mkdir(root, { recursive: true, mode: 0o755 });
+      const target = join(root, key);
+      if (existsSync(join(target, 'global', 'pg_control'))) return target;
+      const build = await mkdtemp(join(root, 'build-'));
+      try {
+        const pwFile = join(build, 'pwfile');
+        // A password nobody keeps: every copy gets its own after it starts.
+        await writeFile(pwFile, `${randomBytes(24).toString('hex')}\n`, { mode: 0o600 });
+        if (runAs) for (const path of [build, pwFile]) await chown(path, runAs.uid, runAs.gid);
+        await initdb(binDir, join(build, 'data'), pwFile, runAs, build);
+        try {
+          await rename(join(build, 'data'), target);
+        } catch (err) {
+          if (!existsSync(join(target, 'global', 'pg_control'))) throw err;
+        }
+      } finally {
+        await rm(build, { recursive: true, force: true });
+      }
+      return target;
+    })();
+    templates.set(binDir, template);
+  }
+  return template;
+}
+
+async function setSuperuserPassword(socketDir: string, port: number, password: string): Promise<void> {
+  const client = new pg.Client({ host: socketDir, port, user: SUPERUSER, database: 'postgres' });
+  await client.connect();
+  try {
+    // scram-sha-256 whatever the server's default (md5 before PostgreSQL 14): pg_hba asks for it.
+    await client.query(`SET password_encryption = 'scram-sha-256'`);
+    await client.query(`ALTER ROLE ${SUPERUSER} PASSWORD '${password}'`);
+  } finally {
+    await client.end();
+  }
 }
 
 async function initdb(binDir: string, dataDir: string, pwFile: string, runAs: RunAs | undefined, cwd: string): Promise<void> {
