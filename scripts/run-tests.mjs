@@ -4,16 +4,37 @@
 // variable, which .ci/run and CI services set) a skipped test fails the run:
 // there every capability must be tested.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 
-const files = process.argv.slice(2);
+// Node starts the files in the order given, as slots free up. Started last, a
+// long file ends the run alone while the other slot idles, so the longest
+// start first (this list, longest first, from a CI run's spec log: update it
+// when a file grows past its neighbours), then the other integration files,
+// then the short unit files, which fill the gaps at the end.
+const LONGEST_FIRST = [
+  'network-faults', 'faults', 'restore-test', 'dedup', 'pitr', 'first-hour', 'database-fidelity',
+  'physical-restore-test', 'dashboard', 'roundtrip', 's3-storage', 'errors', 'serve', 'server-matrix',
+  'selective-restore', 'serve-fleet', 'encrypted-s3', 'wal-archive', 'parallel-copy-loader', 'partitions',
+  'interrupt', 'terminal', 'extract', 'multi-repo', 'runbook', 'copy', 'status', 'globals',
+];
+const rank = (file) => {
+  const known = LONGEST_FIRST.indexOf(path.basename(file).replace(/\.test\.[cm]?[jt]s$/, ''));
+  if (known >= 0 && file.includes('integration')) return known;
+  return LONGEST_FIRST.length + (file.includes('integration') ? 0 : 1);
+};
+const files = process.argv.slice(2).map((file, i) => ({ file, i })).sort((a, b) => rank(a.file) - rank(b.file) || a.i - b.i).map((f) => f.file);
 // Test files run side by side, each in its own process; 2 is what the suite
 // is measured with on 2 cores. PGKEEP_TEST_CONCURRENCY tries another number.
 const concurrency = Number.parseInt(process.env.PGKEEP_TEST_CONCURRENCY ?? '', 10) || 2;
 const folder = mkdtempSync(path.join(tmpdir(), 'pgkeep-test-run-'));
 const skipsFile = path.join(folder, 'skips.jsonl');
+// test/support/pg-cluster.ts copies every cluster from one initdb per server
+// version: each run makes its own here and leaves none. Open to traversal, as
+// the server's OS user (postgres, when we are root) builds and reads it.
+const templates = mkdtempSync(path.join(tmpdir(), 'pgkeep-initdb-templates-'));
+chmodSync(templates, 0o755);
 const run = spawnSync(
   process.execPath,
   [
@@ -22,7 +43,7 @@ const run = spawnSync(
     `--test-reporter=${new URL('./skip-reporter.mjs', import.meta.url).href}`, `--test-reporter-destination=${skipsFile}`,
     ...files,
   ],
-  { stdio: 'inherit' },
+  { stdio: 'inherit', env: { ...process.env, PGKEEP_TEST_INITDB_TEMPLATES: templates } },
 );
 let skips = [];
 try {
@@ -31,6 +52,7 @@ try {
   // no file: the runner stopped before reporting anything; its exit code says so
 }
 rmSync(folder, { recursive: true, force: true });
+rmSync(templates, { recursive: true, force: true });
 
 const ci = Boolean(process.env.CI) && process.env.CI !== 'false';
 if (skips.length > 0) {
