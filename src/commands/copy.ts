@@ -1,7 +1,12 @@
 import { isDeepStrictEqual } from 'node:util';
-import { pipeline, Transform, type Readable } from 'node:stream';
+import { PassThrough, pipeline, Transform, type Readable } from 'node:stream';
 import { pipeline as pipelineAsync } from 'node:stream/promises';
-import { repositoryUrl, toolPaths, validateName, type Settings } from '../config/settings.js';
+import { repositoryUrl, toolPaths, validateName, type KeySettings, type Settings } from '../config/settings.js';
+import { DumpRowCounter } from '../pipeline/dump-row-counter.js';
+import { DEFAULT_ZSTD_LEVEL, defaultZstd } from '../pipeline/zstd.js';
+import { manifestBodyOf } from '../repository/manifest-builder.js';
+import { fingerprintOf } from '../repository/content-store/content-keys.js';
+import { chunkerParamsOf, openContentStore, recordedFingerprint } from '../repository/content-store/open-content-store.js';
 import { isPgkeepError, PgkeepError, throwIfAborted } from '../errors.js';
 import { HashCounter } from '../pipeline/hash-counter.js';
 import { discardSink } from '../pipeline/load-stream.js';
@@ -12,7 +17,7 @@ import type { BackupWriter } from '../repository/backup-writer.js';
 import { repositoryAt, type RepositoryLocation } from '../repository/open-repository.js';
 import { isUnreadError, verifyBackup, type VerifyReport } from '../verify/verify-backup.js';
 import type { CommandContext } from '../registry/command-context.js';
-import { isEncrypted, readIdentities } from '../repository/repository-keys.js';
+import { identitiesFor, isEncrypted, readIdentities } from '../repository/repository-keys.js';
 import { faultPoint } from '../fault-points.js';
 import { z } from 'zod';
 import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
@@ -31,9 +36,10 @@ export interface CopyVerification {
   /**
    * full: what pgkeep verify does (checksums, decryption, decompression, table of contents);
    * integrity: stored SHA-256 and size of every object only (encrypted, and no identity was given);
+   * chunks: every chunk was checked against its id as it was read from the source; the destination, encrypted, was not read back (no identity for it);
    * none: the backup was already at the destination, nothing was copied.
    */
-  mode: 'full' | 'integrity' | 'none';
+  mode: 'full' | 'integrity' | 'chunks' | 'none';
   ok: boolean;
   problems: string[];
   report?: VerifyReport | undefined;
@@ -50,7 +56,19 @@ export interface CopyResult {
   createdDestination: boolean;
   encryption: EncryptionInfo | null;
   objects: number;
+  /** Bytes written at the destination: objects as stored, or the new chunks (compressed) a deduplicating destination lacked. */
   bytes: number;
+  /**
+   * How the backup moved: as-stored (objects copied byte for byte, between
+   * repositories without deduplication), chunks (only the chunks the
+   * destination lacked: both repositories share chunk ids), restored (each
+   * original stream read back and stored again as the destination stores).
+   */
+  method: 'as-stored' | 'chunks' | 'restored';
+  /** The backup's logical size (its streams before compression). */
+  logicalBytes: number;
+  /** Chunks method: chunk ids walked (data and lists) and chunks sent. */
+  chunks?: { walked: number; sent: number } | undefined;
   durationMs: number;
   verification: CopyVerification;
 }
@@ -65,6 +83,7 @@ export interface CopyResult {
 export async function runCopy(ctx: CommandContext, request: CopyRequest): Promise<CopyResult> {
   const started = Date.now();
   const { settings } = ctx;
+  // 1. the source repository and the backup
   const fromUrl = repositoryLocation(settings, request.from);
   const toUrl = repositoryLocation(settings, request.to);
   if (request.source !== undefined) validateName(request.source, 'source');
@@ -76,17 +95,27 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
     throw error;
   });
   const manifest = await from.resolveBackup(request.backup, request.source, undefined, ctx.warn);
-  if (manifest.objects.some((o) => o.content)) {
-    // its objects are chunks of that repository's content store, named by ids keyed to it: not files to copy as stored
-    throw new PgkeepError(
-      'USAGE',
-      `backup ${manifest.source}/${manifest.id} is in a deduplicating repository: copy cannot move it yet; list both repositories under repos: so each backup is written to both, or restore it and back it up to ${request.to}`,
-    );
-  }
   const toPlace = repositoryAt(settings, toUrl);
   if (toPlace.location === from.location) {
     throw new PgkeepError('USAGE', `--from and --to are the same repository (${from.location}): choose another destination`);
   }
+
+  // 2. how: a deduplicating repository on either side stores the backup in its own chunks (copyThroughContent)
+  const existing = await toPlace.open().catch((error: unknown) => {
+    if (error instanceof PgkeepError && error.code === 'REPO_MISSING') return undefined;
+    throw error;
+  });
+  if (manifest.objects.some((o) => o.content) || existing?.info.content) {
+    if (!existing) {
+      throw new PgkeepError(
+        'USAGE',
+        `backup ${manifest.source}/${manifest.id} is in a deduplicating repository and ${toPlace.location} holds no repository yet: create it first, with pgkeep init --repo ${toPlace.location} --dedup --chunker-from ${from.location} (copy then sends only the chunks it lacks), or plain pgkeep init`,
+      );
+    }
+    return copyThroughContent(ctx, from, manifest, existing, started);
+  }
+
+  // 3. as stored: between repositories without deduplication, objects move byte for byte
   const { repository: to, created } = await openDestination(toPlace, from);
   const encryption = from.info.encryption;
 
@@ -124,10 +153,10 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
         );
       }
       ctx.info(`backup ${manifest.source}/${manifest.id} is already in ${to.location}: nothing to copy`);
-      return { ...base, copied: false, objects: 0, bytes: 0, durationMs: Date.now() - started, verification: { mode: 'none', ok: true, problems: [] } };
+      return { ...base, copied: false, objects: 0, bytes: 0, method: 'as-stored', logicalBytes: manifest.totals.rawBytes, durationMs: Date.now() - started, verification: { mode: 'none', ok: true, problems: [] } };
     }
 
-    // 1. the objects, as stored
+    // 3a. the objects, as stored
     ctx.info(`copying ${manifest.source}/${manifest.id} from ${from.location} to ${to.location}: ${manifest.objects.length} object(s)`);
     let bytes = 0;
     for (const object of manifest.objects) {
@@ -140,7 +169,7 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
       faultPoint('mid-copy');
     }
 
-    // 2. verification at the destination, before the manifest makes the copy visible
+    // 3b. verification at the destination, before the manifest makes the copy visible
     const verification = await verifyAtDestination(ctx, to, manifest, identities, signal);
     if (!verification.ok) {
       throw new PgkeepError('VERIFY_FAILED', `the copy of backup ${manifest.id} at ${to.location} failed verification: ${verification.problems[0]}; nothing was published there`, {
@@ -148,9 +177,9 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
       });
     }
 
-    // 3. the manifest, last: as read (its text, so the HMAC of its writer survives)
+    // 3c. the manifest, last: as read (its text, so the HMAC of its writer survives)
     await writer.commitCopy(manifest);
-    return { ...base, copied: true, objects: manifest.objects.length, bytes, durationMs: Date.now() - started, verification };
+    return { ...base, copied: true, objects: manifest.objects.length, bytes, method: 'as-stored', logicalBytes: manifest.totals.rawBytes, durationMs: Date.now() - started, verification };
   } catch (error) {
     throw signal.aborted && signal.reason instanceof PgkeepError ? signal.reason : error;
   } finally {
@@ -158,6 +187,141 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
     // Not committed: the writer removes what was copied and releases the lock.
     await writer?.abort();
   }
+}
+
+/**
+ * Copies a backup where either repository deduplicates. When both share chunk
+ * ids (equal chunker fingerprints: `init --dedup --chunker-from`), only the
+ * chunks the destination lacks are sent and the manifest names the same ids;
+ * otherwise each object's original stream is read back (as `pgkeep cat`
+ * does) and stored through the destination's writer, which chunks or
+ * compresses and encrypts it as that repository does. Either way: packs, then
+ * the index, then the manifest, under the destination's source lock and
+ * shared content lock, so a kill at any point leaves it consistent.
+ */
+async function copyThroughContent(ctx: CommandContext, from: Repository, manifest: Manifest, to: Repository, started: number): Promise<CopyResult> {
+  // 1. the source's content store (an encrypted one needs its identity), and whether the destination shares its chunk ids
+  const sourceStore = manifest.objects.some((o) => o.content) ? await openContentStore(from, ctx.keys, 'read') : undefined;
+  const shared = sourceStore !== undefined && to.info.content !== undefined && fingerprintOf(sourceStore.settings) === recordedFingerprint(to);
+  // sharing chunk ids means sharing the content key: the destination's writer takes it from the source (no identity of its own needed)
+  const sharedKey = shared && sourceStore.settings.idKey ? (await chunkerParamsOf(from, ctx.keys)).contentKey?.toString('hex') : undefined;
+  const keys: KeySettings = sharedKey === undefined ? ctx.keys : { ...ctx.keys, contentKey: () => sharedKey };
+  const identities = await identitiesFor(from, manifest, ctx.keys);
+  const destinationIdentities = to.info.encryption && hasKeys(ctx, to) ? await readIdentities(to, ctx.keys).catch(() => []) : [];
+  const method = shared ? 'chunks' : 'restored';
+  const base = { id: manifest.id, source: manifest.source, from: from.location, to: to.location, createdDestination: false, encryption: to.info.encryption, method, logicalBytes: manifest.totals.rawBytes } as const;
+
+  const controller = new AbortController();
+  const stop = () => controller.abort(ctx.signal.reason);
+  ctx.signal.addEventListener('abort', stop, { once: true });
+  const signal = controller.signal;
+  let writer: BackupWriter | undefined;
+  try {
+    // 2. the destination's writer: source lock, content lock and session, the backup's own id and times
+    try {
+      writer = await to.beginBackup(manifest.source, manifest.kind, {
+        command: 'copy',
+        database: backupDatabaseName(manifest),
+        id: manifest.id,
+        startedAt: new Date(manifest.startedAt),
+        name: manifest.name,
+        labels: manifest.labels,
+        keys,
+        info: (message) => ctx.info(message),
+        warn: (message) => ctx.warn(message),
+        leftoversWhere: 'at the destination',
+        signal,
+      });
+    } catch (error) {
+      if (!isPgkeepError(error, 'BACKUP_EXISTS')) throw error;
+      const held = await to.readManifest(manifest.source, manifest.id);
+      if (!sameStreams(held, manifest)) {
+        throw new PgkeepError(
+          'REPO_EXISTS',
+          `${to.location} already holds a different backup ${manifest.id} of source ${manifest.source} (its streams differ from those in ${from.location}): nothing was copied; check both with pgkeep show`,
+        );
+      }
+      ctx.info(`backup ${manifest.source}/${manifest.id} is already in ${to.location}: nothing to copy`);
+      return { ...base, copied: false, objects: 0, bytes: 0, durationMs: Date.now() - started, verification: { mode: 'none', ok: true, problems: [] } };
+    }
+
+    // 3. the objects: chunks the destination lacks, or each stream read back and stored again
+    ctx.info(
+      shared
+        ? `copying ${manifest.source}/${manifest.id} from ${from.location} to ${to.location}: the chunks it lacks (both share chunk ids)`
+        : `copying ${manifest.source}/${manifest.id} from ${from.location} to ${to.location}: ${manifest.objects.length} stream(s) read back and stored as the destination stores them`,
+    );
+    let bytes = 0;
+    const chunks = { walked: 0, sent: 0 };
+    for (const object of manifest.objects) {
+      throwIfAborted(signal);
+      if (shared && object.content) {
+        const { totals } = await writer.transferContent({ ...object, content: object.content }, sourceStore, { signal });
+        bytes += totals.sentCompressedBytes;
+        chunks.walked += totals.chunks;
+        chunks.sent += totals.sentChunks;
+      } else {
+        bytes += (await restoreInto(writer, from, manifest, object, identities, signal)).stored.size;
+      }
+      ctx.progress({ phase: 'copy', bytes, item: object.name });
+      faultPoint('mid-copy');
+    }
+
+    // 4. packs, index, then the manifest: the same backup (id, times, tables) with the destination's objects
+    const copied = await writer.commit(manifestBodyOf(manifest), new Date(manifest.finishedAt));
+
+    // 5. read back at the destination: the copy is there now, and a failure says so
+    const verification = to.info.content && to.info.encryption && destinationIdentities.length === 0
+      ? { mode: 'chunks' as const, ok: true, problems: [] }
+      : await verifyAtDestination(ctx, to, copied, destinationIdentities, signal);
+    if (!verification.ok) {
+      throw new PgkeepError('VERIFY_FAILED', `the copy of backup ${manifest.id} at ${to.location} failed verification: ${verification.problems[0]}; remove it there (pgkeep prune) and copy again`, {
+        details: { report: verification.report },
+      });
+    }
+    return { ...base, copied: true, objects: manifest.objects.length, bytes, chunks: shared ? chunks : undefined, durationMs: Date.now() - started, verification };
+  } catch (error) {
+    throw signal.aborted && signal.reason instanceof PgkeepError ? signal.reason : error;
+  } finally {
+    ctx.signal.removeEventListener('abort', stop);
+    await writer?.abort();
+  }
+}
+
+/**
+ * One object's original stream (decrypted, decompressed, or put together
+ * from chunks) stored again through the destination's writer, checked
+ * against the source's raw SHA-256 and size. A custom-format dump is cut
+ * where each table's data starts, as a backup cuts it.
+ */
+async function restoreInto(writer: BackupWriter, from: Repository, manifest: Manifest, object: BackupObject, identities: AgeIdentity[], signal: AbortSignal): Promise<BackupObject> {
+  const pass = new PassThrough({ highWaterMark: 1 << 20 });
+  const loading = from.loadObject(manifest, object, pass, { codec: defaultZstd(), identities, signal });
+  loading.catch(() => undefined); // judged by the store (complete), which fails the write
+  const counter = object.role === 'dump' && manifest.kind === 'logical' && manifest.options.format === 'custom' ? new DumpRowCounter() : undefined;
+  const level = manifest.kind === 'logical' ? manifest.options.compressLevel : DEFAULT_ZSTD_LEVEL;
+  const record = await writer.store({ name: originalName(object), role: object.role, file: object.file }, pass, {
+    level,
+    signal,
+    complete: loading,
+    onRawChunk: counter ? (chunk) => counter.push(chunk) : undefined,
+    boundaries: counter ? () => counter.takeBlockStarts() : undefined,
+  });
+  if (record.raw.sha256 !== object.raw.sha256 || record.raw.size !== object.raw.size) {
+    throw new PgkeepError('CHECKSUM_MISMATCH', `object ${object.name} of backup ${manifest.id} read back as ${record.raw.size} bytes that do not match its manifest (${object.raw.size} bytes): the source backup is damaged`);
+  }
+  return record;
+}
+
+/** An object's name before the suffix a repository without deduplication gives it (".zst", ".zst.age"). */
+function originalName(object: BackupObject): string {
+  return object.content ? object.name : object.name.replace(/\.zst(\.age)?$/, '');
+}
+
+/** Two manifests of one backup hold the same streams (whatever each repository stored them as). */
+function sameStreams(a: Manifest, b: Manifest): boolean {
+  const streams = (m: Manifest) => m.objects.map((o) => `${o.role}\0${o.file ?? ''}\0${o.raw.sha256}\0${o.raw.size}`).sort();
+  return a.kind === b.kind && isDeepStrictEqual(streams(a), streams(b));
 }
 
 /** A --from/--to value as a repository URL: relative paths are relative to the working folder. */
@@ -302,13 +466,16 @@ async function verifyAtDestination(ctx: CommandContext, to: Repository, manifest
 /** `pgkeep copy ID --from URL --to URL`. */
 export const copyCommand: CommandSpec<CopyRequest, CopyResult> = {
   name: 'copy',
-  description: 'copy one backup to another repository (e.g. off-site to S3), then verify it there',
+  description: 'copy one backup to another repository (e.g. off-site to S3; between repositories sharing chunk ids, only the missing chunks), then verify it there',
   arguments: [{ name: '<backup>', description: 'backup id, or latest' }],
   options: [
     { flags: '--from <url>', description: 'repository to copy from: a local path or s3://bucket/prefix', required: true },
-    { flags: '--to <url>', description: 'repository to copy to (an empty location is created with the same encryption)', required: true },
+    { flags: '--to <url>', description: 'repository to copy to (an empty location is created with the same encryption, unless the source deduplicates)', required: true },
   ],
-  help: { globals: ['config', 'source', 'identity'], examples: ['pgkeep copy latest --from ./backups --to s3://offsite/app'] },
+  help: {
+    globals: ['config', 'source', 'identity'],
+    examples: ['pgkeep copy latest --from ./backups --to s3://offsite/app', 'pgkeep init --repo s3://offsite/app --dedup --chunker-from ./backups && pgkeep copy latest --from ./backups --to s3://offsite/app'],
+  },
   parse: requestParser(z.object({ backup: z.string(), from: z.string(), to: z.string() }), ({ args: [backup], options }) => ({ backup, from: options.from, to: options.to })),
   run: (ctx, request) => runCopy(ctx, { ...request, source: ctx.settings.options.source }),
   print: (result, out) => printCopyDone(result, out),
@@ -325,10 +492,15 @@ function printCopyDone(result: CopyResult, out: CommandOutput): void {
   const verified =
     result.verification.mode === 'full'
       ? 'verified there (checksums, decompression, table of contents)'
-      : 'integrity checked there (stored SHA-256 and size of every object; not decrypted: give --identity or a passphrase for a full verify)';
-  out.line(
-    `copied ${result.source}/${result.id} to ${result.to} in ${formatDuration(result.durationMs)}: ` +
-      `${result.objects} object(s), ${formatBytes(result.bytes)}; ${verified}`,
-  );
+      : result.verification.mode === 'chunks'
+        ? 'every chunk checked against its id as it was read (the destination is encrypted: give --identity or a passphrase to read it back)'
+        : 'integrity checked there (stored SHA-256 and size of every object; not decrypted: give --identity or a passphrase for a full verify)';
+  const moved =
+    result.method === 'chunks'
+      ? `${result.chunks?.sent ?? 0} of ${result.chunks?.walked ?? 0} chunk(s) sent, ${formatBytes(result.bytes)} for ${formatBytes(result.logicalBytes)} of data (the rest was there already)`
+      : result.method === 'restored'
+        ? `${result.objects} stream(s) stored again as the destination stores them (${formatBytes(result.logicalBytes)} of data, ${formatBytes(result.bytes)} added)`
+        : `${result.objects} object(s), ${formatBytes(result.bytes)}`;
+  out.line(`copied ${result.source}/${result.id} to ${result.to} in ${formatDuration(result.durationMs)}: ${moved}; ${verified}`);
   if (result.createdDestination) out.line(`created the repository at ${result.to}${result.encryption ? ' with the same encryption as the source' : ''}`);
 }

@@ -1,4 +1,5 @@
-import { repositoryUrl, selectedSourceName, type Settings } from '../config/settings.js';
+import { repositoryUrl, selectedSourceName, type KeySettings, type Settings } from '../config/settings.js';
+import { chunkerParamsOf } from '../repository/content-store/open-content-store.js';
 import { PgkeepError } from '../errors.js';
 import type { EncryptionInfo } from '../repository/repository.js';
 import { repositoryAt } from '../repository/open-repository.js';
@@ -15,6 +16,13 @@ export interface InitRequest {
   passphrase?: string | undefined;
   /** A deduplicating repository: a content store (docs/content-store.md). */
   dedup?: boolean | undefined;
+  /**
+   * With dedup: a repository whose chunking parameters (seed, sizes) and, when
+   * encrypted, content key the new one takes, so both cut and name the same
+   * bytes alike and copy moves chunks between them as they are (restic's
+   * `init --copy-chunker-params`). A local path or URL.
+   */
+  chunkerFrom?: string | undefined;
 }
 
 export interface InitResult {
@@ -23,18 +31,24 @@ export interface InitResult {
   id: string;
   encryption: EncryptionInfo | null;
   dedup: boolean;
+  /** The chunker fingerprint of a deduplicating repository (docs/content-store.md), and where its parameters came from. */
+  fingerprint?: string | undefined;
+  chunkerFrom?: string | undefined;
 }
 
 /**
  * Creates a repository; on an existing pgkeep repository it changes nothing
  * (safe to run twice), but refuses to pretend an unencrypted one is encrypted.
  */
-export async function runInit(settings: Settings, request: InitRequest = {}): Promise<InitResult> {
+export async function runInit(settings: Settings, request: InitRequest = {}, keys?: KeySettings): Promise<InitResult> {
+  // 1. the request: bad input fails before anything is read or written
   const source = safeSourceName(settings);
   const place = repositoryAt(settings, repositoryUrl(settings, source));
   const wantsEncryption = Boolean(request.encrypt || request.recipients?.length || request.passphrase !== undefined);
-  for (const recipient of request.recipients ?? []) validateRecipient(recipient); // bad input fails before anything else
+  for (const recipient of request.recipients ?? []) validateRecipient(recipient);
+  if (request.chunkerFrom !== undefined && !request.dedup) throw new PgkeepError('USAGE', '--chunker-from goes with --dedup: it chooses how a deduplicating repository cuts and names chunks');
 
+  // 2. an existing repository: nothing changes, but a request it does not fit is refused
   const existing = await place.open().catch((error: unknown) => {
     if (error instanceof PgkeepError && error.code === 'REPO_MISSING') return undefined;
     throw error;
@@ -47,11 +61,35 @@ export async function runInit(settings: Settings, request: InitRequest = {}): Pr
     if (request.dedup && !existing.info.content) {
       throw new PgkeepError('REPO_EXISTS', `${existing.location} is already a pgkeep repository without deduplication: it is chosen when a repository is created; use a new location (pgkeep copy moves backups into it)`);
     }
-    return { location: existing.location, created: false, id: existing.info.id, encryption: existing.info.encryption, dedup: existing.info.content !== undefined };
+    const content = existing.info.content;
+    if (request.chunkerFrom !== undefined && content) {
+      const other = await chunkerSource(settings, request.chunkerFrom, existing.location);
+      const wanted = other.info.content?.fingerprint;
+      if (wanted === undefined || wanted !== content.fingerprint) {
+        throw new PgkeepError('REPO_EXISTS', `${existing.location} is already a deduplicating repository with chunking parameters of its own: they are chosen when a repository is created; use a new location for --chunker-from ${other.location}`);
+      }
+    }
+    return { location: existing.location, created: false, id: existing.info.id, encryption: existing.info.encryption, dedup: content !== undefined, fingerprint: content?.fingerprint, chunkerFrom: content?.chunkerFrom };
   }
 
-  const { repository, encryption } = await place.create(wantsEncryption ? { recipients: request.recipients ?? [], passphrase: request.passphrase } : null, { dedup: request.dedup === true });
-  return { location: repository.location, created: true, id: repository.info.id, encryption, dedup: request.dedup === true };
+  // 3. the other repository's chunking parameters (its content key read with its identity), then the new repository
+  const chunkerFrom = request.chunkerFrom === undefined ? undefined : await chunkerParamsOf(await chunkerSource(settings, request.chunkerFrom, place.location), keys ?? NO_KEYS);
+  const { repository, encryption } = await place.create(wantsEncryption ? { recipients: request.recipients ?? [], passphrase: request.passphrase } : null, { dedup: request.dedup === true, chunkerFrom });
+  const content = repository.info.content;
+  return { location: repository.location, created: true, id: repository.info.id, encryption, dedup: request.dedup === true, fingerprint: content?.fingerprint, chunkerFrom: content?.chunkerFrom };
+}
+
+/** No keys configured: an unencrypted repository needs none. */
+const NO_KEYS: KeySettings = { identityFile: undefined, passphrase: () => undefined };
+
+/** The repository --chunker-from names (a path relative to the working folder, or a URL): it must exist, and not be the new one. */
+async function chunkerSource(settings: Settings, value: string, target: string) {
+  const place = repositoryAt(settings, repositoryUrl({ ...settings, options: { ...settings.options, repo: value } }));
+  if (place.location === target) throw new PgkeepError('USAGE', `--chunker-from names the repository being created (${target}): name another deduplicating repository`);
+  return place.open().catch((error: unknown) => {
+    if (error instanceof PgkeepError && error.code === 'REPO_MISSING') throw new PgkeepError('REPO_MISSING', `no pgkeep repository at ${place.location} to take chunking parameters from: check --chunker-from`, { cause: error });
+    throw error;
+  });
 }
 
 /**
@@ -83,7 +121,7 @@ function safeSourceName(settings: Settings): string | undefined {
   }
 }
 
-const InitOptions = z.object({ encrypt: z.boolean().optional(), recipients: z.array(z.string()).optional(), passphraseFile: z.string().optional(), dedup: z.boolean().optional() });
+const InitOptions = z.object({ encrypt: z.boolean().optional(), recipients: z.array(z.string()).optional(), passphraseFile: z.string().optional(), dedup: z.boolean().optional(), chunkerFrom: z.string().optional() });
 
 /** `pgkeep init`. */
 export const initCommand: CommandSpec<z.output<typeof InitOptions>, InitResult> = {
@@ -94,16 +132,20 @@ export const initCommand: CommandSpec<z.output<typeof InitOptions>, InitResult> 
     { flags: '--recipient <age1…>', description: 'age public key to encrypt to (repeatable; see pgkeep keygen)', parse: collect },
     { flags: '--passphrase-file <file>', description: 'encrypt with the passphrase in this file (or set PGKEEP_PASSPHRASE)' },
     { flags: '--dedup', description: 'store each distinct chunk once: every backup stays full, each costs only what changed (docs/content-store.md)' },
+    {
+      flags: '--chunker-from <repo>',
+      description: 'with --dedup: take the chunking parameters (and content key) of this deduplicating repository, so pgkeep copy moves only the chunks missing here (its identity: --identity or the passphrase)',
+    },
   ],
-  help: { globals: ['config', 'repo'], examples: ['pgkeep init --repo /srv/backups', 'pgkeep init --repo s3://my-bucket/app --encrypt --recipient age1…', 'PGKEEP_PASSPHRASE_FILE=/run/secrets/pass pgkeep init --repo ./backups --encrypt'] },
-  parse: requestParser(InitOptions, ({ options }) => ({ encrypt: options.encrypt, recipients: options.recipient, passphraseFile: options.passphraseFile, dedup: options.dedup })),
+  help: { globals: ['config', 'repo'], examples: ['pgkeep init --repo /srv/backups', 'pgkeep init --repo s3://my-bucket/app --encrypt --recipient age1…', 'PGKEEP_PASSPHRASE_FILE=/run/secrets/pass pgkeep init --repo ./backups --encrypt', 'pgkeep init --repo s3://offsite/app --dedup --chunker-from ./backups'] },
+  parse: requestParser(InitOptions, ({ options }) => ({ encrypt: options.encrypt, recipients: options.recipient, passphraseFile: options.passphraseFile, dedup: options.dedup, chunkerFrom: options.chunkerFrom })),
   async run(ctx, request) {
     const passphrase = request.passphraseFile
       ? readSecretFile(request.passphraseFile, '--passphrase-file')
       : request.encrypt && !request.recipients?.length
         ? ctx.keys.passphrase()
         : undefined;
-    return runInit(ctx.settings, { encrypt: request.encrypt, recipients: request.recipients, passphrase, dedup: request.dedup });
+    return runInit(ctx.settings, { encrypt: request.encrypt, recipients: request.recipients, passphrase, dedup: request.dedup, chunkerFrom: request.chunkerFrom }, ctx.keys);
   },
   print(result, out) {
     if (out.json) return out.document(result);
@@ -111,5 +153,6 @@ export const initCommand: CommandSpec<z.output<typeof InitOptions>, InitResult> 
       (result.encryption ? (result.encryption.passphrase ? ', encrypted with a passphrase' : `, encrypted to ${result.encryption.recipients.length} recipient(s)`) : '') +
       (result.dedup ? ', deduplicating' : '');
     out.line(result.created ? `created a pgkeep repository at ${result.location}${how}` : `${result.location} is already a pgkeep repository${how} (nothing changed)`);
+    if (result.chunkerFrom) out.line(`it shares chunk ids with ${result.chunkerFrom} (chunker ${result.fingerprint?.slice(0, 12)}): pgkeep copy between them moves only missing chunks`);
   },
 };

@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import { PassThrough, type Readable } from 'node:stream';
-import { ContentWriting } from './content-store/content-writing.js';
+import { ContentWriting, type TransferTotals } from './content-store/content-writing.js';
+import type { ContentStore, StreamRef } from './content-store/content-store.js';
 import type { KeySettings } from '../config/settings.js';
 import { PgkeepError, throwIfAborted } from '../errors.js';
 import { faultPoint } from '../fault-points.js';
@@ -125,6 +126,20 @@ export class BackupWriter<K extends BackupKind = BackupKind> {
     this.assertOpen();
     await this.repository.writeStoredObject(this.source, this.id, object.name, body, options);
     this.stored.push(object);
+  }
+
+  /**
+   * Stores an object of a deduplicating repository that shares this one's
+   * chunk ids (copy): only the chunks missing here are sent, and the record
+   * names the same stream ref. Its `stored` is what it added here.
+   */
+  async transferContent(object: BackupObject & { content: StreamRef }, from: ContentStore, options: { signal?: AbortSignal | undefined } = {}): Promise<{ object: BackupObject; totals: TransferTotals }> {
+    this.assertOpen();
+    if (!this.content) throw new PgkeepError('INTERNAL', `${this.repository.location} has no content store to copy chunks into`);
+    const totals = await this.content.transfer(from, object.content, options.signal);
+    const record: BackupObject = { ...object, stored: { size: totals.sentCompressedBytes, sha256: object.stored.sha256 }, encryption: this.encryption };
+    this.stored.push(record);
+    return { object: record, totals };
   }
 
   /**

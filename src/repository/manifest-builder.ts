@@ -85,3 +85,16 @@ export function manifestText(manifest: Manifest, keys: readonly ManifestKey[], a
   const { integrity: _old, ...rest } = manifest;
   return `${JSON.stringify({ ...rest, integrity: sealManifest(canonicalManifest(rest), keys) }, null, 2)}\n`;
 }
+
+/**
+ * The body of a manifest read from a repository: what its backup said about
+ * itself, for writing the same backup again through a writer (copy into a
+ * repository that stores it differently: other chunks, other encryption).
+ */
+export function manifestBodyOf<K extends BackupKind>(manifest: ManifestOf<K>): ManifestBody<K> {
+  const body: Record<string, unknown> = { ...manifest };
+  for (const field of WRITER_FIELDS) delete body[field];
+  return body as ManifestBody<K>;
+}
+
+const WRITER_FIELDS: readonly WriterFields[] = ['format', 'id', 'source', 'kind', 'name', 'labels', 'startedAt', 'finishedAt', 'durationMs', 'pgkeep', 'integrity', 'objects', 'totals'];

@@ -5,7 +5,7 @@ import { storageOf } from './repository-storage.js';
 import { openStorage } from '../storage/open-storage.js';
 import { readObject, type Storage } from '../storage/storage.js';
 import { createEncryption, WRAPPED_IDENTITY } from './repository-keys.js';
-import { createContentInfo } from './content-store/content-keys.js';
+import { createContentInfo, type ChunkerParams } from './content-store/content-keys.js';
 import type { EncryptionInfo } from './repository.js';
 
 /**
@@ -35,10 +35,10 @@ export class RepositoryLocation {
   }
 
   /** Creates the repository, setting up encryption to these recipients or this passphrase (which stores the wrapped identity first). */
-  async create(encryption: { recipients: string[]; passphrase: string | undefined } | null, options: { dedup?: boolean } = {}): Promise<{ repository: Repository; encryption: EncryptionInfo | null }> {
+  async create(encryption: { recipients: string[]; passphrase: string | undefined } | null, options: { dedup?: boolean; chunkerFrom?: ChunkerParams | undefined } = {}): Promise<{ repository: Repository; encryption: EncryptionInfo | null }> {
     const info = encryption ? await createEncryption(this.storage, encryption) : null;
     // a deduplicating repository: its content store's settings (and, encrypted, its content key) before pgkeep.json names them
-    const content = options.dedup ? await createContentInfo(this.storage, info ? info.recipients.map((publicKey) => ({ kind: 'x25519' as const, publicKey })) : null) : undefined;
+    const content = options.dedup ? await createContentInfo(this.storage, info ? info.recipients.map((publicKey) => ({ kind: 'x25519' as const, publicKey })) : null, options.chunkerFrom) : undefined;
     return { repository: await Repository.init(this.storage, info, content), encryption: info };
   }
 

@@ -1,4 +1,4 @@
-import { hkdfSync, randomBytes } from 'node:crypto';
+import { createHash, hkdfSync, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { PgkeepError } from '../../errors.js';
@@ -21,6 +21,16 @@ export const ContentInfoSchema = z.object({
   level: z.number().int(),
   /** The chunker's seed in an unencrypted repository (hex); in an encrypted one it is derived from the content key. */
   seed: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+  /**
+   * The chunker fingerprint: SHA-256 over the chunk sizes, the seed and the id
+   * of the key chunk ids are made with (never the key itself). Two repositories
+   * with the same fingerprint cut and name the same bytes alike, so copy moves
+   * chunks between them as they are. Repositories made before it was recorded
+   * have none: copy computes it from the settings it opens.
+   */
+  fingerprint: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+  /** Where the chunking parameters (and content key) came from: `pgkeep init --dedup --chunker-from` (for people; copy compares fingerprints). */
+  chunkerFrom: z.string().optional(),
 });
 export type ContentInfo = z.infer<typeof ContentInfoSchema>;
 
@@ -32,12 +42,62 @@ export const DEFAULT_CONTENT = { chunkSizes: { min: 4096, average: 16384, max: 6
  * clear, or (encrypted) a random content key written encrypted to the
  * recipients. Returns what pgkeep.json records.
  */
-export async function createContentInfo(storage: Storage, recipients: AgeRecipient[] | null): Promise<ContentInfo> {
-  if (!recipients) return { version: 1, ...DEFAULT_CONTENT, seed: randomBytes(32).toString('hex') };
-  const key = randomBytes(32);
+export async function createContentInfo(storage: Storage, recipients: AgeRecipient[] | null, from?: ChunkerParams): Promise<ContentInfo> {
+  if (from && (recipients === null) !== (from.contentKey === undefined)) {
+    throw new PgkeepError(
+      'USAGE',
+      recipients === null
+        ? `--chunker-from ${from.location}: that repository is encrypted (its chunk ids are keyed); a repository sharing its chunks must be encrypted too (--encrypt with --recipient or a passphrase)`
+        : `--chunker-from ${from.location}: that repository is not encrypted (its chunk ids are plain SHA-256, which would tell what is stored); a repository sharing its chunks must be unencrypted too`,
+    );
+  }
+  const params = from ? { chunkSizes: from.info.chunkSizes, packTarget: from.info.packTarget, level: from.info.level, chunkerFrom: from.location } : DEFAULT_CONTENT;
+  if (!recipients) {
+    const seed = from?.info.seed ?? randomBytes(32).toString('hex');
+    return { version: 1, ...params, seed, fingerprint: chunkerFingerprint(params.chunkSizes, Buffer.from(seed, 'hex'), undefined) };
+  }
+  // the content key: the other repository's when sharing its chunk ids, sealed to this one's recipients (never stored in the clear)
+  const key = from?.contentKey ?? randomBytes(32);
   const sealed = await collectStream(Readable.from([Buffer.from(`${JSON.stringify({ contentKey: key.toString('hex') })}\n`)]).pipe(encryptStream(recipients)));
   if (!(await storage.putIfAbsent(CONTENT_KEY_FILE, sealed))) throw new PgkeepError('REPO_EXISTS', `${storage.location} already holds ${CONTENT_KEY_FILE}: choose an empty location`);
-  return { version: 1, ...DEFAULT_CONTENT };
+  const { seed, idKey } = keyedChunker(key);
+  return { version: 1, ...params, fingerprint: chunkerFingerprint(params.chunkSizes, seed, idKey) };
+}
+
+/** What another repository's chunk boundaries and ids depend on: `pgkeep init --dedup --chunker-from` copies them. */
+export interface ChunkerParams {
+  location: string;
+  info: ContentInfo;
+  /** The content key of an encrypted repository (read with its identity); undefined when unencrypted. */
+  contentKey: Buffer | undefined;
+}
+
+/** Reads the chunking parameters of a deduplicating repository (an encrypted one's content key needs its identity). */
+export async function readChunkerParams(storage: Storage, info: ContentInfo, encrypted: boolean, identities: AgeIdentity[]): Promise<ChunkerParams> {
+  return { location: storage.location, info, contentKey: encrypted ? await unsealContentKey(storage, identities) : undefined };
+}
+
+/**
+ * The chunker fingerprint (ContentInfo.fingerprint): equal for two
+ * repositories exactly when they cut streams at the same places and give the
+ * chunks the same ids. The key enters only as a hash of the id key, so the
+ * fingerprint, stored in the clear, reveals nothing of it.
+ */
+export function chunkerFingerprint(sizes: ContentInfo['chunkSizes'], seed: Buffer, idKey: Buffer | undefined): string {
+  const keyId = idKey ? createHash('sha256').update('pgkeep chunk id key\0').update(idKey).digest('hex') : 'sha256';
+  return createHash('sha256')
+    .update(`pgkeep chunker v1\0${sizes.min}/${sizes.average}/${sizes.max}\0${seed.toString('hex')}\0${keyId}`)
+    .digest('hex');
+}
+
+/** The fingerprint of opened content settings (a repository created before fingerprints were recorded). */
+export function fingerprintOf(settings: Pick<ContentSettings, 'sizes' | 'seed' | 'idKey'>): string {
+  return chunkerFingerprint(settings.sizes, settings.seed, settings.idKey);
+}
+
+/** The seed and id key of an encrypted repository, both derived from its content key. */
+function keyedChunker(key: Buffer): { seed: Buffer; idKey: Buffer } {
+  return { seed: derive(key, 'pgkeep chunk boundaries'), idKey: derive(key, 'pgkeep chunk ids') };
 }
 
 /** Where a writer or reader gets the content key of an encrypted repository: the identities, or the key itself (a writer without the identity). */
@@ -56,7 +116,7 @@ export async function contentSettings(storage: Storage, info: ContentInfo, recip
   const base = { sizes: info.chunkSizes, packTarget: info.packTarget, level: info.level, recipients: recipients ?? [], identities: keys.identities };
   if (!recipients) return { ...base, seed: Buffer.from(info.seed!, 'hex'), idKey: undefined };
   const key = keys.contentKey !== undefined ? parseContentKey(keys.contentKey) : await unsealContentKey(storage, keys.identities);
-  return { ...base, seed: derive(key, 'pgkeep chunk boundaries'), idKey: derive(key, 'pgkeep chunk ids') };
+  return { ...base, ...keyedChunker(key) };
 }
 
 /** The content key, for a backup host that should write without the identity (pgkeep init --dedup prints how to export it). */

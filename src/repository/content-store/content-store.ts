@@ -336,6 +336,41 @@ export class ContentSession {
     return this.written;
   }
 
+  /**
+   * Stores a chunk read from another repository under the id it has there
+   * (copy between repositories with the same chunker fingerprint), unless this
+   * repository has it already. The id is recomputed here: equal fingerprints
+   * promise equal ids, and a chunk must never be filed under an id this
+   * repository would not give it. Returns the bytes it adds (compressed), 0
+   * when it was here already.
+   */
+  async copyChunk(id: Buffer, chunk: Buffer, kind: BlobKind): Promise<number> {
+    if (!this.store.chunkId(chunk).equals(id)) {
+      throw new PgkeepError('INTERNAL', `chunk ${id.toString('hex').slice(0, 16)}… gets another id in the destination: the two repositories do not share chunk ids (their chunker fingerprints should have differed)`);
+    }
+    if (kind === 'data') {
+      this.totals.chunks++;
+      this.totals.rawBytes += chunk.length;
+    }
+    const key = id.toString('latin1');
+    if (this.store.index.has(id) || this.pending.has(key)) return 0;
+    const compressed = this.codec.compress(chunk);
+    this.packs[kind].add(id, compressed, chunk.length);
+    this.pending.add(key);
+    if (kind === 'data') {
+      this.totals.newChunks++;
+      this.totals.newRawBytes += chunk.length;
+      this.totals.newCompressedBytes += compressed.length;
+    }
+    if (this.packs[kind].size >= this.store.settings.packTarget) await this.flushPack(kind);
+    return compressed.length;
+  }
+
+  /** Whether this repository (its index, or this session) holds a chunk. */
+  holds(id: Buffer): boolean {
+    return this.store.index.has(id) || this.pending.has(id.toString('latin1'));
+  }
+
   /** Stores a chunk whose id is known, even though the index has it (prune moves used blobs out of a pack it deletes). */
   async putRaw(id: Buffer, chunk: Buffer, kind: BlobKind): Promise<void> {
     const key = id.toString('latin1');

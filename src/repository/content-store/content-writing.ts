@@ -6,7 +6,20 @@ import { storageOf } from '../repository-storage.js';
 import type { Repository } from '../repository.js';
 import type { BackupObject } from '../manifest.js';
 import { acquireContentLock, type ContentLock } from './content-lock.js';
-import type { ContentSession, SessionTotals } from './content-store.js';
+import type { ContentSession, ContentStore, SessionTotals, StreamRef } from './content-store.js';
+
+/** Chunks read from the source at a time: a few runs of neighbouring blobs, bounded memory. */
+const TRANSFER_BATCH = 256;
+
+/** What copying one stream between repositories that share chunk ids moved. */
+export interface TransferTotals {
+  /** Chunk ids walked (data and lists, every level). */
+  chunks: number;
+  /** Chunks the destination lacked (data and lists), sent; their raw bytes, and compressed as stored there (before encryption). */
+  sentChunks: number;
+  sentRawBytes: number;
+  sentCompressedBytes: number;
+}
 import { openContentStore } from './open-content-store.js';
 import { ContentStreamWriter, storeContentStream, type StoreContentOptions, type StoredContent } from './store-content-stream.js';
 
@@ -63,6 +76,48 @@ export class ContentWriting {
       compression: 'zstd',
       content: ref,
     };
+  }
+
+  /**
+   * Copies one stream from another repository that shares this one's chunk
+   * ids (equal chunker fingerprints): walks its chunk list at every level and
+   * sends only the chunks (data and list) this repository lacks, each read
+   * from the source's packs (checked against its id there), decompressed and
+   * re-packed here. The stream ref stays as it is. The new packs become
+   * visible with commit()'s index file, then the manifest: a kill before
+   * leaves packs no index names.
+   */
+  async transfer(source: ContentStore, ref: StreamRef, signal?: AbortSignal): Promise<TransferTotals> {
+    const totals: TransferTotals = { chunks: 0, sentChunks: 0, sentRawBytes: 0, sentCompressedBytes: 0 };
+    const seen = new Set<string>();
+    const send = async (batch: Buffer[]) => {
+      for await (const { id, bytes, kind } of source.readChunks(batch, signal)) {
+        const added = await this.session.copyChunk(id, bytes, kind);
+        if (added > 0) {
+          totals.sentChunks++;
+          totals.sentRawBytes += bytes.length;
+          totals.sentCompressedBytes += added;
+        }
+      }
+    };
+    // level by level from the root: the lists are read from the source, so a level is known once the one above is
+    for (let depth = 0; depth <= ref.depth; depth++) {
+      let batch: Buffer[] = [];
+      for await (const id of source.chunkIds({ ...ref, depth }, signal)) {
+        totals.chunks++;
+        const key = id.toString('latin1');
+        if (seen.has(key)) continue;
+        seen.add(key);
+        if (this.session.holds(id)) continue;
+        batch.push(Buffer.from(id));
+        if (batch.length >= TRANSFER_BATCH) {
+          await send(batch);
+          batch = [];
+        }
+      }
+      if (batch.length > 0) await send(batch);
+    }
+    return totals;
   }
 
   /** Writes the last packs and the index file: call right before the manifest. */

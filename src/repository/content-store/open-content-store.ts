@@ -3,7 +3,8 @@ import { readIdentities } from '../repository-keys.js';
 import { storageOf } from '../repository-storage.js';
 import { writeRecipients } from '../repo-info.js';
 import type { Repository } from '../repository.js';
-import { contentSettings } from './content-keys.js';
+import { chunkerFingerprint, contentSettings, readChunkerParams, type ChunkerParams } from './content-keys.js';
+import { PgkeepError } from '../../errors.js';
 import { ContentStore } from './content-store.js';
 
 /**
@@ -19,4 +20,30 @@ export async function openContentStore(repository: Repository, keys: KeySettings
   const identities = recipients && (purpose === 'read' || contentKey === undefined) ? await readIdentities(repository, keys) : [];
   const storage = storageOf(repository)!;
   return ContentStore.open(storage, await contentSettings(storage, info, recipients, { identities, contentKey }));
+}
+
+/**
+ * The chunking parameters of a deduplicating repository, for a new one that
+ * shares its chunk ids (`pgkeep init --dedup --chunker-from`): an encrypted
+ * one's content key is read with its identity (the keys settings).
+ */
+export async function chunkerParamsOf(repository: Repository, keys: KeySettings): Promise<ChunkerParams> {
+  const info = repository.info.content;
+  if (!info) {
+    throw new PgkeepError('USAGE', `--chunker-from ${repository.location}: that repository does not deduplicate (it was made without --dedup), so it has no chunking parameters to share`);
+  }
+  const encrypted = writeRecipients(repository) !== null;
+  return readChunkerParams(storageOf(repository)!, info, encrypted, encrypted ? await readIdentities(repository, keys) : []);
+}
+
+/**
+ * The chunker fingerprint a repository records, or for an unencrypted one made
+ * before fingerprints were recorded, the one its seed gives. Undefined: not
+ * deduplicating, or encrypted with none recorded (copy then re-chunks).
+ */
+export function recordedFingerprint(repository: Repository): string | undefined {
+  const info = repository.info.content;
+  if (!info) return undefined;
+  if (info.fingerprint) return info.fingerprint;
+  return writeRecipients(repository) === null && info.seed ? chunkerFingerprint(info.chunkSizes, Buffer.from(info.seed, 'hex'), undefined) : undefined;
 }

@@ -1,0 +1,235 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import * as path from 'node:path';
+import { describe, test } from 'node:test';
+import { json, pgkeep as cliPgkeep } from '../support/cli.js';
+import { openContentStore } from '../../src/repository/content-store/open-content-store.js';
+import { openStorage } from '../../src/storage/open-storage.js';
+import { collectStream } from '../../src/storage/storage.js';
+import { Repository } from '../../src/repository/repository.js';
+import { eachStorage } from '../support/each-storage.js';
+import { runCommand as pgkeep } from '../support/run-command.js';
+import { diffSnapshots, snapshotDatabase } from '../support/db-compare.js';
+import { loadAwkwardFixture } from '../support/awkward-fixture.js';
+import { useClusterAndWorkFolder } from '../support/integration-setup.js';
+import type { PgCluster } from '../support/pg-cluster.js';
+
+let cluster: PgCluster;
+let work: string;
+
+useClusterAndWorkFolder('dedup-copy', async (c, w) => {
+  cluster = c;
+  work = w;
+  await cluster.query('CREATE DATABASE shop');
+  loadAwkwardFixture(cluster, 'shop');
+  // enough rows that a day's change is a small part of the dump
+  await cluster.query("CREATE TABLE events AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS body, now() - g * interval '1 minute' AS at FROM generate_series(1, 60000) g", [], 'shop');
+});
+
+const env = (extra: Record<string, string> = {}) => ({ DATABASE_URL: cluster.url('shop'), ...extra });
+const dumpOf = (m: any) => m.objects.find((o: any) => o.role === 'dump');
+let change = 0;
+const changeSomething = async () => {
+  change++;
+  await cluster.query(`INSERT INTO events SELECT g, md5(g::text), now() FROM generate_series(${60000 + change * 500 + 1}, ${60000 + (change + 1) * 500}) g`, [], 'shop');
+  await cluster.query(`UPDATE events SET body = md5(body || '${change}') WHERE id % 997 = ${change}`, [], 'shop');
+};
+
+/** Two age keys in one identity file: the source's and the destination's (each repository encrypted to its own). */
+async function twoKeys(kind: string): Promise<{ identityFile: string; source: string; destination: string }> {
+  const publicKeys: string[] = [];
+  const texts: string[] = [];
+  for (const which of ['source', 'destination']) {
+    const file = path.join(work, `${kind}-${which}.key`);
+    const keygen = await pgkeep(['keygen', '--output', file]);
+    assert.equal(keygen.code, 0, keygen.stderr);
+    const text = await readFile(file, 'utf8');
+    texts.push(text);
+    publicKeys.push(/age1[0-9a-z]+/.exec(text)![0]);
+  }
+  const identityFile = path.join(work, `${kind}-both.key`);
+  await writeFile(identityFile, texts.join('\n'), { mode: 0o600 });
+  return { identityFile, source: publicKeys[0]!, destination: publicKeys[1]! };
+}
+
+async function catSha256(repo: string, keys: Record<string, string>, name: string): Promise<string> {
+  const out = path.join(work, `${name}.dump`);
+  const cat = await pgkeep(['cat', 'latest', '--repo', repo, '--output', out], { env: env(keys) });
+  assert.equal(cat.code, 0, cat.stderr);
+  return createHash('sha256').update(await readFile(out)).digest('hex');
+}
+
+async function everyBackupVerifies(repo: string, keys: Record<string, string>): Promise<number> {
+  const listed = json<{ id: string; damaged?: unknown }[]>(await pgkeep(['list', '--repo', repo, '--json'], { env: env(keys) }));
+  assert.deepEqual(listed.filter((b) => b.damaged), []);
+  for (const b of listed) {
+    const verified = await pgkeep(['verify', b.id, '--repo', repo], { env: env(keys) });
+    assert.equal(verified.code, 0, `verify ${b.id} at ${repo}: ${verified.stderr}`);
+  }
+  return listed.length;
+}
+
+// over a folder unencrypted, over S3 encrypted (keyed chunk ids, sealed packs, each repository to its own key)
+eachStorage('copy between deduplicating repositories (encrypted on S3)', (storage) => {
+  const encrypted = storage.kind === 's3';
+
+  test('init --chunker-from shares chunk ids; copy sends only the chunks the destination lacks, and the copy restores identically', async () => {
+    const source = storage.repo('source');
+    const destination = storage.repo('shared');
+    const keys: Record<string, string> = {};
+    const initSource = ['init', '--repo', source, '--dedup'];
+    const initDestination = ['init', '--repo', destination, '--dedup', '--chunker-from', source];
+    if (encrypted) {
+      const k = await twoKeys(storage.kind);
+      initSource.push('--encrypt', '--recipient', k.source);
+      initDestination.push('--encrypt', '--recipient', k.destination);
+      keys.PGKEEP_AGE_IDENTITY_FILE = k.identityFile;
+    }
+    assert.equal((await pgkeep(initSource, { env: env(keys) })).code, 0);
+    const first = json(await pgkeep(['backup', '--repo', source, '--json'], { env: env(keys) }));
+
+    const created = await pgkeep([...initDestination, '--json'], { env: env(keys) });
+    assert.equal(created.code, 0, created.stderr);
+    const a = (await Repository.open(openStorage(source))).info.content!;
+    const b = (await Repository.open(openStorage(destination))).info.content!;
+    assert.match(b.fingerprint ?? '', /^[0-9a-f]{64}$/);
+    assert.equal(b.fingerprint, a.fingerprint, 'the same chunker fingerprint');
+    assert.deepEqual(b.chunkSizes, a.chunkSizes);
+    assert.equal(json(created).fingerprint, a.fingerprint);
+    if (encrypted) {
+      // the content key is the source's, sealed to the destination's own recipient: never in pgkeep.json, never in the clear
+      const sourceStore = await openContentStore(await Repository.open(openStorage(source)), { identityFile: keys.PGKEEP_AGE_IDENTITY_FILE, passphrase: () => undefined }, 'read');
+      const text = (await collectStream(await openStorage(destination).get('pgkeep.json'))).toString('utf8');
+      assert.equal(b.seed, undefined);
+      assert.ok(!text.includes(sourceStore!.settings.idKey!.toString('hex')));
+      const sealed = await collectStream(await openStorage(destination).get('keys/content.age'));
+      assert.match(sealed.toString('latin1'), /^age-encryption\.org\/v1\n-> X25519 /);
+    }
+
+    const copy1 = await pgkeep(['copy', first.id, '--from', source, '--to', destination, '--json'], { env: env(keys) });
+    assert.equal(copy1.code, 0, copy1.stderr);
+    const c1 = json(copy1);
+    assert.equal(c1.method, 'chunks');
+    assert.ok(c1.chunks.sent > 0 && c1.chunks.sent <= c1.chunks.walked, JSON.stringify(c1.chunks));
+    assert.ok(c1.bytes > 0 && c1.bytes < c1.logicalBytes, `${c1.bytes} bytes sent for ${c1.logicalBytes} of data (compressed)`);
+
+    await changeSomething();
+    const second = json(await pgkeep(['backup', '--repo', source, '--json'], { env: env(keys) }));
+    const copy2 = await pgkeep(['copy', 'latest', '--from', source, '--to', destination, '--json'], { env: env(keys) });
+    assert.equal(copy2.code, 0, copy2.stderr);
+    const c2 = json(copy2);
+    assert.equal(c2.method, 'chunks');
+    assert.equal(c2.verification.ok, true);
+    // measured: the second copy sends ~3-4% of the first one's bytes (500 new rows, ~60 changed, in a 60,000-row table)
+    assert.ok(c2.bytes < c1.bytes * 0.15, `the second copy sent ${c2.bytes} bytes, the first ${c1.bytes}`);
+    assert.ok(c2.bytes < c2.logicalBytes * 0.1, `the second copy sent ${c2.bytes} bytes for ${c2.logicalBytes} of data`);
+    console.log(`copy: first ${c1.bytes} bytes (${c1.chunks.sent}/${c1.chunks.walked} chunks), second ${c2.bytes} bytes (${c2.chunks.sent}/${c2.chunks.walked}) for ${c2.logicalBytes} logical`);
+
+    // the manifest names the same chunk ids; cat is byte-identical; a restore from the destination is identical
+    const copied = json(await pgkeep(['show', second.id, '--repo', destination, '--json'], { env: env(keys) }));
+    assert.deepEqual(dumpOf(copied).content, dumpOf(second).content);
+    assert.equal(await catSha256(destination, keys, `${storage.kind}-shared`), dumpOf(second).raw.sha256);
+    const target = `copy_shared_${storage.kind}`;
+    const restore = await pgkeep(['restore', 'latest', '--repo', destination, '--to', target], { env: env(keys) });
+    assert.equal(restore.code, 0, restore.stderr);
+    assert.deepEqual(diffSnapshots(await snapshotDatabase(cluster, 'shop'), await snapshotDatabase(cluster, target)), []);
+    assert.equal(await everyBackupVerifies(destination, keys), 2);
+
+    // again: already there, nothing sent
+    const again = await pgkeep(['copy', 'latest', '--from', source, '--to', destination, '--json'], { env: env(keys) });
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(json(again).copied, false);
+  });
+
+  test('copy across formats (deduplicating -> plain -> deduplicating with other parameters) restores identically; other chunk ids never reach the destination', async () => {
+    const source = storage.repo('source');
+    const plain = storage.repo('plain');
+    const other = storage.repo('other');
+    const keys: Record<string, string> = {};
+    const initPlain = ['init', '--repo', plain];
+    const initOther = ['init', '--repo', other, '--dedup'];
+    if (encrypted) {
+      keys.PGKEEP_AGE_IDENTITY_FILE = path.join(work, `${storage.kind}-both.key`);
+      const destinationKey = /age1[0-9a-z]+/.exec(await readFile(path.join(work, `${storage.kind}-destination.key`), 'utf8'))![0];
+      initPlain.push('--encrypt', '--recipient', destinationKey);
+      initOther.push('--encrypt', '--recipient', destinationKey);
+    }
+    assert.equal((await pgkeep(initPlain, { env: env(keys) })).code, 0);
+    assert.equal((await pgkeep(initOther, { env: env(keys) })).code, 0);
+    const manifest = json(await pgkeep(['show', 'latest', '--repo', source, '--json'], { env: env(keys) }));
+
+    const toPlain = await pgkeep(['copy', 'latest', '--from', source, '--to', plain, '--json'], { env: env(keys) });
+    assert.equal(toPlain.code, 0, toPlain.stderr);
+    assert.equal(json(toPlain).method, 'restored');
+    const toOther = await pgkeep(['copy', 'latest', '--from', plain, '--to', other, '--json'], { env: env(keys) });
+    assert.equal(toOther.code, 0, toOther.stderr);
+    assert.equal(json(toOther).method, 'restored');
+
+    for (const [repo, name] of [
+      [plain, 'plain'],
+      [other, 'other'],
+    ] as const) {
+      assert.equal(await catSha256(repo, keys, `${storage.kind}-${name}`), dumpOf(manifest).raw.sha256, `cat from ${name}`);
+      const target = `copy_${name}_${storage.kind}`;
+      const restore = await pgkeep(['restore', 'latest', '--repo', repo, '--to', target], { env: env(keys) });
+      assert.equal(restore.code, 0, restore.stderr);
+      assert.deepEqual(diffSnapshots(await snapshotDatabase(cluster, 'shop'), await snapshotDatabase(cluster, target)), [], name);
+    }
+    const plainDump = dumpOf(json(await pgkeep(['show', 'latest', '--repo', plain, '--json'], { env: env(keys) })));
+    assert.equal(plainDump.content, undefined, 'stored as a file in the plain repository');
+    assert.match(plainDump.name, encrypted ? /^dump\.zst\.age$/ : /^dump\.zst$/);
+
+    // straight from the source to a repository with other chunking parameters: re-chunked, not sent as is
+    const oldest = json<{ id: string }[]>(await pgkeep(['list', '--repo', source, '--json'], { env: env(keys) })).map((b) => b.id).sort()[0]!;
+    assert.notEqual(oldest, manifest.id);
+    const direct = await pgkeep(['copy', oldest, '--from', source, '--to', other, '--json'], { env: env(keys) });
+    assert.equal(direct.code, 0, direct.stderr);
+    assert.equal(json(direct).method, 'restored');
+    assert.equal(await everyBackupVerifies(other, keys), 2);
+
+    // the other repository has its own chunker: none of the source's chunk ids (data or lists) is in its index
+    const identity = { identityFile: keys.PGKEEP_AGE_IDENTITY_FILE, passphrase: () => undefined };
+    const sourceStore = (await openContentStore(await Repository.open(openStorage(source)), identity, 'read'))!;
+    const otherStore = (await openContentStore(await Repository.open(openStorage(other)), identity, 'read'))!;
+    let walked = 0;
+    for await (const id of sourceStore.listChunkIds(dumpOf(manifest).content)) {
+      walked++;
+      assert.equal(otherStore.index.has(id), false, 'a chunk id of the source in the other repository');
+    }
+    assert.ok(walked > 10);
+    assert.ok(otherStore.index.chunkCount > 10);
+  });
+});
+
+describe('copy between deduplicating repositories under faults (real processes)', () => {
+  test('SIGKILL of copy at each step: every backup at the destination verifies, and the next copy completes and restores identically', async () => {
+    const source = path.join(work, 'fault-source');
+    const destination = path.join(work, 'fault-destination');
+    assert.equal((await pgkeep(['init', '--repo', source, '--dedup'], { env: env() })).code, 0);
+    assert.equal((await pgkeep(['backup', '--repo', source], { env: env() })).code, 0);
+    assert.equal((await pgkeep(['init', '--repo', destination, '--dedup', '--chunker-from', source], { env: env() })).code, 0);
+    assert.equal((await pgkeep(['copy', 'latest', '--from', source, '--to', destination], { env: env() })).code, 0);
+    let expected = 1;
+    for (const point of ['mid-copy', 'before-content-index', 'after-content-index', 'before-manifest', 'after-manifest']) {
+      await changeSomething();
+      assert.equal((await pgkeep(['backup', '--repo', source], { env: env() })).code, 0);
+      const killed = await cliPgkeep(['copy', 'latest', '--from', source, '--to', destination], { env: env({ PGKEEP_FAULT: point }) });
+      assert.equal(killed.signal, 'SIGKILL', `${point}: ${killed.stderr}`);
+      if (point === 'after-manifest') expected++;
+      assert.equal(await everyBackupVerifies(destination, {}), expected, `${point}: every backup listed at the destination verifies`);
+      const copy = await pgkeep(['copy', 'latest', '--from', source, '--to', destination, '--json'], { env: env() });
+      assert.equal(copy.code, 0, `${point}: ${copy.stderr}`);
+      expected = point === 'after-manifest' ? expected : expected + 1;
+      assert.equal(await everyBackupVerifies(destination, {}), expected);
+    }
+    const target = 'copy_after_faults';
+    const restore = await pgkeep(['restore', 'latest', '--repo', destination, '--to', target], { env: env() });
+    assert.equal(restore.code, 0, restore.stderr);
+    assert.deepEqual(diffSnapshots(await snapshotDatabase(cluster, 'shop'), await snapshotDatabase(cluster, target)), []);
+    // what the killed copies left (packs no index names, indexed chunks no backup names) is swept; every backup still verifies
+    const prune = await pgkeep(['prune', '--repo', destination, '--keep-last', '100', '--sweep-grace', '0'], { env: env() });
+    assert.equal(prune.code, 0, prune.stderr);
+    assert.equal(await everyBackupVerifies(destination, {}), expected);
+  });
+});
