@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
@@ -73,10 +74,11 @@ eachStorage('a deduplicating repository (encrypted on S3)', (storage) => {
       assert.equal(cat.code, 0, cat.stderr);
       assert.equal(createHash('sha256').update(await readFile(out)).digest('hex'), dump(second).raw.sha256);
 
-      // copy out of it is refused with one line, nothing made at the destination
+      // copy to a location that holds no repository is refused with one line (how to create it), nothing made there
       const copy = await pgkeep(['copy', 'latest', '--from', repo, '--to', path.join(work, `copy-${storage.kind}`)], { env: env(keys) });
       assert.equal(copy.code, 2, copy.stderr);
-      assert.match(copy.stderr, /deduplicating repository: copy cannot move it yet/);
+      assert.match(copy.stderr, /holds no repository yet: create it first, with pgkeep init .* --dedup --chunker-from/);
+      assert.equal(existsSync(path.join(work, `copy-${storage.kind}`)), false);
 
       // keep the newest only: the first backup's own chunks go (grace 0), the newest still restores
       const prune = await pgkeep(['prune', '--repo', repo, '--keep-last', '1', '--sweep-grace', '0', '--json'], { env: env(keys) });
