@@ -20,7 +20,7 @@ export const TEMP_PREFIX = '.pgkeep-tmp-';
  * a crash at any moment leaves either the old state or the complete new file.
  */
 export class PosixStorage implements Storage {
-  readonly capabilities = { posixModes: true, conditionalCreate: true } as const;
+  readonly capabilities = { posixModes: true, conditionalCreate: true, remote: false } as const;
   readonly location: string;
 
   constructor(private readonly root: string) {

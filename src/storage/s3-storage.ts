@@ -190,9 +190,9 @@ export class S3Storage implements Storage {
     this.conditional = options.conditionalWrites;
   }
 
-  /** posixModes: never. conditionalCreate: only once If-None-Match is known to be honoured. */
+  /** posixModes: never. conditionalCreate: only once If-None-Match is known to be honoured. remote: always. */
   get capabilities(): StorageCapabilities {
-    return { posixModes: false, conditionalCreate: this.conditional === 'native' };
+    return { posixModes: false, conditionalCreate: this.conditional === 'native', remote: true };
   }
 
   /** Finds out (once) whether putIfAbsent is atomic across hosts; updates `capabilities`. */

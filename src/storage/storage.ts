@@ -50,6 +50,8 @@ export interface StorageCapabilities {
   readonly posixModes: boolean;
   /** put/putIfAbsent are atomic against concurrent writers on other hosts. */
   readonly conditionalCreate: boolean;
+  /** Each request is a network round trip: readers gain by fetching several ahead (a local file is read from the page cache). */
+  readonly remote: boolean;
 }
 
 export interface PutOptions {

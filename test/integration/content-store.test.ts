@@ -91,6 +91,38 @@ for (const encrypted of [false, true]) {
       await assert.rejects(collectStream(store.open(ref)), (e: any) => e.code === 'CHECKSUM_MISMATCH' && /missing/.test(e.message));
     });
 
+    test('a read runs ahead of its consumer: several requests at once, never more than the bound, every byte in order', async () => {
+      const storage = openStorage(where.repo('ahead'));
+      const data = rows(60_000, 'ahead');
+      const { ref } = await storeStream(await ContentStore.open(storage, { ...settings(encrypted), packTarget: 64 * 1024 }), data);
+      // the same storage, each pack read answered 20 ms late, counting the reads open at once
+      let open = 0;
+      let most = 0;
+      let reads = 0;
+      const slow: Storage = Object.create(storage, {
+        // as a remote store: the reader fetches several runs ahead (local storage: one)
+        capabilities: { value: { ...storage.capabilities, remote: true } },
+        get: {
+          value: async (key: string, range?: { start: number; end: number }) => {
+            if (!key.startsWith('content/packs/')) return storage.get(key, range);
+            reads++;
+            most = Math.max(most, ++open);
+            try {
+              await new Promise((resolve) => setTimeout(resolve, 20));
+              return await storage.get(key, range);
+            } finally {
+              open--;
+            }
+          },
+        },
+      });
+      const store = await ContentStore.open(slow, { ...settings(encrypted), packTarget: 64 * 1024 });
+      assert.ok((await collectStream(store.open(ref))).equals(data), 'the stream reads back exactly');
+      assert.ok(reads >= 8, `${reads} pack reads: enough to run ahead`);
+      assert.ok(most >= 2, `${most} reads at once: the reader runs ahead`);
+      assert.ok(most <= 8, `${most} reads at once: at most 8`);
+    });
+
     test('a session that never commits leaves packs no index names, and nothing else', async () => {
       const storage = openStorage(where.repo('uncommitted'));
       const store = await ContentStore.open(storage, settings(encrypted));

@@ -70,6 +70,7 @@ describe('PosixStorage specifics', () => {
     const storage = new PosixStorage(path.join(base, 'caps'));
     assert.equal(storage.capabilities.posixModes, true);
     assert.equal(storage.capabilities.conditionalCreate, true);
+    assert.equal(storage.capabilities.remote, false);
     assert.equal(storage.location, path.join(base, 'caps'));
   });
 

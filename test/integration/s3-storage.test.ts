@@ -129,7 +129,7 @@ describe('S3Storage specifics', () => {
       assert.deepEqual(parseS3Url('s3://my.bucket-1/a//b/c/'), { bucket: 'my.bucket-1', prefix: 'a/b/c' });
       const storage = openStorage('s3://bucket/a//b/', { s3: { credentials: { accessKeyId: 'AKIDSECRETISH', secretAccessKey: 'topsecret' } } });
       assert.equal(storage.location, 's3://bucket/a/b');
-      assert.deepEqual(storage.capabilities, { posixModes: false, conditionalCreate: false });
+      assert.deepEqual(storage.capabilities, { posixModes: false, conditionalCreate: false, remote: true });
       assert.doesNotMatch(JSON.stringify(storage.location), /AKID|topsecret/);
     });
 

@@ -27,7 +27,7 @@ function memoryStorage(options: { failAfter?: number; delayMs?: number } = {}): 
   let received = 0;
   return {
     location: 'memory',
-    capabilities: { posixModes: false, conditionalCreate: true },
+    capabilities: { posixModes: false, conditionalCreate: true, remote: false },
     objects,
     received: () => received,
     async put(key, body) {

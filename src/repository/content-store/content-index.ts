@@ -62,6 +62,11 @@ export class ContentIndex {
     return out;
   }
 
+  /** The stored size of a pack (0 when no index file names it). */
+  packSize(pack: string): number {
+    return this.packInfo.get(pack)?.size ?? 0;
+  }
+
   isSealed(pack: string): boolean {
     return this.packInfo.get(pack)?.sealed ?? false;
   }

@@ -16,6 +16,10 @@ export const INDEX_PREFIX = `${CONTENT_PREFIX}/index`;
 /** A read run: neighbouring blobs of one pack read with one request, decompressed into one buffer of at most this much raw data. */
 const RUN_BYTES = 4 << 20;
 
+/** Stored bytes, and requests, a reader fetches ahead of what it hands out from remote storage (see runsOf); from local storage one run. */
+const READ_AHEAD_BYTES = 16 << 20;
+const READ_AHEAD_RUNS = 8;
+
 /** A chunk list this long or shorter is kept in the manifest itself; a longer one is stored as a stream of its own, one level down. */
 export const ROOT_IDS = 64;
 
@@ -169,20 +173,42 @@ export class ContentStore {
   /**
    * The chunks of these ids, in order, each checked against its id: grouped
    * in runs of neighbouring blobs of one pack (up to RUN_BYTES of raw data),
-   * each read with one request and decompressed into one buffer. Memory: one
-   * run (and, for sealed packs, one decrypted pack).
+   * each read with one request and decompressed into one buffer.
+   *
+   * Reads run ahead of the consumer, so a restore from S3 waits for one
+   * request's latency, not one per run: runs are fetched as soon as they are
+   * planned while the stored bytes being fetched stay within READ_AHEAD_BYTES
+   * and the requests within READ_AHEAD_RUNS (always at least the next run).
+   * Local storage (capabilities.remote false) reads one run ahead: its reads
+   * come from the page cache, and more would cost memory for nothing.
+   * A sealed pack is fetched whole and counts twice (stored and decrypted). Memory: the read-ahead, one run
+   * being decompressed, and for sealed packs the two most recent plaintexts.
    */
   private async *runsOf(ids: AsyncIterable<Buffer>, signal?: AbortSignal): AsyncGenerator<{ pack: string; entries: PackEntry[]; bytes: Buffer }> {
     const reader = new PackReader(this.storage, this.settings);
     const codec = chunkCodec(this.settings.level);
-    let run: { pack: string; entries: PackEntry[]; raw: number } | undefined;
-    const flush = async (): Promise<{ pack: string; entries: PackEntry[]; bytes: Buffer } | undefined> => {
-      if (!run) return undefined;
-      const { pack, entries, raw } = run;
-      run = undefined;
+    const runsAhead = this.storage.capabilities.remote ? READ_AHEAD_RUNS : 2;
+    type Planned = { pack: string; entries: PackEntry[]; raw: number };
+    const ahead: (Planned & { cost: number; blobs: Promise<[PackEntry, Buffer][]> })[] = [];
+    let inFlight = 0;
+    let lastFetchedPack: string | undefined;
+    const fetch = (planned: Planned): void => {
+      const sealed = this.index.isSealed(planned.pack);
+      // a sealed pack is read whole, once for all its runs in a row
+      const cost = sealed ? (planned.pack === lastFetchedPack ? 0 : 2 * this.index.packSize(planned.pack)) : runSpan(planned.entries);
+      lastFetchedPack = planned.pack;
+      const blobs = reader.read(planned.pack, sealed, planned.entries);
+      // awaited in order below; a run abandoned (the consumer stopped, an earlier run failed) must not be an unhandled rejection
+      blobs.catch(() => undefined);
+      ahead.push({ ...planned, cost, blobs });
+      inFlight += cost;
+    };
+    const decode = async (): Promise<{ pack: string; entries: PackEntry[]; bytes: Buffer }> => {
+      const { pack, entries, raw, cost, blobs } = ahead.shift()!;
+      inFlight -= cost;
       const bytes = Buffer.allocUnsafe(raw);
       let at = 0;
-      for (const [entry, blob] of await reader.read(pack, this.index.isSealed(pack), entries)) {
+      for (const [entry, blob] of await blobs) {
         const chunk = bytes.subarray(at, at + entry.rawLength);
         try {
           codec.decompressInto(chunk, blob);
@@ -196,23 +222,29 @@ export class ContentStore {
       }
       return { pack, entries, bytes };
     };
+    let run: Planned | undefined;
     for await (const id of ids) {
       signal?.throwIfAborted();
       const found = this.index.find(id);
       if (!found) throw new PgkeepError('CHECKSUM_MISMATCH', `chunk ${id.toString('hex').slice(0, 16)}… is in no pack of the repository: the backup is damaged (run pgkeep verify)`);
       const last = run?.entries.at(-1);
       const adjacent = run && run.pack === found.pack && last!.offset + last!.length === found.entry.offset && run.raw + found.entry.rawLength <= RUN_BYTES;
-      if (!adjacent) {
-        const done = await flush();
-        if (done) yield done;
+      if (run && !adjacent) {
+        fetch(run);
+        run = undefined;
+        // hand out the oldest runs while more than the budget is being fetched (the newest keeps going)
+        while (ahead.length > 1 && (inFlight > READ_AHEAD_BYTES || ahead.length >= runsAhead)) yield await decode();
       }
       if (run) {
         run.entries.push(found.entry);
         run.raw += found.entry.rawLength;
       } else run = { pack: found.pack, entries: [found.entry], raw: found.entry.rawLength };
     }
-    const done = await flush();
-    if (done) yield done;
+    if (run) fetch(run);
+    while (ahead.length > 0) {
+      signal?.throwIfAborted();
+      yield await decode();
+    }
   }
 
   /** The plaintext of a stored pack (decrypted when sealed). */
@@ -423,9 +455,9 @@ export class ContentStream {
   }
 }
 
-/** Reads blobs out of packs: a ranged read in the clear, the whole pack (kept for the next run) when encrypted. */
+/** Reads blobs out of packs: a ranged read in the clear, the whole pack when encrypted (the two most recent kept for the runs that follow). */
 class PackReader {
-  private cached: { pack: string; plain: Buffer } | undefined;
+  private readonly plaintexts = new Map<string, Promise<Buffer>>();
 
   constructor(
     private readonly storage: Storage,
@@ -441,14 +473,20 @@ class PackReader {
       if (bytes.length !== end - start) throw new PgkeepError('CHECKSUM_MISMATCH', `pack ${pack} is cut short (${bytes.length} of ${end - start} bytes at ${start})`);
       return entries.map((e) => [e, bytes.subarray(e.offset - start, e.offset - start + e.length)]);
     }
-    if (this.cached?.pack !== pack) {
-      const stored = await this.fetch(key, pack);
-      const plain = await openSealed(stored, this.settings, key);
-      // the header says where each blob is; a pack whose header disagrees with the index is damaged
-      readPackEntries(plain);
-      this.cached = { pack, plain };
+    let opening = this.plaintexts.get(pack);
+    if (!opening) {
+      opening = (async () => {
+        const plain = await openSealed(await this.fetch(key, pack), this.settings, key);
+        // the header says where each blob is; a pack whose header disagrees with the index is damaged
+        readPackEntries(plain);
+        return plain;
+      })();
+      opening.catch(() => this.plaintexts.delete(pack));
+      this.plaintexts.set(pack, opening);
+      // runs already planned hold their own promise: forgetting an older pack here only means a later run reads it again
+      for (const old of this.plaintexts.keys()) if (this.plaintexts.size > 2) this.plaintexts.delete(old);
     }
-    const plain = this.cached.plain;
+    const plain = await opening;
     return entries.map((e) => {
       if (e.offset + e.length > plain.length) throw new PgkeepError('CHECKSUM_MISMATCH', `pack ${pack} is cut short`);
       return [e, plain.subarray(e.offset, e.offset + e.length)];
@@ -462,6 +500,11 @@ class PackReader {
       throw packError(error, pack);
     }
   }
+}
+
+/** The stored bytes of one ranged read of a run. */
+function runSpan(entries: readonly PackEntry[]): number {
+  return entries.at(-1)!.offset + entries.at(-1)!.length - entries[0]!.offset;
 }
 
 function packError(error: unknown, pack: string): PgkeepError {
