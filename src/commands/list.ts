@@ -1,5 +1,5 @@
 import { repositoryUrls, selectedSourceName, type Settings } from '../config/settings.js';
-import type { Manifest } from '../repository/manifest.js';
+import { dedupFigures, type Manifest } from '../repository/manifest.js';
 import { listPins } from '../repository/pins.js';
 import type { DamagedBackup, Repository } from '../repository/repository.js';
 import { drillKindOf, type Verification } from '../repository/verification.js';
@@ -167,16 +167,17 @@ function printList(
     out.line(damaged.length > 0 ? `no readable backups in ${location}` : `no backups in ${location} yet`);
     return printDamaged();
   }
+  // with a deduplicated backup listed: its logical size and what it added (a plain backup added all it stored)
+  const deduplicated = backups.some((m) => dedupFigures(m) !== undefined);
   out.line(
     formatTable(
-      ['ID', 'SOURCE', 'KIND', 'FORMAT', 'SIZE', 'DURATION', 'AGE', 'VERIFIED', 'LABELS', 'PIN', ...(repositories ? ['REPOS'] : [])],
+      ['ID', 'SOURCE', 'KIND', 'FORMAT', ...(deduplicated ? ['LOGICAL', 'ADDED'] : ['SIZE']), 'DURATION', 'AGE', 'VERIFIED', 'LABELS', 'PIN', ...(repositories ? ['REPOS'] : [])],
       backups.map((m, i) => [
         m.id,
         m.source,
         m.kind,
         m.kind === 'logical' ? m.options.format : 'tar',
-        // a deduplicated backup: what it added to the content store
-        `${m.objects.some((o) => o.content) ? '+' : ''}${formatBytes(m.totals.storedBytes)}`,
+        ...(deduplicated ? [formatBytes(m.totals.rawBytes), formatBytes(dedupFigures(m)?.addedBytes ?? m.totals.storedBytes)] : [formatBytes(m.totals.storedBytes)]),
         formatDuration(m.durationMs),
         formatAge(new Date(m.finishedAt)),
         verificationLabel(verified(m)),
@@ -184,7 +185,7 @@ function printList(
         isPinned(m) ? 'pinned' : '',
         ...(repositories ? [where(i).map((r) => repositories.names[r]!).join(',')] : []),
       ]),
-      [4, 5],
+      deduplicated ? [4, 5, 6] : [4, 5],
     ),
   );
   printDamaged();
@@ -196,8 +197,21 @@ function verificationSummary(v: Verification | undefined) {
   return { kind: v.kind, drill: drillKindOf(v) ?? null, ok: v.ok, finishedAt: v.finishedAt, durationMs: v.durationMs, restoreMs: v.restore?.durationMs ?? null, rpoMs: v.restore?.rpoMs ?? null, problem: v.problems[0] ?? null };
 }
 
-/** The fields of a backup that list --json gives (the full manifest is in show --json). */
+/**
+ * The fields of a backup that list --json gives (the full manifest is in show --json).
+ * A deduplicated backup adds `logicalBytes` (= rawBytes), `addedBytes` (the packs it
+ * wrote), `chunks` and `newChunks` (null in manifests of older pgkeep).
+ */
 function summary(m: Manifest) {
+  return { ...kindSummary(m), ...dedupSummary(m) };
+}
+
+function dedupSummary(m: Manifest) {
+  const d = dedupFigures(m);
+  return d ? { logicalBytes: d.logicalBytes, addedBytes: d.addedBytes, chunks: d.chunks ?? null, newChunks: d.newChunks ?? null } : {};
+}
+
+function kindSummary(m: Manifest) {
   if (m.kind === 'physical') {
     return {
       id: m.id,

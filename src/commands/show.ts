@@ -1,5 +1,5 @@
 import { configuredSourceName, repositoryUrls, type Settings } from '../config/settings.js';
-import type { Manifest } from '../repository/manifest.js';
+import { dedupFigures, type Manifest } from '../repository/manifest.js';
 import { listPins, type Pin } from '../repository/pins.js';
 import type { Verification } from '../repository/verification.js';
 import { openRepository, repositoriesWithBackup } from '../repository/open-repository.js';
@@ -83,12 +83,8 @@ function printShow({ manifest: m, verification, pin }: ShowResult, out: CommandO
     ],
     ['server', `PostgreSQL ${m.server.version}${m.server.systemIdentifier ? `, system id ${m.server.systemIdentifier}` : ''}`],
     ['tools', `pg_dump ${m.tools.pgDump}, pgkeep ${m.pgkeep.version} (${m.pgkeep.codec})`],
-    [
-      'size',
-      m.objects.some((o) => o.content)
-        ? `${formatBytes(m.totals.rawBytes)} dumped, ${formatBytes(m.totals.storedBytes)} added to the content store (the rest deduplicated)`
-        : `${formatBytes(m.totals.rawBytes)} dumped, ${formatBytes(m.totals.storedBytes)} stored (${ratio(m.totals.rawBytes, m.totals.storedBytes)})`,
-    ],
+    ['size', sizeLine(m, 'dumped')],
+    ...chunksLine(m),
     ['rows', `${formatCount(m.totals.rows)} in ${m.tables.length} tables${m.options.checksums ? ', with content checksums' : ''}`],
     ['verified', verifiedLine(verification)],
     ...(m.migrations && m.migrations.length > 0
@@ -132,17 +128,28 @@ function printShowPhysical(m: PhysicalManifest, out: CommandOutput): void {
     ['WAL', `${p.startLsn} to ${p.stopLsn} on timeline ${p.timeline}: segments ${p.walStart} to ${p.walStop}`],
     ['consistent', `from ${p.stopTime} (the earliest recovery target this backup reaches)`],
     ['tablespaces', p.tablespaces.length === 0 ? 'none besides pg_default' : p.tablespaces.map((t) => `${t.name} (${t.location})`).join(', ')],
-    [
-      'size',
-      m.objects.some((o) => o.content)
-        ? `${formatBytes(m.totals.rawBytes)} copied, ${formatBytes(m.totals.storedBytes)} added to the content store (the rest deduplicated)`
-        : `${formatBytes(m.totals.rawBytes)} copied, ${formatBytes(m.totals.storedBytes)} stored (${ratio(m.totals.rawBytes, m.totals.storedBytes)})`,
-    ],
+    ['size', sizeLine(m, 'copied')],
+    ...chunksLine(m),
   ];
   const width = Math.max(...lines.map(([k]) => k.length));
   for (const [key, value] of lines) out.line(`${key.padEnd(width)}  ${value}`);
   out.line('');
   out.line(formatTable(['OBJECT', 'RAW', 'STORED', 'SHA-256 (STORED)'], m.objects.map((o) => [o.name, formatBytes(o.raw.size), formatBytes(o.stored.size), o.stored.sha256.slice(0, 16)]), [1, 2]));
+}
+
+/** Plain: raw and stored sizes; deduplicated: the logical size and what this backup added to the repository's storage. */
+function sizeLine(m: Manifest, verb: string): string {
+  const d = dedupFigures(m);
+  if (!d) return `${formatBytes(m.totals.rawBytes)} ${verb}, ${formatBytes(m.totals.storedBytes)} stored (${ratio(m.totals.rawBytes, m.totals.storedBytes)})`;
+  return `${formatBytes(d.logicalBytes)} ${verb} (logical size), ${formatBytes(d.addedBytes)} added to the repository (the rest deduplicated)`;
+}
+
+/** A deduplicated backup's chunks: how many were new, how many were already stored. */
+function chunksLine(m: Manifest): [string, string][] {
+  const d = dedupFigures(m);
+  if (!d) return [];
+  if (d.chunks === undefined || d.newChunks === undefined) return [['chunks', `${formatCount(m.objects.reduce((n, o) => n + (o.content?.chunks ?? 0), 0))} (new and reused not recorded: older pgkeep)`]];
+  return [['chunks', `${formatCount(d.chunks)}: ${formatCount(d.newChunks)} new, ${formatCount(d.chunks - d.newChunks)} reused`]];
 }
 
 function ratio(raw: number, stored: number): string {

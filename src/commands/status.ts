@@ -1,5 +1,5 @@
 import { resolveHealthThresholds } from '../config/health-settings.js';
-import { collectSourceStatus, DRILL_KINDS, DRILL_NAMES, type SourceStatus } from '../status/health.js';
+import { collectSourceStatus, DRILL_KINDS, DRILL_NAMES, type SourceStatus, type UsageCache } from '../status/health.js';
 import type { CommandContext } from '../registry/command-context.js';
 import { resolveSource, type ResolvedSource } from '../config/settings.js';
 import { serverLabel, withDatabase } from '../postgres/connection-info.js';
@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { ERROR_CODES, PgkeepError } from '../errors.js';
 import { requestParser, type CommandOutput, type CommandSpec } from '../registry/command-spec.js';
 import { formatAge, formatBytes, formatDuration } from '../cli/format.js';
+import type { RepositoryUsage } from '../status/repository-usage.js';
 
 export interface StatusResult {
   healthy: boolean;
@@ -29,14 +30,17 @@ export interface StatusResult {
  * repository), from its repositories alone (no database needed):
  *
  *  1. the sources and their health thresholds (config `health:`, defaults)
- *  2. per source, what every repository holds (src/status/health.ts reads it)
+ *  2. per source, what every repository holds (src/status/health.ts reads it),
+ *     and for a deduplicating repository its logical and stored bytes and ratio
  *  3. the verdict and findings (the same module: the daemon reuses it)
  */
 export async function runStatus(ctx: CommandContext, options: { now?: Date; leftovers?: boolean } = {}): Promise<StatusResult> {
   const now = options.now ?? new Date();
   const sources: SourceStatus[] = [];
+  // a deduplicating repository's size and ratio: read once per repository, whatever the number of its sources
+  const usage: UsageCache = new Map();
   for (const { source, repositories } of await sourcesWithRepositories(ctx.settings)) {
-    sources.push(await collectSourceStatus(source, repositories, resolveHealthThresholds(ctx.settings, source), now));
+    sources.push(await collectSourceStatus(source, repositories, resolveHealthThresholds(ctx.settings, source), now, usage));
   }
   const leftovers: string[] = [];
   if (options.leftovers !== false) {
@@ -94,6 +98,13 @@ export const statusCommand: CommandSpec<z.output<typeof StatusCommandRequest>, S
 
 // Printing for a terminal (moved from src/cli/print.ts)
 
+/** A deduplicating repository as a whole: what its backups hold, what it stores, the ratio, what prune has marked. */
+function usageLine(u: RepositoryUsage): string {
+  const ratio = u.dedupRatio === null ? 'no ratio yet' : `ratio ${u.dedupRatio.toFixed(1)}x`;
+  const marked = u.markedPacks > 0 ? `; ${formatBytes(u.markedBytes)} in ${u.markedPacks} pack(s) marked unused by prune (freed after the grace; prune --dry-run says exactly)` : '';
+  return `${formatBytes(u.logicalBytes)} in ${u.backups} backup(s) of all sources, ${formatBytes(u.storedBytes)} stored (${u.packs} packs + index), ${ratio}${marked}`;
+}
+
 /** `status`: one block per source; `status --check`: one line per problem (or one line saying all is well). */
 function printStatus(result: StatusResult, out: CommandOutput, check: boolean): void {
   if (out.json) return out.document(result);
@@ -110,7 +121,12 @@ function printStatus(result: StatusResult, out: CommandOutput, check: boolean): 
     const verification = (v: StatusResult['sources'][number]['lastVerification']) =>
       v ? `${v.ok ? 'ok' : 'FAILED'} ${formatAge(new Date(v.finishedAt))} (${v.backupId}${v.problem ? `: ${v.problem}` : ''})` : 'none';
     const lines: [string, string][] = [
-      ['last backup', b ? `${b.id} (${b.kind}), finished ${formatAge(new Date(b.finishedAt))}, ${formatBytes(b.storedBytes)} stored, took ${formatDuration(b.durationMs)}` : 'none'],
+      [
+        'last backup',
+        b
+          ? `${b.id} (${b.kind}), finished ${formatAge(new Date(b.finishedAt))}, ${b.addedBytes !== undefined ? `${formatBytes(b.rawBytes)}, ${formatBytes(b.addedBytes)} added` : `${formatBytes(b.storedBytes)} stored`}, took ${formatDuration(b.durationMs)}`
+          : 'none',
+      ],
       ['last failure', s.lastFailure ? `${formatAge(new Date(s.lastFailure.failedAt))}: ${s.lastFailure.message}` : 'none'],
       ['last verified', s.lastVerification ? `${s.lastVerification.kind} ${verification(s.lastVerification)}` : 'never'],
       ['restore test', verification(s.lastRestoreTest)],
@@ -123,7 +139,10 @@ function printStatus(result: StatusResult, out: CommandOutput, check: boolean): 
             return [[DRILL_NAMES[k], `${verification(d.last)}${measured}${!d.last.ok && d.lastSuccess ? `; last passed ${formatAge(new Date(d.lastSuccess.finishedAt))}` : ''}`]];
           })
         : []),
-      ...s.repositories.map((r): [string, string] => ['repository', `${r.location}: ${r.error ? `unreadable (${r.error})` : `${r.backups} backup(s), ${formatBytes(r.storedBytes)}`}`]),
+      ...s.repositories.flatMap((r): [string, string][] => [
+        ['repository', `${r.location}: ${r.error ? `unreadable (${r.error})` : `${r.backups} backup(s), ${formatBytes(r.storedBytes)}${r.usage ? ' added' : ''}`}`],
+        ...(r.usage ? [['deduplication', usageLine(r.usage)] as [string, string]] : []),
+      ]),
       ['pitr', s.pitr.archiving ? `archiving, last WAL ${formatAge(new Date(s.pitr.lastArchivedAt!))}${s.pitr.window ? `, window ${s.pitr.window.from} → ${s.pitr.window.to}` : ''}` : 'not archiving'],
       ...s.findings.map((f): [string, string] => ['problem', f.message]),
     ];

@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { PassThrough, type Readable } from 'node:stream';
 import { ContentWriting, type TransferTotals } from './content-store/content-writing.js';
-import type { ContentStore, StreamRef } from './content-store/content-store.js';
+import type { ContentStore, SessionTotals, StreamRef } from './content-store/content-store.js';
 import type { KeySettings } from '../config/settings.js';
 import { PgkeepError, throwIfAborted } from '../errors.js';
 import { faultPoint } from '../fault-points.js';
@@ -85,6 +85,7 @@ export class BackupWriter<K extends BackupKind = BackupKind> {
   private readonly stored: BackupObject[] = [];
   private state: 'open' | 'committed' | 'aborted' = 'open';
   private readonly codec: ZstdCodec;
+  private contentTotals: Promise<SessionTotals> | undefined;
 
   /** @internal beginBackups makes writers: the lock is taken and the id chosen. */
   constructor(
@@ -151,11 +152,13 @@ export class BackupWriter<K extends BackupKind = BackupKind> {
     this.assertOpen();
     try {
       throwIfAborted(this.options.signal);
+      // the content store's last packs and index file first: the manifest records what they added
+      const totals = await this.commitContent();
       const manifest = buildManifest(
         { id: this.id, source: this.source, kind: this.kind, name: this.options.name ?? null, labels: this.options.labels ?? [], startedAt: this.startedAt, finishedAt, codec: this.codec.name },
         body,
         this.stored,
-        { encrypted: this.recipients !== null },
+        { encrypted: this.recipients !== null, content: totals && { chunks: totals.chunks, newChunks: totals.newChunks, addedBytes: totals.newStoredBytes, packs: totals.packs } },
       );
       await this.publish(manifest, true);
       return manifest;
@@ -230,9 +233,15 @@ export class BackupWriter<K extends BackupKind = BackupKind> {
     return this.codec;
   }
 
+  /** Once per backup: the content session's last packs, then its index file. */
+  private async commitContent(): Promise<SessionTotals | undefined> {
+    this.contentTotals ??= this.content?.commit();
+    return this.contentTotals;
+  }
+
   private async publish(manifest: Manifest, sign: boolean): Promise<void> {
     // the content store's packs become visible (an index file names them) before the manifest names their chunks
-    await this.content?.commit();
+    await this.commitContent();
     faultPoint('before-manifest');
     const keys = sign && this.options.keys ? await writerManifestKeys(this.repository, this.options.keys).catch((error: unknown) => noManifestKeys({ warn: this.options.warn ?? (() => undefined) }, this.repository, error)) : [];
     await this.repository.writeManifest(manifest, keys);

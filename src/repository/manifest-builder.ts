@@ -1,6 +1,6 @@
 import { PgkeepError } from '../errors.js';
 import { PGKEEP_VERSION } from '../version.js';
-import { LogicalManifestSchema, MANIFEST_FORMAT, PhysicalManifestSchema, type BackupObject, type LogicalManifest, type Manifest, type PhysicalManifest } from './manifest.js';
+import { LogicalManifestSchema, MANIFEST_FORMAT, PhysicalManifestSchema, type BackupObject, type ContentTotals, type LogicalManifest, type Manifest, type PhysicalManifest } from './manifest.js';
 import { canonicalManifest, sealManifest, type ManifestKey } from './manifest-integrity.js';
 
 /**
@@ -36,9 +36,16 @@ export interface ManifestHead<K extends BackupKind> {
  * writes is always one it can read: a mistake is an internal error before
  * anything is published). In an encrypted repository the database's own
  * state is left out: manifests are in clear and settings may be secrets
- * (the encrypted "database-state" object holds it).
+ * (the encrypted "database-state" object holds it). In a deduplicating
+ * repository `options.content` is what the backup's content session wrote
+ * (totals.content: chunks, new chunks, bytes added).
  */
-export function buildManifest<K extends BackupKind>(head: ManifestHead<K>, body: ManifestBody<K>, objects: readonly BackupObject[], options: { encrypted: boolean }): ManifestOf<K> {
+export function buildManifest<K extends BackupKind>(
+  head: ManifestHead<K>,
+  body: ManifestBody<K>,
+  objects: readonly BackupObject[],
+  options: { encrypted: boolean; content?: ContentTotals | undefined },
+): ManifestOf<K> {
   const common = {
     format: MANIFEST_FORMAT,
     id: head.id,
@@ -53,6 +60,7 @@ export function buildManifest<K extends BackupKind>(head: ManifestHead<K>, body:
   };
   const rawBytes = objects.reduce((n, o) => n + o.raw.size, 0);
   const storedBytes = objects.reduce((n, o) => n + o.stored.size, 0);
+  const content = options.content ? { content: options.content } : {};
   const parsed =
     head.kind === 'logical'
       ? (() => {
@@ -63,10 +71,10 @@ export function buildManifest<K extends BackupKind>(head: ManifestHead<K>, body:
             ...logical,
             database: options.encrypted || state === undefined ? database : { ...database, state },
             objects: [...objects],
-            totals: { rawBytes, storedBytes, rows: logical.tables.reduce((n, t) => n + (t.rows ?? 0), 0) },
+            totals: { rawBytes, storedBytes, rows: logical.tables.reduce((n, t) => n + (t.rows ?? 0), 0), ...content },
           });
         })()
-      : PhysicalManifestSchema.safeParse({ ...common, ...(body as ManifestBody<'physical'>), objects: [...objects], totals: { rawBytes, storedBytes } });
+      : PhysicalManifestSchema.safeParse({ ...common, ...(body as ManifestBody<'physical'>), objects: [...objects], totals: { rawBytes, storedBytes, ...content } });
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     throw new PgkeepError('INTERNAL', `the manifest of backup ${head.source}/${head.id} would be invalid at ${issue.path.join('.') || 'the top level'}: ${issue.message}`);

@@ -101,6 +101,23 @@ export const DatabaseStateSchema = z.object({
   icuRules: z.string().nullable(),
 }) satisfies z.ZodType<Omit<DatabaseState, 'encoding' | 'collate' | 'ctype'>>;
 
+/**
+ * A deduplicating backup's share of the content store, as its writer saw it
+ * (absent in plain repositories and in manifests of older pgkeep): `chunks`
+ * of its streams, `newChunks` of them stored by this backup (the rest were
+ * already there), and `addedBytes`, the bytes of the packs this backup wrote
+ * (compressed chunks, chunk lists, pack headers and, where encrypted, age):
+ * what it added to storage. The sum over every backup that was written into
+ * a repository is the bytes of all packs ever written there.
+ */
+export const ContentTotalsSchema = z.object({
+  chunks: z.number().int().nonnegative(),
+  newChunks: z.number().int().nonnegative(),
+  addedBytes: z.number().int().nonnegative(),
+  packs: z.number().int().nonnegative(),
+});
+export type ContentTotals = z.infer<typeof ContentTotalsSchema>;
+
 /** What every manifest has, whatever its kind (identity, then after `kind`: times, labels, the pgkeep that wrote it). */
 const manifestIdentity = {
   format: z.literal(MANIFEST_FORMAT),
@@ -196,7 +213,7 @@ export const LogicalManifestSchema = z.object({
   tables: z.array(TableSchema),
   /** Migration tables found among the dumped tables; absent in manifests of older pgkeep. */
   migrations: z.array(MigrationStateSchema).optional(),
-  totals: z.object({ rawBytes: z.number().int().nonnegative(), storedBytes: z.number().int().nonnegative(), rows: z.number().int().nonnegative() }),
+  totals: z.object({ rawBytes: z.number().int().nonnegative(), storedBytes: z.number().int().nonnegative(), rows: z.number().int().nonnegative(), content: ContentTotalsSchema.optional() }),
 });
 export type LogicalManifest = z.infer<typeof LogicalManifestSchema>;
 
@@ -247,7 +264,7 @@ export const PhysicalManifestSchema = z.object({
       .optional(),
   }),
   objects: z.array(ObjectSchema),
-  totals: z.object({ rawBytes: z.number().int().nonnegative(), storedBytes: z.number().int().nonnegative() }),
+  totals: z.object({ rawBytes: z.number().int().nonnegative(), storedBytes: z.number().int().nonnegative(), content: ContentTotalsSchema.optional() }),
 });
 export type PhysicalManifest = z.infer<typeof PhysicalManifestSchema>;
 
@@ -343,4 +360,26 @@ export function backupDatabaseName(manifest: Manifest): string {
 export function requireLogical(manifest: Manifest, what: string): LogicalManifest {
   if (manifest.kind === 'logical') return manifest;
   throw new PgkeepError('USAGE', `backup ${manifest.id} is a physical backup (the whole cluster): ${what} works on logical backups; recover it with pgkeep pitr --pgdata DIR`);
+}
+
+/** What a backup means for a deduplicating repository's size; undefined for a backup stored as files. */
+export interface DedupFigures {
+  /** The backup's streams in full (what a restore reads). */
+  logicalBytes: number;
+  /** What writing it added to storage: its packs (older manifests: its new chunks, compressed). */
+  addedBytes: number;
+  /** Chunks of its streams and how many were new; undefined in manifests of older pgkeep. */
+  chunks: number | undefined;
+  newChunks: number | undefined;
+}
+
+export function dedupFigures(manifest: Manifest): DedupFigures | undefined {
+  if (!manifest.objects.some((o) => o.content !== undefined)) return undefined;
+  const content = manifest.totals.content;
+  return {
+    logicalBytes: manifest.totals.rawBytes,
+    addedBytes: content?.addedBytes ?? manifest.totals.storedBytes,
+    chunks: content?.chunks,
+    newChunks: content?.newChunks,
+  };
 }

@@ -10,6 +10,10 @@ export const METRIC_NAMES = [
   'pgkeep_backups_total',
   'pgkeep_backup_count',
   'pgkeep_repository_size_bytes',
+  'pgkeep_repository_logical_bytes',
+  'pgkeep_repository_stored_bytes',
+  'pgkeep_repository_dedup_ratio',
+  'pgkeep_backup_added_bytes',
   'pgkeep_restore_test_last_success_timestamp_seconds',
   'pgkeep_restore_test_last_duration_seconds',
   'pgkeep_drill_last_success_timestamp_seconds',
@@ -42,6 +46,10 @@ export class PgkeepMetrics {
   private readonly backupsTotal;
   private readonly backupCount;
   private readonly repositorySize;
+  private readonly repositoryLogical;
+  private readonly repositoryStored;
+  private readonly repositoryRatio;
+  private readonly addedBytes;
   private readonly restoreSuccess;
   private readonly restoreDuration;
   private readonly drillSuccess;
@@ -66,6 +74,11 @@ export class PgkeepMetrics {
     this.backupsTotal = new Counter({ name: 'pgkeep_backups_total', help: 'Backup jobs run by this process, by result', labelNames: ['source', 'kind', 'result'], registers });
     this.backupCount = gauge('pgkeep_backup_count', 'Complete backups in the repository', ['source', 'repository']);
     this.repositorySize = gauge('pgkeep_repository_size_bytes', 'Stored bytes of the source\'s backups in the repository', ['source', 'repository']);
+    // a deduplicating repository as a whole (every source in it): the same value under each source that uses it
+    this.repositoryLogical = gauge('pgkeep_repository_logical_bytes', 'Deduplicating repository: logical bytes of all its backups (every source), what restoring each would read', ['source', 'repository']);
+    this.repositoryStored = gauge('pgkeep_repository_stored_bytes', 'Deduplicating repository: bytes its content store takes (packs and index files, from the storage listing)', ['source', 'repository']);
+    this.repositoryRatio = gauge('pgkeep_repository_dedup_ratio', 'Deduplicating repository: logical bytes of all backups over stored bytes', ['source', 'repository']);
+    this.addedBytes = gauge('pgkeep_backup_added_bytes', 'Deduplicated newest complete backup: bytes it added to the repository (its new packs)', ['source', 'kind']);
     this.restoreSuccess = gauge('pgkeep_restore_test_last_success_timestamp_seconds', 'End time of the newest successful restore test (Unix seconds)', ['source']);
     this.restoreDuration = gauge('pgkeep_restore_test_last_duration_seconds', 'Duration of the newest successful restore test: the measured RTO', ['source']);
     this.drillSuccess = gauge(
@@ -107,7 +120,7 @@ export class PgkeepMetrics {
   /** Sets the gauges from a fresh status of every source (sources gone from it are dropped). */
   updateStatus(statuses: readonly SourceStatus[]): void {
     this.rendered = undefined;
-    for (const g of [this.lastSuccess, this.lastDuration, this.lastSize, this.backupCount, this.repositorySize, this.restoreSuccess, this.restoreDuration, this.drillSuccess, this.drillRestore, this.drillRpo, this.walLast, this.walLag, this.problems]) g.reset();
+    for (const g of [this.lastSuccess, this.lastDuration, this.lastSize, this.addedBytes, this.backupCount, this.repositorySize, this.repositoryLogical, this.repositoryStored, this.repositoryRatio, this.restoreSuccess, this.restoreDuration, this.drillSuccess, this.drillRestore, this.drillRpo, this.walLast, this.walLag, this.problems]) g.reset();
     for (const s of statuses) {
       const source = s.source;
       for (const [kind, backup] of Object.entries(s.lastBackupByKind)) {
@@ -115,11 +128,17 @@ export class PgkeepMetrics {
         this.lastSuccess.set(labels, Date.parse(backup.finishedAt) / 1000);
         this.lastDuration.set(labels, backup.durationMs / 1000);
         this.lastSize.set(labels, backup.rawBytes);
+        if (backup.addedBytes !== undefined) this.addedBytes.set(labels, backup.addedBytes);
       }
       for (const r of s.repositories) {
         if (r.error) continue;
         this.backupCount.set({ source, repository: r.location }, r.backups);
         this.repositorySize.set({ source, repository: r.location }, r.storedBytes);
+        if (r.usage) {
+          this.repositoryLogical.set({ source, repository: r.location }, r.usage.logicalBytes);
+          this.repositoryStored.set({ source, repository: r.location }, r.usage.storedBytes);
+          if (r.usage.dedupRatio !== null) this.repositoryRatio.set({ source, repository: r.location }, r.usage.dedupRatio);
+        }
       }
       if (s.lastRestoreTest?.ok) {
         this.restoreSuccess.set({ source }, Date.parse(s.lastRestoreTest.finishedAt) / 1000);

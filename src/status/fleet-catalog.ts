@@ -7,6 +7,7 @@ import type { Pin } from '../repository/pins.js';
 import { listSource, readFailureRecord, readPinRecord, readVerificationRecord } from '../repository/source-listing.js';
 import type { Verification } from '../repository/verification.js';
 import { assessHealth, newestDrill, noteDrill, type HealthThresholds, type RepositoryFacts, type SourceStatus } from './health.js';
+import { readRepositoryUsage, type RepositoryUsage } from './repository-usage.js';
 
 /** A repository of a source as serve opened it (or why it could not). */
 export interface OpenedRepository {
@@ -61,6 +62,8 @@ interface RepositoryState {
   pins: Map<string, { stamp: string; pin: Pin | undefined }>;
   failures: Map<string, { stamp: string; failure: (BackupFailure & { key: string }) | undefined }>;
   lastWalAt: Date | undefined;
+  /** A deduplicating repository as a whole (every source in it), read on each refresh; never per request. */
+  usage: RepositoryUsage | undefined;
 }
 
 interface SourceEntry {
@@ -240,7 +243,7 @@ export class FleetCatalog {
       locations.add(location);
       let state = entry.states.get(location);
       if (!state) {
-        state = { location, missing: false, error: undefined, manifests: new Map(), unreadable: new Map(), verifications: new Map(), pins: new Map(), failures: new Map(), lastWalAt: undefined };
+        state = { location, missing: false, error: undefined, manifests: new Map(), unreadable: new Map(), verifications: new Map(), pins: new Map(), failures: new Map(), lastWalAt: undefined, usage: undefined };
         entry.states.set(location, state);
       }
       if (!opened.repository) {
@@ -251,6 +254,7 @@ export class FleetCatalog {
       }
       try {
         await this.readRepository(entry.name, opened.repository, state);
+        state.usage = opened.repository.info.content ? await readRepositoryUsage(opened.repository, (source) => this.heldBackups(entry, source, location)) : undefined;
         state.missing = false;
         state.error = undefined;
       } catch (error) {
@@ -318,6 +322,20 @@ export class FleetCatalog {
     state.lastWalAt = listing.lastWalAt;
   }
 
+  /**
+   * The manifests the catalog holds of a source in a repository (the one
+   * being refreshed, or another source of the config already read there),
+   * so the repository's logical size reads only the sources serve does not
+   * follow; undefined: not held, read it.
+   */
+  private heldBackups(refreshing: SourceEntry, source: string, location: string): Manifest[] | undefined {
+    const entry = this.entries.get(source);
+    if (!entry || (entry !== refreshing && !entry.loaded)) return undefined;
+    const state = entry.states.get(location);
+    if (!state || state.error || state.missing) return undefined;
+    return [...state.manifests.values()].map((m) => m.manifest);
+  }
+
   /** The health verdict and the backup rows of a source from what is held (pure, no I/O). */
   private assess(entry: SourceEntry): void {
     const facts: RepositoryFacts[] = [];
@@ -349,6 +367,7 @@ export class FleetCatalog {
         lastRestoreTest,
         drills,
         lastWalAt: state.lastWalAt,
+        usage: state.usage,
       });
       for (const manifest of backups) {
         const row = rows.get(manifest.id);

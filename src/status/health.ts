@@ -1,10 +1,11 @@
 import type { HealthThresholds } from '../config/health-settings.js';
 import { toPgkeepError } from '../errors.js';
-import { consistentAt, isPhysical, type Manifest } from '../repository/manifest.js';
+import { consistentAt, dedupFigures, isPhysical, type Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { readSourceCatalog, type SourceCatalog } from '../repository/source-catalog.js';
 import { DRILL_KINDS, DRILL_NAMES, drillKindOf, type DrillKind, type Verification } from '../repository/verification.js';
 import { formatAge, formatBytes } from '../format/human-format.js';
+import { readRepositoryUsage, type RepositoryUsage } from './repository-usage.js';
 
 // Drill kinds, for the status printers, the metrics and the dashboard.
 export { DRILL_KINDS, DRILL_NAMES, type DrillKind } from '../repository/verification.js';
@@ -42,6 +43,8 @@ export interface BackupSummary {
   durationMs: number;
   rawBytes: number;
   storedBytes: number;
+  /** A deduplicated backup: what it added to its repository's storage (its packs); undefined for a backup stored as files. */
+  addedBytes?: number | undefined;
   /** Repositories holding it. */
   repositories: string[];
 }
@@ -88,7 +91,12 @@ export interface SourceStatus {
   lastRestoreTest: VerificationSummary | undefined;
   /** Per drill kind: the newest run (passed or not) and the newest that passed. */
   drills: Partial<Record<DrillKind, DrillStatus>>;
-  repositories: { location: string; backups: number; storedBytes: number; error?: string | undefined }[];
+  /**
+   * `storedBytes`: the source's backups as files, or in a deduplicating
+   * repository what they added; `usage`: a deduplicating repository as a
+   * whole (every source in it): logical and stored bytes, the ratio.
+   */
+  repositories: { location: string; backups: number; storedBytes: number; usage?: RepositoryUsage | undefined; error?: string | undefined }[];
   pitr: PitrStatus;
   findings: Finding[];
 }
@@ -113,7 +121,12 @@ export interface RepositoryFacts {
   drills?: Partial<Record<DrillKind, { last: Verification; lastSuccess?: Verification | undefined }>> | undefined;
   /** Newest modification time in the WAL archive; undefined when nothing is archived. */
   lastWalAt?: Date | undefined;
+  /** A deduplicating repository's size and ratio (every source in it), when the caller asked for it. */
+  usage?: RepositoryUsage | undefined;
 }
+
+/** Usage read once per repository location in one run (a repository shared by several sources is listed once). */
+export type UsageCache = Map<string, Promise<RepositoryUsage | undefined>>;
 
 /**
  * Reads what status needs from every repository of a source (a repository
@@ -124,13 +137,21 @@ export async function collectSourceStatus(
   repositories: readonly { url: string; repository?: Repository | undefined; error?: unknown }[],
   thresholds: HealthThresholds,
   now: Date,
+  /** Given: each deduplicating repository's usage is read too (status, the dashboard), once per location. */
+  usage?: UsageCache,
 ): Promise<SourceStatus> {
   const facts: RepositoryFacts[] = [];
   for (const opened of repositories) {
     const location = opened.repository?.location ?? opened.url;
     try {
       if (!opened.repository) throw opened.error;
-      facts.push(await readRepositoryFacts(opened.repository, source));
+      const read = await readRepositoryFacts(opened.repository, source);
+      if (usage && opened.repository.info.content) {
+        const repository = opened.repository;
+        if (!usage.has(location)) usage.set(location, readRepositoryUsage(repository));
+        read.usage = await usage.get(location);
+      }
+      facts.push(read);
     } catch (error) {
       const failure = toPgkeepError(error, 'STORAGE_IO');
       // a repository the first backup has not created yet holds no backup: that is the finding
@@ -219,6 +240,7 @@ export function assessHealth(source: string, facts: readonly RepositoryFacts[], 
     durationMs: entry.manifest.durationMs,
     rawBytes: entry.manifest.totals.rawBytes,
     storedBytes: entry.manifest.totals.storedBytes,
+    ...(dedupFigures(entry.manifest) ? { addedBytes: dedupFigures(entry.manifest)!.addedBytes } : {}),
     repositories: entry.repositories,
   });
   const lastBackup: BackupSummary | undefined = newest && summary(newest);
@@ -329,7 +351,8 @@ export function assessHealth(source: string, facts: readonly RepositoryFacts[], 
     repositories: facts.map((f) => ({
       location: f.location,
       backups: f.catalog?.backups.length ?? 0,
-      storedBytes: (f.catalog?.backups ?? []).reduce((n, m) => n + m.totals.storedBytes, 0),
+      storedBytes: (f.catalog?.backups ?? []).reduce((n, m) => n + (dedupFigures(m)?.addedBytes ?? m.totals.storedBytes), 0),
+      ...(f.usage ? { usage: f.usage } : {}),
       ...(f.error ? { error: f.error.message } : {}),
     })),
     pitr,

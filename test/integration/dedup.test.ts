@@ -11,6 +11,9 @@ import { openStorage } from '../../src/storage/open-storage.js';
 import { checkRepositoryContent } from '../../src/repository/content-store/check-repository-content.js';
 import { Repository } from '../../src/repository/repository.js';
 import { keySettings, loadSettings } from '../../src/config/settings.js';
+import { resolveHealthThresholds } from '../../src/config/health-settings.js';
+import { FleetCatalog } from '../../src/status/fleet-catalog.js';
+import { PgkeepMetrics } from '../../src/server/metrics.js';
 import { eachStorage } from '../support/each-storage.js';
 import { runCommand, runCommand as pgkeep } from '../support/run-command.js';
 import { diffSnapshots, snapshotDatabase } from '../support/db-compare.js';
@@ -61,6 +64,9 @@ eachStorage('a deduplicating repository (encrypted on S3)', (storage) => {
       assert.ok(dump(first).content && dump(second).content, 'the dump is a content stream');
       assert.ok(dump(second).stored.size < dump(first).stored.size * 0.25, `the second backup adds ${dump(second).stored.size} bytes, the first ${dump(first).stored.size}`);
 
+      await figuresMatchStorage(repo, env(keys), [first, second]);
+      if (!encrypted) await plainRepositoryShowsNoRatio(storage.repo('plain'), env());
+
       const verify = await pgkeep(['verify', 'latest', '--repo', repo, '--json'], { env: env(keys) });
       assert.equal(verify.code, 0, verify.stderr);
 
@@ -90,6 +96,113 @@ eachStorage('a deduplicating repository (encrypted on S3)', (storage) => {
       assert.deepEqual(diffSnapshots(await snapshotDatabase(cluster, 'shop'), await snapshotDatabase(cluster, `${target}_2`)), []);
     });
 });
+
+/** Sizes of the objects under a prefix, from the storage's own listing. */
+async function listedBytes(repo: string, prefix: string): Promise<{ count: number; bytes: number }> {
+  let count = 0;
+  let bytes = 0;
+  for await (const e of openStorage(repo).list(prefix, { recursive: true })) {
+    if (e.kind !== 'object') continue;
+    count++;
+    bytes += e.size;
+  }
+  return { count, bytes };
+}
+
+/**
+ * list, show, status and serve's metrics give a deduplicating repository's
+ * figures, and they agree with what is on storage: the bytes the backups
+ * added sum to the packs listed, the stored bytes are packs plus index files,
+ * the logical bytes are the backups' streams, and the ratio is above 1.
+ */
+async function figuresMatchStorage(repo: string, environment: Record<string, string>, backups: any[]): Promise<void> {
+  const packs = await listedBytes(repo, 'content/packs');
+  const index = await listedBytes(repo, 'content/index');
+  assert.ok(packs.count > 0 && index.count > 0);
+  const logical = backups.reduce((n, m) => n + m.totals.rawBytes, 0);
+
+  // list: per backup its logical size and the bytes it added; together they are every pack written
+  const listRun = await pgkeep(['list', '--repo', repo, '--json'], { env: environment });
+  const listed = json<any[]>(listRun);
+  assert.deepEqual(listed.map((b) => b.id), backups.map((m) => m.id));
+  for (const [i, b] of listed.entries()) {
+    assert.equal(b.logicalBytes, backups[i].totals.rawBytes);
+    assert.equal(b.addedBytes, backups[i].totals.content.addedBytes);
+    assert.ok(b.newChunks > 0 && b.newChunks <= b.chunks, JSON.stringify(b));
+  }
+  assert.equal(listed[0].newChunks, listed[0].chunks, 'the first backup found nothing to reuse');
+  assert.ok(listed[1].newChunks < listed[1].chunks / 4, `the second reused most chunks: ${listed[1].newChunks} of ${listed[1].chunks} new`);
+  assert.equal(listed.reduce((n, b) => n + b.addedBytes, 0), packs.bytes, 'the bytes the backups added are the packs on storage');
+  assert.ok(listed[1].addedBytes < listed[0].addedBytes / 4);
+  const table = (await pgkeep(['list', '--repo', repo], { env: environment })).stdout;
+  assert.match(table, /LOGICAL\s+ADDED/);
+
+  // show: the same, and the chunks new and reused
+  const shown = await pgkeep(['show', 'latest', '--repo', repo], { env: environment });
+  assert.equal(shown.code, 0, shown.stderr);
+  const { chunks, newChunks } = backups[1].totals.content;
+  assert.match(shown.stdout, new RegExp(`chunks\\s+${chunks.toLocaleString('en-US')}: ${newChunks.toLocaleString('en-US')} new, ${(chunks - newChunks).toLocaleString('en-US')} reused`));
+  assert.match(shown.stdout, /\(logical size\), .* added to the repository/);
+
+  // status: the repository as a whole
+  const statusRun = await pgkeep(['status', '--repo', repo, '--json'], { env: environment });
+  const usage = json<any>(statusRun).sources[0].repositories[0].usage;
+  assert.equal(usage.packBytes, packs.bytes);
+  assert.equal(usage.indexBytes, index.bytes);
+  assert.equal(usage.storedBytes, packs.bytes + index.bytes);
+  assert.equal(usage.packs, packs.count);
+  assert.equal(usage.logicalBytes, logical);
+  assert.equal(usage.backups, 2);
+  assert.ok(usage.dedupRatio > 1, `ratio ${usage.dedupRatio}`);
+  assert.equal(usage.dedupRatio, logical / (packs.bytes + index.bytes));
+  assert.match((await pgkeep(['status', '--repo', repo], { env: environment })).stdout, /deduplication\s+.* stored \(\d+ packs \+ index\), ratio \d+\.\dx/);
+
+  // serve's metrics: read by its catalog on refresh, from the same repository
+  const repository = await Repository.open(openStorage(repo));
+  const source = backups[1].source;
+  const catalog = new FleetCatalog({ sources: [{ name: source, thresholds: resolveHealthThresholds({ config: {}, options: {}, env: {}, cwd: '/' } as never, source) }], open: async () => [{ url: repo, repository }], now: () => new Date() });
+  await catalog.refresh();
+  const metrics = new PgkeepMetrics();
+  metrics.updateStatus(catalog.statuses());
+  const text = await metrics.text();
+  const labels = { source, repository: repository.location };
+  assert.equal(sample(text, 'pgkeep_repository_logical_bytes', labels), logical);
+  assert.equal(sample(text, 'pgkeep_repository_stored_bytes', labels), packs.bytes + index.bytes);
+  assert.ok(Math.abs(sample(text, 'pgkeep_repository_dedup_ratio', labels)! - usage.dedupRatio) < 1e-9);
+  assert.equal(sample(text, 'pgkeep_backup_added_bytes', { source, kind: 'logical' }), listed[1].addedBytes);
+}
+
+/** A plain repository: list as before (SIZE), no figures of deduplication in list, status or the metrics. */
+async function plainRepositoryShowsNoRatio(repo: string, environment: Record<string, string>): Promise<void> {
+  const backup = await pgkeep(['backup', '--repo', repo, '--json'], { env: environment });
+  assert.equal(backup.code, 0, backup.stderr);
+  const [listed] = json<any[]>(await pgkeep(['list', '--repo', repo, '--json'], { env: environment }));
+  assert.equal(listed.logicalBytes, undefined);
+  assert.equal(listed.addedBytes, undefined);
+  assert.match((await pgkeep(['list', '--repo', repo], { env: environment })).stdout, /FORMAT\s+SIZE\s+DURATION/);
+  const status = json<any>(await pgkeep(['status', '--repo', repo, '--json'], { env: environment }));
+  assert.equal(status.sources[0].repositories[0].usage, undefined);
+  assert.doesNotMatch((await pgkeep(['status', '--repo', repo], { env: environment })).stdout, /deduplication|ratio/);
+  const repository = await Repository.open(openStorage(repo));
+  const source = listed.source;
+  const catalog = new FleetCatalog({ sources: [{ name: source, thresholds: resolveHealthThresholds({ config: {}, options: {}, env: {}, cwd: '/' } as never, source) }], open: async () => [{ url: repo, repository }], now: () => new Date() });
+  await catalog.refresh();
+  const metrics = new PgkeepMetrics();
+  metrics.updateStatus(catalog.statuses());
+  const text = await metrics.text();
+  assert.ok(sample(text, 'pgkeep_repository_size_bytes', { source })! > 0);
+  for (const name of ['pgkeep_repository_logical_bytes', 'pgkeep_repository_stored_bytes', 'pgkeep_repository_dedup_ratio', 'pgkeep_backup_added_bytes']) assert.equal(sample(text, name, { source }), undefined, name);
+}
+
+/** The value of one sample of the Prometheus text. */
+function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    const labelText = /\{(.*)\}/.exec(line)?.[1] ?? '';
+    if (Object.entries(labels).every(([k, v]) => labelText.includes(`${k}="${v}"`))) return Number(line.split(' ').at(-1));
+  }
+  return undefined;
+}
 
 describe('a deduplicating repository under faults (real processes)', () => {
   const repo = () => path.join(work, 'faults');

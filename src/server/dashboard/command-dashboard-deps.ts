@@ -5,9 +5,10 @@ import { quietContext } from '../../registry/command-context.js';
 import type { CommandRegistry } from '../../registry/command-registry.js';
 import { runJobKind } from '../../registry/run-job.js';
 import { sourcesWithRepositories, type SourceRepositories } from '../../repository/source-repositories.js';
+import { dedupFigures } from '../../repository/manifest.js';
 import { isPgkeepError, PgkeepError, toPgkeepError } from '../../errors.js';
 import type { CatalogBackup } from '../../status/fleet-catalog.js';
-import { collectSourceStatus } from '../../status/health.js';
+import { collectSourceStatus, type UsageCache } from '../../status/health.js';
 import type { BackupRow, DashboardDeps, JobKind, JobView, SourceOverview } from './dashboard-deps.js';
 
 /** What a job does, given a context that reports its progress and a signal that cancels it. */
@@ -88,9 +89,9 @@ function rateOf(job: JobView): number | undefined {
   return seconds > 0 && job.bytes > 0 ? job.bytes / seconds : undefined;
 }
 
-/** One source's overview: its status, and the measured restore time of its last restore test. */
-async function overviewOf(settings: Settings, { source, repositories }: SourceRepositories, now: Date): Promise<SourceOverview> {
-  const status = await collectSourceStatus(source, repositories, resolveHealthThresholds(settings, source), now);
+/** One source's overview: its status (with `usage`, each deduplicating repository's size and ratio), and the measured restore time of its last restore test. */
+async function overviewOf(settings: Settings, { source, repositories }: SourceRepositories, now: Date, usage?: UsageCache): Promise<SourceOverview> {
+  const status = await collectSourceStatus(source, repositories, resolveHealthThresholds(settings, source), now, usage);
   let lastRestoreTestRestoreMs: number | undefined;
   const test = status.lastRestoreTest;
   const holder = test && repositories.find((r) => r.repository?.location === test.repository)?.repository;
@@ -134,7 +135,8 @@ export function commandDashboardDeps(settings: Settings, registry: CommandRegist
     async source(name: string): Promise<SourceOverview> {
       // this source's repositories only: the cost of one source's page does not grow with the fleet
       const [entry] = await sourcesWithRepositories(await known(name));
-      return overviewOf(settings, entry!, new Date());
+      // the source page shows each deduplicating repository's ratio (the overview does not: it would list every store)
+      return overviewOf(settings, entry!, new Date(), new Map());
     },
 
     async backups(source: string): Promise<BackupRow[]> {
@@ -207,6 +209,7 @@ export function backupRow({ manifest: m, repositories, pinned, verification: v }
     durationMs: m.durationMs,
     rawBytes: m.totals.rawBytes,
     storedBytes: m.totals.storedBytes,
+    ...(dedupFigures(m) ? { addedBytes: dedupFigures(m)!.addedBytes } : {}),
     database: m.kind === 'logical' ? m.database.name : '(whole cluster)',
     repositories,
     pinned,

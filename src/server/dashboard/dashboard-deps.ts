@@ -22,6 +22,8 @@ export interface BackupRow {
   durationMs: number;
   rawBytes: number;
   storedBytes: number;
+  /** A deduplicated backup: what it added to the repository's storage (rawBytes is then its logical size); undefined for files. */
+  addedBytes?: number | undefined;
   /** The database that was dumped (for the restore command). */
   database: string;
   /** Repositories holding it (locations). */

@@ -262,7 +262,7 @@ export function backupsPage(viewer: Viewer, source: string, overview: SourceOver
   const staleDrills = (overview?.status.findings ?? []).filter((f) => /(RESTORE_TEST|PITR_DRILL)_TOO_OLD|RESTORE_TEST_FAILED/.test(f.code));
   return html`<h1>Backups of ${source}</h1>
 <p><a href="${path}/runbook">Disaster-recovery runbook</a>${staleDrills.length > 0 ? html` <span class="fail">(its drills are stale: ${staleDrills.map((f) => f.message).join('; ')})</span>` : ''}</p>
-<form method="get" action="${path}" class="filters" aria-label="Filter backups">
+${repositoryUsage(overview)}<form method="get" action="${path}" class="filters" aria-label="Filter backups">
 <label>Kind <select name="kind">${option('', 'any', filters.kind ?? '')}${kinds.map((k) => option(k, k, filters.kind))}</select></label>
 <label>Label <select name="label">${option('', 'any', filters.label ?? '')}${labels.map((l) => option(l, l, filters.label))}</select></label>
 <label>Verification <select name="verification">${option('', 'any', filters.verification ?? '')}${option('ok', 'passed', filters.verification)}${option('failed', 'failed', filters.verification)}${option('never', 'never', filters.verification)}</select></label>
@@ -278,7 +278,7 @@ ${backupChart(rows)}
 ${[...rows].reverse().map(
   (r, i) => html`<tr data-backup="${r.id}">
 <th scope="row">${r.id}${r.pinned ? html` <span class="badge pin" title="pinned: prune never deletes it">pinned</span>` : ''}<br><small>${when(r.finishedAt, viewer.now)}</small></th>
-<td data-label="Kind">${r.kind}</td><td data-label="Labels">${r.labels.join(', ')}</td><td class="num" data-label="Dumped">${formatBytes(r.rawBytes)}</td><td class="num" data-label="Stored">${formatBytes(r.storedBytes)}</td><td class="num" data-label="Duration">${formatDuration(r.durationMs)}</td>
+<td data-label="Kind">${r.kind}</td><td data-label="Labels">${r.labels.join(', ')}</td><td class="num" data-label="Dumped">${formatBytes(r.rawBytes)}</td><td class="num" data-label="Stored">${r.addedBytes !== undefined ? html`<span title="deduplicated: what this backup added to the repository's storage; the rest was already there">+${formatBytes(r.addedBytes)} added</span>` : formatBytes(r.storedBytes)}</td><td class="num" data-label="Duration">${formatDuration(r.durationMs)}</td>
 <td data-label="Verification">${verificationCell(r, viewer.now)}</td><td data-label="Repositories">${r.repositories.map((l) => html`<div>${l}</div>`)}</td>
 <td data-label="Restore"><details><summary>Command</summary>${copyable(restoreCommand(source, r), `restore-${i}`, `restore command of ${r.id}`)}</details></td>
 ${viewer.loggedIn ? html`<td data-label="Actions"><div class="row-actions">${actionLink(viewer, r.pinned ? 'unpin' : 'pin', source, r.pinned ? 'Unpin' : 'Pin', r.id)}${actionLink(viewer, 'restore-test', source, 'Restore test', r.id)}</div></td>` : ''}
@@ -290,6 +290,16 @@ ${viewer.loggedIn ? html`<td data-label="Actions"><div class="row-actions">${act
 <form method="get" action="${path}" class="filters"><label>Recover to (UTC) <input type="datetime-local" name="at" step="1" value="${pitrAt ?? ''}"></label><button type="submit">Show command</button></form>
 ${pitrAt ? copyable(pitrCommand(source, `${pitrAt.replace('T', ' ')}+00`), 'pitr-command', 'point-in-time recovery command') : ''}
 </section>`;
+}
+
+/** Each deduplicating repository of the source: its backups' logical size, what it stores, the ratio. */
+function repositoryUsage(overview: SourceOverview | undefined): SafeHtml | string {
+  const rows = (overview?.status.repositories ?? []).flatMap((r) => (r.usage ? [{ location: r.location, usage: r.usage }] : []));
+  if (rows.length === 0) return '';
+  return html`<section aria-labelledby="dedup-title" id="deduplication"><h2 id="dedup-title">Deduplication</h2><ul>${rows.map(
+    ({ location, usage: u }) =>
+      html`<li data-repository="${location}"><span class="id">${location}</span>: ${formatBytes(u.logicalBytes)} in ${u.backups} backup${u.backups === 1 ? '' : 's'} (all sources) stored in ${formatBytes(u.storedBytes)}, <strong data-ratio="${u.dedupRatio === null ? '' : u.dedupRatio.toFixed(2)}">${u.dedupRatio === null ? 'no ratio yet' : `ratio ${u.dedupRatio.toFixed(1)}×`}</strong>${u.markedPacks > 0 ? html`; ${formatBytes(u.markedBytes)} marked unused by prune` : ''}</li>`,
+  )}</ul></section>`;
 }
 
 function progressOf(j: JobView): SafeHtml {
