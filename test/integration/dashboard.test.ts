@@ -10,7 +10,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { loadSettings } from '../../src/config/settings.js';
 import { openRepository } from '../../src/repository/open-repository.js';
 import { listPins } from '../../src/repository/pins.js';
-import { collect, startPgkeep } from '../support/cli.js';
+import { collect, pgkeep, startPgkeep } from '../support/cli.js';
 import { cloneBackupAt, daysAgoAtNoon } from '../support/synthetic-backups.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
@@ -37,6 +37,9 @@ useClusterAndWorkFolder('dashboard', async (c, work) => {
   repo = path.join(cwd, 'repo');
   await mkdir(cwd);
   await writeFile(path.join(cwd, 'pgkeep.yaml'), ['sources:', '  app:', `    db: ${JSON.stringify(cluster.url('app'))}`, `    repo: ${JSON.stringify(repo)}`, ''].join('\n'));
+  // a deduplicating repository: the views show logical sizes, bytes added and the ratio
+  const init = await pgkeep(['init', '--repo', repo, '--dedup'], { cwd });
+  assert.equal(init.code, 0, init.stderr);
 });
 
 /** Starts `pgkeep dashboard` on a free port; the token (if any) goes by environment, never argv. */
@@ -120,7 +123,7 @@ describe('pgkeep dashboard', () => {
     assert.match(jobs, /No job is running/);
     assert.match(jobs, /No finished job yet/);
     await page.screenshot({ path: path.join(IMAGES, 'dashboard-overview-red.png'), fullPage: true });
-    // no repository yet: the backups view is empty, not an error
+    // no backup yet: the backups view is empty, not an error
     await page.goto(`${url}/sources/app`);
     assert.equal(await page.getByRole('heading', { name: '0 of 0 backups' }).count(), 1);
     await page.context().close();
@@ -222,6 +225,10 @@ describe('pgkeep dashboard', () => {
     await row.waitFor();
     assert.match(await row.innerText(), /logical/);
     assert.match(await row.innerText(), new RegExp(repo.replace(/[/\\^$.*+?()[\]{}|]/g, '\\$&')));
+    // deduplicated: the backup's logical size and what it added; the source page, the repository's ratio
+    assert.match(await row.locator('td[data-label="Stored"]').innerText(), /^\+[\d.]+ (B|kB|KiB|MB|MiB) added$/);
+    assert.match(await page.locator('#deduplication').innerText(), /in 1 backup \(all sources\) stored in [\d.]+ \S+, ratio \d+\.\d×/);
+    assert.ok(Number(await page.locator('#deduplication [data-ratio]').getAttribute('data-ratio')) > 1, 'a compressed backup already takes less than its logical size');
     assert.equal(await page.locator('svg[role="img"] circle.size').count(), 1, 'the chart plots the backup');
     await row.getByText('Command').click();
     assert.equal(await row.locator('code').innerText(), `pgkeep --source app restore ${backupId} --to app_restore`);

@@ -14,6 +14,8 @@ import { readObject } from '../../src/storage/storage.js';
 export async function cloneBackupAt(repository: Repository, original: Manifest, at: Date, changes: Partial<Manifest> = {}): Promise<Manifest> {
   const id = timestampPart(at) + (changes.name ? `-${changes.name}` : '');
   for (const object of original.objects) {
+    // in a deduplicating repository the manifest names the stream's chunks, already in the store: no file to copy
+    if (object.content) continue;
     const bytes = await readObject(storageOf(repository)!, repository.objectKey(original.source, original.id, object.name));
     await storageOf(repository)!.put(repository.objectKey(original.source, id, object.name), Readable.from([bytes]));
   }
