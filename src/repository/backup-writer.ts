@@ -10,7 +10,7 @@ import { storeStreamTee, type StoreOptions } from '../pipeline/store-stream.js';
 import { defaultZstd, type ZstdCodec } from '../pipeline/zstd.js';
 import { makeBackupId, validateBackupId } from './backup-id.js';
 import { buildManifest, type BackupKind, type ManifestBody, type ManifestOf } from './manifest-builder.js';
-import type { BackupObject, Manifest } from './manifest.js';
+import type { BackupObject, ContentTotals, Manifest } from './manifest.js';
 import { encryptionRecord, storedSuffix, writeRecipients } from './repo-info.js';
 import { noManifestKeys, writerManifestKeys } from './repository-keys.js';
 import type { Repository } from './repository.js';
@@ -158,7 +158,7 @@ export class BackupWriter<K extends BackupKind = BackupKind> {
         { id: this.id, source: this.source, kind: this.kind, name: this.options.name ?? null, labels: this.options.labels ?? [], startedAt: this.startedAt, finishedAt, codec: this.codec.name },
         body,
         this.stored,
-        { encrypted: this.recipients !== null, content: totals && { chunks: totals.chunks, newChunks: totals.newChunks, addedBytes: totals.newStoredBytes, packs: totals.packs } },
+        { encrypted: this.recipients !== null, content: totals && contentTotals(this.stored, totals) },
       );
       await this.publish(manifest, true);
       return manifest;
@@ -360,6 +360,16 @@ async function storeWithContent(writers: readonly BackupWriter[], deduped: reado
   }
   if (results.every((r) => !r.ok)) throw (results[0] as { error: unknown }).error;
   return results;
+}
+
+/**
+ * A backup's totals.content: its streams' chunks (from their refs, so a copy
+ * that sent only the missing chunks counts them all), how many this session
+ * stored (new to this repository), and the bytes of the packs it wrote.
+ */
+function contentTotals(objects: readonly BackupObject[], session: SessionTotals): ContentTotals {
+  const chunks = objects.reduce((n, o) => n + (o.content?.chunks ?? 0), 0);
+  return { chunks, newChunks: session.newChunks, addedBytes: session.newStoredBytes, packs: session.packs };
 }
 
 /** No keys configured: an unencrypted repository needs none. */
