@@ -97,7 +97,7 @@ function printShow({ manifest: m, verification, pin }: ShowResult, out: CommandO
   out.line('');
   out.line(
     formatTable(
-      ['OBJECT', 'RAW', 'STORED', 'SHA-256 (STORED)'],
+      objectHeader(m),
       m.objects.map((o) => [o.name, formatBytes(o.raw.size), formatBytes(o.stored.size), o.stored.sha256.slice(0, 16)]),
       [1, 2],
     ),
@@ -134,7 +134,7 @@ function printShowPhysical(m: PhysicalManifest, out: CommandOutput): void {
   const width = Math.max(...lines.map(([k]) => k.length));
   for (const [key, value] of lines) out.line(`${key.padEnd(width)}  ${value}`);
   out.line('');
-  out.line(formatTable(['OBJECT', 'RAW', 'STORED', 'SHA-256 (STORED)'], m.objects.map((o) => [o.name, formatBytes(o.raw.size), formatBytes(o.stored.size), o.stored.sha256.slice(0, 16)]), [1, 2]));
+  out.line(formatTable(objectHeader(m), m.objects.map((o) => [o.name, formatBytes(o.raw.size), formatBytes(o.stored.size), o.stored.sha256.slice(0, 16)]), [1, 2]));
 }
 
 /** Plain: raw and stored sizes; deduplicated: the logical size and what this backup added to the repository's storage. */
@@ -142,6 +142,11 @@ function sizeLine(m: Manifest, verb: string): string {
   const d = dedupFigures(m);
   if (!d) return `${formatBytes(m.totals.rawBytes)} ${verb}, ${formatBytes(m.totals.storedBytes)} stored (${ratio(m.totals.rawBytes, m.totals.storedBytes)})`;
   return `${formatBytes(d.logicalBytes)} ${verb} (logical size), ${formatBytes(d.addedBytes)} added to the repository (the rest deduplicated)`;
+}
+
+/** The objects' table: a deduplicated object's "stored" is its new chunks, compressed (what it added), and its checksum that of its stream ref (the manifest's content record). */
+function objectHeader(m: Manifest): string[] {
+  return dedupFigures(m) ? ['OBJECT', 'RAW', 'ADDED', 'SHA-256 (STREAM REF)'] : ['OBJECT', 'RAW', 'STORED', 'SHA-256 (STORED)'];
 }
 
 /** A deduplicated backup's chunks: how many were new, how many were already stored. */
