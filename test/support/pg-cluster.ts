@@ -313,7 +313,7 @@ function initdbTemplate(binDir: string, runAs: RunAs | undefined): Promise<strin
       if (process.env.PGKEEP_TEST_INITDB_TEMPLATE === 'off' || !existsSync(join(binDir, 'pg_resetwal'))) return undefined;
       const version = (await run(join(binDir, 'postgres'), ['-V'], runAs, '/')).trim();
       const key = createHash('sha256')
-        .update(JSON.stringify({ version, user: runAs?.uid ?? process.getuid?.(), harness: 1 }))
+        .update(JSON.stringify({ version, user: runAs?.uid ?? process.getuid?.(), harness: 2 }))
         .digest('hex')
         .slice(0, 16);
       const root = process.env.PGKEEP_TEST_INITDB_TEMPLATES || join(tmpdir(), 'pgkeep-initdb-templates');
@@ -327,6 +327,9 @@ function initdbTemplate(binDir: string, runAs: RunAs | undefined): Promise<strin
         await writeFile(pwFile, `${randomBytes(24).toString('hex')}\n`, { mode: 0o600 });
         if (runAs) for (const path of [build, pwFile]) await chown(path, runAs.uid, runAs.gid);
         await initdb(binDir, join(build, 'data'), pwFile, runAs, build);
+        // pg_resetwal replaces every copy's WAL anyway: copying it would be 16 MiB for nothing.
+        const wal = join(build, 'data', 'pg_wal');
+        for (const name of readdirSync(wal)) if (/^[0-9A-F]{24}$/.test(name)) await rm(join(wal, name));
         try {
           await rename(join(build, 'data'), target);
         } catch (err) {
