@@ -474,7 +474,7 @@ export const copyCommand: CommandSpec<CopyRequest, CopyResult> = {
   ],
   help: {
     globals: ['config', 'source', 'identity'],
-    examples: ['pgkeep copy latest --from ./backups --to s3://offsite/app', 'pgkeep init --repo s3://offsite/app --dedup --chunker-from ./backups && pgkeep copy latest --from ./backups --to s3://offsite/app'],
+    examples: ['pgkeep copy latest --from ./backups --to s3://offsite/app', 'pgkeep copy 20261121T020000Z --from /srv/backups --to s3://offsite/app   # to a repo made with init --dedup --chunker-from: only missing chunks'],
   },
   parse: requestParser(z.object({ backup: z.string(), from: z.string(), to: z.string() }), ({ args: [backup], options }) => ({ backup, from: options.from, to: options.to })),
   run: (ctx, request) => runCopy(ctx, { ...request, source: ctx.settings.options.source }),

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
@@ -212,6 +213,38 @@ eachStorage('copy between deduplicating repositories (encrypted on S3)', (storag
   });
 });
 
+describe('init --chunker-from: bad requests get one line and change nothing', () => {
+  test('without --dedup, from a plain repository, across encryption, from a missing one, or over a repository with its own chunker', async () => {
+    const plain = path.join(work, 'cf-plain');
+    const deduped = path.join(work, 'cf-dedup');
+    assert.equal((await pgkeep(['init', '--repo', plain])).code, 0);
+    assert.equal((await pgkeep(['init', '--repo', deduped, '--dedup'])).code, 0);
+    const keygen = await pgkeep(['keygen', '--output', path.join(work, 'cf.key')]);
+    assert.equal(keygen.code, 0, keygen.stderr);
+    const publicKey = /age1[0-9a-z]+/.exec(await readFile(path.join(work, 'cf.key'), 'utf8'))![0];
+    const cases: [string[], number, RegExp][] = [
+      [['init', '--repo', path.join(work, 'cf-1'), '--chunker-from', deduped], 2, /--chunker-from goes with --dedup/],
+      [['init', '--repo', path.join(work, 'cf-2'), '--dedup', '--chunker-from', plain], 2, /does not deduplicate/],
+      [['init', '--repo', path.join(work, 'cf-3'), '--dedup', '--encrypt', '--recipient', publicKey, '--chunker-from', deduped], 2, /not encrypted .*must be unencrypted too/],
+      [['init', '--repo', path.join(work, 'cf-4'), '--dedup', '--chunker-from', path.join(work, 'nowhere')], 5, /no pgkeep repository at .* to take chunking parameters from/],
+      [['init', '--repo', deduped, '--dedup', '--chunker-from', deduped], 2, /names the repository being created/],
+    ];
+    for (const [argv, code, message] of cases) {
+      const run = await pgkeep(argv);
+      assert.equal(run.stderr.trim().split('\n').length, 1, run.stderr);
+      assert.match(run.stderr, message);
+      assert.equal(run.code, code, `${argv.join(' ')}: ${run.stderr}`);
+    }
+    for (const n of [1, 2, 3, 4]) assert.equal(existsSync(path.join(work, `cf-${n}`)), false, `cf-${n} was not made`);
+    // an existing deduplicating repository keeps its own chunker: asking for another is refused
+    const other = path.join(work, 'cf-other');
+    assert.equal((await pgkeep(['init', '--repo', other, '--dedup'])).code, 0);
+    const over = await pgkeep(['init', '--repo', other, '--dedup', '--chunker-from', deduped]);
+    assert.equal(over.code, 5, over.stderr);
+    assert.match(over.stderr, /chunking parameters of its own/);
+  });
+});
+
 describe('copy between deduplicating repositories under faults (real processes)', () => {
   test('SIGKILL of copy at each step: every backup at the destination verifies, and the next copy completes and restores identically', async () => {
     const source = path.join(work, 'fault-source');
@@ -238,8 +271,18 @@ describe('copy between deduplicating repositories under faults (real processes)'
     assert.equal(restore.code, 0, restore.stderr);
     assert.deepEqual(diffSnapshots(await snapshotDatabase(cluster, 'shop'), await snapshotDatabase(cluster, target)), []);
     // what the killed copies left (packs no index names, indexed chunks no backup names) is swept; every backup still verifies
+    const stray = async () => {
+      const store = (await openContentStore(await Repository.open(openStorage(destination)), { identityFile: undefined, passphrase: () => undefined }, 'read'))!;
+      const indexed = store.index.packEntries();
+      const found: string[] = [];
+      for await (const e of openStorage(destination).list('content/packs', { recursive: true })) if (e.kind === 'object' && !indexed.has(e.path.split('/').at(-1)!)) found.push(e.path);
+      return found;
+    };
+    // (a pack a killed copy left is usually written again, byte for byte, by the next copy of the same chunks:
+    // packs are named by their content, so it is then indexed)
     const prune = await pgkeep(['prune', '--repo', destination, '--keep-last', '100', '--sweep-grace', '0'], { env: env() });
     assert.equal(prune.code, 0, prune.stderr);
+    assert.deepEqual(await stray(), [], 'no pack left that no index names');
     assert.equal(await everyBackupVerifies(destination, {}), expected);
   });
 });
