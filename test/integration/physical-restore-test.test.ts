@@ -75,7 +75,8 @@ describe('restore tests of physical backups', { concurrency: 1 }, () => {
     await cluster.query("INSERT INTO items SELECT g, 'after backup' FROM generate_series(1001, 1100) g");
     await new Promise((r) => setTimeout(r, 1100));
     targetTime = new Date().toISOString();
-    await new Promise((r) => setTimeout(r, 1100));
+    // the target is kept to the millisecond (src/restore/run-pitr.ts): a few of them put what follows after it
+    await new Promise((r) => setTimeout(r, 50));
     await cluster.query('DELETE FROM items WHERE id > 10');
     await archivedThrough((await cluster.query<{ name: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS name'))[0]!.name);
   });
