@@ -53,6 +53,7 @@ const files = inputs.map((file, i) => ({ file, i })).sort((a, b) => rank(a.file)
 // is measured with on 2 cores. PGKEEP_TEST_CONCURRENCY tries another number.
 const concurrency = Number.parseInt(process.env.PGKEEP_TEST_CONCURRENCY ?? '', 10) || 2;
 const skipsFile = path.join(folder, 'skips.jsonl');
+const durationsFile = path.join(folder, 'durations.jsonl');
 // test/support/pg-cluster.ts copies every cluster from one initdb per server
 // version: each run makes its own here and leaves none. Open to traversal, as
 // the server's OS user (postgres, when we are root) builds and reads it.
@@ -64,6 +65,7 @@ const run = spawnSync(
     '--import', 'tsx', '--test', `--test-concurrency=${concurrency}`,
     '--test-reporter=spec', '--test-reporter-destination=stdout',
     `--test-reporter=${new URL('./skip-reporter.mjs', import.meta.url).href}`, `--test-reporter-destination=${skipsFile}`,
+    `--test-reporter=${new URL('./duration-reporter.mjs', import.meta.url).href}`, `--test-reporter-destination=${durationsFile}`,
     ...files,
   ],
   { stdio: 'inherit', env: { ...process.env, PGKEEP_TEST_INITDB_TEMPLATES: templates } },
@@ -73,6 +75,21 @@ try {
   skips = readFileSync(skipsFile, 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line));
 } catch {
   // no file: the runner stopped before reporting anything; its exit code says so
+}
+// The slowest files, to keep LONGEST_FIRST in the order they take.
+const perFile = new Map();
+try {
+  for (const line of readFileSync(durationsFile, 'utf8').split('\n').filter(Boolean)) {
+    const { file, ms } = JSON.parse(line);
+    const name = file ? path.basename(file) : '(unknown)';
+    perFile.set(name, (perFile.get(name) ?? 0) + ms);
+  }
+} catch {
+  // no file: nothing ran
+}
+if (perFile.size > 1) {
+  const slowest = [...perFile].sort((a, b) => b[1] - a[1]).slice(0, 15);
+  console.log(`\nslowest files (their tests' time, start-up hooks not included): ${slowest.map(([name, ms]) => `${name.replace(/\.test\.[cm]?[jt]s$/, '')} ${(ms / 1000).toFixed(1)}s`).join(', ')}`);
 }
 rmSync(folder, { recursive: true, force: true });
 rmSync(templates, { recursive: true, force: true });
