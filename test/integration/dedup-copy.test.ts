@@ -213,6 +213,31 @@ eachStorage('copy between deduplicating repositories (encrypted on S3)', (storag
   });
 });
 
+describe('copy between deduplicating repositories encrypted with a passphrase', () => {
+  test('each repository its own wrapped identity, one passphrase: the content key moves sealed, chunks are sent, the copy verifies and reads back identically', async () => {
+    const source = path.join(work, 'pass-source');
+    const destination = path.join(work, 'pass-destination');
+    const keys = { PGKEEP_PASSPHRASE: 'correct horse battery staple' };
+    assert.equal((await pgkeep(['init', '--repo', source, '--dedup', '--encrypt'], { env: env(keys) })).code, 0);
+    const backup = json(await pgkeep(['backup', '--repo', source, '--json'], { env: env(keys) }));
+    const created = await pgkeep(['init', '--repo', destination, '--dedup', '--encrypt', '--chunker-from', source, '--json'], { env: env(keys) });
+    assert.equal(created.code, 0, created.stderr);
+    const a = (await Repository.open(openStorage(source))).info;
+    const b = (await Repository.open(openStorage(destination))).info;
+    assert.notDeepEqual(b.encryption!.recipients, a.encryption!.recipients, 'its own wrapped identity');
+    assert.equal(b.content!.fingerprint, a.content!.fingerprint);
+    const copy = await pgkeep(['copy', 'latest', '--from', source, '--to', destination, '--json'], { env: env(keys) });
+    assert.equal(copy.code, 0, copy.stderr);
+    assert.equal(json(copy).method, 'chunks');
+    assert.equal(json(copy).verification.mode, 'full');
+    assert.equal(await catSha256(destination, keys, 'passphrase'), dumpOf(backup).raw.sha256);
+    // without the passphrase, nothing is read or written: one line
+    const without = await pgkeep(['copy', 'latest', '--from', source, '--to', destination]);
+    assert.equal(without.code, 2, without.stderr);
+    assert.match(without.stderr, /encrypted with a passphrase: set PGKEEP_PASSPHRASE/);
+  });
+});
+
 describe('init --chunker-from: bad requests get one line and change nothing', () => {
   test('without --dedup, from a plain repository, across encryption, from a missing one, or over a repository with its own chunker', async () => {
     const plain = path.join(work, 'cf-plain');
