@@ -25,9 +25,15 @@ import path from 'node:path';
 import { build } from 'esbuild';
 
 const pkg = JSON.parse(await readFile('package.json', 'utf8'));
-/** Bundled into main.cjs: loaded by nearly every command, and each a tree of many small files (zod ~95, yaml ~70). */
-const BUNDLED_PACKAGES = new Set(['zod', 'yaml']);
-const EXTERNAL = [...Object.keys(pkg.dependencies), ...Object.keys(pkg.optionalDependencies ?? {})].filter((name) => !BUNDLED_PACKAGES.has(name));
+/**
+ * Bundled into main.cjs: loaded by nearly every command, each a tree of many
+ * small files (zod ~95, yaml ~70, pg and its own packages ~40), which cost
+ * more to find and load one by one than the program's own modules.
+ */
+const BUNDLED_PACKAGES = new Set(['zod', 'yaml', 'pg', 'pg-copy-streams', 'commander']);
+/** pg's optional packages: pg-native only for pg.native, pg-cloudflare only on Cloudflare's runtime. */
+const OPTIONAL_OF_BUNDLED = ['pg-native', 'pg-cloudflare'];
+const EXTERNAL = [...Object.keys(pkg.dependencies), ...Object.keys(pkg.optionalDependencies ?? {}), ...OPTIONAL_OF_BUNDLED].filter((name) => !BUNDLED_PACKAGES.has(name));
 
 const OUT_DIR = path.resolve('dist/cli');
 
