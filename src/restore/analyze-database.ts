@@ -11,20 +11,23 @@ import { withClient } from '../postgres/pg-client.js';
  * 30,000 pages per table at the default statistics target) and sets their
  * hint bits: one statement on one connection took 1.6-3.1 s of a 200 MB
  * restore (docs/benchmarks.md, "Restore speed"); side by side the tables share
- * the cores.
+ * the cores. `analyzedEarly` (analyzeLoadedTables, beside post-data) are
+ * skipped, unless post-data gave them an expression index or extended statistics.
  */
-export async function analyzeDatabase(into: ConnectionInfo, jobs: number, signal: AbortSignal): Promise<void> {
+export async function analyzeDatabase(into: ConnectionInfo, jobs: number, signal: AbortSignal, analyzedEarly: ReadonlySet<string> = new Set()): Promise<void> {
   const relations = await withClient(
     into,
     async (client) =>
       (
-        await client.query<{ name: string }>(
-          `SELECT format('%I.%I', n.nspname, c.relname) AS name
+        await client.query<{ name: string; again: boolean }>(
+          `SELECT format('%I.%I', n.nspname, c.relname) AS name,
+                  EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indexprs IS NOT NULL)
+                  OR EXISTS (SELECT 1 FROM pg_catalog.pg_statistic_ext s WHERE s.stxrelid = c.oid) AS again
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
             WHERE c.relkind IN ('r', 'm', 'p') AND c.relpersistence <> 't'
             ORDER BY c.relpages DESC, c.oid`,
         )
-      ).rows.map((r) => r.name),
+      ).rows.filter((r) => r.again || !analyzedEarly.has(r.name)).map((r) => r.name),
     signal,
   );
   let next = 0;
@@ -49,4 +52,63 @@ export async function analyzeDatabase(into: ConnectionInfo, jobs: number, signal
     ),
   );
   if (failure) throw failure.error;
+}
+
+/**
+ * ANALYZE, while the post-data section is built, the plain tables whose rows
+ * are all in (docs/benchmarks.md, "third round": on 2 cores this filled the
+ * idle share of `pg_restore -j`'s index builds). Best effort; the final
+ * analyzeDatabase pass analyzes whatever this did not, and again every table
+ * that post-data gave an expression index or extended statistics (their
+ * statistics need the index or statistics object to exist). Resolves with
+ * the tables analyzed.
+ *
+ * Each table is analyzed in its own transaction after `LOCK TABLE … NOWAIT`
+ * in ANALYZE's own lock mode: a table whose index pg_restore is building
+ * (CREATE INDEX conflicts with ANALYZE) is skipped, not waited for, so this
+ * pass never waits on pg_restore; pg_restore may wait for one ANALYZE. Only
+ * plain tables: a partitioned or inheritance tree's ANALYZE also locks its
+ * other members. Any failure of a table (no privilege, a lock taken first)
+ * leaves it to the final pass, which reports what fails there as before.
+ */
+export async function analyzeLoadedTables(into: ConnectionInfo, jobs: number, signal: AbortSignal): Promise<Set<string>> {
+  const analyzed = new Set<string>();
+  const relations = await withClient(
+    into,
+    async (client) =>
+      (
+        await client.query<{ name: string }>(
+          `SELECT format('%I.%I', n.nspname, c.relname) AS name
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind = 'r' AND c.relpersistence <> 't' AND NOT c.relispartition
+              AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+              AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid)
+            ORDER BY pg_catalog.pg_relation_size(c.oid) DESC, c.oid`,
+        )
+      ).rows.map((r) => r.name),
+    signal,
+  );
+  let next = 0;
+  const worker = () =>
+    withClient(
+      into,
+      async (client) => {
+        for (let i = next++; i < relations.length && !signal.aborted; i = next++) {
+          const name = relations[i]!;
+          try {
+            await client.query('BEGIN');
+            await client.query(`LOCK TABLE ${name} IN SHARE UPDATE EXCLUSIVE MODE NOWAIT`);
+            await client.query(`ANALYZE ${name}`);
+            await client.query('COMMIT');
+            analyzed.add(name);
+          } catch {
+            await client.query('ROLLBACK');
+          }
+        }
+      },
+      signal,
+    );
+  // a connection that fails (refused, dropped) ends its share of the pass: the final pass does the rest
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, relations.length)) }, () => worker().catch(() => undefined)));
+  return analyzed;
 }

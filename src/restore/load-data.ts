@@ -20,7 +20,7 @@ import type { Repository } from '../repository/repository.js';
 import type { AgeIdentity } from '../pipeline/age.js';
 import type { CommandContext } from '../registry/command-context.js';
 import { makeTempFolder } from '../local/temp-folders.js';
-import { defaultRestoreJobs, parallelCopyLoad, restorePgOptions } from './parallel-copy-loader.js';
+import { defaultRestoreJobs, parallelCopyLoad, restorePgOptions, type ParallelLoadOptions } from './parallel-copy-loader.js';
 
 /**
  * How the dump is loaded: the pg_restore options of the restore (a
@@ -52,6 +52,8 @@ export interface LoadDataInput {
   selection?: SelectionPlan | undefined;
   /** Keeps the backup's schema on the way, for the whole-schema proof. */
   capture?: SchemaCapture | undefined;
+  /** Work beside the post-data section once the rows are in, where the rows are loaded by the parallel loader (parallel-copy-loader.ts). */
+  besidePostData?: ((signal: AbortSignal) => Promise<void>) | undefined;
 }
 
 /**
@@ -93,7 +95,7 @@ export async function loadData(ctx: CommandContext, input: LoadDataInput): Promi
   const staging = await makeTempFolder(source.tempDir, 'restore');
   try {
     const pgRestore = await restoreRunner(request, target, source, staging, selection, common);
-    await loadArchive(ctx, repository, manifest, identities, pgRestore, staging, jobs, progress, codec, selection, capture, parallelRows ? { target, role: request.role } : undefined);
+    await loadArchive(ctx, repository, manifest, identities, pgRestore, staging, jobs, progress, codec, selection, capture, parallelRows ? { target, role: request.role, besidePostData: input.besidePostData } : undefined);
   } finally {
     await rm(staging, { recursive: true, force: true });
   }
@@ -170,7 +172,7 @@ async function loadArchive(
   codec: ZstdCodec,
   selection: SelectionPlan | undefined,
   capture: SchemaCapture | undefined,
-  parallelRows: { target: ConnectionInfo; role: string | undefined } | undefined,
+  parallelRows: Pick<ParallelLoadOptions, 'target' | 'role' | 'besidePostData'> | undefined,
 ): Promise<void> {
   const signal = ctx.signal;
 

@@ -34,6 +34,12 @@ export interface ParallelLoadOptions {
   /** Rows are handed to the connections in batches of about this many bytes. */
   batchBytes?: number | undefined;
   onPhase?: ((phase: 'pre-data' | 'rows' | 'post-data') => void) | undefined;
+  /**
+   * Started beside the post-data section once every row is in (restore runs
+   * ANALYZE of the loaded tables there); its signal stops it when the load
+   * fails, and the load returns only once it has settled.
+   */
+  besidePostData?: ((signal: AbortSignal) => Promise<void>) | undefined;
 }
 
 /**
@@ -124,7 +130,7 @@ export async function parallelCopyLoad(feed: (sink: Writable) => Promise<void>, 
       await piping;
     }
   }
-  await options.pgRestore(['--section=post-data', jobs, file], false).done;
+  await besidePostData(options, () => options.pgRestore(['--section=post-data', jobs, file], false).done);
   return {
     mode: 'parallel',
     tables: sink.loaded.map((t) => ({ schema: t.target.schema, name: t.target.name, rows: t.loaded, connections: t.connections })),
@@ -132,6 +138,25 @@ export async function parallelCopyLoad(feed: (sink: Writable) => Promise<void>, 
     file,
     ms: { preData: sink.ms.preData, rows: sink.ms.rows, postData: Date.now() - started },
   };
+}
+
+/** Runs post-data with options.besidePostData beside it: both settle before this does; a post-data failure stops the other. */
+async function besidePostData(options: ParallelLoadOptions, postData: () => Promise<void>): Promise<void> {
+  if (!options.besidePostData) return postData();
+  const stop = new AbortController();
+  const onAbort = () => stop.abort(options.signal.reason);
+  options.signal.addEventListener('abort', onAbort, { once: true });
+  const beside = options.besidePostData(stop.signal);
+  try {
+    await postData();
+  } catch (error) {
+    stop.abort(error);
+    await beside.catch(() => undefined);
+    throw error;
+  } finally {
+    options.signal.removeEventListener('abort', onAbort);
+  }
+  await beside;
 }
 
 /** What the archive's header says: its integer size, and whether its data is compressed. */

@@ -23,7 +23,7 @@ import { timestampPart } from '../repository/backup-id.js';
 import { requireLogical, type LogicalManifest as Manifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { runBackup } from '../backup/logical-backup.js';
-import { analyzeDatabase } from './analyze-database.js';
+import { analyzeDatabase, analyzeLoadedTables } from './analyze-database.js';
 import { defaultRestoreJobs } from './parallel-copy-loader.js';
 import type { SourceLock } from '../repository/source-lock.js';
 import { applyGlobals } from './apply-globals.js';
@@ -232,13 +232,16 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
       const into = withDatabase(source.connection, work);
       const capture = captureDir ? new SchemaCapture(captureDir) : undefined;
       await createSelectedSchemas(manifest, into, schemasToCreate(selection));
-      await loadData(ctx, { repository, manifest, identities, target: into, options: request, source, selection, capture });
+      // The loaded tables are analyzed while post-data builds their indexes, where the parallel loader runs (step 5 does the rest).
+      let analyzedEarly = new Set<string>();
+      const besidePostData = async (stop: AbortSignal) => void (analyzedEarly = await analyzeLoadedTables(into, request.jobs ?? defaultRestoreJobs(), stop));
+      await loadData(ctx, { repository, manifest, identities, target: into, options: request, source, selection, capture, besidePostData });
       faultPoint('after-load');
 
-      // 5. prove it: ANALYZE, exact row counts against the manifest and the whole schema (definitions,
-      //    owners, privileges) against the backup's, side by side (none changes what another reads); then
-      //    the database-level state (its owner may decide what ANALYZE may do, so it comes after); the app's migration version
-      const [tables, schema] = await inOrder(checkRestored(into, plan, request, signal, true), capture ? proveSchema(ctx, capture, into, manifest, request, source) : Promise.resolve(undefined));
+      // 5. prove it: ANALYZE (what was not analyzed during the load), exact row counts against the manifest and the
+      //    whole schema (definitions, owners, privileges) against the backup's, side by side (none changes what another
+      //    reads); then the database-level state (its owner may decide what ANALYZE may do, so it comes after); the app's migration version
+      const [tables, schema] = await inOrder(checkRestored(into, plan, request, signal, true, analyzedEarly), capture ? proveSchema(ctx, capture, into, manifest, request, source) : Promise.resolve(undefined));
       let databaseState: RestoreResult['databaseState'];
       let comment: string | null = null;
       if (state && !request.scratch) {
@@ -500,14 +503,14 @@ async function checkMigrations(ctx: CommandContext, restored: ConnectionInfo, ma
  * A whole new database is analyzed whole; inside an existing one only the
  * restored tables are.
  */
-async function checkRestored(into: ConnectionInfo, plan: RestorePlan, request: RestoreRequest, signal: AbortSignal, wholeDatabase: boolean): Promise<TableCheck[]> {
+async function checkRestored(into: ConnectionInfo, plan: RestorePlan, request: RestoreRequest, signal: AbortSignal, wholeDatabase: boolean, analyzedEarly?: ReadonlySet<string>): Promise<TableCheck[]> {
   const names = plan.tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`);
   // ANALYZE (and REINDEX) and the counts at the same time, on their own connections: a count takes
   // only ACCESS SHARE locks, which neither waits for, and at small sizes a restore's RTO is mostly such fixed costs.
   const maintain = withClient(
     into,
     async (client) => {
-      if (wholeDatabase) await analyzeDatabase(into, request.jobs ?? defaultRestoreJobs(), signal);
+      if (wholeDatabase) await analyzeDatabase(into, request.jobs ?? defaultRestoreJobs(), signal, analyzedEarly);
       else for (const name of names) await client.query(`ANALYZE ${name}`);
       if (request.reindex) {
         if (wholeDatabase) await client.query(`REINDEX DATABASE ${quoteIdent(into.database)}`);

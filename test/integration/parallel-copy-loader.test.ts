@@ -7,13 +7,14 @@ import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
+import pg from 'pg';
 import { collect, startPgkeep } from '../support/cli.js';
 import { runCommand as pgkeep } from '../support/run-command.js';
 import { diffSnapshots, snapshotDatabase } from '../support/db-compare.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 import { parallelCopyLoad, type ParallelLoadOptions } from '../../src/restore/parallel-copy-loader.js';
-import { analyzeDatabase } from '../../src/restore/analyze-database.js';
+import { analyzeDatabase, analyzeLoadedTables } from '../../src/restore/analyze-database.js';
 import { startProcess } from '../../src/postgres/run-process.js';
 import { isPgkeepError } from '../../src/errors.js';
 
@@ -177,6 +178,20 @@ describe('pgkeep restore with the parallel loader', () => {
     assert.doesNotMatch(restore.stderr, /one connection/, 'the rows went through the parallel loader');
     const differences = diffSnapshots(await snapshotDatabase(cluster, 'awkward', { full: true }), await snapshotDatabase(cluster, 'awkward_restored', { full: true }));
     assert.deepEqual(differences, []);
+    // Statistics as a database-wide ANALYZE of the source makes them, though the tables were analyzed while
+    // post-data built their indexes: the two expression indexes of the fixture have theirs too.
+    await cluster.query('ANALYZE', [], 'awkward');
+    const withStatistics = (database: string) =>
+      cluster.query<{ name: string }>(
+        `SELECT c.oid::regclass::text AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+            AND EXISTS (SELECT 1 FROM pg_statistic s WHERE s.starelid = c.oid) ORDER BY 1`,
+        [],
+        database,
+      );
+    const expected = await withStatistics('awkward');
+    assert.ok(expected.some((r) => r.name === 'customers_lower_name_idx'), 'the fixture has an analyzed expression index');
+    assert.deepEqual(await withStatistics('awkward_restored'), expected);
   });
 
   test('a failure on one connection drops the new database and changes nothing else', async () => {
@@ -241,6 +256,50 @@ describe('analyzeDatabase (a restore\'s ANALYZE, table by table on several conne
     const [catalog] = await cluster.query<{ analyzed: boolean }>("SELECT last_analyze IS NOT NULL AS analyzed FROM pg_stat_sys_tables WHERE relid = 'pg_catalog.pg_class'::regclass", [], 'analyzed');
     assert.ok(catalog!.analyzed, 'system catalogs too, as ANALYZE without a table does');
     await cluster.query('DROP DATABASE analyzed');
+  });
+});
+
+describe('analyzeLoadedTables (ANALYZE beside post-data)', () => {
+  test('skips a table whose index is being built, not waiting; analyzeDatabase does the rest and again what post-data gave an expression index or extended statistics', async () => {
+    await cluster.query('CREATE DATABASE early');
+    for (const sql of [
+      'CREATE TABLE loaded AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 20000) g',
+      'CREATE TABLE indexing AS SELECT g AS id FROM generate_series(1, 5000) g',
+      'CREATE TABLE parted (id int, at date) PARTITION BY RANGE (at)',
+      "CREATE TABLE parted_2024 PARTITION OF parted FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')",
+      "INSERT INTO parted SELECT g, date '2024-01-01' + (g % 300) FROM generate_series(1, 3000) g",
+    ]) await cluster.query(sql, [], 'early');
+    const target = { host: cluster.host, port: cluster.port, user: cluster.superuser, password: cluster.password, database: 'early' } as ParallelLoadOptions['target'];
+    // what CREATE INDEX holds on its table while it builds
+    const builder = new pg.Client({ host: cluster.host, port: cluster.port, user: cluster.superuser, password: cluster.password, database: 'early' });
+    await builder.connect();
+    try {
+      await builder.query('BEGIN');
+      await builder.query('LOCK TABLE indexing IN SHARE MODE');
+      const started = Date.now();
+      const analyzed = await analyzeLoadedTables(target, 2, new AbortController().signal);
+      assert.ok(Date.now() - started < 15_000, 'the locked table was skipped, not waited for');
+      // plain tables only: a partition's or a partitioned table's ANALYZE locks the other members of its tree
+      assert.deepEqual([...analyzed], ['public.loaded']);
+    } finally {
+      await builder.query('ROLLBACK').catch(() => undefined);
+      await builder.end();
+    }
+    const statistics = () =>
+      cluster.query<{ name: string }>(
+        "SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND EXISTS (SELECT 1 FROM pg_statistic s WHERE s.starelid = c.oid) ORDER BY 1",
+        [],
+        'early',
+      );
+    assert.deepEqual((await statistics()).map((r) => r.name), ['loaded']);
+    // post-data: an expression index and extended statistics on the table analyzed early
+    await cluster.query('CREATE INDEX loaded_prefix_idx ON loaded (substr(body, 1, 2))', [], 'early');
+    await cluster.query('CREATE STATISTICS loaded_stats (ndistinct) ON id, body FROM loaded', [], 'early');
+    await analyzeDatabase(target, 2, new AbortController().signal, new Set(['public.loaded']));
+    assert.deepEqual((await statistics()).map((r) => r.name), ['indexing', 'loaded', 'loaded_prefix_idx', 'parted', 'parted_2024']);
+    const [extended] = await cluster.query<{ n: string }>("SELECT count(*) AS n FROM pg_statistic_ext_data d JOIN pg_statistic_ext s ON s.oid = d.stxoid WHERE s.stxname = 'loaded_stats' AND d.stxdndistinct IS NOT NULL", [], 'early');
+    assert.equal(extended!.n, '1', 'the extended statistics were computed');
+    await cluster.query('DROP DATABASE early');
   });
 });
 
