@@ -1,5 +1,5 @@
 /**
- * npm run bench -- --only restore [--size 200MB] [--rounds 3]
+ * npm run bench -- --only restore [--size 200MB] [--rounds 3] [--baseline DIR]
  *
  * Restore speed (issue 18), on a private throwaway cluster, two databases of
  * about --size each:
@@ -17,6 +17,11 @@
  * report gives the minimum over the rounds and ratios against pg_restore -j2
  * of the same round. The wall time of a restore, from start to the database
  * in place and checked, is its RTO.
+ *
+ * --baseline DIR: another build of pgkeep (a checkout with its dist/, e.g.
+ * main before a change) whose pgkeep backup and pgkeep restore --jobs 2 run
+ * in every round right beside this build's (their order alternating by
+ * round), so old and new meet the same load of a shared machine.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createReadStream, existsSync } from 'node:fs';
@@ -101,20 +106,22 @@ async function timed(argv: string[], env: NodeJS.ProcessEnv, what: string): Prom
   return { seconds, rss, stdout };
 }
 
-type Step = 'pgRestore' | 'pgkeep1' | 'pgkeep2' | 'pgkeep4' | 'loaderPlain' | 'loaderAsync' | 'loaderAsyncMwm';
-type BackupStep = 'pipe' | 'backup';
+type Step = 'pgRestore' | 'pgkeep1' | 'pgkeep2' | 'baseline2' | 'pgkeep4' | 'loaderPlain' | 'loaderAsync' | 'loaderAsyncMwm';
+type BackupStep = 'pipe' | 'backup' | 'baseline';
 
 const BACKUP_LABELS: Record<BackupStep, string> = {
   // In a table cell a pipe must be written \| (GitHub's tables split cells on it even inside code spans);
   // '\|' in a JS string is just '|', so the backslash itself is escaped.
   pipe: '`pg_dump -Fc -Z0 \\| zstd -T2 -3` to a file',
   backup: '**pgkeep backup** (checksums, row counts, fsync, manifest)',
+  baseline: 'baseline build (--baseline): pgkeep backup',
 };
 
 const LABELS: Record<Step, string> = {
   pgRestore: 'pg_restore -j2 (from the -Fc file)',
   pgkeep1: '**pgkeep restore --jobs 1**',
   pgkeep2: '**pgkeep restore --jobs 2**',
+  baseline2: 'baseline build (--baseline): pgkeep restore --jobs 2',
   pgkeep4: '**pgkeep restore --jobs 4**',
   loaderPlain: 'loader alone, 2 connections, no settings',
   loaderAsync: 'loader alone, + synchronous_commit=off (COPY sessions and pg_restore)',
@@ -122,11 +129,13 @@ const LABELS: Record<Step, string> = {
 };
 
 export async function restoreBench(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { size: { type: 'string', default: '200MB' }, rounds: { type: 'string', default: '3' }, batch: { type: 'string' }, only: { type: 'string' } }, strict: true });
+  const { values } = parseArgs({ args: argv, options: { size: { type: 'string', default: '200MB' }, rounds: { type: 'string', default: '3' }, batch: { type: 'string' }, only: { type: 'string' }, baseline: { type: 'string' } }, strict: true });
   const sizeBytes = Number(/^(\d+)/.exec(values.size!)?.[1] ?? 200) * (/g/i.test(values.size!) ? 1024 : 1) * MiB;
   const rounds = Number(values.rounds);
   const batchBytes = Number(values.batch ?? 256) << 10;
   if (!existsSync(cli)) throw new Error(`${cli} is missing: run npm run build`);
+  const baseline = values.baseline ? path.resolve(values.baseline, 'dist', 'cli', 'pgkeep.js') : undefined;
+  if (baseline && !existsSync(baseline)) throw new Error(`${baseline} is missing: build the baseline checkout first`);
   const uptimeBefore = spawnSync('uptime', { encoding: 'utf8' }).stdout.trim();
   const work = await mkdtemp(path.join(os.tmpdir(), 'pgkeep-bench-restore-'));
   // fsync on, as on a real server (the test clusters turn it off): what synchronous_commit saves is flushes.
@@ -162,24 +171,29 @@ export async function restoreBench(argv: string[]): Promise<number> {
       for (const db of dbs) {
         const target = `${db.name}_r`;
         // The backup against the shell pipe it replaces (issue 18's goal: <= 1.1x), in the same round.
-        const b = backups.get(db.name) ?? { pipe: { s: [], rss: [] }, backup: { s: [], rss: [] } };
+        const b = backups.get(db.name) ?? { pipe: { s: [], rss: [] }, backup: { s: [], rss: [] }, baseline: { s: [], rss: [] } };
         backups.set(db.name, b);
         log(`round ${round}/${rounds}, ${db.name}: pg_dump | zstd, pgkeep backup`);
         spawnSync('sync');
         const pipe = await timed(['bash', '-c', `set -o pipefail; '${bin('pg_dump')}' -Fc -Z0 ${db.name} | zstd -T2 -3 -q > '${path.join(work, 'pipe.zst')}'`], env, 'pg_dump | zstd');
         b.pipe.s.push(pipe.seconds);
         b.pipe.rss.push(pipe.rss);
-        spawnSync('sync');
-        const backup = await timed([process.execPath, cli, 'backup', '--repo', repo, '--db', url(db.name), '--json'], env, 'pgkeep backup');
-        b.backup.s.push(backup.seconds);
-        b.backup.rss.push(backup.rss);
+        // this build and the baseline, in alternating order
+        for (const [step, entry] of (round % 2 || !baseline ? [['backup', cli], ['baseline', baseline]] : [['baseline', baseline], ['backup', cli]]) as [BackupStep, string | undefined][]) {
+          if (!entry) continue;
+          spawnSync('sync');
+          const backup = await timed([process.execPath, entry, 'backup', '--repo', repo, '--db', url(db.name), '--json'], env, `pgkeep backup (${step})`);
+          b[step].s.push(backup.seconds);
+          b[step].rss.push(backup.rss);
+        }
         log(`round ${round}/${rounds}, ${db.name}: pg_restore -j2`);
         await cluster.query(`CREATE DATABASE ${target}`);
         record(db.name, 'pgRestore', await timed([bin('pg_restore'), '-j2', '-d', target, path.join(work, `${db.name}.dump`)], env, 'pg_restore'));
         await drop(target);
-        for (const jobs of [1, 2, 4] as const) {
-          log(`round ${round}/${rounds}, ${db.name}: pgkeep restore --jobs ${jobs}`);
-          record(db.name, `pgkeep${jobs}`, await timed([process.execPath, cli, 'restore', 'latest', '--repo', repo, '--db', url(db.name), '--to', target, '--jobs', String(jobs), '--json'], env, `pgkeep restore --jobs ${jobs}`));
+        const runs: [Step, string, number][] = [['pgkeep1', cli, 1], ...(round % 2 || !baseline ? [['pgkeep2', cli, 2], ['baseline2', baseline, 2]] : [['baseline2', baseline, 2], ['pgkeep2', cli, 2]]), ['pgkeep4', cli, 4]].filter((r) => r[1]) as [Step, string, number][];
+        for (const [step, entry, jobs] of runs) {
+          log(`round ${round}/${rounds}, ${db.name}: ${LABELS[step]}`);
+          record(db.name, step, await timed([process.execPath, entry, 'restore', 'latest', '--repo', repo, '--db', url(db.name), '--to', target, '--jobs', String(jobs), '--json'], env, LABELS[step]));
           await drop(target);
         }
         for (const step of ['loaderPlain', 'loaderAsync', 'loaderAsyncMwm'] as const) {
@@ -240,7 +254,7 @@ export async function restoreBench(argv: string[]): Promise<number> {
       out.push('', `${pass ? 'PASS' : 'FAIL'}: ${db.name}: pgkeep restore --jobs 2 ${ratio2.toFixed(2)}× pg_restore -j2 (target ≤ ${goal}×)`, '');
       const b = backups.get(db.name)!;
       out.push('| backup | time (min) | × the pipe (per round, min) | peak RSS |', '|:--|--:|--:|--:|');
-      for (const step of ['pipe', 'backup'] as const) {
+      for (const step of (baseline ? ['pipe', 'backup', 'baseline'] : ['pipe', 'backup']) as BackupStep[]) {
         const ratios = b[step].s.map((s, i) => s / b.pipe.s[i]!);
         const rss = b[step].rss.filter((x): x is number => x !== undefined);
         out.push(`| ${BACKUP_LABELS[step]} | ${min(b[step].s).toFixed(2)} s | ${step === 'pipe' ? '1.00×' : `${min(ratios).toFixed(2)}× (${ratios.map((x) => x.toFixed(2)).join(', ')})`} | ${rss.length ? `${(Math.max(...rss) / MiB).toFixed(0)} MB` : ''} |`);
