@@ -148,19 +148,22 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
     return live();
   };
 
+  // The tools' version probes (a process each: pg_dump --version, zstd --version) run while the server
+  // answers, not one after the other; a failure is still reported after the connection's, as before.
+  const probes = Promise.all([toolInfo('pg_dump', source.pgBin), streamZstd()]);
+  probes.catch(() => undefined);
   const client = await connect(source.connection, signal);
   let backupId: string | undefined;
   try {
     const server = await readServerInfo(client);
-    const pgDump = await toolInfo('pg_dump', source.pgBin);
+    const [pgDump, codec] = await probes;
     assertToolNotOlder(pgDump, 'pg_dump', server.versionNum, server.version);
     const globals = request.sharedGlobals ?? (await globalsPlan(client, request.globals ?? source.backup.globals, repositories));
     // Owner, privileges, comment, settings, locale: what the dump leaves out without --create (shared catalogs, outside the snapshot).
     const state = manifestState(await readDatabaseState(client));
 
     // 2. per repository a writer: its lock, its source record, its leftovers, one id free in all; a repository failing here is left out
-    // The zstd program where installed: it compresses beside pgkeep instead of blocking its main thread (streamZstd).
-    const codec = await streamZstd();
+    // The zstd program where installed (probed above): it compresses beside pgkeep instead of blocking its main thread (streamZstd).
     const begun = await beginBackups(repositories, source.name, 'logical', {
       command: 'backup',
       database: source.connection.database,
