@@ -269,7 +269,8 @@ export async function dedupBench(argv: string[]): Promise<number> {
   const days = Number(values.days ?? '30');
   if (spawnSync('restic', ['version']).status !== 0) throw new Error('restic is not installed: apt-get install restic');
   const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
-  const cli = path.join(root, 'dist', 'cli', 'main.js');
+  // the installed executable (what a user runs, with its start-up)
+  const cli = path.join(root, 'dist', 'cli', 'pgkeep.js');
   const work = await mkdtemp(path.join(os.tmpdir(), 'pgkeep-bench-dedup-'));
   // archiving on from the start (archive_mode needs a restart), to nowhere until the physical part points it at a repository
   const cluster = await startCluster({ settings: { fsync: 'off', autovacuum: 'off', full_page_writes: 'on' }, conf: archivingConf('/bin/true') });

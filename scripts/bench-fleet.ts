@@ -33,7 +33,8 @@ import { readObject } from '../src/storage/storage.js';
 import { startCluster, type PgCluster } from '../test/support/pg-cluster.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const cli = path.join(root, 'dist', 'cli', 'main.js');
+// the installed executable (what a user runs, with its start-up)
+const cli = path.join(root, 'dist', 'cli', 'pgkeep.js');
 const GRACE_S = 10;
 const DATABASES = 4;
 

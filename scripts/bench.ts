@@ -38,7 +38,8 @@ import { startCluster, type PgCluster } from '../test/support/pg-cluster.js';
 import { startS3Server, type S3TestServer } from '../test/support/s3-server.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const cli = path.join(root, 'dist', 'cli', 'main.js');
+// the installed executable (what a user runs, with its start-up)
+const cli = path.join(root, 'dist', 'cli', 'pgkeep.js');
 const MiB = 1024 * 1024;
 
 // ---------------------------------------------------------------------------

@@ -14,7 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { startCluster, type PgCluster } from '../test/support/pg-cluster.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const cli = path.join(root, 'dist', 'cli', 'main.js');
+// the installed executable (what a user runs, with its start-up)
+const cli = path.join(root, 'dist', 'cli', 'pgkeep.js');
 const bold = (text: string) => (process.stdout.isTTY ? `\x1b[1m${text}\x1b[0m` : text);
 
 const SAMPLE_DATA = `
