@@ -55,6 +55,32 @@ export class ContentIndex {
     return this.count;
   }
 
+  /** The entry number of a chunk (the copy reads use), or -1: a key into a ChunkMarks of this index. */
+  numberOf(id: Buffer): number {
+    return this.lookup(id);
+  }
+
+  /** Every pack's name, stored size, kind, whether it is sealed, and the numbers of its own blobs' entries (nothing built: for prune). */
+  *packNumbers(): IterableIterator<{ pack: string; size: number; kind: 'data' | 'list'; sealed: boolean; entries: readonly number[] }> {
+    for (const [pack, info] of this.packInfo) yield { pack, size: info.size, kind: info.kind, sealed: info.sealed, entries: info.entries };
+  }
+
+  /** The entry of a number (see packNumbers). */
+  entryAt(n: number): PackEntry {
+    return this.entry(n);
+  }
+
+  /** The stored length of an entry's blob. */
+  lengthAt(n: number): number {
+    return this.lengths[n]!;
+  }
+
+  /** One pack as an index file lists it (its entries built now), or undefined. */
+  indexedPack(pack: string): IndexedPack | undefined {
+    const info = this.packInfo.get(pack);
+    return info && { pack, size: info.size, kind: info.kind, sealed: info.sealed, entries: info.entries.map((n) => this.entry(n)) };
+  }
+
   /** Every pack named by an index file: its stored size, kind, whether it is sealed, and its blobs (built on each call: for prune and check). */
   packEntries(): Map<string, Omit<IndexedPack, 'pack'>> {
     const out = new Map<string, Omit<IndexedPack, 'pack'>>();
@@ -123,7 +149,8 @@ export class ContentIndex {
   }
 
   private grow(): void {
-    const size = this.packOf.length * 2;
+    // by half, not double: the old arrays and the new are both alive while copying
+    const size = Math.ceil(this.packOf.length * 1.5);
     const ids = Buffer.alloc(size * CHUNK_ID_SIZE);
     this.ids.copy(ids);
     this.ids = ids;

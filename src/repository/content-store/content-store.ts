@@ -332,19 +332,26 @@ export class ContentSession {
   private async flushPack(kind: BlobKind): Promise<void> {
     const builder = this.packs[kind];
     if (builder.count === 0) return;
-    const { bytes, entries } = builder.finish();
+    const { parts, entries } = builder.finish();
     this.packs[kind] = new PackBuilder();
     const sealed = kind === 'data' && this.store.settings.recipients.length > 0;
-    const stored = sealed ? await seal(bytes, this.store.settings) : bytes;
-    const name = createHash('sha256').update(stored).digest('hex');
-    await this.storage.put(ContentStore.packKey(name), Readable.from([stored]));
-    const indexed: IndexedPack = { pack: name, size: stored.length, kind, sealed, entries };
+    // pieces all the way to storage: joining them would hold the pack twice
+    const stored = sealed ? await seal(parts, this.store.settings) : parts;
+    const hash = createHash('sha256');
+    let size = 0;
+    for (const part of stored) {
+      hash.update(part);
+      size += part.length;
+    }
+    const name = hash.digest('hex');
+    await this.storage.put(ContentStore.packKey(name), Readable.from(stored));
+    const indexed: IndexedPack = { pack: name, size, kind, sealed, entries };
     this.written.push(indexed);
     // from now on this session (and this process) finds them through the index
     this.store.index.addPack(indexed);
     for (const e of entries) this.pending.delete(e.id.toString('latin1'));
     this.totals.packs++;
-    this.totals.newStoredBytes += stored.length;
+    this.totals.newStoredBytes += size;
   }
 
   /** Writes the last packs, then the index file naming every pack of the session. After this a manifest may name the streams. */
@@ -531,13 +538,13 @@ function decompress(blob: Buffer, rawLength: number, pack: string): Buffer {
 }
 
 /** The stored form of a pack: as is, or one age file to the recipients. */
-async function seal(plain: Buffer, settings: ContentSettings): Promise<Buffer> {
-  if (settings.recipients.length === 0) return plain;
+async function seal(plain: readonly Buffer[], settings: ContentSettings): Promise<Buffer[]> {
+  if (settings.recipients.length === 0) return [...plain];
   const sealer = await createAgeSealer(settings.recipients);
   const parts = [sealer.prefix];
-  sealer.update(plain, (c) => parts.push(Buffer.from(c)));
+  for (const piece of plain) sealer.update(piece, (c) => parts.push(Buffer.from(c)));
   sealer.final((c) => parts.push(Buffer.from(c)));
-  return Buffer.concat(parts);
+  return parts;
 }
 
 /** The plaintext of a stored pack. */

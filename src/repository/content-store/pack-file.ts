@@ -56,8 +56,8 @@ export class PackBuilder {
     return entry;
   }
 
-  /** The plaintext pack, and its entries. The builder is spent. */
-  finish(): { bytes: Buffer; entries: PackEntry[] } {
+  /** The plaintext pack as its pieces in order (the blobs, then the header: never joined, a pack is tens of MiB), and its entries. The builder is spent. */
+  finish(): { parts: Buffer[]; entries: PackEntry[] } {
     const header = Buffer.alloc(this.entries.length * ENTRY_SIZE + TRAILER_SIZE);
     this.entries.forEach((e, i) => {
       const at = i * ENTRY_SIZE;
@@ -68,7 +68,7 @@ export class PackBuilder {
     });
     header.writeUInt32LE(this.entries.length * ENTRY_SIZE, header.length - TRAILER_SIZE);
     PACK_MAGIC.copy(header, header.length - PACK_MAGIC.length);
-    return { bytes: Buffer.concat([...this.blobs, header]), entries: this.entries };
+    return { parts: [...this.blobs, header], entries: this.entries };
   }
 }
 
