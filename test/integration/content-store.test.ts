@@ -176,6 +176,55 @@ for (const encrypted of [false, true]) {
       assert.equal(again.deletedPacks + again.repackedPacks + again.orphanPacks, 0, JSON.stringify(again));
     });
 
+    test('a prune that died after its new index file, or after its new packs, then another (reading the index files in either order): every kept stream reads back, no pack is left that no index names', async () => {
+      for (const dieAt of ['index', 'packs'] as const) {
+        for (const order of ['new-last', 'new-first'] as const) {
+          const storage = openStorage(where.repo(`died-${dieAt}-${order}`));
+          // kept and unused rows side by side in day 1, so packs are partly used: repacked
+          const kept = [0, 1, 2, 3, 4, 5].map((i) => rows(600, `a${i}`));
+          const days = [Buffer.concat(kept.flatMap((a, i) => [a, rows(900, `old${i}`)])), Buffer.concat([...kept, rows(2_000, 'b')])];
+          const refs: StreamRef[] = [];
+          for (const day of days) refs.push((await storeStream(await ContentStore.open(storage, small()), day, 3_000)).ref);
+          const before = new Set(await listKeys(storage, 'content/index'));
+          // the first prune dies at its first removal (its new index file written) or when it writes its index file (its packs written)
+          const dying: Storage = Object.create(storage, {
+            remove: {
+              value: async (key: string) => {
+                if (dieAt === 'index') throw new Error('killed');
+                return storage.remove(key);
+              },
+            },
+            put: {
+              value: async (key: string, body: Readable, options?: object) => {
+                if (dieAt === 'packs' && key.startsWith('content/index/')) throw new Error('killed');
+                return storage.put(key, body, options);
+              },
+            },
+          });
+          await assert.rejects(prune(dying, await ContentStore.open(dying, small()), refs.slice(1)), /killed/);
+          const fresh = new Set((await listKeys(storage, 'content/index')).filter((k) => !before.has(k)));
+          assert.equal(fresh.size, dieAt === 'index' ? 1 : 0, `${dieAt}: the index file the dead prune wrote`);
+          // the next one reads the dead one's index file last, or first (a listing goes by name, and names are hashes)
+          const ordered: Storage = Object.create(storage, {
+            list: {
+              value: async function* (prefix: string, options?: { recursive?: boolean }) {
+                const all = [];
+                for await (const e of storage.list(prefix, options)) all.push(e);
+                const isNew = (e: { path: string }) => fresh.has(e.path);
+                yield* order === 'new-last' ? [...all.filter((e) => !isNew(e)), ...all.filter(isNew)] : [...all.filter(isNew), ...all.filter((e) => !isNew(e))];
+              },
+            },
+          });
+          await prune(ordered, await ContentStore.open(ordered, small()), refs.slice(1));
+          const reopened = await ContentStore.open(storage, small());
+          assert.ok((await collectStream(reopened.open(refs[1]!))).equals(days[1]!), `${dieAt}, ${order}: the kept stream reads back`);
+          const named = new Set(reopened.index.fileNames.flatMap((f) => reopened.index.packsOf(f)));
+          const unnamed = (await listKeys(storage, 'content/packs')).filter((k) => !named.has(k.split('/').at(-1)!));
+          assert.deepEqual(unnamed, [], `${dieAt}, ${order}: no pack that no index names`);
+        }
+      }
+    });
+
     test('the grace: a first prune only marks, one after the grace sweeps; a pack used again is unmarked', async () => {
       const storage = openStorage(where.repo('grace'));
       const old = (await storeStream(await ContentStore.open(storage, small()), rows(6_000, 'old'), 3_000)).ref;

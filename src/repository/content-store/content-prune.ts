@@ -153,15 +153,21 @@ export async function pruneContent(storage: Storage, store: ContentStore, refs: 
   const affected = store.index.fileNames.filter((file) => store.index.packsOf(file).some((p) => doomed.has(p)));
   const survivors = new Set(affected.flatMap((file) => store.index.packsOf(file)).filter((p) => !doomed.has(p)));
   const newIndex = [...replaced, ...[...survivors].map((pack) => store.index.indexedPack(pack)!)];
+  let newIndexName: string | undefined;
   if (newIndex.length > 0) {
     const stored = encodeIndexFile(newIndex);
-    await storage.put(`${INDEX_PREFIX}/${createHash('sha256').update(stored).digest('hex')}`, Readable.from([stored]));
+    newIndexName = createHash('sha256').update(stored).digest('hex');
+    await storage.put(`${INDEX_PREFIX}/${newIndexName}`, Readable.from([stored]));
   }
   faultPoint('mid-content-sweep');
-  // 6. the old index files, then the packs
-  for (const file of affected) await storage.remove(`${INDEX_PREFIX}/${file}`);
-  for (const pack of doomed) await storage.remove(ContentStore.packKey(pack));
-  for (const key of orphans) await storage.remove(key);
+  // 6. the old index files, then the packs. Names are hashes of the bytes, so what this prune just wrote
+  // may carry the name of something it is removing: after a prune killed here, the next one repacks the
+  // same blobs into a pack of the same name as the killed one's (which it finds unused), and may write the
+  // same index file. Removing those names would remove what was just written: they stay.
+  const written = new Set(replaced.map((p) => ContentStore.packKey(p.pack)));
+  for (const file of affected) if (file !== newIndexName) await storage.remove(`${INDEX_PREFIX}/${file}`);
+  for (const pack of doomed) if (!written.has(ContentStore.packKey(pack))) await storage.remove(ContentStore.packKey(pack));
+  for (const key of orphans) if (!written.has(key)) await storage.remove(key);
   await storage.put(MARKS_FILE, Readable.from([Buffer.from(`${JSON.stringify(nextMarks)}\n`)]));
   return result;
 }
