@@ -137,7 +137,7 @@ export const initCommand: CommandSpec<z.output<typeof InitOptions>, InitResult> 
       description: 'with --dedup: take the chunking parameters (and content key) of this deduplicating repository, so pgkeep copy moves only the chunks missing here (its identity: --identity or the passphrase)',
     },
   ],
-  help: { globals: ['config', 'repo'], examples: ['pgkeep init --repo /srv/backups', 'pgkeep init --repo s3://my-bucket/app --encrypt --recipient age1…', 'PGKEEP_PASSPHRASE_FILE=/run/secrets/pass pgkeep init --repo ./backups --encrypt', 'pgkeep init --repo s3://offsite/app --dedup --chunker-from ./backups'] },
+  help: { globals: ['config', 'repo'], examples: ['pgkeep init --repo /srv/backups --dedup', 'PGKEEP_PASSPHRASE_FILE=/run/secrets/pass pgkeep init --repo s3://my-bucket/app --encrypt', 'pgkeep init --repo s3://offsite/app --dedup --chunker-from /srv/backups'] },
   parse: requestParser(InitOptions, ({ options }) => ({ encrypt: options.encrypt, recipients: options.recipient, passphraseFile: options.passphraseFile, dedup: options.dedup, chunkerFrom: options.chunkerFrom })),
   async run(ctx, request) {
     const passphrase = request.passphraseFile
