@@ -10,11 +10,13 @@
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 
 const [command] = process.argv.slice(2);
 const bundled = (name: string): string | undefined => {
-  const file = new URL(`./${name}.cjs`, import.meta.url);
-  return existsSync(file) ? file.pathname : undefined;
+  // a path, not the URL's pathname: that one is percent-encoded (an install folder with a space)
+  const file = fileURLToPath(new URL(`./${name}.cjs`, import.meta.url));
+  return existsSync(file) ? file : undefined;
 };
 if (command === 'wal-push' || command === 'wal-fetch') {
   const bundle = bundled('wal-cli');

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { copyFile, cp, mkdir, symlink, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { CLI, CLI_ENTRY, collect, json, pgkeep, startPgkeep } from '../support/cli.js';
@@ -102,6 +103,22 @@ test('the dashboard serves its page and htmx (resolved from node_modules) from t
   } finally {
     child.kill('SIGTERM');
   }
+});
+
+test('installed under a folder with a space in its name, the executable finds its bundle and package.json', async () => {
+  const root = path.resolve(path.dirname(CLI), '../..');
+  const installed = path.join(work, 'with space');
+  await mkdir(installed);
+  await cp(path.join(root, 'dist'), path.join(installed, 'dist'), { recursive: true });
+  await copyFile(path.join(root, 'package.json'), path.join(installed, 'package.json'));
+  await symlink(path.join(root, 'node_modules'), path.join(installed, 'node_modules'));
+  const run = (args: string[]) => collect(spawn(process.execPath, [path.join(installed, 'dist', 'cli', 'pgkeep.js'), ...args], { stdio: ['pipe', 'pipe', 'pipe'] }));
+  const version = await run(['--version']);
+  assert.equal(version.code, 0, version.stderr);
+  assert.equal(version.stdout.trim(), (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version);
+  const list = await run(['list', '--repo', path.join(work, 'repo'), '--json']);
+  assert.equal(list.code, 0, list.stderr);
+  assert.equal(json<unknown[]>(list).length, 1);
 });
 
 test('the executable falls back to the ES modules without a bundle (running from a build without it)', () => {
