@@ -12,7 +12,7 @@ import { Repository } from '../../src/repository/repository.js';
 import { eachStorage } from '../support/each-storage.js';
 import { runCommand as pgkeep } from '../support/run-command.js';
 import { diffSnapshots, snapshotDatabase } from '../support/db-compare.js';
-import { loadAwkwardFixture } from '../support/awkward-fixture.js';
+import { createShopWithEvents } from '../support/awkward-fixture.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 
@@ -22,10 +22,7 @@ let work: string;
 useClusterAndWorkFolder('dedup-copy', async (c, w) => {
   cluster = c;
   work = w;
-  await cluster.query('CREATE DATABASE shop');
-  loadAwkwardFixture(cluster, 'shop');
-  // enough rows that a day's change is a small part of the dump
-  await cluster.query("CREATE TABLE events AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS body, now() - g * interval '1 minute' AS at FROM generate_series(1, 60000) g", [], 'shop');
+  await createShopWithEvents(cluster);
 });
 
 const env = (extra: Record<string, string> = {}) => ({ DATABASE_URL: cluster.url('shop'), ...extra });

@@ -15,3 +15,14 @@ export function loadAwkwardFixture(cluster: PgCluster, database: string): void {
   });
   assert.equal(load.status, 0, `loading the awkward fixture failed: ${load.stderr}`);
 }
+
+/**
+ * The database of the deduplication tests: `shop` with the awkward fixture,
+ * plus 60,000 rows of `events`, enough that a day's change is a small part
+ * of the dump.
+ */
+export async function createShopWithEvents(cluster: PgCluster): Promise<void> {
+  await cluster.query('CREATE DATABASE shop');
+  loadAwkwardFixture(cluster, 'shop');
+  await cluster.query("CREATE TABLE events AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS body, now() - g * interval '1 minute' AS at FROM generate_series(1, 60000) g", [], 'shop');
+}

@@ -305,12 +305,18 @@ export class ContentSession {
   /** Stores one chunk (once per repository) and returns its id. */
   async put(chunk: Buffer, kind: BlobKind): Promise<Buffer> {
     const id = this.store.chunkId(chunk);
+    await this.add(id, chunk, kind);
+    return id;
+  }
+
+  /** Counts a chunk of a stream and stores it unless the repository (or this session) has it; the bytes it adds, compressed (0: here already). */
+  private async add(id: Buffer, chunk: Buffer, kind: BlobKind): Promise<number> {
     if (kind === 'data') {
       this.totals.chunks++;
       this.totals.rawBytes += chunk.length;
     }
     const key = id.toString('latin1');
-    if (this.store.index.has(id) || this.pending.has(key)) return id;
+    if (this.store.index.has(id) || this.pending.has(key)) return 0;
     const compressed = this.codec.compress(chunk);
     this.packs[kind].add(id, compressed, chunk.length);
     this.pending.add(key);
@@ -320,7 +326,7 @@ export class ContentSession {
       this.totals.newCompressedBytes += compressed.length;
     }
     if (this.packs[kind].size >= this.store.settings.packTarget) await this.flushPack(kind);
-    return id;
+    return compressed.length;
   }
 
   /** Writes the packs being filled, if any. */
@@ -387,22 +393,7 @@ export class ContentSession {
     if (!this.store.chunkId(chunk).equals(id)) {
       throw new PgkeepError('INTERNAL', `chunk ${id.toString('hex').slice(0, 16)}… gets another id in the destination: the two repositories do not share chunk ids (their chunker fingerprints should have differed)`);
     }
-    if (kind === 'data') {
-      this.totals.chunks++;
-      this.totals.rawBytes += chunk.length;
-    }
-    const key = id.toString('latin1');
-    if (this.store.index.has(id) || this.pending.has(key)) return 0;
-    const compressed = this.codec.compress(chunk);
-    this.packs[kind].add(id, compressed, chunk.length);
-    this.pending.add(key);
-    if (kind === 'data') {
-      this.totals.newChunks++;
-      this.totals.newRawBytes += chunk.length;
-      this.totals.newCompressedBytes += compressed.length;
-    }
-    if (this.packs[kind].size >= this.store.settings.packTarget) await this.flushPack(kind);
-    return compressed.length;
+    return this.add(id, chunk, kind);
   }
 
   /** Whether this repository (its index, or this session) holds a chunk. */
