@@ -14,6 +14,8 @@ export interface StoreContentOptions {
 export interface StoredContent {
   raw: { size: number; sha256: string };
   ref: StreamRef;
+  /** What the stream added to the store: its new chunks, compressed. */
+  added: number;
 }
 
 /**
@@ -23,30 +25,42 @@ export interface StoredContent {
  */
 export class ContentStreamWriter {
   private readonly hash = createHash('sha256');
-  private readonly stream: ContentStream;
+  private opened: { session: ContentSession; stream: ContentStream; startedAt: number } | undefined;
   private size = 0;
 
-  constructor(session: ContentSession) {
-    this.stream = session.stream();
+  /** `session` may still be opening (its index being read): the first bytes wait for it. */
+  constructor(private readonly session: ContentSession | Promise<ContentSession>) {}
+
+  private async open(): Promise<ContentStream> {
+    if (!this.opened) {
+      const session = await this.session;
+      // what the session had added before this stream: the difference at the end is this stream's
+      this.opened = { session, stream: session.stream(), startedAt: session.totals.newCompressedBytes };
+    }
+    return this.opened.stream;
   }
 
   /** The next bytes; `starts` are offsets in the whole stream where a chunk must end (any not inside this piece are ignored). */
   async write(piece: Buffer, starts: readonly number[] = []): Promise<void> {
+    const stream = await this.open();
     this.hash.update(piece);
     let from = 0;
     for (const at of starts) {
       const cut = at - this.size;
       if (cut < from || cut > piece.length) continue;
-      if (cut > from) await this.stream.write(piece.subarray(from, cut));
-      await this.stream.cut();
+      if (cut > from) await stream.write(piece.subarray(from, cut));
+      await stream.cut();
       from = cut;
     }
-    if (from < piece.length) await this.stream.write(from === 0 ? piece : piece.subarray(from));
+    if (from < piece.length) await stream.write(from === 0 ? piece : piece.subarray(from));
     this.size += piece.length;
   }
 
   async end(): Promise<StoredContent> {
-    return { raw: { size: this.size, sha256: this.hash.digest('hex') }, ref: await this.stream.end() };
+    const stream = await this.open();
+    const ref = await stream.end();
+    const { session, startedAt } = this.opened!;
+    return { raw: { size: this.size, sha256: this.hash.digest('hex') }, ref, added: session.totals.newCompressedBytes - startedAt };
   }
 }
 
