@@ -13,7 +13,7 @@ import { discardSink } from '../pipeline/load-stream.js';
 import type { AgeIdentity } from '../pipeline/age.js';
 import { backupDatabaseName, type BackupObject, type Manifest } from '../repository/manifest.js';
 import { Repository, type EncryptionInfo } from '../repository/repository.js';
-import type { BackupWriter } from '../repository/backup-writer.js';
+import type { BackupWriter, BeginBackupOptions } from '../repository/backup-writer.js';
 import { repositoryAt, type RepositoryLocation } from '../repository/open-repository.js';
 import { isUnreadError, verifyBackup, type VerifyReport } from '../verify/verify-backup.js';
 import type { CommandContext } from '../registry/command-context.js';
@@ -134,25 +134,8 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
   try {
     throwIfAborted(signal);
     // The backup writer at the destination: the source lock, leftovers cleared, the backup's own id (refused when taken).
-    try {
-      writer = await to.beginBackup(manifest.source, manifest.kind, {
-        command: 'copy',
-        database: backupDatabaseName(manifest),
-        id: manifest.id,
-        info: (message) => ctx.info(message),
-        leftoversWhere: 'at the destination',
-        signal,
-      });
-    } catch (error) {
-      if (!isPgkeepError(error, 'BACKUP_EXISTS')) throw error;
-      const existing = await to.readManifest(manifest.source, manifest.id);
-      if (!isDeepStrictEqual(existing, manifest)) {
-        throw new PgkeepError(
-          'REPO_EXISTS',
-          `${to.location} already holds a different backup ${manifest.id} of source ${manifest.source} (its manifest differs from the one in ${from.location}): nothing was copied; check both with pgkeep show`,
-        );
-      }
-      ctx.info(`backup ${manifest.source}/${manifest.id} is already in ${to.location}: nothing to copy`);
+    writer = await beginCopy(ctx, from, to, manifest, {}, { same: isDeepStrictEqual, what: 'its manifest differs from the one' }, signal);
+    if (!writer) {
       return { ...base, copied: false, objects: 0, bytes: 0, method: 'as-stored', logicalBytes: manifest.totals.rawBytes, durationMs: Date.now() - started, verification: { mode: 'none', ok: true, problems: [] } };
     }
 
@@ -218,32 +201,16 @@ async function copyThroughContent(ctx: CommandContext, from: Repository, manifes
   let writer: BackupWriter | undefined;
   try {
     // 2. the destination's writer: source lock, content lock and session, the backup's own id and times
-    try {
-      writer = await to.beginBackup(manifest.source, manifest.kind, {
-        command: 'copy',
-        database: backupDatabaseName(manifest),
-        id: manifest.id,
-        startedAt: new Date(manifest.startedAt),
-        name: manifest.name,
-        labels: manifest.labels,
-        keys,
-        info: (message) => ctx.info(message),
-        warn: (message) => ctx.warn(message),
-        leftoversWhere: 'at the destination',
-        signal,
-      });
-    } catch (error) {
-      if (!isPgkeepError(error, 'BACKUP_EXISTS')) throw error;
-      const held = await to.readManifest(manifest.source, manifest.id);
-      if (!sameStreams(held, manifest)) {
-        throw new PgkeepError(
-          'REPO_EXISTS',
-          `${to.location} already holds a different backup ${manifest.id} of source ${manifest.source} (its streams differ from those in ${from.location}): nothing was copied; check both with pgkeep show`,
-        );
-      }
-      ctx.info(`backup ${manifest.source}/${manifest.id} is already in ${to.location}: nothing to copy`);
-      return { ...base, copied: false, objects: 0, bytes: 0, durationMs: Date.now() - started, verification: { mode: 'none', ok: true, problems: [] } };
-    }
+    writer = await beginCopy(
+      ctx,
+      from,
+      to,
+      manifest,
+      { startedAt: new Date(manifest.startedAt), name: manifest.name, labels: manifest.labels, keys, warn: (message: string) => ctx.warn(message) },
+      { same: sameStreams, what: 'its streams differ from those' },
+      signal,
+    );
+    if (!writer) return { ...base, copied: false, objects: 0, bytes: 0, durationMs: Date.now() - started, verification: { mode: 'none', ok: true, problems: [] } };
 
     // 3. the objects: chunks the destination lacks, or each stream read back and stored again
     ctx.info(
@@ -503,4 +470,41 @@ function printCopyDone(result: CopyResult, out: CommandOutput): void {
         : `${result.objects} object(s), ${formatBytes(result.bytes)}`;
   out.line(`copied ${result.source}/${result.id} to ${result.to} in ${formatDuration(result.durationMs)}: ${moved}; ${verified}`);
   if (result.createdDestination) out.line(`created the repository at ${result.to}${result.encryption ? ' with the same encryption as the source' : ''}`);
+}
+
+/**
+ * The destination's backup writer for a copy (source lock, leftovers cleared,
+ * the backup's own id), or undefined when the destination already holds this
+ * backup (said once); a different backup under the same id is REPO_EXISTS.
+ */
+async function beginCopy(
+  ctx: CommandContext,
+  from: Repository,
+  to: Repository,
+  manifest: Manifest,
+  extra: Partial<BeginBackupOptions>,
+  held: { same: (there: Manifest, here: Manifest) => boolean; what: string },
+  signal: AbortSignal,
+): Promise<BackupWriter | undefined> {
+  try {
+    return await to.beginBackup(manifest.source, manifest.kind, {
+      command: 'copy',
+      database: backupDatabaseName(manifest),
+      id: manifest.id,
+      info: (message) => ctx.info(message),
+      leftoversWhere: 'at the destination',
+      signal,
+      ...extra,
+    });
+  } catch (error) {
+    if (!isPgkeepError(error, 'BACKUP_EXISTS')) throw error;
+    if (!held.same(await to.readManifest(manifest.source, manifest.id), manifest)) {
+      throw new PgkeepError(
+        'REPO_EXISTS',
+        `${to.location} already holds a different backup ${manifest.id} of source ${manifest.source} (${held.what} in ${from.location}): nothing was copied; check both with pgkeep show`,
+      );
+    }
+    ctx.info(`backup ${manifest.source}/${manifest.id} is already in ${to.location}: nothing to copy`);
+    return undefined;
+  }
 }

@@ -1,6 +1,6 @@
 import { throwIfAborted } from '../errors.js';
 import type { ConnectionInfo } from '../postgres/connection-info.js';
-import { withClient } from '../postgres/pg-client.js';
+import { withClient, type PgClient } from '../postgres/pg-client.js';
 
 /**
  * ANALYZE every relation a database-wide `ANALYZE` would (tables, partitioned
@@ -30,27 +30,10 @@ export async function analyzeDatabase(into: ConnectionInfo, jobs: number, signal
       ).rows.filter((r) => r.again || !analyzedEarly.has(r.name)).map((r) => r.name),
     signal,
   );
-  let next = 0;
-  const worker = () =>
-    withClient(
-      into,
-      async (client) => {
-        for (let i = next++; i < relations.length; i = next++) {
-          throwIfAborted(signal);
-          await client.query(`ANALYZE ${relations[i]}`);
-        }
-      },
-      signal,
-    );
-  let failure: { error: unknown } | undefined;
-  await Promise.all(
-    Array.from({ length: Math.max(1, Math.min(jobs, relations.length)) }, () =>
-      worker().catch((error: unknown) => {
-        failure ??= { error };
-        next = relations.length; // the others stop after their current table
-      }),
-    ),
-  );
+  // a failure stops the others after their current table, and is the pass's
+  const failure = await onConnections(into, jobs, relations, signal, { stopOthers: true }, async (client, name) => {
+    await client.query(`ANALYZE ${name}`);
+  });
   if (failure) throw failure.error;
 }
 
@@ -88,27 +71,55 @@ export async function analyzeLoadedTables(into: ConnectionInfo, jobs: number, si
       ).rows.map((r) => r.name),
     signal,
   );
+  // a connection that fails (refused, dropped) ends its share of the pass, and cancelling ends it all: the final pass does the rest
+  await onConnections(into, jobs, relations, signal, { stopOthers: false }, async (client, name) => {
+    try {
+      await client.query('BEGIN');
+      await client.query(`LOCK TABLE ${name} IN SHARE UPDATE EXCLUSIVE MODE NOWAIT`);
+      await client.query(`ANALYZE ${name}`);
+      await client.query('COMMIT');
+      analyzed.add(name);
+    } catch {
+      await client.query('ROLLBACK');
+    }
+  });
+  return analyzed;
+}
+
+/**
+ * `each` for every name, in order, on up to `jobs` connections at once (each
+ * takes the next name when it is free). A connection whose work throws ends
+ * its share; with `stopOthers` the others end after their current name. The
+ * first failure (cancelling included) is returned, not thrown.
+ */
+async function onConnections(
+  into: ConnectionInfo,
+  jobs: number,
+  names: readonly string[],
+  signal: AbortSignal,
+  options: { stopOthers: boolean },
+  each: (client: PgClient, name: string) => Promise<void>,
+): Promise<{ error: unknown } | undefined> {
   let next = 0;
+  let failure: { error: unknown } | undefined;
   const worker = () =>
     withClient(
       into,
       async (client) => {
-        for (let i = next++; i < relations.length && !signal.aborted; i = next++) {
-          const name = relations[i]!;
-          try {
-            await client.query('BEGIN');
-            await client.query(`LOCK TABLE ${name} IN SHARE UPDATE EXCLUSIVE MODE NOWAIT`);
-            await client.query(`ANALYZE ${name}`);
-            await client.query('COMMIT');
-            analyzed.add(name);
-          } catch {
-            await client.query('ROLLBACK');
-          }
+        for (let i = next++; i < names.length; i = next++) {
+          throwIfAborted(signal);
+          await each(client, names[i]!);
         }
       },
       signal,
     );
-  // a connection that fails (refused, dropped) ends its share of the pass: the final pass does the rest
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, relations.length)) }, () => worker().catch(() => undefined)));
-  return analyzed;
+  await Promise.all(
+    Array.from({ length: Math.max(1, Math.min(jobs, names.length)) }, () =>
+      worker().catch((error: unknown) => {
+        failure ??= { error };
+        if (options.stopOthers) next = names.length;
+      }),
+    ),
+  );
+  return failure;
 }
