@@ -124,11 +124,7 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
   const identities = encrypted && hasKeys(ctx, to) ? await readIdentities(to, ctx.keys) : [];
   const base = { id: manifest.id, source: manifest.source, from: from.location, to: to.location, createdDestination: created, encryption };
 
-  // Cancelling, or a failing stage, stops the others.
-  const controller = new AbortController();
-  const stop = () => controller.abort(ctx.signal.reason);
-  ctx.signal.addEventListener('abort', stop, { once: true });
-  const signal = controller.signal;
+  const signal = ctx.signal;
 
   let writer: BackupWriter | undefined;
   try {
@@ -166,7 +162,6 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
   } catch (error) {
     throw signal.aborted && signal.reason instanceof PgkeepError ? signal.reason : error;
   } finally {
-    ctx.signal.removeEventListener('abort', stop);
     // Not committed: the writer removes what was copied and releases the lock.
     await writer?.abort();
   }
@@ -194,10 +189,7 @@ async function copyThroughContent(ctx: CommandContext, from: Repository, manifes
   const method = shared ? 'chunks' : 'restored';
   const base = { id: manifest.id, source: manifest.source, from: from.location, to: to.location, createdDestination: false, encryption: to.info.encryption, method, logicalBytes: manifest.totals.rawBytes } as const;
 
-  const controller = new AbortController();
-  const stop = () => controller.abort(ctx.signal.reason);
-  ctx.signal.addEventListener('abort', stop, { once: true });
-  const signal = controller.signal;
+  const signal = ctx.signal;
   let writer: BackupWriter | undefined;
   try {
     // 2. the destination's writer: source lock, content lock and session, the backup's own id and times
@@ -250,7 +242,6 @@ async function copyThroughContent(ctx: CommandContext, from: Repository, manifes
   } catch (error) {
     throw signal.aborted && signal.reason instanceof PgkeepError ? signal.reason : error;
   } finally {
-    ctx.signal.removeEventListener('abort', stop);
     await writer?.abort();
   }
 }

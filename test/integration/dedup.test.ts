@@ -20,6 +20,7 @@ import { diffSnapshots, snapshotDatabase } from '../support/db-compare.js';
 import { createShopWithEvents } from '../support/awkward-fixture.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
+import { sample } from '../support/prometheus-sample.js';
 
 
 let cluster: PgCluster;
@@ -189,16 +190,6 @@ async function plainRepositoryShowsNoRatio(repo: string, environment: Record<str
   const text = await metrics.text();
   assert.ok(sample(text, 'pgkeep_repository_size_bytes', { source })! > 0);
   for (const name of ['pgkeep_repository_logical_bytes', 'pgkeep_repository_stored_bytes', 'pgkeep_repository_dedup_ratio', 'pgkeep_backup_added_bytes']) assert.equal(sample(text, name, { source }), undefined, name);
-}
-
-/** The value of one sample of the Prometheus text. */
-function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    const labelText = /\{(.*)\}/.exec(line)?.[1] ?? '';
-    if (Object.entries(labels).every(([k, v]) => labelText.includes(`${k}="${v}"`))) return Number(line.split(' ').at(-1));
-  }
-  return undefined;
 }
 
 describe('a deduplicating repository under faults (real processes)', () => {

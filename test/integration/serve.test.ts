@@ -13,6 +13,7 @@ import { parse as parseYaml } from 'yaml';
 import { collect, json, pgkeep, startPgkeep, type CliResult } from '../support/cli.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
+import { sample } from '../support/prometheus-sample.js';
 
 let cluster: PgCluster;
 let work: string;
@@ -114,16 +115,6 @@ async function waitForJob(daemon: Daemon, id: string, token: string, states = ['
     if (Date.now() > deadline) throw new Error(`job ${id} still ${body?.job?.state}; serve said: ${daemon.stderr()}`);
     await sleep(50);
   }
-}
-
-/** The value of one sample of the Prometheus text. */
-function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    const labelText = /\{(.*)\}/.exec(line)?.[1] ?? '';
-    if (Object.entries(labels).every(([k, v]) => labelText.includes(`${k}="${v}"`))) return Number(line.split(' ').at(-1));
-  }
-  return undefined;
 }
 
 /** Holds an exclusive lock on table "small" until released: a pg_dump of app waits on it, a backup frozen mid-flight. */
