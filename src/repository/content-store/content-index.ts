@@ -88,6 +88,11 @@ export class ContentIndex {
     return out;
   }
 
+  /** Whether an index file read (or this process's session) names the pack. */
+  hasPack(pack: string): boolean {
+    return this.packInfo.has(pack);
+  }
+
   /** The stored size of a pack (0 when no index file names it). */
   packSize(pack: string): number {
     return this.packInfo.get(pack)?.size ?? 0;

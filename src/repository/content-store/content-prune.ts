@@ -78,10 +78,8 @@ export async function pruneContent(storage: Storage, store: ContentStore, refs: 
   const marks = await readMarks(storage);
   const nextMarks: Marks = {};
   const doomed = new Set<string>();
-  const sizes = new Map<string, number>();
   const repack: { pack: string; sealed: boolean; keep: PackEntry[] }[] = [];
   for (const { pack, size, sealed, entries } of store.index.packNumbers()) {
-    sizes.set(pack, size);
     let blobBytes = 0;
     let keptBytes = 0;
     let kept = 0;
@@ -121,7 +119,7 @@ export async function pruneContent(storage: Storage, store: ContentStore, refs: 
   for await (const entry of storage.list(PACKS_PREFIX, { recursive: true })) {
     if (entry.kind !== 'object') continue;
     const name = entry.path.slice(entry.path.lastIndexOf('/') + 1);
-    if (sizes.has(name) || options.now.getTime() - entry.modified.getTime() < options.graceMs) continue;
+    if (store.index.hasPack(name) || options.now.getTime() - entry.modified.getTime() < options.graceMs) continue;
     orphans.push(entry.path);
     result.orphanPacks++;
     result.orphanBytes += entry.size;
@@ -136,7 +134,7 @@ export async function pruneContent(storage: Storage, store: ContentStore, refs: 
   if (repack.length > 0) {
     const session = store.session();
     for (const { pack, keep } of repack) {
-      const before = sizes.get(pack)!;
+      const before = store.index.packSize(pack);
       for await (const chunk of store.readChunks(keep.map((e) => e.id))) await session.putRaw(chunk.id, chunk.bytes, chunk.kind);
       doomed.add(pack);
       result.repackedPacks++;
