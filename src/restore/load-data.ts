@@ -56,6 +56,18 @@ export interface LoadDataInput {
   besidePostData?: ((signal: AbortSignal) => Promise<void>) | undefined;
 }
 
+/** What a load tells about what it loaded. */
+export interface LoadReport {
+  /**
+   * The rows the server reported loading into each table whose rows the
+   * parallel loader's COPY sent into that table itself (COPY's command tag,
+   * summed over the connections, each read after its commit): the server's
+   * own count of the rows in it, checked against the rows the dump framed.
+   * Empty when pg_restore loaded the rows; a table not listed is counted.
+   */
+  serverCounts: { schema: string; name: string; rows: number }[];
+}
+
 /**
  * The one place where a dump's contents are fed to the server: streams the
  * backup into `target` (pg_restore, or psql for plain dumps), checking every
@@ -64,7 +76,7 @@ export interface LoadDataInput {
  * way (several COPY connections: parallel-copy-loader.ts) plugs in here, in
  * loadArchive, beside the pg_restore paths it replaces.
  */
-export async function loadData(ctx: CommandContext, input: LoadDataInput): Promise<void> {
+export async function loadData(ctx: CommandContext, input: LoadDataInput): Promise<LoadReport> {
   const { repository, manifest, identities, target, options: request, source, selection, capture } = input;
   const codec = defaultZstd();
   const signal = ctx.signal;
@@ -89,13 +101,13 @@ export async function loadData(ctx: CommandContext, input: LoadDataInput): Promi
     });
     const sink = capture ? teeSink(childStdinSink(run.stdin!), capture.plainSink()) : childStdinSink(run.stdin!);
     await feedChild(repository.loadObject(manifest, manifest.objects[0]!, sink, { codec, signal, identities, onRawBytes: progress }), run);
-    return;
+    return { serverCounts: [] };
   }
 
   const staging = await makeTempFolder(source.tempDir, 'restore');
   try {
     const pgRestore = await restoreRunner(request, target, source, staging, selection, common);
-    await loadArchive(ctx, repository, manifest, identities, pgRestore, staging, jobs, progress, codec, selection, capture, parallelRows ? { target, role: request.role, besidePostData: input.besidePostData } : undefined);
+    return await loadArchive(ctx, repository, manifest, identities, pgRestore, staging, jobs, progress, codec, selection, capture, parallelRows ? { target, role: request.role, besidePostData: input.besidePostData } : undefined);
   } finally {
     await rm(staging, { recursive: true, force: true });
   }
@@ -173,7 +185,7 @@ async function loadArchive(
   selection: SelectionPlan | undefined,
   capture: SchemaCapture | undefined,
   parallelRows: Pick<ParallelLoadOptions, 'target' | 'role' | 'besidePostData'> | undefined,
-): Promise<void> {
+): Promise<LoadReport> {
   const signal = ctx.signal;
 
   if (manifest.options.format === 'custom' && jobs <= 1) {
@@ -183,7 +195,7 @@ async function loadArchive(
     // With a capture, the archive's header and TOC are kept on the way (a few KB) for the schema comparison.
     const sink = capture ? teeSink(childStdinSink(run.stdin!), capture.customSink()) : childStdinSink(run.stdin!);
     await feedChild(repository.loadObject(manifest, object, sink, { codec, signal, identities, onRawBytes: progress }), run);
-    return;
+    return { serverCounts: [] };
   }
 
   if (manifest.options.format === 'custom' && parallelRows) {
@@ -202,7 +214,7 @@ async function loadArchive(
       },
     );
     if (loaded.mode === 'staged') ctx.warn(`rows loaded by pg_restore on one connection: ${loaded.reason}`);
-    return;
+    return { serverCounts: loaded.tables.flatMap((t) => (t.direct && t.schema !== null ? [{ schema: t.schema, name: t.name, rows: t.rows }] : [])) };
   }
 
   if (manifest.options.format === 'custom') {
@@ -226,7 +238,7 @@ async function loadArchive(
     ctx.progress({ phase: 'pg_restore', bytes: manifest.totals.rawBytes, totalBytes: manifest.totals.rawBytes });
     await pgRestore(['--section=post-data', `--jobs=${jobs}`, file], false).done;
     await capture?.keepCustom(file);
-    return;
+    return { serverCounts: [] };
   }
 
   // A directory dump: pg_restore reads a directory, so stage every
@@ -253,4 +265,5 @@ async function loadArchive(
   // --single-transaction (--clean) and --jobs do not mix; --clean refuses --jobs, so jobs is 1 then.
   await pgRestore(jobs > 1 ? [`--jobs=${jobs}`, input] : [input], false).done;
   await capture?.keepDirectoryToc(path.join(input, 'toc.dat'));
+  return { serverCounts: [] };
 }

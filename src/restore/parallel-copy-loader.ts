@@ -8,6 +8,7 @@ import { abortError, PgkeepError } from '../errors.js';
 import { CustomTocScanner, K_VERS_1_15, readArchiveToc, SESSION_DESCS, type TocEntry } from '../pipeline/custom-toc.js';
 import type { ConnectionInfo } from '../postgres/connection-info.js';
 import { ArchiveDataSplitter } from './archive-data-splitter.js';
+import { copyStatementTable } from './copy-statement-table.js';
 import { CopyConnections, type CopyTarget, type LoadedTable } from './copy-connections.js';
 
 /** Past this many connections a restore gains little and takes connection slots from the applications. */
@@ -66,8 +67,12 @@ export interface ParallelLoadResult {
   mode: 'parallel' | 'staged';
   /** Why the archive was staged instead. */
   reason?: string | undefined;
-  /** Tables loaded by the connections, with rows sent and loaded (equal: checked) and the number of connections that loaded a part. */
-  tables: { schema: string | null; name: string; rows: number; connections: number }[];
+  /**
+   * Tables loaded by the connections, with rows sent and loaded (equal: checked) and the number of connections that loaded a part.
+   * `direct`: the COPY named the table itself (not a partition root, as --load-via-partition-root writes), so `rows` is
+   * the server's own count of the rows now in it (COPY's command tag, read once the commit is done).
+   */
+  tables: { schema: string | null; name: string; rows: number; connections: number; direct: boolean }[];
   /** Data entries left to pg_restore (large objects, sequence values, anything without a COPY statement). */
   pgRestoreEntries: number;
   /** The staged archive: header and TOC (and the blocks pg_restore loads), e.g. for a schema capture. */
@@ -133,7 +138,7 @@ export async function parallelCopyLoad(feed: (sink: Writable) => Promise<void>, 
   await besidePostData(options, () => options.pgRestore(['--section=post-data', jobs, file], false).done);
   return {
     mode: 'parallel',
-    tables: sink.loaded.map((t) => ({ schema: t.target.schema, name: t.target.name, rows: t.loaded, connections: t.connections })),
+    tables: sink.loaded.map((t) => ({ schema: t.target.schema, name: t.target.name, rows: t.loaded, connections: t.connections, direct: namesItself(t.target) })),
     pgRestoreEntries: rest.length,
     file,
     ms: { preData: sink.ms.preData, rows: sink.ms.rows, postData: Date.now() - started },
@@ -157,6 +162,12 @@ async function besidePostData(options: ParallelLoadOptions, postData: () => Prom
     options.signal.removeEventListener('abort', onAbort);
   }
   await beside;
+}
+
+/** Whether a table's COPY statement writes into that table itself. */
+function namesItself(target: CopyTarget): boolean {
+  const named = copyStatementTable(target.copyStmt);
+  return named !== undefined && named[0] === target.schema && named[1] === target.name;
 }
 
 /** What the archive's header says: its integer size, and whether its data is compressed. */

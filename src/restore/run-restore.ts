@@ -3,7 +3,7 @@ import { putInPlace } from './put-in-place.js';
 import { recordedState } from './recorded-state.js';
 import { createSelectedSchemas } from './create-selected-schemas.js';
 import { safetySource } from './safety-source.js';
-import { loadData } from './load-data.js';
+import { loadData, type LoadReport } from './load-data.js';
 import { rm } from 'node:fs/promises';
 import type { ResolvedSource } from '../config/settings.js';
 import { isPgkeepError, PgkeepError, throwIfAborted } from '../errors.js';
@@ -235,13 +235,13 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
       // The loaded tables are analyzed while post-data builds their indexes, where the parallel loader runs (step 5 does the rest).
       let analyzedEarly = new Set<string>();
       const besidePostData = async (stop: AbortSignal) => void (analyzedEarly = await analyzeLoadedTables(into, request.jobs ?? defaultRestoreJobs(), stop));
-      await loadData(ctx, { repository, manifest, identities, target: into, options: request, source, selection, capture, besidePostData });
+      const { serverCounts } = await loadData(ctx, { repository, manifest, identities, target: into, options: request, source, selection, capture, besidePostData });
       faultPoint('after-load');
 
       // 5. prove it: ANALYZE (what was not analyzed during the load), exact row counts against the manifest and the
       //    whole schema (definitions, owners, privileges) against the backup's, side by side (none changes what another
       //    reads); then the database-level state (its owner may decide what ANALYZE may do, so it comes after); the app's migration version
-      const [tables, schema] = await inOrder(checkRestored(into, plan, request, signal, true, analyzedEarly), capture ? proveSchema(ctx, capture, into, manifest, request, source) : Promise.resolve(undefined));
+      const [tables, schema] = await inOrder(checkRestored(into, plan, request, signal, true, analyzedEarly, serverCounts), capture ? proveSchema(ctx, capture, into, manifest, request, source) : Promise.resolve(undefined));
       let databaseState: RestoreResult['databaseState'];
       let comment: string | null = null;
       if (state && !request.scratch) {
@@ -502,8 +502,30 @@ async function checkMigrations(ctx: CommandContext, restored: ConnectionInfo, ma
  * count of every restored table with the manifest (as a restore test does).
  * A whole new database is analyzed whole; inside an existing one only the
  * restored tables are.
+ *
+ * Where the parallel loader's COPY went into the table itself
+ * (`serverCounts`), the count compared is the server's own: the sum of the
+ * COPY command tags, each read only after that COPY's commit (ReadyForQuery),
+ * so it is the number of rows the server committed into that table. Nothing
+ * that runs between the load and this check can add or remove rows: triggers,
+ * rules and policies belong to post-data and are created after the rows, and
+ * the only other writer is pgkeep's own pg_restore, which loads sequence values
+ * and large objects. So it proves what `SELECT count(*)` proves (the manifest's
+ * count, which the backup took from the same framing, equals what the database
+ * holds) without reading every table again: at 1 GB that scan, which also
+ * dirties every page it sets hint bits on, was the longest of the checks
+ * (docs/benchmarks.md, "fourth round"). Other tables (pg_restore loaded them,
+ * or the COPY named a partition root) are counted.
  */
-async function checkRestored(into: ConnectionInfo, plan: RestorePlan, request: RestoreRequest, signal: AbortSignal, wholeDatabase: boolean, analyzedEarly?: ReadonlySet<string>): Promise<TableCheck[]> {
+async function checkRestored(
+  into: ConnectionInfo,
+  plan: RestorePlan,
+  request: RestoreRequest,
+  signal: AbortSignal,
+  wholeDatabase: boolean,
+  analyzedEarly?: ReadonlySet<string>,
+  serverCounts?: LoadReport['serverCounts'],
+): Promise<TableCheck[]> {
   const names = plan.tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`);
   // ANALYZE (and REINDEX) and the counts at the same time, on their own connections: a count takes
   // only ACCESS SHARE locks, which neither waits for, and at small sizes a restore's RTO is mostly such fixed costs.
@@ -519,7 +541,7 @@ async function checkRestored(into: ConnectionInfo, plan: RestorePlan, request: R
     },
     signal,
   );
-  const counting = withClient(into, (client) => compareTables(client, plan.tables, { deep: false, signal }), signal);
+  const counting = withClient(into, (client) => compareTables(client, plan.tables, { deep: false, signal, serverCounts }), signal);
   const [{ tables, problems }] = await inOrder(counting, maintain);
   const first = problems[0];
   if (first) throw new PgkeepError(first.code, first.message, { details: { tables: tables.filter((t) => t.expected !== t.actual) } });

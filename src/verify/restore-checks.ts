@@ -23,21 +23,30 @@ export interface TableComparison {
  * Exact row counts of every table the backup counted (`tables`: the
  * manifest's, or the ones a selective restore loaded), and with `deep` the
  * content hash of each table that has one, in one scan per table.
+ * `serverCounts` (not with `deep`): tables whose count the server already
+ * reported (the restore's COPY command tags, load-data.ts's LoadReport) are
+ * compared with that instead of being scanned again.
  */
 export async function compareTables(
   client: pg.Client,
   tables: readonly Pick<LogicalManifest['tables'][number], 'schema' | 'name' | 'rows' | 'checksum'>[],
-  options: { deep: boolean; signal?: AbortSignal },
+  options: { deep: boolean; signal?: AbortSignal; serverCounts?: readonly { schema: string; name: string; rows: number }[] | undefined },
 ): Promise<{ tables: TableComparison[]; problems: Problem[] }> {
   const expected = tables.filter((t) => t.rows !== null);
-  const actual = await countRows(client, expected, options.signal, { checksums: options.deep });
-  const compared: TableComparison[] = expected.map((t, i) => ({
-    schema: t.schema,
-    name: t.name,
-    expected: t.rows!,
-    actual: actual[i]!.rows,
-    contentOk: options.deep && t.checksum !== undefined ? t.checksum === actual[i]!.checksum : undefined,
-  }));
+  const key = (t: { schema: string; name: string }) => JSON.stringify([t.schema, t.name]);
+  const reported = new Map(options.deep ? [] : (options.serverCounts ?? []).map((t) => [key(t), t.rows]));
+  const scanned = await countRows(client, expected.filter((t) => !reported.has(key(t))), options.signal, { checksums: options.deep });
+  const byKey = new Map(scanned.map((c) => [key(c), c]));
+  const compared: TableComparison[] = expected.map((t) => {
+    const counted = byKey.get(key(t));
+    return {
+      schema: t.schema,
+      name: t.name,
+      expected: t.rows!,
+      actual: counted?.rows ?? reported.get(key(t))!,
+      contentOk: options.deep && t.checksum !== undefined ? t.checksum === counted!.checksum : undefined,
+    };
+  });
   const problems: Problem[] = [];
   const wrong = compared.filter((t) => t.expected !== t.actual);
   if (wrong.length > 0) {

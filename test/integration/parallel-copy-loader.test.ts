@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createReadStream } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -17,6 +17,7 @@ import { parallelCopyLoad, type ParallelLoadOptions } from '../../src/restore/pa
 import { analyzeDatabase, analyzeLoadedTables } from '../../src/restore/analyze-database.js';
 import { startProcess } from '../../src/postgres/run-process.js';
 import { isPgkeepError } from '../../src/errors.js';
+import { canonicalManifest, sealManifest } from '../../src/repository/manifest-integrity.js';
 
 // The parallel row loader (src/restore/parallel-copy-loader.ts) against real
 // servers: what it loads compares equal to the source (pg_dump with owners
@@ -192,6 +193,31 @@ describe('pgkeep restore with the parallel loader', () => {
     const expected = await withStatistics('awkward');
     assert.ok(expected.some((r) => r.name === 'customers_lower_name_idx'), 'the fixture has an analyzed expression index');
     assert.deepEqual(await withStatistics('awkward_restored'), expected);
+  });
+
+  test('the row check compares the server\'s own COPY counts with the backup\'s: a count that differs fails the restore and leaves nothing', async () => {
+    await cluster.query('CREATE DATABASE counted');
+    psql('counted', 'CREATE TABLE parent (a int, b text); CREATE TABLE child (c int) INHERITS (parent); INSERT INTO parent VALUES (1, \'p\'); INSERT INTO child SELECT g, \'c\', g FROM generate_series(1, 3000) g');
+    const repo = path.join(work, 'repo-counted');
+    const backup = await pgkeep(['backup', '--repo', repo], { env: env('counted') });
+    assert.equal(backup.code, 0, backup.stderr);
+    const restored = await pgkeep(['restore', 'latest', '--repo', repo, '--to', 'counted_restored', '--jobs', '2', '--json'], { env: env('counted') });
+    assert.equal(restored.code, 0, restored.stderr);
+    const tables = (JSON.parse(restored.stdout) as { tables: { name: string; expected: number; actual: number }[] }).tables;
+    // each table's own rows (ONLY), as the backup counted them: not the parent's 3001 with its child's
+    assert.deepEqual(tables.map((t) => [t.name, t.expected, t.actual]).sort(), [['child', 3000, 3000], ['parent', 1, 1]]);
+    // A backup that recorded one row more than its dump holds (its manifest edited and sealed again, as a bug
+    // in the backup's count would write it): the restore must not take the rows it sent as the rows it expected.
+    const [file] = (await readdir(repo, { recursive: true })).filter((f) => f.endsWith('manifest.json')).map((f) => path.join(repo, f));
+    const manifest = JSON.parse(await readFile(file!, 'utf8')) as { tables: { name: string; rows: number }[]; integrity?: unknown };
+    manifest.tables.find((t) => t.name === 'child')!.rows = 3001;
+    manifest.integrity = sealManifest(canonicalManifest(manifest), []);
+    await writeFile(file!, JSON.stringify(manifest, null, 2));
+    const before = await databases();
+    const mismatch = await pgkeep(['restore', 'latest', '--repo', repo, '--to', 'counted_wrong', '--jobs', '2'], { env: env('counted') });
+    assert.equal(mismatch.code, 7, mismatch.stderr);
+    assert.match(mismatch.stderr, /restored table public\.child has 3000 rows where the backup recorded 3001/);
+    assert.deepEqual(await databases(), before, 'the restored copy was dropped');
   });
 
   test('a failure on one connection drops the new database and changes nothing else', async () => {
