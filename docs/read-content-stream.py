@@ -9,6 +9,7 @@ zstd program. Every chunk is checked against its id (SHA-256).
 import glob
 import hashlib
 import json
+import struct
 import subprocess
 import sys
 
@@ -16,11 +17,33 @@ repo, ref = sys.argv[1], json.loads(sys.argv[2])
 
 # the index: chunk id -> (pack, offset, length)
 index = {}
-for name in glob.glob(f'{repo}/content/index/*'):
+
+
+def read_index_file(name):
+    """The (id, pack, offset, length) records of one index file: version 2 (binary) or 1 (zstd-compressed JSON)."""
+    with open(name, 'rb') as f:
+        data = f.read()
+    if data[:8] == b'PGKINDEX':
+        version, npacks, nentries, _ = struct.unpack_from('<4I', data, 8)
+        assert version == 2, f'{name}: index file version {version}'
+        assert hashlib.sha256(data[:-32]).digest() == data[-32:], f'{name} is damaged'
+        packs = [data[24 + 48 * i:24 + 48 * i + 32].hex() for i in range(npacks)]
+        at = 24 + 48 * npacks
+        for _ in range(nentries):
+            cid = data[at:at + 32].hex()
+            pack, offset, length, _raw = struct.unpack_from('<4I', data, at + 32)
+            yield cid, packs[pack], offset, length
+            at += 48
+        return
     doc = json.loads(subprocess.run(['zstd', '-dc', name], capture_output=True, check=True).stdout)
     for pack in doc['packs']:
         for cid, offset, length, _raw in pack['chunks']:
-            index.setdefault(cid, (pack['pack'], offset, length))
+            yield cid, pack['pack'], offset, length
+
+
+for name in glob.glob(f'{repo}/content/index/*'):
+    for cid, pack, offset, length in read_index_file(name):
+        index.setdefault(cid, (pack, offset, length))
 
 
 def chunk(cid):

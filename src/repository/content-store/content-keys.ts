@@ -15,7 +15,12 @@ export const CONTENT_KEY_FILE = 'keys/content.age';
  * what is stored (the choice is measured in docs/benchmarks.md).
  */
 export const ContentInfoSchema = z.object({
-  version: z.literal(1),
+  /**
+   * 2: index files are binary (version 2, docs/content-store.md); a pgkeep that reads only JSON index files
+   * refuses the repository at open instead of calling its index damaged. 1: made before, read the same (this
+   * pgkeep reads both kinds of index file and writes version 2 into either).
+   */
+  version: z.union([z.literal(1), z.literal(2)]),
   chunkSizes: z.object({ min: z.number().int().positive(), average: z.number().int().positive(), max: z.number().int().positive() }),
   packTarget: z.number().int().positive(),
   level: z.number().int(),
@@ -54,14 +59,14 @@ export async function createContentInfo(storage: Storage, recipients: AgeRecipie
   const params = from ? { chunkSizes: from.info.chunkSizes, packTarget: from.info.packTarget, level: from.info.level, chunkerFrom: from.location } : DEFAULT_CONTENT;
   if (!recipients) {
     const seed = from?.info.seed ?? randomBytes(32).toString('hex');
-    return { version: 1, ...params, seed, fingerprint: chunkerFingerprint(params.chunkSizes, Buffer.from(seed, 'hex'), undefined) };
+    return { version: 2, ...params, seed, fingerprint: chunkerFingerprint(params.chunkSizes, Buffer.from(seed, 'hex'), undefined) };
   }
   // the content key: the other repository's when sharing its chunk ids, sealed to this one's recipients (never stored in the clear)
   const key = from?.contentKey ?? randomBytes(32);
   const sealed = await collectStream(Readable.from([Buffer.from(`${JSON.stringify({ contentKey: key.toString('hex') })}\n`)]).pipe(encryptStream(recipients)));
   if (!(await storage.putIfAbsent(CONTENT_KEY_FILE, sealed))) throw new PgkeepError('REPO_EXISTS', `${storage.location} already holds ${CONTENT_KEY_FILE}: choose an empty location`);
   const { seed, idKey } = keyedChunker(key);
-  return { version: 1, ...params, fingerprint: chunkerFingerprint(params.chunkSizes, seed, idKey) };
+  return { version: 2, ...params, fingerprint: chunkerFingerprint(params.chunkSizes, seed, idKey) };
 }
 
 /** What another repository's chunk boundaries and ids depend on: `pgkeep init --dedup --chunker-from` copies them. */

@@ -5,7 +5,7 @@ import { createAgeSealer, decryptStream, type AgeIdentity, type AgeRecipient } f
 import { ContentDefinedChunker, type ChunkSizes } from '../../pipeline/content-defined-chunker.js';
 import { nativeChunkCodec, type ChunkCodec } from '../../pipeline/zstd.js';
 import { collectStream, type ByteRange, type Storage } from '../../storage/storage.js';
-import { ContentIndex, decodeIndexFile, encodeIndexFile, type IndexedPack } from './content-index.js';
+import { ContentIndex, encodeIndexFile, INDEX_ENTRY_BYTES, type IndexedPack } from './content-index.js';
 import { CHUNK_ID_SIZE, PackBuilder, readPackEntries, type PackEntry } from './pack-file.js';
 
 /** Where the content store keeps its objects, under the repository root. */
@@ -19,6 +19,9 @@ const RUN_BYTES = 4 << 20;
 /** Stored bytes, and requests, a reader fetches ahead of what it hands out from remote storage (see runsOf); from local storage one run. */
 const READ_AHEAD_BYTES = 16 << 20;
 const READ_AHEAD_RUNS = 8;
+
+/** Index files read at once while the store opens. */
+const INDEX_READS_AHEAD = 4;
 
 /** A chunk list this long or shorter is kept in the manifest itself; a longer one is stored as a stream of its own, one level down. */
 export const ROOT_IDS = 64;
@@ -97,10 +100,24 @@ export class ContentStore {
   /** Opens the store: reads every index file (the index is held in memory: ~80 bytes per chunk). */
   static async open(storage: Storage, settings: ContentSettings): Promise<ContentStore> {
     const index = new ContentIndex();
-    for await (const entry of storage.list(INDEX_PREFIX, { recursive: true })) {
-      if (entry.kind !== 'object') continue;
-      const name = entry.path.slice(entry.path.lastIndexOf('/') + 1);
-      index.addFile(name, decodeIndexFile(await collectStream(await storage.get(entry.path)), entry.path));
+    const files: { path: string; size: number }[] = [];
+    for await (const entry of storage.list(INDEX_PREFIX, { recursive: true })) if (entry.kind === 'object') files.push(entry);
+    // sized once from the files' sizes (a version 2 file is 48 bytes per entry; version 1 about as much), not grown while reading
+    index.reserve(files.reduce((n, f) => n + Math.floor(f.size / INDEX_ENTRY_BYTES), 0));
+    // a few reads in flight (one request's latency each on S3), added in order
+    const pending: Promise<Buffer>[] = [];
+    const start = (i: number) => {
+      const stored = storage.get(files[i]!.path).then(collectStream);
+      // awaited in order below; one left behind by an earlier failure must not be an unhandled rejection
+      stored.catch(() => undefined);
+      pending.push(stored);
+    };
+    for (let i = 0; i < Math.min(files.length, INDEX_READS_AHEAD); i++) start(i);
+    for (let i = 0; i < files.length; i++) {
+      const stored = await pending.shift()!;
+      if (i + INDEX_READS_AHEAD < files.length) start(i + INDEX_READS_AHEAD);
+      const path = files[i]!.path;
+      index.addIndexFile(path.slice(path.lastIndexOf('/') + 1), stored, path);
     }
     return new ContentStore(storage, settings, index);
   }
