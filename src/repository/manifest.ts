@@ -4,9 +4,18 @@ import { PgkeepError } from '../errors.js';
 import type { DatabaseState } from '../postgres/database-state.js';
 import { IntegritySchema } from './manifest-integrity.js';
 
-export const MANIFEST_FORMAT = 1;
+export const MANIFEST_FORMAT = 2;
 
 const DigestSchema = z.object({ size: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) });
+/**
+ * The raw (uncompressed, decrypted) bytes of an object: size and SHA-256. A
+ * content stream (format 2 on) records only its size: its ref is a Merkle
+ * tree (each chunk checked against its id, the lists too, the root in this
+ * checksummed manifest) that proves every byte and its place, so a second
+ * SHA-256 pass over the whole stream proved nothing new and cost ~0.7 s of
+ * CPU per GB on every backup (docs/benchmarks.md). Older manifests have it.
+ */
+const RawDigestSchema = z.object({ size: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/).optional() });
 
 /**
  * A path inside the backup folder: '/'-separated names, none empty, "." or
@@ -38,7 +47,7 @@ export const ObjectSchema = z.object({
     .string()
     .regex(/^(?!\.\.?$)[^/\\\x00-\x1f]{1,255}$/, 'not a plain file name')
     .optional(),
-  raw: DigestSchema,
+  raw: RawDigestSchema,
   stored: DigestSchema,
   compression: z.enum(['zstd', 'none']),
   /** age, to these public keys (a passphrase repository's own key included); null when stored in clear. */
@@ -47,7 +56,8 @@ export const ObjectSchema = z.object({
    * In a deduplicating repository: the stream as chunks of the content store
    * (docs/content-store.md), instead of a file in the backup folder. `stored`
    * is then what this backup added to the store, and its sha256 that of this
-   * ref's JSON; `raw` is the whole stream, checked on every read.
+   * ref's JSON; `raw` is the whole stream's size (and, in format 1 manifests,
+   * its SHA-256): every read checks each chunk against its id and the size.
    */
   content: z
     .object({
@@ -57,7 +67,7 @@ export const ObjectSchema = z.object({
       root: z.array(z.string().regex(/^[0-9a-f]{64}$/)).max(64),
     })
     .optional(),
-});
+}).refine((o) => o.content !== undefined || o.raw.sha256 !== undefined, { message: 'an object stored as a file needs its SHA-256', path: ['raw', 'sha256'] });
 export type BackupObject = z.infer<typeof ObjectSchema>;
 
 export const TableSchema = z.object({
@@ -299,12 +309,18 @@ export function manifestState(state: DatabaseState): NonNullable<LogicalManifest
 
 /**
  * Upgrades of stored manifests, keyed on the format they upgrade from: each
- * takes a manifest of format N to format N + 1. Format 1 is the first and the
- * current one, so there is none yet; a format 2 adds `1: (m) => ({ ...m, format: 2, … })`
- * and keeps every older manifest readable (test/unit/manifest-upgrade.test.ts
- * reads the stored manifests of test/support/fixtures/manifests/).
+ * takes a manifest of format N to format N + 1, and keeps every older
+ * manifest readable (test/unit/manifest-upgrade.test.ts reads the stored
+ * manifests of test/support/fixtures/manifests/).
+ *
+ * 1 → 2: format 2 lets a content stream's `raw` omit its SHA-256 (see
+ * RawDigestSchema); a format 1 manifest is a format 2 one as it is. The
+ * number moved so that a pgkeep that needs every object's SHA-256 refuses
+ * these manifests as newer than it reads, not as damaged.
  */
-const UPGRADES: Readonly<Record<number, (manifest: Record<string, unknown>) => Record<string, unknown>>> = {};
+const UPGRADES: Readonly<Record<number, (manifest: Record<string, unknown>) => Record<string, unknown>>> = {
+  1: (m) => ({ ...m, format: 2 }),
+};
 
 /**
  * A manifest as stored (parsed JSON) brought to the current format, then
@@ -331,6 +347,12 @@ export function upgradeManifest(raw: unknown): Manifest {
     throw new PgkeepError('MANIFEST_INVALID', `its manifest is invalid at ${issue.path.join('.') || 'the top level'}: ${issue.message}`);
   }
   return parsed.data;
+}
+
+/** The raw size and SHA-256 of an object stored as a file (the schema requires the digest there; only content streams may lack it). */
+export function fileDigest(object: BackupObject): { size: number; sha256: string } {
+  if (object.raw.sha256 === undefined) throw new PgkeepError('MANIFEST_INVALID', `object ${object.name} is stored as a file but its manifest has no SHA-256 for it`);
+  return { size: object.raw.size, sha256: object.raw.sha256 };
 }
 
 /** Physical manifests only. */

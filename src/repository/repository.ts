@@ -7,7 +7,7 @@ import type { Readable as ReadableStream } from 'node:stream';
 import { joinKey, readObject, type PutOptions, type Storage } from '../storage/storage.js';
 import { PGKEEP_VERSION } from '../version.js';
 import { isBackupId, validateBackupId } from './backup-id.js';
-import { upgradeManifest, type BackupObject, type Manifest } from './manifest.js';
+import { fileDigest, upgradeManifest, type BackupObject, type Manifest } from './manifest.js';
 import { authenticate, canonicalManifest, checksumMatches, type ManifestKey } from './manifest-integrity.js';
 import { manifestText, type BackupKind } from './manifest-builder.js';
 import { beginBackups, type BackupWriter, type BeginBackupOptions } from './backup-writer.js';
@@ -494,7 +494,7 @@ export class Repository {
   loadObject(manifest: Pick<Manifest, 'source' | 'id'>, object: BackupObject, sink: Writable, options: LoadOptions): Promise<void> {
     // a stream of the content store: chunks from packs, each checked (content-store/load-content.ts)
     if (object.content) return loadContent(this, { ...object, content: object.content }, sink, options);
-    return loadStream(this.storage, this.objectKey(manifest.source, manifest.id, object.name), object, sink, options);
+    return loadStream(this.storage, this.objectKey(manifest.source, manifest.id, object.name), { ...object, raw: fileDigest(object) }, sink, options);
   }
 
   /** When the newest file of a source's WAL archive was written (undefined when it holds none): status's archive lag. */

@@ -7,7 +7,6 @@ import type { StoredDigests } from '../pipeline/store-stream.js';
 import type { ZstdCodec } from '../pipeline/zstd.js';
 import { walFileKind, type WalFileKind } from '../postgres/wal-file.js';
 import { joinKey, readObject, type Storage } from '../storage/storage.js';
-import type { BackupObject } from './manifest.js';
 import { encryptionRecord, storedSuffix } from './repo-info.js';
 
 /**
@@ -214,7 +213,7 @@ export class WalArchive {
   ): Promise<WalRecord> {
     const record = options.record ?? (await this.readRecord(name));
     if (!record) throw new PgkeepError('WAL_MISSING', `${name} is not in the WAL archive of source ${this.source} at ${this.storage.location}`);
-    const object: BackupObject = { name: record.name, role: 'wal', raw: record.raw, stored: record.stored, compression: record.compression, encryption: record.encryption };
+    const object = { name: record.name, role: 'wal' as const, raw: record.raw, stored: record.stored, compression: record.compression, encryption: record.encryption };
     // Loaded here, not at the top: wal-push (once per segment, start-up bound) never reads the archive back.
     const { loadStream } = await import('../pipeline/load-stream.js');
     await loadStream(this.storage, this.objectKey(record), object, sink, options);

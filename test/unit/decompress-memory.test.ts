@@ -8,7 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { after, before, describe, it } from 'node:test';
 import { loadStream } from '../../src/pipeline/load-stream.js';
 import { cliZstd, nativeZstd, type ZstdCodec } from '../../src/pipeline/zstd.js';
-import type { BackupObject } from '../../src/repository/manifest.js';
+import type { ObjectToLoad } from '../../src/pipeline/load-stream.js';
 import { PosixStorage } from '../../src/storage/posix-storage.js';
 
 /**
@@ -27,7 +27,7 @@ const codecs: ZstdCodec[] = [cliZstd, nativeZstd].filter((c): c is ZstdCodec => 
 
 let work: string;
 let storage: PosixStorage;
-let object: BackupObject;
+let object: ObjectToLoad & { role: string; compression: string };
 
 async function compress(codec: ZstdCodec, data: Buffer): Promise<Buffer> {
   const out: Buffer[] = [];
@@ -70,7 +70,7 @@ before(async () => {
     stored: { size: stored.length, sha256: createHash('sha256').update(stored).digest('hex') },
     compression: 'zstd',
     encryption: null,
-  } as BackupObject;
+  };
 });
 
 after(async () => {

@@ -64,6 +64,17 @@ describe('stored manifests', () => {
     assert.throws(() => upgradeManifest({ ...stored('physical'), objects: 'none' }), isCode('MANIFEST_INVALID', /invalid at objects/));
   });
 
+  it('format 2: a content stream may omit its raw SHA-256 (its chunk ids prove it); an object stored as a file may not', () => {
+    const logical = stored('logical') as { objects: Record<string, any>[] };
+    const [first, ...rest] = logical.objects;
+    const { sha256: _, ...size } = first!.raw;
+    const content = { size: size.size, chunks: 1, depth: 0, root: ['ab'.repeat(32)] };
+    const withContent = upgradeManifest({ ...logical, format: 2, objects: [{ ...first, raw: size, content }, ...rest] });
+    assert.equal(withContent.objects[0]!.raw.sha256, undefined);
+    assert.deepEqual(withContent.objects[0]!.content, content);
+    assert.throws(() => upgradeManifest({ ...logical, format: 2, objects: [{ ...first, raw: size }, ...rest] }), isCode('MANIFEST_INVALID', /objects\.0\.raw\.sha256.*needs its SHA-256/));
+  });
+
   it('a repository reads each stored manifest as written (the text kept byte for byte for copy)', async () => {
     const folder = await mkdtemp(path.join(tmpdir(), 'pgkeep-manifest-fixtures-'));
     after(() => rm(folder, { recursive: true, force: true }));

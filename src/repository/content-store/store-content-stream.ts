@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { ContentSession, ContentStream, StreamRef } from './content-store.js';
 
@@ -12,19 +11,21 @@ export interface StoreContentOptions {
 }
 
 export interface StoredContent {
-  raw: { size: number; sha256: string };
+  /** The stream's size; no SHA-256 of it (see RawDigestSchema in manifest.ts): each chunk's id proves its bytes. */
+  raw: { size: number };
   ref: StreamRef;
   /** What the stream added to the store: its new chunks, compressed. */
   added: number;
 }
 
 /**
- * One stream going into a content session, piece by piece: hashed whole (the
- * manifest's raw digest, checked on every read), cut by content and at the
- * offsets the caller names (each table's data in a dump).
+ * One stream going into a content session, piece by piece, cut by content and
+ * at the offsets the caller names (each table's data in a dump). Not hashed
+ * whole: its chunk ids, lists and root form a Merkle tree that proves every
+ * byte and its place, checked on every read (a second SHA-256 pass cost ~0.7 s
+ * of CPU per GB, docs/benchmarks.md).
  */
 export class ContentStreamWriter {
-  private readonly hash = createHash('sha256');
   private opened: { session: ContentSession; stream: ContentStream; startedAt: number } | undefined;
   private size = 0;
 
@@ -43,7 +44,6 @@ export class ContentStreamWriter {
   /** The next bytes; `starts` are offsets in the whole stream where a chunk must end (any not inside this piece are ignored). */
   async write(piece: Buffer, starts: readonly number[] = []): Promise<void> {
     const stream = await this.open();
-    this.hash.update(piece);
     let from = 0;
     for (const at of starts) {
       const cut = at - this.size;
@@ -60,7 +60,7 @@ export class ContentStreamWriter {
     const stream = await this.open();
     const ref = await stream.end();
     const { session, startedAt } = this.opened!;
-    return { raw: { size: this.size, sha256: this.hash.digest('hex') }, ref, added: session.totals.newCompressedBytes - startedAt };
+    return { raw: { size: this.size }, ref, added: session.totals.newCompressedBytes - startedAt };
   }
 }
 
