@@ -431,7 +431,9 @@ export class ContentSession {
 /** One stream being stored through a session. */
 export class ContentStream {
   private readonly chunker: ContentDefinedChunker;
-  private readonly ids: Buffer[] = [];
+  /** The chunk ids so far, side by side (32 bytes each, not a Buffer object per chunk: ~60,000 of them per GB). */
+  private ids = Buffer.allocUnsafe(CHUNK_ID_SIZE * 1024);
+  private count = 0;
   private size = 0;
 
   constructor(
@@ -444,29 +446,45 @@ export class ContentStream {
 
   async write(data: Buffer): Promise<void> {
     this.size += data.length;
-    for (const chunk of this.chunker.write(data)) this.ids.push(await this.session.put(chunk, this.kind));
+    for (const chunk of this.chunker.write(data)) this.push(await this.session.put(chunk, this.kind));
   }
 
   /** Ends the current chunk here (a table's data starts: a change in one table never moves another's chunks). */
   async cut(): Promise<void> {
     const chunk = this.chunker.cut();
-    if (chunk) this.ids.push(await this.session.put(chunk, this.kind));
+    if (chunk) this.push(await this.session.put(chunk, this.kind));
   }
 
   /** Ends the stream: its ref, with the chunk list stored one level down while it is longer than ROOT_IDS. */
   async end(): Promise<StreamRef> {
     await this.cut();
-    let ids = this.ids;
+    let ids = this.list();
     let depth = 0;
-    while (ids.length > ROOT_IDS) {
+    while (ids.length > ROOT_IDS * CHUNK_ID_SIZE) {
       const list = new ContentStream(this.session, this.settings, 'list');
       // the list as one buffer: 32 bytes per chunk (2 MiB per GB of 16 KiB chunks); the chunker copies nothing
-      await list.write(Buffer.concat(ids));
+      await list.write(ids);
       await list.cut();
-      ids = list.ids;
+      ids = list.list();
       depth++;
     }
-    return { size: this.size, chunks: this.ids.length, depth, root: ids.map((id) => id.toString('hex')) };
+    const root: string[] = [];
+    for (let at = 0; at < ids.length; at += CHUNK_ID_SIZE) root.push(ids.toString('hex', at, at + CHUNK_ID_SIZE));
+    return { size: this.size, chunks: this.count, depth, root };
+  }
+
+  private push(id: Buffer): void {
+    if ((this.count + 1) * CHUNK_ID_SIZE > this.ids.length) {
+      const more = Buffer.allocUnsafe(this.ids.length * 2);
+      this.ids.copy(more, 0, 0, this.count * CHUNK_ID_SIZE);
+      this.ids = more;
+    }
+    id.copy(this.ids, this.count * CHUNK_ID_SIZE);
+    this.count++;
+  }
+
+  private list(): Buffer {
+    return this.ids.subarray(0, this.count * CHUNK_ID_SIZE);
   }
 }
 
