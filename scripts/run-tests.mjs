@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const folder = mkdtempSync(path.join(tmpdir(), 'pgkeep-test-run-'));
 
@@ -32,7 +32,7 @@ if (shared.length > 1) {
   inputs = [entry, ...given.filter((file) => !shared.includes(file))];
 }
 
-// Node starts the files in the order given, as slots free up. Started last, a
+// The files start in this order, as slots free up. Started last, a
 // long file ends the run alone while the other slot idles, so the longest
 // start first (this list, longest first, from a CI run's spec log: update it
 // when a file grows past its neighbours), then the other integration files,
@@ -59,15 +59,10 @@ const durationsFile = path.join(folder, 'durations.jsonl');
 // the server's OS user (postgres, when we are root) builds and reads it.
 const templates = mkdtempSync(path.join(tmpdir(), 'pgkeep-initdb-templates-'));
 chmodSync(templates, 0o755);
+// Not `node --test`: it starts the files sorted by name, not in this order (run-test-files.mjs says more).
 const run = spawnSync(
   process.execPath,
-  [
-    '--import', 'tsx', '--test', `--test-concurrency=${concurrency}`,
-    '--test-reporter=spec', '--test-reporter-destination=stdout',
-    `--test-reporter=${new URL('./skip-reporter.mjs', import.meta.url).href}`, `--test-reporter-destination=${skipsFile}`,
-    `--test-reporter=${new URL('./duration-reporter.mjs', import.meta.url).href}`, `--test-reporter-destination=${durationsFile}`,
-    ...files,
-  ],
+  ['--import', 'tsx', fileURLToPath(new URL('./run-test-files.mjs', import.meta.url)), String(concurrency), skipsFile, durationsFile, ...files],
   { stdio: 'inherit', env: { ...process.env, PGKEEP_TEST_INITDB_TEMPLATES: templates } },
 );
 let skips = [];
