@@ -14,7 +14,8 @@ import { COMMAND_NAMES } from '../../src/registry/registry.js';
 // The `pgkeep` executable loads the program bundled into one CommonJS file (dist/cli/main.cjs,
 // scripts/bundle-cli.mjs) for its start-up. What a bundle can break: a lazily imported command
 // missing, a file found relative to a module (package.json, htmx, pgkeep.js for wal-fetch), a
-// package loaded as CommonJS instead of ESM. Each is exercised here through the executable.
+// package loaded as CommonJS instead of ESM. Each is exercised here through the executable (which
+// every other test file spawns too: test/support/cli.ts).
 const BUNDLE = path.join(path.dirname(CLI), 'main.cjs');
 
 let cluster: PgCluster;
@@ -33,13 +34,13 @@ test('the build made the bundle, and the executable runs it', () => {
 
 test('--version is package.json version (found from the bundle)', async () => {
   const { version } = JSON.parse(readFileSync(path.resolve(path.dirname(CLI), '../../package.json'), 'utf8')) as { version: string };
-  const result = await pgkeep(['--version'], { entry: true });
+  const result = await pgkeep(['--version']);
   assert.equal(result.code, 0, result.stderr);
   assert.equal(result.stdout.trim(), version);
 });
 
 test("the program's help loads every command from the bundle, as the ES modules do", async () => {
-  const [bundled, modules] = await Promise.all([pgkeep(['--help'], { entry: true }), pgkeep(['--help'])]);
+  const [bundled, modules] = await Promise.all([pgkeep(['--help']), pgkeep(['--help'], { modules: true })]);
   assert.equal(bundled.code, 0, bundled.stderr);
   assert.equal(bundled.stdout, modules.stdout);
   for (const name of COMMAND_NAMES) assert.ok(bundled.stdout.includes(`  ${name.split(' ')[0]}`), `${name} in the program's help`);
@@ -52,7 +53,7 @@ test("every command's --help runs from the bundle (each command's module alone)"
   await Promise.all(
     Array.from({ length: 4 }, async () => {
       for (let args = queue.shift(); args; args = queue.shift()) {
-        const result = await pgkeep(args, { entry: true });
+        const result = await pgkeep(args);
         if (result.code !== 0 || result.stderr !== '') failures.push(`pgkeep ${args.join(' ')}: exit ${result.code}, stderr ${result.stderr}`);
         else if (!result.stdout.startsWith(`Usage: pgkeep ${args.slice(0, -1).join(' ')} `)) failures.push(`pgkeep ${args.join(' ')}: no usage line: ${result.stdout.slice(0, 80)}`);
       }
@@ -65,15 +66,15 @@ test("every command's --help runs from the bundle (each command's module alone)"
 test('backup, verify, list and restore --jobs 2 through the bundle: the awkward fixture comes back identical', async () => {
   const env = { DATABASE_URL: cluster.url('awkward') };
   const repo = path.join(work, 'repo');
-  const backup = await pgkeep(['backup', '--repo', repo, '--json'], { entry: true, env });
+  const backup = await pgkeep(['backup', '--repo', repo, '--json'], { env });
   assert.equal(backup.code, 0, backup.stderr);
-  const verify = await pgkeep(['verify', 'latest', '--repo', repo, '--json'], { entry: true, env });
+  const verify = await pgkeep(['verify', 'latest', '--repo', repo, '--json'], { env });
   assert.equal(verify.code, 0, verify.stderr);
   assert.equal(json(verify).tables.found, json(verify).tables.expected);
-  const list = await pgkeep(['list', '--repo', repo, '--json'], { entry: true });
+  const list = await pgkeep(['list', '--repo', repo, '--json']);
   assert.equal(list.code, 0, list.stderr);
   assert.equal(json<unknown[]>(list).length, 1);
-  const restore = await pgkeep(['restore', 'latest', '--repo', repo, '--to', 'bundled_copy', '--jobs', '2', '--json'], { entry: true, env });
+  const restore = await pgkeep(['restore', 'latest', '--repo', repo, '--to', 'bundled_copy', '--jobs', '2', '--json'], { env });
   assert.equal(restore.code, 0, restore.stderr);
   assert.deepEqual(diffSnapshots(await snapshotDatabase(cluster, 'awkward'), await snapshotDatabase(cluster, 'bundled_copy')), []);
 });
@@ -82,7 +83,7 @@ test('the dashboard serves its page and htmx (resolved from node_modules) from t
   const cwd = path.join(work, 'dashboard');
   await mkdir(cwd);
   await writeFile(path.join(cwd, 'pgkeep.yaml'), ['sources:', '  app:', `    db: ${JSON.stringify(cluster.url('awkward'))}`, `    repo: ${JSON.stringify(path.join(work, 'repo'))}`, ''].join('\n'));
-  const child = startPgkeep(['dashboard', '--listen', '127.0.0.1:0'], { cwd, entry: true });
+  const child = startPgkeep(['dashboard', '--listen', '127.0.0.1:0'], { cwd });
   try {
     const exited = collect(child);
     let stderr = '';

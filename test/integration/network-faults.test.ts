@@ -246,7 +246,7 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
     await mkdir(path.dirname(file), { recursive: true });
     await copyFile(path.join(cluster.dataDir, 'pg_wal', name), file);
     const original = await readFile(file);
-    const wal = (args: string[], extra: Record<string, string> = {}) => pgkeep(args, { entry: true, env: env(extra) });
+    const wal = (args: string[], extra: Record<string, string> = {}) => pgkeep(args, { env: env(extra) });
     const pushed = await wal(['wal-push', file, '--source', 'app', '--repo', repo]);
     assert.equal(pushed.code, 0, pushed.stderr);
 

@@ -41,7 +41,7 @@ useClusterAndWorkFolder(
 );
 
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
-const wal = (args: string[], extra: { env?: Record<string, string> } = {}) => pgkeep(args, { entry: true, ...extra });
+const wal = (args: string[], extra: { env?: Record<string, string> } = {}) => pgkeep(args, { ...extra });
 
 /** Writes, switches WAL, and waits until the server reports the segment archived; returns its name. */
 async function archiveOneSegment(): Promise<string> {
