@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { PgkeepError } from '../errors.js';
 import { joinKey, readObject, type Storage } from '../storage/storage.js';
@@ -10,6 +11,8 @@ export interface LockOwner {
   started: string;
   /** Which acquire of its process wrote it (absent in locks of older versions). */
   holder?: string;
+  /** When its process started, in clock ticks after boot (Linux; absent elsewhere and in locks of older versions): tells it from a later process given the same pid. */
+  startTicks?: number;
 }
 
 export interface SourceLock {
@@ -23,7 +26,7 @@ export interface SourceLock {
  */
 export async function acquireSourceLock(storage: Storage, source: string, command: string): Promise<SourceLock> {
   const key = joinKey('sources', source, 'locks', 'source.lock');
-  const me: LockOwner = { pid: process.pid, host: hostname(), command, started: new Date().toISOString(), holder: randomUUID() };
+  const me: LockOwner = { pid: process.pid, host: hostname(), command, started: new Date().toISOString(), holder: randomUUID(), ...ownStart() };
   const body = Buffer.from(`${JSON.stringify(me)}\n`);
   for (let attempt = 0; attempt < 3; attempt++) {
     if (await storage.putIfAbsent(key, body)) {
@@ -78,7 +81,13 @@ export const letGo = (holder: string): void => void heldHere.delete(holder);
 export function isStale(owner: LockOwner): boolean {
   if (owner.host !== hostname()) return false; // cannot be judged from here
   if (owner.pid === process.pid) return !(owner.holder && heldHere.has(owner.holder));
-  return !isAlive(owner.pid);
+  return !isAlive(owner.pid, owner.startTicks);
+}
+
+/** This process's start, for the locks it writes (see isAlive). */
+export function ownStart(): { startTicks?: number } {
+  const ticks = processStartTicks('self');
+  return ticks === undefined ? {} : { startTicks: ticks };
 }
 
 /** A lock object's owner; undefined when it is gone; an unreadable one belongs to nobody alive. Also the content store's locks. */
@@ -92,12 +101,33 @@ export async function readOwner(storage: Storage, key: string): Promise<LockOwne
   }
 }
 
-function isAlive(pid: number): boolean {
+/**
+ * Whether the process that wrote a lock still runs: its pid is alive and, where the lock records when its
+ * writer started (Linux: clock ticks after boot, immune to clock changes) and /proc says when the process
+ * with that pid started, the two are the same. Pids are reused (pid_max is 32,768 on many systems, and a
+ * busy host goes round it in minutes), so a dead owner's pid may belong to another process by now: seen as
+ * a prune whose sweep stepped back from the lock of a killed backup.
+ */
+function isAlive(pid: number, startTicks: number | undefined): boolean {
   if (pid <= 0) return false;
   try {
     process.kill(pid, 0);
-    return true;
   } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
+    if ((error as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  const now = startTicks === undefined ? undefined : processStartTicks(pid);
+  return now === undefined || now === startTicks;
+}
+
+/** When a process started, in clock ticks after boot (/proc/PID/stat, field 22), on Linux; undefined elsewhere or when /proc does not say. */
+export function processStartTicks(pid: number | 'self'): number | undefined {
+  if (process.platform !== 'linux') return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // the fields after the command name (in parentheses, which may hold spaces): state is field 3, starttime 22
+    const ticks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+    return Number.isSafeInteger(ticks) ? ticks : undefined;
+  } catch {
+    return undefined;
   }
 }

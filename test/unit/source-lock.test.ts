@@ -4,7 +4,7 @@ import { hostname, tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { PgkeepError } from '../../src/errors.js';
-import { acquireSourceLock } from '../../src/repository/source-lock.js';
+import { acquireSourceLock, processStartTicks } from '../../src/repository/source-lock.js';
 import { PosixStorage } from '../../src/storage/posix-storage.js';
 import { readObject } from '../../src/storage/storage.js';
 
@@ -75,6 +75,19 @@ describe('acquireSourceLock (on PosixStorage)', () => {
     const lock = await acquireSourceLock(storage, 'app', 'backup');
     const owner = JSON.parse((await readObject(storage, LOCK_KEY)).toString('utf8')) as { pid: number };
     assert.equal(owner.pid, process.pid);
+    await lock.release();
+  });
+
+  it('a live pid that another process now has (its start differs from the lock\'s) is taken over; the same process is respected', { skip: process.platform !== 'linux' && 'process start times come from /proc (Linux)' }, async () => {
+    const parent = processStartTicks(process.ppid)!;
+    assert.ok(Number.isSafeInteger(parent), 'the parent process start from /proc');
+    await plantLock({ pid: process.ppid, host: hostname(), command: 'backup', started: new Date().toISOString(), startTicks: parent });
+    await assert.rejects(acquireSourceLock(storage, 'app', 'backup'), (error: unknown) => error instanceof PgkeepError && error.code === 'LOCK_HELD');
+    await storage.remove(LOCK_KEY);
+    await plantLock({ pid: process.ppid, host: hostname(), command: 'backup', started: new Date().toISOString(), startTicks: parent - 1 });
+    const lock = await acquireSourceLock(storage, 'app', 'backup');
+    const owner = JSON.parse((await readObject(storage, LOCK_KEY)).toString('utf8')) as { pid: number; startTicks: number };
+    assert.deepEqual([owner.pid, owner.startTicks], [process.pid, processStartTicks('self')]);
     await lock.release();
   });
 
