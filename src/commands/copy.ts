@@ -109,7 +109,7 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
     if (!existing) {
       throw new PgkeepError(
         'USAGE',
-        `backup ${manifest.source}/${manifest.id} is in a deduplicating repository and ${toPlace.location} holds no repository yet: create it first, with pgkeep init --repo ${toPlace.location} --dedup --chunker-from ${from.location} (copy then sends only the chunks it lacks), or plain pgkeep init`,
+        `backup ${manifest.source}/${manifest.id} is in a deduplicating repository and ${toPlace.location} holds no repository yet: create it first, with pgkeep init --repo ${toPlace.location} --dedup --chunker-from ${from.location} (copy then sends only the chunks it lacks), or pgkeep init --repo ${toPlace.location} --plain`,
       );
     }
     return copyThroughContent(ctx, from, manifest, existing, started);
@@ -294,31 +294,28 @@ function repositoryLocation(settings: Settings, value: string): string {
 }
 
 /**
- * Opens the destination, creating it in an empty location with the source's
- * encryption (and, for a passphrase repository, its wrapped identity), or
- * refuses a destination whose encryption differs: objects are copied as they are.
+ * Opens the destination, creating it in an empty location as a mirror of the
+ * (plain) source: without deduplication whatever the default for new
+ * repositories, with the source's encryption (and, for a passphrase
+ * repository, its wrapped identity); or refuses a destination whose
+ * encryption differs: objects are copied as they are.
  */
 async function openDestination(place: RepositoryLocation, from: Repository): Promise<{ repository: Repository; created: boolean }> {
   const encryption = from.info.encryption;
   let repository: Repository | undefined;
   let created = false;
-  if (!encryption) {
-    created = await place.isFresh();
-    repository = await place.open({ createIfEmpty: true });
-  } else {
+  try {
+    repository = await place.open();
+  } catch (error) {
+    if (!(error instanceof PgkeepError && error.code === 'REPO_MISSING')) throw error;
+  }
+  if (!repository) {
     try {
-      repository = await place.open();
+      repository = await place.init(encryption);
+      created = true;
     } catch (error) {
-      if (!(error instanceof PgkeepError && error.code === 'REPO_MISSING')) throw error;
-    }
-    if (!repository) {
-      try {
-        repository = await place.init(encryption);
-        created = true;
-      } catch (error) {
-        if (!(error instanceof PgkeepError && error.code === 'REPO_EXISTS')) throw error;
-        repository = await place.open(); // created concurrently: check that one
-      }
+      if (!(error instanceof PgkeepError && error.code === 'REPO_EXISTS')) throw error;
+      repository = await place.open(); // created concurrently: check that one
     }
   }
   assertSameEncryption(from, repository);

@@ -24,11 +24,6 @@ export class RepositoryLocation {
     return Repository.open(this.storage, options);
   }
 
-  /** Whether nothing is there yet (no pgkeep.json, no object): opening with createIfEmpty would create it. */
-  async isFresh(): Promise<boolean> {
-    return !(await this.storage.stat('pgkeep.json')) && (await this.storage.isEmpty());
-  }
-
   /** Creates the repository with the given encryption (already set up, e.g. copied from another repository). */
   init(encryption: EncryptionInfo | null): Promise<Repository> {
     return Repository.init(this.storage, encryption);

@@ -21,7 +21,7 @@ import { VerificationSchema, verificationFileName, type Verification, type Verif
 
 export { REPO_FORMAT } from './repo-info.js';
 import { DEDUP_REPO_FORMAT, PLAIN_REPO_FORMAT, REPO_FORMAT } from './repo-info.js';
-import { ContentInfoSchema, type ContentInfo } from './content-store/content-keys.js';
+import { ContentInfoSchema, createContentInfo, type ContentInfo } from './content-store/content-keys.js';
 import { loadContent } from './content-store/load-content.js';
 import { registerStorage } from './repository-storage.js';
 const INFO_FILE = 'pgkeep.json';
@@ -78,6 +78,13 @@ const RepoInfoSchema = z.object({
 });
 export type RepoInfo = z.infer<typeof RepoInfoSchema>;
 
+/**
+ * Whether a new repository deduplicates unless its creator asks otherwise
+ * (`pgkeep init --plain` or `--dedup`): `init`, and the first backup into an
+ * empty location. Existing repositories keep the format they were made with.
+ */
+export const DEDUP_BY_DEFAULT: boolean = false;
+
 /** An age file of a known text, written at init of a passphrase repository to check passphrases later. */
 export const KEY_CHECK_FILE = 'keycheck.age';
 
@@ -121,14 +128,16 @@ export class Repository {
 
   /**
    * Opens an existing repository. With `createIfEmpty`, an empty or missing
-   * location is initialised (the first backup implies init).
+   * location is initialised (the first backup implies init): unencrypted,
+   * deduplicating when DEDUP_BY_DEFAULT says so.
    */
   static async open(storage: Storage, options: { createIfEmpty?: boolean } = {}): Promise<Repository> {
     if (!(await storage.stat(INFO_FILE))) {
       if (await storage.isEmpty()) {
         if (options.createIfEmpty) {
           try {
-            return await Repository.init(storage);
+            // an unencrypted content store writes nothing before pgkeep.json: a concurrent creator still loses cleanly on it
+            return await Repository.init(storage, null, DEDUP_BY_DEFAULT ? await createContentInfo(storage, null) : undefined);
           } catch (error) {
             if (!(error instanceof PgkeepError && error.code === 'REPO_EXISTS')) throw error;
             // initialised concurrently by another process: open that one

@@ -240,16 +240,16 @@ describe('copy between deduplicating repositories encrypted with a passphrase', 
 });
 
 describe('init --chunker-from: bad requests get one line and change nothing', () => {
-  test('without --dedup, from a plain repository, across encryption, from a missing one, or over a repository with its own chunker', async () => {
+  test('with --plain, from a plain repository, across encryption, from a missing one, or over a repository with its own chunker', async () => {
     const plain = path.join(work, 'cf-plain');
     const deduped = path.join(work, 'cf-dedup');
-    assert.equal((await pgkeep(['init', '--repo', plain])).code, 0);
+    assert.equal((await pgkeep(['init', '--repo', plain, '--plain'])).code, 0);
     assert.equal((await pgkeep(['init', '--repo', deduped, '--dedup'])).code, 0);
     const keygen = await pgkeep(['keygen', '--output', path.join(work, 'cf.key')]);
     assert.equal(keygen.code, 0, keygen.stderr);
     const publicKey = /age1[0-9a-z]+/.exec(await readFile(path.join(work, 'cf.key'), 'utf8'))![0];
     const cases: [string[], number, RegExp][] = [
-      [['init', '--repo', path.join(work, 'cf-1'), '--chunker-from', deduped], 2, /--chunker-from goes with --dedup/],
+      [['init', '--repo', path.join(work, 'cf-1'), '--plain', '--chunker-from', deduped], 2, /--chunker-from makes a deduplicating repository .* does not go with --plain/],
       [['init', '--repo', path.join(work, 'cf-2'), '--dedup', '--chunker-from', plain], 2, /does not deduplicate/],
       [['init', '--repo', path.join(work, 'cf-3'), '--dedup', '--encrypt', '--recipient', publicKey, '--chunker-from', deduped], 2, /not encrypted .*must be unencrypted too/],
       [['init', '--repo', path.join(work, 'cf-4'), '--dedup', '--chunker-from', path.join(work, 'nowhere')], 5, /no pgkeep repository at .* to take chunking parameters from/],
@@ -268,6 +268,33 @@ describe('init --chunker-from: bad requests get one line and change nothing', ()
     const over = await pgkeep(['init', '--repo', other, '--dedup', '--chunker-from', deduped]);
     assert.equal(over.code, 5, over.stderr);
     assert.match(over.stderr, /chunking parameters of its own/);
+  });
+
+  test('--plain and --dedup choose the format of a new repository; over an existing one only a flag that fits changes nothing', async () => {
+    const plain = path.join(work, 'fmt-plain');
+    const deduped = path.join(work, 'fmt-dedup');
+    const madePlain = await pgkeep(['init', '--repo', plain, '--plain', '--json']);
+    assert.equal(madePlain.code, 0, madePlain.stderr);
+    assert.equal(JSON.parse(madePlain.stdout).dedup, false);
+    assert.equal(JSON.parse(await readFile(path.join(plain, 'pgkeep.json'), 'utf8')).content, undefined);
+    assert.equal((await pgkeep(['init', '--repo', deduped, '--dedup'])).code, 0);
+    assert.equal(JSON.parse(await readFile(path.join(deduped, 'pgkeep.json'), 'utf8')).format, 2);
+    const both = await pgkeep(['init', '--repo', path.join(work, 'fmt-both'), '--plain', '--dedup']);
+    assert.equal(both.code, 2, both.stderr);
+    assert.match(both.stderr, /--plain and --dedup exclude each other/);
+    assert.equal(existsSync(path.join(work, 'fmt-both')), false);
+    const plainOverDedup = await pgkeep(['init', '--repo', deduped, '--plain']);
+    assert.equal(plainOverDedup.code, 5, plainOverDedup.stderr);
+    assert.match(plainOverDedup.stderr, /already a deduplicating pgkeep repository/);
+    const dedupOverPlain = await pgkeep(['init', '--repo', plain, '--dedup']);
+    assert.equal(dedupOverPlain.code, 5, dedupOverPlain.stderr);
+    assert.match(dedupOverPlain.stderr, /already a pgkeep repository without deduplication/);
+    // existing repositories keep working whatever the default: init without a flag changes nothing in either
+    for (const [repo, how] of [[plain, /plain \(no deduplication\) \(nothing changed\)/], [deduped, /deduplicating \(nothing changed\)/]] as const) {
+      const again = await pgkeep(['init', '--repo', repo]);
+      assert.equal(again.code, 0, again.stderr);
+      assert.match(again.stdout, how);
+    }
   });
 });
 

@@ -159,7 +159,7 @@ describe('encrypted repositories (age)', () => {
     assert.match(passphrase.stderr, /not with a passphrase/);
     const same = await pgkeep(['init', '--repo', repo, '--encrypt', '--recipient', a.publicKey]);
     assert.equal(same.code, 0, same.stderr);
-    assert.match(same.stdout, /already a pgkeep repository, encrypted to 1 recipient\(s\) \(nothing changed\)/);
+    assert.match(same.stdout, /already a pgkeep repository, encrypted to 1 recipient\(s\).* \(nothing changed\)/);
   });
 });
 
