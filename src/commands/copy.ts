@@ -106,13 +106,8 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
     throw error;
   });
   if (manifest.objects.some((o) => o.content) || existing?.info.content) {
-    if (!existing) {
-      throw new PgkeepError(
-        'USAGE',
-        `backup ${manifest.source}/${manifest.id} is in a deduplicating repository and ${toPlace.location} holds no repository yet: create it first, with pgkeep init --repo ${toPlace.location} --dedup --chunker-from ${from.location} (copy then sends only the chunks it lacks), or pgkeep init --repo ${toPlace.location} --plain`,
-      );
-    }
-    return copyThroughContent(ctx, from, manifest, existing, started);
+    const to = existing ?? (await createSharingDestination(toPlace, from, ctx.keys));
+    return copyThroughContent(ctx, from, manifest, to, started, existing === undefined);
   }
 
   // 3. as stored: between repositories without deduplication, objects move byte for byte
@@ -177,7 +172,7 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
  * the index, then the manifest, under the destination's source lock and
  * shared content lock, so a kill at any point leaves it consistent.
  */
-async function copyThroughContent(ctx: CommandContext, from: Repository, manifest: Manifest, to: Repository, started: number): Promise<CopyResult> {
+async function copyThroughContent(ctx: CommandContext, from: Repository, manifest: Manifest, to: Repository, started: number, created: boolean): Promise<CopyResult> {
   // 1. the source's content store (an encrypted one needs its identity), and whether the destination shares its chunk ids
   const sourceStore = manifest.objects.some((o) => o.content) ? await openContentStore(from, ctx.keys, 'read') : undefined;
   const shared = sourceStore !== undefined && to.info.content !== undefined && fingerprintOf(sourceStore.settings) === recordedFingerprint(to);
@@ -187,7 +182,7 @@ async function copyThroughContent(ctx: CommandContext, from: Repository, manifes
   const identities = await identitiesFor(from, manifest, ctx.keys);
   const destinationIdentities = to.info.encryption && hasKeys(ctx, to) ? await readIdentities(to, ctx.keys).catch(() => []) : [];
   const method = shared ? 'chunks' : 'restored';
-  const base = { id: manifest.id, source: manifest.source, from: from.location, to: to.location, createdDestination: false, encryption: to.info.encryption, method, logicalBytes: manifest.totals.rawBytes } as const;
+  const base = { id: manifest.id, source: manifest.source, from: from.location, to: to.location, createdDestination: created, encryption: to.info.encryption, method, logicalBytes: manifest.totals.rawBytes } as const;
 
   const signal = ctx.signal;
   let writer: BackupWriter | undefined;
@@ -291,6 +286,24 @@ function sameStreams(a: Manifest, b: Manifest): boolean {
 /** A --from/--to value as a repository URL: relative paths are relative to the working folder. */
 function repositoryLocation(settings: Settings, value: string): string {
   return repositoryUrl({ ...settings, options: { ...settings.options, repo: value } });
+}
+
+/**
+ * An empty destination for a backup of a deduplicating repository: created
+ * with the source's encryption and chunking parameters (its content key,
+ * read with its identity, as the copy needs anyway), as `pgkeep init
+ * --chunker-from` does, so this copy and every later one send only the
+ * chunks it lacks. A passphrase repository's wrapped identity comes along.
+ */
+async function createSharingDestination(place: RepositoryLocation, from: Repository, keys: KeySettings): Promise<Repository> {
+  const chunker = await chunkerParamsOf(from, keys);
+  try {
+    if (from.info.encryption?.passphrase) await place.adoptWrappedIdentity(from);
+    return await place.init(from.info.encryption, chunker);
+  } catch (error) {
+    if (!(error instanceof PgkeepError && error.code === 'REPO_EXISTS')) throw error;
+    return place.open(); // created concurrently: copy checks that one as any existing destination
+  }
 }
 
 /**
@@ -463,7 +476,9 @@ function printCopyDone(result: CopyResult, out: CommandOutput): void {
         ? `${result.objects} stream(s) stored again as the destination stores them (${formatBytes(result.logicalBytes)} of data, ${formatBytes(result.bytes)} added)`
         : `${result.objects} object(s), ${formatBytes(result.bytes)}`;
   out.line(`copied ${result.source}/${result.id} to ${result.to} in ${formatDuration(result.durationMs)}: ${moved}; ${verified}`);
-  if (result.createdDestination) out.line(`created the repository at ${result.to}${result.encryption ? ' with the same encryption as the source' : ''}`);
+  if (result.createdDestination) {
+    out.line(`created the repository at ${result.to}${result.encryption ? ' with the same encryption as the source' : ''}${result.method === 'chunks' ? ', sharing its chunk ids: later copies send only the chunks it lacks' : ''}`);
+  }
 }
 
 /**

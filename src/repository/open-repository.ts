@@ -24,9 +24,16 @@ export class RepositoryLocation {
     return Repository.open(this.storage, options);
   }
 
-  /** Creates the repository with the given encryption (already set up, e.g. copied from another repository). */
-  init(encryption: EncryptionInfo | null): Promise<Repository> {
-    return Repository.init(this.storage, encryption);
+  /**
+   * Creates the repository with the given encryption (already set up, e.g.
+   * copied from another repository): without deduplication, or with
+   * `chunkerFrom` deduplicating with that repository's chunking parameters
+   * (and content key, sealed to these recipients) before pgkeep.json names them.
+   */
+  async init(encryption: EncryptionInfo | null, chunkerFrom?: ChunkerParams): Promise<Repository> {
+    const recipients = encryption ? encryption.recipients.map((publicKey) => ({ kind: 'x25519' as const, publicKey })) : null;
+    const content = chunkerFrom ? await createContentInfo(this.storage, recipients, chunkerFrom) : undefined;
+    return Repository.init(this.storage, encryption, content);
   }
 
   /** Creates the repository, setting up encryption to these recipients or this passphrase (which stores the wrapped identity first). */

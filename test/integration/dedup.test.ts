@@ -39,11 +39,12 @@ eachStorage('a deduplicating repository (encrypted on S3)', (storage) => {
     test('backups store only what changed; each restores identically (schema with owners and privileges, content hashes); verify, cat, and prune sweep what no backup needs', async () => {
       const repo = storage.repo('dedup');
       const keys: Record<string, string> = {};
+      let publicKey: string | undefined;
       const init = ['init', '--repo', repo, '--dedup'];
       if (encrypted) {
         const keygen = await pgkeep(['keygen', '--output', path.join(work, `${storage.kind}.key`)]);
         assert.equal(keygen.code, 0, keygen.stderr);
-        const publicKey = /age1[0-9a-z]+/.exec(await readFile(path.join(work, `${storage.kind}.key`), 'utf8'))![0];
+        publicKey = /age1[0-9a-z]+/.exec(await readFile(path.join(work, `${storage.kind}.key`), 'utf8'))![0];
         init.push('--encrypt', '--recipient', publicKey);
         keys.PGKEEP_AGE_IDENTITY_FILE = path.join(work, `${storage.kind}.key`);
       }
@@ -81,11 +82,15 @@ eachStorage('a deduplicating repository (encrypted on S3)', (storage) => {
       assert.equal(catted.length, dump(second).raw.size);
       assert.equal(catted.subarray(0, 5).toString(), 'PGDMP', 'a custom-format archive');
 
-      // copy to a location that holds no repository is refused with one line (how to create it), nothing made there
-      const copy = await pgkeep(['copy', 'latest', '--from', repo, '--to', path.join(work, `copy-${storage.kind}`)], { env: env(keys) });
-      assert.equal(copy.code, 2, copy.stderr);
-      assert.match(copy.stderr, /holds no repository yet: create it first, with pgkeep init .* --dedup --chunker-from/);
-      assert.equal(existsSync(path.join(work, `copy-${storage.kind}`)), false);
+      // copy to a location that holds no repository creates one with the source's encryption and chunk ids: the chunks move as they are
+      const copyTo = path.join(work, `copy-${storage.kind}`);
+      const copy = await pgkeep(['copy', 'latest', '--from', repo, '--to', copyTo, '--json'], { env: env(keys) });
+      assert.equal(copy.code, 0, copy.stderr);
+      assert.deepEqual([json(copy).createdDestination, json(copy).method, json(copy).encryption?.recipients], [true, 'chunks', encrypted ? [publicKey] : undefined]);
+      const copied = path.join(work, `${target}-copy.dump`);
+      const catCopy = await pgkeep(['cat', 'latest', '--repo', copyTo, '--output', copied], { env: env(keys) });
+      assert.equal(catCopy.code, 0, catCopy.stderr);
+      assert.equal(createHash('sha256').update(await readFile(copied)).digest('hex'), dump(second).raw.sha256);
 
       // keep the newest only: the first backup's own chunks go (grace 0), the newest still restores
       const prune = await pgkeep(['prune', '--repo', repo, '--keep-last', '1', '--sweep-grace', '0', '--json'], { env: env(keys) });
@@ -175,6 +180,7 @@ async function figuresMatchStorage(repo: string, environment: Record<string, str
 
 /** A plain repository: list as before (SIZE), no figures of deduplication in list, status or the metrics. */
 async function plainRepositoryShowsNoRatio(repo: string, environment: Record<string, string>): Promise<void> {
+  assert.equal((await pgkeep(['init', '--repo', repo, '--plain'], { env: environment })).code, 0);
   const backup = await pgkeep(['backup', '--repo', repo, '--json'], { env: environment });
   assert.equal(backup.code, 0, backup.stderr);
   const [listed] = json<any[]>(await pgkeep(['list', '--repo', repo, '--json'], { env: environment }));
