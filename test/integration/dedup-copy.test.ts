@@ -289,6 +289,19 @@ describe('init --chunker-from: bad requests get one line and change nothing', ()
     const dedupOverPlain = await pgkeep(['init', '--repo', plain, '--dedup']);
     assert.equal(dedupOverPlain.code, 5, dedupOverPlain.stderr);
     assert.match(dedupOverPlain.stderr, /already a pgkeep repository without deduplication/);
+    // encrypted to a recipient: init says what writing needs; a backup without any key is refused before pg_dump starts
+    const keyFile = path.join(work, 'fmt.key');
+    assert.equal((await pgkeep(['keygen', '--output', keyFile])).code, 0);
+    const recipient = /age1[0-9a-z]+/.exec(await readFile(keyFile, 'utf8'))![0];
+    const sealed = path.join(work, 'fmt-sealed');
+    const madeSealed = await pgkeep(['init', '--repo', sealed, '--dedup', '--encrypt', '--recipient', recipient]);
+    assert.equal(madeSealed.code, 0, madeSealed.stderr);
+    assert.match(madeSealed.stdout, /backups into it need the identity, or only the content key \(PGKEEP_CONTENT_KEY_FILE/);
+    const keyless = await pgkeep(['backup', '--repo', sealed], { env: env() });
+    assert.equal(keyless.code, 2, keyless.stderr);
+    assert.match(keyless.stderr, /^pgkeep: the repository at .* is encrypted and deduplicating: writing needs its content key \(PGKEEP_CONTENT_KEY_FILE\) or its identity .* pgkeep init --plain$/m);
+    assert.doesNotMatch(keyless.stderr, /pg_dump/);
+    assert.deepEqual(json(await pgkeep(['list', '--repo', sealed, '--json'])), []);
     // existing repositories keep working whatever the default: init without a flag changes nothing in either
     for (const [repo, how] of [[plain, /plain \(no deduplication\) \(nothing changed\)/], [deduped, /deduplicating \(nothing changed\)/]] as const) {
       const again = await pgkeep(['init', '--repo', repo]);

@@ -6,7 +6,7 @@ import { storageOf } from '../repository-storage.js';
 import type { Repository } from '../repository.js';
 import type { BackupObject } from '../manifest.js';
 import { acquireContentLock, type ContentLock } from './content-lock.js';
-import type { ContentSession, ContentStore, SessionTotals, StreamRef } from './content-store.js';
+import { ContentStore, type ContentSession, type SessionTotals, type StreamRef } from './content-store.js';
 
 /** Chunks read from the source at a time: a few runs of neighbouring blobs, bounded memory. */
 const TRANSFER_BATCH = 256;
@@ -20,7 +20,7 @@ export interface TransferTotals {
   sentRawBytes: number;
   sentCompressedBytes: number;
 }
-import { openContentStore } from './open-content-store.js';
+import { contentStoreSettings } from './open-content-store.js';
 import { ContentStreamWriter, storeContentStream, type StoreContentOptions, type StoredContent } from './store-content-stream.js';
 
 /**
@@ -38,12 +38,14 @@ export class ContentWriting {
   /** Undefined for a repository without a content store. */
   static async begin(repository: Repository, keys: KeySettings, command: string, signal?: AbortSignal): Promise<ContentWriting | undefined> {
     if (!repository.info.content) return undefined;
+    // the keys before anything (no index read, no lock): a missing key fails here, before pg_dump starts
+    const settings = (await contentStoreSettings(repository, keys, 'write'))!;
     // the lock first: a sweep running now changes the index this writer reads next
     const lock = await acquireContentLock(storageOf(repository)!, 'shared', command, { signal });
     // The index is read while the caller goes on: reading it took 0.4-0.5 s for 120,000 chunks, which a
     // backup spent before starting pg_dump; now pg_dump's own catalog queries run meanwhile, and the first
     // chunk waits for it. A failure to open shows at the first use, and release() still frees the lock.
-    const session = openContentStore(repository, keys, 'write').then((store) => store!.session());
+    const session = ContentStore.open(storageOf(repository)!, settings).then((store) => store.session());
     session.catch(() => undefined);
     return new ContentWriting(session, lock);
   }
