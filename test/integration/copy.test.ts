@@ -33,7 +33,13 @@ const env = (extra: Record<string, string> = {}) => ({ DATABASE_URL: cluster.url
 
 const newKey = (name: string) => keygen(path.join(work, `${name}.key`));
 
+/**
+ * A backup, into a plain repository unless one is there: this file is about
+ * copies between repositories without deduplication, object by object as
+ * stored (dedup-copy.test.ts covers deduplicating ones).
+ */
 async function backup(repo: string, extra: Record<string, string> = {}): Promise<string> {
+  if (!existsSync(path.join(repo, 'pgkeep.json'))) assert.equal((await pgkeep(['init', '--repo', repo, '--plain'])).code, 0);
   const result = await pgkeep(['backup', '--repo', repo, '--json'], { env: env(extra) });
   assert.equal(result.code, 0, result.stderr);
   return json(result).id;
@@ -110,7 +116,7 @@ describe('pgkeep copy', () => {
   test('an encrypted source into an empty destination: same encryption, integrity-only check without a key, restore with the key', async () => {
     const key = await newKey('ops');
     const source = path.join(work, 'enc-source');
-    const init = await pgkeep(['init', '--repo', source, '--encrypt', '--recipient', key.publicKey]);
+    const init = await pgkeep(['init', '--repo', source, '--plain', '--encrypt', '--recipient', key.publicKey]);
     assert.equal(init.code, 0, init.stderr);
     await backup(source);
     const destination = path.join(work, 'enc-destination');
@@ -142,7 +148,7 @@ describe('pgkeep copy', () => {
     const passFile = path.join(work, 'passphrase.txt');
     await writeFile(passFile, 'correct horse battery staple\n', { mode: 0o600 });
     const source = path.join(work, 'pass-source');
-    assert.equal((await pgkeep(['init', '--repo', source, '--passphrase-file', passFile])).code, 0);
+    assert.equal((await pgkeep(['init', '--repo', source, '--plain', '--passphrase-file', passFile])).code, 0);
     await backup(source);
     const destination = path.join(work, 'pass-destination');
     const copy = await pgkeep(['copy', 'latest', '--from', source, '--to', destination, '--json'], { env: env({ PGKEEP_PASSPHRASE_FILE: passFile }) });
@@ -155,7 +161,7 @@ describe('pgkeep copy', () => {
 
     // another passphrase repository holds other keys: refused
     const other = path.join(work, 'pass-other');
-    assert.equal((await pgkeep(['init', '--repo', other, '--passphrase-file', passFile])).code, 0);
+    assert.equal((await pgkeep(['init', '--repo', other, '--plain', '--passphrase-file', passFile])).code, 0);
     const before = files(other);
     const refused = await pgkeep(['copy', 'latest', '--from', source, '--to', other], { env: env() });
     assert.equal(refused.code, 5);
@@ -169,12 +175,12 @@ describe('pgkeep copy', () => {
     const plainSource = path.join(work, 'mismatch-plain');
     await backup(plainSource);
     const encrypted = path.join(work, 'mismatch-encrypted');
-    assert.equal((await pgkeep(['init', '--repo', encrypted, '--encrypt', '--recipient', key.publicKey])).code, 0);
+    assert.equal((await pgkeep(['init', '--repo', encrypted, '--plain', '--encrypt', '--recipient', key.publicKey])).code, 0);
     const otherEncrypted = path.join(work, 'mismatch-other');
-    assert.equal((await pgkeep(['init', '--repo', otherEncrypted, '--encrypt', '--recipient', other.publicKey])).code, 0);
+    assert.equal((await pgkeep(['init', '--repo', otherEncrypted, '--plain', '--encrypt', '--recipient', other.publicKey])).code, 0);
     await backup(encrypted);
     const plainDestination = path.join(work, 'mismatch-plain-destination');
-    assert.equal((await pgkeep(['init', '--repo', plainDestination])).code, 0);
+    assert.equal((await pgkeep(['init', '--repo', plainDestination, '--plain'])).code, 0);
 
     for (const [from, to, why] of [
       [plainSource, encrypted, /the source is unencrypted, the destination encrypted to 1 recipient/],

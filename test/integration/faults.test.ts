@@ -81,6 +81,11 @@ async function everyListedBackupVerifies(repo: string, temp: string): Promise<nu
   return listed.length;
 }
 
+/** Whether the repository deduplicates (pgkeep.json names a content store). */
+function deduplicating(repo: string): boolean {
+  return JSON.parse(readFileSync(path.join(repo, 'pgkeep.json'), 'utf8')).content !== undefined;
+}
+
 function backupFolders(repo: string, source = 'app'): string[] {
   const dir = path.join(repo, 'sources', source, 'backups');
   return existsSync(dir) ? readdirSync(dir) : [];
@@ -122,6 +127,7 @@ describe('faults end fast, with one line', () => {
   test('a missing object fails the restore at once: pg_restore stopped, nothing created (exit 5)', async () => {
     const temp = await tempDir('missing');
     const repo = path.join(work, 'repo-missing');
+    ok(await run(['init', '--repo', repo, '--plain'], temp), 'init'); // plain: the dump is one object to remove
     ok(await run(['backup', '--repo', repo], temp), 'backup');
     const [id] = backupFolders(repo);
     await rm(path.join(repo, 'sources', 'app', 'backups', id!, 'dump.zst'));
@@ -142,6 +148,7 @@ describe('faults end fast, with one line', () => {
   test('a manifest object name with ../ is a damaged backup (exit 6), never an internal error', async () => {
     const temp = await tempDir('dotdot');
     const repo = path.join(work, 'repo-dotdot');
+    ok(await run(['init', '--repo', repo, '--plain'], temp), 'init'); // plain: the manifest names the dump's object
     ok(await run(['backup', '--repo', repo], temp), 'backup');
     const [id] = backupFolders(repo);
     const file = path.join(repo, 'sources', 'app', 'backups', id!, 'manifest.json');
@@ -250,7 +257,7 @@ describe('one bad backup is isolated', () => {
     const temp = await tempDir('forged');
     const repo = path.join(work, 'repo-forged');
     const key = await keygen(path.join(work, 'forged.key'));
-    ok(await run(['init', '--repo', repo, '--encrypt', '--recipient', key.publicKey], temp), 'init');
+    ok(await run(['init', '--repo', repo, '--plain', '--encrypt', '--recipient', key.publicKey], temp), 'init'); // plain: a backup without the identity
     // A backup host with only the public key: checksum, no authentication.
     ok(await run(['backup', '--repo', repo, '--name', 'public-only'], temp), 'backup');
     // One holding the identity: authenticated.
@@ -289,7 +296,8 @@ describe('killed at every fault point: consistent, and the next run cleans up', 
       const listed = await everyListedBackupVerifies(repo, temp);
       assert.equal(listed, point === 'after-manifest' ? 2 : 1, 'the killed backup is listed only once its manifest was written');
       const next = ok(await run(['backup', '--repo', repo], temp), 'the next backup');
-      if (point !== 'after-manifest') assert.match(next.stderr, /removed 1 interrupted backup\(s\)/);
+      // a plain repository has the killed backup's folder to remove; a deduplicating one wrote only packs no index names (prune's)
+      if (point !== 'after-manifest' && !deduplicating(repo)) assert.match(next.stderr, /removed 1 interrupted backup\(s\)/);
       assert.equal(await everyListedBackupVerifies(repo, temp), listed + 1);
       assert.equal(backupFolders(repo).length, listed + 1, 'no folder without a manifest is left');
       assert.deepEqual(leftoverFiles(temp, repo), []);
@@ -390,6 +398,7 @@ describe('killed at every fault point: consistent, and the next run cleans up', 
     const temp = await tempDir('copy');
     const from = path.join(work, 'repo-copy-from');
     const to = path.join(work, 'repo-copy-to');
+    ok(await run(['init', '--repo', from, '--plain'], temp), 'init'); // plain: copied object by object, as stored
     ok(await run(['backup', '--repo', from], temp), 'backup');
     await killedAt('mid-copy', ['copy', 'latest', '--from', from, '--to', to], temp);
     assert.equal(await everyListedBackupVerifies(to, temp), 0, 'nothing is visible at the destination');

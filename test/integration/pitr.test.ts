@@ -316,7 +316,7 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
       const key = path.join(shared, 'enc.key');
       const { publicKey } = await keygen(key);
       const encRepo = path.join(shared, 'enc-repo');
-      assert.equal((await runCommand(['init', '--repo', encRepo, '--encrypt', '--recipient', publicKey])).code, 0);
+      assert.equal((await runCommand(['init', '--repo', encRepo, '--plain', '--encrypt', '--recipient', publicKey])).code, 0); // plain: its base tar is the age file checked below
       giveToServer(key);
       giveToServer(encRepo);
       // The same server now archives to the encrypted repository, as source "enc".

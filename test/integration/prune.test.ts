@@ -172,7 +172,8 @@ describe('pgkeep prune', () => {
     assert.equal(sections.length, 2, dry.stdout);
     assert.ok(sections[0]!.startsWith(`app in ${local} (dry run): keep-last 2, keep-daily 4, keep-labels before-migration=90d, time zone UTC\n`), sections[0]);
     assert.ok(sections[1]!.startsWith(`app in ${remote} (dry run): `), sections[1]);
-    for (const section of sections) assert.deepEqual(planLines(section), expectedPlan(h));
+    // each repository's own sizes: deduplicating ones chunk with seeds of their own, so what a backup added differs a little
+    sections.forEach((section, i) => assert.deepEqual(planLines(section), expectedPlan(histories[i]!)));
     const localLines = sections[0]!.split('\n');
     assert.ok(localLines.some((l) => l.startsWith(`  remove  ${oldLeftover}  leftover of an interrupted backup (last written `)), sections[0]);
     assert.ok(localLines.some((l) => l.startsWith(`  skip    ${youngLeftover}  incomplete and written to within the hour`)), sections[0]);

@@ -74,7 +74,7 @@ describe('pgkeep status', () => {
     assert.equal(text.code, 0, text.stderr);
     const lines = text.stdout.trim().split('\n');
     assert.equal(lines[0], 'app: healthy');
-    assert.match(lines[1]!, new RegExp(`^  last backup +${id} \\(logical\\), finished \\d+s ago, [\\d.]+ KiB stored, took `));
+    assert.match(lines[1]!, new RegExp(`^  last backup +${id} \\(logical\\), finished \\d+s ago, ([\\d.]+ KiB stored|[\\d.]+ [KM]iB, [\\d.]+ KiB added), took `)); // plain, or deduplicating: logical size, bytes added
     assert.match(lines[2]!, /^  last failure +none$/);
     assert.match(lines[3]!, /^  last verified +never$/);
     assert.match(lines[4]!, /^  restore test +none$/);

@@ -27,6 +27,8 @@ useClusterAndWorkFolder('verify', async (c, w) => {
   await cluster.query('CREATE TABLE customers (id int PRIMARY KEY, name text)', [], 'app');
   await cluster.query("INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 300) g", [], 'app');
   pristine = path.join(work, 'pristine');
+  // plain: the tests damage one stored object of a backup (a deduplicating repository's damaged packs: dedup.test.ts)
+  assert.equal((await pgkeep(['init', '--repo', pristine, '--plain'])).code, 0);
   for (const format of ['custom', 'directory', 'plain']) {
     const result = await pgkeep(['backup', '--repo', pristine, '--format', format, '--name', format, '--json'], { env: env() });
     assert.equal(result.code, 0, result.stderr);
