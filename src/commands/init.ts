@@ -154,7 +154,7 @@ export const initCommand: CommandSpec<z.output<typeof InitOptions>, InitResult> 
       description: 'deduplicating: take the chunking parameters (and content key) of this deduplicating repository, so pgkeep copy moves only the chunks missing here (its identity: --identity or the passphrase)',
     },
   ],
-  help: { globals: ['config', 'repo'], examples: [DEDUP_BY_DEFAULT ? 'pgkeep init --repo /srv/backups' : 'pgkeep init --repo /srv/backups --dedup', 'pgkeep init --repo /srv/plain-dumps --plain', 'PGKEEP_PASSPHRASE_FILE=/run/secrets/pass pgkeep init --repo s3://my-bucket/app --encrypt', 'pgkeep init --repo s3://offsite/app --chunker-from /srv/backups'] },
+  help: { globals: ['config', 'repo'], examples: [DEDUP_BY_DEFAULT ? 'pgkeep init --repo /srv/backups' : 'pgkeep init --repo /srv/backups --dedup', 'PGKEEP_PASSPHRASE_FILE=/run/secrets/pass pgkeep init --repo s3://my-bucket/app --encrypt', 'pgkeep init --repo /srv/dumps --plain'] },
   parse: requestParser(InitOptions, ({ options }) => ({ encrypt: options.encrypt, recipients: options.recipient, passphraseFile: options.passphraseFile, dedup: options.dedup, plain: options.plain, chunkerFrom: options.chunkerFrom })),
   async run(ctx, request) {
     const passphrase = request.passphraseFile

@@ -149,7 +149,7 @@ eachStorage('copy between deduplicating repositories (encrypted on S3)', (storag
     const plain = storage.repo('plain');
     const other = storage.repo('other');
     const keys: Record<string, string> = {};
-    const initPlain = ['init', '--repo', plain];
+    const initPlain = ['init', '--repo', plain, '--plain'];
     const initOther = ['init', '--repo', other, '--dedup'];
     if (encrypted) {
       keys.PGKEEP_AGE_IDENTITY_FILE = path.join(work, `${storage.kind}-both.key`);
