@@ -179,7 +179,7 @@ describe('pgkeep prune', () => {
     assert.ok(localLines.some((l) => l.startsWith(`  skip    ${youngLeftover}  incomplete and written to within the hour`)), sections[0]);
     const size = formatBytes(3 * h.real.totals.storedBytes);
     assert.ok(localLines.includes(`  dry run: would delete 3 backup(s) (${size}), 1 leftover(s); nothing was changed`), sections[0]);
-    assert.ok(sections[1]!.includes(`  dry run: would delete 3 backup(s) (${size}), 0 leftover(s); nothing was changed`));
+    assert.ok(sections[1]!.includes(`  dry run: would delete 3 backup(s) (${formatBytes(3 * histories[1]!.real.totals.storedBytes)}), 0 leftover(s); nothing was changed`), sections[1]);
     const listed = await pgkeep(['list', '--json'], { cwd, env });
     assert.equal(json(listed).length, 9, 'dry run deleted nothing');
     assert.ok(existsSync(path.join(local, 'sources', 'app', 'backups', oldLeftover)));
