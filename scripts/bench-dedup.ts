@@ -297,7 +297,7 @@ export async function dedupBench(argv: string[]): Promise<number> {
       RESTIC_CACHE_DIR: path.join(work, 'restic-cache'),
     };
     await run('node', [cli, 'init', '--repo', dedupRepo, '--dedup'], env);
-    await run('node', [cli, 'init', '--repo', plainRepo], env);
+    await run('node', [cli, 'init', '--repo', plainRepo, '--plain'], env);
     await run('restic', ['init'], env);
     const pgDump = path.join(cluster.binDir, 'pg_dump');
     const shq = (t: string) => `'${t.replace(/'/g, `'\\''`)}'`;

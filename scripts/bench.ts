@@ -482,7 +482,13 @@ class Bench {
       return result.stdout;
     };
     const { publicKey } = JSON.parse(run(['keygen', '--output', `${repo}.key`, '--json'])) as { publicKey: string };
-    run(['init', '--repo', repo, '--encrypt', '--recipient', publicKey]);
+    run(['init', '--repo', repo, '--plain', '--encrypt', '--recipient', publicKey]);
+  }
+
+  /** A repository without deduplication, as the figures in docs/benchmarks.md were measured. */
+  private initPlain(repo: string, env: NodeJS.ProcessEnv = this.ctx.env): void {
+    const result = spawnSync(process.execPath, [cli, 'init', '--repo', repo, '--plain'], { env, encoding: 'utf8' });
+    if (result.status !== 0) throw new Error(`pgkeep init failed: ${result.stderr}`);
   }
 
   private s3Env(): NodeJS.ProcessEnv {
@@ -551,7 +557,9 @@ class Bench {
       await rm(file('plain.sql.gz'), { force: true });
       await step('zstd', this.shell(`${pgDump} -Fp ${shq(db.name)} | zstd -q -T0 > ${shq(file('plain.sql.zst'))}`), file('plain.sql.zst'));
       await rm(file('plain.sql.zst'), { force: true });
+      // plain repositories: the figures of docs/benchmarks.md are of single-object backups (bench-dedup measures the deduplicating default)
       const repo = file('repo');
+      this.initPlain(repo);
       const backup = await step('pgkeep', [process.execPath, cli, 'backup', '--repo', repo, '--db', this.url(db.name), '--json']);
       const manifest = JSON.parse(backup.stdout) as { totals: { rawBytes: number; storedBytes: number }; pgkeep: { codec: string } };
       steps.get('pgkeep')!.size = manifest.totals.storedBytes;
@@ -565,6 +573,7 @@ class Bench {
       steps.get('pgkeepEncrypted')!.size = (JSON.parse(encrypted.stdout) as { totals: { storedBytes: number } }).totals.storedBytes;
       await rm(encRepo, { recursive: true, force: true });
       const bucket = await this.s3.bucket(`bench-${db.name.replace(/_/g, '-')}-${run}`);
+      this.initPlain(`s3://${bucket}/pgkeep`, this.s3Env());
       const viaS3 = await step('pgkeepS3', [process.execPath, cli, 'backup', '--repo', `s3://${bucket}/pgkeep`, '--db', this.url(db.name), '--json'], undefined, this.s3Env());
       steps.get('pgkeepS3')!.size = (JSON.parse(viaS3.stdout) as { totals: { storedBytes: number } }).totals.storedBytes;
 
@@ -597,6 +606,7 @@ class Bench {
       const dir = path.join(this.ctx.work, `${small.name}-run`);
       const repo = path.join(dir, 'repo');
       await mkdir(dir, { recursive: true });
+      this.initPlain(repo);
       await this.quiesce();
       log(`${small.name}: pgkeep backup`);
       const b = await measure(this.ctx, [process.execPath, cli, 'backup', '--repo', repo, '--db', this.url(small.name), '--json'], 'pgkeep backup (small)');
@@ -772,7 +782,7 @@ async function walBench(ctx: RunContext, cluster: PgCluster, runs: number): Prom
     .slice(0, count);
   for (const name of names) await writeFile(path.join(segments, name), await readFile(path.join(cluster.dataDir, 'pg_wal', name)));
   const repo = path.join(ctx.work, 'wal-repo');
-  runQuiet(ctx, [process.execPath, cli, 'init', '--repo', repo], 'pgkeep init');
+  runQuiet(ctx, [process.execPath, cli, 'init', '--repo', repo, '--plain'], 'pgkeep init');
 
   // Wall time (what archiving waits for) and CPU time (user + system: what the machine's load does not inflate).
   const push = { wall: [] as number[], cpu: [] as number[] };
