@@ -412,7 +412,8 @@ describe('migration tables and encrypted repositories', () => {
     const secret = { PGKEEP_PASSPHRASE: 'correct horse battery staple' };
     const init = await pgkeep(['init', '--repo', repo, '--encrypt'], { env: secret });
     assert.equal(init.code, 0, init.stderr);
-    const backup = await pgkeep(['backup', '--repo', repo, '--table', 'bulk_rows', '--checksums'], { env: env() });
+    // the passphrase to write too: a deduplicating repository's chunk ids are keyed (a plain one would need none)
+    const backup = await pgkeep(['backup', '--repo', repo, '--table', 'bulk_rows', '--checksums'], { env: { ...env(), ...secret } });
     assert.equal(backup.code, 0, backup.stderr);
     const noKey = await pgkeep(['verify', 'latest', '--repo', repo, '--restore-test'], { env: env() });
     assert.notEqual(noKey.code, 0);
