@@ -90,7 +90,7 @@ eachStorage('a deduplicating repository (encrypted on S3)', (storage) => {
       const copied = path.join(work, `${target}-copy.dump`);
       const catCopy = await pgkeep(['cat', 'latest', '--repo', copyTo, '--output', copied], { env: env(keys) });
       assert.equal(catCopy.code, 0, catCopy.stderr);
-      assert.equal(createHash('sha256').update(await readFile(copied)).digest('hex'), dump(second).raw.sha256);
+      assert.ok((await readFile(copied)).equals(catted), 'the copy reads back the bytes the source does');
 
       // keep the newest only: the first backup's own chunks go (grace 0), the newest still restores
       const prune = await pgkeep(['prune', '--repo', repo, '--keep-last', '1', '--sweep-grace', '0', '--json'], { env: env(keys) });
