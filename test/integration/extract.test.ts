@@ -85,13 +85,16 @@ eachStorage('extract: rows of one table out of a backup', (storage) => {
     const shown = json(await pgkeep(['show', 'latest', '--repo', repo('custom'), '--json'], { env: env() }));
     const dump = shown.objects.find((o: any) => o.role === 'dump');
     const { createHash } = await import('node:crypto');
-    assert.equal(createHash('sha256').update(await readFile(output)).digest('hex'), dump.raw.sha256, 'byte for byte what the manifest recorded before compression');
+    const bytes = await readFile(output);
+    assert.equal(bytes.length, dump.raw.size);
+    // a plain repository records the stream's SHA-256; a deduplicating one (the default) checks each chunk against its id as cat reads it
+    if (dump.raw.sha256 !== undefined) assert.equal(createHash('sha256').update(bytes).digest('hex'), dump.raw.sha256, 'byte for byte what the manifest recorded before compression');
     const again = await pgkeep(['cat', 'latest', '--repo', repo('custom'), '--output', output], { env: env() });
     assert.equal(again.code, 2);
     assert.match(again.stderr, /already exists/);
     const missing = await pgkeep(['cat', 'latest', '--repo', repo('custom'), '--object', 'nothing'], { env: env() });
     assert.equal(missing.code, 2);
-    assert.match(missing.stderr, /has no object nothing: it has dump\.zst \(dump\)/);
+    assert.match(missing.stderr, /has no object nothing: it has dump(\.zst)? \(dump\)/);
   });
 
   test('--format sql gives INSERT statements that put deleted rows back', async () => {

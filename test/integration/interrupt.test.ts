@@ -113,6 +113,16 @@ function tempFiles(repo: string): { path: string; size: number }[] {
   return found;
 }
 
+/**
+ * Plain: these tests see a backup in flight by its object growing in its
+ * folder; a deduplicating repository writes packs only as they fill (its
+ * kills: dedup.test.ts and faults.test.ts).
+ */
+async function plainRepository(repo: string): Promise<void> {
+  const init = await pgkeep(['init', '--repo', repo, '--plain']);
+  assert.equal(init.code, 0, init.stderr);
+}
+
 async function backupFolders(repo: string): Promise<string[]> {
   const dir = path.join(repo, 'sources', 'app', 'backups');
   return existsSync(dir) ? readdir(dir) : [];
@@ -122,6 +132,7 @@ describe('killing a backup at any moment leaves no visible backup', () => {
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     test(`${signal} while pg_dump is waiting: pg_dump stopped, temp files and folder removed, exit ${signal === 'SIGINT' ? 130 : 143}`, async () => {
       const repo = path.join(work, `repo-${signal}`);
+      await plainRepository(repo);
       const lock = await holdTableLock('small');
       try {
         const child = startPgkeep(['backup', '--repo', repo], { env: env() });
@@ -149,6 +160,7 @@ describe('killing a backup at any moment leaves no visible backup', () => {
 
   test('SIGKILL mid-stream: invisible to list, removed by the next backup', async () => {
     const repo = path.join(work, 'repo-kill');
+    await plainRepository(repo);
     const child = startPgkeep(['backup', '--repo', repo], { env: env() });
     const done = collect(child);
     await waitFor('bytes in the repository', () => tempFiles(repo).some((f) => f.size > 256 * 1024), 30_000, 2);

@@ -31,6 +31,8 @@ useClusterAndWorkFolder('damaged-content', async (c, w) => {
   // dumped after numbers: pg_restore learns of the bad row (at the end of its COPY) well before the stream ends
   await cluster.query("CREATE TABLE zz_more AS SELECT g AS n, md5(g::text) AS note FROM generate_series(1, 600000) g", [], 'app');
   pristine = path.join(work, 'pristine');
+  // plain: the tests damage a row inside the stored dump object (a damaged chunk of a deduplicating repository: dedup.test.ts)
+  assert.equal((await pgkeep(['init', '--repo', pristine, '--plain'])).code, 0);
   const backup = await pgkeep(['backup', '--repo', pristine, '--json'], { env: env() });
   assert.equal(backup.code, 0, backup.stderr);
   id = json(backup).id;

@@ -346,6 +346,8 @@ describe('pgkeep serve', () => {
 
   test('SIGTERM mid-backup: the backup is cancelled after the grace period, nothing partial is left, exit 0', async () => {
     const repo = path.join(work, 'repo-sigterm');
+    // plain: the backup in flight shows as its folder (a deduplicating repository writes packs only as they fill)
+    assert.equal((await pgkeep(['init', '--repo', repo, '--plain'])).code, 0);
     const config = await writeConfig('sigterm', { repo, serve: { token: TOKEN, gracePeriod: '1s', stateDir: path.join(work, 'state-sigterm') }, sources: { app: appSource() } });
     // pg_dump waits on this lock: a backup frozen mid-flight
     const locker = await lockSmallTable();
