@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { generateIdentity } from '../../src/pipeline/age.js';
+import { decodeIndexFile, encodeJsonIndexFile } from '../../src/repository/content-store/content-index.js';
 import { pruneContent, type ContentPruneOptions } from '../../src/repository/content-store/content-prune.js';
 import { ContentStore, type ContentSettings, type StreamRef } from '../../src/repository/content-store/content-store.js';
 import { checkContent, type BackupRefs } from '../../src/repository/content-store/content-verify.js';
@@ -174,6 +175,32 @@ for (const encrypted of [false, true]) {
       // a second prune with the same refs finds nothing more to do
       const again = await prune(storage, reopened, refs.slice(1));
       assert.equal(again.deletedPacks + again.repackedPacks + again.orphanPacks, 0, JSON.stringify(again));
+    });
+
+    test('index files of version 1 (JSON, older pgkeep) are read as they are; prune rewrites those it touches as version 2', async () => {
+      const storage = openStorage(where.repo('json-index'));
+      const days = [Buffer.concat([rows(6_000, 'old'), rows(2_000, 'a')]), Buffer.concat([rows(2_000, 'a'), rows(2_000, 'b')]), Buffer.concat([rows(2_000, 'b'), rows(2_000, 'c')])];
+      const refs: StreamRef[] = [];
+      for (const day of days) refs.push((await storeStream(await ContentStore.open(storage, small()), day, 3_000)).ref);
+      // what an older pgkeep wrote: the same packs, each index file as zstd-compressed JSON under its own hash
+      for (const key of await listKeys(storage, 'content/index')) {
+        const stored = await collectStream(await storage.get(key));
+        assert.equal(stored.subarray(0, 8).toString(), 'PGKINDEX', `${key} is written as version 2`);
+        const json = encodeJsonIndexFile(decodeIndexFile(stored, key));
+        await storage.put(`content/index/${createHash('sha256').update(json).digest('hex')}`, Readable.from([json]));
+        await storage.remove(key);
+      }
+      const version = async () => Promise.all((await listKeys(storage, 'content/index')).map(async (key) => ((await collectStream(await storage.get(key))).subarray(0, 8).toString() === 'PGKINDEX' ? 2 : 1)));
+      assert.deepEqual(await version(), [1, 1, 1]);
+      const old = await ContentStore.open(storage, small());
+      for (const [i, ref] of refs.entries()) assert.ok((await collectStream(old.open(ref))).equals(days[i]!), `day ${i + 1} reads from version 1 index files`);
+
+      const done = await prune(storage, old, refs.slice(1));
+      assert.ok(done.deletedPacks + done.repackedPacks > 0, JSON.stringify(done));
+      const versions = await version();
+      assert.ok(versions.includes(2), `prune wrote its index file as version 2: ${versions.join(', ')}`);
+      const reopened = await ContentStore.open(storage, small());
+      for (const [i, ref] of refs.entries()) if (i > 0) assert.ok((await collectStream(reopened.open(ref))).equals(days[i]!), `day ${i + 1} reads back after the sweep`);
     });
 
     test('a prune that died after its new index file, or after its new packs, then another (reading the index files in either order): every kept stream reads back, no pack is left that no index names', async () => {
