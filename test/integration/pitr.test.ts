@@ -100,7 +100,8 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
       // After the backup: more rows and a second table, committed before T.
       await cluster.query("INSERT INTO items SELECT g, 'after backup' FROM generate_series(101, 150) g");
       await cluster.query('CREATE TABLE extra AS SELECT generate_series(1, 7) AS n');
-      await new Promise((r) => setTimeout(r, 1100));
+      // the target is kept to the millisecond: a few of them put the commits above before it
+      await new Promise((r) => setTimeout(r, 50));
       targetTime = (await cluster.query<{ t: string }>("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS t"))[0]!.t;
       await cluster.query("SELECT pg_create_restore_point('before_damage')");
       // the target is kept to the millisecond (src/restore/run-pitr.ts): a few of them put what follows after it
@@ -338,7 +339,8 @@ describe('point-in-time recovery', { concurrency: 1 }, () => {
       assert.match(stored.subarray(0, 30).toString('latin1'), /^age-encryption\.org\/v1/);
 
       await cluster.query('INSERT INTO secrets SELECT generate_series(1, 30)');
-      await new Promise((r) => setTimeout(r, 1100));
+      // the target is kept to the millisecond: a few of them put the commits above before it
+      await new Promise((r) => setTimeout(r, 50));
       const t = (await cluster.query<{ t: string }>("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS t"))[0]!.t;
       // the target is kept to the millisecond (src/restore/run-pitr.ts): a few of them put what follows after it
       await new Promise((r) => setTimeout(r, 50));
