@@ -2,8 +2,9 @@
  * npm run demo: pgkeep's main job on a throwaway database, end to end.
  * Starts a private PostgreSQL cluster, loads a small shop database, then runs
  * the real CLI: backup (with content checksums) → restore test (verify --deep:
- * restored into a scratch database, proven, dropped) → list (with the
- * verification) → restore into a new database → compare row counts. The cluster is removed at the end; the repository is kept so
+ * restored into a scratch database, proven, dropped) → a second backup, which
+ * adds little (the repository deduplicates) → list (with the verification and
+ * what each backup added) → restore into a new database → compare row counts. The cluster is removed at the end; the repository is kept so
  * you can look inside it.
  */
 import { spawnSync } from 'node:child_process';
@@ -60,6 +61,9 @@ async function main(): Promise<void> {
 
     pgkeep('backup', '--name', 'demo', '--checksums');
     pgkeep('verify', 'latest', '--deep');
+    await cluster.query("UPDATE customers SET name = name || ' (moved)' WHERE id <= 50", [], 'shop');
+    console.log('changed 50 customers; the next backup is full too, but stores only what changed:\n');
+    pgkeep('backup', '--name', 'next');
     pgkeep('list');
     pgkeep('restore', 'latest', '--to', 'shop_restored');
 

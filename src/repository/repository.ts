@@ -83,7 +83,7 @@ export type RepoInfo = z.infer<typeof RepoInfoSchema>;
  * (`pgkeep init --plain` or `--dedup`): `init`, and the first backup into an
  * empty location. Existing repositories keep the format they were made with.
  */
-export const DEDUP_BY_DEFAULT: boolean = false;
+export const DEDUP_BY_DEFAULT: boolean = true;
 
 /** An age file of a known text, written at init of a passphrase repository to check passphrases later. */
 export const KEY_CHECK_FILE = 'keycheck.age';
