@@ -236,6 +236,14 @@ describe('copy between deduplicating repositories encrypted with a passphrase', 
     const without = await pgkeep(['copy', 'latest', '--from', source, '--to', destination]);
     assert.equal(without.code, 2, without.stderr);
     assert.match(without.stderr, /encrypted with a passphrase: set PGKEEP_PASSPHRASE/);
+    // into an empty location: created with the source's wrapped identity and content key, chunks sent, the same bytes
+    const mirror = path.join(work, 'pass-mirror');
+    const mirrored = await pgkeep(['copy', 'latest', '--from', source, '--to', mirror, '--json'], { env: env(keys) });
+    assert.equal(mirrored.code, 0, mirrored.stderr);
+    assert.deepEqual([json(mirrored).createdDestination, json(mirrored).method, json(mirrored).verification.ok], [true, 'chunks', true]);
+    assert.deepEqual(await readFile(path.join(mirror, 'keys', 'identity.age')), await readFile(path.join(source, 'keys', 'identity.age')));
+    assert.equal((await Repository.open(openStorage(mirror))).info.content!.fingerprint, a.content!.fingerprint);
+    assert.equal(await catSha256(mirror, keys, 'passphrase-mirror'), await catSha256(source, keys, 'passphrase-source-again'));
   });
 });
 
