@@ -54,46 +54,36 @@ export async function analyzeDatabase(into: ConnectionInfo, jobs: number, signal
  * other members. Any failure of a table (no privilege, a lock taken first)
  * leaves it to the final pass, which reports what fails there as before.
  */
-export async function analyzeLoadedTables(into: ConnectionInfo, jobs: number, signal: AbortSignal, done: ReadonlySet<string> = new Set()): Promise<Set<string>> {
+export async function analyzeLoadedTables(into: ConnectionInfo, jobs: number, signal: AbortSignal): Promise<Set<string>> {
   const analyzed = new Set<string>();
-  const relations = (await withClient(into, plainTables, signal)).map((t) => t.name).filter((name) => !done.has(name));
+  const relations = await withClient(
+    into,
+    async (client) =>
+      (
+        await client.query<{ name: string }>(
+          `SELECT format('%I.%I', n.nspname, c.relname) AS name
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind = 'r' AND c.relpersistence <> 't' AND NOT c.relispartition
+              AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+              AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid)
+            ORDER BY pg_catalog.pg_relation_size(c.oid) DESC, c.oid`,
+        )
+      ).rows.map((r) => r.name),
+    signal,
+  );
   // a connection that fails (refused, dropped) ends its share of the pass, and cancelling ends it all: the final pass does the rest
   await onConnections(into, jobs, relations, signal, { stopOthers: false }, async (client, name) => {
-    if (await analyzeWithoutWaiting(client, name)) analyzed.add(name);
+    try {
+      await client.query('BEGIN');
+      await client.query(`LOCK TABLE ${name} IN SHARE UPDATE EXCLUSIVE MODE NOWAIT`);
+      await client.query(`ANALYZE ${name}`);
+      await client.query('COMMIT');
+      analyzed.add(name);
+    } catch {
+      await client.query('ROLLBACK');
+    }
   });
   return analyzed;
-}
-
-/**
- * The tables an early ANALYZE may take alone (plain tables, not partitions
- * or members of an inheritance tree), biggest first, `name` as
- * format('%I.%I') writes it (the key of analyzeDatabase's `analyzedEarly`).
- */
-export async function plainTables(client: PgClient): Promise<{ schema: string; table: string; name: string }[]> {
-  return (
-    await client.query<{ schema: string; table: string; name: string }>(
-      `SELECT n.nspname AS schema, c.relname AS table, format('%I.%I', n.nspname, c.relname) AS name
-         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind = 'r' AND c.relpersistence <> 't' AND NOT c.relispartition
-          AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
-          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid)
-        ORDER BY pg_catalog.pg_relation_size(c.oid) DESC, c.oid`,
-    )
-  ).rows;
-}
-
-/** ANALYZE of one table in its own transaction, if its lock is free at once (else false: someone else has it, e.g. an index build). */
-export async function analyzeWithoutWaiting(client: PgClient, name: string): Promise<boolean> {
-  try {
-    await client.query('BEGIN');
-    await client.query(`LOCK TABLE ${name} IN SHARE UPDATE EXCLUSIVE MODE NOWAIT`);
-    await client.query(`ANALYZE ${name}`);
-    await client.query('COMMIT');
-    return true;
-  } catch {
-    await client.query('ROLLBACK');
-    return false;
-  }
 }
 
 /**

@@ -20,8 +20,6 @@ export interface CopyConnectionsOptions {
   settings: Readonly<Record<string, string>>;
   role?: string | undefined;
   signal: AbortSignal;
-  /** Called once for each table whose rows are all committed (allSent was called, and every COPY of it ended), in that order. */
-  onTableLoaded?: ((target: CopyTarget) => void) | undefined;
 }
 
 /** What each table received: rows sent, and rows the server reported loading (COPY's command tag), summed over the connections. */
@@ -31,14 +29,6 @@ export interface LoadedTable {
   loaded: number;
   /** How many connections loaded a part of it. */
   connections: number;
-}
-
-/** What is still on the way for a table: whether more rows may come, batches queued and COPYs open on it. */
-interface Progress {
-  allSent: boolean;
-  queued: number;
-  open: number;
-  reported: boolean;
 }
 
 interface Batch {
@@ -59,7 +49,6 @@ interface Batch {
 export class CopyConnections {
   private readonly workers: Worker[] = [];
   private readonly tables = new Map<CopyTarget, LoadedTable>();
-  private readonly progress = new Map<CopyTarget, Progress>();
   private waiters: (() => void)[] = [];
   failure: Error | undefined;
   private closed = false;
@@ -89,31 +78,11 @@ export class CopyConnections {
     let table = this.tables.get(target);
     if (!table) this.tables.set(target, (table = { target, sent: 0, loaded: 0, connections: 0 }));
     table.sent += rows;
-    this.progressOf(target).queued++;
     // Least queued; on a tie, the one already copying into this table (no extra COPY to start).
     let best = this.workers[0]!;
     for (const w of this.workers) if (w.queued < best.queued || (w.queued === best.queued && w.copying === target && best.copying !== target)) best = w;
     best.queued += data.length;
     best.tail = best.tail.then(() => this.load(best, { target, data, rows }));
-  }
-
-  /** No more rows will come for `target` (the archive has moved past its data): once its COPYs have ended, onTableLoaded is called. */
-  allSent(target: CopyTarget): void {
-    this.progressOf(target).allSent = true;
-    this.reportIfLoaded(target);
-  }
-
-  private progressOf(target: CopyTarget): Progress {
-    let progress = this.progress.get(target);
-    if (!progress) this.progress.set(target, (progress = { allSent: false, queued: 0, open: 0, reported: false }));
-    return progress;
-  }
-
-  private reportIfLoaded(target: CopyTarget): void {
-    const progress = this.progressOf(target);
-    if (this.failure || progress.reported || !progress.allSent || progress.queued > 0 || progress.open > 0) return;
-    progress.reported = true;
-    this.options.onTableLoaded?.(target);
   }
 
   /** Resolves once fewer than `bytes` are queued, or a connection failed. */
@@ -179,7 +148,6 @@ export class CopyConnections {
         worker.stream = stream;
         worker.copying = batch.target;
         this.tables.get(batch.target)!.connections++;
-        this.progressOf(batch.target).open++;
       }
       const stream = worker.stream!;
       if (worker.streamError) throw worker.streamError;
@@ -189,8 +157,6 @@ export class CopyConnections {
       const target = (error as { copyTarget?: CopyTarget }).copyTarget ?? worker.copying ?? batch.target;
       this.fail(worker.streamError ?? error, target);
     } finally {
-      this.progressOf(batch.target).queued--;
-      this.reportIfLoaded(batch.target);
       worker.queued -= batch.data.length;
       this.wake();
     }
@@ -209,8 +175,6 @@ export class CopyConnections {
       throw Object.assign(worker.streamError ?? (error as Error), { copyTarget: copying });
     }
     this.tables.get(copying)!.loaded += stream.rowCount;
-    this.progressOf(copying).open--;
-    this.reportIfLoaded(copying);
   }
 
   private fail(error: unknown, target?: CopyTarget): void {

@@ -54,8 +54,6 @@ export interface LoadDataInput {
   capture?: SchemaCapture | undefined;
   /** Work beside the post-data section once the rows are in, where the rows are loaded by the parallel loader (parallel-copy-loader.ts). */
   besidePostData?: ((signal: AbortSignal) => Promise<void>) | undefined;
-  /** A table's rows are all committed while later ones may still load, where the parallel loader runs. */
-  onTableLoaded?: ((table: { schema: string; name: string }) => void) | undefined;
 }
 
 /** What a load tells about what it loaded. */
@@ -109,7 +107,7 @@ export async function loadData(ctx: CommandContext, input: LoadDataInput): Promi
   const staging = await makeTempFolder(source.tempDir, 'restore');
   try {
     const pgRestore = await restoreRunner(request, target, source, staging, selection, common);
-    return await loadArchive(ctx, repository, manifest, identities, pgRestore, staging, jobs, progress, codec, selection, capture, parallelRows ? { target, role: request.role, besidePostData: input.besidePostData, onTableLoaded: input.onTableLoaded } : undefined);
+    return await loadArchive(ctx, repository, manifest, identities, pgRestore, staging, jobs, progress, codec, selection, capture, parallelRows ? { target, role: request.role, besidePostData: input.besidePostData } : undefined);
   } finally {
     await rm(staging, { recursive: true, force: true });
   }
@@ -186,7 +184,7 @@ async function loadArchive(
   codec: ZstdCodec,
   selection: SelectionPlan | undefined,
   capture: SchemaCapture | undefined,
-  parallelRows: Pick<ParallelLoadOptions, 'target' | 'role' | 'besidePostData' | 'onTableLoaded'> | undefined,
+  parallelRows: Pick<ParallelLoadOptions, 'target' | 'role' | 'besidePostData'> | undefined,
 ): Promise<LoadReport> {
   const signal = ctx.signal;
 

@@ -41,11 +41,6 @@ export interface ParallelLoadOptions {
    * fails, and the load returns only once it has settled.
    */
   besidePostData?: ((signal: AbortSignal) => Promise<void>) | undefined;
-  /**
-   * A table's rows are all committed, while later tables may still load (e.g. to ANALYZE it off post-data's
-   * path: ANALYZE and the index builds of a table wait for each other). Only tables whose COPY named them.
-   */
-  onTableLoaded?: ((table: { schema: string; name: string }) => void) | undefined;
 }
 
 /**
@@ -289,7 +284,6 @@ class ParallelLoadSink extends Writable {
       } catch (error) {
         throw this.layoutError(error);
       }
-      if (this.sending !== undefined) this.connections!.allSent(this.targets.get(this.sending)!);
       this.loaded = await this.connections!.finish();
       this.ms.rows = Date.now() - this.rowsStarted;
       const wrong = this.loaded.find((t) => t.loaded !== t.sent);
@@ -347,9 +341,6 @@ class ParallelLoadSink extends Writable {
       settings: this.options.copySettings ?? RESTORE_COPY_SETTINGS,
       role: this.options.role,
       signal: this.options.signal,
-      onTableLoaded: (target) => {
-        if (target.schema !== null && namesItself(target)) this.options.onTableLoaded?.({ schema: target.schema, name: target.name });
-      },
     });
     this.mode = 'parallel';
     const connections = this.connections;
@@ -360,12 +351,7 @@ class ParallelLoadSink extends Writable {
       (dumpId) => this.targets.has(dumpId),
       {
         pass: (b) => passed.push(b),
-        rows: (dumpId, data, rows) => {
-          // Blocks follow each other: once rows of another table come, the previous table's are all sent.
-          if (this.sending !== undefined && this.sending !== dumpId) connections.allSent(this.targets.get(this.sending)!);
-          this.sending = dumpId;
-          connections.send(this.targets.get(dumpId)!, data, rows);
-        },
+        rows: (dumpId, data, rows) => connections.send(this.targets.get(dumpId)!, data, rows),
       },
       this.options.batchBytes ?? DEFAULT_BATCH_BYTES,
     );
@@ -373,8 +359,6 @@ class ParallelLoadSink extends Writable {
   }
 
   private passed: Buffer[] = [];
-  /** The dump id of the table whose rows were sent last. */
-  private sending: number | undefined;
 
   private async split(chunk: Buffer): Promise<void> {
     try {

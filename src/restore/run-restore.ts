@@ -24,7 +24,6 @@ import { requireLogical, type LogicalManifest as Manifest } from '../repository/
 import type { Repository } from '../repository/repository.js';
 import { runBackup } from '../backup/logical-backup.js';
 import { analyzeDatabase, analyzeLoadedTables } from './analyze-database.js';
-import { TableAnalyzer } from './table-analyzer.js';
 import { defaultRestoreJobs } from './parallel-copy-loader.js';
 import type { SourceLock } from '../repository/source-lock.js';
 import { applyGlobals } from './apply-globals.js';
@@ -233,22 +232,10 @@ export async function runRestore(ctx: CommandContext, repository: Repository, so
       const into = withDatabase(source.connection, work);
       const capture = captureDir ? new SchemaCapture(captureDir) : undefined;
       await createSelectedSchemas(manifest, into, schemasToCreate(selection));
-      // Where the parallel loader runs, each table is analyzed as soon as its rows are committed, while the next ones load
-      // (off the path of its index builds), and what is left while post-data builds the indexes; step 5 does the rest.
-      const analyzer = new TableAnalyzer(into, signal);
+      // The loaded tables are analyzed while post-data builds their indexes, where the parallel loader runs (step 5 does the rest).
       let analyzedEarly = new Set<string>();
-      const besidePostData = async (stop: AbortSignal) => {
-        await analyzer.finish();
-        analyzedEarly = new Set([...analyzer.analyzed, ...(await analyzeLoadedTables(into, request.jobs ?? defaultRestoreJobs(), stop, analyzer.analyzed))]);
-      };
-      const onTableLoaded = (table: { schema: string; name: string }) => analyzer.loaded(table);
-      let serverCounts: LoadReport['serverCounts'];
-      try {
-        ({ serverCounts } = await loadData(ctx, { repository, manifest, identities, target: into, options: request, source, selection, capture, besidePostData, onTableLoaded }));
-      } finally {
-        // its connection is closed before the database may be dropped
-        await analyzer.finish();
-      }
+      const besidePostData = async (stop: AbortSignal) => void (analyzedEarly = await analyzeLoadedTables(into, request.jobs ?? defaultRestoreJobs(), stop));
+      const { serverCounts } = await loadData(ctx, { repository, manifest, identities, target: into, options: request, source, selection, capture, besidePostData });
       faultPoint('after-load');
 
       // 5. prove it: ANALYZE (what was not analyzed during the load), exact row counts against the manifest and the

@@ -134,24 +134,6 @@ describe('parallel COPY loader', () => {
     assert.deepEqual(await columns('awkward_loaded'), await columns('awkward'));
   });
 
-  test('onTableLoaded: each table once, when all its rows are committed (another session sees them all), before the load ends', async () => {
-    const seen: { name: string; visible: Promise<number> }[] = [];
-    let loadEnded = false;
-    const result = await loadFile(dumpFile('awkward'), 'awkward_reported', {
-      onTableLoaded: (table) => {
-        assert.ok(!loadEnded);
-        const quote = (identifier: string) => `"${identifier.replaceAll('"', '""')}"`;
-        const relation = `${quote(table.schema)}.${quote(table.name)}`;
-        seen.push({ name: table.name, visible: cluster.query<{ n: string }>(`SELECT count(*) AS n FROM ONLY ${relation}`, [], 'awkward_reported').then((r) => Number(r[0]!.n)) });
-      },
-    });
-    loadEnded = true;
-    const loaded = result.tables.filter((t) => t.direct);
-    assert.deepEqual(seen.map((s) => s.name).sort(), loaded.map((t) => t.name).sort(), 'every table the COPYs loaded, once');
-    for (const { name, visible } of seen) assert.equal(await visible, loaded.find((t) => t.name === name)!.rows, `${name}: every row was visible when reported`);
-    assert.ok(seen.length > 3);
-  });
-
   test('a COPY column list in another order than the restored table: every value lands in its column', async () => {
     const result = await loadFile(dumpFile('columns'), 'columns_loaded');
     assert.equal(result.tables.find((t) => t.name === 'child')!.rows, 3000);
