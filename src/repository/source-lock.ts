@@ -28,32 +28,39 @@ export async function acquireSourceLock(storage: Storage, source: string, comman
   const key = joinKey('sources', source, 'locks', 'source.lock');
   const me: LockOwner = { pid: process.pid, host: hostname(), command, started: new Date().toISOString(), holder: randomUUID(), ...ownStart() };
   const body = Buffer.from(`${JSON.stringify(me)}\n`);
-  for (let attempt = 0; attempt < 3; attempt++) {
-    if (await storage.putIfAbsent(key, body)) {
-      holdHere(me.holder!);
-      return {
-        release: async () => {
-          // given up here even if the removal fails (storage unreachable): the lock left behind is then stale for this process too
-          letGo(me.holder!);
-          await storage.remove(key);
-        },
-      };
+  // Held here before the lock object exists: another acquire in this process (serve runs jobs side by side)
+  // that finds the object while our putIfAbsent is still returning must not judge it stale and remove it.
+  holdHere(me.holder!);
+  try {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      if (await storage.putIfAbsent(key, body)) {
+        return {
+          release: async () => {
+            // given up here even if the removal fails (storage unreachable): the lock left behind is then stale for this process too
+            letGo(me.holder!);
+            await storage.remove(key);
+          },
+        };
+      }
+      const owner = await readOwner(storage, key);
+      if (owner && isStale(owner)) {
+        await storage.remove(key); // stale: its process is gone, or it is this process and no acquire here holds it
+        continue;
+      }
+      if (!owner) continue; // released between our attempts
+      throw new PgkeepError(
+        'LOCK_HELD',
+        `source ${source} is locked by "pgkeep ${owner.command}" (pid ${owner.pid} on ${owner.host}, since ${owner.started}): wait for it to finish` +
+          // a lock of a process on another host cannot be checked from here: say how to clear it if that process is gone
+          (owner.host === me.host ? '' : `, or if it is no longer running there, remove ${storage.location}/${key}`),
+        { details: { ...owner } },
+      );
     }
-    const owner = await readOwner(storage, key);
-    if (owner && isStale(owner)) {
-      await storage.remove(key); // stale: its process is gone, or it is this process and no acquire here holds it
-      continue;
-    }
-    if (!owner) continue; // released between our attempts
-    throw new PgkeepError(
-      'LOCK_HELD',
-      `source ${source} is locked by "pgkeep ${owner.command}" (pid ${owner.pid} on ${owner.host}, since ${owner.started}): wait for it to finish` +
-        // a lock of a process on another host cannot be checked from here: say how to clear it if that process is gone
-        (owner.host === me.host ? '' : `, or if it is no longer running there, remove ${storage.location}/${key}`),
-      { details: { ...owner } },
-    );
+    throw new PgkeepError('LOCK_HELD', `could not take the lock of source ${source}: it keeps changing hands, try again`);
+  } catch (error) {
+    letGo(me.holder!); // not taken (or not known to be): a lock object naming this holder is stale from now on
+    throw error;
   }
-  throw new PgkeepError('LOCK_HELD', `could not take the lock of source ${source}: it keeps changing hands, try again`);
 }
 
 /**

@@ -113,4 +113,24 @@ describe('acquireSourceLock (on PosixStorage)', () => {
       if (r.status === 'rejected') assert.equal((r.reason as PgkeepError).code, 'LOCK_HELD');
     }
   });
+
+  it('a second acquire in this process that finds the lock while the first is still returning from writing it does not take it over', async () => {
+    // The window the busy machine once opened (3 of 10 acquirers got the lock): the object is written, but
+    // its writer has not yet heard so. Held here only afterwards, it looked like a lock this process had let go.
+    const slow = Object.create(storage) as PosixStorage;
+    let written!: () => void;
+    const firstWritten = new Promise<void>((resolve) => { written = resolve; });
+    slow.putIfAbsent = async (key: string, body: Buffer) => {
+      const done = await storage.putIfAbsent(key, body);
+      written();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      return done;
+    };
+    const first = acquireSourceLock(slow, 'app', 'backup');
+    await firstWritten;
+    await assert.rejects(acquireSourceLock(storage, 'app', 'backup'), (error: PgkeepError) => error.code === 'LOCK_HELD');
+    const lock = await first;
+    await lock.release();
+    await (await acquireSourceLock(storage, 'app', 'backup')).release(); // and let go for the next one
+  });
 });
