@@ -38,10 +38,10 @@ if (shared.length > 1) {
 // when a file grows past its neighbours), then the other integration files,
 // then the short unit files, which fill the gaps at the end.
 const LONGEST_FIRST = [
-  'network-faults', 'dedup-copy', 'restore-test', 'faults', 'pitr', 'dedup', 'first-hour', 'server-matrix',
-  'physical-restore-test', 'database-fidelity', 'dashboard', 'serve', 'roundtrip', 'selective-restore', 'serve-fleet',
-  'errors', 'unit-tests', 's3-storage', 'content-store', 'extract', 'encrypted-s3', 'wal-archive', 'parallel-copy-loader',
-  'partitions', 'interrupt', 'terminal', 'multi-repo', 'runbook', 'copy', 'status', 'globals',
+  'dedup-copy', 'restore-test', 'faults', 'network-faults', 'pitr', 'first-hour', 'server-matrix', 'dedup',
+  'roundtrip', 'database-fidelity', 'physical-restore-test', 'content-store', 'serve-fleet', 'errors', 'interrupt',
+  'dashboard', 'serve', 'selective-restore', 'unit-tests', 's3-storage', 'extract', 'encrypted-s3', 'wal-archive',
+  'parallel-copy-loader', 'partitions', 'terminal', 'multi-repo', 'runbook', 'copy', 'status', 'globals',
 ];
 const rank = (file) => {
   const known = LONGEST_FIRST.indexOf(path.basename(file).replace(/\.test\.[cm]?[jt]s$/, ''));
