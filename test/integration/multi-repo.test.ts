@@ -129,6 +129,8 @@ describe('several repositories per source', () => {
     const remote = `s3://${bucket}/app`;
     const cwd = await configWith([local, remote]);
     const env = { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region, AWS_ENDPOINT_URL: s3.endpoint };
+    // plain like the local one (configWith): the test compares the raw records, whose SHA-256 only a plain repository keeps
+    assert.equal((await pgkeep(['init', '--repo', remote, '--plain'], { env })).code, 0);
     const backup = await pgkeep(['backup', '--json'], { cwd, env });
     assert.equal(backup.code, 0, backup.stderr);
     const id = json(backup).id;
