@@ -26,7 +26,7 @@ export interface SourceLock {
  */
 export async function acquireSourceLock(storage: Storage, source: string, command: string): Promise<SourceLock> {
   const key = joinKey('sources', source, 'locks', 'source.lock');
-  const me: LockOwner = { pid: process.pid, host: hostname(), command, started: new Date().toISOString(), holder: randomUUID(), ...ownStart() };
+  const me = newOwner(command);
   const body = Buffer.from(`${JSON.stringify(me)}\n`);
   // Held here before the lock object exists: another acquire in this process (serve runs jobs side by side)
   // that finds the object while our putIfAbsent is still returning must not judge it stale and remove it.
@@ -89,6 +89,11 @@ export function isStale(owner: LockOwner): boolean {
   if (owner.host !== hostname()) return false; // cannot be judged from here
   if (owner.pid === process.pid) return !(owner.holder && heldHere.has(owner.holder));
   return !isAlive(owner.pid, owner.startTicks);
+}
+
+/** The owner record of a new lock taken by this process (a source lock or a content-store lock), with its own holder id. */
+export function newOwner(command: string): LockOwner {
+  return { pid: process.pid, host: hostname(), command, started: new Date().toISOString(), holder: randomUUID(), ...ownStart() };
 }
 
 /** This process's start, for the locks it writes (see isAlive). */

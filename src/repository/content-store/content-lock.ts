@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { hostname } from 'node:os';
 import { PgkeepError } from '../../errors.js';
 import type { Storage } from '../../storage/storage.js';
-import { holdHere, isStale, letGo, ownStart, readOwner, type LockOwner } from '../source-lock.js';
+import { holdHere, isStale, letGo, newOwner, readOwner, type LockOwner } from '../source-lock.js';
 
 export const LOCKS_PREFIX = 'content/locks';
 
@@ -39,7 +39,7 @@ export async function acquireContentLock(storage: Storage, kind: 'shared' | 'exc
 export const SHARED_WAIT_MS = 10 * 60_000;
 
 async function tryContentLock(storage: Storage, kind: 'shared' | 'exclusive', command: string): Promise<ContentLock> {
-  const me: LockOwner & { kind: string } = { kind, pid: process.pid, host: hostname(), command, started: new Date().toISOString(), holder: randomUUID(), ...ownStart() };
+  const me: LockOwner & { kind: string } = { kind, ...newOwner(command) };
   const key = `${LOCKS_PREFIX}/${kind}-${me.holder}.json`;
   holdHere(me.holder!);
   await storage.putIfAbsent(key, Buffer.from(`${JSON.stringify(me)}\n`));
