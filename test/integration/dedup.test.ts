@@ -213,10 +213,11 @@ describe('a deduplicating repository under faults (real processes)', () => {
     return stray;
   };
   const everyBackupVerifies = async () => {
-    const listed = json<{ id: string; damaged?: unknown }[]>(await runCommand(['list', '--repo', repo(), '--json'], { env: env() }));
+    const listed = json<{ id: string; source: string; damaged?: unknown }[]>(await runCommand(['list', '--repo', repo(), '--json'], { env: env() }));
     assert.deepEqual(listed.filter((b) => b.damaged), []);
     for (const b of listed) {
-      const verified = await runCommand(['verify', b.id, '--repo', repo()], { env: env() });
+      // two sources' backups started in the same second have the same id: an id alone may name both
+      const verified = await runCommand(['verify', b.id, '--repo', repo(), '--source', b.source], { env: env() });
       assert.equal(verified.code, 0, `verify ${b.id}: ${verified.stderr}`);
     }
     return listed.length;
