@@ -31,6 +31,7 @@ export const ERROR_CODES = {
   REPO_MISSING: { exit: 5, summary: 'the repository does not exist' },
   REPO_NOT_PGKEEP: { exit: 5, summary: 'the location is not a pgkeep repository' },
   REPO_EXISTS: { exit: 5, summary: 'a repository already exists there' },
+  REPO_INIT_UNFINISHED: { exit: 5, summary: 'the location holds the keys of a pgkeep init that did not finish, and no pgkeep.json' },
   REPO_FORMAT: { exit: 5, summary: 'the repository was written by an incompatible pgkeep version' },
   STORAGE_FULL: { exit: 5, summary: 'no space left on the repository storage' },
   STORAGE_ACCESS: { exit: 5, summary: 'the storage refused access' },

@@ -101,10 +101,7 @@ export async function runCopy(ctx: CommandContext, request: CopyRequest): Promis
   }
 
   // 2. how: a deduplicating repository on either side stores the backup in its own chunks (copyThroughContent)
-  const existing = await toPlace.open().catch((error: unknown) => {
-    if (error instanceof PgkeepError && error.code === 'REPO_MISSING') return undefined;
-    throw error;
-  });
+  const existing = await toPlace.openToCreate();
   if (manifest.objects.some((o) => o.content) || existing?.info.content) {
     const to = existing ?? (await createSharingDestination(toPlace, from, ctx.keys));
     return copyThroughContent(ctx, from, manifest, to, started, existing === undefined);
@@ -315,13 +312,8 @@ async function createSharingDestination(place: RepositoryLocation, from: Reposit
  */
 async function openDestination(place: RepositoryLocation, from: Repository): Promise<{ repository: Repository; created: boolean }> {
   const encryption = from.info.encryption;
-  let repository: Repository | undefined;
+  let repository = await place.openToCreate();
   let created = false;
-  try {
-    repository = await place.open();
-  } catch (error) {
-    if (!(error instanceof PgkeepError && error.code === 'REPO_MISSING')) throw error;
-  }
   if (!repository) {
     try {
       repository = await place.init(encryption);

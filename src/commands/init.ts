@@ -55,10 +55,7 @@ export async function runInit(settings: Settings, request: InitRequest = {}, key
   const dedup = request.plain ? false : askedDedup || DEDUP_BY_DEFAULT;
 
   // 2. an existing repository: nothing changes, but a request it does not fit is refused
-  const existing = await place.open().catch((error: unknown) => {
-    if (error instanceof PgkeepError && error.code === 'REPO_MISSING') return undefined;
-    throw error;
-  });
+  const existing = await place.openToCreate();
   if (existing) {
     if (wantsEncryption && !existing.info.encryption) {
       throw new PgkeepError('REPO_EXISTS', `${existing.location} is already an unencrypted pgkeep repository: encryption is chosen when a repository is created; use a new location`);

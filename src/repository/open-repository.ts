@@ -7,6 +7,8 @@ import { readObject, type Storage } from '../storage/storage.js';
 import { createEncryption, WRAPPED_IDENTITY } from './repository-keys.js';
 import { createContentInfo, type ChunkerParams } from './content-store/content-keys.js';
 import type { EncryptionInfo } from './repository.js';
+import { PgkeepError } from '../errors.js';
+import { removeUnfinishedInit } from './unfinished-init.js';
 
 /**
  * A repository location before it is opened (init, copy's destination): what
@@ -22,6 +24,23 @@ export class RepositoryLocation {
 
   open(options: { createIfEmpty?: boolean } = {}): Promise<Repository> {
     return Repository.open(this.storage, options);
+  }
+
+  /**
+   * The repository here, or undefined where a command that creates one may
+   * create it: an empty location, or one left with only the keys of an init
+   * that did not finish, which this removes once they are old enough
+   * (unfinished-init.ts; younger ones are refused as a possible init in progress).
+   */
+  async openToCreate(now: Date = new Date()): Promise<Repository | undefined> {
+    try {
+      return await Repository.open(this.storage);
+    } catch (error) {
+      if (!(error instanceof PgkeepError)) throw error;
+      if (error.code === 'REPO_MISSING') return undefined;
+      if (error.code === 'REPO_INIT_UNFINISHED' && (await removeUnfinishedInit(this.storage, now))) return undefined;
+      throw error;
+    }
   }
 
   /**

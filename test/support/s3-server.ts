@@ -35,6 +35,8 @@ export interface S3TestServer {
   accessKeyId: string;
   secretAccessKey: string;
   region: string;
+  /** s3rver's store on disk: an object's last-modified time is its file's mtime there (tests that need an old object set it). */
+  dataDirectory: string;
   /** Creates a bucket (directly in the store) and returns its name. */
   bucket(name: string): Promise<string>;
   /** Requests seen since the start or the last clearRequests(). */
@@ -220,6 +222,7 @@ export async function startS3Server(options: { conditionalWrites?: boolean } = {
     accessKeyId: 'S3RVER',
     secretAccessKey: 'S3RVER',
     region: 'us-east-1',
+    dataDirectory: data,
     bucket: async (name) => {
       await call({ op: 'bucket', name });
       return name;
