@@ -145,7 +145,11 @@ export class Repository {
         } else {
           throw new PgkeepError('REPO_MISSING', `no pgkeep repository at ${storage.location}: run "pgkeep init --repo ${storage.location}" or take a first backup, or check --repo`);
         }
-      } else {
+      } else if (!(await storage.stat(INFO_FILE))) {
+        // Looked at again: another process (serve runs several first backups at once) may have created the
+        // repository between the two looks, its pgkeep.json first and then its backup's objects. Only a location
+        // that holds objects and still no pgkeep.json is someone else's (seen in CI: a first backup failed with
+        // REPO_NOT_PGKEEP beside another source's first backup into the same new repository).
         throw new PgkeepError('REPO_NOT_PGKEEP', `${storage.location} is not a pgkeep repository (no ${INFO_FILE}, and it is not empty): choose an empty or new location with --repo`);
       }
     }
