@@ -117,6 +117,46 @@ describe('pgkeep serve with a fleet', () => {
     }
   });
 
+  test('a first scheduled backup that really fails is reported as that failure, with its error code, before "no backup" and with nothing before it', async () => {
+    const received: any[] = [];
+    const webhook = createServer((request, response) => {
+      let text = '';
+      request.setEncoding('utf8').on('data', (t: string) => (text += t));
+      request.on('end', () => {
+        received.push(JSON.parse(text));
+        response.end('ok');
+      });
+    });
+    await new Promise<void>((resolve) => webhook.listen(0, '127.0.0.1', resolve));
+    const config = path.join(work, 'failing.yaml');
+    await writeFile(
+      config,
+      JSON.stringify({
+        repo: path.join(work, 'failing-repo'),
+        serve: { gracePeriod: '1s', overlap: 'skip', stateDir: path.join(work, 'state-failing') },
+        notify: { webhooks: [{ url: `http://127.0.0.1:${(webhook.address() as AddressInfo).port}/hook` }] },
+        // a database that does not exist: every backup fails, the first one too
+        sources: { gone: { host: '127.0.0.1', port: cluster.port, user: 'postgres', database: 'no_such_database', schedule: { logical: '* * * * * *' } } },
+      }),
+    );
+    const child = startPgkeep(['serve', '--config', config, '--listen', '127.0.0.1:0'], { env: { PGPASSWORD: cluster.password } });
+    const done = collect(child);
+    try {
+      for (const deadline = Date.now() + 20_000; Date.now() < deadline && !received.some((a) => /no backup/.test(a.title)); ) await sleep(100);
+      const titles = received.map((a) => a.title);
+      const failed = titles.indexOf('gone: logical failed');
+      assert.ok(failed >= 0, `the failure is reported: ${JSON.stringify(received)}`);
+      assert.equal(failed, 0, `and before anything else: ${titles.join(', ')}`);
+      assert.equal(received[failed].event, 'backup_failed');
+      assert.match(received[failed].message, /\([A-Z_]+, job \d{8}T\d{6}Z-[0-9a-f]+\)$/, 'it names the error code and the job');
+      assert.ok(titles.indexOf('gone: no backup') > failed, `"no backup" once the first backup had its chance, after its failure: ${titles.join(', ')}`);
+    } finally {
+      child.kill('SIGTERM');
+      assert.equal((await done).code, 0);
+      webhook.close();
+    }
+  });
+
   test('fleet overview over HTTP: counts by verdict, worst first, filters, compact rows in Chromium; a source\'s page costs the same with 60 sources as with 1', async () => {
     const repo = path.join(work, 'fleet-repo');
     const names = Array.from({ length: 60 }, (_, i) => `s${String(i + 1).padStart(2, '0')}`);
