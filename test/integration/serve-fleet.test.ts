@@ -72,13 +72,17 @@ describe('pgkeep serve with a fleet', () => {
         await sleep(20);
       }
       const base = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(stderr)![1]!;
-      // until db01 skipped five times (every second: about 6 s), not a fixed wait
+      // until db01 skipped five times (every second: about 6 s) and its backup is running (waiting on the lock), not a
+      // fixed wait: a queued job makes the runs skip too, and on a loaded machine db01's first job can still be waiting
+      // for one of the two slots after five skips; SIGTERM then finds it queued, not running (seen under load)
       let metrics = '';
       const skippedTotal = (db: string) => Number(new RegExp(`^pgkeep_job_skipped_total\\{source="${db}",kind="logical"\\} (\\d+)`, 'm').exec(metrics)?.[1] ?? NaN);
-      for (const deadline = Date.now() + 20_000; Date.now() < deadline; await sleep(250)) {
+      const db01Running = async () => (await (await fetch(`${base}/api/jobs?source=db01&state=running`, { headers: { authorization: `Bearer ${TOKEN}` } })).json() as { total: number }).total === 1;
+      for (const deadline = Date.now() + 30_000; Date.now() < deadline; await sleep(250)) {
         metrics = await (await fetch(`${base}/metrics`)).text();
-        if (skippedTotal('db01') >= 5) break;
+        if (skippedTotal('db01') >= 5 && (await db01Running())) break;
       }
+      assert.ok(await db01Running(), `db01's backup is running when SIGTERM comes:\n${stderr.slice(0, 3000)}`);
       assert.ok(skippedTotal('db01') >= 5, `db01 (its backup hangs on a lock) skips every second: ${skippedTotal('db01')}\n${metrics.split("\n").filter((l) => l.includes("skipped")).join("\n")}\n${stderr.slice(0, 3000)}`);
       assert.equal(skippedTotal('later'), 0, 'declared at 0 for a source without skips');
       const skipLines = stderr.split('\n').filter((l) => / warn skipped /.test(l));
