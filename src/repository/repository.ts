@@ -148,10 +148,17 @@ export class Repository {
         } else {
           throw new PgkeepError('REPO_MISSING', `no pgkeep repository at ${storage.location}: run "pgkeep init --repo ${storage.location}" or take a first backup, or check --repo`);
         }
-      } else {
+      } else if (!(await storage.stat(INFO_FILE))) {
+        // Looked at again: another process (serve runs several first backups at once) may have created the
+        // repository between the two looks, its pgkeep.json first and then its backup's objects. Only a location
+        // that holds objects and still no pgkeep.json is someone else's (seen in CI: a first backup failed with
+        // REPO_NOT_PGKEEP beside another source's first backup into the same new repository).
         const unfinished = await findUnfinishedInit(storage);
         if (unfinished) throw unfinishedInitError(storage.location, unfinished, false, new Date());
-        throw new PgkeepError('REPO_NOT_PGKEEP', `${storage.location} is not a pgkeep repository (no ${INFO_FILE}, and it is not empty): choose an empty or new location with --repo`);
+        // the listing may have met the pgkeep.json of an init that finished meanwhile: a repository, not a foreign location
+        if (!(await storage.stat(INFO_FILE))) {
+          throw new PgkeepError('REPO_NOT_PGKEEP', `${storage.location} is not a pgkeep repository (no ${INFO_FILE}, and it is not empty): choose an empty or new location with --repo`);
+        }
       }
     }
     let info: RepoInfo;

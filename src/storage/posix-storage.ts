@@ -198,7 +198,9 @@ export class PosixStorage implements Storage {
 
   async isEmpty(): Promise<boolean> {
     try {
-      return (await fs.readdir(this.root)).length === 0;
+      // a temp file is a write in flight (or one a crash cut short), not an object, as in list(): while another
+      // process writes the pgkeep.json of a new repository here, the location is still empty, not someone else's
+      return (await fs.readdir(this.root)).every((name) => name.startsWith(TEMP_PREFIX));
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return true;
       throw storageError(error, this.root);

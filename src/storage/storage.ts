@@ -41,7 +41,7 @@ export interface Storage {
   /** Removes everything under a folder path. */
   removeFolder(prefix: string): Promise<void>;
 
-  /** True when nothing at all is stored yet (a fresh location). */
+  /** True when no object is stored yet (a fresh location); a write still in flight is not one. */
   isEmpty(): Promise<boolean>;
 }
 

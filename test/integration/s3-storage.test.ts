@@ -504,6 +504,23 @@ describe('S3Storage specifics', () => {
       assert.equal(again.info.id, repo.info.id);
     });
 
+    it('a repository another host created between the look for pgkeep.json and the listing is opened, not called foreign (first backups at once)', async () => {
+      const bucket = await native.bucket('created-meanwhile');
+      const url = `s3://${bucket}/repo`;
+      let other: Repository | undefined;
+      // this opener's listing comes after another job created the repository and recorded its source (serve runs
+      // several first backups into one new repository at once): it failed with REPO_NOT_PGKEEP
+      const racing = open(native, url);
+      const isEmpty = racing.isEmpty.bind(racing);
+      racing.isEmpty = async () => {
+        other ??= await Repository.open(open(native, url), { createIfEmpty: true });
+        await other.ensureSource('db01', 'db01');
+        return isEmpty();
+      };
+      const opened = await Repository.open(racing, { createIfEmpty: true });
+      assert.equal(opened.info.id, other!.info.id);
+    });
+
     it('ignores leftover probe objects (e.g. after a crash) in listings and isEmpty', async () => {
       const bucket = await server.bucket('probe-left');
       await putString(open(server, `s3://${bucket}`), `repo/${PROBE_PREFIX}deadbeef`, 'probe');
