@@ -11,11 +11,23 @@ import { openStorage } from '../../src/storage/open-storage.js';
 import { collectStream, type Storage } from '../../src/storage/storage.js';
 import { eachStorage } from '../support/each-storage.js';
 
-/** Deterministic bytes that compress about 2× (hex text), like dump data. */
+/**
+ * Deterministic bytes that compress about 2× (hex text), like dump data.
+ * Each (count, label) is made once per file (the same data recurs in each of
+ * the four storage and encryption runs: an MD5 per row adds up); every call
+ * gets its own copy.
+ */
+const made = new Map<string, Buffer>();
 function rows(count: number, label: string): Buffer {
-  const lines: string[] = [];
-  for (let i = 0; i < count; i++) lines.push(`${i}\t${createHash('md5').update(`${label}${i}`).digest('hex')}\tcustomer ${i % 977}\n`);
-  return Buffer.from(lines.join(''));
+  const key = `${count}\t${label}`;
+  let data = made.get(key);
+  if (!data) {
+    const lines: string[] = [];
+    for (let i = 0; i < count; i++) lines.push(`${i}\t${createHash('md5').update(`${label}${i}`).digest('hex')}\tcustomer ${i % 977}\n`);
+    data = Buffer.from(lines.join(''));
+    made.set(key, data);
+  }
+  return Buffer.from(data);
 }
 
 const keys = generateIdentity();

@@ -17,7 +17,18 @@ import { snapshotDatabase, diffSnapshots } from '../support/db-compare.js';
 import { runCommand } from '../support/run-command.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 
-const BIG_ROWS = 120_000;
+/**
+ * Rows of the backed-up table `big` in `app`, the database of every test but
+ * two: ~1 MB. The size is not what these tests are about (a fault point is
+ * reached whatever the size), and each backs up and restores it several times.
+ */
+const BIG_ROWS = 12_000;
+/**
+ * Rows of `big` in `loading`, the database of the two tests that stop a
+ * restore from outside while pg_restore loads: ~10 MB, so it is still loading
+ * for a moment when the signal comes.
+ */
+const LOADING_ROWS = 120_000;
 let cluster: PgCluster;
 let work: string;
 /** The backed-up database's fingerprint: what every restore must reproduce. */
@@ -26,9 +37,10 @@ let sourceSnapshot: Awaited<ReturnType<typeof snapshotDatabase>>;
 useClusterAndWorkFolder('faults', async (c, w) => {
   cluster = c;
   work = w;
-  await cluster.query('CREATE DATABASE app');
-  // ~10 MB: a restore is still loading for a moment when it is killed from outside.
-  await cluster.query(`CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS payload FROM generate_series(1, ${BIG_ROWS}) g`, [], 'app');
+  for (const [database, rows] of [['app', BIG_ROWS], ['loading', LOADING_ROWS]] as const) {
+    await cluster.query(`CREATE DATABASE ${database}`);
+    await cluster.query(`CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS payload FROM generate_series(1, ${rows}) g`, [], database);
+  }
   await cluster.query('CREATE TABLE small (id int PRIMARY KEY, note text)', [], 'app');
   await cluster.query("INSERT INTO small SELECT g, 'n' || g FROM generate_series(1, 50) g", [], 'app');
   sourceSnapshot = await snapshotDatabase(cluster, 'app');
@@ -42,6 +54,23 @@ async function tempDir(name: string): Promise<string> {
 }
 
 const env = (temp: string, extra: Record<string, string> = {}) => ({ DATABASE_URL: cluster.url('app'), PGKEEP_TEMP_DIR: temp, ...extra });
+
+/**
+ * A repository with one backup of the `loading` database (LOADING_ROWS), made
+ * once for the tests that stop a restore of it from outside mid-load.
+ */
+let loadingRepo: Promise<string> | undefined;
+/** The environment's addition that makes `loading` the source (restore latest picks its backups). */
+const loadingSource = () => ({ DATABASE_URL: cluster.url('loading') });
+function repoOfLoading(): Promise<string> {
+  loadingRepo ??= (async () => {
+    const repo = path.join(work, 'repo-loading');
+    const temp = await tempDir('loading-backup');
+    ok(await run(['backup', '--repo', repo], temp, loadingSource()), 'backup of loading');
+    return repo;
+  })();
+  return loadingRepo;
+}
 
 /**
  * A run with a fault point armed is a real process (it is killed there); the
@@ -175,9 +204,8 @@ describe('faults end fast, with one line', () => {
 
   test('SIGTERM in the middle of a restore: exit 143 within seconds, the temporary database dropped', async () => {
     const temp = await tempDir('sigterm');
-    const repo = path.join(work, 'repo-sigterm');
-    ok(await run(['backup', '--repo', repo], temp), 'backup');
-    const child = startPgkeep(['restore', 'latest', '--repo', repo, '--to', 'termed'], { env: env(temp) });
+    const repo = await repoOfLoading();
+    const child = startPgkeep(['restore', 'latest', '--repo', repo, '--to', 'termed'], { env: env(temp, loadingSource()) });
     const done = collect(child);
     await loading('termed');
     const signalled = Date.now();
@@ -326,9 +354,8 @@ describe('killed at every fault point: consistent, and the next run cleans up', 
 
   test('restore into a new database killed (SIGKILL from outside) while pg_restore loads', async () => {
     const temp = await tempDir('restore-midload');
-    const repo = path.join(work, 'repo-restore');
-    if (backupFolders(repo).length === 0) ok(await run(['backup', '--repo', repo], temp), 'backup');
-    const child = startPgkeep(['restore', 'latest', '--repo', repo, '--to', 'rmid'], { env: env(temp) });
+    const repo = await repoOfLoading();
+    const child = startPgkeep(['restore', 'latest', '--repo', repo, '--to', 'rmid'], { env: env(temp, loadingSource()) });
     const done = collect(child);
     await loading('rmid');
     child.kill('SIGKILL');
@@ -336,10 +363,10 @@ describe('killed at every fault point: consistent, and the next run cleans up', 
     assert.ok(!(await databases()).includes('rmid'));
     const left = leftoverFiles(temp);
     assert.ok(left.some((f) => /pgkeep-restore-\d+-/.test(f)), `the staging folder of the killed restore is left: ${left.join(', ')}`);
-    const next = ok(await run(['restore', 'latest', '--repo', repo, '--to', 'rmid'], temp), 'the next restore');
+    const next = ok(await run(['restore', 'latest', '--repo', repo, '--to', 'rmid'], temp, loadingSource()), 'the next restore');
     assert.match(next.stderr, /dropped database "rmid_pgkeep_/);
     assert.match(next.stderr, /removed temp folder .*pgkeep-restore-\d+-/);
-    assert.equal(await rowsOf('rmid'), BIG_ROWS);
+    assert.equal(await rowsOf('rmid'), LOADING_ROWS);
     assert.deepEqual(await pgkeepDatabases(), []);
     assert.deepEqual(leftoverFiles(temp, repo), []);
     await dropIfExists('rmid');

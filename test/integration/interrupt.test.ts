@@ -5,7 +5,8 @@ import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import pg from 'pg';
-import { collect, json, pgkeep, startPgkeep } from '../support/cli.js';
+import { collect, json, startPgkeep } from '../support/cli.js';
+import { runCommand } from '../support/run-command.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 
@@ -28,13 +29,19 @@ useClusterAndWorkFolder('interrupt', async (c, w) => {
   await cluster.query('CREATE TABLE small (id int PRIMARY KEY)', [], 'app');
   await cluster.query('ALTER TABLE big OWNER TO app_user', [], 'app');
   await cluster.query('ALTER TABLE small OWNER TO app_user', [], 'app');
+  // The secrets test's own database, of the same owner: what it checks (argv, output, files) does not depend on
+  // the size, and a backup and a restore of the ~100 MB above would cost seconds of CPU.
+  await cluster.query('CREATE DATABASE secrets OWNER app_user');
+  await cluster.query('CREATE TABLE small (id int PRIMARY KEY, note text)', [], 'secrets');
+  await cluster.query('INSERT INTO small SELECT g, md5(g::text) FROM generate_series(1, 1000) g', [], 'secrets');
+  await cluster.query('ALTER TABLE small OWNER TO app_user', [], 'secrets');
 });
 
-const env = () => ({ DATABASE_URL: cluster.url('app', 'app_user', PASSWORD) });
+const env = (database = 'app') => ({ DATABASE_URL: cluster.url(database, 'app_user', PASSWORD) });
 
 /** Holds ACCESS EXCLUSIVE on a table so pg_dump (which takes ACCESS SHARE first) waits: a backup frozen mid-flight. */
-async function holdTableLock(table: string): Promise<{ release(): Promise<void> }> {
-  const client = new pg.Client({ connectionString: cluster.url('app') });
+async function holdTableLock(table: string, database = 'app'): Promise<{ release(): Promise<void> }> {
+  const client = new pg.Client({ connectionString: cluster.url(database) });
   await client.connect();
   await client.query('BEGIN');
   await client.query(`LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE`);
@@ -119,7 +126,7 @@ function tempFiles(repo: string): { path: string; size: number }[] {
  * kills: dedup.test.ts and faults.test.ts).
  */
 async function plainRepository(repo: string): Promise<void> {
-  const init = await pgkeep(['init', '--repo', repo, '--plain']);
+  const init = await runCommand(['init', '--repo', repo, '--plain']);
   assert.equal(init.code, 0, init.stderr);
 }
 
@@ -172,12 +179,12 @@ describe('killing a backup at any moment leaves no visible backup', () => {
     const folders = await backupFolders(repo);
     assert.equal(folders.length, 1, 'the interrupted backup left its folder (no manifest)');
     assert.ok(!existsSync(path.join(repo, 'sources', 'app', 'backups', folders[0]!, 'manifest.json')));
-    const list = await pgkeep(['list', '--repo', repo, '--json']);
+    const list = await runCommand(['list', '--repo', repo, '--json']);
     assert.equal(list.code, 0, list.stderr);
     assert.deepEqual(json(list), [], 'list shows no backup');
 
     // The dead process's lock is stale (its pid is gone): the next backup takes over and cleans up.
-    const next = await pgkeep(['backup', '--repo', repo], { env: env() });
+    const next = await runCommand(['backup', '--repo', repo], { env: env() });
     assert.equal(next.code, 0, next.stderr);
     assert.match(next.stderr, new RegExp(`removed 1 interrupted backup\\(s\\) in .*repo-kill: ${folders[0]}`));
     // The leftover is gone; the one folder left is the new, complete backup (it may reuse
@@ -196,7 +203,7 @@ describe('killing a backup at any moment leaves no visible backup', () => {
       const first = startPgkeep(['backup', '--repo', repo], { env: env() });
       const firstDone = collect(first);
       await waitFor('the first backup to hold the lock', () => existsSync(path.join(repo, 'sources', 'app', 'locks', 'source.lock')));
-      const second = await pgkeep(['backup', '--repo', repo], { env: env() });
+      const second = await runCommand(['backup', '--repo', repo], { env: env() });
       assert.equal(second.code, 5);
       assert.match(second.stderr, new RegExp(`source app is locked by "pgkeep backup" \\(pid ${first.pid} `));
       first.kill('SIGTERM');
@@ -210,10 +217,10 @@ describe('killing a backup at any moment leaves no visible backup', () => {
 describe('secrets', () => {
   test('the password is in no process argv, no output and no repository file', async () => {
     const repo = path.join(work, 'repo-secrets');
-    const lock = await holdTableLock('small');
+    const lock = await holdTableLock('small', 'secrets');
     let child;
     try {
-      child = startPgkeep(['backup', '--repo', repo, '--label', 'secrets'], { env: env() });
+      child = startPgkeep(['backup', '--repo', repo, '--label', 'secrets'], { env: env('secrets') });
       const done = collect(child);
       await waitFor('pg_dump to run', () => childrenOf(child!.pid!).some((p) => commandOf(p).includes('pg_dump')));
       // Every process on the machine: argv is what `ps` shows to every user.
@@ -225,7 +232,8 @@ describe('secrets', () => {
       await lock.release();
       const result = await done;
       assert.equal(result.code, 0, result.stderr);
-      const restore = await pgkeep(['restore', 'latest', '--repo', repo, '--to', 'secret_copy'], { env: env() });
+      // in process: its output is what is checked (the argv of every process was, above, while the backup ran)
+      const restore = await runCommand(['restore', 'latest', '--repo', repo, '--to', 'secret_copy'], { env: env('secrets') });
       assert.equal(restore.code, 0, restore.stderr);
       for (const output of [result.stdout, result.stderr, restore.stdout, restore.stderr]) {
         assert.ok(!output.includes(PASSWORD) && !output.includes(encodeURIComponent(PASSWORD)), `output leaks the password: ${output}`);

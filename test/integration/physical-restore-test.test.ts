@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { collect, json, pgkeep, startPgkeep } from '../support/cli.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
+import { runCommand } from '../support/run-command.js';
 import { archivingConf, type PgCluster } from '../support/pg-cluster.js';
 import { archiveCommand, giveToServer } from '../support/server-folder.js';
 
@@ -24,7 +25,7 @@ let cluster: PgCluster;
 before(async () => {
   await mkdir(TEMP, { recursive: true, mode: 0o755 });
   await chmod(shared, 0o755);
-  const init = await pgkeep(['init', '--repo', REPO]);
+  const init = await runCommand(['init', '--repo', REPO]);
   assert.equal(init.code, 0, init.stderr);
   giveToServer(shared);
 });
@@ -42,7 +43,10 @@ after(async () => {
   await rm(shared, { recursive: true, force: true });
 });
 
-const cli = (args: string[]) => pgkeep([...args, '--repo', REPO, '--source', SOURCE], { env: { DATABASE_URL: cluster.url(), PGKEEP_TEMP_DIR: TEMP } });
+// The commands run in this process (their behaviour is the subject); the
+// drills' servers still fetch WAL through the built CLI (restore_command), and
+// the tests of kills and signals below start real processes.
+const cli = (args: string[]) => runCommand([...args, '--repo', REPO, '--source', SOURCE], { env: { DATABASE_URL: cluster.url(), PGKEEP_TEMP_DIR: TEMP } });
 
 async function archivedThrough(name: string): Promise<void> {
   for (let i = 0; i < 300; i++) {
