@@ -7,6 +7,12 @@ export interface PgkeepWasm {
   chunkerInit(min: number, average: number, max: number, maskSmall: number, maskLarge: number): void;
   chunkerReset(): void;
   chunkerScan(data: number, n: number, cuts: number): number;
+  rowsBegin(intSize: number): void;
+  rowsWalk(data: number, n: number): number;
+  rowsNewlines(): number;
+  rowsStatus(): number;
+  rowsLastWasTrailer(): number;
+  rowsBadLength(): number;
 }
 
 /** Where callers may put their own bytes: above the gear table and the constants (pgkeep-wasm.wat, "Memory layout"). */
