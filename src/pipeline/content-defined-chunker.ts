@@ -65,7 +65,17 @@ export class ContentDefinedChunker {
    * views into it.
    */
   write(data: Buffer): Buffer[] {
-    const chunks: Buffer[] = [];
+    return this.writePieces(data).map(joined);
+  }
+
+  /**
+   * write(), with each chunk as the pieces of the written buffers it spans
+   * (views, in order), not joined: a caller that only hashes a chunk it
+   * already holds copies nothing. About a quarter of the chunks of a dump
+   * read from a pipe span two of its 64 KiB pieces.
+   */
+  writePieces(data: Buffer): Buffer[][] {
+    const chunks: Buffer[][] = [];
     let start = 0;
     for (let at = 0; at < data.length; at += WINDOW) {
       const n = Math.min(WINDOW, data.length - at);
@@ -92,17 +102,28 @@ export class ContentDefinedChunker {
    * table then never disturbs the chunks of another.
    */
   cut(): Buffer | undefined {
+    const pieces = this.cutPieces();
+    return pieces && joined(pieces);
+  }
+
+  /** cut(), the chunk as its pieces (see writePieces). */
+  cutPieces(): Buffer[] | undefined {
     if (this.length === 0) return undefined;
     this.wasm.chunkerReset();
     return this.take();
   }
 
-  private take(): Buffer {
-    const chunk = this.pieces.length === 1 ? this.pieces[0]! : Buffer.concat(this.pieces);
+  private take(): Buffer[] {
+    const pieces = this.pieces;
     this.pieces = [];
     this.length = 0;
-    return chunk;
+    return pieces;
   }
+}
+
+/** A chunk's pieces as one buffer (copied only when there are several). */
+export function joined(pieces: readonly Buffer[]): Buffer {
+  return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
 }
 
 /** Bytes scanned per call: a write is copied into the module's memory this much at a time (a pipe's pieces are 64 KiB). */

@@ -202,6 +202,29 @@ describe('the WebAssembly chunker cuts exactly where the JavaScript reference do
     }
   });
 
+  test('writePieces/cutPieces: the same chunks as views of the written buffers, not joined', () => {
+    const random = prng(23);
+    const data = mixed(900_000, random);
+    const reference = new ReferenceChunker(SIZES, SEED);
+    const chunker = new ContentDefinedChunker(SIZES, SEED);
+    const expected: Buffer[] = [];
+    const got: Buffer[][] = [];
+    for (let at = 0; at < data.length; ) {
+      const size = 1 + (random() % 70_000);
+      // each write a buffer of its own, as a pipe's pieces are
+      const piece = Buffer.from(data.subarray(at, at + size));
+      expected.push(...reference.write(piece));
+      got.push(...chunker.writePieces(piece));
+      at += size;
+    }
+    expected.push(reference.cut()!);
+    got.push(chunker.cutPieces()!);
+    assert.equal(got.length, expected.length);
+    got.forEach((pieces, k) => assert.ok(Buffer.concat(pieces).equals(expected[k]!), `chunk ${k}`));
+    assert.ok(got.some((pieces) => pieces.length > 1), 'some chunks span two writes');
+    assert.equal(chunker.cutPieces(), undefined);
+  });
+
   test('chunkers of different seeds side by side keep their own state', () => {
     const random = prng(11);
     const data = mixed(400_000, random);

@@ -2,7 +2,7 @@ import { createHash, createHmac } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { PgkeepError } from '../../errors.js';
 import { createAgeSealer, decryptStream, type AgeIdentity, type AgeRecipient } from '../../pipeline/age.js';
-import { ContentDefinedChunker, type ChunkSizes } from '../../pipeline/content-defined-chunker.js';
+import { ContentDefinedChunker, joined, type ChunkSizes } from '../../pipeline/content-defined-chunker.js';
 import { nativeChunkCodec, type ChunkCodec } from '../../pipeline/zstd.js';
 import { collectStream, type ByteRange, type Storage } from '../../storage/storage.js';
 import { ContentIndex, encodeIndexFile, INDEX_ENTRY_BYTES, type IndexedPack } from './content-index.js';
@@ -125,6 +125,14 @@ export class ContentStore {
   /** The id of a chunk in this repository. */
   chunkId(chunk: Buffer): Buffer {
     return this.settings.idKey ? createHmac('sha256', this.settings.idKey).update(chunk).digest() : createHash('sha256').update(chunk).digest();
+  }
+
+  /** The id of a chunk given as consecutive pieces (the same id as of the pieces joined). */
+  chunkIdOfPieces(pieces: readonly Buffer[]): Buffer {
+    if (pieces.length === 1) return this.chunkId(pieces[0]!);
+    const hash = this.settings.idKey ? createHmac('sha256', this.settings.idKey) : createHash('sha256');
+    for (const piece of pieces) hash.update(piece);
+    return hash.digest();
   }
 
   /** A new writing session: its packs become visible to others once commit() wrote their index file. */
@@ -325,8 +333,8 @@ export class ContentSession {
    * chunks are nearly all known already, ~35,000 a GB, and a promise and an
    * await for each was measurable CPU.
    */
-  put(chunk: Buffer, kind: BlobKind): Buffer | Promise<Buffer> {
-    const id = this.store.chunkId(chunk);
+  put(chunk: Buffer | readonly Buffer[], kind: BlobKind): Buffer | Promise<Buffer> {
+    const id = Buffer.isBuffer(chunk) ? this.store.chunkId(chunk) : this.store.chunkIdOfPieces(chunk);
     const added = this.add(id, chunk, kind);
     return typeof added === 'number' ? id : added.then(() => id);
   }
@@ -337,20 +345,22 @@ export class ContentSession {
    * promise only when the chunk filled a pack, which is written before it
    * resolves.
    */
-  private add(id: Buffer, chunk: Buffer, kind: BlobKind): number | Promise<number> {
+  private add(id: Buffer, chunk: Buffer | readonly Buffer[], kind: BlobKind): number | Promise<number> {
+    // a chunk given in pieces is joined only when it is new (compressed into a pack)
+    const length = Buffer.isBuffer(chunk) ? chunk.length : chunk.reduce((n, piece) => n + piece.length, 0);
     if (kind === 'data') {
       this.totals.chunks++;
-      this.totals.rawBytes += chunk.length;
+      this.totals.rawBytes += length;
     }
     if (this.store.index.has(id)) return 0;
     const key = id.toString('latin1');
     if (this.pending.has(key)) return 0;
-    const compressed = this.codec.compress(chunk);
-    this.packs[kind].add(id, compressed, chunk.length);
+    const compressed = this.codec.compress(Buffer.isBuffer(chunk) ? chunk : joined(chunk));
+    this.packs[kind].add(id, compressed, length);
     this.pending.add(key);
     if (kind === 'data') {
       this.totals.newChunks++;
-      this.totals.newRawBytes += chunk.length;
+      this.totals.newRawBytes += length;
       this.totals.newCompressedBytes += compressed.length;
     }
     if (this.packs[kind].size >= this.store.settings.packTarget) return this.flushPack(kind).then(() => compressed.length);
@@ -457,16 +467,16 @@ export class ContentStream {
 
   async write(data: Buffer): Promise<void> {
     this.size += data.length;
-    for (const chunk of this.chunker.write(data)) {
-      const id = this.session.put(chunk, this.kind);
+    for (const pieces of this.chunker.writePieces(data)) {
+      const id = this.session.put(pieces, this.kind);
       this.push(id instanceof Promise ? await id : id);
     }
   }
 
   /** Ends the current chunk here (a table's data starts: a change in one table never moves another's chunks). */
   async cut(): Promise<void> {
-    const chunk = this.chunker.cut();
-    if (chunk) this.push(await this.session.put(chunk, this.kind));
+    const pieces = this.chunker.cutPieces();
+    if (pieces) this.push(await this.session.put(pieces, this.kind));
   }
 
   /** Ends the stream: its ref, with the chunk list stored one level down while it is longer than ROOT_IDS. */
