@@ -3,7 +3,7 @@
  * (the module's bytes as base64), which is checked in: the build and the
  * bundle need no assembler, and the bytes are bundled like any other module.
  *
- *   node scripts/build-wasm.mjs      after changing the .wat file
+ *   npm run build:wasm      (node scripts/build-wasm.mjs) after changing the .wat file
  *
  * wabt (a pinned devDependency) is the reference WebAssembly toolkit's own
  * text parser compiled to JavaScript; test/unit/pgkeep-wasm.test.ts assembles
