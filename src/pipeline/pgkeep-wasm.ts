@@ -29,7 +29,7 @@ let compiled: object | undefined;
 /**
  * A new instance with its own memory (the module's state is per instance).
  * The module is compiled once per process, on first use: synchronously, as it
- * is a few hundred bytes.
+ * is about 1 KB.
  */
 export function instantiatePgkeepWasm(): PgkeepWasm {
   compiled ??= new WebAssembly.Module(Buffer.from(PGKEEP_WASM_BASE64, 'base64'));
