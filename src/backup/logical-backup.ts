@@ -4,7 +4,7 @@ import { createReadStream } from 'node:fs';
 import type { BackupFormat, BackupOptionsConfig } from '../config/config-schema.js';
 import { validateName, type ResolvedSource } from '../config/settings.js';
 import { isPgkeepError, PgkeepError, throwIfAborted, toPgkeepError } from '../errors.js';
-import { DEFAULT_ZSTD_LEVEL, streamZstd } from '../pipeline/zstd.js';
+import { DEFAULT_ZSTD_LEVEL, defaultZstd, streamZstd } from '../pipeline/zstd.js';
 import { libpqEnv } from '../postgres/connection-info.js';
 import { connect, type PgClient } from '../postgres/pg-client.js';
 import { assertToolNotOlder, toolInfo } from '../postgres/pg-tools.js';
@@ -150,7 +150,11 @@ async function takeBackup(ctx: CommandContext, repositories: readonly Repository
 
   // The tools' version probes (a process each: pg_dump --version, zstd --version) run while the server
   // answers, not one after the other; a failure is still reported after the connection's, as before.
-  const probes = Promise.all([toolInfo('pg_dump', source.pgBin), streamZstd()]);
+  // Into deduplicating repositories only, nothing is compressed as a stream (each new chunk is compressed
+  // in process, content-store.ts): no zstd program to probe for, and the manifest names the codec that
+  // compressed its chunks.
+  const streams = repositories.some((r) => !r.info.content);
+  const probes = Promise.all([toolInfo('pg_dump', source.pgBin), streams ? streamZstd() : defaultZstd()]);
   probes.catch(() => undefined);
   const client = await connect(source.connection, signal);
   let backupId: string | undefined;

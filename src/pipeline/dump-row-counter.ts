@@ -1,4 +1,5 @@
 import { BLK_BLOBS, BLK_DATA, CustomTocScanner, K_VERS_1_15, readArchiveToc } from './custom-toc.js';
+import { instantiatePgkeepWasm, WASM_FREE_FROM, type PgkeepWasm } from './pgkeep-wasm.js';
 
 export type DumpRowCount =
   /** Still reading. */
@@ -18,7 +19,14 @@ const TRAILER_NEWLINES = 3;
 const MAX_PREFIX = 64 << 20;
 const MAX_CHUNK = 1 << 30;
 
-type State = 'type' | 'id' | 'length' | 'data' | 'lo-oid' | 'lo-length' | 'lo-data';
+/** 'rows': a data block walked in WebAssembly (rowsWalk), from its first length to its end. */
+type State = 'type' | 'id' | 'rows' | 'length' | 'data' | 'lo-oid' | 'lo-length' | 'lo-data';
+
+/** Bytes walked per call to the module: a buffer is copied into its memory this much at a time. */
+const WINDOW = 256 * 1024;
+const DATA_AT = WASM_FREE_FROM;
+/** The newline count reads whole 16-byte vectors: up to 15 bytes past the data, masked off. */
+const VECTOR_SLACK = 16;
 
 /**
  * Counts the rows of every table in an uncompressed custom-format archive
@@ -32,8 +40,14 @@ type State = 'type' | 'id' | 'length' | 'data' | 'lo-oid' | 'lo-length' | 'lo-da
  * The header and TOC are parsed by custom-toc.ts once the scanner has found
  * where they end; the data blocks, which hold one chunk per row, by the
  * small state machine below (a generator step per chunk would cost seconds on
- * millions of rows). Large objects are passed over. Anything unexpected makes
- * it give up, and the caller counts with SELECT count(*) instead.
+ * millions of rows). A table's data, almost every byte of a dump, is walked
+ * in WebAssembly (rowsWalk in pgkeep-wasm.wat: the lengths, and the newlines
+ * 16 bytes at a time): 0.12-0.14 s of CPU for a 575 MiB dump of 4.6 million
+ * rows, copying included, against 0.19-0.24 s for the JavaScript walk. The
+ * JavaScript states below still read the block headers, the large objects,
+ * and a table's data where pg_dump's ints would be wider than 8 bytes.
+ * Large objects are passed over. Anything unexpected makes it give up, and
+ * the caller counts with SELECT count(*) instead.
  */
 export class DumpRowCounter {
   private result: DumpRowCount = { state: 'counting' };
@@ -58,6 +72,8 @@ export class DumpRowCounter {
   private fed = 0;
   /** Where data blocks started, as offsets in the archive, since the last takeBlockStarts(). */
   private blockStarts: number[] = [];
+  /** The module walking table data ('rows'), made on the first data block. */
+  private wasm: { module: PgkeepWasm; memory: Uint8Array } | undefined;
 
   get count(): DumpRowCount {
     return this.result;
@@ -162,6 +178,21 @@ export class DumpRowCounter {
           this.state = 'id';
           break;
         }
+        case 'rows': {
+          const { module, memory } = this.wasm!;
+          const n = Math.min(WINDOW, buffer.length - i);
+          memory.set(buffer.subarray(i, i + n), DATA_AT);
+          i += module.rowsWalk(DATA_AT, n);
+          if (this.current) this.current.newlines += module.rowsNewlines();
+          const status = module.rowsStatus();
+          if (status === 2) return void this.giveUp(`data chunk length ${module.rowsBadLength()} out of range`);
+          if (status === 1) {
+            // A table's data must end with the COPY trailer, whose newlines are not rows.
+            if (this.current && !module.rowsLastWasTrailer()) return void this.giveUp('a table data block does not end with the COPY trailer');
+            this.state = 'type';
+          }
+          break;
+        }
         case 'data':
         case 'lo-data': {
           const n = Math.min(this.remaining, buffer.length - i);
@@ -206,7 +237,13 @@ export class DumpRowCounter {
         if (!this.withData.has(value)) return void this.giveUp(`a data block names entry ${value}, which has no data in the TOC`);
         this.current = this.block === 'data' ? this.tables.get(value) : undefined;
         this.lastChunkWasTrailer = false;
-        this.state = this.block === 'data' ? 'length' : 'lo-oid';
+        if (this.block === 'data' && this.intSize <= 8) {
+          this.wasm ??= rowWalker();
+          this.wasm.module.rowsBegin(this.intSize);
+          this.state = 'rows';
+        } else {
+          this.state = this.block === 'data' ? 'length' : 'lo-oid';
+        }
         return;
       case 'length':
         if (value === 0) {
@@ -236,4 +273,12 @@ export class DumpRowCounter {
         this.giveUp(`unexpected state ${this.state}`);
     }
   }
+}
+
+/** An instance of the module for one counter, with room for a window and the vector slack after it. */
+function rowWalker(): { module: PgkeepWasm; memory: Uint8Array } {
+  const module = instantiatePgkeepWasm();
+  const memory = new Uint8Array(module.memory.buffer);
+  if (memory.length < DATA_AT + WINDOW + VECTOR_SLACK) throw new RangeError('the WebAssembly module has too little memory for the row counter');
+  return { module, memory };
 }
