@@ -269,10 +269,11 @@ describe('S3Storage specifics', () => {
   });
 
   describe('multipart uploads', () => {
-    it('streams 40 MiB in 5 MiB parts and reads it back whole and by range', async () => {
+    it('streams 16 MiB in 5 MiB parts (the last one short) and reads it back whole and by range', async () => {
       const bucket = await server.bucket('multipart');
       const storage = open(server, `s3://${bucket}/mp`, { partSize: 5 * MiB, queueSize: 2 });
-      const chunks = 40;
+      // more parts than the queue holds, and a short last one: the size beyond that is not the subject (the 160 MiB test's is)
+      const chunks = 16;
       const hash = createHash('sha256');
       async function* produce(): AsyncGenerator<Buffer> {
         for (let i = 0; i < chunks; i++) {
@@ -287,7 +288,7 @@ describe('S3Storage specifics', () => {
 
       const log = objectRequests(await server.requests(), '/mp/dump.zst');
       assert.equal(log.filter(isCreateUpload).length, 1);
-      assert.equal(log.filter(isUploadPart).length, 8);
+      assert.equal(log.filter(isUploadPart).length, 4, '5 + 5 + 5 + 1 MiB');
       assert.equal(log.filter(isComplete).length, 1);
 
       const back = createHash('sha256');
