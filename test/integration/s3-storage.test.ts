@@ -245,9 +245,12 @@ describe('S3Storage specifics', () => {
       const bucket = await server.bucket('thousands');
       const storage = open(server, `s3://${bucket}/r`);
       // One key past a page: the second list page and the second DeleteObjects
-      // batch are what is tested, and every key more is a PUT to wait for.
+      // batch are what is tested. The keys are stored straight into the
+      // server's store (s3rver's own object files): writing is not the subject,
+      // and 1,001 PUTs through the SDK cost seconds of CPU on both sides.
       const keys = Array.from({ length: 1_001 }, (_, i) => `big/k${String(i).padStart(5, '0')}`);
-      await pool(keys, 24, (key) => putString(storage, key, 'x'));
+      await server.seed(bucket, keys.map((key) => `r/${key}`), 'x');
+      assert.deepEqual(await readAll(await storage.get(keys[1_000]!)), Buffer.from('x'), 'a seeded object reads back through the driver');
       await server.clearRequests();
       const listed = await collect(storage.list('big', { recursive: true }));
       assert.equal(listed.length, keys.length);
@@ -266,10 +269,11 @@ describe('S3Storage specifics', () => {
   });
 
   describe('multipart uploads', () => {
-    it('streams 40 MiB in 5 MiB parts and reads it back whole and by range', async () => {
+    it('streams 16 MiB in 5 MiB parts (the last one short) and reads it back whole and by range', async () => {
       const bucket = await server.bucket('multipart');
       const storage = open(server, `s3://${bucket}/mp`, { partSize: 5 * MiB, queueSize: 2 });
-      const chunks = 40;
+      // more parts than the queue holds, and a short last one: the size beyond that is not the subject (the 160 MiB test's is)
+      const chunks = 16;
       const hash = createHash('sha256');
       async function* produce(): AsyncGenerator<Buffer> {
         for (let i = 0; i < chunks; i++) {
@@ -284,7 +288,7 @@ describe('S3Storage specifics', () => {
 
       const log = objectRequests(await server.requests(), '/mp/dump.zst');
       assert.equal(log.filter(isCreateUpload).length, 1);
-      assert.equal(log.filter(isUploadPart).length, 8);
+      assert.equal(log.filter(isUploadPart).length, 4, '5 + 5 + 5 + 1 MiB');
       assert.equal(log.filter(isComplete).length, 1);
 
       const back = createHash('sha256');

@@ -3,6 +3,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import { CLI, cleanEnv, pgkeep } from '../support/cli.js';
+import { runCommand } from '../support/run-command.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 
@@ -15,6 +16,9 @@ useClusterAndWorkFolder('tty', async (c, w) => {
   work = w;
   await cluster.query('CREATE DATABASE app');
   await cluster.query('CREATE TABLE orders AS SELECT g AS id, md5(g::text) AS note FROM generate_series(1, 1500000) g', [], 'app');
+  // what the confirmation test restores: its size is not what that test is about (app's is, for the progress line)
+  await cluster.query('CREATE DATABASE small');
+  await cluster.query('CREATE TABLE orders AS SELECT g AS id, md5(g::text) AS note FROM generate_series(1, 1000) g', [], 'small');
 });
 
 const env = () => cleanEnv({ DATABASE_URL: cluster.url('app') });
@@ -56,7 +60,8 @@ describe('on a terminal', { skip: !hasScript && 'util-linux script is not instal
 
   test('overwrite asks for the database name: a wrong answer changes nothing, the right one replaces it', async () => {
     const repo = path.join(work, 'tty-restore');
-    assert.equal((await pgkeep(['backup', '--repo', repo], { env: { DATABASE_URL: cluster.url('app') } })).code, 0);
+    // the setup, in process: small's tables as source app's backup (the restores below name app's server)
+    assert.equal((await runCommand(['backup', '--repo', repo, '--source', 'app'], { env: { DATABASE_URL: cluster.url('small') } })).code, 0);
     await cluster.query('CREATE DATABASE target');
     await cluster.query('CREATE TABLE mine (x int)', [], 'target');
 

@@ -179,3 +179,14 @@ export async function runCommand(argv: string[], options: RunOptions = {}): Prom
   await new Promise<void>((resolve) => stdoutStream.end(resolve));
   return { code, signal: null, stdout, stderr, result, error, progress };
 }
+
+/**
+ * `pgkeep keygen --output file` in process (test/support/cli.ts keygen() runs
+ * the program): a new age identity at `file`, and its public key. For tests
+ * that need a key, not the keygen program's output.
+ */
+export async function keygenInProcess(file: string): Promise<{ file: string; publicKey: string }> {
+  const result = await runCommand(['keygen', '--output', file, '--json']);
+  if (result.code !== 0) throw new Error(`keygen failed: ${result.stderr}`);
+  return { file, publicKey: (JSON.parse(result.stdout) as { publicKey: string }).publicKey };
+}

@@ -39,6 +39,12 @@ export interface S3TestServer {
   dataDirectory: string;
   /** Creates a bucket (directly in the store) and returns its name. */
   bucket(name: string): Promise<string>;
+  /**
+   * Stores `keys` in `bucket`, each holding `body`, directly in s3rver's store
+   * (no HTTP request, none logged): for tests whose subject is reading many
+   * objects, not writing them.
+   */
+  seed(bucket: string, keys: string[], body: string): Promise<void>;
   /** Requests seen since the start or the last clearRequests(). */
   requests(): Promise<RecordedRequest[]>;
   clearRequests(): Promise<void>;
@@ -132,6 +138,15 @@ process.on('message', async (message) => {
       case 'bucket':
         await server.store.putBucket(message.name);
         return reply({ ok: true });
+      case 'seed': {
+        // straight into s3rver's store, as its PutObject handler stores them: no request, no log entry
+        const S3Object = require(require('path').join(require('path').dirname(process.env.S3RVER_MODULE), 'models', 'object'));
+        const body = Buffer.from(message.body, 'utf8');
+        for (let i = 0; i < message.keys.length; i += 64) {
+          await Promise.all(message.keys.slice(i, i + 64).map((key) => server.store.putObject(new S3Object(message.bucket, key, body, { 'content-type': 'application/octet-stream' }))));
+        }
+        return reply({ ok: true });
+      }
       case 'requests':
         return reply({ ok: true, value: log });
       case 'clear':
@@ -227,6 +242,7 @@ export async function startS3Server(options: { conditionalWrites?: boolean } = {
       await call({ op: 'bucket', name });
       return name;
     },
+    seed: async (bucket, keys, body) => void (await call({ op: 'seed', bucket, keys, body })),
     requests: async () => (await call({ op: 'requests' })) as RecordedRequest[],
     clearRequests: async () => void (await call({ op: 'clear' })),
     failNext: async (count, match, status, code) => void (await call({ op: 'fail', count, ...match, status, code })),
