@@ -14,7 +14,7 @@ import { runCommand as pgkeep } from '../support/run-command.js';
 import { diffSnapshots, snapshotDatabase, type DatabaseSnapshot } from '../support/db-compare.js';
 import { createShopWithEvents } from '../support/awkward-fixture.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
-import { lightenPassphrase } from '../support/light-passphrase.js';
+import { lightenPassphrase } from '../support/passphrase-repo.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 
 let cluster: PgCluster;
