@@ -85,21 +85,33 @@ async function newPage(viewport = { width: 1280, height: 900 }): Promise<Page> {
   return page;
 }
 
+/** The dashboard most tests use (with a token, no --require-login). */
+let mainUrl: string;
+
 async function logIn(page: Page): Promise<void> {
-  await page.goto(`${servers[0]!.url}/login`);
+  await page.goto(`${mainUrl}/login`);
   await page.getByLabel('API token').fill(TOKEN);
   await page.getByRole('button', { name: 'Log in' }).click();
-  await page.waitForURL(`${servers[0]!.url}/`);
+  await page.waitForURL(`${mainUrl}/`);
 }
 
 const verdictOf = (page: Page) => page.locator('article[data-source="app"]').getAttribute('data-verdict');
 
 describe('pgkeep dashboard', () => {
   let url: string;
+  let readOnly: string;
+  let locked: string;
   let backupId: string;
 
   before(async () => {
-    url = await startDashboard({ PGKEEP_API_TOKEN: TOKEN });
+    // the three dashboards the tests use start together (each start waits for the program to come up); the
+    // read-only and the --require-login ones only read the repository, when a test asks them
+    [url, readOnly, locked] = await Promise.all([
+      startDashboard({ PGKEEP_API_TOKEN: TOKEN }),
+      startDashboard({}),
+      startDashboard({ PGKEEP_API_TOKEN: TOKEN }, ['--require-login']),
+    ]);
+    mainUrl = url;
   });
 
   test('a visitor without the token sees the red source but no action, and a forged POST is refused', async () => {
@@ -130,7 +142,6 @@ describe('pgkeep dashboard', () => {
   });
 
   test('a read-only dashboard (no token configured) has no login and refuses every action', async () => {
-    const readOnly = await startDashboard({});
     const page = await newPage();
     await page.goto(`${readOnly}/`);
     assert.equal(await verdictOf(page), 'red');
@@ -310,7 +321,6 @@ describe('pgkeep dashboard', () => {
   });
 
   test('--require-login: every page but the login and assets needs the token; unknown sources are a clear 404', async () => {
-    const locked = await startDashboard({ PGKEEP_API_TOKEN: TOKEN }, ['--require-login']);
     const page = await newPage();
     await page.goto(`${locked}/sources/app`);
     assert.equal(new URL(page.url()).pathname, '/login');
