@@ -5,7 +5,7 @@ import { chmod, copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { keygen, pgkeep } from '../support/cli.js';
+import { json, pgkeep } from '../support/cli.js';
 import { runCommand } from '../support/run-command.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import { archivingConf, type PgCluster } from '../support/pg-cluster.js';
@@ -41,6 +41,13 @@ useClusterAndWorkFolder(
 );
 
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
+
+/** `pgkeep keygen --output file`, in process (the key is what matters here): a new age identity at `file`, and its public key. */
+async function keygen(file: string): Promise<{ file: string; publicKey: string }> {
+  const result = await runCommand(['keygen', '--output', file, '--json']);
+  assert.equal(result.code, 0, result.stderr);
+  return { file, publicKey: json<{ publicKey: string }>(result).publicKey };
+}
 const wal = (args: string[], extra: { env?: Record<string, string> } = {}) => pgkeep(args, { ...extra });
 
 /** Writes, switches WAL, and waits until the server reports the segment archived; returns its name. */
