@@ -193,27 +193,35 @@ describe('WAL archive', { concurrency: 1 }, () => {
       await mkdir(path.dirname(file), { recursive: true });
       await copyFile(path.join(cluster.dataDir, 'pg_wal', segment), file);
       const original = await readFile(file);
-      for (const [prefix, init] of [
+      const kinds = [
         ['plain', []],
         ['encrypted', ['--encrypt', '--recipient', publicKey]],
-      ] as const) {
-        const s3Repo = `s3://${bucket}/${prefix}`;
-        const created = await runCommand(['init', '--repo', s3Repo, ...init], { env: aws });
+      ] as const;
+      // one init at a time (runCommand sets the AWS variables in this process for its run) ...
+      for (const [prefix, init] of kinds) {
+        const created = await runCommand(['init', '--repo', `s3://${bucket}/${prefix}`, ...init], { env: aws });
         assert.equal(created.code, 0, created.stderr);
-        const pushed = await wal(['wal-push', file, '--source', 'main', '--repo', s3Repo], { env: aws });
-        assert.equal(pushed.code, 0, pushed.stderr);
-        const again = await wal(['wal-push', file, '--source', 'main', '--repo', s3Repo], { env: aws });
-        assert.equal(again.code, 0, again.stderr);
-        assert.match(again.stderr, /identical content/);
-        const dest = path.join(work, `s3-out-${prefix}`);
-        await mkdir(dest);
-        const fetched = await wal(['wal-fetch', segment, path.join(dest, 'seg'), '--source', 'main', '--repo', s3Repo], { env: { ...aws, PGKEEP_AGE_IDENTITY_FILE: key } });
-        assert.equal(fetched.code, 0, fetched.stderr);
-        assert.equal(sha256(await readFile(path.join(dest, 'seg'))), sha256(original));
-        const missing = await wal(['wal-fetch', '0000000100000000000000FD', path.join(dest, 'none'), '--source', 'main', '--repo', s3Repo], { env: aws });
-        assert.equal(missing.code, 1, missing.stderr);
-        assert.deepEqual(readdirSync(dest), ['seg']);
       }
+      // ... then the two repositories' real wal-push and wal-fetch processes side by side: each mostly waits for its
+      // program to start and load the S3 driver
+      await Promise.all(
+        kinds.map(async ([prefix]) => {
+          const s3Repo = `s3://${bucket}/${prefix}`;
+          const pushed = await wal(['wal-push', file, '--source', 'main', '--repo', s3Repo], { env: aws });
+          assert.equal(pushed.code, 0, pushed.stderr);
+          const again = await wal(['wal-push', file, '--source', 'main', '--repo', s3Repo], { env: aws });
+          assert.equal(again.code, 0, again.stderr);
+          assert.match(again.stderr, /identical content/);
+          const dest = path.join(work, `s3-out-${prefix}`);
+          await mkdir(dest);
+          const fetched = await wal(['wal-fetch', segment, path.join(dest, 'seg'), '--source', 'main', '--repo', s3Repo], { env: { ...aws, PGKEEP_AGE_IDENTITY_FILE: key } });
+          assert.equal(fetched.code, 0, fetched.stderr);
+          assert.equal(sha256(await readFile(path.join(dest, 'seg'))), sha256(original));
+          const missing = await wal(['wal-fetch', '0000000100000000000000FD', path.join(dest, 'none'), '--source', 'main', '--repo', s3Repo], { env: aws });
+          assert.equal(missing.code, 1, missing.stderr);
+          assert.deepEqual(readdirSync(dest), ['seg']);
+        }),
+      );
     });
   });
 
