@@ -93,6 +93,7 @@ function clean(through: FaultProxy = proxy): void {
   through.resetStats();
 }
 
+// The concurrent tests below define their own env() and clean() on their own proxy, over these.
 const envThrough = env;
 const cleanThrough = clean;
 
