@@ -10,7 +10,8 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { loadSettings } from '../../src/config/settings.js';
 import { openRepository } from '../../src/repository/open-repository.js';
 import { listPins } from '../../src/repository/pins.js';
-import { collect, pgkeep, startPgkeep } from '../support/cli.js';
+import { collect, startPgkeep } from '../support/cli.js';
+import { runCommand } from '../support/run-command.js';
 import { cloneBackupAt, daysAgoAtNoon } from '../support/synthetic-backups.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
@@ -38,7 +39,7 @@ useClusterAndWorkFolder('dashboard', async (c, work) => {
   await mkdir(cwd);
   await writeFile(path.join(cwd, 'pgkeep.yaml'), ['sources:', '  app:', `    db: ${JSON.stringify(cluster.url('app'))}`, `    repo: ${JSON.stringify(repo)}`, ''].join('\n'));
   // a deduplicating repository: the views show logical sizes, bytes added and the ratio
-  const init = await pgkeep(['init', '--repo', repo, '--dedup'], { cwd });
+  const init = await runCommand(['init', '--repo', repo, '--dedup'], { cwd });
   assert.equal(init.code, 0, init.stderr);
 });
 
