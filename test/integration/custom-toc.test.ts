@@ -43,6 +43,13 @@ async function dump(extra: string[] = []): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/**
+ * The whole dump (no options) of the fixture, made once for the file: the database does not change, and the tests
+ * only read it (a test that alters bytes alters a copy).
+ */
+let wholeDump: Promise<Buffer> | undefined;
+const dumpWhole = (): Promise<Buffer> => (wholeDump ??= dump());
+
 function scan(archive: Buffer, chunkSize: number) {
   const scanner = new CustomTocScanner();
   for (let i = 0; i < archive.length; i += chunkSize) scanner.push(archive.subarray(i, i + chunkSize));
@@ -57,7 +64,7 @@ function pgRestoreList(file: string): { status: number | null; stdout: string; s
 
 describe('finding the end of a custom archive\'s table of contents', () => {
   test('on a real dump, in chunks of any size: the prefix is exactly what pg_restore needs for the TOC', async () => {
-    const archive = await dump();
+    const archive = await dumpWhole();
     let end: number | undefined;
     for (const size of [1, 5, 7, 64, 4096, 65536, archive.length]) {
       const result = scan(archive, size);
@@ -85,7 +92,7 @@ describe('finding the end of a custom archive\'s table of contents', () => {
   });
 
   test('tocStagingSink writes just the header and TOC of a dump, and the whole of anything else', async () => {
-    const archive = await dump();
+    const archive = await dumpWhole();
     const expectedEnd = (scan(archive, 65536) as { end: number }).end;
     const file = path.join(work, 'staged.dump');
     const sink = tocStagingSink(file);
@@ -104,7 +111,7 @@ describe('finding the end of a custom archive\'s table of contents', () => {
   });
 
   test('damaged archives are not trusted: the scanner gives up rather than guess', async () => {
-    const archive = await dump();
+    const archive = await dumpWhole();
     const end = (scan(archive, 65536) as { end: number }).end;
     // cut inside the TOC
     assert.equal(scan(archive.subarray(0, Math.floor(end / 2)), 4096).state, 'unsupported');
@@ -146,7 +153,7 @@ describe('counting rows from a custom archive as it streams (DumpRowCounter)', (
   }
 
   test('on the awkward dump (escaped text, unicode names, large objects), in chunks of any size: exactly count(*) of every table', async () => {
-    const archive = await dump();
+    const archive = await dumpWhole();
     const expected = await countStar();
     assert.ok(expected.size >= 5 && [...expected.values()].some((n) => n > 10), `the fixture has tables with rows: ${JSON.stringify([...expected])}`);
     for (const size of [1, 3, 7, 4096, 65536, archive.length]) {
@@ -157,7 +164,7 @@ describe('counting rows from a custom archive as it streams (DumpRowCounter)', (
   });
 
   test('reports where each data block starts, the same whatever the chunk sizes (a content store cuts there)', async () => {
-    const archive = await dump();
+    const archive = await dumpWhole();
     const starts = (size: number) => {
       const counter = new DumpRowCounter();
       const found: number[] = [];
@@ -183,7 +190,7 @@ describe('counting rows from a custom archive as it streams (DumpRowCounter)', (
     })();
     assert.deepEqual(count(compressed, 65536), { state: 'unsupported', reason: 'the archive is compressed' });
 
-    const archive = await dump();
+    const archive = await dumpWhole();
     const short = count(archive.subarray(0, archive.length - 3), 65536);
     assert.equal(short.state, 'unsupported');
     assert.match(short.state === 'unsupported' ? short.reason : '', /ended before its last data block/);

@@ -10,15 +10,18 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { loadSettings } from '../../src/config/settings.js';
 import { openRepository } from '../../src/repository/open-repository.js';
 import { listPins } from '../../src/repository/pins.js';
-import { collect, pgkeep, startPgkeep } from '../support/cli.js';
+import { collect, startPgkeep } from '../support/cli.js';
+import { runCommand } from '../support/run-command.js';
 import { cloneBackupAt, daysAgoAtNoon } from '../support/synthetic-backups.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 
 // End to end: the built CLI's `pgkeep dashboard` against a real cluster and repository, driven by a real headless Chromium.
-// Screenshots of each view: into docs/images with UPDATE_SCREENSHOTS=1 (the README shows them), else into the work folder.
+// Screenshots of each view: into docs/images with UPDATE_SCREENSHOTS=1 (the README shows them). Otherwise none are
+// taken: they went into the work folder, which the file removes at its end, and encoding a full-page PNG costs
+// Chromium CPU on every run.
 const DOC_IMAGES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../docs/images');
-let IMAGES = DOC_IMAGES;
+const UPDATE_SCREENSHOTS = process.env.UPDATE_SCREENSHOTS === '1';
 const TOKEN = randomBytes(24).toString('base64url');
 
 let cluster: PgCluster;
@@ -31,14 +34,13 @@ useClusterAndWorkFolder('dashboard', async (c, work) => {
   cluster = c;
   await cluster.query('CREATE DATABASE app');
   await cluster.query(`CREATE TABLE notes AS SELECT g AS id, repeat(md5(g::text), 4) AS body FROM generate_series(1, 5000) g`, [], 'app');
-  if (process.env.UPDATE_SCREENSHOTS !== '1') IMAGES = path.join(work, 'images');
-  await mkdir(IMAGES, { recursive: true });
+  if (UPDATE_SCREENSHOTS) await mkdir(DOC_IMAGES, { recursive: true });
   cwd = path.join(work, 'cfg');
   repo = path.join(cwd, 'repo');
   await mkdir(cwd);
   await writeFile(path.join(cwd, 'pgkeep.yaml'), ['sources:', '  app:', `    db: ${JSON.stringify(cluster.url('app'))}`, `    repo: ${JSON.stringify(repo)}`, ''].join('\n'));
   // a deduplicating repository: the views show logical sizes, bytes added and the ratio
-  const init = await pgkeep(['init', '--repo', repo, '--dedup'], { cwd });
+  const init = await runCommand(['init', '--repo', repo, '--dedup'], { cwd });
   assert.equal(init.code, 0, init.stderr);
 });
 
@@ -75,6 +77,11 @@ after(async () => {
   }
 });
 
+/** A screenshot of the page into docs/images, when they are being updated (UPDATE_SCREENSHOTS=1). */
+async function screenshot(page: Page, name: string, fullPage = true): Promise<void> {
+  if (UPDATE_SCREENSHOTS) await page.screenshot({ path: path.join(DOC_IMAGES, name), fullPage });
+}
+
 async function newPage(viewport = { width: 1280, height: 900 }): Promise<Page> {
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
@@ -85,21 +92,33 @@ async function newPage(viewport = { width: 1280, height: 900 }): Promise<Page> {
   return page;
 }
 
+/** The dashboard most tests use (with a token, no --require-login). */
+let mainUrl: string;
+
 async function logIn(page: Page): Promise<void> {
-  await page.goto(`${servers[0]!.url}/login`);
+  await page.goto(`${mainUrl}/login`);
   await page.getByLabel('API token').fill(TOKEN);
   await page.getByRole('button', { name: 'Log in' }).click();
-  await page.waitForURL(`${servers[0]!.url}/`);
+  await page.waitForURL(`${mainUrl}/`);
 }
 
 const verdictOf = (page: Page) => page.locator('article[data-source="app"]').getAttribute('data-verdict');
 
 describe('pgkeep dashboard', () => {
   let url: string;
+  let readOnly: string;
+  let locked: string;
   let backupId: string;
 
   before(async () => {
-    url = await startDashboard({ PGKEEP_API_TOKEN: TOKEN });
+    // the three dashboards the tests use start together (each start waits for the program to come up); the
+    // read-only and the --require-login ones only read the repository, when a test asks them
+    [url, readOnly, locked] = await Promise.all([
+      startDashboard({ PGKEEP_API_TOKEN: TOKEN }),
+      startDashboard({}),
+      startDashboard({ PGKEEP_API_TOKEN: TOKEN }, ['--require-login']),
+    ]);
+    mainUrl = url;
   });
 
   test('a visitor without the token sees the red source but no action, and a forged POST is refused', async () => {
@@ -122,7 +141,7 @@ describe('pgkeep dashboard', () => {
     const jobs = await (await page.request.get(`${url}/fragments/jobs`)).text();
     assert.match(jobs, /No job is running/);
     assert.match(jobs, /No finished job yet/);
-    await page.screenshot({ path: path.join(IMAGES, 'dashboard-overview-red.png'), fullPage: true });
+    await screenshot(page, 'dashboard-overview-red.png');
     // no backup yet: the backups view is empty, not an error
     await page.goto(`${url}/sources/app`);
     assert.equal(await page.getByRole('heading', { name: '0 of 0 backups' }).count(), 1);
@@ -130,7 +149,6 @@ describe('pgkeep dashboard', () => {
   });
 
   test('a read-only dashboard (no token configured) has no login and refuses every action', async () => {
-    const readOnly = await startDashboard({});
     const page = await newPage();
     await page.goto(`${readOnly}/`);
     assert.equal(await verdictOf(page), 'red');
@@ -191,7 +209,7 @@ describe('pgkeep dashboard', () => {
       if (Date.now() - started > 10_000) assert.fail('the dialog did not move the focus to its Confirm button within 10 s');
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
-    await page.screenshot({ path: path.join(IMAGES, 'dashboard-confirm.png') });
+    await screenshot(page, 'dashboard-confirm.png', false);
     // hold a lock pg_dump must wait for, so the job is seen running; the jobs view then updates by itself
     const blocker = new pg.Client({ connectionString: cluster.url('app') });
     await blocker.connect();
@@ -201,7 +219,7 @@ describe('pgkeep dashboard', () => {
       await dialog.getByRole('button', { name: 'Confirm' }).click();
       await page.waitForURL(/\/jobs\?started=/);
       await page.locator('tr[data-state="running"]').filter({ hasText: 'backup' }).waitFor();
-      await page.screenshot({ path: path.join(IMAGES, 'dashboard-jobs-running.png'), fullPage: true });
+      await screenshot(page, 'dashboard-jobs-running.png');
       await blocker.query('COMMIT');
     } finally {
       await blocker.end();
@@ -214,7 +232,7 @@ describe('pgkeep dashboard', () => {
     assert.equal(await page.locator('tr[data-state="running"]').count(), 0);
     backupId = (await done.locator('td').nth(3).innerText()).trim();
     assert.match(backupId, /^\d{8}T\d{6}Z/);
-    await page.screenshot({ path: path.join(IMAGES, 'dashboard-jobs.png'), fullPage: true });
+    await screenshot(page, 'dashboard-jobs.png');
 
     await page.getByRole('link', { name: 'Overview' }).click();
     await page.locator('article[data-source="app"][data-verdict="green"]').waitFor();
@@ -269,7 +287,7 @@ describe('pgkeep dashboard', () => {
 
     await page.goto(`${url}/`);
     assert.match(await page.locator('article[data-source="app"]').innerText(), /Restore test\s+passed .* on \S+, restored in [\d.]+ (ms|s)/);
-    await page.screenshot({ path: path.join(IMAGES, 'dashboard-overview.png'), fullPage: true });
+    await screenshot(page, 'dashboard-overview.png');
 
     await page.goto(`${url}/sources/app?at=2026-11-21T08:00:00`);
     assert.match(await page.locator('#pitr-command').innerText(), /^pgkeep --source app pitr --pgdata \S+ --target-time '2026-11-21 08:00:00\+00'$/);
@@ -305,12 +323,11 @@ describe('pgkeep dashboard', () => {
     await page.waitForURL(/pinned=1/);
     assert.deepEqual(await page.locator('#backups tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-backup'))), [backupId]);
     await page.goto(`${url}/sources/app?at=2026-11-21T08:00:00`);
-    await page.screenshot({ path: path.join(IMAGES, 'dashboard-backups.png'), fullPage: true });
+    await screenshot(page, 'dashboard-backups.png');
     await page.context().close();
   });
 
   test('--require-login: every page but the login and assets needs the token; unknown sources are a clear 404', async () => {
-    const locked = await startDashboard({ PGKEEP_API_TOKEN: TOKEN }, ['--require-login']);
     const page = await newPage();
     await page.goto(`${locked}/sources/app`);
     assert.equal(new URL(page.url()).pathname, '/login');
@@ -334,7 +351,7 @@ describe('pgkeep dashboard', () => {
     await page.goto(`${url}/`);
     assert.equal(await verdictOf(page), 'green');
     assert.ok(await page.evaluate('document.documentElement.scrollWidth <= 375'));
-    await page.screenshot({ path: path.join(IMAGES, 'dashboard-phone.png'), fullPage: true });
+    await screenshot(page, 'dashboard-phone.png');
     await page.context().close();
   });
 
@@ -361,7 +378,7 @@ describe('pgkeep dashboard', () => {
     assert.equal(ticks.length, 2);
     assert.notEqual(ticks[0], ticks[1], `the axis ends differ: ${ticks}`);
     for (const tick of ticks) assert.match(tick, /\d{2}:\d{2}/, `times on a one-hour axis: ${ticks}`);
-    await page.screenshot({ path: path.join(IMAGES, 'dashboard-backups-phone.png'), fullPage: true });
+    await screenshot(page, 'dashboard-backups-phone.png');
     await page.context().close();
   });
 });

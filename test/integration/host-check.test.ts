@@ -149,9 +149,12 @@ before(async () => {
       },
     }),
   );
-  serve = await start(['serve', '--listen', '127.0.0.1:0']);
-  // a token, so it may listen on 0.0.0.0; 127.0.0.1 (the test's own address) is a trusted proxy here
-  dashboard = await start(['dashboard', '--listen', '0.0.0.0:0', '--allowed-host', 'dash.example.org', '--trust-proxy', '127.0.0.1'], { PGKEEP_API_TOKEN: TOKEN });
+  // both at once: each start waits for the program to come up
+  [serve, dashboard] = await Promise.all([
+    start(['serve', '--listen', '127.0.0.1:0']),
+    // a token, so it may listen on 0.0.0.0; 127.0.0.1 (the test's own address) is a trusted proxy here
+    start(['dashboard', '--listen', '0.0.0.0:0', '--allowed-host', 'dash.example.org', '--trust-proxy', '127.0.0.1'], { PGKEEP_API_TOKEN: TOKEN }),
+  ]);
 });
 
 after(async () => {

@@ -33,10 +33,10 @@ let proxy: FaultProxy;
 let bucket: string;
 const data = randomBytes(6 * MiB);
 
-function through(extra: S3StorageOptions = {}): Storage {
+function through(extra: S3StorageOptions = {}, via: FaultProxy = proxy): Storage {
   return openStorage(`s3://${bucket}/repo`, {
     s3: {
-      endpoint: proxy.endpoint,
+      endpoint: via.endpoint,
       region: server.region,
       credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey },
       idleTimeoutMs: 1000,
@@ -64,10 +64,27 @@ before(async () => {
   await through({ idleTimeoutMs: 10_000 }).put('big', Readable.from([data]));
 });
 
+/** Proxies of single tests, closed at the end. */
+const ownProxies: FaultProxy[] = [];
 after(async () => {
+  for (const own of ownProxies) await own.close();
   await proxy?.close();
   await server?.stop();
 });
+
+/** A fault proxy of one test's own: its faults (a stall is the proxy's whole state) and stats are that test's alone. */
+async function ownProxy(): Promise<FaultProxy> {
+  const own = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(server.endpoint).port) });
+  ownProxies.push(own);
+  return own;
+}
+
+/** Polls `condition` every 10 ms, failing with `what` after `ms`. */
+async function until(condition: () => boolean, what: string, ms = 10_000): Promise<void> {
+  for (const started = Date.now(); !condition(); await new Promise((resolve) => setTimeout(resolve, 10))) {
+    assert.ok(Date.now() - started < ms, what);
+  }
+}
 
 describe('S3 network settings from the environment', () => {
   it('PGKEEP_S3_* are defaults under explicit options; a bad value is CONFIG_INVALID naming the variable', async () => {
@@ -90,7 +107,9 @@ describe('S3 network settings from the environment', () => {
   });
 });
 
-describe('S3 reads through a bad network', { timeout: 120_000 }, () => {
+// Most of these wait (a paused consumer, an idle timeout, a budget): they run at the same time, the first through
+// the shared proxy, each other through a proxy of its own (the killed server's test has its own server too).
+describe('S3 reads through a bad network', { timeout: 120_000, concurrency: true }, () => {
   it('resets mid-download: resumed with ranged GETs, every byte exactly once', async () => {
     for (const [i, mode] of [
       { resetProbability: 0.5, resetWithinBytes: 2 * MiB },
@@ -115,10 +134,9 @@ describe('S3 reads through a bad network', { timeout: 120_000 }, () => {
   });
 
   it('a slow consumer is not a network failure: a response that timed out while held paused is reopened without counting', async () => {
-    proxy.set({});
-    proxy.resetStats();
+    const proxy = await ownProxy();
     // one attempt only: a counted failure would fail the read
-    const stream = await through({ maxAttempts: 1 }).get('big');
+    const stream = await through({ maxAttempts: 1 }, proxy).get('big');
     const chunks: Buffer[] = [];
     let paused = false;
     for await (const chunk of stream) {
@@ -135,11 +153,10 @@ describe('S3 reads through a bad network', { timeout: 120_000 }, () => {
   });
 
   it('a stall: STORAGE_NETWORK naming the idle timeout, within the budget', async () => {
-    proxy.set({});
-    proxy.resetStats();
+    const proxy = await ownProxy();
     proxy.set({ stallAfterBytes: 1 * MiB });
     const started = Date.now();
-    const stream = await through({ retryBudgetMs: 3000 }).get('big');
+    const stream = await through({ retryBudgetMs: 3000 }, proxy).get('big');
     await assert.rejects(readAll(stream), isCode('STORAGE_NETWORK', /could not read s3:\/\/faults\/repo\/big at byte \d+ of 6291456 .*no byte for 1 s \(idle timeout\)/));
     const took = Date.now() - started;
     assert.ok(took < 8_000, `failed in ${took} ms`);
@@ -148,17 +165,17 @@ describe('S3 reads through a bad network', { timeout: 120_000 }, () => {
   });
 
   it('an interrupt aborts a stalled read and a stalled request at once', async () => {
-    proxy.set({});
-    proxy.resetStats();
+    const proxy = await ownProxy();
     proxy.set({ stallAfterBytes: 1 * MiB });
     const controller = new AbortController();
-    const slow = through({ idleTimeoutMs: 60_000, retryBudgetMs: 60_000 });
+    const slow = through({ idleTimeoutMs: 60_000, retryBudgetMs: 60_000 }, proxy);
     const stream = await withRunSignal(controller.signal, () => slow.get('big'));
     const reading = readAll(stream);
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    assert.ok(proxy.stats().stalled, 'the link stalled');
+    await until(() => proxy.stats().stalled, 'the link stalled');
+    const connections = proxy.stats().connections;
     const stat = withRunSignal(controller.signal, () => slow.stat('big'));
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // the HEAD is under way on a connection of its own, into the stalled link
+    await until(() => proxy.stats().connections > connections, 'the HEAD connected');
     const started = Date.now();
     controller.abort(new PgkeepError('ABORTED', 'interrupted by SIGTERM'));
     await assert.rejects(reading, isCode('ABORTED'));

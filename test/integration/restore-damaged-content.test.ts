@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cp, readdir } from 'node:fs/promises';
+import { copyFile, cp, readdir } from 'node:fs/promises';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import { json } from '../support/cli.js';
@@ -38,6 +38,9 @@ useClusterAndWorkFolder('damaged-content', async (c, w) => {
   id = json(backup).id;
 });
 
+/** The damaged dump object, made once for the file (each test gets a copy of it in a repository of its own). */
+let damagedObject: string | undefined;
+
 /** A copy of the repository whose dump has one COPY value changed ("12345" → "12x45"), recompressed as valid zstd. */
 async function damagedCopy(name: string): Promise<string> {
   const repo = path.join(work, name);
@@ -45,12 +48,19 @@ async function damagedCopy(name: string): Promise<string> {
   const folder = path.join(repo, 'sources', 'app', 'backups', id);
   const object = (await readdir(folder)).find((f) => f.startsWith('dump') && f.endsWith('.zst'))!;
   const file = path.join(folder, object);
+  if (damagedObject) {
+    await copyFile(damagedObject, file);
+    return repo;
+  }
   const raw = spawnSync('zstd', ['-q', '-d', '-c', file], { maxBuffer: 1 << 30 }).stdout;
   const at = raw.indexOf(Buffer.from('12345\trow 12345'));
   assert.ok(at > 0, 'the row is in the dump');
   raw[at + 2] = 'x'.charCodeAt(0);
   const recompressed = spawnSync('zstd', ['-q', '-3', '-c', '-o', file, '-f'], { input: raw });
   assert.equal(recompressed.status, 0, String(recompressed.stderr));
+  // kept outside the repository, which the test's restore reads
+  damagedObject = path.join(work, 'damaged-dump.zst');
+  await copyFile(file, damagedObject);
   return repo;
 }
 

@@ -11,6 +11,7 @@ import pg from 'pg';
 import { SMTPServer } from 'smtp-server';
 import { parse as parseYaml } from 'yaml';
 import { collect, json, pgkeep, startPgkeep, type CliResult } from '../support/cli.js';
+import { runCommand } from '../support/run-command.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 import { sample } from '../support/prometheus-sample.js';
@@ -32,24 +33,35 @@ useClusterAndWorkFolder('serve', async (c, w) => {
   await cluster.query('CREATE TABLE small (id int PRIMARY KEY)', [], 'app');
   await cluster.query('ALTER TABLE items OWNER TO app_user', [], 'app');
   await cluster.query('ALTER TABLE small OWNER TO app_user', [], 'app');
+  // The database of the frozen backups (a lock on its table holds pg_dump): of its own, so the tests that
+  // freeze a backup run beside the others, whose backups of app go on.
+  await cluster.query('CREATE DATABASE frozen OWNER app_user');
+  await cluster.query('CREATE TABLE small (id int PRIMARY KEY)', [], 'frozen');
+  await cluster.query('CREATE TABLE small_too (id int PRIMARY KEY)', [], 'frozen');
+  await cluster.query('ALTER TABLE small OWNER TO app_user', [], 'frozen');
+  await cluster.query('ALTER TABLE small_too OWNER TO app_user', [], 'frozen');
 });
 
-/** A webhook receiver on loopback that keeps every JSON body. */
+/** A webhook receiver on loopback that keeps every JSON body (one for the file: tests tell theirs apart by path). */
 const received: { path: string; body: any }[] = [];
 let hookServer: Server | undefined;
-async function webhookUrl(): Promise<string> {
-  if (!hookServer) {
-    hookServer = createServer((request: IncomingMessage, response) => {
-      let text = '';
-      request.setEncoding('utf8').on('data', (t: string) => (text += t));
-      request.on('end', () => {
-        received.push({ path: request.url ?? '', body: JSON.parse(text) });
-        response.end('ok');
-      });
+let hookUrl: Promise<string> | undefined;
+function webhookUrl(): Promise<string> {
+  // one promise, so tests that start together share one receiver
+  return (hookUrl ??= startWebhookReceiver());
+}
+async function startWebhookReceiver(): Promise<string> {
+  const server = createServer((request: IncomingMessage, response) => {
+    let text = '';
+    request.setEncoding('utf8').on('data', (t: string) => (text += t));
+    request.on('end', () => {
+      received.push({ path: request.url ?? '', body: JSON.parse(text) });
+      response.end('ok');
     });
-    await new Promise<void>((resolve) => hookServer!.listen(0, '127.0.0.1', resolve));
-  }
-  return `http://127.0.0.1:${(hookServer.address() as AddressInfo).port}`;
+  });
+  hookServer = server;
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
 after(() => hookServer?.close());
 
@@ -117,12 +129,16 @@ async function waitForJob(daemon: Daemon, id: string, token: string, states = ['
   }
 }
 
-/** Holds an exclusive lock on table "small" until released: a pg_dump of app waits on it, a backup frozen mid-flight. */
-async function lockSmallTable(): Promise<{ release(): Promise<void> }> {
-  const client = new pg.Client({ connectionString: cluster.url('app') });
+/**
+ * Holds an exclusive lock on a table of database frozen ("small" or "small_too") until released: a pg_dump of it
+ * waits on it, a backup frozen mid-flight. The two tests that freeze a backup lock a table each, so neither waits
+ * for the other's lock when they run at the same time.
+ */
+async function lockSmallTable(table: 'small' | 'small_too' = 'small'): Promise<{ release(): Promise<void> }> {
+  const client = new pg.Client({ connectionString: cluster.url('frozen') });
   await client.connect();
   await client.query('BEGIN');
-  await client.query('LOCK TABLE small IN ACCESS EXCLUSIVE MODE');
+  await client.query(`LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE`);
   return {
     release: async () => {
       await client.query('ROLLBACK').catch(() => undefined);
@@ -131,7 +147,9 @@ async function lockSmallTable(): Promise<{ release(): Promise<void> }> {
   };
 }
 
-describe('pgkeep serve', () => {
+// Each test has its own daemon, configuration, state and repository, and most of their time is spent waiting
+// (a daemon starting, a job, a grace period, the stuck timer): two at a time, longest first.
+describe('pgkeep serve', { concurrency: 2 }, () => {
   test('API: token required, backups through the API, /metrics after a real backup, failure alert once', async () => {
     const repo = path.join(work, 'repo-api');
     const hook = await webhookUrl();
@@ -200,7 +218,8 @@ describe('pgkeep serve', () => {
       assert.equal(ended.error.code, 'DB_UNREACHABLE');
     }
     const deadline = Date.now() + 10_000;
-    while (received.filter((r) => r.body.event === 'backup_failed' || r.body.text?.includes('logical failed')).length < 2 && Date.now() < deadline) await sleep(50);
+    const failureAlerts = () => received.filter((r) => (r.path === '/generic' && r.body.event === 'backup_failed') || (r.path === '/slack' && r.body.text?.includes('logical failed')));
+    while (failureAlerts().length < 2 && Date.now() < deadline) await sleep(50);
     await sleep(300);
     const generic = received.filter((r) => r.path === '/generic' && r.body.event === 'backup_failed');
     assert.equal(generic.length, 1, JSON.stringify(received.map((r) => r.body)));
@@ -231,25 +250,82 @@ describe('pgkeep serve', () => {
     assert.equal((await again.done).code, 0);
   });
 
-  test('without a token: state-changing endpoints are disabled (403), reads work on loopback; no token on 0.0.0.0 is refused', async () => {
-    const config = await writeConfig('notoken', { repo: path.join(work, 'repo-notoken'), serve: { stateDir: path.join(work, 'state-notoken') }, sources: { app: appSource() } });
-    const daemon = await startServe(config);
-    const post = await call(daemon, 'POST', '/api/sources/app/backups');
-    assert.equal(post.status, 403);
-    assert.equal(post.body.error.code, 'API_DISABLED');
-    assert.equal((await call(daemon, 'POST', '/api/sources/app/backups', 'anything')).status, 403);
-    assert.equal((await call(daemon, 'GET', '/api/sources')).status, 200);
-    const none = await call(daemon, 'GET', '/api/sources/app/backups');
-    assert.equal(none.status, 200, 'no repository yet: no backups');
-    assert.deepEqual(none.body.backups, []);
-    const ready = await call(daemon, 'GET', '/ready');
-    assert.equal(ready.status, 200, ready.text);
-    daemon.child.kill('SIGTERM');
-    assert.equal((await daemon.done).code, 0);
+  test('a stuck backup (pg_dump waiting on a lock, no bytes) is cancelled, failed with JOB_STUCK and alerted once', async () => {
+    const repo = path.join(work, 'repo-stuck');
+    const hook = await webhookUrl();
+    const config = await writeConfig('stuck', {
+      repo,
+      serve: { token: TOKEN, stuckAfter: '2s', stateDir: path.join(work, 'state-stuck') },
+      notify: { webhooks: [{ url: `${hook}/stuck` }] },
+      sources: { app: appSource({ database: 'frozen' }) },
+    });
+    const locker = await lockSmallTable();
+    try {
+      const daemon = await startServe(config);
+      const started = await call(daemon, 'POST', '/api/sources/app/backups', TOKEN);
+      const job = await waitForJob(daemon, started.body.job.id, TOKEN, ['succeeded', 'failed', 'cancelled'], 30_000);
+      assert.equal(job.state, 'failed');
+      assert.equal(job.error.code, 'JOB_STUCK');
+      assert.match(job.error.message, /logical of app made no progress for 2s: cancelled/);
+      const backups = path.join(repo, 'sources', 'app', 'backups');
+      assert.deepEqual(existsSync(backups) ? readdirSync(backups) : [], [], 'nothing partial left');
+      const deadline = Date.now() + 10_000;
+      while (!received.some((r) => r.path === '/stuck' && r.body.event === 'job_stuck') && Date.now() < deadline) await sleep(50);
+      assert.equal(received.filter((r) => r.path === '/stuck' && r.body.event === 'job_stuck').length, 1);
+      daemon.child.kill('SIGTERM');
+      assert.equal((await daemon.done).code, 0);
+    } finally {
+      await locker.release();
+    }
+  });
 
-    const refused = await pgkeep(['serve', '--config', config, '--listen', '0.0.0.0:0']);
-    assert.equal(refused.code, 2);
-    assert.match(refused.stderr, /^pgkeep: refusing to listen on 0\.0\.0\.0 without an API token/m);
+  test('SIGTERM mid-backup: the backup is cancelled after the grace period, nothing partial is left, exit 0', async () => {
+    const repo = path.join(work, 'repo-sigterm');
+    // plain: the backup in flight shows as its folder (a deduplicating repository writes packs only as they fill)
+    assert.equal((await runCommand(['init', '--repo', repo, '--plain'])).code, 0);
+    const config = await writeConfig('sigterm', { repo, serve: { token: TOKEN, gracePeriod: '1s', stateDir: path.join(work, 'state-sigterm') }, sources: { app: appSource({ database: 'frozen' }) } });
+    // pg_dump waits on this lock: a backup frozen mid-flight
+    const locker = await lockSmallTable('small_too');
+    try {
+      const daemon = await startServe(config);
+      const started = await call(daemon, 'POST', '/api/sources/app/backups', TOKEN);
+      assert.equal(started.status, 202);
+      await waitForJob(daemon, started.body.job.id, TOKEN, ['running']);
+      const backups = path.join(repo, 'sources', 'app', 'backups');
+      const deadline = Date.now() + 20_000;
+      while (!(existsSync(backups) && readdirSync(backups).length > 0) && Date.now() < deadline) await sleep(20);
+      assert.ok(readdirSync(backups).length > 0, 'the backup is in flight');
+      daemon.child.kill('SIGTERM');
+      const result = await daemon.done;
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stderr, /cancelling logical of app/);
+      assert.deepEqual(readdirSync(backups), [], 'no partial backup left');
+      const history = readFileSync(path.join(work, 'state-sigterm', 'jobs.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      assert.equal(history.filter((r) => r.id === started.body.job.id).at(-1).state, 'cancelled');
+      const list = await runCommand(['list', '--repo', repo, '--json']);
+      assert.deepEqual(json(list), []);
+    } finally {
+      await locker.release();
+    }
+  });
+
+  test('serve --once runs what is due and exits', async () => {
+    const repo = path.join(work, 'repo-once');
+    const config = await writeConfig('once', { repo, serve: { stateDir: path.join(work, 'state-once') }, sources: { app: appSource({ schedule: { logical: '* * * * *', timeZone: 'UTC' } }) } });
+    const result = await pgkeep(['serve', '--once', '--config', config], { env: { PGPASSWORD: PASSWORD } });
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /^succeeded logical of app: backup \d{8}T\d{6}Z/m);
+    assert.equal(json(await runCommand(['list', '--repo', repo, '--json'])).length, 1);
+
+    // a job that fails: the exit code of its error, one line naming it
+    const broken = await writeConfig('once-broken', {
+      repo: path.join(work, 'repo-once-broken'),
+      serve: { stateDir: path.join(work, 'state-once-broken') },
+      sources: { down: { host: '127.0.0.1', port: 1, user: 'x', database: 'x', schedule: { logical: '* * * * *' } } },
+    });
+    const failed = await pgkeep(['serve', '--once', '--config', broken]);
+    assert.equal(failed.code, 3, failed.stderr);
+    assert.match(failed.stderr, /^pgkeep: 1 of 1 job\(s\) failed; logical of down: cannot connect to PostgreSQL at 127\.0\.0\.1:1/m);
   });
 
   test('the dashboard is served at /: a logged-in "backup now" runs as a serve job (history, /api/jobs), a visitor without a session cannot', async () => {
@@ -298,106 +374,25 @@ describe('pgkeep serve', () => {
     }
   });
 
-  test('/ready lists what is unreachable with 503', async () => {
-    // a folder that holds something else is no repository
-    await mkdir(path.join(work, 'repo-unready'), { recursive: true });
-    await writeFile(path.join(work, 'repo-unready', 'notes.txt'), 'not a backup');
-    const config = await writeConfig('unready', {
-      repo: path.join(work, 'repo-unready'),
-      serve: { stateDir: path.join(work, 'state-unready') },
-      sources: { gone: { host: '127.0.0.1', port: 1, user: 'x', database: 'x' } },
-    });
+  test('without a token: state-changing endpoints are disabled (403), reads work on loopback; no token on 0.0.0.0 is refused', async () => {
+    const config = await writeConfig('notoken', { repo: path.join(work, 'repo-notoken'), serve: { stateDir: path.join(work, 'state-notoken') }, sources: { app: appSource() } });
     const daemon = await startServe(config);
+    const post = await call(daemon, 'POST', '/api/sources/app/backups');
+    assert.equal(post.status, 403);
+    assert.equal(post.body.error.code, 'API_DISABLED');
+    assert.equal((await call(daemon, 'POST', '/api/sources/app/backups', 'anything')).status, 403);
+    assert.equal((await call(daemon, 'GET', '/api/sources')).status, 200);
+    const none = await call(daemon, 'GET', '/api/sources/app/backups');
+    assert.equal(none.status, 200, 'no repository yet: no backups');
+    assert.deepEqual(none.body.backups, []);
     const ready = await call(daemon, 'GET', '/ready');
-    assert.equal(ready.status, 503);
-    assert.deepEqual(ready.body.failing.map((c: any) => c.name).sort(), [`repository ${path.join(work, 'repo-unready')}`, 'source gone'].sort());
+    assert.equal(ready.status, 200, ready.text);
     daemon.child.kill('SIGTERM');
     assert.equal((await daemon.done).code, 0);
-  });
 
-  test('a stuck backup (pg_dump waiting on a lock, no bytes) is cancelled, failed with JOB_STUCK and alerted once', async () => {
-    const repo = path.join(work, 'repo-stuck');
-    const hook = await webhookUrl();
-    const config = await writeConfig('stuck', {
-      repo,
-      serve: { token: TOKEN, stuckAfter: '2s', stateDir: path.join(work, 'state-stuck') },
-      notify: { webhooks: [{ url: `${hook}/stuck` }] },
-      sources: { app: appSource() },
-    });
-    const locker = await lockSmallTable();
-    try {
-      const daemon = await startServe(config);
-      const started = await call(daemon, 'POST', '/api/sources/app/backups', TOKEN);
-      const job = await waitForJob(daemon, started.body.job.id, TOKEN, ['succeeded', 'failed', 'cancelled'], 30_000);
-      assert.equal(job.state, 'failed');
-      assert.equal(job.error.code, 'JOB_STUCK');
-      assert.match(job.error.message, /logical of app made no progress for 2s: cancelled/);
-      const backups = path.join(repo, 'sources', 'app', 'backups');
-      assert.deepEqual(existsSync(backups) ? readdirSync(backups) : [], [], 'nothing partial left');
-      const deadline = Date.now() + 10_000;
-      while (!received.some((r) => r.path === '/stuck' && r.body.event === 'job_stuck') && Date.now() < deadline) await sleep(50);
-      assert.equal(received.filter((r) => r.path === '/stuck' && r.body.event === 'job_stuck').length, 1);
-      daemon.child.kill('SIGTERM');
-      assert.equal((await daemon.done).code, 0);
-    } finally {
-      await locker.release();
-    }
-  });
-
-  test('SIGTERM mid-backup: the backup is cancelled after the grace period, nothing partial is left, exit 0', async () => {
-    const repo = path.join(work, 'repo-sigterm');
-    // plain: the backup in flight shows as its folder (a deduplicating repository writes packs only as they fill)
-    assert.equal((await pgkeep(['init', '--repo', repo, '--plain'])).code, 0);
-    const config = await writeConfig('sigterm', { repo, serve: { token: TOKEN, gracePeriod: '1s', stateDir: path.join(work, 'state-sigterm') }, sources: { app: appSource() } });
-    // pg_dump waits on this lock: a backup frozen mid-flight
-    const locker = await lockSmallTable();
-    try {
-      const daemon = await startServe(config);
-      const started = await call(daemon, 'POST', '/api/sources/app/backups', TOKEN);
-      assert.equal(started.status, 202);
-      await waitForJob(daemon, started.body.job.id, TOKEN, ['running']);
-      const backups = path.join(repo, 'sources', 'app', 'backups');
-      const deadline = Date.now() + 20_000;
-      while (!(existsSync(backups) && readdirSync(backups).length > 0) && Date.now() < deadline) await sleep(20);
-      assert.ok(readdirSync(backups).length > 0, 'the backup is in flight');
-      daemon.child.kill('SIGTERM');
-      const result = await daemon.done;
-      assert.equal(result.code, 0, result.stderr);
-      assert.match(result.stderr, /cancelling logical of app/);
-      assert.deepEqual(readdirSync(backups), [], 'no partial backup left');
-      const history = readFileSync(path.join(work, 'state-sigterm', 'jobs.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-      assert.equal(history.filter((r) => r.id === started.body.job.id).at(-1).state, 'cancelled');
-      const list = await pgkeep(['list', '--repo', repo, '--json']);
-      assert.deepEqual(json(list), []);
-    } finally {
-      await locker.release();
-    }
-  });
-
-  test('serve --once runs what is due and exits', async () => {
-    const repo = path.join(work, 'repo-once');
-    const config = await writeConfig('once', { repo, serve: { stateDir: path.join(work, 'state-once') }, sources: { app: appSource({ schedule: { logical: '* * * * *', timeZone: 'UTC' } }) } });
-    const result = await pgkeep(['serve', '--once', '--config', config], { env: { PGPASSWORD: PASSWORD } });
-    assert.equal(result.code, 0, result.stderr);
-    assert.match(result.stdout, /^succeeded logical of app: backup \d{8}T\d{6}Z/m);
-    assert.equal(json(await pgkeep(['list', '--repo', repo, '--json'])).length, 1);
-
-    // a job that fails: the exit code of its error, one line naming it
-    const broken = await writeConfig('once-broken', {
-      repo: path.join(work, 'repo-once-broken'),
-      serve: { stateDir: path.join(work, 'state-once-broken') },
-      sources: { down: { host: '127.0.0.1', port: 1, user: 'x', database: 'x', schedule: { logical: '* * * * *' } } },
-    });
-    const failed = await pgkeep(['serve', '--once', '--config', broken]);
-    assert.equal(failed.code, 3, failed.stderr);
-    assert.match(failed.stderr, /^pgkeep: 1 of 1 job\(s\) failed; logical of down: cannot connect to PostgreSQL at 127\.0\.0\.1:1/m);
-  });
-
-  test('a bad cron expression is refused at start, naming the key', async () => {
-    const config = await writeConfig('badcron', { repo: path.join(work, 'repo-bad'), serve: { stateDir: path.join(work, 'state-bad') }, sources: { app: appSource({ schedule: { check: 'every day' } }) } });
-    const result = await pgkeep(['serve', '--once', '--config', config]);
-    assert.equal(result.code, 2);
-    assert.match(result.stderr, new RegExp(`^pgkeep: ${path.basename(config).replace(/[.]/g, '\\.')}: sources\\.app\\.schedule\\.check: "every day" is not a valid cron expression`, 'm'));
+    const refused = await pgkeep(['serve', '--config', config, '--listen', '0.0.0.0:0']);
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, /^pgkeep: refusing to listen on 0\.0\.0\.0 without an API token/m);
   });
 
   test('notify test: a webhook on loopback and email through a real SMTP server', async () => {
@@ -428,7 +423,8 @@ describe('pgkeep serve', () => {
         },
       });
       const before = received.length;
-      const result = await pgkeep(['notify', 'test', '--config', config, '--json']);
+      // the command's behaviour (channels, messages, exit code): in process
+      const result = await runCommand(['notify', 'test', '--config', config, '--json']);
       assert.equal(result.code, 0, result.stderr);
       assert.deepEqual(json(result).channels.map((c: any) => c.ok), [true, true]);
       const discord = received.slice(before).find((r) => r.path === '/discord');
@@ -442,7 +438,7 @@ describe('pgkeep serve', () => {
       const broken = await writeConfig('notify-broken', {
         notify: { webhooks: [{ url: 'http://127.0.0.1:1/hook' }], email: { host: '127.0.0.1', port, from: 'pgkeep@example.test', to: ['ops@example.test'] } },
       });
-      const failed = await pgkeep(['notify', 'test', '--config', broken]);
+      const failed = await runCommand(['notify', 'test', '--config', broken]);
       assert.equal(failed.code, 15);
       assert.match(failed.stderr, /^pgkeep: 1 of 2 channel\(s\) failed: webhook 127\.0\.0\.1:1: cannot deliver/m);
       assert.equal(mails.length, 2);
@@ -451,25 +447,50 @@ describe('pgkeep serve', () => {
     }
   });
 
-  test('the example alert rules parse and use only metrics /metrics exposes', async () => {
-    const rules = parseYaml(readFileSync(path.resolve(import.meta.dirname, '../../docs/prometheus-alerts.yml'), 'utf8'));
-    assert.ok(Array.isArray(rules.groups) && rules.groups.length > 0);
-    assert.ok(servedMetrics, 'the API test ran first and kept /metrics');
-    const exposed = new Set([...servedMetrics.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]!));
-    const alerts = rules.groups.flatMap((g: any) => {
-      assert.equal(typeof g.name, 'string');
-      return g.rules;
+  test('/ready lists what is unreachable with 503', async () => {
+    // a folder that holds something else is no repository
+    await mkdir(path.join(work, 'repo-unready'), { recursive: true });
+    await writeFile(path.join(work, 'repo-unready', 'notes.txt'), 'not a backup');
+    const config = await writeConfig('unready', {
+      repo: path.join(work, 'repo-unready'),
+      serve: { stateDir: path.join(work, 'state-unready') },
+      sources: { gone: { host: '127.0.0.1', port: 1, user: 'x', database: 'x' } },
     });
-    const names = alerts.map((r: any) => r.alert);
-    for (const wanted of ['PgkeepBackupStale', 'PgkeepBackupFailed', 'PgkeepBackupTooSmall', 'PgkeepRestoreTestFailing', 'PgkeepWalArchiveLag']) assert.ok(names.includes(wanted), wanted);
-    for (const rule of alerts) {
-      assert.equal(typeof rule.expr, 'string', `${rule.alert}: expr`);
-      assert.ok(rule.labels?.severity, `${rule.alert}: severity`);
-      assert.ok(rule.annotations?.summary, `${rule.alert}: summary`);
-      const used = rule.expr.match(/\bpgkeep_[a-z_]+/g) ?? [];
-      assert.ok(used.length > 0, `${rule.alert} uses a pgkeep metric`);
-      for (const name of used) assert.ok(exposed.has(name), `${rule.alert} uses ${name}, which /metrics does not expose`);
-      assert.equal((rule.expr.match(/\(/g) ?? []).length, (rule.expr.match(/\)/g) ?? []).length, `${rule.alert}: balanced parentheses`);
-    }
+    const daemon = await startServe(config);
+    const ready = await call(daemon, 'GET', '/ready');
+    assert.equal(ready.status, 503);
+    assert.deepEqual(ready.body.failing.map((c: any) => c.name).sort(), [`repository ${path.join(work, 'repo-unready')}`, 'source gone'].sort());
+    daemon.child.kill('SIGTERM');
+    assert.equal((await daemon.done).code, 0);
   });
+
+  test('a bad cron expression is refused at start, naming the key', async () => {
+    const config = await writeConfig('badcron', { repo: path.join(work, 'repo-bad'), serve: { stateDir: path.join(work, 'state-bad') }, sources: { app: appSource({ schedule: { check: 'every day' } }) } });
+    const result = await pgkeep(['serve', '--once', '--config', config]);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, new RegExp(`^pgkeep: ${path.basename(config).replace(/[.]/g, '\\.')}: sources\\.app\\.schedule\\.check: "every day" is not a valid cron expression`, 'm'));
+  });
+});
+
+// after the suite: it reads the /metrics the API test kept
+test('the example alert rules parse and use only metrics /metrics exposes', async () => {
+  const rules = parseYaml(readFileSync(path.resolve(import.meta.dirname, '../../docs/prometheus-alerts.yml'), 'utf8'));
+  assert.ok(Array.isArray(rules.groups) && rules.groups.length > 0);
+  assert.ok(servedMetrics, 'the API test ran first and kept /metrics');
+  const exposed = new Set([...servedMetrics.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]!));
+  const alerts = rules.groups.flatMap((g: any) => {
+    assert.equal(typeof g.name, 'string');
+    return g.rules;
+  });
+  const names = alerts.map((r: any) => r.alert);
+  for (const wanted of ['PgkeepBackupStale', 'PgkeepBackupFailed', 'PgkeepBackupTooSmall', 'PgkeepRestoreTestFailing', 'PgkeepWalArchiveLag']) assert.ok(names.includes(wanted), wanted);
+  for (const rule of alerts) {
+    assert.equal(typeof rule.expr, 'string', `${rule.alert}: expr`);
+    assert.ok(rule.labels?.severity, `${rule.alert}: severity`);
+    assert.ok(rule.annotations?.summary, `${rule.alert}: summary`);
+    const used = rule.expr.match(/\bpgkeep_[a-z_]+/g) ?? [];
+    assert.ok(used.length > 0, `${rule.alert} uses a pgkeep metric`);
+    for (const name of used) assert.ok(exposed.has(name), `${rule.alert} uses ${name}, which /metrics does not expose`);
+    assert.equal((rule.expr.match(/\(/g) ?? []).length, (rule.expr.match(/\)/g) ?? []).length, `${rule.alert}: balanced parentheses`);
+  }
 });

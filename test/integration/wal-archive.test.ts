@@ -5,7 +5,7 @@ import { chmod, copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { keygen, pgkeep } from '../support/cli.js';
+import { json, pgkeep } from '../support/cli.js';
 import { runCommand } from '../support/run-command.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import { archivingConf, type PgCluster } from '../support/pg-cluster.js';
@@ -41,6 +41,13 @@ useClusterAndWorkFolder(
 );
 
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
+
+/** `pgkeep keygen --output file`, in process (the key is what matters here): a new age identity at `file`, and its public key. */
+async function keygen(file: string): Promise<{ file: string; publicKey: string }> {
+  const result = await runCommand(['keygen', '--output', file, '--json']);
+  assert.equal(result.code, 0, result.stderr);
+  return { file, publicKey: json<{ publicKey: string }>(result).publicKey };
+}
 const wal = (args: string[], extra: { env?: Record<string, string> } = {}) => pgkeep(args, { ...extra });
 
 /** Writes, switches WAL, and waits until the server reports the segment archived; returns its name. */
@@ -186,27 +193,35 @@ describe('WAL archive', { concurrency: 1 }, () => {
       await mkdir(path.dirname(file), { recursive: true });
       await copyFile(path.join(cluster.dataDir, 'pg_wal', segment), file);
       const original = await readFile(file);
-      for (const [prefix, init] of [
+      const kinds = [
         ['plain', []],
         ['encrypted', ['--encrypt', '--recipient', publicKey]],
-      ] as const) {
-        const s3Repo = `s3://${bucket}/${prefix}`;
-        const created = await runCommand(['init', '--repo', s3Repo, ...init], { env: aws });
+      ] as const;
+      // one init at a time (runCommand sets the AWS variables in this process for its run) ...
+      for (const [prefix, init] of kinds) {
+        const created = await runCommand(['init', '--repo', `s3://${bucket}/${prefix}`, ...init], { env: aws });
         assert.equal(created.code, 0, created.stderr);
-        const pushed = await wal(['wal-push', file, '--source', 'main', '--repo', s3Repo], { env: aws });
-        assert.equal(pushed.code, 0, pushed.stderr);
-        const again = await wal(['wal-push', file, '--source', 'main', '--repo', s3Repo], { env: aws });
-        assert.equal(again.code, 0, again.stderr);
-        assert.match(again.stderr, /identical content/);
-        const dest = path.join(work, `s3-out-${prefix}`);
-        await mkdir(dest);
-        const fetched = await wal(['wal-fetch', segment, path.join(dest, 'seg'), '--source', 'main', '--repo', s3Repo], { env: { ...aws, PGKEEP_AGE_IDENTITY_FILE: key } });
-        assert.equal(fetched.code, 0, fetched.stderr);
-        assert.equal(sha256(await readFile(path.join(dest, 'seg'))), sha256(original));
-        const missing = await wal(['wal-fetch', '0000000100000000000000FD', path.join(dest, 'none'), '--source', 'main', '--repo', s3Repo], { env: aws });
-        assert.equal(missing.code, 1, missing.stderr);
-        assert.deepEqual(readdirSync(dest), ['seg']);
       }
+      // ... then the two repositories' real wal-push and wal-fetch processes side by side: each mostly waits for its
+      // program to start and load the S3 driver
+      await Promise.all(
+        kinds.map(async ([prefix]) => {
+          const s3Repo = `s3://${bucket}/${prefix}`;
+          const pushed = await wal(['wal-push', file, '--source', 'main', '--repo', s3Repo], { env: aws });
+          assert.equal(pushed.code, 0, pushed.stderr);
+          const again = await wal(['wal-push', file, '--source', 'main', '--repo', s3Repo], { env: aws });
+          assert.equal(again.code, 0, again.stderr);
+          assert.match(again.stderr, /identical content/);
+          const dest = path.join(work, `s3-out-${prefix}`);
+          await mkdir(dest);
+          const fetched = await wal(['wal-fetch', segment, path.join(dest, 'seg'), '--source', 'main', '--repo', s3Repo], { env: { ...aws, PGKEEP_AGE_IDENTITY_FILE: key } });
+          assert.equal(fetched.code, 0, fetched.stderr);
+          assert.equal(sha256(await readFile(path.join(dest, 'seg'))), sha256(original));
+          const missing = await wal(['wal-fetch', '0000000100000000000000FD', path.join(dest, 'none'), '--source', 'main', '--repo', s3Repo], { env: aws });
+          assert.equal(missing.code, 1, missing.stderr);
+          assert.deepEqual(readdirSync(dest), ['seg']);
+        }),
+      );
     });
   });
 
