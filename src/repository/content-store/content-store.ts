@@ -13,12 +13,19 @@ export const CONTENT_PREFIX = 'content';
 export const PACKS_PREFIX = `${CONTENT_PREFIX}/packs`;
 export const INDEX_PREFIX = `${CONTENT_PREFIX}/index`;
 
-/** A read run: neighbouring blobs of one pack read with one request, decompressed into one buffer of at most this much raw data. */
-const RUN_BYTES = 4 << 20;
+/**
+ * A read run: neighbouring blobs of one pack read with one request, decompressed into one buffer of at most this much raw data.
+ * 1 MiB, not 4: each run's buffer passes through the restore's stream stages, each of which holds at least one whole
+ * buffer, so the run size multiplies into the restore's peak memory. Measured on a 755 MB database restored from a
+ * local deduplicating repository: ArrayBuffers at the RSS peak 71 MB with 4 MiB runs, 20-33 MB with 1 MiB; peak RSS
+ * 163-168 against 134-158 MiB, restore time the same (docs/benchmarks.md).
+ */
+const RUN_BYTES = 1 << 20;
 
 /** Stored bytes, and requests, a reader fetches ahead of what it hands out from remote storage (see runsOf); from local storage one run. */
 const READ_AHEAD_BYTES = 16 << 20;
-const READ_AHEAD_RUNS = 8;
+// 16 requests in flight from S3 (8 when runs were 4 MiB): smaller runs need more of them to keep the bytes coming; READ_AHEAD_BYTES still caps those
+const READ_AHEAD_RUNS = 16;
 
 /** Index files read at once while the store opens. */
 const INDEX_READS_AHEAD = 4;
