@@ -38,10 +38,10 @@ if (shared.length > 1) {
 // when a file grows past its neighbours), then the other integration files,
 // then the short unit files, which fill the gaps at the end.
 const LONGEST_FIRST = [
-  'dedup-copy', 'restore-test', 'network-faults', 'pitr', 'first-hour', 'server-matrix', 'dedup', 'faults',
-  'roundtrip', 'database-fidelity', 'physical-restore-test', 'content-store', 'serve-fleet', 'errors', 'interrupt',
-  'dashboard', 'serve', 'selective-restore', 'unit-tests', 's3-storage', 'extract', 'encrypted-s3', 'wal-archive',
-  'parallel-copy-loader', 'partitions', 'terminal', 'multi-repo', 'runbook', 'copy', 'status', 'globals',
+  'dedup-copy', 'pitr', 'network-faults', 'dedup', 'restore-test', 'faults', 'roundtrip', 'physical-restore-test',
+  'server-matrix', 'database-fidelity', 'dashboard', 'content-store', 'serve-fleet', 'dedup-copy-physical',
+  'first-hour', 'parallel-copy-loader', 'errors', 'interrupt', 'serve', 'selective-restore', 'unit-tests', 's3-storage',
+  'extract', 'encrypted-s3', 'wal-archive', 'partitions', 'terminal', 'multi-repo', 'runbook', 'copy', 'status', 'globals',
 ];
 const rank = (file) => {
   const known = LONGEST_FIRST.indexOf(path.basename(file).replace(/\.test\.[cm]?[jt]s$/, ''));
