@@ -121,7 +121,7 @@
 ;; ---------------------------------------------------------------------
   ;; The row walker: the data block of one table in an uncompressed custom
   ;; archive (dump-row-counter.ts), with the counts of the JavaScript walk it
-  ;; replaced (test/support/reference-row-counter.ts). The block is a run of
+  ;; replaced (DumpRowCounter with walk 'javascript'). The block is a run of
   ;; chunks, each an int (a sign byte, then intSize bytes, least significant
   ;; first: pg_dump's WriteInt) and that many bytes of COPY text, ended by a
   ;; length of 0. Counts the newlines of the chunks' bytes (one per row, plus
