@@ -129,16 +129,11 @@ export class ContentStore {
     return new ContentStore(storage, settings, index);
   }
 
-  /** The id of a chunk in this repository. */
-  chunkId(chunk: Buffer): Buffer {
-    return this.settings.idKey ? createHmac('sha256', this.settings.idKey).update(chunk).digest() : createHash('sha256').update(chunk).digest();
-  }
-
-  /** The id of a chunk given as consecutive pieces (the same id as of the pieces joined). */
-  chunkIdOfPieces(pieces: readonly Buffer[]): Buffer {
-    if (pieces.length === 1) return this.chunkId(pieces[0]!);
+  /** The id of a chunk in this repository; a chunk given as consecutive pieces has the id of the pieces joined. */
+  chunkId(chunk: Buffer | readonly Buffer[]): Buffer {
     const hash = this.settings.idKey ? createHmac('sha256', this.settings.idKey) : createHash('sha256');
-    for (const piece of pieces) hash.update(piece);
+    if (Buffer.isBuffer(chunk)) hash.update(chunk);
+    else for (const piece of chunk) hash.update(piece);
     return hash.digest();
   }
 
@@ -341,7 +336,7 @@ export class ContentSession {
    * await for each was measurable CPU.
    */
   put(chunk: Buffer | readonly Buffer[], kind: BlobKind): Buffer | Promise<Buffer> {
-    const id = Buffer.isBuffer(chunk) ? this.store.chunkId(chunk) : this.store.chunkIdOfPieces(chunk);
+    const id = this.store.chunkId(chunk);
     const added = this.add(id, chunk, kind);
     return typeof added === 'number' ? id : added.then(() => id);
   }
