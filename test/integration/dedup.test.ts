@@ -55,6 +55,9 @@ eachStorage('a deduplicating repository (encrypted on S3)', (storage) => {
       const first = json(await pgkeep(['backup', '--repo', repo, '--json'], { env: env(keys) }));
       await cluster.query('INSERT INTO events SELECT g, md5(g::text), now() FROM generate_series(60001, 60500) g', [], 'shop');
       await cluster.query('UPDATE events SET body = upper(body) WHERE id BETWEEN 100 AND 120', [], 'shop');
+      // the oldest half of the events goes: the first backup's chunks of them are then used by no later backup,
+      // enough of its pack for prune to sweep whatever the chunk boundaries (a run's timestamps move them)
+      await cluster.query('DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT (SELECT count(*) / 2 FROM events))', [], 'shop');
       const secondRun = await pgkeep(['backup', '--repo', repo, '--json'], { env: env(keys) });
       assert.equal(secondRun.code, 0, secondRun.stderr);
       const second = json(secondRun);
@@ -99,6 +102,7 @@ eachStorage('a deduplicating repository (encrypted on S3)', (storage) => {
       assert.equal(prune.code, 0, prune.stderr);
       const swept = json(prune).content[0].outcome.swept;
       assert.ok(swept && swept.deletedPacks + swept.repackedPacks > 0, JSON.stringify(json(prune).content));
+      assert.ok(swept.deletedBytes + swept.repackFreedBytes > dump(first).stored.size * 0.1, `prune freed ${swept.deletedBytes + swept.repackFreedBytes} bytes of the first backup's ${dump(first).stored.size}`);
       const again = await pgkeep(['restore', 'latest', '--repo', repo, '--to', `${target}_2`], { env: env(keys) });
       assert.equal(again.code, 0, again.stderr);
       assert.deepEqual(diffSnapshots(shop, await snapshotDatabase(cluster, `${target}_2`)), []);
