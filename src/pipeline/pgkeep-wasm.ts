@@ -3,7 +3,7 @@ import { PGKEEP_WASM_BASE64 } from './pgkeep-wasm-bytes.js';
 /** The functions and memory of one instance of pgkeep-wasm.wat (see there for what each does). */
 export interface PgkeepWasm {
   /** The instance's memory (never grown by these callers, so views on its buffer stay valid). */
-  memory: { readonly buffer: ArrayBuffer };
+  memory: { readonly buffer: ArrayBuffer; grow(pages: number): number };
   chunkerInit(min: number, average: number, max: number, maskSmall: number, maskLarge: number): void;
   chunkerReset(): void;
   chunkerScan(data: number, n: number, cuts: number): number;
@@ -13,7 +13,12 @@ export interface PgkeepWasm {
   rowsStatus(): number;
   rowsLastWasTrailer(): number;
   rowsBadLength(): number;
+  rowsCopy(data: number, n: number, out: number, fill: number, capacity: number): number;
+  rowsCopied(): number;
 }
+
+/** The size of a page of WebAssembly memory (memory.grow counts pages). */
+export const WASM_PAGE = 64 * 1024;
 
 /** Where callers may put their own bytes: above the gear table and the constants (pgkeep-wasm.wat, "Memory layout"). */
 export const WASM_FREE_FROM = 2048;

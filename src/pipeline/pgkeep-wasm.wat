@@ -265,4 +265,41 @@
         (br $next)))
     (global.set $newlines (local.get $count))
     (i32.sub (local.get $p) (local.get $data)))
+
+  ;; ---------------------------------------------------------------------
+  ;; The row copier: the hot loop of the restore's archive splitter
+  ;; (archive-data-splitter.ts). In the $n bytes at $data, a loaded table's
+  ;; chunks (4-byte ints only: a sign byte, then 4 bytes, least significant
+  ;; first), it copies each chunk's bytes to $out (from $out + $fill, at most
+  ;; to $out + $capacity) and counts their newlines. It takes only chunks that
+  ;; lie wholly in the bytes and fit, and stops before any length it does not
+  ;; take: 0 (the block's end), 5 (maybe the COPY trailer), negative, or over
+  ;; 1 GiB; the caller's general path handles those. Returns how many bytes
+  ;; it used; rowsCopied() is the new fill, rowsNewlines() the newlines.
+  ;; ---------------------------------------------------------------------
+  (global $copied (mut i32) (i32.const 0))
+  (func (export "rowsCopied") (result i32) (global.get $copied))
+
+  (func (export "rowsCopy") (param $data i32) (param $n i32) (param $out i32) (param $fill i32) (param $capacity i32) (result i32)
+    (local $p i32) (local $end i32) (local $value i32) (local $count i32)
+    (local.set $p (local.get $data))
+    (local.set $end (i32.add (local.get $data) (local.get $n)))
+    (block $out
+      (loop $next
+        (br_if $out (i32.gt_u (i32.add (local.get $p) (i32.const 5)) (local.get $end)))
+        (br_if $out (i32.load8_u (local.get $p)))
+        (local.set $value (i32.load offset=1 align=1 (local.get $p)))
+        (br_if $out (i32.eqz (local.get $value)))
+        (br_if $out (i32.eq (local.get $value) (i32.const 5)))
+        (br_if $out (i32.gt_u (local.get $value) (i32.const 1073741824)))
+        (br_if $out (i32.gt_u (i32.add (i32.add (local.get $p) (i32.const 5)) (local.get $value)) (local.get $end)))
+        (br_if $out (i32.gt_u (i32.add (local.get $fill) (local.get $value)) (local.get $capacity)))
+        (memory.copy (i32.add (local.get $out) (local.get $fill)) (i32.add (local.get $p) (i32.const 5)) (local.get $value))
+        (local.set $count (i32.add (local.get $count) (call $countNewlines (i32.add (local.get $p) (i32.const 5)) (local.get $value))))
+        (local.set $fill (i32.add (local.get $fill) (i32.sub (local.get $value) (i32.const 0))))
+        (local.set $p (i32.add (i32.add (local.get $p) (i32.const 5)) (local.get $value)))
+        (br $next)))
+    (global.set $copied (local.get $fill))
+    (global.set $newlines (local.get $count))
+    (i32.sub (local.get $p) (local.get $data)))
 )

@@ -1,8 +1,12 @@
 import { BLK_BLOBS, BLK_DATA } from '../pipeline/custom-toc.js';
+import { instantiatePgkeepWasm, WASM_FREE_FROM, WASM_PAGE, type PgkeepWasm } from '../pipeline/pgkeep-wasm.js';
 
 /** The end of a table's COPY data in a custom archive (dumpTableData_copy writes it as its own chunk): not rows. */
 const COPY_TRAILER = Buffer.from('\\.\n\n\n');
 const MAX_CHUNK = 1 << 30;
+/** Where the row copier reads its input in its WebAssembly memory, and how much at a time (16 bytes after it stay free: its newline count reads a vector past the end). */
+const COPY_INPUT_AT = WASM_FREE_FROM;
+const COPY_INPUT_BYTES = 1 << 20;
 
 type State = 'type' | 'id' | 'length' | 'data' | 'lo-oid' | 'lo-length' | 'lo-data';
 
@@ -44,8 +48,12 @@ export class ArchiveDataSplitter {
   /** A chunk of the trailer's length, held until it is known whether the block ends after it. */
   private held: Buffer | null = null;
   private heldFill = 0;
+  /** The rows gathered for the next batch: the row copier's output in its memory, or (a row longer than that) a bigger buffer of its own. */
   private batch: Buffer;
   private fill = 0;
+  private readonly wasm: { exports: PgkeepWasm; input: Uint8Array; batch: Buffer; batchAt: number } | undefined;
+  /** Newline bytes in batch[0, fill): the rows a flush hands on. */
+  private newlines = 0;
   private ended = false;
 
   constructor(
@@ -57,7 +65,20 @@ export class ArchiveDataSplitter {
   ) {
     this.intBytes = Buffer.alloc(1 + intSize);
     this.header = Buffer.alloc(2 + intSize);
-    this.batch = Buffer.allocUnsafe(batchBytes);
+    // pg_dump writes 4-byte ints (sizeof(int)); the row copier reads only those
+    if (intSize === 4) {
+      const exports = instantiatePgkeepWasm();
+      const batchAt = COPY_INPUT_AT + COPY_INPUT_BYTES + 64;
+      const needed = Math.ceil((batchAt + batchBytes) / WASM_PAGE);
+      const pages = exports.memory.buffer.byteLength / WASM_PAGE;
+      if (needed > pages) exports.memory.grow(needed - pages);
+      // views taken once the memory has grown (growing detaches the old buffer), and it never grows again
+      const memory = exports.memory.buffer;
+      this.wasm = { exports, input: new Uint8Array(memory, COPY_INPUT_AT, COPY_INPUT_BYTES), batch: Buffer.from(memory, batchAt, batchBytes), batchAt };
+      this.batch = this.wasm.batch;
+    } else {
+      this.batch = Buffer.allocUnsafe(batchBytes);
+    }
   }
 
   /** Feeds the next bytes of the archive's data blocks. Throws on a layout it does not understand. */
@@ -69,6 +90,12 @@ export class ArchiveDataSplitter {
       if (passFrom >= 0 && end > passFrom) this.output.pass(buffer.subarray(passFrom, end));
     };
     while (i < buffer.length) {
+      if (this.wasm && this.batch === this.wasm.batch && this.state === 'length' && this.loading !== undefined && this.intHave === 0 && this.held === null) {
+        // the bulk of an archive: a loaded table's rows, a length then a row, over and over
+        const from = i;
+        i = this.copyRows(buffer, i);
+        if (i > from) continue;
+      }
       switch (this.state) {
         case 'type': {
           const type = buffer[i++]!;
@@ -175,6 +202,40 @@ export class ArchiveDataSplitter {
     }
   }
 
+  /**
+   * The hot path of push(): while whole chunks of a loaded table lie in
+   * `buffer`, the WebAssembly row copier (rowsCopy in pgkeep-wasm.wat) moves
+   * their bytes into the batch and counts their newlines; returns where it
+   * stopped. A chunk is normally one row (~100 bytes) and an archive holds
+   * millions: a Buffer.copy, a subarray and an indexOf per row were most of
+   * the splitter's CPU. It stops before what the general path handles: a
+   * length of 0 (the block's end) or of the trailer (held), a bad one (the
+   * general path throws), a chunk that continues in the next buffer, or a
+   * row longer than a batch.
+   */
+  private copyRows(buffer: Buffer, at: number): number {
+    const wasm = this.wasm!;
+    let i = at;
+    while (i < buffer.length) {
+      const window = Math.min(buffer.length - i, COPY_INPUT_BYTES);
+      wasm.input.set(buffer.subarray(i, i + window));
+      const used = wasm.exports.rowsCopy(COPY_INPUT_AT, window, wasm.batchAt, this.fill, this.batch.length);
+      this.fill = wasm.exports.rowsCopied();
+      this.newlines += wasm.exports.rowsNewlines();
+      i += used;
+      if (used === window) continue;
+      // It stopped at the int at i: go on past a full batch or the window's end, else leave it to the general path.
+      if (i + 5 > buffer.length || buffer[i] !== 0) return i;
+      const value = buffer.readUInt32LE(i + 1);
+      if (value === 0 || value === COPY_TRAILER.length || value > MAX_CHUNK || i + 5 + value > buffer.length) return i;
+      if (this.fill + value > this.batch.length) {
+        this.flush(false);
+        if (this.batch !== wasm.batch || this.fill + value > this.batch.length) return i;
+      }
+    }
+    return i;
+  }
+
   /** Payload bytes of a loaded table's chunk. */
   private takeRows(bytes: Buffer): void {
     if (this.held) {
@@ -197,6 +258,7 @@ export class ArchiveDataSplitter {
     }
     bytes.copy(this.batch, this.fill);
     this.fill += bytes.length;
+    this.newlines += countNewlines(bytes, 0, bytes.length);
   }
 
   /** Hands on the whole rows gathered; at the block's end, all of it (which must end a row). */
@@ -206,14 +268,30 @@ export class ArchiveDataSplitter {
     if (blockEnd && this.batch[this.fill - 1] !== 10) throw new Error(`the data of entry ${this.loading} does not end with a whole row`);
     if (cut === 0) return; // no whole row yet: the caller grows the batch
     const data = this.batch.subarray(0, cut);
-    let rows = 0;
-    for (let at = data.indexOf(10); at !== -1; at = data.indexOf(10, at + 1)) rows++;
+    // every newline in the batch is at or before the cut (the cut follows the last one): each ends a row
+    const rows = this.newlines;
+    this.newlines = 0;
     const rest = this.fill - cut;
-    const next = Buffer.allocUnsafe(Math.max(this.batchBytes, rest));
-    this.batch.copy(next, 0, cut, this.fill);
-    this.batch = next;
+    let handed = data;
+    if (this.wasm) {
+      // the row copier's memory is reused: the batch leaves as a copy, the rest of a row moves to its start
+      handed = Buffer.allocUnsafe(cut);
+      data.copy(handed);
+      if (rest <= this.wasm.batch.length) {
+        this.batch.copy(this.wasm.batch, 0, cut, this.fill);
+        this.batch = this.wasm.batch;
+      } else {
+        const next = Buffer.allocUnsafe(Math.max(this.batchBytes, rest));
+        this.batch.copy(next, 0, cut, this.fill);
+        this.batch = next;
+      }
+    } else {
+      const next = Buffer.allocUnsafe(Math.max(this.batchBytes, rest));
+      this.batch.copy(next, 0, cut, this.fill);
+      this.batch = next;
+    }
     this.fill = rest;
-    this.output.rows(this.loading!, data, rows);
+    this.output.rows(this.loading!, handed, rows);
   }
 
   /** pg_dump's WriteInt: a sign byte, then intSize bytes, least significant first. */
@@ -222,4 +300,10 @@ export class ArchiveDataSplitter {
     for (let i = this.intSize; i >= 1; i--) value = value * 256 + bytes[i]!;
     return bytes[0] ? -value : value;
   }
+}
+
+function countNewlines(bytes: Buffer, from: number, to: number): number {
+  let n = 0;
+  for (let at = bytes.indexOf(10, from); at !== -1 && at < to; at = bytes.indexOf(10, at + 1)) n++;
+  return n;
 }
