@@ -24,7 +24,7 @@
  * round), so old and new meet the same load of a shared machine.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { createReadStream, existsSync } from 'node:fs';
+import { createReadStream, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -39,6 +39,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 // The installed executable (what a user runs, with its start-up): dist/cli/pgkeep.js, not main.js.
 const cli = path.join(root, 'dist', 'cli', 'pgkeep.js');
 const MiB = 1024 * 1024;
+const RSS_GOAL = 150 * MiB;
 const log = (message: string) => process.stderr.write(`[bench-restore ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
 
 interface Db {
@@ -85,13 +86,51 @@ async function createDb(cluster: PgCluster, name: string, kind: 'mixed' | 'onebi
 interface Timed {
   seconds: number;
   rss: number | undefined;
+  /** CPU seconds of the command and its children (user + system), from GNU time. */
+  cpu?: number | undefined;
+  /** CPU seconds the server spent meanwhile (every backend, worker and background process). */
+  serverCpu?: number | undefined;
   stdout: string;
 }
 
-async function timed(argv: string[], env: NodeJS.ProcessEnv, what: string): Promise<Timed> {
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+/** Fields 14-17 of /proc/PID/stat (utime, stime, cutime, cstime), in seconds; the name field may hold spaces, so count from its ')'. */
+function procTimes(pid: number): { own: number; reaped: number; ppid: number } | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // f[0] is field 3 (state): field N is f[N - 3]
+    return { own: (Number(f[11]) + Number(f[12])) / CLOCK_TICKS, reaped: (Number(f[13]) + Number(f[14])) / CLOCK_TICKS, ppid: Number(f[1]) };
+  } catch {
+    return undefined; // the process ended between the listing and the read
+  }
+}
+
+/**
+ * CPU seconds a PostgreSQL server has used so far: the postmaster's own, its
+ * ended children's (backends and workers are reaped by it, so their time
+ * adds to its cutime/cstime) and its live children's. The difference over a
+ * restore is the server's share of the work, beside the client's.
+ */
+function serverCpuSeconds(dataDir: string): number {
+  const postmaster = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  const pm = procTimes(postmaster);
+  if (!pm) return Number.NaN;
+  let total = pm.own + pm.reaped;
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const t = procTimes(Number(name));
+    if (t && t.ppid === postmaster) total += t.own;
+  }
+  return total;
+}
+
+async function timed(argv: string[], env: NodeJS.ProcessEnv, what: string, serverDataDir?: string): Promise<Timed> {
   const rssFile = path.join(os.tmpdir(), `bench-restore-rss-${process.pid}`);
   const gnuTime = existsSync('/usr/bin/time');
-  const [file, args] = gnuTime ? ['/usr/bin/time', ['-f', '%M', '-o', rssFile, '--', ...argv]] : [argv[0]!, argv.slice(1)];
+  const [file, args] = gnuTime ? ['/usr/bin/time', ['-f', '%M %U %S', '-o', rssFile, '--', ...argv]] : [argv[0]!, argv.slice(1)];
+  const server0 = serverDataDir ? serverCpuSeconds(serverDataDir) : undefined;
   const started = process.hrtime.bigint();
   const child = spawn(file, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
@@ -101,9 +140,10 @@ async function timed(argv: string[], env: NodeJS.ProcessEnv, what: string): Prom
   const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   if (code !== 0) throw new Error(`${what} failed (exit ${code}): ${stderr.trim().split('\n').slice(-6).join('\n')}`);
-  const rss = gnuTime ? Number((await readFile(rssFile, 'utf8')).trim().split('\n').pop()) * 1024 : undefined;
+  const serverCpu = serverDataDir ? serverCpuSeconds(serverDataDir) - server0! : undefined;
+  const [rssKb, user, system] = gnuTime ? (await readFile(rssFile, 'utf8')).trim().split('\n').pop()!.split(' ').map(Number) : [];
   await rm(rssFile, { force: true });
-  return { seconds, rss, stdout };
+  return { seconds, rss: rssKb === undefined ? undefined : rssKb * 1024, cpu: user === undefined ? undefined : user + system!, serverCpu, stdout };
 }
 
 type Step = 'pgRestore' | 'pgkeep1' | 'pgkeep2' | 'baseline2' | 'pgkeep4' | 'loaderPlain' | 'loaderAsync' | 'loaderAsyncMwm';
@@ -156,14 +196,15 @@ export async function restoreBench(argv: string[]): Promise<number> {
       await timed([process.execPath, cli, 'backup', '--repo', repo, '--db', url(db.name), '--json'], env, 'pgkeep backup');
     }
     const drop = (name: string) => cluster.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    const results = new Map<string, Map<Step, { s: number[]; rss: (number | undefined)[] }>>();
-    const record = (db: string, step: Step, t: { seconds: number; rss: number | undefined }) => {
+    const results = new Map<string, Map<Step, { s: number[]; rss: (number | undefined)[]; cpu: { client: number; server: number; wall: number }[] }>>();
+    const record = (db: string, step: Step, t: { seconds: number; rss: number | undefined; cpu?: number | undefined; serverCpu?: number | undefined }) => {
       const byStep = results.get(db) ?? new Map();
       results.set(db, byStep);
-      const r = byStep.get(step) ?? { s: [], rss: [] };
+      const r = byStep.get(step) ?? { s: [], rss: [], cpu: [] };
       byStep.set(step, r);
       r.s.push(t.seconds);
       r.rss.push(t.rss);
+      if (t.cpu !== undefined && t.serverCpu !== undefined) r.cpu.push({ client: t.cpu, server: t.serverCpu, wall: t.seconds });
     };
     const loaderRuns: Record<string, { rows: number[]; post: number[] }> = {};
     const backups = new Map<string, Record<BackupStep, { s: number[]; rss: (number | undefined)[] }>>();
@@ -188,12 +229,12 @@ export async function restoreBench(argv: string[]): Promise<number> {
         }
         log(`round ${round}/${rounds}, ${db.name}: pg_restore -j2`);
         await cluster.query(`CREATE DATABASE ${target}`);
-        record(db.name, 'pgRestore', await timed([bin('pg_restore'), '-j2', '-d', target, path.join(work, `${db.name}.dump`)], env, 'pg_restore'));
+        record(db.name, 'pgRestore', await timed([bin('pg_restore'), '-j2', '-d', target, path.join(work, `${db.name}.dump`)], env, 'pg_restore', cluster.dataDir));
         await drop(target);
         const runs: [Step, string, number][] = [['pgkeep1', cli, 1], ...(round % 2 || !baseline ? [['pgkeep2', cli, 2], ['baseline2', baseline, 2]] : [['baseline2', baseline, 2], ['pgkeep2', cli, 2]]), ['pgkeep4', cli, 4]].filter((r) => r[1]) as [Step, string, number][];
         for (const [step, entry, jobs] of runs) {
           log(`round ${round}/${rounds}, ${db.name}: ${LABELS[step]}`);
-          record(db.name, step, await timed([process.execPath, entry, 'restore', 'latest', '--repo', repo, '--db', url(db.name), '--to', target, '--jobs', String(jobs), '--json'], env, LABELS[step]));
+          record(db.name, step, await timed([process.execPath, entry, 'restore', 'latest', '--repo', repo, '--db', url(db.name), '--to', target, '--jobs', String(jobs), '--json'], env, LABELS[step], cluster.dataDir));
           await drop(target);
         }
         for (const step of ['loaderPlain', 'loaderAsync', 'loaderAsyncMwm'] as const) {
@@ -239,19 +280,26 @@ export async function restoreBench(argv: string[]): Promise<number> {
       const steps = results.get(db.name)!;
       const base = steps.get('pgRestore')!;
       out.push(`### ${db.name}: ${(db.bytes / MiB).toFixed(0)} MB, ${db.description}, biggest table ${(db.biggestShare * 100).toFixed(0)}% of the data`, '');
-      out.push('| restore | RTO (min) | × pg_restore -j2 (per round, min) | peak RSS | rows phase | post-data |', '|:--|--:|--:|--:|--:|--:|');
+      out.push('| restore | RTO (min) | × pg_restore -j2 (per round, min) | peak RSS | CPU s: client + server (cores busy), fastest round | rows phase | post-data |', '|:--|--:|--:|--:|--:|--:|--:|');
       for (const [step, r] of steps) {
         // The ratio of each round against the same round's pg_restore, then the best: load falls on both sides.
         const ratios = r.s.map((s, i) => s / base.s[i]!);
         const rss = r.rss.filter((x): x is number => x !== undefined);
         const l = loaderRuns[`${db.name}/${step}`];
-        out.push(`| ${LABELS[step]} | ${min(r.s).toFixed(2)} s | ${step === 'pgRestore' ? '1.00×' : `${min(ratios).toFixed(2)}× (${ratios.map((x) => x.toFixed(2)).join(', ')})`} | ${rss.length ? `${(Math.max(...rss) / MiB).toFixed(0)} MB` : ''} | ${l ? `${min(l.rows).toFixed(2)} s` : ''} | ${l ? `${min(l.post).toFixed(2)} s` : ''} |`);
+        const fastest = r.cpu.length ? r.cpu.reduce((a, b) => (b.wall < a.wall ? b : a)) : undefined;
+        const cpu = fastest ? `${fastest.client.toFixed(1)} + ${fastest.server.toFixed(1)} (${((fastest.client + fastest.server) / fastest.wall).toFixed(2)})` : '';
+        out.push(`| ${LABELS[step]} | ${min(r.s).toFixed(2)} s | ${step === 'pgRestore' ? '1.00×' : `${min(ratios).toFixed(2)}× (${ratios.map((x) => x.toFixed(2)).join(', ')})`} | ${rss.length ? `${(Math.max(...rss) / MiB).toFixed(0)} MB` : ''} | ${cpu} | ${l ? `${min(l.rows).toFixed(2)} s` : ''} | ${l ? `${min(l.post).toFixed(2)} s` : ''} |`);
       }
       const ratio2 = min(steps.get('pgkeep2')!.s.map((s, i) => s / base.s[i]!));
       const goal = db.biggestShare >= 0.8 ? 0.75 : 0.85;
       const pass = ratio2 <= goal;
       failed ||= !pass;
-      out.push('', `${pass ? 'PASS' : 'FAIL'}: ${db.name}: pgkeep restore --jobs 2 ${ratio2.toFixed(2)}× pg_restore -j2 (target ≤ ${goal}×)`, '');
+      out.push('', `${pass ? 'PASS' : 'FAIL'}: ${db.name}: pgkeep restore --jobs 2 ${ratio2.toFixed(2)}× pg_restore -j2 (target ≤ ${goal}×)`);
+      // issue 18: peak RSS of backup and restore at most 150 MB, flat in size
+      const restoreRss = Math.max(...(['pgkeep1', 'pgkeep2', 'pgkeep4'] as Step[]).flatMap((step) => (steps.get(step)?.rss ?? []).filter((x): x is number => x !== undefined)));
+      const rssPass = restoreRss <= RSS_GOAL;
+      failed ||= !rssPass;
+      out.push(`${rssPass ? 'PASS' : 'FAIL'}: ${db.name}: pgkeep restore peak RSS ${(restoreRss / MiB).toFixed(0)} MB (target ≤ ${RSS_GOAL / MiB} MB)`, '');
       const b = backups.get(db.name)!;
       out.push('| backup | time (min) | × the pipe (per round, min) | peak RSS |', '|:--|--:|--:|--:|');
       for (const step of (baseline ? ['pipe', 'backup', 'baseline'] : ['pipe', 'backup']) as BackupStep[]) {
@@ -262,7 +310,11 @@ export async function restoreBench(argv: string[]): Promise<number> {
       const backupRatio = min(b.backup.s.map((s, i) => s / b.pipe.s[i]!));
       const backupPass = backupRatio <= 1.1;
       failed ||= !backupPass;
-      out.push('', `${backupPass ? 'PASS' : 'FAIL'}: ${db.name}: pgkeep backup ${backupRatio.toFixed(2)}× pg_dump -Fc -Z0 | zstd -T2 -3 (target ≤ 1.1×)`, '');
+      out.push('', `${backupPass ? 'PASS' : 'FAIL'}: ${db.name}: pgkeep backup ${backupRatio.toFixed(2)}× pg_dump -Fc -Z0 | zstd -T2 -3 (target ≤ 1.1×)`);
+      const backupRss = Math.max(...b.backup.rss.filter((x): x is number => x !== undefined));
+      const backupRssPass = backupRss <= RSS_GOAL;
+      failed ||= !backupRssPass;
+      out.push(`${backupRssPass ? 'PASS' : 'FAIL'}: ${db.name}: pgkeep backup peak RSS ${(backupRss / MiB).toFixed(0)} MB (target ≤ ${RSS_GOAL / MiB} MB)`, '');
     }
     process.stdout.write(`${out.join('\n')}\n`);
     return failed ? 1 : 0;
