@@ -336,27 +336,41 @@ describe('copy between deduplicating repositories under faults (real processes)'
   test('SIGKILL of copy at each step: every backup at the destination verifies, and the next copy completes and restores identically', async () => {
     const source = path.join(work, 'fault-source');
     const destination = path.join(work, 'fault-destination');
-    assert.equal((await pgkeep(['init', '--repo', source, '--dedup'], { env: env() })).code, 0);
-    assert.equal((await pgkeep(['backup', '--repo', source], { env: env() })).code, 0);
-    assert.equal((await pgkeep(['init', '--repo', destination, '--dedup', '--chunker-from', source], { env: env() })).code, 0);
-    assert.equal((await pgkeep(['copy', 'latest', '--from', source, '--to', destination], { env: env() })).code, 0);
+    // Size is not this test's subject (each fault point fires per object or per step of the commit, never per
+    // byte), and it verifies every backup at the destination twice per point (42 verifications): the shop's copy
+    // with 3,000 of its 60,000 events makes each backup, copy and verification a fraction of the work.
+    await cluster.query('CREATE DATABASE fault_shop TEMPLATE shop');
+    await cluster.query('DELETE FROM events WHERE id > 3000', [], 'fault_shop');
+    await cluster.query('VACUUM events', [], 'fault_shop');
+    let faultChange = 0;
+    const faultEnv = (extra: Record<string, string> = {}) => ({ DATABASE_URL: cluster.url('fault_shop'), ...extra });
+    // changeSomething's churn at this scale: new rows, and status updates on the newest ones
+    const changeFaultShop = async () => {
+      faultChange++;
+      await cluster.query(`INSERT INTO events SELECT g, md5(g::text), now() FROM generate_series(${3000 + faultChange * 100 + 1}, ${3000 + (faultChange + 1) * 100}) g`, [], 'fault_shop');
+      await cluster.query(`UPDATE events SET body = md5(body || '${faultChange}') WHERE id > (SELECT max(id) - 60 FROM events)`, [], 'fault_shop');
+    };
+    assert.equal((await pgkeep(['init', '--repo', source, '--dedup'], { env: faultEnv() })).code, 0);
+    assert.equal((await pgkeep(['backup', '--repo', source], { env: faultEnv() })).code, 0);
+    assert.equal((await pgkeep(['init', '--repo', destination, '--dedup', '--chunker-from', source], { env: faultEnv() })).code, 0);
+    assert.equal((await pgkeep(['copy', 'latest', '--from', source, '--to', destination], { env: faultEnv() })).code, 0);
     let expected = 1;
     for (const point of ['mid-copy', 'before-content-index', 'after-content-index', 'before-manifest', 'after-manifest']) {
-      await changeSomething();
-      assert.equal((await pgkeep(['backup', '--repo', source], { env: env() })).code, 0);
-      const killed = await cliPgkeep(['copy', 'latest', '--from', source, '--to', destination], { env: env({ PGKEEP_FAULT: point }) });
+      await changeFaultShop();
+      assert.equal((await pgkeep(['backup', '--repo', source], { env: faultEnv() })).code, 0);
+      const killed = await cliPgkeep(['copy', 'latest', '--from', source, '--to', destination], { env: faultEnv({ PGKEEP_FAULT: point }) });
       assert.equal(killed.signal, 'SIGKILL', `${point}: ${killed.stderr}`);
       if (point === 'after-manifest') expected++;
       assert.equal(await everyBackupVerifies(destination, {}), expected, `${point}: every backup listed at the destination verifies`);
-      const copy = await pgkeep(['copy', 'latest', '--from', source, '--to', destination, '--json'], { env: env() });
+      const copy = await pgkeep(['copy', 'latest', '--from', source, '--to', destination, '--json'], { env: faultEnv() });
       assert.equal(copy.code, 0, `${point}: ${copy.stderr}`);
       expected = point === 'after-manifest' ? expected : expected + 1;
       assert.equal(await everyBackupVerifies(destination, {}), expected);
     }
     const target = 'copy_after_faults';
-    const restore = await pgkeep(['restore', 'latest', '--repo', destination, '--to', target], { env: env() });
+    const restore = await pgkeep(['restore', 'latest', '--repo', destination, '--to', target], { env: faultEnv() });
     assert.equal(restore.code, 0, restore.stderr);
-    assert.deepEqual(diffSnapshots(await snapshotShop(), await snapshotDatabase(cluster, target)), []);
+    assert.deepEqual(diffSnapshots(await snapshotDatabase(cluster, 'fault_shop'), await snapshotDatabase(cluster, target)), []);
     // what the killed copies left (packs no index names, indexed chunks no backup names) is swept; every backup still verifies
     const stray = async () => {
       const store = (await openContentStore(await Repository.open(openStorage(destination)), { identityFile: undefined, passphrase: () => undefined }, 'read'))!;
@@ -367,7 +381,7 @@ describe('copy between deduplicating repositories under faults (real processes)'
     };
     // (a pack a killed copy left is usually written again, byte for byte, by the next copy of the same chunks:
     // packs are named by their content, so it is then indexed)
-    const prune = await pgkeep(['prune', '--repo', destination, '--keep-last', '100', '--sweep-grace', '0'], { env: env() });
+    const prune = await pgkeep(['prune', '--repo', destination, '--keep-last', '100', '--sweep-grace', '0'], { env: faultEnv() });
     assert.equal(prune.code, 0, prune.stderr);
     assert.deepEqual(await stray(), [], 'no pack left that no index names');
     assert.equal(await everyBackupVerifies(destination, {}), expected);

@@ -29,6 +29,12 @@ export interface CommandRun extends CliResult {
   result: unknown;
   /** What run() threw, as the CLI sees it. */
   error: PgkeepError | undefined;
+  /**
+   * With `text: true` on a --json run: what the same result prints without
+   * --json (print() is a function of the result and the request, so this is
+   * the text a second run without --json would print for the same outcome).
+   */
+  text?: string;
   /** Every progress report, in order. */
   progress: Progress[];
 }
@@ -40,6 +46,12 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** What confirm() answers (the CLI: what the user typed); default: nobody to ask. */
   confirm?: boolean;
+  /**
+   * Also print the successful result as text (into `text`): a test that
+   * checks both the JSON and the human output of a slow command (a restore
+   * test) runs it once instead of twice.
+   */
+  text?: boolean;
 }
 
 /**
@@ -87,6 +99,7 @@ export async function runCommand(argv: string[], options: RunOptions = {}): Prom
   let json = false;
   let jsonPrinted = false;
   let result: unknown;
+  let text: string | undefined;
   let error: PgkeepError | undefined;
   const progress: Progress[] = [];
   const stdoutStream = new Writable({
@@ -148,6 +161,20 @@ export async function runCommand(argv: string[], options: RunOptions = {}): Prom
       throw thrown;
     }
     spec.print(result, out, request);
+    if (options.text) {
+      let printed = '';
+      const asText: CommandOutput = {
+        ...out,
+        json: false,
+        line: (line) => void (printed += `${line}\n`),
+        document: (value) => void (printed += `${JSON.stringify(value, null, 2)}\n`),
+        // notes and the exit code are the run's own, already recorded above
+        note: () => undefined,
+        exitWith: () => undefined,
+      };
+      spec.print(result, asText, request);
+      text = printed;
+    }
   });
 
   const saved = new Map<string, string | undefined>();
@@ -177,7 +204,7 @@ export async function runCommand(argv: string[], options: RunOptions = {}): Prom
     }
   }
   await new Promise<void>((resolve) => stdoutStream.end(resolve));
-  return { code, signal: null, stdout, stderr, result, error, progress };
+  return { code, signal: null, stdout, stderr, result, error, progress, ...(text === undefined ? {} : { text }) };
 }
 
 /**
