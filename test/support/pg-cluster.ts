@@ -9,7 +9,7 @@ import { execFile, spawnSync, type ExecFileOptions } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { appendFile, chmod, chown, cp, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import pg from 'pg';
@@ -26,7 +26,12 @@ export interface PgCluster {
   majorVersion: number;
   /** postgresql://user:pass@127.0.0.1:port/db. Defaults to the superuser and the `postgres` database. */
   url(database?: string, user?: string, password?: string): string;
-  /** Runs one statement on a fresh connection (TCP, superuser unless the database says otherwise). */
+  /**
+   * Runs one statement as the superuser over TCP. On the `postgres` database it
+   * reuses one kept session (reset with DISCARD ALL after each statement);
+   * on any other database it opens a fresh connection, as a new session there
+   * is what DROP DATABASE, CREATE DATABASE ... TEMPLATE and restores expect.
+   */
   query<T = any>(sql: string, params?: unknown[], database?: string): Promise<T[]>;
   /** Fast shutdown, then deletes the temp dir. Safe to call more than once. */
   stop(): Promise<void>;
@@ -226,6 +231,7 @@ function makeCluster(args: {
 }): PgCluster {
   const { handle, port, password } = args;
   let stopping: Promise<void> | undefined;
+  const kept = keptSession({ host: HOST, port, user: SUPERUSER, password, database: KEPT_DATABASE });
 
   return {
     host: HOST,
@@ -247,6 +253,7 @@ function makeCluster(args: {
     },
 
     async query<T = any>(sql: string, params: unknown[] = [], database = 'postgres'): Promise<T[]> {
+      if (database === KEPT_DATABASE && !stopping) return kept.query<T>(sql, params);
       const client = new pg.Client({ host: HOST, port, user: SUPERUSER, password, database });
       await client.connect();
       try {
@@ -259,6 +266,8 @@ function makeCluster(args: {
 
     stop(): Promise<void> {
       stopping ??= (async () => {
+        // Its own session first: a clean goodbye instead of an admin-shutdown error.
+        await kept.close();
         try {
           await run(join(handle.binDir, 'pg_ctl'), ['stop', '-D', handle.dataDir, '-m', 'fast', '-w', '-t', '60'], handle.runAs, handle.baseDir);
         } catch {
@@ -271,6 +280,94 @@ function makeCluster(args: {
         }
       })();
       return stopping;
+    },
+  };
+}
+
+// The database whose session cluster.query keeps: the one the tests poll and
+// run their DDL on, and one no test drops, renames, copies or restores over.
+const KEPT_DATABASE = 'postgres';
+
+// Error codes of a server (or a backend) going away: the kept session is then
+// dead, not the statement wrong.
+const SESSION_GONE = new Set(['57P01', '57P02', '57P03', 'ECONNRESET', 'EPIPE', 'ECONNREFUSED']);
+
+/**
+ * One reusable superuser session. A fresh connection is a backend fork plus a
+ * SCRAM exchange on both sides (about 7 ms of CPU); the suite's tests call
+ * cluster.query thousands of times, mostly on `postgres` (polls, CREATE
+ * DATABASE, roles). Each statement leaves the session as a new one would be:
+ * DISCARD ALL resets settings, role, temp tables, prepared statements, LISTENs
+ * and advisory locks, and a statement that leaves a transaction open (DISCARD
+ * ALL then fails) closes the session instead. While idle its socket is
+ * unref'd, so a file that never stops its cluster still exits. Concurrent
+ * callers get connections of their own, as before.
+ */
+function keptSession(config: pg.ClientConfig) {
+  let idle: pg.Client | undefined;
+  const dead = new WeakSet<pg.Client>();
+  const socketOf = (client: pg.Client) => (client as unknown as { connection: { stream: Socket } }).connection.stream;
+  // ref'd again first: an unref'd socket would let the process exit while end() waits for it
+  const end = (client: pg.Client) => {
+    socketOf(client).ref();
+    return client.end().catch(() => {});
+  };
+
+  async function open(): Promise<pg.Client> {
+    const client = new pg.Client(config);
+    // An idle session hears of a server shutdown as an 'error' event, which must not crash the test process.
+    client.on('error', () => dead.add(client));
+    client.on('end', () => dead.add(client));
+    await client.connect();
+    return client;
+  }
+
+  async function release(client: pg.Client): Promise<void> {
+    if (!dead.has(client) && idle === undefined) {
+      try {
+        await client.query('DISCARD ALL');
+        if (!dead.has(client) && idle === undefined) {
+          socketOf(client).unref();
+          idle = client;
+          return;
+        }
+      } catch {
+        // a transaction left open, or the session is gone: not reusable
+      }
+    }
+    await end(client);
+  }
+
+  return {
+    async query<T>(sql: string, params: unknown[]): Promise<T[]> {
+      let client = idle;
+      idle = undefined;
+      if (client && dead.has(client)) {
+        await end(client);
+        client = undefined;
+      }
+      const reused = client !== undefined;
+      if (client) socketOf(client).ref();
+      else client = await open();
+      let result: pg.QueryResult;
+      try {
+        result = await client.query(sql, params);
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        const gone = dead.has(client) || (code !== undefined && SESSION_GONE.has(code)) || /Connection terminated/i.test(errorMessage(err));
+        await release(client);
+        // A kept session that the server dropped while it sat idle (a restart,
+        // a crash test) never ran the statement: once more on a new one.
+        if (reused && gone) return this.query<T>(sql, params);
+        throw err;
+      }
+      await release(client);
+      return result.rows as T[];
+    },
+    async close(): Promise<void> {
+      const client = idle;
+      idle = undefined;
+      if (client) await end(client);
     },
   };
 }
