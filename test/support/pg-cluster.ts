@@ -6,7 +6,7 @@
 // is visible to every user on the machine via ps.
 
 import { execFile, spawnSync, type ExecFileOptions } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { appendFile, chmod, chown, cp, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
@@ -442,13 +442,29 @@ function initdbTemplate(binDir: string, runAs: RunAs | undefined): Promise<strin
   return template;
 }
 
+const TEST_SCRAM_ITERATIONS = 16;
+
+/** The form PostgreSQL stores (RFC 5802/7677): SCRAM-SHA-256$iterations:salt$StoredKey:ServerKey. */
+function scramVerifier(password: string, iterations: number): string {
+  const salt = randomBytes(16);
+  const salted = pbkdf2Sync(password, salt, iterations, 32, 'sha256');
+  const storedKey = createHash('sha256').update(createHmac('sha256', salted).update('Client Key').digest()).digest();
+  const serverKey = createHmac('sha256', salted).update('Server Key').digest();
+  const b64 = (bytes: Buffer) => bytes.toString('base64');
+  return `SCRAM-SHA-256$${iterations}:${b64(salt)}$${b64(storedKey)}:${b64(serverKey)}`;
+}
+
 async function setSuperuserPassword(socketDir: string, port: number, password: string): Promise<void> {
   const client = new pg.Client({ host: socketDir, port, user: SUPERUSER, database: 'postgres' });
   await client.connect();
   try {
-    // scram-sha-256 whatever the server's default (md5 before PostgreSQL 14): pg_hba asks for it.
-    await client.query(`SET password_encryption = 'scram-sha-256'`);
-    await client.query(`ALTER ROLE ${SUPERUSER} PASSWORD '${password}'`);
+    // A SCRAM-SHA-256 verifier (what pg_hba asks for, whatever the server's
+    // default password_encryption) made here with few iterations: every
+    // client (the tests, pgkeep, pg_dump, psql) derives the key from the
+    // password on each connection, 4096 rounds of PBKDF2 at the server's
+    // default, about a millisecond of CPU each over the suite's thousands of
+    // connections. The exchange itself is the same SCRAM as with any count.
+    await client.query(`ALTER ROLE ${SUPERUSER} PASSWORD '${scramVerifier(password, TEST_SCRAM_ITERATIONS)}'`);
   } finally {
     await client.end();
   }
