@@ -7,7 +7,7 @@
 
 import { execFile, spawnSync, type ExecFileOptions } from 'node:child_process';
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, statfsSync, statSync } from 'node:fs';
 import { appendFile, chmod, chown, cp, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -155,7 +155,7 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<P
   const runAs = await resolveRunAs();
   const binDir = runAs ? await reachableBinDir(requestedBinDir) : requestedBinDir;
   // mkdtemp creates it 0700, so no other user can reach the password file or the socket.
-  const baseDir = await mkdtemp(join(tmpdir(), 'pgkeep-pg-'));
+  const baseDir = await mkdtemp(join(clusterRoot(), 'pgkeep-pg-'));
   const dataDir = join(baseDir, 'data');
   const socketDir = join(baseDir, 'sock');
   const logFile = join(baseDir, 'server.log');
@@ -370,6 +370,36 @@ function keptSession(config: pg.ClientConfig) {
       if (client) await end(client);
     },
   };
+}
+
+/** Free space a memory file system must have to hold the clusters of two test files side by side. */
+const MEMORY_ROOT_MIN_FREE = 4 * 1024 ** 3;
+let chosenRoot: string | undefined;
+
+/**
+ * Where clusters live: PGKEEP_TEST_CLUSTER_ROOT if set (`tmpdir` for the
+ * system's temp dir), else /dev/shm when it is a memory file system with room
+ * to spare, else the temp dir. On ext4 the copy of the initdb template alone
+ * cost 0.1-0.4 CPU-s (kernel time) and seconds of wall time per cluster; in
+ * memory a cluster's start and stop cost ~0.15 CPU-s instead of ~0.45, and the
+ * server's writes get cheaper too. Durability was never wanted (fsync=off), and
+ * a small /dev/shm (a container's 64 MB) is passed over.
+ */
+function clusterRoot(): string {
+  const fromEnv = process.env.PGKEEP_TEST_CLUSTER_ROOT;
+  if (fromEnv) return fromEnv === 'tmpdir' ? tmpdir() : fromEnv;
+  if (chosenRoot === undefined) {
+    chosenRoot = tmpdir();
+    try {
+      const memory = '/dev/shm';
+      const fs = statfsSync(memory);
+      const TMPFS_MAGIC = 0x01021994;
+      if (fs.type === TMPFS_MAGIC && fs.bavail * fs.bsize >= MEMORY_ROOT_MIN_FREE && (statSync(memory).mode & 0o1777) === 0o1777) chosenRoot = memory;
+    } catch {
+      // no /dev/shm: the temp dir
+    }
+  }
+  return chosenRoot;
 }
 
 /**
