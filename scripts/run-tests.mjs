@@ -34,14 +34,22 @@ if (shared.length > 1) {
 
 // The files start in this order, as slots free up. Started last, a
 // long file ends the run alone while the other slot idles, so the longest
-// start first (this list, longest first, from a CI run's spec log: update it
-// when a file grows past its neighbours), then the other integration files,
-// then the short unit files, which fill the gaps at the end.
+// start first (this list, longest first: update it when a file grows past its
+// neighbours), then the other integration files, then the short unit files,
+// which fill the gaps at the end. From the CI run of 2026-12-06 (dedup-copy
+// 33 s, network-faults 32, pitr 30, restore-test 26, faults 23,
+// physical-restore-test 21, dashboard 21, dedup 17.5, roundtrip 17,
+// server-matrix 17, serve-fleet 16, content-store 15.5, parallel-copy-loader
+// 15, selective-restore 14, first-hour 13); below those, the order of a run
+// that day (restore-file and extract, which were missing or late, take about
+// as long as selective-restore and first-hour) and of each file's CPU time
+// alone (database-fidelity about parallel-copy-loader's).
 const LONGEST_FIRST = [
-  'dedup-copy', 'pitr', 'network-faults', 'dedup', 'restore-test', 'faults', 'roundtrip', 'physical-restore-test',
-  'server-matrix', 'database-fidelity', 'dashboard', 'content-store', 'serve-fleet', 'dedup-copy-physical',
-  'first-hour', 'parallel-copy-loader', 'errors', 'interrupt', 'serve', 'selective-restore', 'unit-tests', 's3-storage',
-  'extract', 'encrypted-s3', 'wal-archive', 'partitions', 'terminal', 'multi-repo', 'runbook', 'copy', 'status', 'globals',
+  'dedup-copy', 'network-faults', 'pitr', 'restore-test', 'faults', 'physical-restore-test', 'dashboard', 'dedup',
+  'roundtrip', 'server-matrix', 'serve-fleet', 'content-store', 'parallel-copy-loader', 'database-fidelity',
+  'selective-restore', 'restore-file', 'extract', 'first-hour', 'partitions', 'dedup-copy-physical', 'errors',
+  'interrupt', 'serve', 'unit-tests', 's3-storage', 'encrypted-s3', 'wal-archive', 'terminal', 'multi-repo', 'runbook',
+  'copy', 'status', 'globals',
 ];
 const rank = (file) => {
   const known = LONGEST_FIRST.indexOf(path.basename(file).replace(/\.test\.[cm]?[jt]s$/, ''));
@@ -81,6 +89,11 @@ try {
   }
 } catch {
   // no file: nothing ran
+}
+// Every file's time, for reordering LONGEST_FIRST, where PGKEEP_TEST_DURATIONS_OUT names a file.
+if (process.env.PGKEEP_TEST_DURATIONS_OUT && perFile.size > 0) {
+  const all = Object.fromEntries([...perFile].sort((a, b) => b[1] - a[1]).map(([name, ms]) => [name, Math.round(ms)]));
+  writeFileSync(process.env.PGKEEP_TEST_DURATIONS_OUT, `${JSON.stringify(all, null, 2)}\n`);
 }
 if (perFile.size > 1) {
   const slowest = [...perFile].sort((a, b) => b[1] - a[1]).slice(0, 15);

@@ -87,3 +87,39 @@ async function connectWith(c: { host: string; port: number; superuser: string; p
   await client.connect();
   await client.end();
 }
+
+test('cluster.query keeps one session on postgres, and every statement starts from a clean one', { timeout: 60_000 }, async () => {
+  const pid = async () => (await cluster.query<{ pid: number }>('SELECT pg_backend_pid() AS pid'))[0]!.pid;
+  const first = await pid();
+  assert.equal(await pid(), first, 'the session is reused');
+
+  // what one statement sets, the next does not see
+  await cluster.query("SET work_mem = '77MB'");
+  assert.notEqual((await cluster.query<{ work_mem: string }>('SHOW work_mem'))[0]!.work_mem, '77MB');
+  await cluster.query('CREATE TEMP TABLE scratch (id int)');
+  assert.equal((await cluster.query<{ t: string | null }>("SELECT to_regclass('scratch')::text AS t"))[0]!.t, null);
+  await cluster.query('SET ROLE pg_monitor');
+  assert.equal((await cluster.query<{ u: string }>('SELECT current_user AS u'))[0]!.u, cluster.superuser);
+  await cluster.query('SELECT pg_advisory_lock(4242)');
+  const other = (await cluster.query<{ got: boolean }>('SELECT pg_try_advisory_lock(4242) AS got', [], 'template1'))[0]!.got;
+  assert.equal(other, true, 'a session-level advisory lock is released after its statement');
+  assert.equal(await pid(), first, 'resetting did not cost the session');
+
+  // a statement that leaves a transaction open closes the session rather than hand the transaction on
+  await cluster.query('BEGIN; CREATE TABLE half_done (id int)');
+  assert.notEqual(await pid(), first);
+  assert.equal((await cluster.query<{ t: string | null }>("SELECT to_regclass('half_done')::text AS t"))[0]!.t, null);
+
+  // a failed statement leaves the session usable and the error the caller's
+  await assert.rejects(() => cluster.query('SELECT * FROM no_such_table'), /no_such_table/);
+
+  // the server ends the kept session while it is idle: the next statement runs on a new one
+  const kept = await pid();
+  await cluster.query('SELECT pg_terminate_backend($1)', [kept], 'template1');
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.notEqual(await pid(), kept);
+
+  // concurrent callers each get a session
+  const pids = await Promise.all([1, 2, 3].map(() => cluster.query<{ pid: number }>('SELECT pg_backend_pid() AS pid, pg_sleep(0.1)')));
+  assert.equal(new Set(pids.map((rows) => rows[0]!.pid)).size, 3);
+});

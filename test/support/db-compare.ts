@@ -74,6 +74,14 @@ export interface SnapshotOptions {
   schema?: boolean;
 }
 
+const RELATIONS_PER_STATEMENT = 200;
+
+function batches<T>(items: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
 export async function snapshotDatabase(cluster: PgCluster, database: string, options: SnapshotOptions = {}): Promise<DatabaseSnapshot> {
   const dumped = options.schema === false ? '' : normaliseSchemaDump(await dumpSchema(cluster, database, options.full ?? false));
   const schema = options.full ? withoutDatabaseName(dumped, database) : dumped;
@@ -90,9 +98,11 @@ export async function snapshotDatabase(cluster: PgCluster, database: string, opt
     // One snapshot for all tables, so a concurrent writer cannot make the
     // fingerprint a mix of before and after.
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    for (const [name, value] of SESSION_SETTINGS) {
-      await client.query('SELECT set_config($1, $2, true)', [name, value]);
-    }
+    // All in one statement: set_config(name, value, true) for each.
+    await client.query(
+      `SELECT ${SESSION_SETTINGS.map((_, i) => `set_config($${2 * i + 1}, $${2 * i + 2}, true)`).join(', ')}`,
+      SESSION_SETTINGS.flat(),
+    );
 
     const relations = await client.query<{ name: string; relkind: string; populated: boolean }>(`
       SELECT * FROM (
@@ -103,34 +113,60 @@ export async function snapshotDatabase(cluster: PgCluster, database: string, opt
       ) AS rels
       ORDER BY name COLLATE "C"`);
 
-    const tables: Record<string, TableSnapshot> = {};
-    const sequences: Record<string, SequenceSnapshot> = {};
+    // Filled in relation (name) order below, as one statement per relation did.
+    const found = new Map<string, TableSnapshot>();
+    const foundSequences = new Map<string, SequenceSnapshot>();
+    const seqRels = relations.rows.filter((rel) => rel.relkind === 'S');
+    const hashed: Array<{ name: string; kind: TableSnapshot['kind'] }> = [];
     for (const rel of relations.rows) {
-      if (rel.relkind === 'S') {
-        const { rows } = await client.query<{ last_value: string; is_called: boolean }>(
-          `SELECT last_value::text AS last_value, is_called FROM ${rel.name}`,
-        );
-        const row = rows[0];
-        if (row) sequences[rel.name] = { lastValue: row.last_value, isCalled: row.is_called };
-        continue;
-      }
+      if (rel.relkind === 'S') continue;
       const kind = rel.relkind === 'm' ? 'materialized view' : 'table';
       if (!rel.populated) {
         // Reading an unpopulated materialized view is an error, and "unpopulated"
         // is itself the state a restore has to reproduce.
-        tables[rel.name] = { kind, populated: false, rows: 0, md5: null };
+        found.set(rel.name, { kind, populated: false, rows: 0, md5: null });
         continue;
       }
+      hashed.push({ name: rel.name, kind });
+    }
+
+    // All sequences in one statement and all table hashes in another (in
+    // batches, so a database of thousands of partitions does not make one
+    // giant statement): a round trip per relation cost more than the hashing
+    // of the small tables most tests compare. Each branch is numbered, as the
+    // names are identifiers (quoted by format('%I')), not literals.
+    for (const batch of batches(seqRels, RELATIONS_PER_STATEMENT)) {
+      const { rows } = await client.query<{ i: number; last_value: string; is_called: boolean }>(
+        batch.map((rel, i) => `SELECT ${i} AS i, last_value::text AS last_value, is_called FROM ${rel.name}`).join('\nUNION ALL\n'),
+      );
+      for (const row of rows) foundSequences.set(batch[row.i]!.name, { lastValue: row.last_value, isCalled: row.is_called });
+    }
+    for (const batch of batches(hashed, RELATIONS_PER_STATEMENT)) {
       // Hash each row and then the sorted hashes: this is independent of
       // physical row order, copes with duplicate rows, and keeps string_agg's
       // input at 32 bytes per row so large tables stay far below its 1 GB cap.
       // ONLY, so an inheritance parent is not credited with its children's rows.
-      const { rows } = await client.query<{ n: string; md5: string | null }>(
-        `SELECT count(*) AS n, md5(string_agg(h, '' ORDER BY h COLLATE "C")) AS md5
-         FROM (SELECT md5(t::text) AS h FROM ONLY ${rel.name} AS t) AS hashed`,
+      const { rows } = await client.query<{ i: number; n: string; md5: string | null }>(
+        batch
+          .map(
+            (rel, i) =>
+              `SELECT ${i} AS i, count(*) AS n, md5(string_agg(h, '' ORDER BY h COLLATE "C")) AS md5
+               FROM (SELECT md5(t::text) AS h FROM ONLY ${rel.name} AS t) AS hashed`,
+          )
+          .join('\nUNION ALL\n'),
       );
-      const row = rows[0];
-      tables[rel.name] = { kind, populated: true, rows: Number(row?.n ?? 0), md5: row?.md5 ?? null };
+      for (const row of rows) {
+        const { name, kind } = batch[row.i]!;
+        found.set(name, { kind, populated: true, rows: Number(row.n), md5: row.md5 });
+      }
+    }
+    const tables: Record<string, TableSnapshot> = {};
+    const sequences: Record<string, SequenceSnapshot> = {};
+    for (const { name } of relations.rows) {
+      const table = found.get(name);
+      if (table) tables[name] = table;
+      const sequence = foundSequences.get(name);
+      if (sequence) sequences[name] = sequence;
     }
 
     // OIDs are part of the fingerprint because tables refer to large objects by
