@@ -46,9 +46,16 @@ test("the program's help loads every command from the bundle, as the ES modules 
   for (const name of COMMAND_NAMES) assert.ok(bundled.stdout.includes(`  ${name.split(' ')[0]}`), `${name} in the program's help`);
 });
 
-test("every command's --help runs from the bundle (each command's module alone)", async () => {
-  const queue = COMMAND_NAMES.map((name) => [...name.split(' '), '--help']);
+// wal-push and wal-fetch are not in the registry: the executable runs them on its lean path (wal-cli.cjs).
+const HELP_COMMANDS = [...COMMAND_NAMES, 'wal-push', 'wal-fetch'];
+
+// Each command's help is a process of its own here, so what a user reads in it is checked here too (first-hour.test.ts
+// checks the program's help, and that every command it lists is one of these): one to three examples that are
+// commands to type, and the global options (keygen takes none).
+test("every command's --help runs from the bundle (each command's module alone), with examples and the global options", async () => {
+  const queue = HELP_COMMANDS.map((name) => [...name.split(' '), '--help']);
   const failures: string[] = [];
+  const helps = new Map<string, string>();
   // four at a time: a process each, on a machine with few cores
   await Promise.all(
     Array.from({ length: 4 }, async () => {
@@ -56,11 +63,18 @@ test("every command's --help runs from the bundle (each command's module alone)"
         const result = await pgkeep(args);
         if (result.code !== 0 || result.stderr !== '') failures.push(`pgkeep ${args.join(' ')}: exit ${result.code}, stderr ${result.stderr}`);
         else if (!result.stdout.startsWith(`Usage: pgkeep ${args.slice(0, -1).join(' ')} `)) failures.push(`pgkeep ${args.join(' ')}: no usage line: ${result.stdout.slice(0, 80)}`);
+        else helps.set(args.slice(0, -1).join(' '), result.stdout);
       }
     }),
   );
   assert.ok(COMMAND_NAMES.length >= 20, `expected every command, got ${COMMAND_NAMES.length}`);
   assert.deepEqual(failures, []);
+  for (const command of HELP_COMMANDS) {
+    const help = helps.get(command)!;
+    assert.match(help, /\nExamples?:\n(  .+\n){1,3}$/, `${command} --help shows one to three examples`);
+    for (const line of help.split(/\nExamples?:\n/)[1]!.trim().split('\n')) assert.match(line.trim(), /^(pgkeep |[A-Z_]+=\S+ pgkeep |archive_command = 'pgkeep |restore_command = 'pgkeep )/, `${command}: ${line}`);
+    if (command !== 'keygen') assert.match(help, /\nGlobal options \(before or after the command\):\n/, `${command} --help lists the global options`);
+  }
 });
 
 test('backup, verify, list and restore --jobs 2 through the bundle: the awkward fixture comes back identical', async () => {

@@ -11,6 +11,7 @@ import { mkdir, readdir, rm } from 'node:fs/promises';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
+import pg from 'pg';
 import { collect, json, keygen, pgkeep, startPgkeep, type CliResult } from '../support/cli.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import { snapshotDatabase, diffSnapshots } from '../support/db-compare.js';
@@ -135,12 +136,21 @@ function leftoverFiles(...roots: string[]): string[] {
   return found;
 }
 
-/** Waits until pg_restore copies rows into the temporary database of a restore to `target`: mid-load. */
+/**
+ * Waits until pg_restore copies rows into the temporary database of a restore to `target`: mid-load. It asks every
+ * 5 ms on one connection: cluster.query would open one per question (a backend and an authentication each).
+ */
 async function loading(target: string): Promise<void> {
   const deadline = Date.now() + 20_000;
-  while ((await cluster.query("SELECT 1 FROM pg_stat_activity WHERE datname LIKE $1 AND query ILIKE 'COPY%'", [`${target}\\_pgkeep\\_%`])).length === 0) {
-    if (Date.now() > deadline) throw new Error(`the restore into ${target} did not start loading`);
-    await sleep(5);
+  const client = new pg.Client({ connectionString: cluster.url() });
+  await client.connect();
+  try {
+    while ((await client.query("SELECT 1 FROM pg_stat_activity WHERE datname LIKE $1 AND query ILIKE 'COPY%'", [`${target}\\_pgkeep\\_%`])).rowCount === 0) {
+      if (Date.now() > deadline) throw new Error(`the restore into ${target} did not start loading`);
+      await sleep(5);
+    }
+  } finally {
+    await client.end();
   }
 }
 

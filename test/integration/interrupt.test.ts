@@ -53,7 +53,17 @@ async function holdTableLock(table: string, database = 'app'): Promise<{ release
   };
 }
 
+/**
+ * The children of `pid`. The tests poll this every few milliseconds: the kernel's list of the main thread's children
+ * (node spawns from its main thread) is one small read, where a walk of /proc reads a file per process on the machine.
+ * The walk stays for a kernel without that list (CONFIG_PROC_CHILDREN).
+ */
 function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(' ').filter(Boolean).map(Number);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || !existsSync(`/proc/${pid}`)) return [];
+  }
   const found: number[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;

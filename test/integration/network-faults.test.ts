@@ -172,8 +172,16 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
   describe('real processes that wait (stalls, signals, resets), at the same time', { concurrency: 2 }, () => {
     // Longest first, so that the two lanes end about together. The repositories the writers below use: one each
     // (a stalled writer's lock would hold off another), made here, one at a time, while no other test runs.
+    // What two tests compare with after their stalled run is read here too, in process, while nothing else runs
+    // (runCommand sets the S3 variables in this process's environment): the backups of the stalled backup's
+    // repository, and the shared repository's last verification (no test before the stalled verify changes it).
+    let stallRepoBackups: unknown[];
+    let lastVerification: string | undefined;
     before(async () => {
       for (const dest of [stallRepo, sigtermRepo, serveRepo]) assert.equal((await runCommand(['init', '--repo', dest, '--plain'], { env: env() })).code, 0);
+      stallRepoBackups = json(await runCommand(['list', '--repo', stallRepo, '--json'], { env: env() }));
+      const shown = json(await runCommand(['show', 'latest', '--repo', repo, '--json'], { env: env() }));
+      lastVerification = shown.verification?.verifiedAt ?? shown.verification?.startedAt;
     });
 
     test('a backup to S3 that stalls fails within the timeouts, says so, and publishes nothing', { timeout: 60_000 }, async () => {
@@ -181,7 +189,7 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
       const env = (extra: Record<string, string> = {}) => envThrough(extra, proxy);
       const clean = () => cleanThrough(proxy);
       const repo = stallRepo;
-      const before = json(await pgkeep(['list', '--repo', repo, '--json'], { env: env() }));
+      const before = stallRepoBackups;
       proxy.set({ stallAfterBytes: 300 * 1024 });
       const started = Date.now();
       const backup = await pgkeep(['backup', '--repo', repo], { env: env({ PGKEEP_S3_IDLE_TIMEOUT: '1s', PGKEEP_S3_MAX_ATTEMPTS: '2' }) });
@@ -303,8 +311,6 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
       const proxy = await ownProxy();
       const env = (extra: Record<string, string> = {}) => envThrough(extra, proxy);
       const clean = () => cleanThrough(proxy);
-      const before = await pgkeep(['show', 'latest', '--repo', repo, '--json'], { env: env() });
-      const lastVerification = json(before).verification?.verifiedAt ?? json(before).verification?.startedAt;
       proxy.set({ stallAfterBytes: 512 * 1024 });
       const verify = await pgkeep(['verify', 'latest', '--repo', repo], { env: env({ PGKEEP_S3_IDLE_TIMEOUT: '1s', PGKEEP_S3_MAX_ATTEMPTS: '2', PGKEEP_S3_RETRY_BUDGET: '3s' }) });
       assert.equal(verify.code, 16, verify.stderr);
