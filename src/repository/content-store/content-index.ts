@@ -49,7 +49,7 @@ const defaults: Required<Omit<IndexMemoryOptions, 'directory'>> & Pick<IndexMemo
 
 /** Sets the index memory of the indexes this process opens from now on (tests: a tiny cap forces spills). */
 export function setIndexMemory(options: IndexMemoryOptions): void {
-  if (options.memoryEntries !== undefined) defaults.memoryEntries = Math.max(16, Math.floor(options.memoryEntries));
+  if (options.memoryEntries !== undefined && Number.isFinite(options.memoryEntries) && options.memoryEntries > 0) defaults.memoryEntries = Math.max(16, Math.floor(options.memoryEntries));
   if (options.directory !== undefined) defaults.directory = options.directory;
 }
 
@@ -115,6 +115,11 @@ export class ContentIndex {
 
   get chunkCount(): number {
     return this.count;
+  }
+
+  /** The entries a writing session may hold before it writes an index file: a share of the in-memory cap (ContentSession). */
+  get sessionEntries(): number {
+    return Math.max(1, Math.floor(this.memoryEntries / 4));
   }
 
   /** How many entries are on disk (in runs), and in how many runs. */

@@ -144,7 +144,8 @@ export async function pruneContent(storage: Storage, store: ContentStore, refs: 
   // 4. repack: the used blobs of each into new packs (a session of its own)
   const replaced: IndexedPack[] = [];
   if (repack.length > 0) {
-    const session = store.session();
+    // every new pack's entries held: this prune's own index file names them with the survivors (step 5)
+    const session = store.session({ indexAsItGoes: false });
     for (const { pack, keep } of repack) {
       const before = store.index.packSize(pack);
       for await (const chunk of store.readChunks(keep.map((e) => e.id))) await session.putRaw(chunk.id, chunk.bytes, chunk.kind);
