@@ -23,7 +23,7 @@ import type { PgCluster } from '../support/pg-cluster.js';
  */
 const CAP = 64;
 setIndexMemory({ memoryEntries: CAP });
-after(() => setIndexMemory({ memoryEntries: 1_000_000 }));
+after(() => setIndexMemory({ memoryEntries: 300_000 }));
 
 let cluster: PgCluster;
 let work: string;
@@ -67,7 +67,7 @@ eachStorage('the chunk index spilled to disk (encrypted on S3)', (storage) => {
 
     const before = await spilled(repo);
     assert.ok(before.chunks > 4 * CAP, `${before.chunks} chunks`);
-    assert.ok(before.entries >= before.chunks - CAP - CAP / 4 && before.runs >= 1 && before.runs <= 9, JSON.stringify(before));
+    assert.ok(before.entries >= before.chunks - CAP - CAP / 2 && before.runs >= 1 && before.runs <= 9, JSON.stringify(before));
     // an index file once a session's packs hold CAP / 4 entries: here after each pack (data and lists), not once per backup
     assert.ok(before.files > 2, `${before.files} index files for 2 backups`);
 
@@ -98,9 +98,10 @@ eachStorage('the chunk index spilled to disk (encrypted on S3)', (storage) => {
     assert.ok(swept.deletedPacks + swept.repackedPacks > 0, JSON.stringify(swept));
     const after = await spilled(repo);
     assert.ok(after.chunks < before.chunks, `prune left ${after.chunks} of ${before.chunks} entries`);
-    const restored = await pgkeep(['restore', 'latest', '--repo', repo, '--to', `${target}_2`], { env: env(keys) });
-    assert.equal(restored.code, 0, restored.stderr);
-    assert.deepEqual(diffSnapshots(shop, await snapshotDatabase(cluster, `${target}_2`)), []);
+    // the restored stream's bytes, read back through the pruned (repacked) store, are those restored above
+    const catPruned = path.join(work, `${target}-pruned.dump`);
+    assert.equal((await pgkeep(['cat', 'latest', '--repo', repo, '--output', catPruned], { env: env(keys) })).code, 0);
+    assert.ok((await readFile(catPruned)).equals(await readFile(catSource)), 'after prune the backup reads back the same bytes');
   });
 });
 

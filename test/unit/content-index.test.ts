@@ -135,7 +135,7 @@ describe('ContentIndex past its in-memory cap (entries spilled to sorted run fil
       }
       assert.equal(capped.chunkCount, plain.chunkCount);
       assert.ok(capped.spilled.entries > 8000, `spilled ${capped.spilled.entries}`);
-      // ~45 tails of 250 spilled: merged by fours (tiers), 2 + 3 + 1 runs left
+      // ~23 tails of 500 spilled: merged by fours (tiers)
       assert.ok(capped.spilled.runs >= 2 && capped.spilled.runs <= 9, `${capped.spilled.runs} runs: merged by tiers`);
       assert.deepEqual(readdirSync(dir), [], 'run files are unlinked as soon as they are opened');
       const probes = [...fresh, ...random(2000), same];

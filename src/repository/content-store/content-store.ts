@@ -29,10 +29,10 @@ const READ_AHEAD_RUNS = 16;
 
 /**
  * A writing session writes an index file once the packs it wrote since the last one hold this many entries
- * (~100 bytes each held until then; a 4.8 MB index file): a first backup of 1 TB in 16 KiB chunks would
+ * (~100 bytes each held until then; a 3 MB index file): a first backup of 1 TB in 16 KiB chunks would
  * otherwise hold ~60 million. A daily backup adds far fewer, so it still writes one file.
  */
-const SESSION_INDEX_ENTRIES = 100_000;
+const SESSION_INDEX_ENTRIES = 65_536;
 
 /** Index files read at once while the store opens. */
 const INDEX_READS_AHEAD = 4;
