@@ -5,6 +5,7 @@ import { keySettings, loadSettings, type GlobalOptions, type KeySettings, type S
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { armFaultPoint } from '../fault-points.js';
 import { useZstdProgram } from '../pipeline/zstd.js';
+import { setIndexMemory } from '../repository/content-store/content-index.js';
 import type { AnyCommandSpec, CommandOutput } from '../registry/command-spec.js';
 import { COMMAND_NAMES, loadCommands, loadRegistry } from '../registry/registry.js';
 import { withRunSignal } from '../run-signal.js';
@@ -54,6 +55,8 @@ export async function main(argv: string[]): Promise<number> {
   armFaultPoint(process.env.PGKEEP_FAULT);
   // PGKEEP_ZSTD=cli: the zstd program instead of the native binding (read here: the pipeline reads no environment).
   useZstdProgram(process.env.PGKEEP_ZSTD === 'cli');
+  // Test-only: a tiny cap on the chunk index's entries in memory, so the tests make it spill to disk (content-index.ts).
+  if (process.env.PGKEEP_INDEX_MEMORY_ENTRIES) setIndexMemory({ memoryEntries: Number(process.env.PGKEEP_INDEX_MEMORY_ENTRIES) });
   const controller = new AbortController();
   let signalled: NodeJS.Signals | undefined;
   /** How long a command may take to unwind after a signal (children get SIGTERM, then SIGKILL after 5 s); serve has its own grace period. */

@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { binaryIndexFile, ContentIndex, decodeIndexFile, encodeIndexFile, encodeJsonIndexFile, type IndexedPack } from '../../src/repository/content-store/content-index.js';
 
@@ -102,5 +105,62 @@ describe('ContentIndex', () => {
     const newer = encodeIndexFile([pack('x', 0, 5)]);
     newer.writeUInt32LE(3, 8);
     assert.throws(() => decodeIndexFile(newer, 'content/index/new'), (e: any) => e.code === 'REPO_FORMAT' && /version 3/.test(e.message));
+  });
+});
+
+describe('ContentIndex past its in-memory cap (entries spilled to sorted run files)', () => {
+  const random = (n: number) => Array.from({ length: n }, () => randomBytes(32));
+  const randomPack = (ids: Buffer[]): IndexedPack => ({ pack: randomBytes(32).toString('hex'), size: ids.length * 90, kind: 'data', sealed: false, entries: ids.map((i, k) => ({ id: i, offset: k * 90, length: 80 + (k % 9), rawLength: 300 + k })) });
+
+  test('has, find, numberOf, entryAt, lengthAt and every pack agree with the plain in-memory index; duplicates keep the first entry; runs merge', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pgkeep-index-test-'));
+    try {
+      const fresh = random(12_000);
+      const packs: IndexedPack[] = [];
+      for (let p = 0; p < 60; p++) {
+        // each pack: 200 new ids, and from the 10th on a few of an earlier pack's (a chunk stored twice)
+        const own = fresh.slice(p * 200, (p + 1) * 200);
+        const again = p >= 10 ? packs[p - 7]!.entries.slice(0, 15).map((e) => e.id) : [];
+        packs.push(randomPack([...own, ...again]));
+      }
+      // one id 300 times in one pack: its entries straddle pages of a run; the first (offset 0) is the one found
+      const same = randomBytes(32);
+      packs.push(randomPack(Array.from({ length: 300 }, () => same)));
+      const plain = new ContentIndex();
+      const capped = new ContentIndex({ memoryEntries: 1000, directory: dir });
+      // half as index files, half as a session adds them
+      for (const index of [plain, capped]) {
+        for (let p = 0; p < 30; p += 3) index.addIndexFile(`f${p}`, encodeIndexFile(packs.slice(p, p + 3)), `f${p}`);
+        for (const p of packs.slice(30)) index.addPack(p);
+      }
+      assert.equal(capped.chunkCount, plain.chunkCount);
+      assert.ok(capped.spilled.entries > 8000, `spilled ${capped.spilled.entries}`);
+      // ~23 tails of 500 spilled: merged by fours (tiers)
+      assert.ok(capped.spilled.runs >= 2 && capped.spilled.runs <= 9, `${capped.spilled.runs} runs: merged by tiers`);
+      assert.deepEqual(readdirSync(dir), [], 'run files are unlinked as soon as they are opened');
+      const probes = [...fresh, ...random(2000), same];
+      for (const i of probes) {
+        const want = plain.find(i);
+        assert.deepEqual(capped.find(i), want);
+        assert.equal(capped.has(i), want !== undefined);
+        const n = capped.numberOf(i);
+        assert.equal(n >= 0, want !== undefined);
+        if (n < 0) continue;
+        assert.deepEqual(capped.entryAt(n), want!.entry);
+        assert.equal(capped.lengthAt(n), want!.entry.length);
+      }
+      assert.equal(capped.find(same)!.entry.offset, 0);
+      // a chunk in two packs is found in the first
+      assert.equal(capped.find(packs[3]!.entries[0]!.id)!.pack, packs[3]!.pack);
+      // every pack's blobs, and every entry number visited once
+      assert.deepEqual(capped.packEntries(), plain.packEntries());
+      const seen = new Uint8Array(capped.chunkCount);
+      capped.forEachEntry((n) => seen[n]!++);
+      assert.ok(seen.every((v) => v === 1));
+      assert.deepEqual([...capped.packs()], [...plain.packs()]);
+      capped.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

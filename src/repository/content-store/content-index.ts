@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto';
 import { nativeDecompressSync, nativeSyncCompressor } from '../../pipeline/zstd.js';
 import { PgkeepError } from '../../errors.js';
+import { EntryTable, RECORD_SIZE } from './entry-table.js';
 import { CHUNK_ID_SIZE, type PackEntry } from './pack-file.js';
+import { mergeRuns, RunWriter, type SortedRun } from './sorted-run.js';
 
 /** A pack as an index file lists it. */
 export interface IndexedPack {
@@ -20,76 +22,203 @@ const JSON_INDEX_VERSION = 1;
 /** A version 1 index file decompresses to at most this (a session's packs: ~100 bytes per chunk). */
 const MAX_INDEX_BYTES = 1 << 30;
 
+/** What a pack's record in the index holds (its entries are found by a scan: see forEachEntry). */
+export interface PackInfo {
+  pack: string;
+  /** Its number: what entries name (forEachEntry). */
+  number: number;
+  size: number;
+  kind: 'data' | 'list';
+  sealed: boolean;
+}
+
+/** How much of the index is held in memory (ContentIndex's constructor; setIndexMemory for a whole process). */
+export interface IndexMemoryOptions {
+  /**
+   * Entries held in memory (~70 bytes each) before later ones spill to sorted
+   * run files on local disk: 300,000 by default (~21 MB, and half as much again
+   * for the tail: ~32 MB at most), a repository of ~4.5 GB of distinct data in
+   * 16 KiB chunks; the bench's backup peaks at 176 MB with a 9 MB index, so a
+   * bigger cap (1,000,000 was the first idea: 70 + 17 MB) would break its
+   * 200 MB bound. Below it nothing is written to disk.
+   */
+  memoryEntries?: number;
+  /** Where run files go (unlinked at once): os.tmpdir() by default. */
+  directory?: string;
+}
+
+/** The defaults of this process (the CLI sets them from a test-only environment variable: PGKEEP_INDEX_MEMORY_ENTRIES). */
+const defaults: Required<Omit<IndexMemoryOptions, 'directory'>> & Pick<IndexMemoryOptions, 'directory'> = { memoryEntries: 300_000, directory: undefined };
+
+/** Sets the index memory of the indexes this process opens from now on (tests: a tiny cap forces spills). */
+export function setIndexMemory(options: IndexMemoryOptions): void {
+  if (options.memoryEntries !== undefined && Number.isFinite(options.memoryEntries) && options.memoryEntries > 0) defaults.memoryEntries = Math.max(16, Math.floor(options.memoryEntries));
+  if (options.directory !== undefined) defaults.directory = options.directory;
+}
+
 /**
- * Which pack holds each chunk, for every index file read, held compactly:
- * the ids side by side in one buffer, their pack, offset and lengths in typed
- * arrays, and an open-addressing hash table over the ids' first four bytes
- * (ids are SHA-256 or HMAC output: uniform; bytes 4-7 kept beside, so a
- * probe of another id rarely costs a full compare). About 70 bytes per
- * chunk, so a repository of a million chunks (16 GB of distinct data in 16
- * KiB chunks) needs ~70 MB, where a Map of objects took ~250 bytes per
- * chunk. Version 2 index files are read straight into it. A chunk
- * stored twice (two writers at once) keeps its first entry; either is good.
+ * Runs are merged by tiers: when the newest MERGE_FANOUT runs are of one tier (tier 0: a spilled tail;
+ * tier t+1: a merge of MERGE_FANOUT of tier t) they become one run of the next tier. Each entry is then
+ * rewritten about log4(spilled / tail) times (merging every run each time was quadratic: 11 million records
+ * written for 4 million spilled), and there are at most 3 runs per tier (a lookup reads a page of each, at most).
+ */
+const MERGE_FANOUT = 4;
+
+/**
+ * Which pack holds each chunk, for every index file read, in memory bounded
+ * whatever the size of the repository (docs/content-store.md, "The index in
+ * memory"):
+ *
+ * - the first `memoryEntries` entries in an EntryTable (~70 bytes each: ids
+ *   side by side, typed arrays, a hash table), as before: below the cap this is all;
+ * - past it, entries go to a second table of half the cap (the tail),
+ *   which, when full, is sorted and written to a run file on local disk
+ *   (SortedRun: unlinked at once, 0.5 bytes per entry stay in memory); runs
+ *   are merged by tiers (MERGE_FANOUT), in bounded memory.
+ *
+ * A lookup tries the table, then each run (a binary search of its page
+ * summary and one read of a 4 KiB page, from the page cache as a rule), then
+ * the tail: the order entries came in, so a chunk indexed twice (two writers
+ * at once) is found at its first entry, as before; either is good.
+ *
+ * Entries have dense numbers (0 .. chunkCount-1: the table's, then each
+ * run's base plus position, then the tail's), the keys of prune's mark
+ * bitset. A spill or a merge renumbers the entries it moves, so a number is
+ * good until the index is next added to. Packs are held per pack (O(packs)),
+ * their entries only found by a scan (forEachEntry, entriesOf).
  */
 export class ContentIndex {
-  private ids = Buffer.alloc(CHUNK_ID_SIZE * 1024);
-  private packOf = new Uint32Array(1024);
-  private offsets = new Uint32Array(1024);
-  private lengths = new Uint32Array(1024);
-  private rawLengths = new Uint32Array(1024);
-  /** Each id's bytes 4-7: a probe compares the whole id (a native call) only when they match. */
-  private tags = new Uint32Array(1024);
-  /** Slot -> entry number + 1 (0: empty); its size a power of two, at most half full. */
-  private slots = new Uint32Array(2048);
+  private readonly memoryEntries: number;
+  private readonly tailEntries: number;
+  private readonly directory: string | undefined;
+  private readonly table: EntryTable;
+  private tail: EntryTable | undefined;
+  private tailBase = 0;
+  private runs: { run: SortedRun; base: number; tier: number }[] = [];
   private count = 0;
-  private readonly packNames: string[] = [];
-  private readonly packInfo = new Map<string, { number: number; size: number; kind: 'data' | 'list'; sealed: boolean; entries: number[] }>();
+  private readonly packList: Omit<PackInfo, 'number'>[] = [];
+  private readonly packInfo = new Map<string, PackInfo>();
   /** Index file name to the packs it names. */
   private readonly files = new Map<string, string[]>();
+  /** One record read from a run. */
+  private readonly record = Buffer.alloc(RECORD_SIZE);
+
+  constructor(options: IndexMemoryOptions = {}) {
+    this.memoryEntries = Math.max(16, Math.floor(options.memoryEntries ?? defaults.memoryEntries));
+    this.tailEntries = Math.max(8, Math.floor(this.memoryEntries / 2));
+    this.directory = options.directory ?? defaults.directory;
+    this.table = new EntryTable(Math.min(1024, this.memoryEntries));
+  }
 
   has(id: Buffer): boolean {
-    return this.lookup(id) >= 0;
+    return this.lookupAt(id, 0) >= 0;
   }
 
   find(id: Buffer): { pack: string; entry: PackEntry } | undefined {
-    const n = this.lookup(id);
-    return n < 0 ? undefined : { pack: this.packNames[this.packOf[n]!]!, entry: this.entry(n) };
+    const n = this.lookupAt(id, 0);
+    if (n < 0) return undefined;
+    const entry = this.entry(n);
+    return { pack: this.packList[entry.pack]!.pack, entry: entry.entry };
   }
 
   get chunkCount(): number {
     return this.count;
   }
 
-  /** The entry number of a chunk (the copy reads use), or -1: a key into a ChunkMarks of this index. */
+  /** The entries a writing session may hold before it writes an index file: a share of the in-memory cap (ContentSession). */
+  get sessionEntries(): number {
+    return Math.max(1, Math.floor(this.memoryEntries / 4));
+  }
+
+  /** How many entries are on disk (in runs), and in how many runs. */
+  get spilled(): { entries: number; runs: number } {
+    return { entries: this.runs.reduce((n, r) => n + r.run.count, 0), runs: this.runs.length };
+  }
+
+  /** The entry number of a chunk (the copy reads use), or -1: a key into a mark bitset of this index (good until the index is next added to). */
   numberOf(id: Buffer): number {
-    return this.lookup(id);
+    return this.lookupAt(id, 0);
   }
 
-  /** Every pack's name, stored size, kind, whether it is sealed, and the numbers of its own blobs' entries (nothing built: for prune). */
-  *packNumbers(): IterableIterator<{ pack: string; size: number; kind: 'data' | 'list'; sealed: boolean; entries: readonly number[] }> {
-    for (const [pack, info] of this.packInfo) yield { pack, size: info.size, kind: info.kind, sealed: info.sealed, entries: info.entries };
-  }
-
-  /** The entry of a number (see packNumbers). */
+  /** The entry of a number (see numberOf). */
   entryAt(n: number): PackEntry {
-    return this.entry(n);
+    return this.entry(n).entry;
   }
 
   /** The stored length of an entry's blob. */
   lengthAt(n: number): number {
-    return this.lengths[n]!;
+    return this.entry(n).entry.length;
   }
 
-  /** One pack as an index file lists it (its entries built now), or undefined. */
+  /** Every pack's name, number, stored size, kind and whether it is sealed. */
+  packs(): IterableIterator<PackInfo> {
+    return this.packInfo.values();
+  }
+
+  /** The name of the pack of a number. */
+  packName(number: number): string {
+    return this.packList[number]!.pack;
+  }
+
+  get packCount(): number {
+    return this.packList.length;
+  }
+
+  /**
+   * Visits every entry, in number order: its number, and its record (id, pack
+   * number, offset, length, raw length: RECORD_SIZE bytes at `at` in `record`,
+   * a buffer reused for the next: copy what is kept). Runs are read a block
+   * at a time: memory stays bounded.
+   */
+  forEachEntry(visit: (n: number, record: Buffer, at: number) => void): void {
+    const scratch = Buffer.alloc(RECORD_SIZE);
+    for (let n = 0; n < this.table.size; n++) {
+      this.table.writeRecord(n, scratch, 0);
+      visit(n, scratch, 0);
+    }
+    for (const { run, base } of this.runs) {
+      let n = base;
+      for (const block of run.blocks()) for (let at = 0; at < block.length; at += RECORD_SIZE) visit(n++, block, at);
+    }
+    if (this.tail) {
+      for (let n = 0; n < this.tail.size; n++) {
+        this.tail.writeRecord(n, scratch, 0);
+        visit(this.tailBase + n, scratch, 0);
+      }
+    }
+  }
+
+  /** The entries of these packs (one scan of the index), each pack's in offset order; those of one pack the first file named. */
+  entriesOf(packs: Iterable<string>): Map<string, PackEntry[]> {
+    const byNumber = new Map<number, PackEntry[]>();
+    const out = new Map<string, PackEntry[]>();
+    for (const pack of packs) {
+      const info = this.packInfo.get(pack);
+      if (!info || out.has(pack)) continue;
+      const entries: PackEntry[] = [];
+      byNumber.set(info.number, entries);
+      out.set(pack, entries);
+    }
+    if (byNumber.size === 0) return out;
+    this.forEachEntry((_, r, at) => {
+      const entries = byNumber.get(r.readUInt32LE(at + 32));
+      if (entries) entries.push(recordEntry(r, at));
+    });
+    for (const entries of out.values()) entries.sort((a, b) => a.offset - b.offset);
+    return out;
+  }
+
+  /** One pack as an index file lists it (its entries found by a scan), or undefined. */
   indexedPack(pack: string): IndexedPack | undefined {
     const info = this.packInfo.get(pack);
-    return info && { pack, size: info.size, kind: info.kind, sealed: info.sealed, entries: info.entries.map((n) => this.entry(n)) };
+    return info && { pack, size: info.size, kind: info.kind, sealed: info.sealed, entries: this.entriesOf([pack]).get(pack)! };
   }
 
-  /** Every pack named by an index file: its stored size, kind, whether it is sealed, and its blobs (built on each call: for prune and check). */
+  /** Every pack with its entries, built now (tests, and small repositories: it holds every entry as an object). */
   packEntries(): Map<string, Omit<IndexedPack, 'pack'>> {
+    const entries = this.entriesOf(this.packInfo.keys());
     const out = new Map<string, Omit<IndexedPack, 'pack'>>();
-    for (const [pack, info] of this.packInfo) out.set(pack, { size: info.size, kind: info.kind, sealed: info.sealed, entries: info.entries.map((n) => this.entry(n)) });
+    for (const [pack, info] of this.packInfo) out.set(pack, { size: info.size, kind: info.kind, sealed: info.sealed, entries: entries.get(pack)! });
     return out;
   }
 
@@ -121,61 +250,38 @@ export class ContentIndex {
   }
 
   addPack(pack: IndexedPack): void {
-    if (this.packInfo.has(pack.pack)) return;
-    const number = this.packNames.push(pack.pack) - 1;
-    const info = { number, size: pack.size, kind: pack.kind, sealed: pack.sealed, entries: [] as number[] };
-    this.packInfo.set(pack.pack, info);
-    for (const entry of pack.entries) {
-      // a pack's own blobs are listed with it even when another pack holds the same chunk: prune weighs each pack whole
-      const n = this.append(entry, number);
-      info.entries.push(n);
-      if (this.lookup(entry.id) < 0) this.insert(n);
-    }
+    const number = this.newPack(pack);
+    if (number === undefined) return;
+    // a pack's own blobs are listed with it even when another pack holds the same chunk: prune weighs each pack whole
+    for (const entry of pack.entries) this.add(entry.id, 0, number, entry.offset, entry.length, entry.rawLength);
   }
 
   /**
-   * Makes room for this many entries in all (arrays and hash table sized once, not grown step by step
-   * while index files are read): ContentStore.open estimates it from the index files' sizes.
+   * Makes room for this many entries in all (the in-memory table sized once, up to the cap, not grown step
+   * by step while index files are read): ContentStore.open estimates it from the index files' sizes.
    */
   reserve(entries: number): void {
-    if (entries > this.packOf.length) this.resize(entries);
-    let slots = this.slots.length;
-    while (slots < entries * 2) slots *= 2;
-    if (slots > this.slots.length) this.rehash(slots);
+    this.table.reserve(Math.min(entries, this.memoryEntries));
   }
 
-  /** Reads one stored index file: version 2 straight from its records into the arrays, version 1 through its JSON. */
+  /** Reads one stored index file: version 2 straight from its records, version 1 through its JSON. */
   addIndexFile(name: string, stored: Buffer, key: string): void {
     const file = binaryIndexFile(stored, key);
     if (!file) return this.addFile(name, decodeIndexFile(stored, key));
     this.reserve(this.count + file.entryCount);
-    const infos: ({ number: number; entries: number[] } | undefined)[] = [];
+    const numbers: (number | undefined)[] = [];
     const names: string[] = [];
     for (let i = 0; i < file.packCount; i++) {
-      const { pack, size, kind, sealed } = file.pack(i);
-      names.push(pack);
+      const pack = file.pack(i);
+      names.push(pack.pack);
       // a pack another file named already keeps that file's entries (as addPack does)
-      if (this.packInfo.has(pack)) continue;
-      const info = { number: this.packNames.push(pack) - 1, size, kind, sealed, entries: [] as number[] };
-      this.packInfo.set(pack, info);
-      infos[i] = info;
+      numbers[i] = this.newPack(pack);
     }
     const b = file.bytes;
     for (let i = 0; i < file.entryCount; i++) {
       const at = file.entryAt(i);
-      const info = infos[b.readUInt32LE(at + 32)];
-      if (!info) continue;
-      const n = this.count++;
-      // byte by byte: Buffer.copy's per-call cost was most of the time for 32 bytes
-      const ids = this.ids;
-      for (let k = 0, to = n * CHUNK_ID_SIZE; k < CHUNK_ID_SIZE; k++) ids[to + k] = b[at + k]!;
-      this.packOf[n] = info.number;
-      this.offsets[n] = b.readUInt32LE(at + 36);
-      this.lengths[n] = b.readUInt32LE(at + 40);
-      this.rawLengths[n] = b.readUInt32LE(at + 44);
-      this.tags[n] = b.readUInt32LE(at + 4);
-      info.entries.push(n);
-      if (this.lookupAt(this.ids, n * CHUNK_ID_SIZE) < 0) this.insert(n);
+      const number = numbers[b.readUInt32LE(at + 32)];
+      if (number !== undefined) this.add(b, at, number, b.readUInt32LE(at + 36), b.readUInt32LE(at + 40), b.readUInt32LE(at + 44));
     }
     this.files.set(name, names);
   }
@@ -186,84 +292,103 @@ export class ContentIndex {
   }
 
   /** Records that an index file names these packs (already added). */
-  markFile(name: string, packs: IndexedPack[]): void {
-    this.files.set(name, packs.map((p) => p.pack));
+  markFile(name: string, packs: readonly (IndexedPack | string)[]): void {
+    this.files.set(
+      name,
+      packs.map((p) => (typeof p === 'string' ? p : p.pack)),
+    );
   }
 
-  private entry(n: number): PackEntry {
-    return { id: Buffer.from(this.ids.subarray(n * CHUNK_ID_SIZE, (n + 1) * CHUNK_ID_SIZE)), offset: this.offsets[n]!, length: this.lengths[n]!, rawLength: this.rawLengths[n]! };
+  /** Closes the run files (their disk space is freed with them); the index is not used after. Dropping the index without it frees them once it is collected. */
+  close(): void {
+    for (const { run } of this.runs) run.close();
+    this.runs = [];
   }
 
-  private append(entry: PackEntry, pack: number): number {
-    if (this.count === this.packOf.length) this.grow();
-    const n = this.count++;
-    entry.id.copy(this.ids, n * CHUNK_ID_SIZE);
-    this.packOf[n] = pack;
-    this.offsets[n] = entry.offset;
-    this.lengths[n] = entry.length;
-    this.rawLengths[n] = entry.rawLength;
-    this.tags[n] = entry.id.readUInt32LE(4);
-    return n;
+  /** The number of a new pack, or undefined when one of that name is known already. */
+  private newPack(pack: Omit<IndexedPack, 'entries'>): number | undefined {
+    if (this.packInfo.has(pack.pack)) return undefined;
+    const number = this.packList.push({ pack: pack.pack, size: pack.size, kind: pack.kind, sealed: pack.sealed }) - 1;
+    this.packInfo.set(pack.pack, { pack: pack.pack, number, size: pack.size, kind: pack.kind, sealed: pack.sealed });
+    return number;
   }
 
-  private grow(): void {
-    // by half, not double: the old arrays and the new are both alive while copying
-    this.resize(Math.ceil(this.packOf.length * 1.5));
+  private add(src: Buffer, at: number, pack: number, offset: number, length: number, rawLength: number): void {
+    this.count++;
+    if (this.runs.length === 0 && !this.tail && this.table.size < this.memoryEntries) {
+      this.table.append(src, at, pack, offset, length, rawLength);
+      return;
+    }
+    if (!this.tail) {
+      this.tail = new EntryTable(this.tailEntries);
+      this.tailBase = this.count - 1;
+    }
+    this.tail.append(src, at, pack, offset, length, rawLength);
+    if (this.tail.size >= this.tailEntries) this.spill();
   }
 
-  private resize(size: number): void {
-    const ids = Buffer.alloc(size * CHUNK_ID_SIZE);
-    this.ids.copy(ids);
-    this.ids = ids;
-    const widen = (a: Uint32Array) => {
-      const b = new Uint32Array(size);
-      b.set(a);
-      return b;
-    };
-    this.packOf = widen(this.packOf);
-    this.offsets = widen(this.offsets);
-    this.lengths = widen(this.lengths);
-    this.rawLengths = widen(this.rawLengths);
-    this.tags = widen(this.tags);
-  }
-
-  /** The entry number of an id, or -1. */
-  private lookup(id: Buffer): number {
-    return this.lookupAt(id, 0);
-  }
-
-  /** The entry number of the id at `at` in `bytes`, or -1. */
-  private lookupAt(bytes: Buffer, at: number): number {
-    const mask = this.slots.length - 1;
-    const tag = bytes.readUInt32LE(at + 4);
-    for (let slot = bytes.readUInt32LE(at) & mask; ; slot = (slot + 1) & mask) {
-      const held = this.slots[slot]!;
-      if (held === 0) return -1;
-      if (this.tags[held - 1] === tag && this.ids.compare(bytes, at, at + CHUNK_ID_SIZE, (held - 1) * CHUNK_ID_SIZE, held * CHUNK_ID_SIZE) === 0) return held - 1;
+  /** Writes the tail, sorted, to a new run (then merges the runs when there are too many). */
+  private spill(): void {
+    const tail = this.tail!;
+    const writer = new RunWriter(this.directory);
+    const record = Buffer.alloc(RECORD_SIZE);
+    try {
+      for (const n of tail.sortedOrder()) {
+        tail.writeRecord(n, record, 0);
+        writer.push(record, 0);
+      }
+    } catch (error) {
+      writer.abandon();
+      throw error;
+    }
+    this.runs.push({ run: writer.finish(), base: this.tailBase, tier: 0 });
+    this.tail = undefined;
+    for (;;) {
+      const newest = this.runs.slice(-MERGE_FANOUT);
+      if (newest.length < MERGE_FANOUT || newest.some((r) => r.tier !== newest[0]!.tier)) break;
+      // adjacent runs, oldest first: their numbers stay one range, and an id's first entry stays first
+      const merged = mergeRuns(
+        newest.map((r) => r.run),
+        this.directory,
+      );
+      for (const { run } of newest) run.close();
+      this.runs.splice(-MERGE_FANOUT, MERGE_FANOUT, { run: merged, base: newest[0]!.base, tier: newest[0]!.tier + 1 });
     }
   }
 
-  private insert(n: number): void {
-    // at most half full: rehash into twice the slots
-    if ((this.tableCount + 1) * 2 > this.slots.length) this.rehash(this.slots.length * 2);
-    this.place(n, this.slots);
-    this.tableCount++;
+  /** The number of the first entry of the id at `at` in `bytes`, or -1. */
+  private lookupAt(bytes: Buffer, at: number): number {
+    const n = this.table.lookupAt(bytes, at);
+    if (n >= 0) return n;
+    for (const { run, base } of this.runs) {
+      const position = run.find(bytes, at);
+      if (position >= 0) return base + position;
+    }
+    if (this.tail) {
+      const t = this.tail.lookupAt(bytes, at);
+      if (t >= 0) return this.tailBase + t;
+    }
+    return -1;
   }
 
-  private tableCount = 0;
-
-  private place(n: number, slots: Uint32Array): void {
-    const mask = slots.length - 1;
-    let slot = this.ids.readUInt32LE(n * CHUNK_ID_SIZE) & mask;
-    while (slots[slot] !== 0) slot = (slot + 1) & mask;
-    slots[slot] = n + 1;
+  private entry(n: number): { pack: number; entry: PackEntry } {
+    if (n < this.table.size) return { pack: this.table.packAt(n), entry: { id: this.table.idAt(n), offset: this.table.offsetAt(n), length: this.table.lengthAt(n), rawLength: this.table.rawLengthAt(n) } };
+    if (this.tail && n >= this.tailBase) {
+      const t = n - this.tailBase;
+      return { pack: this.tail.packAt(t), entry: { id: this.tail.idAt(t), offset: this.tail.offsetAt(t), length: this.tail.lengthAt(t), rawLength: this.tail.rawLengthAt(t) } };
+    }
+    for (const { run, base } of this.runs) {
+      if (n < base || n >= base + run.count) continue;
+      run.read(n - base, this.record);
+      return { pack: this.record.readUInt32LE(32), entry: recordEntry(this.record, 0) };
+    }
+    throw new PgkeepError('INTERNAL', `index entry ${n} does not exist (${this.count} entries)`);
   }
+}
 
-  private rehash(size: number): void {
-    const slots = new Uint32Array(size);
-    for (const held of this.slots) if (held !== 0) this.place(held - 1, slots);
-    this.slots = slots;
-  }
+/** The entry of a record (id, pack, offset, length, raw length) at `at`. */
+export function recordEntry(r: Buffer, at: number): PackEntry {
+  return { id: Buffer.from(r.subarray(at, at + CHUNK_ID_SIZE)), offset: r.readUInt32LE(at + 36), length: r.readUInt32LE(at + 40), rawLength: r.readUInt32LE(at + 44) };
 }
 
 /**
@@ -284,7 +409,7 @@ const INDEX_MAGIC = Buffer.from('PGKINDEX');
 const INDEX_VERSION = 2;
 const HEAD_SIZE = 24;
 const PACK_RECORD = 48;
-const ENTRY_RECORD = 48;
+const ENTRY_RECORD = RECORD_SIZE;
 /** The bytes of one entry in a version 2 index file: what an index file's size says of its entries. */
 export const INDEX_ENTRY_BYTES = ENTRY_RECORD;
 const DIGEST_SIZE = 32;

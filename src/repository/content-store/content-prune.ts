@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import { PgkeepError } from '../../errors.js';
 import { faultPoint } from '../../fault-points.js';
 import { readObject, type Storage } from '../../storage/storage.js';
-import { encodeIndexFile, type IndexedPack } from './content-index.js';
+import { encodeIndexFile, recordEntry, type IndexedPack } from './content-index.js';
 import { ContentStore, INDEX_PREFIX, PACKS_PREFIX, type StreamRef } from './content-store.js';
 import type { PackEntry } from './pack-file.js';
 
@@ -73,24 +73,29 @@ export async function pruneContent(storage: Storage, store: ContentStore, refs: 
   }
   const isUsed = (n: number) => (used[n >> 3]! & (1 << (n & 7))) !== 0;
 
-  // 2. what each indexed pack holds that is still used
+  // 2. what each indexed pack holds that is still used: one pass over the entries (read from the index's
+  // run files in blocks when it spilled), into per-pack sums (O(packs), not O(chunks))
+  const packCount = store.index.packCount;
+  const blobBytes = new Float64Array(packCount);
+  const keptBytes = new Float64Array(packCount);
+  const keptCount = new Float64Array(packCount);
+  store.index.forEachEntry((n, record, at) => {
+    const pack = record.readUInt32LE(at + 32);
+    const length = record.readUInt32LE(at + 40);
+    blobBytes[pack]! += length;
+    if (!isUsed(n)) return;
+    keptBytes[pack]! += length;
+    keptCount[pack]!++;
+  });
   const result: ContentPruneResult = { referencedChunks: referenced, deletedPacks: 0, deletedBytes: 0, repackedPacks: 0, repackFreedBytes: 0, orphanPacks: 0, orphanBytes: 0, markedPacks: 0, markedBytes: 0, repackSkippedForKey: 0 };
   const marks = await readMarks(storage);
   const nextMarks: Marks = {};
   const doomed = new Set<string>();
-  const repack: { pack: string; sealed: boolean; keep: PackEntry[] }[] = [];
-  for (const { pack, size, sealed, entries } of store.index.packNumbers()) {
-    let blobBytes = 0;
-    let keptBytes = 0;
-    let kept = 0;
-    for (const n of entries) {
-      blobBytes += store.index.lengthAt(n);
-      if (!isUsed(n)) continue;
-      keptBytes += store.index.lengthAt(n);
-      kept++;
-    }
-    const unusedBytes = blobBytes - keptBytes;
-    const worth = kept === 0 || unusedBytes >= blobBytes * options.repackUnused;
+  const repacking = new Set<number>();
+  for (const { pack, number, size, sealed } of store.index.packs()) {
+    const kept = keptCount[number]!;
+    const unusedBytes = blobBytes[number]! - keptBytes[number]!;
+    const worth = kept === 0 || unusedBytes >= blobBytes[number]! * options.repackUnused;
     if (!worth) continue;
     // marked now if no earlier prune did: with a grace of 0 it goes at once
     const since = marks[pack] ?? options.now.toISOString();
@@ -108,11 +113,18 @@ export async function pruneContent(storage: Storage, store: ContentStore, refs: 
       // moving blobs out of an encrypted pack means opening it
       nextMarks[pack] = since;
       result.repackSkippedForKey++;
-    } else {
-      // the entries of the blobs to move, built only for the packs being repacked
-      repack.push({ pack, sealed, keep: entries.filter(isUsed).map((n) => store.index.entryAt(n)) });
-    }
+    } else repacking.add(number);
   }
+  // the entries of the blobs to move, gathered in a second pass only for the packs being repacked
+  const keep = new Map<number, PackEntry[]>();
+  for (const number of repacking) keep.set(number, []);
+  if (repacking.size > 0) {
+    store.index.forEachEntry((n, record, at) => {
+      if (isUsed(n)) keep.get(record.readUInt32LE(at + 32))?.push(recordEntry(record, at));
+    });
+  }
+  // each pack's blobs in offset order: neighbours are read with one request
+  const repack = [...keep].map(([number, entries]) => ({ pack: store.index.packName(number), keep: entries.sort((a, b) => a.offset - b.offset) }));
 
   // 3. orphans: packs no index file names, old enough not to be a writer's uncommitted session
   const orphans: string[] = [];
@@ -132,7 +144,8 @@ export async function pruneContent(storage: Storage, store: ContentStore, refs: 
   // 4. repack: the used blobs of each into new packs (a session of its own)
   const replaced: IndexedPack[] = [];
   if (repack.length > 0) {
-    const session = store.session();
+    // every new pack's entries held: this prune's own index file names them with the survivors (step 5)
+    const session = store.session({ indexAsItGoes: false });
     for (const { pack, keep } of repack) {
       const before = store.index.packSize(pack);
       for await (const chunk of store.readChunks(keep.map((e) => e.id))) await session.putRaw(chunk.id, chunk.bytes, chunk.kind);
@@ -150,7 +163,9 @@ export async function pruneContent(storage: Storage, store: ContentStore, refs: 
   // 5. one new index file for what survives of the index files that name a doomed pack
   const affected = store.index.fileNames.filter((file) => store.index.packsOf(file).some((p) => doomed.has(p)));
   const survivors = new Set(affected.flatMap((file) => store.index.packsOf(file)).filter((p) => !doomed.has(p)));
-  const newIndex = [...replaced, ...[...survivors].map((pack) => store.index.indexedPack(pack)!)];
+  // their entries found with one scan of the index (held while the file is written: O(entries of those files))
+  const survivorEntries = store.index.entriesOf(survivors);
+  const newIndex = [...replaced, ...[...survivors].map((pack) => ({ pack, size: store.index.packSize(pack), kind: store.index.kindOf(pack), sealed: store.index.isSealed(pack), entries: survivorEntries.get(pack)! }))];
   let newIndexName: string | undefined;
   if (newIndex.length > 0) {
     const stored = encodeIndexFile(newIndex);

@@ -5,7 +5,7 @@ import { createAgeSealer, decryptStream, type AgeIdentity, type AgeRecipient } f
 import { ContentDefinedChunker, joined, type ChunkSizes } from '../../pipeline/content-defined-chunker.js';
 import { nativeChunkCodec, type ChunkCodec } from '../../pipeline/zstd.js';
 import { collectStream, type ByteRange, type Storage } from '../../storage/storage.js';
-import { ContentIndex, encodeIndexFile, INDEX_ENTRY_BYTES, type IndexedPack } from './content-index.js';
+import { ContentIndex, encodeIndexFile, INDEX_ENTRY_BYTES, type IndexedPack, type IndexMemoryOptions } from './content-index.js';
 import { CHUNK_ID_SIZE, PackBuilder, readPackEntries, type PackEntry } from './pack-file.js';
 
 /** Where the content store keeps its objects, under the repository root. */
@@ -26,6 +26,13 @@ const RUN_BYTES = 1 << 20;
 const READ_AHEAD_BYTES = 16 << 20;
 // 16 requests in flight from S3 (8 when runs were 4 MiB): smaller runs need more of them to keep the bytes coming; READ_AHEAD_BYTES still caps those
 const READ_AHEAD_RUNS = 16;
+
+/**
+ * A writing session writes an index file once the packs it wrote since the last one hold this many entries
+ * (~100 bytes each held until then; a 3 MB index file): a first backup of 1 TB in 16 KiB chunks would
+ * otherwise hold ~60 million. A daily backup adds far fewer, so it still writes one file.
+ */
+const SESSION_INDEX_ENTRIES = 65_536;
 
 /** Index files read at once while the store opens. */
 const INDEX_READS_AHEAD = 4;
@@ -104,9 +111,12 @@ export class ContentStore {
     readonly index: ContentIndex,
   ) {}
 
-  /** Opens the store: reads every index file (the index is held in memory: ~80 bytes per chunk). */
-  static async open(storage: Storage, settings: ContentSettings): Promise<ContentStore> {
-    const index = new ContentIndex();
+  /**
+   * Opens the store: reads every index file (the index is held in memory, ~70 bytes per chunk, up to its
+   * cap; past it on local disk: see ContentIndex).
+   */
+  static async open(storage: Storage, settings: ContentSettings, memory?: IndexMemoryOptions): Promise<ContentStore> {
+    const index = new ContentIndex(memory);
     const files: { path: string; size: number }[] = [];
     for await (const entry of storage.list(INDEX_PREFIX, { recursive: true })) if (entry.kind === 'object') files.push(entry);
     // sized once from the files' sizes (a version 2 file is 48 bytes per entry; version 1 about as much), not grown while reading
@@ -129,6 +139,11 @@ export class ContentStore {
     return new ContentStore(storage, settings, index);
   }
 
+  /** Frees the index's run files, if it spilled any (the store is not used after). */
+  close(): void {
+    this.index.close();
+  }
+
   /** The id of a chunk in this repository; a chunk given as consecutive pieces has the id of the pieces joined. */
   chunkId(chunk: Buffer | readonly Buffer[]): Buffer {
     const hash = this.settings.idKey ? createHmac('sha256', this.settings.idKey) : createHash('sha256');
@@ -137,9 +152,13 @@ export class ContentStore {
     return hash.digest();
   }
 
-  /** A new writing session: its packs become visible to others once commit() wrote their index file. */
-  session(): ContentSession {
-    return new ContentSession(this, this.storage);
+  /**
+   * A new writing session: its packs become visible to others once an index file names them (commit(), or
+   * one written every so many entries: see ContentSession). `indexAsItGoes: false` holds every pack's entries
+   * until the caller indexes them itself (prune's repacking).
+   */
+  session(options: { indexAsItGoes?: boolean } = {}): ContentSession {
+    return new ContentSession(this, this.storage, options.indexAsItGoes ?? true);
   }
 
   /** The stream a ref names, chunk after chunk, each checked against its id. */
@@ -302,22 +321,31 @@ export class ContentStore {
 
 /**
  * One writer's additions: new chunks go into packs of its own, written as
- * they fill; commit() writes the index file naming them. Until then no other
- * writer knows those chunks, so a session that dies leaves only packs no
- * index names, which prune removes.
+ * they fill; an index file names them once their entries reach
+ * SESSION_INDEX_ENTRIES (so a first backup of a large database holds a
+ * bounded number of entries, not all of them), and commit() writes the last
+ * one. Until then no other writer knows those chunks, so a session that dies
+ * leaves packs no index names, which prune removes, and indexed chunks no
+ * manifest names, which prune sweeps like any unused chunk: the order is
+ * still packs, then their index entries, then the manifest.
  */
 export class ContentSession {
   /** The pack being filled for each kind of blob: data (sealed when encrypted) and chunk lists (always clear). */
   private readonly packs: Record<BlobKind, PackBuilder> = { data: new PackBuilder(), list: new PackBuilder() };
   /** Ids in the packs being filled (not yet indexed anywhere). */
   private readonly pending = new Set<string>();
-  private readonly written: IndexedPack[] = [];
+  /** The packs written that no index file of this session names yet, and their entries. */
+  private written: IndexedPack[] = [];
+  private writtenEntries = 0;
+  /** Every pack this session wrote. */
+  private readonly allPacks: string[] = [];
   private readonly codec: ChunkCodec;
   readonly totals: SessionTotals = { rawBytes: 0, chunks: 0, newChunks: 0, newRawBytes: 0, newCompressedBytes: 0, newStoredBytes: 0, packs: 0 };
 
   constructor(
     private readonly store: ContentStore,
     private readonly storage: Storage,
+    private readonly indexAsItGoes = true,
   ) {
     const codec = nativeChunkCodec(store.settings.level);
     if (!codec) throw new PgkeepError('TOOL_MISSING', 'a deduplicating repository needs zstd-napi (run npm ci): chunks are compressed one by one');
@@ -393,30 +421,40 @@ export class ContentSession {
     await this.storage.put(ContentStore.packKey(name), Readable.from(stored));
     const indexed: IndexedPack = { pack: name, size, kind, sealed, entries };
     this.written.push(indexed);
+    this.writtenEntries += entries.length;
+    this.allPacks.push(name);
     // from now on this session (and this process) finds them through the index
     this.store.index.addPack(indexed);
     for (const e of entries) this.pending.delete(e.id.toString('latin1'));
     this.totals.packs++;
     this.totals.newStoredBytes += size;
+    if (this.indexAsItGoes && this.writtenEntries >= Math.min(SESSION_INDEX_ENTRIES, this.store.index.sessionEntries)) await this.writeIndex();
   }
 
-  /** Writes the last packs, then the index file naming every pack of the session. After this a manifest may name the streams. */
+  /** Writes the index file naming the packs written so far that none names yet. */
+  private async writeIndex(): Promise<void> {
+    if (this.written.length === 0) return;
+    const stored = encodeIndexFile(this.written);
+    const name = createHash('sha256').update(stored).digest('hex');
+    await this.storage.put(`${INDEX_PREFIX}/${name}`, Readable.from([stored]));
+    this.store.index.markFile(name, this.written);
+    this.written = [];
+    this.writtenEntries = 0;
+  }
+
+  /** Writes the last packs, then the index file naming those of the session no index file names yet. After this a manifest may name the streams. */
   async commit(): Promise<SessionTotals> {
     await this.flush();
-    if (this.written.length > 0) {
-      const stored = encodeIndexFile(this.written);
-      const name = createHash('sha256').update(stored).digest('hex');
-      await this.storage.put(`${INDEX_PREFIX}/${name}`, Readable.from([stored]));
-      this.store.index.markFile(name, this.written);
-    }
+    await this.writeIndex();
     return this.totals;
   }
 
-  /** The packs written so far (no index names them before commit). */
+  /** Every pack written so far. */
   get packNames(): readonly string[] {
-    return this.written.map((p) => p.pack);
+    return this.allPacks;
   }
 
+  /** The packs written that no index file of this session names yet, with their entries (all of them with indexAsItGoes false). */
   get writtenPacks(): readonly IndexedPack[] {
     return this.written;
   }

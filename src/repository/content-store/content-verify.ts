@@ -43,21 +43,12 @@ export interface ContentCheckResult {
  * backup that has a chunk in it.
  */
 export async function checkContent(storage: Storage, store: ContentStore, backups: readonly BackupRefs[], options: ContentCheckOptions = {}): Promise<ContentCheckResult> {
-  // 1. every chunk every backup names, and which backups name it (lists included: they are chunks too)
-  const users = new Map<string, Set<number>>();
+  // 1. every chunk every backup names is in the index (lists included: they are chunks too); nothing kept per chunk
   const missing: ContentCheckResult['missing'] = [];
-  for (const [b, backup] of backups.entries()) {
+  for (const backup of backups) {
     let absent = 0;
     try {
-      for (const ref of backup.refs) {
-        for await (const id of store.listChunkIds(ref)) {
-          const key = id.toString('latin1');
-          if (!store.index.has(id)) absent++;
-          let set = users.get(key);
-          if (!set) users.set(key, (set = new Set()));
-          set.add(b);
-        }
-      }
+      for (const ref of backup.refs) for await (const id of store.listChunkIds(ref)) if (!store.index.has(id)) absent++;
     } catch {
       // a list that cannot be read: counted as missing, its pack is reported below
       absent++;
@@ -65,17 +56,40 @@ export async function checkContent(storage: Storage, store: ContentStore, backup
     if (absent > 0) missing.push({ backup: `${backup.source}/${backup.id}`, chunks: absent });
   }
 
-  // 2. the packs: all, or one slot's share
-  const packs = [...store.index.packEntries()];
-  const chosen = options.subset ? packs.filter(([name]) => inSlot(name, options.subset!.fraction, options.subset!.slot)) : packs;
+  // 2. the packs: all, or one slot's share; how many blobs the index lists in each, from one pass over its entries (O(packs))
+  const packs = [...store.index.packs()];
+  const chosen = options.subset ? packs.filter(({ pack }) => inSlot(pack, options.subset!.fraction, options.subset!.slot)) : packs;
+  const indexed = new Uint32Array(store.index.packCount);
+  store.index.forEachEntry((_, record, at) => indexed[record.readUInt32LE(at + 32)]!++);
   const result: ContentCheckResult = { packsChecked: 0, packsTotal: packs.length, bytesRead: 0, damaged: [], missing };
-  for (const [pack, info] of chosen) {
+  const reasons = new Map<string, string>();
+  for (const { pack, number, sealed } of chosen) {
     result.packsChecked++;
-    const reason = await checkPack(storage, store, pack, info.sealed, info.entries.length, (n) => (result.bytesRead += n));
-    if (!reason) continue;
-    const affected = new Set<number>();
-    for (const entry of info.entries) for (const b of users.get(entry.id.toString('latin1')) ?? []) affected.add(b);
-    result.damaged.push({ pack, reason, backups: [...affected].sort((x, y) => x - y).map((b) => `${backups[b]!.source}/${backups[b]!.id}`) });
+    const reason = await checkPack(storage, store, pack, sealed, indexed[number]!, (n) => (result.bytesRead += n));
+    if (reason) reasons.set(pack, reason);
+  }
+  if (reasons.size === 0) return result;
+
+  // 3. which backups have a chunk in a damaged pack: their chunks walked again, against the ids of the damaged packs only
+  const damagedIds = new Map<string, string[]>();
+  for (const [pack, entries] of store.index.entriesOf(reasons.keys())) {
+    for (const entry of entries) {
+      const key = entry.id.toString('latin1');
+      damagedIds.set(key, [...(damagedIds.get(key) ?? []), pack]);
+    }
+  }
+  const affected = new Map<string, Set<number>>([...reasons.keys()].map((pack) => [pack, new Set<number>()]));
+  for (const [b, backup] of backups.entries()) {
+    try {
+      for (const ref of backup.refs) {
+        for await (const id of store.listChunkIds(ref)) for (const pack of damagedIds.get(id.toString('latin1')) ?? []) affected.get(pack)!.add(b);
+      }
+    } catch {
+      // a list that cannot be read (in a damaged pack: its id was seen before the read failed)
+    }
+  }
+  for (const [pack, reason] of reasons) {
+    result.damaged.push({ pack, reason, backups: [...affected.get(pack)!].sort((x, y) => x - y).map((b) => `${backups[b]!.source}/${backups[b]!.id}`) });
   }
   return result;
 }
