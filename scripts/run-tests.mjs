@@ -47,7 +47,7 @@ if (shared.length > 1) {
 const LONGEST_FIRST = [
   'dedup-copy', 'network-faults', 'pitr', 'restore-test', 'faults', 'physical-restore-test', 'dashboard', 'dedup',
   'roundtrip', 'server-matrix', 'serve-fleet', 'content-store', 'parallel-copy-loader', 'database-fidelity',
-  'selective-restore', 'restore-file', 'extract', 'first-hour', 'partitions', 'dedup-copy-physical', 'errors',
+  'selective-restore', 'content-index-spill', 'restore-file', 'extract', 'first-hour', 'partitions', 'dedup-copy-physical', 'errors',
   'interrupt', 'serve', 'unit-tests', 's3-storage', 'encrypted-s3', 'wal-archive', 'terminal', 'multi-repo', 'runbook',
   'copy', 'status', 'globals',
 ];
