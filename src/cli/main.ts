@@ -57,6 +57,8 @@ export async function main(argv: string[]): Promise<number> {
   useZstdProgram(process.env.PGKEEP_ZSTD === 'cli');
   // Test-only: a tiny cap on the chunk index's entries in memory, so the tests make it spill to disk (content-index.ts).
   if (process.env.PGKEEP_INDEX_MEMORY_ENTRIES) setIndexMemory({ memoryEntries: Number(process.env.PGKEEP_INDEX_MEMORY_ENTRIES) });
+  // Test-only: the dashboard's jobs view polls this often (ms) instead of every 2 s; its module is loaded only when set.
+  if (process.env.PGKEEP_TEST_DASHBOARD_POLL_MS) (await import('../server/dashboard/dashboard-views.js')).setDashboardPolling(Number(process.env.PGKEEP_TEST_DASHBOARD_POLL_MS));
   const controller = new AbortController();
   let signalled: NodeJS.Signals | undefined;
   /** How long a command may take to unwind after a signal (children get SIGTERM, then SIGKILL after 5 s); serve has its own grace period. */

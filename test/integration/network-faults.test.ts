@@ -18,8 +18,12 @@
  * through a fault proxy of its own (a stall is the proxy's whole state) and,
  * where it writes, into a repository of its own (one writer per source and
  * repository): the file's wall time is then about its longest wait, not their
- * sum. The in-process tests run one at a time before them (runCommand sets
- * the S3 variables in this process's environment for its run).
+ * sum. Four at a time: they are seven, the longest (the stalled backup, whose
+ * clean-up requests each wait out the idle timeout) takes about 11 s and the
+ * others 4 to 9 s, mostly asleep, so four lanes end about when the longest
+ * does (two lanes took 22 s). The in-process tests run one at a time before
+ * them (runCommand sets the S3 variables in this process's environment for
+ * its run).
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -169,8 +173,8 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
     assert.ok(!(await databases()).includes('first_get_failed'), 'no half-made database');
   });
 
-  describe('real processes that wait (stalls, signals, resets), at the same time', { concurrency: 2 }, () => {
-    // Longest first, so that the two lanes end about together. The repositories the writers below use: one each
+  describe('real processes that wait (stalls, signals, resets), at the same time', { concurrency: 4 }, () => {
+    // Longest first, so that the lanes end about together. The repositories the writers below use: one each
     // (a stalled writer's lock would hold off another), made here, one at a time, while no other test runs.
     // What two tests compare with after their stalled run is read here too, in process, while nothing else runs
     // (runCommand sets the S3 variables in this process's environment): the backups of the stalled backup's

@@ -34,132 +34,138 @@ let hook: Server | undefined;
 after(() => hook?.close());
 
 describe('pgkeep serve with a fleet', () => {
-  test('under overload: skips counted (metric, one history record, few log lines), no start-up "no backup" alert, SIGTERM to exit within gracePeriod + 5 s', async () => {
-    hook = createServer((request, response) => {
-      let text = '';
-      request.setEncoding('utf8').on('data', (t: string) => (text += t));
-      request.on('end', () => {
-        alerts.push(JSON.parse(text));
-        response.end('ok');
+  // The first two daemons mostly wait (for five skips a second apart and a grace period; for a start-up grace and
+  // its alert), each with its own configuration, state folder, repository and webhook: they run side by side. The
+  // fleet overview, which compares request times, runs alone after them.
+  describe('daemons that wait, side by side', { concurrency: 2 }, () => {
+    test('under overload: skips counted (metric, one history record, few log lines), no start-up "no backup" alert, SIGTERM to exit within gracePeriod + 5 s', async () => {
+      hook = createServer((request, response) => {
+        let text = '';
+        request.setEncoding('utf8').on('data', (t: string) => (text += t));
+        request.on('end', () => {
+          alerts.push(JSON.parse(text));
+          response.end('ok');
+        });
       });
+      await new Promise<void>((resolve) => hook!.listen(0, '127.0.0.1', resolve));
+      const source = (database: string, logical: string) => ({ host: '127.0.0.1', port: cluster.port, user: 'postgres', database, schedule: { logical } });
+      const stateDir = path.join(work, 'state');
+      const config = path.join(work, 'fleet.yaml');
+      await writeFile(
+        config,
+        JSON.stringify({
+          repo: path.join(work, 'repo'),
+          serve: { token: TOKEN, gracePeriod: '2s', overlap: 'skip', concurrency: 2, stateDir },
+          notify: { webhooks: [{ url: `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook` }] },
+          // every second: far more often than a backup takes with concurrency 2, so most runs are skipped
+          // "later": its first run is hours away: no "no backup" alert before it
+          sources: { ...Object.fromEntries(SOURCES.map((db) => [db, source(db, '* * * * * *')])), later: source('later', '0 0 1 1 *') },
+        }),
+      );
+      // db01's pg_dump waits on this lock: a job is still running when SIGTERM comes, and only the grace period ends it
+      const locker = new pg.Client({ connectionString: cluster.url('db01') });
+      await locker.connect();
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE items IN ACCESS EXCLUSIVE MODE');
+      const child = startPgkeep(['serve', '--config', config, '--listen', '127.0.0.1:0'], { env: { PGPASSWORD: cluster.password } });
+      let stderr = '';
+      child.stderr!.setEncoding('utf8').on('data', (t: string) => (stderr += t));
+      const done = collect(child);
+      try {
+        while (!/listening on http/.test(stderr)) {
+          assert.equal(child.exitCode, null, stderr);
+          await sleep(20);
+        }
+        const base = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(stderr)![1]!;
+        // until db01 skipped five times (every second: about 6 s) and its backup is running (waiting on the lock), not a
+        // fixed wait: a queued job makes the runs skip too, and on a loaded machine db01's first job can still be waiting
+        // for one of the two slots after five skips; SIGTERM then finds it queued, not running (seen under load)
+        let metrics = '';
+        const skippedTotal = (db: string) => Number(new RegExp(`^pgkeep_job_skipped_total\\{source="${db}",kind="logical"\\} (\\d+)`, 'm').exec(metrics)?.[1] ?? NaN);
+        const db01Running = async () => (await (await fetch(`${base}/api/jobs?source=db01&state=running`, { headers: { authorization: `Bearer ${TOKEN}` } })).json() as { total: number }).total === 1;
+        for (const deadline = Date.now() + 30_000; Date.now() < deadline; await sleep(250)) {
+          metrics = await (await fetch(`${base}/metrics`)).text();
+          if (skippedTotal('db01') >= 5 && (await db01Running())) break;
+        }
+        assert.ok(await db01Running(), `db01's backup is running when SIGTERM comes:\n${stderr.slice(0, 3000)}`);
+        assert.ok(skippedTotal('db01') >= 5, `db01 (its backup hangs on a lock) skips every second: ${skippedTotal('db01')}\n${metrics.split("\n").filter((l) => l.includes("skipped")).join("\n")}\n${stderr.slice(0, 3000)}`);
+        assert.equal(skippedTotal('later'), 0, 'declared at 0 for a source without skips');
+        const skipLines = stderr.split('\n').filter((l) => / warn skipped /.test(l));
+        assert.ok(skipLines.length <= SOURCES.length, `one line per source and kind in the first minute, not one per skip:\n${skipLines.join('\n')}`);
+
+        const t0 = performance.now();
+        child.kill('SIGTERM');
+        const result = await done;
+        const seconds = (performance.now() - t0) / 1000;
+        console.log(`SIGTERM to exit: ${seconds.toFixed(2)} s (gracePeriod 2 s)`);
+        assert.equal(result.code, 0, result.stderr);
+        assert.ok(seconds <= 2 + 5, `exit ${seconds.toFixed(1)} s after SIGTERM`);
+        assert.match(result.stderr, /cancelling logical of db01/);
+        assert.match(result.stderr, /skipped \d+ more run\(s\) of logical of db01 since the last report/, 'pending skip counts are reported on the way out');
+
+        const history = new Map<string, any>();
+        for (const line of readFileSync(path.join(stateDir, 'jobs.jsonl'), 'utf8').trim().split('\n')) {
+          const r = JSON.parse(line);
+          history.set(r.id, r);
+        }
+        const skips = [...history.values()].filter((r) => r.state === 'skipped');
+        assert.ok(skips.length <= SOURCES.length, `one skip record per source and kind: ${skips.length}`);
+        assert.ok(skips.find((r) => r.source === 'db01')!.skipped >= 5);
+        assert.ok([...history.values()].some((r) => r.state === 'succeeded'), 'real jobs are in the history');
+        // four first backups create one new repository at once: none may fail for it (REPO_NOT_PGKEEP, seen in CI),
+        // which ended that source's start-up grace and paged "no backup"
+        const failed = [...history.values()].filter((r) => r.state === 'failed').map((r) => ({ source: r.source, error: r.error }));
+        assert.deepEqual(failed, [], 'no job failed');
+        const noBackup = alerts.filter((a) => /no backup/.test(a.title ?? a.text ?? JSON.stringify(a)));
+        assert.deepEqual(noBackup, [], 'no "no backup" alert for a source whose first run had not come');
+        assert.deepEqual(alerts, [], 'a healthy new fleet pages no one');
+      } finally {
+        child.kill('SIGKILL');
+        await locker.query('ROLLBACK').catch(() => undefined);
+        await locker.end();
+      }
     });
-    await new Promise<void>((resolve) => hook!.listen(0, '127.0.0.1', resolve));
-    const source = (database: string, logical: string) => ({ host: '127.0.0.1', port: cluster.port, user: 'postgres', database, schedule: { logical } });
-    const stateDir = path.join(work, 'state');
-    const config = path.join(work, 'fleet.yaml');
-    await writeFile(
-      config,
-      JSON.stringify({
-        repo: path.join(work, 'repo'),
-        serve: { token: TOKEN, gracePeriod: '2s', overlap: 'skip', concurrency: 2, stateDir },
-        notify: { webhooks: [{ url: `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook` }] },
-        // every second: far more often than a backup takes with concurrency 2, so most runs are skipped
-        // "later": its first run is hours away: no "no backup" alert before it
-        sources: { ...Object.fromEntries(SOURCES.map((db) => [db, source(db, '* * * * * *')])), later: source('later', '0 0 1 1 *') },
-      }),
-    );
-    // db01's pg_dump waits on this lock: a job is still running when SIGTERM comes, and only the grace period ends it
-    const locker = new pg.Client({ connectionString: cluster.url('db01') });
-    await locker.connect();
-    await locker.query('BEGIN');
-    await locker.query('LOCK TABLE items IN ACCESS EXCLUSIVE MODE');
-    const child = startPgkeep(['serve', '--config', config, '--listen', '127.0.0.1:0'], { env: { PGPASSWORD: cluster.password } });
-    let stderr = '';
-    child.stderr!.setEncoding('utf8').on('data', (t: string) => (stderr += t));
-    const done = collect(child);
-    try {
-      while (!/listening on http/.test(stderr)) {
-        assert.equal(child.exitCode, null, stderr);
-        await sleep(20);
-      }
-      const base = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(stderr)![1]!;
-      // until db01 skipped five times (every second: about 6 s) and its backup is running (waiting on the lock), not a
-      // fixed wait: a queued job makes the runs skip too, and on a loaded machine db01's first job can still be waiting
-      // for one of the two slots after five skips; SIGTERM then finds it queued, not running (seen under load)
-      let metrics = '';
-      const skippedTotal = (db: string) => Number(new RegExp(`^pgkeep_job_skipped_total\\{source="${db}",kind="logical"\\} (\\d+)`, 'm').exec(metrics)?.[1] ?? NaN);
-      const db01Running = async () => (await (await fetch(`${base}/api/jobs?source=db01&state=running`, { headers: { authorization: `Bearer ${TOKEN}` } })).json() as { total: number }).total === 1;
-      for (const deadline = Date.now() + 30_000; Date.now() < deadline; await sleep(250)) {
-        metrics = await (await fetch(`${base}/metrics`)).text();
-        if (skippedTotal('db01') >= 5 && (await db01Running())) break;
-      }
-      assert.ok(await db01Running(), `db01's backup is running when SIGTERM comes:\n${stderr.slice(0, 3000)}`);
-      assert.ok(skippedTotal('db01') >= 5, `db01 (its backup hangs on a lock) skips every second: ${skippedTotal('db01')}\n${metrics.split("\n").filter((l) => l.includes("skipped")).join("\n")}\n${stderr.slice(0, 3000)}`);
-      assert.equal(skippedTotal('later'), 0, 'declared at 0 for a source without skips');
-      const skipLines = stderr.split('\n').filter((l) => / warn skipped /.test(l));
-      assert.ok(skipLines.length <= SOURCES.length, `one line per source and kind in the first minute, not one per skip:\n${skipLines.join('\n')}`);
 
-      const t0 = performance.now();
-      child.kill('SIGTERM');
-      const result = await done;
-      const seconds = (performance.now() - t0) / 1000;
-      console.log(`SIGTERM to exit: ${seconds.toFixed(2)} s (gracePeriod 2 s)`);
-      assert.equal(result.code, 0, result.stderr);
-      assert.ok(seconds <= 2 + 5, `exit ${seconds.toFixed(1)} s after SIGTERM`);
-      assert.match(result.stderr, /cancelling logical of db01/);
-      assert.match(result.stderr, /skipped \d+ more run\(s\) of logical of db01 since the last report/, 'pending skip counts are reported on the way out');
-
-      const history = new Map<string, any>();
-      for (const line of readFileSync(path.join(stateDir, 'jobs.jsonl'), 'utf8').trim().split('\n')) {
-        const r = JSON.parse(line);
-        history.set(r.id, r);
-      }
-      const skips = [...history.values()].filter((r) => r.state === 'skipped');
-      assert.ok(skips.length <= SOURCES.length, `one skip record per source and kind: ${skips.length}`);
-      assert.ok(skips.find((r) => r.source === 'db01')!.skipped >= 5);
-      assert.ok([...history.values()].some((r) => r.state === 'succeeded'), 'real jobs are in the history');
-      // four first backups create one new repository at once: none may fail for it (REPO_NOT_PGKEEP, seen in CI),
-      // which ended that source's start-up grace and paged "no backup"
-      const failed = [...history.values()].filter((r) => r.state === 'failed').map((r) => ({ source: r.source, error: r.error }));
-      assert.deepEqual(failed, [], 'no job failed');
-      const noBackup = alerts.filter((a) => /no backup/.test(a.title ?? a.text ?? JSON.stringify(a)));
-      assert.deepEqual(noBackup, [], 'no "no backup" alert for a source whose first run had not come');
-      assert.deepEqual(alerts, [], 'a healthy new fleet pages no one');
-    } finally {
-      child.kill('SIGKILL');
-      await locker.query('ROLLBACK').catch(() => undefined);
-      await locker.end();
-    }
-  });
-
-  test('a first scheduled backup that really fails is reported as that failure, with its error code, before "no backup" and with nothing before it', async () => {
-    const received: any[] = [];
-    const webhook = createServer((request, response) => {
-      let text = '';
-      request.setEncoding('utf8').on('data', (t: string) => (text += t));
-      request.on('end', () => {
-        received.push(JSON.parse(text));
-        response.end('ok');
+    test('a first scheduled backup that really fails is reported as that failure, with its error code, before "no backup" and with nothing before it', async () => {
+      const received: any[] = [];
+      const webhook = createServer((request, response) => {
+        let text = '';
+        request.setEncoding('utf8').on('data', (t: string) => (text += t));
+        request.on('end', () => {
+          received.push(JSON.parse(text));
+          response.end('ok');
+        });
       });
+      await new Promise<void>((resolve) => webhook.listen(0, '127.0.0.1', resolve));
+      const config = path.join(work, 'failing.yaml');
+      await writeFile(
+        config,
+        JSON.stringify({
+          repo: path.join(work, 'failing-repo'),
+          serve: { gracePeriod: '1s', overlap: 'skip', stateDir: path.join(work, 'state-failing') },
+          notify: { webhooks: [{ url: `http://127.0.0.1:${(webhook.address() as AddressInfo).port}/hook` }] },
+          // a database that does not exist: every backup fails, the first one too
+          sources: { gone: { host: '127.0.0.1', port: cluster.port, user: 'postgres', database: 'no_such_database', schedule: { logical: '* * * * * *' } } },
+        }),
+      );
+      const child = startPgkeep(['serve', '--config', config, '--listen', '127.0.0.1:0'], { env: { PGPASSWORD: cluster.password } });
+      const done = collect(child);
+      try {
+        for (const deadline = Date.now() + 20_000; Date.now() < deadline && !received.some((a) => /no backup/.test(a.title)); ) await sleep(100);
+        const titles = received.map((a) => a.title);
+        const failed = titles.indexOf('gone: logical failed');
+        assert.ok(failed >= 0, `the failure is reported: ${JSON.stringify(received)}`);
+        assert.equal(failed, 0, `and before anything else: ${titles.join(', ')}`);
+        assert.equal(received[failed].event, 'backup_failed');
+        assert.match(received[failed].message, /\([A-Z_]+, job \d{8}T\d{6}Z-[0-9a-f]+\)$/, 'it names the error code and the job');
+        assert.ok(titles.indexOf('gone: no backup') > failed, `"no backup" once the first backup had its chance, after its failure: ${titles.join(', ')}`);
+      } finally {
+        child.kill('SIGTERM');
+        assert.equal((await done).code, 0);
+        webhook.close();
+      }
     });
-    await new Promise<void>((resolve) => webhook.listen(0, '127.0.0.1', resolve));
-    const config = path.join(work, 'failing.yaml');
-    await writeFile(
-      config,
-      JSON.stringify({
-        repo: path.join(work, 'failing-repo'),
-        serve: { gracePeriod: '1s', overlap: 'skip', stateDir: path.join(work, 'state-failing') },
-        notify: { webhooks: [{ url: `http://127.0.0.1:${(webhook.address() as AddressInfo).port}/hook` }] },
-        // a database that does not exist: every backup fails, the first one too
-        sources: { gone: { host: '127.0.0.1', port: cluster.port, user: 'postgres', database: 'no_such_database', schedule: { logical: '* * * * * *' } } },
-      }),
-    );
-    const child = startPgkeep(['serve', '--config', config, '--listen', '127.0.0.1:0'], { env: { PGPASSWORD: cluster.password } });
-    const done = collect(child);
-    try {
-      for (const deadline = Date.now() + 20_000; Date.now() < deadline && !received.some((a) => /no backup/.test(a.title)); ) await sleep(100);
-      const titles = received.map((a) => a.title);
-      const failed = titles.indexOf('gone: logical failed');
-      assert.ok(failed >= 0, `the failure is reported: ${JSON.stringify(received)}`);
-      assert.equal(failed, 0, `and before anything else: ${titles.join(', ')}`);
-      assert.equal(received[failed].event, 'backup_failed');
-      assert.match(received[failed].message, /\([A-Z_]+, job \d{8}T\d{6}Z-[0-9a-f]+\)$/, 'it names the error code and the job');
-      assert.ok(titles.indexOf('gone: no backup') > failed, `"no backup" once the first backup had its chance, after its failure: ${titles.join(', ')}`);
-    } finally {
-      child.kill('SIGTERM');
-      assert.equal((await done).code, 0);
-      webhook.close();
-    }
+
   });
 
   test('fleet overview over HTTP: counts by verdict, worst first, filters, compact rows in Chromium; a source\'s page costs the same with 60 sources as with 1', async () => {
