@@ -172,8 +172,11 @@ describe('copy of a physical base backup between repository formats', { concurre
     });
   }
 
-  test('the copies that went chunk by chunk, and through plain and back, start as the source cluster was', async () => {
-    for (const step of ['same-chunker', 'plain-to-dedup']) {
+  test('the copy that went through plain and back starts as the source cluster was', async () => {
+    // Every copy's tar has the source's SHA-256 (the tests above): a server started on one of them starts on
+    // them all. The one started is the longest way (re-chunked into plain and back); starting a second on the
+    // same bytes (same-chunker's) cost a recovery, a full compare and a stop, and proved nothing more.
+    for (const step of ['plain-to-dedup']) {
       const tar = path.join(shared, `${step}.tar`);
       const restored = await startFromTar(tar, `pgdata-${step}`);
       try {

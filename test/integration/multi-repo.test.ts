@@ -151,14 +151,15 @@ describe('several repositories per source', () => {
     const local = path.join(work, 'beside-failing-s3');
     const remote = `s3://${bucket}/app`;
     const dir = await mkdtemp(path.join(work, 'cfg-'));
-    // the S3 repository has options of its own, next to a plain local one
+    // the S3 repository has options of its own, next to a plain local one; parts of the smallest size S3 takes
+    // (5 MiB, not the default first 8), so a dump of half the rows still goes up in parts
     await writeFile(
       path.join(dir, 'pgkeep.yaml'),
-      ['sources:', '  app:', `    db: ${JSON.stringify(cluster.url('app'))}`, '    repos:', `      - ${JSON.stringify(local)}`, `      - url: ${JSON.stringify(remote)}`, '        s3:', '          storageClass: STANDARD_IA', '          sse: AES256', ''].join('\n'),
+      ['sources:', '  app:', `    db: ${JSON.stringify(cluster.url('app'))}`, '    repos:', `      - ${JSON.stringify(local)}`, `      - url: ${JSON.stringify(remote)}`, '        s3:', '          storageClass: STANDARD_IA', '          sse: AES256', '          partSizeMiB: 5', ''].join('\n'),
     );
     const env = { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region, AWS_ENDPOINT_URL: s3.endpoint };
-    // about 14 MiB compressed: the dump goes to S3 in parts, while pg_dump is still running
-    await cluster.query(`CREATE TABLE noise AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS a FROM generate_series(1, 400000) g`, [], 'app');
+    // about 7 MiB compressed: the dump goes to S3 in 5 MiB parts, while pg_dump is still running
+    await cluster.query(`CREATE TABLE noise AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS a FROM generate_series(1, 200000) g`, [], 'app');
     // plain: the requests for the dump's object are checked (a deduplicating repository writes packs)
     for (const repo of [local, remote]) assert.equal((await pgkeep(['init', '--repo', repo, '--plain'], { env })).code, 0);
     try {
@@ -167,6 +168,7 @@ describe('several repositories per source', () => {
       assert.equal(first.code, 0, first.stderr);
       const dumpWrites = (await s3.requests()).filter((r) => r.path.includes('/dump.zst') && (r.method === 'PUT' || r.query === 'uploads' || r.query.startsWith('uploads')));
       assert.ok(dumpWrites.length > 0, 'the dump was written to S3');
+      assert.ok(dumpWrites.filter((r) => r.query.includes('partNumber')).length >= 2, 'the dump went up in parts');
       const create = dumpWrites.find((r) => r.method === 'POST' || !r.query.includes('partNumber'));
       assert.equal(create?.headers['x-amz-storage-class'], 'STANDARD_IA', 'the repository entry\'s storage class');
       assert.equal(create?.headers['x-amz-server-side-encryption'], 'AES256', 'the repository entry\'s SSE');
