@@ -353,8 +353,8 @@ export class ContentSession {
   }
 
   /** Starts a stream; write its bytes, cut where a boundary matters, then end() for its ref. */
-  stream(): ContentStream {
-    return new ContentStream(this, this.store.settings, 'data');
+  stream(options: { rootIds?: number } = {}): ContentStream {
+    return new ContentStream(this, this.store.settings, 'data', options.rootIds);
   }
 
   /**
@@ -489,66 +489,95 @@ export class ContentSession {
   }
 }
 
-/** One stream being stored through a session. */
+/**
+ * One stream being stored through a session. Its chunk list is a cascade
+ * (docs/content-store.md, "Writing a stream"): the ids are held up to
+ * `rootIds` (what a ref names itself); past that, each full buffer of ids
+ * goes on, as it fills, into a list stream one level down, whose own ids
+ * cascade the same way. Each level holds at most `rootIds` ids and its
+ * chunker's current chunk, whatever the stream's length: the whole list used
+ * to be held to the end (32 bytes per chunk, ~200 MiB for a 100 GiB dump).
+ * A list stream's chunker sees the same bytes as when the whole list was
+ * written at the end, in the same order, and its cuts do not depend on how
+ * the bytes are split into writes: the chunks, their ids and the ref are
+ * those of the earlier code, byte for byte (test/unit/content-stream-cascade.test.ts),
+ * so new backups deduplicate against old lists.
+ */
 export class ContentStream {
   private readonly chunker: ContentDefinedChunker;
-  /** The chunk ids so far, side by side (32 bytes each, not a Buffer object per chunk: ~60,000 of them per GB). */
-  private ids = Buffer.allocUnsafe(CHUNK_ID_SIZE * 1024);
+  /** The ids not yet handed down, side by side (32 bytes each, not a Buffer object per chunk): at most rootIds. */
+  private ids: Buffer;
+  private held = 0;
+  /** Every id of this stream, handed down or not. */
   private count = 0;
   private size = 0;
+  /** The stream of this stream's chunk list, one level down: once the list is longer than rootIds. */
+  private next: ContentStream | undefined;
 
   constructor(
     private readonly session: ContentSession,
     private readonly settings: ContentSettings,
     private readonly kind: BlobKind,
+    /** ROOT_IDS; smaller only in tests, to reach a deeper list cheaply (a ref's depth tells readers how deep it is). */
+    private readonly rootIds = ROOT_IDS,
   ) {
     this.chunker = new ContentDefinedChunker(settings.sizes, settings.seed);
+    this.ids = Buffer.allocUnsafe(CHUNK_ID_SIZE * rootIds);
   }
 
   async write(data: Buffer): Promise<void> {
     this.size += data.length;
     for (const pieces of this.chunker.writePieces(data)) {
       const id = this.session.put(pieces, this.kind);
-      this.push(id instanceof Promise ? await id : id);
+      // a promise only when a full pack is written, or a full buffer of ids goes down a level (once per rootIds chunks)
+      const pushed = this.push(id instanceof Promise ? await id : id);
+      if (pushed) await pushed;
     }
   }
 
   /** Ends the current chunk here (a table's data starts: a change in one table never moves another's chunks). */
   async cut(): Promise<void> {
     const pieces = this.chunker.cutPieces();
-    if (pieces) this.push(await this.session.put(pieces, this.kind));
+    if (pieces) await this.push(await this.session.put(pieces, this.kind));
   }
 
-  /** Ends the stream: its ref, with the chunk list stored one level down while it is longer than ROOT_IDS. */
+  /** Ends the stream: its ref, with the chunk list stored one level down while it is longer than rootIds. */
   async end(): Promise<StreamRef> {
     await this.cut();
-    let ids = this.list();
-    let depth = 0;
-    while (ids.length > ROOT_IDS * CHUNK_ID_SIZE) {
-      const list = new ContentStream(this.session, this.settings, 'list');
-      // the list as one buffer: 32 bytes per chunk (2 MiB per GB of 16 KiB chunks); the chunker copies nothing
-      await list.write(ids);
-      await list.cut();
-      ids = list.list();
-      depth++;
-    }
-    const root: string[] = [];
-    for (let at = 0; at < ids.length; at += CHUNK_ID_SIZE) root.push(ids.toString('hex', at, at + CHUNK_ID_SIZE));
+    const { depth, root } = await this.endList();
     return { size: this.size, chunks: this.count, depth, root };
   }
 
-  private push(id: Buffer): void {
-    if ((this.count + 1) * CHUNK_ID_SIZE > this.ids.length) {
-      const more = Buffer.allocUnsafe(this.ids.length * 2);
-      this.ids.copy(more, 0, 0, this.count * CHUNK_ID_SIZE);
-      this.ids = more;
+  /** The root of this stream's list and its depth: the ids held, or (once they went down) the root of the level below, ended here. */
+  private async endList(): Promise<{ depth: number; root: string[] }> {
+    if (!this.next) {
+      const root: string[] = [];
+      for (let at = 0; at < this.held * CHUNK_ID_SIZE; at += CHUNK_ID_SIZE) root.push(this.ids.toString('hex', at, at + CHUNK_ID_SIZE));
+      return { depth: 0, root };
     }
-    id.copy(this.ids, this.count * CHUNK_ID_SIZE);
-    this.count++;
+    if (this.held > 0) await this.next.write(this.ids.subarray(0, this.held * CHUNK_ID_SIZE));
+    this.held = 0;
+    // the level below ends where the list ends (its last chunk cut there), as it always has
+    await this.next.cut();
+    const below = await this.next.endList();
+    return { depth: below.depth + 1, root: below.root };
   }
 
-  private list(): Buffer {
-    return this.ids.subarray(0, this.count * CHUNK_ID_SIZE);
+  /** Adds an id; a promise when the buffer was full and went down a level first. */
+  private push(id: Buffer): Promise<void> | undefined {
+    this.count++;
+    if (this.held < this.rootIds) {
+      id.copy(this.ids, this.held * CHUNK_ID_SIZE);
+      this.held++;
+      return undefined;
+    }
+    // a new buffer, not the full one reused: the level below's chunker holds views into what it was given
+    const full = this.ids;
+    this.ids = Buffer.allocUnsafe(CHUNK_ID_SIZE * this.rootIds);
+    id.copy(this.ids, 0);
+    this.held = 1;
+    this.next ??= new ContentStream(this.session, this.settings, 'list', this.rootIds);
+    return this.next.write(full);
   }
 }
 
