@@ -32,7 +32,7 @@ const READ_AHEAD_RUNS = 16;
  * (~100 bytes each held until then; a 3 MB index file): a first backup of 1 TB in 16 KiB chunks would
  * otherwise hold ~60 million. A daily backup adds far fewer, so it still writes one file.
  */
-const SESSION_INDEX_ENTRIES = 65_536;
+export const SESSION_INDEX_ENTRIES = 65_536;
 
 /** Index files read at once while the store opens. */
 const INDEX_READS_AHEAD = 4;
@@ -155,7 +155,8 @@ export class ContentStore {
   /**
    * A new writing session: its packs become visible to others once an index file names them (commit(), or
    * one written every so many entries: see ContentSession). `indexAsItGoes: false` holds every pack's entries
-   * until the caller indexes them itself (prune's repacking).
+   * until the caller takes them to index them itself (prune's repacking), and leaves this process's index
+   * as it is (the packs are not found through it).
    */
   session(options: { indexAsItGoes?: boolean } = {}): ContentSession {
     return new ContentSession(this, this.storage, options.indexAsItGoes ?? true);
@@ -423,8 +424,9 @@ export class ContentSession {
     this.written.push(indexed);
     this.writtenEntries += entries.length;
     this.allPacks.push(name);
-    // from now on this session (and this process) finds them through the index
-    this.store.index.addPack(indexed);
+    // from now on this session (and this process) finds them through the index; not prune's: the entry
+    // numbers of its mark bitset must stay good while it moves blobs (an addition may renumber: ContentIndex)
+    if (this.indexAsItGoes) this.store.index.addPack(indexed);
     for (const e of entries) this.pending.delete(e.id.toString('latin1'));
     this.totals.packs++;
     this.totals.newStoredBytes += size;
@@ -454,9 +456,15 @@ export class ContentSession {
     return this.allPacks;
   }
 
-  /** The packs written that no index file of this session names yet, with their entries (all of them with indexAsItGoes false). */
-  get writtenPacks(): readonly IndexedPack[] {
-    return this.written;
+  /**
+   * The packs written that no index file of this session names yet, with their entries, handed over
+   * and forgotten here (indexAsItGoes false: the caller indexes them, as it goes).
+   */
+  takeWrittenPacks(): IndexedPack[] {
+    const taken = this.written;
+    this.written = [];
+    this.writtenEntries = 0;
+    return taken;
   }
 
   /**
