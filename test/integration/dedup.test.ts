@@ -253,6 +253,22 @@ describe('a deduplicating repository under faults (real processes)', () => {
     assert.equal(await everyBackupVerifies(), 1);
   });
 
+  test('prune killed between its new index files (a small index cap: a few entries per file), then another: every backup verifies, no pack is left that no index names', async () => {
+    // 64 entries in memory: index files of 16 entries, so this prune writes several
+    const small = { PGKEEP_INDEX_MEMORY_ENTRIES: '64' };
+    for (let i = 0; i < 2; i++) {
+      await changeSomething();
+      assert.equal((await runCommand(['backup', '--repo', repo()], { env: env() })).code, 0);
+    }
+    const killed = await cliPgkeep(['prune', '--repo', repo(), '--keep-last', '1', '--sweep-grace', '0'], { env: env({ PGKEEP_FAULT: 'after-prune-index-file#2', ...small }) });
+    assert.equal(killed.signal, 'SIGKILL', `the prune reaches its second index file: ${killed.stderr}`);
+    assert.equal(await everyBackupVerifies(), 1);
+    const pruned = await cliPgkeep(['prune', '--repo', repo(), '--keep-last', '1', '--sweep-grace', '0', '--json'], { env: env(small) });
+    assert.equal(pruned.code, 0, pruned.stderr);
+    assert.deepEqual(await packsNamedByNoIndex(), [], 'no pack left that no index names');
+    assert.equal(await everyBackupVerifies(), 1);
+  });
+
   test('backups and prunes at the same time, as real processes: no chunk a backup needs is ever swept', async () => {
     // prune of another source of the same repository: the source locks do not separate them, only the content locks do
     await cluster.query('CREATE DATABASE other');
