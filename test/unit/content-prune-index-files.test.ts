@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { after, test } from 'node:test';
 import { binaryIndexFile } from '../../src/repository/content-store/content-index.js';
 import { pruneContent } from '../../src/repository/content-store/content-prune.js';
@@ -102,4 +102,22 @@ test('a prune that dies between its index files leaves a repository that verifie
   await prune(storage, await ContentStore.open(storage, settings), refs.slice(1));
   const store = (await whole(storage, days[1]!, refs[1]!, 'the next prune')) as ContentStore & { unnamed: string[] };
   assert.deepEqual(store.unnamed, [], 'no pack that no index names');
+});
+
+test('verify finds the backups a damaged pack affects a group of damaged packs at a time: the same answer with one pack per group', async () => {
+  const { storage, refs } = await twoDays('damaged');
+  const store = await ContentStore.open(storage, settings);
+  // a flipped byte in every third data pack
+  const packs = [...store.index.packs()].filter((p) => p.kind === 'data');
+  for (const { pack } of packs.filter((_, i) => i % 3 === 0)) {
+    const key = ContentStore.packKey(pack);
+    const bytes = await collectStream(await storage.get(key));
+    bytes[10] = bytes[10]! ^ 0xff;
+    await storage.put(key, Readable.from([bytes]));
+  }
+  const backups = refs.map((ref, i) => ({ source: 's', id: `day${i + 1}`, refs: [ref] }));
+  const whole = await checkContent(storage, store, backups);
+  assert.ok(whole.damaged.length >= 3, `${whole.damaged.length} damaged packs`);
+  assert.ok(whole.damaged.every((d) => d.backups.length > 0), 'each damaged pack names a backup');
+  assert.deepEqual(await checkContent(storage, store, backups, { damagedEntries: 1 }), whole);
 });

@@ -6,6 +6,7 @@ import { readObject, type Storage } from '../../storage/storage.js';
 import { encodeIndexFile, recordEntry, type IndexedPack } from './content-index.js';
 import { ContentStore, INDEX_PREFIX, PACKS_PREFIX, SESSION_INDEX_ENTRIES, type StreamRef } from './content-store.js';
 import type { PackEntry } from './pack-file.js';
+import { weighedGroups } from './weighed-groups.js';
 
 /** Where prune keeps its marks: packs found unused (or mostly unused), and since when. */
 export const MARKS_FILE = 'content/prune-marks.json';
@@ -155,7 +156,7 @@ export async function pruneContent(storage: Storage, store: ContentStore, refs: 
         await files.add(p, true);
       }
     };
-    for (const group of groups([...repacking], (number) => keptCount[number]!, perFile)) {
+    for (const group of weighedGroups([...repacking], (number) => keptCount[number]!, perFile)) {
       const keep = new Map<number, PackEntry[]>(group.map((number) => [number, []]));
       store.index.forEachEntry((n, record, at) => {
         if (isUsed(n)) keep.get(record.readUInt32LE(at + 32))?.push(recordEntry(record, at));
@@ -179,7 +180,7 @@ export async function pruneContent(storage: Storage, store: ContentStore, refs: 
   const survivors = new Set(affected.flatMap((file) => store.index.packsOf(file)).filter((p) => !doomed.has(p) && store.index.hasPack(p)));
   const numberOf = new Map<string, number>();
   for (const { pack, number } of store.index.packs()) if (survivors.has(pack)) numberOf.set(pack, number);
-  for (const group of groups([...survivors], (pack) => entryCount[numberOf.get(pack)!]!, perFile)) {
+  for (const group of weighedGroups([...survivors], (pack) => entryCount[numberOf.get(pack)!]!, perFile)) {
     const entries = store.index.entriesOf(group);
     for (const pack of group) await files.add({ pack, size: store.index.packSize(pack), kind: store.index.kindOf(pack), sealed: store.index.isSealed(pack), entries: entries.get(pack)! });
   }
@@ -206,23 +207,6 @@ async function readMarks(storage: Storage): Promise<Marks> {
     // unreadable marks only delay the sweep: every pack is marked afresh
     return {};
   }
-}
-
-/** Items in groups whose weights add up to at most `cap` (an item heavier than that alone), in order. */
-function* groups<T>(items: readonly T[], weight: (item: T) => number, cap: number): Generator<T[]> {
-  let group: T[] = [];
-  let total = 0;
-  for (const item of items) {
-    const w = weight(item);
-    if (group.length > 0 && total + w > cap) {
-      yield group;
-      group = [];
-      total = 0;
-    }
-    group.push(item);
-    total += w;
-  }
-  if (group.length > 0) yield group;
 }
 
 /**
