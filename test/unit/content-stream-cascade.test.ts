@@ -174,3 +174,43 @@ describe('ContentStream: the chunk list as a cascade', () => {
     for (const depth of [0, 1, 2, 3]) assert.ok(depths.has(depth), `a stream of depth ${depth} among ${[...depths].join(', ')}`);
   });
 });
+
+test('a deep list is read level by level with a small read-ahead per level, from remote storage too: never a whole level at once', async () => {
+  const small = { ...settings, packTarget: 4 * 1024 };
+  const storage = openStorage(join(folder, 'remote'));
+  const content = await ContentStore.open(storage, small);
+  const session = content.session();
+  const stream = session.stream();
+  const data = bytes(1_200_000, 'remote');
+  for (let at = 0; at < data.length; at += 65_536) await stream.write(data.subarray(at, at + 65_536));
+  const ref = await stream.end();
+  await session.commit();
+  assert.ok(ref.depth >= 2, `depth ${ref.depth}`);
+  // as a remote store (the data level runs up to 16 requests ahead), each read 5 ms late; list pack reads counted
+  let open = 0;
+  let most = 0;
+  let lists = 0;
+  const kinds = await ContentStore.open(storage, small);
+  const slow = Object.create(storage, {
+    capabilities: { value: { ...storage.capabilities, remote: true } },
+    get: {
+      value: async (key: string, range?: { start: number; end: number }) => {
+        const list = key.startsWith('content/packs/') && kinds.index.kindOf(key.split('/').at(-1)!) === 'list';
+        if (!list) return storage.get(key, range);
+        lists++;
+        most = Math.max(most, ++open);
+        try {
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          return await storage.get(key, range);
+        } finally {
+          open--;
+        }
+      },
+    },
+  });
+  const reader = await ContentStore.open(slow, small);
+  assert.ok((await collectStream(reader.open(ref))).equals(data));
+  assert.ok(lists > 4 * ref.depth, `${lists} list pack reads`);
+  // two runs ahead per level of the list (the data level below them has its own)
+  assert.ok(most <= 2 * ref.depth, `${most} list pack reads at once, ${ref.depth} levels`);
+});

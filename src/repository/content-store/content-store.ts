@@ -26,6 +26,12 @@ const RUN_BYTES = 1 << 20;
 const READ_AHEAD_BYTES = 16 << 20;
 // 16 requests in flight from S3 (8 when runs were 4 MiB): smaller runs need more of them to keep the bytes coming; READ_AHEAD_BYTES still caps those
 const READ_AHEAD_RUNS = 16;
+/**
+ * Runs a reader of a chunk list (one level of a deep list) fetches ahead, from any storage: a run of ids
+ * names up to 32,768 chunks (512 MiB of 16 KiB data chunks), so one run ahead hides a request's latency,
+ * and each level of a stream's list holds at most this many runs, not READ_AHEAD_BYTES.
+ */
+const LIST_RUNS_AHEAD = 2;
 
 /**
  * A writing session writes an index file once the packs it wrote since the last one hold this many entries
@@ -175,7 +181,8 @@ export class ContentStore {
     }
     const list = { size: ref.chunks * CHUNK_ID_SIZE, chunks: -1, depth: ref.depth - 1, root: ref.root };
     let rest = Buffer.alloc(0);
-    for await (const piece of this.bytesOf(list, signal)) {
+    // each level of a deep list is read with its own read-ahead, of LIST_RUNS_AHEAD runs: never a whole level
+    for await (const piece of this.bytesOf(list, signal, LIST_RUNS_AHEAD)) {
       const bytes = rest.length > 0 ? Buffer.concat([rest, piece]) : piece;
       const whole = bytes.length - (bytes.length % CHUNK_ID_SIZE);
       for (let at = 0; at < whole; at += CHUNK_ID_SIZE) yield bytes.subarray(at, at + CHUNK_ID_SIZE);
@@ -208,9 +215,9 @@ export class ContentStore {
   }
 
   /** Reads the chunks of a stream, a run of neighbouring blobs of one pack at a time (one request, one buffer). */
-  private async *bytesOf(ref: StreamRef, signal?: AbortSignal): AsyncGenerator<Buffer> {
+  private async *bytesOf(ref: StreamRef, signal?: AbortSignal, runsAhead?: number): AsyncGenerator<Buffer> {
     let size = 0;
-    for await (const run of this.runsOf(this.chunkIds(ref, signal), signal)) {
+    for await (const run of this.runsOf(this.chunkIds(ref, signal), signal, runsAhead)) {
       size += run.bytes.length;
       yield run.bytes;
     }
@@ -231,10 +238,10 @@ export class ContentStore {
    * A sealed pack is fetched whole and counts twice (stored and decrypted). Memory: the read-ahead, one run
    * being decompressed, and for sealed packs the two most recent plaintexts.
    */
-  private async *runsOf(ids: AsyncIterable<Buffer>, signal?: AbortSignal): AsyncGenerator<{ pack: string; entries: PackEntry[]; bytes: Buffer }> {
+  private async *runsOf(ids: AsyncIterable<Buffer>, signal?: AbortSignal, most?: number): AsyncGenerator<{ pack: string; entries: PackEntry[]; bytes: Buffer }> {
     const reader = new PackReader(this.storage, this.settings);
     const codec = chunkCodec(this.settings.level);
-    const runsAhead = this.storage.capabilities.remote ? READ_AHEAD_RUNS : 2;
+    const runsAhead = Math.min(most ?? Infinity, this.storage.capabilities.remote ? READ_AHEAD_RUNS : 2);
     type Planned = { pack: string; entries: PackEntry[]; raw: number };
     const ahead: (Planned & { cost: number; blobs: Promise<[PackEntry, Buffer][]> })[] = [];
     let inFlight = 0;
