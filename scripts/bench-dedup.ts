@@ -240,7 +240,7 @@ async function chunkSizeStudy(values: { size?: string; days?: string; 'chunk-siz
 }
 
 /** The targets of issue 19 (ratios of the same run). */
-const TARGETS = { storedVsPlain: 0.2, storedVsRestic: 0.8, timeVsRestic: 1.0, timeVsPgDump: 0.5, restoreVsPlain: 1.1, rssMiB: 200, secondBase: 0.05 };
+const TARGETS = { storedVsPlain: 0.2, storedVsRestic: 0.8, timeVsRestic: 1.0, timeVsPgDump: 0.5, restoreVsPlain: 1.1, rssMB: 200, secondBase: 0.05 };
 
 interface Timed {
   seconds: number;
@@ -386,7 +386,8 @@ export async function dedupBench(argv: string[]): Promise<number> {
       ['daily backup time vs restic on the same stream', ratio.timeVsRestic <= TARGETS.timeVsRestic, `${ratio.timeVsRestic.toFixed(2)}× (≤ ${TARGETS.timeVsRestic})`],
       ['daily backup time vs pg_dump -Fc', ratio.timeVsPgDump <= TARGETS.timeVsPgDump, `${ratio.timeVsPgDump.toFixed(2)}× (≤ ${TARGETS.timeVsPgDump})`],
       ['restore time vs a plain repository', ratio.restoreVsPlain <= TARGETS.restoreVsPlain, `${ratio.restoreVsPlain.toFixed(2)}× (≤ ${TARGETS.restoreVsPlain})`],
-      ['peak RSS of backup, restore, prune', peak <= TARGETS.rssMiB * MiB, `${mib(peak)} MiB (≤ ${TARGETS.rssMiB})`],
+      // the issue's target is in MB (10^6 bytes): 200 MB is 190.7 MiB
+      ['peak RSS of backup, restore, prune', peak <= TARGETS.rssMB * 1e6, `${(peak / 1e6).toFixed(1)} MB, ${mib(peak)} MiB (≤ ${TARGETS.rssMB} MB)`],
       // a base backup that failed measures nothing: 0 bytes added by a second backup that failed is not a pass
       [
         'second base backup of the unchanged cluster',

@@ -287,6 +287,21 @@ for (const encrypted of [false, true]) {
       assert.ok((await collectStream((await ContentStore.open(storage, small())).open(kept))).equals(rows(3_000, 'kept')));
     });
 
+    test('a kept stream whose chunks no index file names (a lost index file) stops the sweep before anything is deleted', async () => {
+      const storage = openStorage(where.repo('lost-index'));
+      const first = (await storeStream(await ContentStore.open(storage, small()), rows(2_000, 'first'), 3_000)).ref;
+      const firstIndex = await listKeys(storage, 'content/index');
+      const second = (await storeStream(await ContentStore.open(storage, small()), rows(2_000, 'second'), 3_000)).ref;
+      const packs = await listKeys(storage, 'content/packs');
+      await storage.remove(firstIndex[0]!);
+      // without the check the first stream's packs were orphans (no index names them) past the grace, and deleted
+      await assert.rejects(
+        prune(storage, await ContentStore.open(storage, small()), [first, second], { now: new Date(Date.now() + 7_200_000), graceMs: 3_600_000 }),
+        (e: any) => e.code === 'CHECKSUM_MISMATCH' && /in no pack the index knows/.test(e.message),
+      );
+      assert.deepEqual(await listKeys(storage, 'content/packs'), packs, 'no pack deleted');
+    });
+
     test('packs of a writer that died before its commit are removed once older than the grace', async () => {
       const storage = openStorage(where.repo('orphans'));
       const kept = (await storeStream(await ContentStore.open(storage, small()), rows(2_000, 'kept'), 3_000)).ref;

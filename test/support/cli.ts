@@ -11,6 +11,10 @@ import { fileURLToPath } from 'node:url';
 // shared /tmp a file that kills pgkeep on purpose would have its leftovers
 // removed by another file's restore, and that restore would print lines its
 // test does not expect. 1777 like /tmp: test clusters run as `postgres`.
+// The system's temp dir before this file's own replaces it: what is shared
+// between files and runs (the initdb template in pg-cluster.ts) lives there,
+// or each directly run file would leave its own 23 MB copy behind.
+process.env.PGKEEP_TEST_SYSTEM_TMPDIR ??= tmpdir();
 const testTemp = mkdtempSync(path.join(tmpdir(), 'pgkeep-tests-'));
 chmodSync(testTemp, 0o1777);
 process.env.TMPDIR = testTemp;

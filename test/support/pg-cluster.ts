@@ -443,7 +443,7 @@ function initdbTemplate(binDir: string, runAs: RunAs | undefined): Promise<strin
         .update(JSON.stringify({ version, user: runAs?.uid ?? process.getuid?.(), harness: 2 }))
         .digest('hex')
         .slice(0, 16);
-      const root = process.env.PGKEEP_TEST_INITDB_TEMPLATES || join(tmpdir(), 'pgkeep-initdb-templates');
+      const root = process.env.PGKEEP_TEST_INITDB_TEMPLATES || join(process.env.PGKEEP_TEST_SYSTEM_TMPDIR ?? tmpdir(), 'pgkeep-initdb-templates');
       await mkdir(root, { recursive: true, mode: 0o755 });
       const target = join(root, key);
       if (existsSync(join(target, 'global', 'pg_control'))) return target;

@@ -65,6 +65,16 @@ export function setIndexMemory(options: IndexMemoryOptions): void {
 const MERGE_FANOUT = 4;
 
 /**
+ * Each run has a Bloom filter of its ids (RunFilter) at 8 bits an entry (2% false positives), so a lookup
+ * reads a page only of the run that holds the id, as a rule. All the runs' filters share FILTER_BUDGET
+ * bytes: 4 MiB, so the index stays within ~35 MB (table, tail, summaries, filters). A run that would
+ * overdraw it gets fewer bits (none below 2): 4.2 million spilled entries (~65 GiB of distinct chunks at
+ * 16 KiB) have whole filters; past that memory stays bounded and lookups get slower.
+ */
+const FILTER_BITS_PER_ENTRY = 8;
+const FILTER_BUDGET = 4 * 1024 * 1024;
+
+/**
  * Which pack holds each chunk, for every index file read, in memory bounded
  * whatever the size of the repository (docs/content-store.md, "The index in
  * memory"):
@@ -76,8 +86,9 @@ const MERGE_FANOUT = 4;
  *   (SortedRun: unlinked at once, 0.5 bytes per entry stay in memory); runs
  *   are merged by tiers (MERGE_FANOUT), in bounded memory.
  *
- * A lookup tries the table, then each run (a binary search of its page
- * summary and one read of a 4 KiB page, from the page cache as a rule), then
+ * A lookup tries the table, then each run (its Bloom filter; where that
+ * says maybe, a binary search of its page summary and one read of a 4 KiB
+ * page, from the page cache as a rule), then
  * the tail: the order entries came in, so a chunk indexed twice (two writers
  * at once) is found at its first entry, as before; either is good.
  *
@@ -330,7 +341,7 @@ export class ContentIndex {
   /** Writes the tail, sorted, to a new run (then merges the runs when there are too many). */
   private spill(): void {
     const tail = this.tail!;
-    const writer = new RunWriter(this.directory);
+    const writer = new RunWriter(this.directory, { entries: tail.size, bitsPerEntry: this.filterBits(tail.size, this.runs) });
     const record = Buffer.alloc(RECORD_SIZE);
     try {
       for (const n of tail.sortedOrder()) {
@@ -347,13 +358,22 @@ export class ContentIndex {
       const newest = this.runs.slice(-MERGE_FANOUT);
       if (newest.length < MERGE_FANOUT || newest.some((r) => r.tier !== newest[0]!.tier)) break;
       // adjacent runs, oldest first: their numbers stay one range, and an id's first entry stays first
+      const entries = newest.reduce((n, r) => n + r.run.count, 0);
       const merged = mergeRuns(
         newest.map((r) => r.run),
         this.directory,
+        this.filterBits(entries, this.runs.slice(0, -MERGE_FANOUT)),
       );
       for (const { run } of newest) run.close();
       this.runs.splice(-MERGE_FANOUT, MERGE_FANOUT, { run: merged, base: newest[0]!.base, tier: newest[0]!.tier + 1 });
     }
+  }
+
+  /** Bits per entry for a new run's filter of `entries`, beside the filters of the runs kept (FILTER_BUDGET). */
+  private filterBits(entries: number, kept: readonly { run: SortedRun }[]): number {
+    const left = FILTER_BUDGET - kept.reduce((n, r) => n + r.run.filterBytes, 0);
+    const bits = Math.min(FILTER_BITS_PER_ENTRY, Math.floor((left * 8) / entries));
+    return bits >= 2 ? bits : 0;
   }
 
   /** The number of the first entry of the id at `at` in `bytes`, or -1. */

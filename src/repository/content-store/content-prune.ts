@@ -70,8 +70,12 @@ export async function pruneContent(storage: Storage, store: ContentStore, refs: 
   for (const ref of refs) {
     for await (const id of store.listChunkIds(ref)) {
       const n = store.index.numberOf(id);
-      // a chunk in no pack cannot be read anyway (verify names it); nothing to keep for it
-      if (n < 0 || (used[n >> 3]! & (1 << (n & 7))) !== 0) continue;
+      // A chunk a backup names that no index entry holds: either the repository lost an index file (whose packs
+      // step 3 would then delete as orphans) or the lookup is wrong (a bug: the spilled index once missed ids
+      // sharing their first four bytes). Either way a sweep could delete a chunk a backup needs: sweep nothing,
+      // as restic's prune refuses a repository whose index lacks a referenced blob.
+      if (n < 0) throw new PgkeepError('CHECKSUM_MISMATCH', `chunk ${id.toString('hex').slice(0, 16)}… that a kept backup names is in no pack the index knows: the repository is damaged (run pgkeep verify)`);
+      if ((used[n >> 3]! & (1 << (n & 7))) !== 0) continue;
       used[n >> 3]! |= 1 << (n & 7);
       referenced++;
     }

@@ -117,7 +117,9 @@ export class EntryTable {
       keys[n] = this.ids.readUInt32BE(n * CHUNK_ID_SIZE);
     }
     const ids = this.ids;
-    return order.sort((a, b) => keys[a]! - keys[b]! || ids.compare(ids, a * CHUNK_ID_SIZE, (a + 1) * CHUNK_ID_SIZE, b * CHUNK_ID_SIZE, (b + 1) * CHUNK_ID_SIZE) || a - b);
+    // ids.compare(target, targetStart, targetEnd, sourceStart, sourceEnd) compares the SOURCE (a) with the target (b):
+    // with a and b the other way round, ids sharing their first four bytes were sorted backwards, and lookups missed them
+    return order.sort((a, b) => keys[a]! - keys[b]! || ids.compare(ids, b * CHUNK_ID_SIZE, (b + 1) * CHUNK_ID_SIZE, a * CHUNK_ID_SIZE, (a + 1) * CHUNK_ID_SIZE) || a - b);
   }
 
   /** Makes room for this many entries in all (arrays and hash table sized once, not grown step by step). */

@@ -60,7 +60,13 @@ export async function sweepRepositoryContent(repository: Repository, keys: KeySe
       throw error;
     }
     if (!store) throw new PgkeepError('INTERNAL', `${repository.location} has no content store`);
-    return { swept: await pruneContent(storage, store, refs, { graceMs: options.graceMs, repackUnused: REPACK_UNUSED, now: options.now, dryRun: options.dryRun }) };
+    try {
+      return { swept: await pruneContent(storage, store, refs, { graceMs: options.graceMs, repackUnused: REPACK_UNUSED, now: options.now, dryRun: options.dryRun }) };
+    } catch (error) {
+      // a kept backup's chunk (or chunk list) the repository does not hold: its packs cannot be told from garbage
+      if (toPgkeepError(error).code === 'CHECKSUM_MISMATCH') return { skipped: `${(error as Error).message}: nothing was swept` };
+      throw error;
+    }
   } finally {
     await lock?.release().catch(() => undefined);
   }
