@@ -35,6 +35,8 @@ export const FAULT_POINTS = [
   'after-content-index',
   /** prune of a content store: the new index file written, old index files and packs not yet removed. */
   'mid-content-sweep',
+  /** prune of a content store: one of its new index files written (#1 of several: before the others), no old one removed yet. */
+  'after-prune-index-file',
   /** init (or copy into an empty location): an encrypted repository's keys written, pgkeep.json not yet. */
   'before-repo-info',
   /** restore test of a physical backup: the throwaway server is recovered and running, not yet checked or stopped. */

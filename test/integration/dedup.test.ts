@@ -215,21 +215,21 @@ describe('a deduplicating repository under faults (real processes)', () => {
   // test) makes each of their 10 backups, 20 verifications and their restore a fraction of the work.
   const env = (extra: Record<string, string> = {}) => ({ DATABASE_URL: cluster.url('small_shop'), ...extra });
   const repo = () => path.join(work, 'faults');
-  const packsNamedByNoIndex = async () => {
-    const storage = openStorage(repo());
-    const info = JSON.parse(await readFile(path.join(repo(), 'pgkeep.json'), 'utf8'));
+  const packsNamedByNoIndex = async (at = repo()) => {
+    const storage = openStorage(at);
+    const info = JSON.parse(await readFile(path.join(at, 'pgkeep.json'), 'utf8'));
     const store = await ContentStore.open(storage, await contentSettings(storage, info.content, null, { identities: [], contentKey: undefined }));
     const indexed = store.index.packEntries();
     const stray: string[] = [];
     for await (const e of storage.list('content/packs', { recursive: true })) if (e.kind === 'object' && !indexed.has(e.path.split('/').at(-1)!)) stray.push(e.path);
     return stray;
   };
-  const everyBackupVerifies = async () => {
-    const listed = json<{ id: string; source: string; damaged?: unknown }[]>(await runCommand(['list', '--repo', repo(), '--json'], { env: env() }));
+  const everyBackupVerifies = async (at = repo()) => {
+    const listed = json<{ id: string; source: string; damaged?: unknown }[]>(await runCommand(['list', '--repo', at, '--json'], { env: env() }));
     assert.deepEqual(listed.filter((b) => b.damaged), []);
     for (const b of listed) {
       // two sources' backups started in the same second have the same id: an id alone may name both
-      const verified = await runCommand(['verify', b.id, '--repo', repo(), '--source', b.source], { env: env() });
+      const verified = await runCommand(['verify', b.id, '--repo', at, '--source', b.source], { env: env() });
       assert.equal(verified.code, 0, `verify ${b.id}: ${verified.stderr}`);
     }
     return listed.length;
@@ -260,6 +260,31 @@ describe('a deduplicating repository under faults (real processes)', () => {
     assert.equal(pruned.code, 0, pruned.stderr);
     assert.deepEqual(await packsNamedByNoIndex(), [], 'no pack left that no index names');
     assert.equal(await everyBackupVerifies(), 1);
+  });
+
+  test('prune killed between its new index files (the smallest index cap, small packs: several new index files), then another: every backup verifies, no pack is left that no index names', async () => {
+    const at = path.join(work, 'faults-index-files');
+    // 16 entries in memory (the index spills too): index files of at most 4 entries (a pack is never split)
+    const small = env({ PGKEEP_INDEX_MEMORY_ENTRIES: '16' });
+    assert.equal((await cliPgkeep(['init', '--repo', at, '--dedup'], { env: small })).code, 0);
+    // packs of 64 KiB (the repository's setting, 16 MiB by default): a repack writes several new packs, each in its own index file
+    const info = JSON.parse(await readFile(path.join(at, 'pgkeep.json'), 'utf8'));
+    info.content.packTarget = 64 * 1024;
+    await writeFile(path.join(at, 'pgkeep.json'), JSON.stringify(info));
+    // a table of its own (~2 MB), then every other block of ~120 KB of it deleted: many packs of the first backup
+    // straddle a deleted block and a kept one, and are repacked into several new packs
+    await cluster.query('CREATE TABLE index_files AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 40000) g', [], 'shop');
+    assert.equal((await cliPgkeep(['backup', '--repo', at], { env: small })).code, 0);
+    await cluster.query('DELETE FROM index_files WHERE (id / 2000) % 2 = 0', [], 'shop');
+    assert.equal((await cliPgkeep(['backup', '--repo', at], { env: small })).code, 0);
+    await cluster.query('DROP TABLE index_files', [], 'shop');
+    const killed = await cliPgkeep(['prune', '--repo', at, '--keep-last', '1', '--sweep-grace', '0'], { env: { ...small, PGKEEP_FAULT: 'after-prune-index-file#2' } });
+    assert.equal(killed.signal, 'SIGKILL', `the prune reaches its second index file: ${killed.stderr}`);
+    assert.equal(await everyBackupVerifies(at), 1);
+    const pruned = await cliPgkeep(['prune', '--repo', at, '--keep-last', '1', '--sweep-grace', '0', '--json'], { env: small });
+    assert.equal(pruned.code, 0, pruned.stderr);
+    assert.deepEqual(await packsNamedByNoIndex(at), [], 'no pack left that no index names');
+    assert.equal(await everyBackupVerifies(at), 1);
   });
 
   test('backups and prunes at the same time, as real processes: no chunk a backup needs is ever swept', async () => {

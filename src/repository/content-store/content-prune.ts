@@ -4,8 +4,9 @@ import { PgkeepError } from '../../errors.js';
 import { faultPoint } from '../../fault-points.js';
 import { readObject, type Storage } from '../../storage/storage.js';
 import { encodeIndexFile, recordEntry, type IndexedPack } from './content-index.js';
-import { ContentStore, INDEX_PREFIX, PACKS_PREFIX, type StreamRef } from './content-store.js';
+import { ContentStore, INDEX_PREFIX, PACKS_PREFIX, SESSION_INDEX_ENTRIES, type StreamRef } from './content-store.js';
 import type { PackEntry } from './pack-file.js';
+import { weighedGroups } from './weighed-groups.js';
 
 /** Where prune keeps its marks: packs found unused (or mostly unused), and since when. */
 export const MARKS_FILE = 'content/prune-marks.json';
@@ -17,6 +18,8 @@ export interface ContentPruneOptions {
   repackUnused: number;
   now: Date;
   dryRun: boolean;
+  /** Entries per new index file: what a writing session writes (SESSION_INDEX_ENTRIES, or less with a small index cap); smaller in tests. */
+  indexFileEntries?: number;
 }
 
 export interface ContentPruneResult {
@@ -48,9 +51,11 @@ type Marks = Record<string, string>;
  * names is kept.
  *
  * The order makes every kill safe (docs/content-store.md): new packs (the
- * used blobs of repacked packs) first, then one new index file naming every
- * surviving and new pack of the index files being replaced, then those old
- * index files are removed, and only then the packs. A kill leaves at worst
+ * used blobs of repacked packs) first, then new index files naming every
+ * surviving and new pack of the index files being replaced (each of at most
+ * a session's entries, written as they fill: prune holds O(packs), not the
+ * entries of what it keeps), then those old index files are removed, and
+ * only then the packs. A kill leaves at worst
  * packs no index names, which the next prune removes, or a chunk indexed
  * twice, which is harmless. A pack is deleted or repacked only when an
  * earlier prune marked it at least the grace period ago and it is still
@@ -83,10 +88,12 @@ export async function pruneContent(storage: Storage, store: ContentStore, refs: 
   const blobBytes = new Float64Array(packCount);
   const keptBytes = new Float64Array(packCount);
   const keptCount = new Float64Array(packCount);
+  const entryCount = new Float64Array(packCount);
   store.index.forEachEntry((n, record, at) => {
     const pack = record.readUInt32LE(at + 32);
     const length = record.readUInt32LE(at + 40);
     blobBytes[pack]! += length;
+    entryCount[pack]!++;
     if (!isUsed(n)) return;
     keptBytes[pack]! += length;
     keptCount[pack]!++;
@@ -119,16 +126,8 @@ export async function pruneContent(storage: Storage, store: ContentStore, refs: 
       result.repackSkippedForKey++;
     } else repacking.add(number);
   }
-  // the entries of the blobs to move, gathered in a second pass only for the packs being repacked
-  const keep = new Map<number, PackEntry[]>();
-  for (const number of repacking) keep.set(number, []);
-  if (repacking.size > 0) {
-    store.index.forEachEntry((n, record, at) => {
-      if (isUsed(n)) keep.get(record.readUInt32LE(at + 32))?.push(recordEntry(record, at));
-    });
-  }
-  // each pack's blobs in offset order: neighbours are read with one request
-  const repack = [...keep].map(([number, entries]) => ({ pack: store.index.packName(number), keep: entries.sort((a, b) => a.offset - b.offset) }));
+  // the packs being repacked are doomed too, once their used blobs are in new packs (step 4)
+  for (const number of repacking) doomed.add(store.index.packName(number));
 
   // 3. orphans: packs no index file names, old enough not to be a writer's uncommitted session
   const orphans: string[] = [];
@@ -141,48 +140,62 @@ export async function pruneContent(storage: Storage, store: ContentStore, refs: 
     result.orphanBytes += entry.size;
   }
   if (options.dryRun) {
-    result.repackedPacks = repack.length;
+    result.repackedPacks = repacking.size;
     return result;
   }
 
-  // 4. repack: the used blobs of each into new packs (a session of its own)
-  const replaced: IndexedPack[] = [];
-  if (repack.length > 0) {
-    // every new pack's entries held: this prune's own index file names them with the survivors (step 5)
+  // New index files are written as they fill, each of at most `perFile` entries (what a writing session
+  // writes), so prune holds a bounded number of entries, not those of every pack it keeps or moves.
+  const perFile = Math.max(1, options.indexFileEntries ?? Math.min(SESSION_INDEX_ENTRIES, store.index.sessionEntries));
+  const files = new IndexFileWriter(storage, perFile);
+
+  // 4. repack: the used blobs of each into new packs (a session of its own), a group of packs of at most
+  // `perFile` used entries at a time: their entries gathered with one scan of the index, each pack's in
+  // offset order (neighbours are read with one request); the new packs written so far are indexed as it goes
+  if (repacking.size > 0) {
     const session = store.session({ indexAsItGoes: false });
-    for (const { pack, keep } of repack) {
-      const before = store.index.packSize(pack);
-      for await (const chunk of store.readChunks(keep.map((e) => e.id))) await session.putRaw(chunk.id, chunk.bytes, chunk.kind);
-      doomed.add(pack);
-      result.repackedPacks++;
-      result.repackFreedBytes += before;
+    const moved = async () => {
+      for (const p of session.takeWrittenPacks()) {
+        result.repackFreedBytes -= p.size;
+        await files.add(p, true);
+      }
+    };
+    for (const group of weighedGroups([...repacking], (number) => keptCount[number]!, perFile)) {
+      const keep = new Map<number, PackEntry[]>(group.map((number) => [number, []]));
+      store.index.forEachEntry((n, record, at) => {
+        if (isUsed(n)) keep.get(record.readUInt32LE(at + 32))?.push(recordEntry(record, at));
+      });
+      for (const [number, entries] of keep) {
+        const pack = store.index.packName(number);
+        entries.sort((x, y) => x.offset - y.offset);
+        for await (const chunk of store.readChunks(entries.map((e) => e.id))) await session.putRaw(chunk.id, chunk.bytes, chunk.kind);
+        result.repackedPacks++;
+        result.repackFreedBytes += store.index.packSize(pack);
+      }
+      await moved();
     }
     await session.flush();
-    for (const p of session.writtenPacks) {
-      replaced.push(p);
-      result.repackFreedBytes -= p.size;
-    }
+    await moved();
   }
 
-  // 5. one new index file for what survives of the index files that name a doomed pack
+  // 5. new index files for what survives of the index files that name a doomed pack: a group of packs of
+  // at most `perFile` entries at a time, found with one scan of the index
   const affected = store.index.fileNames.filter((file) => store.index.packsOf(file).some((p) => doomed.has(p)));
-  const survivors = new Set(affected.flatMap((file) => store.index.packsOf(file)).filter((p) => !doomed.has(p)));
-  // their entries found with one scan of the index (held while the file is written: O(entries of those files))
-  const survivorEntries = store.index.entriesOf(survivors);
-  const newIndex = [...replaced, ...[...survivors].map((pack) => ({ pack, size: store.index.packSize(pack), kind: store.index.kindOf(pack), sealed: store.index.isSealed(pack), entries: survivorEntries.get(pack)! }))];
-  let newIndexName: string | undefined;
-  if (newIndex.length > 0) {
-    const stored = encodeIndexFile(newIndex);
-    newIndexName = createHash('sha256').update(stored).digest('hex');
-    await storage.put(`${INDEX_PREFIX}/${newIndexName}`, Readable.from([stored]));
+  const survivors = new Set(affected.flatMap((file) => store.index.packsOf(file)).filter((p) => !doomed.has(p) && store.index.hasPack(p)));
+  const numberOf = new Map<string, number>();
+  for (const { pack, number } of store.index.packs()) if (survivors.has(pack)) numberOf.set(pack, number);
+  for (const group of weighedGroups([...survivors], (pack) => entryCount[numberOf.get(pack)!]!, perFile)) {
+    const entries = store.index.entriesOf(group);
+    for (const pack of group) await files.add({ pack, size: store.index.packSize(pack), kind: store.index.kindOf(pack), sealed: store.index.isSealed(pack), entries: entries.get(pack)! });
   }
+  await files.finish();
   faultPoint('mid-content-sweep');
   // 6. the old index files, then the packs. Names are hashes of the bytes, so what this prune just wrote
   // may carry the name of something it is removing: after a prune killed here, the next one repacks the
   // same blobs into a pack of the same name as the killed one's (which it finds unused), and may write the
   // same index file. Removing those names would remove what was just written: they stay.
-  const written = new Set(replaced.map((p) => ContentStore.packKey(p.pack)));
-  for (const file of affected) if (file !== newIndexName) await storage.remove(`${INDEX_PREFIX}/${file}`);
+  const written = new Set(files.packs.map((p) => ContentStore.packKey(p)));
+  for (const file of affected) if (!files.names.has(file)) await storage.remove(`${INDEX_PREFIX}/${file}`);
   for (const pack of doomed) if (!written.has(ContentStore.packKey(pack))) await storage.remove(ContentStore.packKey(pack));
   for (const key of orphans) if (!written.has(key)) await storage.remove(key);
   await storage.put(MARKS_FILE, Readable.from([Buffer.from(`${JSON.stringify(nextMarks)}\n`)]));
@@ -197,5 +210,44 @@ async function readMarks(storage: Storage): Promise<Marks> {
     if (error instanceof PgkeepError && error.code === 'STORAGE_NOT_FOUND') return {};
     // unreadable marks only delay the sweep: every pack is marked afresh
     return {};
+  }
+}
+
+/**
+ * Prune's new index files, each written once the packs given reach `perFile` entries (a pack is never
+ * split between two files), and the last by finish(). A kill between two of them leaves packs named by
+ * an old and a new index file, which is harmless (the first read wins), and the old files still there.
+ */
+class IndexFileWriter {
+  private pending: IndexedPack[] = [];
+  private entries = 0;
+  /** The names of the index files written, and the new packs they name (repacked: see the removals). */
+  readonly names = new Set<string>();
+  readonly packs: string[] = [];
+
+  constructor(
+    private readonly storage: Storage,
+    private readonly perFile: number,
+  ) {}
+
+  async add(pack: IndexedPack, fresh = false): Promise<void> {
+    if (this.pending.length > 0 && this.entries + pack.entries.length > this.perFile) await this.write();
+    this.pending.push(pack);
+    this.entries += pack.entries.length;
+    if (fresh) this.packs.push(pack.pack);
+  }
+
+  async finish(): Promise<void> {
+    if (this.pending.length > 0) await this.write();
+  }
+
+  private async write(): Promise<void> {
+    const stored = encodeIndexFile(this.pending);
+    const name = createHash('sha256').update(stored).digest('hex');
+    await this.storage.put(`${INDEX_PREFIX}/${name}`, Readable.from([stored]));
+    this.names.add(name);
+    this.pending = [];
+    this.entries = 0;
+    faultPoint('after-prune-index-file');
   }
 }

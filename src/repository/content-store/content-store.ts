@@ -26,13 +26,19 @@ const RUN_BYTES = 1 << 20;
 const READ_AHEAD_BYTES = 16 << 20;
 // 16 requests in flight from S3 (8 when runs were 4 MiB): smaller runs need more of them to keep the bytes coming; READ_AHEAD_BYTES still caps those
 const READ_AHEAD_RUNS = 16;
+/**
+ * Runs a reader of a chunk list (one level of a deep list) fetches ahead, from any storage: a run of ids
+ * names up to 32,768 chunks (512 MiB of 16 KiB data chunks), so one run ahead hides a request's latency,
+ * and each level of a stream's list holds at most this many runs, not READ_AHEAD_BYTES.
+ */
+const LIST_RUNS_AHEAD = 2;
 
 /**
  * A writing session writes an index file once the packs it wrote since the last one hold this many entries
  * (~100 bytes each held until then; a 3 MB index file): a first backup of 1 TB in 16 KiB chunks would
  * otherwise hold ~60 million. A daily backup adds far fewer, so it still writes one file.
  */
-const SESSION_INDEX_ENTRIES = 65_536;
+export const SESSION_INDEX_ENTRIES = 65_536;
 
 /** Index files read at once while the store opens. */
 const INDEX_READS_AHEAD = 4;
@@ -155,7 +161,8 @@ export class ContentStore {
   /**
    * A new writing session: its packs become visible to others once an index file names them (commit(), or
    * one written every so many entries: see ContentSession). `indexAsItGoes: false` holds every pack's entries
-   * until the caller indexes them itself (prune's repacking).
+   * until the caller takes them to index them itself (prune's repacking), and leaves this process's index
+   * as it is (the packs are not found through it).
    */
   session(options: { indexAsItGoes?: boolean } = {}): ContentSession {
     return new ContentSession(this, this.storage, options.indexAsItGoes ?? true);
@@ -174,7 +181,8 @@ export class ContentStore {
     }
     const list = { size: ref.chunks * CHUNK_ID_SIZE, chunks: -1, depth: ref.depth - 1, root: ref.root };
     let rest = Buffer.alloc(0);
-    for await (const piece of this.bytesOf(list, signal)) {
+    // each level of a deep list is read with its own read-ahead, of LIST_RUNS_AHEAD runs: never a whole level
+    for await (const piece of this.bytesOf(list, signal, LIST_RUNS_AHEAD)) {
       const bytes = rest.length > 0 ? Buffer.concat([rest, piece]) : piece;
       const whole = bytes.length - (bytes.length % CHUNK_ID_SIZE);
       for (let at = 0; at < whole; at += CHUNK_ID_SIZE) yield bytes.subarray(at, at + CHUNK_ID_SIZE);
@@ -207,9 +215,9 @@ export class ContentStore {
   }
 
   /** Reads the chunks of a stream, a run of neighbouring blobs of one pack at a time (one request, one buffer). */
-  private async *bytesOf(ref: StreamRef, signal?: AbortSignal): AsyncGenerator<Buffer> {
+  private async *bytesOf(ref: StreamRef, signal?: AbortSignal, runsAhead?: number): AsyncGenerator<Buffer> {
     let size = 0;
-    for await (const run of this.runsOf(this.chunkIds(ref, signal), signal)) {
+    for await (const run of this.runsOf(this.chunkIds(ref, signal), signal, runsAhead)) {
       size += run.bytes.length;
       yield run.bytes;
     }
@@ -230,10 +238,10 @@ export class ContentStore {
    * A sealed pack is fetched whole and counts twice (stored and decrypted). Memory: the read-ahead, one run
    * being decompressed, and for sealed packs the two most recent plaintexts.
    */
-  private async *runsOf(ids: AsyncIterable<Buffer>, signal?: AbortSignal): AsyncGenerator<{ pack: string; entries: PackEntry[]; bytes: Buffer }> {
+  private async *runsOf(ids: AsyncIterable<Buffer>, signal?: AbortSignal, most?: number): AsyncGenerator<{ pack: string; entries: PackEntry[]; bytes: Buffer }> {
     const reader = new PackReader(this.storage, this.settings);
     const codec = chunkCodec(this.settings.level);
-    const runsAhead = this.storage.capabilities.remote ? READ_AHEAD_RUNS : 2;
+    const runsAhead = Math.min(most ?? Infinity, this.storage.capabilities.remote ? READ_AHEAD_RUNS : 2);
     type Planned = { pack: string; entries: PackEntry[]; raw: number };
     const ahead: (Planned & { cost: number; blobs: Promise<[PackEntry, Buffer][]> })[] = [];
     let inFlight = 0;
@@ -353,8 +361,8 @@ export class ContentSession {
   }
 
   /** Starts a stream; write its bytes, cut where a boundary matters, then end() for its ref. */
-  stream(): ContentStream {
-    return new ContentStream(this, this.store.settings, 'data');
+  stream(options: { rootIds?: number } = {}): ContentStream {
+    return new ContentStream(this, this.store.settings, 'data', options.rootIds);
   }
 
   /**
@@ -423,8 +431,9 @@ export class ContentSession {
     this.written.push(indexed);
     this.writtenEntries += entries.length;
     this.allPacks.push(name);
-    // from now on this session (and this process) finds them through the index
-    this.store.index.addPack(indexed);
+    // from now on this session (and this process) finds them through the index; not prune's: the entry
+    // numbers of its mark bitset must stay good while it moves blobs (an addition may renumber: ContentIndex)
+    if (this.indexAsItGoes) this.store.index.addPack(indexed);
     for (const e of entries) this.pending.delete(e.id.toString('latin1'));
     this.totals.packs++;
     this.totals.newStoredBytes += size;
@@ -454,9 +463,15 @@ export class ContentSession {
     return this.allPacks;
   }
 
-  /** The packs written that no index file of this session names yet, with their entries (all of them with indexAsItGoes false). */
-  get writtenPacks(): readonly IndexedPack[] {
-    return this.written;
+  /**
+   * The packs written that no index file of this session names yet, with their entries, handed over
+   * and forgotten here (indexAsItGoes false: the caller indexes them, as it goes).
+   */
+  takeWrittenPacks(): IndexedPack[] {
+    const taken = this.written;
+    this.written = [];
+    this.writtenEntries = 0;
+    return taken;
   }
 
   /**
@@ -489,66 +504,95 @@ export class ContentSession {
   }
 }
 
-/** One stream being stored through a session. */
+/**
+ * One stream being stored through a session. Its chunk list is a cascade
+ * (docs/content-store.md, "Writing a stream"): the ids are held up to
+ * `rootIds` (what a ref names itself); past that, each full buffer of ids
+ * goes on, as it fills, into a list stream one level down, whose own ids
+ * cascade the same way. Each level holds at most `rootIds` ids and its
+ * chunker's current chunk, whatever the stream's length: the whole list used
+ * to be held to the end (32 bytes per chunk, ~200 MiB for a 100 GiB dump).
+ * A list stream's chunker sees the same bytes as when the whole list was
+ * written at the end, in the same order, and its cuts do not depend on how
+ * the bytes are split into writes: the chunks, their ids and the ref are
+ * those of the earlier code, byte for byte (test/unit/content-stream-cascade.test.ts),
+ * so new backups deduplicate against old lists.
+ */
 export class ContentStream {
   private readonly chunker: ContentDefinedChunker;
-  /** The chunk ids so far, side by side (32 bytes each, not a Buffer object per chunk: ~60,000 of them per GB). */
-  private ids = Buffer.allocUnsafe(CHUNK_ID_SIZE * 1024);
+  /** The ids not yet handed down, side by side (32 bytes each, not a Buffer object per chunk): at most rootIds. */
+  private ids: Buffer;
+  private held = 0;
+  /** Every id of this stream, handed down or not. */
   private count = 0;
   private size = 0;
+  /** The stream of this stream's chunk list, one level down: once the list is longer than rootIds. */
+  private next: ContentStream | undefined;
 
   constructor(
     private readonly session: ContentSession,
     private readonly settings: ContentSettings,
     private readonly kind: BlobKind,
+    /** ROOT_IDS; smaller only in tests, to reach a deeper list cheaply (a ref's depth tells readers how deep it is). */
+    private readonly rootIds = ROOT_IDS,
   ) {
     this.chunker = new ContentDefinedChunker(settings.sizes, settings.seed);
+    this.ids = Buffer.allocUnsafe(CHUNK_ID_SIZE * rootIds);
   }
 
   async write(data: Buffer): Promise<void> {
     this.size += data.length;
     for (const pieces of this.chunker.writePieces(data)) {
       const id = this.session.put(pieces, this.kind);
-      this.push(id instanceof Promise ? await id : id);
+      // a promise only when a full pack is written, or a full buffer of ids goes down a level (once per rootIds chunks)
+      const pushed = this.push(id instanceof Promise ? await id : id);
+      if (pushed) await pushed;
     }
   }
 
   /** Ends the current chunk here (a table's data starts: a change in one table never moves another's chunks). */
   async cut(): Promise<void> {
     const pieces = this.chunker.cutPieces();
-    if (pieces) this.push(await this.session.put(pieces, this.kind));
+    if (pieces) await this.push(await this.session.put(pieces, this.kind));
   }
 
-  /** Ends the stream: its ref, with the chunk list stored one level down while it is longer than ROOT_IDS. */
+  /** Ends the stream: its ref, with the chunk list stored one level down while it is longer than rootIds. */
   async end(): Promise<StreamRef> {
     await this.cut();
-    let ids = this.list();
-    let depth = 0;
-    while (ids.length > ROOT_IDS * CHUNK_ID_SIZE) {
-      const list = new ContentStream(this.session, this.settings, 'list');
-      // the list as one buffer: 32 bytes per chunk (2 MiB per GB of 16 KiB chunks); the chunker copies nothing
-      await list.write(ids);
-      await list.cut();
-      ids = list.list();
-      depth++;
-    }
-    const root: string[] = [];
-    for (let at = 0; at < ids.length; at += CHUNK_ID_SIZE) root.push(ids.toString('hex', at, at + CHUNK_ID_SIZE));
+    const { depth, root } = await this.endList();
     return { size: this.size, chunks: this.count, depth, root };
   }
 
-  private push(id: Buffer): void {
-    if ((this.count + 1) * CHUNK_ID_SIZE > this.ids.length) {
-      const more = Buffer.allocUnsafe(this.ids.length * 2);
-      this.ids.copy(more, 0, 0, this.count * CHUNK_ID_SIZE);
-      this.ids = more;
+  /** The root of this stream's list and its depth: the ids held, or (once they went down) the root of the level below, ended here. */
+  private async endList(): Promise<{ depth: number; root: string[] }> {
+    if (!this.next) {
+      const root: string[] = [];
+      for (let at = 0; at < this.held * CHUNK_ID_SIZE; at += CHUNK_ID_SIZE) root.push(this.ids.toString('hex', at, at + CHUNK_ID_SIZE));
+      return { depth: 0, root };
     }
-    id.copy(this.ids, this.count * CHUNK_ID_SIZE);
-    this.count++;
+    if (this.held > 0) await this.next.write(this.ids.subarray(0, this.held * CHUNK_ID_SIZE));
+    this.held = 0;
+    // the level below ends where the list ends (its last chunk cut there), as it always has
+    await this.next.cut();
+    const below = await this.next.endList();
+    return { depth: below.depth + 1, root: below.root };
   }
 
-  private list(): Buffer {
-    return this.ids.subarray(0, this.count * CHUNK_ID_SIZE);
+  /** Adds an id; a promise when the buffer was full and went down a level first. */
+  private push(id: Buffer): Promise<void> | undefined {
+    this.count++;
+    if (this.held < this.rootIds) {
+      id.copy(this.ids, this.held * CHUNK_ID_SIZE);
+      this.held++;
+      return undefined;
+    }
+    // a new buffer, not the full one reused: the level below's chunker holds views into what it was given
+    const full = this.ids;
+    this.ids = Buffer.allocUnsafe(CHUNK_ID_SIZE * this.rootIds);
+    id.copy(this.ids, 0);
+    this.held = 1;
+    this.next ??= new ContentStream(this.session, this.settings, 'list', this.rootIds);
+    return this.next.write(full);
   }
 }
 

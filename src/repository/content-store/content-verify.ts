@@ -1,6 +1,10 @@
 import { createHash } from 'node:crypto';
 import { collectStream, type Storage } from '../../storage/storage.js';
 import { ContentStore, type StreamRef } from './content-store.js';
+import { weighedGroups } from './weighed-groups.js';
+
+/** Entries of damaged packs held at once (ContentCheckOptions.damagedEntries): what a writing session indexes in one file. */
+const DAMAGED_ENTRIES = 65_536;
 
 /** A backup as the content check sees it: who it is, and the streams it names. */
 export interface BackupRefs {
@@ -16,6 +20,8 @@ export interface ContentCheckOptions {
    * on (e.g. the day number), successive checks cover every pack.
    */
   subset?: { fraction: number; slot: number };
+  /** Entries of damaged packs held at once while finding the backups they affect (65,536; smaller in tests). */
+  damagedEntries?: number;
 }
 
 export interface DamagedPack {
@@ -70,22 +76,27 @@ export async function checkContent(storage: Storage, store: ContentStore, backup
   }
   if (reasons.size === 0) return result;
 
-  // 3. which backups have a chunk in a damaged pack: their chunks walked again, against the ids of the damaged packs only
-  const damagedIds = new Map<string, string[]>();
-  for (const [pack, entries] of store.index.entriesOf(reasons.keys())) {
-    for (const entry of entries) {
-      const key = entry.id.toString('latin1');
-      damagedIds.set(key, [...(damagedIds.get(key) ?? []), pack]);
-    }
-  }
+  // 3. which backups have a chunk in a damaged pack: their chunks walked again, against the ids of a group of
+  // damaged packs of at most DAMAGED_ENTRIES entries at a time (a whole damaged repository is not held at once)
   const affected = new Map<string, Set<number>>([...reasons.keys()].map((pack) => [pack, new Set<number>()]));
-  for (const [b, backup] of backups.entries()) {
-    try {
-      for (const ref of backup.refs) {
-        for await (const id of store.listChunkIds(ref)) for (const pack of damagedIds.get(id.toString('latin1')) ?? []) affected.get(pack)!.add(b);
+  const numbers = new Map<string, number>();
+  for (const { pack, number } of packs) if (reasons.has(pack)) numbers.set(pack, number);
+  for (const group of weighedGroups([...reasons.keys()], (pack) => indexed[numbers.get(pack)!]!, options.damagedEntries ?? DAMAGED_ENTRIES)) {
+    const damagedIds = new Map<string, string[]>();
+    for (const [pack, entries] of store.index.entriesOf(group)) {
+      for (const entry of entries) {
+        const key = entry.id.toString('latin1');
+        damagedIds.set(key, [...(damagedIds.get(key) ?? []), pack]);
       }
-    } catch {
-      // a list that cannot be read (in a damaged pack: its id was seen before the read failed)
+    }
+    for (const [b, backup] of backups.entries()) {
+      try {
+        for (const ref of backup.refs) {
+          for await (const id of store.listChunkIds(ref)) for (const pack of damagedIds.get(id.toString('latin1')) ?? []) affected.get(pack)!.add(b);
+        }
+      } catch {
+        // a list that cannot be read (in a damaged pack: its id was seen before the read failed)
+      }
     }
   }
   for (const [pack, reason] of reasons) {

@@ -87,37 +87,7 @@ export class ContentWriting {
    * leaves packs no index names.
    */
   async transfer(source: ContentStore, ref: StreamRef, signal?: AbortSignal): Promise<TransferTotals> {
-    const session = await this.session;
-    const totals: TransferTotals = { chunks: 0, sentChunks: 0, sentRawBytes: 0, sentCompressedBytes: 0 };
-    const seen = new Set<string>();
-    const send = async (batch: Buffer[]) => {
-      for await (const { id, bytes, kind } of source.readChunks(batch, signal)) {
-        const added = await session.copyChunk(id, bytes, kind);
-        if (added > 0) {
-          totals.sentChunks++;
-          totals.sentRawBytes += bytes.length;
-          totals.sentCompressedBytes += added;
-        }
-      }
-    };
-    // level by level from the root: the lists are read from the source, so a level is known once the one above is
-    for (let depth = 0; depth <= ref.depth; depth++) {
-      let batch: Buffer[] = [];
-      for await (const id of source.chunkIds({ ...ref, depth }, signal)) {
-        totals.chunks++;
-        const key = id.toString('latin1');
-        if (seen.has(key)) continue;
-        seen.add(key);
-        if (session.holds(id)) continue;
-        batch.push(Buffer.from(id));
-        if (batch.length >= TRANSFER_BATCH) {
-          await send(batch);
-          batch = [];
-        }
-      }
-      if (batch.length > 0) await send(batch);
-    }
-    return totals;
+    return transferChunks(await this.session, source, ref, signal);
   }
 
   /** Writes the last packs and the index file: call right before the manifest. */
@@ -134,4 +104,42 @@ export class ContentWriting {
   async release(): Promise<void> {
     await this.lock.release().catch(() => undefined);
   }
+}
+
+/** ContentWriting.transfer: the chunks of a stream of `source` this session's repository lacks, sent (every level of its lists). */
+export async function transferChunks(session: ContentSession, source: ContentStore, ref: StreamRef, signal?: AbortSignal): Promise<TransferTotals> {
+  const totals: TransferTotals = { chunks: 0, sentChunks: 0, sentRawBytes: 0, sentCompressedBytes: 0 };
+  // No set of every id walked (one string per chunk: O(chunks of the stream)): holds() is true for a
+  // chunk this session copied (pending in a pack being filled, then in the index), so a chunk seen again
+  // is skipped by it; only a chunk repeated inside the batch being gathered, not yet sent, needs a set.
+  const send = async (batch: Buffer[]) => {
+    for await (const { id, bytes, kind } of source.readChunks(batch, signal)) {
+      const added = await session.copyChunk(id, bytes, kind);
+      if (added > 0) {
+        totals.sentChunks++;
+        totals.sentRawBytes += bytes.length;
+        totals.sentCompressedBytes += added;
+      }
+    }
+  };
+  // level by level from the root: the lists are read from the source, so a level is known once the one above is
+  for (let depth = 0; depth <= ref.depth; depth++) {
+    let batch: Buffer[] = [];
+    const inBatch = new Set<string>();
+    for await (const id of source.chunkIds({ ...ref, depth }, signal)) {
+      totals.chunks++;
+      if (session.holds(id)) continue;
+      const key = id.toString('latin1');
+      if (inBatch.has(key)) continue;
+      inBatch.add(key);
+      batch.push(Buffer.from(id));
+      if (batch.length >= TRANSFER_BATCH) {
+        await send(batch);
+        batch = [];
+        inBatch.clear();
+      }
+    }
+    if (batch.length > 0) await send(batch);
+  }
+  return totals;
 }
