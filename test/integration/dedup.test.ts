@@ -273,11 +273,11 @@ describe('a deduplicating repository under faults (real processes)', () => {
     await writeFile(path.join(at, 'pgkeep.json'), JSON.stringify(info));
     // a table of its own (~2 MB), then every other block of ~120 KB of it deleted: many packs of the first backup
     // straddle a deleted block and a kept one, and are repacked into several new packs
-    await cluster.query('CREATE TABLE index_files AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 40000) g', [], 'shop');
+    await cluster.query('CREATE TABLE index_files AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 40000) g', [], 'small_shop');
     assert.equal((await cliPgkeep(['backup', '--repo', at], { env: small })).code, 0);
-    await cluster.query('DELETE FROM index_files WHERE (id / 2000) % 2 = 0', [], 'shop');
+    await cluster.query('DELETE FROM index_files WHERE (id / 2000) % 2 = 0', [], 'small_shop');
     assert.equal((await cliPgkeep(['backup', '--repo', at], { env: small })).code, 0);
-    await cluster.query('DROP TABLE index_files', [], 'shop');
+    await cluster.query('DROP TABLE index_files', [], 'small_shop');
     const killed = await cliPgkeep(['prune', '--repo', at, '--keep-last', '1', '--sweep-grace', '0'], { env: { ...small, PGKEEP_FAULT: 'after-prune-index-file#2' } });
     assert.equal(killed.signal, 'SIGKILL', `the prune reaches its second index file: ${killed.stderr}`);
     assert.equal(await everyBackupVerifies(at), 1);
