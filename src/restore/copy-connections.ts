@@ -153,9 +153,8 @@ export class CopyConnections {
       if (worker.streamError) throw worker.streamError;
       if (!stream.write(batch.data)) await drained(stream);
     } catch (error) {
-      // A COPY's error may only arrive when it ends, with the next table's batch: it names the COPY's own table.
-      const target = (error as { copyTarget?: CopyTarget }).copyTarget ?? worker.copying ?? batch.target;
-      this.fail(worker.streamError ?? error, target);
+      // An error from ending the previous COPY (endCopy) carries its own table; fail() prefers it.
+      this.fail(worker.streamError ?? error, worker.copying ?? batch.target);
     } finally {
       worker.queued -= batch.data.length;
       this.wake();
@@ -177,8 +176,14 @@ export class CopyConnections {
     this.tables.get(copying)!.loaded += stream.rowCount;
   }
 
+  /**
+   * Records the first failure, named after the table whose COPY failed. A COPY's error may only arrive when
+   * it ends: with the next table's batch, or in finish() after the last batch, where no batch names a table;
+   * endCopy() tags such an error with its COPY's table (copyTarget), which wins over the caller's guess.
+   */
   private fail(error: unknown, target?: CopyTarget): void {
     if (this.failure) return;
+    target = (error as { copyTarget?: CopyTarget } | undefined)?.copyTarget ?? target;
     const where = target ? ` into ${target.schema === null ? '' : `${target.schema}.`}${target.name}` : '';
     this.failure =
       error instanceof PgkeepError ? error : new PgkeepError('RESTORE_FAILED', `COPY${where} failed: ${(error as Error).message}`, { cause: error });
