@@ -35,6 +35,8 @@ interface Batch {
   target: CopyTarget;
   data: Buffer;
   rows: number;
+  /** Called once the COPY has taken `data` (written to the connection): its buffer may be reused. */
+  written?: (() => void) | undefined;
 }
 
 /**
@@ -72,8 +74,8 @@ export class CopyConnections {
     return this.workers.reduce((n, w) => n + w.queued, 0);
   }
 
-  /** Queues a batch on the least busy connection. */
-  send(target: CopyTarget, data: Buffer, rows: number): void {
+  /** Queues a batch on the least busy connection; `written` is called once the connection has taken the bytes (never after a failure). */
+  send(target: CopyTarget, data: Buffer, rows: number, written?: () => void): void {
     if (this.failure) return;
     let table = this.tables.get(target);
     if (!table) this.tables.set(target, (table = { target, sent: 0, loaded: 0, connections: 0 }));
@@ -82,7 +84,7 @@ export class CopyConnections {
     let best = this.workers[0]!;
     for (const w of this.workers) if (w.queued < best.queued || (w.queued === best.queued && w.copying === target && best.copying !== target)) best = w;
     best.queued += data.length;
-    best.tail = best.tail.then(() => this.load(best, { target, data, rows }));
+    best.tail = best.tail.then(() => this.load(best, { target, data, rows, written }));
   }
 
   /** Resolves once fewer than `bytes` are queued, or a connection failed. */
@@ -152,6 +154,10 @@ export class CopyConnections {
       const stream = worker.stream!;
       if (worker.streamError) throw worker.streamError;
       if (!stream.write(batch.data)) await drained(stream);
+      // Taken once nothing waits on the socket: the COPY stream passes a batch to the socket at once, and the
+      // socket holds a write it could not finish (a small one even when write() said true) until it drains.
+      // A COPY that failed or closed meanwhile may still have it queued: its buffer is then left alone.
+      if (batch.written && !worker.streamError && !stream.destroyed && worker.client.connection.stream.writableLength === 0) batch.written();
     } catch (error) {
       // An error from ending the previous COPY (endCopy) carries its own table; fail() prefers it.
       this.fail(worker.streamError ?? error, worker.copying ?? batch.target);

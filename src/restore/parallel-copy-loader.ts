@@ -346,15 +346,17 @@ class ParallelLoadSink extends Writable {
     const connections = this.connections;
     const passed: Buffer[] = [];
     this.passed = passed;
-    this.splitter = new ArchiveDataSplitter(
+    const splitter = new ArchiveDataSplitter(
       intSize,
       (dumpId) => this.targets.has(dumpId),
       {
         pass: (b) => passed.push(b),
-        rows: (dumpId, data, rows) => connections.send(this.targets.get(dumpId)!, data, rows),
+        // a batch's buffer goes back to the splitter's pool once its connection has written it
+        rows: (dumpId, data, rows) => connections.send(this.targets.get(dumpId)!, data, rows, () => splitter.recycle(data)),
       },
       this.options.batchBytes ?? DEFAULT_BATCH_BYTES,
     );
+    this.splitter = splitter;
     await this.split(bytes.subarray(end));
   }
 
