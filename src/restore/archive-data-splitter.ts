@@ -1,6 +1,6 @@
 import { BLK_BLOBS, BLK_DATA } from '../pipeline/custom-toc.js';
 import { instantiatePgkeepWasm, WASM_FREE_FROM, WASM_PAGE, type PgkeepWasm } from '../pipeline/pgkeep-wasm.js';
-import { BufferPool } from './buffer-pool.js';
+import { BufferPool } from '../pipeline/buffer-pool.js';
 
 /** The end of a table's COPY data in a custom archive (dumpTableData_copy writes it as its own chunk): not rows. */
 const COPY_TRAILER = Buffer.from('\\.\n\n\n');

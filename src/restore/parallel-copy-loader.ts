@@ -7,6 +7,7 @@ import { finished, pipeline } from 'node:stream/promises';
 import { abortError, PgkeepError } from '../errors.js';
 import { CustomTocScanner, K_VERS_1_15, readArchiveToc, SESSION_DESCS, type TocEntry } from '../pipeline/custom-toc.js';
 import type { ConnectionInfo } from '../postgres/connection-info.js';
+import { runBuffers } from '../repository/content-store/content-store.js';
 import { ArchiveDataSplitter } from './archive-data-splitter.js';
 import { copyStatementTable } from './copy-statement-table.js';
 import { CopyConnections, type CopyTarget, type LoadedTable } from './copy-connections.js';
@@ -227,8 +228,16 @@ class ParallelLoadSink extends Writable {
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
     if (this.failure) return callback();
+    // Only a chunk split while the rows load can be given back: one read before (the head, up to the end of
+    // the TOC) is kept in part, and a restore's schema capture (a tee beside this sink) writes it to a file.
+    const splitting = this.mode === 'parallel';
     this.take(chunk).then(
-      () => callback(),
+      () => {
+        // Its rows were copied out as they were split: a run of the content store is given back for the next one,
+        // unless blocks staged for pg_restore (large objects) keep a part of it until written.
+        if (splitting && !this.passedAny && runBuffers.owns(chunk)) runBuffers.give(chunk);
+        callback();
+      },
       (error: unknown) => this.failed(error).then(() => callback()),
     );
   }
@@ -362,12 +371,16 @@ class ParallelLoadSink extends Writable {
 
   private passed: Buffer[] = [];
 
+  /** Whether the last chunk split passed bytes on to the staged file (held until written there). */
+  private passedAny = false;
+
   private async split(chunk: Buffer): Promise<void> {
     try {
       this.splitter!.push(chunk);
     } catch (error) {
       throw this.layoutError(error);
     }
+    this.passedAny = this.passed.length > 0;
     if (this.passed.length > 0) {
       const passed = this.passed.splice(0);
       for (const b of passed) await this.stage(b);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { BufferPool } from '../../src/restore/buffer-pool.js';
+import { BufferPool } from '../../src/pipeline/buffer-pool.js';
 import { isPgkeepError } from '../../src/errors.js';
 
 describe('BufferPool', () => {

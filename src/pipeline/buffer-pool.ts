@@ -17,8 +17,13 @@ import { PgkeepError } from '../errors.js';
  */
 export class BufferPool {
   private readonly free: Buffer[] = [];
-  /** Buffers handed out and not given back, by their memory (a subarray of one identifies it too). */
-  private readonly out = new Map<ArrayBufferLike, Buffer>();
+  /**
+   * The memory of the buffers handed out and not given back (a subarray of one identifies it too). Weak: a
+   * buffer its holder drops without giving it back (a failed load, a consumer that does not recycle) is
+   * collected as any other.
+   */
+  private readonly out = new WeakSet<ArrayBufferLike>();
+  private taken = 0;
 
   constructor(
     readonly size: number,
@@ -30,7 +35,8 @@ export class BufferPool {
   take(): Buffer {
     // allocUnsafeSlow: its own memory, never a slice of Node's shared pool (which give() could not tell apart)
     const buffer = this.free.pop() ?? Buffer.allocUnsafeSlow(this.size);
-    this.out.set(buffer.buffer, buffer);
+    this.out.add(buffer.buffer);
+    this.taken++;
     return buffer;
   }
 
@@ -41,15 +47,14 @@ export class BufferPool {
 
   /** Gives back a buffer from take() (or any part of it); its holder must not touch it afterwards. */
   give(view: Uint8Array): void {
-    const buffer = this.out.get(view.buffer);
-    if (!buffer) throw new PgkeepError('INTERNAL', 'a buffer given back to a pool that did not hand it out, or given back twice');
-    this.out.delete(view.buffer);
-    if (this.free.length < this.keep) this.free.push(buffer);
+    if (!this.out.delete(view.buffer)) throw new PgkeepError('INTERNAL', 'a buffer given back to a pool that did not hand it out, or given back twice');
+    this.taken--;
+    if (this.free.length < this.keep) this.free.push(Buffer.from(view.buffer, 0, this.size));
   }
 
-  /** Buffers handed out and not given back. */
+  /** Buffers handed out and not given back (dropped ones included). */
   get outstanding(): number {
-    return this.out.size;
+    return this.taken;
   }
 
   /** Buffers waiting to be reused. */
