@@ -153,11 +153,14 @@ export class CopyConnections {
       }
       const stream = worker.stream!;
       if (worker.streamError) throw worker.streamError;
-      if (!stream.write(batch.data)) await drained(stream);
-      // Taken once nothing waits on the socket: the COPY stream passes a batch to the socket at once, and the
-      // socket holds a write it could not finish (a small one even when write() said true) until it drains.
-      // A COPY that failed or closed meanwhile may still have it queued: its buffer is then left alone.
-      if (batch.written && !worker.streamError && !stream.destroyed && worker.client.connection.stream.writableLength === 0) batch.written();
+      // The batch is taken when the COPY stream calls back for it (it has handed the bytes to the socket; not when
+      // write() returns true: a batch smaller than the stream's high-water mark is only queued then, e.g. before the
+      // server's CopyInResponse) and nothing waits on the socket (it keeps a write it could not finish until it drains).
+      // After an error (the callback's, or the COPY's) its buffer is left alone: it may still be queued somewhere.
+      const written = batch.written;
+      const socket = worker.client.connection.stream;
+      const taken = written && ((error?: Error | null) => !error && !worker.streamError && !stream.destroyed && socket.writableLength === 0 && written());
+      if (!stream.write(batch.data, taken || undefined)) await drained(stream);
     } catch (error) {
       // An error from ending the previous COPY (endCopy) carries its own table; fail() prefers it.
       this.fail(worker.streamError ?? error, worker.copying ?? batch.target);
