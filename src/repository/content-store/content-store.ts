@@ -612,9 +612,10 @@ class PackReader {
     });
   }
 
-  /** A ranged read: into a pooled buffer when the storage reads in place (the caller gives it back to packReads), else fetch(). */
+  /** A ranged read: into a pooled buffer when local storage reads in place (the caller gives it back to packReads), else fetch(). */
   private async fetchRange(key: string, pack: string, start: number, end: number): Promise<Buffer> {
-    if (!this.storage.readInto || end - start > packReads.size) return this.fetch(key, pack, { start, end });
+    // local storage only: a remote one reads ahead through get(), several requests at once (runsOf)
+    if (!this.storage.readInto || this.storage.capabilities.remote || end - start > packReads.size) return this.fetch(key, pack, { start, end });
     const buffer = packReads.take();
     try {
       return buffer.subarray(0, await this.storage.readInto(key, start, buffer.subarray(0, end - start)));
