@@ -153,13 +153,21 @@ export class CopyConnections {
       }
       const stream = worker.stream!;
       if (worker.streamError) throw worker.streamError;
-      // The batch is taken when the COPY stream calls back for it (it has handed the bytes to the socket; not when
+      // The batch is taken when the COPY stream has called back for it (it handed the bytes to the socket; not when
       // write() returns true: a batch smaller than the stream's high-water mark is only queued then, e.g. before the
-      // server's CopyInResponse) and nothing waits on the socket (it keeps a write it could not finish until it drains).
-      // After an error (the callback's, or the COPY's) its buffer is left alone: it may still be queued somewhere.
+      // server's CopyInResponse) and nothing waits on the socket: it may still hold the write (seen for 1 batch in 4).
+      // The socket writes in order, so once it has nothing left every batch called back before is written too.
+      // After an error (the callback's, or the COPY's) the buffers are left alone: they may still be queued somewhere.
       const written = batch.written;
       const socket = worker.client.connection.stream;
-      const taken = written && ((error?: Error | null) => !error && !worker.streamError && !stream.destroyed && socket.writableLength === 0 && written());
+      const taken =
+        written &&
+        ((error?: Error | null) => {
+          if (error || worker.streamError || stream.destroyed) return;
+          worker.unwritten.push(written);
+          if (socket.writableLength > 0) return;
+          for (const done of worker.unwritten.splice(0)) done();
+        });
       if (!stream.write(batch.data, taken || undefined)) await drained(stream);
     } catch (error) {
       // An error from ending the previous COPY (endCopy) carries its own table; fail() prefers it.
@@ -213,6 +221,8 @@ class Worker {
   /** The first error of the current COPY. */
   streamError: Error | undefined;
   copying: CopyTarget | undefined;
+  /** Batches the COPY stream called back for while the socket still held bytes: given back once it holds none. */
+  readonly unwritten: (() => void)[] = [];
   constructor(readonly client: PgClient) {}
 }
 

@@ -9,6 +9,7 @@ import { throwIfAborted } from '../errors.js';
 import { tocStagingSink } from '../pipeline/custom-toc.js';
 import { childStdinSink, teeSink } from '../pipeline/load-stream.js';
 import { defaultZstd, type ZstdCodec } from '../pipeline/zstd.js';
+import { runBuffers } from '../repository/content-store/content-store.js';
 import { libpqEnv, type ConnectionInfo } from '../postgres/connection-info.js';
 import { quoteIdent } from '../postgres/pg-client.js';
 import { toolInfo } from '../postgres/pg-tools.js';
@@ -211,6 +212,8 @@ async function loadArchive(
         signal,
         pgRestore,
         onPhase: (phase) => phase === 'post-data' && ctx.progress({ phase: 'pg_restore', bytes: manifest.totals.rawBytes, totalBytes: manifest.totals.rawBytes }),
+        // a run the content store decompressed into one of its pooled buffers goes back to it (memory: docs/benchmarks.md, "Restore memory, session 12")
+        recycle: (piece) => runBuffers.owns(piece) && runBuffers.give(piece),
       },
     );
     if (loaded.mode === 'staged') ctx.warn(`rows loaded by pg_restore on one connection: ${loaded.reason}`);

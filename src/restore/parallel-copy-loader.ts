@@ -7,7 +7,6 @@ import { finished, pipeline } from 'node:stream/promises';
 import { abortError, PgkeepError } from '../errors.js';
 import { CustomTocScanner, K_VERS_1_15, readArchiveToc, SESSION_DESCS, type TocEntry } from '../pipeline/custom-toc.js';
 import type { ConnectionInfo } from '../postgres/connection-info.js';
-import { runBuffers } from '../repository/content-store/content-store.js';
 import { ArchiveDataSplitter } from './archive-data-splitter.js';
 import { copyStatementTable } from './copy-statement-table.js';
 import { CopyConnections, type CopyTarget, type LoadedTable } from './copy-connections.js';
@@ -36,6 +35,12 @@ export interface ParallelLoadOptions {
   /** Rows are handed to the connections in batches of about this many bytes. */
   batchBytes?: number | undefined;
   onPhase?: ((phase: 'pre-data' | 'rows' | 'post-data') => void) | undefined;
+  /**
+   * Called with each piece of the fed stream the loader is done with (its rows copied out, nothing of it
+   * kept): the feed may reuse its buffer. Not called for the pieces before the rows (the head, which a
+   * schema capture beside the loader may still be writing) nor for any of which a part is kept.
+   */
+  recycle?: ((piece: Buffer) => void) | undefined;
   /**
    * Started beside the post-data section once every row is in (restore runs
    * ANALYZE of the loaded tables there); its signal stops it when the load
@@ -233,9 +238,9 @@ class ParallelLoadSink extends Writable {
     const splitting = this.mode === 'parallel';
     this.take(chunk).then(
       () => {
-        // Its rows were copied out as they were split: a run of the content store is given back for the next one,
+        // Its rows were copied out as they were split: the feed may reuse its buffer (a run of the content store),
         // unless blocks staged for pg_restore (large objects) keep a part of it until written.
-        if (splitting && !this.passedAny && runBuffers.owns(chunk)) runBuffers.give(chunk);
+        if (splitting && !this.passedAny) this.options.recycle?.(chunk);
         callback();
       },
       (error: unknown) => this.failed(error).then(() => callback()),
