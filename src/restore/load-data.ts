@@ -194,7 +194,10 @@ async function loadArchive(
     const object = manifest.objects[0]!;
     const run = pgRestore([], true);
     // With a capture, the archive's header and TOC are kept on the way (a few KB) for the schema comparison.
-    const sink = capture ? teeSink(childStdinSink(run.stdin!), capture.customSink()) : childStdinSink(run.stdin!);
+    // A run the content store decompressed into one of its pooled buffers goes back to it once the pipe has
+    // taken it (the capture keeps copies of what it holds: tocStagingSink).
+    const toChild = childStdinSink(run.stdin!, (piece) => runBuffers.owns(piece) && runBuffers.give(piece));
+    const sink = capture ? teeSink(toChild, capture.customSink()) : toChild;
     await feedChild(repository.loadObject(manifest, object, sink, { codec, signal, identities, onRawBytes: progress }), run);
     return { serverCounts: [] };
   }
