@@ -27,7 +27,10 @@ export class BufferPool {
 
   constructor(
     readonly size: number,
-    /** Buffers kept for reuse at most: more given back are dropped (memory stays bounded if a peak passes). */
+    /**
+     * Buffers kept for reuse at most: more given back are dropped. Never more are kept than were out at once, so
+     * a bound near the most a user has out costs nothing: one too low drops buffers that the next takes make anew.
+     */
     private readonly keep = 16,
   ) {}
 

@@ -69,7 +69,8 @@ export class ArchiveDataSplitter {
   ) {
     this.intBytes = Buffer.alloc(1 + intSize);
     this.header = Buffer.alloc(2 + intSize);
-    this.pool = new BufferPool(batchBytes);
+    // as many kept as were ever out at once (the connections' queues, a run's batches): a peak of batches is held anyway
+    this.pool = new BufferPool(batchBytes, 64);
     // pg_dump writes 4-byte ints (sizeof(int)); the row copier reads only those
     if (intSize === 4) {
       const exports = instantiatePgkeepWasm();

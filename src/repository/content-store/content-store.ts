@@ -31,14 +31,14 @@ const RUN_BYTES = 1 << 20;
  * ones, whose garbage (collected late: V8 frees them in bulk) made up most
  * of its ArrayBuffers. A piece not given back is collected as before.
  */
-export const runBuffers = new BufferPool(RUN_BYTES, 4);
+export const runBuffers = new BufferPool(RUN_BYTES, 16);
 
 /**
  * The buffers a run's stored bytes are read into, from storage that reads in place (readInto): given back
  * once the run is decompressed. A run's stored span is at most about its raw size (zstd's frame and the
  * blob headers add a little to incompressible data); a longer one is read as before.
  */
-const packReads = new BufferPool(RUN_BYTES + (64 << 10), 4);
+const packReads = new BufferPool(RUN_BYTES + (64 << 10), 16);
 
 /** Stored bytes, and requests, a reader fetches ahead of what it hands out from remote storage (see runsOf); from local storage one run. */
 const READ_AHEAD_BYTES = 16 << 20;
