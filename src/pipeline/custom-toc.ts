@@ -327,5 +327,10 @@ export function tocStagingSink(file: string): Writable & { readonly staged: 'toc
     },
   });
   out.on('error', (error) => sink.destroy(error));
+  // What it may still read or write (the head, up to the TOC's end: a few KB, rarely more) it copies as it is handed
+  // over, before its own buffering: a restore reuses the buffer of a piece once the other sink of its tee (pg_restore's
+  // stdin) has written it, while this sink may not have got to it yet. Once the scan is done and written, no copies.
+  const write = sink.write.bind(sink) as (chunk: Buffer, ...rest: unknown[]) => boolean;
+  sink.write = ((chunk: Buffer, ...rest: unknown[]) => write(writing || scanner.scan.state === 'scanning' ? Buffer.from(chunk) : chunk, ...rest)) as typeof sink.write;
   return Object.defineProperty(sink, 'staged', { get: () => staged }) as Writable & { readonly staged: 'toc' | 'all' };
 }

@@ -117,7 +117,7 @@ export function requireIdentities(object: Pick<ObjectToLoad, 'name'>, identities
  * discards the rest, so the checksums upstream still see every byte. The
  * child's exit status is judged separately.
  */
-export function childStdinSink(stdin: Writable): Writable {
+export function childStdinSink(stdin: Writable, written?: (chunk: Buffer) => void): Writable {
   let open = true;
   const closed = () => {
     open = false;
@@ -130,6 +130,8 @@ export function childStdinSink(stdin: Writable): Writable {
       if (!open) return callback();
       const ok = stdin.write(chunk, (error) => {
         if (error) closed();
+        // the pipe has taken the bytes: its caller may reuse the buffer
+        else written?.(chunk);
       });
       if (ok || !open) return callback();
       const resume = () => {

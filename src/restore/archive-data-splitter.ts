@@ -1,5 +1,6 @@
 import { BLK_BLOBS, BLK_DATA } from '../pipeline/custom-toc.js';
 import { instantiatePgkeepWasm, WASM_FREE_FROM, WASM_PAGE, type PgkeepWasm } from '../pipeline/pgkeep-wasm.js';
+import { BufferPool } from '../pipeline/buffer-pool.js';
 
 /** The end of a table's COPY data in a custom archive (dumpTableData_copy writes it as its own chunk): not rows. */
 const COPY_TRAILER = Buffer.from('\\.\n\n\n');
@@ -33,6 +34,7 @@ export interface SplitterOutput {
  *
  * Rows are copied once, into a batch buffer of `batchBytes`; a batch is
  * handed on when the next row would not fit, and at the end of the block.
+ * The consumer gives each batch back with recycle() once it is written.
  */
 export class ArchiveDataSplitter {
   private state: State = 'type';
@@ -52,6 +54,8 @@ export class ArchiveDataSplitter {
   private batch: Buffer;
   private fill = 0;
   private readonly wasm: { exports: PgkeepWasm; input: Uint8Array; batch: Buffer; batchAt: number } | undefined;
+  /** The buffers batches leave in (with the row copier): reused once their COPY write is done, not one new buffer per batch. */
+  private readonly pool: BufferPool;
   /** Newline bytes in batch[0, fill): the rows a flush hands on. */
   private newlines = 0;
   private ended = false;
@@ -65,6 +69,8 @@ export class ArchiveDataSplitter {
   ) {
     this.intBytes = Buffer.alloc(1 + intSize);
     this.header = Buffer.alloc(2 + intSize);
+    // as many kept as were ever out at once (the connections' queues, a run's batches): a peak of batches is held anyway
+    this.pool = new BufferPool(batchBytes, 64);
     // pg_dump writes 4-byte ints (sizeof(int)); the row copier reads only those
     if (intSize === 4) {
       const exports = instantiatePgkeepWasm();
@@ -267,24 +273,21 @@ export class ArchiveDataSplitter {
     const cut = blockEnd ? this.fill : this.batch.lastIndexOf(10, this.fill - 1) + 1;
     if (blockEnd && this.batch[this.fill - 1] !== 10) throw new Error(`the data of entry ${this.loading} does not end with a whole row`);
     if (cut === 0) return; // no whole row yet: the caller grows the batch
-    const data = this.batch.subarray(0, cut);
     // every newline in the batch is at or before the cut (the cut follows the last one): each ends a row
     const rows = this.newlines;
     this.newlines = 0;
     const rest = this.fill - cut;
-    let handed = data;
+    let handed = this.batch.subarray(0, cut);
     if (this.wasm) {
-      // the row copier's memory is reused: the batch leaves as a copy, the rest of a row moves to its start
-      handed = Buffer.allocUnsafe(cut);
-      data.copy(handed);
-      if (rest <= this.wasm.batch.length) {
-        this.batch.copy(this.wasm.batch, 0, cut, this.fill);
-        this.batch = this.wasm.batch;
-      } else {
-        const next = Buffer.allocUnsafe(Math.max(this.batchBytes, rest));
-        this.batch.copy(next, 0, cut, this.fill);
-        this.batch = next;
-      }
+      // the row copier's memory is reused: the batch leaves as a copy, in a pooled buffer when it fits (recycle() gives it back)
+      const copy = cut <= this.pool.size ? this.pool.take().subarray(0, cut) : Buffer.allocUnsafe(cut);
+      handed.copy(copy);
+      handed = copy;
+    }
+    // the rest of a row moves to the start of the row copier's memory, or (longer than it, or no copier) to a new buffer
+    if (this.wasm && rest <= this.wasm.batch.length) {
+      this.batch.copy(this.wasm.batch, 0, cut, this.fill);
+      this.batch = this.wasm.batch;
     } else {
       const next = Buffer.allocUnsafe(Math.max(this.batchBytes, rest));
       this.batch.copy(next, 0, cut, this.fill);
@@ -292,6 +295,15 @@ export class ArchiveDataSplitter {
     }
     this.fill = rest;
     this.output.rows(this.loading!, handed, rows);
+  }
+
+  /**
+   * A batch handed to rows() is done with (its COPY write completed): its
+   * buffer, when pooled, is reused for a later batch. A batch never given
+   * back (a failed load) is left to the garbage collector.
+   */
+  recycle(batch: Buffer): void {
+    if (this.pool.owns(batch)) this.pool.give(batch);
   }
 
   /** pg_dump's WriteInt: a sign byte, then intSize bytes, least significant first. */

@@ -35,6 +35,8 @@ interface Batch {
   target: CopyTarget;
   data: Buffer;
   rows: number;
+  /** Called once the COPY has taken `data` (written to the connection): its buffer may be reused. */
+  written?: (() => void) | undefined;
 }
 
 /**
@@ -72,8 +74,8 @@ export class CopyConnections {
     return this.workers.reduce((n, w) => n + w.queued, 0);
   }
 
-  /** Queues a batch on the least busy connection. */
-  send(target: CopyTarget, data: Buffer, rows: number): void {
+  /** Queues a batch on the least busy connection; `written` is called once the connection has taken the bytes (never after a failure). */
+  send(target: CopyTarget, data: Buffer, rows: number, written?: () => void): void {
     if (this.failure) return;
     let table = this.tables.get(target);
     if (!table) this.tables.set(target, (table = { target, sent: 0, loaded: 0, connections: 0 }));
@@ -82,7 +84,7 @@ export class CopyConnections {
     let best = this.workers[0]!;
     for (const w of this.workers) if (w.queued < best.queued || (w.queued === best.queued && w.copying === target && best.copying !== target)) best = w;
     best.queued += data.length;
-    best.tail = best.tail.then(() => this.load(best, { target, data, rows }));
+    best.tail = best.tail.then(() => this.load(best, { target, data, rows, written }));
   }
 
   /** Resolves once fewer than `bytes` are queued, or a connection failed. */
@@ -151,11 +153,25 @@ export class CopyConnections {
       }
       const stream = worker.stream!;
       if (worker.streamError) throw worker.streamError;
-      if (!stream.write(batch.data)) await drained(stream);
+      // The batch is taken when the COPY stream has called back for it (it handed the bytes to the socket; not when
+      // write() returns true: a batch smaller than the stream's high-water mark is only queued then, e.g. before the
+      // server's CopyInResponse) and nothing waits on the socket: it may still hold the write (seen for 1 batch in 4).
+      // The socket writes in order, so once it has nothing left every batch called back before is written too.
+      // After an error (the callback's, or the COPY's) the buffers are left alone: they may still be queued somewhere.
+      const written = batch.written;
+      const socket = worker.client.connection.stream;
+      const taken =
+        written &&
+        ((error?: Error | null) => {
+          if (error || worker.streamError || stream.destroyed) return;
+          worker.unwritten.push(written);
+          if (socket.writableLength > 0) return;
+          for (const done of worker.unwritten.splice(0)) done();
+        });
+      if (!stream.write(batch.data, taken || undefined)) await drained(stream);
     } catch (error) {
-      // A COPY's error may only arrive when it ends, with the next table's batch: it names the COPY's own table.
-      const target = (error as { copyTarget?: CopyTarget }).copyTarget ?? worker.copying ?? batch.target;
-      this.fail(worker.streamError ?? error, target);
+      // An error from ending the previous COPY (endCopy) carries its own table; fail() prefers it.
+      this.fail(worker.streamError ?? error, worker.copying ?? batch.target);
     } finally {
       worker.queued -= batch.data.length;
       this.wake();
@@ -177,8 +193,14 @@ export class CopyConnections {
     this.tables.get(copying)!.loaded += stream.rowCount;
   }
 
+  /**
+   * Records the first failure, named after the table whose COPY failed. A COPY's error may only arrive when
+   * it ends: with the next table's batch, or in finish() after the last batch, where no batch names a table;
+   * endCopy() tags such an error with its COPY's table (copyTarget), which wins over the caller's guess.
+   */
   private fail(error: unknown, target?: CopyTarget): void {
     if (this.failure) return;
+    target = (error as { copyTarget?: CopyTarget } | undefined)?.copyTarget ?? target;
     const where = target ? ` into ${target.schema === null ? '' : `${target.schema}.`}${target.name}` : '';
     this.failure =
       error instanceof PgkeepError ? error : new PgkeepError('RESTORE_FAILED', `COPY${where} failed: ${(error as Error).message}`, { cause: error });
@@ -199,6 +221,8 @@ class Worker {
   /** The first error of the current COPY. */
   streamError: Error | undefined;
   copying: CopyTarget | undefined;
+  /** Batches the COPY stream called back for while the socket still held bytes: given back once it holds none. */
+  readonly unwritten: (() => void)[] = [];
   constructor(readonly client: PgClient) {}
 }
 

@@ -9,6 +9,7 @@ import { throwIfAborted } from '../errors.js';
 import { tocStagingSink } from '../pipeline/custom-toc.js';
 import { childStdinSink, teeSink } from '../pipeline/load-stream.js';
 import { defaultZstd, type ZstdCodec } from '../pipeline/zstd.js';
+import { runBuffers } from '../repository/content-store/content-store.js';
 import { libpqEnv, type ConnectionInfo } from '../postgres/connection-info.js';
 import { quoteIdent } from '../postgres/pg-client.js';
 import { toolInfo } from '../postgres/pg-tools.js';
@@ -193,7 +194,10 @@ async function loadArchive(
     const object = manifest.objects[0]!;
     const run = pgRestore([], true);
     // With a capture, the archive's header and TOC are kept on the way (a few KB) for the schema comparison.
-    const sink = capture ? teeSink(childStdinSink(run.stdin!), capture.customSink()) : childStdinSink(run.stdin!);
+    // A run the content store decompressed into one of its pooled buffers goes back to it once the pipe has
+    // taken it (the capture keeps copies of what it holds: tocStagingSink).
+    const toChild = childStdinSink(run.stdin!, (piece) => runBuffers.owns(piece) && runBuffers.give(piece));
+    const sink = capture ? teeSink(toChild, capture.customSink()) : toChild;
     await feedChild(repository.loadObject(manifest, object, sink, { codec, signal, identities, onRawBytes: progress }), run);
     return { serverCounts: [] };
   }
@@ -211,6 +215,8 @@ async function loadArchive(
         signal,
         pgRestore,
         onPhase: (phase) => phase === 'post-data' && ctx.progress({ phase: 'pg_restore', bytes: manifest.totals.rawBytes, totalBytes: manifest.totals.rawBytes }),
+        // a run the content store decompressed into one of its pooled buffers goes back to it (memory: docs/benchmarks.md, "Restore memory, session 12")
+        recycle: (piece) => runBuffers.owns(piece) && runBuffers.give(piece),
       },
     );
     if (loaded.mode === 'staged') ctx.warn(`rows loaded by pg_restore on one connection: ${loaded.reason}`);

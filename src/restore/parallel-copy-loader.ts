@@ -36,6 +36,12 @@ export interface ParallelLoadOptions {
   batchBytes?: number | undefined;
   onPhase?: ((phase: 'pre-data' | 'rows' | 'post-data') => void) | undefined;
   /**
+   * Called with each piece of the fed stream the loader is done with (its rows copied out, nothing of it
+   * kept): the feed may reuse its buffer. Not called for the pieces before the rows (the head, which a
+   * schema capture beside the loader may still be writing) nor for any of which a part is kept.
+   */
+  recycle?: ((piece: Buffer) => void) | undefined;
+  /**
    * Started beside the post-data section once every row is in (restore runs
    * ANALYZE of the loaded tables there); its signal stops it when the load
    * fails, and the load returns only once it has settled.
@@ -227,8 +233,16 @@ class ParallelLoadSink extends Writable {
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
     if (this.failure) return callback();
+    // Only a chunk split while the rows load can be given back: one read before (the head, up to the end of
+    // the TOC) is kept in part, and a restore's schema capture (a tee beside this sink) writes it to a file.
+    const splitting = this.mode === 'parallel';
     this.take(chunk).then(
-      () => callback(),
+      () => {
+        // Its rows were copied out as they were split: the feed may reuse its buffer (a run of the content store),
+        // unless blocks staged for pg_restore (large objects) keep a part of it until written.
+        if (splitting && !this.passedAny) this.options.recycle?.(chunk);
+        callback();
+      },
       (error: unknown) => this.failed(error).then(() => callback()),
     );
   }
@@ -346,19 +360,24 @@ class ParallelLoadSink extends Writable {
     const connections = this.connections;
     const passed: Buffer[] = [];
     this.passed = passed;
-    this.splitter = new ArchiveDataSplitter(
+    const splitter = new ArchiveDataSplitter(
       intSize,
       (dumpId) => this.targets.has(dumpId),
       {
         pass: (b) => passed.push(b),
-        rows: (dumpId, data, rows) => connections.send(this.targets.get(dumpId)!, data, rows),
+        // a batch's buffer goes back to the splitter's pool once its connection has written it
+        rows: (dumpId, data, rows) => connections.send(this.targets.get(dumpId)!, data, rows, () => splitter.recycle(data)),
       },
       this.options.batchBytes ?? DEFAULT_BATCH_BYTES,
     );
+    this.splitter = splitter;
     await this.split(bytes.subarray(end));
   }
 
   private passed: Buffer[] = [];
+
+  /** Whether the last chunk split passed bytes on to the staged file (held until written there). */
+  private passedAny = false;
 
   private async split(chunk: Buffer): Promise<void> {
     try {
@@ -366,6 +385,7 @@ class ParallelLoadSink extends Writable {
     } catch (error) {
       throw this.layoutError(error);
     }
+    this.passedAny = this.passed.length > 0;
     if (this.passed.length > 0) {
       const passed = this.passed.splice(0);
       for (const b of passed) await this.stage(b);

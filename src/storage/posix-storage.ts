@@ -145,6 +145,27 @@ export class PosixStorage implements Storage {
     }
   }
 
+  async readInto(key: string, start: number, into: Buffer): Promise<number> {
+    const target = this.resolve(key);
+    const handle = await fs.open(target, constants.O_RDONLY).catch((error) => {
+      throw storageError(error, target);
+    });
+    try {
+      if (!(await handle.stat()).isFile()) throw new PgkeepError('STORAGE_NOT_FOUND', `not found: ${target}`);
+      let got = 0;
+      while (got < into.length) {
+        const { bytesRead } = await handle.read(into, got, into.length - got, start + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      return got;
+    } catch (error) {
+      throw storageError(error, target);
+    } finally {
+      await handle.close().catch(() => undefined);
+    }
+  }
+
   async stat(key: string): Promise<StorageStat | undefined> {
     try {
       const st = await fs.stat(this.resolve(key));

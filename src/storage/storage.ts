@@ -26,6 +26,13 @@ export interface Storage {
   /** Streams the object, or the byte range [start, end) of it. Rejects STORAGE_NOT_FOUND. */
   get(path: string, range?: ByteRange): Promise<Readable>;
 
+  /**
+   * Optional, for drivers that read in place (a local file): reads the bytes at [start, start + into.length)
+   * of the object into `into` and returns how many there were (fewer at its end). Lets a reader reuse its
+   * buffers where get() makes new ones for every read. Rejects as get() does.
+   */
+  readInto?(path: string, start: number, into: Buffer): Promise<number>;
+
   /** Size and modification time, or undefined when nothing is at `path`. */
   stat(path: string): Promise<StorageStat | undefined>;
 

@@ -109,6 +109,24 @@ describe('finding the end of a custom archive\'s table of contents', () => {
     assert.ok((await readFile(otherFile)).equals(other));
   });
 
+  test('tocStagingSink keeps its own copy of what it holds: a feed that reuses one buffer for every piece still stages the exact TOC', async () => {
+    const archive = await dumpWhole();
+    const expectedEnd = (scan(archive, 65536) as { end: number }).end;
+    const file = path.join(work, 'reused.dump');
+    const sink = tocStagingSink(file);
+    // one buffer for every piece, overwritten right after each write (as a restore reuses a run once pg_restore took it)
+    const reused = Buffer.alloc(1024);
+    for (let at = 0; at < archive.length; at += reused.length) {
+      const n = archive.copy(reused, 0, at, at + reused.length);
+      const ok = sink.write(reused.subarray(0, n));
+      reused.fill(0xa5);
+      if (!ok) await new Promise((resolve) => sink.once('drain', resolve));
+    }
+    await new Promise<void>((resolve, reject) => sink.end((error?: Error | null) => (error ? reject(error) : resolve())));
+    assert.equal(sink.staged, 'toc');
+    assert.ok((await readFile(file)).equals(archive.subarray(0, expectedEnd)));
+  });
+
   test('damaged archives are not trusted: the scanner gives up rather than guess', async () => {
     const archive = await dumpWhole();
     const end = (scan(archive, 65536) as { end: number }).end;

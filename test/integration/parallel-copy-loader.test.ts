@@ -174,6 +174,26 @@ describe('parallel COPY loader', () => {
     assert.deepEqual(indexes, [], 'post-data was not built');
     assert.deepEqual(await cluster.query('SELECT 1 FROM edge WHERE id = 4242', [], 'awkward_fails'), []);
   });
+
+  test('a row refused in the last batch of the load names its table: the error only arrives when the last COPY ends', async () => {
+    // One connection, one small batch per table (child's a is never 1, the constraint it inherits holds): parent's single row is written, and the server's refusal is
+    // read only once finish() ends the COPY. That error used to lose its table ("COPY failed: …").
+    const error = await loadFile(dumpFile('columns'), 'columns_fails', {
+      jobs: 1,
+      batchBytes: 1 << 20,
+      pgRestore: (args, stdin) => {
+        const env = { ...process.env, PGHOST: cluster.host, PGPORT: String(cluster.port), PGUSER: cluster.superuser, PGPASSWORD: cluster.password };
+        const run = startProcess(path.join(cluster.binDir, 'pg_restore'), ['--exit-on-error', '--no-password', '--dbname', 'columns_fails', ...args], { env, stdin: stdin ? 'pipe' : 'ignore' });
+        const done = args.includes('--section=pre-data') && args.length === 2 ? run.done.then(() => cluster.query('ALTER TABLE parent ADD CONSTRAINT not_one CHECK (a <> 1)', [], 'columns_fails').then(() => undefined)) : run.done;
+        return { stdin: run.stdin, done, stop: run.stop };
+      },
+    }).then(
+      () => assert.fail('the load succeeded'),
+      (e: unknown) => e,
+    );
+    assert.ok(isPgkeepError(error, 'RESTORE_FAILED'), String(error));
+    assert.match((error as Error).message, /COPY into public\.parent failed: .*not_one/);
+  });
 });
 
 describe('pgkeep restore with the parallel loader', () => {

@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { PgkeepError } from '../../src/errors.js';
 import { PosixStorage, TEMP_PREFIX } from '../../src/storage/posix-storage.js';
+import { collectStream } from '../../src/storage/storage.js';
 import { collect, generatedBody, patternChunk, storageConformance } from '../support/storage-conformance.js';
 
 async function tempRoot(): Promise<{ base: string; cleanup(): Promise<void> }> {
@@ -254,5 +255,28 @@ console.log('survived');
       await storage.put('sources/app/small.bin', Readable.from([Buffer.from('fits')]));
       assert.equal((await storage.stat('sources/app/small.bin'))?.size, 4);
     });
+  });
+});
+
+describe('posix storage: readInto (a reader that reuses its buffers)', () => {
+  it('reads a range into the buffer given, the same bytes get() streams; fewer at the end; a missing object is STORAGE_NOT_FOUND', async () => {
+    const { base, cleanup } = await tempRoot();
+    try {
+      const storage = new PosixStorage(path.join(base, 'repo'));
+      const data = Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 31 + (i >> 8)) & 0xff));
+      await storage.put('content/packs/p', Readable.from([data]));
+      const into = Buffer.alloc(100_000, 0xee);
+      assert.equal(await storage.readInto('content/packs/p', 123_456, into), 100_000);
+      assert.ok(into.equals(data.subarray(123_456, 223_456)));
+      assert.ok(into.equals(await collectStream(await storage.get('content/packs/p', { start: 123_456, end: 223_456 }))));
+      // past the end: what there is, the rest of the buffer untouched
+      const tail = Buffer.alloc(1000, 0xee);
+      assert.equal(await storage.readInto('content/packs/p', 299_500, tail), 500);
+      assert.ok(tail.subarray(0, 500).equals(data.subarray(299_500)));
+      assert.ok(tail.subarray(500).every((b) => b === 0xee));
+      await assert.rejects(storage.readInto('content/packs/missing', 0, Buffer.alloc(10)), (e) => e instanceof PgkeepError && e.code === 'STORAGE_NOT_FOUND');
+    } finally {
+      await cleanup();
+    }
   });
 });

@@ -107,3 +107,26 @@ test('a negative chunk length amid the rows is refused', () => {
   const bad = Buffer.concat([Buffer.from([1]), int(3), chunk('1\n'), chunk('2\n'), int(-7), chunk('3\n'), chunk('\\.\n\n\n'), int(0)]);
   for (const piece of [1, 1000]) assert.throws(() => split(bad, piece, () => true, 256), /data chunk length -7 out of range/);
 });
+
+test('batches given back with recycle() are reused, and a batch still held is never written into', () => {
+  const held: { data: Buffer; copy: string }[] = [];
+  const buffers = new Set<ArrayBufferLike>();
+  let text = '';
+  const splitter: ArchiveDataSplitter = new ArchiveDataSplitter(INT_SIZE, () => true, {
+    pass: () => assert.fail('nothing passes'),
+    rows: (_id, data) => {
+      buffers.add(data.buffer);
+      text += data.toString();
+      // every other batch is held to the end (a connection still writing it), the rest given back at once
+      if (held.length < 5 && buffers.size % 2 === 0) held.push({ data, copy: data.toString() });
+      else splitter.recycle(data);
+    },
+  }, 256);
+  const block = tableBlock(7, tableRows);
+  for (let i = 0; i < block.length; i += 700) splitter.push(block.subarray(i, i + 700));
+  splitter.end();
+  assert.equal(text, tableRows.join(''));
+  for (const h of held) assert.equal(h.data.toString(), h.copy, 'a held batch was overwritten');
+  // 200 rows of ~40 bytes in 256-byte batches: ~35 batches in a handful of buffers
+  assert.ok(buffers.size <= held.length + 2, `${buffers.size} buffers for the batches`);
+});

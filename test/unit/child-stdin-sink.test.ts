@@ -43,3 +43,23 @@ test('a child that stops reading early does not fail the stream; the rest is dra
   await closed;
   assert.equal(consumed, 200 * 16 * 1024, 'the whole input was read, so checksums upstream see every byte');
 });
+
+test('a chunk is reported written only once the child has it: overwriting it then changes nothing the child reads', async () => {
+  const child = spawn('sh', ['-c', 'sleep 0.2; cat'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const received: Buffer[] = [];
+  child.stdout.on('data', (b: Buffer) => received.push(b));
+  const closed = new Promise((resolve) => child.on('close', resolve));
+  const chunks = Array.from({ length: 40 }, (_, i) => Buffer.alloc(10 * 1024, i + 1));
+  const expected = Buffer.concat(chunks);
+  let reported = 0;
+  await pipeline(
+    Readable.from(chunks),
+    childStdinSink(child.stdin, (chunk) => {
+      reported++;
+      chunk.fill(0); // as a reused buffer would be
+    }),
+  );
+  await closed;
+  assert.equal(reported, 40);
+  assert.ok(Buffer.concat(received).equals(expected), 'the child read every byte as it was written');
+});

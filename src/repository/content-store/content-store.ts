@@ -4,6 +4,7 @@ import { PgkeepError } from '../../errors.js';
 import { createAgeSealer, decryptStream, type AgeIdentity, type AgeRecipient } from '../../pipeline/age.js';
 import { ContentDefinedChunker, joined, type ChunkSizes } from '../../pipeline/content-defined-chunker.js';
 import { nativeChunkCodec, type ChunkCodec } from '../../pipeline/zstd.js';
+import { BufferPool } from '../../pipeline/buffer-pool.js';
 import { collectStream, type ByteRange, type Storage } from '../../storage/storage.js';
 import { ContentIndex, encodeIndexFile, INDEX_ENTRY_BYTES, type IndexedPack, type IndexMemoryOptions } from './content-index.js';
 import { CHUNK_ID_SIZE, PackBuilder, readPackEntries, type PackEntry } from './pack-file.js';
@@ -21,6 +22,23 @@ export const INDEX_PREFIX = `${CONTENT_PREFIX}/index`;
  * 163-168 against 134-158 MiB, restore time the same (docs/benchmarks.md).
  */
 const RUN_BYTES = 1 << 20;
+
+/**
+ * The buffers runs are decompressed into. A consumer that is done with a
+ * piece of a stream it read (open()) may give it back (`runBuffers.owns`,
+ * then `give`): the parallel loader does, having copied the rows out. Given
+ * back, a 1 GB restore decompresses into a few buffers instead of 1,000 new
+ * ones, whose garbage (collected late: V8 frees them in bulk) made up most
+ * of its ArrayBuffers. A piece not given back is collected as before.
+ */
+export const runBuffers = new BufferPool(RUN_BYTES, 16);
+
+/**
+ * The buffers a run's stored bytes are read into, from storage that reads in place (readInto): given back
+ * once the run is decompressed. A run's stored span is at most about its raw size (zstd's frame and the
+ * blob headers add a little to incompressible data); a longer one is read as before.
+ */
+const packReads = new BufferPool(RUN_BYTES + (64 << 10), 16);
 
 /** Stored bytes, and requests, a reader fetches ahead of what it hands out from remote storage (see runsOf); from local storage one run. */
 const READ_AHEAD_BYTES = 16 << 20;
@@ -260,9 +278,10 @@ export class ContentStore {
     const decode = async (): Promise<{ pack: string; entries: PackEntry[]; bytes: Buffer }> => {
       const { pack, entries, raw, cost, blobs } = ahead.shift()!;
       inFlight -= cost;
-      const bytes = Buffer.allocUnsafe(raw);
+      const bytes = raw <= RUN_BYTES ? runBuffers.take().subarray(0, raw) : Buffer.allocUnsafe(raw);
       let at = 0;
-      for (const [entry, blob] of await blobs) {
+      const read = await blobs;
+      for (const [entry, blob] of read) {
         const chunk = bytes.subarray(at, at + entry.rawLength);
         try {
           codec.decompressInto(chunk, blob);
@@ -274,6 +293,9 @@ export class ContentStore {
         }
         at += entry.rawLength;
       }
+      // the stored bytes are decompressed: their buffer, if pooled, serves a later read
+      const stored = read[0]?.[1];
+      if (stored && packReads.owns(stored)) packReads.give(stored);
       return { pack, entries, bytes };
     };
     let run: Planned | undefined;
@@ -610,7 +632,7 @@ class PackReader {
     if (!sealed) {
       const start = entries[0]!.offset;
       const end = entries.at(-1)!.offset + entries.at(-1)!.length;
-      const bytes = await this.fetch(key, pack, { start, end });
+      const bytes = await this.fetchRange(key, pack, start, end);
       if (bytes.length !== end - start) throw new PgkeepError('CHECKSUM_MISMATCH', `pack ${pack} is cut short (${bytes.length} of ${end - start} bytes at ${start})`);
       return entries.map((e) => [e, bytes.subarray(e.offset - start, e.offset - start + e.length)]);
     }
@@ -634,13 +656,39 @@ class PackReader {
     });
   }
 
+  /** A ranged read: into a pooled buffer when local storage reads in place (the caller gives it back to packReads), else fetch(). */
+  private async fetchRange(key: string, pack: string, start: number, end: number): Promise<Buffer> {
+    // local storage only: a remote one reads ahead through get(), several requests at once (runsOf)
+    if (!this.storage.readInto || this.storage.capabilities.remote || end - start > packReads.size) return this.fetch(key, pack, { start, end });
+    const buffer = packReads.take();
+    try {
+      return buffer.subarray(0, await this.storage.readInto(key, start, buffer.subarray(0, end - start)));
+    } catch (error) {
+      packReads.give(buffer);
+      throw packError(error, pack);
+    }
+  }
+
   private async fetch(key: string, pack: string, range?: ByteRange): Promise<Buffer> {
     try {
-      return await collectStream(await this.storage.get(key, range));
+      return await collectPack(await this.storage.get(key, range));
     } catch (error) {
       throw packError(error, pack);
     }
   }
+}
+
+/**
+ * The bytes of a pack read, as collectStream gives them, but a read that came
+ * in one piece (a local run's ranged read usually does) is returned as it is:
+ * Buffer.concat would copy it, and a restore reads every stored byte this way
+ * (285 MB of copies per GB restored, garbage the moment they were made).
+ * The pieces are only read from (subarrays decompressed), never written to.
+ */
+async function collectPack(stream: AsyncIterable<unknown>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
 
 /** The stored bytes of one ranged read of a run. */
