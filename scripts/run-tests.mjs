@@ -36,20 +36,18 @@ if (shared.length > 1) {
 // long file ends the run alone while the other slot idles, so the longest
 // start first (this list, longest first: update it when a file grows past its
 // neighbours), then the other integration files, then the short unit files,
-// which fill the gaps at the end. From the CI run of 2026-12-06 (dedup-copy
-// 33 s, network-faults 32, pitr 30, restore-test 26, faults 23,
-// physical-restore-test 21, dashboard 21, dedup 17.5, roundtrip 17,
-// server-matrix 17, serve-fleet 16, content-store 15.5, parallel-copy-loader
-// 15, selective-restore 14, first-hour 13); below those, the order of a run
-// that day (restore-file and extract, which were missing or late, take about
-// as long as selective-restore and first-hour) and of each file's CPU time
-// alone (database-fidelity about parallel-copy-loader's).
+// which fill the gaps at the end. From a CI run of 2026-12-06, session 12
+// (PGKEEP_TEST_DURATIONS_OUT; seconds of each file's tests): pitr 23.4,
+// network-faults 22.7, dedup-copy 22.0, dedup 19.4, roundtrip 18.2, faults
+// 17.3, restore-test 17.1, physical-restore-test 15.9, dashboard 15.2,
+// server-matrix 14.2, content-store 13.6, serve-fleet 12.6; the unit tests'
+// one process about 25 s, so it starts among the first.
 const LONGEST_FIRST = [
-  'dedup-copy', 'network-faults', 'pitr', 'restore-test', 'faults', 'physical-restore-test', 'dashboard', 'dedup',
-  'roundtrip', 'server-matrix', 'serve-fleet', 'content-store', 'parallel-copy-loader', 'database-fidelity',
-  'selective-restore', 'content-index-spill', 'restore-file', 'extract', 'first-hour', 'partitions', 'dedup-copy-physical', 'errors',
-  'interrupt', 'serve', 'unit-tests', 's3-storage', 'encrypted-s3', 'wal-archive', 'terminal', 'multi-repo', 'runbook',
-  'copy', 'status', 'globals',
+  'pitr', 'network-faults', 'dedup-copy', 'unit-tests', 'dedup', 'roundtrip', 'faults', 'restore-test', 'physical-restore-test',
+  'dashboard', 'server-matrix', 'content-store', 'serve-fleet', 'database-fidelity', 'selective-restore', 's3-storage', 'runbook',
+  'parallel-copy-loader', 'content-index-spill', 'first-hour', 'wal-archive', 'dedup-copy-physical', 'partitions', 'prune',
+  'bundled-cli', 'age-interop', 'errors', 'multi-repo', 'serve', 'restore-file', 'extract', 'verify-restore', 'encrypted-s3',
+  'copy', 'interrupted-init', 'interrupt', 'custom-toc', 'network-faults-storage', 'status', 'terminal', 'globals',
 ];
 const rank = (file) => {
   const known = LONGEST_FIRST.indexOf(path.basename(file).replace(/\.test\.[cm]?[jt]s$/, ''));
