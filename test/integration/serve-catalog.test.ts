@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import { Repository } from '../../src/repository/repository.js';
 import { openStorage } from '../../src/storage/open-storage.js';
-import { collect, pgkeep, startPgkeep } from '../support/cli.js';
+import { pgkeep, startServe } from '../support/cli.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import { runCommand } from '../support/run-command.js';
 import type { PgCluster } from '../support/pg-cluster.js';
@@ -44,16 +44,8 @@ describe('serve\'s catalog', () => {
     for (let i = 1; i <= 60; i++) await cloneBackupAt(repository, real, new Date(Date.parse(real.startedAt) - i * 3_600_000));
     assert.equal(backupIds(repo, 'large').length, 61);
 
-    const child = startPgkeep(['serve', '--config', config, '--listen', '127.0.0.1:0'], { env });
-    let stderr = '';
-    child.stderr!.setEncoding('utf8').on('data', (t: string) => (stderr += t));
-    const done = collect(child);
+    const { child, base, done } = await startServe(['--config', config], { env });
     try {
-      while (!/listening on http/.test(stderr)) {
-        assert.equal(child.exitCode, null, stderr);
-        await sleep(20);
-      }
-      const base = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(stderr)![1]!;
       const ready = await fetch(`${base}/ready`);
       assert.equal(ready.status, 200, await ready.text());
       const metricsText = async () => (await fetch(`${base}/metrics`)).text();

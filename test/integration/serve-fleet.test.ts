@@ -9,7 +9,7 @@ import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { chromium } from 'playwright-core';
-import { collect, startPgkeep } from '../support/cli.js';
+import { collect, startPgkeep, startServe } from '../support/cli.js';
 import { runCommand } from '../support/run-command.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
@@ -67,16 +67,8 @@ describe('pgkeep serve with a fleet', () => {
       await locker.connect();
       await locker.query('BEGIN');
       await locker.query('LOCK TABLE items IN ACCESS EXCLUSIVE MODE');
-      const child = startPgkeep(['serve', '--config', config, '--listen', '127.0.0.1:0'], { env: { PGPASSWORD: cluster.password } });
-      let stderr = '';
-      child.stderr!.setEncoding('utf8').on('data', (t: string) => (stderr += t));
-      const done = collect(child);
+      const { child, base, done, stderr } = await startServe(['--config', config], { env: { PGPASSWORD: cluster.password } });
       try {
-        while (!/listening on http/.test(stderr)) {
-          assert.equal(child.exitCode, null, stderr);
-          await sleep(20);
-        }
-        const base = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(stderr)![1]!;
         // until db01 skipped five times (every second: about 6 s) and its backup is running (waiting on the lock), not a
         // fixed wait: a queued job makes the runs skip too, and on a loaded machine db01's first job can still be waiting
         // for one of the two slots after five skips; SIGTERM then finds it queued, not running (seen under load)
@@ -87,10 +79,10 @@ describe('pgkeep serve with a fleet', () => {
           metrics = await (await fetch(`${base}/metrics`)).text();
           if (skippedTotal('db01') >= 5 && (await db01Running())) break;
         }
-        assert.ok(await db01Running(), `db01's backup is running when SIGTERM comes:\n${stderr.slice(0, 3000)}`);
-        assert.ok(skippedTotal('db01') >= 5, `db01 (its backup hangs on a lock) skips every second: ${skippedTotal('db01')}\n${metrics.split("\n").filter((l) => l.includes("skipped")).join("\n")}\n${stderr.slice(0, 3000)}`);
+        assert.ok(await db01Running(), `db01's backup is running when SIGTERM comes:\n${stderr().slice(0, 3000)}`);
+        assert.ok(skippedTotal('db01') >= 5, `db01 (its backup hangs on a lock) skips every second: ${skippedTotal('db01')}\n${metrics.split("\n").filter((l) => l.includes("skipped")).join("\n")}\n${stderr().slice(0, 3000)}`);
         assert.equal(skippedTotal('later'), 0, 'declared at 0 for a source without skips');
-        const skipLines = stderr.split('\n').filter((l) => / warn skipped /.test(l));
+        const skipLines = stderr().split('\n').filter((l) => / warn skipped /.test(l));
         assert.ok(skipLines.length <= SOURCES.length, `one line per source and kind in the first minute, not one per skip:\n${skipLines.join('\n')}`);
 
         const t0 = performance.now();
@@ -185,17 +177,7 @@ describe('pgkeep serve with a fleet', () => {
       const made = await runCommand(['backup', '--config', config60, '--source', n], { env });
       assert.equal(made.code, 0, made.stderr);
     }
-    const start = async (config: string) => {
-      const child = startPgkeep(['serve', '--config', config, '--listen', '127.0.0.1:0'], { env });
-      let stderr = '';
-      child.stderr!.setEncoding('utf8').on('data', (t: string) => (stderr += t));
-      const done = collect(child);
-      while (!/listening on http/.test(stderr)) {
-        assert.equal(child.exitCode, null, stderr);
-        await sleep(20);
-      }
-      return { child, done, base: /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(stderr)![1]! };
-    };
+    const start = (config: string) => startServe(['--config', config], { env });
     /** Median wall time of GET url over 7 requests (after one warm-up). */
     const median = async (url: string) => {
       const times: number[] = [];

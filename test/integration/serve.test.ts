@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
@@ -10,7 +9,7 @@ import { after, describe, test } from 'node:test';
 import pg from 'pg';
 import { SMTPServer } from 'smtp-server';
 import { parse as parseYaml } from 'yaml';
-import { collect, json, pgkeep, startPgkeep, type CliResult } from '../support/cli.js';
+import { json, pgkeep, startServe as startServeDaemon, type ServeDaemon } from '../support/cli.js';
 import { runCommand } from '../support/run-command.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
@@ -65,12 +64,7 @@ async function startWebhookReceiver(): Promise<string> {
 }
 after(() => hookServer?.close());
 
-interface Daemon {
-  child: ChildProcess;
-  base: string;
-  stderr: () => string;
-  done: Promise<CliResult>;
-}
+type Daemon = ServeDaemon;
 
 const running: Daemon[] = [];
 after(() => running.forEach((d) => d.child.kill('SIGKILL')));
@@ -85,22 +79,9 @@ function appSource(extra: Record<string, unknown> = {}) {
   return { host: '127.0.0.1', port: cluster.port, user: 'app_user', database: 'app', ...extra };
 }
 
-/** Starts `pgkeep serve` on a free port and waits for its "listening" line. */
+/** Starts `pgkeep serve` on a free port and waits for its "listening" line; killed after the file. */
 async function startServe(configFile: string, env: Record<string, string> = {}): Promise<Daemon> {
-  const child = startPgkeep(['serve', '--config', configFile, '--listen', '127.0.0.1:0'], { env: { PGPASSWORD: PASSWORD, ...env } });
-  let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (t: string) => (stderr += t));
-  const done = collect(child);
-  const deadline = Date.now() + 20_000;
-  let match: RegExpExecArray | null = null;
-  while (!(match = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(stderr))) {
-    if (Date.now() > deadline || child.exitCode !== null) {
-      child.kill('SIGKILL');
-      throw new Error(`serve did not start: ${stderr}`);
-    }
-    await sleep(20);
-  }
-  const daemon = { child, base: match[1]!, stderr: () => stderr, done };
+  const daemon = await startServeDaemon(['--config', configFile], { env: { PGPASSWORD: PASSWORD, ...env } });
   running.push(daemon);
   return daemon;
 }

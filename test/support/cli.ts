@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 // Each test file runs in its own process and gets its own TMPDIR, which the
@@ -98,6 +99,35 @@ export function collect(child: ChildProcess, input?: string): Promise<CliResult>
     child.on('error', reject);
     child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
   });
+}
+
+/** A `pgkeep serve` started by startServe: its process, its URL, its stderr so far, and its end. */
+export interface ServeDaemon {
+  child: ChildProcess;
+  base: string;
+  stderr: () => string;
+  done: Promise<CliResult>;
+}
+
+/**
+ * Starts `pgkeep serve ARGS --listen 127.0.0.1:0` and waits for its "listening on" line (at most 20 s; a
+ * daemon that exits or never listens is killed, and the error holds its stderr).
+ */
+export async function startServe(args: string[], options: CliOptions = {}): Promise<ServeDaemon> {
+  const child = startPgkeep(['serve', ...args, '--listen', '127.0.0.1:0'], options);
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (t: string) => (stderr += t));
+  const done = collect(child);
+  const deadline = Date.now() + 20_000;
+  let match: RegExpExecArray | null;
+  while (!(match = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(stderr))) {
+    if (Date.now() > deadline || child.exitCode !== null) {
+      child.kill('SIGKILL');
+      throw new Error(`serve did not start: ${stderr}`);
+    }
+    await sleep(20);
+  }
+  return { child, base: match[1]!, stderr: () => stderr, done };
 }
 
 /** Parses --json output, failing the test with the CLI's stderr when it is not JSON. */
