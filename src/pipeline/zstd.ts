@@ -349,6 +349,14 @@ function zstdProcess(args: string[]): Duplex {
 export interface ChunkCodec {
   /** src as one zstd frame (a new buffer of exactly its size). */
   compress(src: Buffer): Buffer;
+  /**
+   * src as one zstd frame written at the start of dst, which must hold at least bound(src.length) bytes; the
+   * frame's length. The same frame as compress() gives, with no buffer made: the content store compresses new
+   * chunks straight into the pack being filled (a buffer per chunk was most of a first backup's garbage).
+   */
+  compressInto(dst: Buffer, src: Buffer): number;
+  /** The most bytes `size` input bytes can compress to (ZSTD_compressBound). */
+  bound(size: number): number;
   /** Decompresses one whole frame into dst (exactly its size); throws when the frame is corrupt or not dst's size. */
   decompressInto(dst: Buffer, src: Buffer): void;
 }
@@ -366,6 +374,11 @@ export function nativeChunkCodec(level: number = DEFAULT_ZSTD_LEVEL): ChunkCodec
       const n = cctx.compress(out, src, level);
       return Buffer.from(out.subarray(0, n));
     },
+    compressInto(dst, src) {
+      if (dst.length < binding.compressBound(src.length)) throw new RangeError(`compressInto: ${dst.length} bytes of room, ${binding.compressBound(src.length)} needed`);
+      return cctx.compress(dst, src, level);
+    },
+    bound: (size) => binding.compressBound(size),
     decompressInto(dst, src) {
       const n = dctx.decompress(dst, src);
       if (n !== dst.length) throw new Error(`the frame holds ${n} bytes, ${dst.length} expected`);

@@ -361,7 +361,9 @@ export class ContentStore {
  */
 export class ContentSession {
   /** The pack being filled for each kind of blob: data (sealed when encrypted) and chunk lists (always clear). */
-  private readonly packs: Record<BlobKind, PackBuilder> = { data: new PackBuilder(), list: new PackBuilder() };
+  private readonly packs: Record<BlobKind, PackBuilder>;
+  /** A new chunk given in pieces is joined here before it is compressed (grown to the largest such chunk): a Buffer.concat per chunk was garbage. */
+  private joinBuffer = Buffer.allocUnsafeSlow(0);
   /** Ids in the packs being filled (not yet indexed anywhere). */
   private readonly pending = new Set<string>();
   /** The packs written that no index file of this session names yet, and their entries. */
@@ -380,6 +382,22 @@ export class ContentSession {
     const codec = nativeChunkCodec(store.settings.level);
     if (!codec) throw new PgkeepError('TOOL_MISSING', 'a deduplicating repository needs zstd-napi (run npm ci): chunks are compressed one by one');
     this.codec = codec;
+    this.packs = { data: new PackBuilder(store.settings.packTarget), list: new PackBuilder(store.settings.packTarget) };
+  }
+
+  /** A chunk as one buffer: itself, or its pieces copied into joinBuffer (valid until the next call). */
+  private whole(chunk: Buffer | readonly Buffer[], length: number): Buffer {
+    if (Buffer.isBuffer(chunk)) return chunk;
+    if (chunk.length === 1) return chunk[0]!;
+    if (this.joinBuffer.length < length) this.joinBuffer = Buffer.allocUnsafeSlow(Math.max(length, 64 << 10));
+    let at = 0;
+    for (const piece of chunk) at += piece.copy(this.joinBuffer, at);
+    return this.joinBuffer.subarray(0, length);
+  }
+
+  /** Compresses a chunk straight into the pack of its kind (no buffer of its own); its entry. */
+  private pack(id: Buffer, chunk: Buffer, kind: BlobKind): PackEntry {
+    return this.packs[kind].addWith(id, chunk.length, this.codec.bound(chunk.length), (room) => this.codec.compressInto(room, chunk));
   }
 
   /** Starts a stream; write its bytes, cut where a boundary matters, then end() for its ref. */
@@ -415,16 +433,15 @@ export class ContentSession {
     if (this.store.index.has(id)) return 0;
     const key = id.toString('latin1');
     if (this.pending.has(key)) return 0;
-    const compressed = this.codec.compress(Buffer.isBuffer(chunk) ? chunk : joined(chunk));
-    this.packs[kind].add(id, compressed, length);
+    const compressed = this.pack(id, this.whole(chunk, length), kind).length;
     this.pending.add(key);
     if (kind === 'data') {
       this.totals.newChunks++;
       this.totals.newRawBytes += length;
-      this.totals.newCompressedBytes += compressed.length;
+      this.totals.newCompressedBytes += compressed;
     }
-    if (this.packs[kind].size >= this.store.settings.packTarget) return this.flushPack(kind).then(() => compressed.length);
-    return compressed.length;
+    if (this.packs[kind].size >= this.store.settings.packTarget) return this.flushPack(kind).then(() => compressed);
+    return compressed;
   }
 
   /** Writes the packs being filled, if any. */
@@ -437,10 +454,12 @@ export class ContentSession {
     const builder = this.packs[kind];
     if (builder.count === 0) return;
     const { parts, entries } = builder.finish();
-    this.packs[kind] = new PackBuilder();
+    this.packs[kind] = new PackBuilder(this.store.settings.packTarget);
     const sealed = kind === 'data' && this.store.settings.recipients.length > 0;
     // pieces all the way to storage: joining them would hold the pack twice
     const stored = sealed ? await seal(parts, this.store.settings) : parts;
+    // sealed: the ciphertext is a copy, the plaintext's buffer is free already
+    if (sealed) builder.release();
     const hash = createHash('sha256');
     let size = 0;
     for (const part of stored) {
@@ -449,6 +468,8 @@ export class ContentSession {
     }
     const name = hash.digest('hex');
     await this.storage.put(ContentStore.packKey(name), Readable.from(stored));
+    // written: its buffer serves the next pack (not on a failed put: a write still running might read it yet)
+    builder.release();
     const indexed: IndexedPack = { pack: name, size, kind, sealed, entries };
     this.written.push(indexed);
     this.writtenEntries += entries.length;
@@ -520,7 +541,7 @@ export class ContentSession {
   async putRaw(id: Buffer, chunk: Buffer, kind: BlobKind): Promise<void> {
     const key = id.toString('latin1');
     if (this.pending.has(key)) return;
-    this.packs[kind].add(id, this.codec.compress(chunk), chunk.length);
+    this.pack(id, chunk, kind);
     this.pending.add(key);
     if (this.packs[kind].size >= this.store.settings.packTarget) await this.flushPack(kind);
   }

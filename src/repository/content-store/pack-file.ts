@@ -1,3 +1,5 @@
+import { BufferPool } from '../../pipeline/buffer-pool.js';
+
 /**
  * A pack: many chunks in one stored object, so a repository of millions of
  * chunks holds thousands of objects, and a restore reads long runs of them
@@ -31,11 +33,42 @@ const TRAILER_SIZE = 4 + PACK_MAGIC.length;
 /** Packs stay well below 4 GiB (u32 offsets): the writer closes one at its target size, tens of MiB. */
 const MAX_PACK = 0xffff_ffff;
 
-/** Collects blobs into one pack in memory (a pack is tens of MiB: bounded). */
+/**
+ * The buffers packs are built in, one pool per size (a repository's pack target plus room for one more blob),
+ * shared by every session of the process. Why: a pack used to be its blobs, one buffer each (~3,000 for a
+ * 16 MiB pack), dropped once written; V8 collected them late, and a first backup of a 340 MB database
+ * peaked with ~50 MB of dead blobs and a malloc heap that kept its size (docs/benchmarks.md, "Backup memory,
+ * session 12"). Reused, a pack's bytes stay in the same pages pack after pack.
+ */
+const packPools = new Map<number, BufferPool>();
+
+/** Room past the pack target in a pooled pack buffer: a pack is closed after the blob that reaches its target, and a 64 KiB chunk (the largest of the default sizes) compresses to at most ~64.3 KiB. */
+const PACK_SLACK = 256 << 10;
+
+function packPool(target: number): BufferPool {
+  const size = target + PACK_SLACK;
+  let pool = packPools.get(size);
+  // 4: a session fills one pack of each kind (data, list); one more of each may wait for its put
+  if (!pool) packPools.set(size, (pool = new BufferPool(size, 4)));
+  return pool;
+}
+
+/**
+ * Collects blobs into one pack in memory (a pack is tens of MiB: bounded), side by side in one buffer from
+ * a pool: add() copies a blob in, addWith() has the caller write it in place (a chunk compressed straight
+ * into the pack). A blob that does not fit the buffer (larger chunks than the pool's slack allows) moves the
+ * pack to a larger buffer of its own: the pack's bytes are the same either way.
+ */
 export class PackBuilder {
-  private readonly blobs: Buffer[] = [];
+  private buffer: Buffer | undefined;
   private readonly entries: PackEntry[] = [];
   private length = 0;
+  private readonly pool: BufferPool | undefined;
+
+  /** `target`: the pack size its writer closes it at (the buffer is sized for it); undefined: buffers of their own, grown as needed. */
+  constructor(target?: number) {
+    this.pool = target === undefined ? undefined : packPool(target);
+  }
 
   /** Bytes of blobs so far. */
   get size(): number {
@@ -47,16 +80,49 @@ export class PackBuilder {
   }
 
   add(id: Buffer, compressed: Buffer, rawLength: number): PackEntry {
+    return this.addWith(id, rawLength, compressed.length, (room) => compressed.copy(room));
+  }
+
+  /**
+   * Adds a blob that `write` puts at the start of `room` (at least `most` bytes), returning its length (at
+   * most `most`). If write throws, the pack is as it was.
+   */
+  addWith(id: Buffer, rawLength: number, most: number, write: (room: Buffer) => number): PackEntry {
     if (id.length !== CHUNK_ID_SIZE) throw new RangeError(`a chunk id is ${CHUNK_ID_SIZE} bytes, not ${id.length}`);
-    if (this.length + compressed.length + (this.entries.length + 1) * ENTRY_SIZE + TRAILER_SIZE > MAX_PACK) throw new RangeError('pack too large');
-    const entry = { id, offset: this.length, length: compressed.length, rawLength };
-    this.blobs.push(compressed);
+    if (this.length + most + (this.entries.length + 1) * ENTRY_SIZE + TRAILER_SIZE > MAX_PACK) throw new RangeError('pack too large');
+    const buffer = this.room(most);
+    const length = write(buffer.subarray(this.length, this.length + most));
+    if (!(length >= 0 && length <= most)) throw new RangeError(`a blob of ${length} bytes written into ${most} bytes of room`);
+    const entry = { id, offset: this.length, length, rawLength };
     this.entries.push(entry);
-    this.length += compressed.length;
+    this.length += length;
     return entry;
   }
 
-  /** The plaintext pack as its pieces in order (the blobs, then the header: never joined, a pack is tens of MiB), and its entries. The builder is spent. */
+  /** The buffer, with at least `more` bytes free past the blobs. */
+  private room(more: number): Buffer {
+    const need = this.length + more;
+    if (this.buffer && this.buffer.length >= need) return this.buffer;
+    if (!this.buffer && this.pool && this.pool.size >= need) return (this.buffer = this.pool.take());
+    // grown (rare with a pool: a blob larger than its slack): a buffer of its own, the blobs so far copied over
+    const grown = Buffer.allocUnsafeSlow(Math.max(need, 2 * (this.buffer?.length ?? 0), 64 << 10));
+    if (this.buffer) {
+      this.buffer.copy(grown, 0, 0, this.length);
+      this.release();
+    }
+    return (this.buffer = grown);
+  }
+
+  /** Gives the pooled buffer back: once the pack's parts are no longer read (written to storage, or given up). */
+  release(): void {
+    if (this.buffer && this.pool?.owns(this.buffer)) this.pool.give(this.buffer);
+    this.buffer = undefined;
+  }
+
+  /**
+   * The plaintext pack as its pieces in order (the blobs, then the header: never joined, a pack is tens of MiB),
+   * and its entries. The blobs are a view of the builder's buffer: valid until release(). No more blobs may be added.
+   */
   finish(): { parts: Buffer[]; entries: PackEntry[] } {
     const header = Buffer.alloc(this.entries.length * ENTRY_SIZE + TRAILER_SIZE);
     this.entries.forEach((e, i) => {
@@ -68,7 +134,8 @@ export class PackBuilder {
     });
     header.writeUInt32LE(this.entries.length * ENTRY_SIZE, header.length - TRAILER_SIZE);
     PACK_MAGIC.copy(header, header.length - PACK_MAGIC.length);
-    return { parts: [...this.blobs, header], entries: this.entries };
+    const blobs = this.buffer && this.length > 0 ? [this.buffer.subarray(0, this.length)] : [];
+    return { parts: [...blobs, header], entries: this.entries };
   }
 }
 
