@@ -24,6 +24,8 @@ export class BufferPool {
    */
   private readonly out = new WeakSet<ArrayBufferLike>();
   private taken = 0;
+  private lastTake = 0;
+  private trimTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly size: number,
@@ -32,11 +34,18 @@ export class BufferPool {
      * a bound near the most a user has out costs nothing: one too low drops buffers that the next takes make anew.
      */
     private readonly keep = 16,
+    /**
+     * The buffers kept are dropped once none was taken for this long: a long-lived process (serve) does not
+     * hold a finished job's pools (the pack pool alone is 4 x 16.25 MiB) until its next job. The timer does
+     * not keep the process alive.
+     */
+    private readonly idleMs = 5_000,
   ) {}
 
   /** A buffer of `size` bytes (contents undefined), the pool's own memory until given back. */
   take(): Buffer {
     // allocUnsafeSlow: its own memory, never a slice of Node's shared pool (which give() could not tell apart)
+    this.lastTake = Date.now();
     const buffer = this.free.pop() ?? Buffer.allocUnsafeSlow(this.size);
     this.out.add(buffer.buffer);
     this.taken++;
@@ -53,6 +62,19 @@ export class BufferPool {
     if (!this.out.delete(view.buffer)) throw new PgkeepError('INTERNAL', 'a buffer given back to a pool that did not hand it out, or given back twice');
     this.taken--;
     if (this.free.length < this.keep) this.free.push(Buffer.from(view.buffer, 0, this.size));
+    this.trimWhenIdle();
+  }
+
+  /** Drops the kept buffers once no take() came for idleMs (checked again while takes keep coming). */
+  private trimWhenIdle(): void {
+    if (this.trimTimer) return;
+    const wait = Math.max(1, this.lastTake + this.idleMs - Date.now());
+    this.trimTimer = setTimeout(() => {
+      this.trimTimer = undefined;
+      if (Date.now() - this.lastTake >= this.idleMs) this.free.length = 0;
+      else if (this.free.length > 0) this.trimWhenIdle();
+    }, wait);
+    this.trimTimer.unref();
   }
 
   /** Buffers handed out and not given back (dropped ones included). */

@@ -1,9 +1,29 @@
 import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import { BufferPool } from '../../src/pipeline/buffer-pool.js';
 import { isPgkeepError } from '../../src/errors.js';
 
 describe('BufferPool', () => {
+  test('the buffers kept are dropped once none was taken for a while (a daemon does not hold a finished job\'s pool), not while takes go on', async () => {
+    const pool = new BufferPool(1024, 4, 150);
+    const first = [pool.take(), pool.take()];
+    for (const b of first) pool.give(b);
+    assert.equal(pool.idle, 2);
+    // takes every 50 ms keep it
+    for (let i = 0; i < 5; i++) {
+      await sleep(50);
+      pool.give(pool.take());
+    }
+    assert.ok(pool.idle >= 1, 'kept while in use');
+    await sleep(400);
+    assert.equal(pool.idle, 0, 'dropped once idle');
+    // and it works as before afterwards
+    const again = pool.take();
+    pool.give(again);
+    assert.equal(pool.idle, 1);
+  });
+
   test('a buffer given back is handed out again, not a new one', () => {
     const pool = new BufferPool(1024);
     const a = pool.take();
