@@ -342,17 +342,15 @@ function zstdProcess(args: string[]): Duplex {
 
 /**
  * Whole-frame compression of many small buffers (the content store's chunks),
- * with one context and one output buffer reused: a stream per chunk, or a
+ * with one context reused, into buffers the caller owns: a stream per chunk, or a
  * fresh buffer per call, cost more than the work (measured: 3 s of 12 in a
  * 150 MB restore were allocations and their garbage). Null without zstd-napi.
  */
 export interface ChunkCodec {
-  /** src as one zstd frame (a new buffer of exactly its size). */
-  compress(src: Buffer): Buffer;
   /**
    * src as one zstd frame written at the start of dst, which must hold at least bound(src.length) bytes; the
-   * frame's length. The same frame as compress() gives, with no buffer made: the content store compresses new
-   * chunks straight into the pack being filled (a buffer per chunk was most of a first backup's garbage).
+   * frame's length. No buffer is made: the content store compresses new chunks straight into the pack being
+   * filled (a buffer per chunk was most of a first backup's garbage).
    */
   compressInto(dst: Buffer, src: Buffer): number;
   /** The most bytes `size` input bytes can compress to (ZSTD_compressBound). */
@@ -366,14 +364,7 @@ export function nativeChunkCodec(level: number = DEFAULT_ZSTD_LEVEL): ChunkCodec
   const binding = loadBinding()!;
   const cctx = new binding.CCtx();
   const dctx = new binding.DCtx();
-  let out = Buffer.allocUnsafe(0);
   return {
-    compress(src) {
-      const bound = binding.compressBound(src.length);
-      if (out.length < bound) out = Buffer.allocUnsafe(Math.max(bound, 1 << 17));
-      const n = cctx.compress(out, src, level);
-      return Buffer.from(out.subarray(0, n));
-    },
     compressInto(dst, src) {
       if (dst.length < binding.compressBound(src.length)) throw new RangeError(`compressInto: ${dst.length} bytes of room, ${binding.compressBound(src.length)} needed`);
       return cctx.compress(dst, src, level);
