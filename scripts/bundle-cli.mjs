@@ -19,7 +19,19 @@
  * dist/restore/, packages through createRequire). Each module's own URL is
  * written in its place, computed from the bundle's __dirname, so every such
  * lookup resolves exactly as it does from the compiled module (dist/ ships whole).
+ *
+ * import(): written as a require() (esbuild's `dynamic-import: false`), as it
+ * already is for the bundled modules: pgkeep.js runs a bundle through vm.Script
+ * (to give V8 its code cache), where an import() needs an experimental flag.
+ * The two left were node:net and @aws-sdk/client-s3, whose import() loads the
+ * same CommonJS file (it has no "exports" map).
+ *
+ * Then each bundle's V8 code cache, dist/cli/<name>.cjs.cache (what it saves
+ * and why here: src/cli/bundle-loader.ts, docs/architecture.md): made by
+ * scripts/warm-code-cache.mjs in a child that runs harmless commands first, so
+ * the functions a run compiles are in it, not only the top level.
  */
+import { spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { build } from 'esbuild';
@@ -66,7 +78,11 @@ for (const [name, bundledPackages] of [['wal-cli', true], ['main', true]]) {
     format: 'cjs',
     target: 'node20',
     ...(bundledPackages ? { external: [...EXTERNAL, ...EXTERNAL.map((name) => `${name}/*`)] } : { packages: 'external' }),
+    supported: { 'dynamic-import': false },
     plugins: [ownModuleUrl],
     logLevel: 'warning',
   });
+  // a clean environment: no NODE_OPTIONS (V8 refuses a cache made under other flags), no config or repository
+  const warm = spawnSync(process.execPath, ['scripts/warm-code-cache.mjs', `dist/cli/${name}.cjs`], { env: { PATH: process.env.PATH }, encoding: 'utf8' });
+  if (warm.status !== 0) throw new Error(`making the code cache of dist/cli/${name}.cjs failed (exit ${warm.status ?? warm.signal}):\n${warm.stderr}`);
 }

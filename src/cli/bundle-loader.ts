@@ -1,0 +1,122 @@
+/**
+ * Loads a bundle of the command-line program (dist/cli/main.cjs, wal-cli.cjs)
+ * the way Node's CommonJS loader does, but compiled with V8's code cache that
+ * the build made for it (dist/cli/<name>.cjs.cache, scripts/bundle-cli.mjs).
+ *
+ * Why: compiling the 2.5 MB program is a third of every command's start-up
+ * (V8 parsing the file, then each function the run calls); with the cache V8
+ * takes the compiled bytecode instead (numbers in docs/architecture.md, "Two
+ * entry points"). The cache is made by the build only, never here: dist/ may be
+ * read-only, and wal-push runs as the postgres OS user.
+ *
+ * Any cache that is not exactly this bundle's is ignored, silently: missing,
+ * damaged (its checksum), made for another build of the bundle (the bundle's
+ * checksum and size in its header: V8 itself compares only the source's
+ * length), or refused by V8 (another Node or V8 version, other V8 flags). The
+ * bundle then compiles as it would without a cache.
+ */
+import { readFileSync } from 'node:fs';
+import Module, { createRequire } from 'node:module';
+import * as path from 'node:path';
+import { Script } from 'node:vm';
+import * as zlib from 'node:zlib';
+
+/**
+ * What became of a bundle's code cache: `accepted` by V8; `rejected` by V8 (its version or flags differ);
+ * `stale` (made for another build), `damaged` (checksum) or `missing` (no file) and so not offered to V8;
+ * `unsupported` where Node has no zlib.crc32 to check it with (before 20.15).
+ */
+export type CodeCacheState = 'accepted' | 'rejected' | 'stale' | 'damaged' | 'missing' | 'unsupported';
+
+/** The cache file of a bundle: dist/cli/main.cjs → dist/cli/main.cjs.cache. */
+export const codeCacheFile = (bundle: string): string => `${bundle}.cache`;
+
+/** "PGKC": pgkeep code cache, then a format version, the bundle's crc32 and size, the V8 data's crc32 and size. */
+const MAGIC = 0x50474b43;
+const FORMAT = 1;
+const HEADER_BYTES = 24;
+
+type Crc32 = (data: Uint8Array) => number;
+// zlib.crc32 is Node 20.15+; without it no cache is used (computing one in JavaScript costs more than it saves)
+const crc32 = (zlib as { crc32?: Crc32 }).crc32;
+
+/** The cache file's bytes: a header binding V8's data to this exact bundle, then the data. */
+export function encodeCodeCache(bundle: Uint8Array, data: Uint8Array, checksum: Crc32 = crc32!): Buffer {
+  const header = Buffer.alloc(HEADER_BYTES);
+  header.writeUInt32BE(MAGIC, 0);
+  header.writeUInt32BE(FORMAT, 4);
+  header.writeUInt32BE(checksum(bundle), 8);
+  header.writeUInt32BE(bundle.length, 12);
+  header.writeUInt32BE(checksum(data), 16);
+  header.writeUInt32BE(data.length, 20);
+  return Buffer.concat([header, data]);
+}
+
+/** V8's data from a cache file, when the file is this bundle's and intact. */
+function decodeCodeCache(bundle: Uint8Array, file: Buffer, checksum: Crc32): Buffer | 'damaged' | 'stale' {
+  if (file.length < HEADER_BYTES || file.readUInt32BE(0) !== MAGIC || file.readUInt32BE(4) !== FORMAT) return 'damaged';
+  const data = file.subarray(HEADER_BYTES);
+  if (data.length !== file.readUInt32BE(20) || checksum(data) !== file.readUInt32BE(16)) return 'damaged';
+  if (bundle.length !== file.readUInt32BE(12) || checksum(bundle) !== file.readUInt32BE(8)) return 'stale';
+  return data;
+}
+
+/** A compiled bundle, not yet run. */
+export interface CompiledBundle {
+  readonly file: string;
+  /** The bundle's bytes as compiled (the build binds its cache to them). */
+  readonly bytes: Buffer;
+  readonly cache: CodeCacheState;
+  /** The V8 script: the build calls createCachedData() on it after a run. */
+  readonly script: Script;
+  /** Runs the bundle's top level as Node's loader would; returns its module.exports. */
+  run(): unknown;
+}
+
+/**
+ * Compiles a bundle, with its code cache when there is a usable one. Separate from running it so that
+ * V8 flags a command needs (the backup's small young generation) can be set after the cache was checked:
+ * V8 refuses a cache made under other flags.
+ */
+export function compileBundle(file: string, options: { useCache?: boolean } = {}): CompiledBundle {
+  const bytes = readFileSync(file);
+  let cache: CodeCacheState = 'missing';
+  let cachedData: Buffer | undefined;
+  if (!crc32) cache = 'unsupported';
+  else if (options.useCache !== false) {
+    let stored: Buffer | undefined;
+    try {
+      stored = readFileSync(codeCacheFile(file));
+    } catch {
+      // missing or unreadable: compile without it
+    }
+    const decoded = stored && decodeCodeCache(bytes, stored, crc32);
+    if (typeof decoded === 'string') cache = decoded;
+    else cachedData = decoded;
+  }
+  // Node's CommonJS wrapper, on the bundle's first line so that every line keeps its number in stack
+  // traces; the shebang (main.cjs keeps main.ts's) is legal only at the start of a file, so it becomes a
+  // comment of the same length.
+  let source = bytes.toString('utf8');
+  if (source.startsWith('#!')) source = `//${source.slice(2)}`;
+  const script = new Script(`(function (exports, require, module, __filename, __dirname) { ${source}\n});`, { filename: file, ...(cachedData ? { cachedData } : {}) });
+  if (cachedData) cache = script.cachedDataRejected ? 'rejected' : 'accepted';
+  return {
+    file,
+    bytes,
+    cache,
+    script,
+    run: () => {
+      // A module as Node's loader makes one (in require.cache under its path, node_modules looked up from its
+      // folder); its require is createRequire's, which resolves and loads exactly as the module's own would.
+      const module = new Module(file);
+      module.filename = file;
+      module.paths = (Module as unknown as { _nodeModulePaths(dir: string): string[] })._nodeModulePaths(path.dirname(file));
+      (Module as unknown as { _cache: Record<string, Module> })._cache[file] = module;
+      const wrapper = script.runInThisContext() as (exports: unknown, require: NodeJS.Require, module: Module, filename: string, dirname: string) => void;
+      wrapper.call(module.exports, module.exports, createRequire(file), module, file, path.dirname(file));
+      module.loaded = true;
+      return module.exports;
+    },
+  };
+}
