@@ -51,5 +51,5 @@ if (name === 'main') await loaded();
 for (const args of runs) await run(args);
 
 rmSync(work, { recursive: true, force: true });
-writeFileSync(codeCacheFile(file), encodeCodeCache(bundle.bytes, bundle.script.createCachedData()));
+writeFileSync(codeCacheFile(file), encodeCodeCache(file, bundle.bytes, bundle.script.createCachedData()));
 process.exitCode = 0;

@@ -12,7 +12,7 @@
  * Any cache that is not exactly this bundle's is ignored, silently: missing,
  * damaged (its checksum), made for another build of the bundle (the bundle's
  * checksum and size in its header: V8 itself compares only the source's
- * length), or refused by V8 (another Node or V8 version, other V8 flags). The
+ * length) or for the bundle at another path (a copied dist/), or refused by V8 (another Node or V8 version, other V8 flags). The
  * bundle then compiles as it would without a cache.
  */
 import { readFileSync } from 'node:fs';
@@ -23,25 +23,33 @@ import * as zlib from 'node:zlib';
 
 /**
  * What became of a bundle's code cache: `accepted` by V8; `rejected` by V8 (its version or flags differ);
- * `stale` (made for another build), `damaged` (checksum) or `missing` (no file) and so not offered to V8;
- * `unsupported` where Node has no zlib.crc32 to check it with (before 20.15).
+ * not offered to V8 when `stale` (made for another build), `moved` (made for the bundle at another path),
+ * `damaged` (checksum) or `missing` (no file); `unsupported` where Node has no zlib.crc32 to check it
+ * with (before 20.15).
  */
-export type CodeCacheState = 'accepted' | 'rejected' | 'stale' | 'damaged' | 'missing' | 'unsupported';
+export type CodeCacheState = 'accepted' | 'rejected' | 'stale' | 'moved' | 'damaged' | 'missing' | 'unsupported';
 
 /** The cache file of a bundle: dist/cli/main.cjs → dist/cli/main.cjs.cache. */
 export const codeCacheFile = (bundle: string): string => `${bundle}.cache`;
 
-/** "PGKC": pgkeep code cache, then a format version, the bundle's crc32 and size, the V8 data's crc32 and size. */
+/**
+ * The header: "PGKC" (pgkeep code cache), a format version, the bundle's crc32 and size, V8's data's crc32
+ * and size, the size of the bundle's path; then the path, then V8's data.
+ *
+ * The path: a script compiled from a cache keeps the file name it was made under (V8 11), so stack traces
+ * of a copied dist/ would name the build's folder; a bundle elsewhere compiles without the cache.
+ */
 const MAGIC = 0x50474b43;
 const FORMAT = 1;
-const HEADER_BYTES = 24;
+const HEADER_BYTES = 28;
 
 type Crc32 = (data: Uint8Array) => number;
 // zlib.crc32 is Node 20.15+; without it no cache is used (computing one in JavaScript costs more than it saves)
 const crc32 = (zlib as { crc32?: Crc32 }).crc32;
 
-/** The cache file's bytes: a header binding V8's data to this exact bundle, then the data. */
-export function encodeCodeCache(bundle: Uint8Array, data: Uint8Array, checksum: Crc32 = crc32!): Buffer {
+/** The cache file's bytes: a header binding V8's data to this exact bundle at this path, then the data. */
+export function encodeCodeCache(file: string, bundle: Uint8Array, data: Uint8Array, checksum: Crc32 = crc32!): Buffer {
+  const where = Buffer.from(path.resolve(file));
   const header = Buffer.alloc(HEADER_BYTES);
   header.writeUInt32BE(MAGIC, 0);
   header.writeUInt32BE(FORMAT, 4);
@@ -49,15 +57,18 @@ export function encodeCodeCache(bundle: Uint8Array, data: Uint8Array, checksum: 
   header.writeUInt32BE(bundle.length, 12);
   header.writeUInt32BE(checksum(data), 16);
   header.writeUInt32BE(data.length, 20);
-  return Buffer.concat([header, data]);
+  header.writeUInt32BE(where.length, 24);
+  return Buffer.concat([header, where, data]);
 }
 
-/** V8's data from a cache file, when the file is this bundle's and intact. */
-function decodeCodeCache(bundle: Uint8Array, file: Buffer, checksum: Crc32): Buffer | 'damaged' | 'stale' {
-  if (file.length < HEADER_BYTES || file.readUInt32BE(0) !== MAGIC || file.readUInt32BE(4) !== FORMAT) return 'damaged';
-  const data = file.subarray(HEADER_BYTES);
-  if (data.length !== file.readUInt32BE(20) || checksum(data) !== file.readUInt32BE(16)) return 'damaged';
-  if (bundle.length !== file.readUInt32BE(12) || checksum(bundle) !== file.readUInt32BE(8)) return 'stale';
+/** V8's data from a cache file, when the file is this bundle's, made at its path, and intact. */
+function decodeCodeCache(file: string, bundle: Uint8Array, cache: Buffer, checksum: Crc32): Buffer | 'damaged' | 'stale' | 'moved' {
+  if (cache.length < HEADER_BYTES || cache.readUInt32BE(0) !== MAGIC || cache.readUInt32BE(4) !== FORMAT) return 'damaged';
+  const dataStart = HEADER_BYTES + cache.readUInt32BE(24);
+  const data = cache.subarray(dataStart);
+  if (dataStart > cache.length || data.length !== cache.readUInt32BE(20) || checksum(data) !== cache.readUInt32BE(16)) return 'damaged';
+  if (cache.toString('utf8', HEADER_BYTES, dataStart) !== path.resolve(file)) return 'moved';
+  if (bundle.length !== cache.readUInt32BE(12) || checksum(bundle) !== cache.readUInt32BE(8)) return 'stale';
   return data;
 }
 
@@ -90,7 +101,7 @@ export function compileBundle(file: string, options: { useCache?: boolean } = {}
     } catch {
       // missing or unreadable: compile without it
     }
-    const decoded = stored && decodeCodeCache(bytes, stored, crc32);
+    const decoded = stored && decodeCodeCache(file, bytes, stored, crc32);
     if (typeof decoded === 'string') cache = decoded;
     else cachedData = decoded;
   }
