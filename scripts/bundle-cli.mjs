@@ -65,6 +65,24 @@ const ownModuleUrl = {
   },
 };
 
+/**
+ * pg's lib/stream.js asks at load whether it runs on Cloudflare Workers by making a `new Response()`,
+ * and on Node 20 (no `navigator`) the first touch of `Response` loads Node's fetch (undici): ~35 ms of
+ * CPU for every process that loads pg, for an answer that is always no here. The bundle takes Node's
+ * streams directly (what the check returns on Node); a pg whose file no longer reads so is left as is.
+ */
+const pgOnNode = {
+  name: 'pg-on-node',
+  setup(builder) {
+    builder.onLoad({ filter: /[\\/]node_modules[\\/]pg[\\/]lib[\\/]stream\.js$/ }, async (args) => {
+      const source = await readFile(args.path, 'utf8');
+      const check = 'if (isCloudflareRuntime()) {';
+      if (!source.includes(check)) return { contents: source, loader: 'js', warnings: [{ text: `${args.path}: no "${check}" to skip: pg loads Node's fetch at start-up` }] };
+      return { contents: source.replace(check, 'if (false) { // pgkeep runs on Node: see scripts/bundle-cli.mjs'), loader: 'js' };
+    });
+  },
+};
+
 // The WAL path bundles the same packages: it loads zod on every run (the settings' config schema, even
 // with no config file), and ~95 zod files found and loaded one by one cost more than a bigger bundle:
 // wal-fetch of a missing segment took 0.20-0.21 s of CPU with packages external, 0.16-0.19 bundled
@@ -79,7 +97,7 @@ for (const [name, bundledPackages] of [['wal-cli', true], ['main', true]]) {
     target: 'node20',
     ...(bundledPackages ? { external: [...EXTERNAL, ...EXTERNAL.map((name) => `${name}/*`)] } : { packages: 'external' }),
     supported: { 'dynamic-import': false },
-    plugins: [ownModuleUrl],
+    plugins: [ownModuleUrl, pgOnNode],
     logLevel: 'warning',
   });
   // a clean environment: no NODE_OPTIONS (V8 refuses a cache made under other flags), no config or repository
