@@ -32,9 +32,9 @@
  * the functions a run compiles are in it, not only the top level.
  */
 import { spawnSync } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { build } from 'esbuild';
+import { build, transform } from 'esbuild';
 
 const pkg = JSON.parse(await readFile('package.json', 'utf8'));
 /**
@@ -83,6 +83,23 @@ const pgOnNode = {
   },
 };
 
+/**
+ * Makes a bundle ASCII where that changes nothing but comments: pgkeep.js then hands V8 a one-byte
+ * string (src/cli/bundle-loader.ts, ASCII_ONLY). esbuild already escapes strings and identifiers; what
+ * is left is comments it keeps (ours and the packages': "—", "→") and the text of tagged templates,
+ * which the dashboard writes with escapes. Every character above 127 is written as a \u escape, and
+ * the result is kept only if it minifies to the very same program (comments dropped); otherwise the
+ * bundle stays as it was (and loads as UTF-8, a few ms slower), with a warning.
+ */
+async function asciiOnly(file) {
+  const source = await readFile(file, 'utf8');
+  if (!/[^\x00-\x7f]/.test(source)) return;
+  const escaped = source.replace(/[^\x00-\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  const program = async (text) => (await transform(text, { minify: true, legalComments: 'none', charset: 'ascii', logLevel: 'silent' })).code;
+  if ((await program(escaped)) === (await program(source))) await writeFile(file, escaped);
+  else console.warn(`${file}: a character above 127 outside comments: the bundle loads as UTF-8 (slower)`);
+}
+
 // The WAL path bundles the same packages: it loads zod on every run (the settings' config schema, even
 // with no config file), and ~95 zod files found and loaded one by one cost more than a bigger bundle:
 // wal-fetch of a missing segment took 0.20-0.21 s of CPU with packages external, 0.16-0.19 bundled
@@ -100,6 +117,7 @@ for (const [name, bundledPackages] of [['wal-cli', true], ['main', true]]) {
     plugins: [ownModuleUrl, pgOnNode],
     logLevel: 'warning',
   });
+  await asciiOnly(`dist/cli/${name}.cjs`);
   // a clean environment: no NODE_OPTIONS (V8 refuses a cache made under other flags), no config or repository
   const warm = spawnSync(process.execPath, ['scripts/warm-code-cache.mjs', `dist/cli/${name}.cjs`], { env: { PATH: process.env.PATH }, encoding: 'utf8' });
   if (warm.status !== 0) throw new Error(`making the code cache of dist/cli/${name}.cjs failed (exit ${warm.status ?? warm.signal}):\n${warm.stderr}`);

@@ -166,6 +166,16 @@ test('the executable compiles its bundles with the code cache the build made, a 
   assert.equal(quiet.stderr, '');
 });
 
+test('the bundles are ASCII, and their caches say so (V8 gets a one-byte string: a non-ASCII character made compiling ~10 ms slower)', () => {
+  for (const name of ['main', 'wal-cli']) {
+    const bundle = readFileSync(path.join(path.dirname(CLI), `${name}.cjs`));
+    const at = bundle.findIndex((byte) => byte > 0x7f);
+    // a tagged template's text is written to the bundle as in the source: write such characters as \u escapes there
+    assert.equal(at, -1, `${name}.cjs: a non-ASCII character near ${JSON.stringify(bundle.subarray(Math.max(0, at - 60), at + 10).toString())}`);
+    assert.equal(readFileSync(path.join(path.dirname(CLI), `${name}.cjs.cache`)).readUInt32BE(28) & 1, 1, `${name}.cjs.cache: ASCII_ONLY`);
+  }
+});
+
 /** A copy of dist/ (package.json, node_modules linked) whose bundles and caches a test may spoil; `warm`: with main.cjs's code cache made for it. */
 async function installedCopy(name: string, warm = false): Promise<{ cli: string; run: (args: string[], env?: Record<string, string>, nodeArgs?: string[]) => Promise<CliResult> }> {
   const root = path.resolve(path.dirname(CLI), '../..');
