@@ -39,8 +39,15 @@ quiet(process.stdout);
 quiet(process.stderr);
 
 const exports = bundle.run();
-/** Resolves when the run that main.cjs started as it loaded has set its exit code. */
-const loaded = () => new Promise((resolve) => setTimeout(resolve, 50)).then(() => (process.exitCode === undefined ? loaded() : undefined));
+/** Resolves when the run that main.cjs started as it loaded has set its exit code (it must succeed: a bundle whose --help fails is broken). */
+const started = Date.now();
+const loaded = async () => {
+  while (process.exitCode === undefined) {
+    if (Date.now() - started > 60_000) throw new Error(`${file}: --help did not finish within 60 s:\n${captured.join('')}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  if (process.exitCode !== 0) throw new Error(`${file}: --help exited ${process.exitCode}:\n${captured.join('')}`);
+};
 const runs =
   name === 'main'
     ? [['--version'], ['backup', '--help'], ['list', '--repo', repo]]
