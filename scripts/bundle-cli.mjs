@@ -118,6 +118,9 @@ for (const [name, bundledPackages] of [['wal-cli', true], ['main', true]]) {
     logLevel: 'warning',
   });
   await asciiOnly(`dist/cli/${name}.cjs`);
+  // pgkeep.js runs the bundle in a vm.Script, where an import() throws (it needs --experimental-vm-modules)
+  const program = (await transform(await readFile(`dist/cli/${name}.cjs`, 'utf8'), { minify: true, legalComments: 'none', logLevel: 'silent' })).code;
+  if (/\bimport\(/.test(program)) throw new Error(`dist/cli/${name}.cjs has an import(): it would fail in pgkeep.js's vm.Script (supported: { 'dynamic-import': false } should have made it a require)`);
   // a clean environment: no NODE_OPTIONS (V8 refuses a cache made under other flags), no config or repository
   const warm = spawnSync(process.execPath, ['scripts/warm-code-cache.mjs', `dist/cli/${name}.cjs`], { env: { PATH: process.env.PATH }, encoding: 'utf8' });
   if (warm.status !== 0) throw new Error(`making the code cache of dist/cli/${name}.cjs failed (exit ${warm.status ?? warm.signal}):\n${warm.stderr}`);
