@@ -1,5 +1,6 @@
 import type { Progress } from '../registry/command-context.js';
-import { formatBytes } from './format.js';
+// from src/format/ itself: ./format.js also holds the verification label, whose import makes verification.ts's zod schemas at every start-up
+import { formatBytes } from '../format/human-format.js';
 
 /**
  * A one-line progress display on a terminal: phase, bytes, rate, current item.

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { PgkeepError } from '../errors.js';
-import { ConfigSchema, type PgkeepConfig } from './config-schema.js';
+import { configSchemas, type PgkeepConfig } from './config-schema.js';
 
 export interface LoadedConfig {
   readonly path: string | undefined;
@@ -38,7 +38,7 @@ export function parseConfig(text: string, name: string, env: Record<string, stri
     throw new PgkeepError('CONFIG_INVALID', `${name} is not valid YAML: ${first}`, { cause: error });
   }
   const expanded = expandVariables(raw, env, name, []);
-  const result = ConfigSchema.safeParse(expanded);
+  const result = configSchemas().ConfigSchema.safeParse(expanded);
   if (!result.success) throw new PgkeepError('CONFIG_INVALID', `${name}: ${formatIssue(result.error.issues[0]!)}`);
   return result.data;
 }

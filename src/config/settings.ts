@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { userInfo } from 'node:os';
 import * as path from 'node:path';
-import { parse as parseDotenv } from 'dotenv';
 import { PgkeepError } from '../errors.js';
 import { parseDatabaseUrl, parsePort, type ConnectionInfo } from '../postgres/connection-info.js';
 import { NAME_PATTERN, repoEntryUrl, type BackupOptionsConfig, type PgkeepConfig, type ProbeConfig, type S3OptionsConfig, type SourceConfig } from './config-schema.js';
@@ -68,6 +68,8 @@ export function loadSettings(options: GlobalOptions, context: { env: NodeJS.Proc
 function readDotenv(cwd: string): Record<string, string> {
   const file = path.join(cwd, '.env');
   if (!existsSync(file)) return {};
+  // loaded only for a .env file: dotenv (and node:crypto, which it loads) cost every command ~5 ms of start-up
+  const { parse: parseDotenv } = createRequire(import.meta.url)('dotenv') as typeof import('dotenv');
   try {
     return parseDotenv(readFileSync(file));
   } catch (error) {

@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { PgkeepError, abortError } from '../errors.js';
 import { pgClientConfig, serverLabel, type ConnectionInfo } from './connection-info.js';
 
@@ -10,7 +10,9 @@ export type PgClient = pg.Client;
  * waits (on a lock, say) fails at once instead of holding the command open.
  */
 export async function connect(info: ConnectionInfo, signal?: AbortSignal): Promise<pg.Client> {
-  const client = new pg.Client(pgClientConfig(info));
+  // imported on the first connection: a command that talks to no server (list, --help) does not load pg
+  const { default: driver } = await import('pg');
+  const client = new driver.Client(pgClientConfig(info));
   // An idle client whose server goes away emits 'error'; without a listener that crashes the process.
   client.on('error', () => undefined);
   const onAbort = () => void client.end().catch(() => undefined);

@@ -127,7 +127,8 @@ async function dashboardRoutes(app: FastifyInstance, deps: DashboardDeps, option
     const source = request.params.name;
     if (!deps.runbook) return full(request, reply, 'Runbook', html`<h1>Runbook</h1><p>Not available here: run <code>pgkeep runbook</code>.</p>`, 'backups', 404);
     // the runbook's text is escaped piece by piece (runbookBody): repository data never becomes markup
-    return full(request, reply, `Runbook of ${source}`, html`<p><a href="${viewerOf(request).base}/sources/${encodeURIComponent(source)}">← backups of ${source}</a></p>${new SafeHtml(runbookBody(await deps.runbook(source)))}`, 'backups');
+    // \u2190 (a left arrow) as an escape: the bundle stays ASCII (see dashboard-views.ts)
+    return full(request, reply, `Runbook of ${source}`, html`<p><a href="${viewerOf(request).base}/sources/${encodeURIComponent(source)}">\u2190 backups of ${source}</a></p>${new SafeHtml(runbookBody(await deps.runbook(source)))}`, 'backups');
   });
 
   app.get<{ Querystring: { started?: string } }>('/jobs', async (request, reply) => {
