@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { PgkeepError } from '../errors.js';
+import { keepYoungGenerationSmallAgain } from './keep-young-generation-small.js';
 import { DEFAULT_ZSTD_LEVEL, nativeZstdAvailable } from './zstd.js';
 
 /**
@@ -153,6 +154,8 @@ export class ChunkCompressPool {
     const binding = createRequire(import.meta.url).resolve('zstd-napi/binding');
     const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { binding }, stdout: false, stderr: false });
     worker.unref();
+    // its start-up set V8's flags back to the command line's: the backup's small young generation with them
+    worker.once('online', keepYoungGenerationSmallAgain);
     const thread: Thread = { worker, jobs: [] };
     worker.on('message', (answer: { id: number; frames?: number[]; error?: string }) => {
       const job = thread.jobs.shift();

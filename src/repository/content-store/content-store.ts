@@ -352,11 +352,11 @@ export class ContentStore {
 
 /**
  * New chunks of streams are compressed off the main thread in batches of about this many raw bytes
- * (32 chunks of the default 16 KiB): one message each way per batch, not one per chunk.
+ * (16 chunks of the default 16 KiB): one message each way per batch, not one per chunk.
  */
-const BATCH_BYTES = 512 << 10;
+const BATCH_BYTES = 256 << 10;
 /** Batches sent to the compression threads and not yet applied, at most (the next waits): the chunks in flight, and so the memory, are bounded. */
-const MAX_BATCHES_COMPRESSING = 3;
+const MAX_BATCHES_COMPRESSING = 2;
 
 /** New chunks side by side in shared memory, and the frames the compression threads write for them. */
 interface Batch {
@@ -545,6 +545,8 @@ export class ContentSession {
       const length = frames[i]!;
       const raw = batch.lengths[i]!;
       const from = at;
+      // the pack before still being written and this pack's spill buffer full: wait for the write (then a pack buffer)
+      if (!this.packs[kind].fits(length)) await this.packWritten();
       this.packs[kind].addWith(id, raw, length, (room) => batch.outputView.copy(room, 0, from, from + length));
       at += length;
       if (kind === 'data') {
@@ -594,7 +596,8 @@ export class ContentSession {
     if (builder.count === 0) return;
     await this.packWritten();
     const { parts, entries } = builder.finish();
-    this.packs[kind] = new PackBuilder(this.store.settings.packTarget);
+    // written in the background: the next pack starts in a spill buffer, not a second pack buffer
+    this.packs[kind] = new PackBuilder(this.store.settings.packTarget, inBackground);
     const write = this.writePack(builder, parts, entries, kind);
     if (!inBackground) return write;
     // awaited by the next packWritten(); until then a failure must not be an unhandled rejection
@@ -607,6 +610,9 @@ export class ContentSession {
     const writing = this.writing;
     this.writing = undefined;
     await writing;
+    // its buffer is back in the pool: the packs begun meanwhile move into pack buffers
+    this.packs.data.unspill();
+    this.packs.list.unspill();
   }
 
   private async writePack(builder: PackBuilder, parts: Buffer[], entries: PackEntry[], kind: BlobKind): Promise<void> {
