@@ -94,6 +94,8 @@ export class ChunkCompressPool {
   constructor(
     readonly size: number,
     private readonly level = DEFAULT_ZSTD_LEVEL,
+    /** IDLE_MS; shorter only in tests. */
+    private readonly idleMs = IDLE_MS,
   ) {
     if (size < 1) throw new RangeError('a compression pool needs at least one thread');
   }
@@ -109,7 +111,7 @@ export class ChunkCompressPool {
    * start of `output`. Neither buffer may be touched until the promise settles.
    */
   compress(input: SharedArrayBuffer, lengths: number[], output: SharedArrayBuffer): Promise<number[]> {
-    if (this.closed) return Promise.reject(new PgkeepError('INTERNAL', 'chunk compression: the pool was closed'));
+    if (this.closed) return Promise.reject(new PgkeepError('ABORTED', 'chunk compression stopped: the content session was closed'));
     clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
     const thread = this.pick();
@@ -182,7 +184,7 @@ export class ChunkCompressPool {
     this.idleTimer = setTimeout(() => {
       this.idleTimer = undefined;
       if (!this.threads.some((t) => t.jobs.length > 0)) this.stop(new PgkeepError('INTERNAL', 'chunk compression: the pool went idle'));
-    }, IDLE_MS);
+    }, this.idleMs);
     this.idleTimer.unref();
   }
 }
