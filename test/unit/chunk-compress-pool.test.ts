@@ -38,8 +38,8 @@ function files(root: string): string[] {
  * Stores the same streams in a fresh repository with `threads` compression threads (0: on the main thread,
  * chunk after chunk, the code before the threads): what every file holds, the refs, and the totals.
  */
-async function storeWith(threads: number, settings: ContentSettings, streams: Buffer[]): Promise<{ files: string[]; results: unknown[] }> {
-  setChunkCompressThreads(threads);
+async function storeWith(threads: number, settings: ContentSettings, streams: Buffer[], hereBytes = 0): Promise<{ files: string[]; results: unknown[] }> {
+  setChunkCompressThreads(threads, hereBytes);
   const root = join(folder, `r${repos++}`);
   // a small index cap: the session writes index files as it goes (every 100 entries), not only at commit
   const store = await ContentStore.open(openStorage(root), settings, { memoryEntries: 400 });
@@ -75,10 +75,11 @@ describe('chunks compressed on worker threads', () => {
       const reference = await storeWith(0, settings, [first, second]);
       assert.ok(reference.files.filter((f) => f.includes('/packs/')).length > 2, 'several packs');
       assert.ok(reference.files.filter((f) => f.includes('/index/')).length > 1, 'several index files');
-      for (const threads of [1, 2]) {
-        const threaded = await storeWith(threads, settings, [first, second]);
-        assert.deepEqual(threaded.files, reference.files, `${threads} thread(s): the files differ from those compressed on the main thread`);
-        assert.deepEqual(threaded.results, reference.results, `${threads} thread(s): refs or totals differ`);
+      // [threads, new bytes compressed on the main thread before the threads take over]
+      for (const [threads, hereBytes] of [[1, 0], [2, 0], [1, 700_000]] as const) {
+        const threaded = await storeWith(threads, settings, [first, second], hereBytes);
+        assert.deepEqual(threaded.files, reference.files, `${threads} thread(s), ${hereBytes} bytes first here: the files differ from those compressed on the main thread`);
+        assert.deepEqual(threaded.results, reference.results, `${threads} thread(s), ${hereBytes} bytes first here: refs or totals differ`);
       }
     }
   });
@@ -124,7 +125,7 @@ describe('chunks compressed on worker threads', () => {
   });
 
   test('a session closed while chunks are compressed (a backup given up) fails its writer and leaves no thread', async () => {
-    setChunkCompressThreads(1);
+    setChunkCompressThreads(1, 0);
     const settings: ContentSettings = { sizes: { min: 1024, average: 4096, max: 16_384 }, seed: Buffer.from('close seed'), idKey: undefined, recipients: [], identities: [], packTarget: 1 << 20, level: 3 };
     const store = await ContentStore.open(openStorage(join(folder, `r${repos++}`)), settings);
     const session = store.session();

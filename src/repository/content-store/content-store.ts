@@ -5,7 +5,7 @@ import { createAgeSealer, decryptStream, type AgeIdentity, type AgeRecipient } f
 import { ContentDefinedChunker, joined, type ChunkSizes } from '../../pipeline/content-defined-chunker.js';
 import { nativeChunkCodec, type ChunkCodec } from '../../pipeline/zstd.js';
 import { BufferPool } from '../../pipeline/buffer-pool.js';
-import { ChunkCompressPool, chunkCompressThreads } from '../../pipeline/chunk-compress-pool.js';
+import { ChunkCompressPool, chunkCompressHereBytes, chunkCompressThreads } from '../../pipeline/chunk-compress-pool.js';
 import { collectStream, type ByteRange, type Storage } from '../../storage/storage.js';
 import { ContentIndex, encodeIndexFile, INDEX_ENTRY_BYTES, type IndexedPack, type IndexMemoryOptions } from './content-index.js';
 import { CHUNK_ID_SIZE, PackBuilder, readPackEntries, type PackEntry } from './pack-file.js';
@@ -408,6 +408,9 @@ export class ContentSession {
   private filling: Batch | undefined;
   private readonly compressing: Batch[] = [];
   private readonly spare: Batch[] = [];
+  /** New bytes of streams compressed here before the threads took over (chunkCompressHereBytes). */
+  private compressedHere = 0;
+  private readonly compressHereBytes = chunkCompressHereBytes();
   /** The pack being written in the background (flushPack), if any. */
   private writing: Promise<void> | undefined;
   readonly totals: SessionTotals = { rawBytes: 0, chunks: 0, newChunks: 0, newRawBytes: 0, newCompressedBytes: 0, newStoredBytes: 0, packs: 0 };
@@ -473,7 +476,8 @@ export class ContentSession {
     if (this.store.index.has(id)) return 0;
     const key = id.toString('latin1');
     if (this.pending.has(key)) return 0;
-    if (this.pool && !here) {
+    // the first new bytes of a session are compressed here: a daily backup's few new chunks do not start a thread
+    if (this.pool && !here && (this.compressedHere >= this.compressHereBytes || (this.compressedHere += length) > this.compressHereBytes)) {
       this.pending.add(key);
       const applied = this.gather(id, chunk, length, kind);
       // the bytes it adds are counted once its frame is in the pack (applyOldest): this says only "new"
