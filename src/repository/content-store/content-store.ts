@@ -452,7 +452,8 @@ export class ContentSession {
 
   /**
    * Stores one chunk (once per repository) and returns its id: at once, with
-   * no promise, unless a full pack has to be written first. A daily backup's
+   * no promise, unless a full pack has to be written first, or the
+   * compression threads are behind (gather). A daily backup's
    * chunks are nearly all known already, ~35,000 a GB, and a promise and an
    * await for each was measurable CPU.
    */
@@ -466,7 +467,10 @@ export class ContentSession {
    * Counts a chunk of a stream and stores it unless the repository (or this
    * session) has it; the bytes it adds, compressed (0: here already). A
    * promise only when the chunk filled a pack, which is written before it
-   * resolves.
+   * resolves. Handed to the compression threads (after the session's first
+   * chunkCompressHereBytes(), never with `here`): 0, the bytes counted when
+   * its frame is put in the pack, and a promise only when the caller must
+   * wait for the threads.
    */
   private add(id: Buffer, chunk: Buffer | readonly Buffer[], kind: BlobKind, here = false): number | Promise<number> {
     // a chunk given in pieces is joined only when it is new (compressed into a pack)
