@@ -5,6 +5,7 @@ import { keySettings, loadSettings, type GlobalOptions, type KeySettings, type S
 import { PgkeepError, toPgkeepError } from '../errors.js';
 import { armFaultPoint } from '../fault-points.js';
 import { useZstdProgram } from '../pipeline/zstd.js';
+import { setChunkCompressThreads } from '../pipeline/chunk-compress-pool.js';
 import { setIndexMemory } from '../repository/content-store/content-index.js';
 import type { AnyCommandSpec, CommandOutput } from '../registry/command-spec.js';
 import { COMMAND_NAMES, loadCommands, loadRegistry } from '../registry/registry.js';
@@ -57,6 +58,8 @@ export async function main(argv: string[]): Promise<number> {
   useZstdProgram(process.env.PGKEEP_ZSTD === 'cli');
   // Test-only: a tiny cap on the chunk index's entries in memory, so the tests make it spill to disk (content-index.ts).
   if (process.env.PGKEEP_INDEX_MEMORY_ENTRIES) setIndexMemory({ memoryEntries: Number(process.env.PGKEEP_INDEX_MEMORY_ENTRIES) });
+  // Test-only (and benchmarks): how many threads compress a deduplicating backup's new chunks, 0 on the main thread (chunk-compress-pool.ts).
+  if (process.env.PGKEEP_CHUNK_THREADS) setChunkCompressThreads(Number(process.env.PGKEEP_CHUNK_THREADS));
   // Test-only: the dashboard's jobs view polls this often (ms) instead of every 2 s; its module is loaded only when set.
   if (process.env.PGKEEP_TEST_DASHBOARD_POLL_MS) (await import('../server/dashboard/dashboard-views.js')).setDashboardPolling(Number(process.env.PGKEEP_TEST_DASHBOARD_POLL_MS));
   const controller = new AbortController();

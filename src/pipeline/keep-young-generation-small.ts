@@ -18,3 +18,13 @@ export function keepYoungGenerationSmall(): void {
   done = true;
   setFlagsFromString('--semi-space-growth-factor=1');
 }
+
+/**
+ * Sets the flag again if keepYoungGenerationSmall() set it: a worker thread, as it starts, sets V8's flags
+ * back to the command line's, and the main thread's young generation then grew to 2 x 16 MiB again (a first
+ * backup with chunks compressed on a worker peaked at 192 MiB, 143 with the flag set again: ChunkCompressPool). Call it once
+ * the worker runs ('online'): before, the worker's start-up would undo it.
+ */
+export function keepYoungGenerationSmallAgain(): void {
+  if (done) setFlagsFromString('--semi-space-growth-factor=1');
+}

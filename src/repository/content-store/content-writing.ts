@@ -103,8 +103,10 @@ export class ContentWriting {
     return totals;
   }
 
-  /** Gives up: what was written is named by no index (prune removes it after the grace). Releases the lock. */
+  /** Gives up, or is done: what was written and not indexed is named by no index (prune removes it after the grace). Ends the session's compression threads; releases the lock. */
   async release(): Promise<void> {
+    // its compression threads end now, not when they go idle (a killed job in serve, Ctrl-C)
+    await this.session.then((session) => session.close(), () => undefined);
     await this.lock.release().catch(() => undefined);
   }
 }

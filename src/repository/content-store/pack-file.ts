@@ -54,6 +54,15 @@ function packPool(target: number): BufferPool {
 }
 
 /**
+ * Where a pack starts while the pack before it is still being written (ContentSession's background writes):
+ * a smaller buffer than a pack's, so writing one pack while filling the next does not hold two pack buffers
+ * (16.25 MiB each, every page touched); once the write is done the pack moves to a pooled pack buffer
+ * (unspill). Writing blocks the filling once this is full.
+ */
+export const SPILL_BYTES = 4 << 20;
+const spillPool = new BufferPool(SPILL_BYTES, 2);
+
+/**
  * Collects blobs into one pack in memory (a pack is tens of MiB: bounded), side by side in one buffer from
  * a pool: add() copies a blob in, addWith() has the caller write it in place (a chunk compressed straight
  * into the pack). A blob that does not fit the buffer (larger chunks than the pool's slack allows) moves the
@@ -65,9 +74,32 @@ export class PackBuilder {
   private length = 0;
   private readonly pool: BufferPool | undefined;
 
-  /** `target`: the pack size its writer closes it at (the buffer is sized for it); undefined: buffers of their own, grown as needed. */
-  constructor(target?: number) {
+  /**
+   * `target`: the pack size its writer closes it at (the buffer is sized for it); undefined: buffers of their
+   * own, grown as needed. `spill`: the blobs start in a spill buffer (SPILL_BYTES), until unspill().
+   */
+  constructor(target?: number, spill = false) {
     this.pool = target === undefined ? undefined : packPool(target);
+    if (spill && this.pool) this.buffer = spillPool.take();
+  }
+
+  /** Whether a blob of up to `most` bytes fits the buffer the pack is in now (always, unless in the spill buffer: see unspill). */
+  fits(most: number): boolean {
+    return !this.spilled || this.length + most <= this.buffer!.length;
+  }
+
+  private get spilled(): boolean {
+    return this.buffer !== undefined && spillPool.owns(this.buffer);
+  }
+
+  /** Moves the blobs from the spill buffer to a pooled pack buffer (the pack written before is done), and gives the spill buffer back. */
+  unspill(): void {
+    if (!this.spilled) return;
+    const spill = this.buffer!;
+    const buffer = this.pool!.take();
+    spill.copy(buffer, 0, 0, this.length);
+    this.buffer = buffer;
+    spillPool.give(spill);
   }
 
   /** Bytes of blobs so far. */
@@ -116,6 +148,7 @@ export class PackBuilder {
   /** Gives the pooled buffer back: once the pack's parts are no longer read (written to storage, or given up). */
   release(): void {
     if (this.buffer && this.pool?.owns(this.buffer)) this.pool.give(this.buffer);
+    else if (this.buffer && spillPool.owns(this.buffer)) spillPool.give(this.buffer);
     this.buffer = undefined;
   }
 
