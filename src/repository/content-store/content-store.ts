@@ -2,7 +2,7 @@ import { createHash, createHmac } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { PgkeepError } from '../../errors.js';
 import { createAgeSealer, decryptStream, type AgeIdentity, type AgeRecipient } from '../../pipeline/age.js';
-import { ContentDefinedChunker, joined, type ChunkSizes } from '../../pipeline/content-defined-chunker.js';
+import { ContentDefinedChunker, type ChunkSizes } from '../../pipeline/content-defined-chunker.js';
 import { nativeChunkCodec, type ChunkCodec } from '../../pipeline/zstd.js';
 import { BufferPool } from '../../pipeline/buffer-pool.js';
 import { ChunkCompressPool, chunkCompressHereBytes, chunkCompressThreads } from '../../pipeline/chunk-compress-pool.js';
@@ -376,6 +376,12 @@ interface Batch {
   frames: Promise<number[]> | undefined;
 }
 
+/** Copies a chunk, whole or in consecutive pieces, into `target` from `at`. */
+function copyChunkInto(chunk: Buffer | readonly Buffer[], target: Buffer, at: number): void {
+  if (Buffer.isBuffer(chunk)) chunk.copy(target, at);
+  else for (const piece of chunk) at += piece.copy(target, at);
+}
+
 /** Whether a chunk of `length` (frames of up to `bound`) fits a batch. */
 function fits(batch: Batch, length: number, bound: number): boolean {
   return batch.used + length <= batch.input.byteLength && batch.room + bound <= batch.output.byteLength;
@@ -410,8 +416,8 @@ export class ContentSession {
   private filling: Batch | undefined;
   private readonly compressing: Batch[] = [];
   private readonly spare: Batch[] = [];
-  /** New bytes of streams compressed here before the threads took over (chunkCompressHereBytes). */
-  private compressedHere = 0;
+  /** New bytes of streams so far: the first chunkCompressHereBytes() of them are compressed here, the rest by the threads. */
+  private newStreamBytes = 0;
   private readonly compressHereBytes = chunkCompressHereBytes();
   /** The pack being written in the background (flushPack), if any. */
   private writing: Promise<void> | undefined;
@@ -435,8 +441,7 @@ export class ContentSession {
     if (Buffer.isBuffer(chunk)) return chunk;
     if (chunk.length === 1) return chunk[0]!;
     if (this.joinBuffer.length < length) this.joinBuffer = Buffer.allocUnsafeSlow(Math.max(length, 64 << 10));
-    let at = 0;
-    for (const piece of chunk) at += piece.copy(this.joinBuffer, at);
+    copyChunkInto(chunk, this.joinBuffer, 0);
     return this.joinBuffer.subarray(0, length);
   }
 
@@ -483,11 +488,14 @@ export class ContentSession {
     const key = id.toString('latin1');
     if (this.pending.has(key)) return 0;
     // the first new bytes of a session are compressed here: a daily backup's few new chunks do not start a thread
-    if (this.pool && !here && (this.compressedHere >= this.compressHereBytes || (this.compressedHere += length) > this.compressHereBytes)) {
-      this.pending.add(key);
-      const applied = this.gather(id, chunk, length, kind);
-      // the bytes it adds are counted once its frame is in the pack (applyOldest): this says only "new"
-      return applied ? applied.then(() => 0) : 0;
+    if (this.pool && !here) {
+      this.newStreamBytes += length;
+      if (this.newStreamBytes > this.compressHereBytes) {
+        this.pending.add(key);
+        const applied = this.gather(id, chunk, length, kind);
+        // the bytes it adds are counted once its frame is in the pack (applyOldest): this says only "new"
+        return applied ? applied.then(() => 0) : 0;
+      }
     }
     const compressed = this.pack(id, this.whole(chunk, length), kind).length;
     this.pending.add(key);
@@ -509,11 +517,7 @@ export class ContentSession {
     const bound = this.codec.bound(length);
     if (this.filling && !fits(this.filling, length, bound)) this.submit();
     const batch = (this.filling ??= this.spareBatch(length, bound));
-    if (Buffer.isBuffer(chunk)) chunk.copy(batch.inputView, batch.used);
-    else {
-      let at = batch.used;
-      for (const piece of chunk) at += piece.copy(batch.inputView, at);
-    }
+    copyChunkInto(chunk, batch.inputView, batch.used);
     batch.used += length;
     batch.room += bound;
     batch.lengths.push(length);
