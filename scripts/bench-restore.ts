@@ -150,16 +150,28 @@ async function timed(argv: string[], env: NodeJS.ProcessEnv, what: string, serve
   return { seconds, rss: rssKb === undefined ? undefined : rssKb * 1024, cpu: user === undefined ? undefined : user + system!, serverCpu, stdout };
 }
 
+/** A step's times: each round's wall time, and its CPU where counted. */
+interface Rounds {
+  s: number[];
+  cpu: { client: number; server: number; wall: number }[];
+}
+
+/** The CPU (client, server) and wall time of a step's fastest round, and which round it was; undefined when no CPU was counted. */
+function fastestRound(r: Rounds): { client: number; server: number; wall: number; round: number } | undefined {
+  if (r.cpu.length === 0) return undefined;
+  const fastest = r.cpu.reduce((a, b) => (b.wall < a.wall ? b : a));
+  return { ...fastest, round: Math.max(0, r.s.indexOf(fastest.wall)) };
+}
+
 /**
  * The least wall time the fastest round's CPU (client + server) allows on `cores` cores, and that against the same
  * round's pg_restore -j2.
  */
-function cpuFloor(r: { s: number[]; cpu: { client: number; server: number; wall: number }[] }, base: number[], cores: number): { cpu: number; seconds: number; ratio: number } | undefined {
-  if (r.cpu.length === 0) return undefined;
-  const fastest = r.cpu.reduce((a, b) => (b.wall < a.wall ? b : a));
-  const round = r.s.indexOf(fastest.wall);
+function cpuFloor(r: Rounds, base: number[], cores: number): { cpu: number; seconds: number; ratio: number } | undefined {
+  const fastest = fastestRound(r);
+  if (!fastest) return undefined;
   const cpu = fastest.client + fastest.server;
-  return { cpu, seconds: cpu / cores, ratio: cpu / cores / base[round >= 0 ? round : 0]! };
+  return { cpu, seconds: cpu / cores, ratio: cpu / cores / base[fastest.round]! };
 }
 
 type Step = 'pgRestore' | 'pgkeep1' | 'pgkeep2' | 'baseline2' | 'pgkeep4' | 'loaderPlain' | 'loaderAsync' | 'loaderAsyncMwm';
@@ -213,7 +225,7 @@ export async function restoreBench(argv: string[]): Promise<number> {
       await timed([process.execPath, cli, 'backup', '--repo', repo, '--db', url(db.name), '--json'], env, 'pgkeep backup');
     }
     const drop = (name: string) => cluster.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    const results = new Map<string, Map<Step, { s: number[]; rss: (number | undefined)[]; cpu: { client: number; server: number; wall: number }[] }>>();
+    const results = new Map<string, Map<Step, Rounds & { rss: (number | undefined)[] }>>();
     const record = (db: string, step: Step, t: { seconds: number; rss: number | undefined; cpu?: number | undefined; serverCpu?: number | undefined }) => {
       const byStep = results.get(db) ?? new Map();
       results.set(db, byStep);
@@ -313,7 +325,7 @@ export async function restoreBench(argv: string[]): Promise<number> {
         const ratios = r.s.map((s, i) => s / base.s[i]!);
         const rss = r.rss.filter((x): x is number => x !== undefined);
         const l = loaderRuns[`${db.name}/${step}`];
-        const fastest = r.cpu.length ? r.cpu.reduce((a, b) => (b.wall < a.wall ? b : a)) : undefined;
+        const fastest = fastestRound(r);
         const cpu = fastest ? `${fastest.client.toFixed(1)} + ${fastest.server.toFixed(1)} (${((fastest.client + fastest.server) / fastest.wall).toFixed(2)})` : '';
         out.push(`| ${LABELS[step]} | ${min(r.s).toFixed(2)} s | ${step === 'pgRestore' ? '1.00×' : `${min(ratios).toFixed(2)}× (${ratios.map((x) => x.toFixed(2)).join(', ')})`} | ${rss.length ? `${(Math.max(...rss) / MiB).toFixed(0)} MB` : ''} | ${cpu} | ${l ? `${min(l.rows).toFixed(2)} s` : ''} | ${l ? `${min(l.post).toFixed(2)} s` : ''} |`);
       }

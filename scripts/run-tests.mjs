@@ -58,9 +58,9 @@ const files = inputs.map((file, i) => ({ file, i })).sort((a, b) => rank(a.file)
 // Test files run side by side, each in its own process, one more than the
 // cores: many files wait (on PostgreSQL, timers, s3rver, Chromium, killed
 // processes), and with one per core the machine sat 22% idle. On 2 cores, 3
-// at a time took the suite from 243-246 s to 229.5 s in one hour on one clone
-// (session 13; process accounting: 384 CPU-s either way). PGKEEP_TEST_CONCURRENCY
-// tries another number.
+// at a time took the suite from 243-246 s to 229.5 s in one hour on one clone,
+// and from 257.8 to 240.1 s back to back later (session 13; process accounting
+// of a run 2 at a time: 384 CPU-s). PGKEEP_TEST_CONCURRENCY tries another number.
 const concurrency = Number.parseInt(process.env.PGKEEP_TEST_CONCURRENCY ?? '', 10) || Math.max(2, os.availableParallelism() + 1);
 const skipsFile = path.join(folder, 'skips.jsonl');
 const durationsFile = path.join(folder, 'durations.jsonl');
