@@ -1,13 +1,14 @@
 // Runs test files with node:test's run() in exactly the order given, each in
 // its own process, `concurrency` at a time; scripts/run-tests.mjs starts it
-// (with --import tsx, which run() hands on to every file's process).
+// on the compiled files (compile-tests.mjs), with --enable-source-maps, which
+// run() hands on to every file's process.
 //
 // Why not `node --test file...`: Node 20's command line sorts the files by
 // name before starting them, so the longest files, which run-tests.mjs puts
 // first, started wherever the alphabet put them (network-faults and pitr late
 // in the run, where they ended it alone). run() keeps the order.
 //
-// Usage: node --import tsx run-test-files.mjs CONCURRENCY SKIPS_FILE DURATIONS_FILE FILE...
+// Usage: node --enable-source-maps run-test-files.mjs CONCURRENCY SKIPS_FILE DURATIONS_FILE FILE...
 // Reporters: spec on stdout, skip-reporter.mjs and duration-reporter.mjs into
 // their files. Exit code 1 when a test failed (or no file ran), as node --test.
 import { createWriteStream } from 'node:fs';

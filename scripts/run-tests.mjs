@@ -8,8 +8,13 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { compileTests } from './compile-tests.mjs';
 
 const folder = mkdtempSync(path.join(os.tmpdir(), 'pgkeep-test-run-'));
+// The test files and what they import run compiled, without a loader in each
+// process (compile-tests.mjs says why and how). Reports name the .ts files.
+const compiled = await compileTests(path.join(folder, 'tree'));
+const sourceOf = new Map();
 
 // The unit test files run in one process, one after the other: a process per
 // file costs a Node and tsx start-up each (about 40% of the unit tests' CPU
@@ -18,7 +23,11 @@ const folder = mkdtempSync(path.join(os.tmpdir(), 'pgkeep-test-run-'));
 // is a failed test named after it; the others still run.
 const OWN_PROCESS = /(^|\/)(decompress-memory|age)\.test\.[cm]?[jt]s$/;
 const isUnit = (file) => /(^|\/)test\/unit\//.test(file);
-const given = process.argv.slice(2);
+const given = process.argv.slice(2).map((file) => {
+  const js = compiled(file);
+  sourceOf.set(js, path.resolve(file));
+  return js;
+});
 const shared = given.filter((file) => isUnit(file) && !OWN_PROCESS.test(file));
 let inputs = given;
 if (shared.length > 1) {
@@ -26,7 +35,8 @@ if (shared.length > 1) {
   const lines = ["import { test } from 'node:test';"];
   for (const file of shared) {
     const url = JSON.stringify(pathToFileURL(path.resolve(file)).href);
-    lines.push(`try { await import(${url}); } catch (error) { test(${JSON.stringify(`loading ${file}`)}, () => { throw error; }); }`);
+    const name = path.relative(process.cwd(), sourceOf.get(file));
+    lines.push(`try { await import(${url}); } catch (error) { test(${JSON.stringify(`loading ${name}`)}, () => { throw error; }); }`);
   }
   writeFileSync(entry, `${lines.join('\n')}\n`);
   inputs = [entry, ...given.filter((file) => !shared.includes(file))];
@@ -70,9 +80,10 @@ const durationsFile = path.join(folder, 'durations.jsonl');
 const templates = mkdtempSync(path.join(os.tmpdir(), 'pgkeep-initdb-templates-'));
 chmodSync(templates, 0o755);
 // Not `node --test`: it starts the files sorted by name, not in this order (run-test-files.mjs says more).
+// run() gives each file's process this process's flags: source maps, so stack traces name the .ts lines.
 const run = spawnSync(
   process.execPath,
-  ['--import', 'tsx', fileURLToPath(new URL('./run-test-files.mjs', import.meta.url)), String(concurrency), skipsFile, durationsFile, ...files],
+  ['--enable-source-maps', fileURLToPath(new URL('./run-test-files.mjs', import.meta.url)), String(concurrency), skipsFile, durationsFile, ...files],
   { stdio: 'inherit', env: { ...process.env, PGKEEP_TEST_INITDB_TEMPLATES: templates } },
 );
 let skips = [];
@@ -107,7 +118,7 @@ rmSync(templates, { recursive: true, force: true });
 const ci = Boolean(process.env.CI) && process.env.CI !== 'false';
 if (skips.length > 0) {
   console.log(`\nskipped ${skips.length} test(s)${ci ? ' (not allowed under CI: every capability must be tested here)' : ''}:`);
-  for (const s of skips) console.log(`  ${s.file ? `${path.relative(process.cwd(), s.file)}: ` : ''}${s.name}: ${s.reason}`);
+  for (const s of skips) console.log(`  ${s.file ? `${path.relative(process.cwd(), sourceOf.get(s.file) ?? s.file)}: ` : ''}${s.name}: ${s.reason}`);
 }
 if (run.status !== 0) process.exitCode = run.status ?? 1;
 else if (ci && skips.length > 0) process.exitCode = 1;
