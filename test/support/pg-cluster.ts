@@ -48,6 +48,13 @@ export interface StartClusterOptions {
    * a physical backup and a cluster recovered from it.
    */
   conf?: Record<string, string>;
+  /**
+   * WAL segment size in MiB (initdb --wal-segsize; 16 when not given). Tests
+   * whose point is recovery, not the size of a segment, take 1: every segment
+   * the server archives, pgkeep stores, a base backup carries and a recovery
+   * fetches is then 1 MiB of work instead of 16.
+   */
+  walSegmentSizeMb?: number;
 }
 
 /** Server settings for WAL archiving to pgkeep (archive_command runs as the server's OS user). */
@@ -174,7 +181,7 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<P
 
     let fromTemplate: boolean;
     try {
-      fromTemplate = await makeDataDir(binDir, dataDir, pwFile, runAs, baseDir);
+      fromTemplate = await makeDataDir(binDir, dataDir, pwFile, runAs, baseDir, options.walSegmentSizeMb);
     } finally {
       await rm(pwFile, { force: true });
     }
@@ -410,10 +417,10 @@ function clusterRoot(): string {
  * initdb's seconds, and the suite starts some fifty clusters. Returns whether
  * it was copied.
  */
-async function makeDataDir(binDir: string, dataDir: string, pwFile: string, runAs: RunAs | undefined, cwd: string): Promise<boolean> {
-  const template = await initdbTemplate(binDir, runAs);
+async function makeDataDir(binDir: string, dataDir: string, pwFile: string, runAs: RunAs | undefined, cwd: string, walSegmentSizeMb?: number): Promise<boolean> {
+  const template = await initdbTemplate(binDir, runAs, walSegmentSizeMb);
   if (!template) {
-    await initdb(binDir, dataDir, pwFile, runAs, cwd);
+    await initdb(binDir, dataDir, pwFile, runAs, cwd, walSegmentSizeMb);
     return false;
   }
   await run('cp', ['-a', template, dataDir], runAs, cwd);
@@ -433,14 +440,15 @@ const templates = new Map<string, Promise<string | undefined>>();
  * new server gets a new template. Parallel test files race to make it: each
  * builds its own and renames it into place, and the loser uses the winner's.
  */
-function initdbTemplate(binDir: string, runAs: RunAs | undefined): Promise<string | undefined> {
-  let template = templates.get(binDir);
+function initdbTemplate(binDir: string, runAs: RunAs | undefined, walSegmentSizeMb?: number): Promise<string | undefined> {
+  const templateKey = walSegmentSizeMb === undefined ? binDir : `${binDir}\0${walSegmentSizeMb}`;
+  let template = templates.get(templateKey);
   if (!template) {
     template = (async () => {
       if (process.env.PGKEEP_TEST_INITDB_TEMPLATE === 'off' || !existsSync(join(binDir, 'pg_resetwal'))) return undefined;
       const version = (await run(join(binDir, 'postgres'), ['-V'], runAs, '/')).trim();
       const key = createHash('sha256')
-        .update(JSON.stringify({ version, user: runAs?.uid ?? process.getuid?.(), harness: 2 }))
+        .update(JSON.stringify({ version, user: runAs?.uid ?? process.getuid?.(), harness: 2, ...(walSegmentSizeMb === undefined ? {} : { walSegmentSizeMb }) }))
         .digest('hex')
         .slice(0, 16);
       const root = process.env.PGKEEP_TEST_INITDB_TEMPLATES || join(process.env.PGKEEP_TEST_SYSTEM_TMPDIR ?? tmpdir(), 'pgkeep-initdb-templates');
@@ -453,7 +461,7 @@ function initdbTemplate(binDir: string, runAs: RunAs | undefined): Promise<strin
         // A password nobody keeps: every copy gets its own after it starts.
         await writeFile(pwFile, `${randomBytes(24).toString('hex')}\n`, { mode: 0o600 });
         if (runAs) for (const path of [build, pwFile]) await chown(path, runAs.uid, runAs.gid);
-        await initdb(binDir, join(build, 'data'), pwFile, runAs, build);
+        await initdb(binDir, join(build, 'data'), pwFile, runAs, build, walSegmentSizeMb);
         // pg_resetwal replaces every copy's WAL anyway: copying it would be 16 MiB for nothing.
         const wal = join(build, 'data', 'pg_wal');
         for (const name of readdirSync(wal)) if (/^[0-9A-F]{24}$/.test(name)) await rm(join(wal, name));
@@ -467,7 +475,7 @@ function initdbTemplate(binDir: string, runAs: RunAs | undefined): Promise<strin
       }
       return target;
     })();
-    templates.set(binDir, template);
+    templates.set(templateKey, template);
   }
   return template;
 }
@@ -500,7 +508,7 @@ async function setSuperuserPassword(socketDir: string, port: number, password: s
   }
 }
 
-async function initdb(binDir: string, dataDir: string, pwFile: string, runAs: RunAs | undefined, cwd: string): Promise<void> {
+async function initdb(binDir: string, dataDir: string, pwFile: string, runAs: RunAs | undefined, cwd: string, walSegmentSizeMb?: number): Promise<void> {
   const base = [
     '-D', dataDir,
     '-U', SUPERUSER,
@@ -509,6 +517,7 @@ async function initdb(binDir: string, dataDir: string, pwFile: string, runAs: Ru
     '--auth-host=scram-sha-256',
     '-E', 'UTF8',
     '--no-sync', // the cluster is disposable; skipping the final fsync saves seconds
+    ...(walSegmentSizeMb === undefined ? [] : [`--wal-segsize=${walSegmentSizeMb}`]),
   ];
   try {
     await run(join(binDir, 'initdb'), [...base, '--locale=C.UTF-8'], runAs, cwd);
