@@ -2,14 +2,13 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { chmod, mkdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { collect, json, pgkeep, startPgkeep } from '../support/cli.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import { runCommand } from '../support/run-command.js';
-import { archivingConf, type PgCluster } from '../support/pg-cluster.js';
+import { archivingConf, clusterRoot, type PgCluster } from '../support/pg-cluster.js';
 import { archiveCommand, giveToServer } from '../support/server-folder.js';
 
 // Restore tests of physical backups and PITR drills against a real cluster
@@ -17,7 +16,8 @@ import { archiveCommand, giveToServer } from '../support/server-folder.js';
 // throwaway cluster through wal-fetch, checked, and nothing of it stays.
 
 const SOURCE = 'main';
-const shared = path.join(tmpdir(), `pgkeep-drill-test-${randomBytes(6).toString('hex')}`);
+// Where the test clusters live (in memory when there is room): the drills' recovered clusters are clusters too.
+const shared = path.join(clusterRoot(), `pgkeep-drill-test-${randomBytes(6).toString('hex')}`);
 const REPO = path.join(shared, 'repo');
 const TEMP = path.join(shared, 'temp');
 let cluster: PgCluster;

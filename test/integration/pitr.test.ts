@@ -3,14 +3,13 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { json } from '../support/cli.js';
 import { keygenInProcess, runCommand } from '../support/run-command.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
-import { archivingConf, type PgCluster, findFreePort } from '../support/pg-cluster.js';
+import { archivingConf, clusterRoot, type PgCluster, findFreePort } from '../support/pg-cluster.js';
 import { archiveCommand, giveToServer, serverUser } from '../support/server-folder.js';
 
 // Physical backup and point-in-time recovery against a real cluster that
@@ -21,8 +20,9 @@ import { archiveCommand, giveToServer, serverUser } from '../support/server-fold
 // TABLE) is not.
 
 const SOURCE = 'main';
-// Known before the server starts (its archive_command names it); created in before().
-const shared = path.join(tmpdir(), `pgkeep-pitr-${randomBytes(6).toString('hex')}`);
+// Known before the server starts (its archive_command names it); created in before(). Where the test clusters
+// live (in memory when there is room): the recovered data directories are clusters too.
+const shared = path.join(clusterRoot(), `pgkeep-pitr-${randomBytes(6).toString('hex')}`);
 const REPO = path.join(shared, 'repo');
 const repo = REPO;
 let cluster: PgCluster;

@@ -11,7 +11,7 @@ import pg from 'pg';
 import { json } from '../support/cli.js';
 import { runCommand } from '../support/run-command.js';
 import { diffSnapshots, snapshotDatabase, type DatabaseSnapshot } from '../support/db-compare.js';
-import { archivingConf, findServerBinDir, startCluster, type PgCluster, findFreePort } from '../support/pg-cluster.js';
+import { archivingConf, clusterRoot, findServerBinDir, startCluster, type PgCluster, findFreePort } from '../support/pg-cluster.js';
 import { archiveCommand, giveToServer, serverUser } from '../support/server-folder.js';
 
 // The version policy (README, "Versions") against real servers of every
@@ -44,7 +44,8 @@ const clientMajor = Number(path.basename(path.dirname(CLIENT)));
 const clusters = new Map<number, PgCluster>();
 let work: string;
 // The WAL archive of the PITR server: named in its archive_command, so made before it starts, reachable by its OS user.
-const shared = path.join(tmpdir(), `pgkeep-matrix-${randomBytes(6).toString('hex')}`);
+// Where the test clusters live (in memory when there is room): the recovered cluster is one too.
+const shared = path.join(clusterRoot(), `pgkeep-matrix-${randomBytes(6).toString('hex')}`);
 const walRepo = path.join(shared, 'repo');
 const recovered: string[] = [];
 

@@ -390,9 +390,11 @@ let chosenRoot: string | undefined;
  * cost 0.1-0.4 CPU-s (kernel time) and seconds of wall time per cluster; in
  * memory a cluster's start and stop cost ~0.15 CPU-s instead of ~0.45, and the
  * server's writes get cheaper too. Durability was never wanted (fsync=off), and
- * a small /dev/shm (a container's 64 MB) is passed over.
+ * a small /dev/shm (a container's 64 MB) is passed over. Exported for the
+ * tests whose pgkeep makes clusters of its own (pitr's recovered data
+ * directories, drills, local scratch clusters): their folders go here too.
  */
-function clusterRoot(): string {
+export function clusterRoot(): string {
   const fromEnv = process.env.PGKEEP_TEST_CLUSTER_ROOT;
   if (fromEnv) return fromEnv === 'tmpdir' ? tmpdir() : fromEnv;
   if (chosenRoot === undefined) {
