@@ -60,8 +60,7 @@ before(async () => {
     [...OLDER, ...NEWER].map((major) =>
       startCluster({
         binDir: embedded(major),
-        // the PITR server: 1 MiB WAL segments, as in pitr.test.ts (what is proven is recovery with the server's programs)
-        ...(major === PITR_MAJOR ? { conf: archivingConf(archiveCommand(walRepo, 'pitr14')), settings: { full_page_writes: 'on' }, walSegmentSizeMb: 1 } : {}),
+        ...(major === PITR_MAJOR ? { conf: archivingConf(archiveCommand(walRepo, 'pitr14')), settings: { full_page_writes: 'on' } } : {}),
       }),
     ),
   );
