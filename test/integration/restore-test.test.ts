@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { chmod, cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -10,7 +10,7 @@ import pg from 'pg';
 import { collect, json, startPgkeep } from '../support/cli.js';
 import { runCommand as pgkeep } from '../support/run-command.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
-import type { PgCluster } from '../support/pg-cluster.js';
+import { clusterRoot, type PgCluster } from '../support/pg-cluster.js';
 import { rewriteManifest } from '../support/manifest-edit.js';
 import { initPassphraseRepo } from '../support/passphrase-repo.js';
 
@@ -40,6 +40,22 @@ function processes(): { pid: number; ppid: number; command: string }[] {
 }
 
 const env = (database = 'awkward') => ({ DATABASE_URL: cluster.url(database) });
+
+/**
+ * A PGKEEP_TEMP_DIR for local scratch clusters: where the test clusters live (in memory when there is room; an
+ * initdb, a restore and a removal on disk cost kernel time), traversable by the server's OS user, who owns the
+ * cluster folder inside when root. Removed after the file.
+ */
+const scratchTemps: string[] = [];
+async function scratchTemp(name: string): Promise<string> {
+  const folder = await mkdtemp(path.join(clusterRoot(), `pgkeep-${name}-`));
+  await chmod(folder, 0o711);
+  scratchTemps.push(folder);
+  return folder;
+}
+after(async () => {
+  for (const folder of scratchTemps) await rm(folder, { recursive: true, force: true });
+});
 
 useClusterAndWorkFolder('restore-test', async (c, w) => {
   cluster = c;
@@ -331,9 +347,7 @@ describe('verify --restore-test', () => {
 
   test('--scratch local: a throwaway local cluster, removed afterwards; the source server is not touched', async () => {
     // As root the scratch server runs as postgres, which must reach its temp folder.
-    const temp = path.join(work, 'local-temp');
-    await mkdir(temp, { mode: 0o711 });
-    await chmod(work, 0o711);
+    const temp = await scratchTemp('local-temp');
     const result = await pgkeep(['verify', ids.custom!, '--repo', pristine, '--scratch', 'local', '--deep', '--json'], { env: { PGKEEP_TEMP_DIR: temp } });
     assert.equal(result.code, 0, result.stderr);
     const report = json(result).restoreTest;
@@ -342,7 +356,6 @@ describe('verify --restore-test', () => {
     assert.ok(report.tables.every((t: any) => t.actual === t.expected && t.contentOk === true));
     assert.deepEqual(report.schema.missing, []);
     assert.deepEqual(await readdir(temp), [], 'the scratch cluster folder is removed');
-    await chmod(work, 0o700);
     assert.deepEqual(await scratchDatabases(), []);
   });
 
@@ -351,7 +364,7 @@ describe('verify --restore-test', () => {
     await cluster.query('CREATE DATABASE limited_db OWNER limited');
     await cluster.query('CREATE TABLE notes AS SELECT g AS id, repeat(chr(65 + g % 26), 3) AS body FROM generate_series(1, 77) g', [], 'limited_db');
     await cluster.query('ALTER TABLE notes OWNER TO limited', [], 'limited_db');
-    const limitedEnv = { DATABASE_URL: cluster.url('limited_db', 'limited', 'limited-pw') };
+    const limitedEnv = { DATABASE_URL: cluster.url('limited_db', 'limited', 'limited-pw'), PGKEEP_TEMP_DIR: await scratchTemp('limited-temp') };
     const repo = path.join(work, 'limited-repo');
     const backup = await pgkeep(['backup', '--repo', repo, '--format', 'plain'], { env: limitedEnv });
     assert.equal(backup.code, 0, backup.stderr);
@@ -538,26 +551,20 @@ describe('an interrupted restore test leaves no scratch database', () => {
 
   test('SIGTERM while restoring into a local scratch cluster: the cluster is stopped and its folder removed', async () => {
     await bigBackup();
-    const temp = path.join(work, 'local-kill');
-    await mkdir(temp, { mode: 0o711 });
-    await chmod(work, 0o711);
-    try {
-      const child = startPgkeep(['verify', bigId, '--repo', bigRepo, '--scratch', 'local'], { env: { PGKEEP_TEMP_DIR: temp } });
-      const done = collect(child);
-      await waitFor('pg_restore to run', async () => childrenOf(child.pid!).some((p) => p.command.includes('pg_restore --dbname')), 60_000).catch((error: Error) => {
-        child.kill('SIGKILL');
-        throw error;
-      });
-      const server = processes().find((p) => p.ppid === child.pid && p.command.includes(temp));
-      assert.ok(server, `the scratch server runs as a child of pgkeep, in the temp folder: ${JSON.stringify(processes().filter((p) => p.ppid === child.pid))}`);
-      child.kill('SIGTERM');
-      const result = await done;
-      assert.equal(result.code, 143, result.stderr);
-      assert.deepEqual(await readdir(temp), [], 'the scratch cluster folder is removed');
-      assert.deepEqual(processes().filter((p) => p.command.includes(temp)), [], 'no process of the scratch cluster is left');
-    } finally {
-      await chmod(work, 0o700);
-    }
+    const temp = await scratchTemp('local-kill');
+    const child = startPgkeep(['verify', bigId, '--repo', bigRepo, '--scratch', 'local'], { env: { PGKEEP_TEMP_DIR: temp } });
+    const done = collect(child);
+    await waitFor('pg_restore to run', async () => childrenOf(child.pid!).some((p) => p.command.includes('pg_restore --dbname')), 60_000).catch((error: Error) => {
+      child.kill('SIGKILL');
+      throw error;
+    });
+    const server = processes().find((p) => p.ppid === child.pid && p.command.includes(temp));
+    assert.ok(server, `the scratch server runs as a child of pgkeep, in the temp folder: ${JSON.stringify(processes().filter((p) => p.ppid === child.pid))}`);
+    child.kill('SIGTERM');
+    const result = await done;
+    assert.equal(result.code, 143, result.stderr);
+    assert.deepEqual(await readdir(temp), [], 'the scratch cluster folder is removed');
+    assert.deepEqual(processes().filter((p) => p.command.includes(temp)), [], 'no process of the scratch cluster is left');
   });
 
   test('a scratch database left by a killed (SIGKILL) test is dropped by the next one', async () => {

@@ -22,7 +22,9 @@ useClusterAndWorkFolder('runbook', async (c, w) => {
   work = w;
   await cluster.query('CREATE DATABASE shop');
   loadAwkwardFixture(cluster, 'shop');
-  await cluster.query('CREATE TABLE ledger AS SELECT g AS id, md5(g::text) AS entry FROM generate_series(1, 20000) g', [], 'shop');
+  // The runbook's example table is the one with the most rows: 4,000 are more than the fixture's largest (bulk_rows,
+  // 2,500), which is all the size is for (scenario 1 below checks the example names ledger)
+  await cluster.query('CREATE TABLE ledger AS SELECT g AS id, md5(g::text) AS entry FROM generate_series(1, 4000) g', [], 'shop');
   await cluster.query('ALTER TABLE ledger ADD PRIMARY KEY (id)', [], 'shop');
   // a foreign key to another table: a table restore leaves it out, the runbook's lines put it back
   await cluster.query('ALTER TABLE ledger ADD COLUMN customer_id int4', [], 'shop');

@@ -8,10 +8,10 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
-import { json, pgkeep } from '../support/cli.js';
+import { json } from '../support/cli.js';
 import { runCommand } from '../support/run-command.js';
-import { diffSnapshots, snapshotDatabase } from '../support/db-compare.js';
-import { archivingConf, findServerBinDir, startCluster, type PgCluster, findFreePort } from '../support/pg-cluster.js';
+import { diffSnapshots, snapshotDatabase, type DatabaseSnapshot } from '../support/db-compare.js';
+import { archivingConf, clusterRoot, findServerBinDir, startCluster, type PgCluster, findFreePort } from '../support/pg-cluster.js';
 import { archiveCommand, giveToServer, serverUser } from '../support/server-folder.js';
 
 // The version policy (README, "Versions") against real servers of every
@@ -44,7 +44,8 @@ const clientMajor = Number(path.basename(path.dirname(CLIENT)));
 const clusters = new Map<number, PgCluster>();
 let work: string;
 // The WAL archive of the PITR server: named in its archive_command, so made before it starts, reachable by its OS user.
-const shared = path.join(tmpdir(), `pgkeep-matrix-${randomBytes(6).toString('hex')}`);
+// Where the test clusters live (in memory when there is room): the recovered cluster is one too.
+const shared = path.join(clusterRoot(), `pgkeep-matrix-${randomBytes(6).toString('hex')}`);
 const walRepo = path.join(shared, 'repo');
 const recovered: string[] = [];
 
@@ -97,6 +98,9 @@ function pgCtlStop(binDir: string, dataDir: string): void {
 
 const repoOf = (major: number) => path.join(work, `repo-${major}`);
 const on = (major: number, database = 'app') => ({ DATABASE_URL: clusters.get(major)!.url(database) });
+/** The rows of PostgreSQL 14's app, once: every newer server's restore of its backup is compared with them, and nothing writes there. */
+let rowsOf14: Promise<DatabaseSnapshot> | undefined;
+const snapshotOf14 = () => (rowsOf14 ??= snapshotDatabase(clusters.get(14)!, 'app', { schema: false }));
 const count = async (cluster: PgCluster, database: string, table: string) => Number((await cluster.query<{ n: string }>(`SELECT count(*) AS n FROM ${table}`, [], database))[0]!.n);
 
 describe(`servers older than the client (PostgreSQL ${OLDER.join(', ')})`, { concurrency: OLDER.length, skip }, () => {
@@ -180,7 +184,7 @@ describe(`servers newer than the client (PostgreSQL ${NEWER.join(', ')}, client 
       const restore = await runCommand(['restore', 'latest', '--repo', from, '--to', 'from14', '--globals', '--json'], { env: on(major) });
       assert.equal(restore.code, 0, restore.stderr);
       assert.doesNotMatch(restore.stderr, /older than/);
-      const [a, b] = [await snapshotDatabase(clusters.get(14)!, 'app', { schema: false }), await snapshotDatabase(cluster, 'from14', { schema: false })];
+      const [a, b] = [await snapshotOf14(), await snapshotDatabase(cluster, 'from14', { schema: false })];
       assert.deepEqual(diffSnapshots(a, b), [], 'the same rows');
       // verify --restore-test on that server agrees with restore.
       const verify = await runCommand(['verify', 'latest', '--repo', from, '--scratch', cluster.url('postgres', cluster.superuser), '--json'], { env: { ...on(14), PGPASSWORD: cluster.password } });
@@ -201,8 +205,10 @@ describe(`servers newer than the client (PostgreSQL ${NEWER.join(', ')}, client 
 describe(`PostgreSQL ${PITR_MAJOR}: physical backup with pg_basebackup ${clientMajor}, PITR with the PostgreSQL ${PITR_MAJOR} server programs`, { skip }, () => {
   test('the rows committed before the target are back, the damage after it is not', async () => {
     const cluster = clusters.get(PITR_MAJOR)!;
-    // pitr stays a real process: run in process, its recovered server stops before the target (as in pitr.test.ts; not explained yet)
-    const cli = (args: string[], env: Record<string, string> = {}) => pgkeep([...args, '--repo', walRepo, '--source', 'pitr14'], { env: { ...on(PITR_MAJOR, 'postgres'), ...env } });
+    // In process, as in pitr.test.ts: the recovered server's restore_command still runs the built CLI
+    // (runCommand's walFetchEntry; before it, an in-process pitr pointed the server at the sources, whose fetches
+    // failed, and recovery stopped before the target)
+    const cli = (args: string[], env: Record<string, string> = {}) => runCommand([...args, '--repo', walRepo, '--source', 'pitr14'], { env: { ...on(PITR_MAJOR, 'postgres'), ...env } });
     await cluster.query('CREATE TABLE items (id int PRIMARY KEY, note text)');
     await cluster.query("INSERT INTO items SELECT g, 'before backup' FROM generate_series(1, 100) g");
     const backup = await cli(['backup', '--physical', '--json']);

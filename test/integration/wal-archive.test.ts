@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { chmod, copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -63,6 +63,29 @@ async function archiveOneSegment(): Promise<string> {
   throw new Error(`segment ${name} was not archived in time; pg_stat_archiver: ${JSON.stringify(await cluster.query('SELECT * FROM pg_stat_archiver'))}`);
 }
 
+/**
+ * One segment the server archived, and its bytes (read from pg_wal at once, before a checkpoint can recycle it):
+ * made once, for every test that needs a real segment to push by hand. A segment more from the server would prove
+ * nothing more, and costs the server a switch and a wal-push.
+ */
+let archived: Promise<{ segment: string; original: Buffer }> | undefined;
+function archivedSegment(): Promise<{ segment: string; original: Buffer }> {
+  archived ??= (async () => {
+    const segment = await archiveOneSegment();
+    return { segment, original: await readFile(path.join(cluster.dataDir, 'pg_wal', segment)) };
+  })();
+  return archived;
+}
+
+/** A copy of the archived segment, under its own name, in a new folder `folder` of the work folder. */
+async function segmentCopy(folder: string): Promise<{ segment: string; file: string; original: Buffer }> {
+  const { segment, original } = await archivedSegment();
+  const file = path.join(work, folder, segment);
+  await mkdir(path.dirname(file), { recursive: true });
+  await writeFile(file, original);
+  return { segment, file, original };
+}
+
 function tempLeftovers(dir: string): string[] {
   return readdirSync(dir).filter((f) => f.includes('pgkeep-tmp'));
 }
@@ -74,9 +97,7 @@ describe('WAL archive', { concurrency: 1 }, () => {
     let original: Buffer;
 
     before(async () => {
-      segment = await archiveOneSegment();
-      // Still in pg_wal: nothing checkpoints in between.
-      original = await readFile(path.join(cluster.dataDir, 'pg_wal', segment));
+      ({ segment, original } = await archivedSegment());
     });
 
     test('the server archives through pgkeep; wal-fetch returns the exact bytes via a temp file', async () => {
@@ -96,9 +117,7 @@ describe('WAL archive', { concurrency: 1 }, () => {
     });
 
     test('pushing the same segment again succeeds; different content is refused and the archived copy kept', async () => {
-      const copy = path.join(work, 'again', segment);
-      await mkdir(path.dirname(copy), { recursive: true });
-      await copyFile(path.join(cluster.dataDir, 'pg_wal', segment), copy);
+      const { file: copy } = await segmentCopy('again');
       const same = await wal(['wal-push', copy, '--source', SOURCE, '--repo', repo]);
       assert.equal(same.code, 0, same.stderr);
       assert.match(same.stderr, /already archived with identical content/);
@@ -188,11 +207,7 @@ describe('WAL archive', { concurrency: 1 }, () => {
       const bucket = await s3.bucket('pgkeep-wal');
       const key = path.join(work, 's3.key');
       const { publicKey } = await keygen(key);
-      const segment = await archiveOneSegment();
-      const file = path.join(work, 's3-src', segment);
-      await mkdir(path.dirname(file), { recursive: true });
-      await copyFile(path.join(cluster.dataDir, 'pg_wal', segment), file);
-      const original = await readFile(file);
+      const { segment, file, original } = await segmentCopy('s3-src');
       const kinds = [
         ['plain', []],
         ['encrypted', ['--encrypt', '--recipient', publicKey]],
@@ -232,11 +247,7 @@ describe('WAL archive', { concurrency: 1 }, () => {
       const encRepo = path.join(work, 'enc');
       assert.equal((await runCommand(['init', '--repo', encRepo, '--encrypt', '--recipient', publicKey])).code, 0);
 
-      const segment = await archiveOneSegment();
-      const file = path.join(work, 'enc-src', segment);
-      await mkdir(path.dirname(file), { recursive: true });
-      await copyFile(path.join(cluster.dataDir, 'pg_wal', segment), file);
-      const original = await readFile(file);
+      const { segment, file, original } = await segmentCopy('enc-src');
       const pushed = await wal(['wal-push', file, '--source', 'enc', '--repo', encRepo]);
       assert.equal(pushed.code, 0, pushed.stderr);
       const folder = path.join(encRepo, 'sources', 'enc', 'wal', segment.slice(0, 8));
@@ -257,11 +268,7 @@ describe('WAL archive', { concurrency: 1 }, () => {
 
     test('without zstd-napi (PGKEEP_ZSTD=cli) wal-push streams through the zstd program; the in-memory path reads the result as identical', async () => {
       const key = path.join(work, 'wal.key');
-      const segment = await archiveOneSegment();
-      const file = path.join(work, 'stream-src', segment);
-      await mkdir(path.dirname(file), { recursive: true });
-      await copyFile(path.join(cluster.dataDir, 'pg_wal', segment), file);
-      const original = await readFile(file);
+      const { segment, file, original } = await segmentCopy('stream-src');
       for (const [name, repository] of [['plain', path.join(work, 'streamed')], ['encrypted', path.join(work, 'enc')]] as const) {
         if (name === 'plain') assert.equal((await runCommand(['init', '--repo', repository])).code, 0);
         const streamed = await wal(['wal-push', file, '--source', 'streamed', '--repo', repository], { env: { PGKEEP_ZSTD: 'cli' } });

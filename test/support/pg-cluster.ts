@@ -48,6 +48,13 @@ export interface StartClusterOptions {
    * a physical backup and a cluster recovered from it.
    */
   conf?: Record<string, string>;
+  /**
+   * WAL segment size in MiB (initdb --wal-segsize; 16 when not given). Tests
+   * whose point is recovery, not the size of a segment, take 1: every segment
+   * the server archives, pgkeep stores, a base backup carries and a recovery
+   * fetches is then 1 MiB of work instead of 16.
+   */
+  walSegmentSizeMb?: number;
 }
 
 /** Server settings for WAL archiving to pgkeep (archive_command runs as the server's OS user). */
@@ -174,7 +181,7 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<P
 
     let fromTemplate: boolean;
     try {
-      fromTemplate = await makeDataDir(binDir, dataDir, pwFile, runAs, baseDir);
+      fromTemplate = await makeDataDir(binDir, dataDir, pwFile, runAs, baseDir, options.walSegmentSizeMb);
     } finally {
       await rm(pwFile, { force: true });
     }
@@ -383,9 +390,11 @@ let chosenRoot: string | undefined;
  * cost 0.1-0.4 CPU-s (kernel time) and seconds of wall time per cluster; in
  * memory a cluster's start and stop cost ~0.15 CPU-s instead of ~0.45, and the
  * server's writes get cheaper too. Durability was never wanted (fsync=off), and
- * a small /dev/shm (a container's 64 MB) is passed over.
+ * a small /dev/shm (a container's 64 MB) is passed over. Exported for the
+ * tests whose pgkeep makes clusters of its own (pitr's recovered data
+ * directories, drills, local scratch clusters): their folders go here too.
  */
-function clusterRoot(): string {
+export function clusterRoot(): string {
   const fromEnv = process.env.PGKEEP_TEST_CLUSTER_ROOT;
   if (fromEnv) return fromEnv === 'tmpdir' ? tmpdir() : fromEnv;
   if (chosenRoot === undefined) {
@@ -410,10 +419,10 @@ function clusterRoot(): string {
  * initdb's seconds, and the suite starts some fifty clusters. Returns whether
  * it was copied.
  */
-async function makeDataDir(binDir: string, dataDir: string, pwFile: string, runAs: RunAs | undefined, cwd: string): Promise<boolean> {
-  const template = await initdbTemplate(binDir, runAs);
+async function makeDataDir(binDir: string, dataDir: string, pwFile: string, runAs: RunAs | undefined, cwd: string, walSegmentSizeMb?: number): Promise<boolean> {
+  const template = await initdbTemplate(binDir, runAs, walSegmentSizeMb);
   if (!template) {
-    await initdb(binDir, dataDir, pwFile, runAs, cwd);
+    await initdb(binDir, dataDir, pwFile, runAs, cwd, walSegmentSizeMb);
     return false;
   }
   await run('cp', ['-a', template, dataDir], runAs, cwd);
@@ -433,14 +442,15 @@ const templates = new Map<string, Promise<string | undefined>>();
  * new server gets a new template. Parallel test files race to make it: each
  * builds its own and renames it into place, and the loser uses the winner's.
  */
-function initdbTemplate(binDir: string, runAs: RunAs | undefined): Promise<string | undefined> {
-  let template = templates.get(binDir);
+function initdbTemplate(binDir: string, runAs: RunAs | undefined, walSegmentSizeMb?: number): Promise<string | undefined> {
+  const templateKey = walSegmentSizeMb === undefined ? binDir : `${binDir}\0${walSegmentSizeMb}`;
+  let template = templates.get(templateKey);
   if (!template) {
     template = (async () => {
       if (process.env.PGKEEP_TEST_INITDB_TEMPLATE === 'off' || !existsSync(join(binDir, 'pg_resetwal'))) return undefined;
       const version = (await run(join(binDir, 'postgres'), ['-V'], runAs, '/')).trim();
       const key = createHash('sha256')
-        .update(JSON.stringify({ version, user: runAs?.uid ?? process.getuid?.(), harness: 2 }))
+        .update(JSON.stringify({ version, user: runAs?.uid ?? process.getuid?.(), harness: 2, ...(walSegmentSizeMb === undefined ? {} : { walSegmentSizeMb }) }))
         .digest('hex')
         .slice(0, 16);
       const root = process.env.PGKEEP_TEST_INITDB_TEMPLATES || join(process.env.PGKEEP_TEST_SYSTEM_TMPDIR ?? tmpdir(), 'pgkeep-initdb-templates');
@@ -453,7 +463,7 @@ function initdbTemplate(binDir: string, runAs: RunAs | undefined): Promise<strin
         // A password nobody keeps: every copy gets its own after it starts.
         await writeFile(pwFile, `${randomBytes(24).toString('hex')}\n`, { mode: 0o600 });
         if (runAs) for (const path of [build, pwFile]) await chown(path, runAs.uid, runAs.gid);
-        await initdb(binDir, join(build, 'data'), pwFile, runAs, build);
+        await initdb(binDir, join(build, 'data'), pwFile, runAs, build, walSegmentSizeMb);
         // pg_resetwal replaces every copy's WAL anyway: copying it would be 16 MiB for nothing.
         const wal = join(build, 'data', 'pg_wal');
         for (const name of readdirSync(wal)) if (/^[0-9A-F]{24}$/.test(name)) await rm(join(wal, name));
@@ -467,7 +477,7 @@ function initdbTemplate(binDir: string, runAs: RunAs | undefined): Promise<strin
       }
       return target;
     })();
-    templates.set(binDir, template);
+    templates.set(templateKey, template);
   }
   return template;
 }
@@ -500,7 +510,7 @@ async function setSuperuserPassword(socketDir: string, port: number, password: s
   }
 }
 
-async function initdb(binDir: string, dataDir: string, pwFile: string, runAs: RunAs | undefined, cwd: string): Promise<void> {
+async function initdb(binDir: string, dataDir: string, pwFile: string, runAs: RunAs | undefined, cwd: string, walSegmentSizeMb?: number): Promise<void> {
   const base = [
     '-D', dataDir,
     '-U', SUPERUSER,
@@ -509,6 +519,7 @@ async function initdb(binDir: string, dataDir: string, pwFile: string, runAs: Ru
     '--auth-host=scram-sha-256',
     '-E', 'UTF8',
     '--no-sync', // the cluster is disposable; skipping the final fsync saves seconds
+    ...(walSegmentSizeMb === undefined ? [] : [`--wal-segsize=${walSegmentSizeMb}`]),
   ];
   try {
     await run(join(binDir, 'initdb'), [...base, '--locale=C.UTF-8'], runAs, cwd);
