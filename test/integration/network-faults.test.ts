@@ -11,7 +11,8 @@
  * socket through the proxy open and the file never exits, and a backup that
  * cannot release its source lock through the stalled link leaves a lock of a
  * live pid (this one) that holds off the next writers; a process's exit frees
- * both.
+ * both. The look-ups after a stalled run (a list, a show, through a proxy
+ * that no longer stalls) run in process, one at a time (runInTurn).
  *
  * Those real processes mostly wait (for an idle timeout, a grace period, the
  * clean-up deadline after an abort), so they run at the same time, each
@@ -100,6 +101,18 @@ function clean(through: FaultProxy = proxy): void {
 // The concurrent tests below define their own env() and clean() on their own proxy, over these.
 const envThrough = env;
 const cleanThrough = clean;
+
+/**
+ * The look-ups of the concurrent tests after their stalled run (a list, a show: what the run left, not what runs as
+ * the program), in process and one at a time: runCommand sets the S3 variables in this process's environment for its
+ * run, so two at once would read each other's. The spawned runs beside them pass theirs explicitly.
+ */
+let inProcessTurn: Promise<unknown> = Promise.resolve();
+function runInTurn(args: string[], env: Record<string, string>): ReturnType<typeof runCommand> {
+  const run = inProcessTurn.then(() => runCommand(args, { env }));
+  inProcessTurn = run.catch(() => undefined);
+  return run;
+}
 
 /** Proxies of the concurrent tests, closed at the end. */
 const ownProxies: FaultProxy[] = [];
@@ -202,7 +215,7 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
       assert.equal(backup.code, 16, backup.stderr);
       assert.match(backup.stderr, /did not answer in time .*no byte for 1 s \(idle timeout\)/);
       assert.ok(took < 30_000, `failed after ${took} ms`);
-      const afterList = json(await pgkeep(['list', '--repo', repo, '--json'], { env: env() }));
+      const afterList = json(await runInTurn(['list', '--repo', repo, '--json'], env()));
       assert.equal(afterList.length, before.length, 'no new backup is listed');
     });
 
@@ -321,7 +334,7 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
       assert.match(verify.stderr, /could not read dump\.zst of backup .* \(not a verdict on the backup: nothing was recorded\)/);
       assert.doesNotMatch(verify.stderr, /corrupt/);
       clean();
-      const afterShow = await pgkeep(['show', 'latest', '--repo', repo, '--json'], { env: env() });
+      const afterShow = await runInTurn(['show', 'latest', '--repo', repo, '--json'], env());
       assert.equal(json(afterShow).verification?.ok, true, 'the last verification is still the passed one');
       assert.equal(json(afterShow).verification?.verifiedAt ?? json(afterShow).verification?.startedAt, lastVerification);
     });
