@@ -9,8 +9,11 @@ import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { chromium } from 'playwright-core';
-import { collect, startPgkeep, startServe } from '../support/cli.js';
+import { Repository } from '../../src/repository/repository.js';
+import { openStorage } from '../../src/storage/open-storage.js';
+import { collect, json, startPgkeep, startServe } from '../support/cli.js';
 import { runCommand } from '../support/run-command.js';
+import { cloneBackupAt } from '../support/synthetic-backups.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 
@@ -171,11 +174,17 @@ describe('pgkeep serve with a fleet', () => {
     const config60 = await write(path.join(work, 'fleet60.yaml'), 60);
     const config1 = await write(path.join(work, 'fleet1.yaml'), 1);
     const env = { PGPASSWORD: cluster.password };
-    // six sources with a real backup (healthy); the other 54 have none (at risk). Made in process: they are what
-    // the daemons read, not what is tested (a Node start-up each saved)
-    for (const n of names.slice(0, 6)) {
-      const made = await runCommand(['backup', '--config', config60, '--source', n], { env });
-      assert.equal(made.code, 0, made.stderr);
+    // six sources with a backup (healthy); the other 54 have none (at risk). They are what the daemons read, not
+    // what is tested: one real backup (s01, in process), and a copy of it for each of s02..s06 (cloneBackupAt, a
+    // second earlier each: objects and checksums as taken, the source and its labels its own), which costs far
+    // less than five more backups of the same database
+    const made = await runCommand(['backup', '--config', config60, '--source', 's01', '--json'], { env });
+    assert.equal(made.code, 0, made.stderr);
+    const repository = await Repository.open(openStorage(repo));
+    const real = await repository.readManifest('s01', json(made).id);
+    for (const [i, n] of names.slice(1, 6).entries()) {
+      await repository.ensureSource(n, 'db02');
+      await cloneBackupAt(repository, real, new Date(Date.parse(real.startedAt) - (i + 1) * 1000), { source: n, labels: sourceOf(i + 1).backup.labels });
     }
     const start = (config: string) => startServe(['--config', config], { env });
     /** Median wall time of GET url over 7 requests (after one warm-up). */
