@@ -12,7 +12,8 @@
  * cannot release its source lock through the stalled link leaves a lock of a
  * live pid (this one) that holds off the next writers; a process's exit frees
  * both. The look-ups after a stalled run (a list, a show, through a proxy
- * that no longer stalls) run in process, one at a time (runInTurn).
+ * that no longer stalls) and the backup the stalled verify of several copies
+ * reads run in process, one at a time (runInTurn).
  *
  * Those real processes mostly wait (for an idle timeout, a grace period, the
  * clean-up deadline after an abort), so they run at the same time, each
@@ -105,9 +106,9 @@ const envThrough = env;
 const cleanThrough = clean;
 
 /**
- * The look-ups of the concurrent tests after their stalled run (a list, a show: what the run left, not what runs as
- * the program), in process and one at a time: runCommand sets the S3 variables in this process's environment for its
- * run, so two at once would read each other's. The spawned runs beside them pass theirs explicitly.
+ * The runs of the concurrent tests that are not what they test (a look-up after a stalled run, a backup before one),
+ * in process and one at a time: runCommand sets the S3 variables in this process's environment for its run, so two
+ * at once would read each other's. The spawned runs beside them pass theirs explicitly.
  */
 let inProcessTurn: Promise<unknown> = Promise.resolve();
 function runInTurn(args: string[], env: Record<string, string>): ReturnType<typeof runCommand> {
@@ -356,7 +357,8 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
         }),
       );
       const cfgEnv = env({ PGPASSWORD: decodeURIComponent(url.password), DATABASE_URL: '' });
-      const backup = await pgkeep(['backup', '--config', config], { env: cfgEnv });
+      // the backup the stalled verify reads: made in process (in turn), before the proxy stalls
+      const backup = await runInTurn(['backup', '--config', config], cfgEnv);
       assert.equal(backup.code, 0, backup.stderr);
       proxy.set({ stallAfterBytes: 64 * 1024 });
       const verify = await pgkeep(['verify', 'latest', '--config', config], { env: { ...cfgEnv, PGKEEP_S3_IDLE_TIMEOUT: '1s', PGKEEP_S3_MAX_ATTEMPTS: '2', PGKEEP_S3_RETRY_BUDGET: '2s' } });
