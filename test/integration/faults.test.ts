@@ -93,18 +93,31 @@ function repoOfLoading(): Promise<string> {
 }
 
 /**
- * A repository with one backup of `app` named "first", made once: each test
- * that kills a backup does it in a copy of its own (a copy of the folder costs
- * far less than a backup).
+ * Repositories of `app`'s backups made once, which tests copy and then break
+ * or kill something in (a copy of the folder costs far less than a backup):
+ * one backup named "first", and three (that one, then "second" and "third").
+ * A copy keeps the source's order of folders.
  */
 let firstBackupRepo: Promise<string> | undefined;
-async function copyOfRepoWithFirstBackup(repo: string): Promise<void> {
+let threeBackupsRepo: Promise<string> | undefined;
+function repoWithBackups(count: 1 | 3): Promise<string> {
   firstBackupRepo ??= (async () => {
     const made = path.join(work, 'repo-first-backup');
     ok(await run(['backup', '--repo', made, '--name', 'first'], await tempDir('first-backup')), 'backup');
     return made;
   })();
-  await cp(await firstBackupRepo, repo, { recursive: true });
+  if (count === 1) return firstBackupRepo;
+  threeBackupsRepo ??= (async () => {
+    const made = path.join(work, 'repo-three-backups');
+    await cp(await firstBackupRepo!, made, { recursive: true });
+    const temp = await tempDir('three-backups');
+    for (const name of ['second', 'third']) ok(await run(['backup', '--repo', made, '--name', name], temp), 'backup');
+    return made;
+  })();
+  return threeBackupsRepo;
+}
+async function copyOfRepoWithBackups(repo: string, count: 1 | 3): Promise<void> {
+  await cp(await repoWithBackups(count), repo, { recursive: true });
 }
 
 /**
@@ -268,9 +281,7 @@ describe('one bad backup is isolated', () => {
   test('a corrupt manifest among several: list flags it, latest skips it, verify and verify all name it', async () => {
     const temp = await tempDir('corrupt');
     const repo = path.join(work, 'repo-corrupt');
-    for (let i = 0; i < 3; i++) {
-      ok(await run(['backup', '--repo', repo, '--name', `b${i}`], temp), 'backup');
-    }
+    await copyOfRepoWithBackups(repo, 3);
     const ids = backupFolders(repo);
     assert.equal(ids.length, 3);
     const manifest = (id: string) => path.join(repo, 'sources', 'app', 'backups', id, 'manifest.json');
@@ -365,7 +376,7 @@ describe('killed at every fault point: consistent, and the next run cleans up', 
     test(`backup killed at ${point}`, async () => {
       const temp = await tempDir(`backup-${point}`);
       const repo = path.join(work, `repo-backup-${point.replace('#', '-')}`);
-      await copyOfRepoWithFirstBackup(repo);
+      await copyOfRepoWithBackups(repo, 1);
       await killedAt(point, ['backup', '--repo', repo], temp);
       const listed = await everyListedBackupVerifies(repo, temp);
       assert.equal(listed, point === 'after-manifest' ? 2 : 1, 'the killed backup is listed only once its manifest was written');
@@ -442,7 +453,7 @@ describe('killed at every fault point: consistent, and the next run cleans up', 
   test('prune killed between removing a manifest and its objects', async () => {
     const temp = await tempDir('prune');
     const repo = path.join(work, 'repo-prune');
-    for (let i = 0; i < 3; i++) ok(await run(['backup', '--repo', repo, '--name', `p${i}`], temp), 'backup');
+    await copyOfRepoWithBackups(repo, 3);
     await killedAt('mid-prune', ['prune', '--repo', repo, '--keep-last', '1'], temp);
     assert.equal(await everyListedBackupVerifies(repo, temp), 2, 'the half-pruned backup is no longer listed');
     assert.equal(backupFolders(repo).length, 3, 'its objects are still there');
