@@ -12,6 +12,8 @@ import type { ByteRange, PutOptions, PutResult, Storage, StorageEntry, StorageSt
 const FOLDER_MODE = 0o700;
 const FILE_MODE = 0o600;
 /** Temp files carry this prefix so listings and leftover clean-up can tell them apart. */
+export const TEMP_PREFIX = '.pgkeep-tmp-';
+
 /**
  * The read size of a stream of `bytes`: 1 MiB, fewer and larger reads, for a big object; its size (and a
  * little more, so that one read meets the end) for a small one. Each read allocates a buffer of that size,
@@ -19,11 +21,9 @@ const FILE_MODE = 0o600;
  * and a process that reads many (serve, a test running commands in process) ran a full collection for every
  * ~64 MiB of it.
  */
-export function readSize(bytes: number): number {
+function readSize(bytes: number): number {
   return Math.min(1 << 20, Math.max(16 << 10, bytes + 1));
 }
-
-export const TEMP_PREFIX = '.pgkeep-tmp-';
 
 /**
  * Storage on a local (or mounted) filesystem. Writes go to a temp file in the
