@@ -127,8 +127,9 @@ describe('clear one-line errors with non-zero exit codes', () => {
     const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=600k,mode=0700', 'tmpfs', mountPoint]);
     if (mounted.status !== 0) return t.skip(`cannot mount a tmpfs here: ${mounted.stderr}`);
     try {
-      // Incompressible rows so the dump cannot fit in 600 KiB even after zstd.
-      await cluster.query('CREATE TABLE IF NOT EXISTS big AS SELECT g, decode(md5(g::text) || md5((g * 7)::text), \'hex\') AS b FROM generate_series(1, 60000) g', [], 'app');
+      // Rows zstd can hardly shrink (base64 of 32 pseudo-random bytes: ~1 MB stored) so the dump cannot fit in
+      // 600 KiB even after zstd; a bytea would dump as hex digits, twice the bytes for as much stored.
+      await cluster.query("CREATE TABLE IF NOT EXISTS big AS SELECT g, encode(sha256(int4send(g)), 'base64') AS b FROM generate_series(1, 30000) g", [], 'app');
       const repo = path.join(mountPoint, 'repo');
       const result = await pgkeep(['backup', '--repo', repo], { env: { DATABASE_URL: cluster.url('app') } });
       assertFailure(result, 5, /no space left on the repository disk/);

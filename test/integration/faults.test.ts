@@ -7,15 +7,15 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { cp, mkdir, readdir, rm } from 'node:fs/promises';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import pg from 'pg';
-import { collect, json, keygen, pgkeep, startPgkeep, type CliResult } from '../support/cli.js';
+import { collect, json, pgkeep, startPgkeep, type CliResult } from '../support/cli.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import { snapshotDatabase, diffSnapshots } from '../support/db-compare.js';
-import { runCommand } from '../support/run-command.js';
+import { keygenInProcess as keygen, runCommand } from '../support/run-command.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 
 /**
@@ -26,10 +26,28 @@ import type { PgCluster } from '../support/pg-cluster.js';
 const BIG_ROWS = 12_000;
 /**
  * Rows of `big` in `loading`, the database of the two tests that stop a
- * restore from outside while pg_restore loads: ~10 MB, so it is still loading
- * for a moment when the signal comes.
+ * restore from outside while pg_restore loads. Few: what keeps the restore
+ * mid-load when the signal comes is not the size but a pause (PAUSE_SQL) at
+ * the middle row, which the tests wait for.
  */
-const LOADING_ROWS = 120_000;
+const LOADING_ROWS = 5_000;
+/**
+ * A CHECK constraint of `loading`'s big, restored with the table and so
+ * evaluated for every row pg_restore copies in: at the middle row, and only
+ * in a restore's temporary database (`<target>_pgkeep_<time>`: not when the
+ * constraint is added here), the COPY sleeps 2 s (interrupted at once when
+ * its session is terminated). Half the rows are in, the load is not done, and
+ * a signal sent then lands mid-load whatever the machine's load: before, ~10
+ * MB of rows made that likely (and cost their CPU to make, back up and load).
+ */
+const PAUSE_SQL = [
+  `CREATE FUNCTION pause_mid_load(id int) RETURNS boolean LANGUAGE plpgsql AS $$
+  BEGIN
+    IF id = ${LOADING_ROWS / 2} AND current_database() LIKE '%\\_pgkeep\\_%' THEN PERFORM pg_sleep(2); END IF;
+    RETURN true;
+  END $$`,
+  'ALTER TABLE big ADD CONSTRAINT paused_mid_load CHECK (pause_mid_load(id))',
+];
 let cluster: PgCluster;
 let work: string;
 /** The backed-up database's fingerprint: what every restore must reproduce. */
@@ -42,6 +60,7 @@ useClusterAndWorkFolder('faults', async (c, w) => {
     await cluster.query(`CREATE DATABASE ${database}`);
     await cluster.query(`CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS payload FROM generate_series(1, ${rows}) g`, [], database);
   }
+  for (const sql of PAUSE_SQL) await cluster.query(sql, [], 'loading');
   await cluster.query('CREATE TABLE small (id int PRIMARY KEY, note text)', [], 'app');
   await cluster.query("INSERT INTO small SELECT g, 'n' || g FROM generate_series(1, 50) g", [], 'app');
   sourceSnapshot = await snapshotDatabase(cluster, 'app');
@@ -71,6 +90,34 @@ function repoOfLoading(): Promise<string> {
     return repo;
   })();
   return loadingRepo;
+}
+
+/**
+ * Repositories of `app`'s backups made once, which tests copy and then break
+ * or kill something in (a copy of the folder costs far less than a backup):
+ * one backup named "first", and three (that one, then "second" and "third").
+ * A copy keeps the source's order of folders.
+ */
+let firstBackupRepo: Promise<string> | undefined;
+let threeBackupsRepo: Promise<string> | undefined;
+function repoWithBackups(count: 1 | 3): Promise<string> {
+  firstBackupRepo ??= (async () => {
+    const made = path.join(work, 'repo-first-backup');
+    ok(await run(['backup', '--repo', made, '--name', 'first'], await tempDir('first-backup')), 'backup');
+    return made;
+  })();
+  if (count === 1) return firstBackupRepo;
+  threeBackupsRepo ??= (async () => {
+    const made = path.join(work, 'repo-three-backups');
+    await cp(await firstBackupRepo!, made, { recursive: true });
+    const temp = await tempDir('three-backups');
+    for (const name of ['second', 'third']) ok(await run(['backup', '--repo', made, '--name', name], temp), 'backup');
+    return made;
+  })();
+  return threeBackupsRepo;
+}
+async function copyOfRepoWithBackups(repo: string, count: 1 | 3): Promise<void> {
+  await cp(await repoWithBackups(count), repo, { recursive: true });
 }
 
 /**
@@ -137,17 +184,19 @@ function leftoverFiles(...roots: string[]): string[] {
 }
 
 /**
- * Waits until pg_restore copies rows into the temporary database of a restore to `target`: mid-load. It asks every
- * 5 ms on one connection: cluster.query would open one per question (a backend and an authentication each).
+ * Waits until pg_restore's COPY into the temporary database of a restore to `target` sleeps in PAUSE_SQL at the
+ * middle row: mid-load, for 2 s. It asks every 25 ms (the pause is 80 times that) on one connection: cluster.query
+ * would open one per question (a backend and an authentication each).
  */
 async function loading(target: string): Promise<void> {
   const deadline = Date.now() + 20_000;
   const client = new pg.Client({ connectionString: cluster.url() });
   await client.connect();
   try {
-    while ((await client.query("SELECT 1 FROM pg_stat_activity WHERE datname LIKE $1 AND query ILIKE 'COPY%'", [`${target}\\_pgkeep\\_%`])).rowCount === 0) {
+    const paused = "SELECT 1 FROM pg_stat_activity WHERE datname LIKE $1 AND query ILIKE 'COPY%' AND wait_event = 'PgSleep'";
+    while ((await client.query(paused, [`${target}\\_pgkeep\\_%`])).rowCount === 0) {
       if (Date.now() > deadline) throw new Error(`the restore into ${target} did not start loading`);
-      await sleep(5);
+      await sleep(25);
     }
   } finally {
     await client.end();
@@ -232,9 +281,7 @@ describe('one bad backup is isolated', () => {
   test('a corrupt manifest among several: list flags it, latest skips it, verify and verify all name it', async () => {
     const temp = await tempDir('corrupt');
     const repo = path.join(work, 'repo-corrupt');
-    for (let i = 0; i < 3; i++) {
-      ok(await run(['backup', '--repo', repo, '--name', `b${i}`], temp), 'backup');
-    }
+    await copyOfRepoWithBackups(repo, 3);
     const ids = backupFolders(repo);
     assert.equal(ids.length, 3);
     const manifest = (id: string) => path.join(repo, 'sources', 'app', 'backups', id, 'manifest.json');
@@ -329,7 +376,7 @@ describe('killed at every fault point: consistent, and the next run cleans up', 
     test(`backup killed at ${point}`, async () => {
       const temp = await tempDir(`backup-${point}`);
       const repo = path.join(work, `repo-backup-${point.replace('#', '-')}`);
-      ok(await run(['backup', '--repo', repo, '--name', 'first'], temp), 'backup');
+      await copyOfRepoWithBackups(repo, 1);
       await killedAt(point, ['backup', '--repo', repo], temp);
       const listed = await everyListedBackupVerifies(repo, temp);
       assert.equal(listed, point === 'after-manifest' ? 2 : 1, 'the killed backup is listed only once its manifest was written');
@@ -406,7 +453,7 @@ describe('killed at every fault point: consistent, and the next run cleans up', 
   test('prune killed between removing a manifest and its objects', async () => {
     const temp = await tempDir('prune');
     const repo = path.join(work, 'repo-prune');
-    for (let i = 0; i < 3; i++) ok(await run(['backup', '--repo', repo, '--name', `p${i}`], temp), 'backup');
+    await copyOfRepoWithBackups(repo, 3);
     await killedAt('mid-prune', ['prune', '--repo', repo, '--keep-last', '1'], temp);
     assert.equal(await everyListedBackupVerifies(repo, temp), 2, 'the half-pruned backup is no longer listed');
     assert.equal(backupFolders(repo).length, 3, 'its objects are still there');

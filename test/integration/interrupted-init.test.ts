@@ -10,11 +10,12 @@ import { readdir, stat, utimes } from 'node:fs/promises';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { openStorage } from '../../src/storage/open-storage.js';
-import { keygen, pgkeep } from '../support/cli.js';
+import { pgkeep } from '../support/cli.js';
 import { eachStorage, type TestStorage } from '../support/each-storage.js';
 import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
-import { runCommand } from '../support/run-command.js';
+// the keys are what these tests need, not the keygen program's output: made in process
+import { keygenInProcess as keygen, runCommand } from '../support/run-command.js';
 
 let cluster: PgCluster;
 let work: string;

@@ -158,8 +158,9 @@ describe('several repositories per source', () => {
       ['sources:', '  app:', `    db: ${JSON.stringify(cluster.url('app'))}`, '    repos:', `      - ${JSON.stringify(local)}`, `      - url: ${JSON.stringify(remote)}`, '        s3:', '          storageClass: STANDARD_IA', '          sse: AES256', '          partSizeMiB: 5', ''].join('\n'),
     );
     const env = { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region, AWS_ENDPOINT_URL: s3.endpoint };
-    // about 7 MiB compressed: the dump goes to S3 in 5 MiB parts, while pg_dump is still running
-    await cluster.query(`CREATE TABLE noise AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS a FROM generate_series(1, 200000) g`, [], 'app');
+    // about 6.5 MiB compressed: the dump goes to S3 in 5 MiB parts, while pg_dump is still running. Base64 of 32
+    // pseudo-random bytes a row, which zstd can hardly shrink: two thirds of the bytes hex digits took for as much
+    await cluster.query(`CREATE TABLE noise AS SELECT g AS id, encode(sha256(int4send(g)), 'base64') AS a FROM generate_series(1, 200000) g`, [], 'app');
     // plain: the requests for the dump's object are checked (a deduplicating repository writes packs)
     for (const repo of [local, remote]) assert.equal((await pgkeep(['init', '--repo', repo, '--plain'], { env })).code, 0);
     try {
@@ -209,7 +210,9 @@ describe('several repositories per source', () => {
     const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=600k,mode=0700', 'tmpfs', mountPoint]);
     if (mounted.status !== 0) return t.skip(`cannot mount a tmpfs here: ${mounted.stderr}`);
     try {
-      await cluster.query("CREATE TABLE IF NOT EXISTS big AS SELECT g, decode(md5(g::text) || md5((g * 7)::text), 'hex') AS b FROM generate_series(1, 60000) g", [], 'app');
+      // ~1 MB stored, beyond the 600 KiB of the tmpfs: base64 of 32 pseudo-random bytes a row, which zstd can hardly
+      // shrink (a bytea dumps as hex digits: twice the bytes to dump and restore for as much stored)
+      await cluster.query("CREATE TABLE IF NOT EXISTS big AS SELECT g, encode(sha256(int4send(g)), 'base64') AS b FROM generate_series(1, 30000) g", [], 'app');
       const full = path.join(mountPoint, 'repo');
       const good = path.join(work, 'full-good');
       const cwd = await configWith([full, good]);

@@ -11,7 +11,9 @@
  * socket through the proxy open and the file never exits, and a backup that
  * cannot release its source lock through the stalled link leaves a lock of a
  * live pid (this one) that holds off the next writers; a process's exit frees
- * both.
+ * both. The look-ups after a stalled run (a list, a show, through a proxy
+ * that no longer stalls) and the backup the stalled verify of several copies
+ * reads run in process, one at a time (runInTurn).
  *
  * Those real processes mostly wait (for an idle timeout, a grace period, the
  * clean-up deadline after an abort), so they run at the same time, each
@@ -53,8 +55,10 @@ useClusterAndWorkFolder('network', async (c, w) => {
   cluster = c;
   work = w;
   await cluster.query('CREATE DATABASE app');
-  // about 4 MiB stored: big enough for resets in the middle of a download
-  await cluster.query(`CREATE TABLE noise AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS a FROM generate_series(1, 120000) g`, [], 'app');
+  // about 3 MiB stored: big enough for resets in the middle of a download (the first test asserts > 2 MiB). Base64
+  // of 32 pseudo-random bytes a row, which zstd can hardly shrink: half the rows and bytes that hex digits, which
+  // it halves, took for as much stored (less to dump, load and compare, the same to transfer)
+  await cluster.query(`CREATE TABLE noise AS SELECT g AS id, encode(sha256(int4send(g)), 'base64') AS a FROM generate_series(1, 90000) g`, [], 'app');
   await cluster.query(`CREATE TABLE notes (id int PRIMARY KEY, body text)`, [], 'app');
   await cluster.query(`INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 3000) g`, [], 'app');
 });
@@ -100,6 +104,18 @@ function clean(through: FaultProxy = proxy): void {
 // The concurrent tests below define their own env() and clean() on their own proxy, over these.
 const envThrough = env;
 const cleanThrough = clean;
+
+/**
+ * The runs of the concurrent tests that are not what they test (a look-up after a stalled run, a backup before one),
+ * in process and one at a time: runCommand sets the S3 variables in this process's environment for its run, so two
+ * at once would read each other's. The spawned runs beside them pass theirs explicitly.
+ */
+let inProcessTurn: Promise<unknown> = Promise.resolve();
+function runInTurn(args: string[], env: Record<string, string>): ReturnType<typeof runCommand> {
+  const run = inProcessTurn.then(() => runCommand(args, { env }));
+  inProcessTurn = run.catch(() => undefined);
+  return run;
+}
 
 /** Proxies of the concurrent tests, closed at the end. */
 const ownProxies: FaultProxy[] = [];
@@ -202,7 +218,7 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
       assert.equal(backup.code, 16, backup.stderr);
       assert.match(backup.stderr, /did not answer in time .*no byte for 1 s \(idle timeout\)/);
       assert.ok(took < 30_000, `failed after ${took} ms`);
-      const afterList = json(await pgkeep(['list', '--repo', repo, '--json'], { env: env() }));
+      const afterList = json(await runInTurn(['list', '--repo', repo, '--json'], env()));
       assert.equal(afterList.length, before.length, 'no new backup is listed');
     });
 
@@ -321,7 +337,7 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
       assert.match(verify.stderr, /could not read dump\.zst of backup .* \(not a verdict on the backup: nothing was recorded\)/);
       assert.doesNotMatch(verify.stderr, /corrupt/);
       clean();
-      const afterShow = await pgkeep(['show', 'latest', '--repo', repo, '--json'], { env: env() });
+      const afterShow = await runInTurn(['show', 'latest', '--repo', repo, '--json'], env());
       assert.equal(json(afterShow).verification?.ok, true, 'the last verification is still the passed one');
       assert.equal(json(afterShow).verification?.verifiedAt ?? json(afterShow).verification?.startedAt, lastVerification);
     });
@@ -341,7 +357,8 @@ describe('the off-site path through a bad network', { concurrency: 1, timeout: 3
         }),
       );
       const cfgEnv = env({ PGPASSWORD: decodeURIComponent(url.password), DATABASE_URL: '' });
-      const backup = await pgkeep(['backup', '--config', config], { env: cfgEnv });
+      // the backup the stalled verify reads: made in process (in turn), before the proxy stalls
+      const backup = await runInTurn(['backup', '--config', config], cfgEnv);
       assert.equal(backup.code, 0, backup.stderr);
       proxy.set({ stallAfterBytes: 64 * 1024 });
       const verify = await pgkeep(['verify', 'latest', '--config', config], { env: { ...cfgEnv, PGKEEP_S3_IDLE_TIMEOUT: '1s', PGKEEP_S3_MAX_ATTEMPTS: '2', PGKEEP_S3_RETRY_BUDGET: '2s' } });
