@@ -87,8 +87,7 @@ export async function runBackup(ctx: CommandContext, repository: Repository | re
 
 async function hasBackupsIn(repositories: readonly Repository[], source: string): Promise<boolean> {
   for (const repository of repositories) {
-    const folders = await repository.listBackupFolders(source).catch(() => [{ complete: true }]); // unreadable: assume it is known
-    if (folders.some((f) => f.complete)) return true;
+    if (await repository.hasCompleteBackup(source).catch(() => true)) return true; // unreadable: assume it is known
   }
   return false;
 }

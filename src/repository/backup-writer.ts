@@ -412,9 +412,9 @@ export async function beginBackups<K extends BackupKind>(repositories: readonly 
     for (const entry of entries) {
       if (entry.error !== undefined) continue;
       try {
-        for (const folder of await entry.repository.listBackupFolders(source)) {
-          if (options.id === undefined || folder.complete) taken.add(folder.id);
-        }
+        // a new id must be free of every folder, complete or not: their ids, without asking each for its manifest
+        if (options.id === undefined) for (const id of await entry.repository.listBackupIds(source)) taken.add(id);
+        else for (const folder of await entry.repository.listBackupFolders(source)) if (folder.complete) taken.add(folder.id);
       } catch (error) {
         if (options.signal?.aborted) throw error;
         entry.error = error;

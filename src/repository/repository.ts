@@ -45,6 +45,11 @@ export function isManifestDamage(error: unknown): error is PgkeepError {
   return error instanceof PgkeepError && (error.code === 'MANIFEST_INVALID' || error.code === 'REPO_FORMAT');
 }
 
+/** What readManifest throws for a backup folder without a manifest: a backup still running, or interrupted. */
+function isManifestMissing(error: unknown): boolean {
+  return error instanceof PgkeepError && error.code === 'BACKUP_NOT_FOUND';
+}
+
 function damage(source: string, id: string, what: string, cause?: unknown): PgkeepError {
   return new PgkeepError('MANIFEST_INVALID', `backup ${id} of source ${source} is damaged: ${what}`, { ...(cause === undefined ? {} : { cause }), details: { source, id } });
 }
@@ -204,13 +209,24 @@ export class Repository {
   /** Backup folders of a source, complete or not, oldest first. */
   async listBackupFolders(source: string): Promise<{ id: string; complete: boolean }[]> {
     const result: { id: string; complete: boolean }[] = [];
+    for (const id of await this.listBackupIds(source)) {
+      result.push({ id, complete: (await this.storage.stat(joinKey(this.backupFolder(source, id), MANIFEST_FILE))) !== undefined });
+    }
+    return result;
+  }
+
+  /**
+   * The ids of a source's backup folders (one listing), oldest first: complete or not, not looked into. For
+   * what needs no more than the ids: listBackupFolders asks each folder for its manifest, a HEAD per backup on S3.
+   */
+  async listBackupIds(source: string): Promise<string[]> {
+    const ids: string[] = [];
     for await (const entry of this.storage.list(joinKey('sources', source, 'backups'))) {
       if (entry.kind !== 'folder') continue;
       const id = entry.path.split('/').pop()!;
-      if (!isBackupId(id)) continue;
-      result.push({ id, complete: (await this.storage.stat(joinKey(entry.path, MANIFEST_FILE))) !== undefined });
+      if (isBackupId(id)) ids.push(id);
     }
-    return result;
+    return ids;
   }
 
   /**
@@ -223,13 +239,17 @@ export class Repository {
     const sources = source === undefined ? await this.listSources() : [source];
     const manifests: Manifest[] = [];
     for (const name of sources) {
-      for (const folder of await this.listBackupFolders(name)) {
-        if (!folder.complete) continue;
+      // Each folder's manifest is read without asking first whether it is there: a folder without one (a backup
+      // still running, or interrupted) answers "not found" to the read as it would to a stat, and on S3 that
+      // stat was a HEAD per backup on every listing, "latest" and prune (a repository of a year of daily
+      // backups: 365 requests more each time).
+      for (const id of await this.listBackupIds(name)) {
         try {
-          manifests.push(await this.readManifest(name, folder.id));
+          manifests.push(await this.readManifest(name, id));
         } catch (error) {
+          if (isManifestMissing(error)) continue;
           if (!isManifestDamage(error)) throw error;
-          damaged?.push({ source: name, id: folder.id, error });
+          damaged?.push({ source: name, id, error });
         }
       }
     }
@@ -385,7 +405,12 @@ export class Repository {
     const sources = source === undefined ? await this.listSources() : [source];
     const found: Manifest[] = [];
     for (const name of sources) {
-      if (await this.storage.stat(joinKey(this.backupFolder(name, ref), MANIFEST_FILE))) found.push(await this.readManifest(name, ref));
+      // read, not asked about first (see listBackups): a source without this backup answers "not found"
+      try {
+        found.push(await this.readManifest(name, ref));
+      } catch (error) {
+        if (!isManifestMissing(error)) throw error;
+      }
     }
     if (found.length === 0) throw new PgkeepError('BACKUP_NOT_FOUND', `no backup ${ref}${source ? ` of source ${source}` : ''} in ${this.location}: see pgkeep list`);
     if (found.length > 1) {
@@ -397,9 +422,17 @@ export class Repository {
   private async sourcesWithBackups(): Promise<string[]> {
     const names: string[] = [];
     for (const name of await this.listSources()) {
-      if ((await this.listBackupFolders(name)).some((f) => f.complete)) names.push(name);
+      if (await this.hasCompleteBackup(name)) names.push(name);
     }
     return names;
+  }
+
+  /** Whether a source has a backup with a manifest: its folders asked newest first, until one has (most often the first). */
+  async hasCompleteBackup(source: string): Promise<boolean> {
+    for (const id of (await this.listBackupIds(source)).reverse()) {
+      if (await this.hasManifest(source, id)) return true;
+    }
+    return false;
   }
 
   /**

@@ -22,25 +22,28 @@ export interface SourceCatalog {
 
 export async function readSourceCatalog(repository: Repository, source: string): Promise<SourceCatalog> {
   const catalog: SourceCatalog = { backups: [], unreadable: [], leftovers: [], pins: await listPins(repository, source), failures: await listBackupFailures(repository, source) };
-  for (const folder of await repository.listBackupFolders(source)) {
-    if (folder.complete) {
-      try {
-        catalog.backups.push(await repository.readManifest(source, folder.id));
-      } catch (error) {
-        if (!(error instanceof PgkeepError) || !['MANIFEST_INVALID', 'REPO_FORMAT'].includes(error.code)) throw error;
-        catalog.unreadable.push({ id: folder.id, error });
-      }
+  // Each folder's manifest is read without a stat first (a HEAD per backup on S3): a folder without one answers
+  // "not found" (BACKUP_NOT_FOUND), and is a leftover.
+  for (const id of await repository.listBackupIds(source)) {
+    try {
+      catalog.backups.push(await repository.readManifest(source, id));
       continue;
+    } catch (error) {
+      if (!(error instanceof PgkeepError) || !['BACKUP_NOT_FOUND', 'MANIFEST_INVALID', 'REPO_FORMAT'].includes(error.code)) throw error;
+      if (error.code !== 'BACKUP_NOT_FOUND') {
+        catalog.unreadable.push({ id, error });
+        continue;
+      }
     }
-    let last = backupIdTime(folder.id).getTime();
+    let last = backupIdTime(id).getTime();
     let deleting = false;
-    for await (const entry of storageOf(repository)!.list(repository.backupFolder(source, folder.id), { recursive: true })) {
+    for await (const entry of storageOf(repository)!.list(repository.backupFolder(source, id), { recursive: true })) {
       if (entry.kind === 'object') last = Math.max(last, entry.modified.getTime());
       if (entry.kind === 'object' && entry.path.endsWith(`/${DELETING_FILE}`)) deleting = true;
     }
     // A removal a kill interrupted: no backup writes there any more, finish it now.
     if (deleting) last = 0;
-    catalog.leftovers.push({ id: folder.id, lastActivity: new Date(last) });
+    catalog.leftovers.push({ id, lastActivity: new Date(last) });
   }
   catalog.backups.sort((a, b) => (a.startedAt < b.startedAt ? -1 : a.startedAt > b.startedAt ? 1 : a.id < b.id ? -1 : 1));
   return catalog;
@@ -54,7 +57,7 @@ export async function removeBackupWithRecords(repository: Repository, source: st
 
 /** Removes verification records of backups that no longer exist; returns their ids. */
 export async function removeOrphanVerifications(repository: Repository, source: string): Promise<string[]> {
-  const present = new Set((await repository.listBackupFolders(source)).map((f) => f.id));
+  const present = new Set(await repository.listBackupIds(source));
   const removed: string[] = [];
   for await (const entry of storageOf(repository)!.list(joinKey('sources', source, 'verifications'))) {
     const id = entry.path.split('/').pop()!;

@@ -37,6 +37,9 @@ const env = () => ({ DATABASE_URL: cluster.url('awkward') });
 let awkwardSnapshot: Promise<DatabaseSnapshot> | undefined;
 const sourceSnapshot = () => (awkwardSnapshot ??= snapshotDatabase(cluster, 'awkward'));
 
+/** The folder repository of the directory-format roundtrip (posix block), once made: the modes test walks it. */
+let posixDirectoryRepo: Promise<string> | undefined;
+
 // Every command runs in process (test/support/run-command.ts) over a folder and over S3;
 // test/integration/terminal.test.ts and errors.test.ts keep the real CLI's output and exit codes.
 eachStorage('backup and restore roundtrip of awkward content', (storage) => {
@@ -65,6 +68,7 @@ eachStorage('backup and restore roundtrip of awkward content', (storage) => {
         return repo;
       })();
       backups.set(format, made);
+      if (storage.kind === 'posix' && format === 'directory') posixDirectoryRepo = made;
     }
     return made;
   };
@@ -94,10 +98,15 @@ eachStorage('backup and restore roundtrip of awkward content', (storage) => {
 });
 
 describe('posix repository files', () => {
+  // The directory-format repository of the roundtrip above (made here when that block did not run): a backup
+  // of many objects, and what the verify and restores of it wrote (locks, records) are walked too.
   test('the repository is private: folders 0700, files 0600', async () => {
-    const repo = path.join(work, 'repo-modes');
-    const backup = await pgkeep(['backup', '--repo', repo, '--format', 'directory'], { env: env() });
-    assert.equal(backup.code, 0, backup.stderr);
+    const repo = await (posixDirectoryRepo ??= (async () => {
+      const made = path.join(work, 'repo-modes');
+      const backup = await pgkeep(['backup', '--repo', made, '--format', 'directory'], { env: env() });
+      assert.equal(backup.code, 0, backup.stderr);
+      return made;
+    })());
     const walk = async (dir: string): Promise<void> => {
       assert.equal((await stat(dir)).mode & 0o777, 0o700, `folder ${dir}`);
       for (const entry of await readdir(dir, { withFileTypes: true })) {
