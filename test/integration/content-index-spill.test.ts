@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { json, pgkeep as cliPgkeep } from '../support/cli.js';
-import { ContentIndex, setIndexMemory } from '../../src/repository/content-store/content-index.js';
+import { ContentIndex, DEFAULT_INDEX_MEMORY_ENTRIES, setIndexMemory } from '../../src/repository/content-store/content-index.js';
 import { INDEX_PREFIX } from '../../src/repository/content-store/content-store.js';
 import { openStorage } from '../../src/storage/open-storage.js';
 import { readObject } from '../../src/storage/storage.js';
@@ -23,7 +23,7 @@ import type { PgCluster } from '../support/pg-cluster.js';
  */
 const CAP = 64;
 setIndexMemory({ memoryEntries: CAP });
-after(() => setIndexMemory({ memoryEntries: 300_000 }));
+after(() => setIndexMemory({ memoryEntries: DEFAULT_INDEX_MEMORY_ENTRIES }));
 
 let cluster: PgCluster;
 let work: string;
