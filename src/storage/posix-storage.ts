@@ -128,17 +128,22 @@ export class PosixStorage implements Storage {
       throw storageError(error, target);
     });
     try {
+      const stats = await handle.stat();
       // A folder is not an object (as on S3, where it would be "no such key").
-      if (!(await handle.stat()).isFile()) throw new PgkeepError('STORAGE_NOT_FOUND', `not found: ${target}`);
-      if (range?.end !== undefined && range.end <= range.start) {
+      if (!stats.isFile()) throw new PgkeepError('STORAGE_NOT_FOUND', `not found: ${target}`);
+      // Read no further than the object's size when opened: fs.ReadStream allocates its whole highWaterMark
+      // (1 MiB) for each read unless `end` bounds it, so a manifest of 300 bytes cost 1 MiB twice (its bytes,
+      // then the read that finds the end), and a command reading many small objects (manifests, index files,
+      // keys, locks) made the GC run for memory it never used. An object is written whole (put renames a
+      // finished temporary file over it), so its size at open is its size.
+      const start = range?.start ?? 0;
+      const end = Math.min(range?.end ?? Infinity, stats.size);
+      if (end <= start) {
         await handle.close();
         return Readable.from([]);
       }
       // The stream owns the handle from here and closes it once (a second close by GC would crash).
-      return handle.createReadStream({
-        highWaterMark: 1 << 20,
-        ...(range ? { start: range.start, ...(range.end !== undefined ? { end: range.end - 1 } : {}) } : {}),
-      });
+      return handle.createReadStream({ highWaterMark: 1 << 20, start, end: end - 1 });
     } catch (error) {
       await handle.close().catch(() => undefined);
       throw storageError(error, target);
