@@ -274,7 +274,9 @@ describe('copy between deduplicating repositories encrypted with a passphrase', 
     assert.equal(copy.code, 0, copy.stderr);
     assert.equal(json(copy).method, 'chunks');
     assert.equal(json(copy).verification.mode, 'full');
-    assert.equal(await catSha256(destination, keys, 'passphrase', 'fault_shop'), await catSha256(source, keys, 'passphrase-source', 'fault_shop'));
+    // the source's bytes, read once: the mirror below is compared with them too (the source backs up nothing more)
+    const sourceSha = await catSha256(source, keys, 'passphrase-source', 'fault_shop');
+    assert.equal(await catSha256(destination, keys, 'passphrase', 'fault_shop'), sourceSha);
     // without the passphrase, nothing is read or written: one line
     const without = await pgkeep(['copy', 'latest', '--from', source, '--to', destination]);
     assert.equal(without.code, 2, without.stderr);
@@ -286,7 +288,7 @@ describe('copy between deduplicating repositories encrypted with a passphrase', 
     assert.deepEqual([json(mirrored).createdDestination, json(mirrored).method, json(mirrored).verification.ok], [true, 'chunks', true]);
     assert.deepEqual(await readFile(path.join(mirror, 'keys', 'identity.age')), await readFile(path.join(source, 'keys', 'identity.age')));
     assert.equal((await Repository.open(openStorage(mirror))).info.content!.fingerprint, a.content!.fingerprint);
-    assert.equal(await catSha256(mirror, keys, 'passphrase-mirror', 'fault_shop'), await catSha256(source, keys, 'passphrase-source-again', 'fault_shop'));
+    assert.equal(await catSha256(mirror, keys, 'passphrase-mirror', 'fault_shop'), sourceSha);
   });
 });
 
