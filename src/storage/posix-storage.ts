@@ -15,17 +15,6 @@ const FILE_MODE = 0o600;
 export const TEMP_PREFIX = '.pgkeep-tmp-';
 
 /**
- * The read size of a stream of `bytes`: 1 MiB, fewer and larger reads, for a big object; its size (and a
- * little more, so that one read meets the end) for a small one. Each read allocates a buffer of that size,
- * used or not, and freed only when V8 collects it: 1 MiB reads of a 2 KiB manifest left 2 MiB of garbage,
- * and a process that reads many (serve, a test running commands in process) ran a full collection for every
- * ~64 MiB of it.
- */
-function readSize(bytes: number): number {
-  return Math.min(1 << 20, Math.max(16 << 10, bytes + 1));
-}
-
-/**
  * Storage on a local (or mounted) filesystem. Writes go to a temp file in the
  * target folder, are fsynced, renamed into place, and the folder is fsynced, so
  * a crash at any moment leaves either the old state or the complete new file.
@@ -139,18 +128,22 @@ export class PosixStorage implements Storage {
       throw storageError(error, target);
     });
     try {
+      const stats = await handle.stat();
       // A folder is not an object (as on S3, where it would be "no such key").
-      const info = await handle.stat();
-      if (!info.isFile()) throw new PgkeepError('STORAGE_NOT_FOUND', `not found: ${target}`);
-      if (range?.end !== undefined && range.end <= range.start) {
+      if (!stats.isFile()) throw new PgkeepError('STORAGE_NOT_FOUND', `not found: ${target}`);
+      // Read no further than the object's size when opened: fs.ReadStream allocates its whole highWaterMark
+      // (1 MiB) for each read unless `end` bounds it, so a manifest of 300 bytes cost 1 MiB twice (its bytes,
+      // then the read that finds the end), and a command reading many small objects (manifests, index files,
+      // keys, locks) made the GC run for memory it never used. An object is written whole (put renames a
+      // finished temporary file over it), so its size at open is its size.
+      const start = range?.start ?? 0;
+      const end = Math.min(range?.end ?? Infinity, stats.size);
+      if (end <= start) {
         await handle.close();
         return Readable.from([]);
       }
       // The stream owns the handle from here and closes it once (a second close by GC would crash).
-      return handle.createReadStream({
-        highWaterMark: readSize((range?.end ?? info.size) - (range?.start ?? 0)),
-        ...(range ? { start: range.start, ...(range.end !== undefined ? { end: range.end - 1 } : {}) } : {}),
-      });
+      return handle.createReadStream({ highWaterMark: 1 << 20, start, end: end - 1 });
     } catch (error) {
       await handle.close().catch(() => undefined);
       throw storageError(error, target);

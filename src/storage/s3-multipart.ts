@@ -190,13 +190,25 @@ export async function uploadMultipart(target: MultipartTarget, body: AsyncIterab
   }
 }
 
+/** The first buffer of a part in memory: most objects (manifests, index files, small packs) fit in it. */
+const FIRST_PART_BUFFER = 64 << 10;
+
 function memoryPart(capacity: number): PartWriter {
-  // Allocated once per part and filled in place: no second copy when it is sent.
-  let buffer: Buffer | undefined = Buffer.allocUnsafeSlow(capacity);
+  // Filled in place: no second copy when it is sent. It grows (doubling, up to the part's capacity) as the
+  // body comes: a part allocated whole at once (8 MiB and more) for every object, a 300-byte manifest too,
+  // made a command writing many small objects allocate gigabytes (content-store.test.ts: 2.4 GB for 302
+  // objects) and run the GC for them. A full part costs the copies of its doublings, ~its size once more.
+  let buffer: Buffer | undefined = Buffer.allocUnsafeSlow(Math.min(capacity, FIRST_PART_BUFFER));
   const writer: PartWriter = {
     capacity,
     filled: 0,
     async write(chunk) {
+      const need = writer.filled + chunk.length;
+      if (need > buffer!.length) {
+        const grown = Buffer.allocUnsafeSlow(Math.min(capacity, Math.max(need, 2 * buffer!.length)));
+        buffer!.copy(grown, 0, 0, writer.filled);
+        buffer = grown;
+      }
       chunk.copy(buffer!, writer.filled);
       writer.filled += chunk.length;
     },

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { json, pgkeep as cliPgkeep } from '../support/cli.js';
-import { ContentIndex, setIndexMemory } from '../../src/repository/content-store/content-index.js';
+import { ContentIndex, DEFAULT_INDEX_MEMORY_ENTRIES, setIndexMemory } from '../../src/repository/content-store/content-index.js';
 import { INDEX_PREFIX } from '../../src/repository/content-store/content-store.js';
 import { openStorage } from '../../src/storage/open-storage.js';
 import { readObject } from '../../src/storage/storage.js';
@@ -15,15 +15,18 @@ import { useClusterAndWorkFolder } from '../support/integration-setup.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 
 /**
- * The chunk index past its in-memory cap (content-index.ts): with a cap of 64
+ * The chunk index past its in-memory cap (content-index.ts): with a cap of 32
  * entries the index of these repositories (a few hundred chunks) lives mostly
  * in sorted run files on local disk, merged as they pile up, and each backup
- * writes an index file every 16 entries. Every command must work as it does
- * with the index in memory.
+ * writes an index file every 8 entries. Every command must work as it does
+ * with the index in memory. The cap, not the data, makes the spill: a shop of
+ * 30,000 events (~200 chunks a backup) spills as much past a cap of 32 as
+ * 60,000 did past 64, for half the dumps, restores and copies.
  */
-const CAP = 64;
+const CAP = 32;
+const EVENTS = 30_000;
 setIndexMemory({ memoryEntries: CAP });
-after(() => setIndexMemory({ memoryEntries: 300_000 }));
+after(() => setIndexMemory({ memoryEntries: DEFAULT_INDEX_MEMORY_ENTRIES }));
 
 let cluster: PgCluster;
 let work: string;
@@ -31,7 +34,7 @@ let work: string;
 useClusterAndWorkFolder('content-index-spill', async (c, w) => {
   cluster = c;
   work = w;
-  await createShopWithEvents(cluster);
+  await createShopWithEvents(cluster, EVENTS);
 });
 
 const env = (extra: Record<string, string> = {}) => ({ DATABASE_URL: cluster.url('shop'), ...extra });
@@ -61,7 +64,7 @@ eachStorage('the chunk index spilled to disk (encrypted on S3)', (storage) => {
     assert.equal((await pgkeep(init, { env: env(keys) })).code, 0);
     assert.equal((await pgkeep(['backup', '--repo', repo], { env: env(keys) })).code, 0);
     await cluster.query(`UPDATE events SET body = upper(body) WHERE id % 50 = ${storage.kind === 's3' ? 1 : 2}`, [], 'shop');
-    await cluster.query('DELETE FROM events WHERE id <= 30000', [], 'shop');
+    await cluster.query(`DELETE FROM events WHERE id <= ${EVENTS / 2}`, [], 'shop');
     const secondRun = await pgkeep(['backup', '--repo', repo, '--json'], { env: env(keys) });
     assert.equal(secondRun.code, 0, secondRun.stderr);
 
@@ -116,7 +119,7 @@ describe('a backup killed after some of its index files (a real process, PGKEEP_
     assert.equal(kept.code, 0, kept.stderr);
     await cluster.query("UPDATE events SET body = md5(body || 'killed')", [], 'shop');
     const filesBefore = (await spilled(repo)).files;
-    // killed with its packs written and most of them indexed (an index file every 16 entries), its last index file and manifest not
+    // killed with its packs written and most of them indexed (an index file every CAP / 4 entries), its last index file and manifest not
     const killed = await cliPgkeep(['backup', '--repo', repo], { env: spawnEnv({ PGKEEP_FAULT: 'before-content-index' }) });
     assert.equal(killed.signal, 'SIGKILL', killed.stderr);
     const afterKill = await spilled(repo);

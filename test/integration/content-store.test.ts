@@ -32,6 +32,12 @@ function rows(count: number, label: string): Buffer {
 
 const keys = generateIdentity();
 
+/**
+ * Three days of a prune test: day 1's "old" rows are referenced by no later day, its "a" rows are; each day
+ * shares half its rows with the next.
+ */
+const threeDays = () => [Buffer.concat([rows(3_000, 'old'), rows(1_000, 'a')]), Buffer.concat([rows(1_000, 'a'), rows(1_000, 'b')]), Buffer.concat([rows(1_000, 'b'), rows(1_000, 'c')])];
+
 function settings(encrypted: boolean, sizes = { min: 1024, average: 4096, max: 16384 }): ContentSettings {
   return {
     sizes,
@@ -166,8 +172,8 @@ for (const encrypted of [false, true]) {
 
     test('what no kept stream references is swept (deleted or repacked); every kept stream still reads back exactly; dry-run changes nothing', async () => {
       const storage = openStorage(where.repo('sweep'));
-      // day 1's "old" rows are referenced by no kept day; its "a" rows are
-      const days = [Buffer.concat([rows(6_000, 'old'), rows(2_000, 'a')]), Buffer.concat([rows(2_000, 'a'), rows(2_000, 'b')]), Buffer.concat([rows(2_000, 'b'), rows(2_000, 'c')])];
+      // 3,000 old rows (~150 KB) fill several packs of 32 KiB used by no kept day: the packs' use is the subject, not the size
+      const days = threeDays();
       const refs: StreamRef[] = [];
       for (const day of days) refs.push((await storeStream(await ContentStore.open(storage, small()), day, 3_000)).ref);
       const before = await sizeOf(storage);
@@ -192,7 +198,7 @@ for (const encrypted of [false, true]) {
 
     test('index files of version 1 (JSON, older pgkeep) are read as they are; prune rewrites those it touches as version 2', async () => {
       const storage = openStorage(where.repo('json-index'));
-      const days = [Buffer.concat([rows(6_000, 'old'), rows(2_000, 'a')]), Buffer.concat([rows(2_000, 'a'), rows(2_000, 'b')]), Buffer.concat([rows(2_000, 'b'), rows(2_000, 'c')])];
+      const days = threeDays();
       const refs: StreamRef[] = [];
       for (const day of days) refs.push((await storeStream(await ContentStore.open(storage, small()), day, 3_000)).ref);
       // what an older pgkeep wrote: the same packs, each index file as zstd-compressed JSON under its own hash
@@ -220,12 +226,14 @@ for (const encrypted of [false, true]) {
       for (const dieAt of ['index', 'packs'] as const) {
         for (const order of ['new-last', 'new-first'] as const) {
           const storage = openStorage(where.repo(`died-${dieAt}-${order}`));
-          // kept and unused rows side by side in day 1, so packs are partly used: repacked
-          const kept = [0, 1, 2, 3, 4, 5].map((i) => rows(600, `a${i}`));
-          const days = [Buffer.concat(kept.flatMap((a, i) => [a, rows(900, `old${i}`)])), Buffer.concat([...kept, rows(2_000, 'b')])];
+          // kept and unused rows side by side in day 1, so packs are partly used: repacked (blocks of ~15 and
+          // ~22 KB of rows, ~8 and ~11 KB stored: each pack of 32 KiB holds some of both)
+          const kept = [0, 1, 2, 3, 4, 5].map((i) => rows(300, `a${i}`));
+          const days = [Buffer.concat(kept.flatMap((a, i) => [a, rows(450, `old${i}`)])), Buffer.concat([...kept, rows(1_000, 'b')])];
           const refs: StreamRef[] = [];
           for (const day of days) refs.push((await storeStream(await ContentStore.open(storage, small()), day, 3_000)).ref);
           const before = new Set(await listKeys(storage, 'content/index'));
+          const packsBefore = new Set(await listKeys(storage, 'content/packs'));
           // the first prune dies at its first removal (its new index file written) or when it writes its index file (its packs written)
           const dying: Storage = Object.create(storage, {
             remove: {
@@ -242,6 +250,8 @@ for (const encrypted of [false, true]) {
             },
           });
           await assert.rejects(prune(dying, await ContentStore.open(dying, small()), refs.slice(1)), /killed/);
+          // it died with the packs of its repack written: what the next prune has to sort out
+          assert.ok((await listKeys(storage, 'content/packs')).some((k) => !packsBefore.has(k)), `${dieAt}: the dead prune wrote new packs`);
           const fresh = new Set((await listKeys(storage, 'content/index')).filter((k) => !before.has(k)));
           assert.equal(fresh.size, dieAt === 'index' ? 1 : 0, `${dieAt}: the index file the dead prune wrote`);
           // the next one reads the dead one's index file last, or first (a listing goes by name, and names are hashes)
@@ -267,8 +277,8 @@ for (const encrypted of [false, true]) {
 
     test('the grace: a first prune only marks, one after the grace sweeps; a pack used again is unmarked', async () => {
       const storage = openStorage(where.repo('grace'));
-      const old = (await storeStream(await ContentStore.open(storage, small()), rows(6_000, 'old'), 3_000)).ref;
-      const kept = (await storeStream(await ContentStore.open(storage, small()), rows(3_000, 'kept'), 3_000)).ref;
+      const old = (await storeStream(await ContentStore.open(storage, small()), rows(3_000, 'old'), 3_000)).ref;
+      const kept = (await storeStream(await ContentStore.open(storage, small()), rows(1_500, 'kept'), 3_000)).ref;
       const hour = 3_600_000;
       const t0 = new Date();
       const first = await prune(storage, await ContentStore.open(storage, small()), [kept], { graceMs: hour, now: t0 });
@@ -284,7 +294,7 @@ for (const encrypted of [false, true]) {
       assert.ok(remarked.markedPacks > 0);
       const second = await prune(storage, await ContentStore.open(storage, small()), [kept], { graceMs: hour, now: new Date(t0.getTime() + 4 * hour) });
       assert.ok(second.deletedPacks > 0, JSON.stringify(second));
-      assert.ok((await collectStream((await ContentStore.open(storage, small())).open(kept))).equals(rows(3_000, 'kept')));
+      assert.ok((await collectStream((await ContentStore.open(storage, small())).open(kept))).equals(rows(1_500, 'kept')));
     });
 
     test('a kept stream whose chunks no index file names (a lost index file) stops the sweep before anything is deleted', async () => {

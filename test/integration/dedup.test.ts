@@ -6,6 +6,7 @@ import { describe, test } from 'node:test';
 import { json, pgkeep as cliPgkeep } from '../support/cli.js';
 import { contentSettings } from '../../src/repository/content-store/content-keys.js';
 import { ContentStore } from '../../src/repository/content-store/content-store.js';
+import { DEFAULT_INDEX_MEMORY_ENTRIES, setIndexMemory } from '../../src/repository/content-store/content-index.js';
 import { openStorage } from '../../src/storage/open-storage.js';
 import { checkRepositoryContent } from '../../src/repository/content-store/check-repository-content.js';
 import { Repository } from '../../src/repository/repository.js';
@@ -24,11 +25,16 @@ import { sample } from '../support/prometheus-sample.js';
 
 let cluster: PgCluster;
 let work: string;
+/**
+ * The shop's events: ~3.5 MB of dump in ~200 chunks, where a day's change (500 rows, 21 updated) is a few
+ * chunks and half the events deleted frees about half the first backup's packs (the ratios asserted below).
+ */
+const EVENTS = 30_000;
 
 useClusterAndWorkFolder('dedup', async (c, w) => {
   cluster = c;
   work = w;
-  await createShopWithEvents(cluster);
+  await createShopWithEvents(cluster, EVENTS);
 });
 
 const env = (extra: Record<string, string> = {}) => ({ DATABASE_URL: cluster.url('shop'), ...extra });
@@ -53,7 +59,7 @@ eachStorage('a deduplicating repository (encrypted on S3)', (storage) => {
       assert.match(created.stdout, /deduplicating/);
 
       const first = json(await pgkeep(['backup', '--repo', repo, '--json'], { env: env(keys) }));
-      await cluster.query('INSERT INTO events SELECT g, md5(g::text), now() FROM generate_series(60001, 60500) g', [], 'shop');
+      await cluster.query(`INSERT INTO events SELECT g, md5(g::text), now() FROM generate_series(${EVENTS + 1}, ${EVENTS + 500}) g`, [], 'shop');
       await cluster.query('UPDATE events SET body = upper(body) WHERE id BETWEEN 100 AND 120', [], 'shop');
       // the oldest half of the events goes: the first backup's chunks of them are then used by no later backup,
       // enough of its pack for prune to sweep whatever the chunk boundaries (a run's timestamps move them)
@@ -264,9 +270,20 @@ describe('a deduplicating repository under faults (real processes)', () => {
 
   test('prune killed between its new index files (the smallest index cap, small packs: several new index files), then another: every backup verifies, no pack is left that no index names', async () => {
     const at = path.join(work, 'faults-index-files');
-    // 16 entries in memory (the index spills too): index files of at most 4 entries (a pack is never split)
+    // 16 entries in memory (the index spills too): index files of at most 4 entries (a pack is never split).
+    // The killed prune is a real process (the knob and SIGKILL are its subject); the commands around it run
+    // in this process with the same cap (setIndexMemory, as the CLI sets it from the variable): a Node
+    // start-up each saved.
     const small = env({ PGKEEP_INDEX_MEMORY_ENTRIES: '16' });
-    assert.equal((await cliPgkeep(['init', '--repo', at, '--dedup'], { env: small })).code, 0);
+    const withSmallIndex = async <T>(run: () => Promise<T>): Promise<T> => {
+      setIndexMemory({ memoryEntries: 16 });
+      try {
+        return await run();
+      } finally {
+        setIndexMemory({ memoryEntries: DEFAULT_INDEX_MEMORY_ENTRIES });
+      }
+    };
+    assert.equal((await runCommand(['init', '--repo', at, '--dedup'], { env: env() })).code, 0);
     // packs of 64 KiB (the repository's setting, 16 MiB by default): a repack writes several new packs, each in its own index file
     const info = JSON.parse(await readFile(path.join(at, 'pgkeep.json'), 'utf8'));
     info.content.packTarget = 64 * 1024;
@@ -274,14 +291,14 @@ describe('a deduplicating repository under faults (real processes)', () => {
     // a table of its own (~2 MB), then every other block of ~120 KB of it deleted: many packs of the first backup
     // straddle a deleted block and a kept one, and are repacked into several new packs
     await cluster.query('CREATE TABLE index_files AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 40000) g', [], 'small_shop');
-    assert.equal((await cliPgkeep(['backup', '--repo', at], { env: small })).code, 0);
+    assert.equal((await withSmallIndex(() => runCommand(['backup', '--repo', at], { env: env() }))).code, 0);
     await cluster.query('DELETE FROM index_files WHERE (id / 2000) % 2 = 0', [], 'small_shop');
-    assert.equal((await cliPgkeep(['backup', '--repo', at], { env: small })).code, 0);
+    assert.equal((await withSmallIndex(() => runCommand(['backup', '--repo', at], { env: env() }))).code, 0);
     await cluster.query('DROP TABLE index_files', [], 'small_shop');
     const killed = await cliPgkeep(['prune', '--repo', at, '--keep-last', '1', '--sweep-grace', '0'], { env: { ...small, PGKEEP_FAULT: 'after-prune-index-file#2' } });
     assert.equal(killed.signal, 'SIGKILL', `the prune reaches its second index file: ${killed.stderr}`);
     assert.equal(await everyBackupVerifies(at), 1);
-    const pruned = await cliPgkeep(['prune', '--repo', at, '--keep-last', '1', '--sweep-grace', '0', '--json'], { env: small });
+    const pruned = await withSmallIndex(() => runCommand(['prune', '--repo', at, '--keep-last', '1', '--sweep-grace', '0', '--json'], { env: env() }));
     assert.equal(pruned.code, 0, pruned.stderr);
     assert.deepEqual(await packsNamedByNoIndex(at), [], 'no pack left that no index names');
     assert.equal(await everyBackupVerifies(at), 1);

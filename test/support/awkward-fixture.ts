@@ -18,11 +18,13 @@ export function loadAwkwardFixture(cluster: PgCluster, database: string): void {
 
 /**
  * The database of the deduplication tests: `shop` with the awkward fixture,
- * plus 60,000 rows of `events`, enough that a day's change is a small part
- * of the dump.
+ * plus `events` rows of `events` (60,000 by default: a dump of ~7 MB, ~400
+ * chunks of ~16 KiB), enough that a day's change is a small part of the dump.
+ * Each row is ~115 bytes of the dump: a file that needs fewer chunks asks for
+ * fewer rows.
  */
-export async function createShopWithEvents(cluster: PgCluster): Promise<void> {
+export async function createShopWithEvents(cluster: PgCluster, events = 60_000): Promise<void> {
   await cluster.query('CREATE DATABASE shop');
   loadAwkwardFixture(cluster, 'shop');
-  await cluster.query("CREATE TABLE events AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS body, now() - g * interval '1 minute' AS at FROM generate_series(1, 60000) g", [], 'shop');
+  await cluster.query(`CREATE TABLE events AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS body, now() - g * interval '1 minute' AS at FROM generate_series(1, ${events}) g`, [], 'shop');
 }

@@ -47,8 +47,11 @@ export interface IndexMemoryOptions {
   directory?: string;
 }
 
+/** IndexMemoryOptions.memoryEntries unless set (a test that lowered it sets it back to this). */
+export const DEFAULT_INDEX_MEMORY_ENTRIES = 300_000;
+
 /** The defaults of this process (the CLI sets them from a test-only environment variable: PGKEEP_INDEX_MEMORY_ENTRIES). */
-const defaults: Required<Omit<IndexMemoryOptions, 'directory'>> & Pick<IndexMemoryOptions, 'directory'> = { memoryEntries: 300_000, directory: undefined };
+const defaults: Required<Omit<IndexMemoryOptions, 'directory'>> & Pick<IndexMemoryOptions, 'directory'> = { memoryEntries: DEFAULT_INDEX_MEMORY_ENTRIES, directory: undefined };
 
 /** Sets the index memory of the indexes this process opens from now on (tests: a tiny cap forces spills). */
 export function setIndexMemory(options: IndexMemoryOptions): void {
