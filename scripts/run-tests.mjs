@@ -43,21 +43,21 @@ if (shared.length > 1) {
 }
 
 // The files start in this order, as slots free up. Started last, a
-// long file ends the run alone while the other slot idles, so the longest
+// long file ends the run alone while the other slots idle, so the longest
 // start first (this list, longest first: update it when a file grows past its
 // neighbours), then the other integration files, then the short unit files,
-// which fill the gaps at the end. From a CI run of 2026-12-06, session 12
-// (PGKEEP_TEST_DURATIONS_OUT; seconds of each file's tests): pitr 23.4,
-// network-faults 22.7, dedup-copy 22.0, dedup 19.4, roundtrip 18.2, faults
-// 17.3, restore-test 17.1, physical-restore-test 15.9, dashboard 15.2,
-// server-matrix 14.2, content-store 13.6, serve-fleet 12.6; the unit tests'
-// one process about 25 s, so it starts among the first.
+// which fill the gaps at the end. From a CI run of 2026-12-06, session 14
+// (PGKEEP_TEST_DURATIONS_OUT; seconds of each file's tests): dedup-copy 28.5,
+// the unit tests' one process ~27, faults 25.9, network-faults 24.9,
+// restore-test 24.8, pitr 22.3, selective-restore 21.3, dedup 20.8,
+// content-store 20.3, server-matrix 19.9, dashboard 19.5, roundtrip 19.0.
 const LONGEST_FIRST = [
-  'pitr', 'network-faults', 'dedup-copy', 'unit-tests', 'dedup', 'roundtrip', 'faults', 'restore-test', 'physical-restore-test',
-  'dashboard', 'server-matrix', 'content-store', 'serve-fleet', 'database-fidelity', 'selective-restore', 's3-storage', 'runbook',
-  'parallel-copy-loader', 'content-index-spill', 'first-hour', 'wal-archive', 'dedup-copy-physical', 'partitions', 'prune',
-  'bundled-cli', 'age-interop', 'errors', 'multi-repo', 'serve', 'restore-file', 'extract', 'verify-restore', 'encrypted-s3',
-  'copy', 'interrupted-init', 'interrupt', 'custom-toc', 'network-faults-storage', 'status', 'terminal', 'globals',
+  'dedup-copy', 'unit-tests', 'faults', 'network-faults', 'restore-test', 'pitr', 'selective-restore', 'dedup', 'content-store',
+  'server-matrix', 'dashboard', 'roundtrip', 'bundled-cli', 'database-fidelity', 'physical-restore-test', 'serve-fleet', 'runbook',
+  'dedup-copy-physical', 'parallel-copy-loader', 'first-hour', 'prune', 'multi-repo', 'wal-archive', 'content-index-spill', 'partitions',
+  'encrypted-s3', 'extract', 'restore-file', 'verify-restore', 'age-interop', 's3-storage', 'errors', 'serve', 'copy', 'interrupted-init',
+  'interrupt', 'custom-toc', 'globals', 'terminal', 'host-check', 'serve-catalog', 'network-faults-storage', 'status', 'backup-writer',
+  'harness', 'restore-damaged-content', 'posix-storage',
 ];
 const rank = (file) => {
   const known = LONGEST_FIRST.indexOf(path.basename(file).replace(/\.test\.[cm]?[jt]s$/, ''));
