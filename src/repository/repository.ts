@@ -209,9 +209,7 @@ export class Repository {
   /** Backup folders of a source, complete or not, oldest first. */
   async listBackupFolders(source: string): Promise<{ id: string; complete: boolean }[]> {
     const result: { id: string; complete: boolean }[] = [];
-    for (const id of await this.listBackupIds(source)) {
-      result.push({ id, complete: (await this.storage.stat(joinKey(this.backupFolder(source, id), MANIFEST_FILE))) !== undefined });
-    }
+    for (const id of await this.listBackupIds(source)) result.push({ id, complete: await this.hasManifest(source, id) });
     return result;
   }
 
@@ -239,15 +237,11 @@ export class Repository {
     const sources = source === undefined ? await this.listSources() : [source];
     const manifests: Manifest[] = [];
     for (const name of sources) {
-      // Each folder's manifest is read without asking first whether it is there: a folder without one (a backup
-      // still running, or interrupted) answers "not found" to the read as it would to a stat, and on S3 that
-      // stat was a HEAD per backup on every listing, "latest" and prune (a repository of a year of daily
-      // backups: 365 requests more each time).
       for (const id of await this.listBackupIds(name)) {
         try {
-          manifests.push(await this.readManifest(name, id));
+          const manifest = await this.readManifestIfPresent(name, id);
+          if (manifest) manifests.push(manifest);
         } catch (error) {
-          if (isManifestMissing(error)) continue;
           if (!isManifestDamage(error)) throw error;
           damaged?.push({ source: name, id, error });
         }
@@ -276,6 +270,22 @@ export class Repository {
       else if (size !== object.stored.size) problems.push(`object ${object.name} has ${size} bytes, the manifest says ${object.stored.size}`);
     }
     return problems;
+  }
+
+  /**
+   * The backup's manifest, or undefined when its folder has none (a backup still running, or interrupted; or
+   * no such folder). Read without asking first whether it is there: a missing manifest answers "not found" to
+   * the read as it would to a stat, and on S3 that stat was a HEAD per backup on every listing, "latest" and
+   * prune (a repository of a year of daily backups: 365 requests more each time). Damage is thrown as by
+   * readManifest.
+   */
+  async readManifestIfPresent(source: string, id: string): Promise<Manifest | undefined> {
+    try {
+      return await this.readManifest(source, id);
+    } catch (error) {
+      if (isManifestMissing(error)) return undefined;
+      throw error;
+    }
   }
 
   async readManifest(source: string, id: string): Promise<Manifest> {
@@ -405,12 +415,8 @@ export class Repository {
     const sources = source === undefined ? await this.listSources() : [source];
     const found: Manifest[] = [];
     for (const name of sources) {
-      // read, not asked about first (see listBackups): a source without this backup answers "not found"
-      try {
-        found.push(await this.readManifest(name, ref));
-      } catch (error) {
-        if (!isManifestMissing(error)) throw error;
-      }
+      const manifest = await this.readManifestIfPresent(name, ref);
+      if (manifest) found.push(manifest);
     }
     if (found.length === 0) throw new PgkeepError('BACKUP_NOT_FOUND', `no backup ${ref}${source ? ` of source ${source}` : ''} in ${this.location}: see pgkeep list`);
     if (found.length > 1) {

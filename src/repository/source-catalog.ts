@@ -4,7 +4,7 @@ import { backupIdTime, isBackupId } from './backup-id.js';
 import { listBackupFailures, type BackupFailure } from './backup-failures.js';
 import type { Manifest } from './manifest.js';
 import { listPins, type Pin } from './pins.js';
-import { DELETING_FILE, type Repository } from './repository.js';
+import { DELETING_FILE, isManifestDamage, type Repository } from './repository.js';
 import { storageOf } from './repository-storage.js';
 
 /** Everything a repository holds about one source, read once for prune and status. */
@@ -22,18 +22,19 @@ export interface SourceCatalog {
 
 export async function readSourceCatalog(repository: Repository, source: string): Promise<SourceCatalog> {
   const catalog: SourceCatalog = { backups: [], unreadable: [], leftovers: [], pins: await listPins(repository, source), failures: await listBackupFailures(repository, source) };
-  // Each folder's manifest is read without a stat first (a HEAD per backup on S3): a folder without one answers
-  // "not found" (BACKUP_NOT_FOUND), and is a leftover.
+  // a folder without a manifest is a leftover
   for (const id of await repository.listBackupIds(source)) {
+    let manifest: Manifest | undefined;
     try {
-      catalog.backups.push(await repository.readManifest(source, id));
-      continue;
+      manifest = await repository.readManifestIfPresent(source, id);
     } catch (error) {
-      if (!(error instanceof PgkeepError) || !['BACKUP_NOT_FOUND', 'MANIFEST_INVALID', 'REPO_FORMAT'].includes(error.code)) throw error;
-      if (error.code !== 'BACKUP_NOT_FOUND') {
-        catalog.unreadable.push({ id, error });
-        continue;
-      }
+      if (!isManifestDamage(error)) throw error;
+      catalog.unreadable.push({ id, error });
+      continue;
+    }
+    if (manifest) {
+      catalog.backups.push(manifest);
+      continue;
     }
     let last = backupIdTime(id).getTime();
     let deleting = false;
