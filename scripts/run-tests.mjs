@@ -17,8 +17,9 @@ const compiled = await compileTests(path.join(folder, 'tree'));
 const sourceOf = new Map();
 
 // The unit test files run in one process, one after the other: a process per
-// file costs a Node and tsx start-up each (about 40% of the unit tests' CPU
-// time). Files that measure their own process's memory keep a process of
+// file cost a Node and tsx start-up each (about 40% of the unit tests' CPU
+// time, when they ran under tsx), and still costs a Node start-up and the
+// loading of the modules they share. Files that measure their own process's memory keep a process of
 // their own, where nothing else has grown the heap. A file that fails to load
 // is a failed test named after it; the others still run.
 const OWN_PROCESS = /(^|\/)(decompress-memory|age)\.test\.[cm]?[jt]s$/;
